@@ -1,0 +1,693 @@
+#!/usr/bin/env python3
+"""Tidegate benchmark harness: Tidegate vs nginx vs HAProxy vs the bare origin.
+
+Usage: python3 bench/run.py [--quick] [--json FILE] [--tidegate PATH] [--threads N]
+                            [--rounds R] [--install] [--keep-tmp]
+
+Everything runs on 127.0.0.1.  One nginx origin (1 worker) serves /small, /1k,
+/large and /upload; Tidegate, an nginx proxy and HAProxy sit in front of it on
+their own ports.  Every scenario round-robins over the targets, R rounds, and
+the table reports medians (errors are summed).  Stdlib only.  Every process it
+starts is stopped at the end (by PID / process group), also on Ctrl-C.
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APT_CMD = "apt-get install -y nginx-light haproxy wrk nghttp2-client"
+TARGETS = ["tidegate", "nginx", "haproxy", "origin"]
+NOFILE = 20000
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MIB = 1024 * 1024
+SMALL_BODY = "tidegate-bench-small-response-" + "x" * 69 + "\n"  # 100 bytes
+STARTED = []  # every long-running Server we started, for cleanup
+
+
+# --------------------------------------------------------------- processes
+def which(name):
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin")
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else NOFILE
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return want
+
+
+def proc_stat(pid):
+    """(ppid, utime+stime ticks) from /proc/PID/stat, or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rfind(")") + 2:].split()  # rest[0] is field 3 (state)
+    return int(rest[1]), int(rest[11]) + int(rest[12])  # fields 4, 14, 15
+
+
+def proc_tree(root):
+    """root and all its descendants (nginx master + workers, etc.)."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = proc_stat(int(d))
+            if st:
+                children.setdefault(st[0], []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pids):
+    return sum((proc_stat(p) or (0, 0))[1] for p in pids) / CLK_TCK
+
+
+def mem_kib(pids, field="VmRSS"):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+class RssSampler(threading.Thread):
+    """Samples summed VmRSS of a process tree every `period` s; keeps the max."""
+
+    def __init__(self, pids, period=0.05):
+        super().__init__(daemon=True)
+        self.pids, self.period, self.peak = pids, period, 0
+        self.stop_evt = threading.Event()
+
+    def run(self):
+        while not self.stop_evt.is_set():
+            self.peak = max(self.peak, mem_kib(self.pids))
+            self.stop_evt.wait(self.period)
+
+    def stop(self):
+        self.stop_evt.set()
+        self.join()
+        self.peak = max(self.peak, mem_kib(self.pids))
+        return self.peak
+
+
+class Server:
+    def __init__(self, name, cmd, port, log):
+        self.name, self.cmd, self.port, self.log = name, cmd, port, log
+        self.exit_code = None
+        with open(log, "ab") as lf:
+            # own session => own process group, so we can kill the whole tree
+            self.proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        STARTED.append(self)
+
+    def pids(self):
+        return proc_tree(self.proc.pid)
+
+    def wait_ready(self, timeout=15):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not listening on {self.port} after {timeout}s: {self.log_tail()}")
+
+    def log_tail(self, n=800):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()[-n:].strip()
+        except OSError:
+            return ""
+
+    def stop(self, grace=10):
+        """SIGTERM the leader (clean shutdown), then SIGKILL its process group."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.exit_code = self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.exit_code = "timeout (killed)"
+        elif self.exit_code is None:
+            self.exit_code = self.proc.returncode
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # leftovers (workers)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------- configs
+NGINX_COMMON = """worker_rlimit_nofile {nofile};
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}.error.log warn;
+daemon off;
+master_process on;
+events {{ worker_connections 20000; }}
+"""
+TEMP_PATHS = "".join(f"  {k}_temp_path {{tmp}}/{{name}}_{k};\n"
+                     for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+
+
+def origin_conf(tmp, port):
+    return (NGINX_COMMON + "worker_processes 1;\nhttp {{\n" + TEMP_PATHS + """\
+  access_log off;
+  default_type application/octet-stream;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;
+  keepalive_timeout 120s;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    root {tmp}/www;
+    client_max_body_size 0;
+    location = /small {{ return 200 "{small}"; }}
+    location = /1k {{ }}
+    location = /large {{ }}
+    # /upload: the mirror module reads the WHOLE request body (kept in memory,
+    # up to 512m) before the content phase, so the 200 only goes out after the
+    # last byte arrived; the static handler's 404/405 is then mapped to 200.
+    location /upload {{
+      client_body_buffer_size 512m;
+      mirror /upload_sink;
+      mirror_request_body on;
+      error_page 403 404 405 =200 /upload_ok;
+    }}
+    location = /upload_sink {{ internal; return 204; }}
+    location = /upload_ok {{ internal; return 200 "ok\\n"; }}
+  }}
+}}
+""").format(tmp=tmp, name="origin", port=port, small=SMALL_BODY.replace("\n", "\\n"), nofile=NOFILE)
+
+
+def nginx_proxy_conf(tmp, port, origin_port, threads):
+    return (NGINX_COMMON + "worker_processes {threads};\nhttp {{\n" + TEMP_PATHS + """\
+  access_log off;
+  keepalive_requests 100000;
+  keepalive_timeout 120s;
+  upstream o {{
+    server 127.0.0.1:{oport};
+    keepalive 256;
+    keepalive_requests 100000;
+    keepalive_timeout 120s;
+  }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    client_max_body_size 0;
+    location / {{
+      proxy_pass http://o;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 300s;
+      proxy_send_timeout 300s;
+    }}
+  }}
+}}
+""").format(tmp=tmp, name="nginx", port=port, oport=origin_port, threads=threads, nofile=NOFILE)
+
+
+def haproxy_conf(port, origin_port, threads):
+    # maxconn 9000 -> HAProxy needs ~2*9000 fds, which fits the 20000 limit.
+    return f"""global
+  nbthread {threads}
+  maxconn 9000
+
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  maxconn 9000
+  timeout connect 10s
+  timeout client 300s
+  timeout server 300s
+  timeout http-request 60s
+  timeout http-keep-alive 120s
+
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be
+
+backend be
+  server o 127.0.0.1:{origin_port}
+"""
+
+
+def write_file(path, size):
+    """A real (non-sparse) file of `size` bytes of random-looking data."""
+    block = os.urandom(MIB)
+    with open(path, "wb") as f:
+        for _ in range(size // MIB):
+            f.write(block)
+        f.write(block[: size % MIB])
+
+
+def start_servers(tmp, args, threads, notes):
+    www = os.path.join(tmp, "www")
+    os.makedirs(www)
+    write_file(os.path.join(www, "1k"), 1024)
+    write_file(os.path.join(www, "large"), args.large_mib * MIB)
+    write_file(os.path.join(tmp, "upload.bin"), args.upload_mib * MIB)
+    nginx = which("nginx")
+
+    def conf(name, text):
+        path = os.path.join(tmp, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def start_nginx(name, text, port):
+        return Server(name, [nginx, "-p", tmp + "/", "-c", conf(name + ".conf", text),
+                             "-e", f"{tmp}/{name}.error.log"], port, f"{tmp}/{name}.out")
+
+    oport = free_port()
+    origin = start_nginx("origin", origin_conf(tmp, oport), oport)
+    origin.wait_ready()
+    servers = {"origin": origin}
+
+    candidates = []
+    if args.tidegate and os.access(args.tidegate, os.X_OK):
+        candidates.append(("tidegate", lambda p: Server(
+            "tidegate", [args.tidegate, "--listen", f"127.0.0.1:{p}", "--upstream",
+                         f"http://127.0.0.1:{oport}", "--threads", str(threads),
+                         "--access-log", "off", "--log-level", "warn"], p, f"{tmp}/tidegate.out")))
+    else:
+        notes.append(f"tidegate skipped: no executable at {args.tidegate} "
+                     "(build it with `cargo build --release`)")
+    candidates.append(("nginx", lambda p: start_nginx(
+        "nginx", nginx_proxy_conf(tmp, p, oport, threads), p)))
+    candidates.append(("haproxy", lambda p: Server(
+        "haproxy", [which("haproxy"), "-db", "-f", conf("haproxy.cfg", haproxy_conf(p, oport, threads))],
+        p, f"{tmp}/haproxy.out")))
+    for name, start in candidates:
+        try:
+            srv = start(free_port())
+            srv.wait_ready()
+            servers[name] = srv
+        except (RuntimeError, OSError) as e:
+            notes.append(f"{name} skipped: failed to start: {e}")
+    return servers
+
+
+# ------------------------------------------------------------- load tools
+def curl(args, timeout=300):
+    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-H", "Expect:"] + args,
+                       capture_output=True, text=True, timeout=timeout)
+    return r.returncode, r.stdout.split()
+
+
+def smoke_check(port):
+    """Every path answers 200 with the expected size through this target."""
+    expect = {"/small": len(SMALL_BODY), "/1k": 1024}
+    for path, size in expect.items():
+        rc, out = curl(["-w", "%{http_code} %{size_download}", f"http://127.0.0.1:{port}{path}"], 30)
+        if rc != 0 or out != ["200", str(size)]:
+            return f"GET {path}: curl rc={rc}, got {out}, want 200 {size}"
+    return None
+
+
+LAT_RE = re.compile(r"^\s*(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(text):
+    res = {"requests": None, "rps": None, "connect": 0, "read": 0, "write": 0, "timeout": 0, "non2xx": 0}
+    m = re.search(r"(\d+) requests in ([\d.]+)(\w+)", text)
+    if m:
+        res["requests"] = int(m.group(1))
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if m:
+        res["rps"] = float(m.group(1))
+    for pct, val, unit in LAT_RE.findall(text):
+        res[f"p{pct}_ms"] = float(val) * UNIT_MS[unit]
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        res.update(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        res["non2xx"] = int(m.group(1))
+    res["errors"] = sum(res[k] for k in ("connect", "read", "write", "timeout", "non2xx"))
+    return res
+
+
+def run_wrk(port, conns, duration, target_pids, origin_pids):
+    """wrk GET /small; CPU of target and origin read just before and after."""
+    cmd = ["wrk", "-t2", f"-c{conns}", f"-d{duration}s", "--timeout", "5s", "--latency",
+           f"http://127.0.0.1:{port}/small"]
+    c0, o0 = cpu_seconds(target_pids), cpu_seconds(origin_pids)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    c1, o1 = cpu_seconds(target_pids), cpu_seconds(origin_pids)
+    res = parse_wrk(r.stdout)
+    res["wrk_rc"] = r.returncode
+    if r.returncode != 0 or not res["requests"]:
+        res["failed"] = (r.stdout + r.stderr)[-500:]
+        return res
+    res["cpu_per_10k"] = (c1 - c0) / res["requests"] * 10000
+    res["origin_cpu_per_10k"] = (o1 - o0) / res["requests"] * 10000
+    return res
+
+
+def download(port, size, streams, pids):
+    """`streams` parallel curls of /large; aggregate MB/s and peak RSS."""
+    fmt = "%{http_code} %{size_download} %{time_total}"
+    cmd = ["curl", "-s", "-o", "/dev/null", "--max-time", "300", "-w", fmt,
+           f"http://127.0.0.1:{port}/large"]
+    sampler = RssSampler(pids)
+    sampler.start()
+    procs = []
+    try:
+        t0 = time.monotonic()
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(streams)]
+        outs = [(p.communicate(timeout=330)[0].split(), p.returncode) for p in procs]
+        wall = time.monotonic() - t0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        peak = sampler.stop()
+    errors = sum(1 for out, rc in outs if rc != 0 or out[:2] != ["200", str(size)])
+    total = sum(int(out[1]) for out, rc in outs if len(out) == 3)
+    if errors:
+        mbs = None
+    elif streams == 1:
+        mbs = total / float(outs[0][0][2]) / 1e6  # curl's own transfer time
+    else:
+        mbs = total / wall / 1e6
+    return {"mb_s": mbs, "errors": errors, "peak_rss_kib": peak, "bytes": total, "wall_s": wall}
+
+
+def upload(port, path, size):
+    rc, out = curl(["--max-time", "300", "-T", path, "-X", "POST", "-w",
+                    "%{http_code} %{size_upload} %{time_total}", f"http://127.0.0.1:{port}/upload"])
+    ok = rc == 0 and out[:2] == ["200", str(size)]
+    return {"mb_s": size / float(out[2]) / 1e6 if ok else None, "errors": 0 if ok else 1,
+            "curl": out, "curl_rc": rc}
+
+
+# --------------------------------------------------------------- scenarios
+def run_all(servers, args, notes):
+    names = [t for t in TARGETS if t in servers]
+    raw = {n: {} for n in names}
+    origin = servers["origin"]
+
+    def add(name, key, val):
+        raw[name].setdefault(key, []).append(val)
+
+    def rounds(label, fn):
+        for r in range(args.rounds):
+            order = names[r % len(names):] + names[:r % len(names)]  # rotate start
+            for name in order:
+                print(f"  [{label}] round {r + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
+                fn(name, servers[name])
+                time.sleep(args.pause)
+
+    for name in names:
+        add(name, "rss_idle_kib", mem_kib(servers[name].pids()))
+        problem = smoke_check(servers[name].port)
+        if problem:
+            notes.append(f"{name}: smoke check failed: {problem}")
+        subprocess.run(["wrk", "-t2", "-c50", "-d1s", f"http://127.0.0.1:{servers[name].port}/small"],
+                       capture_output=True, timeout=60)  # warm-up, not recorded
+
+    def wrk_scenario(conns, duration, tag, rss_after=False):
+        def fn(name, srv):
+            res = run_wrk(srv.port, conns, duration, srv.pids(), origin.pids())
+            add(name, f"wrk_{tag}", res)
+            if "failed" in res:
+                notes.append(f"{name}: wrk -c{conns} failed: {res['failed']!r}")
+            for k in ("rps", "p50_ms", "p99_ms", "cpu_per_10k", "origin_cpu_per_10k", "errors"):
+                if res.get(k) is not None:
+                    add(name, f"{k}_{tag}", res[k])
+            if rss_after:
+                add(name, f"rss_after_{tag}_kib", mem_kib(srv.pids()))
+        rounds(f"wrk c={conns}", fn)
+
+    large, up_size = args.large_mib * MIB, args.upload_mib * MIB
+    up_path = os.path.join(args.tmp, "upload.bin")
+
+    def dl(streams, tag):
+        def fn(name, srv):
+            res = download(srv.port, large, streams, srv.pids())
+            add(name, f"dl_{tag}", res)
+            add(name, f"mbs_{tag}", res["mb_s"])
+            add(name, f"errors_{tag}", res["errors"])
+            if res["errors"]:
+                notes.append(f"{name}: {res['errors']} of {streams} downloads failed or were short")
+            if streams > 1:
+                add(name, "rss_peak_dl8_kib", res["peak_rss_kib"])
+        rounds(f"download x{streams}", fn)
+
+    dl(1, "dl1")
+    dl(8, "dl8")
+
+    def up(name, srv):
+        res = upload(srv.port, up_path, up_size)
+        add(name, "upload", res)
+        add(name, "errors_up", res["errors"])
+        if res["mb_s"] is not None:
+            add(name, "mbs_up", res["mb_s"])
+        else:
+            notes.append(f"{name}: upload failed: curl rc={res['curl_rc']} {res['curl']}")
+    rounds("upload", up)
+
+    wrk_scenario(50, args.duration, "c50")
+    wrk_scenario(1000, args.duration, "c1000", rss_after=True)
+    wrk_scenario(8000, args.duration_8000, "c8000", rss_after=True)
+
+    for name in names:
+        add(name, "hwm_end_kib", mem_kib(servers[name].pids(), "VmHWM"))
+    return raw
+
+
+# ------------------------------------------------------------------ report
+# (key, label, how to aggregate over rounds, scale)
+ROWS = [
+    ("rps_c50", "small c=50: req/s", "median", 1),
+    ("p50_ms_c50", "small c=50: p50 latency ms", "median", 1),
+    ("p99_ms_c50", "small c=50: p99 latency ms", "median", 1),
+    ("errors_c50", "small c=50: errors (sum)", "sum", 1),
+    ("cpu_per_10k_c50", "small c=50: target CPU s/10k req", "median", 1),
+    ("origin_cpu_per_10k_c50", "small c=50: origin CPU s/10k req", "median", 1),
+    ("rps_c1000", "small c=1000: req/s", "median", 1),
+    ("p50_ms_c1000", "small c=1000: p50 latency ms", "median", 1),
+    ("p99_ms_c1000", "small c=1000: p99 latency ms", "median", 1),
+    ("errors_c1000", "small c=1000: errors (sum)", "sum", 1),
+    ("cpu_per_10k_c1000", "small c=1000: target CPU s/10k req", "median", 1),
+    ("origin_cpu_per_10k_c1000", "small c=1000: origin CPU s/10k req", "median", 1),
+    ("rps_c8000", "small c=8000: req/s", "median", 1),
+    ("p99_ms_c8000", "small c=8000: p99 latency ms", "median", 1),
+    ("errors_c8000", "small c=8000: errors (sum)", "sum", 1),
+    ("cpu_per_10k_c8000", "small c=8000: target CPU s/10k req", "median", 1),
+    ("mbs_dl1", "large download x1: MB/s", "median", 1),
+    ("mbs_dl8", "large download x8: aggregate MB/s", "median", 1),
+    ("mbs_up", "upload: MB/s", "median", 1),
+    ("errors_dl1", "download x1 errors (sum)", "sum", 1),
+    ("errors_dl8", "download x8 errors (sum)", "sum", 1),
+    ("errors_up", "upload errors (sum)", "sum", 1),
+    ("rss_idle_kib", "RSS idle MiB", "median", 1 / 1024),
+    ("rss_after_c1000_kib", "RSS after c=1000 run MiB", "median", 1 / 1024),
+    ("rss_peak_dl8_kib", "peak RSS during x8 downloads MiB", "median", 1 / 1024),
+    ("rss_after_c8000_kib", "RSS after c=8000 run MiB", "median", 1 / 1024),
+    ("hwm_end_kib", "lifetime peak RSS (sum VmHWM) MiB", "median", 1 / 1024),
+]
+
+
+def summarize(raw):
+    med = {}
+    for name, metrics in raw.items():
+        med[name] = {}
+        for key, _, how, scale in ROWS:
+            vals = [v for v in metrics.get(key, []) if v is not None]
+            if vals:
+                med[name][key] = (sum(vals) if how == "sum" else statistics.median(vals)) * scale
+    return med
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def ratio(a, b):
+    if a is None or b is None:
+        return "-"
+    if b == 0:
+        return "=" if a == 0 else "inf"
+    return f"{a / b:.2f}x"
+
+
+def table(med):
+    cols = TARGETS + ["tidegate/nginx", "tidegate/haproxy"]
+    lines = ["| metric | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for key, label, _, _ in ROWS:
+        vals = [med.get(t, {}).get(key) for t in TARGETS]
+        tg = vals[0]
+        lines.append(f"| {label} | " + " | ".join(fmt(v) for v in vals) + " | "
+                     + ratio(tg, vals[1]) + " | " + ratio(tg, vals[2]) + " |")
+    return "\n".join(lines)
+
+
+def machine_info(threads, args):
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+
+    def version(cmd):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (r.stdout + r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "?"
+    return {
+        "command": " ".join(shlex.quote(a) for a in ["python3"] + sys.argv),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(), "cpu": cpu, "kernel": os.uname().release,
+        "threads": threads, "rounds": args.rounds, "duration_s": args.duration,
+        "duration_8000_s": args.duration_8000, "large_mib": args.large_mib, "upload_mib": args.upload_mib,
+        "nginx": version([which("nginx"), "-v"]), "haproxy": version([which("haproxy"), "-v"]),
+        "wrk": version(["wrk", "-v"]), "curl": version(["curl", "--version"]),
+        "tidegate": args.tidegate,
+        "loadavg_start": open("/proc/loadavg").read().split()[:3],
+    }
+
+
+# -------------------------------------------------------------------- main
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="1 round, short runs (~1 minute)")
+    p.add_argument("--json", metavar="FILE", help="write raw and median numbers as JSON")
+    p.add_argument("--tidegate", default=os.path.join(ROOT, "target", "release", "tidegate"))
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="proxy threads/workers (default: nproc)")
+    p.add_argument("--rounds", type=int, help="rounds per scenario (default 3, quick 1)")
+    p.add_argument("--install", action="store_true", help="apt-get install missing tools")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    a = p.parse_args()
+    a.rounds = a.rounds or (1 if a.quick else 3)
+    a.duration = 3 if a.quick else 10
+    a.duration_8000 = 3 if a.quick else 5
+    a.large_mib = 256 if a.quick else 1024
+    a.upload_mib = 256
+    a.pause = 0.3 if a.quick else 1.0
+    return a
+
+
+def check_tools(install):
+    missing = [t for t in ("nginx", "haproxy", "wrk", "curl") if not which(t)]
+    if not missing:
+        return
+    if install:
+        print(f"installing: {APT_CMD}", file=sys.stderr)
+        subprocess.run(["apt-get", "update"], check=False)
+        if subprocess.run(APT_CMD.split()).returncode == 0 and all(which(t) for t in missing):
+            return
+    print(f"missing tools: {', '.join(missing)}. Install them with:\n  {APT_CMD}\n"
+          "(or rerun with --install)", file=sys.stderr)
+    sys.exit(2)
+
+
+def on_signal(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main():
+    args = parse_args()
+    check_tools(args.install)
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    nofile = raise_nofile()  # inherited by every child (servers, wrk, curl)
+    if nofile < 17000:
+        print(f"warning: open-files limit is {nofile}; the 8000-connection run may fail", file=sys.stderr)
+    threads = args.threads
+    args.tmp = tempfile.mkdtemp(prefix="tidegate-bench-", dir="/tmp")
+    os.chmod(args.tmp, 0o755)  # nginx workers run as an unprivileged user
+    info = machine_info(threads, args)
+    notes, servers, raw = [], {}, {}
+    t0 = time.time()
+    try:
+        print(f"temp dir {args.tmp}; starting servers", file=sys.stderr)
+        servers = start_servers(args.tmp, args, threads, notes)
+        raw = run_all(servers, args, notes)
+    finally:
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)  # let the cleanup finish
+        for srv in reversed(STARTED):
+            srv.stop()
+        for name, srv in servers.items():
+            if srv.exit_code not in (0, None) and name == "tidegate":
+                notes.append(f"tidegate exit status after SIGTERM: {srv.exit_code} "
+                             f"(log tail: {srv.log_tail(300)!r})")
+        if args.keep_tmp:
+            print(f"kept {args.tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(args.tmp, ignore_errors=True)
+    med = summarize(raw)
+    info["elapsed_s"] = round(time.time() - t0, 1)
+    info["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    print()
+    print(f"Command: {info['command']}")
+    print(f"Date: {info['date']}   nproc: {info['nproc']}   CPU: {info['cpu']}   kernel: {info['kernel']}")
+    print(f"Proxy threads/workers: {threads}; origin: nginx, 1 worker; rounds: {args.rounds} (median; errors summed); "
+          f"wrk -t2, {args.duration}s (c=8000: {args.duration_8000}s); /large {args.large_mib} MiB; "
+          f"upload {args.upload_mib} MiB; elapsed {info['elapsed_s']}s")
+    print(f"{info['nginx']} | {info['haproxy']} | {info['wrk']}")
+    print(f"loadavg at start: {' '.join(info['loadavg_start'])}; at end: {' '.join(info['loadavg_end'])} "
+          "(anything else busy on the machine skews all targets; rounds alternate targets to spread it)")
+    print()
+    print(table(med))
+    print()
+    print("req/s, MB/s: higher is better; latency, errors, CPU, RSS: lower is better. "
+          "MB = 10^6 bytes. CPU = utime+stime of all the target's processes.")
+    for n in notes:
+        print(f"NOTE: {n}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"info": info, "notes": notes, "median": med, "raw": raw}, f, indent=1)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({e}); all started processes were stopped", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,225 @@
+//! Command line: parses arguments, sets up logging, runs until a signal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{AccessLogTarget, Config};
+use crate::server;
+
+/// Tidegate: a streaming HTTP reverse proxy.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tidegate",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Quick mode: address to listen on, e.g. 127.0.0.1:8080.
+    #[arg(long, requires = "upstream", conflicts_with = "config")]
+    listen: Option<String>,
+
+    /// Quick mode: upstream server (http://host:port); repeat for round-robin.
+    #[arg(long, requires = "listen")]
+    upstream: Vec<String>,
+
+    /// Configuration file (TOML).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+/// Settings that override the configuration file.
+#[derive(Debug, clap::Args)]
+struct Overrides {
+    /// Access log: off, stdout, or a file path.
+    #[arg(long, global = true)]
+    access_log: Option<String>,
+
+    /// Log filter: error, warn, info, debug, trace (or a tracing filter).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+
+    /// Worker threads (default: the number of cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a configuration file: print what is wrong and exit non-zero,
+    /// or exit 0 when it is valid.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start a demo origin and Tidegate in front of it.
+    Demo {
+        /// Address for the proxy.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+}
+
+/// The `tidegate` binary's whole behaviour.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Check { config }) => match Config::from_file(config) {
+            Ok(c) => {
+                println!(
+                    "{}: valid ({} listener(s), {} route(s), {} upstream group(s))",
+                    config.display(),
+                    c.listeners.len(),
+                    c.routes.len(),
+                    c.upstreams.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tidegate: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Some(Command::Demo { listen }) => {
+            let origin = match crate::demo::spawn() {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("tidegate: cannot start the demo origin: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let config = Config::quick(listen, &[format!("http://{origin}")]);
+            run(config, &cli.overrides, Some(origin))
+        }
+        None => {
+            let config = match (&cli.config, &cli.listen) {
+                (Some(path), _) => Config::from_file(path),
+                (None, Some(listen)) => Config::quick(listen, &cli.upstream),
+                (None, None) => {
+                    eprintln!(
+                        "tidegate: give --config FILE, or --listen ADDR --upstream URL \
+                         (or try `tidegate demo`); see --help"
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            run(config, &cli.overrides, None)
+        }
+    }
+}
+
+fn run(
+    config: Result<Config, crate::config::ConfigError>,
+    overrides: &Overrides,
+    demo_origin: Option<std::net::SocketAddr>,
+) -> ExitCode {
+    let mut config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tidegate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(a) = &overrides.access_log {
+        config.access_log = AccessLogTarget::parse(a);
+    }
+    if let Some(l) = &overrides.log_level {
+        config.log_level = l.clone();
+    }
+    if let Some(t) = overrides.threads {
+        config.threads = if t == 0 {
+            crate::config::default_threads()
+        } else {
+            t
+        };
+    }
+    let filter = match tracing_subscriber::EnvFilter::try_new(&config.log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("tidegate: --log-level `{}`: {e}", config.log_level);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let threads = config.threads;
+    let running = match server::start(config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tidegate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for a in running.local_addrs() {
+        tracing::info!("listening on http://{a} with {threads} thread(s)");
+    }
+    if let (Some(origin), Some(addr)) = (demo_origin, running.local_addrs().first()) {
+        demo_banner(origin, *addr);
+    }
+
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tidegate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signal = rt.block_on(wait_for_signal());
+    tracing::info!("{signal}: shutting down gracefully");
+    running.stop();
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+            "interrupt"
+        }
+    }
+}
+
+/// Shows that the demo proxies for real: one request through it, printed.
+fn demo_banner(origin: std::net::SocketAddr, proxy: std::net::SocketAddr) {
+    use std::io::{Read, Write};
+    println!("Tidegate demo: proxy http://{proxy} -> demo origin http://{origin}\n");
+    let sample = std::net::TcpStream::connect(proxy).and_then(|mut s| {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: demo.local\r\nConnection: close\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    });
+    match sample {
+        Ok(r) => println!("A request through the proxy just now:\n\n{r}"),
+        Err(e) => println!("(sample request failed: {e})"),
+    }
+    println!("Try it yourself:");
+    println!("  curl -i http://{proxy}/");
+    println!("  curl -s http://{proxy}/bytes/104857600 | wc -c      # 100 MiB, streamed");
+    println!("  curl -s --data-binary @/etc/os-release http://{proxy}/echo");
+    println!("Stop with Ctrl-C.");
+}

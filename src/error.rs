@@ -1,0 +1,85 @@
+//! Why a request failed, and the one place that turns that into a status.
+//!
+//! Each variant says where the failure came from (the client, the upstream,
+//! or our routing) and keeps its source typed, so the log line names the
+//! real cause while the client gets a short, precise answer.
+
+use std::net::SocketAddr;
+
+use http::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches the request's host and path")]
+    NoRoute,
+    #[error("request body exceeds the route's limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("client request body failed: {0}")]
+    ClientBody(#[source] hyper::Error),
+    #[error("upstream {addr}: connect failed: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("upstream {addr}: connect timed out")]
+    ConnectTimeout { addr: SocketAddr },
+    #[error("upstream {addr}: HTTP handshake failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("upstream {addr}: no response head in time")]
+    ResponseTimeout { addr: SocketAddr },
+    #[error("upstream {addr}: {source}")]
+    Upstream {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl ProxyError {
+    /// The status the client receives.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Connect { .. } | ProxyError::Handshake { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+        }
+    }
+
+    /// The upstream involved, for the access log.
+    pub fn upstream(&self) -> Option<SocketAddr> {
+        match self {
+            ProxyError::Connect { addr, .. }
+            | ProxyError::ConnectTimeout { addr }
+            | ProxyError::Handshake { addr, .. }
+            | ProxyError::ResponseTimeout { addr }
+            | ProxyError::Upstream { addr, .. } => Some(*addr),
+            _ => None,
+        }
+    }
+
+    /// The whole cause chain on one line.
+    pub fn chain(&self) -> String {
+        let mut s = self.to_string();
+        let mut src = std::error::Error::source(self);
+        // The first source is already in our Display.
+        if let Some(first) = src {
+            src = first.source();
+        }
+        while let Some(e) = src {
+            s.push_str(": ");
+            s.push_str(&e.to_string());
+            src = e.source();
+        }
+        s
+    }
+}

@@ -1,0 +1,38 @@
+//! Tidegate: a streaming HTTP reverse proxy on tokio and hyper.
+//!
+//! # Layout
+//!
+//! Modules follow a request's path through the proxy:
+//!
+//! - [`server`]: runtime layout (one single-threaded runtime per core, each
+//!   with its own SO_REUSEPORT listener and upstream pool), accept loops,
+//!   connection limits, graceful shutdown. Start here: [`server::start`].
+//! - [`connection`]: one client connection: hyper's HTTP/1.1 server plus a
+//!   watchdog for head and idle timeouts.
+//! - [`router`]: picks a route by host and path.
+//! - [`proxy`]: one request's life: header rewriting, sending upstream,
+//!   mapping failures to statuses, streaming the response back.
+//! - [`upstream`]: balancing over a group's servers and the per-thread
+//!   connection pool.
+//! - [`body`]: the streaming body wrappers (limits, byte counts, completion).
+//! - [`error`]: why a request failed, and the status that follows.
+//! - [`access_log`]: one line per request, buffered per thread.
+//!
+//! Around them: [`config`] (TOML → validated types), [`cli`] (the binary's
+//! behaviour) and [`demo`] (a small origin for the quickstart and tests).
+#![forbid(unsafe_code)]
+
+pub mod access_log;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod demo;
+pub mod error;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod upstream;
+
+pub use config::Config;
+pub use server::{start, Running, StartError};

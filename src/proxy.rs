@@ -1,0 +1,423 @@
+//! Proxy: one request's life, from routing to the streamed response.
+//!
+//! 1. route the request (404 if nothing matches);
+//! 2. refuse a declared body over the route's limit (413);
+//! 3. rewrite headers for the hop (RFC 9110 §7.6): drop hop-by-hop fields,
+//!    add `X-Forwarded-*` and `Via`, set `Host`;
+//! 4. pick a server and a pooled connection, send, and wait for the
+//!    response head under `upstream_response_head`;
+//! 5. rewrite the response headers and stream its body back; when the body
+//!    ends, the connection returns to the pool and the access log is written.
+//!
+//! Every failure becomes a [`ProxyError`], mapped to its status in one
+//! place, with one log line naming the cause.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::access_log::{AccessLog, Entry};
+use crate::body::{BodyProgress, ProxyBody, RequestBody, UpstreamBody};
+use crate::config::{Config, UpstreamHost};
+use crate::connection::InFlight;
+use crate::error::ProxyError;
+use crate::router::Router;
+use crate::upstream::{Conn, Pool, Sender};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 tidegate");
+const HTTP: HeaderValue = HeaderValue::from_static("http");
+
+/// A pooled connection idle longer than this may have been closed by the
+/// server just as we reuse it; for requests that are safe to repeat, a copy
+/// is kept so the request can go again on a fresh connection.
+const STALE_RISK: Duration = Duration::from_millis(500);
+
+/// Everything one worker thread needs to proxy: immutable config-derived
+/// parts plus the thread's own pool and log buffer.
+pub struct Worker {
+    pub config: Arc<Config>,
+    pub router: Router,
+    pub pool: Pool,
+    pub log: AccessLog,
+}
+
+/// Per client connection: who it is, and the state the watchdog reads.
+pub struct ConnCtx {
+    pub worker: Rc<Worker>,
+    pub client: SocketAddr,
+    /// The client's IP, ready to append to `X-Forwarded-For`.
+    pub client_ip: HeaderValue,
+    pub state: Rc<crate::connection::ConnState>,
+}
+
+/// A request whose response body is streaming: finished by the body when
+/// it ends or is dropped.
+pub struct Exchange {
+    worker: Rc<Worker>,
+    server: usize,
+    sender: Sender,
+    status: u16,
+    /// Boxed: present only when the access log is on.
+    entry: Option<Box<Entry>>,
+    _in_flight: InFlight,
+}
+
+impl Exchange {
+    /// Called once, when the response body ended (`complete`) or was
+    /// abandoned (client gone, upstream broke).
+    pub fn end(self, complete: bool, bytes: u64) {
+        let w = &self.worker;
+        if let Some(e) = &self.entry {
+            let outcome = if complete { "done" } else { "aborted" };
+            w.log.record(
+                e,
+                self.status,
+                bytes,
+                Some(w.pool.addr(self.server)),
+                outcome,
+            );
+        }
+        if complete {
+            w.pool.checkin(self.server, self.sender);
+        }
+    }
+}
+
+/// hyper's service entry point: never fails, every error is a response.
+pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let in_flight = InFlight::new(&ctx.state);
+    let entry = ctx.worker.log.enabled().then(|| {
+        Box::new(Entry {
+            start: Instant::now(),
+            client: ctx.client,
+            method: req.method().clone(),
+            target: req.uri().clone(),
+            version: req.version(),
+        })
+    });
+    match forward(&ctx, req).await {
+        Ok((resp, server, sender)) => {
+            let (parts, body) = resp.into_parts();
+            let exchange = Exchange {
+                worker: ctx.worker.clone(),
+                server,
+                sender,
+                status: parts.status.as_u16(),
+                entry,
+                _in_flight: in_flight,
+            };
+            let mut resp = Response::from_parts(
+                parts,
+                ProxyBody::Upstream(UpstreamBody::new(body, exchange)),
+            );
+            strip_hop_by_hop(resp.headers_mut());
+            resp.headers_mut().append(header::VIA, VIA_VALUE);
+            resp
+        }
+        Err(err) => {
+            let status = err.status();
+            tracing::warn!(client = %ctx.client, status = status.as_u16(), "{}", err.chain());
+            if let Some(e) = &entry {
+                ctx.worker
+                    .log
+                    .record(e, status.as_u16(), 0, err.upstream(), "error");
+            }
+            error_response(status)
+        }
+    }
+}
+
+/// A short plain-text response of our own.
+pub fn error_response(status: StatusCode) -> Response<ProxyBody> {
+    let body = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::VIA, VIA_VALUE);
+    resp
+}
+
+type Forwarded = (Response<Incoming>, usize, Sender);
+
+async fn forward(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Forwarded, ProxyError> {
+    let w = &*ctx.worker;
+    let (mut parts, body) = req.into_parts();
+
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .map(HeaderValue::as_bytes)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
+    let route = w
+        .router
+        .find(host, parts.uri.path())
+        .ok_or(ProxyError::NoRoute)?;
+
+    if let (Some(limit), Some(len)) = (
+        route.max_body_bytes,
+        http_body::Body::size_hint(&body).exact(),
+    ) {
+        if len > limit {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+    }
+
+    prepare_request(&mut parts, ctx, &route.upstream_host);
+
+    let progress = (!http_body::Body::is_end_stream(&body)).then(|| {
+        Rc::new(BodyProgress {
+            too_large: Cell::new(false),
+            client_failed: Cell::new(false),
+            last_progress: Cell::new(Instant::now()),
+        })
+    });
+    let mut req = Request::from_parts(
+        parts,
+        RequestBody::new(body, route.max_body_bytes, progress.clone()),
+    );
+    let timeout = w.config.timeouts.upstream_response_head;
+
+    let mut last_err = None;
+    for server in w.pool.order(route.upstream) {
+        if let UpstreamHost::Server = route.upstream_host {
+            req.headers_mut()
+                .insert(header::HOST, w.pool.authority(server).clone());
+        }
+        let conn = match w.pool.checkout(server).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Nothing was sent: the next server may take it.
+                tracing::warn!(client = %ctx.client, "{}; trying the next server", e.chain());
+                last_err = Some(e);
+                continue;
+            }
+        };
+        return send(w, conn, req, timeout, progress.as_deref()).await;
+    }
+    Err(last_err.unwrap_or(ProxyError::NoRoute))
+}
+
+/// Sends on `conn`; if the pooled connection turns out to be dead before
+/// the request could go out (or, for a repeatable request, before any
+/// response byte came back), sends again once on a fresh connection.
+async fn send(
+    w: &Worker,
+    conn: Conn,
+    req: Request<RequestBody>,
+    timeout: Duration,
+    progress: Option<&BodyProgress>,
+) -> Result<Forwarded, ProxyError> {
+    let Conn {
+        mut sender,
+        server,
+        idle_for,
+    } = conn;
+    let addr = w.pool.addr(server);
+    let backup = match idle_for {
+        Some(d) if d >= STALE_RISK && progress.is_none() && is_idempotent(req.method()) => {
+            Some(copy_head(&req))
+        }
+        _ => None,
+    };
+    let fut = sender.try_send_request(req);
+    let err = match with_head_timeout(fut, timeout, progress).await {
+        None => return Err(ProxyError::ResponseTimeout { addr }),
+        Some(Ok(resp)) => return Ok((resp, server, sender)),
+        Some(Err(mut e)) => {
+            let retry = match (e.take_message(), idle_for) {
+                (Some(req), Some(_)) => Some(req),
+                (None, Some(_)) => backup,
+                _ => None,
+            };
+            match retry {
+                Some(req) if !e.error().is_timeout() => req,
+                _ => return Err(classify(e.into_error(), addr, progress)),
+            }
+        }
+    };
+    tracing::debug!(upstream = %addr, "pooled connection was closed; retrying on a new one");
+    let Conn { mut sender, .. } = w.pool.connect(server).await?;
+    let fut = sender.try_send_request(err);
+    match with_head_timeout(fut, timeout, progress).await {
+        None => Err(ProxyError::ResponseTimeout { addr }),
+        Some(Ok(resp)) => Ok((resp, server, sender)),
+        Some(Err(e)) => Err(classify(e.into_error(), addr, progress)),
+    }
+}
+
+/// Why a sent request failed: our client's body, or the upstream.
+fn classify(e: hyper::Error, addr: SocketAddr, progress: Option<&BodyProgress>) -> ProxyError {
+    if let Some(p) = progress {
+        if p.too_large.get() {
+            // The limit is in the source chain's message.
+            let limit = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<crate::body::RequestBodyError>())
+                .map_or(0, |b| match b {
+                    crate::body::RequestBodyError::TooLarge { limit } => *limit,
+                    crate::body::RequestBodyError::Client(_) => 0,
+                });
+            return ProxyError::BodyTooLarge { limit };
+        }
+        if p.client_failed.get() {
+            return ProxyError::ClientBody(e);
+        }
+    }
+    ProxyError::Upstream { addr, source: e }
+}
+
+/// Waits for the response head. The deadline runs from the start, pushed
+/// back by every chunk of request body still being sent.
+async fn with_head_timeout<F: std::future::Future>(
+    fut: F,
+    timeout: Duration,
+    progress: Option<&BodyProgress>,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    let sleep = tokio::time::sleep(timeout);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut fut => return Some(r),
+            _ = &mut sleep => {
+                if let Some(p) = progress {
+                    let next = p.last_progress.get() + timeout;
+                    if next > Instant::now() {
+                        sleep.as_mut().reset(next);
+                        continue;
+                    }
+                }
+                return None;
+            }
+        }
+    }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
+    let mut copy = Request::new(RequestBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// Rewrites the request head for the upstream hop.
+fn prepare_request(parts: &mut http::request::Parts, ctx: &ConnCtx, host_mode: &UpstreamHost) {
+    // Origin-form target; an absolute-form target's authority becomes Host.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+        let pq = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(pq);
+    }
+    parts.version = Version::HTTP_11;
+
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h);
+    h.remove(header::EXPECT);
+
+    let xff = match h.get(&X_FORWARDED_FOR) {
+        None => ctx.client_ip.clone(),
+        Some(_) => {
+            let mut v = Vec::with_capacity(64);
+            for prior in h.get_all(&X_FORWARDED_FOR) {
+                v.extend_from_slice(prior.as_bytes());
+                v.extend_from_slice(b", ");
+            }
+            v.extend_from_slice(ctx.client_ip.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| ctx.client_ip.clone())
+        }
+    };
+    h.insert(X_FORWARDED_FOR.clone(), xff);
+    h.insert(X_FORWARDED_PROTO.clone(), HTTP);
+    if let Some(host) = h.get(header::HOST).cloned() {
+        h.insert(X_FORWARDED_HOST.clone(), host);
+    }
+    h.append(header::VIA, VIA_VALUE);
+    match host_mode {
+        UpstreamHost::Client | UpstreamHost::Server => {}
+        UpstreamHost::Fixed(v) => {
+            h.insert(header::HOST, v.clone());
+        }
+    }
+}
+
+/// Removes `Connection`, every field it names, and the fixed hop-by-hop set
+/// (RFC 9110 §7.6.1).
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let mut named = h.get_all(header::CONNECTION).iter();
+    match (named.next(), named.next()) {
+        (None, _) => {}
+        (Some(_), None) => {
+            if let Some(v) = h.remove(header::CONNECTION) {
+                remove_listed(h, &v);
+            }
+        }
+        _ => {
+            let all: Vec<HeaderValue> = h.get_all(header::CONNECTION).iter().cloned().collect();
+            h.remove(header::CONNECTION);
+            for v in &all {
+                remove_listed(h, v);
+            }
+        }
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        if h.contains_key(name) {
+            h.remove(name);
+        }
+    }
+}
+
+fn remove_listed(h: &mut HeaderMap, v: &HeaderValue) {
+    let Ok(s) = v.to_str() else { return };
+    for token in s.split(',') {
+        let token = token.trim();
+        if token.is_empty() {
+            continue;
+        }
+        // `&str` lookups lower-case on the stack: no allocation.
+        h.remove(token);
+    }
+}
