@@ -192,26 +192,36 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut *self {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Upstream(u) => match Pin::new(&mut u.inner).poll_frame(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(d) = frame.data_ref() {
-                        u.bytes += d.len() as u64;
+            ProxyBody::Upstream(u) => {
+                let mut polled = Pin::new(&mut u.inner).poll_frame(cx);
+                if polled.is_pending() {
+                    // Let the upstream connection read, then look again.
+                    if let Some(ex) = &mut u.exchange {
+                        ex.drive(cx);
                     }
-                    if u.inner.is_end_stream() {
+                    polled = Pin::new(&mut u.inner).poll_frame(cx);
+                }
+                match polled {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(d) = frame.data_ref() {
+                            u.bytes += d.len() as u64;
+                        }
+                        if u.inner.is_end_stream() {
+                            u.finish(true);
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        u.finish(false);
+                        Poll::Ready(Some(Err(e)))
+                    }
+                    Poll::Ready(None) => {
                         u.finish(true);
+                        Poll::Ready(None)
                     }
-                    Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    u.finish(false);
-                    Poll::Ready(Some(Err(e)))
-                }
-                Poll::Ready(None) => {
-                    u.finish(true);
-                    Poll::Ready(None)
-                }
-            },
+            }
         }
     }
 

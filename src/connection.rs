@@ -10,13 +10,14 @@
 //! On shutdown the connection is told to finish its current exchange and
 //! close (hyper's graceful shutdown).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -41,6 +42,12 @@ pub struct ConnState {
     read_at_idle: Cell<u64>,
     /// Requests started on this connection.
     requests: Cell<u64>,
+    /// Set by the watchdog: close the connection now.
+    cut: Cell<Option<Cut>>,
+    /// Set by the watchdog when shutdown begins: finish and close.
+    draining: Cell<bool>,
+    /// The connection task's waker, so the watchdog can wake it.
+    waker: RefCell<Option<Waker>>,
 }
 
 impl ConnState {
@@ -51,6 +58,9 @@ impl ConnState {
             read: Cell::new(0),
             read_at_idle: Cell::new(0),
             requests: Cell::new(0),
+            cut: Cell::new(None),
+            draining: Cell::new(false),
+            waker: RefCell::new(None),
         }
     }
 }
@@ -136,9 +146,16 @@ enum Cut {
     HeadTimeout,
 }
 
-/// Resolves when the connection has been idle or sending a head for too
-/// long.
-async fn watchdog(state: Rc<ConnState>, head: Duration, idle: Duration) -> Cut {
+/// Runs beside a connection as a task of its own (so the connection's
+/// own polls never touch a timer or the shutdown channel): wakes at its
+/// deadlines and, when the connection has been idle or sending a head for
+/// too long, or shutdown begins, flags it and wakes the connection's task.
+async fn watchdog(
+    state: Rc<ConnState>,
+    head: Duration,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     // For a kept-alive connection the head's clock starts when the watchdog
     // first sees its bytes: `partial` remembers which idle period that was.
     let mut partial: Option<(Instant, Instant)> = None;
@@ -156,7 +173,7 @@ async fn watchdog(state: Rc<ConnState>, head: Duration, idle: Duration) -> Cut {
             };
             let deadline = state.idle_since.get() + limit;
             if now >= deadline {
-                return Cut::Idle;
+                return state.flag(|s| s.cut.set(Some(Cut::Idle)));
             }
             deadline
         } else {
@@ -174,11 +191,80 @@ async fn watchdog(state: Rc<ConnState>, head: Duration, idle: Duration) -> Cut {
             };
             let deadline = started + head;
             if now >= deadline {
-                return Cut::HeadTimeout;
+                return state.flag(|s| s.cut.set(Some(Cut::HeadTimeout)));
             }
             deadline
         };
-        tokio::time::sleep_until(next).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = shutdown.changed() => {
+                return state.flag(|s| s.draining.set(true));
+            }
+        }
+    }
+}
+
+impl ConnState {
+    fn flag(&self, set: impl FnOnce(&ConnState)) {
+        set(self);
+        if let Some(w) = self.waker.borrow().as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// Drives hyper's connection, acting on the watchdog's flags: two `Cell`
+/// reads per poll.
+struct Driven<C> {
+    conn: Pin<Box<C>>,
+    state: Rc<ConnState>,
+    draining: bool,
+}
+
+enum Ended {
+    Done(Result<(), hyper::Error>),
+    Cut(Cut),
+}
+
+impl<C> Future for Driven<C>
+where
+    C: Future<Output = Result<(), hyper::Error>> + GracefulShutdown,
+{
+    type Output = Ended;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
+        let this = &mut *self;
+        if let Some(cut) = this.state.cut.get() {
+            return Poll::Ready(Ended::Cut(cut));
+        }
+        if this.state.draining.get() && !this.draining {
+            this.draining = true;
+            this.conn.as_mut().start_graceful();
+        }
+        {
+            let mut w = this.state.waker.borrow_mut();
+            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *w = Some(cx.waker().clone());
+            }
+        }
+        this.conn.as_mut().poll(cx).map(Ended::Done)
+    }
+}
+
+/// hyper's graceful shutdown, named for [`Driven`].
+trait GracefulShutdown {
+    fn start_graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S> GracefulShutdown for http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn start_graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 
@@ -200,11 +286,16 @@ pub async fn serve(
     client: SocketAddr,
     worker: Rc<Worker>,
     builder: Rc<http1::Builder>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let state = Rc::new(ConnState::new());
     let timeouts = &worker.config.timeouts;
-    let dog = watchdog(state.clone(), timeouts.client_header, timeouts.client_idle);
+    let dog = tokio::task::spawn_local(watchdog(
+        state.clone(),
+        timeouts.client_header,
+        timeouts.client_idle,
+        shutdown,
+    ));
     let ctx = Rc::new(ConnCtx {
         client_ip: HeaderValue::from_str(&client.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown")),
@@ -212,33 +303,28 @@ pub async fn serve(
         worker,
         state: state.clone(),
     });
-    let io = TokioIo::new(Watched { io: stream, state });
+    let io = TokioIo::new(Watched {
+        io: stream,
+        state: state.clone(),
+    });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(proxy::handle(ctx, req).await) }
     });
-    let conn = builder.serve_connection(io, svc);
-    tokio::pin!(conn);
-    tokio::pin!(dog);
-    let res = tokio::select! {
-        biased;
-        r = conn.as_mut() => r,
-        cut = &mut dog => {
-            match cut {
-                Cut::Idle => tracing::debug!(%client, "closing idle connection"),
-                Cut::HeadTimeout => {
-                    tracing::info!(%client, "request head not received in time; closing")
-                }
-            }
-            return;
-        }
-        _ = shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+    let driven = Driven {
+        conn: Box::pin(builder.serve_connection(io, svc)),
+        state,
+        draining: false,
     };
-    if let Err(e) = res {
-        log_conn_error(client, &e);
+    let ended = driven.await;
+    dog.abort();
+    match ended {
+        Ended::Done(Ok(())) => {}
+        Ended::Done(Err(e)) => log_conn_error(client, &e),
+        Ended::Cut(Cut::Idle) => tracing::debug!(%client, "closing idle connection"),
+        Ended::Cut(Cut::HeadTimeout) => {
+            tracing::info!(%client, "request head not received in time; closing")
+        }
     }
 }
 

@@ -29,7 +29,7 @@ use crate::config::{Config, UpstreamHost};
 use crate::connection::InFlight;
 use crate::error::ProxyError;
 use crate::router::Router;
-use crate::upstream::{Conn, Pool, Sender};
+use crate::upstream::{Lease, Pool};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -66,8 +66,7 @@ pub struct ConnCtx {
 /// it ends or is dropped.
 pub struct Exchange {
     worker: Rc<Worker>,
-    server: usize,
-    sender: Sender,
+    lease: Lease,
     status: u16,
     /// Boxed: present only when the access log is on.
     entry: Option<Box<Entry>>,
@@ -85,13 +84,19 @@ impl Exchange {
                 e,
                 self.status,
                 bytes,
-                Some(w.pool.addr(self.server)),
+                Some(w.pool.addr(self.lease.server)),
                 outcome,
             );
         }
         if complete {
-            w.pool.checkin(self.server, self.sender);
+            w.pool.checkin(self.lease);
         }
+    }
+
+    /// Drives the upstream connection; the response body calls this on
+    /// every poll that finds no data ready.
+    pub fn drive(&mut self, cx: &mut std::task::Context<'_>) {
+        self.lease.drive(cx);
     }
 }
 
@@ -108,12 +113,11 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
         })
     });
     match forward(&ctx, req).await {
-        Ok((resp, server, sender)) => {
+        Ok((resp, lease)) => {
             let (parts, body) = resp.into_parts();
             let exchange = Exchange {
                 worker: ctx.worker.clone(),
-                server,
-                sender,
+                lease,
                 status: parts.status.as_u16(),
                 entry,
                 _in_flight: in_flight,
@@ -157,7 +161,7 @@ pub fn error_response(status: StatusCode) -> Response<ProxyBody> {
     resp
 }
 
-type Forwarded = (Response<Incoming>, usize, Sender);
+type Forwarded = (Response<Incoming>, Lease);
 
 async fn forward(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Forwarded, ProxyError> {
     let w = &*ctx.worker;
@@ -203,7 +207,7 @@ async fn forward(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Forwarded, Pro
             req.headers_mut()
                 .insert(header::HOST, w.pool.authority(server).clone());
         }
-        let conn = match w.pool.checkout(server).await {
+        let lease = match w.pool.checkout(server).await {
             Ok(c) => c,
             Err(e) => {
                 // Nothing was sent: the next server may take it.
@@ -212,7 +216,7 @@ async fn forward(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Forwarded, Pro
                 continue;
             }
         };
-        return send(w, conn, req, timeout, progress.as_deref()).await;
+        return send(w, lease, req, timeout, progress.as_deref()).await;
     }
     Err(last_err.unwrap_or(ProxyError::NoRoute))
 }
@@ -222,16 +226,13 @@ async fn forward(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Forwarded, Pro
 /// response byte came back), sends again once on a fresh connection.
 async fn send(
     w: &Worker,
-    conn: Conn,
+    mut lease: Lease,
     req: Request<RequestBody>,
     timeout: Duration,
     progress: Option<&BodyProgress>,
 ) -> Result<Forwarded, ProxyError> {
-    let Conn {
-        mut sender,
-        server,
-        idle_for,
-    } = conn;
+    let server = lease.server;
+    let idle_for = lease.idle_for;
     let addr = w.pool.addr(server);
     let backup = match idle_for {
         Some(d) if d >= STALE_RISK && progress.is_none() && is_idempotent(req.method()) => {
@@ -239,10 +240,10 @@ async fn send(
         }
         _ => None,
     };
-    let fut = sender.try_send_request(req);
-    let err = match with_head_timeout(fut, timeout, progress).await {
+    let fut = lease.sender.try_send_request(req);
+    let err = match lease.with(with_head_timeout(fut, timeout, progress)).await {
         None => return Err(ProxyError::ResponseTimeout { addr }),
-        Some(Ok(resp)) => return Ok((resp, server, sender)),
+        Some(Ok(resp)) => return Ok((resp, lease)),
         Some(Err(mut e)) => {
             let retry = match (e.take_message(), idle_for) {
                 (Some(req), Some(_)) => Some(req),
@@ -256,11 +257,12 @@ async fn send(
         }
     };
     tracing::debug!(upstream = %addr, "pooled connection was closed; retrying on a new one");
-    let Conn { mut sender, .. } = w.pool.connect(server).await?;
-    let fut = sender.try_send_request(err);
-    match with_head_timeout(fut, timeout, progress).await {
+    drop(lease);
+    let mut lease = w.pool.connect(server).await?;
+    let fut = lease.sender.try_send_request(err);
+    match lease.with(with_head_timeout(fut, timeout, progress)).await {
         None => Err(ProxyError::ResponseTimeout { addr }),
-        Some(Ok(resp)) => Ok((resp, server, sender)),
+        Some(Ok(resp)) => Ok((resp, lease)),
         Some(Err(e)) => Err(classify(e.into_error(), addr, progress)),
     }
 }
@@ -348,12 +350,16 @@ fn prepare_request(parts: &mut http::request::Parts, ctx: &ConnCtx, host_mode: &
     parts.version = Version::HTTP_11;
 
     let h = &mut parts.headers;
-    strip_hop_by_hop(h);
-    h.remove(header::EXPECT);
+    let found = scan(h);
+    strip_found(h, found);
+    if found.expect {
+        h.remove(header::EXPECT);
+    }
+    h.reserve(4);
 
-    let xff = match h.get(&X_FORWARDED_FOR) {
-        None => ctx.client_ip.clone(),
-        Some(_) => {
+    let xff = match found.forwarded_for {
+        false => ctx.client_ip.clone(),
+        true => {
             let mut v = Vec::with_capacity(64);
             for prior in h.get_all(&X_FORWARDED_FOR) {
                 v.extend_from_slice(prior.as_bytes());
@@ -377,18 +383,54 @@ fn prepare_request(parts: &mut http::request::Parts, ctx: &ConnCtx, host_mode: &
     }
 }
 
+/// Headers the proxy must act on, found in one pass over a header map
+/// (most messages carry none of them, and then nothing is hashed).
+#[derive(Default, Clone, Copy)]
+struct Found {
+    connection: bool,
+    /// Fixed hop-by-hop fields other than `Connection`.
+    hop: bool,
+    expect: bool,
+    forwarded_for: bool,
+}
+
+fn scan(h: &HeaderMap) -> Found {
+    let mut f = Found::default();
+    for name in h.keys() {
+        if name == header::CONNECTION {
+            f.connection = true;
+        } else if name == header::TE
+            || name == header::TRAILER
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == KEEP_ALIVE
+            || name == PROXY_CONNECTION
+        {
+            f.hop = true;
+        } else if name == header::EXPECT {
+            f.expect = true;
+        } else if name == X_FORWARDED_FOR {
+            f.forwarded_for = true;
+        }
+    }
+    f
+}
+
 /// Removes `Connection`, every field it names, and the fixed hop-by-hop set
 /// (RFC 9110 §7.6.1).
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let mut named = h.get_all(header::CONNECTION).iter();
-    match (named.next(), named.next()) {
-        (None, _) => {}
-        (Some(_), None) => {
+    let found = scan(h);
+    strip_found(h, found);
+}
+
+fn strip_found(h: &mut HeaderMap, found: Found) {
+    if found.connection {
+        let mut named = h.get_all(header::CONNECTION).iter();
+        if let (Some(_), None) = (named.next(), named.next()) {
             if let Some(v) = h.remove(header::CONNECTION) {
                 remove_listed(h, &v);
             }
-        }
-        _ => {
+        } else {
             let all: Vec<HeaderValue> = h.get_all(header::CONNECTION).iter().cloned().collect();
             h.remove(header::CONNECTION);
             for v in &all {
@@ -396,15 +438,15 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
             }
         }
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
-        if h.contains_key(name) {
+    if found.hop {
+        for name in [
+            &KEEP_ALIVE,
+            &PROXY_CONNECTION,
+            &header::TE,
+            &header::TRAILER,
+            &header::TRANSFER_ENCODING,
+            &header::UPGRADE,
+        ] {
             h.remove(name);
         }
     }
@@ -414,7 +456,12 @@ fn remove_listed(h: &mut HeaderMap, v: &HeaderValue) {
     let Ok(s) = v.to_str() else { return };
     for token in s.split(',') {
         let token = token.trim();
-        if token.is_empty() {
+        // The usual tokens name no field of their own to remove
+        // (`Keep-Alive` is in the fixed set already).
+        if token.is_empty()
+            || token.eq_ignore_ascii_case("keep-alive")
+            || token.eq_ignore_ascii_case("close")
+        {
             continue;
         }
         // `&str` lookups lower-case on the stack: no allocation.

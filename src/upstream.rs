@@ -5,9 +5,18 @@
 //! a connection is a push or a pop, never a lock. Connections are reused
 //! most-recent-first (they are the ones least likely to have been closed by
 //! the server) and dropped after `upstream_idle`.
+//!
+//! A connection has no task of its own: hyper's connection driver travels
+//! with its [`Lease`] and is polled by whoever is using it (the request
+//! while it waits for the response head, then the response body as it
+//! streams). Bytes from the upstream socket thus wake the client
+//! connection's task directly, with no hop through another task.
 
 use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::client::conn::http1;
@@ -20,18 +29,65 @@ use crate::config::Config;
 use crate::error::ProxyError;
 
 pub type Sender = http1::SendRequest<RequestBody>;
+type Driver = http1::Connection<TokioIo<TcpStream>, RequestBody>;
 
-/// An upstream connection ready for one request.
-pub struct Conn {
+/// An upstream connection, held by one request at a time.
+pub struct Lease {
     pub sender: Sender,
+    driver: Pin<Box<Driver>>,
+    /// The driver has finished: the connection is closed.
+    dead: bool,
     /// Flat index of the server, for [`Pool::checkin`].
     pub server: usize,
     /// How long it sat idle in the pool; `None` for a fresh connection.
     pub idle_for: Option<Duration>,
 }
 
+impl Lease {
+    /// Lets the connection make progress (read, write, notice a close).
+    /// Call it from every poll of whatever waits on this connection.
+    pub fn drive(&mut self, cx: &mut Context<'_>) {
+        if self.dead {
+            return;
+        }
+        if let Poll::Ready(res) = self.driver.as_mut().poll(cx) {
+            self.dead = true;
+            if let Err(e) = res {
+                tracing::debug!(server = self.server, "upstream connection ended: {e}");
+            }
+        }
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// Ready for a request; `false` if the connection turned out closed.
+    async fn ready(&mut self) -> bool {
+        poll_fn(|cx| {
+            self.drive(cx);
+            match self.sender.poll_ready(cx) {
+                Poll::Ready(r) => Poll::Ready(r.is_ok()),
+                Poll::Pending if self.dead => Poll::Ready(false),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Runs `fut` (which waits on this connection) while driving it.
+    pub async fn with<F: Future>(&mut self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        poll_fn(|cx| {
+            self.drive(cx);
+            fut.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
 struct Idle {
-    sender: Sender,
+    lease: Lease,
     since: Instant,
 }
 
@@ -67,7 +123,9 @@ impl Pool {
             groups.push((start, servers.len()));
         }
         let mut client = http1::Builder::new();
-        client.max_buf_size(1024 * 1024);
+        // Bounds the upstream's response head and the read buffer's growth
+        // on large bodies (hyper starts at 8 KiB and doubles on full reads).
+        client.max_buf_size(64 * 1024);
         Pool {
             next: groups.iter().map(|_| Cell::new(0)).collect(),
             servers,
@@ -100,28 +158,24 @@ impl Pool {
 
     /// A connection to `server`: a pooled one if any is still usable,
     /// else a new one.
-    pub async fn checkout(&self, server: usize) -> Result<Conn, ProxyError> {
+    pub async fn checkout(&self, server: usize) -> Result<Lease, ProxyError> {
         loop {
             let idle = self.servers[server].idle.borrow_mut().pop();
-            let Some(mut idle) = idle else { break };
-            let idle_for = idle.since.elapsed();
-            if idle.sender.is_closed() || idle_for >= self.idle_timeout {
+            let Some(Idle { mut lease, since }) = idle else {
+                break;
+            };
+            let idle_for = since.elapsed();
+            if idle_for >= self.idle_timeout || !lease.ready().await {
                 continue;
             }
-            if !idle.sender.is_ready() && idle.sender.ready().await.is_err() {
-                continue;
-            }
-            return Ok(Conn {
-                sender: idle.sender,
-                server,
-                idle_for: Some(idle_for),
-            });
+            lease.idle_for = Some(idle_for);
+            return Ok(lease);
         }
         self.connect(server).await
     }
 
-    /// A new connection to `server`, its driver task spawned on this thread.
-    pub async fn connect(&self, server: usize) -> Result<Conn, ProxyError> {
+    /// A new connection to `server`.
+    pub async fn connect(&self, server: usize) -> Result<Lease, ProxyError> {
         let addr = self.servers[server].addr;
         let stream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
@@ -130,43 +184,43 @@ impl Pool {
                 Ok(Ok(s)) => s,
             };
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = self
+        let (sender, driver) = self
             .client
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|source| ProxyError::Handshake { addr, source })?;
-        tokio::task::spawn_local(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(upstream = %addr, "upstream connection ended: {e}");
-            }
-        });
-        Ok(Conn {
+        Ok(Lease {
             sender,
+            driver: Box::pin(driver),
+            dead: false,
             server,
             idle_for: None,
         })
     }
 
     /// Returns a connection whose last exchange completed.
-    pub fn checkin(&self, server: usize, sender: Sender) {
-        if sender.is_closed() {
+    pub fn checkin(&self, lease: Lease) {
+        if lease.dead || lease.sender.is_closed() {
             return;
         }
-        let mut idle = self.servers[server].idle.borrow_mut();
+        let mut idle = self.servers[lease.server].idle.borrow_mut();
         if idle.len() < self.max_idle {
             idle.push(Idle {
-                sender,
+                lease,
                 since: Instant::now(),
             });
         }
     }
 
-    /// Drops idle connections past their time; called periodically.
+    /// Drops idle connections past their time or closed by the server;
+    /// called periodically.
     pub fn sweep(&self) {
         let now = Instant::now();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
         for s in &self.servers {
-            s.idle.borrow_mut().retain(|i| {
-                !i.sender.is_closed() && now.duration_since(i.since) < self.idle_timeout
+            s.idle.borrow_mut().retain_mut(|i| {
+                i.lease.drive(&mut cx);
+                !i.lease.dead && now.duration_since(i.since) < self.idle_timeout
             });
         }
     }

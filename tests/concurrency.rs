@@ -24,8 +24,7 @@ async fn thousand_concurrent_requests_all_succeed() {
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await?;
             let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await?;
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
             tokio::spawn(conn);
             barrier.wait().await;
             let req = Request::get(format!("/{i}"))
@@ -54,9 +53,8 @@ async fn thousand_concurrent_requests_all_succeed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_clients_reuse_connections_both_sides() {
     // 50 clients × 40 requests each over kept-alive connections.
-    let origin = backend(|req: Request<hyper::body::Incoming>| async move {
-        text(200, req.uri().path())
-    });
+    let origin =
+        backend(|req: Request<hyper::body::Incoming>| async move { text(200, req.uri().path()) });
     let proxy = Proxy::to(origin.addr, "");
     let addr = proxy.addr;
     let mut tasks = Vec::new();
@@ -64,8 +62,7 @@ async fn keepalive_clients_reuse_connections_both_sides() {
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await?;
             let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await?;
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
             tokio::spawn(conn);
             for r in 0..40u32 {
                 sender.ready().await?;

@@ -60,7 +60,11 @@ async fn silent_upstream_is_504() {
 async fn malformed_request_is_400() {
     let origin = backend(|_| async { text(200, "should not be reached") });
     let proxy = Proxy::to(origin.addr, "");
-    let resp = raw(proxy.addr, b"GET / HTTP/1.1\r\nHost: t\r\nBad Header Line\r\n\r\n").await;
+    let resp = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: t\r\nBad Header Line\r\n\r\n",
+    )
+    .await;
     assert_eq!(status_of(&resp), "400", "{resp}");
     let resp = raw(proxy.addr, b"\x16\x03\x01garbage\r\n\r\n").await;
     assert_eq!(status_of(&resp), "400", "{resp}");
@@ -95,7 +99,10 @@ async fn oversized_head_is_431() {
     let resp = raw(proxy.addr, req.as_bytes()).await;
     assert_eq!(status_of(&resp), "431", "{resp}");
     // Under the limit passes.
-    let req = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n", &big[..4000]);
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        &big[..4000]
+    );
     let resp = raw(proxy.addr, req.as_bytes()).await;
     assert_eq!(status_of(&resp), "200", "{resp}");
 }

@@ -23,9 +23,14 @@ async fn slowloris_head_is_cut_off() {
     let origin = backend(|_| async { text(200, "ok") });
     let proxy = Proxy::to(origin.addr, SHORT);
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        .await
+        .unwrap();
     let out = closed_by_server(&mut s).await;
-    assert!(out.is_empty() || out.starts_with(b"HTTP/1.1 408"), "{out:?}");
+    assert!(
+        out.is_empty() || out.starts_with(b"HTTP/1.1 408"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +47,9 @@ async fn idle_keepalive_connection_is_closed_after_its_response() {
     let origin = backend(|_| async { text(200, "ok") });
     let proxy = Proxy::to(origin.addr, SHORT);
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
     // The whole response arrives, then the idle connection is closed.
     let out = closed_by_server(&mut s).await;
     let out = String::from_utf8_lossy(&out);
@@ -56,7 +63,9 @@ async fn kept_alive_connection_serves_several_requests() {
     let proxy = Proxy::to(origin.addr, "");
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     for _ in 0..3 {
-        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
         let mut buf = vec![0u8; 4096];
         let mut got = Vec::new();
         while !got.ends_with(b"\r\n\r\nok") {
