@@ -468,3 +468,4 @@ fn remove_listed(h: &mut HeaderMap, v: &HeaderValue) {
         h.remove(token);
     }
 }
+

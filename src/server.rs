@@ -281,20 +281,14 @@ fn is_per_connection(e: &std::io::Error) -> bool {
     )
 }
 
-/// Periodic per-worker chores: expire idle upstream connections, flush the
-/// access log.
+/// Periodic per-worker chores, once a second: trim the idle upstream
+/// connections, flush the access log.
 async fn housekeeping(worker: Rc<Worker>) {
-    let sweep = worker.pool.sweep_interval();
-    let mut next_sweep = tokio::time::Instant::now() + sweep;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         worker.log.flush();
-        let now = tokio::time::Instant::now();
-        if now >= next_sweep {
-            worker.pool.sweep();
-            next_sweep = now + sweep;
-        }
+        worker.pool.sweep();
     }
 }

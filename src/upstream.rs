@@ -94,7 +94,11 @@ struct Idle {
 struct ServerPool {
     addr: SocketAddr,
     authority: http::HeaderValue,
+    /// Oldest first; checkout takes the newest.
     idle: RefCell<Vec<Idle>>,
+    /// The fewest idle connections seen since the last purge: that many were
+    /// not needed at any moment of the period.
+    low_water: Cell<usize>,
 }
 
 /// One worker's view of every upstream group.
@@ -119,6 +123,7 @@ impl Pool {
                 addr: s.addr,
                 authority: s.authority.clone(),
                 idle: RefCell::new(Vec::new()),
+                low_water: Cell::new(0),
             }));
             groups.push((start, servers.len()));
         }
@@ -159,8 +164,14 @@ impl Pool {
     /// A connection to `server`: a pooled one if any is still usable,
     /// else a new one.
     pub async fn checkout(&self, server: usize) -> Result<Lease, ProxyError> {
+        let pool = &self.servers[server];
         loop {
-            let idle = self.servers[server].idle.borrow_mut().pop();
+            let idle = {
+                let mut idle = pool.idle.borrow_mut();
+                let taken = idle.pop();
+                pool.low_water.set(pool.low_water.get().min(idle.len()));
+                taken
+            };
             let Some(Idle { mut lease, since }) = idle else {
                 break;
             };
@@ -171,7 +182,9 @@ impl Pool {
             lease.idle_for = Some(idle_for);
             return Ok(lease);
         }
-        self.connect(server).await
+        // Boxed: the connect path is rare, and its state would otherwise
+        // enlarge every request's future.
+        Box::pin(self.connect(server)).await
     }
 
     /// A new connection to `server`.
@@ -212,21 +225,23 @@ impl Pool {
         }
     }
 
-    /// Drops idle connections past their time or closed by the server;
-    /// called periodically.
+    /// Called about once a second: closes idle connections that went
+    /// unused for the whole period (the pool shrinks to what the load
+    /// needs, as HAProxy's idle-connection purge does), past `upstream_idle`,
+    /// or closed by the server.
     pub fn sweep(&self) {
         let now = Instant::now();
         let mut cx = Context::from_waker(std::task::Waker::noop());
         for s in &self.servers {
-            s.idle.borrow_mut().retain_mut(|i| {
+            let mut idle = s.idle.borrow_mut();
+            let surplus = s.low_water.get().min(idle.len());
+            idle.drain(..surplus);
+            idle.retain_mut(|i| {
                 i.lease.drive(&mut cx);
                 !i.lease.dead && now.duration_since(i.since) < self.idle_timeout
             });
+            s.low_water.set(idle.len());
         }
     }
 
-    /// How often [`Pool::sweep`] should run.
-    pub fn sweep_interval(&self) -> Duration {
-        (self.idle_timeout / 2).max(Duration::from_millis(100))
-    }
 }
