@@ -80,6 +80,18 @@ def cpu_seconds(pids):
     return sum((proc_stat(p) or (0, 0))[1] for p in pids) / CLK_TCK
 
 
+def machine_busy_seconds():
+    """CPU seconds the whole machine spent busy (all cores, /proc/stat)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / CLK_TCK
+
+
+def children_cpu_seconds():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def mem_kib(pids, field="VmRSS"):
     total = 0
     for p in pids:
@@ -341,8 +353,8 @@ def smoke_check(port):
     return None
 
 
-LAT_RE = re.compile(r"^\s*(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
-UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+LAT_RE = re.compile(r"^\s*(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.M)
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
 
 
 def parse_wrk(text):
@@ -370,12 +382,18 @@ def run_wrk(port, conns, duration, target_pids, origin_pids):
     cmd = ["wrk", "-t2", f"-c{conns}", f"-d{duration}s", "--timeout", "5s", "--latency",
            f"http://127.0.0.1:{port}/small"]
     c0, o0 = cpu_seconds(target_pids), cpu_seconds(origin_pids)
+    m0, w0, t0 = machine_busy_seconds(), children_cpu_seconds(), time.monotonic()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     c1, o1 = cpu_seconds(target_pids), cpu_seconds(origin_pids)
+    m1, w1, t1 = machine_busy_seconds(), children_cpu_seconds(), time.monotonic()
     res = parse_wrk(r.stdout)
     res["wrk_rc"] = r.returncode
+    # CPU used by anything but target, origin and wrk: other load skewing the run
+    ours = (c1 - c0) + (0 if target_pids == origin_pids else o1 - o0) + (w1 - w0)
+    res["foreign_cpu_pct"] = max(0.0, (m1 - m0) - ours) / (t1 - t0) / os.cpu_count() * 100
     if r.returncode != 0 or not res["requests"]:
         res["failed"] = (r.stdout + r.stderr)[-500:]
+        res["errors"] = None  # unknown: reported as a NOTE instead
         return res
     res["cpu_per_10k"] = (c1 - c0) / res["requests"] * 10000
     res["origin_cpu_per_10k"] = (o1 - o0) / res["requests"] * 10000
@@ -451,6 +469,7 @@ def run_all(servers, args, notes):
             add(name, f"wrk_{tag}", res)
             if "failed" in res:
                 notes.append(f"{name}: wrk -c{conns} failed: {res['failed']!r}")
+            add(name, "foreign_cpu_pct", res["foreign_cpu_pct"])
             for k in ("rps", "p50_ms", "p99_ms", "cpu_per_10k", "origin_cpu_per_10k", "errors"):
                 if res.get(k) is not None:
                     add(name, f"{k}_{tag}", res[k])
@@ -525,6 +544,7 @@ ROWS = [
     ("rss_peak_dl8_kib", "peak RSS during x8 downloads MiB", "median", 1 / 1024),
     ("rss_after_c8000_kib", "RSS after c=8000 run MiB", "median", 1 / 1024),
     ("hwm_end_kib", "lifetime peak RSS (sum VmHWM) MiB", "median", 1 / 1024),
+    ("foreign_cpu_pct", "noise: max CPU % used by other processes in a wrk run", "max", 1),
 ]
 
 
@@ -535,7 +555,8 @@ def summarize(raw):
         for key, _, how, scale in ROWS:
             vals = [v for v in metrics.get(key, []) if v is not None]
             if vals:
-                med[name][key] = (sum(vals) if how == "sum" else statistics.median(vals)) * scale
+                agg = {"sum": sum, "max": max, "median": statistics.median}[how]
+                med[name][key] = agg(vals) * scale
     return med
 
 
@@ -559,8 +580,8 @@ def table(med):
     for key, label, _, _ in ROWS:
         vals = [med.get(t, {}).get(key) for t in TARGETS]
         tg = vals[0]
-        lines.append(f"| {label} | " + " | ".join(fmt(v) for v in vals) + " | "
-                     + ratio(tg, vals[1]) + " | " + ratio(tg, vals[2]) + " |")
+        ratios = ["-", "-"] if key == "foreign_cpu_pct" else [ratio(tg, vals[1]), ratio(tg, vals[2])]
+        lines.append(f"| {label} | " + " | ".join([fmt(v) for v in vals] + ratios) + " |")
     return "\n".join(lines)
 
 
@@ -596,7 +617,8 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="1 round, short runs (~1 minute)")
     p.add_argument("--json", metavar="FILE", help="write raw and median numbers as JSON")
-    p.add_argument("--tidegate", default=os.path.join(ROOT, "target", "release", "tidegate"))
+    p.add_argument("--tidegate", metavar="PATH", default=os.path.join(ROOT, "target", "release", "tidegate"),
+                   help="tidegate binary (default: target/release/tidegate; skipped if missing)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="proxy threads/workers (default: nproc)")
     p.add_argument("--rounds", type=int, help="rounds per scenario (default 3, quick 1)")
     p.add_argument("--install", action="store_true", help="apt-get install missing tools")
@@ -677,6 +699,10 @@ def main():
     print()
     print("req/s, MB/s: higher is better; latency, errors, CPU, RSS: lower is better. "
           "MB = 10^6 bytes. CPU = utime+stime of all the target's processes.")
+    worst = max((m.get("foreign_cpu_pct", 0) for m in med.values()), default=0)
+    if worst > 10:
+        notes.append(f"other processes used up to {worst:.0f}% of the machine's CPU during wrk runs "
+                     "(see the 'noise' row): the machine was not idle, numbers are skewed")
     for n in notes:
         print(f"NOTE: {n}")
     if args.json:

@@ -468,4 +468,3 @@ fn remove_listed(h: &mut HeaderMap, v: &HeaderValue) {
         h.remove(token);
     }
 }
-

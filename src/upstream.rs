@@ -243,5 +243,4 @@ impl Pool {
             s.low_water.set(idle.len());
         }
     }
-
 }

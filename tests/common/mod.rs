@@ -136,10 +136,7 @@ where
             });
         }
     });
-    Backend {
-        addr,
-        rt: Some(rt),
-    }
+    Backend { addr, rt: Some(rt) }
 }
 
 /// A raw TCP origin: `f` gets each accepted socket.
@@ -163,10 +160,7 @@ where
             tokio::spawn(f(stream));
         }
     });
-    Backend {
-        addr,
-        rt: Some(rt),
-    }
+    Backend { addr, rt: Some(rt) }
 }
 
 fn bind_std() -> (std::net::TcpListener, SocketAddr) {
@@ -359,7 +353,10 @@ impl BodyChannel {
             rx.poll_recv(cx)
                 .map(|o| o.map(|b| Ok::<_, Error>(hyper::body::Frame::data(b))))
         });
-        (BodyChannel { tx }, http_body_util::StreamBody::new(frames).boxed())
+        (
+            BodyChannel { tx },
+            http_body_util::StreamBody::new(frames).boxed(),
+        )
     }
 
     /// Sends a chunk; false if the receiver (the proxy) went away.
@@ -387,5 +384,332 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<T>> {
         (self.0)(cx)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw HTTP/1.1 on the wire: for tests that must see exactly what was sent,
+// with nothing added or hidden by a client library.
+
+/// One response as it came over the wire.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    /// `HTTP/1.1` or `HTTP/1.0`.
+    pub version: String,
+    pub status: u16,
+    /// Header fields in wire order, names lower-cased, values trimmed.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked if it was chunked.
+    pub body: Vec<u8>,
+    /// Whether the body came chunked.
+    pub chunked: bool,
+}
+
+impl RawResponse {
+    /// The first field named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.all(name).into_iter().next()
+    }
+
+    /// Every field named `name` (any case), in order.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.header(name).is_some()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    buf.get(from..)?
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|i| from + i)
+}
+
+/// Index just past the blank line that ends a head starting at `from`.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    buf.get(from..)?
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| from + i + 4)
+}
+
+/// Parses one response at the start of `buf`. `no_body`: it answers a HEAD.
+/// `eof`: the peer has closed, so a close-delimited body ends at the end of
+/// `buf`. Returns the response and the bytes it took, or `None` when more
+/// bytes are needed. Panics on anything that is not HTTP/1.x.
+pub fn parse_response(buf: &[u8], no_body: bool, eof: bool) -> Option<(RawResponse, usize)> {
+    let end = head_end(buf, 0)?;
+    let head = std::str::from_utf8(&buf[..end - 4]).expect("response head is UTF-8");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default().to_string();
+    assert!(
+        version.starts_with("HTTP/1."),
+        "not an HTTP/1.x response: {status_line:?}"
+    );
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l
+                .split_once(':')
+                .unwrap_or_else(|| panic!("bad header line {l:?}"));
+            (n.to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    let mut resp = RawResponse {
+        version,
+        status,
+        headers,
+        body: Vec::new(),
+        chunked: false,
+    };
+    if no_body || (100..200).contains(&status) || status == 204 || status == 304 {
+        return Some((resp, end));
+    }
+    let chunked = resp
+        .all("transfer-encoding")
+        .iter()
+        .any(|v| v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        resp.chunked = true;
+        let mut at = end;
+        loop {
+            let line_end = find_crlf(buf, at)?;
+            let line = std::str::from_utf8(&buf[at..line_end]).expect("chunk size line");
+            let size = line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size, 16)
+                .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+            at = line_end + 2;
+            if size == 0 {
+                // Trailers, then the blank line.
+                loop {
+                    let l = find_crlf(buf, at)?;
+                    let empty = l == at;
+                    at = l + 2;
+                    if empty {
+                        return Some((resp, at));
+                    }
+                }
+            }
+            if buf.len() < at + size + 2 {
+                return None;
+            }
+            resp.body.extend_from_slice(&buf[at..at + size]);
+            assert_eq!(
+                &buf[at + size..at + size + 2],
+                b"\r\n",
+                "chunk not CRLF-ended"
+            );
+            at += size + 2;
+        }
+    }
+    if let Some(len) = resp.header("content-length") {
+        let len: usize = len.parse().expect("content-length is a number");
+        if buf.len() < end + len {
+            return None;
+        }
+        resp.body = buf[end..end + len].to_vec();
+        return Some((resp, end + len));
+    }
+    // Delimited by the connection's close.
+    if !eof {
+        return None;
+    }
+    resp.body = buf[end..].to_vec();
+    Some((resp, buf.len()))
+}
+
+/// Parses what [`raw`] returned: one whole response.
+pub fn parse_raw(text: &str) -> RawResponse {
+    let (resp, used) = parse_response(text.as_bytes(), false, true)
+        .unwrap_or_else(|| panic!("incomplete response: {text:?}"));
+    assert_eq!(used, text.len(), "bytes after the response: {text:?}");
+    resp
+}
+
+/// A client connection that speaks bytes: send anything, read responses one
+/// at a time (so several can share the connection).
+pub struct RawConn {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr) -> RawConn {
+        let stream = tokio::time::timeout(HANG, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        RawConn {
+            stream,
+            buf: Vec::new(),
+            eof: false,
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Reads more; false at EOF (or a reset, which reads the same here).
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = tokio::time::timeout(HANG, self.stream.read(&mut chunk))
+            .await
+            .expect("server answers in time")
+            .unwrap_or(0);
+        if n == 0 {
+            self.eof = true;
+            return false;
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        true
+    }
+
+    /// The next response (its body framed as the headers say).
+    pub async fn response(&mut self) -> RawResponse {
+        self.read_response(false).await
+    }
+
+    /// The next response, read as the answer to a HEAD request (no body).
+    pub async fn head_response(&mut self) -> RawResponse {
+        self.read_response(true).await
+    }
+
+    async fn read_response(&mut self, no_body: bool) -> RawResponse {
+        loop {
+            if let Some((resp, used)) = parse_response(&self.buf, no_body, self.eof) {
+                self.buf.drain(..used);
+                return resp;
+            }
+            if self.eof {
+                panic!(
+                    "connection closed mid-response: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+            }
+            self.fill().await;
+        }
+    }
+
+    /// Reads until the server closes; returns what came that was not yet
+    /// parsed.
+    pub async fn read_to_close(&mut self) -> Vec<u8> {
+        while self.fill().await {}
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Bytes received but not yet taken by a response.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// Backend side: reads one request head from `stream` (bytes past it stay
+/// in `buf`); `None` when the peer closed first.
+pub async fn read_request_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = head_end(buf, 0) {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end);
+            return Some(head);
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A raw origin answering every request (heads only, no request bodies)
+/// with exactly `response`, on kept-alive connections.
+pub fn fixed_backend(response: &'static [u8]) -> Backend {
+    raw_backend(move |mut stream| async move {
+        let mut buf = Vec::new();
+        while read_request_head(&mut stream, &mut buf).await.is_some() {
+            if stream.write_all(response).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Files and processes, for the tests that run real programs.
+
+/// A path under the temp dir, unique to this process and call; the file is
+/// removed on drop.
+pub struct TempFile {
+    pub path: std::path::PathBuf,
+}
+
+impl TempFile {
+    pub fn new(tag: &str) -> TempFile {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("tidegate-test-{}-{n}-{tag}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        TempFile { path }
+    }
+
+    /// A new file holding `contents`.
+    pub fn with(tag: &str, contents: &[u8]) -> TempFile {
+        let f = TempFile::new(tag);
+        std::fs::write(&f.path, contents).expect("write temp file");
+        f
+    }
+
+    pub fn arg(&self) -> &str {
+        self.path.to_str().expect("temp path is UTF-8")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Runs `cmd` to completion off the async threads; panics if it cannot
+/// start or runs past [`HANG`].
+pub async fn run_command(mut cmd: std::process::Command) -> std::process::Output {
+    let what = format!("{cmd:?}");
+    let job = tokio::task::spawn_blocking(move || cmd.output());
+    tokio::time::timeout(HANG, job)
+        .await
+        .unwrap_or_else(|_| panic!("{what} ran past {HANG:?}"))
+        .expect("join")
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"))
+}
+
+impl RawConn {
+    /// Reads until `needle` has arrived (it stays unparsed in the buffer),
+    /// for watching a response that is still streaming.
+    pub async fn wait_for(&mut self, needle: &[u8]) {
+        while !self.buf.windows(needle.len()).any(|w| w == needle) {
+            assert!(
+                self.fill().await,
+                "closed before {:?} arrived",
+                String::from_utf8_lossy(needle)
+            );
+        }
     }
 }
