@@ -629,7 +629,7 @@ def parse_args():
     a.duration_8000 = 3 if a.quick else 5
     a.large_mib = 256 if a.quick else 1024
     a.upload_mib = 256
-    a.pause = 0.3 if a.quick else 1.0
+    a.pause = 0.3 if a.quick else 0.5
     return a
 
 

@@ -154,6 +154,26 @@ fn run(
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
+    // Signal handlers go in before the proxy starts: a SIGTERM that comes
+    // right after "listening" must drain, not kill.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tidegate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signals = match rt.block_on(async { Signals::install() }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tidegate: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
     let threads = config.threads;
     let running = match server::start(config) {
         Ok(r) => r,
@@ -169,36 +189,32 @@ fn run(
         demo_banner(origin, *addr);
     }
 
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tidegate: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let signal = rt.block_on(wait_for_signal());
+    let signal = rt.block_on(signals.wait());
     tracing::info!("{signal}: shutting down gracefully");
     running.stop();
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        },
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-            "interrupt"
+/// SIGTERM and SIGINT, caught.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
         }
     }
 }

@@ -273,6 +273,7 @@ pub fn server_builder(max_head: usize) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.keep_alive(true)
         .half_close(false)
+        .writev(false)
         .header_read_timeout(None)
         .max_buf_size(max_head.max(8192))
         .max_header_size(max_head);

@@ -131,6 +131,7 @@ impl Pool {
         // Bounds the upstream's response head and the read buffer's growth
         // on large bodies (hyper starts at 8 KiB and doubles on full reads).
         client.max_buf_size(64 * 1024);
+        client.writev(false);
         Pool {
             next: groups.iter().map(|_| Cell::new(0)).collect(),
             servers,
