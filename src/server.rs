@@ -225,17 +225,28 @@ async fn accept_loop(
     let mut backoff = Duration::from_millis(5);
     loop {
         // Past max_connections, wait here: new connections stay in the
-        // kernel's backlog until one closes.
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
+        // kernel's backlog until one closes. No permit is held while
+        // waiting in accept: the waiting connection may be in another
+        // thread's backlog, and that thread must be able to take it.
+        tokio::select! {
+            p = permits.acquire() => if p.is_err() { return },
             _ = shutdown.changed() => return,
-        };
+        }
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.changed() => return,
+        };
+        // Another thread may have taken the last permit meanwhile; then
+        // this connection waits for one (at most one per thread does).
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = shutdown.changed() => return,
+            },
         };
         let (stream, client) = match accepted {
             Ok(a) => a,
