@@ -515,7 +515,7 @@ def run_all(servers, args, notes):
 
 
 # ------------------------------------------------------------------ report
-# (key, label, how to aggregate over rounds, scale)
+# (key, label, how to aggregate over rounds, scale[, raw key if not `key`])
 ROWS = [
     ("rps_c50", "small c=50: req/s", "median", 1),
     ("p50_ms_c50", "small c=50: p50 latency ms", "median", 1),
@@ -544,7 +544,9 @@ ROWS = [
     ("rss_peak_dl8_kib", "peak RSS during x8 downloads MiB", "median", 1 / 1024),
     ("rss_after_c8000_kib", "RSS after c=8000 run MiB", "median", 1 / 1024),
     ("hwm_end_kib", "lifetime peak RSS (sum VmHWM) MiB", "median", 1 / 1024),
-    ("foreign_cpu_pct", "noise: max CPU % used by other processes in a wrk run", "max", 1),
+    ("foreign_cpu_pct", "noise: median CPU % used by other processes in wrk runs", "median", 1),
+    ("foreign_cpu_pct_max", "noise: max CPU % used by other processes in a wrk run", "max", 1,
+     "foreign_cpu_pct"),
 ]
 
 
@@ -552,11 +554,11 @@ def summarize(raw):
     med = {}
     for name, metrics in raw.items():
         med[name] = {}
-        for key, _, how, scale in ROWS:
-            vals = [v for v in metrics.get(key, []) if v is not None]
+        for key, _, how, _scale, *src in ROWS:
+            vals = [v for v in metrics.get(src[0] if src else key, []) if v is not None]
             if vals:
                 agg = {"sum": sum, "max": max, "median": statistics.median}[how]
-                med[name][key] = agg(vals) * scale
+                med[name][key] = agg(vals)
     return med
 
 
@@ -577,10 +579,11 @@ def ratio(a, b):
 def table(med):
     cols = TARGETS + ["tidegate/nginx", "tidegate/haproxy"]
     lines = ["| metric | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for key, label, _, _ in ROWS:
+    for key, label, _, scale, *_ in ROWS:
         vals = [med.get(t, {}).get(key) for t in TARGETS]
+        vals = [None if v is None else v * scale for v in vals]
         tg = vals[0]
-        ratios = ["-", "-"] if key == "foreign_cpu_pct" else [ratio(tg, vals[1]), ratio(tg, vals[2])]
+        ratios = ["-", "-"] if key.startswith("foreign") else [ratio(tg, vals[1]), ratio(tg, vals[2])]
         lines.append(f"| {label} | " + " | ".join([fmt(v) for v in vals] + ratios) + " |")
     return "\n".join(lines)
 
@@ -699,10 +702,10 @@ def main():
     print()
     print("req/s, MB/s: higher is better; latency, errors, CPU, RSS: lower is better. "
           "MB = 10^6 bytes. CPU = utime+stime of all the target's processes.")
-    worst = max((m.get("foreign_cpu_pct", 0) for m in med.values()), default=0)
+    worst = max((m.get("foreign_cpu_pct_max", 0) for m in med.values()), default=0)
     if worst > 10:
         notes.append(f"other processes used up to {worst:.0f}% of the machine's CPU during wrk runs "
-                     "(see the 'noise' row): the machine was not idle, numbers are skewed")
+                     "(see the 'noise' rows): the machine was not always idle, numbers are skewed")
     for n in notes:
         print(f"NOTE: {n}")
     if args.json:

