@@ -611,6 +611,7 @@ def machine_info(threads, args):
         "nginx": version([which("nginx"), "-v"]), "haproxy": version([which("haproxy"), "-v"]),
         "wrk": version(["wrk", "-v"]), "curl": version(["curl", "--version"]),
         "tidegate": args.tidegate,
+        "git": version(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
         "loadavg_start": open("/proc/loadavg").read().split()[:3],
     }
 
@@ -694,7 +695,7 @@ def main():
     print(f"Proxy threads/workers: {threads}; origin: nginx, 1 worker; rounds: {args.rounds} (median; errors summed); "
           f"wrk -t2, {args.duration}s (c=8000: {args.duration_8000}s); /large {args.large_mib} MiB; "
           f"upload {args.upload_mib} MiB; elapsed {info['elapsed_s']}s")
-    print(f"{info['nginx']} | {info['haproxy']} | {info['wrk']}")
+    print(f"tidegate: {info['tidegate']} (git {info['git']}) | {info['nginx']} | {info['haproxy']} | {info['wrk']}")
     print(f"loadavg at start: {' '.join(info['loadavg_start'])}; at end: {' '.join(info['loadavg_end'])} "
           "(anything else busy on the machine skews all targets; rounds alternate targets to spread it)")
     print()
