@@ -13,9 +13,12 @@
 //! place, with one log line naming the cause.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -293,29 +296,50 @@ fn classify(e: hyper::Error, addr: SocketAddr, progress: Option<&BodyProgress>) 
 
 /// Waits for the response head. The deadline runs from the start, pushed
 /// back by every chunk of request body still being sent.
-async fn with_head_timeout<F: std::future::Future>(
+fn with_head_timeout<F: Future>(
     fut: F,
     timeout: Duration,
     progress: Option<&BodyProgress>,
-) -> Option<F::Output> {
-    tokio::pin!(fut);
-    let sleep = tokio::time::sleep(timeout);
-    tokio::pin!(sleep);
-    loop {
-        tokio::select! {
-            biased;
-            r = &mut fut => return Some(r),
-            _ = &mut sleep => {
-                if let Some(p) = progress {
-                    let next = p.last_progress.get() + timeout;
-                    if next > Instant::now() {
-                        sleep.as_mut().reset(next);
-                        continue;
-                    }
-                }
-                return None;
-            }
+) -> HeadTimeout<'_, F> {
+    HeadTimeout {
+        fut,
+        sleep: tokio::time::sleep(timeout),
+        timeout,
+        progress,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `Some(output)`, or `None` when the upstream took too long.
+    struct HeadTimeout<'a, F> {
+        #[pin]
+        fut: F,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        timeout: Duration,
+        progress: Option<&'a BodyProgress>,
+    }
+}
+
+impl<F: Future> Future for HeadTimeout<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(r) = this.fut.poll(cx) {
+            return Poll::Ready(Some(r));
         }
+        while this.sleep.as_mut().poll(cx).is_ready() {
+            let next = match this.progress {
+                Some(p) => p.last_progress.get() + *this.timeout,
+                None => return Poll::Ready(None),
+            };
+            if next <= Instant::now() {
+                return Poll::Ready(None);
+            }
+            this.sleep.as_mut().reset(next);
+        }
+        Poll::Pending
     }
 }
 

@@ -105,16 +105,10 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             addr: l.addr,
             source,
         })?;
-        let shared = std::env::var_os("TIDEGATE_SHARED_ACCEPT").is_some();
-        for per_thread in sockets.iter_mut().skip(1) {
-            let sock = if shared {
-                first.try_clone()
-            } else {
-                bind(addr)
-            };
-            per_thread.push(sock.map_err(|source| StartError::Bind { addr, source })?);
-        }
         sockets[0].push(first);
+        for per_thread in sockets.iter_mut().skip(1) {
+            per_thread.push(bind(addr).map_err(|source| StartError::Bind { addr, source })?);
+        }
         addrs.push(addr);
     }
     // Open the log once so a bad path fails startup, then one handle per thread.

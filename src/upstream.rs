@@ -76,13 +76,29 @@ impl Lease {
     }
 
     /// Runs `fut` (which waits on this connection) while driving it.
-    pub async fn with<F: Future>(&mut self, fut: F) -> F::Output {
-        let mut fut = std::pin::pin!(fut);
-        poll_fn(|cx| {
-            self.drive(cx);
-            fut.as_mut().poll(cx)
-        })
-        .await
+    pub fn with<F: Future>(&mut self, fut: F) -> Driving<'_, F> {
+        Driving { lease: self, fut }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future polled together with the connection it waits on. (A plain
+    /// struct: an `async fn` would hold `fut` twice, as argument and as
+    /// pinned local, in every request's state.)
+    pub struct Driving<'a, F> {
+        lease: &'a mut Lease,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for Driving<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        this.lease.drive(cx);
+        this.fut.poll(cx)
     }
 }
 
