@@ -114,30 +114,7 @@ pub struct Listener {
     pub addr: SocketAddr,
 }
 
-/// Which `Host` header the upstream receives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamHost {
-    /// The client's `Host`, unchanged (the default, as nginx's `$host`).
-    Client,
-    /// The chosen upstream server's `host:port`.
-    Server,
-    /// A fixed value.
-    Fixed(HeaderValue),
-}
-
-/// A validated route: which requests it takes and where they go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    /// Lower-cased host to match exactly (port ignored); `None` matches any.
-    pub host: Option<String>,
-    /// Path prefix that the request path must start with.
-    pub path_prefix: String,
-    /// Index into [`Config::upstreams`].
-    pub upstream: usize,
-    /// Request-body limit for this route.
-    pub max_body_bytes: Option<u64>,
-    pub upstream_host: UpstreamHost,
-}
+pub use crate::router::{Route, UpstreamHost};
 
 /// One upstream server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,7 +132,7 @@ pub struct UpstreamGroup {
 }
 
 /// The validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub listeners: Vec<Listener>,
     pub routes: Vec<Route>,
@@ -187,11 +164,8 @@ impl Config {
                 address: listen.to_string(),
             }],
             routes: vec![raw::Route {
-                host: None,
-                path_prefix: None,
-                upstream: "default".into(),
-                max_body_bytes: None,
-                upstream_host: None,
+                upstream: Some("default".into()),
+                ..Default::default()
             }],
             upstreams: [(
                 "default".to_string(),
@@ -304,53 +278,6 @@ impl Config {
                 "at least one [[routes]] entry is required".into(),
             ));
         }
-        let mut routes = Vec::new();
-        for (i, rt) in raw.routes.iter().enumerate() {
-            let upstream = upstreams
-                .iter()
-                .position(|g| g.name == rt.upstream)
-                .ok_or_else(|| {
-                    invalid(
-                        format!("routes[{i}].upstream"),
-                        format!("no upstream group named `{}`", rt.upstream),
-                    )
-                })?;
-            let path_prefix = rt.path_prefix.clone().unwrap_or_else(|| "/".into());
-            if !path_prefix.starts_with('/') {
-                return Err(invalid(
-                    format!("routes[{i}].path_prefix"),
-                    format!("`{path_prefix}` must start with `/`"),
-                ));
-            }
-            let host = match &rt.host {
-                None => None,
-                Some(h) if h.is_empty() || h.contains(['/', ' ', ':']) => {
-                    return Err(invalid(
-                        format!("routes[{i}].host"),
-                        format!("`{h}` is not a host name (no port, scheme or path)"),
-                    ))
-                }
-                Some(h) => Some(h.to_ascii_lowercase()),
-            };
-            let upstream_host = match rt.upstream_host.as_deref() {
-                None | Some("client") => UpstreamHost::Client,
-                Some("server") => UpstreamHost::Server,
-                Some(v) => UpstreamHost::Fixed(HeaderValue::from_str(v).map_err(|_| {
-                    invalid(
-                        format!("routes[{i}].upstream_host"),
-                        format!("`{v}` is not a valid header value"),
-                    )
-                })?),
-            };
-            routes.push(Route {
-                host,
-                path_prefix,
-                upstream,
-                max_body_bytes: rt.max_body_bytes.or(limits.max_body_bytes),
-                upstream_host,
-            });
-        }
-
         let t = raw.timeouts.unwrap_or_default();
         let mut timeouts = Timeouts::default();
         let fields: [(&str, &Option<String>, &mut Duration); 5] = [
@@ -381,6 +308,13 @@ impl Config {
                 *slot = parse_duration(v)
                     .map_err(|reason| invalid(format!("timeouts.{name}"), reason))?;
             }
+        }
+
+        let mut routes = Vec::new();
+        for (i, rt) in raw.routes.iter().enumerate() {
+            let route = compile_route(rt, &upstreams, &timeouts, &limits)
+                .map_err(|(field, reason)| invalid(format!("routes[{i}].{field}"), reason))?;
+            routes.push(route);
         }
 
         let threads = match r.threads {
@@ -418,6 +352,254 @@ impl Config {
             log_level,
         })
     }
+}
+
+type FieldError = (String, String);
+
+fn field(name: &str, reason: impl Into<String>) -> FieldError {
+    (name.to_string(), reason.into())
+}
+
+/// Compiles one `[[routes]]` entry; errors name the field within it.
+fn compile_route(
+    rt: &raw::Route,
+    upstreams: &[UpstreamGroup],
+    timeouts: &Timeouts,
+    limits: &Limits,
+) -> Result<Route, FieldError> {
+    use crate::router::{Action, HostMatch, PathMatch, Rewrite, Template};
+
+    let host = match rt.host.as_deref() {
+        None => HostMatch::Any,
+        Some(h) if h.is_empty() || h.contains(['/', ' ', ':']) => {
+            return Err(field(
+                "host",
+                format!("`{h}` is not a host name (no port, scheme or path)"),
+            ))
+        }
+        Some(h) => match h.strip_prefix('*') {
+            Some(suffix)
+                if suffix.starts_with('.') && suffix.len() > 1 && !suffix.contains('*') =>
+            {
+                HostMatch::Suffix(suffix.to_ascii_lowercase())
+            }
+            Some(_) => {
+                return Err(field(
+                    "host",
+                    format!("`{h}`: a wildcard is written `*.example.com`"),
+                ))
+            }
+            None if h.contains('*') => {
+                return Err(field(
+                    "host",
+                    format!("`{h}`: `*` may only start a name, as in `*.example.com`"),
+                ))
+            }
+            None => HostMatch::Exact(h.to_ascii_lowercase()),
+        },
+    };
+
+    let must_start_with_slash = |name: &str, p: &str| {
+        if p.starts_with('/') {
+            Ok(p.to_string())
+        } else {
+            Err(field(name, format!("`{p}` must start with `/`")))
+        }
+    };
+    let path = match (&rt.path, &rt.path_prefix, &rt.path_regex) {
+        (None, None, None) => PathMatch::Prefix("/".into()),
+        (Some(p), None, None) => PathMatch::Exact(must_start_with_slash("path", p)?),
+        (None, Some(p), None) => PathMatch::Prefix(must_start_with_slash("path_prefix", p)?),
+        (None, None, Some(r)) => PathMatch::Regex(
+            regex::Regex::new(r).map_err(|e| field("path_regex", format!("`{r}`: {e}")))?,
+        ),
+        _ => {
+            return Err(field(
+                "path",
+                "give at most one of `path`, `path_prefix` and `path_regex`",
+            ))
+        }
+    };
+
+    let mut methods = Vec::new();
+    for m in rt.methods.iter().flatten() {
+        let upper = m.to_ascii_uppercase();
+        methods.push(
+            http::Method::from_bytes(upper.as_bytes())
+                .map_err(|_| field("methods", format!("`{m}` is not an HTTP method")))?,
+        );
+    }
+    let headers = header_pairs("headers", rt.headers.as_ref())?;
+
+    let action = match (&rt.upstream, &rt.redirect, &rt.respond) {
+        (Some(name), None, None) => Action::Proxy(
+            upstreams
+                .iter()
+                .position(|g| &g.name == name)
+                .ok_or_else(|| field("upstream", format!("no upstream group named `{name}`")))?,
+        ),
+        (None, Some(r), None) => {
+            let status = r.status.unwrap_or(302);
+            if ![301, 302, 303, 307, 308].contains(&status) {
+                return Err(field(
+                    "redirect.status",
+                    format!("{status} is not a redirect status (301, 302, 303, 307, 308)"),
+                ));
+            }
+            Action::Redirect {
+                status: http::StatusCode::from_u16(status)
+                    .map_err(|e| field("redirect.status", e.to_string()))?,
+                location: Template::parse(&r.location)
+                    .map_err(|e| field("redirect.location", e))?,
+            }
+        }
+        (None, None, Some(r)) => {
+            let code = r.status.unwrap_or(200);
+            let status = http::StatusCode::from_u16(code)
+                .ok()
+                .filter(|s| s.as_u16() >= 200)
+                .ok_or_else(|| field("respond.status", format!("{code} is not a final status")))?;
+            let mut map = http::HeaderMap::new();
+            for (n, v) in header_pairs("respond.headers", r.headers.as_ref())? {
+                map.append(n, v);
+            }
+            Action::Respond {
+                status,
+                headers: map,
+                body: bytes::Bytes::from(r.body.clone().unwrap_or_default()),
+            }
+        }
+        (None, None, None) => {
+            return Err(field(
+                "upstream",
+                "a route needs one action: `upstream`, `redirect` or `respond`",
+            ))
+        }
+        _ => {
+            return Err(field(
+                "upstream",
+                "give only one of `upstream`, `redirect` and `respond`",
+            ))
+        }
+    };
+    let proxies = matches!(action, Action::Proxy(_));
+    let only_proxy = |name: &str, given: bool| {
+        if given && !proxies {
+            Err(field(name, "only applies to routes with `upstream`"))
+        } else {
+            Ok(())
+        }
+    };
+    only_proxy("strip_prefix", rt.strip_prefix.is_some())?;
+    only_proxy("rewrite", rt.rewrite.is_some())?;
+    only_proxy("request_headers", rt.request_headers.is_some())?;
+    only_proxy("upstream_host", rt.upstream_host.is_some())?;
+    only_proxy("timeouts", rt.timeouts.is_some())?;
+    only_proxy("max_body_bytes", rt.max_body_bytes.is_some())?;
+
+    let rewrite = match (&rt.strip_prefix, &rt.rewrite) {
+        (None, None) => None,
+        (Some(p), None) => Some(Rewrite::StripPrefix(must_start_with_slash(
+            "strip_prefix",
+            p,
+        )?)),
+        (None, Some(r)) => {
+            if !r.replace.starts_with('/') && !r.replace.starts_with('$') {
+                return Err(field(
+                    "rewrite.replace",
+                    format!("`{}` must start with `/`", r.replace),
+                ));
+            }
+            Some(Rewrite::Regex {
+                regex: regex::Regex::new(&r.regex)
+                    .map_err(|e| field("rewrite.regex", format!("`{}`: {e}", r.regex)))?,
+                replace: r.replace.clone(),
+            })
+        }
+        (Some(_), Some(_)) => {
+            return Err(field(
+                "rewrite",
+                "give either `strip_prefix` or `rewrite`, not both",
+            ))
+        }
+    };
+
+    let upstream_host = match rt.upstream_host.as_deref() {
+        None | Some("client") => UpstreamHost::Client,
+        Some("server") => UpstreamHost::Server,
+        Some(v) => UpstreamHost::Fixed(HeaderValue::from_str(v).map_err(|_| {
+            field(
+                "upstream_host",
+                format!("`{v}` is not a valid header value"),
+            )
+        })?),
+    };
+
+    let rt_timeouts = rt.timeouts.as_ref();
+    let route_timeout = |name: &str, v: Option<&String>, default: Duration| match v {
+        None => Ok(default),
+        Some(v) => parse_duration(v).map_err(|e| field(&format!("timeouts.{name}"), e)),
+    };
+    Ok(Route {
+        host,
+        path,
+        methods,
+        headers,
+        action,
+        rewrite,
+        request_headers: header_ops("request_headers", rt.request_headers.as_ref())?,
+        response_headers: header_ops("response_headers", rt.response_headers.as_ref())?,
+        upstream_host,
+        max_body_bytes: rt.max_body_bytes.or(limits.max_body_bytes),
+        upstream_connect: route_timeout(
+            "upstream_connect",
+            rt_timeouts.and_then(|t| t.upstream_connect.as_ref()),
+            timeouts.upstream_connect,
+        )?,
+        upstream_response_head: route_timeout(
+            "upstream_response_head",
+            rt_timeouts.and_then(|t| t.upstream_response_head.as_ref()),
+            timeouts.upstream_response_head,
+        )?,
+    })
+}
+
+fn header_pairs(
+    name: &str,
+    map: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<Vec<(http::HeaderName, HeaderValue)>, FieldError> {
+    let mut out = Vec::new();
+    for (k, v) in map.into_iter().flatten() {
+        let n = http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| field(name, format!("`{k}` is not a header name")))?;
+        let v = HeaderValue::from_str(v)
+            .map_err(|_| field(name, format!("`{k}`: `{v}` is not a header value")))?;
+        out.push((n, v));
+    }
+    Ok(out)
+}
+
+fn header_ops(
+    name: &str,
+    raw: Option<&raw::HeaderOps>,
+) -> Result<crate::router::HeaderOps, FieldError> {
+    let Some(raw) = raw else {
+        return Ok(Default::default());
+    };
+    let mut remove = Vec::new();
+    for k in raw.remove.iter().flatten() {
+        remove.push(http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+            field(
+                &format!("{name}.remove"),
+                format!("`{k}` is not a header name"),
+            )
+        })?);
+    }
+    Ok(crate::router::HeaderOps {
+        remove,
+        set: header_pairs(&format!("{name}.set"), raw.set.as_ref())?,
+        add: header_pairs(&format!("{name}.add"), raw.add.as_ref())?,
+    })
 }
 
 fn parse_duration(v: &str) -> Result<Duration, String> {
@@ -468,7 +650,7 @@ fn parse_server(s: &str) -> Result<Server, String> {
 
 /// The file's shape, exactly as serde reads it.
 pub mod raw {
-    use std::collections::HashMap;
+    use std::collections::{BTreeMap, HashMap};
 
     use serde::Deserialize;
 
@@ -501,14 +683,62 @@ pub mod raw {
         pub address: String,
     }
 
-    #[derive(Debug, Deserialize)]
+    #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Route {
         pub host: Option<String>,
+        pub path: Option<String>,
         pub path_prefix: Option<String>,
-        pub upstream: String,
+        pub path_regex: Option<String>,
+        pub methods: Option<Vec<String>>,
+        pub headers: Option<BTreeMap<String, String>>,
+        pub upstream: Option<String>,
+        pub redirect: Option<Redirect>,
+        pub respond: Option<Respond>,
+        pub strip_prefix: Option<String>,
+        pub rewrite: Option<Rewrite>,
+        pub request_headers: Option<HeaderOps>,
+        pub response_headers: Option<HeaderOps>,
         pub max_body_bytes: Option<u64>,
         pub upstream_host: Option<String>,
+        pub timeouts: Option<RouteTimeouts>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Redirect {
+        pub status: Option<u16>,
+        pub location: String,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Respond {
+        pub status: Option<u16>,
+        pub body: Option<String>,
+        pub headers: Option<BTreeMap<String, String>>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Rewrite {
+        pub regex: String,
+        pub replace: String,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct HeaderOps {
+        pub add: Option<BTreeMap<String, String>>,
+        pub set: Option<BTreeMap<String, String>>,
+        pub remove: Option<Vec<String>>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RouteTimeouts {
+        pub upstream_connect: Option<String>,
+        pub upstream_response_head: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -534,5 +764,45 @@ pub mod raw {
         pub max_request_head_bytes: Option<usize>,
         pub max_body_bytes: Option<u64>,
         pub upstream_idle_per_server: Option<usize>,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route_error(route: &str) -> String {
+        let text = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[upstreams.app]\nservers = [\"127.0.0.1:2\"]\n[[routes]]\n{route}\n"
+        );
+        match Config::from_toml(&text, "t.toml") {
+            Ok(_) => panic!("accepted: {route}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn route_errors_name_field_and_reason() {
+        let cases = [
+            ("upstream = \"app\"\nrespond = { status = 200 }", "routes[0].upstream: give only one"),
+            ("path = \"/a\"", "routes[0].upstream: a route needs one action"),
+            ("host = \"www.*.com\"\nupstream = \"app\"", "routes[0].host: `www.*.com`"),
+            ("host = \"*example.com\"\nupstream = \"app\"", "routes[0].host: `*example.com`"),
+            ("path = \"/a\"\npath_prefix = \"/b\"\nupstream = \"app\"", "routes[0].path: give at most one"),
+            ("path_regex = \"(\"\nupstream = \"app\"", "routes[0].path_regex: `(`"),
+            ("redirect = { status = 200, location = \"/\" }", "routes[0].redirect.status: 200"),
+            ("redirect = { location = \"{nope}\" }", "routes[0].redirect.location"),
+            ("respond = { status = 99 }", "routes[0].respond.status: 99"),
+            ("respond = {}\nstrip_prefix = \"/a\"", "routes[0].strip_prefix: only applies"),
+            ("upstream = \"app\"\nstrip_prefix = \"/a\"\nrewrite = { regex = \"a\", replace = \"/b\" }", "routes[0].rewrite: give either"),
+            ("upstream = \"app\"\nmethods = [\"G ET\"]", "routes[0].methods: `G ET`"),
+            ("upstream = \"app\"\nheaders = { \"bad name\" = \"1\" }", "routes[0].headers: `bad name`"),
+            ("upstream = \"app\"\ntimeouts = { upstream_connect = \"soon\" }", "routes[0].timeouts.upstream_connect"),
+        ];
+        for (route, want) in cases {
+            let err = route_error(route);
+            assert!(err.starts_with("t.toml: "), "{err}");
+            assert!(err.contains(want), "{route}: {err}");
+        }
     }
 }

@@ -12,6 +12,8 @@ use http::StatusCode;
 pub enum ProxyError {
     #[error("no route matches the request's host and path")]
     NoRoute,
+    #[error("the route's path rewrite produced an invalid target")]
+    BadRewrite,
     #[error("request body exceeds the route's limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("client request body failed: {0}")]
@@ -46,6 +48,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadRewrite => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::Connect { .. } | ProxyError::Handshake { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,

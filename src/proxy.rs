@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -28,10 +29,11 @@ use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::body::{BodyProgress, ProxyBody, RequestBody, UpstreamBody};
-use crate::config::{Config, UpstreamHost};
+use crate::config::Config;
 use crate::connection::InFlight;
 use crate::error::ProxyError;
 use crate::router::Router;
+use crate::router::{Action, Route, UpstreamHost};
 use crate::upstream::{Lease, Pool};
 
 /// Idle time after which a reused connection may have been closed by the
@@ -115,7 +117,7 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
         })
     });
     match forward(&ctx, req).await {
-        Ok((resp, lease)) => {
+        Ok(Outcome::Upstream(resp, lease, route)) => {
             let (parts, body) = resp.into_parts();
             let exchange = Exchange {
                 worker: ctx.worker.clone(),
@@ -128,8 +130,19 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
                 parts,
                 ProxyBody::Upstream(UpstreamBody::new(body, exchange)),
             );
-            strip_hop_by_hop(resp.headers_mut());
-            resp.headers_mut().append(header::VIA, VIA_VALUE);
+            let h = resp.headers_mut();
+            strip_hop_by_hop(h);
+            h.append(header::VIA, VIA_VALUE);
+            route.response_headers.apply(h);
+            resp
+        }
+        Ok(Outcome::Local(resp)) => {
+            if let Some(e) = &entry {
+                let bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+                ctx.worker
+                    .log
+                    .record(e, resp.status().as_u16(), bytes, None, "done");
+            }
             resp
         }
         Err(err) => {
@@ -165,7 +178,15 @@ pub fn error_response(status: StatusCode) -> Response<ProxyBody> {
 
 type Forwarded = (Response<Incoming>, Lease);
 
-async fn forward(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Forwarded, ProxyError> {
+/// What became of a request.
+enum Outcome<'a> {
+    /// The upstream answered; its body streams on.
+    Upstream(Response<Incoming>, Lease, &'a Route),
+    /// The route answered itself (redirect, fixed response).
+    Local(Response<ProxyBody>),
+}
+
+async fn forward(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Outcome<'_>, ProxyError> {
     let w = &*ctx.worker;
     let (mut parts, body) = req.into_parts();
 
@@ -176,8 +197,35 @@ async fn forward(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Forwarded, Pro
         .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
     let route = w
         .router
-        .find(host, parts.uri.path())
+        .find(host, parts.uri.path(), &parts.method, &parts.headers)
         .ok_or(ProxyError::NoRoute)?;
+    let group = match &route.action {
+        Action::Proxy(group) => *group,
+        Action::Redirect { status, location } => {
+            let host = host.and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
+            let target = location.expand("http", host, parts.uri.path(), parts.uri.query());
+            return Ok(Outcome::Local(local_response(
+                *status,
+                Some(target),
+                &HeaderMap::new(),
+                Bytes::new(),
+                route,
+            )));
+        }
+        Action::Respond {
+            status,
+            headers,
+            body,
+        } => {
+            return Ok(Outcome::Local(local_response(
+                *status,
+                None,
+                headers,
+                body.clone(),
+                route,
+            )));
+        }
+    };
 
     if let (Some(limit), Some(len)) = (
         route.max_body_bytes,
@@ -188,7 +236,20 @@ async fn forward(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Forwarded, Pro
         }
     }
 
+    if let Some(path) = route.rewrite_path(parts.uri.path()) {
+        let pq = match parts.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        let pq =
+            http::uri::PathAndQuery::from_maybe_shared(pq).map_err(|_| ProxyError::BadRewrite)?;
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.path_and_query = Some(pq);
+        parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRewrite)?;
+    }
+
     prepare_request(&mut parts, ctx, &route.upstream_host);
+    route.request_headers.apply(&mut parts.headers);
 
     let progress = (!http_body::Body::is_end_stream(&body)).then(|| {
         Rc::new(BodyProgress {
@@ -201,15 +262,14 @@ async fn forward(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Forwarded, Pro
         parts,
         RequestBody::new(body, route.max_body_bytes, progress.clone()),
     );
-    let timeout = w.config.timeouts.upstream_response_head;
 
     let mut last_err = None;
-    for server in w.pool.order(route.upstream) {
+    for server in w.pool.order(group) {
         if let UpstreamHost::Server = route.upstream_host {
             req.headers_mut()
                 .insert(header::HOST, w.pool.authority(server).clone());
         }
-        let lease = match w.pool.checkout(server).await {
+        let lease = match w.pool.checkout(server, route.upstream_connect).await {
             Ok(c) => c,
             Err(e) => {
                 // Nothing was sent: the next server may take it.
@@ -218,9 +278,31 @@ async fn forward(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Forwarded, Pro
                 continue;
             }
         };
-        return send(w, lease, req, timeout, progress.as_deref()).await;
+        let timeouts = (route.upstream_connect, route.upstream_response_head);
+        let (resp, lease) = send(w, lease, req, timeouts, progress.as_deref()).await?;
+        return Ok(Outcome::Upstream(resp, lease, route));
     }
     Err(last_err.unwrap_or(ProxyError::NoRoute))
+}
+
+/// A response the route makes itself.
+fn local_response(
+    status: StatusCode,
+    location: Option<String>,
+    headers: &HeaderMap,
+    body: Bytes,
+    route: &Route,
+) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.clone_from(headers);
+    if let Some(l) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        h.insert(header::LOCATION, l);
+    }
+    h.append(header::VIA, VIA_VALUE);
+    route.response_headers.apply(h);
+    resp
 }
 
 /// Sends on `conn`; if the pooled connection turns out to be dead before
@@ -230,7 +312,7 @@ async fn send(
     w: &Worker,
     mut lease: Lease,
     req: Request<RequestBody>,
-    timeout: Duration,
+    (connect, timeout): (Duration, Duration),
     progress: Option<&BodyProgress>,
 ) -> Result<Forwarded, ProxyError> {
     let server = lease.server;
@@ -265,7 +347,7 @@ async fn send(
     };
     tracing::debug!(upstream = %addr, "pooled connection was closed; retrying on a new one");
     drop(lease);
-    let mut lease = w.pool.connect(server).await?;
+    let mut lease = w.pool.connect(server, connect).await?;
     let fut = lease.sender.try_send_request(err);
     match lease.with(with_head_timeout(fut, timeout, progress)).await {
         None => Err(ProxyError::ResponseTimeout { addr }),

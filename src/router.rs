@@ -1,11 +1,285 @@
-//! Router: picks the route for a request from its host and path.
+//! Router: picks the route for a request, and says what the route does to
+//! it.
 //!
-//! Precedence is fixed when the config loads: routes naming a host come
-//! before host-less ones, and within each, longer path prefixes first; among
-//! equals, the one written first in the file wins. Matching compares bytes
-//! and allocates nothing.
+//! A route matches on host, path, method and header values, all compiled
+//! once when the config loads. Precedence is fixed then too, and does not
+//! depend on the order requests arrive in:
+//!
+//! 1. host: an exact host, then wildcards (`*.example.com`, longest suffix
+//!    first), then routes without a host;
+//! 2. path: an exact `path`, then `path_regex` routes, then `path_prefix`
+//!    routes, longest prefix first (as nginx: `=`, then regex, then prefix);
+//! 3. routes with method or header conditions before those without;
+//! 4. the order of the file.
+//!
+//! The first route in that order whose every condition holds is taken.
+//! Matching compares bytes and allocates nothing; only a regex rewrite or a
+//! redirect builds a new string.
 
-use crate::config::Route;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+
+/// Which hosts a route takes.
+#[derive(Debug, Clone)]
+pub enum HostMatch {
+    Any,
+    /// Lower-cased, without port.
+    Exact(String),
+    /// `*.example.com` is stored as `.example.com`: any name ending so.
+    Suffix(String),
+}
+
+/// Which paths a route takes.
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(regex::Regex),
+}
+
+/// What a route does with a request it takes.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Proxy to this upstream group (index into the config's groups).
+    Proxy(usize),
+    /// Answer with a redirect to the expanded template.
+    Redirect {
+        status: StatusCode,
+        location: Template,
+    },
+    /// Answer with a fixed response.
+    Respond {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+}
+
+/// How the path is rewritten before going upstream.
+#[derive(Debug, Clone)]
+pub enum Rewrite {
+    /// Remove this prefix (the path keeps a leading `/`).
+    StripPrefix(String),
+    /// Replace the regex's match; `$1`, `${name}` refer to captures.
+    Regex {
+        regex: regex::Regex,
+        replace: String,
+    },
+}
+
+/// Header edits, applied in this order: remove, set, add.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderOps {
+    pub remove: Vec<HeaderName>,
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+
+    pub fn apply(&self, h: &mut HeaderMap) {
+        for n in &self.remove {
+            h.remove(n);
+        }
+        for (n, v) in &self.set {
+            h.insert(n.clone(), v.clone());
+        }
+        for (n, v) in &self.add {
+            h.append(n.clone(), v.clone());
+        }
+    }
+}
+
+/// Which `Host` header the upstream receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamHost {
+    /// The client's `Host`, unchanged (the default, as nginx's `$host`).
+    Client,
+    /// The chosen upstream server's `host:port`.
+    Server,
+    /// A fixed value.
+    Fixed(HeaderValue),
+}
+
+/// A redirect target: literal text with `{scheme}`, `{host}`, `{path}`,
+/// `{query}` (with its `?`, or empty) and `{uri}` (path and query) filled in
+/// from the request.
+#[derive(Debug, Clone)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone)]
+enum Part {
+    Text(String),
+    Scheme,
+    Host,
+    Path,
+    Query,
+    Uri,
+}
+
+impl Template {
+    pub fn parse(s: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_string()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("`{s}`: `{{` without `}}`"))?
+                + open;
+            parts.push(match &rest[open + 1..close] {
+                "scheme" => Part::Scheme,
+                "host" => Part::Host,
+                "path" => Part::Path,
+                "query" => Part::Query,
+                "uri" => Part::Uri,
+                other => {
+                    return Err(format!(
+                        "`{{{other}}}` is not one of {{scheme}} {{host}} {{path}} {{query}} {{uri}}"
+                    ))
+                }
+            });
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_string()));
+        }
+        Ok(Template { parts })
+    }
+
+    /// The target for a request.
+    pub fn expand(&self, scheme: &str, host: &str, path: &str, query: Option<&str>) -> String {
+        let mut out = String::with_capacity(64);
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Scheme => out.push_str(scheme),
+                Part::Host => out.push_str(host),
+                Part::Path => out.push_str(path),
+                Part::Query | Part::Uri => {
+                    if let Part::Uri = p {
+                        out.push_str(path);
+                    }
+                    if let Some(q) = query {
+                        out.push('?');
+                        out.push_str(q);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A compiled route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub host: HostMatch,
+    pub path: PathMatch,
+    /// Empty: any method.
+    pub methods: Vec<Method>,
+    /// Each header must be present with exactly this value.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub action: Action,
+    pub rewrite: Option<Rewrite>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    pub upstream_host: UpstreamHost,
+    /// Request-body limit for this route.
+    pub max_body_bytes: Option<u64>,
+    pub upstream_connect: Duration,
+    pub upstream_response_head: Duration,
+}
+
+impl Route {
+    fn rank(
+        &self,
+    ) -> (
+        u8,
+        std::cmp::Reverse<usize>,
+        u8,
+        std::cmp::Reverse<usize>,
+        bool,
+    ) {
+        let (host_rank, host_len) = match &self.host {
+            HostMatch::Exact(h) => (0, h.len()),
+            HostMatch::Suffix(s) => (1, s.len()),
+            HostMatch::Any => (2, 0),
+        };
+        let (path_rank, path_len) = match &self.path {
+            PathMatch::Exact(p) => (0, p.len()),
+            PathMatch::Regex(_) => (1, 0),
+            PathMatch::Prefix(p) => (2, p.len()),
+        };
+        let unconditional = self.methods.is_empty() && self.headers.is_empty();
+        (
+            host_rank,
+            std::cmp::Reverse(host_len),
+            path_rank,
+            std::cmp::Reverse(path_len),
+            unconditional,
+        )
+    }
+
+    fn matches(
+        &self,
+        host: Option<&[u8]>,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> bool {
+        let host_ok = match (&self.host, host) {
+            (HostMatch::Any, _) => true,
+            (HostMatch::Exact(want), Some(got)) => want.as_bytes().eq_ignore_ascii_case(got),
+            (HostMatch::Suffix(suffix), Some(got)) => {
+                got.len() > suffix.len()
+                    && got[got.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+            }
+            (_, None) => false,
+        };
+        host_ok
+            && match &self.path {
+                PathMatch::Exact(p) => path == p,
+                PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+                PathMatch::Regex(r) => r.is_match(path),
+            }
+            && (self.methods.is_empty() || self.methods.contains(method))
+            && self
+                .headers
+                .iter()
+                .all(|(n, v)| headers.get_all(n).iter().any(|got| got == v))
+    }
+
+    /// The upstream path for `path`, if this route rewrites it.
+    pub fn rewrite_path(&self, path: &str) -> Option<String> {
+        match self.rewrite.as_ref()? {
+            Rewrite::StripPrefix(prefix) => {
+                let rest = path.strip_prefix(prefix.as_str())?;
+                Some(if rest.starts_with('/') {
+                    rest.to_string()
+                } else {
+                    format!("/{rest}")
+                })
+            }
+            Rewrite::Regex { regex, replace } => {
+                let out = regex.replace(path, replace.as_str());
+                match out {
+                    std::borrow::Cow::Borrowed(_) => None,
+                    std::borrow::Cow::Owned(s) => Some(s),
+                }
+            }
+        }
+    }
+}
 
 /// Routes in match order.
 #[derive(Debug)]
@@ -16,22 +290,23 @@ pub struct Router {
 impl Router {
     pub fn new(routes: &[Route]) -> Router {
         let mut routes = routes.to_vec();
-        // Stable sort keeps the file's order among equals.
-        routes.sort_by_key(|r| (r.host.is_none(), std::cmp::Reverse(r.path_prefix.len())));
+        // Stable: the file's order decides among equals.
+        routes.sort_by_key(Route::rank);
         Router { routes }
     }
 
-    /// The route for `host` (as sent: may carry a port, any case) and `path`.
-    pub fn find(&self, host: Option<&[u8]>, path: &str) -> Option<&Route> {
+    /// The route for a request; `host` as sent (may carry a port, any case).
+    pub fn find(
+        &self,
+        host: Option<&[u8]>,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Option<&Route> {
         let host = host.map(strip_port);
-        self.routes.iter().find(|r| {
-            let host_ok = match (&r.host, host) {
-                (None, _) => true,
-                (Some(want), Some(got)) => want.as_bytes().eq_ignore_ascii_case(got),
-                (Some(_), None) => false,
-            };
-            host_ok && path.starts_with(r.path_prefix.as_str())
-        })
+        self.routes
+            .iter()
+            .find(|r| r.matches(host, path, method, headers))
     }
 }
 
@@ -46,39 +321,146 @@ fn strip_port(host: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::UpstreamHost;
 
-    fn route(host: Option<&str>, prefix: &str, upstream: usize) -> Route {
+    fn route(host: HostMatch, path: PathMatch, upstream: usize) -> Route {
         Route {
-            host: host.map(str::to_string),
-            path_prefix: prefix.to_string(),
-            upstream,
-            max_body_bytes: None,
+            host,
+            path,
+            methods: Vec::new(),
+            headers: Vec::new(),
+            action: Action::Proxy(upstream),
+            rewrite: None,
+            request_headers: HeaderOps::default(),
+            response_headers: HeaderOps::default(),
             upstream_host: UpstreamHost::Client,
+            max_body_bytes: None,
+            upstream_connect: Duration::from_secs(1),
+            upstream_response_head: Duration::from_secs(1),
         }
     }
 
+    fn prefix(p: &str) -> PathMatch {
+        PathMatch::Prefix(p.into())
+    }
+
+    fn which(r: &Router, host: &str, path: &str) -> Option<usize> {
+        which_with(r, host, path, &Method::GET, &HeaderMap::new())
+    }
+
+    fn which_with(r: &Router, host: &str, path: &str, m: &Method, h: &HeaderMap) -> Option<usize> {
+        r.find(Some(host.as_bytes()), path, m, h)
+            .map(|r| match r.action {
+                Action::Proxy(u) => u,
+                _ => usize::MAX,
+            })
+    }
+
     #[test]
-    fn host_routes_win_then_longest_prefix() {
+    fn host_kinds_in_order_exact_wildcard_any() {
         let r = Router::new(&[
-            route(None, "/", 0),
-            route(None, "/api", 1),
-            route(Some("example.com"), "/", 2),
+            route(HostMatch::Any, prefix("/"), 0),
+            route(HostMatch::Suffix(".example.com".into()), prefix("/"), 1),
+            route(HostMatch::Suffix(".api.example.com".into()), prefix("/"), 2),
+            route(HostMatch::Exact("www.example.com".into()), prefix("/"), 3),
         ]);
-        assert_eq!(r.find(Some(b"other"), "/api/x").unwrap().upstream, 1);
-        assert_eq!(r.find(Some(b"other"), "/x").unwrap().upstream, 0);
-        assert_eq!(
-            r.find(Some(b"Example.COM:8080"), "/api").unwrap().upstream,
-            2
-        );
-        assert_eq!(r.find(None, "/api").unwrap().upstream, 1);
+        assert_eq!(which(&r, "WWW.example.com:8080", "/"), Some(3));
+        assert_eq!(which(&r, "v1.api.example.com", "/"), Some(2));
+        assert_eq!(which(&r, "shop.example.com", "/"), Some(1));
+        // The bare domain is not under its own wildcard.
+        assert_eq!(which(&r, "example.com", "/"), Some(0));
+        assert_eq!(which(&r, "other.test", "/"), Some(0));
+    }
+
+    #[test]
+    fn path_kinds_in_order_exact_regex_longest_prefix() {
+        let r = Router::new(&[
+            route(HostMatch::Any, prefix("/"), 0),
+            route(HostMatch::Any, prefix("/static/"), 1),
+            route(
+                HostMatch::Any,
+                PathMatch::Regex(regex::Regex::new(r"\.php$").unwrap()),
+                2,
+            ),
+            route(
+                HostMatch::Any,
+                PathMatch::Exact("/static/index.php".into()),
+                3,
+            ),
+            route(HostMatch::Any, prefix("/static/img/"), 4),
+        ]);
+        assert_eq!(which(&r, "h", "/static/index.php"), Some(3));
+        assert_eq!(which(&r, "h", "/static/x.php"), Some(2));
+        assert_eq!(which(&r, "h", "/static/img/a.png"), Some(4));
+        assert_eq!(which(&r, "h", "/static/a.css"), Some(1));
+        assert_eq!(which(&r, "h", "/other"), Some(0));
+    }
+
+    #[test]
+    fn conditions_on_method_and_headers() {
+        let mut canary = route(HostMatch::Any, prefix("/"), 1);
+        canary.headers = vec![(
+            HeaderName::from_static("x-canary"),
+            HeaderValue::from_static("1"),
+        )];
+        let mut writes = route(HostMatch::Any, prefix("/"), 2);
+        writes.methods = vec![Method::POST, Method::PUT];
+        let r = Router::new(&[route(HostMatch::Any, prefix("/"), 0), canary, writes]);
+        let mut h = HeaderMap::new();
+        assert_eq!(which_with(&r, "h", "/", &Method::GET, &h), Some(0));
+        assert_eq!(which_with(&r, "h", "/", &Method::PUT, &h), Some(2));
+        h.insert("x-canary", HeaderValue::from_static("1"));
+        assert_eq!(which_with(&r, "h", "/", &Method::GET, &h), Some(1));
+        h.insert("x-canary", HeaderValue::from_static("0"));
+        assert_eq!(which_with(&r, "h", "/", &Method::GET, &h), Some(0));
+    }
+
+    #[test]
+    fn file_order_breaks_ties() {
+        let r = Router::new(&[
+            route(HostMatch::Any, prefix("/a"), 0),
+            route(HostMatch::Any, prefix("/a"), 1),
+        ]);
+        assert_eq!(which(&r, "h", "/a"), Some(0));
     }
 
     #[test]
     fn no_match_is_none() {
-        let r = Router::new(&[route(Some("a.test"), "/only", 0)]);
-        assert!(r.find(Some(b"a.test"), "/other").is_none());
-        assert!(r.find(Some(b"b.test"), "/only").is_none());
+        let r = Router::new(&[route(HostMatch::Exact("a.test".into()), prefix("/only"), 0)]);
+        assert_eq!(which(&r, "a.test", "/other"), None);
+        assert_eq!(which(&r, "b.test", "/only"), None);
+        assert!(r
+            .find(None, "/only", &Method::GET, &HeaderMap::new())
+            .is_none());
+    }
+
+    #[test]
+    fn rewrites() {
+        let mut r = route(HostMatch::Any, prefix("/api"), 0);
+        r.rewrite = Some(Rewrite::StripPrefix("/api".into()));
+        assert_eq!(r.rewrite_path("/api/users").as_deref(), Some("/users"));
+        assert_eq!(r.rewrite_path("/api").as_deref(), Some("/"));
+        r.rewrite = Some(Rewrite::Regex {
+            regex: regex::Regex::new(r"^/old/(\w+)/(\d+)$").unwrap(),
+            replace: "/new/$2/$1".into(),
+        });
+        assert_eq!(
+            r.rewrite_path("/old/user/42").as_deref(),
+            Some("/new/42/user")
+        );
+        assert_eq!(r.rewrite_path("/other"), None);
+    }
+
+    #[test]
+    fn templates() {
+        let t = Template::parse("https://{host}{uri}").unwrap();
+        assert_eq!(
+            t.expand("http", "a.test", "/p", Some("x=1")),
+            "https://a.test/p?x=1"
+        );
+        let t = Template::parse("{scheme}://new.test{path}{query}#top").unwrap();
+        assert_eq!(t.expand("http", "a", "/p", None), "http://new.test/p#top");
+        assert!(Template::parse("{nope}").is_err());
+        assert!(Template::parse("{host").is_err());
     }
 
     #[test]

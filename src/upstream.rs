@@ -123,7 +123,6 @@ pub struct Pool {
     /// For each group, the range of its servers in `servers`.
     groups: Vec<(usize, usize)>,
     next: Vec<Cell<usize>>,
-    connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
     client: http1::Builder,
@@ -152,7 +151,6 @@ impl Pool {
             next: groups.iter().map(|_| Cell::new(0)).collect(),
             servers,
             groups,
-            connect_timeout: config.timeouts.upstream_connect,
             idle_timeout: config.timeouts.upstream_idle,
             max_idle: config.limits.upstream_idle_per_server,
             client,
@@ -180,7 +178,11 @@ impl Pool {
 
     /// A connection to `server`: a pooled one if any is still usable,
     /// else a new one.
-    pub async fn checkout(&self, server: usize) -> Result<Lease, ProxyError> {
+    pub async fn checkout(
+        &self,
+        server: usize,
+        connect_timeout: Duration,
+    ) -> Result<Lease, ProxyError> {
         let pool = &self.servers[server];
         loop {
             let idle = {
@@ -201,18 +203,21 @@ impl Pool {
         }
         // Boxed: the connect path is rare, and its state would otherwise
         // enlarge every request's future.
-        Box::pin(self.connect(server)).await
+        Box::pin(self.connect(server, connect_timeout)).await
     }
 
     /// A new connection to `server`.
-    pub async fn connect(&self, server: usize) -> Result<Lease, ProxyError> {
+    pub async fn connect(
+        &self,
+        server: usize,
+        connect_timeout: Duration,
+    ) -> Result<Lease, ProxyError> {
         let addr = self.servers[server].addr;
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Err(_) => return Err(ProxyError::ConnectTimeout { addr }),
-                Ok(Err(source)) => return Err(ProxyError::Connect { addr, source }),
-                Ok(Ok(s)) => s,
-            };
+        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+            Err(_) => return Err(ProxyError::ConnectTimeout { addr }),
+            Ok(Err(source)) => return Err(ProxyError::Connect { addr, source }),
+            Ok(Ok(s)) => s,
+        };
         let _ = stream.set_nodelay(true);
         let (sender, driver) = self
             .client
