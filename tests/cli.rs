@@ -187,6 +187,17 @@ fn example_file_sets_every_option() {
         "upstream",
         "max_body_bytes",
         "upstream_host",
+        "path",
+        "path_regex",
+        "methods",
+        "headers",
+        "rewrite",
+        "strip_prefix",
+        "request_headers",
+        "response_headers",
+        "timeouts",
+        "redirect",
+        "respond",
         "servers",
         "client_header",
         "client_idle",
@@ -202,7 +213,7 @@ fn example_file_sets_every_option() {
     // And it means what it says.
     let c = tidegate::Config::from_file(std::path::Path::new(EXAMPLE)).expect("valid");
     assert_eq!(c.listeners.len(), 2);
-    assert_eq!(c.routes.len(), 3);
+    assert_eq!(c.routes.len(), 6);
     assert_eq!(c.upstreams.len(), 2);
     assert_eq!(c.access_log, tidegate::config::AccessLogTarget::Stdout);
     assert!(c
