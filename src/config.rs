@@ -122,13 +122,16 @@ pub struct Server {
     pub addr: SocketAddr,
     /// `host:port` as written in the config, for `UpstreamHost::Server`.
     pub authority: HeaderValue,
+    /// Relative share of requests (default 1).
+    pub weight: u32,
 }
 
-/// A named group of servers, balanced round-robin.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A named group of servers and how it balances between them.
+#[derive(Debug, Clone)]
 pub struct UpstreamGroup {
     pub name: String,
     pub servers: Vec<Server>,
+    pub balance: crate::balance::Method,
 }
 
 /// The validated configuration.
@@ -170,7 +173,12 @@ impl Config {
             upstreams: [(
                 "default".to_string(),
                 raw::Upstream {
-                    servers: upstreams.to_vec(),
+                    servers: upstreams
+                        .iter()
+                        .map(|s| raw::ServerEntry::Address(s.clone()))
+                        .collect(),
+                    balance: None,
+                    hash_key: None,
                 },
             )]
             .into_iter()
@@ -236,13 +244,27 @@ impl Config {
             }
             let mut servers = Vec::new();
             for (i, s) in group.servers.iter().enumerate() {
-                let server = parse_server(s)
+                let (address, weight) = match s {
+                    raw::ServerEntry::Address(a) => (a, 1),
+                    raw::ServerEntry::Table { address, weight } => (address, weight.unwrap_or(1)),
+                };
+                if weight == 0 || weight > 1000 {
+                    return Err(invalid(
+                        format!("upstreams.{name}.servers[{i}].weight"),
+                        format!("{weight} is outside 1..=1000"),
+                    ));
+                }
+                let mut server = parse_server(address)
                     .map_err(|reason| invalid(format!("upstreams.{name}.servers[{i}]"), reason))?;
+                server.weight = weight;
                 servers.push(server);
             }
+            let balance = balance_method(group, &servers)
+                .map_err(|(f, reason)| invalid(format!("upstreams.{name}.{f}"), reason))?;
             upstreams.push(UpstreamGroup {
                 name: (*name).clone(),
                 servers,
+                balance,
             });
         }
 
@@ -645,7 +667,58 @@ fn parse_server(s: &str) -> Result<Server, String> {
         .ok_or_else(|| format!("`{s}` resolves to no address"))?;
     let authority =
         HeaderValue::from_str(rest).map_err(|_| format!("`{s}` is not a valid host"))?;
-    Ok(Server { addr, authority })
+    Ok(Server {
+        addr,
+        authority,
+        weight: 1,
+    })
+}
+
+/// The group's `balance` and `hash_key`.
+fn balance_method(
+    group: &raw::Upstream,
+    servers: &[Server],
+) -> Result<crate::balance::Method, FieldError> {
+    use crate::balance::{HashKey, Method, Ring};
+    let method = match group.balance.as_deref() {
+        None | Some("peak_ewma") => Method::PeakEwma,
+        Some("round_robin") => Method::RoundRobin,
+        Some("least_outstanding") => Method::LeastOutstanding,
+        Some("hash") => {
+            let key = match group.hash_key.as_deref() {
+                None | Some("client_ip") => HashKey::ClientIp,
+                Some(k) => {
+                    if let Some(h) = k.strip_prefix("header:") {
+                        HashKey::Header(http::HeaderName::from_bytes(h.as_bytes()).map_err(
+                            |_| field("hash_key", format!("`{h}` is not a header name")),
+                        )?)
+                    } else if let Some(c) = k.strip_prefix("cookie:").filter(|c| !c.is_empty()) {
+                        HashKey::Cookie(c.to_string())
+                    } else {
+                        return Err(field(
+                            "hash_key",
+                            format!("`{k}`: use client_ip, header:NAME or cookie:NAME"),
+                        ));
+                    }
+                }
+            };
+            let points: Vec<(SocketAddr, u32)> =
+                servers.iter().map(|s| (s.addr, s.weight)).collect();
+            Method::Hash(key, std::sync::Arc::new(Ring::new(&points)))
+        }
+        Some(other) => {
+            return Err(field(
+                "balance",
+                format!(
+                    "`{other}`: use peak_ewma (the default), round_robin, least_outstanding or hash"
+                ),
+            ))
+        }
+    };
+    if group.hash_key.is_some() && !matches!(method, Method::Hash(..)) {
+        return Err(field("hash_key", "only applies with balance = \"hash\""));
+    }
+    Ok(method)
 }
 
 /// The file's shape, exactly as serde reads it.
@@ -744,7 +817,20 @@ pub mod raw {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Upstream {
-        pub servers: Vec<String>,
+        pub servers: Vec<ServerEntry>,
+        pub balance: Option<String>,
+        pub hash_key: Option<String>,
+    }
+
+    /// `"host:port"` or `{ address = "host:port", weight = 3 }`.
+    #[derive(Debug, Deserialize)]
+    #[serde(untagged)]
+    pub enum ServerEntry {
+        Address(String),
+        Table {
+            address: String,
+            weight: Option<u32>,
+        },
     }
 
     #[derive(Debug, Default, Deserialize)]

@@ -12,8 +12,8 @@
 //! - [`router`]: picks a route by host and path.
 //! - [`proxy`]: one request's life: header rewriting, sending upstream,
 //!   mapping failures to statuses, streaming the response back.
-//! - [`upstream`]: balancing over a group's servers and the per-thread
-//!   connection pool.
+//! - [`upstream`]: the per-thread upstream connection pool; [`balance`]:
+//!   which server of a group takes a request.
 //! - [`body`]: the streaming body wrappers (limits, byte counts, completion).
 //! - [`error`]: why a request failed, and the status that follows.
 //! - [`access_log`]: one line per request, buffered per thread.
@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+pub mod balance;
 pub mod body;
 pub mod cli;
 pub mod config;

@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, Entry};
+use crate::balance::{hash64, HashKey};
 use crate::body::{BodyProgress, ProxyBody, RequestBody, UpstreamBody};
 use crate::config::Config;
 use crate::connection::InFlight;
@@ -92,6 +93,8 @@ impl Exchange {
                 outcome,
             );
         }
+        let (balancer, i) = w.pool.locate(self.lease.server);
+        balancer.end(i);
         if complete {
             w.pool.checkin(self.lease);
         }
@@ -119,6 +122,8 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
     match forward(&ctx, req).await {
         Ok(Outcome::Upstream(resp, lease, route)) => {
             let (parts, body) = resp.into_parts();
+            let status = parts.status.as_u16();
+            let server = lease.server;
             let exchange = Exchange {
                 worker: ctx.worker.clone(),
                 lease,
@@ -134,6 +139,13 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
             strip_hop_by_hop(h);
             h.append(header::VIA, VIA_VALUE);
             route.response_headers.apply(h);
+            if matches!(status, 429 | 503) {
+                if let Some(delay) = h.get(header::RETRY_AFTER).and_then(retry_after) {
+                    let (b, i) = ctx.worker.pool.locate(server);
+                    b.back_off(i, Instant::now() + delay);
+                    tracing::info!(upstream = %ctx.worker.pool.addr(server), status, "backing off for {delay:?} (Retry-After)");
+                }
+            }
             resp
         }
         Ok(Outcome::Local(resp)) => {
@@ -156,6 +168,22 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
             error_response(status)
         }
     }
+}
+
+/// Longest back-off a `Retry-After` can ask for.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+fn retry_after(v: &HeaderValue) -> Option<Duration> {
+    let s = v.to_str().ok()?.trim();
+    let delay = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(s)
+            .ok()?
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    };
+    (!delay.is_zero()).then_some(delay.min(MAX_BACKOFF))
 }
 
 /// A short plain-text response of our own.
@@ -248,6 +276,11 @@ async fn forward(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Outcome<'_>, P
         parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRewrite)?;
     }
 
+    let balancer = w.pool.balancer(group);
+    let key = balancer
+        .hash_key()
+        .map(|k| request_key(k, ctx.client, &parts.headers));
+
     prepare_request(&mut parts, ctx, &route.upstream_host);
     route.request_headers.apply(&mut parts.headers);
 
@@ -264,11 +297,12 @@ async fn forward(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Outcome<'_>, P
     );
 
     let mut last_err = None;
-    for server in w.pool.order(group) {
+    for server in w.pool.order(group, key) {
         if let UpstreamHost::Server = route.upstream_host {
             req.headers_mut()
                 .insert(header::HOST, w.pool.authority(server).clone());
         }
+        let busy = Busy::new(&w.pool, server);
         let lease = match w.pool.checkout(server, route.upstream_connect).await {
             Ok(c) => c,
             Err(e) => {
@@ -279,10 +313,69 @@ async fn forward(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Outcome<'_>, P
             }
         };
         let timeouts = (route.upstream_connect, route.upstream_response_head);
+        let started = balancer.wants_latency().then(Instant::now);
         let (resp, lease) = send(w, lease, req, timeouts, progress.as_deref()).await?;
+        if let Some(t) = started {
+            let (b, i) = w.pool.locate(server);
+            b.observe(i, t.elapsed());
+        }
+        busy.hand_over();
         return Ok(Outcome::Upstream(resp, lease, route));
     }
     Err(last_err.unwrap_or(ProxyError::NoRoute))
+}
+
+/// Counts a request as outstanding on its server until dropped, or until
+/// handed over to the [`Exchange`], which ends it with the response body.
+struct Busy<'a> {
+    pool: &'a Pool,
+    server: usize,
+    armed: bool,
+}
+
+impl<'a> Busy<'a> {
+    fn new(pool: &'a Pool, server: usize) -> Busy<'a> {
+        let (b, i) = pool.locate(server);
+        b.begin(i);
+        Busy {
+            pool,
+            server,
+            armed: true,
+        }
+    }
+
+    fn hand_over(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let (b, i) = self.pool.locate(self.server);
+            b.end(i);
+        }
+    }
+}
+
+/// The hash of what a hashing group hashes on (a missing header or cookie
+/// hashes as empty: such requests share one server).
+fn request_key(key: &HashKey, client: SocketAddr, headers: &HeaderMap) -> u64 {
+    match key {
+        HashKey::ClientIp => hash64(client.ip()),
+        HashKey::Header(name) => hash64(headers.get(name).map_or(&b""[..], HeaderValue::as_bytes)),
+        HashKey::Cookie(name) => {
+            let value = headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(k, _)| k == name)
+                .map_or("", |(_, v)| v);
+            hash64(value.as_bytes())
+        }
+    }
 }
 
 /// A response the route makes itself.

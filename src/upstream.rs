@@ -108,6 +108,9 @@ struct Idle {
 }
 
 struct ServerPool {
+    /// Its group, and its index within the group (for the balancer).
+    group: usize,
+    index: usize,
     addr: SocketAddr,
     authority: http::HeaderValue,
     /// Oldest first; checkout takes the newest.
@@ -122,7 +125,8 @@ pub struct Pool {
     servers: Vec<ServerPool>,
     /// For each group, the range of its servers in `servers`.
     groups: Vec<(usize, usize)>,
-    next: Vec<Cell<usize>>,
+    /// For each group, this thread's balancing state.
+    balancers: Vec<crate::balance::Group>,
     idle_timeout: Duration,
     max_idle: usize,
     client: http1::Builder,
@@ -132,9 +136,11 @@ impl Pool {
     pub fn new(config: &Config) -> Pool {
         let mut servers = Vec::new();
         let mut groups = Vec::new();
-        for g in &config.upstreams {
+        for (gi, g) in config.upstreams.iter().enumerate() {
             let start = servers.len();
-            servers.extend(g.servers.iter().map(|s| ServerPool {
+            servers.extend(g.servers.iter().enumerate().map(|(index, s)| ServerPool {
+                group: gi,
+                index,
                 addr: s.addr,
                 authority: s.authority.clone(),
                 idle: RefCell::new(Vec::new()),
@@ -147,8 +153,19 @@ impl Pool {
         // on large bodies (hyper starts at 8 KiB and doubles on full reads).
         client.max_buf_size(64 * 1024);
         client.writev(false);
+        let balancers = config
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let weights: Vec<u32> = g.servers.iter().map(|s| s.weight).collect();
+                // Threads start their random choices apart.
+                let seed = crate::balance::hash64((i, std::thread::current().id()));
+                crate::balance::Group::new(g.balance.clone(), &weights, seed)
+            })
+            .collect();
         Pool {
-            next: groups.iter().map(|_| Cell::new(0)).collect(),
+            balancers,
             servers,
             groups,
             idle_timeout: config.timeouts.upstream_idle,
@@ -158,13 +175,23 @@ impl Pool {
     }
 
     /// The servers of `group` in the order to try them for one request:
-    /// round-robin start, then the others.
-    pub fn order(&self, group: usize) -> impl Iterator<Item = usize> {
+    /// the balancer's pick, then the others (for connect failures).
+    pub fn order(&self, group: usize, key: Option<u64>) -> impl Iterator<Item = usize> {
         let (start, end) = self.groups[group];
         let n = end - start;
-        let first = self.next[group].get();
-        self.next[group].set(if first + 1 >= n { 0 } else { first + 1 });
+        let first = self.balancers[group].pick(key);
         (0..n).map(move |i| start + (first + i) % n)
+    }
+
+    /// The balancer of `group`.
+    pub fn balancer(&self, group: usize) -> &crate::balance::Group {
+        &self.balancers[group]
+    }
+
+    /// `server`'s balancer and its index there.
+    pub fn locate(&self, server: usize) -> (&crate::balance::Group, usize) {
+        let s = &self.servers[server];
+        (&self.balancers[s.group], s.index)
     }
 
     pub fn addr(&self, server: usize) -> SocketAddr {

@@ -199,6 +199,8 @@ fn example_file_sets_every_option() {
         "redirect",
         "respond",
         "servers",
+        "balance",
+        "hash_key",
         "client_header",
         "client_idle",
         "upstream_connect",

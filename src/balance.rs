@@ -1,0 +1,380 @@
+//! Balance: which server of a group takes a request.
+//!
+//! Each worker thread keeps its own counters for every group (outstanding
+//! requests, latency averages, smooth-weighted-round-robin weights,
+//! back-offs) in `Cell`s: picking a server takes no lock. The consistent
+//! hash ring is built once per config and shared read-only.
+//!
+//! - [`Method::RoundRobin`]: nginx's smooth weighted round-robin; a server of
+//!   weight 3 among weight-1 servers gets every third pick spread out, not
+//!   three in a row.
+//! - [`Method::LeastOutstanding`]: the server with the fewest requests in
+//!   flight from this thread (weights divide the count).
+//! - [`Method::PeakEwma`] (the default): power of two random choices, the
+//!   cheaper by `latency × (outstanding + 1) / weight`, where latency is a
+//!   peak-sensitive moving average of time to response head (Finagle and
+//!   Linkerd's "peak EWMA"): a server that turns slow is avoided at once and
+//!   tried again as its average decays.
+//! - [`Method::Hash`]: a consistent-hash ring (100 points per unit of
+//!   weight, placed by the server's address) on the client IP, a header or a
+//!   cookie: removing one of N servers moves only about 1/N of the keys.
+//!
+//! A server that answered 429 or 503 with `Retry-After` is skipped until then
+//! unless every server of its group is backed off.
+
+use std::cell::Cell;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use tokio::time::Instant;
+
+/// How a group picks its server (the config's `balance`).
+#[derive(Debug, Clone)]
+pub enum Method {
+    RoundRobin,
+    LeastOutstanding,
+    PeakEwma,
+    Hash(HashKey, Arc<Ring>),
+}
+
+/// What a hashing group hashes.
+#[derive(Debug, Clone)]
+pub enum HashKey {
+    ClientIp,
+    Header(HeaderName),
+    Cookie(String),
+}
+
+/// A stable 64-bit hash (SipHash with fixed keys): the same on every thread
+/// and every run.
+pub fn hash64(data: impl Hash) -> u64 {
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    data.hash(&mut h);
+    h.finish()
+}
+
+/// The consistent-hash ring of a group.
+#[derive(Debug)]
+pub struct Ring {
+    /// (point, server index), sorted by point.
+    points: Vec<(u64, usize)>,
+}
+
+const POINTS_PER_WEIGHT: u32 = 100;
+
+impl Ring {
+    pub fn new(servers: &[(SocketAddr, u32)]) -> Ring {
+        let mut points = Vec::new();
+        for (i, (addr, weight)) in servers.iter().enumerate() {
+            for replica in 0..POINTS_PER_WEIGHT * weight.max(&1) {
+                points.push((hash64((addr, replica)), i));
+            }
+        }
+        points.sort_unstable();
+        Ring { points }
+    }
+
+    /// The server owning `key`: the first point at or after it, wrapping.
+    pub fn lookup(&self, key: u64) -> usize {
+        let i = self.points.partition_point(|(p, _)| *p < key);
+        self.points[if i == self.points.len() { 0 } else { i }].1
+    }
+}
+
+/// The moving average forgets with this time constant.
+const DECAY: Duration = Duration::from_secs(10);
+/// Latency assumed for a server not yet measured.
+const FIRST_GUESS_NS: f64 = 1_000_000.0;
+
+struct ServerState {
+    weight: i64,
+    current: Cell<i64>,
+    outstanding: Cell<u32>,
+    ewma_ns: Cell<f64>,
+    stamp: Cell<Instant>,
+    backoff_until: Cell<Option<Instant>>,
+}
+
+/// One worker's balancing state for one group.
+pub struct Group {
+    method: Method,
+    servers: Vec<ServerState>,
+    rng: Cell<u64>,
+    next: Cell<usize>,
+}
+
+impl Group {
+    pub fn new(method: Method, weights: &[u32], seed: u64) -> Group {
+        let now = Instant::now();
+        Group {
+            method,
+            servers: weights
+                .iter()
+                .map(|w| ServerState {
+                    weight: i64::from((*w).max(1)),
+                    current: Cell::new(0),
+                    outstanding: Cell::new(0),
+                    ewma_ns: Cell::new(FIRST_GUESS_NS),
+                    stamp: Cell::new(now),
+                    backoff_until: Cell::new(None),
+                })
+                .collect(),
+            rng: Cell::new(seed | 1),
+            next: Cell::new(0),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    pub fn hash_key(&self) -> Option<&HashKey> {
+        match &self.method {
+            Method::Hash(k, _) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Whether this group measures latency (callers skip the clock if not).
+    pub fn wants_latency(&self) -> bool {
+        matches!(self.method, Method::PeakEwma) && self.servers.len() > 1
+    }
+
+    fn random(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        x
+    }
+
+    fn usable(&self, i: usize, now: Instant) -> bool {
+        match self.servers[i].backoff_until.get() {
+            Some(t) if t > now => false,
+            Some(_) => {
+                self.servers[i].backoff_until.set(None);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// The server (index within the group) for a request; `key` is the
+    /// request's hash for [`Method::Hash`].
+    pub fn pick(&self, key: Option<u64>) -> usize {
+        let n = self.servers.len();
+        if n == 1 {
+            return 0;
+        }
+        let now = Instant::now();
+        let any_usable = (0..n).any(|i| self.usable(i, now));
+        let ok = |i: usize| !any_usable || self.usable(i, now);
+        match &self.method {
+            Method::RoundRobin => {
+                let total: i64 = (0..n)
+                    .filter(|&i| ok(i))
+                    .map(|i| self.servers[i].weight)
+                    .sum();
+                let mut best = None::<usize>;
+                for i in (0..n).filter(|&i| ok(i)) {
+                    let s = &self.servers[i];
+                    s.current.set(s.current.get() + s.weight);
+                    if best.is_none_or(|b| s.current.get() > self.servers[b].current.get()) {
+                        best = Some(i);
+                    }
+                }
+                let b = best.unwrap_or(0);
+                let s = &self.servers[b];
+                s.current.set(s.current.get() - total);
+                b
+            }
+            Method::LeastOutstanding => {
+                // Start after the last pick so ties rotate.
+                let start = self.next.get();
+                self.next.set((start + 1) % n);
+                (0..n)
+                    .map(|k| (start + k) % n)
+                    .filter(|&i| ok(i))
+                    .min_by(|&a, &b| {
+                        let load = |i: usize| {
+                            (self.servers[i].outstanding.get() as f64 + 1.0)
+                                / self.servers[i].weight as f64
+                        };
+                        load(a).total_cmp(&load(b))
+                    })
+                    .unwrap_or(start)
+            }
+            Method::PeakEwma => {
+                let usable: Vec<usize> = (0..n).filter(|&i| ok(i)).collect();
+                if usable.len() == 1 {
+                    return usable[0];
+                }
+                let a = usable[(self.random() % usable.len() as u64) as usize];
+                let mut b = usable[(self.random() % (usable.len() as u64 - 1)) as usize];
+                if b == a {
+                    b = usable[usable.len() - 1];
+                }
+                if self.cost(a, now) <= self.cost(b, now) {
+                    a
+                } else {
+                    b
+                }
+            }
+            Method::Hash(_, ring) => {
+                let home = ring.lookup(key.unwrap_or_else(|| self.random()));
+                // A backed-off home passes its keys to the next server.
+                (0..n)
+                    .map(|k| (home + k) % n)
+                    .find(|&i| ok(i))
+                    .unwrap_or(home)
+            }
+        }
+    }
+
+    fn cost(&self, i: usize, now: Instant) -> f64 {
+        let s = &self.servers[i];
+        let ewma = self.decayed(i, now);
+        ewma * (f64::from(s.outstanding.get()) + 1.0) / s.weight as f64
+    }
+
+    fn decayed(&self, i: usize, now: Instant) -> f64 {
+        let s = &self.servers[i];
+        let elapsed = now.saturating_duration_since(s.stamp.get()).as_secs_f64();
+        let w = (-elapsed / DECAY.as_secs_f64()).exp();
+        // Decay towards the first guess, so an idle server gets tried again.
+        s.ewma_ns.get() * w + FIRST_GUESS_NS * (1.0 - w)
+    }
+
+    /// A request to server `i` starts.
+    pub fn begin(&self, i: usize) {
+        let s = &self.servers[i];
+        s.outstanding.set(s.outstanding.get() + 1);
+    }
+
+    /// A request to server `i` ended.
+    pub fn end(&self, i: usize) {
+        let s = &self.servers[i];
+        s.outstanding.set(s.outstanding.get().saturating_sub(1));
+    }
+
+    /// Server `i` answered a head after `rtt`.
+    pub fn observe(&self, i: usize, rtt: Duration) {
+        let now = Instant::now();
+        let rtt = rtt.as_nanos() as f64;
+        let s = &self.servers[i];
+        let prev = self.decayed(i, now);
+        // Peak-sensitive: a slower answer takes over at once.
+        let next = if rtt > prev {
+            rtt
+        } else {
+            let elapsed = now.saturating_duration_since(s.stamp.get()).as_secs_f64();
+            let w = (-elapsed / DECAY.as_secs_f64()).exp();
+            prev * w + rtt * (1.0 - w)
+        };
+        s.ewma_ns.set(next);
+        s.stamp.set(now);
+    }
+
+    /// Server `i` asked not to be sent anything before `until`.
+    pub fn back_off(&self, i: usize, until: Instant) {
+        self.servers[i].backoff_until.set(Some(until));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(n: usize) -> Vec<(SocketAddr, u32)> {
+        (0..n)
+            .map(|i| (format!("10.0.0.{}:80", i + 1).parse().unwrap(), 1))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn smooth_weighted_round_robin_spreads_weights() {
+        let g = Group::new(Method::RoundRobin, &[5, 1, 1], 1);
+        let picks: Vec<usize> = (0..7).map(|_| g.pick(None)).collect();
+        // nginx's sequence for weights 5,1,1: a a b a c a a.
+        assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]);
+        let mut counts = [0; 3];
+        for _ in 0..700 {
+            counts[g.pick(None)] += 1;
+        }
+        assert_eq!(counts, [500, 100, 100]);
+    }
+
+    #[tokio::test]
+    async fn least_outstanding_prefers_idle_servers() {
+        let g = Group::new(Method::LeastOutstanding, &[1, 1, 1], 1);
+        g.begin(0);
+        g.begin(0);
+        g.begin(1);
+        assert_eq!(g.pick(None), 2);
+        g.begin(2);
+        g.begin(2);
+        assert_eq!(g.pick(None), 1);
+    }
+
+    #[tokio::test]
+    async fn peak_ewma_avoids_a_slow_server() {
+        let g = Group::new(Method::PeakEwma, &[1, 1], 7);
+        g.observe(0, Duration::from_millis(200));
+        g.observe(1, Duration::from_millis(1));
+        let to_slow = (0..100).filter(|_| g.pick(None) == 0).count();
+        assert_eq!(to_slow, 0);
+    }
+
+    #[tokio::test]
+    async fn back_off_skips_a_server_until_all_are_backed_off() {
+        let g = Group::new(Method::RoundRobin, &[1, 1], 1);
+        let later = Instant::now() + Duration::from_secs(60);
+        g.back_off(0, later);
+        assert!((0..10).all(|_| g.pick(None) == 1));
+        g.back_off(1, later);
+        let both: std::collections::HashSet<usize> = (0..10).map(|_| g.pick(None)).collect();
+        assert_eq!(both.len(), 2);
+    }
+
+    #[test]
+    fn ring_moves_about_one_nth_of_keys() {
+        let four = Ring::new(&addrs(4));
+        let three = Ring::new(&addrs(3));
+        let keys = 20_000u64;
+        let mut moved = 0;
+        for k in 0..keys {
+            let key = hash64(k);
+            let before = four.lookup(key);
+            let after = three.lookup(key);
+            if before != 3 {
+                // Keys of the servers that stay, stay.
+                assert_eq!(before, after);
+            } else {
+                moved += 1;
+            }
+        }
+        let share = moved as f64 / keys as f64;
+        assert!((0.15..0.35).contains(&share), "moved {share}");
+    }
+
+    #[test]
+    fn ring_respects_weights() {
+        let mut servers = addrs(2);
+        servers[0].1 = 3;
+        let ring = Ring::new(&servers);
+        let to_first = (0..20_000u64)
+            .filter(|k| ring.lookup(hash64(k)) == 0)
+            .count();
+        let share = to_first as f64 / 20_000.0;
+        assert!((0.65..0.85).contains(&share), "share {share}");
+    }
+}
