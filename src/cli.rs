@@ -50,6 +50,10 @@ struct Overrides {
     /// Worker threads (default: the number of cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+
+    /// Write the process id here while running (for `tidegate reload`).
+    #[arg(long, global = true)]
+    pid_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +63,12 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Make a running Tidegate reload its config file (sends it SIGHUP).
+    Reload {
+        /// The pid file the running Tidegate was given with --pid-file.
+        #[arg(long)]
+        pid_file: PathBuf,
     },
     /// Start a demo origin and Tidegate in front of it.
     Demo {
@@ -88,6 +98,7 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Some(Command::Reload { pid_file }) => signal_reload(pid_file),
         Some(Command::Demo { listen }) => {
             let origin = match crate::demo::spawn() {
                 Ok(a) => a,
@@ -97,7 +108,7 @@ pub fn main() -> ExitCode {
                 }
             };
             let config = Config::quick(listen, &[format!("http://{origin}")]);
-            run(config, &cli.overrides, Some(origin))
+            run(config, None, &cli.overrides, Some(origin))
         }
         None => {
             let config = match (&cli.config, &cli.listen) {
@@ -111,23 +122,47 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            run(config, &cli.overrides, None)
+            run(config, cli.config.as_deref(), &cli.overrides, None)
         }
     }
 }
 
-fn run(
-    config: Result<Config, crate::config::ConfigError>,
-    overrides: &Overrides,
-    demo_origin: Option<std::net::SocketAddr>,
-) -> ExitCode {
-    let mut config = match config {
-        Ok(c) => c,
+/// Sends SIGHUP to the pid in `pid_file`.
+fn signal_reload(pid_file: &std::path::Path) -> ExitCode {
+    let pid = match std::fs::read_to_string(pid_file) {
+        Ok(s) => match s.trim().parse::<u32>() {
+            Ok(p) => p,
+            Err(_) => {
+                eprintln!("tidegate: {}: not a process id", pid_file.display());
+                return ExitCode::from(2);
+            }
+        },
         Err(e) => {
-            eprintln!("tidegate: {e}");
+            eprintln!("tidegate: {}: {e}", pid_file.display());
             return ExitCode::from(2);
         }
     };
+    match std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+    {
+        Ok(s) if s.success() => {
+            println!("sent SIGHUP to {pid}; the result is in its log");
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
+            eprintln!("tidegate: no process {pid} to signal");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("tidegate: cannot run kill: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The command line's settings on top of the file's.
+fn apply_overrides(config: &mut Config, overrides: &Overrides) {
     if let Some(a) = &overrides.access_log {
         config.access_log = AccessLogTarget::parse(a);
     }
@@ -141,6 +176,22 @@ fn run(
             t
         };
     }
+}
+
+fn run(
+    config: Result<Config, crate::config::ConfigError>,
+    config_path: Option<&std::path::Path>,
+    overrides: &Overrides,
+    demo_origin: Option<std::net::SocketAddr>,
+) -> ExitCode {
+    let mut config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tidegate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    apply_overrides(&mut config, overrides);
     let filter = match tracing_subscriber::EnvFilter::try_new(&config.log_level) {
         Ok(f) => f,
         Err(e) => {
@@ -175,7 +226,7 @@ fn run(
     };
 
     let threads = config.threads;
-    let running = match server::start(config) {
+    let mut running = match server::start(config) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tidegate: {e}");
@@ -189,17 +240,58 @@ fn run(
         demo_banner(origin, *addr);
     }
 
-    let signal = rt.block_on(signals.wait());
+    if let Some(p) = &overrides.pid_file {
+        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
+            tracing::error!("cannot write pid file {}: {e}", p.display());
+        }
+    }
+
+    let mut signals = signals;
+    let signal = loop {
+        match rt.block_on(signals.wait()) {
+            "SIGHUP" => reload(&mut running, config_path, overrides),
+            other => break other,
+        }
+    };
     tracing::info!("{signal}: shutting down gracefully");
     running.stop();
+    if let Some(p) = &overrides.pid_file {
+        let _ = std::fs::remove_file(p);
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-/// SIGTERM and SIGINT, caught.
+/// SIGHUP: read the file again; swap it in if valid, else keep serving the
+/// old one and say why.
+fn reload(
+    running: &mut server::Running,
+    config_path: Option<&std::path::Path>,
+    overrides: &Overrides,
+) {
+    let Some(path) = config_path else {
+        tracing::warn!("SIGHUP: no --config file to reload; nothing changed");
+        return;
+    };
+    let mut config = match Config::from_file(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("reload refused, old config still serving: {e}");
+            return;
+        }
+    };
+    apply_overrides(&mut config, overrides);
+    match running.reload(config) {
+        Ok(()) => tracing::info!("reloaded {}", path.display()),
+        Err(e) => tracing::error!("reload refused, old config still serving: {e}"),
+    }
+}
+
+/// SIGTERM, SIGINT and SIGHUP, caught.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -208,13 +300,15 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
-    async fn wait(mut self) -> &'static str {
+    async fn wait(&mut self) -> &'static str {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
+            _ = self.hup.recv() => "SIGHUP",
         }
     }
 }

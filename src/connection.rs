@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::proxy::{self, ConnCtx, Worker};
+use crate::proxy::{self, ConnCtx, Current};
 
 /// What the watchdog knows of a connection.
 pub struct ConnState {
@@ -285,11 +285,11 @@ pub fn server_builder(max_head: usize) -> http1::Builder {
 pub async fn serve(
     stream: TcpStream,
     client: SocketAddr,
-    worker: Rc<Worker>,
-    builder: Rc<http1::Builder>,
+    current: Rc<Current>,
     shutdown: watch::Receiver<bool>,
 ) {
     let state = Rc::new(ConnState::new());
+    let worker = current.get();
     let timeouts = &worker.config.timeouts;
     let dog = tokio::task::spawn_local(watchdog(
         state.clone(),
@@ -301,7 +301,7 @@ pub async fn serve(
         client_ip: HeaderValue::from_str(&client.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown")),
         client,
-        worker,
+        current,
         state: state.clone(),
     });
     let io = TokioIo::new(Watched {
@@ -313,10 +313,12 @@ pub async fn serve(
         async move { Ok::<_, Infallible>(proxy::handle(ctx, req).await) }
     });
     let driven = Driven {
-        conn: Box::pin(builder.serve_connection(io, svc)),
+        conn: Box::pin(worker.http1.serve_connection(io, svc)),
         state,
         draining: false,
     };
+    // Requests take the thread's current worker; this connection holds none.
+    drop(worker);
     let ended = driven.await;
     dog.abort();
     match ended {

@@ -49,18 +49,52 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 tidegate");
 const HTTP: HeaderValue = HeaderValue::from_static("http");
 
-/// Everything one worker thread needs to proxy: immutable config-derived
-/// parts plus the thread's own pool and log buffer.
+/// Everything one worker thread needs to proxy under one config: the
+/// config-derived parts plus the thread's own pool and log buffer.
 pub struct Worker {
     pub config: Arc<Config>,
     pub router: Router,
     pub pool: Pool,
     pub log: AccessLog,
+    /// hyper's settings for new client connections.
+    pub http1: hyper::server::conn::http1::Builder,
+}
+
+impl Worker {
+    /// Builds a worker for `config`; idle upstream connections to servers
+    /// that `old` also had move over.
+    pub fn new(config: Arc<Config>, log: AccessLog, old: Option<&Pool>) -> Worker {
+        Worker {
+            router: Router::new(&config.routes),
+            pool: Pool::new(&config, old),
+            log,
+            http1: crate::connection::server_builder(config.limits.max_request_head_bytes),
+            config,
+        }
+    }
+}
+
+/// A thread's current worker, swapped whole on reload. A request takes it
+/// once, when it starts.
+pub struct Current(std::cell::RefCell<Rc<Worker>>);
+
+impl Current {
+    pub fn new(w: Worker) -> Current {
+        Current(std::cell::RefCell::new(Rc::new(w)))
+    }
+
+    pub fn get(&self) -> Rc<Worker> {
+        self.0.borrow().clone()
+    }
+
+    pub fn set(&self, w: Worker) {
+        *self.0.borrow_mut() = Rc::new(w);
+    }
 }
 
 /// Per client connection: who it is, and the state the watchdog reads.
 pub struct ConnCtx {
-    pub worker: Rc<Worker>,
+    pub current: Rc<Current>,
     pub client: SocketAddr,
     /// The client's IP, ready to append to `X-Forwarded-For`.
     pub client_ip: HeaderValue,
@@ -110,7 +144,8 @@ impl Exchange {
 /// hyper's service entry point: never fails, every error is a response.
 pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyBody> {
     let in_flight = InFlight::new(&ctx.state);
-    let entry = ctx.worker.log.enabled().then(|| {
+    let worker = ctx.current.get();
+    let entry = worker.log.enabled().then(|| {
         Box::new(Entry {
             start: Instant::now(),
             client: ctx.client,
@@ -119,13 +154,13 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
             version: req.version(),
         })
     });
-    match forward(&ctx, req).await {
+    match forward(&ctx, &worker, req).await {
         Ok(Outcome::Upstream(resp, lease, route)) => {
             let (parts, body) = resp.into_parts();
             let status = parts.status.as_u16();
             let server = lease.server;
             let exchange = Exchange {
-                worker: ctx.worker.clone(),
+                worker: worker.clone(),
                 lease,
                 status: parts.status.as_u16(),
                 entry,
@@ -141,9 +176,9 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
             route.response_headers.apply(h);
             if matches!(status, 429 | 503) {
                 if let Some(delay) = h.get(header::RETRY_AFTER).and_then(retry_after) {
-                    let (b, i) = ctx.worker.pool.locate(server);
+                    let (b, i) = worker.pool.locate(server);
                     b.back_off(i, Instant::now() + delay);
-                    tracing::info!(upstream = %ctx.worker.pool.addr(server), status, "backing off for {delay:?} (Retry-After)");
+                    tracing::info!(upstream = %worker.pool.addr(server), status, "backing off for {delay:?} (Retry-After)");
                 }
             }
             resp
@@ -151,7 +186,7 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
         Ok(Outcome::Local(resp)) => {
             if let Some(e) = &entry {
                 let bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
-                ctx.worker
+                worker
                     .log
                     .record(e, resp.status().as_u16(), bytes, None, "done");
             }
@@ -161,7 +196,7 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
             let status = err.status();
             tracing::warn!(client = %ctx.client, status = status.as_u16(), "{}", err.chain());
             if let Some(e) = &entry {
-                ctx.worker
+                worker
                     .log
                     .record(e, status.as_u16(), 0, err.upstream(), "error");
             }
@@ -214,8 +249,11 @@ enum Outcome<'a> {
     Local(Response<ProxyBody>),
 }
 
-async fn forward(ctx: &ConnCtx, req: Request<Incoming>) -> Result<Outcome<'_>, ProxyError> {
-    let w = &*ctx.worker;
+async fn forward<'w>(
+    ctx: &ConnCtx,
+    w: &'w Worker,
+    req: Request<Incoming>,
+) -> Result<Outcome<'w>, ProxyError> {
     let (mut parts, body) = req.into_parts();
 
     let host = parts

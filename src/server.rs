@@ -10,6 +10,15 @@
 //! Shutdown: the accept loops stop and drop their sockets (new connections
 //! are refused), every connection finishes its current exchange and closes,
 //! and after `shutdown_grace` whatever remains is closed hard.
+//!
+//! Reload: a new validated config is sent to every worker, which builds a
+//! new [`Worker`] (routes, pool, balancers, log) and swaps it in. Each
+//! request takes the worker current when it starts and keeps it to its end,
+//! so in-flight requests finish on the config they began with while new
+//! ones see the new config. Idle upstream connections to servers in both
+//! configs move to the new pool. Listeners added by the new config are
+//! bound before anything changes (a failure leaves the old config in
+//! place); removed ones stop accepting; the others are not touched.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -20,14 +29,12 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 
 use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::connection;
-use crate::proxy::Worker;
-use crate::router::Router;
-use crate::upstream::Pool;
+use crate::proxy::{Current, Worker};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,15 +53,78 @@ pub enum StartError {
 
 /// A started proxy.
 pub struct Running {
+    /// (address as configured, address bound), in config order.
+    listeners: Vec<(SocketAddr, SocketAddr)>,
     addrs: Vec<SocketAddr>,
+    threads: usize,
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
+    control: Vec<mpsc::UnboundedSender<Reload>>,
+}
+
+/// What a worker receives on reload.
+struct Reload {
+    config: Arc<Config>,
+    log: AccessLog,
+    /// New listeners (configured address, this thread's socket).
+    add: Vec<(SocketAddr, std::net::TcpListener)>,
+    /// Configured addresses of listeners to close.
+    remove: Vec<SocketAddr>,
 }
 
 impl Running {
     /// The bound address of each listener, in config order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Swaps in a new config (see the module doc). On error nothing
+    /// changed. The thread count cannot change without a restart.
+    pub fn reload(&mut self, config: Config) -> Result<(), StartError> {
+        if config.threads != self.threads {
+            tracing::warn!(
+                "reload: `threads` changes only on restart; keeping {}",
+                self.threads
+            );
+        }
+        let configured: Vec<SocketAddr> = config.listeners.iter().map(|l| l.addr).collect();
+        let mut added: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
+            (0..self.threads).map(|_| Vec::new()).collect();
+        let mut listeners = Vec::new();
+        for addr in &configured {
+            match self.listeners.iter().find(|(c, _)| c == addr) {
+                Some(&kept) => listeners.push(kept),
+                None => {
+                    let (bound, per_thread) = bind_all(*addr, self.threads)?;
+                    for (t, sock) in per_thread.into_iter().enumerate() {
+                        added[t].push((*addr, sock));
+                    }
+                    listeners.push((*addr, bound));
+                }
+            }
+        }
+        let removed: Vec<SocketAddr> = self
+            .listeners
+            .iter()
+            .map(|(c, _)| *c)
+            .filter(|c| !configured.contains(c))
+            .collect();
+        let mut logs = Vec::new();
+        for _ in 0..self.threads {
+            logs.push(AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?);
+        }
+        let config = Arc::new(config);
+        for ((tx, add), log) in self.control.iter().zip(added).zip(logs) {
+            let _ = tx.send(Reload {
+                config: config.clone(),
+                log,
+                add,
+                remove: removed.clone(),
+            });
+        }
+        self.addrs = listeners.iter().map(|(_, b)| *b).collect();
+        self.listeners = listeners;
+        Ok(())
     }
 
     /// Begins graceful shutdown; returns at once.
@@ -93,23 +163,15 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 pub fn start(config: Config) -> Result<Running, StartError> {
     let threads = config.threads.max(1);
     // sockets[t] holds thread t's socket for every listener.
-    let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
-    let mut addrs = Vec::new();
+    let mut sockets: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    let mut listeners = Vec::new();
     for l in &config.listeners {
-        let first = bind(l.addr).map_err(|source| StartError::Bind {
-            addr: l.addr,
-            source,
-        })?;
-        // Port 0 becomes a real port; the other threads join that one.
-        let addr = first.local_addr().map_err(|source| StartError::Bind {
-            addr: l.addr,
-            source,
-        })?;
-        sockets[0].push(first);
-        for per_thread in sockets.iter_mut().skip(1) {
-            per_thread.push(bind(addr).map_err(|source| StartError::Bind { addr, source })?);
+        let (bound, per_thread) = bind_all(l.addr, threads)?;
+        for (t, sock) in per_thread.into_iter().enumerate() {
+            sockets[t].push((l.addr, sock));
         }
-        addrs.push(addr);
+        listeners.push((l.addr, bound));
     }
     // Open the log once so a bad path fails startup, then one handle per thread.
     AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?;
@@ -118,22 +180,48 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let (shutdown, _) = watch::channel(false);
     let mut workers = Vec::new();
-    for (i, listeners) in sockets.into_iter().enumerate() {
+    let mut control = Vec::new();
+    for (i, socks) in sockets.into_iter().enumerate() {
         let config = config.clone();
         let permits = permits.clone();
         let rx = shutdown.subscribe();
         let log = AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?;
+        let (tx, reloads) = mpsc::unbounded_channel();
         let handle = std::thread::Builder::new()
             .name(format!("tidegate-{i}"))
-            .spawn(move || run_worker(config, listeners, log, permits, rx))
+            .spawn(move || run_worker(config, socks, log, permits, rx, reloads))
             .map_err(StartError::Thread)?;
         workers.push(handle);
+        control.push(tx);
     }
     Ok(Running {
-        addrs,
+        addrs: listeners.iter().map(|(_, b)| *b).collect(),
+        listeners,
+        threads,
         shutdown,
         workers,
+        control,
     })
+}
+
+/// Binds `addr` once per thread (SO_REUSEPORT); port 0 becomes a real
+/// port, which the other threads' sockets then share.
+fn bind_all(
+    addr: SocketAddr,
+    threads: usize,
+) -> Result<(SocketAddr, Vec<std::net::TcpListener>), StartError> {
+    let first = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    let bound = first
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let mut socks = vec![first];
+    for _ in 1..threads {
+        socks.push(bind(bound).map_err(|source| StartError::Bind {
+            addr: bound,
+            source,
+        })?);
+    }
+    Ok((bound, socks))
 }
 
 /// Live connections of one worker, so shutdown can wait for them.
@@ -144,10 +232,11 @@ struct Live {
 
 fn run_worker(
     config: Arc<Config>,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<(SocketAddr, std::net::TcpListener)>,
     log: AccessLog,
     permits: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
+    mut reloads: mpsc::UnboundedReceiver<Reload>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -161,44 +250,58 @@ fn run_worker(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let worker = Rc::new(Worker {
-            router: Router::new(&config.routes),
-            pool: Pool::new(&config),
-            log,
-            config: config.clone(),
-        });
-        let builder = Rc::new(connection::server_builder(
-            config.limits.max_request_head_bytes,
-        ));
+        let current = Rc::new(Current::new(Worker::new(config, log, None)));
         let live = Rc::new(Live {
             count: Cell::new(0),
             zero: Notify::new(),
         });
-        for l in listeners {
+        // Each listener's accept loop, stopped by dropping its sender.
+        let mut accepting: Vec<(SocketAddr, oneshot::Sender<()>)> = Vec::new();
+        let open = |accepting: &mut Vec<(SocketAddr, oneshot::Sender<()>)>,
+                    addr: SocketAddr,
+                    l: std::net::TcpListener| {
             match TcpListener::from_std(l) {
                 Ok(l) => {
+                    let (stop_tx, stop) = oneshot::channel();
                     tokio::task::spawn_local(accept_loop(
                         l,
-                        worker.clone(),
-                        builder.clone(),
+                        current.clone(),
                         permits.clone(),
                         live.clone(),
                         shutdown.clone(),
+                        stop,
                     ));
+                    accepting.push((addr, stop_tx));
                 }
-                Err(e) => tracing::error!("cannot register listener: {e}"),
+                Err(e) => tracing::error!("cannot register listener {addr}: {e}"),
             }
+        };
+        for (addr, l) in listeners {
+            open(&mut accepting, addr, l);
         }
-        tokio::task::spawn_local(housekeeping(worker.clone()));
+        tokio::task::spawn_local(housekeeping(current.clone()));
 
         let mut rx = shutdown.clone();
-        while !*rx.borrow_and_update() {
-            if rx.changed().await.is_err() {
+        loop {
+            if *rx.borrow_and_update() {
                 break;
+            }
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { break },
+                msg = reloads.recv() => {
+                    let Some(msg) = msg else { continue };
+                    let old = current.get();
+                    current.set(Worker::new(msg.config, msg.log, Some(&old.pool)));
+                    old.log.flush();
+                    accepting.retain(|(addr, _)| !msg.remove.contains(addr));
+                    for (addr, l) in msg.add {
+                        open(&mut accepting, addr, l);
+                    }
+                }
             }
         }
         // Accept loops have stopped; let connections finish.
-        let grace = config.shutdown_grace;
+        let grace = current.get().config.shutdown_grace;
         let drained = async {
             while live.count.get() > 0 {
                 live.zero.notified().await;
@@ -210,17 +313,17 @@ fn run_worker(
                 "shutdown grace period over; closing remaining connections"
             );
         }
-        worker.log.flush();
+        current.get().log.flush();
     });
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    worker: Rc<Worker>,
-    builder: Rc<hyper::server::conn::http1::Builder>,
+    current: Rc<Current>,
     permits: Arc<Semaphore>,
     live: Rc<Live>,
     mut shutdown: watch::Receiver<bool>,
+    mut stop: oneshot::Receiver<()>,
 ) {
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -231,10 +334,12 @@ async fn accept_loop(
         tokio::select! {
             p = permits.acquire() => if p.is_err() { return },
             _ = shutdown.changed() => return,
+            _ = &mut stop => return,
         }
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.changed() => return,
+            _ = &mut stop => return,
         };
         // Another thread may have taken the last permit meanwhile; then
         // this connection waits for one (at most one per thread does).
@@ -265,13 +370,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         live.count.set(live.count.get() + 1);
         let live = live.clone();
-        let conn = connection::serve(
-            stream,
-            client,
-            worker.clone(),
-            builder.clone(),
-            shutdown.clone(),
-        );
+        let conn = connection::serve(stream, client, current.clone(), shutdown.clone());
         tokio::task::spawn_local(async move {
             conn.await;
             drop(permit);
@@ -298,12 +397,13 @@ const PURGE_EVERY_SECS: u32 = 5;
 /// Periodic per-worker chores, once a second: flush the access log, expire
 /// idle upstream connections, and every few seconds trim the pool to what
 /// the load used.
-async fn housekeeping(worker: Rc<Worker>) {
+async fn housekeeping(current: Rc<Current>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u32 = 0;
     loop {
         tick.tick().await;
+        let worker = current.get();
         worker.log.flush();
         n = n.wrapping_add(1);
         worker.pool.sweep(n.is_multiple_of(PURGE_EVERY_SECS));

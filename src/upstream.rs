@@ -133,7 +133,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(config: &Config) -> Pool {
+    pub fn new(config: &Config, old: Option<&Pool>) -> Pool {
         let mut servers = Vec::new();
         let mut groups = Vec::new();
         for (gi, g) in config.upstreams.iter().enumerate() {
@@ -143,7 +143,17 @@ impl Pool {
                 index,
                 addr: s.addr,
                 authority: s.authority.clone(),
-                idle: RefCell::new(Vec::new()),
+                // A reload keeps the idle connections of servers it keeps.
+                idle: RefCell::new({
+                    let mut moved: Vec<Idle> = old
+                        .and_then(|o| o.servers.iter().find(|p| p.addr == s.addr))
+                        .map(|p| std::mem::take(&mut *p.idle.borrow_mut()))
+                        .unwrap_or_default();
+                    for i in &mut moved {
+                        i.lease.server = start + index;
+                    }
+                    moved
+                }),
                 low_water: Cell::new(0),
             }));
             groups.push((start, servers.len()));

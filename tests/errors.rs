@@ -131,15 +131,15 @@ async fn body_over_route_limit_is_413() {
     assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
 
     // Chunked body that grows past the limit while streaming.
+    // Sent in one write: the proxy answers as soon as the limit is passed,
+    // and a client still writing then could meet a closed connection.
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
-        .await
-        .unwrap();
     let chunk = format!("{:x}\r\n{}\r\n", 600, "y".repeat(600));
-    for _ in 0..3 {
-        s.write_all(chunk.as_bytes()).await.unwrap();
-    }
-    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n",
+        chunk.repeat(3)
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(HANG, s.read_to_end(&mut out))
         .await

@@ -713,3 +713,14 @@ impl RawConn {
         }
     }
 }
+
+impl Proxy {
+    /// Swaps in a new config from TOML text, as SIGHUP does; panics if it is
+    /// refused. `addr` follows the first listener.
+    pub fn reload(&mut self, toml: &str) {
+        let config = tidegate::Config::from_toml(toml, "reload.toml").expect("valid config");
+        let running = self.running.as_mut().expect("running");
+        running.reload(config).expect("reload accepted");
+        self.addr = running.local_addrs()[0];
+    }
+}
