@@ -29,6 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
+
+use crate::health::{Outlier, ServerHealth};
 use tokio::time::Instant;
 
 /// How a group picks its server (the config's `balance`).
@@ -103,15 +105,26 @@ struct ServerState {
 pub struct Group {
     method: Method,
     servers: Vec<ServerState>,
+    /// Shared health of each server, and the group's ejection policy.
+    health: Vec<Arc<ServerHealth>>,
+    outlier: Outlier,
     rng: Cell<u64>,
     next: Cell<usize>,
 }
 
 impl Group {
-    pub fn new(method: Method, weights: &[u32], seed: u64) -> Group {
+    pub fn new(
+        method: Method,
+        weights: &[u32],
+        health: Vec<Arc<ServerHealth>>,
+        outlier: Outlier,
+        seed: u64,
+    ) -> Group {
         let now = Instant::now();
         Group {
             method,
+            health,
+            outlier,
             servers: weights
                 .iter()
                 .map(|w| ServerState {
@@ -168,17 +181,36 @@ impl Group {
         }
     }
 
-    /// The server (index within the group) for a request; `key` is the
-    /// request's hash for [`Method::Hash`].
-    pub fn pick(&self, key: Option<u64>) -> usize {
+    /// Whether server `i` is in service (health checks, ejection).
+    pub fn alive(&self, i: usize) -> bool {
+        self.health[i].available()
+    }
+
+    /// Records how a request to server `i` went, for passive ejection;
+    /// returns the ejection time if this failure ejected it.
+    pub fn record(&self, i: usize, ok: bool) -> Option<Duration> {
+        if ok {
+            self.health[i].success();
+            None
+        } else {
+            self.health[i].failure(&self.outlier, &self.health)
+        }
+    }
+
+    /// The server (index within the group) for a request, `None` if none
+    /// is in service; `key` is the request's hash for [`Method::Hash`].
+    pub fn pick(&self, key: Option<u64>) -> Option<usize> {
         let n = self.servers.len();
         if n == 1 {
-            return 0;
+            return self.alive(0).then_some(0);
+        }
+        if !(0..n).any(|i| self.alive(i)) {
+            return None;
         }
         let now = Instant::now();
-        let any_usable = (0..n).any(|i| self.usable(i, now));
-        let ok = |i: usize| !any_usable || self.usable(i, now);
-        match &self.method {
+        let any_usable = (0..n).any(|i| self.alive(i) && self.usable(i, now));
+        let ok = |i: usize| self.alive(i) && (!any_usable || self.usable(i, now));
+        Some(match &self.method {
             Method::RoundRobin => {
                 let total: i64 = (0..n)
                     .filter(|&i| ok(i))
@@ -216,7 +248,7 @@ impl Group {
             Method::PeakEwma => {
                 let usable: Vec<usize> = (0..n).filter(|&i| ok(i)).collect();
                 if usable.len() == 1 {
-                    return usable[0];
+                    return Some(usable[0]);
                 }
                 let a = usable[(self.random() % usable.len() as u64) as usize];
                 let mut b = usable[(self.random() % (usable.len() as u64 - 1)) as usize];
@@ -237,7 +269,7 @@ impl Group {
                     .find(|&i| ok(i))
                     .unwrap_or(home)
             }
-        }
+        })
     }
 
     fn cost(&self, i: usize, now: Instant) -> f64 {
@@ -294,6 +326,11 @@ impl Group {
 mod tests {
     use super::*;
 
+    fn group(method: Method, weights: &[u32]) -> Group {
+        let health = weights.iter().map(|_| ServerHealth::new()).collect();
+        Group::new(method, weights, health, Outlier::default(), 7)
+    }
+
     fn addrs(n: usize) -> Vec<(SocketAddr, u32)> {
         (0..n)
             .map(|i| (format!("10.0.0.{}:80", i + 1).parse().unwrap(), 1))
@@ -302,46 +339,47 @@ mod tests {
 
     #[tokio::test]
     async fn smooth_weighted_round_robin_spreads_weights() {
-        let g = Group::new(Method::RoundRobin, &[5, 1, 1], 1);
-        let picks: Vec<usize> = (0..7).map(|_| g.pick(None)).collect();
+        let g = group(Method::RoundRobin, &[5, 1, 1]);
+        let picks: Vec<usize> = (0..7).map(|_| g.pick(None).unwrap()).collect();
         // nginx's sequence for weights 5,1,1: a a b a c a a.
         assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]);
         let mut counts = [0; 3];
         for _ in 0..700 {
-            counts[g.pick(None)] += 1;
+            counts[g.pick(None).unwrap()] += 1;
         }
         assert_eq!(counts, [500, 100, 100]);
     }
 
     #[tokio::test]
     async fn least_outstanding_prefers_idle_servers() {
-        let g = Group::new(Method::LeastOutstanding, &[1, 1, 1], 1);
+        let g = group(Method::LeastOutstanding, &[1, 1, 1]);
         g.begin(0);
         g.begin(0);
         g.begin(1);
-        assert_eq!(g.pick(None), 2);
+        assert_eq!(g.pick(None).unwrap(), 2);
         g.begin(2);
         g.begin(2);
-        assert_eq!(g.pick(None), 1);
+        assert_eq!(g.pick(None).unwrap(), 1);
     }
 
     #[tokio::test]
     async fn peak_ewma_avoids_a_slow_server() {
-        let g = Group::new(Method::PeakEwma, &[1, 1], 7);
+        let g = group(Method::PeakEwma, &[1, 1]);
         g.observe(0, Duration::from_millis(200));
         g.observe(1, Duration::from_millis(1));
-        let to_slow = (0..100).filter(|_| g.pick(None) == 0).count();
+        let to_slow = (0..100).filter(|_| g.pick(None).unwrap() == 0).count();
         assert_eq!(to_slow, 0);
     }
 
     #[tokio::test]
     async fn back_off_skips_a_server_until_all_are_backed_off() {
-        let g = Group::new(Method::RoundRobin, &[1, 1], 1);
+        let g = group(Method::RoundRobin, &[1, 1]);
         let later = Instant::now() + Duration::from_secs(60);
         g.back_off(0, later);
-        assert!((0..10).all(|_| g.pick(None) == 1));
+        assert!((0..10).all(|_| g.pick(None).unwrap() == 1));
         g.back_off(1, later);
-        let both: std::collections::HashSet<usize> = (0..10).map(|_| g.pick(None)).collect();
+        let both: std::collections::HashSet<usize> =
+            (0..10).map(|_| g.pick(None).unwrap()).collect();
         assert_eq!(both.len(), 2);
     }
 

@@ -117,13 +117,15 @@ pub struct Listener {
 pub use crate::router::{Route, UpstreamHost};
 
 /// One upstream server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Server {
     pub addr: SocketAddr,
     /// `host:port` as written in the config, for `UpstreamHost::Server`.
     pub authority: HeaderValue,
     /// Relative share of requests (default 1).
     pub weight: u32,
+    /// Shared by every thread; carried over by a reload.
+    pub health: std::sync::Arc<crate::health::ServerHealth>,
 }
 
 /// A named group of servers and how it balances between them.
@@ -132,6 +134,9 @@ pub struct UpstreamGroup {
     pub name: String,
     pub servers: Vec<Server>,
     pub balance: crate::balance::Method,
+    /// Active checks, if configured.
+    pub health: Option<crate::health::Check>,
+    pub outlier: crate::health::Outlier,
 }
 
 /// The validated configuration.
@@ -179,6 +184,8 @@ impl Config {
                         .collect(),
                     balance: None,
                     hash_key: None,
+                    health: None,
+                    outlier: None,
                 },
             )]
             .into_iter()
@@ -261,10 +268,20 @@ impl Config {
             }
             let balance = balance_method(group, &servers)
                 .map_err(|(f, reason)| invalid(format!("upstreams.{name}.{f}"), reason))?;
+            let health = match &group.health {
+                None => None,
+                Some(h) => Some(health_check(h).map_err(|(f, reason)| {
+                    invalid(format!("upstreams.{name}.health.{f}"), reason)
+                })?),
+            };
+            let outlier = outlier_policy(group.outlier.as_ref())
+                .map_err(|(f, reason)| invalid(format!("upstreams.{name}.outlier.{f}"), reason))?;
             upstreams.push(UpstreamGroup {
                 name: (*name).clone(),
                 servers,
                 balance,
+                health,
+                outlier,
             });
         }
 
@@ -671,7 +688,62 @@ fn parse_server(s: &str) -> Result<Server, String> {
         addr,
         authority,
         weight: 1,
+        health: crate::health::ServerHealth::new(),
     })
+}
+
+fn health_check(h: &raw::Health) -> Result<crate::health::Check, FieldError> {
+    let path = h.path.clone().unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') {
+        return Err(field("path", format!("`{path}` must start with `/`")));
+    }
+    let duration = |name: &str, v: &Option<String>, default: u64| match v {
+        None => Ok(Duration::from_secs(default)),
+        Some(v) => parse_duration(v).map_err(|e| field(name, e)),
+    };
+    let mut expect = Vec::new();
+    for code in h.expect.clone().unwrap_or_else(|| vec![200]) {
+        expect.push(
+            http::StatusCode::from_u16(code)
+                .map_err(|_| field("expect", format!("{code} is not a status")))?,
+        );
+    }
+    let threshold = |name: &str, v: Option<u32>, default: u32| match v.unwrap_or(default) {
+        0 => Err(field(name, "must be at least 1")),
+        n => Ok(n),
+    };
+    Ok(crate::health::Check {
+        method: http::Method::from_bytes(h.method.as_deref().unwrap_or("GET").as_bytes())
+            .map_err(|_| field("method", "not an HTTP method"))?,
+        path: http::uri::PathAndQuery::from_maybe_shared(path.clone())
+            .map_err(|_| field("path", format!("`{path}` is not a valid path")))?,
+        interval: duration("interval", &h.interval, 5)?,
+        timeout: duration("timeout", &h.timeout, 2)?,
+        expect,
+        healthy_threshold: threshold("healthy_threshold", h.healthy_threshold, 2)?,
+        unhealthy_threshold: threshold("unhealthy_threshold", h.unhealthy_threshold, 3)?,
+    })
+}
+
+fn outlier_policy(o: Option<&raw::Outlier>) -> Result<crate::health::Outlier, FieldError> {
+    let mut p = crate::health::Outlier::default();
+    let Some(o) = o else { return Ok(p) };
+    if let Some(n) = o.consecutive_failures {
+        p.consecutive_failures = n;
+    }
+    if let Some(v) = &o.base_ejection {
+        p.base_ejection = parse_duration(v).map_err(|e| field("base_ejection", e))?;
+    }
+    if let Some(v) = &o.max_ejection {
+        p.max_ejection = parse_duration(v).map_err(|e| field("max_ejection", e))?;
+    }
+    if let Some(n) = o.max_ejected_percent {
+        if n > 100 {
+            return Err(field("max_ejected_percent", format!("{n} is over 100")));
+        }
+        p.max_ejected_percent = n;
+    }
+    Ok(p)
 }
 
 /// The group's `balance` and `hash_key`.
@@ -820,6 +892,29 @@ pub mod raw {
         pub servers: Vec<ServerEntry>,
         pub balance: Option<String>,
         pub hash_key: Option<String>,
+        pub health: Option<Health>,
+        pub outlier: Option<Outlier>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Health {
+        pub method: Option<String>,
+        pub path: Option<String>,
+        pub interval: Option<String>,
+        pub timeout: Option<String>,
+        pub expect: Option<Vec<u16>>,
+        pub healthy_threshold: Option<u32>,
+        pub unhealthy_threshold: Option<u32>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Outlier {
+        pub consecutive_failures: Option<u32>,
+        pub base_ejection: Option<String>,
+        pub max_ejection: Option<String>,
+        pub max_ejected_percent: Option<u32>,
     }
 
     /// `"host:port"` or `{ address = "host:port", weight = 3 }`.

@@ -14,6 +14,10 @@ pub enum ProxyError {
     NoRoute,
     #[error("the route's path rewrite produced an invalid target")]
     BadRewrite,
+    #[error(
+        "upstream group `{group}`: no server in service (all failing health checks or ejected)"
+    )]
+    NoServer { group: String },
     #[error("request body exceeds the route's limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("client request body failed: {0}")]
@@ -49,6 +53,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRewrite => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::Connect { .. } | ProxyError::Handshake { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,

@@ -13,7 +13,8 @@
 //! - [`proxy`]: one request's life: header rewriting, sending upstream,
 //!   mapping failures to statuses, streaming the response back.
 //! - [`upstream`]: the per-thread upstream connection pool; [`balance`]:
-//!   which server of a group takes a request.
+//!   which server of a group takes a request; [`health`]: active checks
+//!   and passive ejection.
 //! - [`body`]: the streaming body wrappers (limits, byte counts, completion).
 //! - [`error`]: why a request failed, and the status that follows.
 //! - [`access_log`]: one line per request, buffered per thread.
@@ -30,6 +31,7 @@ pub mod config;
 pub mod connection;
 pub mod demo;
 pub mod error;
+pub mod health;
 pub mod proxy;
 pub mod router;
 pub mod server;

@@ -334,8 +334,14 @@ async fn forward<'w>(
         RequestBody::new(body, route.max_body_bytes, progress.clone()),
     );
 
+    let servers = w
+        .pool
+        .order(group, key)
+        .ok_or_else(|| ProxyError::NoServer {
+            group: w.config.upstreams[group].name.clone(),
+        })?;
     let mut last_err = None;
-    for server in w.pool.order(group, key) {
+    for server in servers {
         if let UpstreamHost::Server = route.upstream_host {
             req.headers_mut()
                 .insert(header::HOST, w.pool.authority(server).clone());
@@ -346,21 +352,42 @@ async fn forward<'w>(
             Err(e) => {
                 // Nothing was sent: the next server may take it.
                 tracing::warn!(client = %ctx.client, "{}; trying the next server", e.chain());
+                record(w, server, false);
                 last_err = Some(e);
                 continue;
             }
         };
         let timeouts = (route.upstream_connect, route.upstream_response_head);
         let started = balancer.wants_latency().then(Instant::now);
-        let (resp, lease) = send(w, lease, req, timeouts, progress.as_deref()).await?;
+        let (resp, lease) = match send(w, lease, req, timeouts, progress.as_deref()).await {
+            Ok(r) => r,
+            Err(e) => {
+                if e.upstream().is_some() {
+                    record(w, server, false);
+                }
+                return Err(e);
+            }
+        };
+        let (b, i) = w.pool.locate(server);
         if let Some(t) = started {
-            let (b, i) = w.pool.locate(server);
             b.observe(i, t.elapsed());
         }
+        record(w, server, !resp.status().is_server_error());
         busy.hand_over();
         return Ok(Outcome::Upstream(resp, lease, route));
     }
     Err(last_err.unwrap_or(ProxyError::NoRoute))
+}
+
+/// Feeds passive ejection; logs when a server is ejected.
+fn record(w: &Worker, server: usize, ok: bool) {
+    let (b, i) = w.pool.locate(server);
+    if let Some(time) = b.record(i, ok) {
+        tracing::warn!(
+            upstream = %w.pool.addr(server),
+            "too many failures in a row: server ejected for {time:?}"
+        );
+    }
 }
 
 /// Counts a request as outstanding on its server until dropped, or until

@@ -60,6 +60,23 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     control: Vec<mpsc::UnboundedSender<Reload>>,
+    /// The config in force, for carrying health over on reload.
+    config: Arc<Config>,
+    /// The active health checks of that config, and their stop switch.
+    checks: Option<(JoinHandle<()>, watch::Sender<bool>)>,
+}
+
+/// Starts `config`'s active health checks, if it has any.
+fn start_checks(config: &Config) -> Option<(JoinHandle<()>, watch::Sender<bool>)> {
+    let (stop, rx) = watch::channel(false);
+    crate::health::spawn_checks(config, rx).map(|h| (h, stop))
+}
+
+fn stop_checks(checks: Option<(JoinHandle<()>, watch::Sender<bool>)>) {
+    if let Some((handle, stop)) = checks {
+        let _ = stop.send(true);
+        let _ = handle.join();
+    }
 }
 
 /// What a worker receives on reload.
@@ -80,7 +97,21 @@ impl Running {
 
     /// Swaps in a new config (see the module doc). On error nothing
     /// changed. The thread count cannot change without a restart.
-    pub fn reload(&mut self, config: Config) -> Result<(), StartError> {
+    pub fn reload(&mut self, mut config: Config) -> Result<(), StartError> {
+        // Servers in both configs keep their health.
+        for g in &mut config.upstreams {
+            for s in &mut g.servers {
+                let old = self
+                    .config
+                    .upstreams
+                    .iter()
+                    .flat_map(|g| &g.servers)
+                    .find(|o| o.addr == s.addr);
+                if let Some(old) = old {
+                    s.health = old.health.clone();
+                }
+            }
+        }
         if config.threads != self.threads {
             tracing::warn!(
                 "reload: `threads` changes only on restart; keeping {}",
@@ -114,6 +145,9 @@ impl Running {
             logs.push(AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?);
         }
         let config = Arc::new(config);
+        stop_checks(self.checks.take());
+        self.checks = start_checks(&config);
+        self.config = config.clone();
         for ((tx, add), log) in self.control.iter().zip(added).zip(logs) {
             let _ = tx.send(Reload {
                 config: config.clone(),
@@ -137,6 +171,7 @@ impl Running {
         for w in self.workers {
             let _ = w.join();
         }
+        stop_checks(self.checks);
     }
 
     /// Graceful shutdown, then waits for it.
@@ -201,6 +236,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         shutdown,
         workers,
         control,
+        checks: start_checks(&config),
+        config,
     })
 }
 

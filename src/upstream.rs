@@ -169,9 +169,16 @@ impl Pool {
             .enumerate()
             .map(|(i, g)| {
                 let weights: Vec<u32> = g.servers.iter().map(|s| s.weight).collect();
+                let health = g.servers.iter().map(|s| s.health.clone()).collect();
                 // Threads start their random choices apart.
                 let seed = crate::balance::hash64((i, std::thread::current().id()));
-                crate::balance::Group::new(g.balance.clone(), &weights, seed)
+                crate::balance::Group::new(
+                    g.balance.clone(),
+                    &weights,
+                    health,
+                    g.outlier.clone(),
+                    seed,
+                )
             })
             .collect();
         Pool {
@@ -185,12 +192,23 @@ impl Pool {
     }
 
     /// The servers of `group` in the order to try them for one request:
-    /// the balancer's pick, then the others (for connect failures).
-    pub fn order(&self, group: usize, key: Option<u64>) -> impl Iterator<Item = usize> {
+    /// the balancer's pick, then the others in service (for connect
+    /// failures). `None` when no server of the group is in service.
+    pub fn order(
+        &self,
+        group: usize,
+        key: Option<u64>,
+    ) -> Option<impl Iterator<Item = usize> + '_> {
         let (start, end) = self.groups[group];
         let n = end - start;
-        let first = self.balancers[group].pick(key);
-        (0..n).map(move |i| start + (first + i) % n)
+        let b = &self.balancers[group];
+        let first = b.pick(key)?;
+        Some(
+            (0..n)
+                .map(move |i| (first + i) % n)
+                .filter(move |&i| i == first || b.alive(i))
+                .map(move |i| start + i),
+        )
     }
 
     /// The balancer of `group`.
