@@ -110,18 +110,56 @@ pub struct Group {
     outlier: Outlier,
     rng: Cell<u64>,
     next: Cell<usize>,
+    /// Retry tokens: each request adds `budget_percent`/100, each retry
+    /// takes one, and a per-second floor tops it up.
+    retry_tokens: Cell<f64>,
+    retry: crate::config::Retry,
 }
 
 impl Group {
+    /// The group's retry settings.
+    pub fn retry(&self) -> &crate::config::Retry {
+        &self.retry
+    }
+
+    /// Counts a request towards the retry budget.
+    pub fn deposit(&self) {
+        let cap = f64::from(self.retry.min_per_second.max(1)) * 10.0;
+        let t = self.retry_tokens.get() + f64::from(self.retry.budget_percent) / 100.0;
+        self.retry_tokens.set(t.min(cap));
+    }
+
+    /// Once a second: the floor of retries per second.
+    pub fn refill(&self) {
+        let floor = f64::from(self.retry.min_per_second);
+        if self.retry_tokens.get() < floor {
+            self.retry_tokens.set(floor);
+        }
+    }
+
+    /// Takes a retry from the budget, if one is left.
+    pub fn take_retry(&self) -> bool {
+        let t = self.retry_tokens.get();
+        if t >= 1.0 {
+            self.retry_tokens.set(t - 1.0);
+            true
+        } else {
+            false
+        }
+    }
+
     pub fn new(
         method: Method,
         weights: &[u32],
         health: Vec<Arc<ServerHealth>>,
         outlier: Outlier,
+        retry: crate::config::Retry,
         seed: u64,
     ) -> Group {
         let now = Instant::now();
         Group {
+            retry_tokens: Cell::new(f64::from(retry.min_per_second)),
+            retry,
             method,
             health,
             outlier,
@@ -328,7 +366,14 @@ mod tests {
 
     fn group(method: Method, weights: &[u32]) -> Group {
         let health = weights.iter().map(|_| ServerHealth::new()).collect();
-        Group::new(method, weights, health, Outlier::default(), 7)
+        Group::new(
+            method,
+            weights,
+            health,
+            Outlier::default(),
+            Default::default(),
+            7,
+        )
     }
 
     fn addrs(n: usize) -> Vec<(SocketAddr, u32)> {

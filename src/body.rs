@@ -45,8 +45,10 @@ pub struct BodyProgress {
 
 /// The client's request body on its way to the upstream.
 pub struct RequestBody {
-    /// `None` for an empty body (a request rebuilt for a retry).
+    /// `None` for a body held whole in `full`, or empty.
     inner: Option<Incoming>,
+    /// A body read ahead whole (kept so a request can be sent again).
+    full: Option<Bytes>,
     seen: u64,
     limit: u64,
     progress: Option<Rc<BodyProgress>>,
@@ -57,6 +59,7 @@ impl RequestBody {
     pub fn new(inner: Incoming, limit: Option<u64>, progress: Option<Rc<BodyProgress>>) -> Self {
         RequestBody {
             inner: Some(inner),
+            full: None,
             seen: 0,
             limit: limit.unwrap_or(u64::MAX),
             progress,
@@ -65,8 +68,14 @@ impl RequestBody {
 
     /// An empty body.
     pub fn empty() -> Self {
+        RequestBody::full(Bytes::new())
+    }
+
+    /// A body already read whole.
+    pub fn full(b: Bytes) -> Self {
         RequestBody {
             inner: None,
+            full: (!b.is_empty()).then_some(b),
             seen: 0,
             limit: u64::MAX,
             progress: None,
@@ -84,7 +93,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         let this = &mut *self;
         let Some(inner) = &mut this.inner else {
-            return Poll::Ready(None);
+            return Poll::Ready(this.full.take().map(|b| Ok(Frame::data(b))));
         };
         let res = match Pin::new(inner).poll_frame(cx) {
             Poll::Pending => return Poll::Pending,
@@ -124,13 +133,16 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        match &self.inner {
+            Some(b) => b.is_end_stream(),
+            None => self.full.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Some(b) => b.size_hint(),
-            None => SizeHint::with_exact(0),
+            None => SizeHint::with_exact(self.full.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }

@@ -137,6 +137,32 @@ pub struct UpstreamGroup {
     /// Active checks, if configured.
     pub health: Option<crate::health::Check>,
     pub outlier: crate::health::Outlier,
+    pub retry: Retry,
+}
+
+/// When a failed request goes again to another server of its group.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// Tries in all, the first included (1: never retry).
+    pub attempts: u32,
+    /// Retries may be at most this share of requests...
+    pub budget_percent: u32,
+    /// ...plus this many per second.
+    pub min_per_second: u32,
+    /// Request bodies up to this size are read ahead and kept for a retry;
+    /// larger ones stream and are never retried.
+    pub max_body_bytes: u64,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 2,
+            budget_percent: 20,
+            min_per_second: 10,
+            max_body_bytes: 64 * 1024,
+        }
+    }
 }
 
 /// The validated configuration.
@@ -186,6 +212,7 @@ impl Config {
                     hash_key: None,
                     health: None,
                     outlier: None,
+                    retry: None,
                 },
             )]
             .into_iter()
@@ -276,12 +303,34 @@ impl Config {
             };
             let outlier = outlier_policy(group.outlier.as_ref())
                 .map_err(|(f, reason)| invalid(format!("upstreams.{name}.outlier.{f}"), reason))?;
+            let mut retry = Retry::default();
+            if let Some(r) = &group.retry {
+                if let Some(n) = r.attempts {
+                    if !(1..=10).contains(&n) {
+                        return Err(invalid(
+                            format!("upstreams.{name}.retry.attempts"),
+                            format!("{n} is outside 1..=10"),
+                        ));
+                    }
+                    retry.attempts = n;
+                }
+                if let Some(p) = r.budget_percent {
+                    retry.budget_percent = p;
+                }
+                if let Some(n) = r.min_per_second {
+                    retry.min_per_second = n;
+                }
+                if let Some(n) = r.max_body_bytes {
+                    retry.max_body_bytes = n;
+                }
+            }
             upstreams.push(UpstreamGroup {
                 name: (*name).clone(),
                 servers,
                 balance,
                 health,
                 outlier,
+                retry,
             });
         }
 
@@ -894,6 +943,16 @@ pub mod raw {
         pub hash_key: Option<String>,
         pub health: Option<Health>,
         pub outlier: Option<Outlier>,
+        pub retry: Option<RetryRaw>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RetryRaw {
+        pub attempts: Option<u32>,
+        pub budget_percent: Option<u32>,
+        pub min_per_second: Option<u32>,
+        pub max_body_bytes: Option<u64>,
     }
 
     #[derive(Debug, Deserialize)]

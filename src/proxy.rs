@@ -322,17 +322,48 @@ async fn forward<'w>(
     prepare_request(&mut parts, ctx, &route.upstream_host);
     route.request_headers.apply(&mut parts.headers);
 
-    let progress = (!http_body::Body::is_end_stream(&body)).then(|| {
-        Rc::new(BodyProgress {
-            too_large: Cell::new(false),
-            client_failed: Cell::new(false),
-            last_progress: Cell::new(Instant::now()),
-        })
-    });
-    let mut req = Request::from_parts(
-        parts,
-        RequestBody::new(body, route.max_body_bytes, progress.clone()),
-    );
+    // A request that may go to another server if the first fails before
+    // answering: idempotent, in a group with somewhere else to go, and with
+    // no body or a small one, read ahead and kept.
+    balancer.deposit();
+    let retry_policy = balancer.retry();
+    let retryable = retry_policy.attempts > 1
+        && balancer.len() > 1
+        && is_idempotent(&parts.method)
+        && (http_body::Body::is_end_stream(&body)
+            || http_body::Body::size_hint(&body).exact().is_some_and(|n| {
+                n <= retry_policy
+                    .max_body_bytes
+                    .min(route.max_body_bytes.unwrap_or(u64::MAX))
+            }));
+    let mut progress = None;
+    let (body, replay) = if retryable {
+        let bytes = if http_body::Body::is_end_stream(&body) {
+            Bytes::new()
+        } else {
+            http_body_util::BodyExt::collect(body)
+                .await
+                .map_err(ProxyError::ClientBody)?
+                .to_bytes()
+        };
+        let head = (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        );
+        (RequestBody::full(bytes.clone()), Some((head, bytes)))
+    } else {
+        progress = (!http_body::Body::is_end_stream(&body)).then(|| {
+            Rc::new(BodyProgress {
+                too_large: Cell::new(false),
+                client_failed: Cell::new(false),
+                last_progress: Cell::new(Instant::now()),
+            })
+        });
+        let b = RequestBody::new(body, route.max_body_bytes, progress.clone());
+        (b, None)
+    };
+    let mut req = Request::from_parts(parts, body);
 
     let servers = w
         .pool
@@ -341,6 +372,7 @@ async fn forward<'w>(
             group: w.config.upstreams[group].name.clone(),
         })?;
     let mut last_err = None;
+    let mut tries = 0;
     for server in servers {
         if let UpstreamHost::Server = route.upstream_host {
             req.headers_mut()
@@ -357,6 +389,7 @@ async fn forward<'w>(
                 continue;
             }
         };
+        tries += 1;
         let timeouts = (route.upstream_connect, route.upstream_response_head);
         let started = balancer.wants_latency().then(Instant::now);
         let (resp, lease) = match send(w, lease, req, timeouts, progress.as_deref()).await {
@@ -365,7 +398,25 @@ async fn forward<'w>(
                 if e.upstream().is_some() {
                     record(w, server, false);
                 }
-                return Err(e);
+                // Failed before any response byte: another server may take
+                // it, within the tries and the budget.
+                let again = matches!(
+                    e,
+                    ProxyError::Upstream { .. } | ProxyError::Handshake { .. }
+                ) && tries < retry_policy.attempts;
+                match &replay {
+                    Some(((m, u, h), bytes)) if again && balancer.take_retry() => {
+                        tracing::warn!(client = %ctx.client, "{}; retrying on another server", e.chain());
+                        let mut again = Request::new(RequestBody::full(bytes.clone()));
+                        *again.method_mut() = m.clone();
+                        *again.uri_mut() = u.clone();
+                        *again.headers_mut() = h.clone();
+                        req = again;
+                        last_err = Some(e);
+                        continue;
+                    }
+                    _ => return Err(e),
+                }
             }
         };
         let (b, i) = w.pool.locate(server);

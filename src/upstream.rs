@@ -177,6 +177,7 @@ impl Pool {
                     &weights,
                     health,
                     g.outlier.clone(),
+                    g.retry.clone(),
                     seed,
                 )
             })
@@ -306,6 +307,9 @@ impl Pool {
     /// that went unused since the last purge, so that the pool shrinks to
     /// what the load needs (as HAProxy's idle-connection purge does).
     pub fn sweep(&self, purge: bool) {
+        for b in &self.balancers {
+            b.refill();
+        }
         let now = Instant::now();
         let mut cx = Context::from_waker(std::task::Waker::noop());
         for s in &self.servers {
