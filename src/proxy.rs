@@ -341,7 +341,9 @@ async fn forward<'w>(
         let bytes = if http_body::Body::is_end_stream(&body) {
             Bytes::new()
         } else {
-            http_body_util::BodyExt::collect(body)
+            // Boxed, as the retry copy below: rare, and they would
+            // otherwise enlarge every request's state.
+            Box::pin(http_body_util::BodyExt::collect(body))
                 .await
                 .map_err(ProxyError::ClientBody)?
                 .to_bytes()
@@ -351,7 +353,10 @@ async fn forward<'w>(
             parts.uri.clone(),
             parts.headers.clone(),
         );
-        (RequestBody::full(bytes.clone()), Some((head, bytes)))
+        (
+            RequestBody::full(bytes.clone()),
+            Some(Box::new((head, bytes))),
+        )
     } else {
         progress = (!http_body::Body::is_end_stream(&body)).then(|| {
             Rc::new(BodyProgress {
@@ -404,7 +409,7 @@ async fn forward<'w>(
                     e,
                     ProxyError::Upstream { .. } | ProxyError::Handshake { .. }
                 ) && tries < retry_policy.attempts;
-                match &replay {
+                match replay.as_deref() {
                     Some(((m, u, h), bytes)) if again && balancer.take_retry() => {
                         tracing::warn!(client = %ctx.client, "{}; retrying on another server", e.chain());
                         let mut again = Request::new(RequestBody::full(bytes.clone()));
