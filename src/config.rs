@@ -126,6 +126,8 @@ pub struct Server {
     pub weight: u32,
     /// Shared by every thread; carried over by a reload.
     pub health: std::sync::Arc<crate::health::ServerHealth>,
+    /// The group's per-server concurrency cap, if set.
+    pub limit: Option<std::sync::Arc<crate::upstream::ServerLimit>>,
 }
 
 /// A named group of servers and how it balances between them.
@@ -213,6 +215,8 @@ impl Config {
                     health: None,
                     outlier: None,
                     retry: None,
+                    max_connections: None,
+                    max_pending: None,
                 },
             )]
             .into_iter()
@@ -291,6 +295,18 @@ impl Config {
                 let mut server = parse_server(address)
                     .map_err(|reason| invalid(format!("upstreams.{name}.servers[{i}]"), reason))?;
                 server.weight = weight;
+                if let Some(max) = group.max_connections {
+                    if max == 0 {
+                        return Err(invalid(
+                            format!("upstreams.{name}.max_connections"),
+                            "must be at least 1 (leave it out for no limit)".into(),
+                        ));
+                    }
+                    server.limit = Some(crate::upstream::ServerLimit::new(
+                        max,
+                        group.max_pending.unwrap_or(0),
+                    ));
+                }
                 servers.push(server);
             }
             let balance = balance_method(group, &servers)
@@ -738,6 +754,7 @@ fn parse_server(s: &str) -> Result<Server, String> {
         authority,
         weight: 1,
         health: crate::health::ServerHealth::new(),
+        limit: None,
     })
 }
 
@@ -944,6 +961,8 @@ pub mod raw {
         pub health: Option<Health>,
         pub outlier: Option<Outlier>,
         pub retry: Option<RetryRaw>,
+        pub max_connections: Option<u32>,
+        pub max_pending: Option<u32>,
     }
 
     #[derive(Debug, Deserialize)]

@@ -18,6 +18,8 @@ pub enum ProxyError {
         "upstream group `{group}`: no server in service (all failing health checks or ejected)"
     )]
     NoServer { group: String },
+    #[error("upstream {addr}: at its max_connections with max_pending requests waiting")]
+    ServerFull { addr: SocketAddr },
     #[error("request body exceeds the route's limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("client request body failed: {0}")]
@@ -53,7 +55,9 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRewrite => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoServer { .. } | ProxyError::ServerFull { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::Connect { .. } | ProxyError::Handshake { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
@@ -70,7 +74,8 @@ impl ProxyError {
             | ProxyError::ConnectTimeout { addr }
             | ProxyError::Handshake { addr, .. }
             | ProxyError::ResponseTimeout { addr }
-            | ProxyError::Upstream { addr, .. } => Some(*addr),
+            | ProxyError::Upstream { addr, .. }
+            | ProxyError::ServerFull { addr } => Some(*addr),
             _ => None,
         }
     }

@@ -110,6 +110,7 @@ pub struct Exchange {
     /// Boxed: present only when the access log is on.
     entry: Option<Box<Entry>>,
     _in_flight: InFlight,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Exchange {
@@ -155,7 +156,7 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
         })
     });
     match forward(&ctx, &worker, req).await {
-        Ok(Outcome::Upstream(resp, lease, route)) => {
+        Ok(Outcome::Upstream(resp, lease, route, permit)) => {
             let (parts, body) = resp.into_parts();
             let status = parts.status.as_u16();
             let server = lease.server;
@@ -165,6 +166,7 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
                 status: parts.status.as_u16(),
                 entry,
                 _in_flight: in_flight,
+                _permit: permit,
             };
             let mut resp = Response::from_parts(
                 parts,
@@ -243,8 +245,14 @@ type Forwarded = (Response<Incoming>, Lease);
 
 /// What became of a request.
 enum Outcome<'a> {
-    /// The upstream answered; its body streams on.
-    Upstream(Response<Incoming>, Lease, &'a Route),
+    /// The upstream answered; its body streams on (holding the server's
+    /// concurrency permit, if it has a limit).
+    Upstream(
+        Response<Incoming>,
+        Lease,
+        &'a Route,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
     /// The route answered itself (redirect, fixed response).
     Local(Response<ProxyBody>),
 }
@@ -384,6 +392,17 @@ async fn forward<'w>(
                 .insert(header::HOST, w.pool.authority(server).clone());
         }
         let busy = Busy::new(&w.pool, server);
+        let permit = match w.pool.limit(server) {
+            None => None,
+            Some(l) => match l.acquire(route.upstream_connect).await {
+                Some(p) => Some(p),
+                None => {
+                    return Err(ProxyError::ServerFull {
+                        addr: w.pool.addr(server),
+                    })
+                }
+            },
+        };
         let lease = match w.pool.checkout(server, route.upstream_connect).await {
             Ok(c) => c,
             Err(e) => {
@@ -430,7 +449,7 @@ async fn forward<'w>(
         }
         record(w, server, !resp.status().is_server_error());
         busy.hand_over();
-        return Ok(Outcome::Upstream(resp, lease, route));
+        return Ok(Outcome::Upstream(resp, lease, route, permit));
     }
     Err(last_err.unwrap_or(ProxyError::NoRoute))
 }

@@ -16,6 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -107,10 +108,47 @@ struct Idle {
     since: Instant,
 }
 
+/// A server's cap on concurrent requests (`max_connections`: with HTTP/1.1
+/// upstreams, one connection each), shared by all threads, and how many
+/// requests may wait for a turn (`max_pending`); past both, 503 at once.
+#[derive(Debug)]
+pub struct ServerLimit {
+    permits: Arc<tokio::sync::Semaphore>,
+    pending: std::sync::atomic::AtomicU32,
+    max_pending: u32,
+}
+
+impl ServerLimit {
+    pub fn new(max_connections: u32, max_pending: u32) -> Arc<ServerLimit> {
+        Arc::new(ServerLimit {
+            permits: Arc::new(tokio::sync::Semaphore::new(max_connections as usize)),
+            pending: std::sync::atomic::AtomicU32::new(0),
+            max_pending,
+        })
+    }
+
+    /// A turn to send to this server, waiting at most `wait`; `None` when
+    /// the server is full and its queue too, or the wait ran out.
+    pub async fn acquire(&self, wait: Duration) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Ok(p) = self.permits.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        if self.pending.fetch_add(1, Relaxed) >= self.max_pending {
+            self.pending.fetch_sub(1, Relaxed);
+            return None;
+        }
+        let got = tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await;
+        self.pending.fetch_sub(1, Relaxed);
+        got.ok().and_then(Result::ok)
+    }
+}
+
 struct ServerPool {
     /// Its group, and its index within the group (for the balancer).
     group: usize,
     index: usize,
+    limit: Option<Arc<ServerLimit>>,
     addr: SocketAddr,
     authority: http::HeaderValue,
     /// Oldest first; checkout takes the newest.
@@ -141,6 +179,7 @@ impl Pool {
             servers.extend(g.servers.iter().enumerate().map(|(index, s)| ServerPool {
                 group: gi,
                 index,
+                limit: s.limit.clone(),
                 addr: s.addr,
                 authority: s.authority.clone(),
                 // A reload keeps the idle connections of servers it keeps.
@@ -221,6 +260,11 @@ impl Pool {
     pub fn locate(&self, server: usize) -> (&crate::balance::Group, usize) {
         let s = &self.servers[server];
         (&self.balancers[s.group], s.index)
+    }
+
+    /// The server's concurrency limit, if it has one.
+    pub fn limit(&self, server: usize) -> Option<&Arc<ServerLimit>> {
+        self.servers[server].limit.as_ref()
     }
 
     pub fn addr(&self, server: usize) -> SocketAddr {

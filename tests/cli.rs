@@ -205,6 +205,7 @@ fn example_file_sets_every_option() {
         "expect",
         "healthy_threshold",
         "unhealthy_threshold",
+        "max_pending",
         "attempts",
         "budget_percent",
         "min_per_second",
