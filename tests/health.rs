@@ -136,3 +136,26 @@ async fn reload_keeps_health_state() {
         assert_eq!(get(proxy.addr, "/").await.2, "a");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_dies_is_avoided_and_used_again_when_back() {
+    let a = backend(|_| async { text(200, "a") });
+    let b = backend(|_| async { text(200, "b") });
+    let b_addr = b.addr;
+    // Passive ejection also sees b's refusals; keep its ejection short so
+    // the active checks decide when b is back.
+    let extra = format!(
+        "{}\n[upstreams.app.outlier]\nbase_ejection = \"100ms\"\n",
+        CHECKS.replace("/healthz", "/")
+    );
+    let proxy = Proxy::start(&config(&[&a, &b], &extra));
+    until_streak(proxy.addr, 1, |_, body| body == "b").await;
+
+    // b dies: its port refuses connections.
+    drop(b);
+    until_streak(proxy.addr, 20, |s, body| s == 200 && body == "a").await;
+
+    // b comes back on the same address.
+    let _b = backend_at(b_addr, |_| async { text(200, "b") });
+    until_streak(proxy.addr, 1, |_, body| body == "b").await;
+}

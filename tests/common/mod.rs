@@ -112,12 +112,31 @@ where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    backend_on(bind_std(), f)
+}
+
+/// Like [`backend`], on a given address (a backend that comes back where
+/// an earlier one was).
+pub fn backend_at<F, Fut>(addr: SocketAddr, f: F) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let l = std::net::TcpListener::bind(addr).expect("bind backend again");
+    l.set_nonblocking(true).expect("nonblocking");
+    backend_on((l, addr), f)
+}
+
+fn backend_on<F, Fut>((listener, addr): (std::net::TcpListener, SocketAddr), f: F) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("backend runtime");
-    let (listener, addr) = bind_std();
     rt.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
         loop {
