@@ -356,11 +356,7 @@ async fn forward<'w>(
                 .map_err(ProxyError::ClientBody)?
                 .to_bytes()
         };
-        let head = (
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.headers.clone(),
-        );
+        let head = Request::from_parts(parts.clone(), RequestBody::empty());
         (
             RequestBody::full(bytes.clone()),
             Some(Box::new((head, bytes))),
@@ -429,13 +425,10 @@ async fn forward<'w>(
                     ProxyError::Upstream { .. } | ProxyError::Handshake { .. }
                 ) && tries < retry_policy.attempts;
                 match replay.as_deref() {
-                    Some(((m, u, h), bytes)) if again && balancer.take_retry() => {
+                    Some((head, bytes)) if again && balancer.take_retry() => {
                         tracing::warn!(client = %ctx.client, "{}; retrying on another server", e.chain());
-                        let mut again = Request::new(RequestBody::full(bytes.clone()));
-                        *again.method_mut() = m.clone();
-                        *again.uri_mut() = u.clone();
-                        *again.headers_mut() = h.clone();
-                        req = again;
+                        req = copy_head(head);
+                        *req.body_mut() = RequestBody::full(bytes.clone());
                         last_err = Some(e);
                         continue;
                     }
