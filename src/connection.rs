@@ -48,6 +48,10 @@ pub struct ConnState {
     draining: Cell<bool>,
     /// The connection task's waker, so the watchdog can wake it.
     waker: RefCell<Option<Waker>>,
+    /// A response went out before the request body was read (413): read
+    /// and discard what the client still sends before closing, so that it
+    /// gets the response rather than a reset (nginx's lingering close).
+    pub linger: Cell<bool>,
 }
 
 impl ConnState {
@@ -61,6 +65,7 @@ impl ConnState {
             cut: Cell::new(None),
             draining: Cell::new(false),
             waker: RefCell::new(None),
+            linger: Cell::new(false),
         }
     }
 }
@@ -319,8 +324,13 @@ pub async fn serve(
     };
     // Requests take the thread's current worker; this connection holds none.
     drop(worker);
-    let ended = driven.await;
+    let mut driven = driven;
+    let ended = (&mut driven).await;
     dog.abort();
+    if matches!(ended, Ended::Done(_)) && driven.state.linger.get() {
+        let io = Pin::into_inner(driven.conn).into_parts().io.into_inner();
+        linger(io).await;
+    }
     match ended {
         Ended::Done(Ok(())) => {}
         Ended::Done(Err(e)) => log_conn_error(client, &e),
@@ -329,6 +339,23 @@ pub async fn serve(
             tracing::info!(%client, "request head not received in time; closing")
         }
     }
+}
+
+/// How long a lingering close waits for the client to stop sending.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Reads and discards until the client closes, errs, or `LINGER` passes.
+async fn linger(mut io: Watched) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 16 * 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = io.io.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn log_conn_error(client: SocketAddr, e: &hyper::Error) {

@@ -196,6 +196,9 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
         }
         Err(err) => {
             let status = err.status();
+            if let ProxyError::BodyTooLarge { .. } = err {
+                ctx.state.linger.set(true);
+            }
             tracing::warn!(client = %ctx.client, status = status.as_u16(), "{}", err.chain());
             if let Some(e) = &entry {
                 worker

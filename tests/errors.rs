@@ -218,3 +218,47 @@ async fn client_abort_cancels_upstream_stream() {
         .expect("report");
     assert!(sent >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_still_sending_a_large_body_gets_the_413() {
+    let origin = backend(|_| async { text(200, "should not be reached") });
+    let proxy = Proxy::to(origin.addr, "[limits]\nmax_body_bytes = 1000\n");
+    for chunked in [false, true] {
+        let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let (mut rd, mut wr) = stream.into_split();
+        let head = if chunked {
+            "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_string()
+        } else {
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 8388608\r\n\r\n".to_string()
+        };
+        // The client sends 8 MiB without looking at the answer first, as
+        // curl does with a large file; writes may fail once the proxy is
+        // done, which is fine.
+        let writer = tokio::spawn(async move {
+            let _ = wr.write_all(head.as_bytes()).await;
+            let piece = vec![b'z'; 64 * 1024];
+            for _ in 0..128 {
+                let ok = if chunked {
+                    wr.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+                        .await
+                        .is_ok()
+                        && wr.write_all(&piece).await.is_ok()
+                        && wr.write_all(b"\r\n").await.is_ok()
+                } else {
+                    wr.write_all(&piece).await.is_ok()
+                };
+                if !ok {
+                    break;
+                }
+            }
+        });
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(HANG, rd.read_to_end(&mut out)).await;
+        let out = String::from_utf8_lossy(&out);
+        assert!(
+            out.starts_with("HTTP/1.1 413"),
+            "chunked={chunked}: {out:?}"
+        );
+        let _ = writer.await;
+    }
+}
