@@ -210,7 +210,7 @@ impl Config {
                         .iter()
                         .map(|s| raw::ServerEntry::Address(s.clone()))
                         .collect(),
-                    balance: None,
+                    balance: Some("round_robin".into()),
                     hash_key: None,
                     health: None,
                     outlier: None,
