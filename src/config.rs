@@ -1041,6 +1041,20 @@ mod tests {
     }
 
     #[test]
+    fn quick_mode_is_round_robin_over_its_upstreams() {
+        let c = Config::quick(
+            "127.0.0.1:0",
+            &["http://127.0.0.1:1".into(), "127.0.0.1:2".into()],
+        )
+        .unwrap();
+        assert_eq!(c.upstreams[0].servers.len(), 2);
+        assert!(matches!(
+            c.upstreams[0].balance,
+            crate::balance::Method::RoundRobin
+        ));
+    }
+
+    #[test]
     fn route_errors_name_field_and_reason() {
         let cases = [
             ("upstream = \"app\"\nrespond = { status = 200 }", "routes[0].upstream: give only one"),
