@@ -1,0 +1,251 @@
+//! Compiling `[[routes]]` entries into the router's validated types.
+
+use std::time::Duration;
+
+use http::HeaderValue;
+
+use super::{
+    field, parse_duration, raw, FieldError, Limits, Route, Timeouts, UpstreamGroup, UpstreamHost,
+};
+
+/// Compiles one `[[routes]]` entry; errors name the field within it.
+pub(super) fn compile_route(
+    rt: &raw::Route,
+    upstreams: &[UpstreamGroup],
+    timeouts: &Timeouts,
+    limits: &Limits,
+) -> Result<Route, FieldError> {
+    use crate::router::{Action, HostMatch, PathMatch, Rewrite, Template};
+
+    let host = match rt.host.as_deref() {
+        None => HostMatch::Any,
+        Some(h) if h.is_empty() || h.contains(['/', ' ', ':']) => {
+            return Err(field(
+                "host",
+                format!("`{h}` is not a host name (no port, scheme or path)"),
+            ))
+        }
+        Some(h) => match h.strip_prefix('*') {
+            Some(suffix)
+                if suffix.starts_with('.') && suffix.len() > 1 && !suffix.contains('*') =>
+            {
+                HostMatch::Suffix(suffix.to_ascii_lowercase())
+            }
+            Some(_) => {
+                return Err(field(
+                    "host",
+                    format!("`{h}`: a wildcard is written `*.example.com`"),
+                ))
+            }
+            None if h.contains('*') => {
+                return Err(field(
+                    "host",
+                    format!("`{h}`: `*` may only start a name, as in `*.example.com`"),
+                ))
+            }
+            None => HostMatch::Exact(h.to_ascii_lowercase()),
+        },
+    };
+
+    let must_start_with_slash = |name: &str, p: &str| {
+        if p.starts_with('/') {
+            Ok(p.to_string())
+        } else {
+            Err(field(name, format!("`{p}` must start with `/`")))
+        }
+    };
+    let path = match (&rt.path, &rt.path_prefix, &rt.path_regex) {
+        (None, None, None) => PathMatch::Prefix("/".into()),
+        (Some(p), None, None) => PathMatch::Exact(must_start_with_slash("path", p)?),
+        (None, Some(p), None) => PathMatch::Prefix(must_start_with_slash("path_prefix", p)?),
+        (None, None, Some(r)) => PathMatch::Regex(
+            regex::Regex::new(r).map_err(|e| field("path_regex", format!("`{r}`: {e}")))?,
+        ),
+        _ => {
+            return Err(field(
+                "path",
+                "give at most one of `path`, `path_prefix` and `path_regex`",
+            ))
+        }
+    };
+
+    let mut methods = Vec::new();
+    for m in rt.methods.iter().flatten() {
+        let upper = m.to_ascii_uppercase();
+        methods.push(
+            http::Method::from_bytes(upper.as_bytes())
+                .map_err(|_| field("methods", format!("`{m}` is not an HTTP method")))?,
+        );
+    }
+    let headers = header_pairs("headers", rt.headers.as_ref())?;
+
+    let action = match (&rt.upstream, &rt.redirect, &rt.respond) {
+        (Some(name), None, None) => Action::Proxy(
+            upstreams
+                .iter()
+                .position(|g| &g.name == name)
+                .ok_or_else(|| field("upstream", format!("no upstream group named `{name}`")))?,
+        ),
+        (None, Some(r), None) => {
+            let status = r.status.unwrap_or(302);
+            if ![301, 302, 303, 307, 308].contains(&status) {
+                return Err(field(
+                    "redirect.status",
+                    format!("{status} is not a redirect status (301, 302, 303, 307, 308)"),
+                ));
+            }
+            Action::Redirect {
+                status: http::StatusCode::from_u16(status)
+                    .map_err(|e| field("redirect.status", e.to_string()))?,
+                location: Template::parse(&r.location)
+                    .map_err(|e| field("redirect.location", e))?,
+            }
+        }
+        (None, None, Some(r)) => {
+            let code = r.status.unwrap_or(200);
+            let status = http::StatusCode::from_u16(code)
+                .ok()
+                .filter(|s| s.as_u16() >= 200)
+                .ok_or_else(|| field("respond.status", format!("{code} is not a final status")))?;
+            let mut map = http::HeaderMap::new();
+            for (n, v) in header_pairs("respond.headers", r.headers.as_ref())? {
+                map.append(n, v);
+            }
+            Action::Respond {
+                status,
+                headers: map,
+                body: bytes::Bytes::from(r.body.clone().unwrap_or_default()),
+            }
+        }
+        (None, None, None) => {
+            return Err(field(
+                "upstream",
+                "a route needs one action: `upstream`, `redirect` or `respond`",
+            ))
+        }
+        _ => {
+            return Err(field(
+                "upstream",
+                "give only one of `upstream`, `redirect` and `respond`",
+            ))
+        }
+    };
+    let proxies = matches!(action, Action::Proxy(_));
+    let only_proxy = |name: &str, given: bool| {
+        if given && !proxies {
+            Err(field(name, "only applies to routes with `upstream`"))
+        } else {
+            Ok(())
+        }
+    };
+    only_proxy("strip_prefix", rt.strip_prefix.is_some())?;
+    only_proxy("rewrite", rt.rewrite.is_some())?;
+    only_proxy("request_headers", rt.request_headers.is_some())?;
+    only_proxy("upstream_host", rt.upstream_host.is_some())?;
+    only_proxy("timeouts", rt.timeouts.is_some())?;
+    only_proxy("max_body_bytes", rt.max_body_bytes.is_some())?;
+
+    let rewrite = match (&rt.strip_prefix, &rt.rewrite) {
+        (None, None) => None,
+        (Some(p), None) => Some(Rewrite::StripPrefix(must_start_with_slash(
+            "strip_prefix",
+            p,
+        )?)),
+        (None, Some(r)) => {
+            if !r.replace.starts_with('/') && !r.replace.starts_with('$') {
+                return Err(field(
+                    "rewrite.replace",
+                    format!("`{}` must start with `/`", r.replace),
+                ));
+            }
+            Some(Rewrite::Regex {
+                regex: regex::Regex::new(&r.regex)
+                    .map_err(|e| field("rewrite.regex", format!("`{}`: {e}", r.regex)))?,
+                replace: r.replace.clone(),
+            })
+        }
+        (Some(_), Some(_)) => {
+            return Err(field(
+                "rewrite",
+                "give either `strip_prefix` or `rewrite`, not both",
+            ))
+        }
+    };
+
+    let upstream_host = match rt.upstream_host.as_deref() {
+        None | Some("client") => UpstreamHost::Client,
+        Some("server") => UpstreamHost::Server,
+        Some(v) => UpstreamHost::Fixed(HeaderValue::from_str(v).map_err(|_| {
+            field(
+                "upstream_host",
+                format!("`{v}` is not a valid header value"),
+            )
+        })?),
+    };
+
+    let rt_timeouts = rt.timeouts.as_ref();
+    let route_timeout = |name: &str, v: Option<&String>, default: Duration| match v {
+        None => Ok(default),
+        Some(v) => parse_duration(v).map_err(|e| field(&format!("timeouts.{name}"), e)),
+    };
+    Ok(Route {
+        host,
+        path,
+        methods,
+        headers,
+        action,
+        rewrite,
+        request_headers: header_ops("request_headers", rt.request_headers.as_ref())?,
+        response_headers: header_ops("response_headers", rt.response_headers.as_ref())?,
+        upstream_host,
+        max_body_bytes: rt.max_body_bytes.or(limits.max_body_bytes),
+        upstream_connect: route_timeout(
+            "upstream_connect",
+            rt_timeouts.and_then(|t| t.upstream_connect.as_ref()),
+            timeouts.upstream_connect,
+        )?,
+        upstream_response_head: route_timeout(
+            "upstream_response_head",
+            rt_timeouts.and_then(|t| t.upstream_response_head.as_ref()),
+            timeouts.upstream_response_head,
+        )?,
+    })
+}
+
+fn header_pairs(
+    name: &str,
+    map: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<Vec<(http::HeaderName, HeaderValue)>, FieldError> {
+    let mut out = Vec::new();
+    for (k, v) in map.into_iter().flatten() {
+        let n = http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| field(name, format!("`{k}` is not a header name")))?;
+        let v = HeaderValue::from_str(v)
+            .map_err(|_| field(name, format!("`{k}`: `{v}` is not a header value")))?;
+        out.push((n, v));
+    }
+    Ok(out)
+}
+
+fn header_ops(
+    name: &str,
+    raw: Option<&raw::HeaderOps>,
+) -> Result<crate::router::HeaderOps, FieldError> {
+    let Some(raw) = raw else {
+        return Ok(Default::default());
+    };
+    let mut remove = Vec::new();
+    for k in raw.remove.iter().flatten() {
+        remove.push(http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+            field(
+                &format!("{name}.remove"),
+                format!("`{k}` is not a header name"),
+            )
+        })?);
+    }
+    Ok(crate::router::HeaderOps {
+        remove,
+        set: header_pairs(&format!("{name}.set"), raw.set.as_ref())?,
+        add: header_pairs(&format!("{name}.add"), raw.add.as_ref())?,
+    })
+}
