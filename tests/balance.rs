@@ -21,37 +21,12 @@ fn named(name: &'static str, delay: Duration) -> Backend {
 }
 
 fn config(servers: &str, balance: &str) -> String {
-    format!(
-        r#"
-[server]
-threads = 1
-log_level = "error"
-[[listeners]]
-address = "127.0.0.1:0"
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = [{servers}]
-{balance}
-"#
-    )
+    group_config(servers, balance)
 }
 
 async fn name_for(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut b = Request::get("/").header("host", "t");
-    for (n, v) in headers {
-        b = b.header(*n, *v);
-    }
-    let resp = tokio::time::timeout(HANG, send(addr, b.body(empty()).unwrap()))
-        .await
-        .expect("no hang")
-        .expect("response");
-    let status = resp.status().as_u16();
-    let body = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let (status, _, body) = exchange(addr, "GET", "t", "/", headers, empty()).await;
+    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,22 +26,9 @@ fn checked(name: &'static str, healthy: Arc<AtomicBool>) -> Backend {
 }
 
 fn config(servers: &[&Backend], upstream_extra: &str) -> String {
-    let list: Vec<String> = servers.iter().map(|b| format!("\"{}\"", b.addr)).collect();
-    format!(
-        r#"
-[server]
-threads = 1
-log_level = "error"
-[[listeners]]
-address = "127.0.0.1:0"
-[[routes]]
-upstream = "app"
-[upstreams.app]
-servers = [{}]
-balance = "round_robin"
-{upstream_extra}
-"#,
-        list.join(", ")
+    group_config(
+        &quoted(servers),
+        &format!("balance = \"round_robin\"\n{upstream_extra}"),
     )
 }
 

@@ -36,29 +36,17 @@ fn echoing(seen: Arc<AtomicUsize>) -> Backend {
 }
 
 fn config(servers: &[&Backend], extra: &str) -> String {
-    let list: Vec<String> = servers.iter().map(|b| format!("\"{}\"", b.addr)).collect();
-    format!(
-        "[server]\nthreads = 1\nlog_level = \"error\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\
-         [[routes]]\nupstream = \"app\"\n[upstreams.app]\nservers = [{}]\nbalance = \"round_robin\"\n\
-         [upstreams.app.outlier]\nconsecutive_failures = 0\n{extra}",
-        list.join(", ")
+    group_config(
+        &quoted(servers),
+        &format!(
+            "balance = \"round_robin\"\n[upstreams.app.outlier]\nconsecutive_failures = 0\n{extra}"
+        ),
     )
 }
 
 async fn request(addr: std::net::SocketAddr, method: &str, body: Body) -> (u16, String) {
-    let req = Request::builder()
-        .method(method)
-        .uri("/")
-        .header("host", "t")
-        .body(body)
-        .unwrap();
-    let resp = tokio::time::timeout(HANG, send(addr, req))
-        .await
-        .expect("no hang")
-        .expect("response");
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let (status, _, text) = exchange(addr, method, "t", "/", &[], body).await;
+    (status, text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

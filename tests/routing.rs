@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use http::Request;
-use http_body_util::BodyExt;
 
 /// An origin that answers `NAME METHOD PATH?QUERY` plus the headers asked
 /// for in `x-echo` (comma-separated), one per line.
@@ -33,21 +32,7 @@ async fn ask(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, http::HeaderMap, String) {
-    let mut b = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", host);
-    for (n, v) in headers {
-        b = b.header(*n, *v);
-    }
-    let resp = tokio::time::timeout(HANG, send(addr, b.body(empty()).unwrap()))
-        .await
-        .expect("no hang")
-        .expect("response");
-    let status = resp.status().as_u16();
-    let h = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, h, String::from_utf8_lossy(&body).into_owned())
+    exchange(addr, method, host, path, headers, empty()).await
 }
 
 fn first_word(body: &str) -> &str {

@@ -743,3 +743,45 @@ impl Proxy {
         self.addr = running.local_addrs()[0];
     }
 }
+
+/// One request on a new connection: status, headers, and the body as text.
+pub async fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Body,
+) -> (u16, http::HeaderMap, String) {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host);
+    for (n, v) in headers {
+        b = b.header(*n, *v);
+    }
+    let resp = tokio::time::timeout(HANG, send(addr, b.body(body).expect("request")))
+        .await
+        .expect("no hang")
+        .expect("response");
+    let status = resp.status().as_u16();
+    let h = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, h, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `"addr", "addr"` for a TOML `servers` array.
+pub fn quoted(backends: &[&Backend]) -> String {
+    let list: Vec<String> = backends.iter().map(|b| format!("\"{}\"", b.addr)).collect();
+    list.join(", ")
+}
+
+/// One thread, one listener on port 0, every path to group `app` of
+/// `servers` (TOML array items); `extra` follows inside `[upstreams.app]`
+/// (its keys first, then any tables).
+pub fn group_config(servers: &str, extra: &str) -> String {
+    format!(
+        "[server]\nthreads = 1\nlog_level = \"error\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\
+         [[routes]]\nupstream = \"app\"\n[upstreams.app]\nservers = [{servers}]\n{extra}\n"
+    )
+}
