@@ -415,7 +415,16 @@ async fn forward<'w>(
         tries += 1;
         let timeouts = (route.upstream_connect, route.upstream_response_head);
         let started = balancer.wants_latency().then(Instant::now);
-        let (resp, lease) = match send(w, lease, req, timeouts, progress.as_deref()).await {
+        let (resp, lease) = match send(
+            w,
+            lease,
+            req,
+            timeouts,
+            progress.as_deref(),
+            replay.as_deref(),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(e) => {
                 if e.upstream().is_some() {
@@ -428,10 +437,9 @@ async fn forward<'w>(
                     ProxyError::Upstream { .. } | ProxyError::Handshake { .. }
                 ) && tries < retry_policy.attempts;
                 match replay.as_deref() {
-                    Some((head, bytes)) if again && balancer.take_retry() => {
+                    Some(kept) if again && balancer.take_retry() => {
                         tracing::warn!(client = %ctx.client, "{}; retrying on another server", e.chain());
-                        req = copy_head(head);
-                        *req.body_mut() = RequestBody::full(bytes.clone());
+                        req = replay_request(kept);
                         last_err = Some(e);
                         continue;
                     }
@@ -543,6 +551,7 @@ async fn send(
     req: Request<RequestBody>,
     (connect, timeout): (Duration, Duration),
     progress: Option<&BodyProgress>,
+    replay: Option<&Replay>,
 ) -> Result<Forwarded, ProxyError> {
     let server = lease.server;
     let idle_for = lease.idle_for;
@@ -552,12 +561,12 @@ async fn send(
     // its head so it can go again on a fresh connection. Servers close idle
     // connections on timers of a second or more, so only connections idle
     // that long pay for the copy (about 7% of a request's instructions).
-    let backup = match idle_for {
-        Some(d) if d >= STALE_RISK && progress.is_none() && is_idempotent(req.method()) => {
-            Some(copy_head(&req))
-        }
-        _ => None,
-    };
+    let stale_risk = idle_for.is_some_and(|d| d >= STALE_RISK);
+    let backup = (stale_risk
+        && replay.is_none()
+        && http_body::Body::is_end_stream(req.body())
+        && is_idempotent(req.method()))
+    .then(|| copy_head(&req));
     let fut = lease.sender.try_send_request(req);
     let err = match lease.with(with_head_timeout(fut, timeout, progress)).await {
         None => return Err(ProxyError::ResponseTimeout { addr }),
@@ -565,7 +574,10 @@ async fn send(
         Some(Err(mut e)) => {
             let retry = match (e.take_message(), idle_for) {
                 (Some(req), Some(_)) => Some(req),
-                (None, Some(_)) => backup,
+                // A body read ahead goes again from the kept copy.
+                (None, Some(_)) => {
+                    backup.or_else(|| replay.filter(|_| stale_risk).map(replay_request))
+                }
                 _ => None,
             };
             match retry {
@@ -659,6 +671,16 @@ fn is_idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
+}
+
+/// A repeatable request's head and its body, read ahead.
+type Replay = (Request<RequestBody>, Bytes);
+
+/// The request again, from its kept copy.
+fn replay_request((head, body): &Replay) -> Request<RequestBody> {
+    let mut req = copy_head(head);
+    *req.body_mut() = RequestBody::full(body.clone());
+    req
 }
 
 fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
