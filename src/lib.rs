@@ -34,6 +34,7 @@ pub mod error;
 pub mod health;
 pub mod proxy;
 pub mod router;
+pub mod rt;
 pub mod server;
 pub mod upstream;
 
