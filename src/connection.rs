@@ -20,8 +20,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::HeaderValue;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -29,7 +30,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::proxy::{self, ConnCtx, Current};
+use crate::proxy::{self, ConnCtx, Current, TlsInfo};
+use crate::rt::LocalExec;
 
 /// What the watchdog knows of a connection.
 pub struct ConnState {
@@ -93,9 +95,76 @@ impl Drop for InFlight {
     }
 }
 
+/// The client's byte stream: TCP, or TLS over it.
+pub enum ClientIo {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+macro_rules! delegate {
+    ($self:ident, $io:ident => $e:expr) => {
+        match &mut *$self {
+            ClientIo::Plain($io) => {
+                let $io = Pin::new($io);
+                $e
+            }
+            ClientIo::Tls($io) => {
+                let $io = Pin::new(&mut **$io);
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, io => io.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, io => io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, io => io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientIo::Plain(io) => io.is_write_vectored(),
+            ClientIo::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, io => io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, io => io.poll_shutdown(cx))
+    }
+}
+
 /// The client socket, counting the bytes read for the watchdog.
 struct Watched {
-    io: TcpStream,
+    io: ClientIo,
+    /// Bytes read while telling HTTP/2 from HTTP/1 (h2c), handed to hyper
+    /// before anything else.
+    prefix: Option<Bytes>,
     state: Rc<ConnState>,
 }
 
@@ -105,8 +174,16 @@ impl AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
         let this = &mut *self;
+        if let Some(p) = &mut this.prefix {
+            let n = p.len().min(buf.remaining());
+            buf.put_slice(&p.split_to(n));
+            if p.is_empty() {
+                this.prefix = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
         let res = Pin::new(&mut this.io).poll_read(cx, buf);
         let n = (buf.filled().len() - before) as u64;
         this.state.read.set(this.state.read.get() + n);
@@ -141,6 +218,32 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads a plain connection's first bytes to tell an h2c client (prior
+/// knowledge: it opens with the preface) from an HTTP/1 one. What was read
+/// is kept in `prefix` for the protocol's server to read first.
+async fn sniff_h2c(io: &mut Watched) -> io::Result<bool> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = bytes::BytesMut::with_capacity(4096);
+    loop {
+        if io.io.read_buf(&mut buf).await? == 0 {
+            return Ok(false);
+        }
+        io.state.read.set(buf.len() as u64);
+        let n = buf.len().min(PREFACE.len());
+        if buf[..n] != PREFACE[..n] {
+            io.prefix = Some(buf.freeze());
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            io.prefix = Some(buf.freeze());
+            return Ok(true);
+        }
     }
 }
 
@@ -261,6 +364,19 @@ trait GracefulShutdown {
     fn start_graceful(self: Pin<&mut Self>);
 }
 
+impl<I, S, E> GracefulShutdown for http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn start_graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
 impl<I, S> GracefulShutdown for http1::Connection<I, S>
 where
     S: hyper::service::HttpService<hyper::body::Incoming>,
@@ -286,51 +402,147 @@ pub fn server_builder(max_head: usize) -> http1::Builder {
 }
 
 /// Serves one accepted client connection until it closes, is cut off by
-/// the watchdog, or finishes after shutdown began.
+/// the watchdog, or finishes after shutdown began. `listener` is the index
+/// of its listener's settings in the config.
 pub async fn serve(
     stream: TcpStream,
     client: SocketAddr,
+    listener: usize,
     current: Rc<Current>,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
-    let state = Rc::new(ConnState::new());
     let worker = current.get();
+    let Some(listener) = worker.config.listeners.get(listener) else {
+        // Removed by a reload between accept and now.
+        return;
+    };
     let timeouts = &worker.config.timeouts;
+    let (head_timeout, idle_timeout) = (timeouts.client_header, timeouts.client_idle);
+    let (io, tls, alpn_h2) = match &listener.tls {
+        None => (ClientIo::Plain(stream), None, false),
+        Some(tls) => {
+            let accept = tokio_rustls::TlsAcceptor::from(tls.config.clone()).accept(stream);
+            let done = tokio::select! {
+                r = tokio::time::timeout(timeouts.tls_handshake, accept) => r,
+                _ = shutdown.changed() => return,
+            };
+            let stream = match done {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(%client, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%client, "TLS handshake not completed in time; closing");
+                    return;
+                }
+            };
+            let (_, session) = stream.get_ref();
+            let sni = session.server_name().map(Box::<str>::from);
+            let info = TlsInfo {
+                cert: tls.certs.select(sni.as_deref()),
+                sni,
+                certs: tls.certs.clone(),
+                subject: tls.subject_header.as_ref().map(|name| {
+                    let value = session
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(crate::tls::subject);
+                    (name.clone(), value)
+                }),
+            };
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            (ClientIo::Tls(Box::new(stream)), Some(info), h2)
+        }
+    };
+    let state = Rc::new(ConnState::new());
     let dog = tokio::task::spawn_local(watchdog(
         state.clone(),
-        timeouts.client_header,
-        timeouts.client_idle,
+        head_timeout,
+        idle_timeout,
         shutdown,
     ));
+    let mut io = Watched {
+        io,
+        prefix: None,
+        state: state.clone(),
+    };
+    let h2 = if tls.is_some() {
+        alpn_h2
+    } else if listener.http2 {
+        // The watchdog cuts a client that sends nothing; this only waits
+        // for its first bytes.
+        let sniffed = Sniff {
+            fut: Box::pin(sniff_h2c(&mut io)),
+            state: &state,
+        };
+        match sniffed.await {
+            Some(Ok(h2)) => h2,
+            Some(Err(e)) => {
+                dog.abort();
+                tracing::debug!(%client, "connection error before the first request: {e}");
+                return;
+            }
+            None => {
+                dog.abort();
+                tracing::info!(%client, "request head not received in time; closing");
+                return;
+            }
+        }
+    } else {
+        false
+    };
+    let https = tls.is_some();
     let ctx = Rc::new(ConnCtx {
         client_ip: HeaderValue::from_str(&client.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown")),
         client,
-        current,
+        current: current.clone(),
         state: state.clone(),
-    });
-    let io = TokioIo::new(Watched {
-        io: stream,
-        state: state.clone(),
+        tls,
+        hsts: if https { listener.hsts.clone() } else { None },
+        redirect_https: listener.redirect_https,
     });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(proxy::handle(ctx, req).await) }
     });
-    let driven = Driven {
-        conn: Box::pin(worker.http1.serve_connection(io, svc)),
+    let io = TokioIo::new(io);
+    if h2 {
+        let conn = h2_builder(
+            listener.max_concurrent_streams,
+            worker.config.limits.max_request_head_bytes,
+        )
+        .serve_connection(io, svc);
+        drop(worker);
+        let mut driven = Driven {
+            conn: Box::pin(conn),
+            state,
+            draining: false,
+        };
+        let ended = (&mut driven).await;
+        dog.abort();
+        log_end(client, ended);
+        return;
+    }
+    let conn = worker.http1.serve_connection(io, svc);
+    // Requests take the thread's current worker; this connection holds none.
+    drop(worker);
+    let mut driven = Driven {
+        conn: Box::pin(conn),
         state,
         draining: false,
     };
-    // Requests take the thread's current worker; this connection holds none.
-    drop(worker);
-    let mut driven = driven;
     let ended = (&mut driven).await;
     dog.abort();
     if matches!(ended, Ended::Done(_)) && driven.state.linger.get() {
         let io = Pin::into_inner(driven.conn).into_parts().io.into_inner();
         linger(io).await;
     }
+    log_end(client, ended);
+}
+
+fn log_end(client: SocketAddr, ended: Ended) {
     match ended {
         Ended::Done(Ok(())) => {}
         Ended::Done(Err(e)) => log_conn_error(client, &e),
@@ -341,11 +553,48 @@ pub async fn serve(
     }
 }
 
+/// The h2c sniff, ended early (`None`) when the watchdog cuts the
+/// connection.
+struct Sniff<'a, F> {
+    fut: Pin<Box<F>>,
+    state: &'a Rc<ConnState>,
+}
+
+impl<F: Future> Future for Sniff<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.state.cut.get().is_some() || self.state.draining.get() {
+            return Poll::Ready(None);
+        }
+        {
+            let mut w = self.state.waker.borrow_mut();
+            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *w = Some(cx.waker().clone());
+            }
+        }
+        self.fut.as_mut().poll(cx).map(Some)
+    }
+}
+
+/// The hyper HTTP/2 server settings for client connections. hyper's
+/// defaults stay on for what they guard: pending-reset-stream caps against
+/// rapid-reset floods (CVE-2023-44487), header list size, flow control.
+fn h2_builder(max_streams: u32, max_head: usize) -> http2::Builder<LocalExec> {
+    let mut b = http2::Builder::new(LocalExec);
+    b.max_concurrent_streams(max_streams)
+        .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(Some(32))
+        .max_local_error_reset_streams(Some(256));
+    b
+}
+
 /// How long a lingering close waits for the client to stop sending.
 const LINGER: Duration = Duration::from_secs(5);
 
 /// Reads and discards until the client closes, errs, or `LINGER` passes.
 async fn linger(mut io: Watched) {
+    io.prefix = None;
     use tokio::io::AsyncReadExt;
     let mut buf = vec![0u8; 16 * 1024];
     let _ = tokio::time::timeout(LINGER, async {

@@ -12,6 +12,10 @@ use http::StatusCode;
 pub enum ProxyError {
     #[error("no route matches the request's host and path")]
     NoRoute,
+    #[error(
+        "host `{host}` is not covered by the certificate of this TLS connection (SNI `{sni}`)"
+    )]
+    Misdirected { host: String, sni: String },
     #[error("the route's path rewrite produced an invalid target")]
     BadRewrite,
     #[error(
@@ -53,6 +57,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRewrite => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::NoServer { .. } | ProxyError::ServerFull { .. } => {

@@ -36,6 +36,7 @@ pub mod proxy;
 pub mod router;
 pub mod rt;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 pub use config::Config;

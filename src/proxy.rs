@@ -47,7 +47,18 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 tidegate");
+const VIA_VALUE_H2: HeaderValue = HeaderValue::from_static("2 tidegate");
 const HTTP: HeaderValue = HeaderValue::from_static("http");
+const HTTPS: HeaderValue = HeaderValue::from_static("https");
+
+/// `Via` names the protocol version the message came in with (RFC 9110 §7.6.3).
+fn via(v: Version) -> HeaderValue {
+    if v == Version::HTTP_2 {
+        VIA_VALUE_H2
+    } else {
+        VIA_VALUE
+    }
+}
 
 /// Everything one worker thread needs to proxy under one config: the
 /// config-derived parts plus the thread's own pool and log buffer.
@@ -99,6 +110,27 @@ pub struct ConnCtx {
     /// The client's IP, ready to append to `X-Forwarded-For`.
     pub client_ip: HeaderValue,
     pub state: Rc<crate::connection::ConnState>,
+    /// Set on TLS connections.
+    pub tls: Option<TlsInfo>,
+    /// `Strict-Transport-Security` for every response (TLS listeners
+    /// that set it).
+    pub hsts: Option<HeaderValue>,
+    /// A plain listener that answers every request with a redirect to
+    /// HTTPS on this port.
+    pub redirect_https: Option<u16>,
+}
+
+/// What a TLS handshake settled, for the requests that follow it.
+pub struct TlsInfo {
+    /// The server name the client asked for, if any.
+    pub sni: Option<Box<str>>,
+    /// Which certificate answered (for the 421 check).
+    pub cert: usize,
+    pub certs: std::sync::Arc<crate::tls::CertStore>,
+    /// With client-certificate verification on: the header that carries
+    /// the subject upstream, and the verified subject (`None`: the client
+    /// sent no certificate, where that is optional).
+    pub subject: Option<(http::HeaderName, Option<HeaderValue>)>,
 }
 
 /// A request whose response body is streaming: finished by the body when
@@ -155,7 +187,24 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
             version: req.version(),
         })
     });
-    match forward(&ctx, &worker, req).await {
+    let mut resp = respond(&ctx, &worker, req, entry, in_flight).await;
+    if let Some(hsts) = &ctx.hsts {
+        let h = resp.headers_mut();
+        if !h.contains_key(header::STRICT_TRANSPORT_SECURITY) {
+            h.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
+    }
+    resp
+}
+
+async fn respond(
+    ctx: &Rc<ConnCtx>,
+    worker: &Rc<Worker>,
+    req: Request<Incoming>,
+    entry: Option<Box<Entry>>,
+    in_flight: InFlight,
+) -> Response<ProxyBody> {
+    match forward(ctx, worker, req).await {
         Ok(Outcome::Upstream(resp, lease, route, permit)) => {
             let (parts, body) = resp.into_parts();
             let status = parts.status.as_u16();
@@ -267,11 +316,19 @@ async fn forward<'w>(
 ) -> Result<Outcome<'w>, ProxyError> {
     let (mut parts, body) = req.into_parts();
 
+    // An h2 request carries its host as :authority, in the URI.
     let host = parts
         .headers
         .get(header::HOST)
         .map(HeaderValue::as_bytes)
         .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
+    if let Some(port) = ctx.redirect_https {
+        return Ok(Outcome::Local(https_redirect(host, port, &parts)));
+    }
+    if let Some(tls) = &ctx.tls {
+        check_sni(tls, host)?;
+    }
+    let scheme = if ctx.tls.is_some() { "https" } else { "http" };
     let route = w
         .router
         .find(host, parts.uri.path(), &parts.method, &parts.headers)
@@ -280,7 +337,7 @@ async fn forward<'w>(
         Action::Proxy(group) => *group,
         Action::Redirect { status, location } => {
             let host = host.and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
-            let target = location.expand("http", host, parts.uri.path(), parts.uri.query());
+            let target = location.expand(scheme, host, parts.uri.path(), parts.uri.query());
             return Ok(Outcome::Local(local_response(
                 *status,
                 Some(target),
@@ -522,6 +579,70 @@ fn request_key(key: &HashKey, client: SocketAddr, headers: &HeaderMap) -> u64 {
     }
 }
 
+/// The answer of a plain listener set to `redirect_https`: the same
+/// target on HTTPS (301 for GET and HEAD; 308 keeps other methods and
+/// their bodies).
+fn https_redirect(
+    host: Option<&[u8]>,
+    port: u16,
+    parts: &http::request::Parts,
+) -> Response<ProxyBody> {
+    let host = host.and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
+    let name = host_name(host);
+    let mut target = String::with_capacity(16 + host.len() + parts.uri.path().len());
+    target.push_str("https://");
+    target.push_str(name);
+    if port != 443 {
+        target.push(':');
+        target.push_str(&port.to_string());
+    }
+    target.push_str(
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str),
+    );
+    let status = if matches!(parts.method, Method::GET | Method::HEAD) {
+        StatusCode::MOVED_PERMANENTLY
+    } else {
+        StatusCode::PERMANENT_REDIRECT
+    };
+    let mut resp = Response::new(ProxyBody::full(Bytes::new()));
+    *resp.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(&target) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut().insert(header::VIA, via(parts.version));
+    resp
+}
+
+/// A host header's name, without its port (`[::1]:80` → `[::1]`).
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+/// RFC 9110 §15.5.20: a request on a TLS connection for a host other than
+/// the one the connection was set up for gets 421, unless the certificate
+/// that answered covers that host too (HTTP/2 connection reuse, RFC 9113
+/// §9.1.1). Connections without SNI are not checked.
+fn check_sni(tls: &TlsInfo, host: Option<&[u8]>) -> Result<(), ProxyError> {
+    let Some(sni) = &tls.sni else { return Ok(()) };
+    let Some(host) = host.and_then(|h| std::str::from_utf8(h).ok()) else {
+        return Ok(());
+    };
+    let name = host_name(host);
+    if name.eq_ignore_ascii_case(sni) || tls.certs.covers(tls.cert, name) {
+        return Ok(());
+    }
+    Err(ProxyError::Misdirected {
+        host: name.to_string(),
+        sni: sni.to_string(),
+    })
+}
+
 /// A response the route makes itself.
 fn local_response(
     status: StatusCode,
@@ -708,7 +829,11 @@ fn prepare_request(parts: &mut http::request::Parts, ctx: &ConnCtx, host_mode: &
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         parts.uri = Uri::from(pq);
     }
+    let received = parts.version;
     parts.version = Version::HTTP_11;
+    if received == Version::HTTP_2 {
+        join_cookies(&mut parts.headers);
+    }
 
     let h = &mut parts.headers;
     let found = scan(h);
@@ -731,16 +856,52 @@ fn prepare_request(parts: &mut http::request::Parts, ctx: &ConnCtx, host_mode: &
         }
     };
     h.insert(X_FORWARDED_FOR.clone(), xff);
-    h.insert(X_FORWARDED_PROTO.clone(), HTTP);
+    h.insert(
+        X_FORWARDED_PROTO.clone(),
+        if ctx.tls.is_some() { HTTPS } else { HTTP },
+    );
+    if let Some(TlsInfo {
+        subject: Some((name, value)),
+        ..
+    }) = &ctx.tls
+    {
+        // Only the handshake may say who the client is.
+        h.remove(name);
+        if let Some(v) = value {
+            h.insert(name.clone(), v.clone());
+        }
+    }
     if let Some(host) = h.get(header::HOST).cloned() {
         h.insert(X_FORWARDED_HOST.clone(), host);
     }
-    h.append(header::VIA, VIA_VALUE);
+    h.append(header::VIA, via(received));
     match host_mode {
         UpstreamHost::Client | UpstreamHost::Server => {}
         UpstreamHost::Fixed(v) => {
             h.insert(header::HOST, v.clone());
         }
+    }
+}
+
+/// HTTP/2 lets a client split `Cookie` into one field per pair; HTTP/1.1
+/// wants one field, joined with "; " (RFC 9113 §8.2.3).
+fn join_cookies(h: &mut HeaderMap) {
+    let mut all = h.get_all(header::COOKIE).iter();
+    if let (Some(_), None) = (all.next(), all.next()) {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in h.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if joined.is_empty() {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        h.insert(header::COOKIE, v);
     }
 }
 

@@ -293,22 +293,26 @@ fn run_worker(
             zero: Notify::new(),
         });
         // Each listener's accept loop, stopped by dropping its sender.
-        let mut accepting: Vec<(SocketAddr, oneshot::Sender<()>)> = Vec::new();
-        let open = |accepting: &mut Vec<(SocketAddr, oneshot::Sender<()>)>,
-                    addr: SocketAddr,
-                    l: std::net::TcpListener| {
+        let mut accepting: Vec<Accepting> = Vec::new();
+        let open = |accepting: &mut Vec<Accepting>, addr: SocketAddr, l: std::net::TcpListener| {
             match TcpListener::from_std(l) {
                 Ok(l) => {
                     let (stop_tx, stop) = oneshot::channel();
+                    let index = Rc::new(Cell::new(0));
                     tokio::task::spawn_local(accept_loop(
                         l,
+                        index.clone(),
                         current.clone(),
                         permits.clone(),
                         live.clone(),
                         shutdown.clone(),
                         stop,
                     ));
-                    accepting.push((addr, stop_tx));
+                    accepting.push(Accepting {
+                        addr,
+                        _stop: stop_tx,
+                        index,
+                    });
                 }
                 Err(e) => tracing::error!("cannot register listener {addr}: {e}"),
             }
@@ -316,6 +320,7 @@ fn run_worker(
         for (addr, l) in listeners {
             open(&mut accepting, addr, l);
         }
+        reindex(&accepting, &current.get().config);
         tokio::task::spawn_local(housekeeping(current.clone()));
 
         let mut rx = shutdown.clone();
@@ -330,10 +335,11 @@ fn run_worker(
                     let old = current.get();
                     current.set(Worker::new(msg.config, msg.log, Some(&old.pool)));
                     old.log.flush();
-                    accepting.retain(|(addr, _)| !msg.remove.contains(addr));
+                    accepting.retain(|a| !msg.remove.contains(&a.addr));
                     for (addr, l) in msg.add {
                         open(&mut accepting, addr, l);
                     }
+                    reindex(&accepting, &current.get().config);
                 }
             }
         }
@@ -354,8 +360,37 @@ fn run_worker(
     });
 }
 
+/// One listener's accept loop, as its worker sees it.
+struct Accepting {
+    /// The address as configured (port 0 stays 0).
+    addr: SocketAddr,
+    /// Dropping it stops the loop.
+    _stop: oneshot::Sender<()>,
+    /// Which of the config's listeners this is, for its settings (TLS,
+    /// HTTP/2...); kept right across reloads by [`reindex`].
+    index: Rc<Cell<usize>>,
+}
+
+/// Points every accept loop at its entry in `config.listeners`, in order
+/// (several entries may share an address such as `127.0.0.1:0`).
+fn reindex(accepting: &[Accepting], config: &Config) {
+    let mut taken = vec![false; config.listeners.len()];
+    for a in accepting {
+        let found = config
+            .listeners
+            .iter()
+            .enumerate()
+            .position(|(i, l)| !taken[i] && l.addr == a.addr);
+        if let Some(i) = found {
+            taken[i] = true;
+            a.index.set(i);
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
+    index: Rc<Cell<usize>>,
     current: Rc<Current>,
     permits: Arc<Semaphore>,
     live: Rc<Live>,
@@ -407,7 +442,13 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         live.count.set(live.count.get() + 1);
         let live = live.clone();
-        let conn = connection::serve(stream, client, current.clone(), shutdown.clone());
+        let conn = connection::serve(
+            stream,
+            client,
+            index.get(),
+            current.clone(),
+            shutdown.clone(),
+        );
         tokio::task::spawn_local(async move {
             conn.await;
             drop(permit);

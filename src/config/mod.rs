@@ -73,6 +73,8 @@ pub struct Timeouts {
     pub upstream_response_head: Duration,
     /// How long an idle pooled upstream connection is kept for reuse.
     pub upstream_idle: Duration,
+    /// Time a client has to complete the TLS handshake.
+    pub tls_handshake: Duration,
 }
 
 impl Default for Timeouts {
@@ -83,6 +85,7 @@ impl Default for Timeouts {
             upstream_connect: Duration::from_secs(5),
             upstream_response_head: Duration::from_secs(60),
             upstream_idle: Duration::from_secs(30),
+            tls_handshake: Duration::from_secs(10),
         }
     }
 }
@@ -114,10 +117,38 @@ impl Default for Limits {
 }
 
 /// One address to accept client connections on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Listener {
     pub addr: SocketAddr,
+    /// TLS termination, if configured: certificates read at load.
+    pub tls: Option<std::sync::Arc<crate::tls::ServerTls>>,
+    /// HTTP/2: offered in ALPN on TLS; taken with prior knowledge (h2c)
+    /// on plain listeners.
+    pub http2: bool,
+    /// Concurrent streams per HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// `Strict-Transport-Security` added to responses (TLS listeners only).
+    pub hsts: Option<HeaderValue>,
+    /// Plain listener that only redirects to HTTPS on this port.
+    pub redirect_https: Option<u16>,
 }
+
+impl Listener {
+    pub fn plain(addr: SocketAddr) -> Listener {
+        Listener {
+            addr,
+            tls: None,
+            http2: true,
+            max_concurrent_streams: DEFAULT_MAX_STREAMS,
+            hsts: None,
+            redirect_https: None,
+        }
+    }
+}
+
+/// HTTP/2 streams per connection unless configured (nginx and HAProxy
+/// both default to 100 or 128).
+pub const DEFAULT_MAX_STREAMS: u32 = 128;
 
 pub use crate::router::{Route, UpstreamHost};
 
@@ -203,6 +234,11 @@ impl Config {
         let raw = raw::File {
             listeners: vec![raw::Listener {
                 address: listen.to_string(),
+                tls: None,
+                http2: None,
+                max_concurrent_streams: None,
+                hsts: None,
+                redirect_https: None,
             }],
             routes: vec![raw::Route {
                 upstream: Some("default".into()),
@@ -271,7 +307,7 @@ impl Config {
                     format!("`{}` is not an IP:port address ({e})", l.address),
                 )
             })?;
-            listeners.push(Listener { addr });
+            listeners.push(listener(l, addr, i, file, &invalid)?);
         }
 
         let mut names: Vec<&String> = raw.upstreams.keys().collect();
@@ -389,7 +425,7 @@ impl Config {
         }
         let t = raw.timeouts.unwrap_or_default();
         let mut timeouts = Timeouts::default();
-        let fields: [(&str, &Option<String>, &mut Duration); 5] = [
+        let fields: [(&str, &Option<String>, &mut Duration); 6] = [
             (
                 "client_header",
                 &t.client_header,
@@ -410,6 +446,11 @@ impl Config {
                 "upstream_idle",
                 &t.upstream_idle,
                 &mut timeouts.upstream_idle,
+            ),
+            (
+                "tls_handshake",
+                &t.tls_handshake,
+                &mut timeouts.tls_handshake,
             ),
         ];
         for (name, value, slot) in fields {
@@ -620,6 +661,114 @@ fn balance_method(
         return Err(field("hash_key", "only applies with balance = \"hash\""));
     }
     Ok(method)
+}
+
+/// Validates one `[[listeners]]` entry (its address already parsed).
+fn listener(
+    l: &raw::Listener,
+    addr: SocketAddr,
+    i: usize,
+    file: &str,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<Listener, ConfigError> {
+    let field = |f: &str| format!("listeners[{i}].{f}");
+    let mut out = Listener::plain(addr);
+    out.http2 = l.http2.unwrap_or(true);
+    if let Some(n) = l.max_concurrent_streams {
+        if n == 0 {
+            return Err(invalid(
+                field("max_concurrent_streams"),
+                "must be at least 1".into(),
+            ));
+        }
+        out.max_concurrent_streams = n;
+    }
+    out.redirect_https = l.redirect_https;
+    if let Some(h) = &l.hsts {
+        out.hsts =
+            Some(HeaderValue::from_str(h).map_err(|_| {
+                invalid(field("hsts"), format!("`{h}` is not a valid header value"))
+            })?);
+    }
+    let Some(t) = &l.tls else {
+        if out.hsts.is_some() {
+            return Err(invalid(
+                field("hsts"),
+                "HSTS is sent only over TLS: this listener has no [listeners.tls]".into(),
+            ));
+        }
+        return Ok(out);
+    };
+    if out.redirect_https.is_some() {
+        return Err(invalid(
+            field("redirect_https"),
+            "a TLS listener cannot redirect to HTTPS; set it on a plain listener".into(),
+        ));
+    }
+    if t.certificates.is_empty() {
+        return Err(invalid(
+            field("tls.certificates"),
+            "at least one { cert, key } pair is required".into(),
+        ));
+    }
+    // Paths are relative to the config file's directory.
+    let base = Path::new(file).parent().unwrap_or(Path::new(""));
+    let paths: Vec<(PathBuf, PathBuf)> = t
+        .certificates
+        .iter()
+        .map(|c| (base.join(&c.cert), base.join(&c.key)))
+        .collect();
+    let min_tls13 = match t.min_version.as_deref() {
+        None | Some("1.2") => false,
+        Some("1.3") => true,
+        Some(v) => {
+            return Err(invalid(
+                field("tls.min_version"),
+                format!("`{v}`: expected \"1.2\" or \"1.3\""),
+            ))
+        }
+    };
+    let client_ca = t.client_ca.as_ref().map(|p| base.join(p));
+    let client_auth = match t.client_auth.as_deref() {
+        None | Some("required") => crate::tls::ClientAuth::Required,
+        Some("optional") => crate::tls::ClientAuth::Optional,
+        Some(v) => {
+            return Err(invalid(
+                field("tls.client_auth"),
+                format!("`{v}`: expected \"required\" or \"optional\""),
+            ))
+        }
+    };
+    if client_ca.is_none() && (t.client_auth.is_some() || t.client_subject_header.is_some()) {
+        return Err(invalid(
+            field("tls.client_ca"),
+            "client_auth and client_subject_header need client_ca".into(),
+        ));
+    }
+    let subject_header = match &t.client_subject_header {
+        None => http::HeaderName::from_static("x-client-subject"),
+        Some(h) => http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+            invalid(
+                field("tls.client_subject_header"),
+                format!("`{h}` is not a header name"),
+            )
+        })?,
+    };
+    let settings = crate::tls::Settings {
+        certificates: paths
+            .iter()
+            .map(|(c, k)| (c.as_path(), k.as_path()))
+            .collect(),
+        min_tls13,
+        client_ca: client_ca.as_deref(),
+        client_auth,
+        subject_header,
+        http2: out.http2,
+    };
+    let tls = crate::tls::ServerTls::build(&settings)
+        .map_err(|e| invalid(field("tls"), e.to_string()))?;
+    out.tls = Some(std::sync::Arc::new(tls));
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -30,6 +30,28 @@ pub struct Server {
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     pub address: String,
+    pub tls: Option<ListenerTls>,
+    pub http2: Option<bool>,
+    pub max_concurrent_streams: Option<u32>,
+    pub hsts: Option<String>,
+    pub redirect_https: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub certificates: Vec<Certificate>,
+    pub min_version: Option<String>,
+    pub client_ca: Option<String>,
+    pub client_auth: Option<String>,
+    pub client_subject_header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +174,7 @@ pub struct Timeouts {
     pub upstream_connect: Option<String>,
     pub upstream_response_head: Option<String>,
     pub upstream_idle: Option<String>,
+    pub tls_handshake: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -16,6 +16,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub mod pki;
+
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, Error>;
 

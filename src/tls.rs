@@ -1,0 +1,317 @@
+//! TLS towards clients: certificates chosen by SNI, ALPN, client
+//! certificates (mTLS).
+//!
+//! Everything here is built once when the config loads (so a reload re-reads
+//! the certificate and key files) into an `Arc<rustls::ServerConfig>` that
+//! the listener's connections share. A connection's handshake is the only
+//! place that touches it; the request path only reads what the handshake
+//! left in the connection's context (the SNI, which certificate answered,
+//! the client's verified subject).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// ALPN protocol ids, most preferred first.
+const ALPN_H2: &[u8] = b"h2";
+const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// Whether a client must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Handshakes without a valid client certificate fail.
+    Required,
+    /// A certificate is verified if sent; clients without one get in.
+    Optional,
+}
+
+/// What a listener's TLS is made of, as the config gives it.
+#[derive(Debug, Clone)]
+pub struct Settings<'a> {
+    /// `(certificate chain PEM, private key PEM)`; the first is the default.
+    pub certificates: Vec<(&'a Path, &'a Path)>,
+    /// Lowest protocol version accepted: TLS 1.2 or 1.3.
+    pub min_tls13: bool,
+    /// CA bundle that client certificates must chain to (mTLS).
+    pub client_ca: Option<&'a Path>,
+    pub client_auth: ClientAuth,
+    /// Where the verified client subject goes upstream.
+    pub subject_header: HeaderName,
+    /// Offer HTTP/2 in ALPN.
+    pub http2: bool,
+}
+
+/// A listener's TLS, ready to accept with.
+pub struct ServerTls {
+    pub config: Arc<rustls::ServerConfig>,
+    pub certs: Arc<CertStore>,
+    /// Set when client certificates are verified: the header that carries
+    /// the verified subject upstream (a client-sent one is always removed).
+    pub subject_header: Option<HeaderName>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("certificates", &self.certs.entries.len())
+            .field("subject_header", &self.subject_header)
+            .finish()
+    }
+}
+
+/// Why a listener's TLS could not be built; the config layer adds the file
+/// and field.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read `{path}`: {reason}")]
+    Read { path: String, reason: String },
+    #[error("`{path}` holds no certificate")]
+    NoCertificate { path: String },
+    #[error("`{path}`: unusable key: {reason}")]
+    Key { path: String, reason: String },
+    #[error("`{path}`: certificate has no DNS names (subjectAltName)")]
+    NoNames { path: String },
+    #[error("{0}")]
+    Rustls(String),
+}
+
+/// One certificate and the names it serves.
+pub struct Entry {
+    pub key: Arc<CertifiedKey>,
+    /// Lower-case DNS names from its subjectAltName; `*.x` for wildcards.
+    pub names: Vec<String>,
+}
+
+/// Certificates by name: exact names first, then wildcards (one label,
+/// as RFC 6125 allows), then the default (the first configured).
+pub struct CertStore {
+    pub entries: Vec<Entry>,
+    exact: HashMap<String, usize>,
+    /// Keyed by the part after `*.`.
+    wildcard: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertStore")
+            .field("exact", &self.exact)
+            .field("wildcard", &self.wildcard)
+            .finish()
+    }
+}
+
+impl CertStore {
+    /// The entry that answers a handshake for `sni` (default: the first).
+    pub fn select(&self, sni: Option<&str>) -> usize {
+        let Some(name) = sni else { return 0 };
+        let lower;
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = name.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            name
+        };
+        if let Some(&i) = self.exact.get(name) {
+            return i;
+        }
+        if let Some((_, parent)) = name.split_once('.') {
+            if let Some(&i) = self.wildcard.get(parent) {
+                return i;
+            }
+        }
+        0
+    }
+
+    /// Whether entry `i`'s certificate is valid for `host` (a request's
+    /// host without port), for the 421 check.
+    pub fn covers(&self, i: usize, host: &str) -> bool {
+        let Some(e) = self.entries.get(i) else {
+            return false;
+        };
+        e.names.iter().any(|n| name_matches(n, host))
+    }
+}
+
+/// `pattern` (`a.b` or `*.b`) matches `host`, case-insensitively.
+fn name_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(parent) => host
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(parent)),
+        None => pattern.eq_ignore_ascii_case(host),
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let i = self.select(hello.server_name());
+        self.entries.get(i).map(|e| e.key.clone())
+    }
+}
+
+/// The crypto provider every TLS config uses (ring), chosen explicitly
+/// rather than through a process-wide default.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let shown = path.display().to_string();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| TlsError::Read {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Read {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate { path: shown });
+    }
+    Ok(certs)
+}
+
+/// Reads PEM certificates (for a CA bundle given in config).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    read_certs(path)
+}
+
+fn load_entry(
+    cert: &Path,
+    key: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Entry, TlsError> {
+    let chain = read_certs(cert)?;
+    let key_shown = key.display().to_string();
+    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        path: key_shown.clone(),
+        reason: e.to_string(),
+    })?;
+    let certified = CertifiedKey::from_der(chain, der, provider).map_err(|e| TlsError::Key {
+        path: key_shown.clone(),
+        reason: e.to_string(),
+    })?;
+    let names = dns_names(&certified.cert[0]).ok_or_else(|| TlsError::NoNames {
+        path: cert.display().to_string(),
+    })?;
+    Ok(Entry {
+        key: Arc::new(certified),
+        names,
+    })
+}
+
+/// The subjectAltName DNS names of a certificate, lower-cased.
+fn dns_names(cert: &CertificateDer<'_>) -> Option<Vec<String>> {
+    use x509_parser::extensions::GeneralName;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let san = parsed.subject_alternative_name().ok()??;
+    let names: Vec<String> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect();
+    (!names.is_empty()).then_some(names)
+}
+
+/// The subject of a client's certificate as an RFC 4514-style string
+/// (`CN=alice, O=Example`), ready to send upstream.
+pub fn subject(cert: &CertificateDer<'_>) -> Option<HeaderValue> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    HeaderValue::from_str(&parsed.subject().to_string()).ok()
+}
+
+impl ServerTls {
+    pub fn build(s: &Settings<'_>) -> Result<ServerTls, TlsError> {
+        let provider = provider();
+        let mut entries = Vec::new();
+        for (cert, key) in &s.certificates {
+            entries.push(load_entry(cert, key, &provider)?);
+        }
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            for n in &e.names {
+                // The first certificate to name a host keeps it.
+                match n.strip_prefix("*.") {
+                    Some(parent) => wildcard.entry(parent.to_string()).or_insert(i),
+                    None => exact.entry(n.clone()).or_insert(i),
+                };
+            }
+        }
+        let certs = Arc::new(CertStore {
+            entries,
+            exact,
+            wildcard,
+        });
+
+        let versions: &[&rustls::SupportedProtocolVersion] = if s.min_tls13 {
+            &[&rustls::version::TLS13]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .map_err(|e| TlsError::Rustls(e.to_string()))?;
+        let (builder, subject_header) = match s.client_ca {
+            None => (builder.with_no_client_auth(), None),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in read_certs(ca)? {
+                    roots.add(c).map_err(|e| TlsError::Read {
+                        path: ca.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+                }
+                let mut v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                if s.client_auth == ClientAuth::Optional {
+                    v = v.allow_unauthenticated();
+                }
+                let verifier = v.build().map_err(|e| TlsError::Rustls(e.to_string()))?;
+                (
+                    builder.with_client_cert_verifier(verifier),
+                    Some(s.subject_header.clone()),
+                )
+            }
+        };
+        let mut config = builder.with_cert_resolver(certs.clone());
+        config.alpn_protocols = if s.http2 {
+            vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
+        } else {
+            vec![ALPN_HTTP11.to_vec()]
+        };
+        config.ignore_client_order = false;
+        Ok(ServerTls {
+            config: Arc::new(config),
+            certs,
+            subject_header,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_matches;
+
+    #[test]
+    fn wildcards_cover_one_label() {
+        assert!(name_matches("*.example.com", "a.example.com"));
+        assert!(name_matches("*.example.com", "A.Example.COM"));
+        assert!(!name_matches("*.example.com", "example.com"));
+        assert!(!name_matches("*.example.com", "a.b.example.com"));
+        assert!(!name_matches("*.example.com", ".example.com"));
+        assert!(name_matches("example.com", "EXAMPLE.com"));
+        assert!(!name_matches("example.com", "www.example.com"));
+    }
+}
