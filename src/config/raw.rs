@@ -152,6 +152,7 @@ pub struct Timeouts {
     pub upstream_connect: Option<String>,
     pub upstream_response_head: Option<String>,
     pub upstream_idle: Option<String>,
+    pub tunnel_idle: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
