@@ -8,6 +8,9 @@
 //! status, body bytes sent to the client, upstream address (`-` if none),
 //! duration in seconds, and how it ended (`done`, `aborted` when the client
 //! or upstream went away mid-body, `error` for a synthetic error response).
+//! An upgraded connection gets its line when its tunnel ends: status 101,
+//! the bytes sent to the client through the tunnel, and `done` when both
+//! sides closed, `aborted` otherwise (error, idle timeout, shutdown).
 //!
 //! Each worker buffers its lines and writes whole lines with one `write` on
 //! an `O_APPEND` file, when the buffer passes 32 KiB, once a second, and at
@@ -44,6 +47,14 @@ pub struct Entry {
     pub method: Method,
     pub target: Uri,
     pub version: Version,
+}
+
+/// Lines still buffered go out when a worker's log is dropped (an old
+/// config's log once its last request or tunnel ended; shutdown).
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 impl AccessLog {

@@ -9,6 +9,15 @@
 //!
 //! On shutdown the connection is told to finish its current exchange and
 //! close (hyper's graceful shutdown).
+//!
+//! After a 101 hyper's connection future ends without closing the socket;
+//! the request left a [`crate::tunnel::Tunnel`] in the connection's state,
+//! which then takes the socket (and any bytes hyper had read past the
+//! request head) and runs in this same task, with its own idle timeout in
+//! place of the watchdog's. (hyper's `with_upgrades` would want a `Send`
+//! socket; ours counts bytes into the connection's `Rc` state.) A tunnel
+//! thus counts as a live connection until it ends, and is closed with the
+//! others when shutdown's grace period runs out.
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
@@ -54,6 +63,9 @@ pub struct ConnState {
     /// and discard what the client still sends before closing, so that it
     /// gets the response rather than a reset (nginx's lingering close).
     pub linger: Cell<bool>,
+    /// Left by a request whose upstream switched protocols (101): run
+    /// once hyper has written the 101 and handed the socket back.
+    pub tunnel: RefCell<Option<crate::tunnel::Tunnel>>,
 }
 
 impl ConnState {
@@ -68,6 +80,7 @@ impl ConnState {
             draining: Cell::new(false),
             waker: RefCell::new(None),
             linger: Cell::new(false),
+            tunnel: RefCell::new(None),
         }
     }
 }
@@ -535,6 +548,28 @@ pub async fn serve(
     };
     let ended = (&mut driven).await;
     dog.abort();
+    // After a 101 hyper stops without closing the socket (it leaves
+    // upgrades to us: `Connection`'s future signals them as done).
+    let tunnel = driven.state.tunnel.borrow_mut().take();
+    if let Some(tunnel) = tunnel {
+        if let Ended::Done(Ok(())) = ended {
+            let parts = Pin::into_inner(driven.conn).into_parts();
+            let watched = parts.io.into_inner();
+            // Bytes hyper read past the head, then any of the h2c sniff's
+            // that hyper had not yet taken.
+            let early = match watched.prefix {
+                Some(rest) if !rest.is_empty() => {
+                    let mut all = bytes::BytesMut::from(&parts.read_buf[..]);
+                    all.extend_from_slice(&rest);
+                    all.freeze()
+                }
+                _ => parts.read_buf,
+            };
+            tunnel.run(watched.io, early).await;
+            return;
+        }
+        // Dropped: the client went away before the 101 was sent.
+    }
     if matches!(ended, Ended::Done(_)) && driven.state.linger.get() {
         let io = Pin::into_inner(driven.conn).into_parts().io.into_inner();
         linger(io).await;

@@ -15,6 +15,8 @@
 //! - [`upstream`]: the per-thread upstream connection pool; [`balance`]:
 //!   which server of a group takes a request; [`health`]: active checks
 //!   and passive ejection.
+//! - [`tunnel`]: HTTP/1.1 upgrades (WebSocket...): the 101 and the
+//!   byte tunnel that follows it.
 //! - [`body`]: the streaming body wrappers (limits, byte counts, completion).
 //! - [`error`]: why a request failed, and the status that follows.
 //! - [`access_log`]: one line per request, buffered per thread.
@@ -37,6 +39,7 @@ pub mod router;
 pub mod rt;
 pub mod server;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 
 pub use config::Config;

@@ -46,7 +46,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 tidegate");
+pub(crate) const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 tidegate");
 const VIA_VALUE_H2: HeaderValue = HeaderValue::from_static("2 tidegate");
 const HTTP: HeaderValue = HeaderValue::from_static("http");
 const HTTPS: HeaderValue = HeaderValue::from_static("https");
@@ -234,6 +234,20 @@ async fn respond(
             }
             resp
         }
+        Ok(Outcome::Tunnel(resp, lease, route, permit)) => {
+            drop(in_flight);
+            let (resp, tunnel) = crate::tunnel::switch(
+                worker.clone(),
+                resp,
+                lease,
+                route,
+                entry,
+                ctx.client,
+                permit,
+            );
+            *ctx.state.tunnel.borrow_mut() = Some(tunnel);
+            resp
+        }
         Ok(Outcome::Local(resp)) => {
             if let Some(e) = &entry {
                 let bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
@@ -300,6 +314,14 @@ enum Outcome<'a> {
     /// The upstream answered; its body streams on (holding the server's
     /// concurrency permit, if it has a limit).
     Upstream(
+        Response<Incoming>,
+        Lease,
+        &'a Route,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
+    /// The upstream switched protocols (101): the connection becomes a
+    /// [`crate::tunnel::Tunnel`].
+    Tunnel(
         Response<Incoming>,
         Lease,
         &'a Route,
@@ -387,7 +409,7 @@ async fn forward<'w>(
         .hash_key()
         .map(|k| request_key(k, ctx.client, &parts.headers));
 
-    prepare_request(&mut parts, ctx, &route.upstream_host);
+    let upgrade = prepare_request(&mut parts, ctx, &route.upstream_host);
     route.request_headers.apply(&mut parts.headers);
 
     // A request that may go to another server if the first fails before
@@ -395,7 +417,8 @@ async fn forward<'w>(
     // no body or a small one, read ahead and kept.
     balancer.deposit();
     let retry_policy = balancer.retry();
-    let retryable = retry_policy.attempts > 1
+    let retryable = !upgrade
+        && retry_policy.attempts > 1
         && balancer.len() > 1
         && is_idempotent(&parts.method)
         && (http_body::Body::is_end_stream(&body)
@@ -459,7 +482,13 @@ async fn forward<'w>(
                 }
             },
         };
-        let lease = match w.pool.checkout(server, route.upstream_connect).await {
+        // An upgrade goes on a new connection of its own, never pooled.
+        let lease = if upgrade {
+            Box::pin(crate::tunnel::connect(w, server, route.upstream_connect)).await
+        } else {
+            w.pool.checkout(server, route.upstream_connect).await
+        };
+        let lease = match lease {
             Ok(c) => c,
             Err(e) => {
                 // Nothing was sent: the next server may take it.
@@ -510,6 +539,9 @@ async fn forward<'w>(
         }
         record(w, server, !resp.status().is_server_error());
         busy.hand_over();
+        if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(Outcome::Tunnel(resp, lease, route, permit));
+        }
         return Ok(Outcome::Upstream(resp, lease, route, permit));
     }
     Err(last_err.unwrap_or(ProxyError::NoRoute))
@@ -813,8 +845,15 @@ fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
     copy
 }
 
-/// Rewrites the request head for the upstream hop.
-fn prepare_request(parts: &mut http::request::Parts, ctx: &ConnCtx, host_mode: &UpstreamHost) {
+/// Rewrites the request head for the upstream hop; `true` for an upgrade
+/// request (see [`crate::tunnel`]), which keeps `Upgrade` and
+/// `Connection: upgrade`.
+fn prepare_request(
+    parts: &mut http::request::Parts,
+    ctx: &ConnCtx,
+    host_mode: &UpstreamHost,
+) -> bool {
+    let http11 = parts.version == Version::HTTP_11;
     // Origin-form target; an absolute-form target's authority becomes Host.
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         if let Some(a) = parts.uri.authority() {
@@ -837,7 +876,18 @@ fn prepare_request(parts: &mut http::request::Parts, ctx: &ConnCtx, host_mode: &
 
     let h = &mut parts.headers;
     let found = scan(h);
+    let upgrade = (http11 && found.upgrade && found.connection && crate::tunnel::wants_upgrade(h))
+        .then(|| {
+            h.get_all(header::UPGRADE)
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+        });
     strip_found(h, found);
+    let is_upgrade = upgrade.is_some();
+    if let Some(upgrade) = upgrade {
+        crate::tunnel::keep_upgrade(h, upgrade);
+    }
     if found.expect {
         h.remove(header::EXPECT);
     }
@@ -881,6 +931,7 @@ fn prepare_request(parts: &mut http::request::Parts, ctx: &ConnCtx, host_mode: &
             h.insert(header::HOST, v.clone());
         }
     }
+    is_upgrade
 }
 
 /// HTTP/2 lets a client split `Cookie` into one field per pair; HTTP/1.1
@@ -912,6 +963,7 @@ struct Found {
     connection: bool,
     /// Fixed hop-by-hop fields other than `Connection`.
     hop: bool,
+    upgrade: bool,
     expect: bool,
     forwarded_for: bool,
 }
@@ -924,11 +976,13 @@ fn scan(h: &HeaderMap) -> Found {
         } else if name == header::TE
             || name == header::TRAILER
             || name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
             || name == KEEP_ALIVE
             || name == PROXY_CONNECTION
         {
             f.hop = true;
+        } else if name == header::UPGRADE {
+            f.hop = true;
+            f.upgrade = true;
         } else if name == header::EXPECT {
             f.expect = true;
         } else if name == X_FORWARDED_FOR {

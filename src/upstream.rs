@@ -59,6 +59,17 @@ impl Lease {
         }
     }
 
+    /// A connection whose driver runs as a task of its own (an upgrade's,
+    /// see [`crate::tunnel`]): never pooled, as it reads as dead here.
+    pub fn detached(sender: Sender, server: usize) -> Lease {
+        Lease {
+            sender,
+            driver: None,
+            server,
+            idle_for: None,
+        }
+    }
+
     pub fn is_dead(&self) -> bool {
         self.driver.is_none()
     }
@@ -313,12 +324,7 @@ impl Pool {
         connect_timeout: Duration,
     ) -> Result<Lease, ProxyError> {
         let addr = self.servers[server].addr;
-        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err(ProxyError::ConnectTimeout { addr }),
-            Ok(Err(source)) => return Err(ProxyError::Connect { addr, source }),
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = connect_tcp(addr, connect_timeout).await?;
         let (sender, driver) = self
             .client
             .handshake(TokioIo::new(stream))
@@ -373,4 +379,15 @@ impl Pool {
             }
         }
     }
+}
+
+/// A TCP connection to `addr` (no delay), within `timeout`.
+pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ProxyError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(ProxyError::ConnectTimeout { addr }),
+        Ok(Err(source)) => return Err(ProxyError::Connect { addr, source }),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }

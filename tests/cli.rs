@@ -218,6 +218,7 @@ fn example_file_sets_every_option() {
         "upstream_connect",
         "upstream_response_head",
         "upstream_idle",
+        "tunnel_idle",
         "max_connections",
         "max_request_head_bytes",
         "upstream_idle_per_server",

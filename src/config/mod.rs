@@ -75,6 +75,9 @@ pub struct Timeouts {
     pub upstream_idle: Duration,
     /// Time a client has to complete the TLS handshake.
     pub tls_handshake: Duration,
+    /// An upgraded connection (WebSocket, ...) with no byte in either
+    /// direction for this long is closed (HAProxy's `timeout tunnel`).
+    pub tunnel_idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -86,6 +89,7 @@ impl Default for Timeouts {
             upstream_response_head: Duration::from_secs(60),
             upstream_idle: Duration::from_secs(30),
             tls_handshake: Duration::from_secs(10),
+            tunnel_idle: Duration::from_secs(3600),
         }
     }
 }
@@ -425,7 +429,7 @@ impl Config {
         }
         let t = raw.timeouts.unwrap_or_default();
         let mut timeouts = Timeouts::default();
-        let fields: [(&str, &Option<String>, &mut Duration); 6] = [
+        let fields: [(&str, &Option<String>, &mut Duration); 7] = [
             (
                 "client_header",
                 &t.client_header,
@@ -452,6 +456,7 @@ impl Config {
                 &t.tls_handshake,
                 &mut timeouts.tls_handshake,
             ),
+            ("tunnel_idle", &t.tunnel_idle, &mut timeouts.tunnel_idle),
         ];
         for (name, value, slot) in fields {
             if let Some(v) = value {
@@ -797,6 +802,26 @@ mod tests {
             c.upstreams[0].balance,
             crate::balance::Method::RoundRobin
         ));
+    }
+
+    #[test]
+    fn tunnel_idle_default_setting_and_error() {
+        let base = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[upstreams.app]\nservers = [\"127.0.0.1:2\"]\n[[routes]]\nupstream = \"app\"\n";
+        let c = Config::from_toml(base, "t.toml").unwrap();
+        assert_eq!(c.timeouts.tunnel_idle, Duration::from_secs(3600));
+        let c = Config::from_toml(
+            &format!("{base}[timeouts]\ntunnel_idle = \"90s\"\n"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.timeouts.tunnel_idle, Duration::from_secs(90));
+        let err = Config::from_toml(
+            &format!("{base}[timeouts]\ntunnel_idle = \"later\"\n"),
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("timeouts.tunnel_idle"), "{err}");
     }
 
     #[test]

@@ -175,6 +175,7 @@ pub struct Timeouts {
     pub upstream_response_head: Option<String>,
     pub upstream_idle: Option<String>,
     pub tls_handshake: Option<String>,
+    pub tunnel_idle: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,0 +1,429 @@
+//! Tunnel: HTTP/1.1 `Upgrade` (WebSocket, or any other protocol).
+//!
+//! An upgrade request is an HTTP/1.1 request with an `Upgrade` field and
+//! `upgrade` among its `Connection` options. It keeps both fields on its
+//! way upstream (every other hop-by-hop field is still dropped) and goes on
+//! a fresh upstream connection of its own, never a pooled one, as an
+//! upgraded connection never carries HTTP again. That connection's hyper
+//! driver runs as a task of its own, with hyper's upgrade support. Once
+//! sent, an upgrade request is never sent again, to this server or another.
+//!
+//! - An answer other than 101 (a refusal: 200, 400, 426...) streams back as
+//!   any response; its connection is not pooled.
+//! - On 101 the client gets the 101 (hop-by-hop fields dropped except
+//!   `Upgrade`, and `Connection: upgrade`), and the request leaves a
+//!   [`Tunnel`] with its connection. Once hyper has written the 101 the
+//!   connection's task takes the client socket back from hyper (with any
+//!   bytes hyper read past the request head) and runs the tunnel: bytes are
+//!   copied both ways through a 16 KiB buffer each way, so a side that does
+//!   not read holds back the other. When one side ends its stream, the other
+//!   side's write half is shut (half-close); the tunnel ends when both
+//!   directions are done, on an error on either side, or when no byte has
+//!   moved either way for `timeouts.tunnel_idle`. Both sockets are then
+//!   closed, and one log line plus one access-log line (status 101) say how
+//!   many bytes went each way and why it ended.
+//!
+//! A tunnel runs inside its client connection's task, so it counts as an
+//! open connection for `max_connections` and for shutdown: graceful
+//! shutdown waits for tunnels up to `shutdown_grace` and then closes them.
+//! A tunnel keeps the config it started with across reloads, and holds its
+//! server's `max_connections` turn and balancing count until it ends.
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::connection::ClientIo;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::Response;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
+
+use crate::access_log::Entry;
+use crate::body::{ProxyBody, RequestBody};
+use crate::error::ProxyError;
+use crate::proxy::Worker;
+use crate::router::Route;
+use crate::upstream::{connect_tcp, Lease};
+
+/// Buffer size for each direction of a tunnel.
+const BUF: usize = 16 * 1024;
+
+const UPGRADE: HeaderValue = HeaderValue::from_static("upgrade");
+
+/// Whether a request head (HTTP/1.1) asks for an upgrade: an `Upgrade`
+/// field and the `upgrade` option in `Connection` (RFC 9110 §7.8). Not
+/// `h2c`: its upgrade needs `HTTP2-Settings`, a hop-by-hop field, and
+/// RFC 9113 dropped it; such a request goes on as plain HTTP/1.1.
+pub fn wants_upgrade(h: &HeaderMap) -> bool {
+    let mut protocols = h
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .peekable();
+    protocols.peek().is_some()
+        && !protocols.any(|p| {
+            p.split('/')
+                .next()
+                .is_some_and(|name| name.eq_ignore_ascii_case("h2c"))
+        })
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// After the hop-by-hop fields were dropped: puts back the `Upgrade`
+/// values and `Connection: upgrade`.
+pub fn keep_upgrade(h: &mut HeaderMap, upgrade: Vec<HeaderValue>) {
+    h.remove(header::UPGRADE);
+    for v in upgrade {
+        h.append(header::UPGRADE, v);
+    }
+    h.insert(header::CONNECTION, UPGRADE);
+}
+
+/// A new connection to `server` for an upgrade request, its driver
+/// spawned as a task with hyper's upgrade support.
+pub async fn connect(w: &Worker, server: usize, timeout: Duration) -> Result<Lease, ProxyError> {
+    let addr = w.pool.addr(server);
+    let stream = connect_tcp(addr, timeout).await?;
+    let mut b = http1::Builder::new();
+    b.max_buf_size(64 * 1024).writev(false);
+    let (sender, conn) = b
+        .handshake::<_, RequestBody>(TokioIo::new(stream))
+        .await
+        .map_err(|source| ProxyError::Handshake { addr, source })?;
+    tokio::task::spawn_local(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(upstream = %addr, "upgrade connection ended: {e}");
+        }
+    });
+    Ok(Lease::detached(sender, server))
+}
+
+/// The client's 101 for the upstream's, and the tunnel it leaves with
+/// the client connection, to run once hyper has written the 101.
+pub fn switch(
+    worker: Rc<Worker>,
+    mut resp: Response<Incoming>,
+    lease: Lease,
+    route: &Route,
+    entry: Option<Box<Entry>>,
+    client: SocketAddr,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> (Response<ProxyBody>, Tunnel) {
+    let upstream = hyper::upgrade::on(&mut resp);
+    let (mut parts, _) = resp.into_parts();
+    let h = &mut parts.headers;
+    let upgrade: Vec<HeaderValue> = h.get_all(header::UPGRADE).iter().cloned().collect();
+    crate::proxy::strip_hop_by_hop(h);
+    keep_upgrade(h, upgrade);
+    h.append(header::VIA, crate::proxy::VIA_VALUE);
+    route.response_headers.apply(h);
+    let tunnel = Tunnel {
+        idle: worker.config.timeouts.tunnel_idle,
+        worker,
+        server: lease.server,
+        lease: Some(lease),
+        upstream: Some(upstream),
+        entry,
+        client,
+        _permit: permit,
+        stats: Stats {
+            up: Cell::new(0),
+            down: Cell::new(0),
+            last: Cell::new(Instant::now()),
+            failed: Cell::new(None),
+        },
+        end: End::NotStarted,
+    };
+    (
+        Response::from_parts(parts, ProxyBody::full(Bytes::new())),
+        tunnel,
+    )
+}
+
+/// An upgraded exchange: waits for its client socket, then copies bytes
+/// both ways. Dropping it (at any point) closes both sides and writes its
+/// log lines.
+pub struct Tunnel {
+    worker: Rc<Worker>,
+    server: usize,
+    /// Kept until the upstream connection has handed over its socket.
+    lease: Option<Lease>,
+    upstream: Option<OnUpgrade>,
+    entry: Option<Box<Entry>>,
+    client: SocketAddr,
+    idle: Duration,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    stats: Stats,
+    end: End,
+}
+
+/// Bytes each way and the time of the last one, kept by the sockets'
+/// wrappers.
+struct Stats {
+    /// Client to upstream.
+    up: Cell<u64>,
+    /// Upstream to client.
+    down: Cell<u64>,
+    last: Cell<Instant>,
+    /// Which side's socket failed, if one did.
+    failed: Cell<Option<Side>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Client,
+    Upstream,
+}
+
+/// Why a tunnel ended.
+enum End {
+    /// The client connection ended before hyper wrote the 101.
+    NotStarted,
+    /// Still running when dropped: shutdown's grace period ran out.
+    Cut,
+    /// Both sides closed their streams.
+    Closed,
+    Idle(Duration),
+    Failed(Option<Side>, io::Error),
+    Upgrade(hyper::Error),
+}
+
+impl Tunnel {
+    /// Runs the tunnel between the client socket (with `early`, bytes the
+    /// client sent past the request head) and the upgraded upstream.
+    pub async fn run(mut self, client: ClientIo, early: Bytes) {
+        self.end = End::Cut;
+        self.end = self.splice(client, early).await;
+    }
+
+    async fn splice(&mut self, client: ClientIo, early: Bytes) -> End {
+        let Some(upgrade) = self.upstream.take() else {
+            return End::NotStarted;
+        };
+        let upstream: Upgraded = match upgrade.await {
+            Ok(u) => u,
+            Err(e) => return End::Upgrade(e),
+        };
+        self.lease = None;
+        let stats = &self.stats;
+        stats.last.set(Instant::now());
+        let mut c = Counted {
+            io: client,
+            stats,
+            side: Side::Client,
+        };
+        let mut u = Counted {
+            io: TokioIo::new(upstream),
+            stats,
+            side: Side::Upstream,
+        };
+        if !early.is_empty() {
+            stats.up.set(early.len() as u64);
+            match tokio::time::timeout(self.idle, u.write_all(&early)).await {
+                Err(_) => return End::Idle(self.idle),
+                Ok(Err(e)) => return End::Failed(stats.failed.get(), e),
+                Ok(Ok(())) => {}
+            }
+        }
+        let copy = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, BUF, BUF);
+        tokio::pin!(copy);
+        loop {
+            let deadline = stats.last.get() + self.idle;
+            tokio::select! {
+                r = &mut copy => return match r {
+                    Ok(_) => End::Closed,
+                    Err(e) => End::Failed(stats.failed.get(), e),
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    if stats.last.get() + self.idle <= Instant::now() {
+                        return End::Idle(self.idle);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        let w = &self.worker;
+        let addr = w.pool.addr(self.server);
+        let (up, down) = (self.stats.up.get(), self.stats.down.get());
+        let client = self.client;
+        let outcome = match &self.end {
+            End::Closed => "done",
+            _ => "aborted",
+        };
+        match &self.end {
+            End::NotStarted => tracing::info!(
+                %client, upstream = %addr,
+                "upgrade: client connection ended before the 101 was sent"
+            ),
+            End::Cut => tracing::info!(
+                %client, upstream = %addr, up, down,
+                "tunnel closed: shutdown grace period over"
+            ),
+            End::Closed => tracing::info!(
+                %client, upstream = %addr, up, down,
+                "tunnel closed by both sides"
+            ),
+            End::Idle(d) => tracing::info!(
+                %client, upstream = %addr, up, down,
+                "tunnel closed: idle for {d:?} (timeouts.tunnel_idle)"
+            ),
+            End::Failed(side, e) => {
+                let side = match side {
+                    Some(Side::Client) => "client",
+                    Some(Side::Upstream) => "upstream",
+                    None => "socket",
+                };
+                tracing::info!(
+                    %client, upstream = %addr, up, down,
+                    "tunnel closed: {side} error: {e}"
+                )
+            }
+            End::Upgrade(e) => tracing::warn!(
+                %client, upstream = %addr,
+                "tunnel failed: upstream connection not handed over after its 101: {e}"
+            ),
+        }
+        if let Some(e) = &self.entry {
+            w.log.record(e, 101, down, Some(addr), outcome);
+        }
+        let (balancer, i) = w.pool.locate(self.server);
+        balancer.end(i);
+    }
+}
+
+/// One side's socket, counting what it reads into [`Stats`].
+struct Counted<'a, T> {
+    io: T,
+    stats: &'a Stats,
+    side: Side,
+}
+
+impl<T> Counted<'_, T> {
+    fn note<R>(&self, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if let Poll::Ready(Err(_)) = &r {
+            if self.stats.failed.get().is_none() {
+                self.stats.failed.set(Some(self.side));
+            }
+        }
+        r
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<'_, T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            let n = (buf.filled().len() - before) as u64;
+            let s = self.stats;
+            let count = match self.side {
+                Side::Client => &s.up,
+                Side::Upstream => &s.down,
+            };
+            count.set(count.get() + n);
+            s.last.set(Instant::now());
+        }
+        self.note(r)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<'_, T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.note(r)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.note(r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.note(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                header::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn upgrade_needs_both_fields() {
+        assert!(wants_upgrade(&map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket")
+        ])));
+        assert!(wants_upgrade(&map(&[
+            ("connection", "keep-alive"),
+            ("connection", "UPGRADE"),
+            ("upgrade", "foo")
+        ])));
+        assert!(!wants_upgrade(&map(&[("upgrade", "websocket")])));
+        assert!(!wants_upgrade(&map(&[("connection", "upgrade")])));
+        assert!(!wants_upgrade(&map(&[
+            ("connection", "upgraded"),
+            ("upgrade", "websocket")
+        ])));
+        assert!(!wants_upgrade(&map(&[
+            ("connection", "upgrade"),
+            ("upgrade", "")
+        ])));
+        assert!(!wants_upgrade(&map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c")
+        ])));
+        assert!(!wants_upgrade(&map(&[
+            ("connection", "upgrade"),
+            ("upgrade", "foo/2, H2C")
+        ])));
+    }
+
+    #[test]
+    fn keep_upgrade_restores_the_fields() {
+        let mut h = map(&[("x", "1")]);
+        keep_upgrade(&mut h, vec![HeaderValue::from_static("websocket")]);
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+        assert_eq!(h.get("connection").unwrap(), "upgrade");
+    }
+}
