@@ -14,7 +14,8 @@
 //!   mapping failures to statuses, streaming the response back.
 //! - [`upstream`]: the per-thread upstream connection pool; [`balance`]:
 //!   which server of a group takes a request; [`health`]: active checks
-//!   and passive ejection.
+//!   and passive ejection; [`upstream_tls`]: TLS and HTTP version to
+//!   upstreams.
 //! - [`body`]: the streaming body wrappers (limits, byte counts, completion).
 //! - [`error`]: why a request failed, and the status that follows.
 //! - [`access_log`]: one line per request, buffered per thread.
@@ -37,6 +38,7 @@ pub mod router;
 pub mod rt;
 pub mod server;
 pub mod upstream;
+pub mod upstream_tls;
 
 pub use config::Config;
 pub use server::{start, Running, StartError};

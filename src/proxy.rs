@@ -172,8 +172,17 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
                 parts,
                 ProxyBody::Upstream(UpstreamBody::new(body, exchange)),
             );
+            // Announced trailers of a chunked body stay announced: hyper
+            // writes only those.
+            let trailer = match http_body::Body::size_hint(resp.body()).exact() {
+                None => resp.headers().get(header::TRAILER).cloned(),
+                Some(_) => None,
+            };
             let h = resp.headers_mut();
             strip_hop_by_hop(h);
+            if let Some(t) = trailer {
+                h.insert(header::TRAILER, t);
+            }
             h.append(header::VIA, VIA_VALUE);
             route.response_headers.apply(h);
             if matches!(status, 429 | 503) {
@@ -330,7 +339,9 @@ async fn forward<'w>(
         .hash_key()
         .map(|k| request_key(k, ctx.client, &parts.headers));
 
-    prepare_request(&mut parts, ctx, &route.upstream_host);
+    let chunked = !http_body::Body::is_end_stream(&body)
+        && http_body::Body::size_hint(&body).exact().is_none();
+    prepare_request(&mut parts, ctx, &route.upstream_host, chunked);
     route.request_headers.apply(&mut parts.headers);
 
     // A request that may go to another server if the first fails before
@@ -689,11 +700,18 @@ fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
     copy
 }
 
-/// Rewrites the request head for the upstream hop.
-fn prepare_request(parts: &mut http::request::Parts, ctx: &ConnCtx, host_mode: &UpstreamHost) {
+/// Rewrites the request head for the upstream hop. `chunked`: the body
+/// streams with no declared length (and so may end with trailers).
+fn prepare_request(
+    parts: &mut http::request::Parts,
+    ctx: &ConnCtx,
+    host_mode: &UpstreamHost,
+    chunked: bool,
+) {
     // Origin-form target; an absolute-form target's authority becomes Host.
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         if let Some(a) = parts.uri.authority() {
@@ -712,7 +730,13 @@ fn prepare_request(parts: &mut http::request::Parts, ctx: &ConnCtx, host_mode: &
 
     let h = &mut parts.headers;
     let found = scan(h);
+    let trailers = found
+        .hop
+        .then(|| trailer_fields(h, chunked, &mut parts.extensions));
     strip_found(h, found);
+    if let Some(Some(t)) = trailers {
+        h.insert(header::TRAILER, t);
+    }
     if found.expect {
         h.remove(header::EXPECT);
     }
@@ -742,6 +766,29 @@ fn prepare_request(parts: &mut http::request::Parts, ctx: &ConnCtx, host_mode: &
             h.insert(header::HOST, v.clone());
         }
     }
+}
+
+/// What `TE` and `Trailer` ask that outlives the hop: a client accepting
+/// trailers (`TE: trailers`, passed on to HTTP/2 upstreams through
+/// [`TeTrailers`](crate::upstream::TeTrailers)), and the trailer fields a
+/// chunked body announces (which hyper only writes when announced).
+fn trailer_fields(h: &HeaderMap, chunked: bool, ext: &mut http::Extensions) -> Option<HeaderValue> {
+    let te_trailers = h
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        });
+    if te_trailers {
+        ext.insert(crate::upstream::TeTrailers);
+    }
+    chunked.then(|| h.get(header::TRAILER).cloned()).flatten()
 }
 
 /// Headers the proxy must act on, found in one pass over a header map
