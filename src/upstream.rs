@@ -390,8 +390,12 @@ struct ServerPool {
     h2: Cell<bool>,
     /// Shared HTTP/2 connections.
     h2_conns: RefCell<Vec<Rc<H2Conn>>>,
-    /// An HTTP/2 connection is being opened; wait for it.
+    /// An HTTP/2 connection (or, with `protocol = "auto"` over TLS, the
+    /// first connection, whose ALPN tells the version) is being opened;
+    /// wait for it.
     h2_opening: Cell<bool>,
+    /// Whether the version is settled: by config, or by a first ALPN.
+    settled: Cell<bool>,
     h2_opened: tokio::sync::Notify,
     /// Oldest first; checkout takes the newest.
     idle: RefCell<Vec<Idle>>,
@@ -429,6 +433,7 @@ impl Pool {
                 h2: Cell::new(s.protocol == Protocol::H2),
                 h2_conns: RefCell::new(Vec::new()),
                 h2_opening: Cell::new(false),
+                settled: Cell::new(s.protocol != Protocol::Auto || s.tls.is_none()),
                 h2_opened: tokio::sync::Notify::new(),
                 // A reload keeps the idle connections of servers it keeps
                 // (plain HTTP/1.1 ones: TLS ones were made under settings
@@ -545,6 +550,9 @@ impl Pool {
         connect_timeout: Duration,
     ) -> Result<Lease, ProxyError> {
         let pool = &self.servers[server];
+        if !pool.settled.get() {
+            return Box::pin(self.first_connect(server, connect_timeout)).await;
+        }
         if pool.h2.get() {
             return Box::pin(self.checkout_h2(server, connect_timeout)).await;
         }
@@ -568,6 +576,33 @@ impl Pool {
         // Boxed: the connect path is rare, and its state would otherwise
         // enlarge every request's future.
         Box::pin(self.connect(server, connect_timeout)).await
+    }
+
+    /// With `protocol = "auto"` over TLS, until a handshake tells whether
+    /// the server speaks HTTP/2: one connection at a time, so that a burst
+    /// of requests does not open a connection each before the first says
+    /// they could have shared one.
+    async fn first_connect(
+        &self,
+        server: usize,
+        connect_timeout: Duration,
+    ) -> Result<Lease, ProxyError> {
+        let pool = &self.servers[server];
+        if pool.h2_opening.get() {
+            pool.h2_opened.notified().await;
+            if pool.h2.get() {
+                return self.checkout_h2(server, connect_timeout).await;
+            }
+            return self.connect(server, connect_timeout).await;
+        }
+        pool.h2_opening.set(true);
+        let opened = self.connect(server, connect_timeout).await;
+        pool.h2_opening.set(false);
+        if opened.is_ok() {
+            pool.settled.set(true);
+        }
+        pool.h2_opened.notify_waiters();
+        opened
     }
 
     /// A stream on a shared HTTP/2 connection to `server`, opening a
