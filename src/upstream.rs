@@ -661,7 +661,15 @@ impl Pool {
             .iter()
             .filter(|c| crowd || c.active.get() < H2_STREAMS)
             .min_by_key(|c| c.active.get())?;
-        Some(self.h2_lease(server, conn.clone()))
+        // A reused connection: a request that never went out on it (the
+        // server closed it meanwhile) may go again on a new one.
+        let idle_for = match conn.active.get() {
+            0 => conn.last_used.get().elapsed(),
+            _ => Duration::ZERO,
+        };
+        let mut lease = self.h2_lease(server, conn.clone());
+        lease.idle_for = Some(idle_for);
+        Some(lease)
     }
 
     fn h2_lease(&self, server: usize, conn: Rc<H2Conn>) -> Lease {

@@ -124,6 +124,15 @@ async fn h2c_by_config() {
         assert_eq!(status, 200);
         assert_eq!(body, "HTTP/2.0");
     }
+    // The client's HTTP/1.1 connection stays alive across answers that
+    // came over HTTP/2.
+    let mut conn = RawConn::connect(proxy.addr).await;
+    for _ in 0..2 {
+        conn.send(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
+        let resp = conn.response().await;
+        assert_eq!((resp.version.as_str(), resp.status), ("HTTP/1.1", 200));
+        assert_eq!(resp.text(), "HTTP/2.0");
+    }
     assert_eq!(origin.seen.connections.load(Ordering::SeqCst), 1);
 }
 
@@ -249,4 +258,61 @@ async fn health_checks_speak_h2_to_h2c_groups() {
     let (status, _, body) = get(proxy.addr, "/").await;
     assert_eq!(status, 200);
     assert_eq!(body, "ok");
+}
+
+/// An h2c origin that closes each connection (GOAWAY) after one answer.
+fn one_answer_per_connection() -> (
+    std::net::SocketAddr,
+    Arc<AtomicUsize>,
+    tokio::runtime::Runtime,
+) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.set_nonblocking(true).expect("nonblocking");
+    let addr = l.local_addr().expect("addr");
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = conns.clone();
+    rt.spawn(async move {
+        let l = tokio::net::TcpListener::from_std(l).expect("listener");
+        while let Ok((stream, _)) = l.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+                let done = std::sync::Mutex::new(Some(done_tx));
+                let svc = hyper::service::service_fn(move |_req| {
+                    if let Some(tx) = done.lock().unwrap().take() {
+                        let _ = tx.send(());
+                    }
+                    async { Ok::<_, std::convert::Infallible>(text(200, "once")) }
+                });
+                let conn =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = done_rx => {}
+                }
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            });
+        }
+    });
+    (addr, conns, rt)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_connections_closed_by_the_server_are_replaced() {
+    let (addr, conns, rt) = one_answer_per_connection();
+    let proxy = Proxy::start(&config(1, &format!("\"{addr}\""), "protocol = \"h2\""));
+    for _ in 0..5 {
+        let (status, _, body) = get(proxy.addr, "/").await;
+        assert_eq!((status, body.as_ref()), (200, &b"once"[..]));
+    }
+    assert!(conns.load(Ordering::SeqCst) >= 5);
+    rt.shutdown_background();
 }
