@@ -316,3 +316,22 @@ async fn h2_connections_closed_by_the_server_are_replaced() {
     assert!(conns.load(Ordering::SeqCst) >= 5);
     rt.shutdown_background();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_trailers_reach_an_http1_upstream() {
+    let origin = backend(trailers_origin);
+    let proxy = Proxy::to(origin.addr, "");
+    let wire = raw(
+        proxy.addr,
+        b"POST /upload HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\
+          Trailer: x-req\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\nx-req: from-client\r\n\r\n",
+    )
+    .await;
+    let resp = parse_raw(&wire);
+    assert_eq!(resp.status, 200, "{wire}");
+    assert!(
+        resp.text().ends_with("body=hello x-req=from-client"),
+        "{wire}"
+    );
+}

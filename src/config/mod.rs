@@ -760,6 +760,19 @@ mod tests {
     }
 
     #[test]
+    fn https_servers_default_to_port_443_and_their_host_as_tls_name() {
+        let text = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[upstreams.app]\n\
+                    servers = [\"https://localhost\"]\n[upstreams.app.tls]\n\
+                    insecure_skip_verify_for_testing_only = true\n[[routes]]\nupstream = \"app\"\n";
+        let c = Config::from_toml(text, "t.toml").unwrap();
+        let s = &c.upstreams[0].servers[0];
+        assert_eq!(s.addr.port(), 443);
+        let tls = s.tls.as_ref().unwrap();
+        assert_eq!(tls.name.to_str(), "localhost");
+        assert_eq!(s.protocol, crate::upstream_tls::Protocol::Auto);
+    }
+
+    #[test]
     fn route_errors_name_field_and_reason() {
         let cases = [
             ("upstream = \"app\"\nrespond = { status = 200 }", "routes[0].upstream: give only one"),
