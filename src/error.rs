@@ -34,6 +34,12 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
+    #[error("upstream {addr}: TLS handshake failed: {source}")]
+    Tls {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("upstream {addr}: connect timed out")]
     ConnectTimeout { addr: SocketAddr },
     #[error("upstream {addr}: HTTP handshake failed: {source}")]
@@ -64,7 +70,9 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
-            ProxyError::Connect { .. } | ProxyError::Handshake { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect { .. } | ProxyError::Tls { .. } | ProxyError::Handshake { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -76,6 +84,7 @@ impl ProxyError {
     pub fn upstream(&self) -> Option<SocketAddr> {
         match self {
             ProxyError::Connect { addr, .. }
+            | ProxyError::Tls { addr, .. }
             | ProxyError::ConnectTimeout { addr }
             | ProxyError::Handshake { addr, .. }
             | ProxyError::ResponseTimeout { addr }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -172,8 +172,12 @@ pub fn spawn_checks(
         for s in &g.servers {
             targets.push((
                 g.name.clone(),
-                s.addr,
-                s.authority.clone(),
+                Target {
+                    addr: s.addr,
+                    authority: s.authority.clone(),
+                    tls: s.tls.clone(),
+                    protocol: s.protocol,
+                },
                 s.health.clone(),
                 check.clone(),
             ));
@@ -191,7 +195,8 @@ pub fn spawn_checks(
         .spawn(move || {
             rt.block_on(async move {
                 let mut tasks = tokio::task::JoinSet::new();
-                for (group, addr, authority, health, check) in targets {
+                for (group, target, health, check) in targets {
+                    let addr = target.addr;
                     let mut stop = stop.clone();
                     tasks.spawn(async move {
                         let mut tick = tokio::time::interval(check.interval);
@@ -201,7 +206,7 @@ pub fn spawn_checks(
                                 _ = tick.tick() => {}
                                 _ = stop.changed() => return,
                             }
-                            let result = probe(addr, &authority, &check).await;
+                            let result = probe(&target, &check).await;
                             let ok = matches!(&result, Ok(s) if check.expect.contains(s));
                             match health.checked(ok, &check) {
                                 Some(true) => tracing::info!(%addr, group, "health check passing again: server back in service"),
@@ -224,31 +229,64 @@ fn describe(r: &Result<StatusCode, String>) -> String {
     }
 }
 
-/// One check: a fresh connection, one request, the status.
-async fn probe(
+/// Where a check goes, and how it connects (as requests do: TLS for
+/// `https://` servers, HTTP/2 when the group speaks it).
+struct Target {
     addr: SocketAddr,
-    authority: &http::HeaderValue,
-    check: &Check,
-) -> Result<StatusCode, String> {
+    authority: http::HeaderValue,
+    tls: Option<crate::upstream_tls::ServerTls>,
+    protocol: crate::upstream_tls::Protocol,
+}
+
+/// One check: a fresh connection, one request, the status.
+async fn probe(target: &Target, check: &Check) -> Result<StatusCode, String> {
+    use crate::upstream_tls::Protocol;
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect(addr)
+        let (io, alpn_h2) = crate::upstream::open(target.addr, target.tls.as_ref(), check.timeout)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(conn);
-        let req = http::Request::builder()
-            .method(check.method.clone())
-            .uri(check.path.clone())
-            .header(http::header::HOST, authority)
-            .header(http::header::USER_AGENT, "tidegate-health-check")
-            .body(Empty::<bytes::Bytes>::new())
             .map_err(|e| e.to_string())?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
+        let h2 = match target.protocol {
+            Protocol::H2 => true,
+            Protocol::Http1 => false,
+            Protocol::Auto => alpn_h2,
+        };
+        let builder = http::Request::builder()
+            .method(check.method.clone())
+            .header(http::header::USER_AGENT, "tidegate-health-check");
+        let resp = if h2 {
+            let scheme = if target.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let uri = format!(
+                "{scheme}://{}{}",
+                target.authority.to_str().unwrap_or_default(),
+                check.path
+            );
+            let req = builder
+                .uri(uri)
+                .body(Empty::<bytes::Bytes>::new())
+                .map_err(|e| e.to_string())?;
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+                    .await
+                    .map_err(|e| format!("handshake: {e}"))?;
+            tokio::spawn(conn);
+            sender.send_request(req).await
+        } else {
+            let req = builder
+                .uri(check.path.clone())
+                .header(http::header::HOST, &target.authority)
+                .body(Empty::<bytes::Bytes>::new())
+                .map_err(|e| e.to_string())?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            tokio::spawn(conn);
+            sender.send_request(req).await
+        }
+        .map_err(|e| format!("request: {e}"))?;
         let status = resp.status();
         let _ = resp.into_body().collect().await;
         Ok(status)

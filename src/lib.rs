@@ -14,7 +14,8 @@
 //!   mapping failures to statuses, streaming the response back.
 //! - [`upstream`]: the per-thread upstream connection pool; [`balance`]:
 //!   which server of a group takes a request; [`health`]: active checks
-//!   and passive ejection.
+//!   and passive ejection; [`upstream_tls`]: TLS and HTTP version to
+//!   upstreams.
 //! - [`tunnel`]: HTTP/1.1 upgrades (WebSocket...): the 101 and the
 //!   byte tunnel that follows it.
 //! - [`body`]: the streaming body wrappers (limits, byte counts, completion).
@@ -41,6 +42,7 @@ pub mod server;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;
+pub mod upstream_tls;
 
 pub use config::Config;
 pub use server::{start, Running, StartError};

@@ -221,8 +221,17 @@ async fn respond(
                 parts,
                 ProxyBody::Upstream(UpstreamBody::new(body, exchange)),
             );
+            // Announced trailers of a chunked body stay announced: hyper
+            // writes only those.
+            let trailer = match http_body::Body::size_hint(resp.body()).exact() {
+                None => resp.headers().get(header::TRAILER).cloned(),
+                Some(_) => None,
+            };
             let h = resp.headers_mut();
             strip_hop_by_hop(h);
+            if let Some(t) = trailer {
+                h.insert(header::TRAILER, t);
+            }
             h.append(header::VIA, VIA_VALUE);
             route.response_headers.apply(h);
             if matches!(status, 429 | 503) {
@@ -409,7 +418,9 @@ async fn forward<'w>(
         .hash_key()
         .map(|k| request_key(k, ctx.client, &parts.headers));
 
-    let upgrade = prepare_request(&mut parts, ctx, &route.upstream_host);
+    let chunked = !http_body::Body::is_end_stream(&body)
+        && http_body::Body::size_hint(&body).exact().is_none();
+    let upgrade = prepare_request(&mut parts, ctx, &route.upstream_host, chunked);
     route.request_headers.apply(&mut parts.headers);
 
     // A request that may go to another server if the first fails before
@@ -842,16 +853,19 @@ fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
     copy
 }
 
 /// Rewrites the request head for the upstream hop; `true` for an upgrade
 /// request (see [`crate::tunnel`]), which keeps `Upgrade` and
-/// `Connection: upgrade`.
+/// `Connection: upgrade`. `chunked`: the body streams with no declared
+/// length (and so may end with trailers).
 fn prepare_request(
     parts: &mut http::request::Parts,
     ctx: &ConnCtx,
     host_mode: &UpstreamHost,
+    chunked: bool,
 ) -> bool {
     let http11 = parts.version == Version::HTTP_11;
     // Origin-form target; an absolute-form target's authority becomes Host.
@@ -883,7 +897,13 @@ fn prepare_request(
                 .cloned()
                 .collect::<Vec<_>>()
         });
+    let trailers = found
+        .hop
+        .then(|| trailer_fields(h, chunked, &mut parts.extensions));
     strip_found(h, found);
+    if let Some(Some(t)) = trailers {
+        h.insert(header::TRAILER, t);
+    }
     let is_upgrade = upgrade.is_some();
     if let Some(upgrade) = upgrade {
         crate::tunnel::keep_upgrade(h, upgrade);
@@ -954,6 +974,29 @@ fn join_cookies(h: &mut HeaderMap) {
     if let Ok(v) = HeaderValue::from_bytes(&joined) {
         h.insert(header::COOKIE, v);
     }
+}
+
+/// What `TE` and `Trailer` ask that outlives the hop: a client accepting
+/// trailers (`TE: trailers`, passed on to HTTP/2 upstreams through
+/// [`TeTrailers`](crate::upstream::TeTrailers)), and the trailer fields a
+/// chunked body announces (which hyper only writes when announced).
+fn trailer_fields(h: &HeaderMap, chunked: bool, ext: &mut http::Extensions) -> Option<HeaderValue> {
+    let te_trailers = h
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        });
+    if te_trailers {
+        ext.insert(crate::upstream::TeTrailers);
+    }
+    chunked.then(|| h.get(header::TRAILER).cloned()).flatten()
 }
 
 /// Headers the proxy must act on, found in one pass over a header map

@@ -53,7 +53,7 @@ use crate::body::{ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::proxy::Worker;
 use crate::router::Route;
-use crate::upstream::{connect_tcp, Lease};
+use crate::upstream::{open, Lease, Sender};
 
 /// Buffer size for each direction of a tunnel.
 const BUF: usize = 16 * 1024;
@@ -100,7 +100,16 @@ pub fn keep_upgrade(h: &mut HeaderMap, upgrade: Vec<HeaderValue>) {
 /// spawned as a task with hyper's upgrade support.
 pub async fn connect(w: &Worker, server: usize, timeout: Duration) -> Result<Lease, ProxyError> {
     let addr = w.pool.addr(server);
-    let stream = connect_tcp(addr, timeout).await?;
+    // Upgrades are HTTP/1.1: over TLS, offer only that in ALPN.
+    let tls = w.pool.tls(server).map(|t| {
+        let mut config = (*t.config).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        crate::upstream_tls::ServerTls {
+            config: std::sync::Arc::new(config),
+            name: t.name.clone(),
+        }
+    });
+    let (stream, _) = open(addr, tls.as_ref(), timeout).await?;
     let mut b = http1::Builder::new();
     b.max_buf_size(64 * 1024).writev(false);
     let (sender, conn) = b
@@ -112,7 +121,7 @@ pub async fn connect(w: &Worker, server: usize, timeout: Duration) -> Result<Lea
             tracing::debug!(upstream = %addr, "upgrade connection ended: {e}");
         }
     });
-    Ok(Lease::detached(sender, server))
+    Ok(Lease::detached(Sender::H1(sender), server))
 }
 
 /// The client's 101 for the upstream's, and the tunnel it leaves with

@@ -11,6 +11,14 @@
 //! while it waits for the response head, then the response body as it
 //! streams). Bytes from the upstream socket thus wake the client
 //! connection's task directly, with no hop through another task.
+//!
+//! HTTP/2 connections (h2 by ALPN over TLS, or h2c by config) are shared:
+//! each server keeps, per thread, a short list of them, each driven by a
+//! task of its own (`spawn_local`), and a request takes a stream on the
+//! least busy one. A new connection opens only when every one has
+//! [`H2_STREAMS`] streams open (and `max_connections` allows), and only
+//! one opens at a time; requests arriving meanwhile wait for it. For h2,
+//! `max_connections` counts connections, not requests.
 
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
@@ -20,24 +28,243 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::client::conn::http1;
+use std::rc::Rc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::RequestBody;
 use crate::config::Config;
 use crate::error::ProxyError;
+use crate::upstream_tls::{Protocol, ServerTls};
 
-pub type Sender = http1::SendRequest<RequestBody>;
-type Driver = http1::Connection<TokioIo<TcpStream>, RequestBody>;
+type Driver = http1::Connection<TokioIo<Io>, RequestBody>;
 
-/// An upstream connection, held by one request at a time.
+/// Streams one HTTP/2 connection carries before another one is opened.
+pub const H2_STREAMS: u32 = 100;
+
+/// An upstream socket: plain TCP, or TLS over it.
+pub enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Connects to `addr` (TCP, then TLS when `tls` is set) within `timeout`;
+/// says whether TLS settled on HTTP/2. Shared with the health checks.
+pub async fn open(
+    addr: SocketAddr,
+    tls: Option<&ServerTls>,
+    timeout: Duration,
+) -> Result<(Io, bool), ProxyError> {
+    let attempt = async {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ProxyError::Connect { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        match tls {
+            None => Ok((Io::Plain(tcp), false)),
+            Some(t) => {
+                let s = t
+                    .handshake(tcp)
+                    .await
+                    .map_err(|source| ProxyError::Tls { addr, source })?;
+                let h2 = crate::upstream_tls::negotiated_h2(&s);
+                Ok((Io::Tls(Box::new(s)), h2))
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Err(_) => Err(ProxyError::ConnectTimeout { addr }),
+        Ok(r) => r,
+    }
+}
+
+/// How a request goes out on a connection.
+pub enum Sender {
+    H1(http1::SendRequest<RequestBody>),
+    /// An HTTP/2 connection shared with other requests; `https` picks the
+    /// `:scheme`.
+    H2 {
+        sender: http2::SendRequest<RequestBody>,
+        https: bool,
+    },
+}
+
+type SendResult = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>;
+
+impl Sender {
+    /// Sends `req`; as hyper's `try_send_request`, a request that never
+    /// went out comes back in the error. For HTTP/2 the target becomes
+    /// absolute (`:scheme`, and `:authority` from `Host`).
+    pub fn try_send_request(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> impl Future<Output = SendResult> + 'static {
+        match self {
+            Sender::H1(s) => Either::A {
+                fut: s.try_send_request(req),
+            },
+            Sender::H2 { sender, https } => Either::B {
+                fut: sender.try_send_request(h2_request(req, *https)),
+            },
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2 { sender, .. } => sender.is_closed(),
+        }
+    }
+}
+
+/// Marks a request whose client sent `TE: trailers`, which an HTTP/2
+/// upstream then receives (gRPC servers require it); HTTP/1.1 upstreams
+/// never see `TE`.
+#[derive(Debug, Clone, Copy)]
+pub struct TeTrailers;
+
+/// The request as hyper's HTTP/2 client wants it.
+fn h2_request(mut req: Request<RequestBody>, https: bool) -> Request<RequestBody> {
+    let authority = req
+        .headers_mut()
+        .remove(http::header::HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+    let has_authority = req.uri().authority().is_some();
+    if has_authority || authority.is_some() {
+        let mut parts = std::mem::take(req.uri_mut()).into_parts();
+        parts.scheme = Some(if https {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
+        if !has_authority {
+            parts.authority = authority;
+        }
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        // Scheme, authority and path are all set: this cannot fail.
+        *req.uri_mut() = http::Uri::from_parts(parts).unwrap_or_default();
+    }
+    // Without an authority, hyper sends the path alone.
+    *req.version_mut() = http::Version::HTTP_2;
+    if req.extensions().get::<TeTrailers>().is_some() {
+        req.headers_mut()
+            .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    }
+    req
+}
+
+pin_project_lite::pin_project! {
+    #[project = EitherProj]
+    enum Either<A, B> {
+        A { #[pin] fut: A },
+        B { #[pin] fut: B },
+    }
+}
+
+impl<A: Future, B: Future<Output = A::Output>> Future for Either<A, B> {
+    type Output = A::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<A::Output> {
+        match self.project() {
+            EitherProj::A { fut } => fut.poll(cx),
+            EitherProj::B { fut } => fut.poll(cx),
+        }
+    }
+}
+
+/// One stream on a shared HTTP/2 connection, released on drop.
+struct StreamSlot(Rc<H2Conn>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get().saturating_sub(1));
+        self.0.last_used.set(Instant::now());
+    }
+}
+
+/// A shared HTTP/2 connection of one thread; its driver runs as a task.
+struct H2Conn {
+    sender: http2::SendRequest<RequestBody>,
+    active: Cell<u32>,
+    last_used: Cell<Instant>,
+}
+
+/// An upstream connection (or, for HTTP/2, a stream on one), held by one
+/// request at a time.
 pub struct Lease {
     pub sender: Sender,
-    /// `None` once finished: the connection is closed, and dropping the
-    /// driver fails whatever still waited on it (a response, a body).
+    /// HTTP/1.1 only. `None` once finished: the connection is closed, and
+    /// dropping the driver fails whatever still waited on it (a response,
+    /// a body).
     driver: Option<Pin<Box<Driver>>>,
+    /// HTTP/2 only: the stream this request counts as.
+    _stream: Option<StreamSlot>,
     /// Flat index of the server, for [`Pool::checkin`].
     pub server: usize,
     /// How long it sat idle in the pool; `None` for a fresh connection.
@@ -65,20 +292,27 @@ impl Lease {
         Lease {
             sender,
             driver: None,
+            _stream: None,
             server,
             idle_for: None,
         }
     }
 
     pub fn is_dead(&self) -> bool {
-        self.driver.is_none()
+        match &self.sender {
+            Sender::H1(_) => self.driver.is_none(),
+            Sender::H2 { sender, .. } => sender.is_closed(),
+        }
     }
 
     /// Ready for a request; `false` if the connection turned out closed.
     async fn ready(&mut self) -> bool {
         poll_fn(|cx| {
             self.drive(cx);
-            match self.sender.poll_ready(cx) {
+            let Sender::H1(sender) = &mut self.sender else {
+                return Poll::Ready(!self.is_dead());
+            };
+            match sender.poll_ready(cx) {
                 Poll::Ready(r) => Poll::Ready(r.is_ok()),
                 Poll::Pending if self.is_dead() => Poll::Ready(false),
                 Poll::Pending => Poll::Pending,
@@ -162,6 +396,19 @@ struct ServerPool {
     limit: Option<Arc<ServerLimit>>,
     addr: SocketAddr,
     authority: http::HeaderValue,
+    tls: Option<ServerTls>,
+    protocol: Protocol,
+    /// Speaks HTTP/2: by config, or since a TLS handshake settled on it.
+    h2: Cell<bool>,
+    /// Shared HTTP/2 connections.
+    h2_conns: RefCell<Vec<Rc<H2Conn>>>,
+    /// An HTTP/2 connection (or, with `protocol = "auto"` over TLS, the
+    /// first connection, whose ALPN tells the version) is being opened;
+    /// wait for it.
+    h2_opening: Cell<bool>,
+    /// Whether the version is settled: by config, or by a first ALPN.
+    settled: Cell<bool>,
+    h2_opened: tokio::sync::Notify,
     /// Oldest first; checkout takes the newest.
     idle: RefCell<Vec<Idle>>,
     /// The fewest idle connections seen since the last purge: that many were
@@ -193,10 +440,24 @@ impl Pool {
                 limit: s.limit.clone(),
                 addr: s.addr,
                 authority: s.authority.clone(),
-                // A reload keeps the idle connections of servers it keeps.
+                tls: s.tls.clone(),
+                protocol: s.protocol,
+                h2: Cell::new(s.protocol == Protocol::H2),
+                h2_conns: RefCell::new(Vec::new()),
+                h2_opening: Cell::new(false),
+                settled: Cell::new(s.protocol != Protocol::Auto || s.tls.is_none()),
+                h2_opened: tokio::sync::Notify::new(),
+                // A reload keeps the idle connections of servers it keeps
+                // (plain HTTP/1.1 ones: TLS ones were made under settings
+                // the reload may have changed).
                 idle: RefCell::new({
                     let mut moved: Vec<Idle> = old
-                        .and_then(|o| o.servers.iter().find(|p| p.addr == s.addr))
+                        .filter(|_| s.tls.is_none())
+                        .and_then(|o| {
+                            o.servers
+                                .iter()
+                                .find(|p| p.addr == s.addr && p.tls.is_none())
+                        })
                         .map(|p| std::mem::take(&mut *p.idle.borrow_mut()))
                         .unwrap_or_default();
                     for i in &mut moved {
@@ -273,9 +534,15 @@ impl Pool {
         (&self.balancers[s.group], s.index)
     }
 
-    /// The server's concurrency limit, if it has one.
+    /// The server's per-request concurrency limit, if it has one (none
+    /// for HTTP/2 servers: their limit counts connections, and the pool
+    /// applies it).
     pub fn limit(&self, server: usize) -> Option<&Arc<ServerLimit>> {
-        self.servers[server].limit.as_ref()
+        let s = &self.servers[server];
+        if s.h2.get() {
+            return None;
+        }
+        s.limit.as_ref()
     }
 
     pub fn addr(&self, server: usize) -> SocketAddr {
@@ -295,6 +562,12 @@ impl Pool {
         connect_timeout: Duration,
     ) -> Result<Lease, ProxyError> {
         let pool = &self.servers[server];
+        if !pool.settled.get() {
+            return Box::pin(self.first_connect(server, connect_timeout)).await;
+        }
+        if pool.h2.get() {
+            return Box::pin(self.checkout_h2(server, connect_timeout)).await;
+        }
         loop {
             let idle = {
                 let mut idle = pool.idle.borrow_mut();
@@ -317,30 +590,196 @@ impl Pool {
         Box::pin(self.connect(server, connect_timeout)).await
     }
 
+    /// With `protocol = "auto"` over TLS, until a handshake tells whether
+    /// the server speaks HTTP/2: one connection at a time, so that a burst
+    /// of requests does not open a connection each before the first says
+    /// they could have shared one.
+    async fn first_connect(
+        &self,
+        server: usize,
+        connect_timeout: Duration,
+    ) -> Result<Lease, ProxyError> {
+        let pool = &self.servers[server];
+        if pool.h2_opening.get() {
+            pool.h2_opened.notified().await;
+            if pool.h2.get() {
+                return self.checkout_h2(server, connect_timeout).await;
+            }
+            return self.connect(server, connect_timeout).await;
+        }
+        pool.h2_opening.set(true);
+        let opened = self.connect(server, connect_timeout).await;
+        pool.h2_opening.set(false);
+        if opened.is_ok() {
+            pool.settled.set(true);
+        }
+        pool.h2_opened.notify_waiters();
+        opened
+    }
+
+    /// A stream on a shared HTTP/2 connection to `server`, opening a
+    /// connection when all are busy (one at a time).
+    async fn checkout_h2(
+        &self,
+        server: usize,
+        connect_timeout: Duration,
+    ) -> Result<Lease, ProxyError> {
+        let pool = &self.servers[server];
+        let mut waited = false;
+        loop {
+            if let Some(lease) = self.h2_stream(server, false) {
+                return Ok(lease);
+            }
+            if pool.h2_opening.get() && !waited {
+                // Created before waiting: it sees the wake-up whenever
+                // that comes.
+                pool.h2_opened.notified().await;
+                waited = true;
+                continue;
+            }
+            break;
+        }
+        let permit = match &pool.limit {
+            None => None,
+            Some(l) => match l.permits.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    // At max_connections: crowd the connections there are.
+                    if let Some(lease) = self.h2_stream(server, true) {
+                        return Ok(lease);
+                    }
+                    Some(
+                        l.acquire(connect_timeout)
+                            .await
+                            .ok_or(ProxyError::ServerFull { addr: pool.addr })?,
+                    )
+                }
+            },
+        };
+        pool.h2_opening.set(true);
+        let opened = self.connect_with(server, connect_timeout, permit).await;
+        pool.h2_opening.set(false);
+        pool.h2_opened.notify_waiters();
+        opened
+    }
+
+    /// A stream on the least busy live HTTP/2 connection to `server`; with
+    /// `crowd`, even when all have [`H2_STREAMS`] open.
+    fn h2_stream(&self, server: usize, crowd: bool) -> Option<Lease> {
+        let pool = &self.servers[server];
+        let mut conns = pool.h2_conns.borrow_mut();
+        conns.retain(|c| !c.sender.is_closed());
+        let conn = conns
+            .iter()
+            .filter(|c| crowd || c.active.get() < H2_STREAMS)
+            .min_by_key(|c| c.active.get())?;
+        // A reused connection: a request that never went out on it (the
+        // server closed it meanwhile) may go again on a new one.
+        let idle_for = match conn.active.get() {
+            0 => conn.last_used.get().elapsed(),
+            _ => Duration::ZERO,
+        };
+        let mut lease = self.h2_lease(server, conn.clone());
+        lease.idle_for = Some(idle_for);
+        Some(lease)
+    }
+
+    fn h2_lease(&self, server: usize, conn: Rc<H2Conn>) -> Lease {
+        conn.active.set(conn.active.get() + 1);
+        Lease {
+            sender: Sender::H2 {
+                sender: conn.sender.clone(),
+                https: self.servers[server].tls.is_some(),
+            },
+            driver: None,
+            _stream: Some(StreamSlot(conn)),
+            server,
+            idle_for: None,
+        }
+    }
+
+    /// The server's TLS settings, if it is an `https://` one.
+    pub fn tls(&self, server: usize) -> Option<&ServerTls> {
+        self.servers[server].tls.as_ref()
+    }
+
     /// A new connection to `server`.
     pub async fn connect(
         &self,
         server: usize,
         connect_timeout: Duration,
     ) -> Result<Lease, ProxyError> {
-        let addr = self.servers[server].addr;
-        let stream = connect_tcp(addr, connect_timeout).await?;
-        let (sender, driver) = self
-            .client
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| ProxyError::Handshake { addr, source })?;
-        Ok(Lease {
-            sender,
-            driver: Some(Box::pin(driver)),
-            server,
-            idle_for: None,
-        })
+        self.connect_with(server, connect_timeout, None).await
     }
 
-    /// Returns a connection whose last exchange completed.
+    /// A new connection to `server`; an HTTP/2 one holds `permit` (its
+    /// share of `max_connections`) for as long as it lives.
+    async fn connect_with(
+        &self,
+        server: usize,
+        connect_timeout: Duration,
+        mut permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Lease, ProxyError> {
+        let pool = &self.servers[server];
+        let addr = pool.addr;
+        let (io, alpn_h2) = open(addr, pool.tls.as_ref(), connect_timeout).await?;
+        let h2 = match pool.protocol {
+            Protocol::H2 => true,
+            Protocol::Http1 => false,
+            Protocol::Auto => alpn_h2,
+        };
+        if !h2 {
+            let (sender, driver) = self
+                .client
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(|source| ProxyError::Handshake { addr, source })?;
+            return Ok(Lease {
+                sender: Sender::H1(sender),
+                driver: Some(Box::pin(driver)),
+                _stream: None,
+                server,
+                idle_for: None,
+            });
+        }
+        let mut builder = http2::Builder::new(crate::rt::LocalExec);
+        builder.adaptive_window(true);
+        let (sender, conn) = builder
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| ProxyError::Handshake { addr, source })?;
+        if permit.is_none() && !pool.h2.get() {
+            // Learnt by ALPN only now: take the connection's share of the
+            // limit if one is free.
+            permit = pool
+                .limit
+                .as_ref()
+                .and_then(|l| l.permits.clone().try_acquire_owned().ok());
+        }
+        tokio::task::spawn_local(async move {
+            let _permit = permit;
+            if let Err(e) = conn.await {
+                tracing::debug!(upstream = %addr, "HTTP/2 upstream connection ended: {e}");
+            }
+        });
+        if !pool.h2.get() {
+            tracing::debug!(upstream = %addr, "speaks HTTP/2 (ALPN)");
+            pool.h2.set(true);
+        }
+        let conn = Rc::new(H2Conn {
+            sender,
+            active: Cell::new(0),
+            last_used: Cell::new(Instant::now()),
+        });
+        pool.h2_conns.borrow_mut().push(conn.clone());
+        Ok(self.h2_lease(server, conn))
+    }
+
+    /// Returns a connection whose last exchange completed. (An HTTP/2
+    /// lease just ends: its connection stays shared.)
     pub fn checkin(&self, lease: Lease) {
-        if lease.is_dead() || lease.sender.is_closed() {
+        if matches!(lease.sender, Sender::H2 { .. }) || lease.is_dead() || lease.sender.is_closed()
+        {
             return;
         }
         let mut idle = self.servers[lease.server].idle.borrow_mut();
@@ -377,17 +816,13 @@ impl Pool {
             } else {
                 s.low_water.set(s.low_water.get().min(idle.len()));
             }
+            // HTTP/2: close connections closed by the server, or with no
+            // stream open for `upstream_idle`.
+            s.h2_conns.borrow_mut().retain(|c| {
+                !c.sender.is_closed()
+                    && (c.active.get() > 0
+                        || now.duration_since(c.last_used.get()) < self.idle_timeout)
+            });
         }
     }
-}
-
-/// A TCP connection to `addr` (no delay), within `timeout`.
-pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ProxyError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Err(_) => return Err(ProxyError::ConnectTimeout { addr }),
-        Ok(Err(source)) => return Err(ProxyError::Connect { addr, source }),
-        Ok(Ok(s)) => s,
-    };
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
 }

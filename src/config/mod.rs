@@ -168,6 +168,10 @@ pub struct Server {
     pub health: std::sync::Arc<crate::health::ServerHealth>,
     /// The group's per-server concurrency cap, if set.
     pub limit: Option<std::sync::Arc<crate::upstream::ServerLimit>>,
+    /// Set for `https://` servers.
+    pub tls: Option<crate::upstream_tls::ServerTls>,
+    /// The group's HTTP version choice.
+    pub protocol: crate::upstream_tls::Protocol,
 }
 
 /// A named group of servers and how it balances between them.
@@ -262,6 +266,8 @@ impl Config {
                     retry: None,
                     max_connections: None,
                     max_pending: None,
+                    protocol: None,
+                    tls: None,
                 },
             )]
             .into_iter()
@@ -325,7 +331,17 @@ impl Config {
                     "at least one server is required".into(),
                 ));
             }
+            let protocol = match group.protocol.as_deref() {
+                None => crate::upstream_tls::Protocol::Auto,
+                Some(p) => crate::upstream_tls::Protocol::parse(p).ok_or_else(|| {
+                    invalid(
+                        format!("upstreams.{name}.protocol"),
+                        format!("`{p}`: use http1, h2 or auto (the default)"),
+                    )
+                })?,
+            };
             let mut servers = Vec::new();
+            let mut schemes = Vec::new();
             for (i, s) in group.servers.iter().enumerate() {
                 let (address, weight) = match s {
                     raw::ServerEntry::Address(a) => (a, 1),
@@ -337,9 +353,11 @@ impl Config {
                         format!("{weight} is outside 1..=1000"),
                     ));
                 }
-                let mut server = parse_server(address)
+                let (mut server, https) = parse_server(address)
                     .map_err(|reason| invalid(format!("upstreams.{name}.servers[{i}]"), reason))?;
                 server.weight = weight;
+                server.protocol = protocol;
+                schemes.push(https);
                 if let Some(max) = group.max_connections {
                     if max == 0 {
                         return Err(invalid(
@@ -354,6 +372,8 @@ impl Config {
                 }
                 servers.push(server);
             }
+            upstream_tls(name, group, &schemes, &mut servers)
+                .map_err(|(f, reason)| invalid(format!("upstreams.{name}.{f}"), reason))?;
             let balance = balance_method(group, &servers)
                 .map_err(|(f, reason)| invalid(format!("upstreams.{name}.{f}"), reason))?;
             let health = match &group.health {
@@ -524,17 +544,18 @@ fn parse_duration(v: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Parses `http://host:port`, `host:port` or `host` (port 80), resolving
-/// names once, now.
-fn parse_server(s: &str) -> Result<Server, String> {
-    let rest = if let Some(rest) = s.strip_prefix("http://") {
-        rest
+/// Parses `http://host:port`, `https://host:port`, `host:port` or `host`
+/// (port 80, or 443 for https), resolving names once, now. Also says
+/// whether it is https.
+fn parse_server(s: &str) -> Result<(Server, bool), String> {
+    let (rest, https) = if let Some(rest) = s.strip_prefix("http://") {
+        (rest, false)
+    } else if let Some(rest) = s.strip_prefix("https://") {
+        (rest, true)
     } else if s.contains("://") {
-        return Err(format!(
-            "`{s}`: only http:// upstreams are supported (https:// comes with TLS support)"
-        ));
+        return Err(format!("`{s}`: only http:// and https:// upstreams exist"));
     } else {
-        s
+        (s, false)
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.is_empty() || rest.contains('/') {
@@ -548,6 +569,8 @@ fn parse_server(s: &str) -> Result<Server, String> {
         && !rest.ends_with(']')
     {
         rest.to_string()
+    } else if https {
+        format!("{rest}:443")
     } else {
         format!("{rest}:80")
     };
@@ -558,13 +581,99 @@ fn parse_server(s: &str) -> Result<Server, String> {
         .ok_or_else(|| format!("`{s}` resolves to no address"))?;
     let authority =
         HeaderValue::from_str(rest).map_err(|_| format!("`{s}` is not a valid host"))?;
-    Ok(Server {
-        addr,
-        authority,
-        weight: 1,
-        health: crate::health::ServerHealth::new(),
-        limit: None,
-    })
+    Ok((
+        Server {
+            addr,
+            authority,
+            weight: 1,
+            health: crate::health::ServerHealth::new(),
+            limit: None,
+            tls: None,
+            protocol: crate::upstream_tls::Protocol::Auto,
+        },
+        https,
+    ))
+}
+
+/// A group's TLS: one client config for its `https://` servers, each with
+/// its name for SNI (`server_name`, or the host the server was written
+/// with). All servers of a group share one scheme.
+fn upstream_tls(
+    name: &str,
+    group: &raw::Upstream,
+    schemes: &[bool],
+    servers: &mut [Server],
+) -> Result<(), FieldError> {
+    let https = schemes.first().copied().unwrap_or(false);
+    if schemes.iter().any(|&s| s != https) {
+        return Err(field(
+            "servers",
+            "mixes http:// and https:// servers; use one scheme per group",
+        ));
+    }
+    let raw_tls = match (&group.tls, https) {
+        (None, false) => return Ok(()),
+        (Some(_), false) => {
+            return Err(field(
+                "tls",
+                "TLS settings need https:// servers (write them https://host:port)",
+            ))
+        }
+        (t, true) => t,
+    };
+    let mut opts = crate::upstream_tls::Options::default();
+    let mut server_name = None;
+    if let Some(t) = raw_tls {
+        opts.ca_file = t.ca_file.clone();
+        opts.client_cert = t.client_cert.clone();
+        opts.client_key = t.client_key.clone();
+        opts.insecure_skip_verify = t.insecure_skip_verify_for_testing_only == Some(true);
+        if opts.insecure_skip_verify && opts.ca_file.is_some() {
+            return Err(field(
+                "tls.ca_file",
+                "has no use with insecure_skip_verify_for_testing_only",
+            ));
+        }
+        if let Some(n) = &t.server_name {
+            server_name = Some(
+                rustls::pki_types::ServerName::try_from(n.clone())
+                    .map_err(|e| field("tls.server_name", format!("`{n}`: {e}")))?,
+            );
+        }
+    }
+    if opts.insecure_skip_verify {
+        tracing::warn!(
+            group = name,
+            "insecure_skip_verify_for_testing_only: upstream certificates are NOT verified; \
+             anyone on the path can read and change this group's traffic"
+        );
+    }
+    let config = crate::upstream_tls::client_config(&opts, servers[0].protocol)
+        .map_err(|(f, reason)| (format!("tls.{f}").trim_end_matches('.').to_string(), reason))?;
+    for s in servers {
+        let name = match &server_name {
+            Some(n) => n.clone(),
+            None => {
+                let authority = s.authority.to_str().unwrap_or_default();
+                let host = match authority.rsplit_once(':') {
+                    Some((h, p)) if p.parse::<u16>().is_ok() && !authority.ends_with(']') => h,
+                    _ => authority,
+                };
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+                    field(
+                        "servers",
+                        format!("`{host}` is no name for TLS ({e}); set tls.server_name"),
+                    )
+                })?
+            }
+        };
+        s.tls = Some(crate::upstream_tls::ServerTls {
+            config: config.clone(),
+            name,
+        });
+    }
+    Ok(())
 }
 
 fn health_check(h: &raw::Health) -> Result<crate::health::Check, FieldError> {
@@ -822,6 +931,19 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("timeouts.tunnel_idle"), "{err}");
+    }
+
+    #[test]
+    fn https_servers_default_to_port_443_and_their_host_as_tls_name() {
+        let text = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[upstreams.app]\n\
+                    servers = [\"https://localhost\"]\n[upstreams.app.tls]\n\
+                    insecure_skip_verify_for_testing_only = true\n[[routes]]\nupstream = \"app\"\n";
+        let c = Config::from_toml(text, "t.toml").unwrap();
+        let s = &c.upstreams[0].servers[0];
+        assert_eq!(s.addr.port(), 443);
+        let tls = s.tls.as_ref().unwrap();
+        assert_eq!(tls.name.to_str(), "localhost");
+        assert_eq!(s.protocol, crate::upstream_tls::Protocol::Auto);
     }
 
     #[test]

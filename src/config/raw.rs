@@ -123,6 +123,20 @@ pub struct Upstream {
     pub retry: Option<RetryRaw>,
     pub max_connections: Option<u32>,
     pub max_pending: Option<u32>,
+    /// `http1`, `h2` or `auto`.
+    pub protocol: Option<String>,
+    /// For `https://` servers.
+    pub tls: Option<UpstreamTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    pub ca_file: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    pub server_name: Option<String>,
+    pub insecure_skip_verify_for_testing_only: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
