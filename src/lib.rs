@@ -14,7 +14,8 @@
 //!   mapping failures to statuses, streaming the response back.
 //! - [`upstream`]: the per-thread upstream connection pool; [`balance`]:
 //!   which server of a group takes a request; [`health`]: active checks
-//!   and passive ejection.
+//!   and passive ejection; [`dns`]: servers given by name, re-resolved in
+//!   the background.
 //! - [`body`]: the streaming body wrappers (limits, byte counts, completion).
 //! - [`error`]: why a request failed, and the status that follows.
 //! - [`access_log`]: one line per request, buffered per thread.
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod dns;
 pub mod error;
 pub mod health;
 pub mod proxy;
