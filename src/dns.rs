@@ -326,7 +326,11 @@ async fn refresh(
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
-        match lookup(&r, &host).await {
+        let found = tokio::select! {
+            found = lookup(&r, &host) => found,
+            _ = stop.changed() => return,
+        };
+        match found {
             Ok((now, until)) => {
                 if failures > 0 {
                     tracing::info!(
@@ -364,5 +368,91 @@ async fn refresh(
                     .min(s.max_refresh);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(servers: &str) -> Config {
+        let text = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\nupstream = \"app\"\n\
+             [upstreams.app]\nservers = [{servers}]\nmax_connections = 4\nbalance = \"hash\"\n"
+        );
+        Config::from_toml(&text, "t.toml").expect("valid")
+    }
+
+    /// `c` with its last server replaced by the endpoints of `host` at `ips`.
+    fn named(mut c: Config, host: &str, port: u16, ips: &[IpAddr]) -> Config {
+        let origin = Arc::new(Origin {
+            host: host.into(),
+            port,
+            limit: Some((4, 0)),
+            expires: Instant::now(),
+        });
+        let g = &mut c.upstreams[0];
+        let template = g.servers.pop().expect("a server");
+        for ip in ips {
+            g.servers.push(Server {
+                addr: SocketAddr::new(*ip, port),
+                health: crate::health::ServerHealth::new(),
+                dns: Some(origin.clone()),
+                ..template.clone()
+            });
+        }
+        c
+    }
+
+    #[test]
+    fn new_addresses_replace_a_names_endpoints_and_keep_the_others() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let c = named(
+            config("\"10.0.0.9:80\", \"10.0.0.1:80\""),
+            "app.test",
+            8080,
+            &[ip("10.0.0.1"), ip("10.0.0.2")],
+        );
+        let before = c.upstreams[0].servers.clone();
+        assert!(with_addresses(&c, "app.test", &[ip("10.0.0.1"), ip("10.0.0.2")]).is_none());
+        assert!(with_addresses(&c, "other.test", &[ip("10.0.0.5")]).is_none());
+
+        let n = with_addresses(&c, "app.test", &[ip("10.0.0.2"), ip("10.0.0.3")]).expect("changed");
+        let after = &n.upstreams[0].servers;
+        let addrs: Vec<String> = after.iter().map(|s| s.addr.to_string()).collect();
+        assert_eq!(addrs, ["10.0.0.9:80", "10.0.0.2:8080", "10.0.0.3:8080"]);
+        // The static server and the kept endpoint keep health and limit.
+        assert!(Arc::ptr_eq(&after[0].health, &before[0].health));
+        assert!(Arc::ptr_eq(&after[1].health, &before[2].health));
+        assert!(Arc::ptr_eq(
+            after[1].limit.as_ref().unwrap(),
+            before[2].limit.as_ref().unwrap()
+        ));
+        // The new one starts fresh, with the entry's settings.
+        assert!(!Arc::ptr_eq(&after[2].health, &before[2].health));
+        assert!(after[2].limit.is_some());
+        assert_eq!(after[2].authority, before[2].authority);
+        assert_eq!(after[2].weight, before[2].weight);
+        assert!(matches!(
+            n.upstreams[0].balance,
+            crate::balance::Method::Hash(..)
+        ));
+    }
+
+    #[test]
+    fn refresh_interval_follows_the_ttl_within_bounds() {
+        let s = Settings {
+            min_refresh: Duration::from_secs(2),
+            max_refresh: Duration::from_secs(60),
+            ..Settings::default()
+        };
+        let now = Instant::now();
+        assert_eq!(interval(&s, now), Duration::from_secs(2));
+        assert_eq!(
+            interval(&s, now + Duration::from_secs(3600)),
+            Duration::from_secs(60)
+        );
+        let mid = interval(&s, now + Duration::from_secs(30));
+        assert!(mid > Duration::from_secs(28) && mid <= Duration::from_secs(30));
     }
 }

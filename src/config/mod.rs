@@ -780,6 +780,56 @@ mod tests {
     }
 
     #[test]
+    fn dns_section_and_server_names() {
+        let base = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\nupstream = \"app\"\n";
+        let err = |text: &str| match Config::from_toml(&format!("{base}{text}"), "t.toml") {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        };
+        let app = "[upstreams.app]\nservers = [\"127.0.0.1:2\"]\n";
+        let cases = [
+            (
+                "[dns]\nmin_refresh = \"10m\"",
+                "dns.min_refresh: 600s is more than max_refresh",
+            ),
+            (
+                "[dns]\nresolvers = [\"dns.example\"]",
+                "dns.resolvers[0]: `dns.example`",
+            ),
+            ("[dns]\ntimeout = \"0s\"", "dns.timeout"),
+            ("[dns]\nrefresh = \"1s\"", "unknown field"),
+        ];
+        for (text, want) in cases {
+            let e = err(&format!("{app}{text}"));
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        let e = err("[upstreams.app]\nservers = [\"bad host!:80\"]");
+        assert!(
+            e.contains("upstreams.app.servers[0]: `bad host!:80`: `bad host!` is neither"),
+            "{e}"
+        );
+        let e = err("[upstreams.app]\nservers = [\"app.test:http\"]");
+        assert!(e.contains("`http` is not a port"), "{e}");
+
+        let c = Config::from_toml(
+            &format!("{base}[upstreams.app]\nservers = [\"[::1]:8080\", \"127.0.0.1\"]\n[dns]\nresolvers = [\"127.0.0.1:5353\", \"::1\"]\nmin_refresh = \"5s\"\n"),
+            "t.toml",
+        )
+        .expect("valid");
+        let addrs: Vec<String> = c.upstreams[0]
+            .servers
+            .iter()
+            .map(|s| s.addr.to_string())
+            .collect();
+        assert_eq!(addrs, ["[::1]:8080", "127.0.0.1:80"]);
+        assert!(c.upstreams[0].servers.iter().all(|s| s.dns.is_none()));
+        assert_eq!(c.dns.resolvers.len(), 2);
+        assert_eq!(c.dns.resolvers[1].port(), 53);
+        assert_eq!(c.dns.min_refresh, Duration::from_secs(5));
+        assert_eq!(c.dns.max_refresh, Duration::from_secs(300));
+    }
+
+    #[test]
     fn route_errors_name_field_and_reason() {
         let cases = [
             ("upstream = \"app\"\nrespond = { status = 200 }", "routes[0].upstream: give only one"),
