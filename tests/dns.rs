@@ -294,4 +294,3 @@ fn a_name_that_does_not_resolve_at_start_is_a_config_error() {
     assert_eq!(s[0].addr, SocketAddr::new(IpAddr::V4(ip(2)), 8080));
     assert_eq!(s[0].authority, "app.test:8080");
 }
-
