@@ -70,10 +70,23 @@ pub struct Origin {
 /// answer expires.
 pub type Answer = (Vec<IpAddr>, Instant);
 
-fn resolver(s: &Settings) -> Result<TokioResolver, String> {
+/// A resolver, and why it may miss names: without a readable system
+/// configuration only `/etc/hosts` and `localhost` resolve.
+#[derive(Clone)]
+struct Resolver {
+    r: TokioResolver,
+    note: Option<Arc<str>>,
+}
+
+fn resolver(s: &Settings) -> Result<Resolver, String> {
+    let mut note = None;
     let mut builder = if s.resolvers.is_empty() {
-        TokioResolver::builder_tokio()
-            .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?
+        TokioResolver::builder_tokio().unwrap_or_else(|e| {
+            note = Some(Arc::from(format!(
+                "no name server: cannot read the system resolver configuration ({e})"
+            )));
+            hosts_only()
+        })
     } else {
         let servers = s
             .resolvers
@@ -101,13 +114,25 @@ fn resolver(s: &Settings) -> Result<TokioResolver, String> {
     // most min_refresh.
     o.positive_max_ttl = Some(s.max_refresh);
     o.negative_max_ttl = Some(s.min_refresh);
-    builder
+    let r = builder
         .build()
-        .map_err(|e| format!("cannot set up the resolver: {e}"))
+        .map_err(|e| format!("cannot set up the resolver: {e}"))?;
+    Ok(Resolver { r, note })
 }
 
-async fn lookup(r: &TokioResolver, host: &str) -> Result<Answer, String> {
-    let found = r.lookup_ip(host).await.map_err(|e| e.to_string())?;
+/// A resolver of `/etc/hosts` and `localhost` only.
+fn hosts_only() -> hickory_resolver::ResolverBuilder<TokioRuntimeProvider> {
+    TokioResolver::builder_with_config(
+        ResolverConfig::from_name_servers(Vec::new()),
+        TokioRuntimeProvider::default(),
+    )
+}
+
+async fn lookup(r: &Resolver, host: &str) -> Result<Answer, String> {
+    let found = r.r.lookup_ip(host).await.map_err(|e| match &r.note {
+        Some(note) => format!("{e}; {note}"),
+        None => e.to_string(),
+    })?;
     let mut ips: Vec<IpAddr> = found.iter().collect();
     ips.sort();
     ips.dedup();
@@ -311,7 +336,7 @@ fn interval(s: &Settings, until: Instant) -> Duration {
 
 /// One name's loop: wait, resolve, apply a changed set.
 async fn refresh(
-    r: TokioResolver,
+    r: Resolver,
     s: Settings,
     host: String,
     mut ips: Vec<IpAddr>,
@@ -437,6 +462,26 @@ mod tests {
             n.upstreams[0].balance,
             crate::balance::Method::Hash(..)
         ));
+    }
+
+    #[test]
+    fn without_name_servers_localhost_still_resolves() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut b = hosts_only();
+            b.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+            let r = Resolver {
+                r: b.build().unwrap(),
+                note: Some("no name server".into()),
+            };
+            let (ips, _) = lookup(&r, "localhost").await.expect("localhost");
+            assert!(ips.contains(&IpAddr::from([127, 0, 0, 1])), "{ips:?}");
+            let e = lookup(&r, "nothing.invalid").await.expect_err("no server");
+            assert!(e.ends_with("; no name server"), "{e}");
+        });
     }
 
     #[test]

@@ -19,6 +19,10 @@
 //! configs move to the new pool. Listeners added by the new config are
 //! bound before anything changes (a failure leaves the old config in
 //! place); removed ones stop accepting; the others are not touched.
+//!
+//! DNS: servers given by name are re-resolved on a thread of their own
+//! ([`crate::dns`]); a changed address set becomes a new config swapped in
+//! the same way (listeners untouched).
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -123,9 +127,8 @@ fn start_dns(shared: &Arc<Mutex<Shared>>) -> Option<crate::dns::Refresher> {
         let Some(config) = crate::dns::with_addresses(&shared.config, host, ips) else {
             return;
         };
-        match shared.swap(config, Vec::new(), Vec::new()) {
-            Ok(()) => tracing::info!(host, "DNS: new upstream addresses in service"),
-            Err(e) => tracing::error!(host, "DNS: new addresses not applied: {e}"),
+        if let Err(e) = shared.swap(config, Vec::new(), Vec::new()) {
+            tracing::error!(host, "DNS: new addresses not applied: {e}");
         }
     });
     crate::dns::Refresher::spawn(&config, apply)
