@@ -130,8 +130,8 @@ fn hosts_only() -> hickory_resolver::ResolverBuilder<TokioRuntimeProvider> {
 
 async fn lookup(r: &Resolver, host: &str) -> Result<Answer, String> {
     let found = r.r.lookup_ip(host).await.map_err(|e| match &r.note {
-        Some(note) => format!("{e}; {note}"),
-        None => e.to_string(),
+        Some(note) => format!("{}; {note}", describe(&e)),
+        None => describe(&e),
     })?;
     let mut ips: Vec<IpAddr> = found.iter().collect();
     ips.sort();
@@ -140,6 +140,22 @@ async fn lookup(r: &Resolver, host: &str) -> Result<Answer, String> {
         return Err("no A or AAAA record".into());
     }
     Ok((ips, found.valid_until()))
+}
+
+/// A lookup error in a line (hickory's own prints the query's Debug form).
+fn describe(e: &hickory_resolver::net::NetError) -> String {
+    use hickory_resolver::net::{DnsError, NetError};
+    use hickory_resolver::proto::op::ResponseCode;
+    match e {
+        NetError::Dns(DnsError::NoRecordsFound(n)) if n.response_code == ResponseCode::NXDomain => {
+            "no such name (NXDOMAIN)".into()
+        }
+        NetError::Dns(DnsError::NoRecordsFound(_)) => "no A or AAAA record".into(),
+        NetError::Dns(DnsError::ResponseCode(code)) => {
+            format!("the name server answered {code} ({})", u16::from(*code))
+        }
+        e => e.to_string(),
+    }
 }
 
 /// Resolves `hosts` now, all at once, on a thread of its own (so it works

@@ -120,10 +120,30 @@ fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, last)
 }
 
-/// One backend per address, all on the same port, each answering with its
-/// address. The port is the first one's (free on 127.0.0.1..N); taken on
-/// another address, another port is tried.
+/// Holds `/slow` requests until released.
+#[derive(Clone)]
+struct Gate {
+    arrived: Arc<AtomicUsize>,
+    open: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            arrived: Arc::default(),
+            open: Arc::new(tokio::sync::Semaphore::new(0)),
+        }
+    }
+}
+
 fn backends(lasts: &[u8]) -> (u16, Vec<Backend>) {
+    backends_gated(lasts, Gate::default())
+}
+
+/// One backend per address 127.0.0.N, all on the same port, each answering
+/// with its address (`/slow` once `gate` lets it). The port is the one the
+/// first address got; where it is taken on another, another is tried.
+fn backends_gated(lasts: &[u8], gate: Gate) -> (u16, Vec<Backend>) {
     'port: for _ in 0..50 {
         let first = std::net::TcpListener::bind((ip(lasts[0]), 0)).expect("bind");
         let port = first.local_addr().expect("addr").port();
@@ -140,9 +160,18 @@ fn backends(lasts: &[u8]) -> (u16, Vec<Backend>) {
                 l.set_nonblocking(true).expect("nonblocking");
                 let addr = l.local_addr().expect("addr");
                 let name = addr.ip().to_string();
-                backend_on((l, addr), move |_req| {
-                    let name = name.clone();
-                    async move { text(200, &name) }
+                let gate = gate.clone();
+                backend_on((l, addr), move |req| {
+                    let (name, gate) = (name.clone(), gate.clone());
+                    async move {
+                        if req.uri().path() == "/slow" {
+                            gate.arrived.fetch_add(1, Ordering::SeqCst);
+                            if let Ok(p) = gate.open.acquire().await {
+                                p.forget();
+                            }
+                        }
+                        text(200, &name)
+                    }
                 })
             })
             .collect();
@@ -229,6 +258,33 @@ async fn every_address_gets_traffic_and_changes_are_followed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_finishes_on_an_address_that_went_away() {
+    let gate = Gate::default();
+    let (port, _backends) = backends_gated(&[2, 3], gate.clone());
+    let dns = Dns::start();
+    dns.set("app.test", Reply::Addrs(vec![ip(2)]));
+    let proxy = Proxy::start(&config(&dns, port, ("100ms", "500ms")));
+    let addr = proxy.addr;
+    let slow = tokio::spawn(async move { get(addr, "/slow").await });
+    tokio::time::timeout(HANG, async {
+        while gate.arrived.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the slow request reaches 127.0.0.2");
+
+    dns.set("app.test", Reply::Addrs(vec![ip(3)]));
+    until_reached(&proxy, &[3]).await;
+    gate.open.add_permits(1);
+    let (status, _, body) = tokio::time::timeout(HANG, slow)
+        .await
+        .expect("no hang")
+        .expect("task");
+    assert_eq!((status, body.as_ref()), (200, &b"127.0.0.2"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_name_keeps_its_last_addresses() {
     let (port, _backends) = backends(&[2, 3]);
     let dns = Dns::start();
@@ -276,14 +332,22 @@ fn a_name_that_does_not_resolve_at_start_is_a_config_error() {
     let dns = Dns::start();
     dns.set("other.test", Reply::Addrs(vec![ip(2)]));
     let toml = config(&dns, 8080, ("1s", "5m"));
-    let err = tidegate::Config::from_toml(&toml, "test.toml")
-        .expect_err("app.test does not resolve")
-        .to_string();
+    let err = |toml: &str| {
+        tidegate::Config::from_toml(toml, "test.toml")
+            .expect_err("app.test does not resolve")
+            .to_string()
+    };
+    let e = err(&toml);
+    assert_eq!(
+        e,
+        "test.toml: upstreams.app.servers[0]: `http://app.test:8080` does not resolve: \
+         no such name (NXDOMAIN)"
+    );
+    dns.set("app.test", Reply::ServFail);
+    let e = err(&toml);
     assert!(
-        err.starts_with(
-            "test.toml: upstreams.app.servers[0]: `http://app.test:8080` does not resolve"
-        ),
-        "{err}"
+        e.ends_with("does not resolve: the name server answered Server Failure (2)"),
+        "{e}"
     );
 
     // A name answered with an address is fine; IP literals ask nothing.
