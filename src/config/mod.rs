@@ -587,6 +587,11 @@ fn parse_target(s: &str) -> Result<Target, String> {
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
+        if ip.is_ipv6() && literal == host {
+            return Err(format!(
+                "`{s}`: write IPv6 addresses in brackets, `[{host}]:port`"
+            ));
+        }
         return Ok(Target::Addr(SocketAddr::new(ip, port), authority));
     }
     let valid = !host.is_empty()
@@ -808,6 +813,8 @@ mod tests {
             e.contains("upstreams.app.servers[0]: `bad host!:80`: `bad host!` is neither"),
             "{e}"
         );
+        let e = err("[upstreams.app]\nservers = [\"::1:80\"]");
+        assert!(e.contains("write IPv6 addresses in brackets"), "{e}");
         let e = err("[upstreams.app]\nservers = [\"app.test:http\"]");
         assert!(e.contains("`http` is not a port"), "{e}");
 
