@@ -7,7 +7,10 @@
 //! - [`server`]: runtime layout (one single-threaded runtime per core, each
 //!   with its own SO_REUSEPORT listener and upstream pool), accept loops,
 //!   connection limits, graceful shutdown. Start here: [`server::start`].
-//! - [`connection`]: one client connection: hyper's HTTP/1.1 server plus a
+//! - [`tls`]: TLS towards clients: certificates by SNI, ALPN, client
+//!   certificates.
+//! - [`connection`]: one client connection: TLS handshake, hyper's
+//!   HTTP/1.1 or HTTP/2 server (ALPN or h2c prior knowledge), plus a
 //!   watchdog for head and idle timeouts.
 //! - [`router`]: picks a route by host and path.
 //! - [`proxy`]: one request's life: header rewriting, sending upstream,
@@ -15,7 +18,8 @@
 //! - [`upstream`]: the per-thread upstream connection pool; [`balance`]:
 //!   which server of a group takes a request; [`health`]: active checks
 //!   and passive ejection; [`upstream_tls`]: TLS and HTTP version to
-//!   upstreams.
+//!   upstreams; [`dns`]: servers given by name, re-resolved in the
+//!   background.
 //! - [`tunnel`]: HTTP/1.1 upgrades (WebSocket...): the 101 and the
 //!   byte tunnel that follows it.
 //! - [`body`]: the streaming body wrappers (limits, byte counts, completion).
@@ -33,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod dns;
 pub mod error;
 pub mod health;
 pub mod proxy;

@@ -19,11 +19,15 @@
 //! configs move to the new pool. Listeners added by the new config are
 //! bound before anything changes (a failure leaves the old config in
 //! place); removed ones stop accepting; the others are not touched.
+//!
+//! DNS: servers given by name are re-resolved on a thread of their own
+//! ([`crate::dns`]); a changed address set becomes a new config swapped in
+//! the same way (listeners untouched).
 
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -59,11 +63,75 @@ pub struct Running {
     threads: usize,
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
+    /// What a reload changes, shared with the DNS refresher (which swaps
+    /// in new server sets the same way). Never touched by requests.
+    shared: Arc<Mutex<Shared>>,
+    /// The background re-resolution of the config's DNS names.
+    dns: Option<crate::dns::Refresher>,
+}
+
+/// The config in force and what follows it.
+struct Shared {
+    threads: usize,
     control: Vec<mpsc::UnboundedSender<Reload>>,
     /// The config in force, for carrying health over on reload.
     config: Arc<Config>,
     /// The active health checks of that config, and their stop switch.
     checks: Option<(JoinHandle<()>, watch::Sender<bool>)>,
+}
+
+impl Shared {
+    /// Sends `config` to every worker (with the listeners to add, per
+    /// thread, and those to remove) and restarts the health checks.
+    fn swap(
+        &mut self,
+        config: Config,
+        added: Vec<Vec<(SocketAddr, std::net::TcpListener)>>,
+        removed: Vec<SocketAddr>,
+    ) -> Result<(), StartError> {
+        let mut logs = Vec::new();
+        for _ in 0..self.threads {
+            logs.push(AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?);
+        }
+        let config = Arc::new(config);
+        stop_checks(self.checks.take());
+        self.checks = start_checks(&config);
+        self.config = config.clone();
+        let added = added.into_iter().chain(std::iter::repeat_with(Vec::new));
+        for ((tx, add), log) in self.control.iter().zip(added).zip(logs) {
+            let _ = tx.send(Reload {
+                config: config.clone(),
+                log,
+                add,
+                remove: removed.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Starts re-resolving the DNS names of the config in force; a changed
+/// address set is swapped in like a reload.
+fn start_dns(shared: &Arc<Mutex<Shared>>) -> Option<crate::dns::Refresher> {
+    let config = lock(shared).config.clone();
+    let weak = Arc::downgrade(shared);
+    let apply: crate::dns::Apply = Arc::new(move |host: &str, ips: &[std::net::IpAddr]| {
+        let Some(shared) = weak.upgrade() else { return };
+        let mut shared = lock(&shared);
+        let Some(config) = crate::dns::with_addresses(&shared.config, host, ips) else {
+            return;
+        };
+        if let Err(e) = shared.swap(config, Vec::new(), Vec::new()) {
+            tracing::error!(host, "DNS: new addresses not applied: {e}");
+        }
+    });
+    crate::dns::Refresher::spawn(&config, apply)
 }
 
 /// Starts `config`'s active health checks, if it has any.
@@ -97,11 +165,24 @@ impl Running {
 
     /// Swaps in a new config (see the module doc). On error nothing
     /// changed. The thread count cannot change without a restart.
-    pub fn reload(&mut self, mut config: Config) -> Result<(), StartError> {
+    pub fn reload(&mut self, config: Config) -> Result<(), StartError> {
+        // The refresher stops first: it must not swap in a set of the old
+        // config's names after this. `config` was resolved just now.
+        if let Some(dns) = self.dns.take() {
+            dns.stop();
+        }
+        let result = self.swap_in(config);
+        self.dns = start_dns(&self.shared);
+        result
+    }
+
+    fn swap_in(&mut self, mut config: Config) -> Result<(), StartError> {
+        let shared = self.shared.clone();
+        let mut shared = lock(&shared);
         // Servers in both configs keep their health.
         for g in &mut config.upstreams {
             for s in &mut g.servers {
-                let old = self
+                let old = shared
                     .config
                     .upstreams
                     .iter()
@@ -140,22 +221,7 @@ impl Running {
             .map(|(c, _)| *c)
             .filter(|c| !configured.contains(c))
             .collect();
-        let mut logs = Vec::new();
-        for _ in 0..self.threads {
-            logs.push(AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?);
-        }
-        let config = Arc::new(config);
-        stop_checks(self.checks.take());
-        self.checks = start_checks(&config);
-        self.config = config.clone();
-        for ((tx, add), log) in self.control.iter().zip(added).zip(logs) {
-            let _ = tx.send(Reload {
-                config: config.clone(),
-                log,
-                add,
-                remove: removed.clone(),
-            });
-        }
+        shared.swap(config, added, removed)?;
         self.addrs = listeners.iter().map(|(_, b)| *b).collect();
         self.listeners = listeners;
         Ok(())
@@ -168,10 +234,13 @@ impl Running {
 
     /// Blocks until every worker has stopped.
     pub fn wait(self) {
+        if let Some(dns) = self.dns {
+            dns.stop();
+        }
         for w in self.workers {
             let _ = w.join();
         }
-        stop_checks(self.checks);
+        stop_checks(lock(&self.shared).checks.take());
     }
 
     /// Graceful shutdown, then waits for it.
@@ -229,15 +298,20 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         workers.push(handle);
         control.push(tx);
     }
+    let shared = Arc::new(Mutex::new(Shared {
+        threads,
+        control,
+        checks: start_checks(&config),
+        config,
+    }));
     Ok(Running {
         addrs: listeners.iter().map(|(_, b)| *b).collect(),
         listeners,
         threads,
         shutdown,
         workers,
-        control,
-        checks: start_checks(&config),
-        config,
+        dns: start_dns(&shared),
+        shared,
     })
 }
 

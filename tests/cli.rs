@@ -170,6 +170,7 @@ fn example_file_sets_every_option() {
         "[upstreams.",
         "[timeouts]",
         "[limits]",
+        "[dns]",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(table)),
@@ -222,6 +223,9 @@ fn example_file_sets_every_option() {
         "max_connections",
         "max_request_head_bytes",
         "upstream_idle_per_server",
+        "resolvers",
+        "min_refresh",
+        "max_refresh",
     ] {
         assert!(set.contains(&key), "example does not set `{key}`");
     }

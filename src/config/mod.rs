@@ -7,7 +7,7 @@
 //! by index. Nothing on the request path parses a string from the config.
 //! Errors name the file, the field and the reason.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -172,6 +172,8 @@ pub struct Server {
     pub tls: Option<crate::upstream_tls::ServerTls>,
     /// The group's HTTP version choice.
     pub protocol: crate::upstream_tls::Protocol,
+    /// The DNS entry this address came from (`name:port` servers).
+    pub dns: Option<std::sync::Arc<crate::dns::Origin>>,
 }
 
 /// A named group of servers and how it balances between them.
@@ -227,6 +229,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `tracing` filter for the process's own log (`info`, `warn`, ...).
     pub log_level: String,
+    /// How servers given by name are resolved and refreshed.
+    pub dns: crate::dns::Settings,
 }
 
 /// Number of cores, the default thread count.
@@ -320,8 +324,28 @@ impl Config {
             listeners.push(listener(l, addr, i, file, &invalid)?);
         }
 
+        let dns = dns_settings(raw.dns.as_ref())
+            .map_err(|(f, reason)| invalid(format!("dns.{f}"), reason))?;
         let mut names: Vec<&String> = raw.upstreams.keys().collect();
         names.sort();
+        // Every name any server gives, resolved together before the groups
+        // are built (errors in the entries are reported below).
+        let mut hosts: Vec<String> = raw
+            .upstreams
+            .values()
+            .flat_map(|g| &g.servers)
+            .filter_map(|s| match parse_target(s.address()) {
+                Ok((Target::Name { host, .. }, _)) => Some(host),
+                _ => None,
+            })
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        let resolved = if hosts.is_empty() {
+            Default::default()
+        } else {
+            crate::dns::resolve_blocking(&dns, &hosts)
+        };
         let mut upstreams = Vec::new();
         for name in &names {
             let group = &raw.upstreams[*name];
@@ -353,24 +377,64 @@ impl Config {
                         format!("{weight} is outside 1..=1000"),
                     ));
                 }
-                let (mut server, https) = parse_server(address)
+                let (target, https) = parse_target(address)
                     .map_err(|reason| invalid(format!("upstreams.{name}.servers[{i}]"), reason))?;
-                server.weight = weight;
-                server.protocol = protocol;
                 schemes.push(https);
-                if let Some(max) = group.max_connections {
-                    if max == 0 {
+                let limit = match group.max_connections {
+                    Some(0) => {
                         return Err(invalid(
                             format!("upstreams.{name}.max_connections"),
                             "must be at least 1 (leave it out for no limit)".into(),
-                        ));
+                        ))
                     }
-                    server.limit = Some(crate::upstream::ServerLimit::new(
-                        max,
-                        group.max_pending.unwrap_or(0),
-                    ));
+                    Some(max) => Some((max, group.max_pending.unwrap_or(0))),
+                    None => None,
+                };
+                let (addrs, authority, origin) = match target {
+                    Target::Addr(addr, authority) => (vec![addr], authority, None),
+                    Target::Name {
+                        host,
+                        port,
+                        authority,
+                    } => {
+                        let (ips, expires) = match resolved.get(&host) {
+                            Some(Ok(answer)) => answer.clone(),
+                            Some(Err(e)) => {
+                                return Err(invalid(
+                                    format!("upstreams.{name}.servers[{i}]"),
+                                    format!("`{address}` does not resolve: {e}"),
+                                ))
+                            }
+                            None => {
+                                return Err(invalid(
+                                    format!("upstreams.{name}.servers[{i}]"),
+                                    format!("`{address}` does not resolve"),
+                                ))
+                            }
+                        };
+                        let addrs = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+                        let origin = crate::dns::Origin {
+                            host,
+                            port,
+                            limit,
+                            expires,
+                        };
+                        (addrs, authority, Some(std::sync::Arc::new(origin)))
+                    }
+                };
+                for addr in addrs {
+                    servers.push(Server {
+                        addr,
+                        authority: authority.clone(),
+                        weight,
+                        health: crate::health::ServerHealth::new(),
+                        limit: limit
+                            .map(|(max, pending)| crate::upstream::ServerLimit::new(max, pending)),
+                        dns: origin.clone(),
+                        tls: None,
+                        protocol,
+                    });
                 }
-                servers.push(server);
             }
             upstream_tls(name, group, &schemes, &mut servers)
                 .map_err(|(f, reason)| invalid(format!("upstreams.{name}.{f}"), reason))?;
@@ -525,6 +589,7 @@ impl Config {
             access_log: AccessLogTarget::parse(r.access_log.as_deref().unwrap_or("off")),
             shutdown_grace,
             log_level,
+            dns,
         })
     }
 }
@@ -544,10 +609,21 @@ fn parse_duration(v: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A server entry: an address, or a name to resolve.
+enum Target {
+    Addr(SocketAddr, HeaderValue),
+    Name {
+        /// Lowercase.
+        host: String,
+        port: u16,
+        authority: HeaderValue,
+    },
+}
+
 /// Parses `http://host:port`, `https://host:port`, `host:port` or `host`
-/// (port 80, or 443 for https), resolving names once, now. Also says
-/// whether it is https.
-fn parse_server(s: &str) -> Result<(Server, bool), String> {
+/// (port 80, or 443 for https). An IP literal is an address; anything else
+/// a DNS name. Also says whether it is https.
+fn parse_target(s: &str) -> Result<(Target, bool), String> {
     let (rest, https) = if let Some(rest) = s.strip_prefix("http://") {
         (rest, false)
     } else if let Some(rest) = s.strip_prefix("https://") {
@@ -563,33 +639,48 @@ fn parse_server(s: &str) -> Result<(Server, bool), String> {
             "`{s}` must be host:port, without a path (routes carry the path)"
         ));
     }
-    let authority = if rest
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        && !rest.ends_with(']')
-    {
-        rest.to_string()
-    } else if https {
-        format!("{rest}:443")
-    } else {
-        format!("{rest}:80")
-    };
-    let addr = authority
-        .to_socket_addrs()
-        .map_err(|e| format!("`{s}` does not resolve: {e}"))?
-        .next()
-        .ok_or_else(|| format!("`{s}` resolves to no address"))?;
     let authority =
         HeaderValue::from_str(rest).map_err(|_| format!("`{s}` is not a valid host"))?;
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !rest.ends_with(']') => {
+            let port = p
+                .parse::<u16>()
+                .map_err(|_| format!("`{s}`: `{p}` is not a port"))?;
+            (h, port)
+        }
+        _ => (rest, if https { 443 } else { 80 }),
+    };
+    let literal = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
+        if ip.is_ipv6() && literal == host {
+            return Err(format!(
+                "`{s}`: write IPv6 addresses in brackets, `[{host}]:port`"
+            ));
+        }
+        return Ok((Target::Addr(SocketAddr::new(ip, port), authority), https));
+    }
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').enumerate().all(|(i, label)| {
+            (!label.is_empty() || (i > 0 && host.ends_with('.')))
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !valid {
+        return Err(format!(
+            "`{s}`: `{host}` is neither an IP address nor a host name"
+        ));
+    }
     Ok((
-        Server {
-            addr,
+        Target::Name {
+            host: host.to_ascii_lowercase(),
+            port,
             authority,
-            weight: 1,
-            health: crate::health::ServerHealth::new(),
-            limit: None,
-            tls: None,
-            protocol: crate::upstream_tls::Protocol::Auto,
         },
         https,
     ))
@@ -674,6 +765,46 @@ fn upstream_tls(
         });
     }
     Ok(())
+}
+
+fn dns_settings(d: Option<&raw::Dns>) -> Result<crate::dns::Settings, FieldError> {
+    let mut s = crate::dns::Settings::default();
+    let Some(d) = d else { return Ok(s) };
+    for (i, r) in d.resolvers.iter().flatten().enumerate() {
+        let addr = r
+            .parse::<SocketAddr>()
+            .or_else(|_| {
+                r.parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            })
+            .map_err(|_| {
+                field(
+                    &format!("resolvers[{i}]"),
+                    format!("`{r}` is not an IP address or IP:port"),
+                )
+            })?;
+        s.resolvers.push(addr);
+    }
+    let fields: [(&str, &Option<String>, &mut Duration); 3] = [
+        ("min_refresh", &d.min_refresh, &mut s.min_refresh),
+        ("max_refresh", &d.max_refresh, &mut s.max_refresh),
+        ("timeout", &d.timeout, &mut s.timeout),
+    ];
+    for (name, value, slot) in fields {
+        if let Some(v) = value {
+            *slot = parse_duration(v).map_err(|e| field(name, e))?;
+        }
+    }
+    if s.min_refresh > s.max_refresh {
+        return Err(field(
+            "min_refresh",
+            format!(
+                "{:?} is more than max_refresh ({:?})",
+                s.min_refresh, s.max_refresh
+            ),
+        ));
+    }
+    Ok(s)
 }
 
 fn health_check(h: &raw::Health) -> Result<crate::health::Check, FieldError> {
@@ -944,6 +1075,58 @@ mod tests {
         let tls = s.tls.as_ref().unwrap();
         assert_eq!(tls.name.to_str(), "localhost");
         assert_eq!(s.protocol, crate::upstream_tls::Protocol::Auto);
+    }
+
+    #[test]
+    fn dns_section_and_server_names() {
+        let base = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\nupstream = \"app\"\n";
+        let err = |text: &str| match Config::from_toml(&format!("{base}{text}"), "t.toml") {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        };
+        let app = "[upstreams.app]\nservers = [\"127.0.0.1:2\"]\n";
+        let cases = [
+            (
+                "[dns]\nmin_refresh = \"10m\"",
+                "dns.min_refresh: 600s is more than max_refresh",
+            ),
+            (
+                "[dns]\nresolvers = [\"dns.example\"]",
+                "dns.resolvers[0]: `dns.example`",
+            ),
+            ("[dns]\ntimeout = \"0s\"", "dns.timeout"),
+            ("[dns]\nrefresh = \"1s\"", "unknown field"),
+        ];
+        for (text, want) in cases {
+            let e = err(&format!("{app}{text}"));
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        let e = err("[upstreams.app]\nservers = [\"bad host!:80\"]");
+        assert!(
+            e.contains("upstreams.app.servers[0]: `bad host!:80`: `bad host!` is neither"),
+            "{e}"
+        );
+        let e = err("[upstreams.app]\nservers = [\"::1:80\"]");
+        assert!(e.contains("write IPv6 addresses in brackets"), "{e}");
+        let e = err("[upstreams.app]\nservers = [\"app.test:http\"]");
+        assert!(e.contains("`http` is not a port"), "{e}");
+
+        let c = Config::from_toml(
+            &format!("{base}[upstreams.app]\nservers = [\"[::1]:8080\", \"127.0.0.1\"]\n[dns]\nresolvers = [\"127.0.0.1:5353\", \"::1\"]\nmin_refresh = \"5s\"\n"),
+            "t.toml",
+        )
+        .expect("valid");
+        let addrs: Vec<String> = c.upstreams[0]
+            .servers
+            .iter()
+            .map(|s| s.addr.to_string())
+            .collect();
+        assert_eq!(addrs, ["[::1]:8080", "127.0.0.1:80"]);
+        assert!(c.upstreams[0].servers.iter().all(|s| s.dns.is_none()));
+        assert_eq!(c.dns.resolvers.len(), 2);
+        assert_eq!(c.dns.resolvers[1].port(), 53);
+        assert_eq!(c.dns.min_refresh, Duration::from_secs(5));
+        assert_eq!(c.dns.max_refresh, Duration::from_secs(300));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub struct File {
     pub upstreams: HashMap<String, Upstream>,
     pub timeouts: Option<Timeouts>,
     pub limits: Option<Limits>,
+    pub dns: Option<Dns>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,6 +181,14 @@ pub enum ServerEntry {
     },
 }
 
+impl ServerEntry {
+    pub fn address(&self) -> &str {
+        match self {
+            ServerEntry::Address(a) | ServerEntry::Table { address: a, .. } => a,
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
@@ -199,4 +208,13 @@ pub struct Limits {
     pub max_request_head_bytes: Option<usize>,
     pub max_body_bytes: Option<u64>,
     pub upstream_idle_per_server: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    pub resolvers: Option<Vec<String>>,
+    pub min_refresh: Option<String>,
+    pub max_refresh: Option<String>,
+    pub timeout: Option<String>,
 }

@@ -129,7 +129,7 @@ where
     backend_on((l, addr), f)
 }
 
-fn backend_on<F, Fut>((listener, addr): (std::net::TcpListener, SocketAddr), f: F) -> Backend
+pub fn backend_on<F, Fut>((listener, addr): (std::net::TcpListener, SocketAddr), f: F) -> Backend
 where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,

@@ -1,0 +1,519 @@
+//! Service discovery through DNS.
+//!
+//! An upstream server written as `name:port`, where `name` is not an IP
+//! literal, is a DNS entry: every A and AAAA address the name has becomes
+//! an endpoint of the group, with the entry's weight and limits and its
+//! `name:port` as authority. Names are resolved when the config loads
+//! (start, SIGHUP) — a name that does not resolve then is a config error —
+//! and again in the background by a [`Refresher`] thread: each name after
+//! its answer's TTL, bounded by `[dns] min_refresh` and `max_refresh`.
+//!
+//! When a name's address set changes, the running config is rebuilt with
+//! the new endpoints ([`with_addresses`]) and swapped in through the same
+//! path as a reload: in-flight requests finish on the old config, endpoints
+//! present before and after keep their health and limits, new requests see
+//! the new set. A failed refresh (timeout, NXDOMAIN, no address) keeps the
+//! last known addresses and logs one line; it is tried again after
+//! `min_refresh`, doubled on each failure in a row up to `max_refresh`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::TokioResolver;
+use tokio::sync::watch;
+
+use crate::config::{Config, Server};
+
+/// The `[dns]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Name servers to ask; empty: the system's (`/etc/resolv.conf`).
+    /// `/etc/hosts` is consulted first either way.
+    pub resolvers: Vec<SocketAddr>,
+    /// Bounds on the re-resolve interval, which otherwise follows the TTL.
+    pub min_refresh: Duration,
+    pub max_refresh: Duration,
+    /// Per query and name server.
+    pub timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            resolvers: Vec::new(),
+            min_refresh: Duration::from_secs(1),
+            max_refresh: Duration::from_secs(300),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Where a server's address came from: a DNS entry of its group. Every
+/// endpoint of one entry shares the same `Arc`.
+#[derive(Debug)]
+pub struct Origin {
+    /// The name as written (lowercase).
+    pub host: String,
+    pub port: u16,
+    /// The group's `max_connections` and `max_pending`, for new endpoints.
+    pub limit: Option<(u32, u32)>,
+    /// When the answer the config was built from expires.
+    pub expires: Instant,
+}
+
+/// A successful lookup: the addresses (sorted, no duplicates) and when the
+/// answer expires.
+pub type Answer = (Vec<IpAddr>, Instant);
+
+/// A resolver, and why it may miss names: without a readable system
+/// configuration only `/etc/hosts` and `localhost` resolve.
+#[derive(Clone)]
+struct Resolver {
+    r: TokioResolver,
+    note: Option<Arc<str>>,
+}
+
+fn resolver(s: &Settings) -> Result<Resolver, String> {
+    let mut note = None;
+    let mut builder = if s.resolvers.is_empty() {
+        TokioResolver::builder_tokio().unwrap_or_else(|e| {
+            note = Some(Arc::from(format!(
+                "no name server: cannot read the system resolver configuration ({e})"
+            )));
+            hosts_only()
+        })
+    } else {
+        let servers = s
+            .resolvers
+            .iter()
+            .map(|a| {
+                let mut ns = NameServerConfig::udp_and_tcp(a.ip());
+                for c in &mut ns.connections {
+                    c.port = a.port();
+                }
+                ns
+            })
+            .collect();
+        TokioResolver::builder_with_config(
+            ResolverConfig::from_name_servers(servers),
+            TokioRuntimeProvider::default(),
+        )
+    };
+    let o = builder.options_mut();
+    o.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    o.use_hosts_file = ResolveHosts::Always;
+    o.timeout = s.timeout;
+    o.attempts = 1;
+    // The cache must not answer a refresh with what the refresh is meant
+    // to replace: positive answers live at most max_refresh, failures at
+    // most min_refresh.
+    o.positive_max_ttl = Some(s.max_refresh);
+    o.negative_max_ttl = Some(s.min_refresh);
+    let r = builder
+        .build()
+        .map_err(|e| format!("cannot set up the resolver: {e}"))?;
+    Ok(Resolver { r, note })
+}
+
+/// A resolver of `/etc/hosts` and `localhost` only.
+fn hosts_only() -> hickory_resolver::ResolverBuilder<TokioRuntimeProvider> {
+    TokioResolver::builder_with_config(
+        ResolverConfig::from_name_servers(Vec::new()),
+        TokioRuntimeProvider::default(),
+    )
+}
+
+async fn lookup(r: &Resolver, host: &str) -> Result<Answer, String> {
+    let found = r.r.lookup_ip(host).await.map_err(|e| match &r.note {
+        Some(note) => format!("{}; {note}", describe(&e)),
+        None => describe(&e),
+    })?;
+    let mut ips: Vec<IpAddr> = found.iter().collect();
+    ips.sort();
+    ips.dedup();
+    if ips.is_empty() {
+        return Err("no A or AAAA record".into());
+    }
+    Ok((ips, found.valid_until()))
+}
+
+/// A lookup error in a line (hickory's own prints the query's Debug form).
+fn describe(e: &hickory_resolver::net::NetError) -> String {
+    use hickory_resolver::net::{DnsError, NetError};
+    use hickory_resolver::proto::op::ResponseCode;
+    match e {
+        NetError::Dns(DnsError::NoRecordsFound(n)) if n.response_code == ResponseCode::NXDomain => {
+            "no such name (NXDOMAIN)".into()
+        }
+        NetError::Dns(DnsError::NoRecordsFound(_)) => "no A or AAAA record".into(),
+        NetError::Dns(DnsError::ResponseCode(code)) => {
+            format!("the name server answered {code} ({})", u16::from(*code))
+        }
+        e => e.to_string(),
+    }
+}
+
+/// Resolves `hosts` now, all at once, on a thread of its own (so it works
+/// from inside or outside a runtime). For config loading.
+pub fn resolve_blocking(s: &Settings, hosts: &[String]) -> HashMap<String, Result<Answer, String>> {
+    let (s, hosts) = (s.clone(), hosts.to_vec());
+    let work = move || {
+        let failed = |hosts: &[String], e: String| {
+            hosts.iter().map(|h| (h.clone(), Err(e.clone()))).collect()
+        };
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => return failed(&hosts, format!("cannot start a runtime: {e}")),
+        };
+        rt.block_on(async {
+            let r = match resolver(&s) {
+                Ok(r) => r,
+                Err(e) => return failed(&hosts, e),
+            };
+            let mut set = tokio::task::JoinSet::new();
+            for h in hosts {
+                let r = r.clone();
+                set.spawn(async move {
+                    let answer = lookup(&r, &h).await;
+                    (h, answer)
+                });
+            }
+            let mut out = HashMap::new();
+            while let Some(done) = set.join_next().await {
+                if let Ok((h, a)) = done {
+                    out.insert(h, a);
+                }
+            }
+            out
+        })
+    };
+    match std::thread::Builder::new()
+        .name("tidegate-resolve".into())
+        .spawn(work)
+        .map(|t| t.join())
+    {
+        Ok(Ok(out)) => out,
+        _ => HashMap::new(),
+    }
+}
+
+/// `config` with the DNS entries for `host` expanded to `ips` (sorted);
+/// `None` when that changes nothing. Endpoints kept are the same `Server`s
+/// (health, limits); new ones start fresh.
+pub fn with_addresses(config: &Config, host: &str, ips: &[IpAddr]) -> Option<Config> {
+    let from_host = |s: &Server| s.dns.as_ref().is_some_and(|o| o.host == host);
+    let mut changed = false;
+    let mut new = config.clone();
+    for g in &mut new.upstreams {
+        if !g.servers.iter().any(from_host) {
+            continue;
+        }
+        let old = std::mem::take(&mut g.servers);
+        let mut i = 0;
+        while i < old.len() {
+            let first = &old[i];
+            let origin = match &first.dns {
+                Some(o) if o.host == host => o.clone(),
+                _ => {
+                    g.servers.push(first.clone());
+                    i += 1;
+                    continue;
+                }
+            };
+            let len = old[i..]
+                .iter()
+                .take_while(|s| s.dns.as_ref().is_some_and(|o| Arc::ptr_eq(o, &origin)))
+                .count();
+            let run = &old[i..i + len];
+            let addrs: Vec<SocketAddr> = ips
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, origin.port))
+                .collect();
+            if run.iter().map(|s| s.addr).ne(addrs.iter().copied()) {
+                changed = true;
+            }
+            for addr in addrs {
+                g.servers.push(match run.iter().find(|s| s.addr == addr) {
+                    Some(kept) => kept.clone(),
+                    None => Server {
+                        addr,
+                        health: crate::health::ServerHealth::new(),
+                        limit: origin
+                            .limit
+                            .map(|(max, pending)| crate::upstream::ServerLimit::new(max, pending)),
+                        ..first.clone()
+                    },
+                });
+            }
+            i += len;
+        }
+        if let crate::balance::Method::Hash(key, _) = &g.balance {
+            let points: Vec<(SocketAddr, u32)> =
+                g.servers.iter().map(|s| (s.addr, s.weight)).collect();
+            g.balance = crate::balance::Method::Hash(
+                key.clone(),
+                Arc::new(crate::balance::Ring::new(&points)),
+            );
+        }
+    }
+    changed.then_some(new)
+}
+
+/// What the refresher calls with a name's new address set (on a blocking
+/// thread; it may take locks).
+pub type Apply = Arc<dyn Fn(&str, &[IpAddr]) + Send + Sync>;
+
+/// The background re-resolution of a config's DNS names; stopped by
+/// [`Refresher::stop`].
+pub struct Refresher {
+    handle: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl Refresher {
+    /// Starts re-resolving `config`'s names, or returns `None` when it has
+    /// none.
+    pub fn spawn(config: &Config, apply: Apply) -> Option<Refresher> {
+        // host -> (addresses now in the config, when to look again)
+        let mut names: BTreeMap<String, (Vec<IpAddr>, Instant)> = BTreeMap::new();
+        for s in config.upstreams.iter().flat_map(|g| &g.servers) {
+            if let Some(o) = &s.dns {
+                let e = names
+                    .entry(o.host.clone())
+                    .or_insert_with(|| (Vec::new(), o.expires));
+                e.0.push(s.addr.ip());
+                e.1 = e.1.min(o.expires);
+            }
+        }
+        if names.is_empty() {
+            return None;
+        }
+        let settings = config.dns.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| tracing::error!("DNS refresh not started: {e}"))
+            .ok()?;
+        let (stop, stopped) = watch::channel(false);
+        let handle = std::thread::Builder::new()
+            .name("tidegate-dns".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let r = match resolver(&settings) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!("DNS refresh not started: {e}");
+                            return;
+                        }
+                    };
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for (host, (mut ips, expires)) in names {
+                        ips.sort();
+                        ips.dedup();
+                        tasks.spawn(refresh(
+                            r.clone(),
+                            settings.clone(),
+                            host,
+                            ips,
+                            expires,
+                            apply.clone(),
+                            stopped.clone(),
+                        ));
+                    }
+                    while tasks.join_next().await.is_some() {}
+                })
+            })
+            .map_err(|e| tracing::error!("DNS refresh not started: {e}"))
+            .ok()?;
+        Some(Refresher { handle, stop })
+    }
+
+    /// Stops the thread and waits for it (a change being applied finishes).
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.handle.join();
+    }
+}
+
+/// The re-resolve interval for an answer valid until `until`.
+fn interval(s: &Settings, until: Instant) -> Duration {
+    until
+        .saturating_duration_since(Instant::now())
+        .clamp(s.min_refresh, s.max_refresh)
+}
+
+/// One name's loop: wait, resolve, apply a changed set.
+async fn refresh(
+    r: Resolver,
+    s: Settings,
+    host: String,
+    mut ips: Vec<IpAddr>,
+    expires: Instant,
+    apply: Apply,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut wait = interval(&s, expires);
+    let mut failures: u32 = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        let found = tokio::select! {
+            found = lookup(&r, &host) => found,
+            _ = stop.changed() => return,
+        };
+        match found {
+            Ok((now, until)) => {
+                if failures > 0 {
+                    tracing::info!(
+                        host,
+                        "DNS: resolves again after {failures} failed refresh(es)"
+                    );
+                    failures = 0;
+                }
+                if now != ips {
+                    tracing::info!(host, "DNS: addresses changed from {ips:?} to {now:?}");
+                    let (apply, h, n) = (apply.clone(), host.clone(), now.clone());
+                    if tokio::task::spawn_blocking(move || apply(&h, &n))
+                        .await
+                        .is_err()
+                    {
+                        tracing::error!(host, "DNS: applying the new addresses failed");
+                    }
+                    ips = now;
+                }
+                wait = interval(&s, until);
+            }
+            Err(e) => {
+                if failures == 0 {
+                    tracing::warn!(
+                        host,
+                        "DNS: refresh failed ({e}); keeping the last known addresses {ips:?}"
+                    );
+                } else {
+                    tracing::debug!(host, "DNS: refresh failed again ({e})");
+                }
+                failures = failures.saturating_add(1);
+                wait = s
+                    .min_refresh
+                    .saturating_mul(1 << (failures - 1).min(16))
+                    .min(s.max_refresh);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(servers: &str) -> Config {
+        let text = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\nupstream = \"app\"\n\
+             [upstreams.app]\nservers = [{servers}]\nmax_connections = 4\nbalance = \"hash\"\n"
+        );
+        Config::from_toml(&text, "t.toml").expect("valid")
+    }
+
+    /// `c` with its last server replaced by the endpoints of `host` at `ips`.
+    fn named(mut c: Config, host: &str, port: u16, ips: &[IpAddr]) -> Config {
+        let origin = Arc::new(Origin {
+            host: host.into(),
+            port,
+            limit: Some((4, 0)),
+            expires: Instant::now(),
+        });
+        let g = &mut c.upstreams[0];
+        let template = g.servers.pop().expect("a server");
+        for ip in ips {
+            g.servers.push(Server {
+                addr: SocketAddr::new(*ip, port),
+                health: crate::health::ServerHealth::new(),
+                dns: Some(origin.clone()),
+                ..template.clone()
+            });
+        }
+        c
+    }
+
+    #[test]
+    fn new_addresses_replace_a_names_endpoints_and_keep_the_others() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let c = named(
+            config("\"10.0.0.9:80\", \"10.0.0.1:80\""),
+            "app.test",
+            8080,
+            &[ip("10.0.0.1"), ip("10.0.0.2")],
+        );
+        let before = c.upstreams[0].servers.clone();
+        assert!(with_addresses(&c, "app.test", &[ip("10.0.0.1"), ip("10.0.0.2")]).is_none());
+        assert!(with_addresses(&c, "other.test", &[ip("10.0.0.5")]).is_none());
+
+        let n = with_addresses(&c, "app.test", &[ip("10.0.0.2"), ip("10.0.0.3")]).expect("changed");
+        let after = &n.upstreams[0].servers;
+        let addrs: Vec<String> = after.iter().map(|s| s.addr.to_string()).collect();
+        assert_eq!(addrs, ["10.0.0.9:80", "10.0.0.2:8080", "10.0.0.3:8080"]);
+        // The static server and the kept endpoint keep health and limit.
+        assert!(Arc::ptr_eq(&after[0].health, &before[0].health));
+        assert!(Arc::ptr_eq(&after[1].health, &before[2].health));
+        assert!(Arc::ptr_eq(
+            after[1].limit.as_ref().unwrap(),
+            before[2].limit.as_ref().unwrap()
+        ));
+        // The new one starts fresh, with the entry's settings.
+        assert!(!Arc::ptr_eq(&after[2].health, &before[2].health));
+        assert!(after[2].limit.is_some());
+        assert_eq!(after[2].authority, before[2].authority);
+        assert_eq!(after[2].weight, before[2].weight);
+        assert!(matches!(
+            n.upstreams[0].balance,
+            crate::balance::Method::Hash(..)
+        ));
+    }
+
+    #[test]
+    fn without_name_servers_localhost_still_resolves() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut b = hosts_only();
+            b.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+            let r = Resolver {
+                r: b.build().unwrap(),
+                note: Some("no name server".into()),
+            };
+            let (ips, _) = lookup(&r, "localhost").await.expect("localhost");
+            assert!(ips.contains(&IpAddr::from([127, 0, 0, 1])), "{ips:?}");
+            let e = lookup(&r, "nothing.invalid").await.expect_err("no server");
+            assert!(e.ends_with("; no name server"), "{e}");
+        });
+    }
+
+    #[test]
+    fn refresh_interval_follows_the_ttl_within_bounds() {
+        let s = Settings {
+            min_refresh: Duration::from_secs(2),
+            max_refresh: Duration::from_secs(60),
+            ..Settings::default()
+        };
+        let now = Instant::now();
+        assert_eq!(interval(&s, now), Duration::from_secs(2));
+        assert_eq!(
+            interval(&s, now + Duration::from_secs(3600)),
+            Duration::from_secs(60)
+        );
+        let mid = interval(&s, now + Duration::from_secs(30));
+        assert!(mid > Duration::from_secs(28) && mid <= Duration::from_secs(30));
+    }
+}
