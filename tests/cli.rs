@@ -107,13 +107,13 @@ fn bad_duration_is_rejected() {
 }
 
 #[test]
-fn https_upstream_is_rejected() {
+fn unknown_upstream_scheme_is_rejected() {
     rejects(
-        &valid("").replace("http://127.0.0.1:9000", "https://127.0.0.1:9443"),
+        &valid("").replace("http://127.0.0.1:9000", "ftp://127.0.0.1:21"),
         &[
             "upstreams.app.servers[0]",
-            "https://127.0.0.1:9443",
-            "http://",
+            "ftp://127.0.0.1:21",
+            "only http:// and https://",
         ],
     );
 }
@@ -220,6 +220,9 @@ fn example_file_sets_every_option() {
         "upstream_response_head",
         "upstream_idle",
         "tunnel_idle",
+        "tls_handshake",
+        "http2",
+        "max_concurrent_streams",
         "max_connections",
         "max_request_head_bytes",
         "upstream_idle_per_server",

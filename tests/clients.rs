@@ -187,3 +187,161 @@ async fn curl_reuses_one_connection_for_two_urls() {
         "the second URL should reuse the first connection"
     );
 }
+
+// ---------------------------------------------------------------------------
+// HTTP/2 and TLS with real clients: curl (nghttp2 inside) and h2load.
+
+/// The proxy on a TLS listener for `a.test` (certificate from a fresh test
+/// CA, written out for curl's `--cacert`), in front of `origin`.
+struct TlsProxy {
+    proxy: Proxy,
+    ca_file: TempFile,
+    _leaf: common::pki::Leaf,
+}
+
+fn tls_proxy(origin: &Backend) -> TlsProxy {
+    let ca = common::pki::Ca::new("Test CA");
+    let leaf = ca.server(&["a.test"]);
+    let config = config_to(origin.addr, "").replace(
+        "address = \"127.0.0.1:0\"",
+        &format!(
+            "address = \"127.0.0.1:0\"\n[listeners.tls]\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]",
+            leaf.cert_file.arg(),
+            leaf.key_file.arg()
+        ),
+    );
+    TlsProxy {
+        proxy: Proxy::start(&config),
+        ca_file: ca.file(),
+        _leaf: leaf,
+    }
+}
+
+impl TlsProxy {
+    /// curl set to verify against the test CA and to find `a.test` here.
+    fn curl(&self) -> Command {
+        let mut c = curl();
+        c.args([
+            "--cacert",
+            self.ca_file.arg(),
+            "--resolve",
+            &format!("a.test:{}:127.0.0.1", self.proxy.addr.port()),
+        ]);
+        c
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://a.test:{}{}", self.proxy.addr.port(), path)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_http2_over_tls_downloads_and_uploads_byte_for_byte() {
+    let origin = origin();
+    let p = tls_proxy(&origin);
+    let n = 20 * MIB;
+    let file = TempFile::new("curl-h2-down");
+    let mut cmd = p.curl();
+    cmd.args([
+        "--http2",
+        "-w",
+        "%{http_version}",
+        "-o",
+        file.arg(),
+        &p.url(&format!("/down/{n}")),
+    ]);
+    let out = ok(&run_command(cmd).await);
+    assert_eq!(out, "2", "curl negotiated HTTP/2");
+    check_download(&file, n);
+
+    let n = 5 * MIB + 3;
+    let up = TempFile::with("curl-h2-up", &Stream::new(15).chunk(n as usize));
+    let mut cmd = p.curl();
+    cmd.args([
+        "--http2",
+        "--data-binary",
+        &format!("@{}", up.arg()),
+        &p.url("/up"),
+    ]);
+    assert_eq!(
+        ok(&run_command(cmd).await),
+        format!("{n} {:08x}", stream_crc(15, n))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_over_tls_speaks_http1_when_asked() {
+    let origin = origin();
+    let p = tls_proxy(&origin);
+    let mut cmd = p.curl();
+    cmd.args(["--http1.1", "-w", " %{http_version}", &p.url("/x")]);
+    assert_eq!(ok(&run_command(cmd).await), "hello from /x 1.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_http2_prior_knowledge_on_a_plain_listener() {
+    let origin = origin();
+    let proxy = Proxy::to(origin.addr, "");
+    let mut cmd = curl();
+    cmd.args([
+        "--http2-prior-knowledge",
+        "-w",
+        " %{http_version}",
+        &proxy.url("/h2c"),
+    ]);
+    assert_eq!(ok(&run_command(cmd).await), "hello from /h2c 2");
+}
+
+/// `h2load`'s summary line: requests done, succeeded, failed, errored.
+fn h2load_counts(out: &str) -> (u64, u64, u64, u64) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .unwrap_or_else(|| panic!("no summary in h2load output:\n{out}"));
+    let num = |word: &str| -> u64 {
+        let before = line
+            .split(',')
+            .find(|part| part.trim().ends_with(word))
+            .unwrap_or_else(|| panic!("no `{word}` in {line}"));
+        before
+            .split_whitespace()
+            .rev()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count for `{word}` in {line}"))
+    };
+    (num("done"), num("succeeded"), num("failed"), num("errored"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2load_over_tls_and_h2c_has_no_failed_requests() {
+    let origin = origin();
+    let p = tls_proxy(&origin);
+    let plain = Proxy::to(origin.addr, "");
+    let n = 4000;
+    for url in [
+        format!("https://127.0.0.1:{}/x", p.proxy.addr.port()),
+        plain.url("/x"),
+    ] {
+        let mut cmd = Command::new("h2load");
+        cmd.args([
+            "-n",
+            &n.to_string(),
+            "-c",
+            "20",
+            "-m",
+            "10",
+            "-T",
+            "60",
+            &url,
+        ]);
+        let out = ok(&run_command(cmd).await);
+        let (done, succeeded, failed, errored) = h2load_counts(&out);
+        assert_eq!(
+            (done, succeeded, failed, errored),
+            (n, n, 0, 0),
+            "{url}:\n{out}"
+        );
+        assert!(out.contains("Application protocol: h2"), "{out}");
+    }
+}

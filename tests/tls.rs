@@ -101,7 +101,7 @@ fn h2_req(authority: &str, path: &str) -> Request<Body> {
         .expect("request")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_picks_the_certificate_and_unknown_names_get_the_default() {
     let ca = Ca::new("Test CA");
     let a = ca.server(&["a.test"]);
@@ -137,7 +137,7 @@ async fn sni_picks_the_certificate_and_unknown_names_get_the_default() {
     assert_eq!(line(&String::from_utf8_lossy(&body), "proto"), "https");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alpn_negotiates_h2_and_http1_both_reach_the_origin() {
     let ca = Ca::new("Test CA");
     let a = ca.server(&["a.test"]);
@@ -187,7 +187,7 @@ async fn alpn_negotiates_h2_and_http1_both_reach_the_origin() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_streams_on_one_h2_connection_all_succeed() {
     let ca = Ca::new("Test CA");
     let a = ca.server(&["a.test"]);
@@ -227,7 +227,7 @@ async fn many_streams_on_one_h2_connection_all_succeed() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_and_http1_share_a_plain_listener() {
     let origin = echo_backend();
     let proxy = Proxy::to(origin.addr, "");
@@ -253,7 +253,7 @@ async fn h2c_prior_knowledge_and_http1_share_a_plain_listener() {
     assert_eq!(c.response().await.status, 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_can_be_turned_off() {
     let ca = Ca::new("Test CA");
     let a = ca.server(&["a.test"]);
@@ -270,7 +270,7 @@ async fn http2_can_be_turned_off() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_the_certificate_does_not_cover_gets_421() {
     let ca = Ca::new("Test CA");
     let a = ca.server(&["a.test", "alt.test"]);
@@ -305,7 +305,7 @@ async fn a_host_the_certificate_does_not_cover_gets_421() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_are_required_and_their_subject_goes_upstream() {
     let ca = Ca::new("Server CA");
     let clients = Ca::new("Client CA");
@@ -359,7 +359,7 @@ async fn client_certificates_are_required_and_their_subject_goes_upstream() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optional_client_certificates_let_anonymous_clients_in_without_a_subject() {
     let ca = Ca::new("Server CA");
     let clients = Ca::new("Client CA");
@@ -401,7 +401,7 @@ async fn optional_client_certificates_let_anonymous_clients_in_without_a_subject
     assert!(line(&String::from_utf8_lossy(&body), "subject").contains("CN=bob"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_listener_redirects_to_https_and_tls_adds_hsts() {
     let ca = Ca::new("Test CA");
     let a = ca.server(&["a.test"]);
@@ -478,7 +478,7 @@ servers = ["{upstream}"]
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_rereads_certificates() {
     let ca = Ca::new("Test CA");
     let first = ca.server(&["a.test"]);
@@ -523,7 +523,7 @@ async fn reload_rereads_certificates() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_handshake_is_cut_off() {
     let ca = Ca::new("Test CA");
     let a = ca.server(&["a.test"]);
