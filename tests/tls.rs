@@ -587,3 +587,88 @@ fn bad_tls_config_is_refused_with_file_field_and_reason() {
     ));
     assert!(e.contains("listeners[0].hsts"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_12_and_13_are_accepted_and_min_version_holds() {
+    let ca = Ca::new("Test CA");
+    let a = ca.server(&["a.test"]);
+    let origin = echo_backend();
+    let proxy = Proxy::start(&tls_config(origin.addr, &[&a], "", ""));
+    let s = Client::trusting(&ca)
+        .connect(proxy.addr, "a.test")
+        .await
+        .expect("tls 1.3");
+    assert_eq!(pki::version(&s), Some(rustls::ProtocolVersion::TLSv1_3));
+    let s = Client::trusting(&ca)
+        .tls12()
+        .connect(proxy.addr, "a.test")
+        .await
+        .expect("tls 1.2");
+    assert_eq!(pki::version(&s), Some(rustls::ProtocolVersion::TLSv1_2));
+    let h2 = pki::is_h2(&s);
+    let (status, _, _) = pki::request(s, h2, h2_req("a.test", "/"))
+        .await
+        .expect("request");
+    assert_eq!(status, 200);
+
+    let strict = Proxy::start(&tls_config(origin.addr, &[&a], "", "min_version = \"1.3\""));
+    let r = Client::trusting(&ca)
+        .tls12()
+        .connect(strict.addr, "a.test")
+        .await;
+    assert!(
+        r.is_err(),
+        "a TLS 1.2 client is refused when min_version is 1.3"
+    );
+    Client::trusting(&ca)
+        .connect(strict.addr, "a.test")
+        .await
+        .expect("TLS 1.3 still accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_stream_and_header_limits_are_advertised_and_enforced() {
+    let origin = echo_backend();
+    let config = config_to(origin.addr, "[limits]\nmax_request_head_bytes = 4096\n").replace(
+        "address = \"127.0.0.1:0\"",
+        "address = \"127.0.0.1:0\"\nmax_concurrent_streams = 7",
+    );
+    let proxy = Proxy::start(&config);
+
+    let tcp = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    tokio::pin!(conn);
+    let exchange = async {
+        let mut client = client.ready().await.expect("ready");
+        let req = Request::get(format!("http://{}/", proxy.addr))
+            .body(())
+            .expect("request");
+        let (resp, _) = client.send_request(req, true).expect("send");
+        resp.await.expect("response").status()
+    };
+    let status = tokio::select! {
+        s = exchange => s,
+        r = &mut conn => panic!("connection ended first: {r:?}"),
+    };
+    assert_eq!(status, 200);
+    assert_eq!(
+        conn.max_concurrent_send_streams(),
+        7,
+        "SETTINGS_MAX_CONCURRENT_STREAMS"
+    );
+
+    // A header list past max_request_head_bytes is refused.
+    let tcp = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    let req = Request::get(format!("http://{}/", proxy.addr))
+        .header("x-big", "a".repeat(8192))
+        .body(empty())
+        .expect("request");
+    // Refused with 431, or at the stream level: either way not proxied.
+    if let Ok((status, _, _)) = pki::request(tcp, true, req).await {
+        assert_eq!(status, 431, "oversized header list");
+    }
+}

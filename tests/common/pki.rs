@@ -93,6 +93,8 @@ pub struct Client {
     /// the server picked for a name it has no certificate for).
     pub ca: Option<CertificateDer<'static>>,
     pub cert: Option<(CertificateDer<'static>, String)>,
+    /// Offer only TLS 1.2.
+    pub tls12_only: bool,
 }
 
 impl Client {
@@ -101,6 +103,7 @@ impl Client {
             alpn: vec![b"h2", b"http/1.1"],
             ca: Some(ca.der.clone()),
             cert: None,
+            tls12_only: false,
         }
     }
 
@@ -109,11 +112,17 @@ impl Client {
             alpn: vec![b"h2", b"http/1.1"],
             ca: None,
             cert: None,
+            tls12_only: false,
         }
     }
 
     pub fn alpn(mut self, alpn: &[&'static [u8]]) -> Client {
         self.alpn = alpn.to_vec();
+        self
+    }
+
+    pub fn tls12(mut self) -> Client {
+        self.tls12_only = true;
         self
     }
 
@@ -123,8 +132,13 @@ impl Client {
     }
 
     pub fn config(&self) -> rustls::ClientConfig {
+        let versions: &[&rustls::SupportedProtocolVersion] = if self.tls12_only {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
         let b = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .expect("versions");
         let b = match &self.ca {
             Some(ca) => {
@@ -170,6 +184,11 @@ pub fn peer_cert(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
         .peer_certificates()
         .expect("server certificate")[0]
         .clone()
+}
+
+/// The TLS version the handshake settled on.
+pub fn version(s: &TlsStream<TcpStream>) -> Option<rustls::ProtocolVersion> {
+    s.get_ref().1.protocol_version()
 }
 
 /// Whether ALPN settled on h2.
