@@ -165,7 +165,7 @@ impl Sender {
     ) -> impl Future<Output = SendResult> + 'static {
         match self {
             Sender::H1(s) => Either::A {
-                fut: s.try_send_request(req),
+                fut: s.try_send_request(h1_request(req)),
             },
             Sender::H2 { sender, https } => Either::B {
                 fut: sender.try_send_request(h2_request(req, *https)),
@@ -181,11 +181,21 @@ impl Sender {
     }
 }
 
-/// Marks a request whose client sent `TE: trailers`, which an HTTP/2
-/// upstream then receives (gRPC servers require it); HTTP/1.1 upstreams
-/// never see `TE`.
+/// Marks a request whose client accepts trailers (`TE: trailers`): the
+/// proxy says the same upstream on its own behalf (RFC 9110 §10.1.4; gRPC
+/// servers require it), since it forwards trailers. Any other `TE` coding
+/// stops at the proxy.
 #[derive(Debug, Clone, Copy)]
 pub struct TeTrailers;
+
+/// `TE: trailers` upstream for clients that accept trailers.
+fn h1_request(mut req: Request<RequestBody>) -> Request<RequestBody> {
+    if req.extensions().get::<TeTrailers>().is_some() {
+        req.headers_mut()
+            .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    }
+    req
+}
 
 /// The request as hyper's HTTP/2 client wants it.
 fn h2_request(mut req: Request<RequestBody>, https: bool) -> Request<RequestBody> {

@@ -436,7 +436,7 @@ impl Config {
                     });
                 }
             }
-            upstream_tls(name, group, &schemes, &mut servers)
+            upstream_tls(name, group, &schemes, &mut servers, file)
                 .map_err(|(f, reason)| invalid(format!("upstreams.{name}.{f}"), reason))?;
             let balance = balance_method(group, &servers)
                 .map_err(|(f, reason)| invalid(format!("upstreams.{name}.{f}"), reason))?;
@@ -694,7 +694,11 @@ fn upstream_tls(
     group: &raw::Upstream,
     schemes: &[bool],
     servers: &mut [Server],
+    file: &str,
 ) -> Result<(), FieldError> {
+    // Paths are relative to the config file's directory.
+    let base = Path::new(file).parent().unwrap_or(Path::new(""));
+    let path = |p: &Option<String>| p.as_ref().map(|p| base.join(p).display().to_string());
     let https = schemes.first().copied().unwrap_or(false);
     if schemes.iter().any(|&s| s != https) {
         return Err(field(
@@ -715,9 +719,9 @@ fn upstream_tls(
     let mut opts = crate::upstream_tls::Options::default();
     let mut server_name = None;
     if let Some(t) = raw_tls {
-        opts.ca_file = t.ca_file.clone();
-        opts.client_cert = t.client_cert.clone();
-        opts.client_key = t.client_key.clone();
+        opts.ca_file = path(&t.ca_file);
+        opts.client_cert = path(&t.client_cert);
+        opts.client_key = path(&t.client_key);
         opts.insecure_skip_verify = t.insecure_skip_verify_for_testing_only == Some(true);
         if opts.insecure_skip_verify && opts.ca_file.is_some() {
             return Err(field(
