@@ -8,7 +8,8 @@
 //! status, body bytes sent to the client, upstream address (`-` if none),
 //! duration in seconds, and how it ended (`done`, `aborted` when the client
 //! or upstream went away mid-body, `error` for a synthetic error response).
-//! An upgraded connection gets its line when its tunnel ends: status 101,
+//! An upgraded connection gets its line when its tunnel ends: status 101
+//! (200 for a WebSocket over HTTP/2),
 //! the bytes sent to the client through the tunnel, and `done` when both
 //! sides closed, `aborted` otherwise (error, idle timeout, shutdown).
 //!

@@ -615,9 +615,11 @@ impl<F: Future> Future for Sniff<'_, F> {
 /// The hyper HTTP/2 server settings for client connections. hyper's
 /// defaults stay on for what they guard: pending-reset-stream caps against
 /// rapid-reset floods (CVE-2023-44487), header list size, flow control.
+/// Extended CONNECT (RFC 8441) is on, for WebSocket over HTTP/2.
 fn h2_builder(max_streams: u32, max_head: usize) -> http2::Builder<LocalExec> {
     let mut b = http2::Builder::new(LocalExec);
-    b.max_concurrent_streams(max_streams)
+    b.enable_connect_protocol()
+        .max_concurrent_streams(max_streams)
         .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(Some(32))
         .max_local_error_reset_streams(Some(256));

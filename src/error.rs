@@ -50,6 +50,12 @@ pub enum ProxyError {
     },
     #[error("upstream {addr}: no response head in time")]
     ResponseTimeout { addr: SocketAddr },
+    #[error("HTTP/2 extended CONNECT for protocol `{0}`: only `websocket` is proxied")]
+    ConnectProtocol(String),
+    #[error("no random bytes for a Sec-WebSocket-Key")]
+    Random,
+    #[error("upstream {addr}: WebSocket handshake for an HTTP/2 client failed: {reason}")]
+    WebSocket { addr: SocketAddr, reason: String },
     #[error("upstream {addr}: {source}")]
     Upstream {
         addr: SocketAddr,
@@ -65,7 +71,9 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::BadRewrite => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::BadRewrite | ProxyError::Random => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::ConnectProtocol(_) => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::WebSocket { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::NoServer { .. } | ProxyError::ServerFull { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -89,6 +97,7 @@ impl ProxyError {
             | ProxyError::Handshake { addr, .. }
             | ProxyError::ResponseTimeout { addr }
             | ProxyError::Upstream { addr, .. }
+            | ProxyError::WebSocket { addr, .. }
             | ProxyError::ServerFull { addr } => Some(*addr),
             _ => None,
         }

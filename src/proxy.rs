@@ -243,7 +243,7 @@ async fn respond(
             }
             resp
         }
-        Ok(Outcome::Tunnel(resp, lease, route, permit)) => {
+        Ok(Outcome::Tunnel(resp, lease, route, permit, None)) => {
             drop(in_flight);
             let (resp, tunnel) = crate::tunnel::switch(
                 worker.clone(),
@@ -255,6 +255,22 @@ async fn respond(
                 permit,
             );
             *ctx.state.tunnel.borrow_mut() = Some(tunnel);
+            resp
+        }
+        Ok(Outcome::Tunnel(resp, lease, route, permit, Some(stream))) => {
+            // HTTP/2 (RFC 8441): the stream's tunnel runs as a task of its
+            // own, once hyper has sent the 200 and handed the stream over.
+            let (resp, mut tunnel) = crate::tunnel::switch_h2(
+                worker.clone(),
+                resp,
+                lease,
+                route,
+                entry,
+                ctx.client,
+                permit,
+            );
+            tunnel.hold(in_flight);
+            tokio::task::spawn_local(tunnel.run_h2(stream));
             resp
         }
         Ok(Outcome::Local(resp)) => {
@@ -328,13 +344,15 @@ enum Outcome<'a> {
         &'a Route,
         Option<tokio::sync::OwnedSemaphorePermit>,
     ),
-    /// The upstream switched protocols (101): the connection becomes a
-    /// [`crate::tunnel::Tunnel`].
+    /// The upstream switched protocols (101): the connection (or, for an
+    /// HTTP/2 WebSocket, the client's stream, whose upgrade comes last)
+    /// becomes a [`crate::tunnel::Tunnel`].
     Tunnel(
         Response<Incoming>,
         Lease,
         &'a Route,
         Option<tokio::sync::OwnedSemaphorePermit>,
+        Option<hyper::upgrade::OnUpgrade>,
     ),
     /// The route answered itself (redirect, fixed response).
     Local(Response<ProxyBody>),
@@ -343,9 +361,15 @@ enum Outcome<'a> {
 async fn forward<'w>(
     ctx: &ConnCtx,
     w: &'w Worker,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Outcome<'w>, ProxyError> {
+    // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and sent
+    // as the HTTP/1.1 handshake it stands for: a GET.
+    let h2_ws = crate::tunnel::h2_websocket(&mut req)?;
     let (mut parts, body) = req.into_parts();
+    if h2_ws.is_some() {
+        parts.method = Method::GET;
+    }
 
     // An h2 request carries its host as :authority, in the URI.
     let host = parts
@@ -420,7 +444,14 @@ async fn forward<'w>(
 
     let chunked = !http_body::Body::is_end_stream(&body)
         && http_body::Body::size_hint(&body).exact().is_none();
-    let upgrade = prepare_request(&mut parts, ctx, &route.upstream_host, chunked);
+    let mut upgrade = prepare_request(&mut parts, ctx, &route.upstream_host, chunked);
+    let ws_key = match h2_ws {
+        Some(_) => {
+            upgrade = true;
+            Some(crate::tunnel::to_h1_websocket(&mut parts.headers)?)
+        }
+        None => None,
+    };
     route.request_headers.apply(&mut parts.headers);
 
     // A request that may go to another server if the first fails before
@@ -549,9 +580,29 @@ async fn forward<'w>(
             b.observe(i, t.elapsed());
         }
         record(w, server, !resp.status().is_server_error());
+        if let Some(key) = &ws_key {
+            // The HTTP/2 client gets a 2xx only for a tunnel: a 101 that
+            // is a valid WebSocket accept.
+            let status = resp.status();
+            let failed = if status == StatusCode::SWITCHING_PROTOCOLS {
+                crate::tunnel::check_accept(resp.headers(), key)
+                    .err()
+                    .map(str::to_string)
+            } else if status.is_success() {
+                Some(format!("answered {status} without switching protocols"))
+            } else {
+                None
+            };
+            if let Some(reason) = failed {
+                return Err(ProxyError::WebSocket {
+                    addr: w.pool.addr(server),
+                    reason,
+                });
+            }
+        }
         busy.hand_over();
         if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            return Ok(Outcome::Tunnel(resp, lease, route, permit));
+            return Ok(Outcome::Tunnel(resp, lease, route, permit, h2_ws));
         }
         return Ok(Outcome::Upstream(resp, lease, route, permit));
     }

@@ -28,6 +28,28 @@
 //! shutdown waits for tunnels up to `shutdown_grace` and then closes them.
 //! A tunnel keeps the config it started with across reloads, and holds its
 //! server's `max_connections` turn and balancing count until it ends.
+//!
+//! ## WebSocket over HTTP/2 (RFC 8441)
+//!
+//! Client HTTP/2 connections advertise `SETTINGS_ENABLE_CONNECT_PROTOCOL`.
+//! An extended CONNECT with `:protocol = websocket` ([`h2_websocket`]) is
+//! routed and forwarded as the HTTP/1.1 WebSocket handshake it stands for
+//! (RFC 8441 §5): `GET` of `:path`, `Host` from `:authority`, `Upgrade:
+//! websocket`, `Connection: Upgrade` and a fresh `Sec-WebSocket-Key`
+//! ([`to_h1_websocket`]); the other fields (`Sec-WebSocket-Version`,
+//! `-Protocol`, `-Extensions`, `Origin`...) go on as for any request. A 101
+//! whose `Sec-WebSocket-Accept` matches the key ([`check_accept`]) becomes
+//! the client's `200` ([`switch_h2`]), and the tunnel then runs between the
+//! HTTP/2 stream and the upstream connection, as a task of its own (the
+//! client connection carries other streams): the same copy, idle timeout
+//! and log lines, with status 200 in the access log. The stream's flow
+//! control holds back a side that does not read; an end of stream either
+//! way is passed on (`END_STREAM` towards the client, a half-close towards
+//! the upstream), and a tunnel that fails or idles out resets the stream.
+//! A tunnel keeps the request marked in flight on its connection, so the
+//! connection is not closed as idle under it, and graceful shutdown waits
+//! for it as for any stream. Other `:protocol` values get 501; a plain
+//! CONNECT is not proxied (it matches no route).
 
 use std::cell::Cell;
 use std::io;
@@ -37,10 +59,10 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::connection::ClientIo;
+use crate::connection::{ClientIo, InFlight};
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
-use http::Response;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -59,6 +81,81 @@ use crate::upstream::{open, Lease, Sender};
 const BUF: usize = 16 * 1024;
 
 const UPGRADE: HeaderValue = HeaderValue::from_static("upgrade");
+const WEBSOCKET: HeaderValue = HeaderValue::from_static("websocket");
+static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+static SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
+/// RFC 6455 §1.3: appended to the key before hashing it for the accept.
+const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// For an HTTP/2 extended CONNECT (RFC 8441) for `websocket`: the client
+/// stream's upgrade, to tunnel through once the upstream switched. `None`
+/// for any other request (a plain CONNECT included: it goes on as today,
+/// and matches no route). Another `:protocol` is refused (501).
+pub fn h2_websocket<B>(req: &mut Request<B>) -> Result<Option<OnUpgrade>, ProxyError> {
+    if req.method() != Method::CONNECT || req.version() != Version::HTTP_2 {
+        return Ok(None);
+    }
+    let Some(protocol) = req.extensions().get::<hyper::ext::Protocol>() else {
+        return Ok(None);
+    };
+    if !protocol.as_str().eq_ignore_ascii_case("websocket") {
+        return Err(ProxyError::ConnectProtocol(
+            protocol.as_str().chars().take(64).collect(),
+        ));
+    }
+    Ok(Some(hyper::upgrade::on(req)))
+}
+
+/// Turns the (already hop-by-hop-stripped) fields of an extended CONNECT
+/// into those of an HTTP/1.1 WebSocket handshake: `Upgrade: websocket`,
+/// `Connection: upgrade` and a new random `Sec-WebSocket-Key`, returned
+/// to check the upstream's accept against.
+pub fn to_h1_websocket(h: &mut HeaderMap) -> Result<HeaderValue, ProxyError> {
+    use ring::rand::SecureRandom;
+    let mut nonce = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| ProxyError::Random)?;
+    let key = HeaderValue::from_str(&data_encoding::BASE64.encode(&nonce))
+        .map_err(|_| ProxyError::Random)?;
+    h.remove(&SEC_WEBSOCKET_ACCEPT);
+    h.insert(SEC_WEBSOCKET_KEY.clone(), key.clone());
+    keep_upgrade(h, vec![WEBSOCKET]);
+    Ok(key)
+}
+
+/// The `Sec-WebSocket-Accept` a server must answer `key` with (RFC 6455
+/// §4.2.2): base64 of the SHA-1 of the key and the GUID.
+fn accept_for(key: &[u8]) -> String {
+    let mut sha = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    sha.update(key);
+    sha.update(WS_GUID);
+    data_encoding::BASE64.encode(sha.finish().as_ref())
+}
+
+/// Checks a 101 to our WebSocket handshake as RFC 6455 §4.1 has a client
+/// do: `Upgrade: websocket`, `Connection: upgrade`, and the accept for our
+/// key. The error says what was wrong.
+pub fn check_accept(h: &HeaderMap, key: &HeaderValue) -> Result<(), &'static str> {
+    let has = |name: header::HeaderName, token: &str| {
+        h.get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has(header::UPGRADE, "websocket") {
+        return Err("its 101 does not say `Upgrade: websocket`");
+    }
+    if !has(header::CONNECTION, "upgrade") {
+        return Err("its 101 does not say `Connection: upgrade`");
+    }
+    match h.get(&SEC_WEBSOCKET_ACCEPT) {
+        None => Err("its 101 has no Sec-WebSocket-Accept"),
+        Some(v) if v.as_bytes() == accept_for(key.as_bytes()).as_bytes() => Ok(()),
+        Some(_) => Err("its 101's Sec-WebSocket-Accept does not match the key sent"),
+    }
+}
 
 /// Whether a request head (HTTP/1.1) asks for an upgrade: an `Upgrade`
 /// field and the `upgrade` option in `Connection` (RFC 9110 §7.8). Not
@@ -143,23 +240,37 @@ pub fn switch(
     keep_upgrade(h, upgrade);
     h.append(header::VIA, crate::proxy::VIA_VALUE);
     route.response_headers.apply(h);
-    let tunnel = Tunnel {
-        idle: worker.config.timeouts.tunnel_idle,
-        worker,
-        server: lease.server,
-        lease: Some(lease),
-        upstream: Some(upstream),
-        entry,
-        client,
-        _permit: permit,
-        stats: Stats {
-            up: Cell::new(0),
-            down: Cell::new(0),
-            last: Cell::new(Instant::now()),
-            failed: Cell::new(None),
-        },
-        end: End::NotStarted,
-    };
+    let tunnel = Tunnel::new(worker, lease, upstream, 101, entry, client, permit);
+    (
+        Response::from_parts(parts, ProxyBody::full(Bytes::new())),
+        tunnel,
+    )
+}
+
+/// For an HTTP/2 client's WebSocket (RFC 8441): the client's `200` for
+/// the upstream's 101 (already checked by [`check_accept`]), with the
+/// 101's end-to-end fields (`Sec-WebSocket-Protocol`, `-Extensions`...),
+/// and the tunnel, to run with [`Tunnel::run_h2`] once hyper has sent the
+/// 200.
+pub fn switch_h2(
+    worker: Rc<Worker>,
+    mut resp: Response<Incoming>,
+    lease: Lease,
+    route: &Route,
+    entry: Option<Box<Entry>>,
+    client: SocketAddr,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> (Response<ProxyBody>, Tunnel) {
+    let upstream = hyper::upgrade::on(&mut resp);
+    let (mut parts, _) = resp.into_parts();
+    parts.status = StatusCode::OK;
+    let h = &mut parts.headers;
+    crate::proxy::strip_hop_by_hop(h);
+    h.remove(&SEC_WEBSOCKET_ACCEPT);
+    h.remove(header::CONTENT_LENGTH);
+    h.append(header::VIA, crate::proxy::VIA_VALUE);
+    route.response_headers.apply(h);
+    let tunnel = Tunnel::new(worker, lease, upstream, 200, entry, client, permit);
     (
         Response::from_parts(parts, ProxyBody::full(Bytes::new())),
         tunnel,
@@ -175,10 +286,14 @@ pub struct Tunnel {
     /// Kept until the upstream connection has handed over its socket.
     lease: Option<Lease>,
     upstream: Option<OnUpgrade>,
+    /// What the client was answered: 101, or 200 to an HTTP/2 CONNECT.
+    status: u16,
     entry: Option<Box<Entry>>,
     client: SocketAddr,
     idle: Duration,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// An HTTP/2 tunnel keeps its stream in flight on its connection.
+    _in_flight: Option<InFlight>,
     stats: Stats,
     end: End,
 }
@@ -203,7 +318,8 @@ enum Side {
 
 /// Why a tunnel ended.
 enum End {
-    /// The client connection ended before hyper wrote the 101.
+    /// The client connection (or stream) ended before hyper wrote the
+    /// 101 (or 200).
     NotStarted,
     /// Still running when dropped: shutdown's grace period ran out.
     Cut,
@@ -215,6 +331,42 @@ enum End {
 }
 
 impl Tunnel {
+    fn new(
+        worker: Rc<Worker>,
+        lease: Lease,
+        upstream: OnUpgrade,
+        status: u16,
+        entry: Option<Box<Entry>>,
+        client: SocketAddr,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Tunnel {
+        Tunnel {
+            idle: worker.config.timeouts.tunnel_idle,
+            worker,
+            server: lease.server,
+            lease: Some(lease),
+            upstream: Some(upstream),
+            status,
+            entry,
+            client,
+            _permit: permit,
+            _in_flight: None,
+            stats: Stats {
+                up: Cell::new(0),
+                down: Cell::new(0),
+                last: Cell::new(Instant::now()),
+                failed: Cell::new(None),
+            },
+            end: End::NotStarted,
+        }
+    }
+
+    /// Keeps the request in flight on its connection until the tunnel
+    /// ends (HTTP/2: the connection must not look idle meanwhile).
+    pub fn hold(&mut self, in_flight: InFlight) {
+        self._in_flight = Some(in_flight);
+    }
+
     /// Runs the tunnel between the client socket (with `early`, bytes the
     /// client sent past the request head) and the upgraded upstream.
     pub async fn run(mut self, client: ClientIo, early: Bytes) {
@@ -222,7 +374,22 @@ impl Tunnel {
         self.end = self.splice(client, early).await;
     }
 
-    async fn splice(&mut self, client: ClientIo, early: Bytes) -> End {
+    /// Runs the tunnel between an HTTP/2 client's stream, once hyper has
+    /// sent the 200 and handed it over, and the upgraded upstream.
+    pub async fn run_h2(mut self, client: OnUpgrade) {
+        let client = match client.await {
+            Ok(u) => u,
+            // The stream was reset, or the connection ended, first.
+            Err(_) => return,
+        };
+        self.end = End::Cut;
+        self.end = self.splice(TokioIo::new(client), Bytes::new()).await;
+    }
+
+    async fn splice<C>(&mut self, client: C, early: Bytes) -> End
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
         let Some(upgrade) = self.upstream.take() else {
             return End::NotStarted;
         };
@@ -276,6 +443,7 @@ impl Drop for Tunnel {
         let addr = w.pool.addr(self.server);
         let (up, down) = (self.stats.up.get(), self.stats.down.get());
         let client = self.client;
+        let status = self.status;
         let outcome = match &self.end {
             End::Closed => "done",
             _ => "aborted",
@@ -283,7 +451,7 @@ impl Drop for Tunnel {
         match &self.end {
             End::NotStarted => tracing::info!(
                 %client, upstream = %addr,
-                "upgrade: client connection ended before the 101 was sent"
+                "upgrade: client connection ended before the {status} was sent"
             ),
             End::Cut => tracing::info!(
                 %client, upstream = %addr, up, down,
@@ -314,7 +482,7 @@ impl Drop for Tunnel {
             ),
         }
         if let Some(e) = &self.entry {
-            w.log.record(e, 101, down, Some(addr), outcome);
+            w.log.record(e, status, down, Some(addr), outcome);
         }
         let (balancer, i) = w.pool.locate(self.server);
         balancer.end(i);
@@ -426,6 +594,77 @@ mod tests {
             ("connection", "upgrade"),
             ("upgrade", "foo/2, H2C")
         ])));
+    }
+
+    #[test]
+    fn accept_is_the_rfc_6455_sample() {
+        // RFC 6455 §1.3's worked example.
+        assert_eq!(
+            accept_for(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        let key = HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ==");
+        let good = [
+            ("upgrade", "WebSocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ];
+        assert_eq!(check_accept(&map(&good), &key), Ok(()));
+        let mut wrong = good;
+        wrong[2].1 = "s3pPLMBiTxaQ9kYGzzhZRbK+xOp=";
+        assert!(check_accept(&map(&wrong), &key).is_err());
+        assert!(check_accept(&map(&good[..2]), &key).is_err());
+        assert!(check_accept(&map(&good[1..]), &key).is_err());
+        assert!(check_accept(&map(&[good[0], good[2]]), &key).is_err());
+    }
+
+    #[test]
+    fn h1_handshake_fields_with_a_fresh_key() {
+        let mut h = map(&[
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "client-chosen"),
+            ("sec-websocket-protocol", "chat"),
+        ]);
+        let key = to_h1_websocket(&mut h).unwrap();
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+        assert_eq!(h.get("connection").unwrap(), "upgrade");
+        assert_eq!(h.get("sec-websocket-key").unwrap(), &key);
+        assert_eq!(h.get("sec-websocket-protocol").unwrap(), "chat");
+        let raw = data_encoding::BASE64.decode(key.as_bytes()).unwrap();
+        assert_eq!(raw.len(), 16);
+        let other = to_h1_websocket(&mut map(&[])).unwrap();
+        assert_ne!(key, other, "a new key each time");
+    }
+
+    #[test]
+    fn only_h2_connect_with_websocket_is_a_websocket() {
+        let req = |method: Method, version: Version, protocol: Option<&'static str>| {
+            let mut r = Request::builder()
+                .method(method)
+                .version(version)
+                .uri("https://a.test/chat")
+                .body(())
+                .unwrap();
+            if let Some(p) = protocol {
+                r.extensions_mut()
+                    .insert(hyper::ext::Protocol::from_static(p));
+            }
+            r
+        };
+        use Version as V;
+        let mut r = req(Method::CONNECT, V::HTTP_2, Some("websocket"));
+        assert!(h2_websocket(&mut r).unwrap().is_some());
+        let mut r = req(Method::CONNECT, V::HTTP_2, None);
+        assert!(h2_websocket(&mut r).unwrap().is_none());
+        let mut r = req(Method::GET, V::HTTP_2, Some("websocket"));
+        assert!(h2_websocket(&mut r).unwrap().is_none());
+        let mut r = req(Method::CONNECT, V::HTTP_11, Some("websocket"));
+        assert!(h2_websocket(&mut r).unwrap().is_none());
+        let mut r = req(Method::CONNECT, V::HTTP_2, Some("connect-udp"));
+        match h2_websocket(&mut r) {
+            Err(e) => assert_eq!(e.status(), StatusCode::NOT_IMPLEMENTED),
+            Ok(_) => panic!("connect-udp accepted"),
+        }
     }
 
     #[test]
