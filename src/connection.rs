@@ -517,8 +517,11 @@ pub async fn serve(
         redirect_https: listener.redirect_https,
     });
     let svc = service_fn(move |req| {
-        let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(ctx, req).await) }
+        // Boxed once: the request's future is large (it spans the whole
+        // exchange), and hyper moves the service future before pinning it;
+        // a box makes each move a pointer copy instead of a memcpy of it.
+        let fut = Box::pin(proxy::handle(ctx.clone(), req));
+        async move { Ok::<_, Infallible>(fut.await) }
     });
     let io = TokioIo::new(io);
     if h2 {

@@ -187,7 +187,8 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
             version: req.version(),
         })
     });
-    let mut resp = respond(&ctx, &worker, req, entry, in_flight).await;
+    let grpc = is_grpc(req.headers());
+    let mut resp = respond(&ctx, &worker, req, entry, in_flight, grpc).await;
     if let Some(hsts) = &ctx.hsts {
         let h = resp.headers_mut();
         if !h.contains_key(header::STRICT_TRANSPORT_SECURITY) {
@@ -203,6 +204,7 @@ async fn respond(
     req: Request<Incoming>,
     entry: Option<Box<Entry>>,
     in_flight: InFlight,
+    grpc: bool,
 ) -> Response<ProxyBody> {
     match forward(ctx, worker, req).await {
         Ok(Outcome::Upstream(resp, lease, route, permit)) => {
@@ -293,7 +295,11 @@ async fn respond(
                     .log
                     .record(e, status.as_u16(), 0, err.upstream(), "error");
             }
-            error_response(status)
+            if grpc {
+                grpc_error_response(status)
+            } else {
+                error_response(status)
+            }
         }
     }
 }
@@ -312,6 +318,46 @@ fn retry_after(v: &HeaderValue) -> Option<Duration> {
             .unwrap_or_default(),
     };
     (!delay.is_zero()).then_some(delay.min(MAX_BACKOFF))
+}
+
+/// A gRPC call (`content-type: application/grpc...`), whose client reads
+/// errors from `grpc-status`, not from the HTTP status.
+fn is_grpc(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The proxy's own error for a gRPC call: a trailers-only response
+/// (HTTP 200, `grpc-status` and `grpc-message` in the head, empty body),
+/// as gRPC clients expect of a proxy. The code follows gRPC's
+/// HTTP-to-gRPC mapping: 502, 503, 504 and 429 are UNAVAILABLE (14), 404
+/// UNIMPLEMENTED (12), 400 INTERNAL (13), 413 RESOURCE_EXHAUSTED (8),
+/// anything else UNKNOWN (2).
+pub fn grpc_error_response(status: StatusCode) -> Response<ProxyBody> {
+    let code: &'static str = match status.as_u16() {
+        429 | 502..=504 => "14",
+        404 => "12",
+        400 => "13",
+        413 => "8",
+        _ => "2",
+    };
+    let message = format!(
+        "{}%20{}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("").replace(' ', "%20")
+    );
+    let mut resp = Response::new(ProxyBody::full(Bytes::new()));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from_static(code));
+    if let Ok(v) = HeaderValue::from_str(&message) {
+        h.insert("grpc-message", v);
+    }
+    h.insert(header::VIA, VIA_VALUE);
+    resp
 }
 
 /// A short plain-text response of our own.
@@ -803,7 +849,8 @@ async fn send(
     };
     tracing::debug!(upstream = %addr, "pooled connection was closed; retrying on a new one");
     drop(lease);
-    let mut lease = w.pool.connect(server, connect).await?;
+    // Boxed: rare, and its state would otherwise enlarge every request.
+    let mut lease = Box::pin(w.pool.connect(server, connect)).await?;
     let fut = lease.sender.try_send_request(err);
     match lease.with(with_head_timeout(fut, timeout, progress)).await {
         None => Err(ProxyError::ResponseTimeout { addr }),

@@ -943,9 +943,28 @@ async fn response_head_timeout_fails_the_call_and_cancels_it_upstream() {
     let status = within(call_unary(&mut c, Request::new(msg(0, "hang"))))
         .await
         .expect_err("504");
-    assert_ne!(status.code(), Code::Ok);
+    // The proxy's own errors come as gRPC statuses (trailers-only).
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("504"), "{status:?}");
     assert_eq!(origin.event().await, "unary started");
     // The proxy gave up on the call: the server hears of it.
     assert_eq!(origin.event().await, "unary dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_errors_are_grpc_statuses() {
+    // An upstream that refuses connections: the proxy answers 502, which a
+    // gRPC client must read as UNAVAILABLE.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = closed.local_addr().expect("addr");
+    drop(closed);
+    let tls = Tls::new();
+    let proxy = proxy(dead, &tls);
+    for mut c in [h2c_client(&proxy).await, tls_client(&proxy, &tls).await] {
+        let status = within(call_unary(&mut c, Request::new(msg(1, "hello"))))
+            .await
+            .expect_err("no upstream");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert_eq!(status.message(), "502 Bad Gateway", "{status:?}");
+    }
 }
