@@ -6,9 +6,12 @@ Usage: python3 bench/run.py [--quick] [--json FILE] [--tidegate PATH] [--threads
 
 Everything runs on 127.0.0.1.  One nginx origin (1 worker) serves /small, /1k,
 /large and /upload; Tidegate, an nginx proxy and HAProxy sit in front of it on
-their own ports.  Every scenario round-robins over the targets, R rounds, and
-the table reports medians (errors are summed).  Stdlib only.  Every process it
-starts is stopped at the end (by PID / process group), also on Ctrl-C.
+their own ports.  Each proxy also has an h2c port (HTTP/2 cleartext, prior
+knowledge) and a TLS port (TLS 1.3, ALPN h2 and http/1.1) with one self-signed
+ECDSA P-256 certificate made at start.  Every scenario round-robins over the
+targets, R rounds, and the table reports medians (errors are summed).  Stdlib
+only.  Every process it starts is stopped at the end (by PID / process group),
+also on Ctrl-C.
 """
 import argparse
 import datetime
@@ -30,6 +33,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APT_CMD = "apt-get install -y nginx-light haproxy wrk nghttp2-client"
 TARGETS = ["tidegate", "nginx", "haproxy", "origin"]
+PROXIES = ["tidegate", "nginx", "haproxy"]  # h2c and TLS: the origin speaks plain HTTP/1.1 only
+# The certificate's DNS name (and an IP SAN for 127.0.0.1).  "localhost", not
+# a made-up name: wrk takes the TLS SNI from its URL and cannot be pointed at
+# another address, and an IP address is not a valid SNI (rustls ignores it
+# with a warning per handshake).  /etc/hosts maps localhost to 127.0.0.1.
+SNI = "localhost"
 NOFILE = 20000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
@@ -126,8 +135,10 @@ class RssSampler(threading.Thread):
 
 
 class Server:
-    def __init__(self, name, cmd, port, log):
+    def __init__(self, name, cmd, port, log, ports=None):
+        """`port`: plain HTTP/1.1; `ports`: {"h1": .., "h2c": .., "tls": ..}."""
         self.name, self.cmd, self.port, self.log = name, cmd, port, log
+        self.ports = ports or {"h1": port}
         self.exit_code = None
         with open(log, "ab") as lf:
             # own session => own process group, so we can kill the whole tree
@@ -140,15 +151,18 @@ class Server:
 
     def wait_ready(self, timeout=15):
         deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not listening on {self.port} after {timeout}s: {self.log_tail()}")
+        for port in sorted(set(self.ports.values())):
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.log_tail()}")
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if time.time() > deadline:
+                        raise RuntimeError(f"{self.name} not listening on {port} after {timeout}s: "
+                                           f"{self.log_tail()}")
+                    time.sleep(0.1)
 
     def log_tail(self, n=800):
         try:
@@ -181,6 +195,18 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_ports(n):
+    """n distinct free ports (all sockets held open until all are chosen)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 # ----------------------------------------------------------------- configs
@@ -226,7 +252,23 @@ def origin_conf(tmp, port):
 """).format(tmp=tmp, name="origin", port=port, small=SMALL_BODY.replace("\n", "\\n"), nofile=NOFILE)
 
 
-def nginx_proxy_conf(tmp, port, origin_port, threads):
+NGINX_PROXY_LOCATION = """\
+    client_max_body_size 0;
+    location / {{
+      proxy_pass http://o;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 300s;
+      proxy_send_timeout 300s;
+    }}
+"""
+
+
+def nginx_proxy_conf(tmp, ports, origin_port, threads, tls):
+    # nginx 1.22 has no `http2 on;` (1.25.1+): `listen ... http2` on a plain
+    # port speaks h2c with prior knowledge only, hence three server blocks.
     return (NGINX_COMMON + "worker_processes {threads};\nhttp {{\n" + TEMP_PATHS + """\
   access_log off;
   keepalive_requests 100000;
@@ -239,22 +281,25 @@ def nginx_proxy_conf(tmp, port, origin_port, threads):
   }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
-    client_max_body_size 0;
-    location / {{
-      proxy_pass http://o;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-      proxy_request_buffering off;
-      proxy_read_timeout 300s;
-      proxy_send_timeout 300s;
-    }}
+""" + NGINX_PROXY_LOCATION + """\
+  }}
+  server {{
+    listen 127.0.0.1:{h2c} http2 backlog=4096;
+""" + NGINX_PROXY_LOCATION + """\
+  }}
+  server {{
+    listen 127.0.0.1:{tls} ssl http2 backlog=4096;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.3;
+""" + NGINX_PROXY_LOCATION + """\
   }}
 }}
-""").format(tmp=tmp, name="nginx", port=port, oport=origin_port, threads=threads, nofile=NOFILE)
+""").format(tmp=tmp, name="nginx", port=ports["h1"], h2c=ports["h2c"], tls=ports["tls"],
+             cert=tls["cert"], key=tls["key"], oport=origin_port, threads=threads, nofile=NOFILE)
 
 
-def haproxy_conf(port, origin_port, threads):
+def haproxy_conf(ports, origin_port, threads, tls):
     # maxconn 9000 -> HAProxy needs ~2*9000 fds, which fits the 20000 limit.
     return f"""global
   nbthread {threads}
@@ -272,12 +317,58 @@ defaults
   timeout http-keep-alive 120s
 
 frontend fe
-  bind 127.0.0.1:{port}
+  bind 127.0.0.1:{ports["h1"]}
+  bind 127.0.0.1:{ports["h2c"]} proto h2
+  bind 127.0.0.1:{ports["tls"]} ssl crt {tls["pem"]} alpn h2,http/1.1 ssl-min-ver TLSv1.3
   default_backend be
 
 backend be
   server o 127.0.0.1:{origin_port}
 """
+
+
+def tidegate_conf(ports, origin_port, threads, tls):
+    # What `--listen --upstream` (quick mode) builds, plus a TLS listener.
+    # The plain listener serves HTTP/1.1 and h2c (prior knowledge) alike.
+    return f"""[server]
+threads = {threads}
+access_log = "off"
+log_level = "warn"
+
+[[listeners]]
+address = "127.0.0.1:{ports["h1"]}"
+
+[[listeners]]
+address = "127.0.0.1:{ports["tls"]}"
+
+[listeners.tls]
+certificates = [{{ cert = "{tls["cert"]}", key = "{tls["key"]}" }}]
+min_version = "1.3"
+
+[[routes]]
+upstream = "origin"
+
+[upstreams.origin]
+servers = ["http://127.0.0.1:{origin_port}"]
+balance = "round_robin"
+"""
+
+
+def make_cert(tmp):
+    """One self-signed ECDSA P-256 certificate for every proxy; HAProxy wants
+    certificate and key in one PEM file."""
+    tls = {k: os.path.join(tmp, f) for k, f in
+           (("cert", "cert.pem"), ("key", "key.pem"), ("pem", "haproxy.pem"))}
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "30", "-subj", f"/CN={SNI}",
+                    "-addext", f"subjectAltName=DNS:{SNI},IP:127.0.0.1",
+                    "-keyout", tls["key"], "-out", tls["cert"]],
+                   check=True, capture_output=True, timeout=60)
+    with open(tls["pem"], "w") as out:
+        for k in ("cert", "key"):
+            with open(tls[k]) as f:
+                out.write(f.read())
+    return tls
 
 
 def write_file(path, size):
@@ -303,37 +394,49 @@ def start_servers(tmp, args, threads, notes):
             f.write(text)
         return path
 
-    def start_nginx(name, text, port):
+    def start_nginx(name, text, ports):
+        if isinstance(ports, int):
+            ports = {"h1": ports}
         return Server(name, [nginx, "-p", tmp + "/", "-c", conf(name + ".conf", text),
-                             "-e", f"{tmp}/{name}.error.log"], port, f"{tmp}/{name}.out")
+                             "-e", f"{tmp}/{name}.error.log"], ports["h1"], f"{tmp}/{name}.out", ports)
 
     oport = free_port()
     origin = start_nginx("origin", origin_conf(tmp, oport), oport)
     origin.wait_ready()
     servers = {"origin": origin}
+    tls = make_cert(tmp)
+
+    def tidegate(ports):
+        path = conf("tidegate.toml", tidegate_conf(ports, oport, threads, tls))
+        check = subprocess.run([args.tidegate, "check", "--config", path],
+                               capture_output=True, text=True, timeout=30)
+        if check.returncode != 0:
+            raise RuntimeError(f"tidegate check: {(check.stdout + check.stderr).strip()}")
+        return Server("tidegate", [args.tidegate, "--config", path], ports["h1"],
+                      f"{tmp}/tidegate.out", ports)
 
     candidates = []
     if args.tidegate and os.access(args.tidegate, os.X_OK):
-        candidates.append(("tidegate", lambda p: Server(
-            "tidegate", [args.tidegate, "--listen", f"127.0.0.1:{p}", "--upstream",
-                         f"http://127.0.0.1:{oport}", "--threads", str(threads),
-                         "--access-log", "off", "--log-level", "warn"], p, f"{tmp}/tidegate.out")))
+        candidates.append(("tidegate", tidegate))
     else:
         notes.append(f"tidegate skipped: no executable at {args.tidegate} "
                      "(build it with `cargo build --release`)")
-    candidates.append(("nginx", lambda p: start_nginx(
-        "nginx", nginx_proxy_conf(tmp, p, oport, threads), p)))
-    candidates.append(("haproxy", lambda p: Server(
-        "haproxy", [which("haproxy"), "-db", "-f", conf("haproxy.cfg", haproxy_conf(p, oport, threads))],
-        p, f"{tmp}/haproxy.out")))
+    candidates.append(("nginx", lambda ports: start_nginx(
+        "nginx", nginx_proxy_conf(tmp, ports, oport, threads, tls), ports)))
+    candidates.append(("haproxy", lambda ports: Server(
+        "haproxy", [which("haproxy"), "-db", "-f", conf("haproxy.cfg", haproxy_conf(ports, oport, threads, tls))],
+        ports["h1"], f"{tmp}/haproxy.out", ports)))
     for name, start in candidates:
         try:
-            srv = start(free_port())
+            ports = dict(zip(("h1", "h2c", "tls"), free_ports(3)))
+            if name == "tidegate":
+                ports["h2c"] = ports["h1"]  # one plain listener: HTTP/1.1 and h2c
+            srv = start(ports)
             srv.wait_ready()
             servers[name] = srv
-        except (RuntimeError, OSError) as e:
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
             notes.append(f"{name} skipped: failed to start: {e}")
-    return servers
+    return servers, tls
 
 
 # ------------------------------------------------------------- load tools
@@ -351,6 +454,45 @@ def smoke_check(port):
         if rc != 0 or out != ["200", str(size)]:
             return f"GET {path}: curl rc={rc}, got {out}, want 200 {size}"
     return None
+
+
+def proto_check(srv, tls):
+    """h2c, TLS + h2 and TLS + HTTP/1.1 each answer /small with 200 in the
+    expected HTTP version; the certificate verifies against our CA file."""
+    want = f"200 {len(SMALL_BODY)}"
+    tls_port = srv.ports["tls"]
+    checks = [
+        (["--http2-prior-knowledge", f"http://127.0.0.1:{srv.ports['h2c']}/small"], "2"),
+        (["--http2", "--cacert", tls["cert"], "--resolve", f"{SNI}:{tls_port}:127.0.0.1",
+          f"https://{SNI}:{tls_port}/small"], "2"),
+        (["--http1.1", "--cacert", tls["cert"], "--resolve", f"{SNI}:{tls_port}:127.0.0.1",
+          f"https://{SNI}:{tls_port}/small"], "1.1"),
+    ]
+    for cargs, version in checks:
+        rc, out = curl(["-w", "%{http_code} %{size_download} %{http_version}"] + cargs, 30)
+        if rc != 0 or out != want.split() + [version]:
+            return f"curl {' '.join(cargs)}: rc={rc}, got {out}, want {want} {version}"
+    return None
+
+
+def tls_params(port, tmp):
+    """Protocol, cipher suite, key exchange, ALPN as OpenSSL's client sees them,
+    and whether a second connection resumes the first one's session."""
+    sess = os.path.join(tmp, "tls.session")
+    req = f"GET /small HTTP/1.1\r\nHost: {SNI}\r\nConnection: close\r\n\r\n"
+    base = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", SNI, "-ign_eof"]
+    try:
+        first = subprocess.run(base + ["-brief", "-alpn", "http/1.1", "-sess_out", sess],
+                               input=req, capture_output=True, text=True, errors="replace", timeout=15)
+        again = subprocess.run(base + ["-sess_in", sess], input=req, capture_output=True, text=True,
+                               errors="replace", timeout=15)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    keep = ("Protocol version", "Ciphersuite", "Peer signature type", "Server Temp Key")
+    out = [line.strip() for line in first.stderr.splitlines() if line.strip().startswith(keep)]
+    resumed = re.search(r"^(Reused|New), (TLS\S+)", again.stdout, re.M)
+    out.append(f"second connection: {resumed.group(1) if resumed else '?'}")
+    return "; ".join(out)
 
 
 LAT_RE = re.compile(r"^\s*(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.M)
@@ -377,18 +519,16 @@ def parse_wrk(text):
     return res
 
 
-def run_wrk(port, conns, duration, target_pids, origin_pids):
-    """wrk GET /small; CPU of target and origin read just before and after."""
-    cmd = ["wrk", "-t2", f"-c{conns}", f"-d{duration}s", "--timeout", "5s", "--latency",
-           f"http://127.0.0.1:{port}/small"]
+def measure(cmd, timeout, parse, target_pids, origin_pids):
+    """Runs a load tool; CPU of target and origin read just before and after."""
     c0, o0 = cpu_seconds(target_pids), cpu_seconds(origin_pids)
     m0, w0, t0 = machine_busy_seconds(), children_cpu_seconds(), time.monotonic()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     c1, o1 = cpu_seconds(target_pids), cpu_seconds(origin_pids)
     m1, w1, t1 = machine_busy_seconds(), children_cpu_seconds(), time.monotonic()
-    res = parse_wrk(r.stdout)
-    res["wrk_rc"] = r.returncode
-    # CPU used by anything but target, origin and wrk: other load skewing the run
+    res = parse(r.stdout)
+    res["rc"] = r.returncode
+    # CPU used by anything but target, origin and the load tool: other load skewing the run
     ours = (c1 - c0) + (0 if target_pids == origin_pids else o1 - o0) + (w1 - w0)
     res["foreign_cpu_pct"] = max(0.0, (m1 - m0) - ours) / (t1 - t0) / os.cpu_count() * 100
     if r.returncode != 0 or not res["requests"]:
@@ -397,6 +537,78 @@ def run_wrk(port, conns, duration, target_pids, origin_pids):
         return res
     res["cpu_per_10k"] = (c1 - c0) / res["requests"] * 10000
     res["origin_cpu_per_10k"] = (o1 - o0) / res["requests"] * 10000
+    return res
+
+
+def run_wrk(url, conns, duration, target_pids, origin_pids, headers=()):
+    """wrk GET `url` (/small, plain or https)."""
+    cmd = ["wrk", "-t2", f"-c{conns}", f"-d{duration}s", "--timeout", "5s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    return measure(cmd + [url], duration + 60, parse_wrk, target_pids, origin_pids)
+
+
+H2_REQ_RE = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                       r"(\d+) failed, (\d+) errored, (\d+) timeout")
+H2_STATUS_RE = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
+H2_TIME_RE = re.compile(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)")
+
+
+def parse_h2load(text):
+    """h2load's summary: req/s, the request counters, status classes and the
+    mean request time (it prints no percentiles; those come from --log-file)."""
+    res = {"requests": None, "rps": None}
+    m = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", text)
+    if m:
+        res["rps"] = float(m.group(2))
+    m = H2_REQ_RE.search(text)
+    if m:
+        keys = ("total", "started", "done", "succeeded", "failed", "errored", "timeout")
+        res.update(zip(("req_" + k for k in keys), map(int, m.groups())))
+        res["requests"] = res["req_succeeded"]
+    m = H2_STATUS_RE.search(text)
+    if m:
+        res.update(zip(("s2xx", "s3xx", "s4xx", "s5xx"), map(int, m.groups())))
+    m = H2_TIME_RE.search(text)
+    if m:
+        v = m.groups()
+        res["mean_ms"] = float(v[4]) * UNIT_MS[v[5]]
+        res["max_ms"] = float(v[2]) * UNIT_MS[v[3]]
+    # errored and timeout requests are counted in `failed` too
+    res["errors"] = res.get("req_failed", 0) + sum(res.get(k, 0) for k in ("s3xx", "s4xx", "s5xx"))
+    return res
+
+
+def log_percentiles(path):
+    """p50/p99 (ms) of the per-request times in an h2load --log-file
+    (start us, status, duration us, tab-separated)."""
+    times = []
+    try:
+        with open(path) as f:
+            for line in f:
+                cols = line.split("\t")
+                if len(cols) >= 3:
+                    times.append(int(cols[2]))
+    except (OSError, ValueError):
+        return {}
+    if not times:
+        return {}
+    times.sort()
+    pick = lambda q: times[min(len(times) - 1, int(q * len(times)))] / 1000.0  # noqa: E731
+    return {"p50_ms": pick(0.50), "p75_ms": pick(0.75), "p90_ms": pick(0.90), "p99_ms": pick(0.99),
+            "logged": len(times)}
+
+
+def run_h2load(url, conns, streams, duration, target_pids, origin_pids, log, extra=()):
+    """h2load GET `url` over HTTP/2 (h2c prior knowledge for http://, ALPN h2 for https://)."""
+    cmd = ["h2load", "-t2", f"-c{conns}", f"-m{streams}", f"-D{duration}", f"--log-file={log}",
+           *extra, url]
+    res = measure(cmd, duration + 60, parse_h2load, target_pids, origin_pids)
+    res.update(log_percentiles(log))
+    try:
+        os.unlink(log)
+    except OSError:
+        pass
     return res
 
 
@@ -439,17 +651,18 @@ def upload(port, path, size):
 
 
 # --------------------------------------------------------------- scenarios
-def run_all(servers, args, notes):
+def run_all(servers, args, notes, tls):
     names = [t for t in TARGETS if t in servers]
+    proxies = [t for t in PROXIES if t in servers]
     raw = {n: {} for n in names}
     origin = servers["origin"]
 
     def add(name, key, val):
         raw[name].setdefault(key, []).append(val)
 
-    def rounds(label, fn):
+    def rounds(label, fn, targets=names):
         for r in range(args.rounds):
-            order = names[r % len(names):] + names[:r % len(names)]  # rotate start
+            order = targets[r % len(targets):] + targets[:r % len(targets)]  # rotate start
             for name in order:
                 print(f"  [{label}] round {r + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
                 fn(name, servers[name])
@@ -460,21 +673,29 @@ def run_all(servers, args, notes):
         problem = smoke_check(servers[name].port)
         if problem:
             notes.append(f"{name}: smoke check failed: {problem}")
+        if name in proxies:
+            problem = proto_check(servers[name], tls)
+            if problem:
+                notes.append(f"{name}: h2c/TLS smoke check failed: {problem}")
+            args.tls_params[name] = tls_params(servers[name].ports["tls"], args.tmp)
         subprocess.run(["wrk", "-t2", "-c50", "-d1s", f"http://127.0.0.1:{servers[name].port}/small"],
                        capture_output=True, timeout=60)  # warm-up, not recorded
 
+    def record(name, srv, tag, res, what, rss_after=False):
+        add(name, f"{what.split()[0]}_{tag}", res)  # wrk_TAG or h2load_TAG: the whole result
+        if "failed" in res:
+            notes.append(f"{name}: {what} failed: {res['failed']!r}")
+        add(name, "foreign_cpu_pct", res["foreign_cpu_pct"])
+        for k in ("rps", "p50_ms", "p99_ms", "cpu_per_10k", "origin_cpu_per_10k", "errors"):
+            if res.get(k) is not None:
+                add(name, f"{k}_{tag}", res[k])
+        if rss_after:
+            add(name, f"rss_after_{tag}_kib", mem_kib(srv.pids()))
+
     def wrk_scenario(conns, duration, tag, rss_after=False):
         def fn(name, srv):
-            res = run_wrk(srv.port, conns, duration, srv.pids(), origin.pids())
-            add(name, f"wrk_{tag}", res)
-            if "failed" in res:
-                notes.append(f"{name}: wrk -c{conns} failed: {res['failed']!r}")
-            add(name, "foreign_cpu_pct", res["foreign_cpu_pct"])
-            for k in ("rps", "p50_ms", "p99_ms", "cpu_per_10k", "origin_cpu_per_10k", "errors"):
-                if res.get(k) is not None:
-                    add(name, f"{k}_{tag}", res[k])
-            if rss_after:
-                add(name, f"rss_after_{tag}_kib", mem_kib(srv.pids()))
+            res = run_wrk(f"http://127.0.0.1:{srv.port}/small", conns, duration, srv.pids(), origin.pids())
+            record(name, srv, tag, res, f"wrk -c{conns}", rss_after)
         rounds(f"wrk c={conns}", fn)
 
     large, up_size = args.large_mib * MIB, args.upload_mib * MIB
@@ -509,6 +730,36 @@ def run_all(servers, args, notes):
     wrk_scenario(1000, args.duration, "c1000", rss_after=True)
     wrk_scenario(8000, args.duration_8000, "c8000", rss_after=True)
 
+    # HTTP/2 and TLS: the proxies only (the origin speaks plain HTTP/1.1).
+    d, log = args.duration_proto, os.path.join(args.tmp, "h2load.log")
+
+    def h2c(name, srv):
+        res = run_h2load(f"http://127.0.0.1:{srv.ports['h2c']}/small", 50, 10, d,
+                         srv.pids(), origin.pids(), log)
+        record(name, srv, "h2c", res, "h2load h2c")
+    rounds("h2c h2load c=50 m=10", h2c, proxies)
+
+    def tls_url(srv):
+        return f"https://{SNI}:{srv.ports['tls']}/small"
+
+    def tls_h1(name, srv):
+        res = run_wrk(tls_url(srv), 50, d, srv.pids(), origin.pids())
+        record(name, srv, "tls_h1", res, "wrk https c=50")
+    rounds("TLS HTTP/1.1 wrk c=50", tls_h1, proxies)
+
+    def tls_h2(name, srv):
+        res = run_h2load(tls_url(srv), 50, 10, d, srv.pids(), origin.pids(), log,
+                         [f"--connect-to=127.0.0.1:{srv.ports['tls']}"])
+        record(name, srv, "tls_h2", res, "h2load TLS h2")
+    rounds("TLS h2 h2load c=50 m=10", tls_h2, proxies)
+
+    def tls_hs(name, srv):
+        # wrk reconnects after each response; its OpenSSL client offers the
+        # session ticket of the previous connection (TLS 1.3 PSK + ECDHE)
+        res = run_wrk(tls_url(srv), 50, d, srv.pids(), origin.pids(), headers=["Connection: close"])
+        record(name, srv, "tls_hs", res, "wrk https Connection: close")
+    rounds("TLS handshake per request, wrk c=50", tls_hs, proxies)
+
     for name in names:
         add(name, "hwm_end_kib", mem_kib(servers[name].pids(), "VmHWM"))
     return raw
@@ -533,6 +784,16 @@ ROWS = [
     ("p99_ms_c8000", "small c=8000: p99 latency ms", "median", 1),
     ("errors_c8000", "small c=8000: errors (sum)", "sum", 1),
     ("cpu_per_10k_c8000", "small c=8000: target CPU s/10k req", "median", 1),
+] + [row for tag, label in (("h2c", "h2c c=50 m=10"), ("tls_h1", "TLS h1 c=50"),
+                            ("tls_h2", "TLS h2 c=50 m=10"), ("tls_hs", "TLS new conn/req c=50"))
+     for row in (
+    (f"rps_{tag}", f"{label}: req/s", "median", 1),
+    (f"p50_ms_{tag}", f"{label}: p50 latency ms", "median", 1),
+    (f"p99_ms_{tag}", f"{label}: p99 latency ms", "median", 1),
+    (f"errors_{tag}", f"{label}: errors (sum)", "sum", 1),
+    (f"cpu_per_10k_{tag}", f"{label}: target CPU s/10k req", "median", 1),
+    (f"origin_cpu_per_10k_{tag}", f"{label}: origin CPU s/10k req", "median", 1),
+)] + [
     ("mbs_dl1", "large download x1: MB/s", "median", 1),
     ("mbs_dl8", "large download x8: aggregate MB/s", "median", 1),
     ("mbs_up", "upload: MB/s", "median", 1),
@@ -544,8 +805,8 @@ ROWS = [
     ("rss_peak_dl8_kib", "peak RSS during x8 downloads MiB", "median", 1 / 1024),
     ("rss_after_c8000_kib", "RSS after c=8000 run MiB", "median", 1 / 1024),
     ("hwm_end_kib", "lifetime peak RSS (sum VmHWM) MiB", "median", 1 / 1024),
-    ("foreign_cpu_pct", "noise: median CPU % used by other processes in wrk runs", "median", 1),
-    ("foreign_cpu_pct_max", "noise: max CPU % used by other processes in a wrk run", "max", 1,
+    ("foreign_cpu_pct", "noise: median CPU % used by other processes in load runs", "median", 1),
+    ("foreign_cpu_pct_max", "noise: max CPU % used by other processes in a load run", "max", 1,
      "foreign_cpu_pct"),
 ]
 
@@ -610,6 +871,8 @@ def machine_info(threads, args):
         "duration_8000_s": args.duration_8000, "large_mib": args.large_mib, "upload_mib": args.upload_mib,
         "nginx": version([which("nginx"), "-v"]), "haproxy": version([which("haproxy"), "-v"]),
         "wrk": version(["wrk", "-v"]), "curl": version(["curl", "--version"]),
+        "h2load": version(["h2load", "--version"]), "openssl": version(["openssl", "version"]),
+        "duration_proto_s": args.duration_proto,
         "tidegate": args.tidegate,
         "git": version(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
         "loadavg_start": open("/proc/loadavg").read().split()[:3],
@@ -631,6 +894,8 @@ def parse_args():
     a.rounds = a.rounds or (1 if a.quick else 3)
     a.duration = 3 if a.quick else 10
     a.duration_8000 = 3 if a.quick else 5
+    a.duration_proto = 3 if a.quick else 5  # h2c and TLS scenarios
+    a.tls_params = {}
     a.large_mib = 256 if a.quick else 1024
     a.upload_mib = 256
     a.pause = 0.3 if a.quick else 0.5
@@ -638,7 +903,7 @@ def parse_args():
 
 
 def check_tools(install):
-    missing = [t for t in ("nginx", "haproxy", "wrk", "curl") if not which(t)]
+    missing = [t for t in ("nginx", "haproxy", "wrk", "curl", "h2load", "openssl") if not which(t)]
     if not missing:
         return
     if install:
@@ -671,8 +936,8 @@ def main():
     t0 = time.time()
     try:
         print(f"temp dir {args.tmp}; starting servers", file=sys.stderr)
-        servers = start_servers(args.tmp, args, threads, notes)
-        raw = run_all(servers, args, notes)
+        servers, tls = start_servers(args.tmp, args, threads, notes)
+        raw = run_all(servers, args, notes, tls)
     finally:
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(s, signal.SIG_IGN)  # let the cleanup finish
@@ -682,6 +947,11 @@ def main():
             if srv.exit_code not in (0, None) and name == "tidegate":
                 notes.append(f"tidegate exit status after SIGTERM: {srv.exit_code} "
                              f"(log tail: {srv.log_tail(300)!r})")
+            if name == "tidegate":
+                warned = [line for line in srv.log_tail(10 ** 7).splitlines() if " WARN " in line
+                          or " ERROR " in line]
+                if warned:
+                    notes.append(f"tidegate logged {len(warned)} warnings/errors, the last: {warned[-1]!r}")
         if args.keep_tmp:
             print(f"kept {args.tmp}", file=sys.stderr)
         else:
@@ -689,13 +959,18 @@ def main():
     med = summarize(raw)
     info["elapsed_s"] = round(time.time() - t0, 1)
     info["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    info["tls"] = args.tls_params
     print()
     print(f"Command: {info['command']}")
     print(f"Date: {info['date']}   nproc: {info['nproc']}   CPU: {info['cpu']}   kernel: {info['kernel']}")
     print(f"Proxy threads/workers: {threads}; origin: nginx, 1 worker; rounds: {args.rounds} (median; errors summed); "
           f"wrk -t2, {args.duration}s (c=8000: {args.duration_8000}s); /large {args.large_mib} MiB; "
-          f"upload {args.upload_mib} MiB; elapsed {info['elapsed_s']}s")
-    print(f"tidegate: {info['tidegate']} (git {info['git']}) | {info['nginx']} | {info['haproxy']} | {info['wrk']}")
+          f"upload {args.upload_mib} MiB; h2c/TLS runs {args.duration_proto}s (h2load -t2, wrk -t2); "
+          f"elapsed {info['elapsed_s']}s")
+    print(f"tidegate: {info['tidegate']} (git {info['git']}) | {info['nginx']} | {info['haproxy']} | {info['wrk']}"
+          f" | {info['h2load']} | {info['openssl']}")
+    for name, params in info["tls"].items():
+        print(f"TLS as OpenSSL's client sees {name}: {params}")
     print(f"loadavg at start: {' '.join(info['loadavg_start'])}; at end: {' '.join(info['loadavg_end'])} "
           "(anything else busy on the machine skews all targets; rounds alternate targets to spread it)")
     print()
@@ -705,7 +980,7 @@ def main():
           "MB = 10^6 bytes. CPU = utime+stime of all the target's processes.")
     worst = max((m.get("foreign_cpu_pct_max", 0) for m in med.values()), default=0)
     if worst > 10:
-        notes.append(f"other processes used up to {worst:.0f}% of the machine's CPU during wrk runs "
+        notes.append(f"other processes used up to {worst:.0f}% of the machine's CPU during load runs "
                      "(see the 'noise' rows): the machine was not always idle, numbers are skewed")
     for n in notes:
         print(f"NOTE: {n}")
