@@ -8,13 +8,13 @@ mod common;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use common::ws::read_to_eof;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -41,28 +41,7 @@ fn ws_origin(prefix: &'static str) -> (Backend, mpsc::UnboundedReceiver<Event>) 
             let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
                 return;
             };
-            while let Some(Ok(msg)) = ws.next().await {
-                let reply = match msg {
-                    Message::Text(t) if t.as_str() == "bye" => {
-                        let frame = CloseFrame {
-                            code: CloseCode::Normal,
-                            reason: "bye".into(),
-                        };
-                        let _ = ws.close(Some(frame)).await;
-                        continue;
-                    }
-                    Message::Text(t) => Message::text(format!("{prefix}{}", t.as_str())),
-                    Message::Binary(b) => {
-                        let mut v = prefix.as_bytes().to_vec();
-                        v.extend_from_slice(&b);
-                        Message::binary(v)
-                    }
-                    _ => continue,
-                };
-                if ws.send(reply).await.is_err() {
-                    break;
-                }
-            }
+            common::ws::echo(&mut ws, prefix).await;
             let _ = tx.send(Event::WsEnded);
             let tcp = ws.get_mut();
             let _ = tcp.shutdown().await;
@@ -72,19 +51,6 @@ fn ws_origin(prefix: &'static str) -> (Backend, mpsc::UnboundedReceiver<Event>) 
         }
     });
     (b, rx)
-}
-
-/// Reads until EOF; false on an error.
-async fn read_to_eof(s: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(HANG, s.read(&mut buf)).await {
-            Err(_) => panic!("socket not closed in time"),
-            Ok(Ok(0)) => return true,
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return false,
-        }
-    }
 }
 
 async fn ws_connect(addr: SocketAddr, path: &str) -> Ws {
