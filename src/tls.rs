@@ -69,7 +69,7 @@ impl std::fmt::Debug for ServerTls {
 /// and field.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read `{path}`: {reason}")]
+    #[error("`{path}`: cannot read: {reason}")]
     Read { path: String, reason: String },
     #[error("`{path}` holds no certificate")]
     NoCertificate { path: String },
@@ -161,7 +161,8 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// Reads a PEM file of certificates (a chain, or a CA bundle); at least one.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let shown = path.display().to_string();
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| TlsError::Read {
@@ -177,11 +178,6 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         return Err(TlsError::NoCertificate { path: shown });
     }
     Ok(certs)
-}
-
-/// Reads PEM certificates (for a CA bundle given in config).
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    read_certs(path)
 }
 
 fn load_entry(

@@ -101,7 +101,7 @@ pub type FieldError = (&'static str, String);
 /// Builds a group's client config: trust roots (the CA file, or the
 /// system's), the client certificate if any, ALPN for `protocol`.
 pub fn client_config(opts: &Options, protocol: Protocol) -> Result<Arc<ClientConfig>, FieldError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::tls::provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ("", format!("TLS setup: {e}")))?;
@@ -134,14 +134,7 @@ fn cert_path(p: &str) -> &std::path::Path {
 }
 
 fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(cert_path(path))
-        .map_err(|e| format!("`{path}`: cannot read: {e}"))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("`{path}`: not PEM certificates: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("`{path}`: no certificate in the file"));
-    }
-    Ok(certs)
+    crate::tls::read_certs(cert_path(path)).map_err(|e| e.to_string())
 }
 
 fn roots(ca_file: Option<&str>) -> Result<RootCertStore, FieldError> {
