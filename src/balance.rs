@@ -284,14 +284,19 @@ impl Group {
                     .unwrap_or(start)
             }
             Method::PeakEwma => {
-                let usable: Vec<usize> = (0..n).filter(|&i| ok(i)).collect();
-                if usable.len() == 1 {
-                    return Some(usable[0]);
+                // The k-th server in service, counted rather than collected:
+                // no allocation per request. (Health may change between the
+                // count and a lookup; then the first one stands in.)
+                let m = (0..n).filter(|&i| ok(i)).count();
+                let first = (0..n).find(|&i| ok(i)).unwrap_or(0);
+                if m <= 1 {
+                    return Some(first);
                 }
-                let a = usable[(self.random() % usable.len() as u64) as usize];
-                let mut b = usable[(self.random() % (usable.len() as u64 - 1)) as usize];
+                let at = |k: u64| (0..n).filter(|&i| ok(i)).nth(k as usize).unwrap_or(first);
+                let a = at(self.random() % m as u64);
+                let mut b = at(self.random() % (m as u64 - 1));
                 if b == a {
-                    b = usable[usable.len() - 1];
+                    b = at(m as u64 - 1);
                 }
                 if self.cost(a, now) <= self.cost(b, now) {
                     a
