@@ -225,12 +225,15 @@ async fn respond(
             );
             // Announced trailers of a chunked body stay announced: hyper
             // writes only those.
-            let trailer = match http_body::Body::size_hint(resp.body()).exact() {
-                None => resp.headers().get(header::TRAILER).cloned(),
-                Some(_) => None,
-            };
+            let chunked = http_body::Body::size_hint(resp.body()).exact().is_none();
             let h = resp.headers_mut();
-            strip_hop_by_hop(h);
+            let found = scan(h);
+            // `Trailer` is in the fixed hop-by-hop set: looked up only when
+            // the scan saw one of that set.
+            let trailer = (found.hop && chunked)
+                .then(|| h.get(header::TRAILER).cloned())
+                .flatten();
+            strip_found(h, found);
             if let Some(t) = trailer {
                 h.insert(header::TRAILER, t);
             }
@@ -758,10 +761,8 @@ fn https_redirect(
 
 /// A host header's name, without its port (`[::1]:80` → `[::1]`).
 fn host_name(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.split_inclusive(']').next().unwrap_or(host);
-    }
-    host.rsplit_once(':').map_or(host, |(name, _)| name)
+    // The router's rule, on `str`: it cuts at an ASCII `:`.
+    &host[..crate::router::strip_port(host.as_bytes()).len()]
 }
 
 /// RFC 9110 §15.5.20: a request on a TLS connection for a host other than
