@@ -240,16 +240,11 @@ struct Target {
 
 /// One check: a fresh connection, one request, the status.
 async fn probe(target: &Target, check: &Check) -> Result<StatusCode, String> {
-    use crate::upstream_tls::Protocol;
     let attempt = async {
         let (io, alpn_h2) = crate::upstream::open(target.addr, target.tls.as_ref(), check.timeout)
             .await
             .map_err(|e| e.to_string())?;
-        let h2 = match target.protocol {
-            Protocol::H2 => true,
-            Protocol::Http1 => false,
-            Protocol::Auto => alpn_h2,
-        };
+        let h2 = target.protocol.speaks_h2(alpn_h2);
         let builder = http::Request::builder()
             .method(check.method.clone())
             .header(http::header::USER_AGENT, "tidegate-health-check");

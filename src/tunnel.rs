@@ -64,7 +64,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -198,18 +197,11 @@ pub fn keep_upgrade(h: &mut HeaderMap, upgrade: Vec<HeaderValue>) {
 pub async fn connect(w: &Worker, server: usize, timeout: Duration) -> Result<Lease, ProxyError> {
     let addr = w.pool.addr(server);
     // Upgrades are HTTP/1.1: over TLS, offer only that in ALPN.
-    let tls = w.pool.tls(server).map(|t| {
-        let mut config = (*t.config).clone();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        crate::upstream_tls::ServerTls {
-            config: std::sync::Arc::new(config),
-            name: t.name.clone(),
-        }
-    });
+    let tls = w.pool.tls(server).map(|t| t.http1_only());
     let (stream, _) = open(addr, tls.as_ref(), timeout).await?;
-    let mut b = http1::Builder::new();
-    b.max_buf_size(64 * 1024).writev(false);
-    let (sender, conn) = b
+    let (sender, conn) = w
+        .pool
+        .http1_client()
         .handshake::<_, RequestBody>(TokioIo::new(stream))
         .await
         .map_err(|source| ProxyError::Handshake { addr, source })?;

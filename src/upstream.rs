@@ -188,7 +188,8 @@ impl Sender {
 #[derive(Debug, Clone, Copy)]
 pub struct TeTrailers;
 
-/// `TE: trailers` upstream for clients that accept trailers.
+/// `TE: trailers` upstream for clients that accept trailers (either
+/// version; [`h2_request`] ends here too).
 fn h1_request(mut req: Request<RequestBody>) -> Request<RequestBody> {
     if req.extensions().get::<TeTrailers>().is_some() {
         req.headers_mut()
@@ -222,11 +223,7 @@ fn h2_request(mut req: Request<RequestBody>, https: bool) -> Request<RequestBody
     }
     // Without an authority, hyper sends the path alone.
     *req.version_mut() = http::Version::HTTP_2;
-    if req.extensions().get::<TeTrailers>().is_some() {
-        req.headers_mut()
-            .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
-    }
-    req
+    h1_request(req)
 }
 
 pin_project_lite::pin_project! {
@@ -708,6 +705,11 @@ impl Pool {
         }
     }
 
+    /// The HTTP/1.1 client settings of every upstream connection.
+    pub fn http1_client(&self) -> &http1::Builder {
+        &self.client
+    }
+
     /// The server's TLS settings, if it is an `https://` one.
     pub fn tls(&self, server: usize) -> Option<&ServerTls> {
         self.servers[server].tls.as_ref()
@@ -733,11 +735,7 @@ impl Pool {
         let pool = &self.servers[server];
         let addr = pool.addr;
         let (io, alpn_h2) = open(addr, pool.tls.as_ref(), connect_timeout).await?;
-        let h2 = match pool.protocol {
-            Protocol::H2 => true,
-            Protocol::Http1 => false,
-            Protocol::Auto => alpn_h2,
-        };
+        let h2 = pool.protocol.speaks_h2(alpn_h2);
         if !h2 {
             let (sender, driver) = self
                 .client

@@ -42,6 +42,16 @@ impl Protocol {
         }
     }
 
+    /// Whether a connection opened for this choice speaks HTTP/2, given
+    /// what ALPN settled (`false` on plain connections).
+    pub fn speaks_h2(self, alpn_h2: bool) -> bool {
+        match self {
+            Protocol::H2 => true,
+            Protocol::Http1 => false,
+            Protocol::Auto => alpn_h2,
+        }
+    }
+
     /// The ALPN protocols to offer.
     fn alpn(self) -> Vec<Vec<u8>> {
         match self {
@@ -65,6 +75,9 @@ pub struct Options {
 #[derive(Clone)]
 pub struct ServerTls {
     pub config: Arc<ClientConfig>,
+    /// The same, offering only `http/1.1` in ALPN: for upgrades, which are
+    /// HTTP/1.1 whatever the group speaks. Built once at load.
+    pub http1_config: Arc<ClientConfig>,
     /// Sent as SNI (host names only) and checked against the certificate.
     pub name: ServerName<'static>,
 }
@@ -78,6 +91,15 @@ impl std::fmt::Debug for ServerTls {
 }
 
 impl ServerTls {
+    /// These settings with only `http/1.1` offered.
+    pub fn http1_only(&self) -> ServerTls {
+        ServerTls {
+            config: self.http1_config.clone(),
+            http1_config: self.http1_config.clone(),
+            name: self.name.clone(),
+        }
+    }
+
     /// The TLS handshake over a connected socket. The error carries
     /// rustls' reason (e.g. `invalid peer certificate: UnknownIssuer`).
     pub async fn handshake(

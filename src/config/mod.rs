@@ -745,15 +745,19 @@ fn upstream_tls(
     }
     let config = crate::upstream_tls::client_config(&opts, servers[0].protocol)
         .map_err(|(f, reason)| (format!("tls.{f}").trim_end_matches('.').to_string(), reason))?;
+    let http1_config = if servers[0].protocol == crate::upstream_tls::Protocol::Http1 {
+        config.clone()
+    } else {
+        let mut c = (*config).clone();
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        std::sync::Arc::new(c)
+    };
     for s in servers {
         let name = match &server_name {
             Some(n) => n.clone(),
             None => {
                 let authority = s.authority.to_str().unwrap_or_default();
-                let host = match authority.rsplit_once(':') {
-                    Some((h, p)) if p.parse::<u16>().is_ok() && !authority.ends_with(']') => h,
-                    _ => authority,
-                };
+                let host = &authority[..crate::router::strip_port(authority.as_bytes()).len()];
                 let host = host.trim_start_matches('[').trim_end_matches(']');
                 rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
                     field(
@@ -765,6 +769,7 @@ fn upstream_tls(
         };
         s.tls = Some(crate::upstream_tls::ServerTls {
             config: config.clone(),
+            http1_config: http1_config.clone(),
             name,
         });
     }
