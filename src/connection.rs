@@ -244,10 +244,10 @@ async fn sniff_h2c(io: &mut Watched) -> io::Result<bool> {
     use tokio::io::AsyncReadExt;
     let mut buf = bytes::BytesMut::with_capacity(4096);
     loop {
-        if io.io.read_buf(&mut buf).await? == 0 {
+        // Through `Watched`, which counts the bytes for the watchdog.
+        if io.read_buf(&mut buf).await? == 0 {
             return Ok(false);
         }
-        io.state.read.set(buf.len() as u64);
         let n = buf.len().min(PREFACE.len());
         if buf[..n] != PREFACE[..n] {
             io.prefix = Some(buf.freeze());
@@ -326,6 +326,14 @@ async fn watchdog(
 }
 
 impl ConnState {
+    /// Keeps the connection task's waker for [`ConnState::flag`].
+    fn register(&self, cx: &Context<'_>) {
+        let mut w = self.waker.borrow_mut();
+        if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *w = Some(cx.waker().clone());
+        }
+    }
+
     fn flag(&self, set: impl FnOnce(&ConnState)) {
         set(self);
         if let Some(w) = self.waker.borrow().as_ref() {
@@ -362,12 +370,7 @@ where
             this.draining = true;
             this.conn.as_mut().start_graceful();
         }
-        {
-            let mut w = this.state.waker.borrow_mut();
-            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *w = Some(cx.waker().clone());
-            }
-        }
+        this.state.register(cx);
         this.conn.as_mut().poll(cx).map(Ended::Done)
     }
 }
@@ -605,12 +608,7 @@ impl<F: Future> Future for Sniff<'_, F> {
         if self.state.cut.get().is_some() || self.state.draining.get() {
             return Poll::Ready(None);
         }
-        {
-            let mut w = self.state.waker.borrow_mut();
-            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *w = Some(cx.waker().clone());
-            }
-        }
+        self.state.register(cx);
         self.fut.as_mut().poll(cx).map(Some)
     }
 }
@@ -634,7 +632,6 @@ const LINGER: Duration = Duration::from_secs(5);
 
 /// Reads and discards until the client closes, errs, or `LINGER` passes.
 async fn linger(mut io: Watched) {
-    io.prefix = None;
     use tokio::io::AsyncReadExt;
     let mut buf = vec![0u8; 16 * 1024];
     let _ = tokio::time::timeout(LINGER, async {
