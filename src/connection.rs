@@ -109,68 +109,7 @@ impl Drop for InFlight {
 }
 
 /// The client's byte stream: TCP, or TLS over it.
-pub enum ClientIo {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
-
-macro_rules! delegate {
-    ($self:ident, $io:ident => $e:expr) => {
-        match &mut *$self {
-            ClientIo::Plain($io) => {
-                let $io = Pin::new($io);
-                $e
-            }
-            ClientIo::Tls($io) => {
-                let $io = Pin::new(&mut **$io);
-                $e
-            }
-        }
-    };
-}
-
-impl AsyncRead for ClientIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        delegate!(self, io => io.poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for ClientIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        delegate!(self, io => io.poll_write(cx, buf))
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        delegate!(self, io => io.poll_write_vectored(cx, bufs))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ClientIo::Plain(io) => io.is_write_vectored(),
-            ClientIo::Tls(io) => io.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, io => io.poll_flush(cx))
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, io => io.poll_shutdown(cx))
-    }
-}
+pub type ClientIo = crate::rt::MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
 
 /// The client socket, counting the bytes read for the watchdog.
 struct Watched {
