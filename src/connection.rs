@@ -376,9 +376,15 @@ pub async fn serve(
     let (io, tls, alpn_h2) = match &listener.tls {
         None => (ClientIo::Plain(stream), None, false),
         Some(tls) => {
-            let accept = tokio_rustls::TlsAcceptor::from(tls.config.clone()).accept(stream);
+            // Boxed, as the tunnel below: the handshake's state (rustls's
+            // connection, the timer) would otherwise size every plain
+            // connection's task too.
+            let accept = Box::pin(tokio::time::timeout(
+                timeouts.tls_handshake,
+                tokio_rustls::TlsAcceptor::from(tls.config.clone()).accept(stream),
+            ));
             let done = tokio::select! {
-                r = tokio::time::timeout(timeouts.tls_handshake, accept) => r,
+                r = accept => r,
                 _ = shutdown.changed() => return,
             };
             let stream = match done {
@@ -510,7 +516,7 @@ pub async fn serve(
                 }
                 _ => parts.read_buf,
             };
-            tunnel.run(watched.io, early).await;
+            Box::pin(tunnel.run(watched.io, early)).await;
             return;
         }
         // Dropped: the client went away before the 101 was sent.
