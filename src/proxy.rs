@@ -188,7 +188,10 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
         })
     });
     let grpc = is_grpc(req.headers());
-    let mut resp = respond(&ctx, &worker, req, entry, in_flight, grpc).await;
+    // `forward`'s future lives directly in this one: a second async layer
+    // around it would copy its whole state once more per request.
+    let forwarded = forward(&ctx, &worker, req).await;
+    let mut resp = respond(&ctx, &worker, forwarded, entry, in_flight, grpc);
     if let Some(hsts) = &ctx.hsts {
         let h = resp.headers_mut();
         if !h.contains_key(header::STRICT_TRANSPORT_SECURITY) {
@@ -198,15 +201,16 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
     resp
 }
 
-async fn respond(
+/// The response to send the client for what `forward` did.
+fn respond(
     ctx: &Rc<ConnCtx>,
     worker: &Rc<Worker>,
-    req: Request<Incoming>,
+    forwarded: Result<Outcome, ProxyError>,
     entry: Option<Box<Entry>>,
     in_flight: InFlight,
     grpc: bool,
 ) -> Response<ProxyBody> {
-    match forward(ctx, worker, req).await {
+    match forwarded {
         Ok(Outcome::Upstream(resp, lease, route, permit)) => {
             let (parts, body) = resp.into_parts();
             let status = parts.status.as_u16();
