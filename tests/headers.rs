@@ -409,3 +409,44 @@ async fn backend_closing_its_connection_does_not_close_the_clients() {
         assert!(!r.has("connection"), "round {round}: {:?}", r.headers);
     }
 }
+
+/// Heads far larger than a connection's first read (hyper's reads start at
+/// 2 KiB here, see vendor/hyper/TIDEGATE-PATCH.md) cross intact both ways,
+/// between small ones on the same kept-alive connection, so that the read
+/// size grows and shrinks back on both sides of the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_heads_cross_intact_between_small_ones_on_one_connection() {
+    let origin = backend(|req: Request<hyper::body::Incoming>| async move {
+        let big = req.headers().get("x-big").cloned();
+        let size = big.as_ref().map_or(0, |v| v.len());
+        let mut resp = Response::new(full(size.to_string()));
+        if let Some(v) = big {
+            // The response head is about twice the request's.
+            resp.headers_mut().insert("x-big-back", v.clone());
+            resp.headers_mut().insert("x-big-again", v);
+        }
+        resp
+    });
+    let proxy = Proxy::to(origin.addr, "");
+    let mut conn = RawConn::connect(proxy.addr).await;
+    for size in [0usize, 12_000, 0, 3_000, 15_000, 0] {
+        let big: String = (0..size)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let mut head = String::from("GET /h HTTP/1.1\r\nHost: t\r\n");
+        if size > 0 {
+            head.push_str(&format!("X-Big: {big}\r\n"));
+        }
+        head.push_str("\r\n");
+        conn.send(head.as_bytes()).await;
+        let resp = conn.response().await;
+        assert_eq!(resp.status, 200, "size {size}: {}", resp.text());
+        assert_eq!(resp.text(), size.to_string());
+        if size > 0 {
+            assert_eq!(resp.header("x-big-back"), Some(big.as_str()));
+            assert_eq!(resp.header("x-big-again"), Some(big.as_str()));
+        } else {
+            assert!(!resp.has("x-big-back"));
+        }
+    }
+}
