@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# A steadier CPU-per-request comparison than bench/run.py's three rounds:
+# starts one nginx origin (1 worker) and, in front of it, Tidegate (and
+# optionally a second Tidegate binary), nginx and HAProxy, all with 2
+# threads/workers, once; then alternates `wrk -t2 -cC -dD` between them for
+# R rounds (the first target rotates) and prints, per run and as medians,
+# req/s and the proxy's CPU ticks (utime+stime, 10 ms) per 10k requests.
+#
+#   C=50 R=5 bench/steady.sh
+#   BIN=old/tidegate BIN2=target/release/tidegate NAMES="tidegate tidegate2 nginx haproxy" bench/steady.sh
+#
+# Needs nginx, haproxy, wrk, curl, python3. Stops everything it starts.
+set -u
+C=${C:-50}; D=${D:-5}; R=${R:-5}
+BIN=${BIN:-target/release/tidegate}
+ulimit -n 20000
+OUT=$(mktemp -d /tmp/tidegate-steady.XXXXXX)
+PIDS=""
+trap 'kill $PIDS 2>/dev/null; sleep 0.3; rm -rf "$OUT"' EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ORIGIN=$(free_port); PT=$(free_port); PN=$(free_port); PH=$(free_port); P2=$(free_port)
+BIN2=${BIN2:-$BIN}
+cat > $OUT/origin.conf <<CONF
+worker_processes 1; daemon off; pid $OUT/origin.pid; error_log $OUT/origin.err warn; worker_rlimit_nofile 20000;
+events { worker_connections 20000; }
+http { access_log off; keepalive_requests 1000000;
+  client_body_temp_path $OUT/t1; proxy_temp_path $OUT/t2; fastcgi_temp_path $OUT/t3; uwsgi_temp_path $OUT/t4; scgi_temp_path $OUT/t5;
+  server { listen 127.0.0.1:$ORIGIN backlog=4096; location /small { return 200 "tidegate-bench-small-response-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"; } } }
+CONF
+nginx -c $OUT/origin.conf & PIDS="$PIDS $!"
+$BIN --listen 127.0.0.1:$PT --upstream http://127.0.0.1:$ORIGIN --threads 2 --log-level error > $OUT/tg.log 2>&1 & T=$!; PIDS="$PIDS $T"
+$BIN2 --listen 127.0.0.1:$P2 --upstream http://127.0.0.1:$ORIGIN --threads 2 --log-level error > $OUT/tg2.log 2>&1 & T2=$!; PIDS="$PIDS $T2"
+cat > $OUT/h.cfg <<CONF
+global
+  nbthread 2
+  maxconn 9000
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout client 300s
+  timeout server 300s
+  timeout connect 5s
+frontend f
+  bind 127.0.0.1:$PH
+  default_backend b
+backend b
+  server o 127.0.0.1:$ORIGIN
+CONF
+haproxy -f $OUT/h.cfg -db > $OUT/h.log 2>&1 & H=$!; PIDS="$PIDS $H"
+cat > $OUT/p.conf <<CONF
+worker_processes 2; daemon off; pid $OUT/p.pid; error_log $OUT/p.err warn; worker_rlimit_nofile 20000;
+events { worker_connections 20000; }
+http { access_log off; keepalive_requests 100000;
+  client_body_temp_path $OUT/u1; proxy_temp_path $OUT/u2; fastcgi_temp_path $OUT/u3; uwsgi_temp_path $OUT/u4; scgi_temp_path $OUT/u5;
+  upstream o { server 127.0.0.1:$ORIGIN; keepalive 256; keepalive_requests 100000; }
+  server { listen 127.0.0.1:$PN backlog=4096; location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; proxy_request_buffering off; } } }
+CONF
+nginx -c $OUT/p.conf & N=$!; PIDS="$PIDS $N"
+sleep 0.5
+for p in $PT $P2 $PN $PH; do for i in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:$p/small && break; sleep 0.1; done; wrk -t2 -c$C -d1s http://127.0.0.1:$p/small >/dev/null; done
+pids_of() { case $1 in tidegate) echo $T;; tidegate2) echo $T2;; haproxy) echo $H;; nginx) echo "$N $(pgrep -P $N | tr '\n' ' ')";; esac; }
+port_of() { case $1 in tidegate) echo $PT;; tidegate2) echo $P2;; haproxy) echo $PH;; nginx) echo $PN;; esac; }
+cpu() { local s=0; for p in $(pids_of $1); do s=$((s + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $s; }
+names=(${NAMES:-tidegate nginx haproxy})
+N3=${#names[@]}
+for r in $(seq 1 $R); do
+  for k in $(seq 0 $((N3-1))); do
+    name=${names[$(( (k + r) % N3 ))]}
+    c0=$(cpu $name)
+    res=$(wrk -t2 -c$C -d${D}s --latency http://127.0.0.1:$(port_of $name)/small 2>&1)
+    c1=$(cpu $name)
+    reqs=$(echo "$res" | awk '/requests in/{print $1}')
+    echo "$name $(echo "$res" | awk '/Requests\/sec/{print $2}') $(python3 -c "print(round(($c1-$c0)/$reqs*10000,2))") $(echo "$res" | awk '$1=="99%"{print $2}')" | tee -a $OUT/res
+  done
+done
+echo "== medians (req/s, ticks/10k)"
+for n in ${names[@]}; do
+  grep "^$n " $OUT/res | python3 -c "
+import sys,statistics
+rows=[l.split() for l in sys.stdin]
+print('$n', round(statistics.median(float(r[1]) for r in rows)), round(statistics.median(float(r[2]) for r in rows),2))"
+done
