@@ -895,7 +895,7 @@ def parse_args():
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     a = p.parse_args()
     a.rounds = a.rounds or (1 if a.quick else 3)
-    # Full mode takes about 5 minutes, quick mode about 1 (the issue asks
+    # Full mode takes about 6.5 minutes, quick mode about 1 (the issue asks
     # for a few minutes at most). 8000 connections need 3 s to be opened
     # and used in either mode.
     a.duration = 2 if a.quick else 5
