@@ -382,6 +382,39 @@ servers = ["{}"]
     );
     assert_eq!(resp.status, 404);
     assert_eq!(resp.all("via"), ["1.1 tidegate"]);
+    // hyper adds `Date` to the proxy's own responses (the vendored hyper
+    // refreshes its cached date only when it writes one): present, and
+    // today's, not a stale or zero time.
+    let date = resp.header("date").expect("a Date field");
+    let at = httpdate::parse_http_date(date).expect("an HTTP date");
+    let skew = match at.duration_since(std::time::SystemTime::now()) {
+        Ok(ahead) => ahead,
+        Err(behind) => behind.duration(),
+    };
+    assert!(skew.as_secs() < 3600, "Date {date} is {skew:?} off");
+}
+
+/// A proxied response keeps the upstream's `Date`; the proxy adds none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_date_passes_unchanged_and_alone() {
+    let origin = backend(|_req: Request<hyper::body::Incoming>| async move {
+        let mut resp = Response::new(full("ok"));
+        resp.headers_mut().insert(
+            "date",
+            http::HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        resp
+    });
+    let proxy = Proxy::to(origin.addr, "");
+    let resp = parse_raw(
+        &raw(
+            proxy.addr,
+            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .await,
+    );
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.all("date"), ["Sun, 06 Nov 1994 08:49:37 GMT"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -515,7 +515,10 @@ impl Http1Transaction for Server {
     }
 
     fn update_date() {
-        date::update();
+        // Tidegate patch: the cached date is refreshed in `encode`, only for
+        // a response that gets hyper's `Date` field, instead of on every
+        // poll of every connection (a clock read each time; a proxy's
+        // responses mostly carry the upstream's `Date`).
     }
 }
 
@@ -983,6 +986,7 @@ impl Server {
         // cached date is much faster than formatting every request
         // don't force the write if disabled
         if !wrote_date && msg.date_header {
+            date::update();
             dst.reserve(date::DATE_VALUE_LENGTH + 8);
             header_name_writer.write_header_name_with_colon(dst, "date: ", header::DATE);
             date::extend(dst);
