@@ -252,34 +252,32 @@ fn respond(
             }
             resp
         }
-        Ok(Outcome::Tunnel(resp, lease, route, permit, None)) => {
-            drop(in_flight);
-            let (resp, tunnel) = crate::tunnel::switch(
+        Ok(Outcome::Tunnel(resp, lease, route, permit, stream)) => {
+            let (resp, upstream) = crate::tunnel::switch(resp, route, stream.is_some());
+            let mut tunnel = crate::tunnel::Tunnel::new(
                 worker.clone(),
-                resp,
                 lease,
-                route,
+                upstream,
+                resp.status().as_u16(),
                 entry,
                 ctx.client,
                 permit,
             );
-            *ctx.state.tunnel.borrow_mut() = Some(tunnel);
-            resp
-        }
-        Ok(Outcome::Tunnel(resp, lease, route, permit, Some(stream))) => {
-            // HTTP/2 (RFC 8441): the stream's tunnel runs as a task of its
-            // own, once hyper has sent the 200 and handed the stream over.
-            let (resp, mut tunnel) = crate::tunnel::switch_h2(
-                worker.clone(),
-                resp,
-                lease,
-                route,
-                entry,
-                ctx.client,
-                permit,
-            );
-            tunnel.hold(in_flight);
-            tokio::task::spawn_local(tunnel.run_h2(stream));
+            match stream {
+                // HTTP/1.1: the connection becomes the tunnel once hyper
+                // has written the 101.
+                None => {
+                    drop(in_flight);
+                    *ctx.state.tunnel.borrow_mut() = Some(tunnel);
+                }
+                // HTTP/2 (RFC 8441): the stream's tunnel runs as a task of
+                // its own, once hyper has sent the 200 and handed the
+                // stream over.
+                Some(stream) => {
+                    tunnel.hold(in_flight);
+                    tokio::task::spawn_local(tunnel.run_h2(stream));
+                }
+            }
             resp
         }
         Ok(Outcome::Local(resp)) => {

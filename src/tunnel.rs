@@ -39,7 +39,7 @@
 //! ([`to_h1_websocket`]); the other fields (`Sec-WebSocket-Version`,
 //! `-Protocol`, `-Extensions`, `Origin`...) go on as for any request. A 101
 //! whose `Sec-WebSocket-Accept` matches the key ([`check_accept`]) becomes
-//! the client's `200` ([`switch_h2`]), and the tunnel then runs between the
+//! the client's `200` ([`switch`]), and the tunnel then runs between the
 //! HTTP/2 stream and the upstream connection, as a task of its own (the
 //! client connection carries other streams): the same copy, idle timeout
 //! and log lines, with status 200 in the access log. The stream's flow
@@ -136,17 +136,10 @@ fn accept_for(key: &[u8]) -> String {
 /// do: `Upgrade: websocket`, `Connection: upgrade`, and the accept for our
 /// key. The error says what was wrong.
 pub fn check_accept(h: &HeaderMap, key: &HeaderValue) -> Result<(), &'static str> {
-    let has = |name: header::HeaderName, token: &str| {
-        h.get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    if !has(header::UPGRADE, "websocket") {
+    if !lists(h, header::UPGRADE, "websocket") {
         return Err("its 101 does not say `Upgrade: websocket`");
     }
-    if !has(header::CONNECTION, "upgrade") {
+    if !lists(h, header::CONNECTION, "upgrade") {
         return Err("its 101 does not say `Connection: upgrade`");
     }
     match h.get(&SEC_WEBSOCKET_ACCEPT) {
@@ -175,11 +168,16 @@ pub fn wants_upgrade(h: &HeaderMap) -> bool {
                 .next()
                 .is_some_and(|name| name.eq_ignore_ascii_case("h2c"))
         })
-        && h.get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        && lists(h, header::CONNECTION, "upgrade")
+}
+
+/// Whether the comma-separated list fields `name` hold `token` (any case).
+fn lists(h: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// After the hop-by-hop fields were dropped: puts back the `Upgrade`
@@ -213,59 +211,38 @@ pub async fn connect(w: &Worker, server: usize, timeout: Duration) -> Result<Lea
     Ok(Lease::detached(Sender::H1(sender), server))
 }
 
-/// The client's 101 for the upstream's, and the tunnel it leaves with
-/// the client connection, to run once hyper has written the 101.
+/// The client's answer to the upstream's 101, and the upstream's upgrade
+/// for [`Tunnel::new`]. An HTTP/1.1 client gets a 101 with the `Upgrade`
+/// fields kept; an HTTP/2 client's WebSocket (RFC 8441, `h2`) gets a `200`
+/// (the 101 already checked by [`check_accept`]) with the 101's other
+/// end-to-end fields (`Sec-WebSocket-Protocol`, `-Extensions`...).
 pub fn switch(
-    worker: Rc<Worker>,
     mut resp: Response<Incoming>,
-    lease: Lease,
     route: &Route,
-    entry: Option<Box<Entry>>,
-    client: SocketAddr,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-) -> (Response<ProxyBody>, Tunnel) {
+    h2: bool,
+) -> (Response<ProxyBody>, OnUpgrade) {
     let upstream = hyper::upgrade::on(&mut resp);
     let (mut parts, _) = resp.into_parts();
+    if h2 {
+        parts.status = StatusCode::OK;
+    }
     let h = &mut parts.headers;
-    let upgrade: Vec<HeaderValue> = h.get_all(header::UPGRADE).iter().cloned().collect();
+    let upgrade: Vec<HeaderValue> = match h2 {
+        true => Vec::new(),
+        false => h.get_all(header::UPGRADE).iter().cloned().collect(),
+    };
     crate::proxy::strip_hop_by_hop(h);
-    keep_upgrade(h, upgrade);
+    if h2 {
+        h.remove(&SEC_WEBSOCKET_ACCEPT);
+        h.remove(header::CONTENT_LENGTH);
+    } else {
+        keep_upgrade(h, upgrade);
+    }
     h.append(header::VIA, crate::proxy::VIA_VALUE);
     route.response_headers.apply(h);
-    let tunnel = Tunnel::new(worker, lease, upstream, 101, entry, client, permit);
     (
         Response::from_parts(parts, ProxyBody::full(Bytes::new())),
-        tunnel,
-    )
-}
-
-/// For an HTTP/2 client's WebSocket (RFC 8441): the client's `200` for
-/// the upstream's 101 (already checked by [`check_accept`]), with the
-/// 101's end-to-end fields (`Sec-WebSocket-Protocol`, `-Extensions`...),
-/// and the tunnel, to run with [`Tunnel::run_h2`] once hyper has sent the
-/// 200.
-pub fn switch_h2(
-    worker: Rc<Worker>,
-    mut resp: Response<Incoming>,
-    lease: Lease,
-    route: &Route,
-    entry: Option<Box<Entry>>,
-    client: SocketAddr,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-) -> (Response<ProxyBody>, Tunnel) {
-    let upstream = hyper::upgrade::on(&mut resp);
-    let (mut parts, _) = resp.into_parts();
-    parts.status = StatusCode::OK;
-    let h = &mut parts.headers;
-    crate::proxy::strip_hop_by_hop(h);
-    h.remove(&SEC_WEBSOCKET_ACCEPT);
-    h.remove(header::CONTENT_LENGTH);
-    h.append(header::VIA, crate::proxy::VIA_VALUE);
-    route.response_headers.apply(h);
-    let tunnel = Tunnel::new(worker, lease, upstream, 200, entry, client, permit);
-    (
-        Response::from_parts(parts, ProxyBody::full(Bytes::new())),
-        tunnel,
+        upstream,
     )
 }
 
@@ -323,7 +300,10 @@ enum End {
 }
 
 impl Tunnel {
-    fn new(
+    /// The tunnel of an exchange whose client was answered `status` (101,
+    /// or 200 to an HTTP/2 WebSocket) by [`switch`]; it runs with
+    /// [`Tunnel::run`] or [`Tunnel::run_h2`] once hyper has sent that.
+    pub fn new(
         worker: Rc<Worker>,
         lease: Lease,
         upstream: OnUpgrade,
