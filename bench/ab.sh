@@ -13,16 +13,9 @@ ulimit -n 20000
 OUT=$(mktemp -d /tmp/tidegate-ab.XXXXXX)
 NGX=""
 trap 'kill $NGX 2>/dev/null; rm -rf "$OUT"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$(dirname "$0")/lib.sh"
 ORIGIN=$(free_port)
-cat > $OUT/origin.conf <<CONF
-worker_processes 1; daemon off; pid $OUT/origin.pid; error_log $OUT/origin.err warn; worker_rlimit_nofile 20000;
-events { worker_connections 20000; }
-http { access_log off; keepalive_requests 1000000;
-  client_body_temp_path $OUT/t1; proxy_temp_path $OUT/t2; fastcgi_temp_path $OUT/t3; uwsgi_temp_path $OUT/t4; scgi_temp_path $OUT/t5;
-  server { listen 127.0.0.1:$ORIGIN backlog=4096; location /small { return 200 "tidegate-bench-small-response-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"; } } }
-CONF
-nginx -c $OUT/origin.conf & NGX=$!
+start_origin "$OUT" "$ORIGIN"; NGX=$ORIGIN_PID
 sleep 0.5
 cpu() { awk '{print $14+$15}' /proc/$1/stat; }
 for r in $(seq 1 $R); do

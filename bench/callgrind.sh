@@ -15,16 +15,9 @@ N=${1:-20000}
 BIN=${2:-target/release/tidegate}
 OUT=${OUT:-/tmp/tidegate-callgrind}
 rm -rf "$OUT"; mkdir -p "$OUT"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$(dirname "$0")/lib.sh"
 ORIGIN=$(free_port); PROXY=$(free_port)
-cat > "$OUT/origin.conf" <<CONF
-worker_processes 1; daemon off; pid $OUT/origin.pid; error_log $OUT/origin.err warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  client_body_temp_path $OUT/t1; proxy_temp_path $OUT/t2; fastcgi_temp_path $OUT/t3; uwsgi_temp_path $OUT/t4; scgi_temp_path $OUT/t5;
-  server { listen 127.0.0.1:$ORIGIN; location /small { return 200 "tidegate-bench-small-response-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"; } } }
-CONF
-nginx -c "$OUT/origin.conf" & NGINX=$!
+start_origin "$OUT" "$ORIGIN"; NGINX=$ORIGIN_PID
 valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" "$BIN" \
   --listen "127.0.0.1:$PROXY" --upstream "http://127.0.0.1:$ORIGIN" --threads 1 --log-level error \
   > "$OUT/tidegate.log" 2>&1 & VG=$!

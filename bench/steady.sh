@@ -17,17 +17,10 @@ ulimit -n 20000
 OUT=$(mktemp -d /tmp/tidegate-steady.XXXXXX)
 PIDS=""
 trap 'kill $PIDS 2>/dev/null; sleep 0.3; rm -rf "$OUT"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$(dirname "$0")/lib.sh"
 ORIGIN=$(free_port); PT=$(free_port); PN=$(free_port); PH=$(free_port); P2=$(free_port)
 BIN2=${BIN2:-$BIN}
-cat > $OUT/origin.conf <<CONF
-worker_processes 1; daemon off; pid $OUT/origin.pid; error_log $OUT/origin.err warn; worker_rlimit_nofile 20000;
-events { worker_connections 20000; }
-http { access_log off; keepalive_requests 1000000;
-  client_body_temp_path $OUT/t1; proxy_temp_path $OUT/t2; fastcgi_temp_path $OUT/t3; uwsgi_temp_path $OUT/t4; scgi_temp_path $OUT/t5;
-  server { listen 127.0.0.1:$ORIGIN backlog=4096; location /small { return 200 "tidegate-bench-small-response-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"; } } }
-CONF
-nginx -c $OUT/origin.conf & PIDS="$PIDS $!"
+start_origin "$OUT" "$ORIGIN"; PIDS="$PIDS $ORIGIN_PID"
 $BIN --listen 127.0.0.1:$PT --upstream http://127.0.0.1:$ORIGIN --threads 2 --log-level error > $OUT/tg.log 2>&1 & T=$!; PIDS="$PIDS $T"
 $BIN2 --listen 127.0.0.1:$P2 --upstream http://127.0.0.1:$ORIGIN --threads 2 --log-level error > $OUT/tg2.log 2>&1 & T2=$!; PIDS="$PIDS $T2"
 cat > $OUT/h.cfg <<CONF
