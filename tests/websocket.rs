@@ -7,7 +7,6 @@ mod common;
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
 use common::ws::read_to_eof;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -186,29 +185,7 @@ async fn large_messages_arrive_byte_for_byte() {
     let (origin, _events) = ws_origin("");
     let proxy = Proxy::to(origin.addr, "");
     let ws = ws_connect(proxy.addr, "/").await;
-    let (mut tx, mut rx) = ws.split();
-    let sizes = [5 << 20, 3 << 20, 1, 7 << 20];
-    let sender = tokio::spawn(async move {
-        for (i, n) in sizes.into_iter().enumerate() {
-            let data = Stream::new(i as u64).chunk(n);
-            tx.send(Message::binary(data)).await.expect("send");
-        }
-        tx
-    });
-    for (i, n) in sizes.into_iter().enumerate() {
-        let got = match tokio::time::timeout(HANG, rx.next())
-            .await
-            .expect("in time")
-        {
-            Some(Ok(Message::Binary(b))) => b,
-            other => panic!("message {i}: {other:?}"),
-        };
-        let want: Bytes = Stream::new(i as u64).chunk(n);
-        assert_eq!(got.len(), want.len(), "message {i}");
-        assert!(got == want, "message {i} differs");
-    }
-    let tx = sender.await.unwrap();
-    let mut ws = tx.reunite(rx).expect("same stream");
+    let mut ws = common::ws::large_messages_round_trip(ws).await;
     ws.close(None).await.expect("close");
     while next(&mut ws).await.is_some() {}
 }

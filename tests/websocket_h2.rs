@@ -9,7 +9,6 @@ mod common;
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
 use common::pki::{self, Ca};
 use common::ws::read_to_eof;
 use common::*;
@@ -310,29 +309,7 @@ async fn tls_websocket_large_messages_byte_for_byte() {
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(h["host"], "a.test");
 
-    let (mut tx, mut rx) = ws.split();
-    let sizes = [5 << 20, 3 << 20, 1, 7 << 20];
-    let sender_task = tokio::spawn(async move {
-        for (i, n) in sizes.into_iter().enumerate() {
-            let data = Stream::new(i as u64).chunk(n);
-            tx.send(Message::binary(data)).await.expect("send");
-        }
-        tx
-    });
-    for (i, n) in sizes.into_iter().enumerate() {
-        let got = match tokio::time::timeout(HANG, rx.next())
-            .await
-            .expect("in time")
-        {
-            Some(Ok(Message::Binary(b))) => b,
-            other => panic!("message {i}: {other:?}"),
-        };
-        let want: Bytes = Stream::new(i as u64).chunk(n);
-        assert_eq!(got.len(), want.len(), "message {i}");
-        assert!(got == want, "message {i} differs");
-    }
-    let tx = sender_task.await.unwrap();
-    let ws = tx.reunite(rx).expect("same stream");
+    let ws = common::ws::large_messages_round_trip(ws).await;
     close_from_client(ws, &mut events).await;
 }
 

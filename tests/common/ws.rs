@@ -50,3 +50,35 @@ pub async fn read_to_eof<S: AsyncRead + Unpin>(s: &mut S) -> bool {
         }
     }
 }
+
+/// Sends binary messages of 5 MiB, 3 MiB, 1 byte and 7 MiB from a task of
+/// their own while reading them back from an echo origin (empty prefix),
+/// each byte for byte; returns the WebSocket, whole again, for its close.
+pub async fn large_messages_round_trip<S>(ws: WebSocketStream<S>) -> WebSocketStream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut tx, mut rx) = ws.split();
+    let sizes = [5 << 20, 3 << 20, 1, 7 << 20];
+    let sender = tokio::spawn(async move {
+        for (i, n) in sizes.into_iter().enumerate() {
+            let data = super::Stream::new(i as u64).chunk(n);
+            tx.send(Message::binary(data)).await.expect("send");
+        }
+        tx
+    });
+    for (i, n) in sizes.into_iter().enumerate() {
+        let got = match tokio::time::timeout(HANG, rx.next())
+            .await
+            .expect("in time")
+        {
+            Some(Ok(Message::Binary(b))) => b,
+            other => panic!("message {i}: {other:?}"),
+        };
+        let want: bytes::Bytes = super::Stream::new(i as u64).chunk(n);
+        assert_eq!(got.len(), want.len(), "message {i}");
+        assert!(got == want, "message {i} differs");
+    }
+    let tx = sender.await.unwrap();
+    tx.reunite(rx).expect("same stream")
+}
