@@ -265,11 +265,33 @@ NGINX_PROXY_LOCATION = """\
       proxy_request_buffering off;
       proxy_read_timeout 300s;
       proxy_send_timeout 300s;
-    }}
+{headers}    }}
+"""
+
+# With `--headers same` (the default), nginx and HAProxy do the header work
+# Tidegate does on every request: X-Forwarded-For (appended to),
+# X-Forwarded-Proto, X-Forwarded-Host, the client's Host kept, and Via on the
+# request and on the response. Left at their defaults they add none of it,
+# which is less work per request than Tidegate's.
+NGINX_SAME_HEADERS = """\
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header Via "1.1 nginx";
+      add_header Via "1.1 nginx" always;
+"""
+HAPROXY_SAME_HEADERS = """\
+  option forwardfor
+  http-request set-header X-Forwarded-Proto https if { ssl_fc }
+  http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request add-header Via "1.1 haproxy"
+  http-response add-header Via "1.1 haproxy"
 """
 
 
-def nginx_proxy_conf(tmp, ports, origin_port, threads, tls):
+def nginx_proxy_conf(tmp, ports, origin_port, threads, tls, headers):
     # nginx 1.22 has no `http2 on;` (1.25.1+): `listen ... http2` on a plain
     # port speaks h2c with prior knowledge only, hence three server blocks.
     return (NGINX_COMMON + "worker_processes {threads};\nhttp {{\n" + TEMP_PATHS + """\
@@ -299,10 +321,11 @@ def nginx_proxy_conf(tmp, ports, origin_port, threads, tls):
   }}
 }}
 """).format(tmp=tmp, name="nginx", port=ports["h1"], h2c=ports["h2c"], tls=ports["tls"],
-             cert=tls["cert"], key=tls["key"], oport=origin_port, threads=threads, nofile=NOFILE)
+             cert=tls["cert"], key=tls["key"], oport=origin_port, threads=threads, nofile=NOFILE,
+             headers=NGINX_SAME_HEADERS if headers == "same" else "")
 
 
-def haproxy_conf(ports, origin_port, threads, tls):
+def haproxy_conf(ports, origin_port, threads, tls, headers):
     # maxconn 9000 -> HAProxy needs ~2*9000 fds, which fits the 20000 limit.
     return f"""global
   nbthread {threads}
@@ -327,7 +350,7 @@ frontend fe
 
 backend be
   server o 127.0.0.1:{origin_port}
-"""
+{HAPROXY_SAME_HEADERS if headers == "same" else ""}"""
 
 
 def tidegate_conf(ports, origin_port, threads, tls):
@@ -425,9 +448,9 @@ def start_servers(tmp, args, threads, notes):
         notes.append(f"tidegate skipped: no executable at {args.tidegate} "
                      "(build it with `cargo build --release`)")
     candidates.append(("nginx", lambda ports: start_nginx(
-        "nginx", nginx_proxy_conf(tmp, ports, oport, threads, tls), ports)))
+        "nginx", nginx_proxy_conf(tmp, ports, oport, threads, tls, args.headers), ports)))
     candidates.append(("haproxy", lambda ports: Server(
-        "haproxy", [which("haproxy"), "-db", "-f", conf("haproxy.cfg", haproxy_conf(ports, oport, threads, tls))],
+        "haproxy", [which("haproxy"), "-db", "-f", conf("haproxy.cfg", haproxy_conf(ports, oport, threads, tls, args.headers))],
         ports["h1"], f"{tmp}/haproxy.out", ports)))
     for name, start in candidates:
         try:
@@ -876,7 +899,7 @@ def machine_info(threads, args):
         "wrk": version(["wrk", "-v"]), "curl": version(["curl", "--version"]),
         "h2load": version(["h2load", "--version"]), "openssl": version(["openssl", "version"]),
         "duration_proto_s": args.duration_proto,
-        "tidegate": args.tidegate,
+        "tidegate": args.tidegate, "headers": args.headers,
         "git": version(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
         "loadavg_start": open("/proc/loadavg").read().split()[:3],
     }
@@ -891,6 +914,9 @@ def parse_args():
                    help="tidegate binary (default: target/release/tidegate; skipped if missing)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="proxy threads/workers (default: nproc)")
     p.add_argument("--rounds", type=int, help="rounds per scenario (default 3, quick 1)")
+    p.add_argument("--headers", choices=("same", "default"), default="same",
+                   help="same: nginx and HAProxy add the forwarding fields Tidegate adds "
+                        "(X-Forwarded-*, Via); default: their own defaults, which add none")
     p.add_argument("--install", action="store_true", help="apt-get install missing tools")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     a = p.parse_args()
@@ -973,6 +999,8 @@ def main():
           f"wrk -t2, {args.duration}s (c=8000: {args.duration_8000}s); /large {args.large_mib} MiB; "
           f"upload {args.upload_mib} MiB; h2c/TLS runs {args.duration_proto}s (h2load -t2, wrk -t2); "
           f"elapsed {info['elapsed_s']}s")
+    print("Forwarding fields: " + ("nginx and HAProxy add X-Forwarded-For/-Proto/-Host and Via, as Tidegate does"
+                                   if args.headers == "same" else "nginx and HAProxy at their defaults (add none)"))
     print(f"tidegate: {info['tidegate']} (git {info['git']}) | {info['nginx']} | {info['haproxy']} | {info['wrk']}"
           f" | {info['h2load']} | {info['openssl']}")
     for name, params in info["tls"].items():

@@ -20,6 +20,19 @@ trap 'kill $PIDS 2>/dev/null; sleep 0.3; rm -rf "$OUT"' EXIT
 source "$(dirname "$0")/lib.sh"
 ORIGIN=$(free_port); PT=$(free_port); PN=$(free_port); PH=$(free_port); P2=$(free_port)
 BIN2=${BIN2:-$BIN}
+# HEADERS=same (the default) has nginx and HAProxy add the request and
+# response fields Tidegate adds (X-Forwarded-For/-Proto/-Host, Via both
+# ways, the client's Host kept); HEADERS=default leaves them at their own
+# defaults, which add none.
+NGINX_HEADERS=""; HAPROXY_HEADERS=""
+if [ "${HEADERS:-same}" = same ]; then
+  NGINX_HEADERS='proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $http_host; proxy_set_header Via "1.1 nginx"; add_header Via "1.1 nginx" always;'
+  HAPROXY_HEADERS='  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request add-header Via "1.1 haproxy"
+  http-response add-header Via "1.1 haproxy"'
+fi
 start_origin "$OUT" "$ORIGIN"; PIDS="$PIDS $ORIGIN_PID"
 $BIN --listen 127.0.0.1:$PT --upstream http://127.0.0.1:$ORIGIN --threads 2 --log-level error > $OUT/tg.log 2>&1 & T=$!; PIDS="$PIDS $T"
 $BIN2 --listen 127.0.0.1:$P2 --upstream http://127.0.0.1:$ORIGIN --threads 2 --log-level error > $OUT/tg2.log 2>&1 & T2=$!; PIDS="$PIDS $T2"
@@ -39,6 +52,7 @@ frontend f
   default_backend b
 backend b
   server o 127.0.0.1:$ORIGIN
+$HAPROXY_HEADERS
 CONF
 haproxy -f $OUT/h.cfg -db > $OUT/h.log 2>&1 & H=$!; PIDS="$PIDS $H"
 cat > $OUT/p.conf <<CONF
@@ -47,7 +61,7 @@ events { worker_connections 20000; }
 http { access_log off; keepalive_requests 100000;
   client_body_temp_path $OUT/u1; proxy_temp_path $OUT/u2; fastcgi_temp_path $OUT/u3; uwsgi_temp_path $OUT/u4; scgi_temp_path $OUT/u5;
   upstream o { server 127.0.0.1:$ORIGIN; keepalive 256; keepalive_requests 100000; }
-  server { listen 127.0.0.1:$PN backlog=4096; location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; proxy_request_buffering off; } } }
+  server { listen 127.0.0.1:$PN backlog=4096; location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; proxy_request_buffering off; $NGINX_HEADERS } } }
 CONF
 nginx -c $OUT/p.conf & N=$!; PIDS="$PIDS $N"
 sleep 0.5
