@@ -463,6 +463,7 @@ pub async fn serve(
         tls,
         hsts: if https { listener.hsts.clone() } else { None },
         redirect_https: listener.redirect_https,
+        head_timer: (!h2).then(proxy::HeadTimer::default),
     });
     let svc = service_fn(move |req| {
         // Boxed once: the request's future is large (it spans the whole

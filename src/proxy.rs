@@ -118,7 +118,19 @@ pub struct ConnCtx {
     /// A plain listener that answers every request with a redirect to
     /// HTTPS on this port.
     pub redirect_https: Option<u16>,
+    /// HTTP/1.1 connections: the response-head timer their requests take
+    /// turns with (`None` on HTTP/2, whose streams run side by side).
+    pub head_timer: Option<HeadTimer>,
 }
+
+/// One response-head timer for all the requests of an HTTP/1.1 client
+/// connection, one after another. Moving an armed timer to a later
+/// deadline is one atomic update in tokio, where a timer per request is
+/// put in and taken out of the runtime's timer wheel every time. Left
+/// armed after a response, it wakes the idle connection's task once,
+/// which finds nothing to do.
+#[derive(Default)]
+pub struct HeadTimer(std::cell::RefCell<Option<Pin<Box<tokio::time::Sleep>>>>);
 
 /// What a TLS handshake settled, for the requests that follow it.
 pub struct TlsInfo {
@@ -600,6 +612,7 @@ async fn forward<'w>(
             req,
             timeouts,
             progress.as_deref(),
+            ctx.head_timer.as_ref(),
             replay.as_deref(),
         )
         .await
@@ -815,6 +828,7 @@ async fn send(
     req: Request<RequestBody>,
     (connect, timeout): (Duration, Duration),
     progress: Option<&BodyProgress>,
+    timer: Option<&HeadTimer>,
     replay: Option<&Replay>,
 ) -> Result<Forwarded, ProxyError> {
     let server = lease.server;
@@ -832,7 +846,10 @@ async fn send(
         && is_idempotent(req.method()))
     .then(|| copy_head(&req));
     let fut = lease.sender.try_send_request(req);
-    let err = match lease.with(with_head_timeout(fut, timeout, progress)).await {
+    let err = match lease
+        .with(with_head_timeout(fut, timeout, progress, timer))
+        .await
+    {
         None => return Err(ProxyError::ResponseTimeout { addr }),
         Some(Ok(resp)) => return Ok((resp, lease)),
         Some(Err(mut e)) => {
@@ -855,7 +872,10 @@ async fn send(
     // Boxed: rare, and its state would otherwise enlarge every request.
     let mut lease = Box::pin(w.pool.connect(server, connect)).await?;
     let fut = lease.sender.try_send_request(err);
-    match lease.with(with_head_timeout(fut, timeout, progress)).await {
+    match lease
+        .with(with_head_timeout(fut, timeout, progress, timer))
+        .await
+    {
         None => Err(ProxyError::ResponseTimeout { addr }),
         Some(Ok(resp)) => Ok((resp, lease)),
         Some(Err(e)) => Err(classify(e.into_error(), addr, progress)),
@@ -883,17 +903,22 @@ fn classify(e: hyper::Error, addr: SocketAddr, progress: Option<&BodyProgress>) 
 }
 
 /// Waits for the response head. The deadline runs from the start, pushed
-/// back by every chunk of request body still being sent.
-fn with_head_timeout<F: Future>(
+/// back by every chunk of request body still being sent. `shared`: the
+/// connection's [`HeadTimer`], used when free; otherwise a timer of its own.
+fn with_head_timeout<'a, F: Future>(
     fut: F,
     timeout: Duration,
-    progress: Option<&BodyProgress>,
-) -> HeadTimeout<'_, F> {
+    progress: Option<&'a BodyProgress>,
+    shared: Option<&'a HeadTimer>,
+) -> HeadTimeout<'a, F> {
     HeadTimeout {
         fut,
-        sleep: tokio::time::sleep(timeout),
+        own: None,
+        deadline: Instant::now() + timeout,
+        armed: false,
         timeout,
         progress,
+        shared,
     }
 }
 
@@ -903,9 +928,13 @@ pin_project_lite::pin_project! {
         #[pin]
         fut: F,
         #[pin]
-        sleep: tokio::time::Sleep,
+        own: Option<tokio::time::Sleep>,
+        deadline: Instant,
+        // The shared timer is set to `deadline`.
+        armed: bool,
         timeout: Duration,
         progress: Option<&'a BodyProgress>,
+        shared: Option<&'a HeadTimer>,
     }
 }
 
@@ -917,7 +946,34 @@ impl<F: Future> Future for HeadTimeout<'_, F> {
         if let Poll::Ready(r) = this.fut.poll(cx) {
             return Poll::Ready(Some(r));
         }
-        while this.sleep.as_mut().poll(cx).is_ready() {
+        let mut shared = this.shared.and_then(|t| t.0.try_borrow_mut().ok());
+        loop {
+            let fired = match shared.as_deref_mut() {
+                Some(slot) => {
+                    let sleep = match slot {
+                        Some(sleep) if *this.armed => sleep,
+                        Some(sleep) => {
+                            sleep.as_mut().reset(*this.deadline);
+                            sleep
+                        }
+                        None => slot.insert(Box::pin(tokio::time::sleep_until(*this.deadline))),
+                    };
+                    *this.armed = true;
+                    sleep.as_mut().poll(cx).is_ready()
+                }
+                None => {
+                    if this.own.is_none() {
+                        this.own.set(Some(tokio::time::sleep_until(*this.deadline)));
+                    }
+                    match this.own.as_mut().as_pin_mut() {
+                        Some(sleep) => sleep.poll(cx).is_ready(),
+                        None => false,
+                    }
+                }
+            };
+            if !fired {
+                return Poll::Pending;
+            }
             let next = match this.progress {
                 Some(p) => p.last_progress.get() + *this.timeout,
                 None => return Poll::Ready(None),
@@ -925,9 +981,12 @@ impl<F: Future> Future for HeadTimeout<'_, F> {
             if next <= Instant::now() {
                 return Poll::Ready(None);
             }
-            this.sleep.as_mut().reset(next);
+            *this.deadline = next;
+            *this.armed = false;
+            if let Some(sleep) = this.own.as_mut().as_pin_mut() {
+                sleep.reset(next);
+            }
         }
-        Poll::Pending
     }
 }
 

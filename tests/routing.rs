@@ -272,3 +272,58 @@ servers = ["{}"]
         .unwrap();
     assert_eq!(send(proxy.addr, req).await.unwrap().status(), 413);
 }
+
+/// An HTTP/1.1 connection's requests take turns with one response-head
+/// timer (`HeadTimer`): it must still fire at each request's own deadline,
+/// whether that is earlier than the one it was armed for (a 300 ms route
+/// after a 10-minute one) or comes after the timer fired for a request
+/// before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_timeout_holds_for_each_request_of_a_kept_alive_connection() {
+    let fast = backend(|_req| async { text(200, "fast") });
+    let silent = raw_backend(|mut s| async move {
+        let mut buf = Vec::new();
+        let _ = read_request_head(&mut s, &mut buf).await;
+        let mut rest = [0u8; 1];
+        let _ = tokio::io::AsyncReadExt::read(&mut s, &mut rest).await;
+    });
+    let proxy = Proxy::start(&format!(
+        r#"
+[server]
+threads = 1
+log_level = "error"
+[[listeners]]
+address = "127.0.0.1:0"
+[timeouts]
+upstream_response_head = "10m"
+
+[[routes]]
+path_prefix = "/quick/"
+upstream = "silent"
+timeouts = {{ upstream_response_head = "300ms" }}
+
+[[routes]]
+upstream = "fast"
+
+[upstreams.silent]
+servers = ["{}"]
+[upstreams.fast]
+servers = ["{}"]
+"#,
+        silent.addr, fast.addr
+    ));
+    let mut c = RawConn::connect(proxy.addr).await;
+    for (path, status, body) in [
+        ("/a", 200, "fast"),
+        ("/quick/1", 504, "504 Gateway Timeout\n"),
+        ("/b", 200, "fast"),
+        ("/quick/2", 504, "504 Gateway Timeout\n"),
+        ("/quick/3", 504, "504 Gateway Timeout\n"),
+        ("/c", 200, "fast"),
+    ] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .await;
+        let r = c.response().await;
+        assert_eq!((r.status, r.text().as_str()), (status, body), "{path}");
+    }
+}
