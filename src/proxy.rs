@@ -1232,18 +1232,22 @@ fn strip_found(h: &mut HeaderMap, found: Found) {
 }
 
 fn remove_listed(h: &mut HeaderMap, v: &HeaderValue) {
-    let Ok(s) = v.to_str() else { return };
-    for token in s.split(',') {
-        let token = token.trim();
+    // Bytes, not `to_str`: no UTF-8 pass over the value, and a value with
+    // obs-text still has its listed fields removed.
+    for token in v.as_bytes().split(|&b| b == b',') {
+        let token = token.trim_ascii();
         // The usual tokens name no field of their own to remove
         // (`Keep-Alive` is in the fixed set already).
         if token.is_empty()
-            || token.eq_ignore_ascii_case("keep-alive")
-            || token.eq_ignore_ascii_case("close")
+            || token.eq_ignore_ascii_case(b"keep-alive")
+            || token.eq_ignore_ascii_case(b"close")
         {
             continue;
         }
-        // `&str` lookups lower-case on the stack: no allocation.
-        h.remove(token);
+        // `&str` lookups lower-case on the stack: no allocation. A token
+        // that is not UTF-8 names no field.
+        if let Ok(name) = std::str::from_utf8(token) {
+            h.remove(name);
+        }
     }
 }

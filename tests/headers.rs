@@ -153,6 +153,35 @@ async fn connection_options_in_several_fields_and_any_case_are_removed() {
     assert_eq!(seen.one("x-stays"), "yes");
 }
 
+/// `Connection` is read as bytes: tab whitespace around a token, and a
+/// token with obs-text (not UTF-8, names no field) beside the others, still
+/// take the named fields away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_options_with_tabs_and_obs_text_are_removed() {
+    let origin = echo_backend();
+    let proxy = Proxy::to(origin.addr, "");
+    // (hyper does not read `close` in a value with obs-text: the
+    // connection stays open, so one response is read, not to the end.)
+    let mut c = RawConn::connect(proxy.addr).await;
+    c.send(
+        b"GET / HTTP/1.1\r\n\
+          Host: t\r\n\
+          Connection: close,\tx-tab-hop\t, caf\xe9, x-after\r\n\
+          X-Tab-Hop: a\r\n\
+          X-After: b\r\n\
+          X-Stays: yes\r\n\
+          \r\n",
+    )
+    .await;
+    let resp = c.response().await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = Seen::parse(&resp.text());
+    seen.lacks("connection");
+    seen.lacks("x-tab-hop");
+    seen.lacks("x-after");
+    assert_eq!(seen.one("x-stays"), "yes");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_fields_are_added() {
     let origin = echo_backend();
