@@ -291,10 +291,12 @@ HAPROXY_SAME_HEADERS = """\
 """
 
 
-def nginx_proxy_conf(tmp, ports, origin_port, threads, tls, headers):
+def nginx_proxy_conf(tmp, ports, origin_port, threads, tls, headers, pin):
     # nginx 1.22 has no `http2 on;` (1.25.1+): `listen ... http2` on a plain
     # port speaks h2c with prior knowledge only, hence three server blocks.
-    return (NGINX_COMMON + "worker_processes {threads};\nhttp {{\n" + TEMP_PATHS + """\
+    return (NGINX_COMMON + "worker_processes {threads};\n"
+            + ("worker_cpu_affinity auto;\n" if pin == "auto" else "")
+            + "http {{\n" + TEMP_PATHS + """\
   access_log off;
   keepalive_requests 100000;
   keepalive_timeout 120s;
@@ -325,11 +327,21 @@ def nginx_proxy_conf(tmp, ports, origin_port, threads, tls, headers):
              headers=NGINX_SAME_HEADERS if headers == "same" else "")
 
 
-def haproxy_conf(ports, origin_port, threads, tls, headers):
+def haproxy_conf(ports, origin_port, threads, tls, headers, pin):
     # maxconn 9000 -> HAProxy needs ~2*9000 fds, which fits the 20000 limit.
+    # pin: thread i on the i-th CPU this process may use, as Tidegate's
+    # cpu_affinity = "auto" and nginx's worker_cpu_affinity auto do.
+    # (HAProxy 2.6 applies only the `auto:` form: threads a-b onto as many
+    # CPUs, in order; more threads than CPUs take several lines.)
+    cpus = sorted(os.sched_getaffinity(0))
+    cpu_map = ""
+    if pin == "auto":
+        for first in range(0, threads, len(cpus)):
+            n = min(len(cpus), threads - first)
+            cpu_map += f"  cpu-map auto:1/{first + 1}-{first + n} {' '.join(map(str, cpus[:n]))}\n"
     return f"""global
   nbthread {threads}
-  maxconn 9000
+{cpu_map}  maxconn 9000
 
 defaults
   mode http
@@ -353,11 +365,12 @@ backend be
 {HAPROXY_SAME_HEADERS if headers == "same" else ""}"""
 
 
-def tidegate_conf(ports, origin_port, threads, tls):
+def tidegate_conf(ports, origin_port, threads, tls, pin):
     # What `--listen --upstream` (quick mode) builds, plus a TLS listener.
     # The plain listener serves HTTP/1.1 and h2c (prior knowledge) alike.
     return f"""[server]
 threads = {threads}
+cpu_affinity = "{pin}"
 access_log = "off"
 log_level = "warn"
 
@@ -433,7 +446,7 @@ def start_servers(tmp, args, threads, notes):
     tls = make_cert(tmp)
 
     def tidegate(ports):
-        path = conf("tidegate.toml", tidegate_conf(ports, oport, threads, tls))
+        path = conf("tidegate.toml", tidegate_conf(ports, oport, threads, tls, args.pin))
         check = subprocess.run([args.tidegate, "check", "--config", path],
                                capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
@@ -448,9 +461,9 @@ def start_servers(tmp, args, threads, notes):
         notes.append(f"tidegate skipped: no executable at {args.tidegate} "
                      "(build it with `cargo build --release`)")
     candidates.append(("nginx", lambda ports: start_nginx(
-        "nginx", nginx_proxy_conf(tmp, ports, oport, threads, tls, args.headers), ports)))
+        "nginx", nginx_proxy_conf(tmp, ports, oport, threads, tls, args.headers, args.pin), ports)))
     candidates.append(("haproxy", lambda ports: Server(
-        "haproxy", [which("haproxy"), "-db", "-f", conf("haproxy.cfg", haproxy_conf(ports, oport, threads, tls, args.headers))],
+        "haproxy", [which("haproxy"), "-db", "-f", conf("haproxy.cfg", haproxy_conf(ports, oport, threads, tls, args.headers, args.pin))],
         ports["h1"], f"{tmp}/haproxy.out", ports)))
     for name, start in candidates:
         try:
@@ -899,7 +912,7 @@ def machine_info(threads, args):
         "wrk": version(["wrk", "-v"]), "curl": version(["curl", "--version"]),
         "h2load": version(["h2load", "--version"]), "openssl": version(["openssl", "version"]),
         "duration_proto_s": args.duration_proto,
-        "tidegate": args.tidegate, "headers": args.headers,
+        "tidegate": args.tidegate, "headers": args.headers, "pin": args.pin,
         "git": version(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
         "loadavg_start": open("/proc/loadavg").read().split()[:3],
     }
@@ -917,6 +930,9 @@ def parse_args():
     p.add_argument("--headers", choices=("same", "default"), default="same",
                    help="same: nginx and HAProxy add the forwarding fields Tidegate adds "
                         "(X-Forwarded-*, Via); default: their own defaults, which add none")
+    p.add_argument("--pin", choices=("auto", "off"), default="auto",
+                   help="auto: each proxy binds worker/thread i to the i-th CPU (Tidegate cpu_affinity, "
+                        "nginx worker_cpu_affinity auto, HAProxy cpu-map); off: the kernel places them")
     p.add_argument("--install", action="store_true", help="apt-get install missing tools")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     a = p.parse_args()
@@ -1000,7 +1016,10 @@ def main():
           f"upload {args.upload_mib} MiB; h2c/TLS runs {args.duration_proto}s (h2load -t2, wrk -t2); "
           f"elapsed {info['elapsed_s']}s")
     print("Forwarding fields: " + ("nginx and HAProxy add X-Forwarded-For/-Proto/-Host and Via, as Tidegate does"
-                                   if args.headers == "same" else "nginx and HAProxy at their defaults (add none)"))
+                                   if args.headers == "same" else "nginx and HAProxy at their defaults (add none)")
+          + "; CPU binding: " + ("each proxy's worker/thread i on CPU i (Tidegate cpu_affinity = auto, "
+                                 "nginx worker_cpu_affinity auto, HAProxy cpu-map)" if args.pin == "auto"
+                                 else "none (the kernel places the threads)"))
     print(f"tidegate: {info['tidegate']} (git {info['git']}) | {info['nginx']} | {info['haproxy']} | {info['wrk']}"
           f" | {info['h2load']} | {info['openssl']}")
     for name, params in info["tls"].items():

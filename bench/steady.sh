@@ -24,6 +24,14 @@ BIN2=${BIN2:-$BIN}
 # response fields Tidegate adds (X-Forwarded-For/-Proto/-Host, Via both
 # ways, the client's Host kept); HEADERS=default leaves them at their own
 # defaults, which add none.
+# PIN=auto (the default) binds each proxy's worker/thread i to CPU i (the
+# first two CPUs this script may use): Tidegate --cpu-affinity auto, nginx
+# worker_cpu_affinity auto, HAProxy cpu-map. PIN=off leaves it to the kernel.
+TG_PIN=""; NGINX_PIN=""; HAPROXY_PIN=""
+if [ "${PIN:-auto}" = auto ]; then
+  TG_PIN="--cpu-affinity auto"; NGINX_PIN="worker_cpu_affinity auto;"
+  HAPROXY_PIN="  cpu-map auto:1/1-2 $(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0))[:2])')"
+fi
 NGINX_HEADERS=""; HAPROXY_HEADERS=""
 if [ "${HEADERS:-same}" = same ]; then
   NGINX_HEADERS='proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $http_host; proxy_set_header Via "1.1 nginx"; add_header Via "1.1 nginx" always;'
@@ -34,11 +42,12 @@ if [ "${HEADERS:-same}" = same ]; then
   http-response add-header Via "1.1 haproxy"'
 fi
 start_origin "$OUT" "$ORIGIN"; PIDS="$PIDS $ORIGIN_PID"
-$BIN --listen 127.0.0.1:$PT --upstream http://127.0.0.1:$ORIGIN --threads 2 --log-level error > $OUT/tg.log 2>&1 & T=$!; PIDS="$PIDS $T"
-$BIN2 --listen 127.0.0.1:$P2 --upstream http://127.0.0.1:$ORIGIN --threads 2 --log-level error > $OUT/tg2.log 2>&1 & T2=$!; PIDS="$PIDS $T2"
+$BIN --listen 127.0.0.1:$PT --upstream http://127.0.0.1:$ORIGIN --threads 2 $TG_PIN --log-level error > $OUT/tg.log 2>&1 & T=$!; PIDS="$PIDS $T"
+$BIN2 --listen 127.0.0.1:$P2 --upstream http://127.0.0.1:$ORIGIN --threads 2 $TG_PIN --log-level error > $OUT/tg2.log 2>&1 & T2=$!; PIDS="$PIDS $T2"
 cat > $OUT/h.cfg <<CONF
 global
   nbthread 2
+$HAPROXY_PIN
   maxconn 9000
 defaults
   mode http
@@ -56,7 +65,7 @@ $HAPROXY_HEADERS
 CONF
 haproxy -f $OUT/h.cfg -db > $OUT/h.log 2>&1 & H=$!; PIDS="$PIDS $H"
 cat > $OUT/p.conf <<CONF
-worker_processes 2; daemon off; pid $OUT/p.pid; error_log $OUT/p.err warn; worker_rlimit_nofile 20000;
+worker_processes 2; $NGINX_PIN daemon off; pid $OUT/p.pid; error_log $OUT/p.err warn; worker_rlimit_nofile 20000;
 events { worker_connections 20000; }
 http { access_log off; keepalive_requests 100000;
   client_body_temp_path $OUT/u1; proxy_temp_path $OUT/u2; fastcgi_temp_path $OUT/u3; uwsgi_temp_path $OUT/u4; scgi_temp_path $OUT/u5;

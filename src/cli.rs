@@ -51,6 +51,11 @@ struct Overrides {
     #[arg(long, global = true)]
     threads: Option<usize>,
 
+    /// Bind worker thread i to the i-th CPU the process may use (auto), or
+    /// let the kernel place them (off, the default).
+    #[arg(long, global = true, value_name = "off|auto")]
+    cpu_affinity: Option<crate::config::CpuAffinity>,
+
     /// Write the process id here while running (for `tidegate reload`).
     #[arg(long, global = true)]
     pid_file: Option<PathBuf>,
@@ -175,6 +180,9 @@ fn apply_overrides(config: &mut Config, overrides: &Overrides) {
         } else {
             t
         };
+    }
+    if let Some(a) = overrides.cpu_affinity {
+        config.cpu_affinity = a;
     }
 }
 

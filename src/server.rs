@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 
 use crate::access_log::AccessLog;
-use crate::config::Config;
+use crate::config::{Config, CpuAffinity};
 use crate::connection;
 use crate::proxy::{Current, Worker};
 
@@ -285,19 +285,49 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let (shutdown, _) = watch::channel(false);
     let mut workers = Vec::new();
     let mut control = Vec::new();
+    // The CPUs this process may run on, in order (`auto` affinity).
+    let cpus = match config.cpu_affinity {
+        CpuAffinity::Off => Vec::new(),
+        CpuAffinity::Auto => core_affinity::get_core_ids().unwrap_or_default(),
+    };
+    if config.cpu_affinity == CpuAffinity::Auto && cpus.is_empty() {
+        tracing::warn!(
+            "cpu_affinity = \"auto\": cannot read this process's CPU set; threads stay unbound"
+        );
+    }
+    // Each worker binds itself before anything else; startup returns once
+    // all have, so the first request already runs where it is meant to.
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<()>();
     for (i, socks) in sockets.into_iter().enumerate() {
         let config = config.clone();
         let permits = permits.clone();
         let rx = shutdown.subscribe();
         let log = AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?;
         let (tx, reloads) = mpsc::unbounded_channel();
+        let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
+        let bound = bound_tx.clone();
         let handle = std::thread::Builder::new()
             .name(format!("tidegate-{i}"))
-            .spawn(move || run_worker(config, socks, log, permits, rx, reloads))
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    if !core_affinity::set_for_current(cpu) {
+                        tracing::warn!(
+                            "cpu_affinity: cannot bind worker {i} to CPU {}; it stays unbound",
+                            cpu.id
+                        );
+                    }
+                }
+                let _ = bound.send(());
+                drop(bound);
+                run_worker(config, socks, log, permits, rx, reloads)
+            })
             .map_err(StartError::Thread)?;
         workers.push(handle);
         control.push(tx);
     }
+    drop(bound_tx);
+    // Each worker's sender is gone once it has bound itself (or died).
+    while bound_rx.recv().is_ok() {}
     let shared = Arc::new(Mutex::new(Shared {
         threads,
         control,

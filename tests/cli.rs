@@ -79,6 +79,18 @@ fn unknown_field_is_rejected() {
 }
 
 #[test]
+fn bad_cpu_affinity_is_rejected() {
+    rejects(
+        &valid("[server]\ncpu_affinity = \"all\"\n"),
+        &[
+            "server.cpu_affinity",
+            "`all`",
+            "neither \"off\" nor \"auto\"",
+        ],
+    );
+}
+
+#[test]
 fn bad_listen_address_is_rejected() {
     rejects(
         &valid("").replace("127.0.0.1:8080", "localhost:http"),
@@ -179,6 +191,7 @@ fn example_file_sets_every_option() {
     }
     for key in [
         "threads",
+        "cpu_affinity",
         "access_log",
         "log_level",
         "shutdown_grace",

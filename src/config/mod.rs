@@ -224,6 +224,8 @@ pub struct Config {
     /// Worker threads, each a single-threaded runtime with its own listener
     /// socket (SO_REUSEPORT) and upstream pool.
     pub threads: usize,
+    /// Whether each worker thread is bound to a CPU of its own.
+    pub cpu_affinity: CpuAffinity,
     pub access_log: AccessLogTarget,
     /// How long in-flight requests may run on after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
@@ -231,6 +233,30 @@ pub struct Config {
     pub log_level: String,
     /// How servers given by name are resolved and refreshed.
     pub dns: crate::dns::Settings,
+}
+
+/// Binding worker threads to CPUs (nginx's `worker_cpu_affinity`,
+/// HAProxy's `cpu-map`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuAffinity {
+    /// The kernel places the threads (the default).
+    #[default]
+    Off,
+    /// Worker `i` runs only on the `i`-th CPU the process may use (modulo
+    /// their number): no migrations, and a thread keeps its caches.
+    Auto,
+}
+
+impl std::str::FromStr for CpuAffinity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(CpuAffinity::Off),
+            "auto" => Ok(CpuAffinity::Auto),
+            other => Err(format!("`{other}` is neither \"off\" nor \"auto\"")),
+        }
+    }
 }
 
 /// Number of cores, the default thread count.
@@ -566,6 +592,12 @@ impl Config {
             }
             Some(n) => n,
         };
+        let cpu_affinity = match &r.cpu_affinity {
+            None => CpuAffinity::Off,
+            Some(v) => v
+                .parse()
+                .map_err(|reason| invalid("server.cpu_affinity".into(), reason))?,
+        };
         let shutdown_grace = match &r.shutdown_grace {
             None => Duration::from_secs(30),
             Some(v) => parse_duration(v)
@@ -586,6 +618,7 @@ impl Config {
             timeouts,
             limits,
             threads,
+            cpu_affinity,
             access_log: AccessLogTarget::parse(r.access_log.as_deref().unwrap_or("off")),
             shutdown_grace,
             log_level,

@@ -22,6 +22,7 @@ pub struct File {
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub threads: Option<usize>,
+    pub cpu_affinity: Option<String>,
     pub access_log: Option<String>,
     pub log_level: Option<String>,
     pub shutdown_grace: Option<String>,

@@ -1,0 +1,86 @@
+//! `cpu_affinity = "auto"` binds worker thread i to the i-th CPU the
+//! process may use; "off" leaves every worker free to run on all of them.
+//! One test: the workers are found by thread name in this process, so two
+//! proxies must not run at once.
+
+mod common;
+
+use common::*;
+
+/// The CPUs in a `Cpus_allowed_list` line of a /proc status file
+/// (`0-3,6`).
+fn allowed(status_path: &str) -> Vec<usize> {
+    let status = std::fs::read_to_string(status_path).expect("read status");
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list line")
+        .trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus
+}
+
+/// Each `tidegate-N` worker thread of this process, by N: its CPUs.
+fn workers() -> Vec<(usize, Vec<usize>)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .flatten()
+    {
+        let dir = task.path();
+        let Ok(name) = std::fs::read_to_string(dir.join("comm")) else {
+            continue; // the thread has ended
+        };
+        if let Some(n) = name.trim().strip_prefix("tidegate-") {
+            let status = dir.join("status");
+            found.push((
+                n.parse().expect("worker number"),
+                allowed(status.to_str().unwrap()),
+            ));
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_binds_each_worker_to_its_own_cpu_and_off_binds_none() {
+    let origin = backend(|_req| async { text(200, "ok") });
+    let mine = allowed("/proc/self/status");
+    assert!(!mine.is_empty());
+    let threads = 3;
+    let config = |affinity: &str| {
+        config_to(origin.addr, "").replace(
+            "threads = 2\n",
+            &format!("threads = {threads}\ncpu_affinity = \"{affinity}\"\n"),
+        )
+    };
+
+    let toml = config("auto");
+    assert!(toml.contains("cpu_affinity = \"auto\""), "{toml}");
+    let proxy = Proxy::start(&toml);
+    assert_eq!(get(proxy.addr, "/").await.0, 200);
+    let bound = workers();
+    // Worker i on the i-th allowed CPU, wrapping around when there are
+    // more workers than CPUs.
+    let want: Vec<_> = (0..threads)
+        .map(|i| (i, vec![mine[i % mine.len()]]))
+        .collect();
+    assert_eq!(bound, want, "allowed CPUs: {mine:?}");
+    proxy.stop();
+
+    let proxy = Proxy::start(&config("off"));
+    assert_eq!(get(proxy.addr, "/").await.0, 200);
+    let free = workers();
+    assert_eq!(free.len(), threads);
+    for (i, cpus) in free {
+        assert_eq!(cpus, mine, "worker {i}");
+    }
+    proxy.stop();
+}
