@@ -4,7 +4,8 @@
 # optionally a second Tidegate binary), nginx and HAProxy, all with 2
 # threads/workers, once; then alternates `wrk -t2 -cC -dD` between them for
 # R rounds (the first target rotates) and prints, per run and as medians,
-# req/s and the proxy's CPU ticks (utime+stime, 10 ms) per 10k requests.
+# req/s, the proxy's CPU ticks (utime+stime, 10 ms) per 10k requests and
+# wrk's p99 latency.
 #
 #   C=50 R=5 bench/steady.sh
 #   BIN=old/tidegate BIN2=target/release/tidegate NAMES="tidegate tidegate2 nginx haproxy" bench/steady.sh
@@ -90,10 +91,12 @@ for r in $(seq 1 $R); do
     echo "$name $(echo "$res" | awk '/Requests\/sec/{print $2}') $(python3 -c "print(round(($c1-$c0)/$reqs*10000,2))") $(echo "$res" | awk '$1=="99%"{print $2}')" | tee -a $OUT/res
   done
 done
-echo "== medians (req/s, ticks/10k)"
+echo "== medians (req/s, ticks/10k, p99 ms)"
 for n in ${names[@]}; do
   grep "^$n " $OUT/res | python3 -c "
 import sys,statistics
 rows=[l.split() for l in sys.stdin]
-print('$n', round(statistics.median(float(r[1]) for r in rows)), round(statistics.median(float(r[2]) for r in rows),2))"
+ms=lambda v: float(v[:-2]) if v.endswith('ms') else float(v[:-2]) / 1000 if v.endswith('us') else float(v[:-1]) * 1000
+print('$n', round(statistics.median(float(r[1]) for r in rows)), round(statistics.median(float(r[2]) for r in rows),2),
+      round(statistics.median(ms(r[3]) for r in rows),2))"
 done
