@@ -13,8 +13,8 @@
 # 4. with BOLT=1: instruments that binary with llvm-bolt, trains it the same
 #    way and lets llvm-bolt lay its code out by the measured counts.
 # Same source, same Cargo profile (fat LTO, one codegen unit); LLVM only
-# inlines and lays out code by the measured counts. About 10 minutes on 2
-# cores (15 with BOLT=1).
+# inlines and lays out code by the measured counts. 8-10 minutes on 2
+# cores, BOLT=1 included (measured: 8m21s without, 7m50s-9m44s with).
 #
 # Needs llvm-profdata of rustc's LLVM major version (Debian: llvm-N, where
 # N is what `rustc -vV` says; BOLT=1: bolt-N too), plus what bench/run.py
