@@ -25,7 +25,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use tokio::time::Instant;
+use tokio::time::{sleep_until, Instant};
 
 use crate::access_log::{AccessLog, Entry};
 use crate::balance::{hash64, HashKey};
@@ -930,7 +930,7 @@ pin_project_lite::pin_project! {
         #[pin]
         own: Option<tokio::time::Sleep>,
         deadline: Instant,
-        // The shared timer is set to `deadline`.
+        // The timer in use (shared or own) is set to `deadline`.
         armed: bool,
         timeout: Duration,
         progress: Option<&'a BodyProgress>,
@@ -948,27 +948,18 @@ impl<F: Future> Future for HeadTimeout<'_, F> {
         }
         let mut shared = this.shared.and_then(|t| t.0.try_borrow_mut().ok());
         loop {
+            let deadline = *this.deadline;
             let fired = match shared.as_deref_mut() {
                 Some(slot) => {
-                    let sleep = match slot {
-                        Some(sleep) if *this.armed => sleep,
-                        Some(sleep) => {
-                            sleep.as_mut().reset(*this.deadline);
-                            sleep
-                        }
-                        None => slot.insert(Box::pin(tokio::time::sleep_until(*this.deadline))),
-                    };
-                    *this.armed = true;
-                    sleep.as_mut().poll(cx).is_ready()
+                    let sleep = slot.get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+                    poll_until(sleep.as_mut(), deadline, this.armed, cx)
                 }
                 None => {
                     if this.own.is_none() {
-                        this.own.set(Some(tokio::time::sleep_until(*this.deadline)));
+                        this.own.set(Some(sleep_until(deadline)));
                     }
-                    match this.own.as_mut().as_pin_mut() {
-                        Some(sleep) => sleep.poll(cx).is_ready(),
-                        None => false,
-                    }
+                    let own = this.own.as_mut().as_pin_mut();
+                    own.is_some_and(|sleep| poll_until(sleep, deadline, this.armed, cx))
                 }
             };
             if !fired {
@@ -983,11 +974,23 @@ impl<F: Future> Future for HeadTimeout<'_, F> {
             }
             *this.deadline = next;
             *this.armed = false;
-            if let Some(sleep) = this.own.as_mut().as_pin_mut() {
-                sleep.reset(next);
-            }
         }
     }
+}
+
+/// Polls `sleep` for `deadline`, moving it there first unless `armed`
+/// says it already is.
+#[inline]
+fn poll_until(
+    mut sleep: Pin<&mut tokio::time::Sleep>,
+    deadline: Instant,
+    armed: &mut bool,
+    cx: &mut Context<'_>,
+) -> bool {
+    if !std::mem::replace(armed, true) {
+        sleep.as_mut().reset(deadline);
+    }
+    sleep.poll(cx).is_ready()
 }
 
 fn is_idempotent(m: &Method) -> bool {
