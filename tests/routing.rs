@@ -234,15 +234,19 @@ servers = ["{}"]
     assert_eq!(ask(p, "POST", "t", "/teapot", &[]).await.0, 404);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_route_timeout_and_body_limit() {
-    // An origin that never answers.
-    let silent = raw_backend(|mut s| async move {
+/// An origin that reads a request head and never answers.
+fn silent_backend() -> Backend {
+    raw_backend(|mut s| async move {
         let mut buf = Vec::new();
         let _ = read_request_head(&mut s, &mut buf).await;
         let mut rest = [0u8; 1];
         let _ = tokio::io::AsyncReadExt::read(&mut s, &mut rest).await;
-    });
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_route_timeout_and_body_limit() {
+    let silent = silent_backend();
     let proxy = Proxy::start(&format!(
         r#"
 [server]
@@ -281,12 +285,7 @@ servers = ["{}"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_timeout_holds_for_each_request_of_a_kept_alive_connection() {
     let fast = backend(|_req| async { text(200, "fast") });
-    let silent = raw_backend(|mut s| async move {
-        let mut buf = Vec::new();
-        let _ = read_request_head(&mut s, &mut buf).await;
-        let mut rest = [0u8; 1];
-        let _ = tokio::io::AsyncReadExt::read(&mut s, &mut rest).await;
-    });
+    let silent = silent_backend();
     let proxy = Proxy::start(&format!(
         r#"
 [server]
