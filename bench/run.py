@@ -327,18 +327,23 @@ def nginx_proxy_conf(tmp, ports, origin_port, threads, tls, headers, pin):
              headers=NGINX_SAME_HEADERS if headers == "same" else "")
 
 
+def haproxy_cpu_map(threads):
+    """HAProxy `global` lines putting thread i on the i-th CPU this process
+    may use, as Tidegate's cpu_affinity = "auto" and nginx's
+    worker_cpu_affinity auto do. (HAProxy 2.6 applies only the `auto:` form:
+    threads a-b onto as many CPUs, in order; more threads than CPUs take
+    several lines.)"""
+    cpus = sorted(os.sched_getaffinity(0))
+    lines = ""
+    for first in range(0, threads, len(cpus)):
+        n = min(len(cpus), threads - first)
+        lines += f"  cpu-map auto:1/{first + 1}-{first + n} {' '.join(map(str, cpus[:n]))}\n"
+    return lines
+
+
 def haproxy_conf(ports, origin_port, threads, tls, headers, pin):
     # maxconn 9000 -> HAProxy needs ~2*9000 fds, which fits the 20000 limit.
-    # pin: thread i on the i-th CPU this process may use, as Tidegate's
-    # cpu_affinity = "auto" and nginx's worker_cpu_affinity auto do.
-    # (HAProxy 2.6 applies only the `auto:` form: threads a-b onto as many
-    # CPUs, in order; more threads than CPUs take several lines.)
-    cpus = sorted(os.sched_getaffinity(0))
-    cpu_map = ""
-    if pin == "auto":
-        for first in range(0, threads, len(cpus)):
-            n = min(len(cpus), threads - first)
-            cpu_map += f"  cpu-map auto:1/{first + 1}-{first + n} {' '.join(map(str, cpus[:n]))}\n"
+    cpu_map = haproxy_cpu_map(threads) if pin == "auto" else ""
     return f"""global
   nbthread {threads}
 {cpu_map}  maxconn 9000

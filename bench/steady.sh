@@ -28,19 +28,18 @@ BIN2=${BIN2:-$BIN}
 # PIN=auto (the default) binds each proxy's worker/thread i to CPU i (the
 # first two CPUs this script may use): Tidegate --cpu-affinity auto, nginx
 # worker_cpu_affinity auto, HAProxy cpu-map. PIN=off leaves it to the kernel.
+# Both take their nginx and HAProxy lines from bench/run.py, so that the
+# two harnesses configure the proxies alike.
+from_run() { python3 -c "import sys; sys.path.insert(0, '$(dirname "$0")'); import run; print($1, end='')"; }
 TG_PIN=""; NGINX_PIN=""; HAPROXY_PIN=""
 if [ "${PIN:-auto}" = auto ]; then
   TG_PIN="--cpu-affinity auto"; NGINX_PIN="worker_cpu_affinity auto;"
-  HAPROXY_PIN="  cpu-map auto:1/1-2 $(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0))[:2])')"
+  HAPROXY_PIN=$(from_run "run.haproxy_cpu_map(2)")
 fi
 NGINX_HEADERS=""; HAPROXY_HEADERS=""
 if [ "${HEADERS:-same}" = same ]; then
-  NGINX_HEADERS='proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $http_host; proxy_set_header Via "1.1 nginx"; add_header Via "1.1 nginx" always;'
-  HAPROXY_HEADERS='  option forwardfor
-  http-request set-header X-Forwarded-Proto http
-  http-request set-header X-Forwarded-Host %[req.hdr(host)]
-  http-request add-header Via "1.1 haproxy"
-  http-response add-header Via "1.1 haproxy"'
+  NGINX_HEADERS=$(from_run run.NGINX_SAME_HEADERS)
+  HAPROXY_HEADERS=$(from_run run.HAPROXY_SAME_HEADERS)
 fi
 start_origin "$OUT" "$ORIGIN"; PIDS="$PIDS $ORIGIN_PID"
 $BIN --listen 127.0.0.1:$PT --upstream http://127.0.0.1:$ORIGIN --threads 2 $TG_PIN --log-level error > $OUT/tg.log 2>&1 & T=$!; PIDS="$PIDS $T"
