@@ -1,13 +1,14 @@
 //! Access log: one line per request.
 //!
 //! ```text
-//! 2026-11-28T18:40:00.123Z 127.0.0.1:51234 "GET /path HTTP/1.1" 200 1234 127.0.0.1:9000 0.0021 done
+//! 2026-11-28T18:40:00.123Z 127.0.0.1:51234 "GET /path HTTP/1.1" 200 1234 127.0.0.1:9000 0.0021 done www.example.com
 //! ```
 //!
 //! Fields: time the request ended (UTC), client address, request line,
 //! status, body bytes sent to the client, upstream address (`-` if none),
-//! duration in seconds, and how it ended (`done`, `aborted` when the client
-//! or upstream went away mid-body, `error` for a synthetic error response).
+//! duration in seconds, how it ended (`done`, `aborted` when the client
+//! or upstream went away mid-body, `error` for a synthetic error response),
+//! and the request's authority (`-` if it had none).
 //! An upgraded connection gets its line when its tunnel ends: status 101
 //! (200 for a WebSocket over HTTP/2),
 //! the bytes sent to the client through the tunnel, and `done` when both
@@ -48,6 +49,8 @@ pub struct Entry {
     pub method: Method,
     pub target: Uri,
     pub version: Version,
+    /// The request's authority, if it had a valid one.
+    pub host: Option<crate::admit::Authority>,
 }
 
 /// Lines still buffered go out when a worker's log is dropped (an old
@@ -93,19 +96,25 @@ impl AccessLog {
             Some(a) => a,
             None => &"-",
         };
+        // Origin-form: the authority has a field of its own.
+        let target: &dyn std::fmt::Display = match e.target.path_and_query() {
+            Some(pq) => pq,
+            None => &e.target,
+        };
         let _ = writeln!(
             buf,
-            "{} {} \"{} {} {:?}\" {} {} {} {:.4} {}",
+            "{} {} \"{} {} {:?}\" {} {} {} {:.4} {} {}",
             humantime::format_rfc3339_millis(SystemTime::now()),
             e.client,
             e.method,
-            e.target,
+            target,
             e.version,
             status,
             bytes,
             up,
             e.start.elapsed().as_secs_f64(),
             outcome,
+            e.host.as_ref().map_or("-", crate::admit::Authority::as_str),
         );
         if buf.len() >= FLUSH_AT {
             Self::write_out(&self.sink, &mut buf);

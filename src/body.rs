@@ -16,13 +16,14 @@ use std::cell::Cell;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::proxy::Exchange;
+use crate::proxy::{Ended, Exchange};
 
 /// What went wrong while streaming a client's body upstream.
 #[derive(Debug, thiserror::Error)]
@@ -35,12 +36,38 @@ pub enum RequestBodyError {
 
 /// Shared between a [`RequestBody`] (polled by the upstream connection's
 /// task) and the request's own future, which reads it to classify failures
-/// and to extend the response-head timeout while the body still flows.
+/// and to extend the response-head timeout while the body still flows, and
+/// the exchange, which returns an upstream connection to the pool only
+/// once the whole request went out.
 #[derive(Debug)]
 pub struct BodyProgress {
     pub too_large: Cell<bool>,
     pub client_failed: Cell<bool>,
     pub last_progress: Cell<Instant>,
+    /// The body's end was handed to the upstream connection.
+    pub ended: Cell<bool>,
+    /// How long the upstream may go without taking any of the body.
+    pub stall: Duration,
+}
+
+impl BodyProgress {
+    pub fn new(stall: Duration) -> Rc<BodyProgress> {
+        Rc::new(BodyProgress {
+            too_large: Cell::new(false),
+            client_failed: Cell::new(false),
+            last_progress: Cell::new(Instant::now()),
+            ended: Cell::new(false),
+            stall,
+        })
+    }
+}
+
+/// Takes a client's request body that nobody reads any more (its upstream
+/// answered early and stopped reading, or failed): the client connection
+/// reads and drops the rest (HTTP/1.1), or resets the stream with NO_ERROR
+/// (HTTP/2), so that the client stops sending and reads the response.
+pub trait Discard {
+    fn discard(&self, body: Incoming);
 }
 
 /// The client's request body on its way to the upstream.
@@ -52,18 +79,37 @@ pub struct RequestBody {
     seen: u64,
     limit: u64,
     progress: Option<Rc<BodyProgress>>,
+    /// Where the rest of the body goes if this is dropped before its end.
+    discard: Option<Rc<dyn Discard>>,
 }
 
 impl RequestBody {
     /// `progress` is `None` for bodies known to be empty.
-    pub fn new(inner: Incoming, limit: Option<u64>, progress: Option<Rc<BodyProgress>>) -> Self {
+    pub fn new(
+        inner: Incoming,
+        limit: Option<u64>,
+        progress: Option<Rc<BodyProgress>>,
+        discard: Option<Rc<dyn Discard>>,
+    ) -> Self {
         RequestBody {
             inner: Some(inner),
             full: None,
             seen: 0,
             limit: limit.unwrap_or(u64::MAX),
             progress,
+            discard,
         }
+    }
+
+    /// A body read ahead whole, its end noted in `progress`.
+    pub fn full_with(b: Bytes, progress: Rc<BodyProgress>) -> Self {
+        let mut body = RequestBody::full(b);
+        if body.full.is_none() {
+            // Never polled: there is nothing to send.
+            progress.ended.set(true);
+        }
+        body.progress = Some(progress);
+        body
     }
 
     /// An empty body.
@@ -79,6 +125,31 @@ impl RequestBody {
             seen: 0,
             limit: u64::MAX,
             progress: None,
+            discard: None,
+        }
+    }
+
+    fn ended(&self) {
+        if let Some(p) = &self.progress {
+            p.last_progress.set(Instant::now());
+            p.ended.set(true);
+        }
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        let (Some(inner), Some(sink)) = (self.inner.take(), self.discard.take()) else {
+            return;
+        };
+        // Not a body that ended, failed, or broke the route's limit (that
+        // one is cut, and its connection closes lingering).
+        let failed = self
+            .progress
+            .as_ref()
+            .is_some_and(|p| p.ended.get() || p.too_large.get() || p.client_failed.get());
+        if !failed && !inner.is_end_stream() {
+            sink.discard(inner);
         }
     }
 }
@@ -92,13 +163,18 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         let this = &mut *self;
+        // hyper stops polling once `is_end_stream` says so: the end is
+        // noted with the last frame.
         let Some(inner) = &mut this.inner else {
-            return Poll::Ready(this.full.take().map(|b| Ok(Frame::data(b))));
+            let frame = this.full.take().map(|b| Ok(Frame::data(b)));
+            this.ended();
+            return Poll::Ready(frame);
         };
-        let res = match Pin::new(inner).poll_frame(cx) {
+        let res = match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(r) => r,
         };
+        let at_end = inner.is_end_stream();
         match res {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
@@ -112,7 +188,9 @@ impl Body for RequestBody {
                         })));
                     }
                 }
-                if let Some(p) = &this.progress {
+                if at_end {
+                    this.ended();
+                } else if let Some(p) = &this.progress {
                     p.last_progress.set(Instant::now());
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -124,9 +202,7 @@ impl Body for RequestBody {
                 Poll::Ready(Some(Err(RequestBodyError::Client(e))))
             }
             None => {
-                if let Some(p) = &this.progress {
-                    p.last_progress.set(Instant::now());
-                }
+                this.ended();
                 Poll::Ready(None)
             }
         }
@@ -178,9 +254,9 @@ impl UpstreamBody {
         }
     }
 
-    fn finish(&mut self, complete: bool) {
+    fn finish(&mut self, how: Ended) {
         if let Some(ex) = self.exchange.take() {
-            ex.end(complete, self.bytes);
+            ex.end(how, self.bytes);
         }
     }
 }
@@ -188,9 +264,13 @@ impl UpstreamBody {
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // hyper may stop polling once `is_end_stream` says so; only a body
-        // dropped before its end is an aborted one.
-        let complete = self.inner.is_end_stream();
-        self.finish(complete);
+        // dropped before its end is one the client abandoned.
+        let how = if self.inner.is_end_stream() {
+            Ended::Done
+        } else {
+            Ended::ClientGone
+        };
+        self.finish(how);
     }
 }
 
@@ -220,16 +300,16 @@ impl Body for ProxyBody {
                             u.bytes += d.len() as u64;
                         }
                         if u.inner.is_end_stream() {
-                            u.finish(true);
+                            u.finish(Ended::Done);
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Poll::Ready(Some(Err(e))) => {
-                        u.finish(false);
+                        u.finish(Ended::UpstreamFailed);
                         Poll::Ready(Some(Err(e)))
                     }
                     Poll::Ready(None) => {
-                        u.finish(true);
+                        u.finish(Ended::Done);
                         Poll::Ready(None)
                     }
                 }

@@ -66,10 +66,62 @@ pub struct ConnState {
     /// Left by a request whose upstream switched protocols (101): run
     /// once hyper has written the 101 and handed the socket back.
     pub tunnel: RefCell<Option<crate::tunnel::Tunnel>>,
+    /// Fields with underscores were dropped (logged once per connection).
+    pub underscores_dropped: Cell<bool>,
+    /// Requests the client cancelled (HTTP/2 `RST_STREAM`, a connection
+    /// closed mid-request) in the current window, and when it began.
+    resets: Cell<(Instant, u32)>,
+    /// The client passed its reset limit: GOAWAY(ENHANCE_YOUR_CALM), close.
+    calm: Cell<bool>,
+    /// This connection's limits, fixed when it was accepted.
+    limits: ConnLimits,
+    client: SocketAddr,
+    /// Served as HTTP/1.x (set once the protocol is known).
+    http1: Cell<bool>,
+    /// Request bodies that nobody reads any more ([`crate::body::Discard`]).
+    leftovers: RefCell<Vec<Leftover>>,
+}
+
+/// A request body nobody reads any more. HTTP/1.1: read to its end and
+/// dropped, so that the client can finish sending and read the response,
+/// and the connection can stay open (nginx's body discarding). HTTP/2:
+/// left unread for [`PARK`], so that the client runs out of flow-control
+/// window, then dropped, which resets the stream with NO_ERROR (RFC 9113
+/// §8.1): the client stops sending without losing the response. (A client
+/// that gets that reset while it still has window to send, curl 7.88 for
+/// one, reports an error instead of the response.)
+struct Leftover {
+    body: hyper::body::Incoming,
+    /// HTTP/2: when to drop it.
+    park: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// HTTP/1.1: bytes read and dropped so far.
+    dropped: u64,
+}
+
+/// The most bytes of one request body read and dropped. Time is bounded
+/// too: the bytes keep arriving after the response, where the watchdog
+/// counts them as a new request head and cuts the connection after
+/// `client_header` (nginx bounds its discarding by time alone).
+const DISCARD_MAX: u64 = 1 << 30;
+
+/// How long an HTTP/2 request body nobody reads is left before its stream
+/// is reset.
+const PARK: Duration = Duration::from_secs(1);
+
+/// Per-connection limits on what the client may do (`[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Requests (HTTP/1.1) or streams (HTTP/2) before the connection is
+    /// closed gracefully (`Connection: close`, GOAWAY).
+    pub max_requests: u64,
+    /// Cancelled requests allowed per `reset_window`; one more and the
+    /// connection gets GOAWAY(ENHANCE_YOUR_CALM) and closes.
+    pub max_resets: u32,
+    pub reset_window: Duration,
 }
 
 impl ConnState {
-    fn new() -> ConnState {
+    fn new(client: SocketAddr, limits: ConnLimits) -> ConnState {
         ConnState {
             in_flight: Cell::new(0),
             idle_since: Cell::new(Instant::now()),
@@ -81,7 +133,91 @@ impl ConnState {
             waker: RefCell::new(None),
             linger: Cell::new(false),
             tunnel: RefCell::new(None),
+            underscores_dropped: Cell::new(false),
+            resets: Cell::new((Instant::now(), 0)),
+            calm: Cell::new(false),
+            limits,
+            client,
+            http1: Cell::new(true),
+            leftovers: RefCell::new(Vec::new()),
         }
+    }
+}
+
+impl ConnState {
+    /// Counts a request the client cancelled before its response was done
+    /// (rapid-reset floods, CVE-2023-44487, reset streams the proxy already
+    /// accepted and sent upstream: each costs the upstream a request). Past
+    /// `max_resets` in `reset_window` the connection is cut.
+    pub fn client_reset(&self) {
+        let now = Instant::now();
+        let (start, n) = self.resets.get();
+        let window = self.limits.reset_window;
+        let (start, n) = if now.duration_since(start) >= window {
+            (now, 1)
+        } else {
+            (start, n.saturating_add(1))
+        };
+        self.resets.set((start, n));
+        if n > self.limits.max_resets && !self.calm.get() {
+            tracing::warn!(
+                client = %self.client,
+                "client cancelled more than {} requests in {window:?}: GOAWAY(ENHANCE_YOUR_CALM), closing",
+                self.limits.max_resets
+            );
+            self.flag(|s| s.calm.set(true));
+        }
+    }
+
+    /// Whether the request just started is the connection's last one
+    /// (`max_requests`); if so, an HTTP/2 connection begins its graceful
+    /// close (GOAWAY) now, and an HTTP/1.1 one answers `Connection: close`.
+    pub fn last_request(&self) -> bool {
+        let last = self.requests.get() >= self.limits.max_requests;
+        if last && !self.draining.get() {
+            self.flag(|s| s.draining.set(true));
+        }
+        last
+    }
+}
+
+impl ConnState {
+    /// Works on the bodies left to [`crate::body::Discard`]: reads and
+    /// drops what HTTP/1.1 ones bring (until their end, an error or
+    /// [`DISCARD_MAX`]), drops HTTP/2 ones whose time is up.
+    fn poll_leftovers(&self, cx: &mut Context<'_>) {
+        let mut all = self.leftovers.borrow_mut();
+        if all.is_empty() {
+            return;
+        }
+        all.retain_mut(|l| match &mut l.park {
+            Some(sleep) => sleep.as_mut().poll(cx).is_pending(),
+            None => loop {
+                match http_body::Body::poll_frame(Pin::new(&mut l.body), cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        l.dropped += frame.data_ref().map_or(0, |d| d.len() as u64);
+                        if l.dropped > DISCARD_MAX {
+                            tracing::debug!(client = %self.client, "request body past {DISCARD_MAX} bytes that nobody reads; closing");
+                            break false;
+                        }
+                    }
+                    Poll::Ready(_) => break false,
+                    Poll::Pending => break true,
+                }
+            },
+        });
+    }
+}
+
+impl crate::body::Discard for ConnState {
+    fn discard(&self, body: hyper::body::Incoming) {
+        let park = (!self.http1.get()).then(|| Box::pin(tokio::time::sleep(PARK)));
+        let l = Leftover {
+            body,
+            park,
+            dropped: 0,
+        };
+        self.flag(|s| s.leftovers.borrow_mut().push(l));
     }
 }
 
@@ -93,6 +229,11 @@ impl InFlight {
         state.in_flight.set(state.in_flight.get() + 1);
         state.requests.set(state.requests.get() + 1);
         InFlight(state.clone())
+    }
+
+    /// The connection's state.
+    pub fn state(&self) -> &ConnState {
+        &self.0
     }
 }
 
@@ -287,6 +428,7 @@ struct Driven<C> {
     conn: Pin<Box<C>>,
     state: Rc<ConnState>,
     draining: bool,
+    calmed: bool,
 }
 
 enum Ended {
@@ -305,7 +447,11 @@ where
         if let Some(cut) = this.state.cut.get() {
             return Poll::Ready(Ended::Cut(cut));
         }
-        if this.state.draining.get() && !this.draining {
+        this.state.poll_leftovers(cx);
+        if this.state.calm.get() && !this.calmed {
+            this.calmed = true;
+            this.conn.as_mut().enhance_your_calm();
+        } else if this.state.draining.get() && !this.draining {
             this.draining = true;
             this.conn.as_mut().start_graceful();
         }
@@ -317,7 +463,15 @@ where
 /// hyper's graceful shutdown, named for [`Driven`].
 trait GracefulShutdown {
     fn start_graceful(self: Pin<&mut Self>);
+
+    /// An abusive client: HTTP/2 closes with GOAWAY(ENHANCE_YOUR_CALM).
+    fn enhance_your_calm(self: Pin<&mut Self>) {
+        self.start_graceful();
+    }
 }
+
+/// HTTP/2's ENHANCE_YOUR_CALM error code (RFC 9113 §7).
+const ENHANCE_YOUR_CALM: u32 = 0xb;
 
 impl<I, S, E> GracefulShutdown for http2::Connection<I, S, E>
 where
@@ -329,6 +483,10 @@ where
 {
     fn start_graceful(self: Pin<&mut Self>) {
         self.graceful_shutdown();
+    }
+
+    fn enhance_your_calm(self: Pin<&mut Self>) {
+        self.abrupt_shutdown(ENHANCE_YOUR_CALM);
     }
 }
 
@@ -416,7 +574,15 @@ pub async fn serve(
             (ClientIo::Tls(Box::new(stream)), Some(info), h2)
         }
     };
-    let state = Rc::new(ConnState::new());
+    let limits = &worker.config.limits;
+    let state = Rc::new(ConnState::new(
+        client,
+        ConnLimits {
+            max_requests: limits.max_requests_per_connection,
+            max_resets: limits.http2_max_resets,
+            reset_window: limits.http2_reset_window,
+        },
+    ));
     let dog = tokio::task::spawn_local(watchdog(
         state.clone(),
         head_timeout,
@@ -454,6 +620,7 @@ pub async fn serve(
         false
     };
     let https = tls.is_some();
+    state.http1.set(!h2);
     let ctx = Rc::new(ConnCtx {
         client_ip: HeaderValue::from_str(&client.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown")),
@@ -464,6 +631,7 @@ pub async fn serve(
         hsts: if https { listener.hsts.clone() } else { None },
         redirect_https: listener.redirect_https,
         head_timer: (!h2).then(proxy::HeadTimer::default),
+        underscores: listener.underscores,
     });
     let svc = service_fn(move |req| {
         // Boxed once: the request's future is large (it spans the whole
@@ -477,6 +645,7 @@ pub async fn serve(
         let conn = h2_builder(
             listener.max_concurrent_streams,
             worker.config.limits.max_request_head_bytes,
+            worker.config.limits.http2_max_resets,
         )
         .serve_connection(io, svc);
         drop(worker);
@@ -484,6 +653,7 @@ pub async fn serve(
             conn: Box::pin(conn),
             state,
             draining: false,
+            calmed: false,
         };
         let ended = (&mut driven).await;
         dog.abort();
@@ -497,6 +667,7 @@ pub async fn serve(
         conn: Box::pin(conn),
         state,
         draining: false,
+        calmed: false,
     };
     let ended = (&mut driven).await;
     dog.abort();
@@ -563,13 +734,14 @@ impl<F: Future> Future for Sniff<'_, F> {
 /// defaults stay on for what they guard: pending-reset-stream caps against
 /// rapid-reset floods (CVE-2023-44487), header list size, flow control.
 /// Extended CONNECT (RFC 8441) is on, for WebSocket over HTTP/2.
-fn h2_builder(max_streams: u32, max_head: usize) -> http2::Builder<LocalExec> {
+fn h2_builder(max_streams: u32, max_head: usize, max_resets: u32) -> http2::Builder<LocalExec> {
     let mut b = http2::Builder::new(LocalExec);
     b.enable_connect_protocol()
         .max_concurrent_streams(max_streams)
         .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(Some(32))
-        .max_local_error_reset_streams(Some(256));
+        // Streams the client gets wrong count as its resets do.
+        .max_local_error_reset_streams(Some(max_resets as usize));
     b
 }
 

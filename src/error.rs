@@ -10,6 +10,10 @@ use http::StatusCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    #[error("malformed request: {0}")]
+    Malformed(#[from] crate::admit::Malformed),
+    #[error("transfer coding `{0}` is not implemented (only chunked)")]
+    TransferCoding(String),
     #[error("no route matches the request's host and path")]
     NoRoute,
     #[error(
@@ -68,6 +72,8 @@ impl ProxyError {
     /// The status the client receives.
     pub fn status(&self) -> StatusCode {
         match self {
+            ProxyError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ProxyError::TransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

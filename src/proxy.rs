@@ -12,7 +12,6 @@
 //! Every failure becomes a [`ProxyError`], mapped to its status in one
 //! place, with one log line naming the cause.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -35,7 +34,7 @@ use crate::connection::InFlight;
 use crate::error::ProxyError;
 use crate::router::Router;
 use crate::router::{Action, Route, UpstreamHost};
-use crate::upstream::{Lease, Pool};
+use crate::upstream::{Lease, Pool, Sender};
 
 /// Idle time after which a reused connection may have been closed by the
 /// server's idle timer.
@@ -50,6 +49,7 @@ pub(crate) const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 tidegate
 const VIA_VALUE_H2: HeaderValue = HeaderValue::from_static("2 tidegate");
 const HTTP: HeaderValue = HeaderValue::from_static("http");
 const HTTPS: HeaderValue = HeaderValue::from_static("https");
+const CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// `Via` names the protocol version the message came in with (RFC 9110 §7.6.3).
 fn via(v: Version) -> HeaderValue {
@@ -121,6 +121,8 @@ pub struct ConnCtx {
     /// HTTP/1.1 connections: the response-head timer their requests take
     /// turns with (`None` on HTTP/2, whose streams run side by side).
     pub head_timer: Option<HeadTimer>,
+    /// The listener's `underscores_in_headers`.
+    pub underscores: crate::admit::Underscores,
 }
 
 /// One response-head timer for all the requests of an HTTP/1.1 client
@@ -153,17 +155,33 @@ pub struct Exchange {
     status: u16,
     /// Boxed: present only when the access log is on.
     entry: Option<Box<Entry>>,
-    _in_flight: InFlight,
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// How the request body went (`None`: it had none).
+    progress: Option<Rc<BodyProgress>>,
+    in_flight: InFlight,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// How a response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Sent whole.
+    Done,
+    /// The upstream broke off.
+    UpstreamFailed,
+    /// The client went away (or reset its stream) before the end.
+    ClientGone,
 }
 
 impl Exchange {
-    /// Called once, when the response body ended (`complete`) or was
-    /// abandoned (client gone, upstream broke).
-    pub fn end(self, complete: bool, bytes: u64) {
+    /// Called once, when the response body ended or was abandoned.
+    pub fn end(self, how: Ended, bytes: u64) {
         let w = &self.worker;
         if let Some(e) = &self.entry {
-            let outcome = if complete { "done" } else { "aborted" };
+            let outcome = if how == Ended::Done {
+                "done"
+            } else {
+                "aborted"
+            };
             w.log.record(
                 e,
                 self.status,
@@ -174,8 +192,24 @@ impl Exchange {
         }
         let (balancer, i) = w.pool.locate(self.lease.server);
         balancer.end(i);
-        if complete {
-            w.pool.checkin(self.lease);
+        match how {
+            // Pooled only once the request went out whole too.
+            Ended::Done => match self.progress {
+                // An HTTP/2 upstream's stream sends the body on its own.
+                Some(p) if !p.ended.get() && matches!(self.lease.sender, Sender::H1(_)) => {
+                    tokio::task::spawn_local(relay(
+                        self.worker,
+                        self.lease,
+                        p,
+                        self.in_flight,
+                        self.permit,
+                    ));
+                }
+                Some(p) if !p.ended.get() => {}
+                _ => w.pool.checkin(self.lease),
+            },
+            Ended::UpstreamFailed => {}
+            Ended::ClientGone => self.in_flight.state().client_reset(),
         }
     }
 
@@ -189,28 +223,76 @@ impl Exchange {
 /// hyper's service entry point: never fails, every error is a response.
 pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyBody> {
     let in_flight = InFlight::new(&ctx.state);
+    let last = ctx.state.last_request();
     let worker = ctx.current.get();
+    let (mut parts, body) = req.into_parts();
+    let admitted = admit(&ctx, &mut parts);
     let entry = worker.log.enabled().then(|| {
         Box::new(Entry {
             start: Instant::now(),
             client: ctx.client,
-            method: req.method().clone(),
-            target: req.uri().clone(),
-            version: req.version(),
+            method: parts.method.clone(),
+            target: parts.uri.clone(),
+            version: parts.version,
+            host: admitted.as_ref().ok().cloned().flatten(),
         })
     });
-    let grpc = is_grpc(req.headers());
+    let pending = Pending {
+        state: &ctx.state,
+        log: &worker.log,
+        entry,
+        armed: true,
+    };
+    let grpc = is_grpc(&parts.headers);
     // `forward`'s future lives directly in this one: a second async layer
     // around it would copy its whole state once more per request.
-    let forwarded = forward(&ctx, &worker, req).await;
+    let forwarded = match admitted {
+        Ok(authority) => forward(&ctx, &worker, parts, body, authority).await,
+        Err(e) => Err(e),
+    };
+    let entry = pending.done();
     let mut resp = respond(&ctx, &worker, forwarded, entry, in_flight, grpc);
+    let h = resp.headers_mut();
     if let Some(hsts) = &ctx.hsts {
-        let h = resp.headers_mut();
         if !h.contains_key(header::STRICT_TRANSPORT_SECURITY) {
             h.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
     }
+    // HTTP/1.1 at `max_requests_per_connection` (HTTP/2 sent GOAWAY).
+    if last && ctx.head_timer.is_some() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut().insert(header::CONNECTION, CLOSE);
+    }
     resp
+}
+
+/// A request whose response is not made yet. Dropped before
+/// [`Pending::done`], the client cancelled it (an HTTP/2 reset, or its
+/// connection closed): status 499 in the access log, as nginx writes, and
+/// one more towards the connection's reset limit.
+struct Pending<'a> {
+    state: &'a crate::connection::ConnState,
+    log: &'a AccessLog,
+    entry: Option<Box<Entry>>,
+    armed: bool,
+}
+
+impl Pending<'_> {
+    fn done(mut self) -> Option<Box<Entry>> {
+        self.armed = false;
+        self.entry.take()
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(e) = &self.entry {
+            self.log.record(e, 499, 0, None, "cancelled");
+        }
+        self.state.client_reset();
+    }
 }
 
 /// The response to send the client for what `forward` did.
@@ -223,7 +305,7 @@ fn respond(
     grpc: bool,
 ) -> Response<ProxyBody> {
     match forwarded {
-        Ok(Outcome::Upstream(resp, lease, route, permit)) => {
+        Ok(Outcome::Upstream(resp, lease, route, permit, progress)) => {
             let (parts, body) = resp.into_parts();
             let status = parts.status.as_u16();
             let server = lease.server;
@@ -232,8 +314,9 @@ fn respond(
                 lease,
                 status: parts.status.as_u16(),
                 entry,
-                _in_flight: in_flight,
-                _permit: permit,
+                progress,
+                in_flight,
+                permit,
             };
             let mut resp = Response::from_parts(
                 parts,
@@ -312,11 +395,68 @@ fn respond(
                     .log
                     .record(e, status.as_u16(), 0, err.upstream(), "error");
             }
-            if grpc {
+            let mut resp = if grpc {
                 grpc_error_response(status)
             } else {
                 error_response(status)
+            };
+            // A head that was refused says nothing reliable about what
+            // follows it on the connection.
+            if ctx.head_timer.is_some()
+                && matches!(
+                    err,
+                    ProxyError::Malformed(_) | ProxyError::TransferCoding(_)
+                )
+            {
+                resp.headers_mut().insert(header::CONNECTION, CLOSE);
             }
+            resp
+        }
+    }
+}
+
+/// The upstream answered before the whole request body went out (an early
+/// 200, 401 or 413): the body goes on to it while it reads, and once the
+/// request is complete too the connection returns to the pool. An upstream
+/// that closes, or stops reading for the route's `upstream_response_head`
+/// (which a body still streaming pushes back, as nginx's
+/// `proxy_send_timeout`), has its connection closed; the client's
+/// connection then takes the rest of the body ([`crate::body::Discard`]).
+/// The request counts as in flight on its client connection until then,
+/// and keeps its server's turn.
+async fn relay(
+    worker: Rc<Worker>,
+    mut lease: Lease,
+    progress: Rc<BodyProgress>,
+    _in_flight: InFlight,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    loop {
+        let seen = progress.last_progress.get();
+        let moved = tokio::time::timeout(
+            progress.stall,
+            std::future::poll_fn(|cx| {
+                lease.drive(cx);
+                if lease.is_dead() || progress.ended.get() || progress.last_progress.get() != seen {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }),
+        )
+        .await;
+        let addr = worker.pool.addr(lease.server);
+        if moved.is_err() {
+            tracing::debug!(upstream = %addr, "answered early and stopped reading the request body; closing its connection");
+            return;
+        }
+        if lease.is_dead() {
+            tracing::debug!(upstream = %addr, "answered early and closed before the end of the request body");
+            return;
+        }
+        if progress.ended.get() {
+            worker.pool.checkin(lease);
+            return;
         }
     }
 }
@@ -406,6 +546,7 @@ enum Outcome<'a> {
         Lease,
         &'a Route,
         Option<tokio::sync::OwnedSemaphorePermit>,
+        Option<Rc<BodyProgress>>,
     ),
     /// The upstream switched protocols (101): the connection (or, for an
     /// HTTP/2 WebSocket, the client's stream, whose upgrade comes last)
@@ -421,40 +562,59 @@ enum Outcome<'a> {
     Local(Response<ProxyBody>),
 }
 
+/// The checks of [`crate::admit`], before anything else looks at the
+/// request: its one authority, its framing, its field names.
+fn admit(
+    ctx: &ConnCtx,
+    parts: &mut http::request::Parts,
+) -> Result<Option<crate::admit::Authority>, ProxyError> {
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        crate::admit::transfer_codings(parts.headers.get_all(header::TRANSFER_ENCODING).iter())?;
+    }
+    let authority = crate::admit::authority(parts)?;
+    if crate::admit::underscores(&mut parts.headers, ctx.underscores)?
+        && !ctx.state.underscores_dropped.replace(true)
+    {
+        tracing::debug!(client = %ctx.client, "dropped request fields whose names have underscores (underscores_in_headers)");
+    }
+    Ok(authority)
+}
+
 async fn forward<'w>(
     ctx: &ConnCtx,
     w: &'w Worker,
-    mut req: Request<Incoming>,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    authority: Option<crate::admit::Authority>,
 ) -> Result<Outcome<'w>, ProxyError> {
     // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and sent
     // as the HTTP/1.1 handshake it stands for: a GET.
-    let h2_ws = crate::tunnel::h2_websocket(&mut req)?;
-    let (mut parts, body) = req.into_parts();
+    let h2_ws = crate::tunnel::h2_websocket(&mut parts)?;
     if h2_ws.is_some() {
         parts.method = Method::GET;
     }
 
-    // An h2 request carries its host as :authority, in the URI.
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .map(HeaderValue::as_bytes)
-        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
+    let authority = authority.as_ref();
     if let Some(port) = ctx.redirect_https {
-        return Ok(Outcome::Local(https_redirect(host, port, &parts)));
+        return Ok(Outcome::Local(https_redirect(authority, port, &parts)));
     }
     if let Some(tls) = &ctx.tls {
-        check_sni(tls, host)?;
+        check_sni(tls, authority)?;
     }
     let scheme = if ctx.tls.is_some() { "https" } else { "http" };
     let route = w
         .router
-        .find(host, parts.uri.path(), &parts.method, &parts.headers)
+        .find(
+            authority.map(crate::admit::Authority::as_bytes),
+            parts.uri.path(),
+            &parts.method,
+            &parts.headers,
+        )
         .ok_or(ProxyError::NoRoute)?;
     let group = match &route.action {
         Action::Proxy(group) => *group,
         Action::Redirect { status, location } => {
-            let host = host.and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
+            let host = authority.map_or("", crate::admit::Authority::as_str);
             let target = location.expand(scheme, host, parts.uri.path(), parts.uri.query());
             return Ok(Outcome::Local(local_response(
                 *status,
@@ -507,7 +667,10 @@ async fn forward<'w>(
 
     let chunked = !http_body::Body::is_end_stream(&body)
         && http_body::Body::size_hint(&body).exact().is_none();
-    let mut upgrade = prepare_request(&mut parts, ctx, &route.upstream_host, chunked);
+    let mut upgrade = prepare_request(&mut parts, ctx, authority, &route.upstream_host, chunked);
+    // No authority of the client's to send: the server's goes instead.
+    let server_host = route.upstream_host == UpstreamHost::Server
+        || (authority.is_none() && route.upstream_host == UpstreamHost::Client);
     let ws_key = match h2_ws {
         Some(_) => {
             upgrade = true;
@@ -532,7 +695,9 @@ async fn forward<'w>(
                     .max_body_bytes
                     .min(route.max_body_bytes.unwrap_or(u64::MAX))
             }));
-    let mut progress = None;
+    // Notes how the body goes (none to note for a request without one).
+    let progress = (!http_body::Body::is_end_stream(&body))
+        .then(|| BodyProgress::new(route.upstream_response_head));
     let (body, replay) = if retryable {
         let bytes = if http_body::Body::is_end_stream(&body) {
             Bytes::new()
@@ -545,19 +710,13 @@ async fn forward<'w>(
                 .to_bytes()
         };
         let head = Request::from_parts(parts.clone(), RequestBody::empty());
-        (
-            RequestBody::full(bytes.clone()),
-            Some(Box::new((head, bytes))),
-        )
+        let kept: Box<Replay> = Box::new((head, bytes));
+        (replay_body(&kept, progress.as_ref()), Some(kept))
     } else {
-        progress = (!http_body::Body::is_end_stream(&body)).then(|| {
-            Rc::new(BodyProgress {
-                too_large: Cell::new(false),
-                client_failed: Cell::new(false),
-                last_progress: Cell::new(Instant::now()),
-            })
-        });
-        let b = RequestBody::new(body, route.max_body_bytes, progress.clone());
+        // What nobody reads of the body goes back to the client's
+        // connection ([`crate::body::Discard`]).
+        let discard = ctx.state.clone() as Rc<dyn crate::body::Discard>;
+        let b = RequestBody::new(body, route.max_body_bytes, progress.clone(), Some(discard));
         (b, None)
     };
     let mut req = Request::from_parts(parts, body);
@@ -571,7 +730,7 @@ async fn forward<'w>(
     let mut last_err = None;
     let mut tries = 0;
     for server in servers {
-        if let UpstreamHost::Server = route.upstream_host {
+        if server_host {
             req.headers_mut()
                 .insert(header::HOST, w.pool.authority(server).clone());
         }
@@ -611,7 +770,7 @@ async fn forward<'w>(
             lease,
             req,
             timeouts,
-            progress.as_deref(),
+            progress.as_ref(),
             ctx.head_timer.as_ref(),
             replay.as_deref(),
         )
@@ -631,7 +790,7 @@ async fn forward<'w>(
                 match replay.as_deref() {
                     Some(kept) if again && balancer.take_retry() => {
                         tracing::warn!(client = %ctx.client, "{}; retrying on another server", e.chain());
-                        req = replay_request(kept);
+                        req = replay_request(kept, progress.as_ref());
                         last_err = Some(e);
                         continue;
                     }
@@ -668,7 +827,7 @@ async fn forward<'w>(
         if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(Outcome::Tunnel(resp, lease, route, permit, h2_ws));
         }
-        return Ok(Outcome::Upstream(resp, lease, route, permit));
+        return Ok(Outcome::Upstream(resp, lease, route, permit, progress));
     }
     Err(last_err.unwrap_or(ProxyError::NoRoute))
 }
@@ -741,13 +900,12 @@ fn request_key(key: &HashKey, client: SocketAddr, headers: &HeaderMap) -> u64 {
 /// target on HTTPS (301 for GET and HEAD; 308 keeps other methods and
 /// their bodies).
 fn https_redirect(
-    host: Option<&[u8]>,
+    authority: Option<&crate::admit::Authority>,
     port: u16,
     parts: &http::request::Parts,
 ) -> Response<ProxyBody> {
-    let host = host.and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
-    let name = host_name(host);
-    let mut target = String::with_capacity(16 + host.len() + parts.uri.path().len());
+    let name = authority.map_or("", crate::admit::Authority::host);
+    let mut target = String::with_capacity(16 + name.len() + parts.uri.path().len());
     target.push_str("https://");
     target.push_str(name);
     if port != 443 {
@@ -774,22 +932,16 @@ fn https_redirect(
     resp
 }
 
-/// A host header's name, without its port (`[::1]:80` → `[::1]`).
-fn host_name(host: &str) -> &str {
-    // The router's rule, on `str`: it cuts at an ASCII `:`.
-    &host[..crate::router::strip_port(host.as_bytes()).len()]
-}
-
 /// RFC 9110 §15.5.20: a request on a TLS connection for a host other than
 /// the one the connection was set up for gets 421, unless the certificate
 /// that answered covers that host too (HTTP/2 connection reuse, RFC 9113
 /// §9.1.1). Connections without SNI are not checked.
-fn check_sni(tls: &TlsInfo, host: Option<&[u8]>) -> Result<(), ProxyError> {
+fn check_sni(tls: &TlsInfo, authority: Option<&crate::admit::Authority>) -> Result<(), ProxyError> {
     let Some(sni) = &tls.sni else { return Ok(()) };
-    let Some(host) = host.and_then(|h| std::str::from_utf8(h).ok()) else {
+    let Some(authority) = authority else {
         return Ok(());
     };
-    let name = host_name(host);
+    let name = authority.host();
     if name.eq_ignore_ascii_case(sni) || tls.certs.covers(tls.cert, name) {
         return Ok(());
     }
@@ -827,10 +979,11 @@ async fn send(
     mut lease: Lease,
     req: Request<RequestBody>,
     (connect, timeout): (Duration, Duration),
-    progress: Option<&BodyProgress>,
+    kept_progress: Option<&Rc<BodyProgress>>,
     timer: Option<&HeadTimer>,
     replay: Option<&Replay>,
 ) -> Result<Forwarded, ProxyError> {
+    let progress = kept_progress.map(|p| &**p);
     let server = lease.server;
     let idle_for = lease.idle_for;
     let addr = w.pool.addr(server);
@@ -856,9 +1009,11 @@ async fn send(
             let retry = match (e.take_message(), idle_for) {
                 (Some(req), Some(_)) => Some(req),
                 // A body read ahead goes again from the kept copy.
-                (None, Some(_)) => {
-                    backup.or_else(|| replay.filter(|_| stale_risk).map(replay_request))
-                }
+                (None, Some(_)) => backup.or_else(|| {
+                    replay
+                        .filter(|_| stale_risk)
+                        .map(|kept| replay_request(kept, kept_progress))
+                }),
                 _ => None,
             };
             match retry {
@@ -1004,10 +1159,21 @@ fn is_idempotent(m: &Method) -> bool {
 type Replay = (Request<RequestBody>, Bytes);
 
 /// The request again, from its kept copy.
-fn replay_request((head, body): &Replay) -> Request<RequestBody> {
-    let mut req = copy_head(head);
-    *req.body_mut() = RequestBody::full(body.clone());
+fn replay_request(kept: &Replay, progress: Option<&Rc<BodyProgress>>) -> Request<RequestBody> {
+    let mut req = copy_head(&kept.0);
+    *req.body_mut() = replay_body(kept, progress);
     req
+}
+
+/// A kept body, to send (again); its end noted in `progress`.
+fn replay_body(kept: &Replay, progress: Option<&Rc<BodyProgress>>) -> RequestBody {
+    match progress {
+        Some(p) => {
+            p.ended.set(false);
+            RequestBody::full_with(kept.1.clone(), p.clone())
+        }
+        None => RequestBody::full(kept.1.clone()),
+    }
 }
 
 fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
@@ -1027,17 +1193,14 @@ fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
 fn prepare_request(
     parts: &mut http::request::Parts,
     ctx: &ConnCtx,
+    authority: Option<&crate::admit::Authority>,
     host_mode: &UpstreamHost,
     chunked: bool,
 ) -> bool {
     let http11 = parts.version == Version::HTTP_11;
-    // Origin-form target; an absolute-form target's authority becomes Host.
+    // Origin-form target (the authority of an absolute-form or HTTP/2
+    // target is the request's authority, below).
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                parts.headers.insert(header::HOST, v);
-            }
-        }
         let pq = parts
             .uri
             .path_and_query()
@@ -1104,15 +1267,24 @@ fn prepare_request(
             h.insert(name.clone(), v.clone());
         }
     }
-    if let Some(host) = h.get(header::HOST).cloned() {
-        h.insert(X_FORWARDED_HOST.clone(), host);
+    match authority {
+        Some(a) => {
+            // Already so when it came unchanged from the one Host field.
+            if h.get(header::HOST) != Some(a.header()) {
+                h.insert(header::HOST, a.header().clone());
+            }
+            h.insert(X_FORWARDED_HOST.clone(), a.header().clone());
+        }
+        None => {
+            // The server's authority goes as Host (see `forward`); no
+            // client's word on the host passes.
+            h.remove(header::HOST);
+            h.remove(&X_FORWARDED_HOST);
+        }
     }
     h.append(header::VIA, via(received));
-    match host_mode {
-        UpstreamHost::Client | UpstreamHost::Server => {}
-        UpstreamHost::Fixed(v) => {
-            h.insert(header::HOST, v.clone());
-        }
+    if let UpstreamHost::Fixed(v) = host_mode {
+        h.insert(header::HOST, v.clone());
     }
     is_upgrade
 }
@@ -1234,6 +1406,18 @@ fn strip_found(h: &mut HeaderMap, found: Found) {
     }
 }
 
+/// Fields a `Connection` option may not name for removal.
+const PROTECTED: [&str; 8] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "via",
+];
+
 fn remove_listed(h: &mut HeaderMap, v: &HeaderValue) {
     // Bytes, not `to_str`: no UTF-8 pass over the value, and a value with
     // obs-text still has its listed fields removed.
@@ -1244,6 +1428,14 @@ fn remove_listed(h: &mut HeaderMap, v: &HeaderValue) {
         if token.is_empty()
             || token.eq_ignore_ascii_case(b"keep-alive")
             || token.eq_ignore_ascii_case(b"close")
+        {
+            continue;
+        }
+        // Framing, routing and the proxy's own forwarding fields are not
+        // the sender's to remove.
+        if PROTECTED
+            .iter()
+            .any(|p| token.eq_ignore_ascii_case(p.as_bytes()))
         {
             continue;
         }

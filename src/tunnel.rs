@@ -62,7 +62,7 @@ use std::time::Duration;
 use crate::connection::{ClientIo, InFlight};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
@@ -90,11 +90,11 @@ const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// stream's upgrade, to tunnel through once the upstream switched. `None`
 /// for any other request (a plain CONNECT included: it goes on as today,
 /// and matches no route). Another `:protocol` is refused (501).
-pub fn h2_websocket<B>(req: &mut Request<B>) -> Result<Option<OnUpgrade>, ProxyError> {
-    if req.method() != Method::CONNECT || req.version() != Version::HTTP_2 {
+pub fn h2_websocket(req: &mut http::request::Parts) -> Result<Option<OnUpgrade>, ProxyError> {
+    if req.method != Method::CONNECT || req.version != Version::HTTP_2 {
         return Ok(None);
     }
-    let Some(protocol) = req.extensions().get::<hyper::ext::Protocol>() else {
+    let Some(protocol) = req.extensions.get::<hyper::ext::Protocol>() else {
         return Ok(None);
     };
     if !protocol.as_str().eq_ignore_ascii_case("websocket") {
@@ -102,7 +102,12 @@ pub fn h2_websocket<B>(req: &mut Request<B>) -> Result<Option<OnUpgrade>, ProxyE
             protocol.as_str().chars().take(64).collect(),
         ));
     }
-    Ok(Some(hyper::upgrade::on(req)))
+    // `hyper::upgrade::on` wants a whole request: lend it the extensions.
+    let mut whole = http::Request::new(());
+    std::mem::swap(whole.extensions_mut(), &mut req.extensions);
+    let upgrade = hyper::upgrade::on(&mut whole);
+    std::mem::swap(whole.extensions_mut(), &mut req.extensions);
+    Ok(Some(upgrade))
 }
 
 /// Turns the (already hop-by-hop-stripped) fields of an extended CONNECT
@@ -611,17 +616,19 @@ mod tests {
     #[test]
     fn only_h2_connect_with_websocket_is_a_websocket() {
         let req = |method: Method, version: Version, protocol: Option<&'static str>| {
-            let mut r = Request::builder()
+            let r = http::Request::builder()
                 .method(method)
                 .version(version)
                 .uri("https://a.test/chat")
                 .body(())
                 .unwrap();
+            let (mut parts, ()) = r.into_parts();
             if let Some(p) = protocol {
-                r.extensions_mut()
+                parts
+                    .extensions
                     .insert(hyper::ext::Protocol::from_static(p));
             }
-            r
+            parts
         };
         use Version as V;
         let mut r = req(Method::CONNECT, V::HTTP_2, Some("websocket"));

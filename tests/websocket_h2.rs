@@ -256,7 +256,7 @@ async fn h2c_websocket_echo_headers_and_client_close() {
     let text = std::fs::read_to_string(&log.path).expect("log written");
     let line = text
         .lines()
-        .find(|l| l.contains("\"CONNECT http://ws.example:8080/chat?room=1 HTTP/2.0\""))
+        .find(|l| l.contains("\"CONNECT /chat?room=1 HTTP/2.0\""))
         .unwrap_or_else(|| panic!("no line for the WebSocket: {text}"));
     let f: Vec<&str> = line.split(' ').collect();
     assert_eq!(f[5], "200", "{line}");
@@ -266,6 +266,7 @@ async fn h2c_websocket_echo_headers_and_client_close() {
     );
     assert_eq!(f[7], origin.addr.to_string(), "{line}");
     assert_eq!(f[9], "done", "{line}");
+    assert_eq!(f[10], "ws.example:8080", "the authority: {line}");
 }
 
 fn tls_proxy(origin: SocketAddr, ca: &Ca) -> (Proxy, common::pki::Leaf) {

@@ -107,6 +107,15 @@ pub struct Limits {
     pub max_body_bytes: Option<u64>,
     /// Idle upstream connections kept per server and per thread.
     pub upstream_idle_per_server: usize,
+    /// Requests (HTTP/1.1) or streams (HTTP/2) one client connection may
+    /// carry; the last one gets `Connection: close`, or the connection a
+    /// graceful GOAWAY (nginx's `keepalive_requests`, 1000).
+    pub max_requests_per_connection: u64,
+    /// Requests a client may cancel (HTTP/2 `RST_STREAM` of a stream in
+    /// progress, or one ended in error) per `http2_reset_window`; one more
+    /// and the connection gets GOAWAY(ENHANCE_YOUR_CALM) and closes.
+    pub http2_max_resets: u32,
+    pub http2_reset_window: Duration,
 }
 
 impl Default for Limits {
@@ -116,6 +125,9 @@ impl Default for Limits {
             max_request_head_bytes: 16 * 1024,
             max_body_bytes: None,
             upstream_idle_per_server: 1024,
+            max_requests_per_connection: 1000,
+            http2_max_resets: 200,
+            http2_reset_window: Duration::from_secs(10),
         }
     }
 }
@@ -135,6 +147,8 @@ pub struct Listener {
     pub hsts: Option<HeaderValue>,
     /// Plain listener that only redirects to HTTPS on this port.
     pub redirect_https: Option<u16>,
+    /// Request fields whose names have underscores.
+    pub underscores: crate::admit::Underscores,
 }
 
 impl Listener {
@@ -146,6 +160,7 @@ impl Listener {
             max_concurrent_streams: DEFAULT_MAX_STREAMS,
             hsts: None,
             redirect_https: None,
+            underscores: crate::admit::Underscores::default(),
         }
     }
 }
@@ -277,6 +292,7 @@ impl Config {
                 max_concurrent_streams: None,
                 hsts: None,
                 redirect_https: None,
+                underscores_in_headers: None,
             }],
             routes: vec![raw::Route {
                 upstream: Some("default".into()),
@@ -529,6 +545,22 @@ impl Config {
         limits.max_body_bytes = limits_raw.max_body_bytes;
         if let Some(n) = limits_raw.upstream_idle_per_server {
             limits.upstream_idle_per_server = n;
+        }
+        if let Some(n) = limits_raw.max_requests_per_connection {
+            if n == 0 {
+                return Err(invalid(
+                    "limits.max_requests_per_connection".into(),
+                    "must be at least 1".into(),
+                ));
+            }
+            limits.max_requests_per_connection = n;
+        }
+        if let Some(n) = limits_raw.http2_max_resets {
+            limits.http2_max_resets = n;
+        }
+        if let Some(v) = &limits_raw.http2_reset_window {
+            limits.http2_reset_window = parse_duration(v)
+                .map_err(|reason| invalid("limits.http2_reset_window".into(), reason))?;
         }
 
         if raw.routes.is_empty() {
@@ -971,6 +1003,7 @@ fn listener(
         out.max_concurrent_streams = n;
     }
     out.redirect_https = l.redirect_https;
+    out.underscores = l.underscores_in_headers.unwrap_or_default();
     if let Some(h) = &l.hsts {
         out.hsts =
             Some(HeaderValue::from_str(h).map_err(|_| {

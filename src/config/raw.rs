@@ -37,6 +37,7 @@ pub struct Listener {
     pub max_concurrent_streams: Option<u32>,
     pub hsts: Option<String>,
     pub redirect_https: Option<u16>,
+    pub underscores_in_headers: Option<crate::admit::Underscores>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +210,9 @@ pub struct Limits {
     pub max_request_head_bytes: Option<usize>,
     pub max_body_bytes: Option<u64>,
     pub upstream_idle_per_server: Option<usize>,
+    pub max_requests_per_connection: Option<u64>,
+    pub http2_max_resets: Option<u32>,
+    pub http2_reset_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

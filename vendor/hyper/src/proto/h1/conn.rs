@@ -899,6 +899,12 @@ where
         self.state.close_write();
     }
 
+    /// Tidegate patch: stops writing for good, dropping what was buffered.
+    pub(crate) fn abandon_write(&mut self) {
+        self.state.close_write();
+        self.io.clear_write_buf();
+    }
+
     #[cfg(feature = "server")]
     pub(crate) fn disable_keep_alive(&mut self) {
         if self.state.is_idle() {

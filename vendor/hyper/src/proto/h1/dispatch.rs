@@ -448,10 +448,23 @@ where
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<crate::Result<()>> {
-        self.conn.poll_flush(cx).map_err(|err| {
-            debug!("error writing: {}", err);
-            crate::Error::new_body_write(err)
-        })
+        match self.conn.poll_flush(cx) {
+            // Tidegate patch: a server that answers before it has read the
+            // whole request, then closes (a 401, a 413), makes the rest of
+            // the request fail to write; its answer may be in the socket
+            // already. The client stops sending and keeps reading: the
+            // response, or the read error, settles the request.
+            Poll::Ready(Err(_err)) if T::is_client() && !self.conn.is_read_closed() => {
+                debug!("error writing, reading the response still: {}", _err);
+                self.body_rx.set(None);
+                self.conn.abandon_write();
+                Poll::Ready(Ok(()))
+            }
+            other => other.map_err(|err| {
+                debug!("error writing: {}", err);
+                crate::Error::new_body_write(err)
+            }),
+        }
     }
 
     fn close(&mut self) {

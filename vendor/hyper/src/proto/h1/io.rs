@@ -149,6 +149,13 @@ where
         &mut buf.bytes
     }
 
+    /// Tidegate patch: drops what waits to be written (the peer is gone).
+    pub(crate) fn clear_write_buf(&mut self) {
+        self.write_buf.headers.reset();
+        let queued = self.write_buf.queue.remaining();
+        self.write_buf.queue.advance(queued);
+    }
+
     pub(super) fn write_buf(&mut self) -> &mut WriteBuf<B> {
         &mut self.write_buf
     }

@@ -54,6 +54,12 @@ pub(crate) trait Http1Transaction {
     }
 
     fn update_date() {}
+
+    /// Tidegate patch: turns a request line's `HTTP/1.2`..`HTTP/1.9` into
+    /// `HTTP/1.1` in place; `true` if it did (servers only).
+    fn later_minor_version_as_11(_bytes: &mut BytesMut) -> bool {
+        false
+    }
 }
 
 /// Result newtype for `Http1Transaction::parse`.
@@ -80,6 +86,25 @@ pub(crate) struct ParseContext<'ctx> {
     h09_responses: bool,
     #[cfg(feature = "client")]
     on_informational: &'ctx mut Option<crate::ext::OnInformational>,
+}
+
+impl ParseContext<'_> {
+    /// Tidegate patch: the same context, borrowed again, for a second parse.
+    fn reborrow(&mut self) -> ParseContext<'_> {
+        ParseContext {
+            cached_headers: &mut *self.cached_headers,
+            req_method: &mut *self.req_method,
+            h1_parser_config: self.h1_parser_config.clone(),
+            h1_max_headers: self.h1_max_headers,
+            h1_max_header_size: self.h1_max_header_size,
+            preserve_header_case: self.preserve_header_case,
+            #[cfg(feature = "ffi")]
+            preserve_header_order: self.preserve_header_order,
+            h09_responses: self.h09_responses,
+            #[cfg(feature = "client")]
+            on_informational: &mut *self.on_informational,
+        }
+    }
 }
 
 /// Passed to `Http1Transaction::encode`.

@@ -73,7 +73,7 @@ macro_rules! maybe_panic {
 pub(super) fn parse_headers<T>(
     bytes: &mut BytesMut,
     prev_len: Option<usize>,
-    ctx: ParseContext<'_>,
+    mut ctx: ParseContext<'_>,
 ) -> ParseResult<T::Incoming>
 where
     T: Http1Transaction,
@@ -91,7 +91,13 @@ where
         }
     }
 
-    T::parse(bytes, ctx)
+    // Tidegate patch: RFC 9112 §2.3 has a server handle a request of a later
+    // HTTP/1 minor version as HTTP/1.1; httparse knows only 1.0 and 1.1.
+    // Looked at only when httparse refused the version: no cost otherwise.
+    match T::parse(bytes, ctx.reborrow()) {
+        Err(Parse::Version) if T::later_minor_version_as_11(bytes) => T::parse(bytes, ctx),
+        other => other,
+    }
 }
 
 /// A fast scan for the end of a message.
@@ -356,8 +362,13 @@ impl Http1Transaction for Server {
             return Err(Parse::transfer_encoding_invalid());
         }
 
+        // Tidegate patch: a request with both framings is refused (400, and
+        // the connection closes) rather than read by Transfer-Encoding: RFC
+        // 9112 §6.1 allows either, and a proxy must not let the next hop
+        // pick the other one (request smuggling). nginx answers 400 too.
         if is_te && is_cl {
-            keep_alive = false;
+            debug!("request with both transfer-encoding and content-length, bad request");
+            return Err(Parse::transfer_encoding_invalid());
         }
 
         let mut extensions = http::Extensions::default();
@@ -512,6 +523,22 @@ impl Http1Transaction for Server {
 
     fn is_server() -> bool {
         true
+    }
+
+    fn later_minor_version_as_11(bytes: &mut BytesMut) -> bool {
+        // The request line ends `SP "HTTP/1." DIGIT` before its CRLF (or a
+        // bare LF, which httparse accepts too).
+        let Some(lf) = bytes.iter().position(|&b| b == b'\n') else {
+            return false;
+        };
+        let end = if lf > 0 && bytes[lf - 1] == b'\r' { lf - 1 } else { lf };
+        match end.checked_sub(9).map(|start| &bytes[start..end]) {
+            Some([b' ', b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9']) => {
+                bytes[end - 1] = b'1';
+                true
+            }
+            _ => false,
+        }
     }
 
     fn update_date() {

@@ -182,6 +182,22 @@ where
         }
     }
 
+    /// Tidegate patch: GOAWAY with `reason` (an HTTP/2 error code) at once,
+    /// then close; streams in progress are cut.
+    pub(crate) fn abrupt_shutdown(&mut self, reason: u32) {
+        trace!("abrupt_shutdown");
+        match &mut self.state {
+            State::Handshaking { .. } => {
+                self.close_pending = true;
+            }
+            State::Serving(srv) => {
+                if srv.closing.is_none() {
+                    srv.conn.abrupt_shutdown(h2::Reason::from(reason));
+                }
+            }
+        }
+    }
+
     pub(crate) fn graceful_shutdown(&mut self) {
         trace!("graceful_shutdown");
         match &mut self.state {

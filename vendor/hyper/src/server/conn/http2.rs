@@ -78,6 +78,14 @@ where
     pub fn graceful_shutdown(mut self: Pin<&mut Self>) {
         self.conn.graceful_shutdown();
     }
+
+    /// Tidegate patch: sends GOAWAY with the HTTP/2 error code `reason`
+    /// (RFC 9113 §7, for example `0xb`, ENHANCE_YOUR_CALM, for a peer that
+    /// abuses the protocol) and closes the connection without waiting for
+    /// the streams in progress.
+    pub fn abrupt_shutdown(mut self: Pin<&mut Self>, reason: u32) {
+        self.conn.abrupt_shutdown(reason);
+    }
 }
 
 impl<I, B, S, E> Future for Connection<I, S, E>
