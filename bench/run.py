@@ -379,6 +379,11 @@ cpu_affinity = "{pin}"
 access_log = "off"
 log_level = "warn"
 
+# As nginx's keepalive_requests below (h2load does not reconnect after a
+# GOAWAY, so the default 1000 would fail its long runs, nginx's too).
+[limits]
+max_requests_per_connection = 100000
+
 [[listeners]]
 address = "127.0.0.1:{ports["h1"]}"
 

@@ -714,3 +714,84 @@ async fn other_requests_do_not_wait_behind_an_upload_answered_early() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_go_away_gracefully_after_max_requests() {
+    let origin = backend(|_| async { text(200, "ok") });
+    let proxy = Proxy::to(origin.addr, "[limits]\nmax_requests_per_connection = 10\n");
+    // A client that honours GOAWAY: a new connection once the old one
+    // says it takes no more.
+    let mut sender: Option<hyper::client::conn::http2::SendRequest<Body>> = None;
+    let mut connections = 0;
+    for i in 0..25 {
+        let usable = match &mut sender {
+            Some(s) => !s.is_closed() && s.ready().await.is_ok(),
+            None => false,
+        };
+        let s = match &mut sender {
+            Some(s) if usable => s,
+            _ => {
+                let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+                let (s, conn) = hyper::client::conn::http2::handshake(
+                    hyper_util::rt::TokioExecutor::new(),
+                    hyper_util::rt::TokioIo::new(tcp),
+                )
+                .await
+                .expect("h2c");
+                tokio::spawn(conn);
+                connections += 1;
+                sender.insert(s)
+            }
+        };
+        let req = Request::get("http://a.test/").body(empty()).unwrap();
+        let resp = tokio::time::timeout(HANG, s.send_request(req))
+            .await
+            .expect("no hang")
+            .unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+        assert_eq!(resp.status(), 200, "request {i}");
+        if i % 10 == 9 {
+            // The 10th stream's connection is closing: it finishes it,
+            // then goes.
+            use http_body_util::BodyExt;
+            resp.into_body().collect().await.expect("body");
+            let s = sender.take().unwrap();
+            tokio::time::timeout(HANG, async {
+                while !s.is_closed() {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .expect("closed after GOAWAY");
+        }
+    }
+    assert_eq!(connections, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http11_benchmark_clients_see_no_failure_at_max_requests() {
+    let origin = backend(|_| async { text(200, "ok") });
+    let proxy = Proxy::to(origin.addr, "[limits]\nmax_requests_per_connection = 10\n");
+    let mut cmd = std::process::Command::new("h2load");
+    cmd.args(["--h1", "-n", "2000", "-c", "4", &proxy.url("/")]);
+    let out = run_command(cmd).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("2000 succeeded, 0 failed, 0 errored"),
+        "{text}"
+    );
+    let mut cmd = std::process::Command::new("wrk");
+    cmd.args(["-t1", "-c4", "-d1s", &proxy.url("/")]);
+    let out = run_command(cmd).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(" requests in "), "{text}");
+    assert!(!text.contains("Socket errors"), "{text}");
+    assert!(!text.contains("Non-2xx"), "{text}");
+    // curl, several requests on one connection.
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-s", "-w", "%{http_code}\n"]);
+    for _ in 0..25 {
+        cmd.args(["-o", "/dev/null", &proxy.url("/")]);
+    }
+    let out = run_command(cmd).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200\n".repeat(25));
+}
