@@ -80,6 +80,8 @@ pub struct ConnState {
     http1: Cell<bool>,
     /// Request bodies that nobody reads any more ([`crate::body::Discard`]).
     leftovers: RefCell<Vec<Leftover>>,
+    /// Past its TLS handshake, serving HTTP (before: never idle).
+    serving: Cell<bool>,
 }
 
 /// A request body nobody reads any more. HTTP/1.1: read to its end and
@@ -120,8 +122,18 @@ pub struct ConnLimits {
     pub reset_window: Duration,
 }
 
+impl ConnLimits {
+    pub fn of(limits: &crate::config::Limits) -> ConnLimits {
+        ConnLimits {
+            max_requests: limits.max_requests_per_connection,
+            max_resets: limits.http2_max_resets,
+            reset_window: limits.http2_reset_window,
+        }
+    }
+}
+
 impl ConnState {
-    fn new(client: SocketAddr, limits: ConnLimits) -> ConnState {
+    pub fn new(client: SocketAddr, limits: ConnLimits) -> ConnState {
         ConnState {
             in_flight: Cell::new(0),
             idle_since: Cell::new(Instant::now()),
@@ -140,6 +152,7 @@ impl ConnState {
             client,
             http1: Cell::new(true),
             leftovers: RefCell::new(Vec::new()),
+            serving: Cell::new(false),
         }
     }
 }
@@ -182,6 +195,26 @@ impl ConnState {
 }
 
 impl ConnState {
+    /// Since when the connection has been idle: serving, no request in
+    /// flight, no byte of a next one read, no body left to discard, not
+    /// already closing. `None` if it is not idle.
+    pub fn idle(&self) -> Option<Instant> {
+        let idle = self.serving.get()
+            && self.in_flight.get() == 0
+            && self.read.get() == self.read_at_idle.get()
+            && !self.draining.get()
+            && self.cut.get().is_none()
+            && self.leftovers.borrow().is_empty();
+        idle.then(|| self.idle_since.get())
+    }
+
+    /// Closes an idle connection to make room (at `max_connections`): an
+    /// HTTP/1.1 one at once, an HTTP/2 one after GOAWAY.
+    pub fn evict(&self) {
+        tracing::debug!(client = %self.client, "closing an idle connection for a new one (max_connections)");
+        self.flag(|s| s.draining.set(true));
+    }
+
     /// Works on the bodies left to [`crate::body::Discard`]: reads and
     /// drops what HTTP/1.1 ones bring (until their end, an error or
     /// [`DISCARD_MAX`]), drops HTTP/2 ones whose time is up.
@@ -519,11 +552,12 @@ pub fn server_builder(max_head: usize) -> http1::Builder {
 /// of its listener's settings in the config.
 pub async fn serve(
     stream: TcpStream,
-    client: SocketAddr,
+    state: Rc<ConnState>,
     listener: usize,
     current: Rc<Current>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let client = state.client;
     let worker = current.get();
     let Some(listener) = worker.config.listeners.get(listener) else {
         // Removed by a reload between accept and now.
@@ -574,15 +608,7 @@ pub async fn serve(
             (ClientIo::Tls(Box::new(stream)), Some(info), h2)
         }
     };
-    let limits = &worker.config.limits;
-    let state = Rc::new(ConnState::new(
-        client,
-        ConnLimits {
-            max_requests: limits.max_requests_per_connection,
-            max_resets: limits.http2_max_resets,
-            reset_window: limits.http2_reset_window,
-        },
-    ));
+    state.serving.set(true);
     let dog = tokio::task::spawn_local(watchdog(
         state.clone(),
         head_timeout,
@@ -612,7 +638,9 @@ pub async fn serve(
             }
             None => {
                 dog.abort();
-                tracing::info!(%client, "request head not received in time; closing");
+                if state.cut.get().is_some() {
+                    tracing::info!(%client, "request head not received in time; closing");
+                }
                 return;
             }
         }
@@ -688,6 +716,8 @@ pub async fn serve(
                 }
                 _ => parts.read_buf,
             };
+            // A tunnel is never idle.
+            let _busy = InFlight::new(&driven.state);
             Box::pin(tunnel.run(watched.io, early)).await;
             return;
         }

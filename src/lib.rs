@@ -7,6 +7,8 @@
 //! - [`server`]: runtime layout (one single-threaded runtime per core, each
 //!   with its own SO_REUSEPORT listener and upstream pool), accept loops,
 //!   connection limits, graceful shutdown. Start here: [`server::start`].
+//! - [`listener`]: which accepted connections may stay: per-listener and
+//!   per-address caps, idle connections closed first at the cap.
 //! - [`tls`]: TLS towards clients: certificates by SNI, ALPN, client
 //!   certificates.
 //! - [`connection`]: one client connection: TLS handshake, hyper's
@@ -43,6 +45,7 @@ pub mod demo;
 pub mod dns;
 pub mod error;
 pub mod health;
+pub mod listener;
 pub mod proxy;
 pub mod router;
 pub mod rt;

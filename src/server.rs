@@ -33,12 +33,17 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::access_log::AccessLog;
 use crate::config::{Config, CpuAffinity};
-use crate::connection;
+use crate::connection::{self, ConnLimits, ConnState};
+use crate::listener::{Gate, Registry};
 use crate::proxy::{Current, Worker};
+
+/// One listener's socket for one thread: the address as configured, the
+/// socket, and what all threads' sockets of it share.
+type ThreadSocket = (SocketAddr, std::net::TcpListener, Arc<Gate>);
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +91,7 @@ impl Shared {
     fn swap(
         &mut self,
         config: Config,
-        added: Vec<Vec<(SocketAddr, std::net::TcpListener)>>,
+        added: Vec<Vec<ThreadSocket>>,
         removed: Vec<SocketAddr>,
     ) -> Result<(), StartError> {
         let mut logs = Vec::new();
@@ -152,7 +157,7 @@ struct Reload {
     config: Arc<Config>,
     log: AccessLog,
     /// New listeners (configured address, this thread's socket).
-    add: Vec<(SocketAddr, std::net::TcpListener)>,
+    add: Vec<ThreadSocket>,
     /// Configured addresses of listeners to close.
     remove: Vec<SocketAddr>,
 }
@@ -200,16 +205,17 @@ impl Running {
             );
         }
         let configured: Vec<SocketAddr> = config.listeners.iter().map(|l| l.addr).collect();
-        let mut added: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
-            (0..self.threads).map(|_| Vec::new()).collect();
+        let mut added: Vec<Vec<ThreadSocket>> = (0..self.threads).map(|_| Vec::new()).collect();
         let mut listeners = Vec::new();
-        for addr in &configured {
+        let nofile = open_files_limit();
+        for (l, addr) in config.listeners.iter().zip(&configured) {
             match self.listeners.iter().find(|(c, _)| c == addr) {
                 Some(&kept) => listeners.push(kept),
                 None => {
                     let (bound, per_thread) = bind_all(*addr, self.threads)?;
+                    let gate = gate(&config, l, nofile);
                     for (t, sock) in per_thread.into_iter().enumerate() {
-                        added[t].push((*addr, sock));
+                        added[t].push((*addr, sock, gate.clone()));
                     }
                     listeners.push((*addr, bound));
                 }
@@ -266,14 +272,19 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// Binds every listener and starts the workers.
 pub fn start(config: Config) -> Result<Running, StartError> {
     let threads = config.threads.max(1);
+    let nofile = open_files_limit();
     // sockets[t] holds thread t's socket for every listener.
-    let mut sockets: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
-        (0..threads).map(|_| Vec::new()).collect();
+    let mut sockets: Vec<Vec<ThreadSocket>> = (0..threads).map(|_| Vec::new()).collect();
     let mut listeners = Vec::new();
     for l in &config.listeners {
         let (bound, per_thread) = bind_all(l.addr, threads)?;
+        let gate = gate(&config, l, nofile);
+        tracing::info!(
+            "listener {bound}: max_connections {} (open files limit {nofile})",
+            gate.max
+        );
         for (t, sock) in per_thread.into_iter().enumerate() {
-            sockets[t].push((l.addr, sock));
+            sockets[t].push((l.addr, sock, gate.clone()));
         }
         listeners.push((l.addr, bound));
     }
@@ -281,7 +292,6 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?;
 
     let config = Arc::new(config);
-    let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let (shutdown, _) = watch::channel(false);
     let mut workers = Vec::new();
     let mut control = Vec::new();
@@ -300,7 +310,6 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<()>();
     for (i, socks) in sockets.into_iter().enumerate() {
         let config = config.clone();
-        let permits = permits.clone();
         let rx = shutdown.subscribe();
         let log = AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?;
         let (tx, reloads) = mpsc::unbounded_channel();
@@ -319,7 +328,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                 }
                 let _ = bound.send(());
                 drop(bound);
-                run_worker(config, socks, log, permits, rx, reloads)
+                run_worker(config, socks, log, rx, reloads)
             })
             .map_err(StartError::Thread)?;
         workers.push(handle);
@@ -343,6 +352,34 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         dns: start_dns(&shared),
         shared,
     })
+}
+
+/// The soft open-files limit, raised to the hard one first (as Go's
+/// runtime and HAProxy do): each connection is a file, and a proxied one
+/// usually two.
+fn open_files_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("cannot read or raise the open files limit: {e}");
+            1024
+        }
+    }
+}
+
+/// Files kept back from the connection caps (logs, listeners, DNS...).
+const RESERVED_FILES: u64 = 64;
+
+/// A listener's admission state: its `max_connections` (its own, else
+/// `limits.max_connections`, else its share of the open-files limit, half
+/// of it as each client connection may need an upstream one).
+fn gate(config: &Config, l: &crate::config::Listener, nofile: u64) -> Arc<Gate> {
+    let share = nofile.saturating_sub(RESERVED_FILES) / 2 / config.listeners.len().max(1) as u64;
+    let max = l
+        .max_connections
+        .or(config.limits.max_connections)
+        .unwrap_or(usize::try_from(share).unwrap_or(usize::MAX).max(16));
+    Gate::new(max, l.max_connections_per_ip)
 }
 
 /// Binds `addr` once per thread (SO_REUSEPORT); port 0 becomes a real
@@ -373,9 +410,8 @@ struct Live {
 
 fn run_worker(
     config: Arc<Config>,
-    listeners: Vec<(SocketAddr, std::net::TcpListener)>,
+    listeners: Vec<ThreadSocket>,
     log: AccessLog,
-    permits: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
     mut reloads: mpsc::UnboundedReceiver<Reload>,
 ) {
@@ -396,9 +432,10 @@ fn run_worker(
             count: Cell::new(0),
             zero: Notify::new(),
         });
+        let registry = Rc::new(Registry::default());
         // Each listener's accept loop, stopped by dropping its sender.
         let mut accepting: Vec<Accepting> = Vec::new();
-        let open = |accepting: &mut Vec<Accepting>, addr: SocketAddr, l: std::net::TcpListener| {
+        let open = |accepting: &mut Vec<Accepting>, (addr, l, gate): ThreadSocket| {
             match TcpListener::from_std(l) {
                 Ok(l) => {
                     let (stop_tx, stop) = oneshot::channel();
@@ -407,7 +444,10 @@ fn run_worker(
                         l,
                         index.clone(),
                         current.clone(),
-                        permits.clone(),
+                        Admission {
+                            gate,
+                            registry: registry.clone(),
+                        },
                         live.clone(),
                         shutdown.clone(),
                         stop,
@@ -421,8 +461,8 @@ fn run_worker(
                 Err(e) => tracing::error!("cannot register listener {addr}: {e}"),
             }
         };
-        for (addr, l) in listeners {
-            open(&mut accepting, addr, l);
+        for l in listeners {
+            open(&mut accepting, l);
         }
         reindex(&accepting, &current.get().config);
         tokio::task::spawn_local(housekeeping(current.clone()));
@@ -440,8 +480,8 @@ fn run_worker(
                     current.set(Worker::new(msg.config, msg.log, Some(&old.pool)));
                     old.log.flush();
                     accepting.retain(|a| !msg.remove.contains(&a.addr));
-                    for (addr, l) in msg.add {
-                        open(&mut accepting, addr, l);
+                    for l in msg.add {
+                        open(&mut accepting, l);
                     }
                     reindex(&accepting, &current.get().config);
                 }
@@ -492,42 +532,53 @@ fn reindex(accepting: &[Accepting], config: &Config) {
     }
 }
 
+/// A listener's admission state, and this thread's connections.
+struct Admission {
+    gate: Arc<Gate>,
+    registry: Rc<Registry>,
+}
+
+/// A connection counted in its worker's [`Live`] until dropped (even by a
+/// panic of its task), so that shutdown waits for exactly the live ones.
+struct LiveGuard(Rc<Live>);
+
+impl LiveGuard {
+    fn new(live: &Rc<Live>) -> LiveGuard {
+        live.count.set(live.count.get() + 1);
+        LiveGuard(live.clone())
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        let n = self.0.count.get() - 1;
+        self.0.count.set(n);
+        if n == 0 {
+            self.0.zero.notify_one();
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     index: Rc<Cell<usize>>,
     current: Rc<Current>,
-    permits: Arc<Semaphore>,
+    admission: Admission,
     live: Rc<Live>,
     mut shutdown: watch::Receiver<bool>,
     mut stop: oneshot::Receiver<()>,
 ) {
+    let Admission { gate, registry } = admission;
     let mut backoff = Duration::from_millis(5);
     loop {
-        // Past max_connections, wait here: new connections stay in the
-        // kernel's backlog until one closes. No permit is held while
-        // waiting in accept: the waiting connection may be in another
-        // thread's backlog, and that thread must be able to take it.
-        tokio::select! {
-            p = permits.acquire() => if p.is_err() { return },
-            _ = shutdown.changed() => return,
-            _ = &mut stop => return,
-        }
         let accepted = tokio::select! {
             r = listener.accept() => r,
+            _ = gate.eviction_asked() => {
+                gate.evict_for_others(&registry);
+                continue;
+            }
             _ = shutdown.changed() => return,
             _ = &mut stop => return,
-        };
-        // Another thread may have taken the last permit meanwhile; then
-        // this connection waits for one (at most one per thread does).
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => tokio::select! {
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-                _ = shutdown.changed() => return,
-            },
         };
         let (stream, client) = match accepted {
             Ok(a) => a,
@@ -543,24 +594,35 @@ async fn accept_loop(
             }
         };
         backoff = Duration::from_millis(5);
+        // At the cap this waits (the next connections stay in the kernel's
+        // backlog) while an idle connection makes room.
+        let worker = current.get();
+        let wait = worker.config.timeouts.client_header;
+        let admitted = tokio::select! {
+            a = gate.admit(client.ip(), &registry, wait) => a,
+            _ = shutdown.changed() => return,
+        };
+        let Some(admitted) = admitted else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        live.count.set(live.count.get() + 1);
-        let live = live.clone();
+        let state = Rc::new(ConnState::new(
+            client,
+            ConnLimits::of(&worker.config.limits),
+        ));
+        drop(worker);
+        let registered = registry.register(&gate, &state);
+        let counted = LiveGuard::new(&live);
         let conn = connection::serve(
             stream,
-            client,
+            state,
             index.get(),
             current.clone(),
             shutdown.clone(),
         );
         tokio::task::spawn_local(async move {
+            let _held = (admitted, registered, counted);
             conn.await;
-            drop(permit);
-            let n = live.count.get() - 1;
-            live.count.set(n);
-            if n == 0 {
-                live.zero.notify_one();
-            }
         });
     }
 }

@@ -795,3 +795,91 @@ async fn http11_benchmark_clients_see_no_failure_at_max_requests() {
     let out = run_command(cmd).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200\n".repeat(25));
 }
+
+/// How many idle connections a test may open here: two files each in this
+/// process (client and proxy side), within the open-files limit the proxy
+/// raised at start.
+fn idle_connections(want: usize) -> usize {
+    let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).expect("getrlimit");
+    want.min((soft.saturating_sub(300) / 2) as usize)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_at_the_limit_make_room_for_a_new_client() {
+    let origin = backend(|_| async { text(200, "ok") });
+    let proxy = Proxy::to(origin.addr, "");
+    let n = idle_connections(2000);
+    drop(proxy);
+    let proxy = Proxy::to(origin.addr, &format!("[limits]\nmax_connections = {n}\n"));
+    // One client takes every place: the first with a finished request
+    // (kept alive), the rest connected and silent.
+    let mut first = RawConn::connect(proxy.addr).await;
+    first.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(first.response().await.status, 200);
+    let mut idle = Vec::with_capacity(n);
+    for _ in 1..n {
+        idle.push(RawConn::connect(proxy.addr).await);
+    }
+    // A new client is served: the longest-idle connections make room.
+    for _ in 0..3 {
+        let (status, _, body) = get(proxy.addr, "/").await;
+        assert_eq!((status, body.as_ref()), (200, &b"ok"[..]));
+    }
+    assert!(
+        first.read_to_close().await.is_empty(),
+        "the longest-idle connection was closed"
+    );
+}
+
+/// A connection from `ip` (any port) to `addr`.
+async fn connect_from(ip: &str, addr: SocketAddr) -> RawConn {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    let stream = s.connect(addr).await.expect("connect");
+    RawConn::from(stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_connections_per_ip_are_refused() {
+    let origin = backend(|_| async { text(200, "ok") });
+    let proxy = Proxy::start(&config_to(origin.addr, "").replace(
+        "address = \"127.0.0.1:0\"",
+        "address = \"127.0.0.1:0\"\nmax_connections_per_ip = 3",
+    ));
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = connect_from("127.0.0.1", proxy.addr).await;
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert_eq!(c.response().await.status, 200);
+        held.push(c);
+    }
+    // The fourth from the same address is closed unanswered.
+    let mut fourth = connect_from("127.0.0.1", proxy.addr).await;
+    let _ = fourth
+        .stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    assert!(fourth.read_to_close().await.is_empty(), "refused");
+    // Another address is served.
+    let mut other = connect_from("127.0.0.2", proxy.addr).await;
+    other.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(other.response().await.status, 200);
+    // One of the three closes: the address has a place again.
+    drop(held.pop());
+    let again = tokio::time::timeout(HANG, async {
+        loop {
+            let mut c = connect_from("127.0.0.1", proxy.addr).await;
+            let _ = c
+                .stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                .await;
+            let got = c.read_to_close_or_response().await;
+            if let Some(r) = got {
+                return r.status;
+            }
+        }
+    })
+    .await
+    .expect("a place again");
+    assert_eq!(again, 200);
+}

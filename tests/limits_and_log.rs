@@ -8,16 +8,25 @@ use std::time::Duration;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_past_the_limit_wait_until_one_closes() {
-    let origin = backend(|_| async { text(200, "ok") });
+async fn connections_past_the_limit_wait_while_none_is_idle() {
+    // Requests to `/hold` wait until the test lets them go.
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let origin = backend(move |req: http::Request<hyper::body::Incoming>| {
+        let mut rx = rx.clone();
+        async move {
+            if req.uri().path() == "/hold" {
+                let _ = rx.wait_for(|go| *go).await;
+            }
+            text(200, "ok")
+        }
+    });
     let proxy = Proxy::to(origin.addr, "[limits]\nmax_connections = 2\n");
 
-    // Two kept-alive connections hold both permits.
+    // Two connections, each with a request in flight: neither is idle.
     let mut a = RawConn::connect(proxy.addr).await;
     let mut b = RawConn::connect(proxy.addr).await;
     for c in [&mut a, &mut b] {
-        c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
-        assert_eq!(c.response().await.status, 200);
+        c.send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n").await;
     }
 
     // A third is accepted by the kernel but not served while they stay.
@@ -26,11 +35,15 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     let early = tokio::time::timeout(Duration::from_millis(500), third.response()).await;
     assert!(early.is_err(), "served past max_connections");
 
-    // One closes: the waiting connection is served, nothing failed.
-    drop(a);
+    // Their requests end: the two turn idle, one makes room, and the
+    // waiting connection is served. Nothing failed.
+    tx.send(true).unwrap();
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.response().await.status, 200);
+    }
     let r = tokio::time::timeout(HANG, third.response())
         .await
-        .expect("served once a permit is free");
+        .expect("served once a place is free");
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "ok");
 }

@@ -97,9 +97,10 @@ impl Default for Timeouts {
 /// Limits on what clients control.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Concurrent client connections, across all listeners and threads.
-    /// Past it, new connections wait in the kernel's accept backlog.
-    pub max_connections: usize,
+    /// Concurrent client connections per listener (all threads), for
+    /// listeners that set none; `None`: derived from the open-files limit
+    /// at start (see [`crate::server::start`]).
+    pub max_connections: Option<usize>,
     /// Largest request head (request line plus headers) in bytes; larger
     /// heads get 431.
     pub max_request_head_bytes: usize,
@@ -121,7 +122,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_connections: 10_000,
+            max_connections: None,
             max_request_head_bytes: 16 * 1024,
             max_body_bytes: None,
             upstream_idle_per_server: 1024,
@@ -149,6 +150,11 @@ pub struct Listener {
     pub redirect_https: Option<u16>,
     /// Request fields whose names have underscores.
     pub underscores: crate::admit::Underscores,
+    /// Concurrent connections; `None`: `limits.max_connections`, or the
+    /// share of the open-files limit.
+    pub max_connections: Option<usize>,
+    /// Concurrent connections from one client address (IPv6: one /64).
+    pub max_connections_per_ip: Option<u32>,
 }
 
 impl Listener {
@@ -161,6 +167,8 @@ impl Listener {
             hsts: None,
             redirect_https: None,
             underscores: crate::admit::Underscores::default(),
+            max_connections: None,
+            max_connections_per_ip: None,
         }
     }
 }
@@ -293,6 +301,8 @@ impl Config {
                 hsts: None,
                 redirect_https: None,
                 underscores_in_headers: None,
+                max_connections: None,
+                max_connections_per_ip: None,
             }],
             routes: vec![raw::Route {
                 upstream: Some("default".into()),
@@ -531,7 +541,7 @@ impl Config {
                     "must be at least 1".into(),
                 ));
             }
-            limits.max_connections = n;
+            limits.max_connections = Some(n);
         }
         if let Some(n) = limits_raw.max_request_head_bytes {
             if !(1024..=1024 * 1024).contains(&n) {
@@ -1004,6 +1014,20 @@ fn listener(
     }
     out.redirect_https = l.redirect_https;
     out.underscores = l.underscores_in_headers.unwrap_or_default();
+    if l.max_connections == Some(0) {
+        return Err(invalid(
+            field("max_connections"),
+            "must be at least 1".into(),
+        ));
+    }
+    out.max_connections = l.max_connections;
+    if l.max_connections_per_ip == Some(0) {
+        return Err(invalid(
+            field("max_connections_per_ip"),
+            "must be at least 1 (leave it out for no limit)".into(),
+        ));
+    }
+    out.max_connections_per_ip = l.max_connections_per_ip;
     if let Some(h) = &l.hsts {
         out.hsts =
             Some(HeaderValue::from_str(h).map_err(|_| {

@@ -38,6 +38,8 @@ pub struct Listener {
     pub hsts: Option<String>,
     pub redirect_https: Option<u16>,
     pub underscores_in_headers: Option<crate::admit::Underscores>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

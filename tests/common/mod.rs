@@ -642,6 +642,30 @@ impl RawConn {
     pub fn pending(&self) -> &[u8] {
         &self.buf
     }
+
+    /// The next response, or `None` when the server closed before one.
+    pub async fn read_to_close_or_response(&mut self) -> Option<RawResponse> {
+        loop {
+            if let Some((resp, used)) = parse_response(&self.buf, false, self.eof) {
+                self.buf.drain(..used);
+                return Some(resp);
+            }
+            if self.eof {
+                return None;
+            }
+            self.fill().await;
+        }
+    }
+}
+
+impl From<TcpStream> for RawConn {
+    fn from(stream: TcpStream) -> RawConn {
+        RawConn {
+            stream,
+            buf: Vec::new(),
+            eof: false,
+        }
+    }
 }
 
 /// Backend side: reads one request head from `stream` (bytes past it stay
