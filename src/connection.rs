@@ -26,13 +26,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderValue;
 use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -64,8 +63,9 @@ pub struct ConnState {
     /// gets the response rather than a reset (nginx's lingering close).
     pub linger: Cell<bool>,
     /// Left by a request whose upstream switched protocols (101): run
-    /// once hyper has written the 101 and handed the socket back.
-    pub tunnel: RefCell<Option<crate::tunnel::Tunnel>>,
+    /// once hyper has written the 101 and handed the socket back (boxed:
+    /// every connection's state would otherwise carry its size).
+    pub tunnel: RefCell<Option<Box<crate::tunnel::Tunnel>>>,
     /// Fields with underscores were dropped (logged once per connection).
     pub underscores_dropped: Cell<bool>,
     /// Requests the client cancelled (HTTP/2 `RST_STREAM`, a connection
@@ -82,6 +82,9 @@ pub struct ConnState {
     leftovers: RefCell<Vec<Leftover>>,
     /// Past its TLS handshake, serving HTTP (before: never idle).
     serving: Cell<bool>,
+    /// Set by the watchdog once the connection has been idle for
+    /// [`TRIM_AFTER`]: free hyper's buffers.
+    trim: Cell<bool>,
 }
 
 /// A request body nobody reads any more. HTTP/1.1: read to its end and
@@ -153,6 +156,7 @@ impl ConnState {
             http1: Cell::new(true),
             leftovers: RefCell::new(Vec::new()),
             serving: Cell::new(false),
+            trim: Cell::new(false),
         }
     }
 }
@@ -206,6 +210,11 @@ impl ConnState {
             && self.cut.get().is_none()
             && self.leftovers.borrow().is_empty();
         idle.then(|| self.idle_since.get())
+    }
+
+    /// Shutdown began: finish the current exchange, then close.
+    pub fn shut_down(&self) {
+        self.flag(|s| s.draining.set(true));
     }
 
     /// Closes an idle connection to make room (at `max_connections`): an
@@ -301,6 +310,14 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        // The vendored hyper reads into no space to wait for data before it
+        // takes a buffer (a new connection, an idle one): readiness.
+        if buf.remaining() == 0 {
+            return match &this.io {
+                ClientIo::Plain(tcp) if this.prefix.is_none() => tcp.poll_read_ready(cx),
+                _ => Poll::Ready(Ok(())),
+            };
+        }
         if let Some(p) = &mut this.prefix {
             let n = p.len().min(buf.remaining());
             buf.put_slice(&p.split_to(n));
@@ -355,7 +372,11 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// is kept in `prefix` for the protocol's server to read first.
 async fn sniff_h2c(io: &mut Watched) -> io::Result<bool> {
     use tokio::io::AsyncReadExt;
-    let mut buf = bytes::BytesMut::with_capacity(4096);
+    // No buffer is held before the client sends something.
+    if let ClientIo::Plain(tcp) = &io.io {
+        tcp.readable().await?;
+    }
+    let mut buf = bytes::BytesMut::with_capacity(512);
     loop {
         // Through `Watched`, which counts the bytes for the watchdog.
         if io.read_buf(&mut buf).await? == 0 {
@@ -373,6 +394,15 @@ async fn sniff_h2c(io: &mut Watched) -> io::Result<bool> {
     }
 }
 
+/// How long an HTTP/1.1 connection stays idle before its buffers are freed
+/// (sooner, a busy connection would free and take them for every request).
+const TRIM_AFTER: Duration = Duration::from_secs(1);
+
+/// How often the watch of a connection with a request in flight (or a head
+/// coming in) looks again, as it is not told when the request ends: an
+/// idle connection's buffers are freed within this plus [`TRIM_AFTER`].
+const TRIM_CHECK: Duration = Duration::from_secs(4);
+
 /// Why the watchdog closed a connection.
 #[derive(Debug, Clone, Copy)]
 enum Cut {
@@ -380,61 +410,74 @@ enum Cut {
     HeadTimeout,
 }
 
-/// Runs beside a connection as a task of its own (so the connection's
-/// own polls never touch a timer or the shutdown channel): wakes at its
-/// deadlines and, when the connection has been idle or sending a head for
-/// too long, or shutdown begins, flags it and wakes the connection's task.
-async fn watchdog(
-    state: Rc<ConnState>,
+/// The client timeouts hyper has no separate knobs for, and the freeing
+/// of an idle connection's buffers: it looks at the counters the socket
+/// wrapper and the request handler keep in `Cell`s when its timer fires,
+/// flags what is due, and says when to look next. Its timer is polled with
+/// the connection and fires only at those deadlines.
+struct Watch {
     head: Duration,
     idle: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    // For a kept-alive connection the head's clock starts when the watchdog
-    // first sees its bytes: `partial` remembers which idle period that was.
-    let mut partial: Option<(Instant, Instant)> = None;
-    loop {
-        let now = Instant::now();
-        let next = if state.in_flight.get() > 0 {
-            partial = None;
-            now + head.min(idle)
-        } else if state.read.get() == state.read_at_idle.get() {
-            partial = None;
+    /// For a kept-alive connection the head's clock starts when the watch
+    /// first sees its bytes: which idle period that was, and when.
+    partial: Option<(Instant, Instant)>,
+    /// The idle period whose buffers were freed.
+    trimmed: Option<Instant>,
+}
+
+impl Watch {
+    /// Acts on the connection's state at `now`: flags an idle connection
+    /// past its timeout or a head past its time (`None`: cut), or one to
+    /// trim; returns when to look again.
+    fn check(&mut self, state: &ConnState, now: Instant) -> Option<Instant> {
+        let (head, idle) = (self.head, self.idle);
+        if state.in_flight.get() > 0 {
+            self.partial = None;
+            // Back within `TRIM_CHECK`, to free the buffers of a connection
+            // that has gone idle since.
+            return Some(now + head.min(idle).min(TRIM_CHECK));
+        }
+        let since = state.idle_since.get();
+        if state.read.get() == state.read_at_idle.get() {
+            self.partial = None;
             let limit = if state.requests.get() == 0 {
                 head
             } else {
                 idle
             };
-            let deadline = state.idle_since.get() + limit;
+            let deadline = since + limit;
             if now >= deadline {
-                return state.flag(|s| s.cut.set(Some(Cut::Idle)));
+                state.cut.set(Some(Cut::Idle));
+                return None;
             }
-            deadline
-        } else {
-            let since = state.idle_since.get();
-            let started = if state.requests.get() == 0 {
-                since
-            } else {
-                match partial {
-                    Some((idle_mark, started)) if idle_mark == since => started,
-                    _ => {
-                        partial = Some((since, now));
-                        now
-                    }
+            return Some(match self.trimmed {
+                Some(t) if t == since => deadline,
+                _ if now >= since + TRIM_AFTER => {
+                    self.trimmed = Some(since);
+                    state.trim.set(true);
+                    deadline
                 }
-            };
-            let deadline = started + head;
-            if now >= deadline {
-                return state.flag(|s| s.cut.set(Some(Cut::HeadTimeout)));
-            }
-            deadline
-        };
-        tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
-            _ = shutdown.changed() => {
-                return state.flag(|s| s.draining.set(true));
-            }
+                _ => deadline.min(since + TRIM_AFTER),
+            });
         }
+        let started = if state.requests.get() == 0 {
+            since
+        } else {
+            match self.partial {
+                Some((idle_mark, started)) if idle_mark == since => started,
+                _ => {
+                    self.partial = Some((since, now));
+                    now
+                }
+            }
+        };
+        let deadline = started + head;
+        if now >= deadline {
+            state.cut.set(Some(Cut::HeadTimeout));
+            return None;
+        }
+        // The head is probably a request about to start and end.
+        Some(deadline.min(now + TRIM_CHECK))
     }
 }
 
@@ -455,13 +498,38 @@ impl ConnState {
     }
 }
 
-/// Drives hyper's connection, acting on the watchdog's flags: two `Cell`
-/// reads per poll.
+/// Drives hyper's connection, acting on the flags its [`Watch`], the
+/// request handler, eviction and shutdown set: a few `Cell` reads and a
+/// timer poll per poll.
 struct Driven<C> {
     conn: Pin<Box<C>>,
     state: Rc<ConnState>,
+    watch: Watch,
+    /// Set to the watch's next look.
+    timer: Pin<Box<tokio::time::Sleep>>,
     draining: bool,
     calmed: bool,
+}
+
+impl<C> Driven<C> {
+    fn new(conn: Pin<Box<C>>, state: Rc<ConnState>, head: Duration, idle: Duration) -> Self {
+        let mut watch = Watch {
+            head,
+            idle,
+            partial: None,
+            trimmed: None,
+        };
+        let now = Instant::now();
+        let first = watch.check(&state, now).unwrap_or(now);
+        Driven {
+            conn,
+            state,
+            watch,
+            timer: Box::pin(tokio::time::sleep_until(first)),
+            draining: false,
+            calmed: false,
+        }
+    }
 }
 
 enum Ended {
@@ -477,10 +545,18 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
         let this = &mut *self;
+        while this.state.cut.get().is_none() && this.timer.as_mut().poll(cx).is_ready() {
+            if let Some(next) = this.watch.check(&this.state, Instant::now()) {
+                this.timer.as_mut().reset(next);
+            }
+        }
         if let Some(cut) = this.state.cut.get() {
             return Poll::Ready(Ended::Cut(cut));
         }
         this.state.poll_leftovers(cx);
+        if this.state.trim.replace(false) {
+            this.conn.as_mut().trim();
+        }
         if this.state.calm.get() && !this.calmed {
             this.calmed = true;
             this.conn.as_mut().enhance_your_calm();
@@ -501,6 +577,9 @@ trait GracefulShutdown {
     fn enhance_your_calm(self: Pin<&mut Self>) {
         self.start_graceful();
     }
+
+    /// An idle connection frees what it can (HTTP/1.1: hyper's buffers).
+    fn trim(self: Pin<&mut Self>) {}
 }
 
 /// HTTP/2's ENHANCE_YOUR_CALM error code (RFC 9113 §7).
@@ -533,6 +612,10 @@ where
     fn start_graceful(self: Pin<&mut Self>) {
         self.graceful_shutdown();
     }
+
+    fn trim(self: Pin<&mut Self>) {
+        self.release_idle_buffers();
+    }
 }
 
 /// The hyper server settings for client connections.
@@ -547,47 +630,160 @@ pub fn server_builder(max_head: usize) -> http1::Builder {
     b
 }
 
+/// The service hyper calls for each request of a connection.
+#[derive(Clone)]
+pub struct Svc(Rc<ConnCtx>);
+
+/// A request's whole exchange, boxed once: the future is large (it spans
+/// the whole exchange) and hyper moves the service future before pinning
+/// it; a box makes each move a pointer copy instead of a memcpy of it.
+pub struct Handled(Pin<Box<dyn Future<Output = http::Response<crate::body::ProxyBody>>>>);
+
+impl Future for Handled {
+    type Output = Result<http::Response<crate::body::ProxyBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map(Ok)
+    }
+}
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Svc {
+    type Response = http::Response<crate::body::ProxyBody>;
+    type Error = Infallible;
+    type Future = Handled;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Handled {
+        Handled(Box::pin(proxy::handle(self.0.clone(), req)))
+    }
+}
+
+type H1Conn = http1::Connection<TokioIo<Watched>, Svc>;
+type H2Conn = http2::Connection<TokioIo<Watched>, Svc, LocalExec>;
+
+/// A connection past its set-up, with hyper's server for its protocol.
+enum Serving {
+    H1(Pin<Box<H1Conn>>),
+    H2(Pin<Box<H2Conn>>),
+}
+
 /// Serves one accepted client connection until it closes, is cut off by
-/// the watchdog, or finishes after shutdown began. `listener` is the index
-/// of its listener's settings in the config.
-pub async fn serve(
+/// its watch, or finishes after shutdown began. `listener` is the index of
+/// its listener's settings in the config.
+pub fn serve(
+    stream: TcpStream,
+    state: Rc<ConnState>,
+    listener: usize,
+    current: Rc<Current>,
+    shutdown: watch::Receiver<bool>,
+) -> ConnTask {
+    let set_up = set_up(stream, state.clone(), listener, current, shutdown);
+    ConnTask {
+        stage: Stage::SetUp(Box::pin(set_up), state),
+    }
+}
+
+/// One client connection's task. A hand-written future rather than an
+/// `async fn`, so that what stays for the connection's life, often idle,
+/// is hyper's connection and little more: the set-up (TLS handshake, h2c
+/// sniff, the config's settings) and what may follow an HTTP/1.1
+/// connection (a tunnel, a lingering close) are futures of their own,
+/// boxed and freed when done.
+pub struct ConnTask {
+    stage: Stage,
+}
+
+type SetUp = Pin<Box<dyn Future<Output = Option<(Serving, (Duration, Duration))>>>>;
+
+enum Stage {
+    SetUp(SetUp, Rc<ConnState>),
+    H1(Driven<H1Conn>),
+    H2(Driven<H2Conn>),
+    After(Pin<Box<dyn Future<Output = ()>>>),
+    Done,
+}
+
+impl Future for ConnTask {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let stage = &mut self.stage;
+        loop {
+            let next = match stage {
+                Stage::SetUp(fut, state) => match ready!(fut.as_mut().poll(cx)) {
+                    None => Stage::Done,
+                    Some((serving, (head, idle))) => {
+                        let state = state.clone();
+                        match serving {
+                            Serving::H1(conn) => Stage::H1(Driven::new(conn, state, head, idle)),
+                            Serving::H2(conn) => Stage::H2(Driven::new(conn, state, head, idle)),
+                        }
+                    }
+                },
+                Stage::H2(driven) => {
+                    let ended = ready!(Pin::new(&mut *driven).poll(cx));
+                    log_end(driven.state.client, ended);
+                    Stage::Done
+                }
+                Stage::H1(driven) => {
+                    let ended = ready!(Pin::new(&mut *driven).poll(cx));
+                    match (ended, std::mem::replace(stage, Stage::Done)) {
+                        (ended @ Ended::Done(_), Stage::H1(d)) => {
+                            Stage::After(Box::pin(after_h1(d.conn, d.state, ended)))
+                        }
+                        (ended, Stage::H1(d)) => {
+                            log_end(d.state.client, ended);
+                            Stage::Done
+                        }
+                        _ => Stage::Done,
+                    }
+                }
+                Stage::After(fut) => {
+                    ready!(fut.as_mut().poll(cx));
+                    Stage::Done
+                }
+                Stage::Done => return Poll::Ready(()),
+            };
+            *stage = next;
+        }
+    }
+}
+
+/// The TLS handshake, the h2c sniff, and hyper's server for the protocol,
+/// with the client timeouts (head, idle); `None` when the connection ended
+/// meanwhile.
+async fn set_up(
     stream: TcpStream,
     state: Rc<ConnState>,
     listener: usize,
     current: Rc<Current>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> Option<(Serving, (Duration, Duration))> {
     let client = state.client;
     let worker = current.get();
-    let Some(listener) = worker.config.listeners.get(listener) else {
-        // Removed by a reload between accept and now.
-        return;
-    };
+    // `None`: removed by a reload between accept and now.
+    let listener = worker.config.listeners.get(listener)?;
     let timeouts = &worker.config.timeouts;
     let (head_timeout, idle_timeout) = (timeouts.client_header, timeouts.client_idle);
     let (io, tls, alpn_h2) = match &listener.tls {
         None => (ClientIo::Plain(stream), None, false),
         Some(tls) => {
-            // Boxed, as the tunnel below: the handshake's state (rustls's
-            // connection, the timer) would otherwise size every plain
-            // connection's task too.
-            let accept = Box::pin(tokio::time::timeout(
+            let accept = tokio::time::timeout(
                 timeouts.tls_handshake,
                 tokio_rustls::TlsAcceptor::from(tls.config.clone()).accept(stream),
-            ));
+            );
             let done = tokio::select! {
                 r = accept => r,
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => return None,
             };
             let stream = match done {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::info!(%client, "TLS handshake failed: {e}");
-                    return;
+                    return None;
                 }
                 Err(_) => {
                     tracing::info!(%client, "TLS handshake not completed in time; closing");
-                    return;
+                    return None;
                 }
             };
             let (_, session) = stream.get_ref();
@@ -605,16 +801,10 @@ pub async fn serve(
                 }),
             };
             let h2 = session.alpn_protocol() == Some(b"h2");
-            (ClientIo::Tls(Box::new(stream)), Some(info), h2)
+            (ClientIo::Tls(Box::new(stream)), Some(Box::new(info)), h2)
         }
     };
     state.serving.set(true);
-    let dog = tokio::task::spawn_local(watchdog(
-        state.clone(),
-        head_timeout,
-        idle_timeout,
-        shutdown,
-    ));
     let mut io = Watched {
         io,
         prefix: None,
@@ -623,25 +813,28 @@ pub async fn serve(
     let h2 = if tls.is_some() {
         alpn_h2
     } else if listener.http2 {
-        // The watchdog cuts a client that sends nothing; this only waits
-        // for its first bytes.
+        // Its first bytes, in the time a request head has from the
+        // accept.
         let sniffed = Sniff {
-            fut: Box::pin(sniff_h2c(&mut io)),
+            fut: sniff_h2c(&mut io),
             state: &state,
         };
-        match sniffed.await {
-            Some(Ok(h2)) => h2,
-            Some(Err(e)) => {
-                dog.abort();
+        let deadline = state.idle_since.get() + head_timeout;
+        let sniffed = tokio::select! {
+            r = tokio::time::timeout_at(deadline, sniffed) => r,
+            _ = shutdown.changed() => return None,
+        };
+        match sniffed {
+            Ok(Some(Ok(h2))) => h2,
+            Ok(Some(Err(e))) => {
                 tracing::debug!(%client, "connection error before the first request: {e}");
-                return;
+                return None;
             }
-            None => {
-                dog.abort();
-                if state.cut.get().is_some() {
-                    tracing::info!(%client, "request head not received in time; closing");
-                }
-                return;
+            // Closed to make room (max_connections).
+            Ok(None) => return None,
+            Err(_) => {
+                tracing::info!(%client, "request head not received in time; closing");
+                return None;
             }
         }
     } else {
@@ -649,7 +842,7 @@ pub async fn serve(
     };
     let https = tls.is_some();
     state.http1.set(!h2);
-    let ctx = Rc::new(ConnCtx {
+    let svc = Svc(Rc::new(ConnCtx {
         client_ip: HeaderValue::from_str(&client.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown")),
         client,
@@ -660,51 +853,38 @@ pub async fn serve(
         redirect_https: listener.redirect_https,
         head_timer: (!h2).then(proxy::HeadTimer::default),
         underscores: listener.underscores,
-    });
-    let svc = service_fn(move |req| {
-        // Boxed once: the request's future is large (it spans the whole
-        // exchange), and hyper moves the service future before pinning it;
-        // a box makes each move a pointer copy instead of a memcpy of it.
-        let fut = Box::pin(proxy::handle(ctx.clone(), req));
-        async move { Ok::<_, Infallible>(fut.await) }
-    });
+    }));
     let io = TokioIo::new(io);
-    if h2 {
+    // Requests take the thread's current worker; the connection holds none.
+    let serving = if h2 {
+        let limits = &worker.config.limits;
         let conn = h2_builder(
             listener.max_concurrent_streams,
-            worker.config.limits.max_request_head_bytes,
-            worker.config.limits.http2_max_resets,
+            limits.max_request_head_bytes,
+            limits.http2_max_resets,
         )
         .serve_connection(io, svc);
-        drop(worker);
-        let mut driven = Driven {
-            conn: Box::pin(conn),
-            state,
-            draining: false,
-            calmed: false,
-        };
-        let ended = (&mut driven).await;
-        dog.abort();
-        log_end(client, ended);
-        return;
-    }
-    let conn = worker.http1.serve_connection(io, svc);
-    // Requests take the thread's current worker; this connection holds none.
-    drop(worker);
-    let mut driven = Driven {
-        conn: Box::pin(conn),
-        state,
-        draining: false,
-        calmed: false,
+        Serving::H2(Box::pin(conn))
+    } else {
+        Serving::H1(Box::pin(worker.http1.serve_connection(io, svc)))
     };
-    let ended = (&mut driven).await;
-    dog.abort();
+    // Shutdown began during the set-up: finish the first exchange, close.
+    if *shutdown.borrow() {
+        state.draining.set(true);
+    }
+    Some((serving, (head_timeout, idle_timeout)))
+}
+
+/// An HTTP/1.1 connection whose hyper server is done: after a 101 it
+/// becomes the tunnel the request left; after a response sent before its
+/// request body was read (413) it lingers.
+async fn after_h1(conn: Pin<Box<H1Conn>>, state: Rc<ConnState>, ended: Ended) {
     // After a 101 hyper stops without closing the socket (it leaves
     // upgrades to us: `Connection`'s future signals them as done).
-    let tunnel = driven.state.tunnel.borrow_mut().take();
+    let tunnel = state.tunnel.borrow_mut().take();
     if let Some(tunnel) = tunnel {
         if let Ended::Done(Ok(())) = ended {
-            let parts = Pin::into_inner(driven.conn).into_parts();
+            let parts = Pin::into_inner(conn).into_parts();
             let watched = parts.io.into_inner();
             // Bytes hyper read past the head, then any of the h2c sniff's
             // that hyper had not yet taken.
@@ -717,17 +897,17 @@ pub async fn serve(
                 _ => parts.read_buf,
             };
             // A tunnel is never idle.
-            let _busy = InFlight::new(&driven.state);
-            Box::pin(tunnel.run(watched.io, early)).await;
+            let _busy = InFlight::new(&state);
+            tunnel.run(watched.io, early).await;
             return;
         }
         // Dropped: the client went away before the 101 was sent.
     }
-    if matches!(ended, Ended::Done(_)) && driven.state.linger.get() {
-        let io = Pin::into_inner(driven.conn).into_parts().io.into_inner();
+    if state.linger.get() {
+        let io = Pin::into_inner(conn).into_parts().io.into_inner();
         linger(io).await;
     }
-    log_end(client, ended);
+    log_end(state.client, ended);
 }
 
 fn log_end(client: SocketAddr, ended: Ended) {
@@ -741,22 +921,26 @@ fn log_end(client: SocketAddr, ended: Ended) {
     }
 }
 
-/// The h2c sniff, ended early (`None`) when the watchdog cuts the
-/// connection.
-struct Sniff<'a, F> {
-    fut: Pin<Box<F>>,
-    state: &'a Rc<ConnState>,
+pin_project_lite::pin_project! {
+    /// The h2c sniff, ended early (`None`) when the connection is closed to
+    /// make room (`max_connections`).
+    struct Sniff<'a, F> {
+        #[pin]
+        fut: F,
+        state: &'a Rc<ConnState>,
+    }
 }
 
 impl<F: Future> Future for Sniff<'_, F> {
     type Output = Option<F::Output>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if self.state.cut.get().is_some() || self.state.draining.get() {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.state.draining.get() {
             return Poll::Ready(None);
         }
-        self.state.register(cx);
-        self.fut.as_mut().poll(cx).map(Some)
+        this.state.register(cx);
+        this.fut.poll(cx).map(Some)
     }
 }
 

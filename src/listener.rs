@@ -226,6 +226,15 @@ impl Registry {
         }
     }
 
+    /// Shutdown: every connection finishes its current exchange and closes.
+    pub fn drain_all(&self) {
+        for (_, (_, c)) in self.conns.borrow().iter() {
+            if let Some(c) = c.upgrade() {
+                c.shut_down();
+            }
+        }
+    }
+
     fn has_idle(&self, listener: u64) -> bool {
         self.conns
             .borrow()

@@ -110,8 +110,9 @@ pub struct ConnCtx {
     /// The client's IP, ready to append to `X-Forwarded-For`.
     pub client_ip: HeaderValue,
     pub state: Rc<crate::connection::ConnState>,
-    /// Set on TLS connections.
-    pub tls: Option<TlsInfo>,
+    /// Set on TLS connections (boxed: most connections' contexts are
+    /// smaller without it).
+    pub tls: Option<Box<TlsInfo>>,
     /// `Strict-Transport-Security` for every response (TLS listeners
     /// that set it).
     pub hsts: Option<HeaderValue>,
@@ -363,7 +364,7 @@ fn respond(
                 // has written the 101.
                 None => {
                     drop(in_flight);
-                    *ctx.state.tunnel.borrow_mut() = Some(tunnel);
+                    *ctx.state.tunnel.borrow_mut() = Some(Box::new(tunnel));
                 }
                 // HTTP/2 (RFC 8441): the stream's tunnel runs as a task of
                 // its own, once hyper has sent the 200 and handed the
@@ -1256,11 +1257,7 @@ fn prepare_request(
         X_FORWARDED_PROTO.clone(),
         if ctx.tls.is_some() { HTTPS } else { HTTP },
     );
-    if let Some(TlsInfo {
-        subject: Some((name, value)),
-        ..
-    }) = &ctx.tls
-    {
+    if let Some((name, value)) = ctx.tls.as_ref().and_then(|t| t.subject.as_ref()) {
         // Only the handshake may say who the client is.
         h.remove(name);
         if let Some(v) = value {

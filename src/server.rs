@@ -488,6 +488,7 @@ fn run_worker(
             }
         }
         // Accept loops have stopped; let connections finish.
+        registry.drain_all();
         let grace = current.get().config.shutdown_grace;
         let drained = async {
             while live.count.get() > 0 {
@@ -536,6 +537,28 @@ fn reindex(accepting: &[Accepting], config: &Config) {
 struct Admission {
     gate: Arc<Gate>,
     registry: Rc<Registry>,
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's task with the places it holds, given back when it
+    /// ends (not an `async` block: that would hold the connection's future
+    /// twice, as captured and as awaited).
+    struct Holding<F> {
+        #[pin]
+        conn: F,
+        _held: (crate::listener::Admitted, crate::listener::Registered, LiveGuard),
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Holding<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.project().conn.poll(cx)
+    }
 }
 
 /// A connection counted in its worker's [`Live`] until dropped (even by a
@@ -620,9 +643,9 @@ async fn accept_loop(
             current.clone(),
             shutdown.clone(),
         );
-        tokio::task::spawn_local(async move {
-            let _held = (admitted, registered, counted);
-            conn.await;
+        tokio::task::spawn_local(Holding {
+            conn,
+            _held: (admitted, registered, counted),
         });
     }
 }

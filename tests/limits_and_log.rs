@@ -11,10 +11,14 @@ use common::*;
 async fn connections_past_the_limit_wait_while_none_is_idle() {
     // Requests to `/hold` wait until the test lets them go.
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let held = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let arrived = held.clone();
     let origin = backend(move |req: http::Request<hyper::body::Incoming>| {
         let mut rx = rx.clone();
+        let arrived = arrived.clone();
         async move {
             if req.uri().path() == "/hold" {
+                arrived.add_permits(1);
                 let _ = rx.wait_for(|go| *go).await;
             }
             text(200, "ok")
@@ -28,6 +32,11 @@ async fn connections_past_the_limit_wait_while_none_is_idle() {
     for c in [&mut a, &mut b] {
         c.send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n").await;
     }
+    tokio::time::timeout(HANG, held.acquire_many(2))
+        .await
+        .expect("both requests reach the origin")
+        .expect("open")
+        .forget();
 
     // A third is accepted by the kernel but not served while they stay.
     let mut third = RawConn::connect(proxy.addr).await;

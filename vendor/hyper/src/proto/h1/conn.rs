@@ -899,6 +899,17 @@ where
         self.state.close_write();
     }
 
+    /// Tidegate patch: between messages, frees the buffers and the cached
+    /// header map (an idle keep-alive connection's memory).
+    #[cfg(feature = "server")]
+    pub(crate) fn release_idle_buffers(&mut self) {
+        if matches!(self.state.reading, Reading::Init) && matches!(self.state.writing, Writing::Init)
+        {
+            self.io.release_buffers();
+            self.state.cached_headers = None;
+        }
+    }
+
     /// Tidegate patch: stops writing for good, dropping what was buffered.
     pub(crate) fn abandon_write(&mut self) {
         self.state.close_write();

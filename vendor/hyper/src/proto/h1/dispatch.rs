@@ -87,6 +87,12 @@ where
         }
     }
 
+    /// Tidegate patch: see `Conn::release_idle_buffers`.
+    #[cfg(feature = "server")]
+    pub(crate) fn release_idle_buffers(&mut self) {
+        self.conn.release_idle_buffers();
+    }
+
     #[cfg(feature = "server")]
     pub(crate) fn disable_keep_alive(&mut self) {
         self.conn.disable_keep_alive();

@@ -149,6 +149,18 @@ where
         &mut buf.bytes
     }
 
+    /// Tidegate patch: frees the read and write buffers when nothing is in
+    /// them (an idle keep-alive connection): about 3 KiB, taken again at
+    /// the next read and write.
+    pub(crate) fn release_buffers(&mut self) {
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
+        if !self.write_buf.has_remaining() {
+            self.write_buf.headers = Cursor::new(Vec::new());
+        }
+    }
+
     /// Tidegate patch: drops what waits to be written (the peer is gone).
     pub(crate) fn clear_write_buf(&mut self) {
         self.write_buf.headers.reset();
@@ -245,6 +257,22 @@ where
 
     pub(crate) fn poll_read_from_io(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.read_blocked = false;
+        // Tidegate patch: a buffer with no capacity (a new connection's, or
+        // one released while idle, see `release_buffers`) is allocated only
+        // once the peer has sent something. A read into no space first:
+        // Tidegate's client socket answers it when data is there to read;
+        // other IO types answer it at once, and the read goes on as before.
+        if self.read_buf.capacity() == 0 {
+            let mut none = ReadBuf::new(&mut []);
+            match Pin::new(&mut self.io).poll_read(cx, none.unfilled()) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    self.read_blocked = true;
+                    return Poll::Pending;
+                }
+            }
+        }
         // Get the next amount to allocate, but make sure we don't go over
         // the max read buf size configured.
         let next = cmp::min(
