@@ -44,6 +44,7 @@ pub mod connection;
 pub mod demo;
 pub mod dns;
 pub mod error;
+pub mod fuzz;
 pub mod health;
 pub mod listener;
 pub mod proxy;

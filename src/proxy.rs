@@ -1242,15 +1242,7 @@ fn prepare_request(
 
     let xff = match found.forwarded_for {
         false => ctx.client_ip.clone(),
-        true => {
-            let mut v = Vec::with_capacity(64);
-            for prior in h.get_all(&X_FORWARDED_FOR) {
-                v.extend_from_slice(prior.as_bytes());
-                v.extend_from_slice(b", ");
-            }
-            v.extend_from_slice(ctx.client_ip.as_bytes());
-            HeaderValue::from_bytes(&v).unwrap_or_else(|_| ctx.client_ip.clone())
-        }
+        true => forwarded_for(h, &ctx.client_ip),
     };
     h.insert(X_FORWARDED_FOR.clone(), xff);
     h.insert(
@@ -1284,6 +1276,18 @@ fn prepare_request(
         h.insert(header::HOST, v.clone());
     }
     is_upgrade
+}
+
+/// The `X-Forwarded-For` to send: the ones received, in order, then the
+/// client's address.
+pub(crate) fn forwarded_for(h: &HeaderMap, client_ip: &HeaderValue) -> HeaderValue {
+    let mut v = Vec::with_capacity(64);
+    for prior in h.get_all(&X_FORWARDED_FOR) {
+        v.extend_from_slice(prior.as_bytes());
+        v.extend_from_slice(b", ");
+    }
+    v.extend_from_slice(client_ip.as_bytes());
+    HeaderValue::from_bytes(&v).unwrap_or_else(|_| client_ip.clone())
 }
 
 /// HTTP/2 lets a client split `Cookie` into one field per pair; HTTP/1.1

@@ -330,7 +330,7 @@ impl Config {
             .collect(),
             ..Default::default()
         };
-        Config::from_raw(raw, "command line")
+        Config::from_raw(raw, "command line", true)
     }
 
     /// Reads and validates a TOML file.
@@ -345,14 +345,27 @@ impl Config {
 
     /// Validates TOML text; `file` names it in errors.
     pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, file, true)
+    }
+
+    /// As [`Config::from_toml`], but with no I/O: no server name is looked
+    /// up (each one is an error) and no certificate is read (TLS settings
+    /// are checked, not built): for the fuzz targets.
+    pub(crate) fn from_toml_offline(text: &str, file: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, file, false)
+    }
+
+    fn parse(text: &str, file: &str, io: bool) -> Result<Config, ConfigError> {
         let raw: raw::File = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_string(),
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
-        Config::from_raw(raw, file)
+        Config::from_raw(raw, file, io)
     }
 
-    fn from_raw(raw: raw::File, file: &str) -> Result<Config, ConfigError> {
+    /// `io`: look names up and read certificates (see
+    /// [`Config::from_toml_offline`]).
+    fn from_raw(raw: raw::File, file: &str, io: bool) -> Result<Config, ConfigError> {
         let invalid = |field: String, reason: String| ConfigError::Invalid {
             file: file.to_string(),
             field,
@@ -373,7 +386,7 @@ impl Config {
                     format!("`{}` is not an IP:port address ({e})", l.address),
                 )
             })?;
-            listeners.push(listener(l, addr, i, file, &invalid)?);
+            listeners.push(listener(l, addr, i, file, io, &invalid)?);
         }
 
         let dns = dns_settings(raw.dns.as_ref())
@@ -393,7 +406,7 @@ impl Config {
             .collect();
         hosts.sort();
         hosts.dedup();
-        let resolved = if hosts.is_empty() {
+        let resolved = if hosts.is_empty() || !io {
             Default::default()
         } else {
             crate::dns::resolve_blocking(&dns, &hosts)
@@ -488,7 +501,7 @@ impl Config {
                     });
                 }
             }
-            upstream_tls(name, group, &schemes, &mut servers, file)
+            upstream_tls(name, group, &schemes, &mut servers, file, io)
                 .map_err(|(f, reason)| invalid(format!("upstreams.{name}.{f}"), reason))?;
             let balance = balance_method(group, &servers)
                 .map_err(|(f, reason)| invalid(format!("upstreams.{name}.{f}"), reason))?;
@@ -675,7 +688,7 @@ fn field(name: &str, reason: impl Into<String>) -> FieldError {
     (name.to_string(), reason.into())
 }
 
-fn parse_duration(v: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(v: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(v)
         .map_err(|e| format!("`{v}` is not a duration like `5s` or `250ms` ({e})"))?;
     if d.is_zero() {
@@ -770,6 +783,7 @@ fn upstream_tls(
     schemes: &[bool],
     servers: &mut [Server],
     file: &str,
+    io: bool,
 ) -> Result<(), FieldError> {
     // Paths are relative to the config file's directory.
     let base = Path::new(file).parent().unwrap_or(Path::new(""));
@@ -817,6 +831,9 @@ fn upstream_tls(
             "insecure_skip_verify_for_testing_only: upstream certificates are NOT verified; \
              anyone on the path can read and change this group's traffic"
         );
+    }
+    if !io {
+        return Ok(());
     }
     let config = crate::upstream_tls::client_config(&opts, servers[0].protocol)
         .map_err(|(f, reason)| (format!("tls.{f}").trim_end_matches('.').to_string(), reason))?;
@@ -998,6 +1015,7 @@ fn listener(
     addr: SocketAddr,
     i: usize,
     file: &str,
+    io: bool,
     invalid: &dyn Fn(String, String) -> ConfigError,
 ) -> Result<Listener, ConfigError> {
     let field = |f: &str| format!("listeners[{i}].{f}");
@@ -1109,6 +1127,9 @@ fn listener(
         subject_header,
         http2: out.http2,
     };
+    if !io {
+        return Ok(out);
+    }
     let tls = crate::tls::ServerTls::build(&settings)
         .map_err(|e| invalid(field("tls"), e.to_string()))?;
     out.tls = Some(std::sync::Arc::new(tls));

@@ -1,0 +1,193 @@
+//! Fuzz targets: the parsers Tidegate writes itself, each a function of
+//! arbitrary bytes that must not panic and must keep its invariants
+//! (asserted here, so that a fuzzer reports a broken one as a crash).
+//!
+//! Driven by `fuzz/` (cargo-afl, coverage-guided) and, briefly and without
+//! coverage, by `tests/fuzz_targets.rs` on every `cargo test`. Not part of
+//! the API.
+#![doc(hidden)]
+
+use std::sync::OnceLock;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Method;
+
+use crate::admit::{self, Authority};
+use crate::config::Config;
+use crate::router::{Action, Router, Template};
+
+/// The targets, by name (for the drivers).
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("authority", authority),
+    ("connection", connection),
+    ("forwarded", forwarded),
+    ("route", route),
+    ("duration", duration),
+    ("config", config),
+];
+
+/// `Host`/`:authority` validation: a value accepted is plain visible
+/// ASCII without `,`, `@` or `%`, its host a prefix that the router's port
+/// stripping agrees with, and its normal form is a fixed point.
+pub fn authority(data: &[u8]) {
+    let Ok(a) = Authority::parse(data) else {
+        return;
+    };
+    let s = a.as_str();
+    assert!(!s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()), "{s:?}");
+    assert!(!s.contains([',', '@', '%', '/']), "{s:?}");
+    assert!(s.starts_with(a.host()), "{s:?}");
+    assert_eq!(crate::router::strip_port(a.as_bytes()), a.host().as_bytes());
+    let again = Authority::parse(s.as_bytes()).expect("the normal form parses");
+    assert_eq!(again.as_str(), s);
+    let shared = Authority::from_header(a.header()).expect("same as parse");
+    assert_eq!(shared.as_str(), s);
+}
+
+/// Header fields from `name: value` lines; lines that are not a valid
+/// field are skipped.
+fn fields(data: &[u8]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for line in data.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(line[..colon].trim_ascii()),
+            HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
+        ) else {
+            continue;
+        };
+        h.append(name, value);
+    }
+    h
+}
+
+/// Hop-by-hop removal (`Connection` and the fields it names), transfer
+/// codings, and the underscore rule: no `Connection` or fixed hop-by-hop
+/// field is left, the fields `Connection` may not name are all kept, and
+/// dropping underscores leaves none.
+pub fn connection(data: &[u8]) {
+    let mut h = fields(data);
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        let _ = admit::transfer_codings(h.get_all(header::TRANSFER_ENCODING).iter());
+    }
+    let protected = [
+        header::HOST,
+        header::CONTENT_LENGTH,
+        HeaderName::from_static("x-forwarded-for"),
+        header::VIA,
+    ];
+    let before: Vec<usize> = protected
+        .iter()
+        .map(|n| h.get_all(n).iter().count())
+        .collect();
+    crate::proxy::strip_hop_by_hop(&mut h);
+    for n in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        assert!(!h.contains_key(&n), "{n} left");
+    }
+    for (n, count) in protected.iter().zip(before) {
+        assert_eq!(h.get_all(n).iter().count(), count, "{n} removed");
+    }
+    let _ = admit::underscores(&mut h, admit::Underscores::Drop);
+    assert!(h.keys().all(|n| !n.as_str().contains('_')));
+}
+
+/// The `X-Forwarded-For` sent upstream: a valid field value that ends with
+/// the client's address, whatever came before.
+pub fn forwarded(data: &[u8]) {
+    let h = fields(data);
+    let ip = HeaderValue::from_static("192.0.2.7");
+    let v = crate::proxy::forwarded_for(&h, &ip);
+    assert!(v.as_bytes().ends_with(b"192.0.2.7"));
+}
+
+const ROUTES: &str = r#"
+[[listeners]]
+address = "127.0.0.1:1"
+[upstreams.app]
+servers = ["127.0.0.1:2"]
+[[routes]]
+host = "*.example.com"
+path_prefix = "/api/"
+strip_prefix = "/api"
+upstream = "app"
+[[routes]]
+path_regex = "^/old/(?P<id>[0-9]+)/(.*)$"
+rewrite = { regex = "^/old/(?P<id>[0-9]+)/(.*)$", replace = "/new/${id}/$2" }
+upstream = "app"
+[[routes]]
+host = "www.example.com"
+path = "/exact"
+methods = ["GET", "HEAD"]
+headers = { "x-canary" = "1" }
+upstream = "app"
+[[routes]]
+path_prefix = "/go/"
+redirect = { status = 302, location = "https://{host}/landing{path}{query}" }
+[[routes]]
+upstream = "app"
+"#;
+
+fn router() -> &'static Router {
+    static ROUTER: OnceLock<Router> = OnceLock::new();
+    ROUTER.get_or_init(|| {
+        let c = Config::from_toml_offline(ROUTES, "routes.toml").expect("fuzz routes are valid");
+        Router::new(&c.routes)
+    })
+}
+
+/// Route matching, rewrites and redirect templates on arbitrary host,
+/// path, method and headers: every request finds a route (the file ends
+/// with a catch-all), a rewritten path starts with `/`, and a redirect
+/// expands; the template parser itself on arbitrary text.
+pub fn route(data: &[u8]) {
+    let mut parts = data.splitn(4, |&b| b == 0);
+    let host = parts.next().unwrap_or_default();
+    let path = String::from_utf8_lossy(parts.next().unwrap_or_default());
+    let method = Method::from_bytes(parts.next().unwrap_or(b"GET")).unwrap_or(Method::GET);
+    let headers = fields(parts.next().unwrap_or_default());
+    let host = Authority::parse(host).ok();
+    let found = router().find(host.as_ref().map(Authority::as_bytes), &path, &method, &headers);
+    let Some(route) = found else {
+        assert!(!path.starts_with('/'), "the catch-all takes any path");
+        return;
+    };
+    if let Some(p) = route.rewrite_path(&path) {
+        if matches!(route.rewrite, Some(crate::router::Rewrite::StripPrefix(_))) {
+            assert!(p.starts_with('/'), "{p:?}");
+        }
+    }
+    if let Action::Redirect { location, .. } = &route.action {
+        let host = host.as_ref().map_or("", Authority::as_str);
+        let _ = location.expand("https", host, &path, None);
+    }
+    if let Ok(t) = Template::parse(&String::from_utf8_lossy(data)) {
+        let _ = t.expand("http", "h", &path, Some("q"));
+    }
+}
+
+/// Durations as the config writes them: accepted ones are more than zero.
+pub fn duration(data: &[u8]) {
+    if let Ok(d) = crate::config::parse_duration(&String::from_utf8_lossy(data)) {
+        assert!(!d.is_zero());
+    }
+}
+
+/// The config loader (TOML, then every section's checks), with no name
+/// looked up and no certificate read: it never panics, and every error
+/// names the file.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(e) = Config::from_toml_offline(text, "fuzz.toml") {
+        assert!(e.to_string().starts_with("fuzz.toml"), "{e}");
+    }
+}
