@@ -65,6 +65,8 @@ pub struct Authority {
     value: HeaderValue,
     /// Length of the host part (a bracketed IPv6 literal with its brackets).
     host_len: usize,
+    /// `value` is the request's one Host field as received.
+    host_field: bool,
 }
 
 impl Authority {
@@ -78,7 +80,11 @@ impl Authority {
         let (host_len, keep) = validate(raw)?;
         let value =
             HeaderValue::from_bytes(&raw[..keep.unwrap_or(raw.len())]).map_err(|_| invalid(raw))?;
-        Ok(Authority { value, host_len })
+        Ok(Authority {
+            value,
+            host_len,
+            host_field: false,
+        })
     }
 
     /// As [`Authority::parse`], sharing the field's bytes when nothing
@@ -90,7 +96,17 @@ impl Authority {
             None => v.clone(),
             Some(n) => HeaderValue::from_bytes(&raw[..n]).map_err(|_| invalid(raw))?,
         };
-        Ok(Authority { value, host_len })
+        Ok(Authority {
+            value,
+            host_len,
+            host_field: false,
+        })
+    }
+
+    /// Whether this is the request's `Host` field, unchanged (then it need
+    /// not be set again upstream).
+    pub fn is_host_field(&self) -> bool {
+        self.host_field
     }
 
     /// `host[:port]`, as a field value.
@@ -141,15 +157,7 @@ fn validate(raw: &[u8]) -> Result<(usize, Option<usize>), Malformed> {
             Some(i) => (&raw[..i], Some(&raw[i + 1..])),
             None => (raw, None),
         };
-        let name = host.strip_suffix(b".").unwrap_or(host);
-        let ok = !name.is_empty()
-            && name.split(|&b| b == b'.').all(|label| {
-                !label.is_empty()
-                    && label
-                        .iter()
-                        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~'))
-            });
-        if !ok {
+        if !reg_name(host.strip_suffix(b".").unwrap_or(host)) {
             return Err(invalid(raw));
         }
         (host, port)
@@ -172,6 +180,36 @@ fn validate(raw: &[u8]) -> Result<(usize, Option<usize>), Malformed> {
         _ if dot => Ok((host_len, Some(host_len))),
         _ => Ok((host_len, None)),
     }
+}
+
+/// Letters, digits, `-`, `_` and `~` (and `.` between labels).
+const NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'~';
+        b += 1;
+    }
+    t
+};
+
+/// A host name of labels of [`NAME`] bytes, none empty (one pass).
+fn reg_name(name: &[u8]) -> bool {
+    let mut label = 0usize;
+    for &b in name {
+        if b == b'.' {
+            if label == 0 {
+                return false;
+            }
+            label = 0;
+        } else if NAME[usize::from(b)] {
+            label += 1;
+        } else {
+            return false;
+        }
+    }
+    label > 0
 }
 
 /// What a listener does with request fields whose name has an underscore
@@ -265,12 +303,35 @@ pub fn authority(parts: &http::request::Parts) -> Result<Option<Authority>, Malf
         None if parts.version == Version::HTTP_10 || parts.version == Version::HTTP_09 => None,
         None => return Err(Malformed::NoHost),
         Some(h) if h.is_empty() => None,
-        Some(h) => Some(Authority::from_header(h)?),
+        Some(h) => {
+            let mut a = Authority::from_header(h)?;
+            a.host_field = a.value.as_bytes() == h.as_bytes();
+            Some(a)
+        }
     };
     match target {
         Some(a) => Authority::parse(a.as_str().as_bytes()).map(Some),
         None => Ok(from_host),
     }
+}
+
+/// Whether a field name has an underscore: eight bytes at a time, as this
+/// looks at every name of every request.
+#[inline]
+pub fn has_underscore(name: &[u8]) -> bool {
+    const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const UNDERSCORE: u64 = u64::from_ne_bytes([b'_'; 8]);
+    let mut chunks = name.chunks_exact(8);
+    for c in &mut chunks {
+        let word = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let x = word ^ UNDERSCORE;
+        // A zero byte of `x` is an underscore of `word`.
+        if x.wrapping_sub(LOW) & !x & HIGH != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().contains(&b'_')
 }
 
 /// Applies the listener's [`Underscores`] to a request's fields; `true`
@@ -279,7 +340,7 @@ pub fn underscores(h: &mut HeaderMap, mode: Underscores) -> Result<bool, Malform
     if mode == Underscores::Allow {
         return Ok(false);
     }
-    let has = |n: &HeaderName| n.as_str().as_bytes().contains(&b'_');
+    let has = |n: &HeaderName| has_underscore(n.as_str().as_bytes());
     let Some(first) = h.keys().find(|n| has(n)) else {
         return Ok(false);
     };
@@ -369,6 +430,30 @@ mod tests {
             bad(s);
         }
         bad(&[b'a'; MAX_AUTHORITY + 1]);
+    }
+
+    #[test]
+    fn underscores_anywhere_in_a_name() {
+        for (name, want) in [
+            (&b""[..], false),
+            (b"a", false),
+            (b"_", true),
+            (b"x-forwarded-for", false),
+            (b"x_forwarded_for", true),
+            (b"abcdefgh_", true),
+            (b"abcdefg_", true),
+            (b"abcdefghijklmnop", false),
+            (b"abcdefghijklmno_", true),
+            (b"\x7f\x80\xde\xdf\xe0\x5e\x60\x9f\xdf", false),
+        ] {
+            assert_eq!(has_underscore(name), want, "{name:?}");
+        }
+        for i in 0..40 {
+            let mut v = vec![b'a'; 40];
+            assert!(!has_underscore(&v));
+            v[i] = b'_';
+            assert!(has_underscore(&v), "at {i}");
+        }
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub struct ConnState {
     http1: Cell<bool>,
     /// Request bodies that nobody reads any more ([`crate::body::Discard`]).
     leftovers: RefCell<Vec<Leftover>>,
+    /// `leftovers` is not empty.
+    has_leftovers: Cell<bool>,
     /// Past its TLS handshake, serving HTTP (before: never idle).
     serving: Cell<bool>,
     /// Set by the watchdog once the connection has been idle for
@@ -155,6 +157,7 @@ impl ConnState {
             client,
             http1: Cell::new(true),
             leftovers: RefCell::new(Vec::new()),
+            has_leftovers: Cell::new(false),
             serving: Cell::new(false),
             trim: Cell::new(false),
         }
@@ -208,7 +211,7 @@ impl ConnState {
             && self.read.get() == self.read_at_idle.get()
             && !self.draining.get()
             && self.cut.get().is_none()
-            && self.leftovers.borrow().is_empty();
+            && !self.has_leftovers.get();
         idle.then(|| self.idle_since.get())
     }
 
@@ -229,9 +232,6 @@ impl ConnState {
     /// [`DISCARD_MAX`]), drops HTTP/2 ones whose time is up.
     fn poll_leftovers(&self, cx: &mut Context<'_>) {
         let mut all = self.leftovers.borrow_mut();
-        if all.is_empty() {
-            return;
-        }
         all.retain_mut(|l| match &mut l.park {
             Some(sleep) => sleep.as_mut().poll(cx).is_pending(),
             None => loop {
@@ -248,6 +248,7 @@ impl ConnState {
                 }
             },
         });
+        self.has_leftovers.set(!all.is_empty());
     }
 }
 
@@ -259,7 +260,10 @@ impl crate::body::Discard for ConnState {
             park,
             dropped: 0,
         };
-        self.flag(|s| s.leftovers.borrow_mut().push(l));
+        self.flag(|s| {
+            s.leftovers.borrow_mut().push(l);
+            s.has_leftovers.set(true);
+        });
     }
 }
 
@@ -507,6 +511,9 @@ struct Driven<C> {
     watch: Watch,
     /// Set to the watch's next look.
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// The timer holds this task's waker for its deadline: until it fires,
+    /// a look at its state does (polling it registers the waker again).
+    armed: bool,
     draining: bool,
     calmed: bool,
 }
@@ -526,6 +533,7 @@ impl<C> Driven<C> {
             state,
             watch,
             timer: Box::pin(tokio::time::sleep_until(first)),
+            armed: false,
             draining: false,
             calmed: false,
         }
@@ -545,15 +553,24 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
         let this = &mut *self;
-        while this.state.cut.get().is_none() && this.timer.as_mut().poll(cx).is_ready() {
-            if let Some(next) = this.watch.check(&this.state, Instant::now()) {
-                this.timer.as_mut().reset(next);
+        if !this.armed || this.timer.is_elapsed() {
+            this.armed = false;
+            while this.state.cut.get().is_none() {
+                if this.timer.as_mut().poll(cx).is_pending() {
+                    this.armed = true;
+                    break;
+                }
+                if let Some(next) = this.watch.check(&this.state, Instant::now()) {
+                    this.timer.as_mut().reset(next);
+                }
             }
         }
         if let Some(cut) = this.state.cut.get() {
             return Poll::Ready(Ended::Cut(cut));
         }
-        this.state.poll_leftovers(cx);
+        if this.state.has_leftovers.get() {
+            this.state.poll_leftovers(cx);
+        }
         if this.state.trim.replace(false) {
             this.conn.as_mut().trim();
         }

@@ -34,7 +34,10 @@ pub fn authority(data: &[u8]) {
         return;
     };
     let s = a.as_str();
-    assert!(!s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()), "{s:?}");
+    assert!(
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()),
+        "{s:?}"
+    );
     assert!(!s.contains([',', '@', '%', '/']), "{s:?}");
     assert!(s.starts_with(a.host()), "{s:?}");
     assert_eq!(crate::router::strip_port(a.as_bytes()), a.host().as_bytes());
@@ -154,7 +157,12 @@ pub fn route(data: &[u8]) {
     let method = Method::from_bytes(parts.next().unwrap_or(b"GET")).unwrap_or(Method::GET);
     let headers = fields(parts.next().unwrap_or_default());
     let host = Authority::parse(host).ok();
-    let found = router().find(host.as_ref().map(Authority::as_bytes), &path, &method, &headers);
+    let found = router().find(
+        host.as_ref().map(Authority::as_bytes),
+        &path,
+        &method,
+        &headers,
+    );
     let Some(route) = found else {
         assert!(!path.starts_with('/'), "the catch-all takes any path");
         return;

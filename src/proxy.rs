@@ -227,7 +227,9 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
     let last = ctx.state.last_request();
     let worker = ctx.current.get();
     let (mut parts, body) = req.into_parts();
-    let admitted = admit(&ctx, &mut parts);
+    // The fields the proxy acts on, found in one pass for the whole request.
+    let found = scan(&parts.headers);
+    let admitted = admit(&ctx, &mut parts, found);
     let entry = worker.log.enabled().then(|| {
         Box::new(Entry {
             start: Instant::now(),
@@ -248,7 +250,7 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
     // `forward`'s future lives directly in this one: a second async layer
     // around it would copy its whole state once more per request.
     let forwarded = match admitted {
-        Ok(authority) => forward(&ctx, &worker, parts, body, authority).await,
+        Ok(authority) => forward(&ctx, &worker, parts, body, authority, found).await,
         Err(e) => Err(e),
     };
     let entry = pending.done();
@@ -568,12 +570,14 @@ enum Outcome<'a> {
 fn admit(
     ctx: &ConnCtx,
     parts: &mut http::request::Parts,
+    found: Found,
 ) -> Result<Option<crate::admit::Authority>, ProxyError> {
-    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+    if found.transfer_encoding {
         crate::admit::transfer_codings(parts.headers.get_all(header::TRANSFER_ENCODING).iter())?;
     }
     let authority = crate::admit::authority(parts)?;
-    if crate::admit::underscores(&mut parts.headers, ctx.underscores)?
+    if found.underscore
+        && crate::admit::underscores(&mut parts.headers, ctx.underscores)?
         && !ctx.state.underscores_dropped.replace(true)
     {
         tracing::debug!(client = %ctx.client, "dropped request fields whose names have underscores (underscores_in_headers)");
@@ -587,6 +591,7 @@ async fn forward<'w>(
     mut parts: http::request::Parts,
     body: Incoming,
     authority: Option<crate::admit::Authority>,
+    found: Found,
 ) -> Result<Outcome<'w>, ProxyError> {
     // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and sent
     // as the HTTP/1.1 handshake it stands for: a GET.
@@ -668,7 +673,14 @@ async fn forward<'w>(
 
     let chunked = !http_body::Body::is_end_stream(&body)
         && http_body::Body::size_hint(&body).exact().is_none();
-    let mut upgrade = prepare_request(&mut parts, ctx, authority, &route.upstream_host, chunked);
+    let mut upgrade = prepare_request(
+        &mut parts,
+        ctx,
+        authority,
+        &route.upstream_host,
+        chunked,
+        found,
+    );
     // No authority of the client's to send: the server's goes instead.
     let server_host = route.upstream_host == UpstreamHost::Server
         || (authority.is_none() && route.upstream_host == UpstreamHost::Client);
@@ -1197,6 +1209,7 @@ fn prepare_request(
     authority: Option<&crate::admit::Authority>,
     host_mode: &UpstreamHost,
     chunked: bool,
+    found: Found,
 ) -> bool {
     let http11 = parts.version == Version::HTTP_11;
     // Origin-form target (the authority of an absolute-form or HTTP/2
@@ -1216,7 +1229,6 @@ fn prepare_request(
     }
 
     let h = &mut parts.headers;
-    let found = scan(h);
     let upgrade = (http11 && found.upgrade && found.connection && crate::tunnel::wants_upgrade(h))
         .then(|| {
             h.get_all(header::UPGRADE)
@@ -1259,7 +1271,7 @@ fn prepare_request(
     match authority {
         Some(a) => {
             // Already so when it came unchanged from the one Host field.
-            if h.get(header::HOST) != Some(a.header()) {
+            if !a.is_host_field() {
                 h.insert(header::HOST, a.header().clone());
             }
             h.insert(X_FORWARDED_HOST.clone(), a.header().clone());
@@ -1345,16 +1357,21 @@ struct Found {
     upgrade: bool,
     expect: bool,
     forwarded_for: bool,
+    transfer_encoding: bool,
+    /// A field name with an underscore.
+    underscore: bool,
 }
 
 fn scan(h: &HeaderMap) -> Found {
     let mut f = Found::default();
     for name in h.keys() {
-        if name == header::CONNECTION {
+        if name == header::TRANSFER_ENCODING {
+            f.hop = true;
+            f.transfer_encoding = true;
+        } else if name == header::CONNECTION {
             f.connection = true;
         } else if name == header::TE
             || name == header::TRAILER
-            || name == header::TRANSFER_ENCODING
             || name == KEEP_ALIVE
             || name == PROXY_CONNECTION
         {
@@ -1366,6 +1383,8 @@ fn scan(h: &HeaderMap) -> Found {
             f.expect = true;
         } else if name == X_FORWARDED_FOR {
             f.forwarded_for = true;
+        } else if crate::admit::has_underscore(name.as_str().as_bytes()) {
+            f.underscore = true;
         }
     }
     f

@@ -899,6 +899,12 @@ where
         self.state.close_write();
     }
 
+    /// Tidegate patch: see `Buffered::set_read_on_readiness`.
+    #[cfg(feature = "server")]
+    pub(crate) fn set_read_on_readiness(&mut self) {
+        self.io.set_read_on_readiness();
+    }
+
     /// Tidegate patch: between messages, frees the buffers and the cached
     /// header map (an idle keep-alive connection's memory).
     #[cfg(feature = "server")]

@@ -45,6 +45,8 @@ pub(crate) struct Buffered<T, B> {
     read_buf: BytesMut,
     read_buf_strategy: ReadStrategy,
     write_buf: WriteBuf<B>,
+    /// Tidegate patch: see `set_read_on_readiness`.
+    read_on_readiness: bool,
 }
 
 impl<T, B> fmt::Debug for Buffered<T, B>
@@ -79,6 +81,7 @@ where
             read_buf: BytesMut::with_capacity(0),
             read_buf_strategy: ReadStrategy::default(),
             write_buf,
+            read_on_readiness: false,
         }
     }
 
@@ -147,6 +150,16 @@ where
     pub(crate) fn headers_buf(&mut self) -> &mut Vec<u8> {
         let buf = self.write_buf.headers_mut();
         &mut buf.bytes
+    }
+
+    /// Tidegate patch: a read buffer with no capacity (a new connection's,
+    /// or one released while idle, see `release_buffers`) is allocated only
+    /// once the peer has sent something: a read into no space comes first,
+    /// which an IO type answers when data is there to read (Tidegate's
+    /// client socket does; others answer at once, and the read goes on as
+    /// without this).
+    pub(crate) fn set_read_on_readiness(&mut self) {
+        self.read_on_readiness = true;
     }
 
     /// Tidegate patch: frees the read and write buffers when nothing is in
@@ -257,12 +270,8 @@ where
 
     pub(crate) fn poll_read_from_io(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.read_blocked = false;
-        // Tidegate patch: a buffer with no capacity (a new connection's, or
-        // one released while idle, see `release_buffers`) is allocated only
-        // once the peer has sent something. A read into no space first:
-        // Tidegate's client socket answers it when data is there to read;
-        // other IO types answer it at once, and the read goes on as before.
-        if self.read_buf.capacity() == 0 {
+        // Tidegate patch: see `set_read_on_readiness`.
+        if self.read_on_readiness && self.read_buf.capacity() == 0 {
             let mut none = ReadBuf::new(&mut []);
             match Pin::new(&mut self.io).poll_read(cx, none.unfilled()) {
                 Poll::Ready(Ok(())) => {}

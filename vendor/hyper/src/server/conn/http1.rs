@@ -485,6 +485,8 @@ impl Builder {
         I: Read + Write + Unpin,
     {
         let mut conn = proto::Conn::new(io);
+        // Tidegate patch: no read buffer before the client sends something.
+        conn.set_read_on_readiness();
         conn.set_h1_parser_config(self.h1_parser_config.clone());
         conn.set_timer(self.timer.clone());
         if !self.h1_keep_alive {
