@@ -16,8 +16,11 @@ use crate::admit::{self, Authority};
 use crate::config::Config;
 use crate::router::{Action, Router, Template};
 
+/// A target: a function of arbitrary bytes.
+pub type Target = fn(&[u8]);
+
 /// The targets, by name (for the drivers).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("authority", authority),
     ("connection", connection),
     ("forwarded", forwarded),
