@@ -371,10 +371,11 @@ fn open_files_limit() -> u64 {
 const RESERVED_FILES: u64 = 64;
 
 /// A listener's admission state: its `max_connections` (its own, else
-/// `limits.max_connections`, else its share of the open-files limit, half
-/// of it as each client connection may need an upstream one).
+/// `limits.max_connections`, else half the open-files limit, as each client
+/// connection may need an upstream one; listeners are not given shares of
+/// it, as most traffic goes to one of them).
 fn gate(config: &Config, l: &crate::config::Listener, nofile: u64) -> Arc<Gate> {
-    let share = nofile.saturating_sub(RESERVED_FILES) / 2 / config.listeners.len().max(1) as u64;
+    let share = nofile.saturating_sub(RESERVED_FILES) / 2;
     let max = l
         .max_connections
         .or(config.limits.max_connections)
