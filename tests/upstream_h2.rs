@@ -335,3 +335,61 @@ async fn request_trailers_reach_an_http1_upstream() {
         "{wire}"
     );
 }
+
+/// Signals when dropped: an origin handler's future dropped because its
+/// stream was reset.
+struct Dropped(Arc<tokio::sync::Semaphore>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.add_permits(1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reset_resets_the_upstream_stream() {
+    let arrived = Arc::new(tokio::sync::Semaphore::new(0));
+    let dropped = Arc::new(tokio::sync::Semaphore::new(0));
+    let (a, d) = (arrived.clone(), dropped.clone());
+    let origin = h2c_origin(move |_req: Request<Incoming>| {
+        let (a, d) = (a.clone(), d.clone());
+        async move {
+            let _guard = Dropped(d);
+            a.add_permits(1);
+            std::future::pending::<()>().await;
+            text(200, "never")
+        }
+    });
+    let proxy = Proxy::start(&config(
+        1,
+        &format!("\"{}\"", origin.addr),
+        "protocol = \"h2\"\n",
+    ));
+    let mut c = common::h2raw::H2Raw::connect(proxy.addr).await;
+    let mut out = Vec::new();
+    common::h2raw::headers(
+        &mut out,
+        1,
+        &[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/"),
+            (":authority", "a.test"),
+        ],
+        true,
+    );
+    c.send(&out).await;
+    let wait = |s: Arc<tokio::sync::Semaphore>| async move {
+        tokio::time::timeout(HANG, s.acquire())
+            .await
+            .expect("in time")
+            .expect("open")
+            .forget();
+    };
+    wait(arrived).await;
+    let mut out = Vec::new();
+    common::h2raw::rst_stream(&mut out, 1, 0x8);
+    c.send(&out).await;
+    // The origin's handler is dropped: its stream was reset upstream.
+    wait(dropped).await;
+}
