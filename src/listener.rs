@@ -1,11 +1,12 @@
 //! Listener admission: which accepted connections may stay.
 //!
 //! - **`max_connections` per listener**, counted across every thread's
-//!   accept loop of that listener ([`Gate`]). At the cap the longest-idle
+//!   accept loop of that listener ([`Gate`]). At the cap an idle
 //!   connection of the listener is closed (an idle HTTP/1.1 keep-alive
-//!   connection at once, an idle HTTP/2 one with GOAWAY), first on the
-//!   accepting thread, else on another one, as nginx does with its
-//!   reusable connections; the newcomer waits for its place. Only when no
+//!   connection at once, an idle HTTP/2 one with GOAWAY): the one idle the
+//!   longest on the accepting thread, else one on another thread, as each
+//!   nginx worker does with its reusable connections; the newcomer waits
+//!   for its place. Only when no
 //!   connection is idle anywhere does it wait longer, up to
 //!   `client_header`, and is then closed (others wait in the kernel's
 //!   backlog meanwhile). One client holding thousands of idle connections

@@ -810,7 +810,19 @@ async fn idle_connections_at_the_limit_make_room_for_a_new_client() {
     let proxy = Proxy::to(origin.addr, "");
     let n = idle_connections(2000);
     drop(proxy);
-    let proxy = Proxy::to(origin.addr, &format!("[limits]\nmax_connections = {n}\n"));
+    // One thread: the longest-idle connection is the one evicted (each
+    // thread picks among its own first). Client timeouts far past the
+    // test's: only eviction can make room.
+    let proxy = Proxy::start(
+        &config_to(
+            origin.addr,
+            &format!(
+                "[limits]\nmax_connections = {n}\n\
+             [timeouts]\nclient_header = \"10m\"\nclient_idle = \"10m\"\n"
+            ),
+        )
+        .replace("threads = 2", "threads = 1"),
+    );
     // One client takes every place: the first with a finished request
     // (kept alive), the rest connected and silent.
     let mut first = RawConn::connect(proxy.addr).await;
