@@ -24,8 +24,6 @@ use std::net::Ipv6Addr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
 
-use crate::error::ProxyError;
-
 /// The longest authority accepted: a 253-byte name, `:` and a port.
 const MAX_AUTHORITY: usize = 260;
 
@@ -48,6 +46,19 @@ pub enum Malformed {
     ChunkedTwice,
     #[error("Transfer-Encoding: `chunked` is not the final coding")]
     ChunkedNotLast,
+    #[error("transfer coding `{0}` is not implemented (only chunked)")]
+    UnknownCoding(String),
+}
+
+impl Malformed {
+    /// 400, or 501 for a transfer coding the proxy does not implement
+    /// (RFC 9112 §6.1).
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Malformed::UnknownCoding(_) => http::StatusCode::NOT_IMPLEMENTED,
+            _ => http::StatusCode::BAD_REQUEST,
+        }
+    }
 }
 
 /// At most 64 characters of client bytes, escaped, for a log line.
@@ -231,7 +242,7 @@ pub enum Underscores {
 /// coding is one the proxy does not implement (501).
 pub fn transfer_codings<'a>(
     values: impl Iterator<Item = &'a HeaderValue>,
-) -> Result<(), ProxyError> {
+) -> Result<(), Malformed> {
     let mut chunked = 0;
     let mut last_chunked = false;
     let mut other = None;
@@ -256,13 +267,13 @@ pub fn transfer_codings<'a>(
         }
     }
     if chunked > 1 {
-        return Err(Malformed::ChunkedTwice.into());
+        return Err(Malformed::ChunkedTwice);
     }
     if !last_chunked {
-        return Err(Malformed::ChunkedNotLast.into());
+        return Err(Malformed::ChunkedNotLast);
     }
     match other {
-        Some(coding) => Err(ProxyError::TransferCoding(coding)),
+        Some(coding) => Err(Malformed::UnknownCoding(coding)),
         None => Ok(()),
     }
 }
@@ -473,9 +484,8 @@ mod tests {
 
     #[test]
     fn transfer_codings_chunked_once_and_last() {
-        let twice = "400 malformed request: Transfer-Encoding applies `chunked` more than once";
-        let not_last =
-            "400 malformed request: Transfer-Encoding: `chunked` is not the final coding";
+        let twice = "400 Transfer-Encoding applies `chunked` more than once";
+        let not_last = "400 Transfer-Encoding: `chunked` is not the final coding";
         assert_eq!(codings(&["chunked"]), Ok(()));
         assert_eq!(codings(&["Chunked"]), Ok(()));
         assert_eq!(codings(&[" chunked ,"]), Ok(()));

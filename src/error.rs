@@ -12,8 +12,6 @@ use http::StatusCode;
 pub enum ProxyError {
     #[error("malformed request: {0}")]
     Malformed(#[from] crate::admit::Malformed),
-    #[error("transfer coding `{0}` is not implemented (only chunked)")]
-    TransferCoding(String),
     #[error("no route matches the request's host and path")]
     NoRoute,
     #[error(
@@ -72,8 +70,7 @@ impl ProxyError {
     /// The status the client receives.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::Malformed(_) => StatusCode::BAD_REQUEST,
-            ProxyError::TransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::Malformed(m) => m.status(),
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

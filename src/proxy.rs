@@ -405,12 +405,7 @@ fn respond(
             };
             // A head that was refused says nothing reliable about what
             // follows it on the connection.
-            if ctx.head_timer.is_some()
-                && matches!(
-                    err,
-                    ProxyError::Malformed(_) | ProxyError::TransferCoding(_)
-                )
-            {
+            if ctx.head_timer.is_some() && matches!(err, ProxyError::Malformed(_)) {
                 resp.headers_mut().insert(header::CONNECTION, CLOSE);
             }
             resp
