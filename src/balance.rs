@@ -53,8 +53,9 @@ pub enum HashKey {
 /// A stable 64-bit hash (SipHash with fixed keys): the same on every thread
 /// and every run.
 pub fn hash64(data: impl Hash) -> u64 {
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new();
+    // SipHash-2-4 with zero keys: what the deprecated std::hash::SipHasher
+    // gave, so that rings place keys where they did before.
+    let mut h = siphasher::sip::SipHasher::new();
     data.hash(&mut h);
     h.finish()
 }
@@ -368,6 +369,18 @@ impl Group {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rings and hash keys land where they did with std's deprecated
+    /// SipHasher, so an upgrade moves no client to another server.
+    #[test]
+    fn hash64_is_std_siphash_2_4() {
+        for key in ["", "a", "client-17", "10.0.0.1:443"] {
+            #[allow(deprecated)]
+            let mut std = std::hash::SipHasher::new();
+            key.hash(&mut std);
+            assert_eq!(hash64(key), std.finish(), "{key:?}");
+        }
+    }
 
     fn group(method: Method, weights: &[u32]) -> Group {
         let health = weights.iter().map(|_| ServerHealth::new()).collect();

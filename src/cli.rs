@@ -147,20 +147,20 @@ fn signal_reload(pid_file: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-    {
-        Ok(s) if s.success() => {
+    let Some(target) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        eprintln!("tidegate: {}: not a process id", pid_file.display());
+        return ExitCode::from(2);
+    };
+    match rustix::process::kill_process(target, rustix::process::Signal::HUP) {
+        Ok(()) => {
             println!("sent SIGHUP to {pid}; the result is in its log");
             ExitCode::SUCCESS
         }
-        Ok(_) => {
-            eprintln!("tidegate: no process {pid} to signal");
-            ExitCode::FAILURE
-        }
         Err(e) => {
-            eprintln!("tidegate: cannot run kill: {e}");
+            eprintln!("tidegate: cannot signal process {pid}: {e}");
             ExitCode::FAILURE
         }
     }

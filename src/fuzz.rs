@@ -3,7 +3,7 @@
 //! (asserted here, so that a fuzzer reports a broken one as a crash).
 //!
 //! Driven by `fuzz/` (cargo-afl, coverage-guided) and, briefly and without
-//! coverage, by `tests/fuzz_targets.rs` on every `cargo test`. Not part of
+//! coverage, by `tests/it/fuzz_targets.rs` on every `cargo test`. Not part of
 //! the API.
 #![doc(hidden)]
 

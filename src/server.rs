@@ -262,7 +262,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
-    socket.set_nodelay(true)?;
+    socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
@@ -358,11 +358,22 @@ pub fn start(config: Config) -> Result<Running, StartError> {
 /// runtime and HAProxy do): each connection is a file, and a proxied one
 /// usually two.
 fn open_files_limit() -> u64 {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => n,
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    // `None` is "unlimited".
+    let (soft, hard) = (current.unwrap_or(u64::MAX), maximum.unwrap_or(u64::MAX));
+    if soft >= hard {
+        return soft;
+    }
+    let raised = Rlimit {
+        current: maximum,
+        maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => hard,
         Err(e) => {
-            tracing::warn!("cannot read or raise the open files limit: {e}");
-            1024
+            tracing::warn!("cannot raise the open files limit from {soft} to {hard}: {e}");
+            soft
         }
     }
 }

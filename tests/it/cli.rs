@@ -1,0 +1,256 @@
+//! `tidegate check`: a valid file exits 0; a broken one exits 2 with one
+//! line naming the file, the field and the reason. The shipped example is
+//! valid and shows every option.
+
+use std::process::{Command, Output};
+
+use crate::common::TempFile;
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tidegate.toml");
+
+fn check(path: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(["check", "--config", path])
+        .output()
+        .expect("run tidegate check")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A minimal valid file, with `extra` appended (tables only).
+fn valid(extra: &str) -> String {
+    format!(
+        r#"
+[[listeners]]
+address = "127.0.0.1:8080"
+
+[[routes]]
+upstream = "app"
+
+[upstreams.app]
+servers = ["http://127.0.0.1:9000"]
+{extra}
+"#
+    )
+}
+
+/// Writes `toml`, checks it, and expects exit 2 with one line on stderr
+/// that names the file and contains every one of `expect`.
+fn rejects(toml: &str, expect: &[&str]) {
+    let file = TempFile::with("check.toml", toml.as_bytes());
+    let out = check(file.arg());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(
+        err.starts_with(&format!("tidegate: {}: ", file.arg())),
+        "error does not lead with the file: {err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    for e in expect {
+        assert!(err.contains(e), "{e:?} missing from: {err}");
+    }
+}
+
+#[test]
+fn valid_file_passes() {
+    let file = TempFile::with("check.toml", valid("").as_bytes());
+    let out = check(file.arg());
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("valid"), "stdout: {stdout}");
+    assert!(stderr(&out).is_empty(), "stderr: {}", stderr(&out));
+}
+
+#[test]
+fn unknown_field_is_rejected() {
+    rejects(
+        &valid("[server]\nthreads = 1\nworkers = 4\n"),
+        &["unknown field `workers`", "line "],
+    );
+    // In an array-of-tables entry too.
+    rejects(
+        "[[listeners]]\naddress = \"127.0.0.1:8080\"\nport = 1\n",
+        &["unknown field `port`"],
+    );
+}
+
+#[test]
+fn bad_cpu_affinity_is_rejected() {
+    rejects(
+        &valid("[server]\ncpu_affinity = \"all\"\n"),
+        &[
+            "server.cpu_affinity",
+            "`all`",
+            "neither \"off\" nor \"auto\"",
+        ],
+    );
+}
+
+#[test]
+fn bad_listen_address_is_rejected() {
+    rejects(
+        &valid("").replace("127.0.0.1:8080", "localhost:http"),
+        &["listeners[0].address", "`localhost:http`", "not an IP:port"],
+    );
+}
+
+#[test]
+fn route_to_unknown_upstream_group_is_rejected() {
+    rejects(
+        &valid("[[routes]]\npath_prefix = \"/x\"\nupstream = \"nope\"\n"),
+        &["routes[1].upstream", "no upstream group named `nope`"],
+    );
+}
+
+#[test]
+fn bad_duration_is_rejected() {
+    rejects(
+        &valid("[timeouts]\nclient_idle = \"5 parsecs\"\n"),
+        &["timeouts.client_idle", "`5 parsecs`", "not a duration"],
+    );
+    rejects(
+        &valid("[timeouts]\nupstream_connect = \"0s\"\n"),
+        &["timeouts.upstream_connect", "more than zero"],
+    );
+}
+
+#[test]
+fn unknown_upstream_scheme_is_rejected() {
+    rejects(
+        &valid("").replace("http://127.0.0.1:9000", "ftp://127.0.0.1:21"),
+        &[
+            "upstreams.app.servers[0]",
+            "ftp://127.0.0.1:21",
+            "only http:// and https://",
+        ],
+    );
+}
+
+#[test]
+fn empty_server_list_is_rejected() {
+    rejects(
+        &valid("").replace("[\"http://127.0.0.1:9000\"]", "[]"),
+        &["upstreams.app.servers", "at least one server"],
+    );
+}
+
+#[test]
+fn toml_syntax_error_is_rejected() {
+    rejects(
+        "[[listeners]\naddress = \"127.0.0.1:8080\"\n",
+        &["TOML parse error", "line 1"],
+    );
+    rejects(
+        &valid("[limits]\nmax_connections = \n"),
+        &["TOML parse error"],
+    );
+}
+
+#[test]
+fn missing_file_is_rejected() {
+    let file = TempFile::new("never-written.toml");
+    let out = check(file.arg());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(err.contains(file.arg()), "{err}");
+    assert!(err.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn example_file_passes_check() {
+    let out = check(EXAMPLE);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+}
+
+#[test]
+fn example_file_sets_every_option() {
+    let text = std::fs::read_to_string(EXAMPLE).expect("example file");
+    let set: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+        .collect();
+    for table in [
+        "[server]",
+        "[[listeners]]",
+        "[[routes]]",
+        "[upstreams.",
+        "[timeouts]",
+        "[limits]",
+        "[dns]",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(table)),
+            "{table} missing"
+        );
+    }
+    for key in [
+        "threads",
+        "cpu_affinity",
+        "access_log",
+        "log_level",
+        "shutdown_grace",
+        "address",
+        "host",
+        "path_prefix",
+        "upstream",
+        "max_body_bytes",
+        "upstream_host",
+        "path",
+        "path_regex",
+        "methods",
+        "headers",
+        "rewrite",
+        "strip_prefix",
+        "request_headers",
+        "response_headers",
+        "timeouts",
+        "redirect",
+        "respond",
+        "servers",
+        "balance",
+        "hash_key",
+        "interval",
+        "expect",
+        "healthy_threshold",
+        "unhealthy_threshold",
+        "max_pending",
+        "attempts",
+        "budget_percent",
+        "min_per_second",
+        "consecutive_failures",
+        "base_ejection",
+        "max_ejection",
+        "max_ejected_percent",
+        "client_header",
+        "client_idle",
+        "upstream_connect",
+        "upstream_response_head",
+        "upstream_idle",
+        "tunnel_idle",
+        "tls_handshake",
+        "http2",
+        "max_concurrent_streams",
+        "max_connections",
+        "max_request_head_bytes",
+        "upstream_idle_per_server",
+        "resolvers",
+        "min_refresh",
+        "max_refresh",
+    ] {
+        assert!(set.contains(&key), "example does not set `{key}`");
+    }
+    // And it means what it says.
+    let c = tidegate::Config::from_file(std::path::Path::new(EXAMPLE)).expect("valid");
+    assert_eq!(c.listeners.len(), 2);
+    assert_eq!(c.routes.len(), 6);
+    assert_eq!(c.upstreams.len(), 2);
+    assert_eq!(c.access_log, tidegate::config::AccessLogTarget::Stdout);
+    assert!(c
+        .routes
+        .iter()
+        .any(|r| r.upstream_host == tidegate::config::UpstreamHost::Server));
+}

@@ -1,0 +1,33 @@
+//! Tidegate's integration tests: one crate (one build, one link) with a
+//! module per topic. `common` holds the helpers: in-process origins, a
+//! proxy started on port 0, raw HTTP/1.1 and HTTP/2 clients, test PKI.
+
+mod common;
+
+mod affinity;
+mod balance;
+mod cli;
+mod clients;
+mod concurrency;
+mod dns;
+mod errors;
+mod fuzz_targets;
+mod grpc;
+mod hardening;
+mod headers;
+mod health;
+mod limits_and_log;
+mod messages;
+mod pool;
+mod reload;
+mod retry;
+mod routing;
+mod server_limit;
+mod shutdown;
+mod streaming;
+mod timeouts;
+mod tls;
+mod upstream_h2;
+mod upstream_tls;
+mod websocket;
+mod websocket_h2;

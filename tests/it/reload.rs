@@ -1,0 +1,165 @@
+//! Hot reload: a new config is swapped in under load without a failed
+//! request; listeners come and go without touching the others; a broken
+//! file leaves the old config serving.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::common::binary::Binary;
+use crate::common::*;
+use http::Request;
+use http_body_util::BodyExt;
+use rustix::process::Signal;
+
+fn named(name: &'static str) -> Backend {
+    backend(move |_req| async move { text(200, name) })
+}
+
+fn config(listeners: &[&str], upstream: SocketAddr) -> String {
+    let mut s = String::from("[server]\nthreads = 2\nlog_level = \"error\"\n");
+    for l in listeners {
+        s.push_str(&format!("[[listeners]]\naddress = \"{l}\"\n"));
+    }
+    s.push_str(&format!(
+        "[[routes]]\nupstream = \"app\"\n[upstreams.app]\nservers = [\"{upstream}\"]\n"
+    ));
+    s
+}
+
+/// Polls `cond` until true, bounded by HANG.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(HANG, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_load_fails_no_request() {
+    let (a, b) = (named("a"), named("b"));
+    let mut proxy = Proxy::start(&config(&["127.0.0.1:0"], a.addr));
+    let addr = proxy.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, from_b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (stop, done, from_b) = (stop.clone(), done.clone(), from_b.clone());
+        // Kept-alive clients: their connections outlive the reload.
+        clients.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut failures = 0;
+            while !stop.load(Ordering::SeqCst) {
+                sender.ready().await?;
+                let req = Request::get("/").header("host", "t").body(empty())?;
+                let resp = sender.send_request(req).await?;
+                let ok = resp.status() == 200;
+                let body = resp.into_body().collect().await?.to_bytes();
+                match (ok, body.as_ref()) {
+                    (true, b"a") => {}
+                    (true, b"b") => {
+                        from_b.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => failures += 1,
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok::<usize, Error>(failures)
+        }));
+    }
+    until("traffic before the reload", || {
+        done.load(Ordering::SeqCst) > 200
+    })
+    .await;
+    proxy.reload(&config(&["127.0.0.1:0"], b.addr));
+    // The listener is the same one (same address configured).
+    assert_eq!(proxy.addr, addr);
+    until("the new config serving", || {
+        from_b.load(Ordering::SeqCst) > 200
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        let failures = tokio::time::timeout(HANG, c)
+            .await
+            .expect("client ends")
+            .expect("task")
+            .expect("no connection error");
+        assert_eq!(failures, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_added_and_removed_by_reload() {
+    let a = named("a");
+    let mut proxy = Proxy::start(&config(&["127.0.0.1:0"], a.addr));
+    let first = proxy.addr;
+    // Keep a connection open on the first listener across both reloads.
+    let mut kept = RawConn::connect(first).await;
+
+    let fixed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let two = config(&["127.0.0.1:0", &fixed.to_string()], a.addr);
+    proxy.reload(&two);
+    assert_eq!(proxy.addr, first, "the kept listener keeps its socket");
+    assert_eq!(get(fixed, "/").await.2, "a");
+
+    proxy.reload(&config(&["127.0.0.1:0"], a.addr));
+    until("the removed listener to refuse", || {
+        std::net::TcpStream::connect(fixed).is_err()
+    })
+    .await;
+    assert_eq!(get(first, "/").await.2, "a");
+    kept.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(kept.response().await.text(), "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_broken_file_keeps_old_config_and_valid_file_switches() {
+    let (a, b) = (named("a"), named("b"));
+    let file = TempFile::with(
+        "reload.toml",
+        config(&["127.0.0.1:0"], a.addr)
+            .replace("log_level = \"error\"", "log_level = \"info\"")
+            .as_bytes(),
+    );
+    let pid_file = TempFile::new("tidegate.pid");
+    let mut tidegate = Binary::start(&["--config", file.arg(), "--pid-file", pid_file.arg()]);
+    let addr = tidegate.listening().await;
+    assert_eq!(get(addr, "/").await.2, "a");
+
+    let reload = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+            .args(["reload", "--pid-file", pid_file.arg()])
+            .output()
+            .expect("run reload");
+        assert!(out.status.success(), "{out:?}");
+    };
+
+    std::fs::write(&file.path, "[[listeners]]\naddress = 17\n").unwrap();
+    reload();
+    let refused = tidegate.line_with("reload refused").await;
+    assert!(refused.contains(file.arg()), "{refused}");
+    assert!(refused.contains("address"), "{refused}");
+    assert_eq!(get(addr, "/").await.2, "a");
+
+    std::fs::write(&file.path, config(&["127.0.0.1:0"], b.addr)).unwrap();
+    reload();
+    tidegate.line_with("reloaded").await;
+    assert_eq!(get(addr, "/").await.2, "b");
+
+    tidegate.signal(Signal::TERM);
+    let (status, log) = tidegate.wait().await;
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(!pid_file.path.exists(), "pid file removed at exit");
+}

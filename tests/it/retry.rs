@@ -1,0 +1,116 @@
+//! Retries: a request that fails before any response byte goes to another
+//! server when that is safe; never a non-idempotent or streamed one; and a
+//! budget keeps retries from multiplying an outage.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::common::*;
+use http::Request;
+use http_body_util::BodyExt;
+
+/// Reads each request head, then closes the connection unanswered.
+fn resetting(accepted: Arc<AtomicUsize>) -> Backend {
+    raw_backend(move |mut stream| {
+        accepted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut buf = Vec::new();
+            let _ = read_request_head(&mut stream, &mut buf).await;
+        }
+    })
+}
+
+/// Answers `METHOD bytes-received`; counts requests by method.
+fn echoing(seen: Arc<AtomicUsize>) -> Backend {
+    backend(move |req: Request<hyper::body::Incoming>| {
+        let seen = seen.clone();
+        async move {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let m = req.method().clone();
+            let n = req.into_body().collect().await.unwrap().to_bytes().len();
+            text(200, &format!("{m} {n}"))
+        }
+    })
+}
+
+fn config(servers: &[&Backend], extra: &str) -> String {
+    group_config(
+        &quoted(servers),
+        &format!(
+            "balance = \"round_robin\"\n[upstreams.app.outlier]\nconsecutive_failures = 0\n{extra}"
+        ),
+    )
+}
+
+async fn request(addr: std::net::SocketAddr, method: &str, body: Body) -> (u16, String) {
+    let (status, _, text) = exchange(addr, method, "t", "/", &[], body).await;
+    (status, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resetting_server_is_retried_away_from() {
+    let resets = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (bad, good) = (resetting(resets.clone()), echoing(seen.clone()));
+    let proxy = Proxy::start(&config(&[&bad, &good], ""));
+    for _ in 0..10 {
+        assert_eq!(
+            request(proxy.addr, "GET", empty()).await,
+            (200, "GET 0".into())
+        );
+    }
+    // A small PUT is read ahead and kept, so it can go again whole.
+    for _ in 0..4 {
+        let (status, body) = request(proxy.addr, "PUT", full(vec![b'x'; 1000])).await;
+        assert_eq!((status, body.as_str()), (200, "PUT 1000"));
+    }
+    assert!(
+        resets.load(Ordering::SeqCst) >= 5,
+        "the bad server was tried"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 14);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_idempotent_and_streamed_requests_are_not_retried() {
+    let resets = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (bad, good) = (resetting(resets.clone()), echoing(seen.clone()));
+    let proxy = Proxy::start(&config(&[&bad, &good], ""));
+    let mut failed = 0;
+    for _ in 0..6 {
+        let (status, _) = request(proxy.addr, "POST", full("data")).await;
+        failed += usize::from(status == 502);
+    }
+    // A PUT too large to keep streams, and is not retried either.
+    for _ in 0..4 {
+        let big = stream_body(3, 200_000, 16_384);
+        let (status, _) = request(proxy.addr, "PUT", big).await;
+        failed += usize::from(status == 502);
+    }
+    // Round-robin sent half to the bad server; none went again.
+    assert_eq!(failed, 5);
+    assert_eq!(seen.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_caps_retries_when_every_server_fails() {
+    let tries = Arc::new(AtomicUsize::new(0));
+    let (a, b) = (resetting(tries.clone()), resetting(tries.clone()));
+    let proxy = Proxy::start(&config(
+        &[&a, &b],
+        "[upstreams.app.retry]\nattempts = 2\nbudget_percent = 20\nmin_per_second = 1\n",
+    ));
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        assert_eq!(request(proxy.addr, "GET", empty()).await.0, 502);
+    }
+    let seconds = started.elapsed().as_secs() as usize + 1;
+    let total = tries.load(Ordering::SeqCst);
+    // 100 first tries; retries at most 20% of them plus the floor.
+    assert!(total > 100, "some requests were retried ({total})");
+    assert!(
+        total <= 100 + 20 + 1 + seconds,
+        "{total} tries for 100 requests"
+    );
+}

@@ -1,0 +1,78 @@
+//! Client-side timeouts: slow heads and idle kept-alive connections are
+//! closed, active ones are not.
+
+use crate::common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SHORT: &str = "[timeouts]\nclient_header = \"1s\"\nclient_idle = \"1s\"\n";
+
+/// Reads until EOF; true when the server closed the connection.
+async fn closed_by_server(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    tokio::time::timeout(HANG, s.read_to_end(&mut out))
+        .await
+        .expect("server closes the connection")
+        .ok();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_head_is_cut_off() {
+    let origin = backend(|_| async { text(200, "ok") });
+    let proxy = Proxy::to(origin.addr, SHORT);
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let out = closed_by_server(&mut s).await;
+    assert!(
+        out.is_empty() || out.starts_with(b"HTTP/1.1 408"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_new_connection_is_closed() {
+    let origin = backend(|_| async { text(200, "ok") });
+    let proxy = Proxy::to(origin.addr, SHORT);
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let out = closed_by_server(&mut s).await;
+    assert!(out.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keepalive_connection_is_closed_after_its_response() {
+    let origin = backend(|_| async { text(200, "ok") });
+    let proxy = Proxy::to(origin.addr, SHORT);
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    // The whole response arrives, then the idle connection is closed.
+    let out = closed_by_server(&mut s).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("\r\n\r\nok"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_alive_connection_serves_several_requests() {
+    let origin = backend(|_| async { text(200, "ok") });
+    let proxy = Proxy::to(origin.addr, "");
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    for _ in 0..3 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while !got.ends_with(b"\r\n\r\nok") {
+            let n = tokio::time::timeout(HANG, s.read(&mut buf))
+                .await
+                .expect("response")
+                .unwrap();
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+}
