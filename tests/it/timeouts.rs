@@ -4,12 +4,23 @@
 use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const SHORT: &str = "[timeouts]\nclient_header = \"1s\"\nclient_idle = \"1s\"\n";
+use std::time::Duration;
 
-/// Reads until EOF; true when the server closed the connection.
+/// A short head timeout, and an idle timeout no test waits for: a close
+/// can only come from `client_header`.
+const HEAD_1S: &str = "[timeouts]\nclient_header = \"1s\"\nclient_idle = \"1h\"\n";
+/// The other way round: a close can only come from `client_idle`.
+const IDLE_1S: &str = "[timeouts]\nclient_header = \"1h\"\nclient_idle = \"1s\"\n";
+
+/// How long a test waits for the close: far past the 1 s it sets, and
+/// below the defaults (30 s head, 60 s idle), so a setting that is
+/// ignored fails the test instead of passing late.
+const BELOW_DEFAULTS: Duration = Duration::from_secs(20);
+
+/// Reads until the server closes the connection; everything it sent.
 async fn closed_by_server(s: &mut tokio::net::TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
-    tokio::time::timeout(HANG, s.read_to_end(&mut out))
+    tokio::time::timeout(BELOW_DEFAULTS, s.read_to_end(&mut out))
         .await
         .expect("server closes the connection")
         .ok();
@@ -19,7 +30,7 @@ async fn closed_by_server(s: &mut tokio::net::TcpStream) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_head_is_cut_off() {
     let origin = backend(|_| async { text(200, "ok") });
-    let proxy = Proxy::to(origin.addr, SHORT);
+    let proxy = Proxy::to(origin.addr, HEAD_1S);
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")
         .await
@@ -34,7 +45,7 @@ async fn slowloris_head_is_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_new_connection_is_closed() {
     let origin = backend(|_| async { text(200, "ok") });
-    let proxy = Proxy::to(origin.addr, SHORT);
+    let proxy = Proxy::to(origin.addr, HEAD_1S);
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let out = closed_by_server(&mut s).await;
     assert!(out.is_empty());
@@ -43,7 +54,7 @@ async fn silent_new_connection_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keepalive_connection_is_closed_after_its_response() {
     let origin = backend(|_| async { text(200, "ok") });
-    let proxy = Proxy::to(origin.addr, SHORT);
+    let proxy = Proxy::to(origin.addr, IDLE_1S);
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
