@@ -50,7 +50,7 @@ pub struct Entry {
     pub target: Uri,
     pub version: Version,
     /// The request's authority, if it had a valid one.
-    pub host: Option<crate::admit::Authority>,
+    pub host: Option<crate::message::admit::Authority>,
 }
 
 /// Lines still buffered go out when a worker's log is dropped (an old
@@ -114,7 +114,9 @@ impl AccessLog {
             up,
             e.start.elapsed().as_secs_f64(),
             outcome,
-            e.host.as_ref().map_or("-", crate::admit::Authority::as_str),
+            e.host
+                .as_ref()
+                .map_or("-", crate::message::admit::Authority::as_str),
         );
         if buf.len() >= FLUSH_AT {
             Self::write_out(&self.sink, &mut buf);

@@ -11,7 +11,7 @@ use http::StatusCode;
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("malformed request: {0}")]
-    Malformed(#[from] crate::admit::Malformed),
+    Malformed(#[from] crate::message::admit::Malformed),
     #[error("no route matches the request's host and path")]
     NoRoute,
     #[error(

@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Method;
 
-use crate::admit::{self, Authority};
 use crate::config::Config;
+use crate::message::admit::{self, Authority};
 use crate::router::{Action, Router, Template};
 
 /// A target: a function of arbitrary bytes.
@@ -88,7 +88,7 @@ pub fn connection(data: &[u8]) {
         .iter()
         .map(|n| h.get_all(n).iter().count())
         .collect();
-    crate::proxy::strip_hop_by_hop(&mut h);
+    crate::message::headers::strip_hop_by_hop(&mut h);
     for n in [
         header::CONNECTION,
         header::TE,
@@ -110,7 +110,7 @@ pub fn connection(data: &[u8]) {
 pub fn forwarded(data: &[u8]) {
     let h = fields(data);
     let ip = HeaderValue::from_static("192.0.2.7");
-    let v = crate::proxy::forwarded_for(&h, &ip);
+    let v = crate::message::headers::forwarded_for(&h, &ip);
     assert!(v.as_bytes().ends_with(b"192.0.2.7"));
 }
 

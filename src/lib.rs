@@ -14,7 +14,7 @@
 //! - [`connection`]: one client connection: TLS handshake, hyper's
 //!   HTTP/1.1 or HTTP/2 server (ALPN or h2c prior knowledge), plus a
 //!   watchdog for head and idle timeouts.
-//! - [`admit`]: what a request head must be before anything acts on it
+//! - [`message`]: what a request head must be before anything acts on it
 //!   (one valid authority, unambiguous framing, field names).
 //! - [`router`]: picks a route by host and path.
 //! - [`proxy`]: one request's life: header rewriting, sending upstream,
@@ -35,7 +35,6 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
-pub mod admit;
 pub mod balance;
 pub mod body;
 pub mod cli;
@@ -47,6 +46,7 @@ pub mod error;
 pub mod fuzz;
 pub mod health;
 pub mod listener;
+pub mod message;
 pub mod proxy;
 pub mod router;
 pub mod rt;

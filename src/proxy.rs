@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::{sleep_until, Instant};
@@ -32,6 +32,10 @@ use crate::body::{BodyProgress, ProxyBody, RequestBody, UpstreamBody};
 use crate::config::Config;
 use crate::connection::InFlight;
 use crate::error::ProxyError;
+use crate::message::headers::{
+    forwarded_for, join_cookies, scan, strip_found, trailer_fields, via, Found, HTTP, HTTPS,
+    VIA_VALUE, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+};
 use crate::router::Router;
 use crate::router::{Action, Route, UpstreamHost};
 use crate::upstream::{Lease, Pool, Sender};
@@ -40,25 +44,7 @@ use crate::upstream::{Lease, Pool, Sender};
 /// server's idle timer.
 const STALE_RISK: Duration = Duration::from_secs(1);
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-pub(crate) const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 tidegate");
-const VIA_VALUE_H2: HeaderValue = HeaderValue::from_static("2 tidegate");
-const HTTP: HeaderValue = HeaderValue::from_static("http");
-const HTTPS: HeaderValue = HeaderValue::from_static("https");
 const CLOSE: HeaderValue = HeaderValue::from_static("close");
-
-/// `Via` names the protocol version the message came in with (RFC 9110 §7.6.3).
-fn via(v: Version) -> HeaderValue {
-    if v == Version::HTTP_2 {
-        VIA_VALUE_H2
-    } else {
-        VIA_VALUE
-    }
-}
 
 /// Everything one worker thread needs to proxy under one config: the
 /// config-derived parts plus the thread's own pool and log buffer.
@@ -123,7 +109,7 @@ pub struct ConnCtx {
     /// turns with (`None` on HTTP/2, whose streams run side by side).
     pub head_timer: Option<HeadTimer>,
     /// The listener's `underscores_in_headers`.
-    pub underscores: crate::admit::Underscores,
+    pub underscores: crate::message::admit::Underscores,
 }
 
 /// One response-head timer for all the requests of an HTTP/1.1 client
@@ -560,19 +546,21 @@ enum Outcome<'a> {
     Local(Response<ProxyBody>),
 }
 
-/// The checks of [`crate::admit`], before anything else looks at the
+/// The checks of [`crate::message::admit`], before anything else looks at the
 /// request: its one authority, its framing, its field names.
 fn admit(
     ctx: &ConnCtx,
     parts: &mut http::request::Parts,
     found: Found,
-) -> Result<Option<crate::admit::Authority>, ProxyError> {
+) -> Result<Option<crate::message::admit::Authority>, ProxyError> {
     if found.transfer_encoding {
-        crate::admit::transfer_codings(parts.headers.get_all(header::TRANSFER_ENCODING).iter())?;
+        crate::message::admit::transfer_codings(
+            parts.headers.get_all(header::TRANSFER_ENCODING).iter(),
+        )?;
     }
-    let authority = crate::admit::authority(parts)?;
+    let authority = crate::message::admit::authority(parts)?;
     if found.underscore
-        && crate::admit::underscores(&mut parts.headers, ctx.underscores)?
+        && crate::message::admit::underscores(&mut parts.headers, ctx.underscores)?
         && !ctx.state.underscores_dropped.replace(true)
     {
         tracing::debug!(client = %ctx.client, "dropped request fields whose names have underscores (underscores_in_headers)");
@@ -585,7 +573,7 @@ async fn forward<'w>(
     w: &'w Worker,
     mut parts: http::request::Parts,
     body: Incoming,
-    authority: Option<crate::admit::Authority>,
+    authority: Option<crate::message::admit::Authority>,
     found: Found,
 ) -> Result<Outcome<'w>, ProxyError> {
     // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and sent
@@ -606,7 +594,7 @@ async fn forward<'w>(
     let route = w
         .router
         .find(
-            authority.map(crate::admit::Authority::as_bytes),
+            authority.map(crate::message::admit::Authority::as_bytes),
             parts.uri.path(),
             &parts.method,
             &parts.headers,
@@ -615,7 +603,7 @@ async fn forward<'w>(
     let group = match &route.action {
         Action::Proxy(group) => *group,
         Action::Redirect { status, location } => {
-            let host = authority.map_or("", crate::admit::Authority::as_str);
+            let host = authority.map_or("", crate::message::admit::Authority::as_str);
             let target = location.expand(scheme, host, parts.uri.path(), parts.uri.query());
             return Ok(Outcome::Local(local_response(
                 *status,
@@ -908,11 +896,11 @@ fn request_key(key: &HashKey, client: SocketAddr, headers: &HeaderMap) -> u64 {
 /// target on HTTPS (301 for GET and HEAD; 308 keeps other methods and
 /// their bodies).
 fn https_redirect(
-    authority: Option<&crate::admit::Authority>,
+    authority: Option<&crate::message::admit::Authority>,
     port: u16,
     parts: &http::request::Parts,
 ) -> Response<ProxyBody> {
-    let name = authority.map_or("", crate::admit::Authority::host);
+    let name = authority.map_or("", crate::message::admit::Authority::host);
     let mut target = String::with_capacity(16 + name.len() + parts.uri.path().len());
     target.push_str("https://");
     target.push_str(name);
@@ -944,7 +932,10 @@ fn https_redirect(
 /// the one the connection was set up for gets 421, unless the certificate
 /// that answered covers that host too (HTTP/2 connection reuse, RFC 9113
 /// §9.1.1). Connections without SNI are not checked.
-fn check_sni(tls: &TlsInfo, authority: Option<&crate::admit::Authority>) -> Result<(), ProxyError> {
+fn check_sni(
+    tls: &TlsInfo,
+    authority: Option<&crate::message::admit::Authority>,
+) -> Result<(), ProxyError> {
     let Some(sni) = &tls.sni else { return Ok(()) };
     let Some(authority) = authority else {
         return Ok(());
@@ -1201,7 +1192,7 @@ fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
 fn prepare_request(
     parts: &mut http::request::Parts,
     ctx: &ConnCtx,
-    authority: Option<&crate::admit::Authority>,
+    authority: Option<&crate::message::admit::Authority>,
     host_mode: &UpstreamHost,
     chunked: bool,
     found: Found,
@@ -1224,13 +1215,14 @@ fn prepare_request(
     }
 
     let h = &mut parts.headers;
-    let upgrade = (http11 && found.upgrade && found.connection && crate::tunnel::wants_upgrade(h))
-        .then(|| {
-            h.get_all(header::UPGRADE)
-                .iter()
-                .cloned()
-                .collect::<Vec<_>>()
-        });
+    let upgrade =
+        (http11 && found.upgrade && found.connection && crate::message::headers::wants_upgrade(h))
+            .then(|| {
+                h.get_all(header::UPGRADE)
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            });
     let trailers = found
         .hop
         .then(|| trailer_fields(h, chunked, &mut parts.extensions));
@@ -1240,7 +1232,7 @@ fn prepare_request(
     }
     let is_upgrade = upgrade.is_some();
     if let Some(upgrade) = upgrade {
-        crate::tunnel::keep_upgrade(h, upgrade);
+        crate::message::headers::keep_upgrade(h, upgrade);
     }
     if found.expect {
         h.remove(header::EXPECT);
@@ -1283,181 +1275,4 @@ fn prepare_request(
         h.insert(header::HOST, v.clone());
     }
     is_upgrade
-}
-
-/// The `X-Forwarded-For` to send: the ones received, in order, then the
-/// client's address.
-pub(crate) fn forwarded_for(h: &HeaderMap, client_ip: &HeaderValue) -> HeaderValue {
-    let mut v = Vec::with_capacity(64);
-    for prior in h.get_all(&X_FORWARDED_FOR) {
-        v.extend_from_slice(prior.as_bytes());
-        v.extend_from_slice(b", ");
-    }
-    v.extend_from_slice(client_ip.as_bytes());
-    HeaderValue::from_bytes(&v).unwrap_or_else(|_| client_ip.clone())
-}
-
-/// HTTP/2 lets a client split `Cookie` into one field per pair; HTTP/1.1
-/// wants one field, joined with "; " (RFC 9113 §8.2.3).
-fn join_cookies(h: &mut HeaderMap) {
-    let mut all = h.get_all(header::COOKIE).iter();
-    if let (Some(_), None) = (all.next(), all.next()) {
-        return;
-    }
-    let mut joined = Vec::new();
-    for v in h.get_all(header::COOKIE) {
-        if !joined.is_empty() {
-            joined.extend_from_slice(b"; ");
-        }
-        joined.extend_from_slice(v.as_bytes());
-    }
-    if joined.is_empty() {
-        return;
-    }
-    if let Ok(v) = HeaderValue::from_bytes(&joined) {
-        h.insert(header::COOKIE, v);
-    }
-}
-
-/// What `TE` and `Trailer` ask that outlives the hop: a client accepting
-/// trailers (`TE: trailers`, passed on to HTTP/2 upstreams through
-/// [`TeTrailers`](crate::upstream::TeTrailers)), and the trailer fields a
-/// chunked body announces (which hyper only writes when announced).
-fn trailer_fields(h: &HeaderMap, chunked: bool, ext: &mut http::Extensions) -> Option<HeaderValue> {
-    let te_trailers = h
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            t.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("trailers")
-        });
-    if te_trailers {
-        ext.insert(crate::upstream::TeTrailers);
-    }
-    chunked.then(|| h.get(header::TRAILER).cloned()).flatten()
-}
-
-/// Headers the proxy must act on, found in one pass over a header map
-/// (most messages carry none of them, and then nothing is hashed).
-#[derive(Default, Clone, Copy)]
-struct Found {
-    connection: bool,
-    /// Fixed hop-by-hop fields other than `Connection`.
-    hop: bool,
-    upgrade: bool,
-    expect: bool,
-    forwarded_for: bool,
-    transfer_encoding: bool,
-    /// A field name with an underscore.
-    underscore: bool,
-}
-
-fn scan(h: &HeaderMap) -> Found {
-    let mut f = Found::default();
-    for name in h.keys() {
-        if name == header::TRANSFER_ENCODING {
-            f.hop = true;
-            f.transfer_encoding = true;
-        } else if name == header::CONNECTION {
-            f.connection = true;
-        } else if name == header::TE
-            || name == header::TRAILER
-            || name == KEEP_ALIVE
-            || name == PROXY_CONNECTION
-        {
-            f.hop = true;
-        } else if name == header::UPGRADE {
-            f.hop = true;
-            f.upgrade = true;
-        } else if name == header::EXPECT {
-            f.expect = true;
-        } else if name == X_FORWARDED_FOR {
-            f.forwarded_for = true;
-        } else if crate::admit::has_underscore(name.as_str().as_bytes()) {
-            f.underscore = true;
-        }
-    }
-    f
-}
-
-/// Removes `Connection`, every field it names, and the fixed hop-by-hop set
-/// (RFC 9110 §7.6.1).
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let found = scan(h);
-    strip_found(h, found);
-}
-
-fn strip_found(h: &mut HeaderMap, found: Found) {
-    if found.connection {
-        let mut named = h.get_all(header::CONNECTION).iter();
-        if let (Some(_), None) = (named.next(), named.next()) {
-            if let Some(v) = h.remove(header::CONNECTION) {
-                remove_listed(h, &v);
-            }
-        } else {
-            let all: Vec<HeaderValue> = h.get_all(header::CONNECTION).iter().cloned().collect();
-            h.remove(header::CONNECTION);
-            for v in &all {
-                remove_listed(h, v);
-            }
-        }
-    }
-    if found.hop {
-        for name in [
-            &KEEP_ALIVE,
-            &PROXY_CONNECTION,
-            &header::TE,
-            &header::TRAILER,
-            &header::TRANSFER_ENCODING,
-            &header::UPGRADE,
-        ] {
-            h.remove(name);
-        }
-    }
-}
-
-/// Fields a `Connection` option may not name for removal.
-const PROTECTED: [&str; 8] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "forwarded",
-    "via",
-];
-
-fn remove_listed(h: &mut HeaderMap, v: &HeaderValue) {
-    // Bytes, not `to_str`: no UTF-8 pass over the value, and a value with
-    // obs-text still has its listed fields removed.
-    for token in v.as_bytes().split(|&b| b == b',') {
-        let token = token.trim_ascii();
-        // The usual tokens name no field of their own to remove
-        // (`Keep-Alive` is in the fixed set already).
-        if token.is_empty()
-            || token.eq_ignore_ascii_case(b"keep-alive")
-            || token.eq_ignore_ascii_case(b"close")
-        {
-            continue;
-        }
-        // Framing, routing and the proxy's own forwarding fields are not
-        // the sender's to remove.
-        if PROTECTED
-            .iter()
-            .any(|p| token.eq_ignore_ascii_case(p.as_bytes()))
-        {
-            continue;
-        }
-        // `&str` lookups lower-case on the stack: no allocation. A token
-        // that is not UTF-8 names no field.
-        if let Ok(name) = std::str::from_utf8(token) {
-            h.remove(name);
-        }
-    }
 }

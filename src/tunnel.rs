@@ -72,6 +72,7 @@ use tokio::time::Instant;
 use crate::access_log::Entry;
 use crate::body::{ProxyBody, RequestBody};
 use crate::error::ProxyError;
+use crate::message::headers::{keep_upgrade, lists, strip_hop_by_hop, VIA_VALUE};
 use crate::proxy::Worker;
 use crate::router::Route;
 use crate::upstream::{open, Lease, Sender};
@@ -79,7 +80,6 @@ use crate::upstream::{open, Lease, Sender};
 /// Buffer size for each direction of a tunnel.
 const BUF: usize = 16 * 1024;
 
-const UPGRADE: HeaderValue = HeaderValue::from_static("upgrade");
 const WEBSOCKET: HeaderValue = HeaderValue::from_static("websocket");
 static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
 static SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
@@ -154,47 +154,6 @@ pub fn check_accept(h: &HeaderMap, key: &HeaderValue) -> Result<(), &'static str
     }
 }
 
-/// Whether a request head (HTTP/1.1) asks for an upgrade: an `Upgrade`
-/// field and the `upgrade` option in `Connection` (RFC 9110 §7.8). Not
-/// `h2c`: its upgrade needs `HTTP2-Settings`, a hop-by-hop field, and
-/// RFC 9113 dropped it; such a request goes on as plain HTTP/1.1.
-pub fn wants_upgrade(h: &HeaderMap) -> bool {
-    let mut protocols = h
-        .get_all(header::UPGRADE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .peekable();
-    protocols.peek().is_some()
-        && !protocols.any(|p| {
-            p.split('/')
-                .next()
-                .is_some_and(|name| name.eq_ignore_ascii_case("h2c"))
-        })
-        && lists(h, header::CONNECTION, "upgrade")
-}
-
-/// Whether the comma-separated list fields `name` hold `token` (any case).
-fn lists(h: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    h.get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// After the hop-by-hop fields were dropped: puts back the `Upgrade`
-/// values and `Connection: upgrade`.
-pub fn keep_upgrade(h: &mut HeaderMap, upgrade: Vec<HeaderValue>) {
-    h.remove(header::UPGRADE);
-    for v in upgrade {
-        h.append(header::UPGRADE, v);
-    }
-    h.insert(header::CONNECTION, UPGRADE);
-}
-
 /// A new connection to `server` for an upgrade request, its driver
 /// spawned as a task with hyper's upgrade support.
 pub async fn connect(w: &Worker, server: usize, timeout: Duration) -> Result<Lease, ProxyError> {
@@ -236,14 +195,14 @@ pub fn switch(
         true => Vec::new(),
         false => h.get_all(header::UPGRADE).iter().cloned().collect(),
     };
-    crate::proxy::strip_hop_by_hop(h);
+    strip_hop_by_hop(h);
     if h2 {
         h.remove(&SEC_WEBSOCKET_ACCEPT);
         h.remove(header::CONTENT_LENGTH);
     } else {
         keep_upgrade(h, upgrade);
     }
-    h.append(header::VIA, crate::proxy::VIA_VALUE);
+    h.append(header::VIA, VIA_VALUE);
     route.response_headers.apply(h);
     (
         Response::from_parts(parts, ProxyBody::full(Bytes::new())),
@@ -543,37 +502,6 @@ mod tests {
     }
 
     #[test]
-    fn upgrade_needs_both_fields() {
-        assert!(wants_upgrade(&map(&[
-            ("connection", "keep-alive, Upgrade"),
-            ("upgrade", "websocket")
-        ])));
-        assert!(wants_upgrade(&map(&[
-            ("connection", "keep-alive"),
-            ("connection", "UPGRADE"),
-            ("upgrade", "foo")
-        ])));
-        assert!(!wants_upgrade(&map(&[("upgrade", "websocket")])));
-        assert!(!wants_upgrade(&map(&[("connection", "upgrade")])));
-        assert!(!wants_upgrade(&map(&[
-            ("connection", "upgraded"),
-            ("upgrade", "websocket")
-        ])));
-        assert!(!wants_upgrade(&map(&[
-            ("connection", "upgrade"),
-            ("upgrade", "")
-        ])));
-        assert!(!wants_upgrade(&map(&[
-            ("connection", "Upgrade, HTTP2-Settings"),
-            ("upgrade", "h2c")
-        ])));
-        assert!(!wants_upgrade(&map(&[
-            ("connection", "upgrade"),
-            ("upgrade", "foo/2, H2C")
-        ])));
-    }
-
-    #[test]
     fn accept_is_the_rfc_6455_sample() {
         // RFC 6455 §1.3's worked example.
         assert_eq!(
@@ -644,13 +572,5 @@ mod tests {
             Err(e) => assert_eq!(e.status(), StatusCode::NOT_IMPLEMENTED),
             Ok(_) => panic!("connect-udp accepted"),
         }
-    }
-
-    #[test]
-    fn keep_upgrade_restores_the_fields() {
-        let mut h = map(&[("x", "1")]);
-        keep_upgrade(&mut h, vec![HeaderValue::from_static("websocket")]);
-        assert_eq!(h.get("upgrade").unwrap(), "websocket");
-        assert_eq!(h.get("connection").unwrap(), "upgrade");
     }
 }

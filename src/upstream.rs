@@ -40,6 +40,7 @@ use tokio::time::Instant;
 use crate::body::RequestBody;
 use crate::config::Config;
 use crate::error::ProxyError;
+use crate::message::headers::TeTrailers;
 use crate::upstream_tls::{Protocol, ServerTls};
 
 type Driver = http1::Connection<TokioIo<Io>, RequestBody>;
@@ -118,13 +119,6 @@ impl Sender {
         }
     }
 }
-
-/// Marks a request whose client accepts trailers (`TE: trailers`): the
-/// proxy says the same upstream on its own behalf (RFC 9110 §10.1.4; gRPC
-/// servers require it), since it forwards trailers. Any other `TE` coding
-/// stops at the proxy.
-#[derive(Debug, Clone, Copy)]
-pub struct TeTrailers;
 
 /// `TE: trailers` upstream for clients that accept trailers (either
 /// version; [`h2_request`] ends here too).

@@ -149,7 +149,7 @@ pub struct Listener {
     /// Plain listener that only redirects to HTTPS on this port.
     pub redirect_https: Option<u16>,
     /// Request fields whose names have underscores.
-    pub underscores: crate::admit::Underscores,
+    pub underscores: crate::message::admit::Underscores,
     /// Concurrent connections; `None`: `limits.max_connections`, or the
     /// share of the open-files limit.
     pub max_connections: Option<usize>,
@@ -166,7 +166,7 @@ impl Listener {
             max_concurrent_streams: DEFAULT_MAX_STREAMS,
             hsts: None,
             redirect_https: None,
-            underscores: crate::admit::Underscores::default(),
+            underscores: crate::message::admit::Underscores::default(),
             max_connections: None,
             max_connections_per_ip: None,
         }

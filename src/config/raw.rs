@@ -37,7 +37,7 @@ pub struct Listener {
     pub max_concurrent_streams: Option<u32>,
     pub hsts: Option<String>,
     pub redirect_https: Option<u16>,
-    pub underscores_in_headers: Option<crate::admit::Underscores>,
+    pub underscores_in_headers: Option<crate::message::admit::Underscores>,
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<u32>,
 }
