@@ -1,4 +1,4 @@
-//! Body wrappers: how bytes stream through the proxy.
+//! The request body: how a client's bytes stream to the upstream.
 //!
 //! Neither body is ever collected: each frame is handed on as it arrives,
 //! and hyper only asks for the next one once the previous one was written,
@@ -7,10 +7,7 @@
 //! - [`RequestBody`] carries the client's body to the upstream, enforcing the
 //!   route's size limit while streaming and noting progress for the
 //!   upstream response-head timeout.
-//! - [`ProxyBody`] carries the upstream's body (or a short synthetic one) to
-//!   the client, counting bytes and telling the exchange when it ended, so
-//!   the upstream connection goes back to the pool and the access log gets
-//!   its line.
+//! - The response's way back is [`crate::proxy::exchange::ProxyBody`].
 
 use std::cell::Cell;
 use std::pin::Pin;
@@ -22,8 +19,6 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Instant;
-
-use crate::proxy::{Ended, Exchange};
 
 /// What went wrong while streaming a client's body upstream.
 #[derive(Debug, thiserror::Error)]
@@ -219,115 +214,6 @@ impl Body for RequestBody {
         match &self.inner {
             Some(b) => b.size_hint(),
             None => SizeHint::with_exact(self.full.as_ref().map_or(0, |b| b.len() as u64)),
-        }
-    }
-}
-
-/// The body the client receives.
-pub enum ProxyBody {
-    /// Streamed from the upstream.
-    Upstream(UpstreamBody),
-    /// A short body of our own (errors); `None` once sent.
-    Full(Option<Bytes>),
-}
-
-impl ProxyBody {
-    pub fn full(b: impl Into<Bytes>) -> Self {
-        let b = b.into();
-        ProxyBody::Full(if b.is_empty() { None } else { Some(b) })
-    }
-}
-
-/// An upstream response body plus the exchange to finish when it ends.
-pub struct UpstreamBody {
-    inner: Incoming,
-    bytes: u64,
-    exchange: Option<Exchange>,
-}
-
-impl UpstreamBody {
-    pub fn new(inner: Incoming, exchange: Exchange) -> Self {
-        UpstreamBody {
-            inner,
-            bytes: 0,
-            exchange: Some(exchange),
-        }
-    }
-
-    fn finish(&mut self, how: Ended) {
-        if let Some(ex) = self.exchange.take() {
-            ex.end(how, self.bytes);
-        }
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // hyper may stop polling once `is_end_stream` says so; only a body
-        // dropped before its end is one the client abandoned.
-        let how = if self.inner.is_end_stream() {
-            Ended::Done
-        } else {
-            Ended::ClientGone
-        };
-        self.finish(how);
-    }
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut *self {
-            ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Upstream(u) => {
-                let mut polled = Pin::new(&mut u.inner).poll_frame(cx);
-                if polled.is_pending() {
-                    // Let the upstream connection read, then look again.
-                    if let Some(ex) = &mut u.exchange {
-                        ex.drive(cx);
-                    }
-                    polled = Pin::new(&mut u.inner).poll_frame(cx);
-                }
-                match polled {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let Some(d) = frame.data_ref() {
-                            u.bytes += d.len() as u64;
-                        }
-                        if u.inner.is_end_stream() {
-                            u.finish(Ended::Done);
-                        }
-                        Poll::Ready(Some(Ok(frame)))
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        u.finish(Ended::UpstreamFailed);
-                        Poll::Ready(Some(Err(e)))
-                    }
-                    Poll::Ready(None) => {
-                        u.finish(Ended::Done);
-                        Poll::Ready(None)
-                    }
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Upstream(u) => u.inner.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ProxyBody::Upstream(u) => u.inner.size_hint(),
         }
     }
 }

@@ -2,36 +2,40 @@
 //!
 //! # Layout
 //!
-//! Modules follow a request's path through the proxy:
+//! Folders follow a request's path; a module imports only those below it
+//! in this list (no import cycle on the request path):
 //!
 //! - [`server`]: runtime layout (one single-threaded runtime per core, each
 //!   with its own SO_REUSEPORT listener and upstream pool), accept loops,
-//!   connection limits, graceful shutdown. Start here: [`server::start`].
-//! - [`listener`]: which accepted connections may stay: per-listener and
-//!   per-address caps, idle connections closed first at the cap.
-//! - [`tls`]: TLS towards clients: certificates by SNI, ALPN, client
-//!   certificates.
-//! - [`connection`]: one client connection: TLS handshake, hyper's
-//!   HTTP/1.1 or HTTP/2 server (ALPN or h2c prior knowledge), plus a
-//!   watchdog for head and idle timeouts.
-//! - [`message`]: what a request head must be before anything acts on it
-//!   (one valid authority, unambiguous framing, field names).
-//! - [`router`]: picks a route by host and path.
-//! - [`proxy`]: one request's life: header rewriting, sending upstream,
-//!   mapping failures to statuses, streaming the response back.
+//!   reload, graceful shutdown. Start here: [`server::start`].
+//! - [`downstream`]: the client side. [`downstream::listener`] (which
+//!   accepted connections may stay), [`downstream::tls`] (certificates by
+//!   SNI, ALPN, client certificates), [`downstream::connection`] (hyper's
+//!   HTTP/1.1 or HTTP/2 server for one connection, its timeouts, its
+//!   lingering close), around [`downstream::state`] (what a connection
+//!   shares with its requests).
+//! - [`proxy`]: one request's life, phase by phase: admit, route, local
+//!   answers, forward (server choice, retries, the stale-connection retry),
+//!   respond ([`proxy::exchange`]: the streamed response body, the
+//!   access-log line, the connection back to the pool); [`proxy::tunnel`]
+//!   for upgrades (WebSocket...).
+//! - [`worker`]: one thread's state under one config (routes, pool, log).
 //! - [`upstream`]: the per-thread upstream connection pool; [`balance`]:
 //!   which server of a group takes a request; [`health`]: active checks
 //!   and passive ejection; [`upstream_tls`]: TLS and HTTP version to
 //!   upstreams; [`dns`]: servers given by name, re-resolved in the
 //!   background.
-//! - [`tunnel`]: HTTP/1.1 upgrades (WebSocket...): the 101 and the
-//!   byte tunnel that follows it.
-//! - [`body`]: the streaming body wrappers (limits, byte counts, completion).
-//! - [`error`]: why a request failed, and the status that follows.
-//! - [`access_log`]: one line per request, buffered per thread.
+//! - [`router`]: picks a route by host and path; [`body`]: the request
+//!   body streamed upstream (limits, progress); [`access_log`]: one line
+//!   per request, buffered per thread; [`error`]: why a request failed,
+//!   and the status that follows.
+//! - [`message`]: pure HTTP rules: what a request head must be before
+//!   anything acts on it ([`message::admit`]) and the RFC 9110 header
+//!   rewriting for the next hop.
 //!
 //! Around them: [`config`] (TOML → validated types), [`cli`] (the binary's
-//! behaviour) and [`demo`] (a small origin for the quickstart and tests).
+//! behaviour), [`demo`] (a small origin for the quickstart and tests),
+//! [`rt`] (runtime glue), [`fuzz`] (the fuzz targets' entry points).
 #![forbid(unsafe_code)]
 
 pub mod access_log;
@@ -39,22 +43,20 @@ pub mod balance;
 pub mod body;
 pub mod cli;
 pub mod config;
-pub mod connection;
 pub mod demo;
 pub mod dns;
+pub mod downstream;
 pub mod error;
 pub mod fuzz;
 pub mod health;
-pub mod listener;
 pub mod message;
 pub mod proxy;
 pub mod router;
 pub mod rt;
 pub mod server;
-pub mod tls;
-pub mod tunnel;
 pub mod upstream;
 pub mod upstream_tls;
+pub mod worker;
 
 pub use config::Config;
 pub use server::{start, Running, StartError};

@@ -27,7 +27,7 @@ where
 }
 
 /// A socket, plain or with TLS over it: `T` is tokio-rustls' server stream
-/// for client connections ([`crate::connection::ClientIo`]) and its client
+/// for client connections ([`crate::downstream::state::ClientIo`]) and its client
 /// stream for upstream ones ([`crate::upstream::Io`]).
 pub enum MaybeTls<T> {
     Plain(TcpStream),

@@ -37,9 +37,10 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::access_log::AccessLog;
 use crate::config::{Config, CpuAffinity};
-use crate::connection::{self, ConnLimits, ConnState};
-use crate::listener::{Gate, Registry};
-use crate::proxy::{Current, Worker};
+use crate::downstream::connection;
+use crate::downstream::listener::{Gate, Registry};
+use crate::downstream::state::{ConnLimits, ConnState};
+use crate::worker::{Current, Worker};
 
 /// One listener's socket for one thread: the address as configured, the
 /// socket, and what all threads' sockets of it share.
@@ -558,7 +559,7 @@ pin_project_lite::pin_project! {
     struct Holding<F> {
         #[pin]
         conn: F,
-        _held: (crate::listener::Admitted, crate::listener::Registered, LiveGuard),
+        _held: (crate::downstream::listener::Admitted, crate::downstream::listener::Registered, LiveGuard),
     }
 }
 

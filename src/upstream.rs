@@ -226,7 +226,7 @@ impl Lease {
     }
 
     /// A connection whose driver runs as a task of its own (an upgrade's,
-    /// see [`crate::tunnel`]): never pooled, as it reads as dead here.
+    /// see [`crate::proxy::tunnel`]): never pooled, as it reads as dead here.
     pub fn detached(sender: Sender, server: usize) -> Lease {
         Lease {
             sender,

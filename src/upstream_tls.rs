@@ -123,7 +123,7 @@ pub type FieldError = (&'static str, String);
 /// Builds a group's client config: trust roots (the CA file, or the
 /// system's), the client certificate if any, ALPN for `protocol`.
 pub fn client_config(opts: &Options, protocol: Protocol) -> Result<Arc<ClientConfig>, FieldError> {
-    let provider = crate::tls::provider();
+    let provider = crate::downstream::tls::provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ("", format!("TLS setup: {e}")))?;
@@ -156,7 +156,7 @@ fn cert_path(p: &str) -> &std::path::Path {
 }
 
 fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    crate::tls::read_certs(cert_path(path)).map_err(|e| e.to_string())
+    crate::downstream::tls::read_certs(cert_path(path)).map_err(|e| e.to_string())
 }
 
 fn roots(ca_file: Option<&str>) -> Result<RootCertStore, FieldError> {

@@ -138,7 +138,7 @@ impl Default for Limits {
 pub struct Listener {
     pub addr: SocketAddr,
     /// TLS termination, if configured: certificates read at load.
-    pub tls: Option<std::sync::Arc<crate::tls::ServerTls>>,
+    pub tls: Option<std::sync::Arc<crate::downstream::tls::ServerTls>>,
     /// HTTP/2: offered in ALPN on TLS; taken with prior knowledge (h2c)
     /// on plain listeners.
     pub http2: bool,
@@ -1092,8 +1092,8 @@ fn listener(
     };
     let client_ca = t.client_ca.as_ref().map(|p| base.join(p));
     let client_auth = match t.client_auth.as_deref() {
-        None | Some("required") => crate::tls::ClientAuth::Required,
-        Some("optional") => crate::tls::ClientAuth::Optional,
+        None | Some("required") => crate::downstream::tls::ClientAuth::Required,
+        Some("optional") => crate::downstream::tls::ClientAuth::Optional,
         Some(v) => {
             return Err(invalid(
                 field("tls.client_auth"),
@@ -1116,7 +1116,7 @@ fn listener(
             )
         })?,
     };
-    let settings = crate::tls::Settings {
+    let settings = crate::downstream::tls::Settings {
         certificates: paths
             .iter()
             .map(|(c, k)| (c.as_path(), k.as_path()))
@@ -1130,7 +1130,7 @@ fn listener(
     if !io {
         return Ok(out);
     }
-    let tls = crate::tls::ServerTls::build(&settings)
+    let tls = crate::downstream::tls::ServerTls::build(&settings)
         .map_err(|e| invalid(field("tls"), e.to_string()))?;
     out.tls = Some(std::sync::Arc::new(tls));
     Ok(out)

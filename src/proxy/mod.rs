@@ -16,7 +16,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
+
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,186 +26,30 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::{sleep_until, Instant};
 
+pub mod exchange;
+pub mod tunnel;
+
 use crate::access_log::{AccessLog, Entry};
 use crate::balance::{hash64, HashKey};
-use crate::body::{BodyProgress, ProxyBody, RequestBody, UpstreamBody};
-use crate::config::Config;
-use crate::connection::InFlight;
+use crate::body::{BodyProgress, RequestBody};
+
+use crate::downstream::state::{ConnCtx, HeadTimer, InFlight, TlsInfo};
 use crate::error::ProxyError;
 use crate::message::headers::{
     forwarded_for, join_cookies, scan, strip_found, trailer_fields, via, Found, HTTP, HTTPS,
     VIA_VALUE, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
-use crate::router::Router;
+
 use crate::router::{Action, Route, UpstreamHost};
-use crate::upstream::{Lease, Pool, Sender};
+use crate::upstream::{Lease, Pool};
+use crate::worker::Worker;
+use exchange::{Exchange, ProxyBody, UpstreamBody};
 
 /// Idle time after which a reused connection may have been closed by the
 /// server's idle timer.
 const STALE_RISK: Duration = Duration::from_secs(1);
 
 const CLOSE: HeaderValue = HeaderValue::from_static("close");
-
-/// Everything one worker thread needs to proxy under one config: the
-/// config-derived parts plus the thread's own pool and log buffer.
-pub struct Worker {
-    pub config: Arc<Config>,
-    pub router: Router,
-    pub pool: Pool,
-    pub log: AccessLog,
-    /// hyper's settings for new client connections.
-    pub http1: hyper::server::conn::http1::Builder,
-}
-
-impl Worker {
-    /// Builds a worker for `config`; idle upstream connections to servers
-    /// that `old` also had move over.
-    pub fn new(config: Arc<Config>, log: AccessLog, old: Option<&Pool>) -> Worker {
-        Worker {
-            router: Router::new(&config.routes),
-            pool: Pool::new(&config, old),
-            log,
-            http1: crate::connection::server_builder(config.limits.max_request_head_bytes),
-            config,
-        }
-    }
-}
-
-/// A thread's current worker, swapped whole on reload. A request takes it
-/// once, when it starts.
-pub struct Current(std::cell::RefCell<Rc<Worker>>);
-
-impl Current {
-    pub fn new(w: Worker) -> Current {
-        Current(std::cell::RefCell::new(Rc::new(w)))
-    }
-
-    pub fn get(&self) -> Rc<Worker> {
-        self.0.borrow().clone()
-    }
-
-    pub fn set(&self, w: Worker) {
-        *self.0.borrow_mut() = Rc::new(w);
-    }
-}
-
-/// Per client connection: who it is, and the state the watchdog reads.
-pub struct ConnCtx {
-    pub current: Rc<Current>,
-    pub client: SocketAddr,
-    /// The client's IP, ready to append to `X-Forwarded-For`.
-    pub client_ip: HeaderValue,
-    pub state: Rc<crate::connection::ConnState>,
-    /// Set on TLS connections (boxed: most connections' contexts are
-    /// smaller without it).
-    pub tls: Option<Box<TlsInfo>>,
-    /// `Strict-Transport-Security` for every response (TLS listeners
-    /// that set it).
-    pub hsts: Option<HeaderValue>,
-    /// A plain listener that answers every request with a redirect to
-    /// HTTPS on this port.
-    pub redirect_https: Option<u16>,
-    /// HTTP/1.1 connections: the response-head timer their requests take
-    /// turns with (`None` on HTTP/2, whose streams run side by side).
-    pub head_timer: Option<HeadTimer>,
-    /// The listener's `underscores_in_headers`.
-    pub underscores: crate::message::admit::Underscores,
-}
-
-/// One response-head timer for all the requests of an HTTP/1.1 client
-/// connection, one after another. Moving an armed timer to a later
-/// deadline is one atomic update in tokio, where a timer per request is
-/// put in and taken out of the runtime's timer wheel every time. Left
-/// armed after a response, it wakes the idle connection's task once,
-/// which finds nothing to do.
-#[derive(Default)]
-pub struct HeadTimer(std::cell::RefCell<Option<Pin<Box<tokio::time::Sleep>>>>);
-
-/// What a TLS handshake settled, for the requests that follow it.
-pub struct TlsInfo {
-    /// The server name the client asked for, if any.
-    pub sni: Option<Box<str>>,
-    /// Which certificate answered (for the 421 check).
-    pub cert: usize,
-    pub certs: std::sync::Arc<crate::tls::CertStore>,
-    /// With client-certificate verification on: the header that carries
-    /// the subject upstream, and the verified subject (`None`: the client
-    /// sent no certificate, where that is optional).
-    pub subject: Option<(http::HeaderName, Option<HeaderValue>)>,
-}
-
-/// A request whose response body is streaming: finished by the body when
-/// it ends or is dropped.
-pub struct Exchange {
-    worker: Rc<Worker>,
-    lease: Lease,
-    status: u16,
-    /// Boxed: present only when the access log is on.
-    entry: Option<Box<Entry>>,
-    /// How the request body went (`None`: it had none).
-    progress: Option<Rc<BodyProgress>>,
-    in_flight: InFlight,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-/// How a response body ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
-    /// Sent whole.
-    Done,
-    /// The upstream broke off.
-    UpstreamFailed,
-    /// The client went away (or reset its stream) before the end.
-    ClientGone,
-}
-
-impl Exchange {
-    /// Called once, when the response body ended or was abandoned.
-    pub fn end(self, how: Ended, bytes: u64) {
-        let w = &self.worker;
-        if let Some(e) = &self.entry {
-            let outcome = if how == Ended::Done {
-                "done"
-            } else {
-                "aborted"
-            };
-            w.log.record(
-                e,
-                self.status,
-                bytes,
-                Some(w.pool.addr(self.lease.server)),
-                outcome,
-            );
-        }
-        let (balancer, i) = w.pool.locate(self.lease.server);
-        balancer.end(i);
-        match how {
-            // Pooled only once the request went out whole too.
-            Ended::Done => match self.progress {
-                // An HTTP/2 upstream's stream sends the body on its own.
-                Some(p) if !p.ended.get() && matches!(self.lease.sender, Sender::H1(_)) => {
-                    tokio::task::spawn_local(relay(
-                        self.worker,
-                        self.lease,
-                        p,
-                        self.in_flight,
-                        self.permit,
-                    ));
-                }
-                Some(p) if !p.ended.get() => {}
-                _ => w.pool.checkin(self.lease),
-            },
-            Ended::UpstreamFailed => {}
-            Ended::ClientGone => self.in_flight.state().client_reset(),
-        }
-    }
-
-    /// Drives the upstream connection; the response body calls this on
-    /// every poll that finds no data ready.
-    pub fn drive(&mut self, cx: &mut std::task::Context<'_>) {
-        self.lease.drive(cx);
-    }
-}
 
 /// hyper's service entry point: never fails, every error is a response.
 pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -259,7 +103,7 @@ pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyB
 /// connection closed): status 499 in the access log, as nginx writes, and
 /// one more towards the connection's reset limit.
 struct Pending<'a> {
-    state: &'a crate::connection::ConnState,
+    state: &'a crate::downstream::state::ConnState,
     log: &'a AccessLog,
     entry: Option<Box<Entry>>,
     armed: bool,
@@ -337,8 +181,8 @@ fn respond(
             resp
         }
         Ok(Outcome::Tunnel(resp, lease, route, permit, stream)) => {
-            let (resp, upstream) = crate::tunnel::switch(resp, route, stream.is_some());
-            let mut tunnel = crate::tunnel::Tunnel::new(
+            let (resp, upstream) = crate::proxy::tunnel::switch(resp, route, stream.is_some());
+            let mut tunnel = crate::proxy::tunnel::Tunnel::new(
                 worker.clone(),
                 lease,
                 upstream,
@@ -395,52 +239,6 @@ fn respond(
                 resp.headers_mut().insert(header::CONNECTION, CLOSE);
             }
             resp
-        }
-    }
-}
-
-/// The upstream answered before the whole request body went out (an early
-/// 200, 401 or 413): the body goes on to it while it reads, and once the
-/// request is complete too the connection returns to the pool. An upstream
-/// that closes, or stops reading for the route's `upstream_response_head`
-/// (which a body still streaming pushes back, as nginx's
-/// `proxy_send_timeout`), has its connection closed; the client's
-/// connection then takes the rest of the body ([`crate::body::Discard`]).
-/// The request counts as in flight on its client connection until then,
-/// and keeps its server's turn.
-async fn relay(
-    worker: Rc<Worker>,
-    mut lease: Lease,
-    progress: Rc<BodyProgress>,
-    _in_flight: InFlight,
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
-) {
-    loop {
-        let seen = progress.last_progress.get();
-        let moved = tokio::time::timeout(
-            progress.stall,
-            std::future::poll_fn(|cx| {
-                lease.drive(cx);
-                if lease.is_dead() || progress.ended.get() || progress.last_progress.get() != seen {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            }),
-        )
-        .await;
-        let addr = worker.pool.addr(lease.server);
-        if moved.is_err() {
-            tracing::debug!(upstream = %addr, "answered early and stopped reading the request body; closing its connection");
-            return;
-        }
-        if lease.is_dead() {
-            tracing::debug!(upstream = %addr, "answered early and closed before the end of the request body");
-            return;
-        }
-        if progress.ended.get() {
-            worker.pool.checkin(lease);
-            return;
         }
     }
 }
@@ -534,7 +332,7 @@ enum Outcome<'a> {
     ),
     /// The upstream switched protocols (101): the connection (or, for an
     /// HTTP/2 WebSocket, the client's stream, whose upgrade comes last)
-    /// becomes a [`crate::tunnel::Tunnel`].
+    /// becomes a [`crate::proxy::tunnel::Tunnel`].
     Tunnel(
         Response<Incoming>,
         Lease,
@@ -578,7 +376,7 @@ async fn forward<'w>(
 ) -> Result<Outcome<'w>, ProxyError> {
     // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and sent
     // as the HTTP/1.1 handshake it stands for: a GET.
-    let h2_ws = crate::tunnel::h2_websocket(&mut parts)?;
+    let h2_ws = crate::proxy::tunnel::h2_websocket(&mut parts)?;
     if h2_ws.is_some() {
         parts.method = Method::GET;
     }
@@ -670,7 +468,7 @@ async fn forward<'w>(
     let ws_key = match h2_ws {
         Some(_) => {
             upgrade = true;
-            Some(crate::tunnel::to_h1_websocket(&mut parts.headers)?)
+            Some(crate::proxy::tunnel::to_h1_websocket(&mut parts.headers)?)
         }
         None => None,
     };
@@ -744,7 +542,12 @@ async fn forward<'w>(
         };
         // An upgrade goes on a new connection of its own, never pooled.
         let lease = if upgrade {
-            Box::pin(crate::tunnel::connect(w, server, route.upstream_connect)).await
+            Box::pin(crate::proxy::tunnel::connect(
+                w,
+                server,
+                route.upstream_connect,
+            ))
+            .await
         } else {
             w.pool.checkout(server, route.upstream_connect).await
         };
@@ -804,7 +607,7 @@ async fn forward<'w>(
             // is a valid WebSocket accept.
             let status = resp.status();
             let failed = if status == StatusCode::SWITCHING_PROTOCOLS {
-                crate::tunnel::check_accept(resp.headers(), key)
+                crate::proxy::tunnel::check_accept(resp.headers(), key)
                     .err()
                     .map(str::to_string)
             } else if status.is_success() {
@@ -1186,7 +989,7 @@ fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
 }
 
 /// Rewrites the request head for the upstream hop; `true` for an upgrade
-/// request (see [`crate::tunnel`]), which keeps `Upgrade` and
+/// request (see [`crate::proxy::tunnel`]), which keeps `Upgrade` and
 /// `Connection: upgrade`. `chunked`: the body streams with no declared
 /// length (and so may end with trailers).
 fn prepare_request(

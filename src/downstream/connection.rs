@@ -11,7 +11,7 @@
 //! close (hyper's graceful shutdown).
 //!
 //! After a 101 hyper's connection future ends without closing the socket;
-//! the request left a [`crate::tunnel::Tunnel`] in the connection's state,
+//! the request left a [`crate::proxy::tunnel::Tunnel`] in the connection's state,
 //! which then takes the socket (and any bytes hyper had read past the
 //! request head) and runs in this same task, with its own idle timeout in
 //! place of the watchdog's. (hyper's `with_upgrades` would want a `Send`
@@ -19,14 +19,13 @@
 //! thus counts as a live connection until it ends, and is closed with the
 //! others when shutdown's grace period runs out.
 
-use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,265 +37,10 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::proxy::{self, ConnCtx, Current, TlsInfo};
+use super::state::{ClientIo, ConnCtx, ConnState, Cut, HeadTimer, InFlight, TlsInfo};
+use crate::proxy::{self, exchange::ProxyBody};
 use crate::rt::LocalExec;
-
-/// What the watchdog knows of a connection.
-pub struct ConnState {
-    in_flight: Cell<u32>,
-    /// Since when no request has been in flight (accept time at first).
-    idle_since: Cell<Instant>,
-    /// Bytes read from the client so far.
-    read: Cell<u64>,
-    /// `read` when the connection last became idle.
-    read_at_idle: Cell<u64>,
-    /// Requests started on this connection.
-    requests: Cell<u64>,
-    /// Set by the watchdog: close the connection now.
-    cut: Cell<Option<Cut>>,
-    /// Set by the watchdog when shutdown begins: finish and close.
-    draining: Cell<bool>,
-    /// The connection task's waker, so the watchdog can wake it.
-    waker: RefCell<Option<Waker>>,
-    /// A response went out before the request body was read (413): read
-    /// and discard what the client still sends before closing, so that it
-    /// gets the response rather than a reset (nginx's lingering close).
-    pub linger: Cell<bool>,
-    /// Left by a request whose upstream switched protocols (101): run
-    /// once hyper has written the 101 and handed the socket back (boxed:
-    /// every connection's state would otherwise carry its size).
-    pub tunnel: RefCell<Option<Box<crate::tunnel::Tunnel>>>,
-    /// Fields with underscores were dropped (logged once per connection).
-    pub underscores_dropped: Cell<bool>,
-    /// Requests the client cancelled (HTTP/2 `RST_STREAM`, a connection
-    /// closed mid-request) in the current window, and when it began.
-    resets: Cell<(Instant, u32)>,
-    /// The client passed its reset limit: GOAWAY(ENHANCE_YOUR_CALM), close.
-    calm: Cell<bool>,
-    /// This connection's limits, fixed when it was accepted.
-    limits: ConnLimits,
-    client: SocketAddr,
-    /// Served as HTTP/1.x (set once the protocol is known).
-    http1: Cell<bool>,
-    /// Request bodies that nobody reads any more ([`crate::body::Discard`]).
-    leftovers: RefCell<Vec<Leftover>>,
-    /// `leftovers` is not empty.
-    has_leftovers: Cell<bool>,
-    /// Past its TLS handshake, serving HTTP (before: never idle).
-    serving: Cell<bool>,
-    /// Set by the watchdog once the connection has been idle for
-    /// [`TRIM_AFTER`]: free hyper's buffers.
-    trim: Cell<bool>,
-}
-
-/// A request body nobody reads any more. HTTP/1.1: read to its end and
-/// dropped, so that the client can finish sending and read the response,
-/// and the connection can stay open (nginx's body discarding). HTTP/2:
-/// left unread for [`PARK`], so that the client runs out of flow-control
-/// window, then dropped, which resets the stream with NO_ERROR (RFC 9113
-/// §8.1): the client stops sending without losing the response. (A client
-/// that gets that reset while it still has window to send, curl 7.88 for
-/// one, reports an error instead of the response.)
-struct Leftover {
-    body: hyper::body::Incoming,
-    /// HTTP/2: when to drop it.
-    park: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// HTTP/1.1: bytes read and dropped so far.
-    dropped: u64,
-}
-
-/// The most bytes of one request body read and dropped. Time is bounded
-/// too: the bytes keep arriving after the response, where the watchdog
-/// counts them as a new request head and cuts the connection after
-/// `client_header` (nginx bounds its discarding by time alone).
-const DISCARD_MAX: u64 = 1 << 30;
-
-/// How long an HTTP/2 request body nobody reads is left before its stream
-/// is reset.
-const PARK: Duration = Duration::from_secs(1);
-
-/// Per-connection limits on what the client may do (`[limits]`).
-#[derive(Debug, Clone, Copy)]
-pub struct ConnLimits {
-    /// Requests (HTTP/1.1) or streams (HTTP/2) before the connection is
-    /// closed gracefully (`Connection: close`, GOAWAY).
-    pub max_requests: u64,
-    /// Cancelled requests allowed per `reset_window`; one more and the
-    /// connection gets GOAWAY(ENHANCE_YOUR_CALM) and closes.
-    pub max_resets: u32,
-    pub reset_window: Duration,
-}
-
-impl ConnLimits {
-    pub fn of(limits: &crate::config::Limits) -> ConnLimits {
-        ConnLimits {
-            max_requests: limits.max_requests_per_connection,
-            max_resets: limits.http2_max_resets,
-            reset_window: limits.http2_reset_window,
-        }
-    }
-}
-
-impl ConnState {
-    pub fn new(client: SocketAddr, limits: ConnLimits) -> ConnState {
-        ConnState {
-            in_flight: Cell::new(0),
-            idle_since: Cell::new(Instant::now()),
-            read: Cell::new(0),
-            read_at_idle: Cell::new(0),
-            requests: Cell::new(0),
-            cut: Cell::new(None),
-            draining: Cell::new(false),
-            waker: RefCell::new(None),
-            linger: Cell::new(false),
-            tunnel: RefCell::new(None),
-            underscores_dropped: Cell::new(false),
-            resets: Cell::new((Instant::now(), 0)),
-            calm: Cell::new(false),
-            limits,
-            client,
-            http1: Cell::new(true),
-            leftovers: RefCell::new(Vec::new()),
-            has_leftovers: Cell::new(false),
-            serving: Cell::new(false),
-            trim: Cell::new(false),
-        }
-    }
-}
-
-impl ConnState {
-    /// Counts a request the client cancelled before its response was done
-    /// (rapid-reset floods, CVE-2023-44487, reset streams the proxy already
-    /// accepted and sent upstream: each costs the upstream a request). Past
-    /// `max_resets` in `reset_window` the connection is cut.
-    pub fn client_reset(&self) {
-        let now = Instant::now();
-        let (start, n) = self.resets.get();
-        let window = self.limits.reset_window;
-        let (start, n) = if now.duration_since(start) >= window {
-            (now, 1)
-        } else {
-            (start, n.saturating_add(1))
-        };
-        self.resets.set((start, n));
-        if n > self.limits.max_resets && !self.calm.get() {
-            tracing::warn!(
-                client = %self.client,
-                "client cancelled more than {} requests in {window:?}: GOAWAY(ENHANCE_YOUR_CALM), closing",
-                self.limits.max_resets
-            );
-            self.flag(|s| s.calm.set(true));
-        }
-    }
-
-    /// Whether the request just started is the connection's last one
-    /// (`max_requests`); if so, an HTTP/2 connection begins its graceful
-    /// close (GOAWAY) now, and an HTTP/1.1 one answers `Connection: close`.
-    pub fn last_request(&self) -> bool {
-        let last = self.requests.get() >= self.limits.max_requests;
-        if last && !self.draining.get() {
-            self.flag(|s| s.draining.set(true));
-        }
-        last
-    }
-}
-
-impl ConnState {
-    /// Since when the connection has been idle: serving, no request in
-    /// flight, no byte of a next one read, no body left to discard, not
-    /// already closing. `None` if it is not idle.
-    pub fn idle(&self) -> Option<Instant> {
-        let idle = self.serving.get()
-            && self.in_flight.get() == 0
-            && self.read.get() == self.read_at_idle.get()
-            && !self.draining.get()
-            && self.cut.get().is_none()
-            && !self.has_leftovers.get();
-        idle.then(|| self.idle_since.get())
-    }
-
-    /// Shutdown began: finish the current exchange, then close.
-    pub fn shut_down(&self) {
-        self.flag(|s| s.draining.set(true));
-    }
-
-    /// Closes an idle connection to make room (at `max_connections`): an
-    /// HTTP/1.1 one at once, an HTTP/2 one after GOAWAY.
-    pub fn evict(&self) {
-        tracing::debug!(client = %self.client, "closing an idle connection for a new one (max_connections)");
-        self.flag(|s| s.draining.set(true));
-    }
-
-    /// Works on the bodies left to [`crate::body::Discard`]: reads and
-    /// drops what HTTP/1.1 ones bring (until their end, an error or
-    /// [`DISCARD_MAX`]), drops HTTP/2 ones whose time is up.
-    fn poll_leftovers(&self, cx: &mut Context<'_>) {
-        let mut all = self.leftovers.borrow_mut();
-        all.retain_mut(|l| match &mut l.park {
-            Some(sleep) => sleep.as_mut().poll(cx).is_pending(),
-            None => loop {
-                match http_body::Body::poll_frame(Pin::new(&mut l.body), cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        l.dropped += frame.data_ref().map_or(0, |d| d.len() as u64);
-                        if l.dropped > DISCARD_MAX {
-                            tracing::debug!(client = %self.client, "request body past {DISCARD_MAX} bytes that nobody reads; closing");
-                            break false;
-                        }
-                    }
-                    Poll::Ready(_) => break false,
-                    Poll::Pending => break true,
-                }
-            },
-        });
-        self.has_leftovers.set(!all.is_empty());
-    }
-}
-
-impl crate::body::Discard for ConnState {
-    fn discard(&self, body: hyper::body::Incoming) {
-        let park = (!self.http1.get()).then(|| Box::pin(tokio::time::sleep(PARK)));
-        let l = Leftover {
-            body,
-            park,
-            dropped: 0,
-        };
-        self.flag(|s| {
-            s.leftovers.borrow_mut().push(l);
-            s.has_leftovers.set(true);
-        });
-    }
-}
-
-/// Marks a request in flight on its connection until dropped.
-pub struct InFlight(Rc<ConnState>);
-
-impl InFlight {
-    pub fn new(state: &Rc<ConnState>) -> InFlight {
-        state.in_flight.set(state.in_flight.get() + 1);
-        state.requests.set(state.requests.get() + 1);
-        InFlight(state.clone())
-    }
-
-    /// The connection's state.
-    pub fn state(&self) -> &ConnState {
-        &self.0
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let s = &self.0;
-        let n = s.in_flight.get() - 1;
-        s.in_flight.set(n);
-        if n == 0 {
-            s.idle_since.set(Instant::now());
-            s.read_at_idle.set(s.read.get());
-        }
-    }
-}
-
-/// The client's byte stream: TCP, or TLS over it.
-pub type ClientIo = crate::rt::MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
+use crate::worker::Current;
 
 /// The client socket, counting the bytes read for the watchdog.
 struct Watched {
@@ -407,13 +151,6 @@ const TRIM_AFTER: Duration = Duration::from_secs(1);
 /// idle connection's buffers are freed within this plus [`TRIM_AFTER`].
 const TRIM_CHECK: Duration = Duration::from_secs(4);
 
-/// Why the watchdog closed a connection.
-#[derive(Debug, Clone, Copy)]
-enum Cut {
-    Idle,
-    HeadTimeout,
-}
-
 /// The client timeouts hyper has no separate knobs for, and the freeing
 /// of an idle connection's buffers: it looks at the counters the socket
 /// wrapper and the request handler keep in `Cell`s when its timer fires,
@@ -482,23 +219,6 @@ impl Watch {
         }
         // The head is probably a request about to start and end.
         Some(deadline.min(now + TRIM_CHECK))
-    }
-}
-
-impl ConnState {
-    /// Keeps the connection task's waker for [`ConnState::flag`].
-    fn register(&self, cx: &Context<'_>) {
-        let mut w = self.waker.borrow_mut();
-        if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            *w = Some(cx.waker().clone());
-        }
-    }
-
-    fn flag(&self, set: impl FnOnce(&ConnState)) {
-        set(self);
-        if let Some(w) = self.waker.borrow().as_ref() {
-            w.wake_by_ref();
-        }
     }
 }
 
@@ -635,18 +355,6 @@ where
     }
 }
 
-/// The hyper server settings for client connections.
-pub fn server_builder(max_head: usize) -> http1::Builder {
-    let mut b = http1::Builder::new();
-    b.keep_alive(true)
-        .half_close(false)
-        .writev(false)
-        .header_read_timeout(None)
-        .max_buf_size(max_head.max(8192))
-        .max_header_size(max_head);
-    b
-}
-
 /// The service hyper calls for each request of a connection.
 #[derive(Clone)]
 pub struct Svc(Rc<ConnCtx>);
@@ -654,10 +362,10 @@ pub struct Svc(Rc<ConnCtx>);
 /// A request's whole exchange, boxed once: the future is large (it spans
 /// the whole exchange) and hyper moves the service future before pinning
 /// it; a box makes each move a pointer copy instead of a memcpy of it.
-pub struct Handled(Pin<Box<dyn Future<Output = http::Response<crate::body::ProxyBody>>>>);
+pub struct Handled(Pin<Box<dyn Future<Output = http::Response<ProxyBody>>>>);
 
 impl Future for Handled {
-    type Output = Result<http::Response<crate::body::ProxyBody>, Infallible>;
+    type Output = Result<http::Response<ProxyBody>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.0.as_mut().poll(cx).map(Ok)
@@ -665,7 +373,7 @@ impl Future for Handled {
 }
 
 impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Svc {
-    type Response = http::Response<crate::body::ProxyBody>;
+    type Response = http::Response<ProxyBody>;
     type Error = Infallible;
     type Future = Handled;
 
@@ -813,7 +521,7 @@ async fn set_up(
                     let value = session
                         .peer_certificates()
                         .and_then(|c| c.first())
-                        .and_then(crate::tls::subject);
+                        .and_then(crate::downstream::tls::subject);
                     (name.clone(), value)
                 }),
             };
@@ -868,7 +576,7 @@ async fn set_up(
         tls,
         hsts: if https { listener.hsts.clone() } else { None },
         redirect_https: listener.redirect_https,
-        head_timer: (!h2).then(proxy::HeadTimer::default),
+        head_timer: (!h2).then(HeadTimer::default),
         underscores: listener.underscores,
     }));
     let io = TokioIo::new(io);
@@ -915,7 +623,7 @@ async fn after_h1(conn: Pin<Box<H1Conn>>, state: Rc<ConnState>, ended: Ended) {
             };
             // A tunnel is never idle.
             let _busy = InFlight::new(&state);
-            tunnel.run(watched.io, early).await;
+            tunnel.take_over(watched.io, early).await;
             return;
         }
         // Dropped: the client went away before the 101 was sent.

@@ -59,7 +59,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::connection::{ClientIo, InFlight};
+use crate::downstream::state::{ClientIo, InFlight, Takeover};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
@@ -69,13 +69,14 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
+use super::exchange::ProxyBody;
 use crate::access_log::Entry;
-use crate::body::{ProxyBody, RequestBody};
+use crate::body::RequestBody;
 use crate::error::ProxyError;
 use crate::message::headers::{keep_upgrade, lists, strip_hop_by_hop, VIA_VALUE};
-use crate::proxy::Worker;
 use crate::router::Route;
 use crate::upstream::{open, Lease, Sender};
+use crate::worker::Worker;
 
 /// Buffer size for each direction of a tunnel.
 const BUF: usize = 16 * 1024;
@@ -261,6 +262,16 @@ enum End {
     Idle(Duration),
     Failed(Option<Side>, io::Error),
     Upgrade(hyper::Error),
+}
+
+impl Takeover for Tunnel {
+    fn take_over(
+        self: Box<Self>,
+        io: ClientIo,
+        early: Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+        Box::pin(self.run(io, early))
+    }
 }
 
 impl Tunnel {

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::connection::ConnState;
+use super::state::ConnState;
 
 /// What every thread's accept loop of one listener shares.
 #[derive(Debug)]

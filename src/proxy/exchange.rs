@@ -1,0 +1,248 @@
+//! The respond phase: the response body the client receives
+//! ([`ProxyBody`]: the upstream's, streamed frame by frame with
+//! backpressure, or a short one of our own) and the [`Exchange`] it ends:
+//! the access-log line, the balancer's count, and the upstream connection
+//! back to the pool once request and response are both complete (else the
+//! rest of the request body is relayed first, or the connection closed).
+
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::access_log::Entry;
+use crate::body::BodyProgress;
+use crate::downstream::state::InFlight;
+use crate::upstream::{Lease, Sender};
+use crate::worker::Worker;
+
+/// A request whose response body is streaming: finished by the body when
+/// it ends or is dropped.
+pub struct Exchange {
+    pub(crate) worker: Rc<Worker>,
+    pub(crate) lease: Lease,
+    pub(crate) status: u16,
+    /// Boxed: present only when the access log is on.
+    pub(crate) entry: Option<Box<Entry>>,
+    /// How the request body went (`None`: it had none).
+    pub(crate) progress: Option<Rc<BodyProgress>>,
+    pub(crate) in_flight: InFlight,
+    pub(crate) permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// How a response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Sent whole.
+    Done,
+    /// The upstream broke off.
+    UpstreamFailed,
+    /// The client went away (or reset its stream) before the end.
+    ClientGone,
+}
+
+impl Exchange {
+    /// Called once, when the response body ended or was abandoned.
+    pub fn end(self, how: Ended, bytes: u64) {
+        let w = &self.worker;
+        if let Some(e) = &self.entry {
+            let outcome = if how == Ended::Done {
+                "done"
+            } else {
+                "aborted"
+            };
+            w.log.record(
+                e,
+                self.status,
+                bytes,
+                Some(w.pool.addr(self.lease.server)),
+                outcome,
+            );
+        }
+        let (balancer, i) = w.pool.locate(self.lease.server);
+        balancer.end(i);
+        match how {
+            // Pooled only once the request went out whole too.
+            Ended::Done => match self.progress {
+                // An HTTP/2 upstream's stream sends the body on its own.
+                Some(p) if !p.ended.get() && matches!(self.lease.sender, Sender::H1(_)) => {
+                    tokio::task::spawn_local(relay(
+                        self.worker,
+                        self.lease,
+                        p,
+                        self.in_flight,
+                        self.permit,
+                    ));
+                }
+                Some(p) if !p.ended.get() => {}
+                _ => w.pool.checkin(self.lease),
+            },
+            Ended::UpstreamFailed => {}
+            Ended::ClientGone => self.in_flight.state().client_reset(),
+        }
+    }
+
+    /// Drives the upstream connection; the response body calls this on
+    /// every poll that finds no data ready.
+    pub fn drive(&mut self, cx: &mut std::task::Context<'_>) {
+        self.lease.drive(cx);
+    }
+}
+
+/// The upstream answered before the whole request body went out (an early
+/// 200, 401 or 413): the body goes on to it while it reads, and once the
+/// request is complete too the connection returns to the pool. An upstream
+/// that closes, or stops reading for the route's `upstream_response_head`
+/// (which a body still streaming pushes back, as nginx's
+/// `proxy_send_timeout`), has its connection closed; the client's
+/// connection then takes the rest of the body ([`crate::body::Discard`]).
+/// The request counts as in flight on its client connection until then,
+/// and keeps its server's turn.
+pub(crate) async fn relay(
+    worker: Rc<Worker>,
+    mut lease: Lease,
+    progress: Rc<BodyProgress>,
+    _in_flight: InFlight,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    loop {
+        let seen = progress.last_progress.get();
+        let moved = tokio::time::timeout(
+            progress.stall,
+            std::future::poll_fn(|cx| {
+                lease.drive(cx);
+                if lease.is_dead() || progress.ended.get() || progress.last_progress.get() != seen {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }),
+        )
+        .await;
+        let addr = worker.pool.addr(lease.server);
+        if moved.is_err() {
+            tracing::debug!(upstream = %addr, "answered early and stopped reading the request body; closing its connection");
+            return;
+        }
+        if lease.is_dead() {
+            tracing::debug!(upstream = %addr, "answered early and closed before the end of the request body");
+            return;
+        }
+        if progress.ended.get() {
+            worker.pool.checkin(lease);
+            return;
+        }
+    }
+}
+
+/// The body the client receives.
+pub enum ProxyBody {
+    /// Streamed from the upstream.
+    Upstream(UpstreamBody),
+    /// A short body of our own (errors); `None` once sent.
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        let b = b.into();
+        ProxyBody::Full(if b.is_empty() { None } else { Some(b) })
+    }
+}
+
+/// An upstream response body plus the exchange to finish when it ends.
+pub struct UpstreamBody {
+    inner: Incoming,
+    bytes: u64,
+    exchange: Option<Exchange>,
+}
+
+impl UpstreamBody {
+    pub fn new(inner: Incoming, exchange: Exchange) -> Self {
+        UpstreamBody {
+            inner,
+            bytes: 0,
+            exchange: Some(exchange),
+        }
+    }
+
+    fn finish(&mut self, how: Ended) {
+        if let Some(ex) = self.exchange.take() {
+            ex.end(how, self.bytes);
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // hyper may stop polling once `is_end_stream` says so; only a body
+        // dropped before its end is one the client abandoned.
+        let how = if self.inner.is_end_stream() {
+            Ended::Done
+        } else {
+            Ended::ClientGone
+        };
+        self.finish(how);
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut *self {
+            ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Upstream(u) => {
+                let mut polled = Pin::new(&mut u.inner).poll_frame(cx);
+                if polled.is_pending() {
+                    // Let the upstream connection read, then look again.
+                    if let Some(ex) = &mut u.exchange {
+                        ex.drive(cx);
+                    }
+                    polled = Pin::new(&mut u.inner).poll_frame(cx);
+                }
+                match polled {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(d) = frame.data_ref() {
+                            u.bytes += d.len() as u64;
+                        }
+                        if u.inner.is_end_stream() {
+                            u.finish(Ended::Done);
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        u.finish(Ended::UpstreamFailed);
+                        Poll::Ready(Some(Err(e)))
+                    }
+                    Poll::Ready(None) => {
+                        u.finish(Ended::Done);
+                        Poll::Ready(None)
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Upstream(u) => u.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ProxyBody::Upstream(u) => u.inner.size_hint(),
+        }
+    }
+}
