@@ -20,10 +20,10 @@
 //!   access-log line, the connection back to the pool); [`proxy::tunnel`]
 //!   for upgrades (WebSocket...).
 //! - [`worker`]: one thread's state under one config (routes, pool, log).
-//! - [`upstream`]: the per-thread upstream connection pool; [`balance`]:
-//!   which server of a group takes a request; [`health`]: active checks
-//!   and passive ejection; [`upstream_tls`]: TLS and HTTP version to
-//!   upstreams; [`dns`]: servers given by name, re-resolved in the
+//! - [`upstream`]: the per-thread upstream connection pool; [`upstream::balance`]:
+//!   which server of a group takes a request; [`upstream::health`]: active checks
+//!   and passive ejection; [`upstream::tls`]: TLS and HTTP version to
+//!   upstreams; [`upstream::dns`]: servers given by name, re-resolved in the
 //!   background.
 //! - [`router`]: picks a route by host and path; [`body`]: the request
 //!   body streamed upstream (limits, progress); [`access_log`]: one line
@@ -39,23 +39,19 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
-pub mod balance;
 pub mod body;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod dns;
 pub mod downstream;
 pub mod error;
 pub mod fuzz;
-pub mod health;
 pub mod message;
 pub mod proxy;
 pub mod router;
 pub mod rt;
 pub mod server;
 pub mod upstream;
-pub mod upstream_tls;
 pub mod worker;
 
 pub use config::Config;

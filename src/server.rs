@@ -21,7 +21,7 @@
 //! place); removed ones stop accepting; the others are not touched.
 //!
 //! DNS: servers given by name are re-resolved on a thread of their own
-//! ([`crate::dns`]); a changed address set becomes a new config swapped in
+//! ([`crate::upstream::dns`]); a changed address set becomes a new config swapped in
 //! the same way (listeners untouched).
 
 use std::cell::Cell;
@@ -73,7 +73,7 @@ pub struct Running {
     /// in new server sets the same way). Never touched by requests.
     shared: Arc<Mutex<Shared>>,
     /// The background re-resolution of the config's DNS names.
-    dns: Option<crate::dns::Refresher>,
+    dns: Option<crate::upstream::dns::Refresher>,
 }
 
 /// The config in force and what follows it.
@@ -124,26 +124,28 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 
 /// Starts re-resolving the DNS names of the config in force; a changed
 /// address set is swapped in like a reload.
-fn start_dns(shared: &Arc<Mutex<Shared>>) -> Option<crate::dns::Refresher> {
+fn start_dns(shared: &Arc<Mutex<Shared>>) -> Option<crate::upstream::dns::Refresher> {
     let config = lock(shared).config.clone();
     let weak = Arc::downgrade(shared);
-    let apply: crate::dns::Apply = Arc::new(move |host: &str, ips: &[std::net::IpAddr]| {
-        let Some(shared) = weak.upgrade() else { return };
-        let mut shared = lock(&shared);
-        let Some(config) = crate::dns::with_addresses(&shared.config, host, ips) else {
-            return;
-        };
-        if let Err(e) = shared.swap(config, Vec::new(), Vec::new()) {
-            tracing::error!(host, "DNS: new addresses not applied: {e}");
-        }
-    });
-    crate::dns::Refresher::spawn(&config, apply)
+    let apply: crate::upstream::dns::Apply =
+        Arc::new(move |host: &str, ips: &[std::net::IpAddr]| {
+            let Some(shared) = weak.upgrade() else { return };
+            let mut shared = lock(&shared);
+            let Some(config) = crate::upstream::dns::with_addresses(&shared.config, host, ips)
+            else {
+                return;
+            };
+            if let Err(e) = shared.swap(config, Vec::new(), Vec::new()) {
+                tracing::error!(host, "DNS: new addresses not applied: {e}");
+            }
+        });
+    crate::upstream::dns::Refresher::spawn(&config, apply)
 }
 
 /// Starts `config`'s active health checks, if it has any.
 fn start_checks(config: &Config) -> Option<(JoinHandle<()>, watch::Sender<bool>)> {
     let (stop, rx) = watch::channel(false);
-    crate::health::spawn_checks(config, rx).map(|h| (h, stop))
+    crate::upstream::health::spawn_checks(config, rx).map(|h| (h, stop))
 }
 
 fn stop_checks(checks: Option<(JoinHandle<()>, watch::Sender<bool>)>) {

@@ -188,15 +188,15 @@ pub struct Server {
     /// Relative share of requests (default 1).
     pub weight: u32,
     /// Shared by every thread; carried over by a reload.
-    pub health: std::sync::Arc<crate::health::ServerHealth>,
+    pub health: std::sync::Arc<crate::upstream::health::ServerHealth>,
     /// The group's per-server concurrency cap, if set.
     pub limit: Option<std::sync::Arc<crate::upstream::ServerLimit>>,
     /// Set for `https://` servers.
-    pub tls: Option<crate::upstream_tls::ServerTls>,
+    pub tls: Option<crate::upstream::tls::ServerTls>,
     /// The group's HTTP version choice.
-    pub protocol: crate::upstream_tls::Protocol,
+    pub protocol: crate::upstream::tls::Protocol,
     /// The DNS entry this address came from (`name:port` servers).
-    pub dns: Option<std::sync::Arc<crate::dns::Origin>>,
+    pub dns: Option<std::sync::Arc<crate::upstream::dns::Origin>>,
 }
 
 /// A named group of servers and how it balances between them.
@@ -204,10 +204,10 @@ pub struct Server {
 pub struct UpstreamGroup {
     pub name: String,
     pub servers: Vec<Server>,
-    pub balance: crate::balance::Method,
+    pub balance: crate::upstream::balance::Method,
     /// Active checks, if configured.
-    pub health: Option<crate::health::Check>,
-    pub outlier: crate::health::Outlier,
+    pub health: Option<crate::upstream::health::Check>,
+    pub outlier: crate::upstream::health::Outlier,
     pub retry: Retry,
 }
 
@@ -255,7 +255,7 @@ pub struct Config {
     /// `tracing` filter for the process's own log (`info`, `warn`, ...).
     pub log_level: String,
     /// How servers given by name are resolved and refreshed.
-    pub dns: crate::dns::Settings,
+    pub dns: crate::upstream::dns::Settings,
 }
 
 /// Binding worker threads to CPUs (nginx's `worker_cpu_affinity`,
@@ -409,7 +409,7 @@ impl Config {
         let resolved = if hosts.is_empty() || !io {
             Default::default()
         } else {
-            crate::dns::resolve_blocking(&dns, &hosts)
+            crate::upstream::dns::resolve_blocking(&dns, &hosts)
         };
         let mut upstreams = Vec::new();
         for name in &names {
@@ -421,8 +421,8 @@ impl Config {
                 ));
             }
             let protocol = match group.protocol.as_deref() {
-                None => crate::upstream_tls::Protocol::Auto,
-                Some(p) => crate::upstream_tls::Protocol::parse(p).ok_or_else(|| {
+                None => crate::upstream::tls::Protocol::Auto,
+                Some(p) => crate::upstream::tls::Protocol::parse(p).ok_or_else(|| {
                     invalid(
                         format!("upstreams.{name}.protocol"),
                         format!("`{p}`: use http1, h2 or auto (the default)"),
@@ -478,7 +478,7 @@ impl Config {
                             }
                         };
                         let addrs = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
-                        let origin = crate::dns::Origin {
+                        let origin = crate::upstream::dns::Origin {
                             host,
                             port,
                             limit,
@@ -492,7 +492,7 @@ impl Config {
                         addr,
                         authority: authority.clone(),
                         weight,
-                        health: crate::health::ServerHealth::new(),
+                        health: crate::upstream::health::ServerHealth::new(),
                         limit: limit
                             .map(|(max, pending)| crate::upstream::ServerLimit::new(max, pending)),
                         dns: origin.clone(),
@@ -805,7 +805,7 @@ fn upstream_tls(
         }
         (t, true) => t,
     };
-    let mut opts = crate::upstream_tls::Options::default();
+    let mut opts = crate::upstream::tls::Options::default();
     let mut server_name = None;
     if let Some(t) = raw_tls {
         opts.ca_file = path(&t.ca_file);
@@ -835,9 +835,9 @@ fn upstream_tls(
     if !io {
         return Ok(());
     }
-    let config = crate::upstream_tls::client_config(&opts, servers[0].protocol)
+    let config = crate::upstream::tls::client_config(&opts, servers[0].protocol)
         .map_err(|(f, reason)| (format!("tls.{f}").trim_end_matches('.').to_string(), reason))?;
-    let http1_config = if servers[0].protocol == crate::upstream_tls::Protocol::Http1 {
+    let http1_config = if servers[0].protocol == crate::upstream::tls::Protocol::Http1 {
         config.clone()
     } else {
         let mut c = (*config).clone();
@@ -859,7 +859,7 @@ fn upstream_tls(
                 })?
             }
         };
-        s.tls = Some(crate::upstream_tls::ServerTls {
+        s.tls = Some(crate::upstream::tls::ServerTls {
             config: config.clone(),
             http1_config: http1_config.clone(),
             name,
@@ -868,8 +868,8 @@ fn upstream_tls(
     Ok(())
 }
 
-fn dns_settings(d: Option<&raw::Dns>) -> Result<crate::dns::Settings, FieldError> {
-    let mut s = crate::dns::Settings::default();
+fn dns_settings(d: Option<&raw::Dns>) -> Result<crate::upstream::dns::Settings, FieldError> {
+    let mut s = crate::upstream::dns::Settings::default();
     let Some(d) = d else { return Ok(s) };
     for (i, r) in d.resolvers.iter().flatten().enumerate() {
         let addr = r
@@ -908,7 +908,7 @@ fn dns_settings(d: Option<&raw::Dns>) -> Result<crate::dns::Settings, FieldError
     Ok(s)
 }
 
-fn health_check(h: &raw::Health) -> Result<crate::health::Check, FieldError> {
+fn health_check(h: &raw::Health) -> Result<crate::upstream::health::Check, FieldError> {
     let path = h.path.clone().unwrap_or_else(|| "/".into());
     if !path.starts_with('/') {
         return Err(field("path", format!("`{path}` must start with `/`")));
@@ -928,7 +928,7 @@ fn health_check(h: &raw::Health) -> Result<crate::health::Check, FieldError> {
         0 => Err(field(name, "must be at least 1")),
         n => Ok(n),
     };
-    Ok(crate::health::Check {
+    Ok(crate::upstream::health::Check {
         method: http::Method::from_bytes(h.method.as_deref().unwrap_or("GET").as_bytes())
             .map_err(|_| field("method", "not an HTTP method"))?,
         path: http::uri::PathAndQuery::from_maybe_shared(path.clone())
@@ -941,8 +941,10 @@ fn health_check(h: &raw::Health) -> Result<crate::health::Check, FieldError> {
     })
 }
 
-fn outlier_policy(o: Option<&raw::Outlier>) -> Result<crate::health::Outlier, FieldError> {
-    let mut p = crate::health::Outlier::default();
+fn outlier_policy(
+    o: Option<&raw::Outlier>,
+) -> Result<crate::upstream::health::Outlier, FieldError> {
+    let mut p = crate::upstream::health::Outlier::default();
     let Some(o) = o else { return Ok(p) };
     if let Some(n) = o.consecutive_failures {
         p.consecutive_failures = n;
@@ -966,8 +968,8 @@ fn outlier_policy(o: Option<&raw::Outlier>) -> Result<crate::health::Outlier, Fi
 fn balance_method(
     group: &raw::Upstream,
     servers: &[Server],
-) -> Result<crate::balance::Method, FieldError> {
-    use crate::balance::{HashKey, Method, Ring};
+) -> Result<crate::upstream::balance::Method, FieldError> {
+    use crate::upstream::balance::{HashKey, Method, Ring};
     let method = match group.balance.as_deref() {
         None | Some("peak_ewma") => Method::PeakEwma,
         Some("round_robin") => Method::RoundRobin,
@@ -1160,7 +1162,7 @@ mod tests {
         assert_eq!(c.upstreams[0].servers.len(), 2);
         assert!(matches!(
             c.upstreams[0].balance,
-            crate::balance::Method::RoundRobin
+            crate::upstream::balance::Method::RoundRobin
         ));
     }
 
@@ -1194,7 +1196,7 @@ mod tests {
         assert_eq!(s.addr.port(), 443);
         let tls = s.tls.as_ref().unwrap();
         assert_eq!(tls.name.to_str(), "localhost");
-        assert_eq!(s.protocol, crate::upstream_tls::Protocol::Auto);
+        assert_eq!(s.protocol, crate::upstream::tls::Protocol::Auto);
     }
 
     #[test]

@@ -30,8 +30,8 @@ pub mod exchange;
 pub mod tunnel;
 
 use crate::access_log::{AccessLog, Entry};
-use crate::balance::{hash64, HashKey};
 use crate::body::{BodyProgress, RequestBody};
+use crate::upstream::balance::{hash64, HashKey};
 
 use crate::downstream::state::{ConnCtx, HeadTimer, InFlight, TlsInfo};
 use crate::error::ProxyError;

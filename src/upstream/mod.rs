@@ -20,6 +20,11 @@
 //! one opens at a time; requests arriving meanwhile wait for it. For h2,
 //! `max_connections` counts connections, not requests.
 
+pub mod balance;
+pub mod dns;
+pub mod health;
+pub mod tls;
+
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
@@ -41,7 +46,7 @@ use crate::body::RequestBody;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::message::headers::TeTrailers;
-use crate::upstream_tls::{Protocol, ServerTls};
+use crate::upstream::tls::{Protocol, ServerTls};
 
 type Driver = http1::Connection<TokioIo<Io>, RequestBody>;
 
@@ -70,7 +75,7 @@ pub async fn open(
                     .handshake(tcp)
                     .await
                     .map_err(|source| ProxyError::Tls { addr, source })?;
-                let h2 = crate::upstream_tls::negotiated_h2(&s);
+                let h2 = crate::upstream::tls::negotiated_h2(&s);
                 Ok((Io::Tls(Box::new(s)), h2))
             }
         }
@@ -361,7 +366,7 @@ pub struct Pool {
     /// For each group, the range of its servers in `servers`.
     groups: Vec<(usize, usize)>,
     /// For each group, this thread's balancing state.
-    balancers: Vec<crate::balance::Group>,
+    balancers: Vec<crate::upstream::balance::Group>,
     idle_timeout: Duration,
     max_idle: usize,
     client: http1::Builder,
@@ -421,8 +426,8 @@ impl Pool {
                 let weights: Vec<u32> = g.servers.iter().map(|s| s.weight).collect();
                 let health = g.servers.iter().map(|s| s.health.clone()).collect();
                 // Threads start their random choices apart.
-                let seed = crate::balance::hash64((i, std::thread::current().id()));
-                crate::balance::Group::new(
+                let seed = crate::upstream::balance::hash64((i, std::thread::current().id()));
+                crate::upstream::balance::Group::new(
                     g.balance.clone(),
                     &weights,
                     health,
@@ -463,12 +468,12 @@ impl Pool {
     }
 
     /// The balancer of `group`.
-    pub fn balancer(&self, group: usize) -> &crate::balance::Group {
+    pub fn balancer(&self, group: usize) -> &crate::upstream::balance::Group {
         &self.balancers[group]
     }
 
     /// `server`'s balancer and its index there.
-    pub fn locate(&self, server: usize) -> (&crate::balance::Group, usize) {
+    pub fn locate(&self, server: usize) -> (&crate::upstream::balance::Group, usize) {
         let s = &self.servers[server];
         (&self.balancers[s.group], s.index)
     }

@@ -234,8 +234,8 @@ fn describe(r: &Result<StatusCode, String>) -> String {
 struct Target {
     addr: SocketAddr,
     authority: http::HeaderValue,
-    tls: Option<crate::upstream_tls::ServerTls>,
-    protocol: crate::upstream_tls::Protocol,
+    tls: Option<crate::upstream::tls::ServerTls>,
+    protocol: crate::upstream::tls::Protocol,
 }
 
 /// One check: a fresh connection, one request, the status.

@@ -245,7 +245,7 @@ pub fn with_addresses(config: &Config, host: &str, ips: &[IpAddr]) -> Option<Con
                     Some(kept) => kept.clone(),
                     None => Server {
                         addr,
-                        health: crate::health::ServerHealth::new(),
+                        health: crate::upstream::health::ServerHealth::new(),
                         limit: origin
                             .limit
                             .map(|(max, pending)| crate::upstream::ServerLimit::new(max, pending)),
@@ -255,12 +255,12 @@ pub fn with_addresses(config: &Config, host: &str, ips: &[IpAddr]) -> Option<Con
             }
             i += len;
         }
-        if let crate::balance::Method::Hash(key, _) = &g.balance {
+        if let crate::upstream::balance::Method::Hash(key, _) = &g.balance {
             let points: Vec<(SocketAddr, u32)> =
                 g.servers.iter().map(|s| (s.addr, s.weight)).collect();
-            g.balance = crate::balance::Method::Hash(
+            g.balance = crate::upstream::balance::Method::Hash(
                 key.clone(),
-                Arc::new(crate::balance::Ring::new(&points)),
+                Arc::new(crate::upstream::balance::Ring::new(&points)),
             );
         }
     }
@@ -437,7 +437,7 @@ mod tests {
         for ip in ips {
             g.servers.push(Server {
                 addr: SocketAddr::new(*ip, port),
-                health: crate::health::ServerHealth::new(),
+                health: crate::upstream::health::ServerHealth::new(),
                 dns: Some(origin.clone()),
                 ..template.clone()
             });
@@ -476,7 +476,7 @@ mod tests {
         assert_eq!(after[2].weight, before[2].weight);
         assert!(matches!(
             n.upstreams[0].balance,
-            crate::balance::Method::Hash(..)
+            crate::upstream::balance::Method::Hash(..)
         ));
     }
 

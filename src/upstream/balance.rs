@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-use crate::health::{Outlier, ServerHealth};
+use crate::upstream::health::{Outlier, ServerHealth};
 use tokio::time::Instant;
 
 /// How a group picks its server (the config's `balance`).
