@@ -5,6 +5,7 @@
 //! back to the pool once request and response are both complete (else the
 //! rest of the request body is relayed first, or the connection closed).
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -19,14 +20,68 @@ use crate::downstream::state::InFlight;
 use crate::upstream::{Lease, Sender};
 use crate::worker::Worker;
 
+/// The access-log line of one request (`None` when the log is off),
+/// written when dropped, whichever way the request ended: a local answer,
+/// an error, the end of a streamed body or of a tunnel, or the client
+/// cancelling (dropped as made: 499, as nginx writes). The one place
+/// lines are written.
+pub struct LogLine(Option<Box<Line>>);
+
+struct Line {
+    entry: Entry,
+    worker: Rc<Worker>,
+    status: u16,
+    bytes: u64,
+    upstream: Option<SocketAddr>,
+    outcome: &'static str,
+}
+
+impl LogLine {
+    /// A line for the request `entry` describes, if the log is on.
+    pub(crate) fn new(worker: &Rc<Worker>, entry: impl FnOnce() -> Entry) -> LogLine {
+        LogLine(worker.log.enabled().then(|| {
+            Box::new(Line {
+                entry: entry(),
+                worker: worker.clone(),
+                status: 499,
+                bytes: 0,
+                upstream: None,
+                outcome: "cancelled",
+            })
+        }))
+    }
+
+    /// How the request ended, for when the line is written.
+    pub(crate) fn set(
+        &mut self,
+        status: u16,
+        bytes: u64,
+        upstream: Option<SocketAddr>,
+        outcome: &'static str,
+    ) {
+        if let Some(l) = &mut self.0 {
+            (l.status, l.bytes, l.upstream, l.outcome) = (status, bytes, upstream, outcome);
+        }
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        if let Some(l) = self.0.take() {
+            l.worker
+                .log
+                .record(&l.entry, l.status, l.bytes, l.upstream, l.outcome);
+        }
+    }
+}
+
 /// A request whose response body is streaming: finished by the body when
 /// it ends or is dropped.
 pub struct Exchange {
     pub(crate) worker: Rc<Worker>,
     pub(crate) lease: Lease,
     pub(crate) status: u16,
-    /// Boxed: present only when the access log is on.
-    pub(crate) entry: Option<Box<Entry>>,
+    pub(crate) line: LogLine,
     /// How the request body went (`None`: it had none).
     pub(crate) progress: Option<Rc<BodyProgress>>,
     pub(crate) in_flight: InFlight,
@@ -47,41 +102,36 @@ pub enum Ended {
 impl Exchange {
     /// Called once, when the response body ended or was abandoned.
     pub fn end(self, how: Ended, bytes: u64) {
-        let w = &self.worker;
-        if let Some(e) = &self.entry {
-            let outcome = if how == Ended::Done {
-                "done"
-            } else {
-                "aborted"
-            };
-            w.log.record(
-                e,
-                self.status,
-                bytes,
-                Some(w.pool.addr(self.lease.server)),
-                outcome,
-            );
-        }
-        let (balancer, i) = w.pool.locate(self.lease.server);
+        let Exchange {
+            worker,
+            lease,
+            status,
+            mut line,
+            progress,
+            in_flight,
+            permit,
+        } = self;
+        let outcome = if how == Ended::Done {
+            "done"
+        } else {
+            "aborted"
+        };
+        line.set(status, bytes, Some(worker.pool.addr(lease.server)), outcome);
+        drop(line);
+        let (balancer, i) = worker.pool.locate(lease.server);
         balancer.end(i);
         match how {
             // Pooled only once the request went out whole too.
-            Ended::Done => match self.progress {
+            Ended::Done => match progress {
                 // An HTTP/2 upstream's stream sends the body on its own.
-                Some(p) if !p.ended.get() && matches!(self.lease.sender, Sender::H1(_)) => {
-                    tokio::task::spawn_local(relay(
-                        self.worker,
-                        self.lease,
-                        p,
-                        self.in_flight,
-                        self.permit,
-                    ));
+                Some(p) if !p.ended.get() && matches!(lease.sender, Sender::H1(_)) => {
+                    tokio::task::spawn_local(relay(worker, lease, p, in_flight, permit));
                 }
                 Some(p) if !p.ended.get() => {}
-                _ => w.pool.checkin(self.lease),
+                _ => worker.pool.checkin(lease),
             },
             Ended::UpstreamFailed => {}
-            Ended::ClientGone => self.in_flight.state().client_reset(),
+            Ended::ClientGone => in_flight.state().client_reset(),
         }
     }
 

@@ -69,8 +69,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
-use super::exchange::ProxyBody;
-use crate::access_log::Entry;
+use super::exchange::{LogLine, ProxyBody};
 use crate::body::RequestBody;
 use crate::error::ProxyError;
 use crate::message::headers::{keep_upgrade, lists, strip_hop_by_hop, VIA_VALUE};
@@ -222,7 +221,7 @@ pub struct Tunnel {
     upstream: Option<OnUpgrade>,
     /// What the client was answered: 101, or 200 to an HTTP/2 CONNECT.
     status: u16,
-    entry: Option<Box<Entry>>,
+    line: LogLine,
     client: SocketAddr,
     idle: Duration,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -283,7 +282,7 @@ impl Tunnel {
         lease: Lease,
         upstream: OnUpgrade,
         status: u16,
-        entry: Option<Box<Entry>>,
+        line: LogLine,
         client: SocketAddr,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Tunnel {
@@ -294,7 +293,7 @@ impl Tunnel {
             lease: Some(lease),
             upstream: Some(upstream),
             status,
-            entry,
+            line,
             client,
             _permit: permit,
             _in_flight: None,
@@ -428,9 +427,7 @@ impl Drop for Tunnel {
                 "tunnel failed: upstream connection not handed over after its 101: {e}"
             ),
         }
-        if let Some(e) = &self.entry {
-            w.log.record(e, status, down, Some(addr), outcome);
-        }
+        self.line.set(status, down, Some(addr), outcome);
         let (balancer, i) = w.pool.locate(self.server);
         balancer.end(i);
     }

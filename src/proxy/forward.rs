@@ -1,0 +1,377 @@
+//! The forward phase: the request body as it will go (streamed, or read
+//! ahead and kept when another server may have to take it), the servers in
+//! the balancer's order, a connection from the pool, the send with its
+//! stale-connection retry, and a retry on the next server within the
+//! group's budget.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::head_timeout::with_head_timeout;
+use super::Outcome;
+use crate::body::{BodyProgress, RequestBody};
+use crate::downstream::state::{ConnCtx, HeadTimer};
+use crate::error::ProxyError;
+use crate::router::Route;
+use crate::upstream::{Lease, Pool};
+use crate::worker::Worker;
+
+/// Idle time after which a reused connection may have been closed by the
+/// server's idle timer.
+const STALE_RISK: Duration = Duration::from_secs(1);
+
+type Forwarded = (Response<Incoming>, Lease);
+
+/// Feeds passive ejection; logs when a server is ejected.
+fn record(w: &Worker, server: usize, ok: bool) {
+    let (b, i) = w.pool.locate(server);
+    if let Some(time) = b.record(i, ok) {
+        tracing::warn!(
+            upstream = %w.pool.addr(server),
+            "too many failures in a row: server ejected for {time:?}"
+        );
+    }
+}
+
+/// Counts a request as outstanding on its server until dropped, or until
+/// handed over to the [`Exchange`], which ends it with the response body.
+struct Busy<'a> {
+    pool: &'a Pool,
+    server: usize,
+    armed: bool,
+}
+
+impl<'a> Busy<'a> {
+    fn new(pool: &'a Pool, server: usize) -> Busy<'a> {
+        let (b, i) = pool.locate(server);
+        b.begin(i);
+        Busy {
+            pool,
+            server,
+            armed: true,
+        }
+    }
+
+    fn hand_over(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let (b, i) = self.pool.locate(self.server);
+            b.end(i);
+        }
+    }
+}
+
+/// Sends on `conn`; if the pooled connection turns out to be dead before
+/// the request could go out (or, for a repeatable request, before any
+/// response byte came back), sends again once on a fresh connection.
+async fn send(
+    w: &Worker,
+    mut lease: Lease,
+    req: Request<RequestBody>,
+    (connect, timeout): (Duration, Duration),
+    kept_progress: Option<&Rc<BodyProgress>>,
+    timer: Option<&HeadTimer>,
+    replay: Option<&Replay>,
+) -> Result<Forwarded, ProxyError> {
+    let progress = kept_progress.map(|p| &**p);
+    let server = lease.server;
+    let idle_for = lease.idle_for;
+    let addr = w.pool.addr(server);
+    // A pooled connection may be closed by the server just as we reuse it
+    // (RFC 9112 §9.3.1): a request that is safe to repeat keeps a copy of
+    // its head so it can go again on a fresh connection. Servers close idle
+    // connections on timers of a second or more, so only connections idle
+    // that long pay for the copy (about 7% of a request's instructions).
+    let stale_risk = idle_for.is_some_and(|d| d >= STALE_RISK);
+    let backup = (stale_risk
+        && replay.is_none()
+        && http_body::Body::is_end_stream(req.body())
+        && is_idempotent(req.method()))
+    .then(|| copy_head(&req));
+    let fut = lease.sender.try_send_request(req);
+    let err = match lease
+        .with(with_head_timeout(fut, timeout, progress, timer))
+        .await
+    {
+        None => return Err(ProxyError::ResponseTimeout { addr }),
+        Some(Ok(resp)) => return Ok((resp, lease)),
+        Some(Err(mut e)) => {
+            let retry = match (e.take_message(), idle_for) {
+                (Some(req), Some(_)) => Some(req),
+                // A body read ahead goes again from the kept copy.
+                (None, Some(_)) => backup.or_else(|| {
+                    replay
+                        .filter(|_| stale_risk)
+                        .map(|kept| replay_request(kept, kept_progress))
+                }),
+                _ => None,
+            };
+            match retry {
+                Some(req) if !e.error().is_timeout() => req,
+                _ => return Err(classify(e.into_error(), addr, progress)),
+            }
+        }
+    };
+    tracing::debug!(upstream = %addr, "pooled connection was closed; retrying on a new one");
+    drop(lease);
+    // Boxed: rare, and its state would otherwise enlarge every request.
+    let mut lease = Box::pin(w.pool.connect(server, connect)).await?;
+    let fut = lease.sender.try_send_request(err);
+    match lease
+        .with(with_head_timeout(fut, timeout, progress, timer))
+        .await
+    {
+        None => Err(ProxyError::ResponseTimeout { addr }),
+        Some(Ok(resp)) => Ok((resp, lease)),
+        Some(Err(e)) => Err(classify(e.into_error(), addr, progress)),
+    }
+}
+
+/// Why a sent request failed: our client's body, or the upstream.
+fn classify(e: hyper::Error, addr: SocketAddr, progress: Option<&BodyProgress>) -> ProxyError {
+    if let Some(p) = progress {
+        if p.too_large.get() {
+            // The limit is in the source chain's message.
+            let limit = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<crate::body::RequestBodyError>())
+                .map_or(0, |b| match b {
+                    crate::body::RequestBodyError::TooLarge { limit } => *limit,
+                    crate::body::RequestBodyError::Client(_) => 0,
+                });
+            return ProxyError::BodyTooLarge { limit };
+        }
+        if p.client_failed.get() {
+            return ProxyError::ClientBody(e);
+        }
+    }
+    ProxyError::Upstream { addr, source: e }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// A repeatable request's head and its body, read ahead.
+type Replay = (Request<RequestBody>, Bytes);
+
+/// The request again, from its kept copy.
+fn replay_request(kept: &Replay, progress: Option<&Rc<BodyProgress>>) -> Request<RequestBody> {
+    let mut req = copy_head(&kept.0);
+    *req.body_mut() = replay_body(kept, progress);
+    req
+}
+
+/// A kept body, to send (again); its end noted in `progress`.
+fn replay_body(kept: &Replay, progress: Option<&Rc<BodyProgress>>) -> RequestBody {
+    match progress {
+        Some(p) => {
+            p.ended.set(false);
+            RequestBody::full_with(kept.1.clone(), p.clone())
+        }
+        None => RequestBody::full(kept.1.clone()),
+    }
+}
+
+fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
+    let mut copy = Request::new(RequestBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    copy
+}
+
+/// Sends the prepared request to the group's servers in the balancer's
+/// order until one answers: the next server when a connection cannot be
+/// had, or (for a request that can be repeated) when the send failed
+/// before any response byte, within the group's tries and retry budget.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn to_upstream<'w>(
+    ctx: &ConnCtx,
+    w: &'w Worker,
+    route: &'w Route,
+    group: usize,
+    parts: http::request::Parts,
+    body: Incoming,
+    plan: super::request::Plan,
+    h2_ws: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Outcome<'w>, ProxyError> {
+    let super::request::Plan {
+        key,
+        upgrade,
+        server_host,
+        ws_key,
+    } = plan;
+    let balancer = w.pool.balancer(group);
+    // A request that may go to another server if the first fails before
+    // answering: idempotent, in a group with somewhere else to go, and with
+    // no body or a small one, read ahead and kept.
+    balancer.deposit();
+    let retry_policy = balancer.retry();
+    let retryable = !upgrade
+        && retry_policy.attempts > 1
+        && balancer.len() > 1
+        && is_idempotent(&parts.method)
+        && (http_body::Body::is_end_stream(&body)
+            || http_body::Body::size_hint(&body).exact().is_some_and(|n| {
+                n <= retry_policy
+                    .max_body_bytes
+                    .min(route.max_body_bytes.unwrap_or(u64::MAX))
+            }));
+    // Notes how the body goes (none to note for a request without one).
+    let progress = (!http_body::Body::is_end_stream(&body))
+        .then(|| BodyProgress::new(route.upstream_response_head));
+    let (body, replay) = if retryable {
+        let bytes = if http_body::Body::is_end_stream(&body) {
+            Bytes::new()
+        } else {
+            // Boxed, as the retry copy below: rare, and they would
+            // otherwise enlarge every request's state.
+            Box::pin(http_body_util::BodyExt::collect(body))
+                .await
+                .map_err(ProxyError::ClientBody)?
+                .to_bytes()
+        };
+        let head = Request::from_parts(parts.clone(), RequestBody::empty());
+        let kept: Box<Replay> = Box::new((head, bytes));
+        (replay_body(&kept, progress.as_ref()), Some(kept))
+    } else {
+        // What nobody reads of the body goes back to the client's
+        // connection ([`crate::body::Discard`]).
+        let discard = ctx.state.clone() as Rc<dyn crate::body::Discard>;
+        let b = RequestBody::new(body, route.max_body_bytes, progress.clone(), Some(discard));
+        (b, None)
+    };
+    let mut req = Request::from_parts(parts, body);
+
+    let servers = w
+        .pool
+        .order(group, key)
+        .ok_or_else(|| ProxyError::NoServer {
+            group: w.config.upstreams[group].name.clone(),
+        })?;
+    let mut last_err = None;
+    let mut tries = 0;
+    for server in servers {
+        if server_host {
+            req.headers_mut()
+                .insert(header::HOST, w.pool.authority(server).clone());
+        }
+        let busy = Busy::new(&w.pool, server);
+        let permit = match w.pool.limit(server) {
+            None => None,
+            Some(l) => match l.acquire(route.upstream_connect).await {
+                Some(p) => Some(p),
+                None => {
+                    return Err(ProxyError::ServerFull {
+                        addr: w.pool.addr(server),
+                    })
+                }
+            },
+        };
+        // An upgrade goes on a new connection of its own, never pooled.
+        let lease = if upgrade {
+            Box::pin(crate::proxy::tunnel::connect(
+                w,
+                server,
+                route.upstream_connect,
+            ))
+            .await
+        } else {
+            w.pool.checkout(server, route.upstream_connect).await
+        };
+        let lease = match lease {
+            Ok(c) => c,
+            Err(e) => {
+                // Nothing was sent: the next server may take it.
+                tracing::warn!(client = %ctx.client, "{}; trying the next server", e.chain());
+                record(w, server, false);
+                last_err = Some(e);
+                continue;
+            }
+        };
+        tries += 1;
+        let timeouts = (route.upstream_connect, route.upstream_response_head);
+        let started = balancer.wants_latency().then(Instant::now);
+        let (resp, lease) = match send(
+            w,
+            lease,
+            req,
+            timeouts,
+            progress.as_ref(),
+            ctx.head_timer.as_ref(),
+            replay.as_deref(),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                if e.upstream().is_some() {
+                    record(w, server, false);
+                }
+                // Failed before any response byte: another server may take
+                // it, within the tries and the budget.
+                let again = matches!(
+                    e,
+                    ProxyError::Upstream { .. } | ProxyError::Handshake { .. }
+                ) && tries < retry_policy.attempts;
+                match replay.as_deref() {
+                    Some(kept) if again && balancer.take_retry() => {
+                        tracing::warn!(client = %ctx.client, "{}; retrying on another server", e.chain());
+                        req = replay_request(kept, progress.as_ref());
+                        last_err = Some(e);
+                        continue;
+                    }
+                    _ => return Err(e),
+                }
+            }
+        };
+        let (b, i) = w.pool.locate(server);
+        if let Some(t) = started {
+            b.observe(i, t.elapsed());
+        }
+        record(w, server, !resp.status().is_server_error());
+        if let Some(key) = &ws_key {
+            // The HTTP/2 client gets a 2xx only for a tunnel: a 101 that
+            // is a valid WebSocket accept.
+            let status = resp.status();
+            let failed = if status == StatusCode::SWITCHING_PROTOCOLS {
+                crate::proxy::tunnel::check_accept(resp.headers(), key)
+                    .err()
+                    .map(str::to_string)
+            } else if status.is_success() {
+                Some(format!("answered {status} without switching protocols"))
+            } else {
+                None
+            };
+            if let Some(reason) = failed {
+                return Err(ProxyError::WebSocket {
+                    addr: w.pool.addr(server),
+                    reason,
+                });
+            }
+        }
+        busy.hand_over();
+        if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(Outcome::Tunnel(resp, lease, route, permit, h2_ws));
+        }
+        return Ok(Outcome::Upstream(resp, lease, route, permit, progress));
+    }
+    Err(last_err.unwrap_or(ProxyError::NoRoute))
+}

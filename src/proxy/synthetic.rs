@@ -1,0 +1,136 @@
+//! Every response the proxy makes itself, rendered here and nowhere else:
+//! errors (plain text, or gRPC's trailers-only form for gRPC calls), the
+//! HTTPS redirect of a `redirect_https` listener, and a route's own
+//! answers (`return`, `redirect`). Each carries `Via`.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use super::exchange::ProxyBody;
+use crate::message::headers::{via, VIA_VALUE};
+use crate::router::Route;
+
+/// The proxy's own answer to a failed request with `status`: gRPC's form
+/// for a gRPC call, else plain text.
+pub(crate) fn error(status: StatusCode, grpc: bool) -> Response<ProxyBody> {
+    if grpc {
+        grpc_error_response(status)
+    } else {
+        error_response(status)
+    }
+}
+
+/// A gRPC call (`content-type: application/grpc...`), whose client reads
+/// errors from `grpc-status`, not from the HTTP status.
+pub(crate) fn is_grpc(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The proxy's own error for a gRPC call: a trailers-only response
+/// (HTTP 200, `grpc-status` and `grpc-message` in the head, empty body),
+/// as gRPC clients expect of a proxy. The code follows gRPC's
+/// HTTP-to-gRPC mapping: 502, 503, 504 and 429 are UNAVAILABLE (14), 404
+/// UNIMPLEMENTED (12), 400 INTERNAL (13), 413 RESOURCE_EXHAUSTED (8),
+/// anything else UNKNOWN (2).
+fn grpc_error_response(status: StatusCode) -> Response<ProxyBody> {
+    let code: &'static str = match status.as_u16() {
+        429 | 502..=504 => "14",
+        404 => "12",
+        400 => "13",
+        413 => "8",
+        _ => "2",
+    };
+    let message = format!(
+        "{}%20{}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("").replace(' ', "%20")
+    );
+    let mut resp = Response::new(ProxyBody::full(Bytes::new()));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from_static(code));
+    if let Ok(v) = HeaderValue::from_str(&message) {
+        h.insert("grpc-message", v);
+    }
+    h.insert(header::VIA, VIA_VALUE);
+    resp
+}
+
+/// A short plain-text response of our own.
+fn error_response(status: StatusCode) -> Response<ProxyBody> {
+    let body = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::VIA, VIA_VALUE);
+    resp
+}
+
+/// The answer of a plain listener set to `redirect_https`: the same
+/// target on HTTPS (301 for GET and HEAD; 308 keeps other methods and
+/// their bodies).
+pub(crate) fn https_redirect(
+    authority: Option<&crate::message::admit::Authority>,
+    port: u16,
+    parts: &http::request::Parts,
+) -> Response<ProxyBody> {
+    let name = authority.map_or("", crate::message::admit::Authority::host);
+    let mut target = String::with_capacity(16 + name.len() + parts.uri.path().len());
+    target.push_str("https://");
+    target.push_str(name);
+    if port != 443 {
+        target.push(':');
+        target.push_str(&port.to_string());
+    }
+    target.push_str(
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str),
+    );
+    let status = if matches!(parts.method, Method::GET | Method::HEAD) {
+        StatusCode::MOVED_PERMANENTLY
+    } else {
+        StatusCode::PERMANENT_REDIRECT
+    };
+    let mut resp = Response::new(ProxyBody::full(Bytes::new()));
+    *resp.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(&target) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut().insert(header::VIA, via(parts.version));
+    resp
+}
+
+/// A response the route makes itself.
+pub(crate) fn local_response(
+    status: StatusCode,
+    location: Option<String>,
+    headers: &HeaderMap,
+    body: Bytes,
+    route: &Route,
+) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.clone_from(headers);
+    if let Some(l) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        h.insert(header::LOCATION, l);
+    }
+    h.append(header::VIA, VIA_VALUE);
+    route.response_headers.apply(h);
+    resp
+}
