@@ -219,46 +219,17 @@ pub(crate) async fn to_upstream<'w>(
         ws_key,
     } = plan;
     let balancer = w.pool.balancer(group);
-    // A request that may go to another server if the first fails before
-    // answering: idempotent, in a group with somewhere else to go, and with
-    // no body or a small one, read ahead and kept.
     balancer.deposit();
     let retry_policy = balancer.retry();
-    let retryable = !upgrade
-        && retry_policy.attempts > 1
-        && balancer.len() > 1
-        && is_idempotent(&parts.method)
-        && (http_body::Body::is_end_stream(&body)
-            || http_body::Body::size_hint(&body).exact().is_some_and(|n| {
-                n <= retry_policy
-                    .max_body_bytes
-                    .min(route.max_body_bytes.unwrap_or(u64::MAX))
-            }));
-    // Notes how the body goes (none to note for a request without one).
-    let progress = (!http_body::Body::is_end_stream(&body))
-        .then(|| BodyProgress::new(route.upstream_response_head));
-    let (body, replay) = if retryable {
-        let bytes = if http_body::Body::is_end_stream(&body) {
-            Bytes::new()
-        } else {
-            // Boxed, as the retry copy below: rare, and they would
-            // otherwise enlarge every request's state.
-            Box::pin(http_body_util::BodyExt::collect(body))
-                .await
-                .map_err(ProxyError::ClientBody)?
-                .to_bytes()
-        };
-        let head = Request::from_parts(parts.clone(), RequestBody::empty());
-        let kept: Box<Replay> = Box::new((head, bytes));
-        (replay_body(&kept, progress.as_ref()), Some(kept))
-    } else {
-        // What nobody reads of the body goes back to the client's
-        // connection ([`crate::body::Discard`]).
-        let discard = ctx.state.clone() as Rc<dyn crate::body::Discard>;
-        let b = RequestBody::new(body, route.max_body_bytes, progress.clone(), Some(discard));
-        (b, None)
-    };
-    let mut req = Request::from_parts(parts, body);
+    let (mut req, replay, progress) = outgoing(
+        ctx,
+        route,
+        parts,
+        body,
+        !upgrade && balancer.len() > 1,
+        retry_policy,
+    )
+    .await?;
 
     let servers = w
         .pool
@@ -285,18 +256,7 @@ pub(crate) async fn to_upstream<'w>(
                 }
             },
         };
-        // An upgrade goes on a new connection of its own, never pooled.
-        let lease = if upgrade {
-            Box::pin(crate::proxy::tunnel::connect(
-                w,
-                server,
-                route.upstream_connect,
-            ))
-            .await
-        } else {
-            w.pool.checkout(server, route.upstream_connect).await
-        };
-        let lease = match lease {
+        let lease = match connection(w, server, upgrade, route.upstream_connect).await {
             Ok(c) => c,
             Err(e) => {
                 // Nothing was sent: the next server may take it.
@@ -348,24 +308,7 @@ pub(crate) async fn to_upstream<'w>(
         }
         record(w, server, !resp.status().is_server_error());
         if let Some(key) = &ws_key {
-            // The HTTP/2 client gets a 2xx only for a tunnel: a 101 that
-            // is a valid WebSocket accept.
-            let status = resp.status();
-            let failed = if status == StatusCode::SWITCHING_PROTOCOLS {
-                crate::proxy::tunnel::check_accept(resp.headers(), key)
-                    .err()
-                    .map(str::to_string)
-            } else if status.is_success() {
-                Some(format!("answered {status} without switching protocols"))
-            } else {
-                None
-            };
-            if let Some(reason) = failed {
-                return Err(ProxyError::WebSocket {
-                    addr: w.pool.addr(server),
-                    reason,
-                });
-            }
+            websocket_accepted(&resp, key, w.pool.addr(server))?;
         }
         busy.hand_over();
         if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -374,4 +317,98 @@ pub(crate) async fn to_upstream<'w>(
         return Ok(Outcome::Upstream(resp, lease, route, permit, progress));
     }
     Err(last_err.unwrap_or(ProxyError::NoRoute))
+}
+
+/// A connection to `server`: from the pool, or for an upgrade a new one of
+/// its own, never pooled.
+async fn connection(
+    w: &Worker,
+    server: usize,
+    upgrade: bool,
+    timeout: Duration,
+) -> Result<Lease, ProxyError> {
+    if upgrade {
+        Box::pin(crate::proxy::tunnel::connect(w, server, timeout)).await
+    } else {
+        w.pool.checkout(server, timeout).await
+    }
+}
+
+/// The HTTP/2 client of a WebSocket gets a 2xx only for a tunnel: a 101
+/// that is a valid WebSocket accept of `key`.
+fn websocket_accepted(
+    resp: &Response<Incoming>,
+    key: &http::HeaderValue,
+    addr: SocketAddr,
+) -> Result<(), ProxyError> {
+    let status = resp.status();
+    let failed = if status == StatusCode::SWITCHING_PROTOCOLS {
+        crate::proxy::tunnel::check_accept(resp.headers(), key)
+            .err()
+            .map(str::to_string)
+    } else if status.is_success() {
+        Some(format!("answered {status} without switching protocols"))
+    } else {
+        None
+    };
+    match failed {
+        Some(reason) => Err(ProxyError::WebSocket { addr, reason }),
+        None => Ok(()),
+    }
+}
+
+/// The request as it goes upstream, the copy kept for a retry, and the
+/// body's progress (none for a request without a body). A request that
+/// may go to another server if the first fails before answering
+/// (idempotent, with `elsewhere` to go, with no body or a small one) has
+/// its body read ahead and kept; any other streams.
+async fn outgoing(
+    ctx: &ConnCtx,
+    route: &Route,
+    parts: http::request::Parts,
+    body: Incoming,
+    elsewhere: bool,
+    retry_policy: &crate::config::Retry,
+) -> Result<
+    (
+        Request<RequestBody>,
+        Option<Box<Replay>>,
+        Option<Rc<BodyProgress>>,
+    ),
+    ProxyError,
+> {
+    let retryable = elsewhere
+        && retry_policy.attempts > 1
+        && is_idempotent(&parts.method)
+        && (http_body::Body::is_end_stream(&body)
+            || http_body::Body::size_hint(&body).exact().is_some_and(|n| {
+                n <= retry_policy
+                    .max_body_bytes
+                    .min(route.max_body_bytes.unwrap_or(u64::MAX))
+            }));
+    // Notes how the body goes (none to note for a request without one).
+    let progress = (!http_body::Body::is_end_stream(&body))
+        .then(|| BodyProgress::new(route.upstream_response_head));
+    let (body, replay) = if retryable {
+        let bytes = if http_body::Body::is_end_stream(&body) {
+            Bytes::new()
+        } else {
+            // Boxed, as the retry copy below: rare, and they would
+            // otherwise enlarge every request's state.
+            Box::pin(http_body_util::BodyExt::collect(body))
+                .await
+                .map_err(ProxyError::ClientBody)?
+                .to_bytes()
+        };
+        let head = Request::from_parts(parts.clone(), RequestBody::empty());
+        let kept: Box<Replay> = Box::new((head, bytes));
+        (replay_body(&kept, progress.as_ref()), Some(kept))
+    } else {
+        // What nobody reads of the body goes back to the client's
+        // connection ([`crate::body::Discard`]).
+        let discard = ctx.state.clone() as Rc<dyn crate::body::Discard>;
+        let b = RequestBody::new(body, route.max_body_bytes, progress.clone(), Some(discard));
+        (b, None)
+    };
+    Ok((Request::from_parts(parts, body), replay, progress))
 }

@@ -1,22 +1,22 @@
 //! Proxy: one request's life, as a list of phases ([`handle`]):
 //!
-//! 1. **admit** ([`request`]): the checks of [`crate::message::admit`]
+//! 1. **admit** (`request`): the checks of [`crate::message::admit`]
 //!    (one authority, unambiguous framing, field names);
-//! 2. **route** ([`request`]): the HTTPS redirect, the 421 check, the
+//! 2. **route** (`request`): the HTTPS redirect, the 421 check, the
 //!    route (404 if none), its own answers, the body limit (413), the path
 //!    rewrite;
-//! 3. **prepare** ([`request`]): the head rewritten for the hop (RFC 9110
+//! 3. **prepare** (`request`): the head rewritten for the hop (RFC 9110
 //!    §7.6: hop-by-hop fields dropped, `X-Forwarded-*` and `Via` added,
 //!    `Host` set) and the route's fields;
-//! 4. **forward** ([`forward`]): a server and a pooled connection, the
+//! 4. **forward** (`forward`): a server and a pooled connection, the
 //!    send, the response head under `upstream_response_head`
-//!    ([`head_timeout`]), retries;
-//! 5. **respond** ([`respond`], [`exchange`]): the response head rewritten,
+//!    (`head_timeout`), retries;
+//! 5. **respond** (`respond`, [`exchange`]): the response head rewritten,
 //!    its body streamed back; when it ends the connection returns to the
 //!    pool and the access-log line is written ([`exchange::LogLine`]).
 //!
 //! Every failure becomes a [`ProxyError`], mapped to its status in one
-//! place and rendered in one place ([`synthetic`]), with one log line
+//! place and rendered in one place (`synthetic`), with one log line
 //! naming the cause. Upgrades continue in [`tunnel`].
 
 use std::rc::Rc;
