@@ -6,6 +6,8 @@
 //! coverage, by `tests/it/fuzz_targets.rs` on every `cargo test`. Not part of
 //! the API.
 #![doc(hidden)]
+// A broken invariant must panic here: that is what a fuzzer reports.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::sync::OnceLock;
 

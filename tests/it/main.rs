@@ -2,6 +2,9 @@
 //! module per topic. `common` holds the helpers: in-process origins, a
 //! proxy started on port 0, raw HTTP/1.1 and HTTP/2 clients, test PKI.
 
+// Helpers are `pub` for the topic modules; tests unwrap.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 mod affinity;
