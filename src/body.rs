@@ -30,14 +30,16 @@ pub enum RequestBodyError {
 }
 
 /// Shared between a [`RequestBody`] (polled by the upstream connection's
-/// task) and the request's own future, which reads it to classify failures
-/// and to extend the response-head timeout while the body still flows, and
-/// the exchange, which returns an upstream connection to the pool only
-/// once the whole request went out.
+/// task) and the request's own future, which reads it to extend the
+/// response-head timeout while the body still flows, and the exchange,
+/// which returns an upstream connection to the pool only once the whole
+/// request went out. (Why a send failed is read from the error's source
+/// chain, not from here.)
 #[derive(Debug)]
 pub struct BodyProgress {
-    pub too_large: Cell<bool>,
-    pub client_failed: Cell<bool>,
+    /// The body broke the route's limit or the client's stream failed:
+    /// nothing of it is left to discard.
+    pub failed: Cell<bool>,
     pub last_progress: Cell<Instant>,
     /// The body's end was handed to the upstream connection.
     pub ended: Cell<bool>,
@@ -48,8 +50,7 @@ pub struct BodyProgress {
 impl BodyProgress {
     pub fn new(stall: Duration) -> Rc<BodyProgress> {
         Rc::new(BodyProgress {
-            too_large: Cell::new(false),
-            client_failed: Cell::new(false),
+            failed: Cell::new(false),
             last_progress: Cell::new(Instant::now()),
             ended: Cell::new(false),
             stall,
@@ -142,7 +143,7 @@ impl Drop for RequestBody {
         let failed = self
             .progress
             .as_ref()
-            .is_some_and(|p| p.ended.get() || p.too_large.get() || p.client_failed.get());
+            .is_some_and(|p| p.ended.get() || p.failed.get());
         if !failed && !inner.is_end_stream() {
             sink.discard(inner);
         }
@@ -176,7 +177,7 @@ impl Body for RequestBody {
                     this.seen += data.len() as u64;
                     if this.seen > this.limit {
                         if let Some(p) = &this.progress {
-                            p.too_large.set(true);
+                            p.failed.set(true);
                         }
                         return Poll::Ready(Some(Err(RequestBodyError::TooLarge {
                             limit: this.limit,
@@ -192,7 +193,7 @@ impl Body for RequestBody {
             }
             Some(Err(e)) => {
                 if let Some(p) = &this.progress {
-                    p.client_failed.set(true);
+                    p.failed.set(true);
                 }
                 Poll::Ready(Some(Err(RequestBodyError::Client(e))))
             }

@@ -120,7 +120,7 @@ async fn send(
             };
             match retry {
                 Some(req) if !e.error().is_timeout() => req,
-                _ => return Err(classify(e.into_error(), addr, progress)),
+                _ => return Err(classify(e.into_error(), addr)),
             }
         }
     };
@@ -135,25 +135,22 @@ async fn send(
     {
         None => Err(ProxyError::ResponseTimeout { addr }),
         Some(Ok(resp)) => Ok((resp, lease)),
-        Some(Err(e)) => Err(classify(e.into_error(), addr, progress)),
+        Some(Err(e)) => Err(classify(e.into_error(), addr)),
     }
 }
 
 /// Why a sent request failed: our client's body, or the upstream.
-fn classify(e: hyper::Error, addr: SocketAddr, progress: Option<&BodyProgress>) -> ProxyError {
-    if let Some(p) = progress {
-        if p.too_large.get() {
-            // The limit is in the source chain's message.
-            let limit = std::error::Error::source(&e)
-                .and_then(|s| s.downcast_ref::<crate::body::RequestBodyError>())
-                .map_or(0, |b| match b {
-                    crate::body::RequestBodyError::TooLarge { limit } => *limit,
-                    crate::body::RequestBodyError::Client(_) => 0,
-                });
-            return ProxyError::BodyTooLarge { limit };
-        }
-        if p.client_failed.get() {
-            return ProxyError::ClientBody(e);
+fn classify(e: hyper::Error, addr: SocketAddr) -> ProxyError {
+    // A failure of the request body is the client's (its error is in the
+    // source chain), not the upstream's.
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        match s.downcast_ref::<crate::body::RequestBodyError>() {
+            Some(crate::body::RequestBodyError::TooLarge { limit }) => {
+                return ProxyError::BodyTooLarge { limit: *limit }
+            }
+            Some(crate::body::RequestBodyError::Client(_)) => return ProxyError::ClientBody(e),
+            None => source = s.source(),
         }
     }
     ProxyError::Upstream { addr, source: e }
