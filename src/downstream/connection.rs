@@ -21,206 +21,27 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
+
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::HeaderValue;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::io::{linger, sniff_h2c, Sniff, Watched};
 use super::state::{ClientIo, ConnCtx, ConnState, Cut, HeadTimer, InFlight, TlsInfo};
+use super::watch::Watch;
 use crate::proxy::{self, exchange::ProxyBody};
 use crate::rt::LocalExec;
 use crate::worker::Current;
-
-/// The client socket, counting the bytes read for the watchdog.
-struct Watched {
-    io: ClientIo,
-    /// Bytes read while telling HTTP/2 from HTTP/1 (h2c), handed to hyper
-    /// before anything else.
-    prefix: Option<Bytes>,
-    state: Rc<ConnState>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        // The vendored hyper reads into no space to wait for data before it
-        // takes a buffer (a new connection, an idle one): readiness.
-        if buf.remaining() == 0 {
-            return match &this.io {
-                ClientIo::Plain(tcp) if this.prefix.is_none() => tcp.poll_read_ready(cx),
-                _ => Poll::Ready(Ok(())),
-            };
-        }
-        if let Some(p) = &mut this.prefix {
-            let n = p.len().min(buf.remaining());
-            buf.put_slice(&p.split_to(n));
-            if p.is_empty() {
-                this.prefix = None;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        let res = Pin::new(&mut this.io).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        this.state.read.set(this.state.read.get() + n);
-        res
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// The HTTP/2 connection preface (RFC 9113 §3.4).
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Reads a plain connection's first bytes to tell an h2c client (prior
-/// knowledge: it opens with the preface) from an HTTP/1 one. What was read
-/// is kept in `prefix` for the protocol's server to read first.
-async fn sniff_h2c(io: &mut Watched) -> io::Result<bool> {
-    use tokio::io::AsyncReadExt;
-    // No buffer is held before the client sends something.
-    if let ClientIo::Plain(tcp) = &io.io {
-        tcp.readable().await?;
-    }
-    let mut buf = bytes::BytesMut::with_capacity(512);
-    loop {
-        // Through `Watched`, which counts the bytes for the watchdog.
-        if io.read_buf(&mut buf).await? == 0 {
-            return Ok(false);
-        }
-        let n = buf.len().min(PREFACE.len());
-        if buf[..n] != PREFACE[..n] {
-            io.prefix = Some(buf.freeze());
-            return Ok(false);
-        }
-        if n == PREFACE.len() {
-            io.prefix = Some(buf.freeze());
-            return Ok(true);
-        }
-    }
-}
-
-/// How long an HTTP/1.1 connection stays idle before its buffers are freed
-/// (sooner, a busy connection would free and take them for every request).
-const TRIM_AFTER: Duration = Duration::from_secs(1);
-
-/// How often the watch of a connection with a request in flight (or a head
-/// coming in) looks again, as it is not told when the request ends: an
-/// idle connection's buffers are freed within this plus [`TRIM_AFTER`].
-const TRIM_CHECK: Duration = Duration::from_secs(4);
-
-/// The client timeouts hyper has no separate knobs for, and the freeing
-/// of an idle connection's buffers: it looks at the counters the socket
-/// wrapper and the request handler keep in `Cell`s when its timer fires,
-/// flags what is due, and says when to look next. Its timer is polled with
-/// the connection and fires only at those deadlines.
-struct Watch {
-    head: Duration,
-    idle: Duration,
-    /// For a kept-alive connection the head's clock starts when the watch
-    /// first sees its bytes: which idle period that was, and when.
-    partial: Option<(Instant, Instant)>,
-    /// The idle period whose buffers were freed.
-    trimmed: Option<Instant>,
-}
-
-impl Watch {
-    /// Acts on the connection's state at `now`: flags an idle connection
-    /// past its timeout or a head past its time (`None`: cut), or one to
-    /// trim; returns when to look again.
-    fn check(&mut self, state: &ConnState, now: Instant) -> Option<Instant> {
-        let (head, idle) = (self.head, self.idle);
-        if state.in_flight.get() > 0 {
-            self.partial = None;
-            // Back within `TRIM_CHECK`, to free the buffers of a connection
-            // that has gone idle since.
-            return Some(now + head.min(idle).min(TRIM_CHECK));
-        }
-        let since = state.idle_since.get();
-        if state.read.get() == state.read_at_idle.get() {
-            self.partial = None;
-            let limit = if state.requests.get() == 0 {
-                head
-            } else {
-                idle
-            };
-            let deadline = since + limit;
-            if now >= deadline {
-                state.cut.set(Some(Cut::Idle));
-                return None;
-            }
-            return Some(match self.trimmed {
-                Some(t) if t == since => deadline,
-                _ if now >= since + TRIM_AFTER => {
-                    self.trimmed = Some(since);
-                    state.trim.set(true);
-                    deadline
-                }
-                _ => deadline.min(since + TRIM_AFTER),
-            });
-        }
-        let started = if state.requests.get() == 0 {
-            since
-        } else {
-            match self.partial {
-                Some((idle_mark, started)) if idle_mark == since => started,
-                _ => {
-                    self.partial = Some((since, now));
-                    now
-                }
-            }
-        };
-        let deadline = started + head;
-        if now >= deadline {
-            state.cut.set(Some(Cut::HeadTimeout));
-            return None;
-        }
-        // The head is probably a request about to start and end.
-        Some(deadline.min(now + TRIM_CHECK))
-    }
-}
 
 /// Drives hyper's connection, acting on the flags its [`Watch`], the
 /// request handler, eviction and shutdown set: a few `Cell` reads and a
@@ -240,12 +61,7 @@ struct Driven<C> {
 
 impl<C> Driven<C> {
     fn new(conn: Pin<Box<C>>, state: Rc<ConnState>, head: Duration, idle: Duration) -> Self {
-        let mut watch = Watch {
-            head,
-            idle,
-            partial: None,
-            trimmed: None,
-        };
+        let mut watch = Watch::new(head, idle);
         let now = Instant::now();
         let first = watch.check(&state, now).unwrap_or(now);
         Driven {
@@ -646,29 +462,6 @@ fn log_end(client: SocketAddr, ended: Ended) {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The h2c sniff, ended early (`None`) when the connection is closed to
-    /// make room (`max_connections`).
-    struct Sniff<'a, F> {
-        #[pin]
-        fut: F,
-        state: &'a Rc<ConnState>,
-    }
-}
-
-impl<F: Future> Future for Sniff<'_, F> {
-    type Output = Option<F::Output>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if this.state.draining.get() {
-            return Poll::Ready(None);
-        }
-        this.state.register(cx);
-        this.fut.poll(cx).map(Some)
-    }
-}
-
 /// The hyper HTTP/2 server settings for client connections. hyper's
 /// defaults stay on for what they guard: pending-reset-stream caps against
 /// rapid-reset floods (CVE-2023-44487), header list size, flow control.
@@ -682,23 +475,6 @@ fn h2_builder(max_streams: u32, max_head: usize, max_resets: u32) -> http2::Buil
         // Streams the client gets wrong count as its resets do.
         .max_local_error_reset_streams(Some(max_resets as usize));
     b
-}
-
-/// How long a lingering close waits for the client to stop sending.
-const LINGER: Duration = Duration::from_secs(5);
-
-/// Reads and discards until the client closes, errs, or `LINGER` passes.
-async fn linger(mut io: Watched) {
-    use tokio::io::AsyncReadExt;
-    let mut buf = vec![0u8; 16 * 1024];
-    let _ = tokio::time::timeout(LINGER, async {
-        while let Ok(n) = io.io.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-        }
-    })
-    .await;
 }
 
 fn log_conn_error(client: SocketAddr, e: &hyper::Error) {

@@ -4,6 +4,8 @@
 //! requests share with it ([`state`]).
 
 pub mod connection;
+mod io;
 pub mod listener;
 pub mod state;
 pub mod tls;
+mod watch;
