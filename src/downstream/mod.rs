@@ -3,6 +3,7 @@
 //! HTTP/1.1 or HTTP/2 server ([`connection`]) around the state its
 //! requests share with it ([`state`]).
 
+pub mod accept;
 pub mod connection;
 mod io;
 pub mod listener;
