@@ -265,3 +265,22 @@ async fn client_still_sending_a_large_body_gets_the_413() {
         let _ = writer.await;
     }
 }
+
+/// A request body the client gets wrong (here an invalid chunk size, after
+/// a first chunk already went upstream) is the client's failure: 400, not
+/// the 502 of an upstream failure, though it is the upstream send that
+/// fails (the cause is found in the error's source chain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_request_body_is_the_clients_400_not_a_502() {
+    let origin = backend(|req: Request<hyper::body::Incoming>| async move {
+        let read = req.into_body().collect().await;
+        text(200, if read.is_ok() { "whole" } else { "broken" })
+    });
+    let proxy = Proxy::to(origin.addr, "");
+    let resp = raw(
+        proxy.addr,
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&resp), "400", "{resp}");
+}
