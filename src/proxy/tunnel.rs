@@ -59,7 +59,6 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::downstream::state::{ClientIo, InFlight, Takeover};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
@@ -71,6 +70,7 @@ use tokio::time::Instant;
 
 use super::exchange::{LogLine, ProxyBody};
 use crate::body::RequestBody;
+use crate::downstream::state::{ClientIo, InFlight, Takeover};
 use crate::error::ProxyError;
 use crate::message::headers::{keep_upgrade, lists, strip_hop_by_hop, VIA_VALUE};
 use crate::router::Route;

@@ -18,7 +18,6 @@ use super::TempFile;
 /// A test certificate authority.
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
-    pub pem: String,
     pub der: CertificateDer<'static>,
     /// Its certificate, in a PEM file (for `ca_file`, `client_ca`).
     pub file: TempFile,
@@ -42,7 +41,6 @@ impl Ca {
         let cert = params.self_signed(&key).expect("ca cert");
         Ca {
             file: TempFile::with("ca.pem", cert.pem().as_bytes()),
-            pem: cert.pem(),
             der: cert.der().clone(),
             issuer: Issuer::new(params, key),
         }
