@@ -87,22 +87,29 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Some(Command::Check { config }) => match Config::from_file(config) {
-            Ok(c) => {
-                println!(
-                    "{}: valid ({} listener(s), {} route(s), {} upstream group(s))",
-                    config.display(),
+        Some(Command::Check { config }) => {
+            // Loaded, then put into service without starting: certificates
+            // are read and names resolved, as start does.
+            let checked = Config::from_file(config).and_then(|c| {
+                let summary = format!(
+                    "{} listener(s), {} route(s), {} upstream group(s)",
                     c.listeners.len(),
                     c.routes.len(),
                     c.upstreams.len()
                 );
-                ExitCode::SUCCESS
+                crate::server::check(c).map(|()| summary)
+            });
+            match checked {
+                Ok(summary) => {
+                    println!("{}: valid ({summary})", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    report(&e);
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("tidegate: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
         Some(Command::Reload { pid_file }) => signal_reload(pid_file),
         Some(Command::Demo { listen }) => {
             let origin = match crate::demo::spawn() {
@@ -133,6 +140,13 @@ pub fn main() -> ExitCode {
 }
 
 /// Sends SIGHUP to the pid in `pid_file`.
+/// A config error on stderr: one line per problem.
+fn report(e: &crate::config::ConfigError) {
+    for line in e.to_string().lines() {
+        eprintln!("tidegate: {line}");
+    }
+}
+
 fn signal_reload(pid_file: &std::path::Path) -> ExitCode {
     let pid = match std::fs::read_to_string(pid_file) {
         Ok(s) => match s.trim().parse::<u32>() {
@@ -195,7 +209,7 @@ fn run(
     let mut config = match config {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("tidegate: {e}");
+            report(&e);
             return ExitCode::from(2);
         }
     };
@@ -236,6 +250,10 @@ fn run(
     let threads = config.threads;
     let mut running = match server::start(config) {
         Ok(r) => r,
+        Err(server::StartError::Config(e)) => {
+            report(&e);
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("tidegate: {e}");
             return ExitCode::FAILURE;

@@ -20,9 +20,14 @@
 //! bound before anything changes (a failure leaves the old config in
 //! place); removed ones stop accepting; the others are not touched.
 //!
+//! Each config is put into service as a [`Generation`]: certificates read,
+//! names resolved, and upstream state from the server's
+//! [`UpstreamRegistry`], which keeps each server's health and limit by (group,
+//! address) across reloads.
+//!
 //! DNS: servers given by name are re-resolved on a thread of their own
-//! ([`crate::upstream::dns`]); a changed address set becomes a new config swapped in
-//! the same way (listeners untouched).
+//! ([`crate::upstream::dns`]); a changed address set becomes new upstreams
+//! for the same config, swapped in the same way (listeners untouched).
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -36,10 +41,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::access_log::AccessLog;
-use crate::config::{Config, CpuAffinity};
+use crate::config::{Config, ConfigError, CpuAffinity};
 use crate::downstream::accept::{accept_loop, reindex, Accepting, Admission, Live};
 use crate::downstream::listener::{Gate, Registry};
-use crate::worker::{Current, Worker};
+use crate::upstream::registry::Registry as UpstreamRegistry;
+use crate::worker::{Current, Generation, Worker};
 
 /// One listener's socket for one thread: the address as configured, the
 /// socket, and what all threads' sockets of it share.
@@ -48,6 +54,8 @@ type ThreadSocket = (SocketAddr, std::net::TcpListener, Arc<Gate>);
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -79,8 +87,10 @@ pub struct Running {
 struct Shared {
     threads: usize,
     control: Vec<mpsc::UnboundedSender<Reload>>,
-    /// The config in force, for carrying health over on reload.
-    config: Arc<Config>,
+    /// What outlives configs: upstream state by (group, address).
+    registry: UpstreamRegistry,
+    /// The config in force and what was built from it.
+    current: Generation,
     /// The active health checks of that config, and their stop switch.
     checks: Option<(JoinHandle<()>, watch::Sender<bool>)>,
 }
@@ -90,22 +100,23 @@ impl Shared {
     /// thread, and those to remove) and restarts the health checks.
     fn swap(
         &mut self,
-        config: Config,
+        generation: Generation,
         added: Vec<Vec<ThreadSocket>>,
         removed: Vec<SocketAddr>,
     ) -> Result<(), StartError> {
         let mut logs = Vec::new();
         for _ in 0..self.threads {
-            logs.push(AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?);
+            logs.push(
+                AccessLog::open(&generation.config.access_log).map_err(StartError::AccessLog)?,
+            );
         }
-        let config = Arc::new(config);
         stop_checks(self.checks.take());
-        self.checks = start_checks(&config);
-        self.config = config.clone();
+        self.checks = start_checks(&generation);
+        self.current = generation.clone();
         let added = added.into_iter().chain(std::iter::repeat_with(Vec::new));
         for ((tx, add), log) in self.control.iter().zip(added).zip(logs) {
             let _ = tx.send(Reload {
-                config: config.clone(),
+                generation: generation.clone(),
                 log,
                 add,
                 remove: removed.clone(),
@@ -124,27 +135,41 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 /// Starts re-resolving the DNS names of the config in force; a changed
 /// address set is swapped in like a reload.
 fn start_dns(shared: &Arc<Mutex<Shared>>) -> Option<crate::upstream::dns::Refresher> {
-    let config = lock(shared).config.clone();
+    let (settings, names) = {
+        let shared = lock(shared);
+        (shared.current.config.dns.clone(), shared.registry.answers())
+    };
     let weak = Arc::downgrade(shared);
     let apply: crate::upstream::dns::Apply =
         Arc::new(move |host: &str, ips: &[std::net::IpAddr]| {
             let Some(shared) = weak.upgrade() else { return };
             let mut shared = lock(&shared);
-            let Some(config) = crate::upstream::dns::with_addresses(&shared.config, host, ips)
+            let Shared {
+                registry, current, ..
+            } = &mut *shared;
+            let Some(upstreams) =
+                registry.with_addresses(&current.config, &current.upstreams, host, ips)
             else {
                 return;
             };
-            if let Err(e) = shared.swap(config, Vec::new(), Vec::new()) {
+            let generation = current.with_upstreams(upstreams);
+            if let Err(e) = shared.swap(generation, Vec::new(), Vec::new()) {
                 tracing::error!(host, "DNS: new addresses not applied: {e}");
             }
         });
-    crate::upstream::dns::Refresher::spawn(&config, apply)
+    crate::upstream::dns::Refresher::spawn(&settings, names, apply)
 }
 
-/// Starts `config`'s active health checks, if it has any.
-fn start_checks(config: &Config) -> Option<(JoinHandle<()>, watch::Sender<bool>)> {
+/// Starts the active health checks of `g`, if it has any.
+fn start_checks(g: &Generation) -> Option<(JoinHandle<()>, watch::Sender<bool>)> {
     let (stop, rx) = watch::channel(false);
-    crate::upstream::health::spawn_checks(config, rx).map(|h| (h, stop))
+    crate::upstream::check::spawn_checks(&g.config, &g.upstreams, rx).map(|h| (h, stop))
+}
+
+/// Puts `config` into service without starting it: reads its certificates
+/// and resolves its names, as start and reload do (`tidegate check`).
+pub fn check(config: Config) -> Result<(), ConfigError> {
+    Generation::build(config, &mut UpstreamRegistry::default()).map(drop)
 }
 
 fn stop_checks(checks: Option<(JoinHandle<()>, watch::Sender<bool>)>) {
@@ -156,7 +181,7 @@ fn stop_checks(checks: Option<(JoinHandle<()>, watch::Sender<bool>)>) {
 
 /// What a worker receives on reload.
 struct Reload {
-    config: Arc<Config>,
+    generation: Generation,
     log: AccessLog,
     /// New listeners (configured address, this thread's socket).
     add: Vec<ThreadSocket>,
@@ -183,23 +208,12 @@ impl Running {
         result
     }
 
-    fn swap_in(&mut self, mut config: Config) -> Result<(), StartError> {
+    fn swap_in(&mut self, config: Config) -> Result<(), StartError> {
         let shared = self.shared.clone();
         let mut shared = lock(&shared);
-        // Servers in both configs keep their health.
-        for g in &mut config.upstreams {
-            for s in &mut g.servers {
-                let old = shared
-                    .config
-                    .upstreams
-                    .iter()
-                    .flat_map(|g| &g.servers)
-                    .find(|o| o.addr == s.addr);
-                if let Some(old) = old {
-                    s.health = old.health.clone();
-                }
-            }
-        }
+        // Servers in both configs keep their health: the registry knows them.
+        let generation = Generation::build(config, &mut shared.registry)?;
+        let config = &generation.config;
         if config.threads != self.threads {
             tracing::warn!(
                 "reload: `threads` changes only on restart; keeping {}",
@@ -215,7 +229,7 @@ impl Running {
                 Some(&kept) => listeners.push(kept),
                 None => {
                     let (bound, per_thread) = bind_all(*addr, self.threads)?;
-                    let gate = gate(&config, l, nofile);
+                    let gate = gate(config, l, nofile);
                     for (t, sock) in per_thread.into_iter().enumerate() {
                         added[t].push((*addr, sock, gate.clone()));
                     }
@@ -229,7 +243,7 @@ impl Running {
             .map(|(c, _)| *c)
             .filter(|c| !configured.contains(c))
             .collect();
-        shared.swap(config, added, removed)?;
+        shared.swap(generation, added, removed)?;
         self.addrs = listeners.iter().map(|(_, b)| *b).collect();
         self.listeners = listeners;
         Ok(())
@@ -273,6 +287,9 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// Binds every listener and starts the workers.
 pub fn start(config: Config) -> Result<Running, StartError> {
+    let mut registry = UpstreamRegistry::default();
+    let generation = Generation::build(config, &mut registry)?;
+    let config = generation.config.clone();
     let threads = config.threads.max(1);
     let nofile = open_files_limit();
     // sockets[t] holds thread t's socket for every listener.
@@ -293,7 +310,6 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     // Open the log once so a bad path fails startup, then one handle per thread.
     AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?;
 
-    let config = Arc::new(config);
     let (shutdown, _) = watch::channel(false);
     let mut workers = Vec::new();
     let mut control = Vec::new();
@@ -311,7 +327,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     // all have, so the first request already runs where it is meant to.
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<()>();
     for (i, socks) in sockets.into_iter().enumerate() {
-        let config = config.clone();
+        let generation = generation.clone();
         let rx = shutdown.subscribe();
         let log = AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?;
         let (tx, reloads) = mpsc::unbounded_channel();
@@ -330,7 +346,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                 }
                 let _ = bound.send(());
                 drop(bound);
-                run_worker(config, socks, log, rx, reloads)
+                run_worker(generation, socks, log, rx, reloads)
             })
             .map_err(StartError::Thread)?;
         workers.push(handle);
@@ -342,8 +358,9 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let shared = Arc::new(Mutex::new(Shared {
         threads,
         control,
-        checks: start_checks(&config),
-        config,
+        checks: start_checks(&generation),
+        registry,
+        current: generation,
     }));
     Ok(Running {
         addrs: listeners.iter().map(|(_, b)| *b).collect(),
@@ -417,7 +434,7 @@ fn bind_all(
 }
 
 fn run_worker(
-    config: Arc<Config>,
+    generation: Generation,
     listeners: Vec<ThreadSocket>,
     log: AccessLog,
     shutdown: watch::Receiver<bool>,
@@ -435,7 +452,7 @@ fn run_worker(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let current = Rc::new(Current::new(Worker::new(config, log, None)));
+        let current = Rc::new(Current::new(Worker::new(&generation, log, None)));
         let live = Rc::new(Live {
             count: Cell::new(0),
             zero: Notify::new(),
@@ -485,7 +502,7 @@ fn run_worker(
                 msg = reloads.recv() => {
                     let Some(msg) = msg else { continue };
                     let old = current.get();
-                    current.set(Worker::new(msg.config, msg.log, Some(&old.pool)));
+                    current.set(Worker::new(&msg.generation, msg.log, Some(&old.pool)));
                     old.log.flush();
                     accepting.retain(|a| !msg.remove.contains(&a.addr));
                     for l in msg.add {

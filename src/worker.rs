@@ -9,14 +9,76 @@ use std::sync::Arc;
 use hyper::server::conn::http1;
 
 use crate::access_log::AccessLog;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::downstream::tls::ServerTls;
 use crate::router::Router;
+use crate::upstream::registry::{Registry, Upstreams};
 use crate::upstream::Pool;
+
+/// A config put into service: the pure config and what was built from it
+/// (certificates read, names resolved, upstream state carried over by the
+/// registry). Shared by every thread.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub config: Arc<Config>,
+    pub upstreams: Arc<Upstreams>,
+    /// Each listener's TLS, in config order.
+    pub tls: Arc<Vec<Option<Arc<ServerTls>>>>,
+}
+
+impl Generation {
+    /// Reads `config`'s certificates and builds its upstreams with
+    /// `registry`; every problem found is reported, with its line.
+    pub fn build(config: Config, registry: &mut Registry) -> Result<Generation, ConfigError> {
+        let mut problems = Vec::new();
+        let mut tls = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            tls.push(match &l.tls {
+                None => None,
+                Some(t) => match ServerTls::build(t, l.http2) {
+                    Ok(t) => Some(Arc::new(t)),
+                    Err(e) => {
+                        problems.push((format!("listeners[{i}].tls"), e.to_string()));
+                        None
+                    }
+                },
+            });
+        }
+        let upstreams = registry.build(&config);
+        let upstreams = match upstreams {
+            Ok(u) if problems.is_empty() => u,
+            Ok(_) => return Err(config.source.invalid(problems)),
+            Err(e) => {
+                problems.extend(
+                    e.problems()
+                        .iter()
+                        .map(|p| (p.field.clone(), p.reason.clone())),
+                );
+                return Err(config.source.invalid(problems));
+            }
+        };
+        Ok(Generation {
+            config: Arc::new(config),
+            upstreams: Arc::new(upstreams),
+            tls: Arc::new(tls),
+        })
+    }
+
+    /// The same config with other upstreams (after a DNS change).
+    pub fn with_upstreams(&self, upstreams: Upstreams) -> Generation {
+        Generation {
+            upstreams: Arc::new(upstreams),
+            ..self.clone()
+        }
+    }
+}
 
 /// Everything one worker thread needs to proxy under one config: the
 /// config-derived parts plus the thread's own pool and log buffer.
 pub struct Worker {
     pub config: Arc<Config>,
+    /// Each listener's TLS, in config order.
+    pub tls: Arc<Vec<Option<Arc<ServerTls>>>>,
     pub router: Router,
     pub pool: Pool,
     pub log: AccessLog,
@@ -27,12 +89,14 @@ pub struct Worker {
 impl Worker {
     /// Builds a worker for `config`; idle upstream connections to servers
     /// that `old` also had move over.
-    pub fn new(config: Arc<Config>, log: AccessLog, old: Option<&Pool>) -> Worker {
+    pub fn new(g: &Generation, log: AccessLog, old: Option<&Pool>) -> Worker {
+        let config = g.config.clone();
         Worker {
             router: Router::new(&config.routes),
-            pool: Pool::new(&config, old),
+            pool: Pool::new(&config, &g.upstreams, old),
             log,
             http1: server_builder(config.limits.max_request_head_bytes),
+            tls: g.tls.clone(),
             config,
         }
     }

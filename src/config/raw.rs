@@ -1,7 +1,51 @@
-//! The file's shape, exactly as serde reads it.
+//! The file's shape, exactly as serde reads it: closed choices are enums
+//! and durations are `Duration`s already, so a misspelt value is reported
+//! by serde with its line, as an unknown field is.
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+use super::{ClientAuth, CpuAffinity, Protocol};
+
+/// A duration written as humantime text (`"5s"`, `"250ms"`, `"1h 30m"`),
+/// never zero. (`humantime-serde` does the same parse but its errors name
+/// neither the value nor the format; this adds both in a few lines.)
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// A duration as the config writes them: more than zero.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like `5s` or `250ms` ({e})"))?;
+    if d.is_zero() {
+        return Err(format!("`{text}` must be more than zero"));
+    }
+    Ok(d)
+}
+
+/// A group's `balance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    PeakEwma,
+    RoundRobin,
+    LeastOutstanding,
+    Hash,
+}
+
+/// `"1.2"` or `"1.3"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,10 +66,11 @@ pub struct File {
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub threads: Option<usize>,
-    pub cpu_affinity: Option<String>,
+    pub cpu_affinity: Option<CpuAffinity>,
     pub access_log: Option<String>,
     pub log_level: Option<String>,
-    pub shutdown_grace: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub shutdown_grace: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,9 +91,9 @@ pub struct Listener {
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
     pub certificates: Vec<Certificate>,
-    pub min_version: Option<String>,
+    pub min_version: Option<TlsVersion>,
     pub client_ca: Option<String>,
-    pub client_auth: Option<String>,
+    pub client_auth: Option<ClientAuth>,
     pub client_subject_header: Option<String>,
 }
 
@@ -113,23 +158,24 @@ pub struct HeaderOps {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTimeouts {
-    pub upstream_connect: Option<String>,
-    pub upstream_response_head: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub upstream_connect: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub upstream_response_head: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     pub servers: Vec<ServerEntry>,
-    pub balance: Option<String>,
+    pub balance: Option<Method>,
     pub hash_key: Option<String>,
     pub health: Option<Health>,
     pub outlier: Option<Outlier>,
-    pub retry: Option<RetryRaw>,
+    pub retry: Option<Retry>,
     pub max_connections: Option<u32>,
     pub max_pending: Option<u32>,
-    /// `http1`, `h2` or `auto`.
-    pub protocol: Option<String>,
+    pub protocol: Option<Protocol>,
     /// For `https://` servers.
     pub tls: Option<UpstreamTls>,
 }
@@ -146,7 +192,7 @@ pub struct UpstreamTls {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RetryRaw {
+pub struct Retry {
     pub attempts: Option<u32>,
     pub budget_percent: Option<u32>,
     pub min_per_second: Option<u32>,
@@ -158,8 +204,10 @@ pub struct RetryRaw {
 pub struct Health {
     pub method: Option<String>,
     pub path: Option<String>,
-    pub interval: Option<String>,
-    pub timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
     pub expect: Option<Vec<u16>>,
     pub healthy_threshold: Option<u32>,
     pub unhealthy_threshold: Option<u32>,
@@ -169,8 +217,10 @@ pub struct Health {
 #[serde(deny_unknown_fields)]
 pub struct Outlier {
     pub consecutive_failures: Option<u32>,
-    pub base_ejection: Option<String>,
-    pub max_ejection: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub base_ejection: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub max_ejection: Option<Duration>,
     pub max_ejected_percent: Option<u32>,
 }
 
@@ -196,13 +246,20 @@ impl ServerEntry {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
-    pub client_header: Option<String>,
-    pub client_idle: Option<String>,
-    pub upstream_connect: Option<String>,
-    pub upstream_response_head: Option<String>,
-    pub upstream_idle: Option<String>,
-    pub tls_handshake: Option<String>,
-    pub tunnel_idle: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub client_header: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub client_idle: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub upstream_connect: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub upstream_response_head: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub upstream_idle: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub tls_handshake: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub tunnel_idle: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -214,14 +271,18 @@ pub struct Limits {
     pub upstream_idle_per_server: Option<usize>,
     pub max_requests_per_connection: Option<u64>,
     pub http2_max_resets: Option<u32>,
-    pub http2_reset_window: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub http2_reset_window: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dns {
     pub resolvers: Option<Vec<String>>,
-    pub min_refresh: Option<String>,
-    pub max_refresh: Option<String>,
-    pub timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub min_refresh: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub max_refresh: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
 }

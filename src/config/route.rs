@@ -1,12 +1,15 @@
 //! Compiling `[[routes]]` entries into the router's validated types.
 
-use std::time::Duration;
-
 use http::HeaderValue;
 
-use super::{
-    field, parse_duration, raw, FieldError, Limits, Route, Timeouts, UpstreamGroup, UpstreamHost,
-};
+use super::{raw, Limits, Route, Timeouts, UpstreamGroup, UpstreamHost};
+
+/// `(field, reason)`, the field relative to the route.
+pub(super) type FieldError = (String, String);
+
+fn field(name: &str, reason: impl Into<String>) -> FieldError {
+    (name.to_string(), reason.into())
+}
 
 /// Compiles one `[[routes]]` entry; errors name the field within it.
 pub(super) fn compile_route(
@@ -184,10 +187,6 @@ pub(super) fn compile_route(
     };
 
     let rt_timeouts = rt.timeouts.as_ref();
-    let route_timeout = |name: &str, v: Option<&String>, default: Duration| match v {
-        None => Ok(default),
-        Some(v) => parse_duration(v).map_err(|e| field(&format!("timeouts.{name}"), e)),
-    };
     Ok(Route {
         host,
         path,
@@ -199,16 +198,12 @@ pub(super) fn compile_route(
         response_headers: header_ops("response_headers", rt.response_headers.as_ref())?,
         upstream_host,
         max_body_bytes: rt.max_body_bytes.or(limits.max_body_bytes),
-        upstream_connect: route_timeout(
-            "upstream_connect",
-            rt_timeouts.and_then(|t| t.upstream_connect.as_ref()),
-            timeouts.upstream_connect,
-        )?,
-        upstream_response_head: route_timeout(
-            "upstream_response_head",
-            rt_timeouts.and_then(|t| t.upstream_response_head.as_ref()),
-            timeouts.upstream_response_head,
-        )?,
+        upstream_connect: rt_timeouts
+            .and_then(|t| t.upstream_connect)
+            .unwrap_or(timeouts.upstream_connect),
+        upstream_response_head: rt_timeouts
+            .and_then(|t| t.upstream_response_head)
+            .unwrap_or(timeouts.upstream_response_head),
     })
 }
 

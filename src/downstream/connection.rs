@@ -302,10 +302,11 @@ async fn set_up(
     let client = state.client;
     let worker = current.get();
     // `None`: removed by a reload between accept and now.
-    let listener = worker.config.listeners.get(listener)?;
+    let index = listener;
+    let listener = worker.config.listeners.get(index)?;
     let timeouts = &worker.config.timeouts;
     let (head_timeout, idle_timeout) = (timeouts.client_header, timeouts.client_idle);
-    let (io, tls, alpn_h2) = match &listener.tls {
+    let (io, tls, alpn_h2) = match worker.tls.get(index).and_then(Option::as_ref) {
         None => (ClientIo::Plain(stream), None, false),
         Some(tls) => {
             let accept = tokio::time::timeout(

@@ -18,34 +18,11 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::config::{ClientAuth, ListenerTls};
+
 /// ALPN protocol ids, most preferred first.
 const ALPN_H2: &[u8] = b"h2";
 const ALPN_HTTP11: &[u8] = b"http/1.1";
-
-/// Whether a client must present a certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    /// Handshakes without a valid client certificate fail.
-    Required,
-    /// A certificate is verified if sent; clients without one get in.
-    Optional,
-}
-
-/// What a listener's TLS is made of, as the config gives it.
-#[derive(Debug, Clone)]
-pub struct Settings<'a> {
-    /// `(certificate chain PEM, private key PEM)`; the first is the default.
-    pub certificates: Vec<(&'a Path, &'a Path)>,
-    /// Lowest protocol version accepted: TLS 1.2 or 1.3.
-    pub min_tls13: bool,
-    /// CA bundle that client certificates must chain to (mTLS).
-    pub client_ca: Option<&'a Path>,
-    pub client_auth: ClientAuth,
-    /// Where the verified client subject goes upstream.
-    pub subject_header: HeaderName,
-    /// Offer HTTP/2 in ALPN.
-    pub http2: bool,
-}
 
 /// A listener's TLS, ready to accept with.
 pub struct ServerTls {
@@ -229,7 +206,8 @@ pub fn subject(cert: &CertificateDer<'_>) -> Option<HeaderValue> {
 }
 
 impl ServerTls {
-    pub fn build(s: &Settings<'_>) -> Result<ServerTls, TlsError> {
+    /// Reads the certificate files `s` names; `http2`: offer h2 in ALPN.
+    pub fn build(s: &ListenerTls, http2: bool) -> Result<ServerTls, TlsError> {
         let provider = provider();
         let mut entries = Vec::new();
         for (cert, key) in &s.certificates {
@@ -260,7 +238,7 @@ impl ServerTls {
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .map_err(|e| TlsError::Rustls(e.to_string()))?;
-        let (builder, subject_header) = match s.client_ca {
+        let (builder, subject_header) = match s.client_ca.as_deref() {
             None => (builder.with_no_client_auth(), None),
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
@@ -282,7 +260,7 @@ impl ServerTls {
             }
         };
         let mut config = builder.with_cert_resolver(certs.clone());
-        config.alpn_protocols = if s.http2 {
+        config.alpn_protocols = if http2 {
             vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
         } else {
             vec![ALPN_HTTP11.to_vec()]

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use super::synthetic::{https_redirect, local_response};
 
 use super::exchange::ProxyBody;
+use crate::config::HashKey;
 use crate::downstream::state::{ConnCtx, TlsInfo};
 use crate::error::ProxyError;
 use crate::message::admit::Authority;
@@ -21,7 +22,7 @@ use crate::message::headers::{
     X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
 use crate::router::{Action, Route, UpstreamHost};
-use crate::upstream::balance::{hash64, HashKey};
+use crate::upstream::balance::hash64;
 use crate::worker::Worker;
 
 /// The checks of [`crate::message::admit`], before anything else looks at the

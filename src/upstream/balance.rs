@@ -28,12 +28,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderName;
-
-use crate::upstream::health::{Outlier, ServerHealth};
+use crate::config::{Balance, HashKey, Outlier};
+use crate::upstream::health::ServerHealth;
 use tokio::time::Instant;
 
-/// How a group picks its server (the config's `balance`).
+/// How a group picks its server: the config's [`Balance`], with the
+/// group's ring for hashing.
 #[derive(Debug, Clone)]
 pub enum Method {
     RoundRobin,
@@ -42,12 +42,17 @@ pub enum Method {
     Hash(HashKey, Arc<Ring>),
 }
 
-/// What a hashing group hashes.
-#[derive(Debug, Clone)]
-pub enum HashKey {
-    ClientIp,
-    Header(HeaderName),
-    Cookie(String),
+impl Method {
+    /// `balance` as run; a hashing group without a ring (it has no
+    /// server) goes round-robin.
+    pub fn new(balance: &Balance, ring: Option<Arc<Ring>>) -> Method {
+        match (balance, ring) {
+            (Balance::RoundRobin, _) | (Balance::Hash(_), None) => Method::RoundRobin,
+            (Balance::LeastOutstanding, _) => Method::LeastOutstanding,
+            (Balance::PeakEwma, _) => Method::PeakEwma,
+            (Balance::Hash(key), Some(ring)) => Method::Hash(key.clone(), ring),
+        }
+    }
 }
 
 /// A stable 64-bit hash (SipHash with fixed keys): the same on every thread

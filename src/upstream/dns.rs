@@ -8,16 +8,16 @@
 //! and again in the background by a [`Refresher`] thread: each name after
 //! its answer's TTL, bounded by `[dns] min_refresh` and `max_refresh`.
 //!
-//! When a name's address set changes, the running config is rebuilt with
-//! the new endpoints ([`with_addresses`]) and swapped in through the same
-//! path as a reload: in-flight requests finish on the old config, endpoints
+//! When a name's address set changes, the running upstreams are rebuilt
+//! with the new endpoints ([`crate::upstream::registry::Registry::with_addresses`])
+//! and swapped in through the same path as a reload: in-flight requests finish on the old config, endpoints
 //! present before and after keep their health and limits, new requests see
 //! the new set. A failed refresh (timeout, NXDOMAIN, no address) keeps the
 //! last known addresses and logs one line; it is tried again after
 //! `min_refresh`, doubled on each failure in a row up to `max_refresh`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,44 +27,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
 use tokio::sync::watch;
 
-use crate::config::{Config, Server};
-
-/// The `[dns]` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    /// Name servers to ask; empty: the system's (`/etc/resolv.conf`).
-    /// `/etc/hosts` is consulted first either way.
-    pub resolvers: Vec<SocketAddr>,
-    /// Bounds on the re-resolve interval, which otherwise follows the TTL.
-    pub min_refresh: Duration,
-    pub max_refresh: Duration,
-    /// Per query and name server.
-    pub timeout: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            resolvers: Vec::new(),
-            min_refresh: Duration::from_secs(1),
-            max_refresh: Duration::from_secs(300),
-            timeout: Duration::from_secs(2),
-        }
-    }
-}
-
-/// Where a server's address came from: a DNS entry of its group. Every
-/// endpoint of one entry shares the same `Arc`.
-#[derive(Debug)]
-pub struct Origin {
-    /// The name as written (lowercase).
-    pub host: String,
-    pub port: u16,
-    /// The group's `max_connections` and `max_pending`, for new endpoints.
-    pub limit: Option<(u32, u32)>,
-    /// When the answer the config was built from expires.
-    pub expires: Instant,
-}
+use crate::config::Dns as Settings;
 
 /// A successful lookup: the addresses (sorted, no duplicates) and when the
 /// answer expires.
@@ -205,68 +168,6 @@ pub fn resolve_blocking(s: &Settings, hosts: &[String]) -> HashMap<String, Resul
     }
 }
 
-/// `config` with the DNS entries for `host` expanded to `ips` (sorted);
-/// `None` when that changes nothing. Endpoints kept are the same `Server`s
-/// (health, limits); new ones start fresh.
-pub fn with_addresses(config: &Config, host: &str, ips: &[IpAddr]) -> Option<Config> {
-    let from_host = |s: &Server| s.dns.as_ref().is_some_and(|o| o.host == host);
-    let mut changed = false;
-    let mut new = config.clone();
-    for g in &mut new.upstreams {
-        if !g.servers.iter().any(from_host) {
-            continue;
-        }
-        let old = std::mem::take(&mut g.servers);
-        let mut i = 0;
-        while i < old.len() {
-            let first = &old[i];
-            let origin = match &first.dns {
-                Some(o) if o.host == host => o.clone(),
-                _ => {
-                    g.servers.push(first.clone());
-                    i += 1;
-                    continue;
-                }
-            };
-            let len = old[i..]
-                .iter()
-                .take_while(|s| s.dns.as_ref().is_some_and(|o| Arc::ptr_eq(o, &origin)))
-                .count();
-            let run = &old[i..i + len];
-            let addrs: Vec<SocketAddr> = ips
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, origin.port))
-                .collect();
-            if run.iter().map(|s| s.addr).ne(addrs.iter().copied()) {
-                changed = true;
-            }
-            for addr in addrs {
-                g.servers.push(match run.iter().find(|s| s.addr == addr) {
-                    Some(kept) => kept.clone(),
-                    None => Server {
-                        addr,
-                        health: crate::upstream::health::ServerHealth::new(),
-                        limit: origin
-                            .limit
-                            .map(|(max, pending)| crate::upstream::ServerLimit::new(max, pending)),
-                        ..first.clone()
-                    },
-                });
-            }
-            i += len;
-        }
-        if let crate::upstream::balance::Method::Hash(key, _) = &g.balance {
-            let points: Vec<(SocketAddr, u32)> =
-                g.servers.iter().map(|s| (s.addr, s.weight)).collect();
-            g.balance = crate::upstream::balance::Method::Hash(
-                key.clone(),
-                Arc::new(crate::upstream::balance::Ring::new(&points)),
-            );
-        }
-    }
-    changed.then_some(new)
-}
-
 /// What the refresher calls with a name's new address set (on a blocking
 /// thread; it may take locks).
 pub type Apply = Arc<dyn Fn(&str, &[IpAddr]) + Send + Sync>;
@@ -279,24 +180,17 @@ pub struct Refresher {
 }
 
 impl Refresher {
-    /// Starts re-resolving `config`'s names, or returns `None` when it has
-    /// none.
-    pub fn spawn(config: &Config, apply: Apply) -> Option<Refresher> {
-        // host -> (addresses now in the config, when to look again)
-        let mut names: BTreeMap<String, (Vec<IpAddr>, Instant)> = BTreeMap::new();
-        for s in config.upstreams.iter().flat_map(|g| &g.servers) {
-            if let Some(o) = &s.dns {
-                let e = names
-                    .entry(o.host.clone())
-                    .or_insert_with(|| (Vec::new(), o.expires));
-                e.0.push(s.addr.ip());
-                e.1 = e.1.min(o.expires);
-            }
-        }
+    /// Starts re-resolving `names` (each with the addresses in force and
+    /// when they expire), or returns `None` when there are none.
+    pub fn spawn(
+        settings: &Settings,
+        names: BTreeMap<String, Answer>,
+        apply: Apply,
+    ) -> Option<Refresher> {
         if names.is_empty() {
             return None;
         }
-        let settings = config.dns.clone();
+        let settings = settings.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -315,9 +209,7 @@ impl Refresher {
                         }
                     };
                     let mut tasks = tokio::task::JoinSet::new();
-                    for (host, (mut ips, expires)) in names {
-                        ips.sort();
-                        ips.dedup();
+                    for (host, (ips, expires)) in names {
                         tasks.spawn(refresh(
                             r.clone(),
                             settings.clone(),
@@ -415,70 +307,6 @@ async fn refresh(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config(servers: &str) -> Config {
-        let text = format!(
-            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\nupstream = \"app\"\n\
-             [upstreams.app]\nservers = [{servers}]\nmax_connections = 4\nbalance = \"hash\"\n"
-        );
-        Config::from_toml(&text, "t.toml").expect("valid")
-    }
-
-    /// `c` with its last server replaced by the endpoints of `host` at `ips`.
-    fn named(mut c: Config, host: &str, port: u16, ips: &[IpAddr]) -> Config {
-        let origin = Arc::new(Origin {
-            host: host.into(),
-            port,
-            limit: Some((4, 0)),
-            expires: Instant::now(),
-        });
-        let g = &mut c.upstreams[0];
-        let template = g.servers.pop().expect("a server");
-        for ip in ips {
-            g.servers.push(Server {
-                addr: SocketAddr::new(*ip, port),
-                health: crate::upstream::health::ServerHealth::new(),
-                dns: Some(origin.clone()),
-                ..template.clone()
-            });
-        }
-        c
-    }
-
-    #[test]
-    fn new_addresses_replace_a_names_endpoints_and_keep_the_others() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let c = named(
-            config("\"10.0.0.9:80\", \"10.0.0.1:80\""),
-            "app.test",
-            8080,
-            &[ip("10.0.0.1"), ip("10.0.0.2")],
-        );
-        let before = c.upstreams[0].servers.clone();
-        assert!(with_addresses(&c, "app.test", &[ip("10.0.0.1"), ip("10.0.0.2")]).is_none());
-        assert!(with_addresses(&c, "other.test", &[ip("10.0.0.5")]).is_none());
-
-        let n = with_addresses(&c, "app.test", &[ip("10.0.0.2"), ip("10.0.0.3")]).expect("changed");
-        let after = &n.upstreams[0].servers;
-        let addrs: Vec<String> = after.iter().map(|s| s.addr.to_string()).collect();
-        assert_eq!(addrs, ["10.0.0.9:80", "10.0.0.2:8080", "10.0.0.3:8080"]);
-        // The static server and the kept endpoint keep health and limit.
-        assert!(Arc::ptr_eq(&after[0].health, &before[0].health));
-        assert!(Arc::ptr_eq(&after[1].health, &before[2].health));
-        assert!(Arc::ptr_eq(
-            after[1].limit.as_ref().unwrap(),
-            before[2].limit.as_ref().unwrap()
-        ));
-        // The new one starts fresh, with the entry's settings.
-        assert!(!Arc::ptr_eq(&after[2].health, &before[2].health));
-        assert!(after[2].limit.is_some());
-        assert_eq!(after[2].authority, before[2].authority);
-        assert_eq!(after[2].weight, before[2].weight);
-        assert!(matches!(
-            n.upstreams[0].balance,
-            crate::upstream::balance::Method::Hash(..)
-        ));
-    }
 
     #[test]
     fn without_name_servers_localhost_still_resolves() {

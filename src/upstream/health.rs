@@ -16,51 +16,11 @@
 //!
 //! A reload keeps the health of servers present in both configs.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use http::{Method, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::sync::watch;
-
-use crate::config::Config;
-
-/// Active check settings of a group.
-#[derive(Debug, Clone)]
-pub struct Check {
-    pub method: Method,
-    pub path: http::uri::PathAndQuery,
-    pub interval: Duration,
-    pub timeout: Duration,
-    /// Statuses that count as healthy.
-    pub expect: Vec<StatusCode>,
-    pub healthy_threshold: u32,
-    pub unhealthy_threshold: u32,
-}
-
-/// Passive ejection settings of a group.
-#[derive(Debug, Clone)]
-pub struct Outlier {
-    /// 0 turns passive ejection off.
-    pub consecutive_failures: u32,
-    pub base_ejection: Duration,
-    pub max_ejection: Duration,
-    pub max_ejected_percent: u32,
-}
-
-impl Default for Outlier {
-    fn default() -> Self {
-        Outlier {
-            consecutive_failures: 5,
-            base_ejection: Duration::from_secs(10),
-            max_ejection: Duration::from_secs(300),
-            max_ejected_percent: 50,
-        }
-    }
-}
+use crate::config::{Check, Outlier};
 
 fn now_ms() -> u64 {
     static BASE: OnceLock<Instant> = OnceLock::new();
@@ -140,7 +100,7 @@ impl ServerHealth {
     }
 
     /// An active check's result; returns the new state when it flipped.
-    fn checked(&self, ok: bool, check: &Check) -> Option<bool> {
+    pub(super) fn checked(&self, ok: bool, check: &Check) -> Option<bool> {
         if ok {
             self.bad_streak.store(0, Ordering::Relaxed);
             let good = self.streak.fetch_add(1, Ordering::Relaxed) + 1;
@@ -158,137 +118,6 @@ impl ServerHealth {
         }
         None
     }
-}
-
-/// Runs a config's active checks on a thread of their own until `stop`
-/// says so. Returns `None` when no group has checks.
-pub fn spawn_checks(
-    config: &Config,
-    stop: watch::Receiver<bool>,
-) -> Option<std::thread::JoinHandle<()>> {
-    let mut targets = Vec::new();
-    for g in &config.upstreams {
-        let Some(check) = &g.health else { continue };
-        for s in &g.servers {
-            targets.push((
-                g.name.clone(),
-                Target {
-                    addr: s.addr,
-                    authority: s.authority.clone(),
-                    tls: s.tls.clone(),
-                    protocol: s.protocol,
-                },
-                s.health.clone(),
-                check.clone(),
-            ));
-        }
-    }
-    if targets.is_empty() {
-        return None;
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    std::thread::Builder::new()
-        .name("tidegate-health".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                let mut tasks = tokio::task::JoinSet::new();
-                for (group, target, health, check) in targets {
-                    let addr = target.addr;
-                    let mut stop = stop.clone();
-                    tasks.spawn(async move {
-                        let mut tick = tokio::time::interval(check.interval);
-                        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                        loop {
-                            tokio::select! {
-                                _ = tick.tick() => {}
-                                _ = stop.changed() => return,
-                            }
-                            let result = probe(&target, &check).await;
-                            let ok = matches!(&result, Ok(s) if check.expect.contains(s));
-                            match health.checked(ok, &check) {
-                                Some(true) => tracing::info!(%addr, group, "health check passing again: server back in service"),
-                                Some(false) => tracing::warn!(%addr, group, "health check failing ({}): server taken out of service", describe(&result)),
-                                None => {}
-                            }
-                        }
-                    });
-                }
-                while tasks.join_next().await.is_some() {}
-            })
-        })
-        .ok()
-}
-
-fn describe(r: &Result<StatusCode, String>) -> String {
-    match r {
-        Ok(s) => format!("status {}", s.as_u16()),
-        Err(e) => e.clone(),
-    }
-}
-
-/// Where a check goes, and how it connects (as requests do: TLS for
-/// `https://` servers, HTTP/2 when the group speaks it).
-struct Target {
-    addr: SocketAddr,
-    authority: http::HeaderValue,
-    tls: Option<crate::upstream::tls::ServerTls>,
-    protocol: crate::upstream::tls::Protocol,
-}
-
-/// One check: a fresh connection, one request, the status.
-async fn probe(target: &Target, check: &Check) -> Result<StatusCode, String> {
-    let attempt = async {
-        let (io, alpn_h2) = crate::upstream::open(target.addr, target.tls.as_ref(), check.timeout)
-            .await
-            .map_err(|e| e.to_string())?;
-        let h2 = target.protocol.speaks_h2(alpn_h2);
-        let builder = http::Request::builder()
-            .method(check.method.clone())
-            .header(http::header::USER_AGENT, "tidegate-health-check");
-        let resp = if h2 {
-            let scheme = if target.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            let uri = format!(
-                "{scheme}://{}{}",
-                target.authority.to_str().unwrap_or_default(),
-                check.path
-            );
-            let req = builder
-                .uri(uri)
-                .body(Empty::<bytes::Bytes>::new())
-                .map_err(|e| e.to_string())?;
-            let (mut sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-                    .await
-                    .map_err(|e| format!("handshake: {e}"))?;
-            tokio::spawn(conn);
-            sender.send_request(req).await
-        } else {
-            let req = builder
-                .uri(check.path.clone())
-                .header(http::header::HOST, &target.authority)
-                .body(Empty::<bytes::Bytes>::new())
-                .map_err(|e| e.to_string())?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-                .await
-                .map_err(|e| format!("handshake: {e}"))?;
-            tokio::spawn(conn);
-            sender.send_request(req).await
-        }
-        .map_err(|e| format!("request: {e}"))?;
-        let status = resp.status();
-        let _ = resp.into_body().collect().await;
-        Ok(status)
-    };
-    tokio::time::timeout(check.timeout, attempt)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {:?}", check.timeout)))
 }
 
 #[cfg(test)]
@@ -329,11 +158,11 @@ mod tests {
     #[test]
     fn active_thresholds() {
         let check = Check {
-            method: Method::GET,
+            method: http::Method::GET,
             path: http::uri::PathAndQuery::from_static("/"),
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
-            expect: vec![StatusCode::OK],
+            expect: vec![http::StatusCode::OK],
             healthy_threshold: 2,
             unhealthy_threshold: 3,
         };

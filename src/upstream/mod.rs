@@ -21,10 +21,12 @@
 //! `max_connections` counts connections, not requests.
 
 pub mod balance;
+pub mod check;
 mod connect;
 pub mod dns;
 pub mod health;
 mod limit;
+pub mod registry;
 pub mod tls;
 
 use std::cell::{Cell, RefCell};
@@ -46,7 +48,9 @@ use crate::body::RequestBody;
 use crate::config::Config;
 use crate::error::ProxyError;
 
-use crate::upstream::tls::{Protocol, ServerTls};
+use crate::config::Protocol;
+use crate::upstream::registry::Upstreams;
+use crate::upstream::tls::ServerTls;
 pub use connect::{open, Io, Sender};
 pub use limit::ServerLimit;
 
@@ -210,10 +214,10 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(config: &Config, old: Option<&Pool>) -> Pool {
+    pub fn new(config: &Config, upstreams: &Upstreams, old: Option<&Pool>) -> Pool {
         let mut servers = Vec::new();
         let mut groups = Vec::new();
-        for (gi, g) in config.upstreams.iter().enumerate() {
+        for (gi, g) in upstreams.groups.iter().enumerate() {
             let start = servers.len();
             servers.extend(g.servers.iter().enumerate().map(|(index, s)| ServerPool {
                 group: gi,
@@ -258,14 +262,15 @@ impl Pool {
         let balancers = config
             .upstreams
             .iter()
+            .zip(&upstreams.groups)
             .enumerate()
-            .map(|(i, g)| {
-                let weights: Vec<u32> = g.servers.iter().map(|s| s.weight).collect();
-                let health = g.servers.iter().map(|s| s.health.clone()).collect();
+            .map(|(i, (g, built))| {
+                let weights: Vec<u32> = built.servers.iter().map(|s| s.weight).collect();
+                let health = built.servers.iter().map(|s| s.health.clone()).collect();
                 // Threads start their random choices apart.
                 let seed = crate::upstream::balance::hash64((i, std::thread::current().id()));
                 crate::upstream::balance::Group::new(
-                    g.balance.clone(),
+                    crate::upstream::balance::Method::new(&g.balance, built.ring.clone()),
                     &weights,
                     health,
                     g.outlier.clone(),

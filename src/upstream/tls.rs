@@ -9,6 +9,7 @@
 //! The ring provider is passed explicitly, so nothing depends on a
 //! process-wide default provider.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -18,57 +19,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
 
-/// Which HTTP version to speak to a group's servers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Protocol {
-    /// HTTP/1.1 only.
-    Http1,
-    /// HTTP/2 only: offered alone by ALPN over TLS, prior knowledge (h2c)
-    /// on plain connections.
-    H2,
-    /// Over TLS, whatever ALPN settles (h2 preferred); HTTP/1.1 on plain
-    /// connections.
-    #[default]
-    Auto,
-}
+use crate::config::{Protocol, UpstreamTls};
 
-impl Protocol {
-    pub fn parse(s: &str) -> Option<Protocol> {
-        match s {
-            "http1" => Some(Protocol::Http1),
-            "h2" => Some(Protocol::H2),
-            "auto" => Some(Protocol::Auto),
-            _ => None,
-        }
+/// The ALPN protocols to offer for `protocol`.
+fn alpn(protocol: Protocol) -> Vec<Vec<u8>> {
+    match protocol {
+        Protocol::Http1 => vec![b"http/1.1".to_vec()],
+        Protocol::H2 => vec![b"h2".to_vec()],
+        Protocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
     }
-
-    /// Whether a connection opened for this choice speaks HTTP/2, given
-    /// what ALPN settled (`false` on plain connections).
-    pub fn speaks_h2(self, alpn_h2: bool) -> bool {
-        match self {
-            Protocol::H2 => true,
-            Protocol::Http1 => false,
-            Protocol::Auto => alpn_h2,
-        }
-    }
-
-    /// The ALPN protocols to offer.
-    fn alpn(self) -> Vec<Vec<u8>> {
-        match self {
-            Protocol::Http1 => vec![b"http/1.1".to_vec()],
-            Protocol::H2 => vec![b"h2".to_vec()],
-            Protocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-        }
-    }
-}
-
-/// A group's TLS settings, as read from the config file.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    pub ca_file: Option<String>,
-    pub client_cert: Option<String>,
-    pub client_key: Option<String>,
-    pub insecure_skip_verify: bool,
 }
 
 /// What one server needs to open TLS connections.
@@ -122,7 +81,10 @@ pub type FieldError = (&'static str, String);
 
 /// Builds a group's client config: trust roots (the CA file, or the
 /// system's), the client certificate if any, ALPN for `protocol`.
-pub fn client_config(opts: &Options, protocol: Protocol) -> Result<Arc<ClientConfig>, FieldError> {
+pub fn client_config(
+    opts: &UpstreamTls,
+    protocol: Protocol,
+) -> Result<Arc<ClientConfig>, FieldError> {
     let provider = crate::downstream::tls::provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -138,8 +100,10 @@ pub fn client_config(opts: &Options, protocol: Protocol) -> Result<Arc<ClientCon
         (None, None) => builder.with_no_client_auth(),
         (Some(cert), Some(key)) => {
             let chain = read_certs(cert).map_err(|e| ("client_cert", e))?;
-            let key = PrivateKeyDer::from_pem_file(cert_path(key))
-                .map_err(|e| ("client_key", format!("`{key}`: no private key read: {e}")))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                let key = key.display();
+                ("client_key", format!("`{key}`: no private key read: {e}"))
+            })?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| ("client_key", format!("does not fit client_cert: {e}")))?
@@ -147,26 +111,23 @@ pub fn client_config(opts: &Options, protocol: Protocol) -> Result<Arc<ClientCon
         (Some(_), None) => return Err(("client_key", "client_cert needs client_key".into())),
         (None, Some(_)) => return Err(("client_cert", "client_key needs client_cert".into())),
     };
-    config.alpn_protocols = protocol.alpn();
+    config.alpn_protocols = alpn(protocol);
     Ok(Arc::new(config))
 }
 
-fn cert_path(p: &str) -> &std::path::Path {
-    std::path::Path::new(p)
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    crate::downstream::tls::read_certs(path).map_err(|e| e.to_string())
 }
 
-fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    crate::downstream::tls::read_certs(cert_path(path)).map_err(|e| e.to_string())
-}
-
-fn roots(ca_file: Option<&str>) -> Result<RootCertStore, FieldError> {
+fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, FieldError> {
     let mut store = RootCertStore::empty();
     match ca_file {
         Some(path) => {
             for cert in read_certs(path).map_err(|e| ("ca_file", e))? {
-                store
-                    .add(cert)
-                    .map_err(|e| ("ca_file", format!("`{path}`: unusable CA certificate: {e}")))?;
+                store.add(cert).map_err(|e| {
+                    let path = path.display();
+                    ("ca_file", format!("`{path}`: unusable CA certificate: {e}"))
+                })?;
             }
         }
         None => {

@@ -330,15 +330,19 @@ fn a_name_that_does_not_resolve_at_start_is_a_config_error() {
     let dns = Dns::start();
     dns.set("other.test", Reply::Addrs(vec![ip(2)]));
     let toml = config(&dns, 8080, ("1s", "5m"));
+    let build = |toml: &str| {
+        let config = tidegate::Config::from_toml(toml, "test.toml").expect("valid");
+        tidegate::upstream::registry::Registry::default().build(&config)
+    };
     let err = |toml: &str| {
-        tidegate::Config::from_toml(toml, "test.toml")
+        build(toml)
             .expect_err("app.test does not resolve")
             .to_string()
     };
     let e = err(&toml);
     assert_eq!(
         e,
-        "test.toml: upstreams.app.servers[0]: `http://app.test:8080` does not resolve: \
+        "test.toml:13: upstreams.app.servers[0]: `app.test:8080` does not resolve: \
          no such name (NXDOMAIN)"
     );
     dns.set("app.test", Reply::ServFail);
@@ -350,8 +354,8 @@ fn a_name_that_does_not_resolve_at_start_is_a_config_error() {
 
     // A name answered with an address is fine; IP literals ask nothing.
     dns.set("app.test", Reply::Addrs(vec![ip(2)]));
-    let c = tidegate::Config::from_toml(&toml, "test.toml").expect("resolves");
-    let s = &c.upstreams[0].servers;
+    let c = build(&toml).expect("resolves");
+    let s = &c.groups[0].servers;
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].addr, SocketAddr::new(IpAddr::V4(ip(2)), 8080));
     assert_eq!(s[0].authority, "app.test:8080");

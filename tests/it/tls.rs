@@ -548,8 +548,10 @@ fn bad_tls_config_is_refused_with_file_field_and_reason() {
     let a = ca.server(&["a.test"]);
     let b = ca.server(&["b.test"]);
     let upstream: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    // Loading checks the text; putting it into service reads the files.
     let err = |toml: &str| {
         tidegate::Config::from_toml(toml, "bad.toml")
+            .and_then(tidegate::server::check)
             .expect_err("refused")
             .to_string()
     };

@@ -26,7 +26,10 @@ fn ca_file(ca: &Ca) -> String {
 /// the group's first server.
 async fn connect_error(toml: &str, addr: std::net::SocketAddr) -> String {
     let config = tidegate::Config::from_toml(toml, "t.toml").expect("valid config");
-    let server = &config.upstreams[0].servers[0];
+    let upstreams = tidegate::upstream::registry::Registry::default()
+        .build(&config)
+        .expect("built");
+    let server = &upstreams.groups[0].servers[0];
     match tidegate::upstream::open(addr, server.tls.as_ref(), HANG).await {
         Ok(_) => panic!("connected"),
         Err(e) => {
@@ -271,11 +274,13 @@ fn tls_config_errors_name_the_field() {
         (
             "\"https://127.0.0.1:1\"",
             "protocol = \"h3\"",
-            "upstreams.app.protocol: `h3`",
+            "upstreams.app.protocol: unknown variant `h3`, expected one of `http1`, `h2`, `auto`",
         ),
     ];
     for (servers, extra, want) in cases {
+        // Loading checks the text; putting it into service reads the files.
         let err = tidegate::Config::from_toml(&config(1, servers, extra), "t.toml")
+            .and_then(tidegate::server::check)
             .err()
             .unwrap_or_else(|| panic!("accepted: {extra}"))
             .to_string();

@@ -1,0 +1,192 @@
+//! `[[listeners]]`: where clients connect, as pure data. The TLS settings
+//! name certificate files; [`crate::downstream::tls`] reads them when a
+//! config is put into service (and `tidegate check` does the same).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+
+use super::raw;
+use super::source::Problems;
+use crate::message::admit::Underscores;
+
+/// HTTP/2 streams per connection unless configured (nginx and HAProxy
+/// both default to 100 or 128).
+pub const DEFAULT_MAX_STREAMS: u32 = 128;
+
+/// One address to accept client connections on.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    /// TLS termination, if configured.
+    pub tls: Option<ListenerTls>,
+    /// HTTP/2: offered in ALPN on TLS; taken with prior knowledge (h2c)
+    /// on plain listeners.
+    pub http2: bool,
+    /// Concurrent streams per HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// `Strict-Transport-Security` added to responses (TLS listeners only).
+    pub hsts: Option<HeaderValue>,
+    /// Plain listener that only redirects to HTTPS on this port.
+    pub redirect_https: Option<u16>,
+    /// Request fields whose names have underscores.
+    pub underscores: Underscores,
+    /// Concurrent connections; `None`: `limits.max_connections`, or the
+    /// share of the open-files limit.
+    pub max_connections: Option<usize>,
+    /// Concurrent connections from one client address (IPv6: one /64).
+    pub max_connections_per_ip: Option<u32>,
+}
+
+impl Listener {
+    pub fn plain(addr: SocketAddr) -> Listener {
+        Listener {
+            addr,
+            tls: None,
+            http2: true,
+            max_concurrent_streams: DEFAULT_MAX_STREAMS,
+            hsts: None,
+            redirect_https: None,
+            underscores: Underscores::default(),
+            max_connections: None,
+            max_connections_per_ip: None,
+        }
+    }
+}
+
+/// Whether a client must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Handshakes without a valid client certificate fail.
+    #[default]
+    Required,
+    /// A certificate is verified if sent; clients without one get in.
+    Optional,
+}
+
+/// What a listener's TLS is made of. Paths are resolved against the
+/// config file's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// `(certificate chain PEM, private key PEM)`; the first is the default.
+    pub certificates: Vec<(PathBuf, PathBuf)>,
+    /// Lowest protocol version accepted: TLS 1.2 or 1.3.
+    pub min_tls13: bool,
+    /// CA bundle that client certificates must chain to (mTLS).
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+    /// Where the verified client subject goes upstream.
+    pub subject_header: HeaderName,
+}
+
+/// Converts the `i`-th `[[listeners]]` entry; problems go to `p`.
+pub(super) fn listener(
+    l: &raw::Listener,
+    i: usize,
+    base: &Path,
+    p: &mut Problems,
+) -> Option<Listener> {
+    let at = |f: &str| format!("listeners[{i}].{f}");
+    let before = p.len();
+    let addr = l
+        .address
+        .parse::<SocketAddr>()
+        .map_err(|e| {
+            p.add(
+                at("address"),
+                format!("`{}` is not an IP:port address ({e})", l.address),
+            )
+        })
+        .ok();
+    let mut out = Listener::plain(addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))));
+    out.http2 = l.http2.unwrap_or(true);
+    match l.max_concurrent_streams {
+        Some(0) => p.add(at("max_concurrent_streams"), "must be at least 1"),
+        Some(n) => out.max_concurrent_streams = n,
+        None => {}
+    }
+    out.redirect_https = l.redirect_https;
+    out.underscores = l.underscores_in_headers.unwrap_or_default();
+    if l.max_connections == Some(0) {
+        p.add(at("max_connections"), "must be at least 1");
+    }
+    out.max_connections = l.max_connections;
+    if l.max_connections_per_ip == Some(0) {
+        p.add(
+            at("max_connections_per_ip"),
+            "must be at least 1 (leave it out for no limit)",
+        );
+    }
+    out.max_connections_per_ip = l.max_connections_per_ip;
+    if let Some(h) = &l.hsts {
+        match HeaderValue::from_str(h) {
+            Ok(v) => out.hsts = Some(v),
+            Err(_) => p.add(at("hsts"), format!("`{h}` is not a valid header value")),
+        }
+    }
+    match &l.tls {
+        None if l.hsts.is_some() => p.add(
+            at("hsts"),
+            "HSTS is sent only over TLS: this listener has no [listeners.tls]",
+        ),
+        None => {}
+        Some(t) => {
+            if out.redirect_https.is_some() {
+                p.add(
+                    at("redirect_https"),
+                    "a TLS listener cannot redirect to HTTPS; set it on a plain listener",
+                );
+            }
+            out.tls = tls(t, &at, base, p);
+        }
+    }
+    (p.len() == before).then_some(out)
+}
+
+fn tls(
+    t: &raw::ListenerTls,
+    at: &dyn Fn(&str) -> String,
+    base: &Path,
+    p: &mut Problems,
+) -> Option<ListenerTls> {
+    if t.certificates.is_empty() {
+        p.add(
+            at("tls.certificates"),
+            "at least one { cert, key } pair is required",
+        );
+    }
+    let client_ca = t.client_ca.as_ref().map(|c| base.join(c));
+    if client_ca.is_none() && (t.client_auth.is_some() || t.client_subject_header.is_some()) {
+        p.add(
+            at("tls.client_ca"),
+            "client_auth and client_subject_header need client_ca",
+        );
+    }
+    let subject_header = match &t.client_subject_header {
+        None => HeaderName::from_static("x-client-subject"),
+        Some(h) => match HeaderName::from_bytes(h.as_bytes()) {
+            Ok(h) => h,
+            Err(_) => {
+                p.add(
+                    at("tls.client_subject_header"),
+                    format!("`{h}` is not a header name"),
+                );
+                return None;
+            }
+        },
+    };
+    Some(ListenerTls {
+        certificates: t
+            .certificates
+            .iter()
+            .map(|c| (base.join(&c.cert), base.join(&c.key)))
+            .collect(),
+        min_tls13: t.min_version == Some(raw::TlsVersion::Tls13),
+        client_ca,
+        client_auth: t.client_auth.unwrap_or_default(),
+        subject_header,
+    })
+}

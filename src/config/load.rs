@@ -1,0 +1,156 @@
+//! Loading: the file's text through serde into [`raw`], then one
+//! conversion per section into [`Config`]. Conversions do not stop at a
+//! problem: each one is recorded with its field path and checking goes on,
+//! so one `tidegate check` lists everything wrong with a file. Nothing here
+//! does I/O (certificates are read and names resolved when a config is put
+//! into service).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::route::compile_route;
+use super::source::{ConfigError, Problems, Source};
+use super::{listener, raw, upstream, AccessLogTarget, Config, Limits, Timeouts};
+
+/// Parses and converts `source`'s text.
+pub(super) fn parse(source: Source) -> Result<Config, ConfigError> {
+    let raw: raw::File =
+        toml::from_str(&source.text).map_err(|e| source.parse_error(e.message(), e.span()))?;
+    from_raw(raw, source)
+}
+
+/// Converts every section, collecting problems.
+pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigError> {
+    let mut p = Problems::default();
+    // Paths in the file are relative to its directory.
+    let base = Path::new(&source.file)
+        .parent()
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
+
+    if raw.listeners.is_empty() {
+        p.add("listeners", "at least one [[listeners]] entry is required");
+    }
+    let listeners: Vec<_> = raw
+        .listeners
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| listener::listener(l, i, &base, &mut p))
+        .collect();
+
+    let dns = upstream::dns(raw.dns.as_ref(), &mut p);
+    let mut names: Vec<&String> = raw.upstreams.keys().collect();
+    names.sort();
+    let upstreams: Vec<_> = names
+        .iter()
+        .filter_map(|name| upstream::group(name, &raw.upstreams[*name], &base, &mut p))
+        .collect();
+    let groups_ok = upstreams.len() == names.len();
+
+    let limits = limits(raw.limits.unwrap_or_default(), &mut p);
+    let timeouts = timeouts(raw.timeouts.unwrap_or_default());
+
+    if raw.routes.is_empty() {
+        p.add("routes", "at least one [[routes]] entry is required");
+    }
+    let mut routes = Vec::new();
+    for (i, rt) in raw.routes.iter().enumerate() {
+        match compile_route(rt, &upstreams, &timeouts, &limits) {
+            Ok(r) => routes.push(r),
+            // A route to a group that had problems of its own is not
+            // another problem.
+            Err((f, _)) if f == "upstream" && !groups_ok => {}
+            Err((f, reason)) => p.add(format!("routes[{i}].{f}"), reason),
+        }
+    }
+
+    let s = raw.server.unwrap_or_default();
+    let threads = match s.threads {
+        None | Some(0) => super::default_threads(),
+        Some(n) if n > 1024 => {
+            p.add("server.threads", format!("{n} is more than 1024"));
+            1
+        }
+        Some(n) => n,
+    };
+    let log_level = s.log_level.unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+        p.add(
+            "server.log_level",
+            format!("`{log_level}` is not a log filter (try error, warn, info, debug)"),
+        );
+    }
+
+    let config = Config {
+        listeners,
+        routes,
+        upstreams,
+        timeouts,
+        limits,
+        threads,
+        cpu_affinity: s.cpu_affinity.unwrap_or_default(),
+        access_log: AccessLogTarget::parse(s.access_log.as_deref().unwrap_or("off")),
+        shutdown_grace: s
+            .shutdown_grace
+            .unwrap_or(std::time::Duration::from_secs(30)),
+        log_level,
+        dns,
+        source: source.clone(),
+    };
+    p.result(config, &source)
+}
+
+fn limits(l: raw::Limits, p: &mut Problems) -> Limits {
+    let mut out = Limits::default();
+    match l.max_connections {
+        Some(0) => p.add("limits.max_connections", "must be at least 1"),
+        n => out.max_connections = n,
+    }
+    if let Some(n) = l.max_request_head_bytes {
+        if (1024..=1024 * 1024).contains(&n) {
+            out.max_request_head_bytes = n;
+        } else {
+            p.add(
+                "limits.max_request_head_bytes",
+                format!("{n} is outside 1024..=1048576"),
+            );
+        }
+    }
+    out.max_body_bytes = l.max_body_bytes;
+    if let Some(n) = l.upstream_idle_per_server {
+        out.upstream_idle_per_server = n;
+    }
+    match l.max_requests_per_connection {
+        Some(0) => p.add("limits.max_requests_per_connection", "must be at least 1"),
+        Some(n) => out.max_requests_per_connection = n,
+        None => {}
+    }
+    if let Some(n) = l.http2_max_resets {
+        out.http2_max_resets = n;
+    }
+    if let Some(d) = l.http2_reset_window {
+        out.http2_reset_window = d;
+    }
+    out
+}
+
+fn timeouts(t: raw::Timeouts) -> Timeouts {
+    let d = Timeouts::default();
+    Timeouts {
+        client_header: t.client_header.unwrap_or(d.client_header),
+        client_idle: t.client_idle.unwrap_or(d.client_idle),
+        upstream_connect: t.upstream_connect.unwrap_or(d.upstream_connect),
+        upstream_response_head: t.upstream_response_head.unwrap_or(d.upstream_response_head),
+        upstream_idle: t.upstream_idle.unwrap_or(d.upstream_idle),
+        tls_handshake: t.tls_handshake.unwrap_or(d.tls_handshake),
+        tunnel_idle: t.tunnel_idle.unwrap_or(d.tunnel_idle),
+    }
+}
+
+/// The text of a config given on the command line, for errors.
+pub(super) fn command_line() -> Source {
+    Source {
+        file: "command line".into(),
+        text: Arc::from(""),
+    }
+}
