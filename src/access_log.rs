@@ -37,13 +37,13 @@ enum Sink {
 }
 
 /// One worker's access log.
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     sink: Option<Sink>,
     buf: RefCell<Vec<u8>>,
 }
 
 /// What is known of a request when it arrives.
-pub struct Entry {
+pub(crate) struct Entry {
     pub start: Instant,
     pub client: SocketAddr,
     pub method: Method,
@@ -62,7 +62,7 @@ impl Drop for AccessLog {
 }
 
 impl AccessLog {
-    pub fn open(target: &AccessLogTarget) -> std::io::Result<AccessLog> {
+    pub(crate) fn open(target: &AccessLogTarget) -> std::io::Result<AccessLog> {
         let sink = match target {
             AccessLogTarget::Off => None,
             AccessLogTarget::Stdout => Some(Sink::Stdout),
@@ -76,11 +76,11 @@ impl AccessLog {
         })
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.sink.is_some()
     }
 
-    pub fn record(
+    pub(crate) fn record(
         &self,
         e: &Entry,
         status: u16,
@@ -123,7 +123,7 @@ impl AccessLog {
         }
     }
 
-    pub fn flush(&self) {
+    pub(crate) fn flush(&self) {
         Self::write_out(&self.sink, &mut self.buf.borrow_mut());
     }
 

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 /// What went wrong while streaming a client's body upstream.
 #[derive(Debug, thiserror::Error)]
-pub enum RequestBodyError {
+pub(crate) enum RequestBodyError {
     #[error("request body exceeds {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("reading the client's body: {0}")]
@@ -36,7 +36,7 @@ pub enum RequestBodyError {
 /// request went out. (Why a send failed is read from the error's source
 /// chain, not from here.)
 #[derive(Debug)]
-pub struct BodyProgress {
+pub(crate) struct BodyProgress {
     /// The body broke the route's limit or the client's stream failed:
     /// nothing of it is left to discard.
     pub failed: Cell<bool>,
@@ -48,7 +48,7 @@ pub struct BodyProgress {
 }
 
 impl BodyProgress {
-    pub fn new(stall: Duration) -> Rc<BodyProgress> {
+    pub(crate) fn new(stall: Duration) -> Rc<BodyProgress> {
         Rc::new(BodyProgress {
             failed: Cell::new(false),
             last_progress: Cell::new(Instant::now()),
@@ -62,12 +62,12 @@ impl BodyProgress {
 /// answered early and stopped reading, or failed): the client connection
 /// reads and drops the rest (HTTP/1.1), or resets the stream with NO_ERROR
 /// (HTTP/2), so that the client stops sending and reads the response.
-pub trait Discard {
+pub(crate) trait Discard {
     fn discard(&self, body: Incoming);
 }
 
 /// The client's request body on its way to the upstream.
-pub struct RequestBody {
+pub(crate) struct RequestBody {
     /// `None` for a body held whole in `full`, or empty.
     inner: Option<Incoming>,
     /// A body read ahead whole (kept so a request can be sent again).
@@ -81,7 +81,7 @@ pub struct RequestBody {
 
 impl RequestBody {
     /// `progress` is `None` for bodies known to be empty.
-    pub fn new(
+    pub(crate) fn new(
         inner: Incoming,
         limit: Option<u64>,
         progress: Option<Rc<BodyProgress>>,
@@ -98,7 +98,7 @@ impl RequestBody {
     }
 
     /// A body read ahead whole, its end noted in `progress`.
-    pub fn full_with(b: Bytes, progress: Rc<BodyProgress>) -> Self {
+    pub(crate) fn full_with(b: Bytes, progress: Rc<BodyProgress>) -> Self {
         let mut body = RequestBody::full(b);
         if body.full.is_none() {
             // Never polled: there is nothing to send.
@@ -109,12 +109,12 @@ impl RequestBody {
     }
 
     /// An empty body.
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         RequestBody::full(Bytes::new())
     }
 
     /// A body already read whole.
-    pub fn full(b: Bytes) -> Self {
+    pub(crate) fn full(b: Bytes) -> Self {
         RequestBody {
             inner: None,
             full: (!b.is_empty()).then_some(b),

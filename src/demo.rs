@@ -23,7 +23,7 @@ type Body = UnsyncBoxBody<Bytes, hyper::Error>;
 const CHUNK: usize = 64 * 1024;
 
 /// Serves the demo origin on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener) {
+pub(crate) async fn serve(listener: TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -38,7 +38,7 @@ pub async fn serve(listener: TcpListener) {
 }
 
 /// Binds 127.0.0.1:0 and serves on a thread of its own; returns the address.
-pub fn spawn() -> std::io::Result<SocketAddr> {
+pub(crate) fn spawn() -> std::io::Result<SocketAddr> {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     std_listener.set_nonblocking(true)?;
     let addr = std_listener.local_addr()?;

@@ -1,58 +1,70 @@
 //! Tidegate: a streaming HTTP reverse proxy on tokio and hyper.
 //!
+//! The library's public surface is what the binary and the tests use:
+//! [`cli`], [`config`] (pure data: [`Config::from_file`]), [`start`] and
+//! [`check`], [`upstream::open`] and [`upstream::registry`] (to build a
+//! config's upstreams as the proxy does) and [`fuzz`] (the fuzz targets'
+//! entry points). Everything else is crate-private, so dead code is
+//! reported; `cargo doc --document-private-items` shows it.
+//!
 //! # Layout
 //!
 //! Folders follow a request's path; a module imports only those below it
-//! in this list (no import cycle on the request path):
+//! in this list (no import cycle: `tools/import_cycles.py src`):
 //!
-//! - [`server`]: runtime layout (one single-threaded runtime per core, each
-//!   with its own SO_REUSEPORT listener and upstream pool), accept loops,
-//!   reload, graceful shutdown. Start here: [`server::start`].
-//! - [`downstream`]: the client side. [`downstream::listener`] (which
-//!   accepted connections may stay), [`downstream::tls`] (certificates by
-//!   SNI, ALPN, client certificates), [`downstream::connection`] (hyper's
-//!   HTTP/1.1 or HTTP/2 server for one connection, its timeouts, its
-//!   lingering close), around [`downstream::state`] (what a connection
-//!   shares with its requests).
-//! - [`proxy`]: one request's life, phase by phase: admit, route, local
+//! - `server.rs`: runtime layout (one single-threaded runtime per core, each
+//!   with its own SO_REUSEPORT listener and upstream pool), reload, DNS
+//!   refresh, graceful shutdown. Start here: [`start`].
+//! - `downstream/`: the client side. `listener.rs` (which accepted
+//!   connections may stay), `tls.rs` (certificates by SNI, ALPN, client
+//!   certificates), `connection.rs` (hyper's HTTP/1.1 or HTTP/2 server for
+//!   one connection, its timeouts, its lingering close), around `state.rs`
+//!   (what a connection shares with its requests).
+//! - `proxy/`: one request's life, phase by phase: admit, route, local
 //!   answers, forward (server choice, retries, the stale-connection retry),
-//!   respond ([`proxy::exchange`]: the streamed response body, the
-//!   access-log line, the connection back to the pool); [`proxy::tunnel`]
-//!   for upgrades (WebSocket...).
-//! - [`worker`]: one thread's state under one config (routes, pool, log).
-//! - [`upstream`]: the per-thread upstream connection pool; [`upstream::balance`]:
-//!   which server of a group takes a request; [`upstream::health`]: active checks
-//!   and passive ejection; [`upstream::tls`]: TLS and HTTP version to
-//!   upstreams; [`upstream::dns`]: servers given by name, re-resolved in the
-//!   background.
-//! - [`router`]: picks a route by host and path; [`body`]: the request
-//!   body streamed upstream (limits, progress); [`access_log`]: one line
-//!   per request, buffered per thread; [`error`]: why a request failed,
+//!   respond (`exchange.rs`: the streamed response body, the access-log
+//!   line, the connection back to the pool); `tunnel.rs` for upgrades
+//!   (WebSocket...).
+//! - `worker.rs`: a config put into service (`Generation`: the config plus
+//!   its built upstreams and listener TLS) and one thread's state under it
+//!   (routes, pool, log).
+//! - `upstream/`: the per-thread connection pool (`mod.rs`, `connect.rs`);
+//!   `registry.rs`: a config's upstreams built (names resolved, TLS,
+//!   rings) with each server's health and limit kept by (group, address)
+//!   across reloads; `balance.rs`: which server of a group takes a
+//!   request; `health.rs`: health state and passive ejection; `check.rs`:
+//!   active checks; `tls.rs`: TLS to upstreams; `dns.rs`: names
+//!   re-resolved in the background.
+//! - `router.rs`: picks a route by host and path; `body.rs`: the request
+//!   body streamed upstream (limits, progress); `access_log.rs`: one line
+//!   per request, buffered per thread; `error.rs`: why a request failed,
 //!   and the status that follows.
-//! - [`message`]: pure HTTP rules: what a request head must be before
-//!   anything acts on it ([`message::admit`]) and the RFC 9110 header
-//!   rewriting for the next hop.
+//! - `message/`: pure HTTP rules: what a request head must be before
+//!   anything acts on it (`admit.rs`) and the RFC 9110 header rewriting
+//!   for the next hop (`headers.rs`).
+//! - `config/`: the TOML file to validated pure data, every problem
+//!   reported with its file, line and field.
 //!
-//! Around them: [`config`] (TOML → validated types), [`cli`] (the binary's
-//! behaviour), [`demo`] (a small origin for the quickstart and tests),
-//! [`rt`] (runtime glue), [`fuzz`] (the fuzz targets' entry points).
+//! Around them: `cli.rs` (the binary's behaviour), `demo.rs` (a small
+//! origin for the quickstart and tests), `rt.rs` (runtime glue), `fuzz.rs`.
 #![forbid(unsafe_code)]
 
-pub mod access_log;
-pub mod body;
+mod access_log;
+mod body;
 pub mod cli;
 pub mod config;
-pub mod demo;
-pub mod downstream;
-pub mod error;
+mod demo;
+mod downstream;
+mod error;
 pub mod fuzz;
-pub mod message;
-pub mod proxy;
-pub mod router;
-pub mod rt;
-pub mod server;
+mod message;
+mod proxy;
+mod router;
+mod rt;
+mod server;
 pub mod upstream;
-pub mod worker;
+mod worker;
 
 pub use config::Config;
-pub use server::{start, Running, StartError};
+pub use error::ProxyError;
+pub use server::{check, start, Running, StartError};

@@ -283,12 +283,12 @@ impl Route {
 
 /// Routes in match order.
 #[derive(Debug)]
-pub struct Router {
+pub(crate) struct Router {
     routes: Vec<Route>,
 }
 
 impl Router {
-    pub fn new(routes: &[Route]) -> Router {
+    pub(crate) fn new(routes: &[Route]) -> Router {
         let mut routes = routes.to_vec();
         // Stable: the file's order decides among equals.
         routes.sort_by_key(Route::rank);
@@ -296,7 +296,7 @@ impl Router {
     }
 
     /// The route for a request; `host` as sent (may carry a port, any case).
-    pub fn find(
+    pub(crate) fn find(
         &self,
         host: Option<&[u8]>,
         path: &str,

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 /// `Rc`s, so those futures are not `Send`: they must stay on the thread that
 /// made them. Must be used from inside a `LocalSet`.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct LocalExec;
+pub(crate) struct LocalExec;
 
 impl<F> hyper::rt::Executor<F> for LocalExec
 where

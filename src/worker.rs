@@ -19,7 +19,7 @@ use crate::upstream::Pool;
 /// (certificates read, names resolved, upstream state carried over by the
 /// registry). Shared by every thread.
 #[derive(Debug, Clone)]
-pub struct Generation {
+pub(crate) struct Generation {
     pub config: Arc<Config>,
     pub upstreams: Arc<Upstreams>,
     /// Each listener's TLS, in config order.
@@ -29,7 +29,10 @@ pub struct Generation {
 impl Generation {
     /// Reads `config`'s certificates and builds its upstreams with
     /// `registry`; every problem found is reported, with its line.
-    pub fn build(config: Config, registry: &mut Registry) -> Result<Generation, ConfigError> {
+    pub(crate) fn build(
+        config: Config,
+        registry: &mut Registry,
+    ) -> Result<Generation, ConfigError> {
         let mut problems = Vec::new();
         let mut tls = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
@@ -65,7 +68,7 @@ impl Generation {
     }
 
     /// The same config with other upstreams (after a DNS change).
-    pub fn with_upstreams(&self, upstreams: Upstreams) -> Generation {
+    pub(crate) fn with_upstreams(&self, upstreams: Upstreams) -> Generation {
         Generation {
             upstreams: Arc::new(upstreams),
             ..self.clone()
@@ -75,7 +78,7 @@ impl Generation {
 
 /// Everything one worker thread needs to proxy under one config: the
 /// config-derived parts plus the thread's own pool and log buffer.
-pub struct Worker {
+pub(crate) struct Worker {
     pub config: Arc<Config>,
     /// Each listener's TLS, in config order.
     pub tls: Arc<Vec<Option<Arc<ServerTls>>>>,
@@ -89,7 +92,7 @@ pub struct Worker {
 impl Worker {
     /// Builds a worker for `config`; idle upstream connections to servers
     /// that `old` also had move over.
-    pub fn new(g: &Generation, log: AccessLog, old: Option<&Pool>) -> Worker {
+    pub(crate) fn new(g: &Generation, log: AccessLog, old: Option<&Pool>) -> Worker {
         let config = g.config.clone();
         Worker {
             router: Router::new(&config.routes),
@@ -104,24 +107,24 @@ impl Worker {
 
 /// A thread's current worker, swapped whole on reload. A request takes it
 /// once, when it starts.
-pub struct Current(std::cell::RefCell<Rc<Worker>>);
+pub(crate) struct Current(std::cell::RefCell<Rc<Worker>>);
 
 impl Current {
-    pub fn new(w: Worker) -> Current {
+    pub(crate) fn new(w: Worker) -> Current {
         Current(std::cell::RefCell::new(Rc::new(w)))
     }
 
-    pub fn get(&self) -> Rc<Worker> {
+    pub(crate) fn get(&self) -> Rc<Worker> {
         self.0.borrow().clone()
     }
 
-    pub fn set(&self, w: Worker) {
+    pub(crate) fn set(&self, w: Worker) {
         *self.0.borrow_mut() = Rc::new(w);
     }
 }
 
 /// The hyper server settings for client connections.
-pub fn server_builder(max_head: usize) -> http1::Builder {
+pub(crate) fn server_builder(max_head: usize) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.keep_alive(true)
         .half_close(false)

@@ -9,7 +9,7 @@
 //!
 //! Nothing here holds runtime state or does I/O: certificates are read,
 //! names resolved and health state kept by what puts a config into service
-//! ([`crate::upstream::registry`], [`crate::downstream::tls`]).
+//! ([`crate::upstream::registry`], `downstream/tls.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -124,7 +124,10 @@ impl Default for Limits {
     }
 }
 
-pub use crate::router::{Route, UpstreamHost};
+pub use crate::message::admit::Underscores;
+pub use crate::router::{
+    Action, HeaderOps, HostMatch, PathMatch, Rewrite, Route, Template, UpstreamHost,
+};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]

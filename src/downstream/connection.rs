@@ -173,12 +173,12 @@ where
 
 /// The service hyper calls for each request of a connection.
 #[derive(Clone)]
-pub struct Svc(Rc<ConnCtx>);
+pub(crate) struct Svc(Rc<ConnCtx>);
 
 /// A request's whole exchange, boxed once: the future is large (it spans
 /// the whole exchange) and hyper moves the service future before pinning
 /// it; a box makes each move a pointer copy instead of a memcpy of it.
-pub struct Handled(Pin<Box<dyn Future<Output = http::Response<ProxyBody>>>>);
+pub(crate) struct Handled(Pin<Box<dyn Future<Output = http::Response<ProxyBody>>>>);
 
 impl Future for Handled {
     type Output = Result<http::Response<ProxyBody>, Infallible>;
@@ -210,7 +210,7 @@ enum Serving {
 /// Serves one accepted client connection until it closes, is cut off by
 /// its watch, or finishes after shutdown began. `listener` is the index of
 /// its listener's settings in the config.
-pub fn serve(
+pub(crate) fn serve(
     stream: TcpStream,
     state: Rc<ConnState>,
     listener: usize,
@@ -229,7 +229,7 @@ pub fn serve(
 /// sniff, the config's settings) and what may follow an HTTP/1.1
 /// connection (a tunnel, a lingering close) are futures of their own,
 /// boxed and freed when done.
-pub struct ConnTask {
+pub(crate) struct ConnTask {
     stage: Stage,
 }
 

@@ -32,7 +32,7 @@ use super::state::ConnState;
 
 /// What every thread's accept loop of one listener shares.
 #[derive(Debug)]
-pub struct Gate {
+pub(crate) struct Gate {
     /// Tells this listener's connections apart in the threads' registries.
     id: u64,
     pub max: usize,
@@ -52,7 +52,7 @@ struct PerIp {
 }
 
 /// A connection's place under its listener's caps, given back on drop.
-pub struct Admitted {
+pub(crate) struct Admitted {
     _permit: OwnedSemaphorePermit,
     _ip: IpCounted,
 }
@@ -82,7 +82,7 @@ impl Drop for IpCounted {
 const RETRY: Duration = Duration::from_millis(100);
 
 impl Gate {
-    pub fn new(max: usize, max_per_ip: Option<u32>) -> Arc<Gate> {
+    pub(crate) fn new(max: usize, max_per_ip: Option<u32>) -> Arc<Gate> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         Arc::new(Gate {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
@@ -114,7 +114,7 @@ impl Gate {
 
     /// A place for a connection just accepted from `ip`, waiting at the
     /// cap (see the module doc) at most `wait`; `None`: refused.
-    pub async fn admit(
+    pub(crate) async fn admit(
         self: &Arc<Gate>,
         ip: IpAddr,
         registry: &Registry,
@@ -165,13 +165,13 @@ impl Gate {
     }
 
     /// Waits until another thread asks for an idle connection to close.
-    pub async fn eviction_asked(&self) {
+    pub(crate) async fn eviction_asked(&self) {
         self.wake.notified().await;
     }
 
     /// Closes this thread's longest-idle connection if another thread asked
     /// for one (and none has yet).
-    pub fn evict_for_others(&self, registry: &Registry) {
+    pub(crate) fn evict_for_others(&self, registry: &Registry) {
         if self.wanted.load(Ordering::Relaxed) == 0 || !registry.has_idle(self.id) {
             return;
         }
@@ -199,12 +199,12 @@ fn ip_key(ip: IpAddr) -> IpAddr {
 
 /// One thread's open connections, by listener.
 #[derive(Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     conns: RefCell<slab::Slab<(u64, Weak<ConnState>)>>,
 }
 
 /// A connection's entry in its thread's [`Registry`], removed on drop.
-pub struct Registered {
+pub(crate) struct Registered {
     registry: Rc<Registry>,
     key: usize,
 }
@@ -216,7 +216,7 @@ impl Drop for Registered {
 }
 
 impl Registry {
-    pub fn register(self: &Rc<Registry>, gate: &Gate, state: &Rc<ConnState>) -> Registered {
+    pub(crate) fn register(self: &Rc<Registry>, gate: &Gate, state: &Rc<ConnState>) -> Registered {
         let key = self
             .conns
             .borrow_mut()
@@ -228,7 +228,7 @@ impl Registry {
     }
 
     /// Shutdown: every connection finishes its current exchange and closes.
-    pub fn drain_all(&self) {
+    pub(crate) fn drain_all(&self) {
         for (_, (_, c)) in self.conns.borrow().iter() {
             if let Some(c) = c.upgrade() {
                 c.shut_down();

@@ -3,10 +3,10 @@
 //! HTTP/1.1 or HTTP/2 server ([`connection`]) around the state its
 //! requests share with it ([`state`]).
 
-pub mod accept;
-pub mod connection;
+pub(crate) mod accept;
+pub(crate) mod connection;
 mod io;
-pub mod listener;
-pub mod state;
-pub mod tls;
+pub(crate) mod listener;
+pub(crate) mod state;
+pub(crate) mod tls;
 mod watch;

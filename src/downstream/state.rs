@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::worker::Current;
 
 /// Per client connection: who it is, and the state the watchdog reads.
-pub struct ConnCtx {
+pub(crate) struct ConnCtx {
     pub current: Rc<Current>,
     pub client: SocketAddr,
     /// The client's IP, ready to append to `X-Forwarded-For`.
@@ -48,10 +48,10 @@ pub struct ConnCtx {
 /// armed after a response, it wakes the idle connection's task once,
 /// which finds nothing to do.
 #[derive(Default)]
-pub struct HeadTimer(pub(crate) std::cell::RefCell<Option<Pin<Box<tokio::time::Sleep>>>>);
+pub(crate) struct HeadTimer(pub(crate) std::cell::RefCell<Option<Pin<Box<tokio::time::Sleep>>>>);
 
 /// What a TLS handshake settled, for the requests that follow it.
-pub struct TlsInfo {
+pub(crate) struct TlsInfo {
     /// The server name the client asked for, if any.
     pub sni: Option<Box<str>>,
     /// Which certificate answered (for the 421 check).
@@ -64,7 +64,7 @@ pub struct TlsInfo {
 }
 
 /// What the watchdog knows of a connection.
-pub struct ConnState {
+pub(crate) struct ConnState {
     pub(crate) in_flight: Cell<u32>,
     /// Since when no request has been in flight (accept time at first).
     pub(crate) idle_since: Cell<Instant>,
@@ -107,7 +107,7 @@ pub struct ConnState {
     /// Past its TLS handshake, serving HTTP (before: never idle).
     pub(crate) serving: Cell<bool>,
     /// Set by the watchdog once the connection has been idle for
-    /// [`TRIM_AFTER`]: free hyper's buffers.
+    /// `TRIM_AFTER`: free hyper's buffers.
     pub(crate) trim: Cell<bool>,
 }
 
@@ -139,7 +139,7 @@ const PARK: Duration = Duration::from_secs(1);
 
 /// Per-connection limits on what the client may do (`[limits]`).
 #[derive(Debug, Clone, Copy)]
-pub struct ConnLimits {
+pub(crate) struct ConnLimits {
     /// Requests (HTTP/1.1) or streams (HTTP/2) before the connection is
     /// closed gracefully (`Connection: close`, GOAWAY).
     pub max_requests: u64,
@@ -150,7 +150,7 @@ pub struct ConnLimits {
 }
 
 impl ConnLimits {
-    pub fn of(limits: &crate::config::Limits) -> ConnLimits {
+    pub(crate) fn of(limits: &crate::config::Limits) -> ConnLimits {
         ConnLimits {
             max_requests: limits.max_requests_per_connection,
             max_resets: limits.http2_max_resets,
@@ -160,7 +160,7 @@ impl ConnLimits {
 }
 
 impl ConnState {
-    pub fn new(client: SocketAddr, limits: ConnLimits) -> ConnState {
+    pub(crate) fn new(client: SocketAddr, limits: ConnLimits) -> ConnState {
         ConnState {
             in_flight: Cell::new(0),
             idle_since: Cell::new(Instant::now()),
@@ -191,7 +191,7 @@ impl ConnState {
     /// (rapid-reset floods, CVE-2023-44487, reset streams the proxy already
     /// accepted and sent upstream: each costs the upstream a request). Past
     /// `max_resets` in `reset_window` the connection is cut.
-    pub fn client_reset(&self) {
+    pub(crate) fn client_reset(&self) {
         let now = Instant::now();
         let (start, n) = self.resets.get();
         let window = self.limits.reset_window;
@@ -214,7 +214,7 @@ impl ConnState {
     /// Whether the request just started is the connection's last one
     /// (`max_requests`); if so, an HTTP/2 connection begins its graceful
     /// close (GOAWAY) now, and an HTTP/1.1 one answers `Connection: close`.
-    pub fn last_request(&self) -> bool {
+    pub(crate) fn last_request(&self) -> bool {
         let last = self.requests.get() >= self.limits.max_requests;
         if last && !self.draining.get() {
             self.flag(|s| s.draining.set(true));
@@ -227,7 +227,7 @@ impl ConnState {
     /// Since when the connection has been idle: serving, no request in
     /// flight, no byte of a next one read, no body left to discard, not
     /// already closing. `None` if it is not idle.
-    pub fn idle(&self) -> Option<Instant> {
+    pub(crate) fn idle(&self) -> Option<Instant> {
         let idle = self.serving.get()
             && self.in_flight.get() == 0
             && self.read.get() == self.read_at_idle.get()
@@ -238,13 +238,13 @@ impl ConnState {
     }
 
     /// Shutdown began: finish the current exchange, then close.
-    pub fn shut_down(&self) {
+    pub(crate) fn shut_down(&self) {
         self.flag(|s| s.draining.set(true));
     }
 
     /// Closes an idle connection to make room (at `max_connections`): an
     /// HTTP/1.1 one at once, an HTTP/2 one after GOAWAY.
-    pub fn evict(&self) {
+    pub(crate) fn evict(&self) {
         tracing::debug!(client = %self.client, "closing an idle connection for a new one (max_connections)");
         self.flag(|s| s.draining.set(true));
     }
@@ -290,17 +290,17 @@ impl crate::body::Discard for ConnState {
 }
 
 /// Marks a request in flight on its connection until dropped.
-pub struct InFlight(Rc<ConnState>);
+pub(crate) struct InFlight(Rc<ConnState>);
 
 impl InFlight {
-    pub fn new(state: &Rc<ConnState>) -> InFlight {
+    pub(crate) fn new(state: &Rc<ConnState>) -> InFlight {
         state.in_flight.set(state.in_flight.get() + 1);
         state.requests.set(state.requests.get() + 1);
         InFlight(state.clone())
     }
 
     /// The connection's state.
-    pub fn state(&self) -> &ConnState {
+    pub(crate) fn state(&self) -> &ConnState {
         &self.0
     }
 }
@@ -318,7 +318,7 @@ impl Drop for InFlight {
 }
 
 /// The client's byte stream: TCP, or TLS over it.
-pub type ClientIo = crate::rt::MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
+pub(crate) type ClientIo = crate::rt::MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
 
 /// Why the watchdog closed a connection.
 #[derive(Debug, Clone, Copy)]
@@ -346,7 +346,7 @@ impl ConnState {
 
 /// What takes over an HTTP/1.1 connection's socket once hyper has written
 /// a 101 and handed the socket back: the tunnel its request left.
-pub trait Takeover {
+pub(crate) trait Takeover {
     /// Runs on `io`, `early` being the bytes read past the request head.
     fn take_over(self: Box<Self>, io: ClientIo, early: Bytes) -> Pin<Box<dyn Future<Output = ()>>>;
 }

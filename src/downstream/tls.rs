@@ -25,7 +25,7 @@ const ALPN_H2: &[u8] = b"h2";
 const ALPN_HTTP11: &[u8] = b"http/1.1";
 
 /// A listener's TLS, ready to accept with.
-pub struct ServerTls {
+pub(crate) struct ServerTls {
     pub config: Arc<rustls::ServerConfig>,
     pub certs: Arc<CertStore>,
     /// Set when client certificates are verified: the header that carries
@@ -45,7 +45,7 @@ impl std::fmt::Debug for ServerTls {
 /// Why a listener's TLS could not be built; the config layer adds the file
 /// and field.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     #[error("`{path}`: cannot read: {reason}")]
     Read { path: String, reason: String },
     #[error("`{path}` holds no certificate")]
@@ -59,7 +59,7 @@ pub enum TlsError {
 }
 
 /// One certificate and the names it serves.
-pub struct Entry {
+pub(crate) struct Entry {
     pub key: Arc<CertifiedKey>,
     /// Lower-case DNS names from its subjectAltName; `*.x` for wildcards.
     pub names: Vec<String>,
@@ -67,7 +67,7 @@ pub struct Entry {
 
 /// Certificates by name: exact names first, then wildcards (one label,
 /// as RFC 6125 allows), then the default (the first configured).
-pub struct CertStore {
+pub(crate) struct CertStore {
     pub entries: Vec<Entry>,
     exact: HashMap<String, usize>,
     /// Keyed by the part after `*.`.
@@ -85,7 +85,7 @@ impl std::fmt::Debug for CertStore {
 
 impl CertStore {
     /// The entry that answers a handshake for `sni` (default: the first).
-    pub fn select(&self, sni: Option<&str>) -> usize {
+    pub(crate) fn select(&self, sni: Option<&str>) -> usize {
         let Some(name) = sni else { return 0 };
         let lower;
         let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -107,7 +107,7 @@ impl CertStore {
 
     /// Whether entry `i`'s certificate is valid for `host` (a request's
     /// host without port), for the 421 check.
-    pub fn covers(&self, i: usize, host: &str) -> bool {
+    pub(crate) fn covers(&self, i: usize, host: &str) -> bool {
         let Some(e) = self.entries.get(i) else {
             return false;
         };
@@ -134,12 +134,12 @@ impl ResolvesServerCert for CertStore {
 
 /// The crypto provider every TLS config uses (ring), chosen explicitly
 /// rather than through a process-wide default.
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Reads a PEM file of certificates (a chain, or a CA bundle); at least one.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let shown = path.display().to_string();
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| TlsError::Read {
@@ -200,14 +200,14 @@ fn dns_names(cert: &CertificateDer<'_>) -> Option<Vec<String>> {
 
 /// The subject of a client's certificate as an RFC 4514-style string
 /// (`CN=alice, O=Example`), ready to send upstream.
-pub fn subject(cert: &CertificateDer<'_>) -> Option<HeaderValue> {
+pub(crate) fn subject(cert: &CertificateDer<'_>) -> Option<HeaderValue> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     HeaderValue::from_str(&parsed.subject().to_string()).ok()
 }
 
 impl ServerTls {
     /// Reads the certificate files `s` names; `http2`: offer h2 in ALPN.
-    pub fn build(s: &ListenerTls, http2: bool) -> Result<ServerTls, TlsError> {
+    pub(crate) fn build(s: &ListenerTls, http2: bool) -> Result<ServerTls, TlsError> {
         let provider = provider();
         let mut entries = Vec::new();
         for (cert, key) in &s.certificates {

@@ -72,7 +72,7 @@ pub(crate) fn show(b: &[u8]) -> String {
 /// before a port is refused), the case is kept. It is what the request is routed on and what goes upstream as
 /// `Host` (unless the route says otherwise).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authority {
+pub(crate) struct Authority {
     value: HeaderValue,
     /// Length of the host part (a bracketed IPv6 literal with its brackets).
     host_len: usize,
@@ -87,7 +87,7 @@ impl Authority {
     /// digits up to 65535. Commas, `@`, `%`, whitespace, control bytes and
     /// anything else are refused: a proxy that forwards them lets the next
     /// hop read another host than the one that was routed.
-    pub fn parse(raw: &[u8]) -> Result<Authority, Malformed> {
+    pub(crate) fn parse(raw: &[u8]) -> Result<Authority, Malformed> {
         let (host_len, keep) = validate(raw)?;
         let value =
             HeaderValue::from_bytes(&raw[..keep.unwrap_or(raw.len())]).map_err(|_| invalid(raw))?;
@@ -100,7 +100,7 @@ impl Authority {
 
     /// As [`Authority::parse`], sharing the field's bytes when nothing
     /// needs normalising (no copy).
-    pub fn from_header(v: &HeaderValue) -> Result<Authority, Malformed> {
+    pub(crate) fn from_header(v: &HeaderValue) -> Result<Authority, Malformed> {
         let raw = v.as_bytes();
         let (host_len, keep) = validate(raw)?;
         let value = match keep {
@@ -116,27 +116,27 @@ impl Authority {
 
     /// Whether this is the request's `Host` field, unchanged (then it need
     /// not be set again upstream).
-    pub fn is_host_field(&self) -> bool {
+    pub(crate) fn is_host_field(&self) -> bool {
         self.host_field
     }
 
     /// `host[:port]`, as a field value.
-    pub fn header(&self) -> &HeaderValue {
+    pub(crate) fn header(&self) -> &HeaderValue {
         &self.value
     }
 
     /// `host[:port]`.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         self.value.as_bytes()
     }
 
     /// `host[:port]` (validated ASCII).
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         self.value.to_str().unwrap_or_default()
     }
 
     /// The host, without the port (`[::1]` keeps its brackets).
-    pub fn host(&self) -> &str {
+    pub(crate) fn host(&self) -> &str {
         self.as_str().get(..self.host_len).unwrap_or_default()
     }
 }
@@ -240,7 +240,7 @@ pub enum Underscores {
 /// Which codings a request's `Transfer-Encoding` applies (RFC 9112
 /// §6.1): `chunked` exactly once and last (400 otherwise); any other
 /// coding is one the proxy does not implement (501).
-pub fn transfer_codings<'a>(
+pub(crate) fn transfer_codings<'a>(
     values: impl Iterator<Item = &'a HeaderValue>,
 ) -> Result<(), Malformed> {
     let mut chunked = 0;
@@ -281,7 +281,7 @@ pub fn transfer_codings<'a>(
 /// The request's authority (see the module doc); `None` for an HTTP/1.0
 /// request without one (no `Host`, or an empty one, and an origin-form
 /// target).
-pub fn authority(parts: &http::request::Parts) -> Result<Option<Authority>, Malformed> {
+pub(crate) fn authority(parts: &http::request::Parts) -> Result<Option<Authority>, Malformed> {
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -329,7 +329,7 @@ pub fn authority(parts: &http::request::Parts) -> Result<Option<Authority>, Malf
 /// Whether a field name has an underscore: eight bytes at a time, as this
 /// looks at every name of every request.
 #[inline]
-pub fn has_underscore(name: &[u8]) -> bool {
+pub(crate) fn has_underscore(name: &[u8]) -> bool {
     const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     const UNDERSCORE: u64 = u64::from_ne_bytes([b'_'; 8]);
@@ -347,7 +347,7 @@ pub fn has_underscore(name: &[u8]) -> bool {
 
 /// Applies the listener's [`Underscores`] to a request's fields; `true`
 /// when some were dropped.
-pub fn underscores(h: &mut HeaderMap, mode: Underscores) -> Result<bool, Malformed> {
+pub(crate) fn underscores(h: &mut HeaderMap, mode: Underscores) -> Result<bool, Malformed> {
     if mode == Underscores::Allow {
         return Ok(false);
     }

@@ -3,5 +3,5 @@
 //! before anything acts on it) and `headers` (the RFC 9110 rewriting of
 //! fields for the next hop).
 
-pub mod admit;
+pub(crate) mod admit;
 pub(crate) mod headers;

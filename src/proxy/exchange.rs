@@ -25,7 +25,7 @@ use crate::worker::Worker;
 /// an error, the end of a streamed body or of a tunnel, or the client
 /// cancelling (dropped as made: 499, as nginx writes). The one place
 /// lines are written.
-pub struct LogLine(Option<Box<Line>>);
+pub(crate) struct LogLine(Option<Box<Line>>);
 
 struct Line {
     entry: Entry,
@@ -77,7 +77,7 @@ impl Drop for LogLine {
 
 /// A request whose response body is streaming: finished by the body when
 /// it ends or is dropped.
-pub struct Exchange {
+pub(crate) struct Exchange {
     pub(crate) worker: Rc<Worker>,
     pub(crate) lease: Lease,
     pub(crate) status: u16,
@@ -90,7 +90,7 @@ pub struct Exchange {
 
 /// How a response body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
+pub(crate) enum Ended {
     /// Sent whole.
     Done,
     /// The upstream broke off.
@@ -101,7 +101,7 @@ pub enum Ended {
 
 impl Exchange {
     /// Called once, when the response body ended or was abandoned.
-    pub fn end(self, how: Ended, bytes: u64) {
+    pub(crate) fn end(self, how: Ended, bytes: u64) {
         let Exchange {
             worker,
             lease,
@@ -137,7 +137,7 @@ impl Exchange {
 
     /// Drives the upstream connection; the response body calls this on
     /// every poll that finds no data ready.
-    pub fn drive(&mut self, cx: &mut std::task::Context<'_>) {
+    pub(crate) fn drive(&mut self, cx: &mut std::task::Context<'_>) {
         self.lease.drive(cx);
     }
 }
@@ -189,7 +189,7 @@ pub(crate) async fn relay(
 }
 
 /// The body the client receives.
-pub enum ProxyBody {
+pub(crate) enum ProxyBody {
     /// Streamed from the upstream.
     Upstream(UpstreamBody),
     /// A short body of our own (errors); `None` once sent.
@@ -197,21 +197,21 @@ pub enum ProxyBody {
 }
 
 impl ProxyBody {
-    pub fn full(b: impl Into<Bytes>) -> Self {
+    pub(crate) fn full(b: impl Into<Bytes>) -> Self {
         let b = b.into();
         ProxyBody::Full(if b.is_empty() { None } else { Some(b) })
     }
 }
 
 /// An upstream response body plus the exchange to finish when it ends.
-pub struct UpstreamBody {
+pub(crate) struct UpstreamBody {
     inner: Incoming,
     bytes: u64,
     exchange: Option<Exchange>,
 }
 
 impl UpstreamBody {
-    pub fn new(inner: Incoming, exchange: Exchange) -> Self {
+    pub(crate) fn new(inner: Incoming, exchange: Exchange) -> Self {
         UpstreamBody {
             inner,
             bytes: 0,

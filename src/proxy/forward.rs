@@ -41,7 +41,7 @@ fn record(w: &Worker, server: usize, ok: bool) {
 }
 
 /// Counts a request as outstanding on its server until dropped, or until
-/// handed over to the [`Exchange`], which ends it with the response body.
+/// handed over to the [`Exchange`](super::exchange::Exchange), which ends it with the response body.
 struct Busy<'a> {
     pool: &'a Pool,
     server: usize,

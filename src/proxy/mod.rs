@@ -27,12 +27,12 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-pub mod exchange;
+pub(crate) mod exchange;
 mod forward;
 mod head_timeout;
 mod request;
 mod synthetic;
-pub mod tunnel;
+pub(crate) mod tunnel;
 
 use crate::access_log::Entry;
 use crate::body::BodyProgress;
@@ -50,7 +50,7 @@ use synthetic::is_grpc;
 const CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// hyper's service entry point: never fails, every error is a response.
-pub async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyBody> {
+pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyBody> {
     let in_flight = InFlight::new(&ctx.state);
     let last = ctx.state.last_request();
     let worker = ctx.current.get();

@@ -90,7 +90,9 @@ const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// stream's upgrade, to tunnel through once the upstream switched. `None`
 /// for any other request (a plain CONNECT included: it goes on as today,
 /// and matches no route). Another `:protocol` is refused (501).
-pub fn h2_websocket(req: &mut http::request::Parts) -> Result<Option<OnUpgrade>, ProxyError> {
+pub(crate) fn h2_websocket(
+    req: &mut http::request::Parts,
+) -> Result<Option<OnUpgrade>, ProxyError> {
     if req.method != Method::CONNECT || req.version != Version::HTTP_2 {
         return Ok(None);
     }
@@ -114,7 +116,7 @@ pub fn h2_websocket(req: &mut http::request::Parts) -> Result<Option<OnUpgrade>,
 /// into those of an HTTP/1.1 WebSocket handshake: `Upgrade: websocket`,
 /// `Connection: upgrade` and a new random `Sec-WebSocket-Key`, returned
 /// to check the upstream's accept against.
-pub fn to_h1_websocket(h: &mut HeaderMap) -> Result<HeaderValue, ProxyError> {
+pub(crate) fn to_h1_websocket(h: &mut HeaderMap) -> Result<HeaderValue, ProxyError> {
     use ring::rand::SecureRandom;
     let mut nonce = [0u8; 16];
     ring::rand::SystemRandom::new()
@@ -140,7 +142,7 @@ fn accept_for(key: &[u8]) -> String {
 /// Checks a 101 to our WebSocket handshake as RFC 6455 §4.1 has a client
 /// do: `Upgrade: websocket`, `Connection: upgrade`, and the accept for our
 /// key. The error says what was wrong.
-pub fn check_accept(h: &HeaderMap, key: &HeaderValue) -> Result<(), &'static str> {
+pub(crate) fn check_accept(h: &HeaderMap, key: &HeaderValue) -> Result<(), &'static str> {
     if !lists(h, header::UPGRADE, "websocket") {
         return Err("its 101 does not say `Upgrade: websocket`");
     }
@@ -156,7 +158,11 @@ pub fn check_accept(h: &HeaderMap, key: &HeaderValue) -> Result<(), &'static str
 
 /// A new connection to `server` for an upgrade request, its driver
 /// spawned as a task with hyper's upgrade support.
-pub async fn connect(w: &Worker, server: usize, timeout: Duration) -> Result<Lease, ProxyError> {
+pub(crate) async fn connect(
+    w: &Worker,
+    server: usize,
+    timeout: Duration,
+) -> Result<Lease, ProxyError> {
     let addr = w.pool.addr(server);
     // Upgrades are HTTP/1.1: over TLS, offer only that in ALPN.
     let tls = w.pool.tls(server).map(|t| t.http1_only());
@@ -180,7 +186,7 @@ pub async fn connect(w: &Worker, server: usize, timeout: Duration) -> Result<Lea
 /// fields kept; an HTTP/2 client's WebSocket (RFC 8441, `h2`) gets a `200`
 /// (the 101 already checked by [`check_accept`]) with the 101's other
 /// end-to-end fields (`Sec-WebSocket-Protocol`, `-Extensions`...).
-pub fn switch(
+pub(crate) fn switch(
     mut resp: Response<Incoming>,
     route: &Route,
     h2: bool,
@@ -213,7 +219,7 @@ pub fn switch(
 /// An upgraded exchange: waits for its client socket, then copies bytes
 /// both ways. Dropping it (at any point) closes both sides and writes its
 /// log lines.
-pub struct Tunnel {
+pub(crate) struct Tunnel {
     worker: Rc<Worker>,
     server: usize,
     /// Kept until the upstream connection has handed over its socket.
@@ -277,7 +283,7 @@ impl Tunnel {
     /// The tunnel of an exchange whose client was answered `status` (101,
     /// or 200 to an HTTP/2 WebSocket) by [`switch`]; it runs with
     /// [`Tunnel::run`] or [`Tunnel::run_h2`] once hyper has sent that.
-    pub fn new(
+    pub(crate) fn new(
         worker: Rc<Worker>,
         lease: Lease,
         upstream: OnUpgrade,
@@ -309,20 +315,20 @@ impl Tunnel {
 
     /// Keeps the request in flight on its connection until the tunnel
     /// ends (HTTP/2: the connection must not look idle meanwhile).
-    pub fn hold(&mut self, in_flight: InFlight) {
+    pub(crate) fn hold(&mut self, in_flight: InFlight) {
         self._in_flight = Some(in_flight);
     }
 
     /// Runs the tunnel between the client socket (with `early`, bytes the
     /// client sent past the request head) and the upgraded upstream.
-    pub async fn run(mut self, client: ClientIo, early: Bytes) {
+    pub(crate) async fn run(mut self, client: ClientIo, early: Bytes) {
         self.end = End::Cut;
         self.end = self.splice(client, early).await;
     }
 
     /// Runs the tunnel between an HTTP/2 client's stream, once hyper has
     /// sent the 200 and handed it over, and the upgraded upstream.
-    pub async fn run_h2(mut self, client: OnUpgrade) {
+    pub(crate) async fn run_h2(mut self, client: OnUpgrade) {
         let client = match client.await {
             Ok(u) => u,
             // The stream was reset, or the connection ended, first.

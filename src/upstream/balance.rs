@@ -35,7 +35,7 @@ use tokio::time::Instant;
 /// How a group picks its server: the config's [`Balance`], with the
 /// group's ring for hashing.
 #[derive(Debug, Clone)]
-pub enum Method {
+pub(crate) enum Method {
     RoundRobin,
     LeastOutstanding,
     PeakEwma,
@@ -45,7 +45,7 @@ pub enum Method {
 impl Method {
     /// `balance` as run; a hashing group without a ring (it has no
     /// server) goes round-robin.
-    pub fn new(balance: &Balance, ring: Option<Arc<Ring>>) -> Method {
+    pub(crate) fn new(balance: &Balance, ring: Option<Arc<Ring>>) -> Method {
         match (balance, ring) {
             (Balance::RoundRobin, _) | (Balance::Hash(_), None) => Method::RoundRobin,
             (Balance::LeastOutstanding, _) => Method::LeastOutstanding,
@@ -57,7 +57,7 @@ impl Method {
 
 /// A stable 64-bit hash (SipHash with fixed keys): the same on every thread
 /// and every run.
-pub fn hash64(data: impl Hash) -> u64 {
+pub(crate) fn hash64(data: impl Hash) -> u64 {
     // SipHash-2-4 with zero keys: what the deprecated std::hash::SipHasher
     // gave, so that rings place keys where they did before.
     let mut h = siphasher::sip::SipHasher::new();
@@ -67,7 +67,7 @@ pub fn hash64(data: impl Hash) -> u64 {
 
 /// The consistent-hash ring of a group.
 #[derive(Debug)]
-pub struct Ring {
+pub(crate) struct Ring {
     /// (point, server index), sorted by point.
     points: Vec<(u64, usize)>,
 }
@@ -75,7 +75,7 @@ pub struct Ring {
 const POINTS_PER_WEIGHT: u32 = 100;
 
 impl Ring {
-    pub fn new(servers: &[(SocketAddr, u32)]) -> Ring {
+    pub(crate) fn new(servers: &[(SocketAddr, u32)]) -> Ring {
         let mut points = Vec::new();
         for (i, (addr, weight)) in servers.iter().enumerate() {
             for replica in 0..POINTS_PER_WEIGHT * weight.max(&1) {
@@ -87,7 +87,7 @@ impl Ring {
     }
 
     /// The server owning `key`: the first point at or after it, wrapping.
-    pub fn lookup(&self, key: u64) -> usize {
+    pub(crate) fn lookup(&self, key: u64) -> usize {
         let i = self.points.partition_point(|(p, _)| *p < key);
         self.points[if i == self.points.len() { 0 } else { i }].1
     }
@@ -108,7 +108,7 @@ struct ServerState {
 }
 
 /// One worker's balancing state for one group.
-pub struct Group {
+pub(crate) struct Group {
     method: Method,
     servers: Vec<ServerState>,
     /// Shared health of each server, and the group's ejection policy.
@@ -124,19 +124,19 @@ pub struct Group {
 
 impl Group {
     /// The group's retry settings.
-    pub fn retry(&self) -> &crate::config::Retry {
+    pub(crate) fn retry(&self) -> &crate::config::Retry {
         &self.retry
     }
 
     /// Counts a request towards the retry budget.
-    pub fn deposit(&self) {
+    pub(crate) fn deposit(&self) {
         let cap = f64::from(self.retry.min_per_second.max(1)) * 10.0;
         let t = self.retry_tokens.get() + f64::from(self.retry.budget_percent) / 100.0;
         self.retry_tokens.set(t.min(cap));
     }
 
     /// Once a second: the floor of retries per second.
-    pub fn refill(&self) {
+    pub(crate) fn refill(&self) {
         let floor = f64::from(self.retry.min_per_second);
         if self.retry_tokens.get() < floor {
             self.retry_tokens.set(floor);
@@ -144,7 +144,7 @@ impl Group {
     }
 
     /// Takes a retry from the budget, if one is left.
-    pub fn take_retry(&self) -> bool {
+    pub(crate) fn take_retry(&self) -> bool {
         let t = self.retry_tokens.get();
         if t >= 1.0 {
             self.retry_tokens.set(t - 1.0);
@@ -154,7 +154,7 @@ impl Group {
         }
     }
 
-    pub fn new(
+    pub(crate) fn new(
         method: Method,
         weights: &[u32],
         health: Vec<Arc<ServerHealth>>,
@@ -185,15 +185,11 @@ impl Group {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.servers.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.servers.is_empty()
-    }
-
-    pub fn hash_key(&self) -> Option<&HashKey> {
+    pub(crate) fn hash_key(&self) -> Option<&HashKey> {
         match &self.method {
             Method::Hash(k, _) => Some(k),
             _ => None,
@@ -201,7 +197,7 @@ impl Group {
     }
 
     /// Whether this group measures latency (callers skip the clock if not).
-    pub fn wants_latency(&self) -> bool {
+    pub(crate) fn wants_latency(&self) -> bool {
         matches!(self.method, Method::PeakEwma) && self.servers.len() > 1
     }
 
@@ -226,13 +222,13 @@ impl Group {
     }
 
     /// Whether server `i` is in service (health checks, ejection).
-    pub fn alive(&self, i: usize) -> bool {
+    pub(crate) fn alive(&self, i: usize) -> bool {
         self.health[i].available()
     }
 
     /// Records how a request to server `i` went, for passive ejection;
     /// returns the ejection time if this failure ejected it.
-    pub fn record(&self, i: usize, ok: bool) -> Option<Duration> {
+    pub(crate) fn record(&self, i: usize, ok: bool) -> Option<Duration> {
         if ok {
             self.health[i].success();
             None
@@ -243,7 +239,7 @@ impl Group {
 
     /// The server (index within the group) for a request, `None` if none
     /// is in service; `key` is the request's hash for [`Method::Hash`].
-    pub fn pick(&self, key: Option<u64>) -> Option<usize> {
+    pub(crate) fn pick(&self, key: Option<u64>) -> Option<usize> {
         let n = self.servers.len();
         if n == 1 {
             return self.alive(0).then_some(0);
@@ -336,19 +332,19 @@ impl Group {
     }
 
     /// A request to server `i` starts.
-    pub fn begin(&self, i: usize) {
+    pub(crate) fn begin(&self, i: usize) {
         let s = &self.servers[i];
         s.outstanding.set(s.outstanding.get() + 1);
     }
 
     /// A request to server `i` ended.
-    pub fn end(&self, i: usize) {
+    pub(crate) fn end(&self, i: usize) {
         let s = &self.servers[i];
         s.outstanding.set(s.outstanding.get().saturating_sub(1));
     }
 
     /// Server `i` answered a head after `rtt`.
-    pub fn observe(&self, i: usize, rtt: Duration) {
+    pub(crate) fn observe(&self, i: usize, rtt: Duration) {
         let now = Instant::now();
         let rtt = rtt.as_nanos() as f64;
         let s = &self.servers[i];
@@ -366,7 +362,7 @@ impl Group {
     }
 
     /// Server `i` asked not to be sent anything before `until`.
-    pub fn back_off(&self, i: usize, until: Instant) {
+    pub(crate) fn back_off(&self, i: usize, until: Instant) {
         self.servers[i].backoff_until.set(Some(until));
     }
 }

@@ -16,7 +16,7 @@ use crate::upstream::registry::Upstreams;
 
 /// Runs a config's active checks on a thread of their own until `stop`
 /// says so. Returns `None` when no group has checks.
-pub fn spawn_checks(
+pub(crate) fn spawn_checks(
     config: &Config,
     upstreams: &Upstreams,
     stop: watch::Receiver<bool>,

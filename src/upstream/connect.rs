@@ -52,7 +52,7 @@ pub async fn open(
 }
 
 /// How a request goes out on a connection.
-pub enum Sender {
+pub(crate) enum Sender {
     H1(http1::SendRequest<RequestBody>),
     /// An HTTP/2 connection shared with other requests; `https` picks the
     /// `:scheme`.
@@ -68,7 +68,7 @@ impl Sender {
     /// Sends `req`; as hyper's `try_send_request`, a request that never
     /// went out comes back in the error. For HTTP/2 the target becomes
     /// absolute (`:scheme`, and `:authority` from `Host`).
-    pub fn try_send_request(
+    pub(crate) fn try_send_request(
         &mut self,
         req: Request<RequestBody>,
     ) -> impl Future<Output = SendResult> + 'static {
@@ -82,7 +82,7 @@ impl Sender {
         }
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         match self {
             Sender::H1(s) => s.is_closed(),
             Sender::H2 { sender, .. } => sender.is_closed(),

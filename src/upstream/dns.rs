@@ -31,7 +31,7 @@ use crate::config::Dns as Settings;
 
 /// A successful lookup: the addresses (sorted, no duplicates) and when the
 /// answer expires.
-pub type Answer = (Vec<IpAddr>, Instant);
+pub(crate) type Answer = (Vec<IpAddr>, Instant);
 
 /// A resolver, and why it may miss names: without a readable system
 /// configuration only `/etc/hosts` and `localhost` resolve.
@@ -123,7 +123,10 @@ fn describe(e: &hickory_resolver::net::NetError) -> String {
 
 /// Resolves `hosts` now, all at once, on a thread of its own (so it works
 /// from inside or outside a runtime). For config loading.
-pub fn resolve_blocking(s: &Settings, hosts: &[String]) -> HashMap<String, Result<Answer, String>> {
+pub(crate) fn resolve_blocking(
+    s: &Settings,
+    hosts: &[String],
+) -> HashMap<String, Result<Answer, String>> {
     let (s, hosts) = (s.clone(), hosts.to_vec());
     let work = move || {
         let failed = |hosts: &[String], e: String| {
@@ -170,11 +173,11 @@ pub fn resolve_blocking(s: &Settings, hosts: &[String]) -> HashMap<String, Resul
 
 /// What the refresher calls with a name's new address set (on a blocking
 /// thread; it may take locks).
-pub type Apply = Arc<dyn Fn(&str, &[IpAddr]) + Send + Sync>;
+pub(crate) type Apply = Arc<dyn Fn(&str, &[IpAddr]) + Send + Sync>;
 
 /// The background re-resolution of a config's DNS names; stopped by
 /// [`Refresher::stop`].
-pub struct Refresher {
+pub(crate) struct Refresher {
     handle: JoinHandle<()>,
     stop: watch::Sender<bool>,
 }
@@ -182,7 +185,7 @@ pub struct Refresher {
 impl Refresher {
     /// Starts re-resolving `names` (each with the addresses in force and
     /// when they expire), or returns `None` when there are none.
-    pub fn spawn(
+    pub(crate) fn spawn(
         settings: &Settings,
         names: BTreeMap<String, Answer>,
         apply: Apply,
@@ -229,7 +232,7 @@ impl Refresher {
     }
 
     /// Stops the thread and waits for it (a change being applied finishes).
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.handle.join();
     }

@@ -29,7 +29,7 @@ fn now_ms() -> u64 {
 
 /// One server's health, shared by all threads.
 #[derive(Debug, Default)]
-pub struct ServerHealth {
+pub(crate) struct ServerHealth {
     /// Marked down by active checks.
     down: AtomicBool,
     /// Active checks passed in a row, and failed in a row.
@@ -42,12 +42,13 @@ pub struct ServerHealth {
 }
 
 impl ServerHealth {
-    pub fn new() -> Arc<ServerHealth> {
+    #[cfg(test)]
+    pub(crate) fn new() -> Arc<ServerHealth> {
         Arc::new(ServerHealth::default())
     }
 
     /// May this server take a request now?
-    pub fn available(&self) -> bool {
+    pub(crate) fn available(&self) -> bool {
         if self.down.load(Ordering::Relaxed) {
             return false;
         }
@@ -61,7 +62,7 @@ impl ServerHealth {
     }
 
     /// A request to this server succeeded.
-    pub fn success(&self) {
+    pub(crate) fn success(&self) {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
         }
@@ -75,7 +76,11 @@ impl ServerHealth {
     /// A request to this server failed (connect failure or 5xx). `group`
     /// is every server of its group, to cap how many are ejected at once.
     /// Returns the ejection time when this failure ejected it.
-    pub fn failure(&self, policy: &Outlier, group: &[Arc<ServerHealth>]) -> Option<Duration> {
+    pub(crate) fn failure(
+        &self,
+        policy: &Outlier,
+        group: &[Arc<ServerHealth>],
+    ) -> Option<Duration> {
         if policy.consecutive_failures == 0 {
             return None;
         }

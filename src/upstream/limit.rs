@@ -7,14 +7,14 @@ use std::time::Duration;
 /// upstreams, one connection each), shared by all threads, and how many
 /// requests may wait for a turn (`max_pending`); past both, 503 at once.
 #[derive(Debug)]
-pub struct ServerLimit {
+pub(crate) struct ServerLimit {
     pub(super) permits: Arc<tokio::sync::Semaphore>,
     pending: std::sync::atomic::AtomicU32,
     max_pending: u32,
 }
 
 impl ServerLimit {
-    pub fn new(max_connections: u32, max_pending: u32) -> Arc<ServerLimit> {
+    pub(crate) fn new(max_connections: u32, max_pending: u32) -> Arc<ServerLimit> {
         Arc::new(ServerLimit {
             permits: Arc::new(tokio::sync::Semaphore::new(max_connections as usize)),
             pending: std::sync::atomic::AtomicU32::new(0),
@@ -24,7 +24,10 @@ impl ServerLimit {
 
     /// A turn to send to this server, waiting at most `wait`; `None` when
     /// the server is full and its queue too, or the wait ran out.
-    pub async fn acquire(&self, wait: Duration) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    pub(crate) async fn acquire(
+        &self,
+        wait: Duration,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
         use std::sync::atomic::Ordering::Relaxed;
         if let Ok(p) = self.permits.clone().try_acquire_owned() {
             return Some(p);

@@ -1,13 +1,13 @@
 //! Upstream: balancing across a group's servers and the connection pool.
 //!
-//! Each worker thread owns one [`Pool`]: its idle connections live in plain
+//! Each worker thread owns one `Pool`: its idle connections live in plain
 //! `RefCell<Vec<_>>`s that only that thread touches, so taking or returning
 //! a connection is a push or a pop, never a lock. Connections are reused
 //! most-recent-first (they are the ones least likely to have been closed by
 //! the server) and dropped after `upstream_idle`.
 //!
 //! A connection has no task of its own: hyper's connection driver travels
-//! with its [`Lease`] and is polled by whoever is using it (the request
+//! with its `Lease` and is polled by whoever is using it (the request
 //! while it waits for the response head, then the response body as it
 //! streams). Bytes from the upstream socket thus wake the client
 //! connection's task directly, with no hop through another task.
@@ -16,15 +16,15 @@
 //! each server keeps, per thread, a short list of them, each driven by a
 //! task of its own (`spawn_local`), and a request takes a stream on the
 //! least busy one. A new connection opens only when every one has
-//! [`H2_STREAMS`] streams open (and `max_connections` allows), and only
+//! `H2_STREAMS` streams open (and `max_connections` allows), and only
 //! one opens at a time; requests arriving meanwhile wait for it. For h2,
 //! `max_connections` counts connections, not requests.
 
-pub mod balance;
-pub mod check;
+pub(crate) mod balance;
+pub(crate) mod check;
 mod connect;
-pub mod dns;
-pub mod health;
+pub(crate) mod dns;
+pub(crate) mod health;
 mod limit;
 pub mod registry;
 pub mod tls;
@@ -51,13 +51,14 @@ use crate::error::ProxyError;
 use crate::config::Protocol;
 use crate::upstream::registry::Upstreams;
 use crate::upstream::tls::ServerTls;
-pub use connect::{open, Io, Sender};
-pub use limit::ServerLimit;
+pub(crate) use connect::Sender;
+pub use connect::{open, Io};
+pub(crate) use limit::ServerLimit;
 
 type Driver = http1::Connection<TokioIo<Io>, RequestBody>;
 
 /// Streams one HTTP/2 connection carries before another one is opened.
-pub const H2_STREAMS: u32 = 100;
+pub(crate) const H2_STREAMS: u32 = 100;
 
 /// One stream on a shared HTTP/2 connection, released on drop.
 struct StreamSlot(Rc<H2Conn>);
@@ -78,7 +79,7 @@ struct H2Conn {
 
 /// An upstream connection (or, for HTTP/2, a stream on one), held by one
 /// request at a time.
-pub struct Lease {
+pub(crate) struct Lease {
     pub sender: Sender,
     /// HTTP/1.1 only. `None` once finished: the connection is closed, and
     /// dropping the driver fails whatever still waited on it (a response,
@@ -95,7 +96,7 @@ pub struct Lease {
 impl Lease {
     /// Lets the connection make progress (read, write, notice a close).
     /// Call it from every poll of whatever waits on this connection.
-    pub fn drive(&mut self, cx: &mut Context<'_>) {
+    pub(crate) fn drive(&mut self, cx: &mut Context<'_>) {
         let Some(driver) = &mut self.driver else {
             return;
         };
@@ -109,7 +110,7 @@ impl Lease {
 
     /// A connection whose driver runs as a task of its own (an upgrade's,
     /// see [`crate::proxy::tunnel`]): never pooled, as it reads as dead here.
-    pub fn detached(sender: Sender, server: usize) -> Lease {
+    pub(crate) fn detached(sender: Sender, server: usize) -> Lease {
         Lease {
             sender,
             driver: None,
@@ -119,7 +120,7 @@ impl Lease {
         }
     }
 
-    pub fn is_dead(&self) -> bool {
+    pub(crate) fn is_dead(&self) -> bool {
         match &self.sender {
             Sender::H1(_) => self.driver.is_none(),
             Sender::H2 { sender, .. } => sender.is_closed(),
@@ -143,7 +144,7 @@ impl Lease {
     }
 
     /// Runs `fut` (which waits on this connection) while driving it.
-    pub fn with<F: Future>(&mut self, fut: F) -> Driving<'_, F> {
+    pub(crate) fn with<F: Future>(&mut self, fut: F) -> Driving<'_, F> {
         Driving { lease: self, fut }
     }
 }
@@ -202,7 +203,7 @@ struct ServerPool {
 }
 
 /// One worker's view of every upstream group.
-pub struct Pool {
+pub(crate) struct Pool {
     servers: Vec<ServerPool>,
     /// For each group, the range of its servers in `servers`.
     groups: Vec<(usize, usize)>,
@@ -214,7 +215,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(config: &Config, upstreams: &Upstreams, old: Option<&Pool>) -> Pool {
+    pub(crate) fn new(config: &Config, upstreams: &Upstreams, old: Option<&Pool>) -> Pool {
         let mut servers = Vec::new();
         let mut groups = Vec::new();
         for (gi, g) in upstreams.groups.iter().enumerate() {
@@ -292,7 +293,7 @@ impl Pool {
     /// The servers of `group` in the order to try them for one request:
     /// the balancer's pick, then the others in service (for connect
     /// failures). `None` when no server of the group is in service.
-    pub fn order(
+    pub(crate) fn order(
         &self,
         group: usize,
         key: Option<u64>,
@@ -310,12 +311,12 @@ impl Pool {
     }
 
     /// The balancer of `group`.
-    pub fn balancer(&self, group: usize) -> &crate::upstream::balance::Group {
+    pub(crate) fn balancer(&self, group: usize) -> &crate::upstream::balance::Group {
         &self.balancers[group]
     }
 
     /// `server`'s balancer and its index there.
-    pub fn locate(&self, server: usize) -> (&crate::upstream::balance::Group, usize) {
+    pub(crate) fn locate(&self, server: usize) -> (&crate::upstream::balance::Group, usize) {
         let s = &self.servers[server];
         (&self.balancers[s.group], s.index)
     }
@@ -323,7 +324,7 @@ impl Pool {
     /// The server's per-request concurrency limit, if it has one (none
     /// for HTTP/2 servers: their limit counts connections, and the pool
     /// applies it).
-    pub fn limit(&self, server: usize) -> Option<&Arc<ServerLimit>> {
+    pub(crate) fn limit(&self, server: usize) -> Option<&Arc<ServerLimit>> {
         let s = &self.servers[server];
         if s.h2.get() {
             return None;
@@ -331,18 +332,18 @@ impl Pool {
         s.limit.as_ref()
     }
 
-    pub fn addr(&self, server: usize) -> SocketAddr {
+    pub(crate) fn addr(&self, server: usize) -> SocketAddr {
         self.servers[server].addr
     }
 
     /// `host:port` of `server` as configured, for a route that sends it as `Host`.
-    pub fn authority(&self, server: usize) -> &http::HeaderValue {
+    pub(crate) fn authority(&self, server: usize) -> &http::HeaderValue {
         &self.servers[server].authority
     }
 
     /// A connection to `server`: a pooled one if any is still usable,
     /// else a new one.
-    pub async fn checkout(
+    pub(crate) async fn checkout(
         &self,
         server: usize,
         connect_timeout: Duration,
@@ -485,17 +486,17 @@ impl Pool {
     }
 
     /// The HTTP/1.1 client settings of every upstream connection.
-    pub fn http1_client(&self) -> &http1::Builder {
+    pub(crate) fn http1_client(&self) -> &http1::Builder {
         &self.client
     }
 
     /// The server's TLS settings, if it is an `https://` one.
-    pub fn tls(&self, server: usize) -> Option<&ServerTls> {
+    pub(crate) fn tls(&self, server: usize) -> Option<&ServerTls> {
         self.servers[server].tls.as_ref()
     }
 
     /// A new connection to `server`.
-    pub async fn connect(
+    pub(crate) async fn connect(
         &self,
         server: usize,
         connect_timeout: Duration,
@@ -564,7 +565,7 @@ impl Pool {
 
     /// Returns a connection whose last exchange completed. (An HTTP/2
     /// lease just ends: its connection stays shared.)
-    pub fn checkin(&self, lease: Lease) {
+    pub(crate) fn checkin(&self, lease: Lease) {
         if matches!(lease.sender, Sender::H2 { .. }) || lease.is_dead() || lease.sender.is_closed()
         {
             return;
@@ -582,7 +583,7 @@ impl Pool {
     /// `upstream_idle` or closed by the server. With `purge`, also those
     /// that went unused since the last purge, so that the pool shrinks to
     /// what the load needs (as HAProxy's idle-connection purge does).
-    pub fn sweep(&self, purge: bool) {
+    pub(crate) fn sweep(&self, purge: bool) {
         for b in &self.balancers {
             b.refill();
         }

@@ -35,7 +35,7 @@ pub struct Upstreams {
 pub struct Group {
     pub servers: Vec<Server>,
     /// Set for `balance = "hash"`.
-    pub ring: Option<Arc<Ring>>,
+    pub(crate) ring: Option<Arc<Ring>>,
     /// The group's TLS, kept for rebuilding after a DNS change.
     tls: Option<GroupTls>,
 }
@@ -49,9 +49,9 @@ pub struct Server {
     /// Relative share of requests.
     pub weight: u32,
     /// Shared by every thread; kept while the server is.
-    pub health: Arc<ServerHealth>,
+    pub(crate) health: Arc<ServerHealth>,
     /// The group's per-server concurrency cap, if set.
-    pub limit: Option<Arc<ServerLimit>>,
+    pub(crate) limit: Option<Arc<ServerLimit>>,
     /// Set for `https://` servers.
     pub tls: Option<ServerTls>,
     pub protocol: Protocol,
@@ -129,7 +129,7 @@ impl Registry {
     /// `config`'s upstreams again with `host` at `ips` (sorted); `None`
     /// when that changes nothing. No I/O: the TLS configs of `current`
     /// are kept.
-    pub fn with_addresses(
+    pub(crate) fn with_addresses(
         &mut self,
         config: &Config,
         current: &Upstreams,
@@ -147,7 +147,7 @@ impl Registry {
 
     /// The names in force, with their addresses and when they expire: what
     /// the DNS refresher watches.
-    pub fn answers(&self) -> BTreeMap<String, Answer> {
+    pub(crate) fn answers(&self) -> BTreeMap<String, Answer> {
         self.answers
             .iter()
             .map(|(h, a)| (h.clone(), a.clone()))

@@ -72,16 +72,16 @@ impl ServerTls {
 }
 
 /// Whether a finished handshake settled on HTTP/2.
-pub fn negotiated_h2(s: &tokio_rustls::client::TlsStream<TcpStream>) -> bool {
+pub(crate) fn negotiated_h2(s: &tokio_rustls::client::TlsStream<TcpStream>) -> bool {
     s.get_ref().1.alpn_protocol() == Some(b"h2")
 }
 
 /// `(field, reason)`: the field is relative to the group's `tls` table.
-pub type FieldError = (&'static str, String);
+pub(crate) type FieldError = (&'static str, String);
 
 /// Builds a group's client config: trust roots (the CA file, or the
 /// system's), the client certificate if any, ALPN for `protocol`.
-pub fn client_config(
+pub(crate) fn client_config(
     opts: &UpstreamTls,
     protocol: Protocol,
 ) -> Result<Arc<ClientConfig>, FieldError> {

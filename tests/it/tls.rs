@@ -551,7 +551,7 @@ fn bad_tls_config_is_refused_with_file_field_and_reason() {
     // Loading checks the text; putting it into service reads the files.
     let err = |toml: &str| {
         tidegate::Config::from_toml(toml, "bad.toml")
-            .and_then(tidegate::server::check)
+            .and_then(tidegate::check)
             .expect_err("refused")
             .to_string()
     };

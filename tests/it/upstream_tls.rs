@@ -280,7 +280,7 @@ fn tls_config_errors_name_the_field() {
     for (servers, extra, want) in cases {
         // Loading checks the text; putting it into service reads the files.
         let err = tidegate::Config::from_toml(&config(1, servers, extra), "t.toml")
-            .and_then(tidegate::server::check)
+            .and_then(tidegate::check)
             .err()
             .unwrap_or_else(|| panic!("accepted: {extra}"))
             .to_string();
