@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::route::compile_route;
 use super::source::{ConfigError, Problems, Source};
-use super::{listener, raw, upstream, AccessLogTarget, Config, Limits, Timeouts};
+use super::{dns, listener, raw, upstream, AccessLogTarget, Config, Limits, Timeouts};
 
 /// Parses and converts `source`'s text.
 pub(super) fn parse(source: Source) -> Result<Config, ConfigError> {
@@ -38,7 +38,7 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
         .filter_map(|(i, l)| listener::listener(l, i, &base, &mut p))
         .collect();
 
-    let dns = upstream::dns(raw.dns.as_ref(), &mut p);
+    let dns = dns::dns(raw.dns.as_ref(), &mut p);
     let mut names: Vec<&String> = raw.upstreams.keys().collect();
     names.sort();
     let upstreams: Vec<_> = names

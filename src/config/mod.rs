@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod dns;
 mod listener;
 mod load;
 pub mod raw;
@@ -21,10 +22,11 @@ mod route;
 mod source;
 mod upstream;
 
+pub use dns::Dns;
 pub use listener::{ClientAuth, Listener, ListenerTls, DEFAULT_MAX_STREAMS};
 pub use source::{ConfigError, Problem, Source};
 pub use upstream::{
-    tls_name, Balance, Check, Dns, HashKey, Limit, Outlier, Protocol, Retry, Server, Target,
+    tls_name, Balance, Check, HashKey, Limit, Outlier, Protocol, Retry, Server, Target,
     UpstreamGroup, UpstreamTls,
 };
 

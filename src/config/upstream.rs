@@ -1,4 +1,4 @@
-//! `[upstreams.NAME]` and `[dns]`: the groups of servers requests go to,
+//! `[upstreams.NAME]`: the groups of servers requests go to,
 //! as pure data. What runs them (health state, concurrency limits, hash
 //! rings, rustls configs, resolved addresses) is built from these by
 //! [`crate::upstream::registry`].
@@ -174,30 +174,6 @@ impl Default for Retry {
             budget_percent: 20,
             min_per_second: 10,
             max_body_bytes: 64 * 1024,
-        }
-    }
-}
-
-/// The `[dns]` section: how servers given by name are resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dns {
-    /// Name servers to ask; empty: the system's (`/etc/resolv.conf`).
-    /// `/etc/hosts` is consulted first either way.
-    pub resolvers: Vec<SocketAddr>,
-    /// Bounds on the re-resolve interval, which otherwise follows the TTL.
-    pub min_refresh: Duration,
-    pub max_refresh: Duration,
-    /// Per query and name server.
-    pub timeout: Duration,
-}
-
-impl Default for Dns {
-    fn default() -> Self {
-        Dns {
-            resolvers: Vec::new(),
-            min_refresh: Duration::from_secs(1),
-            max_refresh: Duration::from_secs(300),
-            timeout: Duration::from_secs(2),
         }
     }
 }
@@ -568,35 +544,4 @@ pub fn tls_name(s: &Server) -> Result<ServerName<'static>, String> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(host.to_string())
         .map_err(|e| format!("`{host}` is no name for TLS ({e}); set tls.server_name"))
-}
-
-/// The `[dns]` section.
-pub(super) fn dns(d: Option<&raw::Dns>, p: &mut Problems) -> Dns {
-    let mut s = Dns::default();
-    let Some(d) = d else { return s };
-    for (i, r) in d.resolvers.iter().flatten().enumerate() {
-        let addr = r
-            .parse::<SocketAddr>()
-            .or_else(|_| r.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
-        match addr {
-            Ok(a) => s.resolvers.push(a),
-            Err(_) => p.add(
-                format!("dns.resolvers[{i}]"),
-                format!("`{r}` is not an IP address or IP:port"),
-            ),
-        }
-    }
-    s.min_refresh = d.min_refresh.unwrap_or(s.min_refresh);
-    s.max_refresh = d.max_refresh.unwrap_or(s.max_refresh);
-    s.timeout = d.timeout.unwrap_or(s.timeout);
-    if s.min_refresh > s.max_refresh {
-        p.add(
-            "dns.min_refresh",
-            format!(
-                "{:?} is more than max_refresh ({:?})",
-                s.min_refresh, s.max_refresh
-            ),
-        );
-    }
-    s
 }
