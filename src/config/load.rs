@@ -57,10 +57,15 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
     for (i, rt) in raw.routes.iter().enumerate() {
         match compile_route(rt, &upstreams, &timeouts, &limits) {
             Ok(r) => routes.push(r),
-            // A route to a group that had problems of its own is not
-            // another problem.
-            Err((f, _)) if f == "upstream" && !groups_ok => {}
-            Err((f, reason)) => p.add(format!("routes[{i}].{f}"), reason),
+            Err(errors) => {
+                for (f, reason) in errors {
+                    // A route to a group that had problems of its own is
+                    // not another problem.
+                    if f != "upstream" || groups_ok {
+                        p.add(format!("routes[{i}].{f}"), reason);
+                    }
+                }
+            }
         }
     }
 

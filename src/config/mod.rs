@@ -372,6 +372,28 @@ mod tests {
     }
 
     #[test]
+    fn every_problem_of_a_route_is_reported() {
+        let text = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[upstreams.app]\nservers = [\"127.0.0.1:2\"]\n\
+                    [[routes]]\nhost = \"a:1\"\nmethods = [\"G T\"]\nupstream = \"app\"\n\
+                    rewrite = { regex = \"a\", replace = \"b\" }\n";
+        let e = Config::from_toml(text, "t.toml").unwrap_err();
+        let got: Vec<(Option<usize>, &str)> = e
+            .problems()
+            .iter()
+            .map(|p| (p.line, p.field.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some(6), "routes[0].host"),
+                (Some(7), "routes[0].methods"),
+                (Some(9), "routes[0].rewrite.replace"),
+            ],
+            "{e}"
+        );
+    }
+
+    #[test]
     fn route_errors_name_field_and_reason() {
         let cases = [
             ("upstream = \"app\"\nrespond = { status = 200 }", "routes[0].upstream: give only one"),

@@ -3,6 +3,7 @@
 use http::HeaderValue;
 
 use super::{raw, Limits, Route, Timeouts, UpstreamGroup, UpstreamHost};
+use crate::router::{Action, HostMatch, PathMatch, Rewrite, Template};
 
 /// `(field, reason)`, the field relative to the route.
 pub(super) type FieldError = (String, String);
@@ -11,16 +12,86 @@ fn field(name: &str, reason: impl Into<String>) -> FieldError {
     (name.to_string(), reason.into())
 }
 
-/// Compiles one `[[routes]]` entry; errors name the field within it.
+/// Compiles one `[[routes]]` entry: every part is checked, and every
+/// problem comes back, each naming its field within the route.
 pub(super) fn compile_route(
     rt: &raw::Route,
     upstreams: &[UpstreamGroup],
     timeouts: &Timeouts,
     limits: &Limits,
-) -> Result<Route, FieldError> {
-    use crate::router::{Action, HostMatch, PathMatch, Rewrite, Template};
+) -> Result<Route, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let host = ok(&mut errors, host_match(rt));
+    let path = ok(&mut errors, path_match(rt));
+    let methods = ok(&mut errors, methods(rt));
+    let headers = ok(&mut errors, header_pairs("headers", rt.headers.as_ref()));
+    let action = ok(&mut errors, action(rt, upstreams));
+    let proxies = matches!(action, Some(Action::Proxy(_)));
+    for (name, given) in [
+        ("strip_prefix", rt.strip_prefix.is_some()),
+        ("rewrite", rt.rewrite.is_some()),
+        ("request_headers", rt.request_headers.is_some()),
+        ("upstream_host", rt.upstream_host.is_some()),
+        ("timeouts", rt.timeouts.is_some()),
+        ("max_body_bytes", rt.max_body_bytes.is_some()),
+    ] {
+        // A route without a valid action has its own error already.
+        if given && action.is_some() && !proxies {
+            errors.push(field(name, "only applies to routes with `upstream`"));
+        }
+    }
+    let rewrite = ok(&mut errors, rewrite(rt));
+    let upstream_host = ok(&mut errors, upstream_host(rt));
+    let request_headers = ok(
+        &mut errors,
+        header_ops("request_headers", rt.request_headers.as_ref()),
+    );
+    let response_headers = ok(
+        &mut errors,
+        header_ops("response_headers", rt.response_headers.as_ref()),
+    );
+    let rt_timeouts = rt.timeouts.as_ref();
+    let route = (|| {
+        Some(Route {
+            host: host?,
+            path: path?,
+            methods: methods?,
+            headers: headers?,
+            action: action?,
+            rewrite: rewrite?,
+            request_headers: request_headers?,
+            response_headers: response_headers?,
+            upstream_host: upstream_host?,
+            max_body_bytes: rt.max_body_bytes.or(limits.max_body_bytes),
+            upstream_connect: rt_timeouts
+                .and_then(|t| t.upstream_connect)
+                .unwrap_or(timeouts.upstream_connect),
+            upstream_response_head: rt_timeouts
+                .and_then(|t| t.upstream_response_head)
+                .unwrap_or(timeouts.upstream_response_head),
+        })
+    })();
+    match route {
+        Some(r) if errors.is_empty() => Ok(r),
+        _ => Err(errors),
+    }
+}
 
-    let host = match rt.host.as_deref() {
+/// `r`'s value, or `None` with its error kept.
+fn ok<T>(errors: &mut Vec<FieldError>, r: Result<T, FieldError>) -> Option<T> {
+    r.map_err(|e| errors.push(e)).ok()
+}
+
+fn must_start_with_slash(name: &str, p: &str) -> Result<String, FieldError> {
+    if p.starts_with('/') {
+        Ok(p.to_string())
+    } else {
+        Err(field(name, format!("`{p}` must start with `/`")))
+    }
+}
+
+fn host_match(rt: &raw::Route) -> Result<HostMatch, FieldError> {
+    Ok(match rt.host.as_deref() {
         None => HostMatch::Any,
         Some(h) if h.is_empty() || h.contains(['/', ' ', ':']) => {
             return Err(field(
@@ -48,16 +119,11 @@ pub(super) fn compile_route(
             }
             None => HostMatch::Exact(h.to_ascii_lowercase()),
         },
-    };
+    })
+}
 
-    let must_start_with_slash = |name: &str, p: &str| {
-        if p.starts_with('/') {
-            Ok(p.to_string())
-        } else {
-            Err(field(name, format!("`{p}` must start with `/`")))
-        }
-    };
-    let path = match (&rt.path, &rt.path_prefix, &rt.path_regex) {
+fn path_match(rt: &raw::Route) -> Result<PathMatch, FieldError> {
+    Ok(match (&rt.path, &rt.path_prefix, &rt.path_regex) {
         (None, None, None) => PathMatch::Prefix("/".into()),
         (Some(p), None, None) => PathMatch::Exact(must_start_with_slash("path", p)?),
         (None, Some(p), None) => PathMatch::Prefix(must_start_with_slash("path_prefix", p)?),
@@ -70,8 +136,10 @@ pub(super) fn compile_route(
                 "give at most one of `path`, `path_prefix` and `path_regex`",
             ))
         }
-    };
+    })
+}
 
+fn methods(rt: &raw::Route) -> Result<Vec<http::Method>, FieldError> {
     let mut methods = Vec::new();
     for m in rt.methods.iter().flatten() {
         let upper = m.to_ascii_uppercase();
@@ -80,9 +148,11 @@ pub(super) fn compile_route(
                 .map_err(|_| field("methods", format!("`{m}` is not an HTTP method")))?,
         );
     }
-    let headers = header_pairs("headers", rt.headers.as_ref())?;
+    Ok(methods)
+}
 
-    let action = match (&rt.upstream, &rt.redirect, &rt.respond) {
+fn action(rt: &raw::Route, upstreams: &[UpstreamGroup]) -> Result<Action, FieldError> {
+    Ok(match (&rt.upstream, &rt.redirect, &rt.respond) {
         (Some(name), None, None) => Action::Proxy(
             upstreams
                 .iter()
@@ -132,23 +202,11 @@ pub(super) fn compile_route(
                 "give only one of `upstream`, `redirect` and `respond`",
             ))
         }
-    };
-    let proxies = matches!(action, Action::Proxy(_));
-    let only_proxy = |name: &str, given: bool| {
-        if given && !proxies {
-            Err(field(name, "only applies to routes with `upstream`"))
-        } else {
-            Ok(())
-        }
-    };
-    only_proxy("strip_prefix", rt.strip_prefix.is_some())?;
-    only_proxy("rewrite", rt.rewrite.is_some())?;
-    only_proxy("request_headers", rt.request_headers.is_some())?;
-    only_proxy("upstream_host", rt.upstream_host.is_some())?;
-    only_proxy("timeouts", rt.timeouts.is_some())?;
-    only_proxy("max_body_bytes", rt.max_body_bytes.is_some())?;
+    })
+}
 
-    let rewrite = match (&rt.strip_prefix, &rt.rewrite) {
+fn rewrite(rt: &raw::Route) -> Result<Option<Rewrite>, FieldError> {
+    Ok(match (&rt.strip_prefix, &rt.rewrite) {
         (None, None) => None,
         (Some(p), None) => Some(Rewrite::StripPrefix(must_start_with_slash(
             "strip_prefix",
@@ -173,9 +231,11 @@ pub(super) fn compile_route(
                 "give either `strip_prefix` or `rewrite`, not both",
             ))
         }
-    };
+    })
+}
 
-    let upstream_host = match rt.upstream_host.as_deref() {
+fn upstream_host(rt: &raw::Route) -> Result<UpstreamHost, FieldError> {
+    Ok(match rt.upstream_host.as_deref() {
         None | Some("client") => UpstreamHost::Client,
         Some("server") => UpstreamHost::Server,
         Some(v) => UpstreamHost::Fixed(HeaderValue::from_str(v).map_err(|_| {
@@ -184,26 +244,6 @@ pub(super) fn compile_route(
                 format!("`{v}` is not a valid header value"),
             )
         })?),
-    };
-
-    let rt_timeouts = rt.timeouts.as_ref();
-    Ok(Route {
-        host,
-        path,
-        methods,
-        headers,
-        action,
-        rewrite,
-        request_headers: header_ops("request_headers", rt.request_headers.as_ref())?,
-        response_headers: header_ops("response_headers", rt.response_headers.as_ref())?,
-        upstream_host,
-        max_body_bytes: rt.max_body_bytes.or(limits.max_body_bytes),
-        upstream_connect: rt_timeouts
-            .and_then(|t| t.upstream_connect)
-            .unwrap_or(timeouts.upstream_connect),
-        upstream_response_head: rt_timeouts
-            .and_then(|t| t.upstream_response_head)
-            .unwrap_or(timeouts.upstream_response_head),
     })
 }
 
