@@ -77,11 +77,27 @@ pub(crate) fn spawn_checks(
         .ok()
 }
 
-fn describe(r: &Result<StatusCode, String>) -> String {
+fn describe(r: &Result<StatusCode, ProbeError>) -> String {
     match r {
         Ok(s) => format!("status {}", s.as_u16()),
-        Err(e) => e.clone(),
+        Err(e) => e.to_string(),
     }
+}
+
+/// Why a check got no status.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    /// As a request's connect would fail (refused, TLS...).
+    #[error("{}", .0.chain())]
+    Connect(#[source] crate::error::ProxyError),
+    #[error("request: {0}")]
+    Build(#[source] http::Error),
+    #[error("handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+    #[error("request: {0}")]
+    Request(#[source] hyper::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 /// Where a check goes, and how it connects (as requests do: TLS for
@@ -94,11 +110,11 @@ struct Target {
 }
 
 /// One check: a fresh connection, one request, the status.
-async fn probe(target: &Target, check: &Check) -> Result<StatusCode, String> {
+async fn probe(target: &Target, check: &Check) -> Result<StatusCode, ProbeError> {
     let attempt = async {
         let (io, alpn_h2) = crate::upstream::open(target.addr, target.tls.as_ref(), check.timeout)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ProbeError::Connect)?;
         let h2 = target.protocol.speaks_h2(alpn_h2);
         let builder = http::Request::builder()
             .method(check.method.clone())
@@ -117,11 +133,11 @@ async fn probe(target: &Target, check: &Check) -> Result<StatusCode, String> {
             let req = builder
                 .uri(uri)
                 .body(Empty::<bytes::Bytes>::new())
-                .map_err(|e| e.to_string())?;
+                .map_err(ProbeError::Build)?;
             let (mut sender, conn) =
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
                     .await
-                    .map_err(|e| format!("handshake: {e}"))?;
+                    .map_err(ProbeError::Handshake)?;
             tokio::spawn(conn);
             sender.send_request(req).await
         } else {
@@ -129,19 +145,19 @@ async fn probe(target: &Target, check: &Check) -> Result<StatusCode, String> {
                 .uri(check.path.clone())
                 .header(http::header::HOST, &target.authority)
                 .body(Empty::<bytes::Bytes>::new())
-                .map_err(|e| e.to_string())?;
+                .map_err(ProbeError::Build)?;
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
                 .await
-                .map_err(|e| format!("handshake: {e}"))?;
+                .map_err(ProbeError::Handshake)?;
             tokio::spawn(conn);
             sender.send_request(req).await
         }
-        .map_err(|e| format!("request: {e}"))?;
+        .map_err(ProbeError::Request)?;
         let status = resp.status();
         let _ = resp.into_body().collect().await;
         Ok(status)
     };
     tokio::time::timeout(check.timeout, attempt)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {:?}", check.timeout)))
+        .unwrap_or(Err(ProbeError::Timeout(check.timeout)))
 }

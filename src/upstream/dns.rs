@@ -33,6 +33,30 @@ use crate::config::Dns as Settings;
 /// answer expires.
 pub(crate) type Answer = (Vec<IpAddr>, Instant);
 
+/// Why a name has no address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LookupError {
+    #[error("no such name (NXDOMAIN)")]
+    NoSuchName,
+    #[error("no A or AAAA record")]
+    NoAddress,
+    #[error("the name server answered {0} ({code})", code = u16::from(*.0))]
+    Answered(hickory_resolver::proto::op::ResponseCode),
+    /// Anything else the resolver said (timeouts, unreachable servers),
+    /// in its words.
+    #[error("{0}")]
+    Failed(String),
+    /// The resolver could not be set up.
+    #[error("{0}")]
+    Setup(String),
+    /// With why the resolver may not know the name (it has no name server).
+    #[error("{error}; {note}")]
+    Noted {
+        error: Box<LookupError>,
+        note: Arc<str>,
+    },
+}
+
 /// A resolver, and why it may miss names: without a readable system
 /// configuration only `/etc/hosts` and `localhost` resolve.
 #[derive(Clone)]
@@ -41,7 +65,7 @@ struct Resolver {
     note: Option<Arc<str>>,
 }
 
-fn resolver(s: &Settings) -> Result<Resolver, String> {
+fn resolver(s: &Settings) -> Result<Resolver, LookupError> {
     let mut note = None;
     let mut builder = if s.resolvers.is_empty() {
         TokioResolver::builder_tokio().unwrap_or_else(|e| {
@@ -79,7 +103,7 @@ fn resolver(s: &Settings) -> Result<Resolver, String> {
     o.negative_max_ttl = Some(s.min_refresh);
     let r = builder
         .build()
-        .map_err(|e| format!("cannot set up the resolver: {e}"))?;
+        .map_err(|e| LookupError::Setup(format!("cannot set up the resolver: {e}")))?;
     Ok(Resolver { r, note })
 }
 
@@ -91,33 +115,35 @@ fn hosts_only() -> hickory_resolver::ResolverBuilder<TokioRuntimeProvider> {
     )
 }
 
-async fn lookup(r: &Resolver, host: &str) -> Result<Answer, String> {
+async fn lookup(r: &Resolver, host: &str) -> Result<Answer, LookupError> {
     let found = r.r.lookup_ip(host).await.map_err(|e| match &r.note {
-        Some(note) => format!("{}; {note}", describe(&e)),
-        None => describe(&e),
+        Some(note) => LookupError::Noted {
+            error: Box::new(classify(&e)),
+            note: note.clone(),
+        },
+        None => classify(&e),
     })?;
     let mut ips: Vec<IpAddr> = found.iter().collect();
     ips.sort();
     ips.dedup();
     if ips.is_empty() {
-        return Err("no A or AAAA record".into());
+        return Err(LookupError::NoAddress);
     }
     Ok((ips, found.valid_until()))
 }
 
-/// A lookup error in a line (hickory's own prints the query's Debug form).
-fn describe(e: &hickory_resolver::net::NetError) -> String {
+/// What a lookup error means (hickory's own Display prints the query's
+/// Debug form).
+fn classify(e: &hickory_resolver::net::NetError) -> LookupError {
     use hickory_resolver::net::{DnsError, NetError};
     use hickory_resolver::proto::op::ResponseCode;
     match e {
         NetError::Dns(DnsError::NoRecordsFound(n)) if n.response_code == ResponseCode::NXDomain => {
-            "no such name (NXDOMAIN)".into()
+            LookupError::NoSuchName
         }
-        NetError::Dns(DnsError::NoRecordsFound(_)) => "no A or AAAA record".into(),
-        NetError::Dns(DnsError::ResponseCode(code)) => {
-            format!("the name server answered {code} ({})", u16::from(*code))
-        }
-        e => e.to_string(),
+        NetError::Dns(DnsError::NoRecordsFound(_)) => LookupError::NoAddress,
+        NetError::Dns(DnsError::ResponseCode(code)) => LookupError::Answered(*code),
+        e => LookupError::Failed(e.to_string()),
     }
 }
 
@@ -126,10 +152,10 @@ fn describe(e: &hickory_resolver::net::NetError) -> String {
 pub(crate) fn resolve_blocking(
     s: &Settings,
     hosts: &[String],
-) -> HashMap<String, Result<Answer, String>> {
+) -> HashMap<String, Result<Answer, LookupError>> {
     let (s, hosts) = (s.clone(), hosts.to_vec());
     let work = move || {
-        let failed = |hosts: &[String], e: String| {
+        let failed = |hosts: &[String], e: LookupError| {
             hosts.iter().map(|h| (h.clone(), Err(e.clone()))).collect()
         };
         let rt = match tokio::runtime::Builder::new_current_thread()
@@ -137,7 +163,10 @@ pub(crate) fn resolve_blocking(
             .build()
         {
             Ok(rt) => rt,
-            Err(e) => return failed(&hosts, format!("cannot start a runtime: {e}")),
+            Err(e) => {
+                let e = LookupError::Setup(format!("cannot start a runtime: {e}"));
+                return failed(&hosts, e);
+            }
         };
         rt.block_on(async {
             let r = match resolver(&s) {
@@ -327,7 +356,11 @@ mod tests {
             let (ips, _) = lookup(&r, "localhost").await.expect("localhost");
             assert!(ips.contains(&IpAddr::from([127, 0, 0, 1])), "{ips:?}");
             let e = lookup(&r, "nothing.invalid").await.expect_err("no server");
-            assert!(e.ends_with("; no name server"), "{e}");
+            assert!(
+                matches!(&e, LookupError::Noted { note, .. } if &**note == "no name server"),
+                "{e:?}"
+            );
+            assert!(e.to_string().ends_with("; no name server"), "{e}");
         });
     }
 
