@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::common::config::{Route, TestConfig};
 use crate::common::*;
 use bytes::Bytes;
 use http::Request;
@@ -160,20 +161,13 @@ async fn body_over_route_limit_is_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_matching_route_is_404() {
     let origin = backend(|_| async { text(200, "ok") });
-    let proxy = Proxy::start(&format!(
-        r#"
-[server]
-threads = 1
-[[listeners]]
-address = "127.0.0.1:0"
-[[routes]]
-host = "only.example"
-upstream = "app"
-[upstreams.app]
-servers = ["{}"]
-"#,
-        origin.addr
-    ));
+    let proxy = Proxy::start(
+        &TestConfig::new()
+            .threads(1)
+            .route(Route::to("app").host("only.example"))
+            .group("app", [origin.addr])
+            .toml(),
+    );
     let (status, _, _) = get(proxy.addr, "/").await;
     assert_eq!(status, 404);
     let req = Request::get("/")

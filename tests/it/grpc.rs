@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::common::config::{Route, TestConfig};
 use crate::common::pki::{Ca, Client as TlsClient};
 use crate::common::*;
 use futures_core::Stream;
@@ -440,37 +441,20 @@ impl Tls {
 /// A plain listener (h2c by prior knowledge) first, a TLS one second; the
 /// upstream group speaks h2c to the tonic server.
 fn proxy(origin: SocketAddr, tls: &Tls) -> Proxy {
-    proxy_with(origin, tls, "")
+    proxy_with(origin, tls, Route::to("grpc"))
 }
 
-/// As [`proxy`], with `route` added to the route's table.
-fn proxy_with(origin: SocketAddr, tls: &Tls, route: &str) -> Proxy {
-    Proxy::start(&format!(
-        r#"
-[server]
-threads = 2
-shutdown_grace = "10s"
-log_level = "warn"
-
-[[listeners]]
-address = "127.0.0.1:0"
-
-[[listeners]]
-address = "127.0.0.1:0"
-[listeners.tls]
-certificates = [{{ cert = "{cert}", key = "{key}" }}]
-
-[[routes]]
-upstream = "grpc"
-{route}
-
-[upstreams.grpc]
-servers = ["{origin}"]
-protocol = "h2"
-"#,
-        cert = tls.leaf.cert_file.arg(),
-        key = tls.leaf.key_file.arg(),
-    ))
+/// As [`proxy`], with its one route given.
+fn proxy_with(origin: SocketAddr, tls: &Tls, route: Route) -> Proxy {
+    Proxy::start(
+        &TestConfig::new()
+            .listener("127.0.0.1:0")
+            .listener_tls(&[(tls.leaf.cert_file.arg(), tls.leaf.key_file.arg())])
+            .route(route)
+            .group("grpc", [origin])
+            .set("upstreams.grpc.protocol", "h2")
+            .toml(),
+    )
 }
 
 // ---------------------------------------------------------------- client
@@ -935,7 +919,7 @@ async fn response_head_timeout_fails_the_call_and_cancels_it_upstream() {
     let proxy = proxy_with(
         origin.addr,
         &tls,
-        "timeouts = { upstream_response_head = \"200ms\" }",
+        Route::to("grpc").set("timeouts.upstream_response_head", "200ms"),
     );
     let mut c = h2c_client(&proxy).await;
     let status = within(call_unary(&mut c, Request::new(msg(0, "hang"))))

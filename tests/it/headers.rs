@@ -3,6 +3,7 @@
 //! proxy adds `X-Forwarded-*` and `Via`. Requests go over raw TCP where a
 //! client library would add or hide fields.
 
+use crate::common::config::{Route, TestConfig};
 use crate::common::*;
 use http::{Request, Response};
 
@@ -263,25 +264,10 @@ async fn absolute_form_target_goes_upstream_in_origin_form_with_its_host() {
 }
 
 fn config_with_upstream_host(origin: &Backend, upstream_host: &str) -> String {
-    format!(
-        r#"
-[server]
-threads = 2
-shutdown_grace = "10s"
-log_level = "warn"
-
-[[listeners]]
-address = "127.0.0.1:0"
-
-[[routes]]
-upstream = "app"
-upstream_host = "{upstream_host}"
-
-[upstreams.app]
-servers = ["http://{}"]
-"#,
-        origin.addr
-    )
+    TestConfig::new()
+        .route(Route::to("app").set("upstream_host", upstream_host))
+        .group("app", [format!("http://{}", origin.addr)])
+        .toml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

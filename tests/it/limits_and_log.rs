@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::common::config::{Route, TestConfig};
 use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,32 +69,14 @@ async fn access_log_has_one_line_per_request() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let proxy = Proxy::start(&format!(
-        r#"
-[server]
-threads = 2
-access_log = "{}"
-log_level = "error"
-
-[[listeners]]
-address = "127.0.0.1:0"
-
-[[routes]]
-path_prefix = "/dead"
-upstream = "dead"
-
-[[routes]]
-upstream = "app"
-
-[upstreams.app]
-servers = ["{}"]
-
-[upstreams.dead]
-servers = ["{dead}"]
-"#,
-        log.arg(),
-        origin.addr
-    ));
+    let proxy = Proxy::start(
+        &TestConfig::proxying(origin.addr)
+            .log_level("error")
+            .set("server.access_log", log.arg())
+            .route(Route::to("dead").path_prefix("/dead"))
+            .group("dead", [dead])
+            .toml(),
+    );
     let addr = proxy.addr;
     assert_eq!(get(addr, "/a?x=1").await.0, 200);
     assert_eq!(get(addr, "/missing").await.0, 404);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::binary::Binary;
+use crate::common::config::TestConfig;
 use crate::common::*;
 use http::Request;
 use http_body_util::BodyExt;
@@ -19,14 +20,10 @@ fn named(name: &'static str) -> Backend {
 }
 
 fn config(listeners: &[&str], upstream: SocketAddr) -> String {
-    let mut s = String::from("[server]\nthreads = 2\nlog_level = \"error\"\n");
-    for l in listeners {
-        s.push_str(&format!("[[listeners]]\naddress = \"{l}\"\n"));
-    }
-    s.push_str(&format!(
-        "[[routes]]\nupstream = \"app\"\n[upstreams.app]\nservers = [\"{upstream}\"]\n"
-    ));
-    s
+    TestConfig::proxying(upstream)
+        .log_level("error")
+        .listeners_at(listeners)
+        .toml()
 }
 
 /// Polls `cond` until true, bounded by HANG.

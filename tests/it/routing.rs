@@ -2,6 +2,7 @@
 //! precedence; rewrites; redirects; fixed responses; header edits; per-route
 //! timeouts.
 
+use crate::common::config::{Route, TestConfig};
 use crate::common::*;
 use http::Request;
 
@@ -48,60 +49,31 @@ async fn match_kinds_and_precedence() {
         named("long-prefix"),
         named("canary"),
     );
-    let proxy = Proxy::start(&format!(
-        r#"
-[server]
-threads = 1
-log_level = "error"
-[[listeners]]
-address = "127.0.0.1:0"
-
-[[routes]]
-upstream = "any"
-
-[[routes]]
-host = "*.example.com"
-upstream = "wild"
-
-[[routes]]
-host = "www.example.com"
-upstream = "exact_host"
-
-[[routes]]
-path_regex = '\.php$'
-upstream = "regex"
-
-[[routes]]
-path = "/status"
-upstream = "exact_path"
-
-[[routes]]
-path_prefix = "/static/img/"
-upstream = "long_prefix"
-
-[[routes]]
-path_prefix = "/static/"
-methods = ["get"]
-headers = {{ "x-canary" = "1" }}
-upstream = "canary"
-
-[upstreams.any]
-servers = ["{}"]
-[upstreams.wild]
-servers = ["{}"]
-[upstreams.exact_host]
-servers = ["{}"]
-[upstreams.regex]
-servers = ["{}"]
-[upstreams.exact_path]
-servers = ["{}"]
-[upstreams.long_prefix]
-servers = ["{}"]
-[upstreams.canary]
-servers = ["{}"]
-"#,
-        a.addr, b.addr, c.addr, d.addr, e.addr, f.addr, g.addr
-    ));
+    let proxy = Proxy::start(
+        &TestConfig::new()
+            .threads(1)
+            .log_level("error")
+            .route(Route::to("any"))
+            .route(Route::to("wild").host("*.example.com"))
+            .route(Route::to("exact_host").host("www.example.com"))
+            .route(Route::to("regex").path_regex(r"\.php$"))
+            .route(Route::to("exact_path").path("/status"))
+            .route(Route::to("long_prefix").path_prefix("/static/img/"))
+            .route(
+                Route::to("canary")
+                    .path_prefix("/static/")
+                    .methods(&["get"])
+                    .header("x-canary", "1"),
+            )
+            .group("any", [a.addr])
+            .group("wild", [b.addr])
+            .group("exact_host", [c.addr])
+            .group("regex", [d.addr])
+            .group("exact_path", [e.addr])
+            .group("long_prefix", [f.addr])
+            .group("canary", [g.addr])
+            .toml(),
+    );
     let p = proxy.addr;
     type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
     let cases: &[Case] = &[
@@ -245,27 +217,20 @@ fn silent_backend() -> Backend {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_route_timeout_and_body_limit() {
     let silent = silent_backend();
-    let proxy = Proxy::start(&format!(
-        r#"
-[server]
-threads = 1
-log_level = "error"
-[[listeners]]
-address = "127.0.0.1:0"
-[timeouts]
-upstream_response_head = "10m"
-
-[[routes]]
-path_prefix = "/quick/"
-upstream = "silent"
-max_body_bytes = 10
-timeouts = {{ upstream_response_head = "300ms" }}
-
-[upstreams.silent]
-servers = ["{}"]
-"#,
-        silent.addr
-    ));
+    let proxy = Proxy::start(
+        &TestConfig::new()
+            .threads(1)
+            .log_level("error")
+            .set("timeouts.upstream_response_head", "10m")
+            .route(
+                Route::to("silent")
+                    .path_prefix("/quick/")
+                    .set("max_body_bytes", 10)
+                    .set("timeouts.upstream_response_head", "300ms"),
+            )
+            .group("silent", [silent.addr])
+            .toml(),
+    );
     // The route's 300 ms applies, not the global 10 minutes.
     assert_eq!(ask(proxy.addr, "GET", "t", "/quick/x", &[]).await.0, 504);
     let req = Request::post("/quick/x")
@@ -284,31 +249,21 @@ servers = ["{}"]
 async fn head_timeout_holds_for_each_request_of_a_kept_alive_connection() {
     let fast = backend(|_req| async { text(200, "fast") });
     let silent = silent_backend();
-    let proxy = Proxy::start(&format!(
-        r#"
-[server]
-threads = 1
-log_level = "error"
-[[listeners]]
-address = "127.0.0.1:0"
-[timeouts]
-upstream_response_head = "10m"
-
-[[routes]]
-path_prefix = "/quick/"
-upstream = "silent"
-timeouts = {{ upstream_response_head = "300ms" }}
-
-[[routes]]
-upstream = "fast"
-
-[upstreams.silent]
-servers = ["{}"]
-[upstreams.fast]
-servers = ["{}"]
-"#,
-        silent.addr, fast.addr
-    ));
+    let proxy = Proxy::start(
+        &TestConfig::new()
+            .threads(1)
+            .log_level("error")
+            .set("timeouts.upstream_response_head", "10m")
+            .route(
+                Route::to("silent")
+                    .path_prefix("/quick/")
+                    .set("timeouts.upstream_response_head", "300ms"),
+            )
+            .route(Route::to("fast"))
+            .group("silent", [silent.addr])
+            .group("fast", [fast.addr])
+            .toml(),
+    );
     let mut c = RawConn::connect(proxy.addr).await;
     for (path, status, body) in [
         ("/a", 200, "fast"),

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::binary::Binary;
+use crate::common::config::TestConfig;
 use crate::common::*;
 use bytes::Bytes;
 use http::Response;
@@ -17,23 +18,10 @@ use tokio::sync::{mpsc, oneshot};
 /// [`HANG`]: a proxy that waited for the grace period instead of closing
 /// finished connections fails the test instead of passing slowly.
 fn config(origin: SocketAddr, threads: usize) -> String {
-    format!(
-        r#"
-[server]
-threads = {threads}
-shutdown_grace = "300s"
-log_level = "warn"
-
-[[listeners]]
-address = "127.0.0.1:0"
-
-[[routes]]
-upstream = "app"
-
-[upstreams.app]
-servers = ["{origin}"]
-"#
-    )
+    TestConfig::proxying(origin)
+        .threads(threads)
+        .set("server.shutdown_grace", "300s")
+        .toml()
 }
 
 /// Polls until a TCP connect to `addr` is refused, up to [`HANG`].

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 
+use crate::common::config::TestConfig;
 use crate::common::ws::read_to_eof;
 use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -103,13 +104,12 @@ async fn stop(proxy: Proxy) {
 async fn websocket_echo_and_client_close() {
     let (origin, mut events) = ws_origin("");
     let log = TempFile::new("ws-access.log");
-    let proxy = Proxy::start(&format!(
-        "[server]\nthreads = 2\naccess_log = \"{}\"\nlog_level = \"error\"\n\
-         [[listeners]]\naddress = \"127.0.0.1:0\"\n\
-         [[routes]]\nupstream = \"app\"\n[upstreams.app]\nservers = [\"{}\"]\n",
-        log.arg(),
-        origin.addr
-    ));
+    let proxy = Proxy::start(
+        &TestConfig::proxying(origin.addr)
+            .log_level("error")
+            .set("server.access_log", log.arg())
+            .toml(),
+    );
     let mut ws = ws_connect(proxy.addr, "/chat?room=1").await;
     for i in 0..20 {
         let text = format!("message {i}");
@@ -392,12 +392,13 @@ async fn tunnel_survives_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_open_tunnels_after_the_grace_period() {
     let (origin, mut events) = ws_origin("");
-    let proxy = Proxy::start(&format!(
-        "[server]\nthreads = 1\nshutdown_grace = \"300ms\"\nlog_level = \"error\"\n\
-         [[listeners]]\naddress = \"127.0.0.1:0\"\n\
-         [[routes]]\nupstream = \"app\"\n[upstreams.app]\nservers = [\"{}\"]\n",
-        origin.addr
-    ));
+    let proxy = Proxy::start(
+        &TestConfig::proxying(origin.addr)
+            .threads(1)
+            .log_level("error")
+            .set("server.shutdown_grace", "300ms")
+            .toml(),
+    );
     let mut ws = ws_connect(proxy.addr, "/").await;
     assert_eq!(echo(&mut ws, "still here").await, "still here");
     // Shutdown ends although the tunnel stays open.

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 
+use crate::common::config::TestConfig;
 use crate::common::pki::{self, Ca};
 use crate::common::ws::read_to_eof;
 use crate::common::*;
@@ -192,13 +193,12 @@ async fn close_from_client(mut ws: Ws, events: &mut mpsc::UnboundedReceiver<Even
 async fn h2c_websocket_echo_headers_and_client_close() {
     let (origin, mut events) = ws_origin("");
     let log = TempFile::new("ws-h2-access.log");
-    let proxy = Proxy::start(&format!(
-        "[server]\nthreads = 2\naccess_log = \"{}\"\nlog_level = \"error\"\n\
-         [[listeners]]\naddress = \"127.0.0.1:0\"\n\
-         [[routes]]\nupstream = \"app\"\n[upstreams.app]\nservers = [\"{}\"]\n",
-        log.arg(),
-        origin.addr
-    ));
+    let proxy = Proxy::start(
+        &TestConfig::proxying(origin.addr)
+            .log_level("error")
+            .set("server.access_log", log.arg())
+            .toml(),
+    );
     // The extended CONNECT is accepted: the server enabled it in its
     // SETTINGS (h2 refuses `:protocol` otherwise).
     let mut sender = h2c(proxy.addr).await;
@@ -269,26 +269,11 @@ async fn h2c_websocket_echo_headers_and_client_close() {
 
 fn tls_proxy(origin: SocketAddr, ca: &Ca) -> (Proxy, crate::common::pki::Leaf) {
     let a = ca.server(&["a.test"]);
-    let proxy = Proxy::start(&format!(
-        r#"
-[server]
-threads = 2
-log_level = "warn"
-
-[[listeners]]
-address = "127.0.0.1:0"
-[listeners.tls]
-certificates = [{{ cert = "{}", key = "{}" }}]
-
-[[routes]]
-upstream = "app"
-
-[upstreams.app]
-servers = ["{origin}"]
-"#,
-        a.cert_file.arg(),
-        a.key_file.arg()
-    ));
+    let proxy = Proxy::start(
+        &TestConfig::proxying(origin)
+            .listener_tls(&[(a.cert_file.arg(), a.key_file.arg())])
+            .toml(),
+    );
     (proxy, a)
 }
 
@@ -515,12 +500,13 @@ async fn idle_tunnel_ends_the_stream_and_the_upstream_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_open_h2_tunnels_after_the_grace_period() {
     let (origin, mut events) = ws_origin("");
-    let proxy = Proxy::start(&format!(
-        "[server]\nthreads = 1\nshutdown_grace = \"300ms\"\nlog_level = \"error\"\n\
-         [[listeners]]\naddress = \"127.0.0.1:0\"\n\
-         [[routes]]\nupstream = \"app\"\n[upstreams.app]\nservers = [\"{}\"]\n",
-        origin.addr
-    ));
+    let proxy = Proxy::start(
+        &TestConfig::proxying(origin.addr)
+            .threads(1)
+            .log_level("error")
+            .set("server.shutdown_grace", "300ms")
+            .toml(),
+    );
     let mut sender = h2c(proxy.addr).await;
     let (mut ws, _) = ws_open(&mut sender, "http://a.test/").await;
     head(&mut events).await;

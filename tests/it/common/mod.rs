@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub mod binary;
+pub mod config;
 pub mod h2raw;
 pub mod pki;
 pub mod tls_origin;
@@ -78,23 +79,8 @@ impl Drop for Proxy {
 
 pub fn config_to(upstream: SocketAddr, extra: &str) -> String {
     format!(
-        r#"
-[server]
-threads = 2
-shutdown_grace = "10s"
-log_level = "warn"
-
-[[listeners]]
-address = "127.0.0.1:0"
-
-[[routes]]
-upstream = "app"
-
-[upstreams.app]
-servers = ["{upstream}"]
-
-{extra}
-"#
+        "{}\n{extra}\n",
+        config::TestConfig::proxying(upstream).toml()
     )
 }
 
