@@ -302,7 +302,10 @@ fn reload(
     let mut config = match Config::from_file(path) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("reload refused, old config still serving: {e}");
+            running.reloaded(false);
+            for line in e.to_string().lines() {
+                tracing::error!("reload refused, old config still serving: {line}");
+            }
             return;
         }
     };

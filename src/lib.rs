@@ -50,6 +50,7 @@
 #![forbid(unsafe_code)]
 
 mod access_log;
+mod admin;
 mod body;
 pub mod cli;
 pub mod config;
@@ -58,6 +59,7 @@ mod downstream;
 mod error;
 pub mod fuzz;
 mod message;
+mod metrics;
 mod proxy;
 mod router;
 mod rt;

@@ -183,6 +183,10 @@ impl Template {
 /// A compiled route.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// Its position in the config (`routes[index]`).
+    pub index: usize,
+    /// Its `name`, for metrics.
+    pub name: Option<String>,
     pub host: HostMatch,
     pub path: PathMatch,
     /// Empty: any method.
@@ -201,6 +205,13 @@ pub struct Route {
 }
 
 impl Route {
+    /// What metrics call it: its `name`, else `routes[index]`.
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("routes[{}]", self.index))
+    }
+
     fn rank(
         &self,
     ) -> (
@@ -324,6 +335,8 @@ mod tests {
 
     fn route(host: HostMatch, path: PathMatch, upstream: usize) -> Route {
         Route {
+            index: 0,
+            name: None,
             host,
             path,
             methods: Vec::new(),

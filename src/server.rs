@@ -81,6 +81,8 @@ pub struct Running {
     shared: Arc<Mutex<Shared>>,
     /// The background re-resolution of the config's DNS names.
     dns: Option<crate::upstream::dns::Refresher>,
+    /// The admin listener, if configured, and the metrics it shows.
+    admin: Option<(crate::admin::Admin, Arc<crate::admin::State>)>,
 }
 
 /// The config in force and what follows it.
@@ -93,6 +95,8 @@ struct Shared {
     current: Generation,
     /// The active health checks of that config, and their stop switch.
     checks: Option<(JoinHandle<()>, watch::Sender<bool>)>,
+    /// Each listener's gate, by configured address (open connections).
+    gates: Vec<(SocketAddr, Arc<Gate>)>,
 }
 
 impl Shared {
@@ -205,7 +209,33 @@ impl Running {
         }
         let result = self.swap_in(config);
         self.dns = start_dns(&self.shared);
+        match &result {
+            Ok(()) => self.reloaded(true),
+            Err(_) => self.reloaded(false),
+        }
         result
+    }
+
+    /// Counts a reload (one refused before it got here, too: a file that
+    /// did not load).
+    pub fn reloaded(&self, ok: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some((_, state)) = &self.admin {
+            if ok {
+                state.metrics.reloads_ok.fetch_add(1, Relaxed);
+                state
+                    .metrics
+                    .last_reload
+                    .store(crate::metrics::unix_now(), Relaxed);
+            } else {
+                state.metrics.reloads_failed.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// The admin listener's bound address, if it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(a, _)| a.addr)
     }
 
     fn swap_in(&mut self, config: Config) -> Result<(), StartError> {
@@ -223,16 +253,21 @@ impl Running {
         let configured: Vec<SocketAddr> = config.listeners.iter().map(|l| l.addr).collect();
         let mut added: Vec<Vec<ThreadSocket>> = (0..self.threads).map(|_| Vec::new()).collect();
         let mut listeners = Vec::new();
+        let mut gates = Vec::new();
         let nofile = open_files_limit();
         for (l, addr) in config.listeners.iter().zip(&configured) {
             match self.listeners.iter().find(|(c, _)| c == addr) {
-                Some(&kept) => listeners.push(kept),
+                Some(&kept) => {
+                    listeners.push(kept);
+                    gates.extend(shared.gates.iter().filter(|(a, _)| a == addr).cloned());
+                }
                 None => {
                     let (bound, per_thread) = bind_all(*addr, self.threads)?;
                     let gate = gate(config, l, nofile);
                     for (t, sock) in per_thread.into_iter().enumerate() {
                         added[t].push((*addr, sock, gate.clone()));
                     }
+                    gates.push((*addr, gate));
                     listeners.push((*addr, bound));
                 }
             }
@@ -244,6 +279,7 @@ impl Running {
             .filter(|c| !configured.contains(c))
             .collect();
         shared.swap(generation, added, removed)?;
+        shared.gates = gates;
         self.addrs = listeners.iter().map(|(_, b)| *b).collect();
         self.listeners = listeners;
         Ok(())
@@ -251,6 +287,11 @@ impl Running {
 
     /// Begins graceful shutdown; returns at once.
     pub fn shutdown(&self) {
+        if let Some((_, state)) = &self.admin {
+            state
+                .ready
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
         let _ = self.shutdown.send(true);
     }
 
@@ -263,6 +304,9 @@ impl Running {
             let _ = w.join();
         }
         stop_checks(lock(&self.shared).checks.take());
+        if let Some((admin, _)) = self.admin {
+            admin.stop();
+        }
     }
 
     /// Graceful shutdown, then waits for it.
@@ -292,6 +336,11 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let config = generation.config.clone();
     let threads = config.threads.max(1);
     let nofile = open_files_limit();
+    let metrics = config
+        .admin
+        .as_ref()
+        .map(|_| Arc::new(crate::metrics::Registry::default()));
+    let mut gates = Vec::new();
     // sockets[t] holds thread t's socket for every listener.
     let mut sockets: Vec<Vec<ThreadSocket>> = (0..threads).map(|_| Vec::new()).collect();
     let mut listeners = Vec::new();
@@ -305,8 +354,18 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         for (t, sock) in per_thread.into_iter().enumerate() {
             sockets[t].push((l.addr, sock, gate.clone()));
         }
+        gates.push((l.addr, gate));
         listeners.push((l.addr, bound));
     }
+    let admin_socket = match &config.admin {
+        Some(a) => Some(
+            crate::admin::Admin::bind(a.addr).map_err(|source| StartError::Bind {
+                addr: a.addr,
+                source,
+            })?,
+        ),
+        None => None,
+    };
     // Open the log once so a bad path fails startup, then one handle per thread.
     AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?;
 
@@ -328,6 +387,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<()>();
     for (i, socks) in sockets.into_iter().enumerate() {
         let generation = generation.clone();
+        let metrics = metrics.clone();
         let rx = shutdown.subscribe();
         let log = AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?;
         let (tx, reloads) = mpsc::unbounded_channel();
@@ -346,7 +406,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                 }
                 let _ = bound.send(());
                 drop(bound);
-                run_worker(generation, socks, log, rx, reloads)
+                run_worker(generation, socks, log, rx, reloads, metrics)
             })
             .map_err(StartError::Thread)?;
         workers.push(handle);
@@ -361,7 +421,29 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         checks: start_checks(&generation),
         registry,
         current: generation,
+        gates,
     }));
+    let admin = match (&config.admin, metrics, admin_socket) {
+        (Some(a), Some(metrics), Some(socket)) => {
+            let state = Arc::new(crate::admin::State {
+                metrics,
+                gauges: gauges(&shared),
+                ready: true.into(),
+                token: a.token.as_deref().and_then(|t| t.parse().ok()),
+            });
+            match crate::admin::Admin::serve(socket, state.clone()) {
+                Ok(admin) => {
+                    tracing::info!("admin listener on http://{}", admin.addr);
+                    Some((admin, state))
+                }
+                Err(e) => {
+                    tracing::error!("admin listener not started: {e}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     Ok(Running {
         addrs: listeners.iter().map(|(_, b)| *b).collect(),
         listeners,
@@ -370,6 +452,41 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         workers,
         dns: start_dns(&shared),
         shared,
+        admin,
+    })
+}
+
+/// What a scrape reads beside the counters, from the config in force.
+fn gauges(shared: &Arc<Mutex<Shared>>) -> crate::admin::GaugeSource {
+    let weak = Arc::downgrade(shared);
+    Arc::new(move || {
+        let Some(shared) = weak.upgrade() else {
+            return crate::metrics::Gauges::default();
+        };
+        let s = lock(&shared);
+        let g = &s.current;
+        crate::metrics::Gauges {
+            open: s
+                .gates
+                .iter()
+                .map(|(a, gate)| (a.to_string(), gate.open() as u64))
+                .collect(),
+            up: g
+                .config
+                .upstreams
+                .iter()
+                .zip(&g.upstreams.groups)
+                .flat_map(|(group, built)| {
+                    built.servers.iter().map(|srv| {
+                        (
+                            group.name.clone(),
+                            srv.addr.to_string(),
+                            srv.health.available(),
+                        )
+                    })
+                })
+                .collect(),
+        }
     })
 }
 
@@ -439,6 +556,7 @@ fn run_worker(
     log: AccessLog,
     shutdown: watch::Receiver<bool>,
     mut reloads: mpsc::UnboundedReceiver<Reload>,
+    metrics: Option<Arc<crate::metrics::Registry>>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -452,7 +570,12 @@ fn run_worker(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let current = Rc::new(Current::new(Worker::new(&generation, log, None)));
+        let current = Rc::new(Current::new(Worker::new(
+            &generation,
+            log,
+            None,
+            metrics.as_deref(),
+        )));
         let live = Rc::new(Live {
             count: Cell::new(0),
             zero: Notify::new(),
@@ -470,6 +593,7 @@ fn run_worker(
                         index.clone(),
                         current.clone(),
                         Admission {
+                            addr,
                             gate,
                             registry: registry.clone(),
                         },
@@ -502,7 +626,12 @@ fn run_worker(
                 msg = reloads.recv() => {
                     let Some(msg) = msg else { continue };
                     let old = current.get();
-                    current.set(Worker::new(&msg.generation, msg.log, Some(&old.pool)));
+                    current.set(Worker::new(
+                        &msg.generation,
+                        msg.log,
+                        Some(&old.pool),
+                        metrics.as_deref(),
+                    ));
                     old.log.flush();
                     accepting.retain(|a| !msg.remove.contains(&a.addr));
                     for l in msg.add {

@@ -11,6 +11,7 @@ use hyper::server::conn::http1;
 use crate::access_log::AccessLog;
 use crate::config::{Config, ConfigError};
 use crate::downstream::tls::ServerTls;
+use crate::metrics::{Counters, Labels, Registry as MetricsRegistry};
 use crate::router::Router;
 use crate::upstream::registry::{Registry, Upstreams};
 use crate::upstream::Pool;
@@ -24,6 +25,8 @@ pub(crate) struct Generation {
     pub upstreams: Arc<Upstreams>,
     /// Each listener's TLS, in config order.
     pub tls: Arc<Vec<Option<Arc<ServerTls>>>>,
+    /// The label values of this generation's metrics.
+    pub labels: Arc<Labels>,
 }
 
 impl Generation {
@@ -61,6 +64,7 @@ impl Generation {
             }
         };
         Ok(Generation {
+            labels: Arc::new(Labels::new(&config, &upstreams)),
             config: Arc::new(config),
             upstreams: Arc::new(upstreams),
             tls: Arc::new(tls),
@@ -70,6 +74,7 @@ impl Generation {
     /// The same config with other upstreams (after a DNS change).
     pub(crate) fn with_upstreams(&self, upstreams: Upstreams) -> Generation {
         Generation {
+            labels: Arc::new(Labels::new(&self.config, &upstreams)),
             upstreams: Arc::new(upstreams),
             ..self.clone()
         }
@@ -85,6 +90,8 @@ pub(crate) struct Worker {
     pub router: Router,
     pub pool: Pool,
     pub log: AccessLog,
+    /// This thread's metrics under this config (admin listener on).
+    pub counters: Option<Arc<Counters>>,
     /// hyper's settings for new client connections.
     pub http1: hyper::server::conn::http1::Builder,
 }
@@ -92,9 +99,15 @@ pub(crate) struct Worker {
 impl Worker {
     /// Builds a worker for `config`; idle upstream connections to servers
     /// that `old` also had move over.
-    pub(crate) fn new(g: &Generation, log: AccessLog, old: Option<&Pool>) -> Worker {
+    pub(crate) fn new(
+        g: &Generation,
+        log: AccessLog,
+        old: Option<&Pool>,
+        metrics: Option<&MetricsRegistry>,
+    ) -> Worker {
         let config = g.config.clone();
         Worker {
+            counters: metrics.map(|m| m.counters(g.labels.clone())),
             router: Router::new(&config.routes),
             pool: Pool::new(&config, &g.upstreams, old),
             log,

@@ -55,7 +55,7 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
     }
     let mut routes = Vec::new();
     for (i, rt) in raw.routes.iter().enumerate() {
-        match compile_route(rt, &upstreams, &timeouts, &limits) {
+        match compile_route(i, rt, &upstreams, &timeouts, &limits) {
             Ok(r) => routes.push(r),
             Err(errors) => {
                 for (f, reason) in errors {
@@ -66,6 +66,21 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
                     }
                 }
             }
+        }
+    }
+
+    for (i, rt) in raw.routes.iter().enumerate() {
+        let Some(name) = &rt.name else { continue };
+        if name.is_empty() {
+            p.add(format!("routes[{i}].name"), "is empty");
+        } else if let Some(j) = raw.routes[..i]
+            .iter()
+            .position(|o| o.name.as_ref() == Some(name))
+        {
+            p.add(
+                format!("routes[{i}].name"),
+                format!("`{name}` is also the name of routes[{j}]"),
+            );
         }
     }
 
@@ -86,6 +101,29 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
         );
     }
 
+    let admin = raw.admin.as_ref().and_then(|a| {
+        let addr = a
+            .address
+            .parse()
+            .map_err(|e| {
+                p.add(
+                    "admin.address",
+                    format!("`{}` is not an IP:port address ({e})", a.address),
+                )
+            })
+            .ok()?;
+        if a.token.as_deref() == Some("") {
+            p.add("admin.token", "is empty; leave it out for no token");
+        }
+        if listeners.iter().any(|l| l.addr == addr && addr.port() != 0) {
+            p.add("admin.address", "is also a proxy listener's address");
+        }
+        Some(super::Admin {
+            addr,
+            token: a.token.clone(),
+        })
+    });
+
     let config = Config {
         listeners,
         routes,
@@ -100,6 +138,7 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
             .unwrap_or(std::time::Duration::from_secs(30)),
         log_level,
         dns,
+        admin,
         source: source.clone(),
     };
     p.result(config, &source)

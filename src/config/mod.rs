@@ -151,9 +151,20 @@ pub struct Config {
     pub log_level: String,
     /// How servers given by name are resolved and refreshed.
     pub dns: Dns,
+    /// The admin listener (metrics, health), off unless configured.
+    pub admin: Option<Admin>,
     /// The file this came from, for errors found when it is put into
     /// service.
     pub source: Source,
+}
+
+/// The `[admin]` listener: `/metrics`, `/healthz`, `/readyz`. Never served
+/// on the proxy's listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub addr: std::net::SocketAddr,
+    /// When set, every request needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 /// Binding worker threads to CPUs (nginx's `worker_cpu_affinity`,

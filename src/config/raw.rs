@@ -60,6 +60,14 @@ pub struct File {
     pub timeouts: Option<Timeouts>,
     pub limits: Option<Limits>,
     pub dns: Option<Dns>,
+    pub admin: Option<Admin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub address: String,
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +115,7 @@ pub struct Certificate {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
+    pub name: Option<String>,
     pub host: Option<String>,
     pub path: Option<String>,
     pub path_prefix: Option<String>,

@@ -15,6 +15,7 @@ fn field(name: &str, reason: impl Into<String>) -> FieldError {
 /// Compiles one `[[routes]]` entry: every part is checked, and every
 /// problem comes back, each naming its field within the route.
 pub(super) fn compile_route(
+    index: usize,
     rt: &raw::Route,
     upstreams: &[UpstreamGroup],
     timeouts: &Timeouts,
@@ -53,6 +54,8 @@ pub(super) fn compile_route(
     let rt_timeouts = rt.timeouts.as_ref();
     let route = (|| {
         Some(Route {
+            index,
+            name: rt.name.clone(),
             host: host?,
             path: path?,
             methods: methods?,

@@ -54,6 +54,8 @@ pub(crate) fn reindex(accepting: &[Accepting], config: &Config) {
 
 /// A listener's admission state, and this thread's connections.
 pub(crate) struct Admission {
+    /// The listener's configured address.
+    pub(crate) addr: std::net::SocketAddr,
     pub(crate) gate: Arc<Gate>,
     pub(crate) registry: Rc<Registry>,
 }
@@ -88,7 +90,11 @@ pub(crate) async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let Admission { gate, registry } = admission;
+    let Admission {
+        addr,
+        gate,
+        registry,
+    } = admission;
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -126,6 +132,9 @@ pub(crate) async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        if let Some(c) = &worker.counters {
+            c.accepted(addr);
+        }
         let state = Rc::new(ConnState::new(
             client,
             ConnLimits::of(&worker.config.limits),

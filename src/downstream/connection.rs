@@ -385,6 +385,7 @@ async fn set_up(
     let https = tls.is_some();
     state.http1.set(!h2);
     let svc = Svc(Rc::new(ConnCtx {
+        listener: listener.addr,
         client_ip: HeaderValue::from_str(&client.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown")),
         client,

@@ -82,6 +82,11 @@ impl Drop for IpCounted {
 const RETRY: Duration = Duration::from_millis(100);
 
 impl Gate {
+    /// Connections open now, on every thread.
+    pub(crate) fn open(&self) -> usize {
+        self.max.saturating_sub(self.permits.available_permits())
+    }
+
     pub(crate) fn new(max: usize, max_per_ip: Option<u32>) -> Arc<Gate> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         Arc::new(Gate {

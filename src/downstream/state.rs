@@ -21,6 +21,8 @@ use crate::worker::Current;
 /// Per client connection: who it is, and the state the watchdog reads.
 pub(crate) struct ConnCtx {
     pub current: Rc<Current>,
+    /// The listener's configured address (its metrics label).
+    pub listener: SocketAddr,
     pub client: SocketAddr,
     /// The client's IP, ready to append to `X-Forwarded-For`.
     pub client_ip: HeaderValue,

@@ -30,6 +30,12 @@ pub(crate) struct LogLine(Option<Box<Line>>);
 struct Line {
     entry: Entry,
     worker: Rc<Worker>,
+    /// The listener's configured address.
+    listener: SocketAddr,
+    /// The route's config index, once routed.
+    route: Option<usize>,
+    /// The server that answered (the pool's flat index).
+    server: Option<usize>,
     status: u16,
     bytes: u64,
     upstream: Option<SocketAddr>,
@@ -37,18 +43,42 @@ struct Line {
 }
 
 impl LogLine {
-    /// A line for the request `entry` describes, if the log is on.
-    pub(crate) fn new(worker: &Rc<Worker>, entry: impl FnOnce() -> Entry) -> LogLine {
-        LogLine(worker.log.enabled().then(|| {
+    /// The end record of the request `entry` describes, if the log or the
+    /// metrics are on. (The metrics count at the same end: one place for
+    /// both.)
+    pub(crate) fn new(
+        worker: &Rc<Worker>,
+        listener: SocketAddr,
+        entry: impl FnOnce() -> Entry,
+    ) -> LogLine {
+        let on = worker.log.enabled() || worker.counters.is_some();
+        LogLine(on.then(|| {
             Box::new(Line {
                 entry: entry(),
                 worker: worker.clone(),
+                listener,
+                route: None,
+                server: None,
                 status: 499,
                 bytes: 0,
                 upstream: None,
                 outcome: "cancelled",
             })
         }))
+    }
+
+    /// The request's route (config index), once found.
+    pub(crate) fn route(&mut self, route: Option<usize>) {
+        if let Some(l) = &mut self.0 {
+            l.route = route;
+        }
+    }
+
+    /// The server whose response this was (the pool's flat index).
+    pub(crate) fn server(&mut self, server: usize) {
+        if let Some(l) = &mut self.0 {
+            l.server = Some(server);
+        }
     }
 
     /// How the request ended, for when the line is written.
@@ -71,6 +101,16 @@ impl Drop for LogLine {
             l.worker
                 .log
                 .record(&l.entry, l.status, l.bytes, l.upstream, l.outcome);
+            if let Some(c) = &l.worker.counters {
+                c.ended(&crate::metrics::Ended {
+                    listener: l.listener,
+                    route: l.route,
+                    server: l.server,
+                    status: l.status,
+                    bytes: l.bytes,
+                    elapsed: l.entry.start.elapsed(),
+                });
+            }
         }
     }
 }
@@ -116,6 +156,7 @@ impl Exchange {
         } else {
             "aborted"
         };
+        line.server(lease.server);
         line.set(status, bytes, Some(worker.pool.addr(lease.server)), outcome);
         drop(line);
         let (balancer, i) = worker.pool.locate(lease.server);

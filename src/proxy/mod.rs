@@ -19,6 +19,7 @@
 //! place and rendered in one place (`synthetic`), with one log line
 //! naming the cause. Upgrades continue in [`tunnel`].
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -58,7 +59,7 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
     // The fields the proxy acts on, found in one pass for the whole request.
     let found = scan(&parts.headers);
     let admitted = admit(&ctx, &mut parts, found);
-    let line = LogLine::new(&worker, || Entry {
+    let mut line = LogLine::new(&worker, ctx.listener, || Entry {
         start: Instant::now(),
         client: ctx.client,
         method: parts.method.clone(),
@@ -73,11 +74,13 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
     let grpc = is_grpc(&parts.headers);
     // `forward`'s future lives directly in this one: a second async layer
     // around it would copy its whole state once more per request.
+    let routed = Cell::new(None);
     let forwarded = match admitted {
-        Ok(authority) => forward(&ctx, &worker, parts, body, authority, found).await,
+        Ok(authority) => forward(&ctx, &worker, parts, body, authority, found, &routed).await,
         Err(e) => Err(e),
     };
     pending.done();
+    line.route(routed.get());
     let mut resp = respond(&ctx, &worker, forwarded, line, in_flight, grpc);
     let h = resp.headers_mut();
     if let Some(hsts) = &ctx.hsts {
@@ -268,6 +271,7 @@ async fn forward<'w>(
     body: Incoming,
     authority: Option<Authority>,
     found: Found,
+    routed: &Cell<Option<usize>>,
 ) -> Result<Outcome<'w>, ProxyError> {
     // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and sent
     // as the HTTP/1.1 handshake it stands for: a GET.
@@ -276,7 +280,7 @@ async fn forward<'w>(
         parts.method = Method::GET;
     }
     let authority = authority.as_ref();
-    let (route, group) = match request::route(ctx, w, &mut parts, authority, &body)? {
+    let (route, group) = match request::route(ctx, w, &mut parts, authority, &body, routed)? {
         Routed::Proxy(route, group) => (route, group),
         Routed::Local(resp) => return Ok(Outcome::Local(resp)),
     };

@@ -3,6 +3,7 @@
 //! itself, the body limit, the path rewrite, and the head rewritten for the
 //! upstream hop.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -201,6 +202,7 @@ pub(crate) fn route<'w>(
     parts: &mut http::request::Parts,
     authority: Option<&Authority>,
     body: &Incoming,
+    routed: &Cell<Option<usize>>,
 ) -> Result<Routed<'w>, ProxyError> {
     if let Some(port) = ctx.redirect_https {
         return Ok(Routed::Local(https_redirect(authority, port, parts)));
@@ -218,6 +220,7 @@ pub(crate) fn route<'w>(
             &parts.headers,
         )
         .ok_or(ProxyError::NoRoute)?;
+    routed.set(Some(route.index));
     let group = match &route.action {
         Action::Proxy(group) => *group,
         Action::Redirect { status, location } => {

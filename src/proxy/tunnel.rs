@@ -433,6 +433,7 @@ impl Drop for Tunnel {
                 "tunnel failed: upstream connection not handed over after its 101: {e}"
             ),
         }
+        self.line.server(self.server);
         self.line.set(status, down, Some(addr), outcome);
         let (balancer, i) = w.pool.locate(self.server);
         balancer.end(i);

@@ -249,6 +249,7 @@ fn example_file_sets_every_option() {
         "[timeouts]",
         "[limits]",
         "[dns]",
+        "[admin]",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(table)),
@@ -256,6 +257,8 @@ fn example_file_sets_every_option() {
         );
     }
     for key in [
+        "name",
+        "token",
         "threads",
         "cpu_affinity",
         "access_log",

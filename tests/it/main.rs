@@ -7,6 +7,7 @@
 
 mod common;
 
+mod admin;
 mod affinity;
 mod balance;
 mod cli;

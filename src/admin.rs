@@ -1,0 +1,171 @@
+//! The admin listener (`[admin]`, off by default): what operators and
+//! their tools ask of the proxy itself, never served on the proxy's own
+//! listeners.
+//!
+//! - `GET /metrics`: Prometheus text exposition ([`crate::metrics`]).
+//! - `GET /healthz`: 200 while the process runs.
+//! - `GET /readyz`: 200 while it takes traffic, 503 once shutdown began.
+//!
+//! It runs on a thread of its own (a single-threaded runtime, HTTP/1.1),
+//! so a slow scrape never takes time from a worker. With a `token`, every
+//! request needs `Authorization: Bearer TOKEN` (401 otherwise).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+
+use crate::metrics::{Gauges, Registry};
+
+/// Reads the values a scrape shows beside the counters (open
+/// connections, servers in service) from the config in force.
+pub(crate) type GaugeSource = Arc<dyn Fn() -> Gauges + Send + Sync>;
+
+/// What the admin endpoints read.
+pub(crate) struct State {
+    pub(crate) metrics: Arc<Registry>,
+    pub(crate) gauges: GaugeSource,
+    /// Cleared when shutdown begins.
+    pub(crate) ready: AtomicBool,
+    pub(crate) token: Option<HeaderValue>,
+}
+
+/// The running admin listener; stopped by [`Admin::stop`].
+pub(crate) struct Admin {
+    handle: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Admin {
+    /// Binds `addr`: before anything starts, so that a taken address
+    /// fails start cleanly.
+    pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+        let l = std::net::TcpListener::bind(addr)?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    }
+
+    /// Serves on `std_listener` from a thread of its own.
+    pub(crate) fn serve(
+        std_listener: std::net::TcpListener,
+        state: Arc<State>,
+    ) -> std::io::Result<Admin> {
+        let addr = std_listener.local_addr()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (stop, mut stopped) = watch::channel(false);
+        let handle =
+            std::thread::Builder::new()
+                .name("tidegate-admin".into())
+                .spawn(move || {
+                    rt.block_on(async move {
+                        let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                tracing::error!("admin listener {addr}: {e}");
+                                return;
+                            }
+                        };
+                        loop {
+                            let (stream, _) = tokio::select! {
+                                a = listener.accept() => match a {
+                                    Ok(a) => a,
+                                    Err(_) => continue,
+                                },
+                                _ = stopped.changed() => return,
+                            };
+                            let state = state.clone();
+                            let mut stopped = stopped.clone();
+                            tokio::spawn(async move {
+                                let svc = service_fn(move |req| {
+                                    let state = state.clone();
+                                    async move {
+                                        Ok::<_, std::convert::Infallible>(answer(&state, &req))
+                                    }
+                                });
+                                let conn = http1::Builder::new()
+                                    .serve_connection(TokioIo::new(stream), svc);
+                                tokio::select! {
+                                    _ = conn => {}
+                                    _ = stopped.changed() => {}
+                                }
+                            });
+                        }
+                    })
+                })?;
+        Ok(Admin { handle, stop, addr })
+    }
+
+    pub(crate) fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.handle.join();
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// One admin request's answer.
+fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if let Some(token) = &state.token {
+        let ok = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .is_some_and(|t| constant_time_eq(t, token.as_bytes()));
+        if !ok {
+            let mut r = text(StatusCode::UNAUTHORIZED, "a bearer token is needed\n");
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    let path = req.uri().path();
+    if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
+        return text(StatusCode::NOT_FOUND, "no such admin endpoint\n");
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    match path {
+        "/metrics" => {
+            let body = crate::metrics::render(&state.metrics, &(state.gauges)());
+            let mut r = text(StatusCode::OK, body);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        _ if state.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
+        _ => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+    }
+}
+
+/// Compares without stopping at the first difference, so that the time
+/// taken says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,293 @@
+//! The Prometheus text exposition format (version 0.0.4): `# HELP` and
+//! `# TYPE` lines, then one line per series, histograms as cumulative
+//! `_bucket` series with `_sum` and `_count`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::{bucket_label, Registry, Series, BUCKETS};
+
+/// What a metric is and says.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+}
+
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "tidegate_requests_total",
+        kind: "counter",
+        help: "Requests answered, by listener, route and status class.",
+    },
+    Family {
+        name: "tidegate_request_duration_seconds",
+        kind: "histogram",
+        help: "Time from a request's head to the end of its response.",
+    },
+    Family {
+        name: "tidegate_response_body_bytes_total",
+        kind: "counter",
+        help: "Response body bytes sent to clients.",
+    },
+    Family {
+        name: "tidegate_upstream_responses_total",
+        kind: "counter",
+        help: "Responses from upstream servers, by status class.",
+    },
+    Family {
+        name: "tidegate_connections_accepted_total",
+        kind: "counter",
+        help: "Client connections accepted.",
+    },
+];
+
+/// Values read at scrape time, beside the counters.
+#[derive(Debug, Default)]
+pub(crate) struct Gauges {
+    /// `(listener, open connections)`.
+    pub(crate) open: Vec<(String, u64)>,
+    /// `(group, server, in service)`.
+    pub(crate) up: Vec<(String, String, bool)>,
+}
+
+/// The whole exposition.
+pub(crate) fn render(registry: &Registry, gauges: &Gauges) -> String {
+    let all = registry.collect();
+    let mut out = String::new();
+    for f in FAMILIES {
+        header(&mut out, f.name, f.kind, f.help);
+        if f.kind == "histogram" {
+            histogram(&mut out, f.name, &all);
+        } else {
+            for ((name, labels), v) in all.range((f.name, Vec::new())..) {
+                if *name != f.name {
+                    break;
+                }
+                line(&mut out, name, labels, *v);
+            }
+        }
+    }
+    header(
+        &mut out,
+        "tidegate_connections_open",
+        "gauge",
+        "Client connections open now.",
+    );
+    for (listener, n) in &gauges.open {
+        let labels = vec![("listener", listener.clone())];
+        line(&mut out, "tidegate_connections_open", &labels, *n as f64);
+    }
+    header(
+        &mut out,
+        "tidegate_upstream_server_up",
+        "gauge",
+        "1 when an upstream server is in service (healthy, not ejected).",
+    );
+    for (group, server, up) in &gauges.up {
+        let labels = vec![("group", group.clone()), ("server", server.clone())];
+        let v = if *up { 1.0 } else { 0.0 };
+        line(&mut out, "tidegate_upstream_server_up", &labels, v);
+    }
+    process(&mut out, registry);
+    out
+}
+
+fn process(out: &mut String, r: &Registry) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut single =
+        |name: &'static str, kind: &str, help: &str, labels: &[(&'static str, String)], v: f64| {
+            header(out, name, kind, help);
+            line(out, name, labels, v);
+        };
+    single(
+        "tidegate_build_info",
+        "gauge",
+        "Always 1; the labels say which build this is.",
+        &[("version", env!("CARGO_PKG_VERSION").to_string())],
+        1.0,
+    );
+    single(
+        "tidegate_config_reloads_total",
+        "counter",
+        "Config reloads that took effect.",
+        &[("result", "ok".into())],
+        r.reloads_ok.load(Relaxed) as f64,
+    );
+    line(
+        out,
+        "tidegate_config_reloads_total",
+        &[("result", "failed".into())],
+        r.reloads_failed.load(Relaxed) as f64,
+    );
+    let mut single = |name: &'static str, kind: &str, help: &str, v: f64| {
+        header(out, name, kind, help);
+        line(out, name, &[], v);
+    };
+    single(
+        "tidegate_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        "When the config in force was loaded (start or reload), in Unix seconds.",
+        r.last_reload.load(Relaxed) as f64,
+    );
+    let start = r
+        .started
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    single(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since the Unix epoch in seconds.",
+        start,
+    );
+    let p = proc_self();
+    if let Some(cpu) = p.cpu_seconds {
+        single(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            cpu,
+        );
+    }
+    if let Some(rss) = p.rss_bytes {
+        single(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            rss,
+        );
+    }
+    if let Some(fds) = p.open_fds {
+        single(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            fds,
+        );
+    }
+}
+
+/// What `/proc/self` says about the process (Linux; `None` elsewhere).
+struct ProcSelf {
+    cpu_seconds: Option<f64>,
+    rss_bytes: Option<f64>,
+    open_fds: Option<f64>,
+}
+
+fn proc_self() -> ProcSelf {
+    // Clock ticks and pages as Linux reports them on every platform
+    // Tidegate ships for.
+    const TICKS: f64 = 100.0;
+    const PAGE: f64 = 4096.0;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok();
+    // Fields after the command name, which may hold spaces: state is
+    // field 3, utime 14 and stime 15.
+    let cpu_seconds = stat.as_deref().and_then(|s| {
+        let rest = &s[s.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = f.get(11)?.parse().ok()?;
+        let stime: f64 = f.get(12)?.parse().ok()?;
+        Some((utime + stime) / TICKS)
+    });
+    let rss_bytes = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map(|pages| pages * PAGE);
+    let open_fds = std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|d| d.count() as f64);
+    ProcSelf {
+        cpu_seconds,
+        rss_bytes,
+        open_fds,
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn line(out: &mut String, name: &str, labels: &[(&'static str, String)], v: f64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, val)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{k}=\"");
+            for ch in val.chars() {
+                match ch {
+                    '\\' => out.push_str("\\\\"),
+                    '"' => out.push_str("\\\""),
+                    '\n' => out.push_str("\\n"),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {v}");
+}
+
+/// A histogram's buckets, cumulative, for every label set that has any,
+/// then its `_sum` and `_count`.
+fn histogram(out: &mut String, name: &str, all: &BTreeMap<Series, f64>) {
+    let bucket_name = format!("{name}_bucket");
+    let sum_name = format!("{name}_sum");
+    // Label set (without `le`) -> counts per bucket.
+    let mut sets: BTreeMap<Vec<(&'static str, String)>, Vec<f64>> = BTreeMap::new();
+    for ((n, labels), v) in all {
+        if *n != bucket_name {
+            continue;
+        }
+        let Some(le) = labels.iter().find(|(k, _)| *k == "le") else {
+            continue;
+        };
+        let Some(b) = (0..=BUCKETS.len()).find(|&b| bucket_label(b) == le.1) else {
+            continue;
+        };
+        let base: Vec<_> = labels.iter().filter(|(k, _)| *k != "le").cloned().collect();
+        sets.entry(base)
+            .or_insert_with(|| vec![0.0; BUCKETS.len() + 1])[b] += v;
+    }
+    let sums: BTreeMap<&Vec<(&'static str, String)>, f64> = all
+        .iter()
+        .filter(|((n, _), _)| *n == sum_name)
+        .map(|((_, l), v)| (l, *v))
+        .collect();
+    for (base, counts) in &sets {
+        let mut total = 0.0;
+        for (b, c) in counts.iter().enumerate() {
+            total += c;
+            let mut labels = base.clone();
+            labels.push(("le", bucket_label(b)));
+            line(out, &bucket_name, &labels, total);
+        }
+        line(out, &sum_name, base, sums.get(base).copied().unwrap_or(0.0));
+        line(out, &format!("{name}_count"), base, total);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        line(&mut out, "m", &[("a", "x\"y\\z\n".into())], 2.0);
+        assert_eq!(out, "m{a=\"x\\\"y\\\\z\\n\"} 2\n");
+    }
+
+    #[test]
+    fn process_values_are_read() {
+        let p = proc_self();
+        assert!(p.rss_bytes.is_some_and(|r| r > 0.0));
+        assert!(p.open_fds.is_some_and(|n| n > 0.0));
+        assert!(p.cpu_seconds.is_some());
+    }
+}

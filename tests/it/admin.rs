@@ -1,0 +1,235 @@
+//! The admin listener: `/metrics` after known traffic (exact counts, and
+//! `promtool check metrics` on the text), `/healthz`, `/readyz` (503 once
+//! draining), the bearer token, and that nothing of it is served on the
+//! proxy's own listener.
+
+use std::process::{Command, Stdio};
+
+use crate::common::config::{Route, TestConfig};
+use crate::common::*;
+use http::Request;
+
+/// An origin: 404 for `/missing`, 200 with `hello` otherwise.
+fn origin() -> Backend {
+    backend(|req: Request<hyper::body::Incoming>| async move {
+        match req.uri().path() {
+            "/missing" => text(404, "nope"),
+            _ => text(200, "hello"),
+        }
+    })
+}
+
+fn config(origin: &Backend, dead: std::net::SocketAddr, token: Option<&str>) -> String {
+    let c = TestConfig::new().set("admin.address", "127.0.0.1:0");
+    let c = match token {
+        Some(t) => c.set("admin.token", t),
+        None => c,
+    };
+    c.route(Route::to("app").path_prefix("/api/").set("name", "api"))
+        .route(Route::to("app").host("app.test"))
+        .route(Route::to("dead").path_prefix("/dead"))
+        .group("app", [origin.addr])
+        .group("dead", [dead])
+        .toml()
+}
+
+/// `GET path` on the admin listener with `headers`: status and body.
+async fn admin_get(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let addr = proxy.running().admin_addr().expect("admin listener");
+    let mut req = Request::get(path).header("host", "admin");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = send(addr, req.body(empty()).unwrap())
+        .await
+        .expect("admin answers");
+    let status = resp.status().as_u16();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("admin body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The value of the series written exactly `series` (name and labels),
+/// if present.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn closed_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_known_traffic_exactly() {
+    let origin = origin();
+    let proxy = Proxy::start(&config(&origin, closed_port(), None));
+    let p = proxy.addr;
+    for _ in 0..3 {
+        assert_eq!(get(p, "/api/x").await.0, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(get(p, "/missing").await.0, 404);
+    }
+    assert_eq!(get(p, "/dead").await.0, 502);
+    let req = Request::get("/other")
+        .header("host", "app.test")
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(p, req).await.unwrap().status(), 200);
+
+    let l = "listener=\"127.0.0.1:0\"";
+    let want = [
+        (
+            format!("tidegate_requests_total{{{l},route=\"api\",code=\"2xx\"}}"),
+            3.0,
+        ),
+        (
+            format!("tidegate_requests_total{{{l},route=\"none\",code=\"4xx\"}}"),
+            2.0,
+        ),
+        (
+            format!("tidegate_requests_total{{{l},route=\"routes[2]\",code=\"5xx\"}}"),
+            1.0,
+        ),
+        (
+            format!("tidegate_requests_total{{{l},route=\"routes[1]\",code=\"2xx\"}}"),
+            1.0,
+        ),
+        (
+            format!("tidegate_request_duration_seconds_count{{{l},route=\"api\"}}"),
+            3.0,
+        ),
+        (
+            format!("tidegate_request_duration_seconds_bucket{{{l},route=\"api\",le=\"+Inf\"}}"),
+            3.0,
+        ),
+        (
+            format!("tidegate_response_body_bytes_total{{{l},route=\"api\"}}"),
+            15.0,
+        ),
+        (
+            format!(
+                "tidegate_upstream_responses_total{{group=\"app\",server=\"{}\",code=\"2xx\"}}",
+                origin.addr
+            ),
+            4.0,
+        ),
+        (
+            "tidegate_upstream_server_up{group=\"app\",server=\"".to_string()
+                + &origin.addr.to_string()
+                + "\"}",
+            1.0,
+        ),
+    ];
+    // A request is counted as its response ends, which may be just after
+    // the client has it: scrape until the counts are in (bounded by HANG).
+    let text = tokio::time::timeout(HANG, async {
+        loop {
+            let (status, text) = admin_get(&proxy, "/metrics", &[]).await;
+            assert_eq!(status, 200);
+            if want.iter().all(|(s, v)| value(&text, s) == Some(*v)) {
+                break text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("counts never matched {want:?}"));
+    // `/missing` matched no route (the catch-all one needs host
+    // app.test): the router's 404s, which no upstream saw.
+    assert_eq!(
+        value(
+            &text,
+            &format!(
+                "tidegate_upstream_responses_total{{group=\"app\",server=\"{}\",code=\"4xx\"}}",
+                origin.addr
+            )
+        ),
+        None
+    );
+    assert!(value(
+        &text,
+        "tidegate_connections_accepted_total{listener=\"127.0.0.1:0\"}"
+    )
+    .is_some_and(|n| n >= 1.0));
+    assert!(value(&text, "process_resident_memory_bytes").is_some_and(|n| n > 0.0));
+    assert_eq!(
+        value(&text, "tidegate_config_reloads_total{result=\"ok\"}"),
+        Some(0.0)
+    );
+
+    // promtool (Debian package `prometheus`) accepts the exposition.
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (apt-get install prometheus)");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_token() {
+    let origin = origin();
+    let proxy = Proxy::start(&config(&origin, closed_port(), Some("s3cret")));
+    assert_eq!(admin_get(&proxy, "/healthz", &[]).await.0, 401);
+    assert_eq!(
+        admin_get(&proxy, "/metrics", &[("authorization", "Bearer wrong")])
+            .await
+            .0,
+        401
+    );
+    let auth = [("authorization", "Bearer s3cret")];
+    assert_eq!(
+        admin_get(&proxy, "/healthz", &auth).await,
+        (200, "ok\n".into())
+    );
+    assert_eq!(
+        admin_get(&proxy, "/readyz", &auth).await,
+        (200, "ready\n".into())
+    );
+    assert_eq!(admin_get(&proxy, "/nothing", &auth).await.0, 404);
+    // The proxy's own listener knows nothing of these: it routes them.
+    let (status, _, body) = get(proxy.addr, "/metrics").await;
+    assert_eq!(status, 404);
+    let body = String::from_utf8_lossy(&body);
+    assert!(!body.contains("tidegate_"), "{body}");
+
+    proxy.running().shutdown();
+    assert_eq!(
+        admin_get(&proxy, "/readyz", &auth).await,
+        (503, "draining\n".into())
+    );
+    assert_eq!(admin_get(&proxy, "/healthz", &auth).await.0, 200);
+}
+
+#[test]
+fn admin_settings_are_checked() {
+    let base = TestConfig::proxying("127.0.0.1:9").toml();
+    let err = |extra: &str| {
+        tidegate::Config::from_toml(&format!("{base}{extra}"), "t.toml")
+            .expect_err("refused")
+            .to_string()
+    };
+    assert!(
+        err("[admin]\naddress = \"localhost\"\n").contains("admin.address: `localhost` is not"),
+        "{}",
+        err("[admin]\naddress = \"localhost\"\n")
+    );
+    assert!(err("[admin]\naddress = \"127.0.0.1:1\"\ntoken = \"\"\n").contains("admin.token"));
+    assert!(err("[admin]\naddress = \"127.0.0.1:1\"\nport = 2\n").contains("unknown field"));
+}
