@@ -5,6 +5,9 @@
 #
 #   A=path/to/old B=path/to/new C=8000 R=3 D=5 bench/ab.sh
 #
+# A_ARGS / B_ARGS add arguments to one side (the same binary with a feature
+# on against off: A=B=target/release/tidegate B_ARGS="--admin 127.0.0.1:0").
+#
 # Needs nginx, wrk, curl, python3. Stops everything it starts.
 set -u
 A=${A:?path of binary A}; B=${B:?path of binary B}
@@ -20,9 +23,9 @@ sleep 0.5
 cpu() { awk '{print $14+$15}' /proc/$1/stat; }
 for r in $(seq 1 $R); do
   for name in A B; do
-    if [ $name = A ]; then BIN=$A; else BIN=$B; fi
+    if [ $name = A ]; then BIN=$A; ARGS=${A_ARGS:-}; else BIN=$B; ARGS=${B_ARGS:-}; fi
     P=$(free_port)
-    $BIN --listen 127.0.0.1:$P --upstream http://127.0.0.1:$ORIGIN --threads 2 --log-level error > $OUT/$name.log 2>&1 &
+    $BIN --listen 127.0.0.1:$P --upstream http://127.0.0.1:$ORIGIN --threads 2 --log-level error $ARGS > $OUT/$name.log 2>&1 &
     TG=$!
     for i in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:$P/small && break; sleep 0.1; done
     c0=$(cpu $TG)

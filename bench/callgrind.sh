@@ -4,6 +4,8 @@
 #
 #   bench/callgrind.sh [REQUESTS] [BINARY]
 #
+# ARGS adds arguments to Tidegate's (ARGS="--admin 127.0.0.1:0": metrics on).
+#
 # Starts a one-worker nginx origin serving a 100-byte /small on a free port,
 # Tidegate (1 thread) under valgrind in front of it, sends REQUESTS
 # (default 20000) keep-alive requests with h2load --h1 over 50 connections,
@@ -19,7 +21,7 @@ source "$(dirname "$0")/lib.sh"
 ORIGIN=$(free_port); PROXY=$(free_port)
 start_origin "$OUT" "$ORIGIN"; NGINX=$ORIGIN_PID
 valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" "$BIN" \
-  --listen "127.0.0.1:$PROXY" --upstream "http://127.0.0.1:$ORIGIN" --threads 1 --log-level error \
+  --listen "127.0.0.1:$PROXY" --upstream "http://127.0.0.1:$ORIGIN" --threads 1 --log-level error ${ARGS:-} \
   > "$OUT/tidegate.log" 2>&1 & VG=$!
 trap 'kill $VG $NGINX 2>/dev/null || true' EXIT
 for _ in $(seq 150); do curl -s -o /dev/null "127.0.0.1:$PROXY/small" && break; sleep 0.2; done

@@ -321,8 +321,14 @@ def nginx_proxy_conf(tmp, ports, origin_port, threads, tls, headers, pin):
     ssl_protocols TLSv1.3;
 """ + NGINX_PROXY_LOCATION + """\
   }}
+""" + ("""\
+  server {{
+    listen 127.0.0.1:{metrics};
+    location / {{ stub_status; }}
+  }}
+""" if "metrics" in ports else "") + """\
 }}
-""").format(tmp=tmp, name="nginx", port=ports["h1"], h2c=ports["h2c"], tls=ports["tls"],
+""").format(metrics=ports.get("metrics"), tmp=tmp, name="nginx", port=ports["h1"], h2c=ports["h2c"], tls=ports["tls"],
              cert=tls["cert"], key=tls["key"], oport=origin_port, threads=threads, nofile=NOFILE,
              headers=NGINX_SAME_HEADERS if headers == "same" else "")
 
@@ -344,6 +350,10 @@ def haproxy_cpu_map(threads):
 def haproxy_conf(ports, origin_port, threads, tls, headers, pin):
     # maxconn 9000 -> HAProxy needs ~2*9000 fds, which fits the 20000 limit.
     cpu_map = haproxy_cpu_map(threads) if pin == "auto" else ""
+    stats = ""
+    if "metrics" in ports:
+        stats = (f"frontend stats\n  bind 127.0.0.1:{ports['metrics']}\n"
+                 "  http-request use-service prometheus-exporter\n")
     return f"""global
   nbthread {threads}
 {cpu_map}  maxconn 9000
@@ -367,7 +377,8 @@ frontend fe
 
 backend be
   server o 127.0.0.1:{origin_port}
-{HAPROXY_SAME_HEADERS if headers == "same" else ""}"""
+{HAPROXY_SAME_HEADERS if headers == "same" else ""}
+{stats}"""
 
 
 def tidegate_conf(ports, origin_port, threads, tls, pin):
@@ -400,7 +411,8 @@ upstream = "origin"
 [upstreams.origin]
 servers = ["http://127.0.0.1:{origin_port}"]
 balance = "round_robin"
-"""
+""" + (f'\n[admin]\naddress = "127.0.0.1:{ports["metrics"]}"\n'
+       if "metrics" in ports else "")
 
 
 def make_cert(tmp):
@@ -477,7 +489,9 @@ def start_servers(tmp, args, threads, notes):
         ports["h1"], f"{tmp}/haproxy.out", ports)))
     for name, start in candidates:
         try:
-            ports = dict(zip(("h1", "h2c", "tls"), free_ports(3)))
+            ports = dict(zip(("h1", "h2c", "tls", "metrics"), free_ports(4)))
+            if not args.metrics:
+                del ports["metrics"]
             if name == "tidegate":
                 ports["h2c"] = ports["h1"]  # one plain listener: HTTP/1.1 and h2c
             srv = start(ports)
@@ -922,7 +936,7 @@ def machine_info(threads, args):
         "wrk": version(["wrk", "-v"]), "curl": version(["curl", "--version"]),
         "h2load": version(["h2load", "--version"]), "openssl": version(["openssl", "version"]),
         "duration_proto_s": args.duration_proto,
-        "tidegate": args.tidegate, "headers": args.headers, "pin": args.pin,
+        "tidegate": args.tidegate, "headers": args.headers, "pin": args.pin, "metrics": args.metrics,
         "git": version(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
         "loadavg_start": open("/proc/loadavg").read().split()[:3],
     }
@@ -943,6 +957,9 @@ def parse_args():
     p.add_argument("--pin", choices=("auto", "off"), default="auto",
                    help="auto: each proxy binds worker/thread i to the i-th CPU (Tidegate cpu_affinity, "
                         "nginx worker_cpu_affinity auto, HAProxy cpu-map); off: the kernel places them")
+    p.add_argument("--metrics", action="store_true",
+                   help="metrics on: Tidegate's [admin] listener, nginx's stub_status, "
+                        "HAProxy's Prometheus exporter (each on a port of its own)")
     p.add_argument("--install", action="store_true", help="apt-get install missing tools")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     a = p.parse_args()

@@ -65,11 +65,10 @@ impl Admin {
             .enable_all()
             .build()?;
         let (stop, mut stopped) = watch::channel(false);
-        let handle =
-            std::thread::Builder::new()
-                .name("tidegate-admin".into())
-                .spawn(move || {
-                    rt.block_on(async move {
+        let handle = std::thread::Builder::new()
+            .name("tidegate-admin".into())
+            .spawn(move || {
+                rt.block_on(async move {
                         let listener = match tokio::net::TcpListener::from_std(std_listener) {
                             Ok(l) => l,
                             Err(e) => {
@@ -103,7 +102,7 @@ impl Admin {
                             });
                         }
                     })
-                })?;
+            })?;
         Ok(Admin { handle, stop, addr })
     }
 

@@ -47,6 +47,11 @@ struct Overrides {
     #[arg(long, global = true)]
     log_level: Option<String>,
 
+    /// Serve the admin endpoints (/metrics, /healthz, /readyz) here, as
+    /// `[admin] address` does (no token).
+    #[arg(long, global = true, value_name = "ADDR")]
+    admin: Option<std::net::SocketAddr>,
+
     /// Worker threads (default: the number of cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
@@ -197,6 +202,10 @@ fn apply_overrides(config: &mut Config, overrides: &Overrides) {
     }
     if let Some(a) = overrides.cpu_affinity {
         config.cpu_affinity = a;
+    }
+    if let Some(addr) = overrides.admin {
+        let token = config.admin.take().and_then(|a| a.token);
+        config.admin = Some(crate::config::Admin { addr, token });
     }
 }
 

@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::Instant;
 
 use crate::access_log::Entry;
 use crate::body::BodyProgress;
@@ -28,7 +29,10 @@ use crate::worker::Worker;
 pub(crate) struct LogLine(Option<Box<Line>>);
 
 struct Line {
-    entry: Entry,
+    /// What the access log writes (`None` with the log off: the metrics
+    /// need only the start).
+    entry: Option<Entry>,
+    start: Instant,
     worker: Rc<Worker>,
     /// The listener's configured address.
     listener: SocketAddr,
@@ -51,10 +55,12 @@ impl LogLine {
         listener: SocketAddr,
         entry: impl FnOnce() -> Entry,
     ) -> LogLine {
-        let on = worker.log.enabled() || worker.counters.is_some();
-        LogLine(on.then(|| {
+        let log = worker.log.enabled();
+        LogLine((log || worker.counters.is_some()).then(|| {
+            let entry = log.then(entry);
             Box::new(Line {
-                entry: entry(),
+                start: entry.as_ref().map_or_else(Instant::now, |e| e.start),
+                entry,
                 worker: worker.clone(),
                 listener,
                 route: None,
@@ -98,9 +104,11 @@ impl LogLine {
 impl Drop for LogLine {
     fn drop(&mut self) {
         if let Some(l) = self.0.take() {
-            l.worker
-                .log
-                .record(&l.entry, l.status, l.bytes, l.upstream, l.outcome);
+            if let Some(e) = &l.entry {
+                l.worker
+                    .log
+                    .record(e, l.status, l.bytes, l.upstream, l.outcome);
+            }
             if let Some(c) = &l.worker.counters {
                 c.ended(&crate::metrics::Ended {
                     listener: l.listener,
@@ -108,7 +116,7 @@ impl Drop for LogLine {
                     server: l.server,
                     status: l.status,
                     bytes: l.bytes,
-                    elapsed: l.entry.start.elapsed(),
+                    elapsed: l.start.elapsed(),
                 });
             }
         }
