@@ -1,4 +1,7 @@
-//! Access log: one line per request.
+//! Access log: one line per request, in the format `access_log_format`
+//! names.
+//!
+//! `default`:
 //!
 //! ```text
 //! 2026-11-28T18:40:00.123Z 127.0.0.1:51234 "GET /path HTTP/1.1" 200 1234 127.0.0.1:9000 0.0021 done www.example.com
@@ -7,38 +10,149 @@
 //! Fields: time the request ended (UTC), client address, request line,
 //! status, body bytes sent to the client, upstream address (`-` if none),
 //! duration in seconds, how it ended (`done`, `aborted` when the client
-//! or upstream went away mid-body, `error` for a synthetic error response),
-//! and the request's authority (`-` if it had none).
-//! An upgraded connection gets its line when its tunnel ends: status 101
-//! (200 for a WebSocket over HTTP/2),
-//! the bytes sent to the client through the tunnel, and `done` when both
-//! sides closed, `aborted` otherwise (error, idle timeout, shutdown).
+//! or upstream went away mid-body, `error` for a synthetic error response,
+//! `cancelled` when the client left before the response), and the
+//! request's authority (`-` if it had none). An upgraded connection gets
+//! its line when its tunnel ends: status 101 (200 for a WebSocket over
+//! HTTP/2), the bytes sent to the client through the tunnel, and `done`
+//! when both sides closed, `aborted` otherwise.
 //!
-//! Each worker buffers its lines and writes whole lines with one `write` on
-//! an `O_APPEND` file, when the buffer passes 32 KiB, once a second, and at
-//! shutdown; so logging costs no system call per request.
+//! `combined` is nginx's, byte for byte (what log tools read); `json` one
+//! object per line with the keys of [`JsonLine`]; a template writes
+//! nginx-style `$variables` ([`crate::config::Var`]).
+//!
+//! Each worker buffers its lines and hands whole buffers (at 32 KiB, once
+//! a second, and at shutdown) to the log's writer thread through a
+//! bounded queue: no system call on the request path, and a writer that
+//! cannot keep up costs dropped lines (counted), never a blocked request.
+//! The writer reopens its file on SIGUSR1 (after logrotate moved it).
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use http::{Method, Uri, Version};
+use http::{HeaderName, HeaderValue, Method, Uri, Version};
 use tokio::time::Instant;
 
-use crate::config::AccessLogTarget;
+use crate::config::{AccessLogTarget, LogFormat, Piece, Var};
 
 const FLUSH_AT: usize = 32 * 1024;
+/// Buffers waiting for the writer (at most about 2 MiB).
+const QUEUE: usize = 64;
+
+enum Msg {
+    Lines(Vec<u8>),
+    Reopen,
+}
+
+/// A log target's writer thread, shared by every worker writing to it.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: SyncSender<Msg>,
+    /// Lines dropped because the queue was full.
+    pub(crate) dropped: Arc<AtomicU64>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
 
 enum Sink {
     Stdout,
-    File(File),
+    File(PathBuf, File),
 }
 
-/// One worker's access log.
+fn open(path: &PathBuf) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl Writer {
+    /// Opens `target` (an error fails start or reload) and starts its
+    /// thread; `None` when the log is off.
+    pub(crate) fn start(target: &AccessLogTarget) -> std::io::Result<Option<Writer>> {
+        let sink = match target {
+            AccessLogTarget::Off => return Ok(None),
+            AccessLogTarget::Stdout => Sink::Stdout,
+            AccessLogTarget::File(path) => Sink::File(path.clone(), open(path)?),
+        };
+        let (tx, rx) = sync_channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("tidegate-log".into())
+            .spawn(move || write_lines(sink, rx))?;
+        Ok(Some(Writer {
+            tx,
+            dropped: Arc::default(),
+            thread: Arc::new(Mutex::new(Some(thread))),
+        }))
+    }
+
+    /// Asks the writer to reopen its file (a no-op on stdout).
+    pub(crate) fn reopen(&self) {
+        let _ = self.tx.send(Msg::Reopen);
+    }
+
+    /// Waits for the writer to finish once every worker let go of it (at
+    /// shutdown: the last lines are written before the process exits).
+    pub(crate) fn finish(self) {
+        let thread = self.thread.clone();
+        drop(self);
+        let handle = thread.lock().map(|mut t| t.take()).unwrap_or(None);
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+fn write_lines(mut sink: Sink, rx: Receiver<Msg>) {
+    // Ends when every sender is gone.
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            Msg::Lines(buf) => {
+                let res = match &mut sink {
+                    Sink::Stdout => {
+                        let mut out = std::io::stdout().lock();
+                        out.write_all(&buf).and_then(|_| out.flush())
+                    }
+                    Sink::File(_, f) => f.write_all(&buf),
+                };
+                if let Err(e) = res {
+                    tracing::error!("access log write failed: {e}");
+                }
+            }
+            Msg::Reopen => {
+                if let Sink::File(path, f) = &mut sink {
+                    match open(path) {
+                        Ok(new) => {
+                            *f = new;
+                            tracing::info!("access log {} reopened", path.display());
+                        }
+                        Err(e) => tracing::error!(
+                            "access log {}: cannot reopen ({e}); writing on to the old file",
+                            path.display()
+                        ),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One worker's access log: its format and buffer.
 pub(crate) struct AccessLog {
-    sink: Option<Sink>,
+    writer: Option<Writer>,
+    format: Arc<LogFormat>,
+    /// The request fields the format shows, in [`Entry::headers`] order.
+    headers: Arc<[HeaderName]>,
     buf: RefCell<Vec<u8>>,
 }
 
@@ -51,6 +165,16 @@ pub(crate) struct Entry {
     pub version: Version,
     /// The request's authority, if it had a valid one.
     pub host: Option<crate::message::admit::Authority>,
+    /// The fields the format shows ([`AccessLog::capture`]).
+    pub headers: Vec<Option<HeaderValue>>,
+}
+
+/// How a request ended, beside its [`Entry`].
+pub(crate) struct End<'a> {
+    pub status: u16,
+    pub bytes: u64,
+    pub upstream: Option<SocketAddr>,
+    pub outcome: &'a str,
 }
 
 /// Lines still buffered go out when a worker's log is dropped (an old
@@ -61,87 +185,293 @@ impl Drop for AccessLog {
     }
 }
 
+/// A `json` line.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    time: String,
+    client: String,
+    method: &'a str,
+    uri: String,
+    protocol: &'a str,
+    status: u16,
+    bytes_sent: u64,
+    upstream: Option<String>,
+    duration: f64,
+    outcome: &'a str,
+    host: Option<&'a str>,
+    referer: Option<&'a str>,
+    user_agent: Option<&'a str>,
+}
+
 impl AccessLog {
-    pub(crate) fn open(target: &AccessLogTarget) -> std::io::Result<AccessLog> {
-        let sink = match target {
-            AccessLogTarget::Off => None,
-            AccessLogTarget::Stdout => Some(Sink::Stdout),
-            AccessLogTarget::File(path) => Some(Sink::File(
-                OpenOptions::new().create(true).append(true).open(path)?,
-            )),
-        };
-        Ok(AccessLog {
-            sink,
+    pub(crate) fn new(writer: Option<Writer>, format: &LogFormat) -> AccessLog {
+        AccessLog {
+            writer,
+            headers: format.headers().into(),
+            format: Arc::new(format.clone()),
             buf: RefCell::new(Vec::new()),
-        })
+        }
     }
 
     pub(crate) fn enabled(&self) -> bool {
-        self.sink.is_some()
+        self.writer.is_some()
     }
 
-    pub(crate) fn record(
-        &self,
-        e: &Entry,
-        status: u16,
-        bytes: u64,
-        upstream: Option<SocketAddr>,
-        outcome: &str,
-    ) {
-        if self.sink.is_none() {
+    /// The request fields this log's format shows, from `h`.
+    pub(crate) fn capture(&self, h: &http::HeaderMap) -> Vec<Option<HeaderValue>> {
+        self.headers.iter().map(|n| h.get(n).cloned()).collect()
+    }
+
+    pub(crate) fn record(&self, e: &Entry, end: &End<'_>) {
+        if self.writer.is_none() {
             return;
         }
         let mut buf = self.buf.borrow_mut();
-        let up: &dyn std::fmt::Display = match &upstream {
-            Some(a) => a,
-            None => &"-",
-        };
-        // Origin-form: the authority has a field of its own.
-        let target: &dyn std::fmt::Display = match e.target.path_and_query() {
-            Some(pq) => pq,
-            None => &e.target,
-        };
-        let _ = writeln!(
-            buf,
-            "{} {} \"{} {} {:?}\" {} {} {} {:.4} {} {}",
-            humantime::format_rfc3339_millis(SystemTime::now()),
-            e.client,
-            e.method,
-            target,
-            e.version,
-            status,
-            bytes,
-            up,
-            e.start.elapsed().as_secs_f64(),
-            outcome,
-            e.host
-                .as_ref()
-                .map_or("-", crate::message::admit::Authority::as_str),
-        );
+        match &*self.format {
+            LogFormat::Default => default_line(&mut buf, e, end),
+            LogFormat::Combined => combined_line(&mut buf, e, end),
+            LogFormat::Json => json_line(&mut buf, e, end),
+            LogFormat::Template(pieces) => template_line(&mut buf, pieces, &self.headers, e, end),
+        }
         if buf.len() >= FLUSH_AT {
-            Self::write_out(&self.sink, &mut buf);
+            self.hand_over(&mut buf);
         }
     }
 
     pub(crate) fn flush(&self) {
-        Self::write_out(&self.sink, &mut self.buf.borrow_mut());
+        self.hand_over(&mut self.buf.borrow_mut());
     }
 
-    fn write_out(sink: &Option<Sink>, buf: &mut Vec<u8>) {
+    fn hand_over(&self, buf: &mut Vec<u8>) {
+        let Some(w) = &self.writer else { return };
         if buf.is_empty() {
             return;
         }
-        let res = match sink {
-            None => Ok(()),
-            Some(Sink::Stdout) => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(buf).and_then(|_| out.flush())
+        let lines = std::mem::take(buf);
+        if let Err(TrySendError::Full(Msg::Lines(lost))) = w.tx.try_send(Msg::Lines(lines)) {
+            let n = lost.iter().filter(|&&b| b == b'\n').count() as u64;
+            if w.dropped.fetch_add(n, Relaxed) == 0 {
+                tracing::warn!(
+                    "access log: the writer cannot keep up; lines are dropped (counted)"
+                );
             }
-            Some(Sink::File(f)) => (&*f).write_all(buf),
-        };
-        if let Err(e) = res {
-            tracing::error!("access log write failed: {e}");
         }
-        buf.clear();
+    }
+}
+
+/// The target in origin form (the authority has fields of its own).
+fn origin_form(u: &Uri) -> &dyn std::fmt::Display {
+    match u.path_and_query() {
+        Some(pq) => pq,
+        None => u,
+    }
+}
+
+fn upstream<'a>(end: &'a End<'_>) -> &'a dyn std::fmt::Display {
+    match &end.upstream {
+        Some(a) => a,
+        None => &"-",
+    }
+}
+
+fn host(e: &Entry) -> &str {
+    e.host
+        .as_ref()
+        .map_or("-", crate::message::admit::Authority::as_str)
+}
+
+fn default_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
+    let _ = writeln!(
+        buf,
+        "{} {} \"{} {} {:?}\" {} {} {} {:.4} {} {}",
+        humantime::format_rfc3339_millis(SystemTime::now()),
+        e.client,
+        e.method,
+        origin_form(&e.target),
+        e.version,
+        end.status,
+        end.bytes,
+        upstream(end),
+        e.start.elapsed().as_secs_f64(),
+        end.outcome,
+        host(e),
+    );
+}
+
+/// nginx's `$time_local` in UTC: `02/Dec/2026:15:30:00 +0000`.
+fn time_local() -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    // `2026-12-02T15:30:00Z`, fixed width.
+    let t = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let month = t
+        .get(5..7)
+        .and_then(|m| m.parse::<usize>().ok())
+        .and_then(|m| MONTHS.get(m.wrapping_sub(1)))
+        .unwrap_or(&"Jan");
+    format!(
+        "{}/{month}/{}:{} +0000",
+        t.get(8..10).unwrap_or("01"),
+        t.get(0..4).unwrap_or("1970"),
+        t.get(11..19).unwrap_or("00:00:00")
+    )
+}
+
+/// Writes `v` as nginx's default log escaping does: `"`, `\`, control
+/// bytes and bytes above 0x7E as `\xHH`.
+fn escaped(buf: &mut Vec<u8>, v: &[u8]) {
+    for &b in v {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            let _ = write!(buf, "\\x{b:02X}");
+        } else {
+            buf.push(b);
+        }
+    }
+}
+
+fn field(e: &Entry, i: usize) -> Option<&HeaderValue> {
+    e.headers.get(i).and_then(Option::as_ref)
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn combined_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
+    let _ = write!(buf, "{} - - [{}] \"", e.client.ip(), time_local());
+    escaped(
+        buf,
+        format!(
+            "{} {} {}",
+            e.method,
+            origin_form(&e.target),
+            protocol(e.version)
+        )
+        .as_bytes(),
+    );
+    let _ = write!(buf, "\" {} {} \"", end.status, end.bytes);
+    // Referer, then User-Agent: the order `LogFormat::headers` gives.
+    for i in 0..2 {
+        match field(e, i) {
+            Some(v) => escaped(buf, v.as_bytes()),
+            None => buf.push(b'-'),
+        }
+        buf.extend_from_slice(if i == 0 { b"\" \"" } else { b"\"\n" });
+    }
+}
+
+fn json_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
+    let line = JsonLine {
+        time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        client: e.client.to_string(),
+        method: e.method.as_str(),
+        uri: origin_form(&e.target).to_string(),
+        protocol: protocol(e.version),
+        status: end.status,
+        bytes_sent: end.bytes,
+        upstream: end.upstream.map(|a| a.to_string()),
+        duration: e.start.elapsed().as_secs_f64(),
+        outcome: end.outcome,
+        host: e
+            .host
+            .as_ref()
+            .map(crate::message::admit::Authority::as_str),
+        referer: field(e, 0).and_then(|v| v.to_str().ok()),
+        user_agent: field(e, 1).and_then(|v| v.to_str().ok()),
+    };
+    if serde_json::to_writer(&mut *buf, &line).is_ok() {
+        buf.push(b'\n');
+    }
+}
+
+fn template_line(
+    buf: &mut Vec<u8>,
+    pieces: &[Piece],
+    headers: &[HeaderName],
+    e: &Entry,
+    end: &End<'_>,
+) {
+    for p in pieces {
+        let v = match p {
+            Piece::Text(t) => {
+                buf.extend_from_slice(t.as_bytes());
+                continue;
+            }
+            Piece::Var(v) => v,
+        };
+        let _ = match v {
+            Var::RemoteAddr => write!(buf, "{}", e.client.ip()),
+            Var::RemotePort => write!(buf, "{}", e.client.port()),
+            Var::TimeLocal => write!(buf, "{}", time_local()),
+            Var::TimeIso8601 => write!(
+                buf,
+                "{}",
+                humantime::format_rfc3339_seconds(SystemTime::now())
+            ),
+            Var::Request => {
+                let line = format!(
+                    "{} {} {}",
+                    e.method,
+                    origin_form(&e.target),
+                    protocol(e.version)
+                );
+                escaped(buf, line.as_bytes());
+                Ok(())
+            }
+            Var::RequestMethod => write!(buf, "{}", e.method),
+            Var::RequestUri => {
+                escaped(buf, origin_form(&e.target).to_string().as_bytes());
+                Ok(())
+            }
+            Var::ServerProtocol => write!(buf, "{}", protocol(e.version)),
+            Var::Status => write!(buf, "{}", end.status),
+            Var::BodyBytesSent => write!(buf, "{}", end.bytes),
+            Var::RequestTime => write!(buf, "{:.3}", e.start.elapsed().as_secs_f64()),
+            Var::UpstreamAddr => write!(buf, "{}", upstream(end)),
+            Var::Host => write!(buf, "{}", host(e)),
+            Var::Outcome => write!(buf, "{}", end.outcome),
+            Var::Header(name) => {
+                match headers
+                    .iter()
+                    .position(|h| h == name)
+                    .and_then(|i| field(e, i))
+                {
+                    Some(v) => escaped(buf, v.as_bytes()),
+                    None => buf.push(b'-'),
+                }
+                Ok(())
+            }
+        };
+    }
+    buf.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_local_is_nginx_shaped() {
+        let t = time_local();
+        // `02/Dec/2026:15:30:00 +0000`
+        assert_eq!(t.len(), 26, "{t}");
+        assert_eq!(&t[2..3], "/");
+        assert_eq!(&t[6..7], "/");
+        assert_eq!(&t[11..12], ":");
+        assert!(t.ends_with(" +0000"), "{t}");
+    }
+
+    #[test]
+    fn escaping_is_nginx_default() {
+        let mut b = Vec::new();
+        escaped(&mut b, b"a\"b\\c\x01\xff d");
+        assert_eq!(b, b"a\\x22b\\x5Cc\\x01\\xFF d");
     }
 }

@@ -80,6 +80,13 @@ enum Command {
         #[arg(long)]
         pid_file: PathBuf,
     },
+    /// Make a running Tidegate reopen its access-log file, after logrotate
+    /// moved it (sends it SIGUSR1, as nginx's `-s reopen` does).
+    Reopen {
+        /// The pid file the running Tidegate was given with --pid-file.
+        #[arg(long)]
+        pid_file: PathBuf,
+    },
     /// Start a demo origin and Tidegate in front of it.
     Demo {
         /// Address for the proxy.
@@ -115,7 +122,12 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Some(Command::Reload { pid_file }) => signal_reload(pid_file),
+        Some(Command::Reload { pid_file }) => {
+            signal(pid_file, rustix::process::Signal::HUP, "SIGHUP")
+        }
+        Some(Command::Reopen { pid_file }) => {
+            signal(pid_file, rustix::process::Signal::USR1, "SIGUSR1")
+        }
         Some(Command::Demo { listen }) => {
             let origin = match crate::demo::spawn() {
                 Ok(a) => a,
@@ -144,7 +156,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Sends SIGHUP to the pid in `pid_file`.
 /// A config error on stderr: one line per problem.
 fn report(e: &crate::config::ConfigError) {
     for line in e.to_string().lines() {
@@ -152,7 +163,8 @@ fn report(e: &crate::config::ConfigError) {
     }
 }
 
-fn signal_reload(pid_file: &std::path::Path) -> ExitCode {
+/// Sends `sig` to the pid in `pid_file`.
+fn signal(pid_file: &std::path::Path, sig: rustix::process::Signal, name: &str) -> ExitCode {
     let pid = match std::fs::read_to_string(pid_file) {
         Ok(s) => match s.trim().parse::<u32>() {
             Ok(p) => p,
@@ -173,9 +185,9 @@ fn signal_reload(pid_file: &std::path::Path) -> ExitCode {
         eprintln!("tidegate: {}: not a process id", pid_file.display());
         return ExitCode::from(2);
     };
-    match rustix::process::kill_process(target, rustix::process::Signal::HUP) {
+    match rustix::process::kill_process(target, sig) {
         Ok(()) => {
-            println!("sent SIGHUP to {pid}; the result is in its log");
+            println!("sent {name} to {pid}; the result is in its log");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -285,6 +297,7 @@ fn run(
     let signal = loop {
         match rt.block_on(signals.wait()) {
             "SIGHUP" => reload(&mut running, config_path, overrides),
+            "SIGUSR1" => running.reopen_logs(),
             other => break other,
         }
     };
@@ -325,11 +338,12 @@ fn reload(
     }
 }
 
-/// SIGTERM, SIGINT and SIGHUP, caught.
+/// SIGTERM, SIGINT, SIGHUP and SIGUSR1, caught.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -339,6 +353,7 @@ impl Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
         })
     }
 
@@ -347,6 +362,7 @@ impl Signals {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
             _ = self.hup.recv() => "SIGHUP",
+            _ = self.usr1.recv() => "SIGUSR1",
         }
     }
 }

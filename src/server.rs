@@ -40,7 +40,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
-use crate::access_log::AccessLog;
+use crate::access_log::{AccessLog, Writer as LogWriter};
 use crate::config::{Config, ConfigError, CpuAffinity};
 use crate::downstream::accept::{accept_loop, reindex, Accepting, Admission, Live};
 use crate::downstream::listener::{Gate, Registry};
@@ -97,6 +97,8 @@ struct Shared {
     checks: Option<(JoinHandle<()>, watch::Sender<bool>)>,
     /// Each listener's gate, by configured address (open connections).
     gates: Vec<(SocketAddr, Arc<Gate>)>,
+    /// The access log's writer thread, if the log is on.
+    writer: Option<LogWriter>,
 }
 
 impl Shared {
@@ -108,12 +110,17 @@ impl Shared {
         added: Vec<Vec<ThreadSocket>>,
         removed: Vec<SocketAddr>,
     ) -> Result<(), StartError> {
-        let mut logs = Vec::new();
-        for _ in 0..self.threads {
-            logs.push(
-                AccessLog::open(&generation.config.access_log).map_err(StartError::AccessLog)?,
-            );
-        }
+        // The same target keeps its writer (and file); another one gets its own.
+        let config = &generation.config;
+        let writer = if config.access_log == self.current.config.access_log {
+            self.writer.clone()
+        } else {
+            LogWriter::start(&config.access_log).map_err(StartError::AccessLog)?
+        };
+        let logs: Vec<AccessLog> = (0..self.threads)
+            .map(|_| AccessLog::new(writer.clone(), &config.access_log_format))
+            .collect();
+        self.writer = writer;
         stop_checks(self.checks.take());
         self.checks = start_checks(&generation);
         self.current = generation.clone();
@@ -233,6 +240,13 @@ impl Running {
         }
     }
 
+    /// Reopens the access-log file (SIGUSR1, after logrotate moved it).
+    pub fn reopen_logs(&self) {
+        if let Some(w) = &lock(&self.shared).writer {
+            w.reopen();
+        }
+    }
+
     /// The admin listener's bound address, if it has one.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(|(a, _)| a.addr)
@@ -303,7 +317,16 @@ impl Running {
         for w in self.workers {
             let _ = w.join();
         }
-        stop_checks(lock(&self.shared).checks.take());
+        let (checks, writer) = {
+            let mut s = lock(&self.shared);
+            (s.checks.take(), s.writer.take())
+        };
+        stop_checks(checks);
+        // The workers' logs are gone: the writer writes what they handed
+        // over, and ends.
+        if let Some(w) = writer {
+            w.finish();
+        }
         if let Some((admin, _)) = self.admin {
             admin.stop();
         }
@@ -366,8 +389,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         ),
         None => None,
     };
-    // Open the log once so a bad path fails startup, then one handle per thread.
-    AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?;
+    // One writer for the log (a bad path fails startup), a buffer per thread.
+    let writer = LogWriter::start(&config.access_log).map_err(StartError::AccessLog)?;
 
     let (shutdown, _) = watch::channel(false);
     let mut workers = Vec::new();
@@ -389,7 +412,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         let generation = generation.clone();
         let metrics = metrics.clone();
         let rx = shutdown.subscribe();
-        let log = AccessLog::open(&config.access_log).map_err(StartError::AccessLog)?;
+        let log = AccessLog::new(writer.clone(), &config.access_log_format);
         let (tx, reloads) = mpsc::unbounded_channel();
         let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
         let bound = bound_tx.clone();
@@ -422,6 +445,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         registry,
         current: generation,
         gates,
+        writer,
     }));
     let admin = match (&config.admin, metrics, admin_socket) {
         (Some(a), Some(metrics), Some(socket)) => {
@@ -486,6 +510,10 @@ fn gauges(shared: &Arc<Mutex<Shared>>) -> crate::admin::GaugeSource {
                     })
                 })
                 .collect(),
+            log_dropped: s
+                .writer
+                .as_ref()
+                .map_or(0, |w| w.dropped.load(std::sync::atomic::Ordering::Relaxed)),
         }
     })
 }

@@ -133,6 +133,13 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
         threads,
         cpu_affinity: s.cpu_affinity.unwrap_or_default(),
         access_log: AccessLogTarget::parse(s.access_log.as_deref().unwrap_or("off")),
+        access_log_format: match s.access_log_format.as_deref() {
+            None => super::LogFormat::Default,
+            Some(f) => super::LogFormat::parse(f).unwrap_or_else(|reason| {
+                p.add("server.access_log_format", reason);
+                super::LogFormat::Default
+            }),
+        },
         shutdown_grace: s
             .shutdown_grace
             .unwrap_or(std::time::Duration::from_secs(30)),

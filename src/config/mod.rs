@@ -17,6 +17,7 @@ use std::time::Duration;
 mod dns;
 mod listener;
 mod load;
+mod log_format;
 pub mod raw;
 mod route;
 mod source;
@@ -24,6 +25,7 @@ mod upstream;
 
 pub use dns::Dns;
 pub use listener::{ClientAuth, Listener, ListenerTls, DEFAULT_MAX_STREAMS};
+pub use log_format::{LogFormat, Piece, Var};
 pub use source::{ConfigError, Problem, Source};
 pub use upstream::{
     tls_name, Balance, Check, HashKey, Limit, Outlier, Protocol, Retry, Server, Target,
@@ -145,6 +147,8 @@ pub struct Config {
     /// Whether each worker thread is bound to a CPU of its own.
     pub cpu_affinity: CpuAffinity,
     pub access_log: AccessLogTarget,
+    /// How its lines are written.
+    pub access_log_format: LogFormat,
     /// How long in-flight requests may run on after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
     /// `tracing` filter for the process's own log (`info`, `warn`, ...).

@@ -76,6 +76,7 @@ pub struct Server {
     pub threads: Option<usize>,
     pub cpu_affinity: Option<CpuAffinity>,
     pub access_log: Option<String>,
+    pub access_log_format: Option<String>,
     pub log_level: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     pub shutdown_grace: Option<Duration>,

@@ -49,6 +49,8 @@ pub(crate) struct Gauges {
     pub(crate) open: Vec<(String, u64)>,
     /// `(group, server, in service)`.
     pub(crate) up: Vec<(String, String, bool)>,
+    /// Access-log lines dropped because the writer could not keep up.
+    pub(crate) log_dropped: u64,
 }
 
 /// The whole exposition.
@@ -89,6 +91,18 @@ pub(crate) fn render(registry: &Registry, gauges: &Gauges) -> String {
         let v = if *up { 1.0 } else { 0.0 };
         line(&mut out, "tidegate_upstream_server_up", &labels, v);
     }
+    header(
+        &mut out,
+        "tidegate_access_log_dropped_lines_total",
+        "counter",
+        "Access-log lines dropped because the log writer could not keep up.",
+    );
+    line(
+        &mut out,
+        "tidegate_access_log_dropped_lines_total",
+        &[],
+        gauges.log_dropped as f64,
+    );
     process(&mut out, registry);
     out
 }

@@ -105,9 +105,13 @@ impl Drop for LogLine {
     fn drop(&mut self) {
         if let Some(l) = self.0.take() {
             if let Some(e) = &l.entry {
-                l.worker
-                    .log
-                    .record(e, l.status, l.bytes, l.upstream, l.outcome);
+                let end = crate::access_log::End {
+                    status: l.status,
+                    bytes: l.bytes,
+                    upstream: l.upstream,
+                    outcome: l.outcome,
+                };
+                l.worker.log.record(e, &end);
             }
             if let Some(c) = &l.worker.counters {
                 c.ended(&crate::metrics::Ended {

@@ -66,6 +66,7 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         target: parts.uri.clone(),
         version: parts.version,
         host: admitted.as_ref().ok().cloned().flatten(),
+        headers: worker.log.capture(&parts.headers),
     });
     let pending = Pending {
         state: &ctx.state,

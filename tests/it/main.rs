@@ -21,6 +21,7 @@ mod hardening;
 mod headers;
 mod health;
 mod limits_and_log;
+mod log_formats;
 mod messages;
 mod pool;
 mod reload;

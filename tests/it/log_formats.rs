@@ -1,0 +1,330 @@
+//! Access-log formats: `combined` byte for byte as nginx writes it (the
+//! same requests through nginx and Tidegate, lines compared) and read by
+//! GoAccess; `json` read by serde; templates; SIGUSR1 / `tidegate reopen`
+//! after the file was moved: new lines in the new file, none lost.
+
+use std::process::{Child, Command, Stdio};
+
+use crate::common::binary::Binary;
+use crate::common::config::TestConfig;
+use crate::common::*;
+use http::Request;
+
+fn origin() -> Backend {
+    backend(|req: Request<hyper::body::Incoming>| async move {
+        match req.uri().path() {
+            "/missing" => text(404, "nope"),
+            _ => text(200, "hello"),
+        }
+    })
+}
+
+/// Requests with awkward fields: quotes, a backslash, bytes above 0x7E,
+/// no User-Agent at all.
+fn requests() -> Vec<Request<Body>> {
+    let mut out = Vec::new();
+    let with = |path: &str, headers: &[(&str, &[u8])]| {
+        let mut r = Request::get(path).header("host", "logs.test");
+        for (k, v) in headers {
+            r = r.header(*k, http::HeaderValue::from_bytes(v).unwrap());
+        }
+        r.body(empty()).unwrap()
+    };
+    out.push(with("/a?x=1", &[("user-agent", b"curl/8.0")]));
+    out.push(with(
+        "/missing",
+        &[
+            ("user-agent", b"say \"hi\" \\o/"),
+            ("referer", b"http://r.test/p?q=1"),
+        ],
+    ));
+    out.push(with("/caf%C3%A9", &[("user-agent", b"caf\xc3\xa9")]));
+    out.push(with("/none", &[]));
+    out
+}
+
+/// The lines of `path` once it has `n` of them (bounded by HANG).
+async fn lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    tokio::time::timeout(HANG, async {
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(String::from).collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} never had {n} lines", path.display()))
+}
+
+/// nginx as a reverse proxy to `origin` on port 0... nginx needs a port:
+/// one found free, with its access log in `combined`.
+struct Nginx {
+    child: Child,
+    addr: std::net::SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    fn start(origin: std::net::SocketAddr, log: &std::path::Path) -> Nginx {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("tidegate-nginx-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n\
+               client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
+               uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               access_log {log} combined;\n\
+               server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://{origin}; }} }}\n\
+             }}\n",
+            d = dir.display(),
+            log = log.display(),
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new("nginx")
+            .args(["-p", dir.to_str().unwrap(), "-c", path.to_str().unwrap()])
+            .args(["-e", dir.join("error.log").to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx runs (apt-get install nginx)");
+        Nginx {
+            child,
+            addr: ([127, 0, 0, 1], port).into(),
+            dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A combined line without its time (`[...]`), which differs.
+fn timeless(line: &str) -> String {
+    match (line.find(" ["), line.find("] ")) {
+        (Some(a), Some(b)) => format!("{}{}", &line[..a], &line[b + 1..]),
+        _ => line.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn combined_is_nginx_byte_for_byte_and_goaccess_reads_it() {
+    let origin = origin();
+    let ours = TempFile::new("combined.log");
+    let theirs = TempFile::new("nginx-combined.log");
+    let proxy = Proxy::start(
+        &TestConfig::proxying(origin.addr)
+            .set("server.access_log", ours.arg())
+            .set("server.access_log_format", "combined")
+            .toml(),
+    );
+    let nginx = Nginx::start(origin.addr, &theirs.path);
+    // nginx is up once it answers.
+    tokio::time::timeout(HANG, async {
+        while tokio::net::TcpStream::connect(nginx.addr).await.is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("nginx listens");
+    for (a, b) in requests().into_iter().zip(requests()) {
+        let x = send(proxy.addr, a)
+            .await
+            .expect("tidegate answers")
+            .status();
+        let y = send(nginx.addr, b).await.expect("nginx answers").status();
+        assert_eq!(x, y);
+    }
+    let n = requests().len();
+    // Each worker thread hands its lines over on its own: compare in a
+    // stable order.
+    let mut ours_lines = lines(&ours.path, n).await;
+    let mut theirs_lines = lines(&theirs.path, n).await;
+    ours_lines.sort_by_key(|l| timeless(l));
+    theirs_lines.sort_by_key(|l| timeless(l));
+    for (a, b) in ours_lines.iter().zip(&theirs_lines) {
+        assert_eq!(timeless(a), timeless(b), "\nours:   {a}\nnginx:  {b}");
+        // The time field has nginx's shape too.
+        assert_eq!(a.find(" ["), b.find(" ["));
+        assert_eq!(a.find("] "), b.find("] "));
+    }
+    drop(nginx);
+
+    let report = TempFile::new("goaccess.json");
+    let out = Command::new("goaccess")
+        .arg(&ours.path)
+        .args(["--log-format=COMBINED", "-o", report.arg()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("goaccess runs (apt-get install goaccess)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report.path).unwrap()).unwrap();
+    assert_eq!(json["general"]["valid_requests"], n, "{}", json["general"]);
+    assert_eq!(json["general"]["failed_requests"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_lines_have_stable_keys() {
+    let origin = origin();
+    let log = TempFile::new("json.log");
+    let proxy = Proxy::start(
+        &TestConfig::proxying(origin.addr)
+            .set("server.access_log", log.arg())
+            .set("server.access_log_format", "json")
+            .toml(),
+    );
+    for r in requests() {
+        send(proxy.addr, r).await.expect("answer");
+    }
+    let lines = lines(&log.path, 4).await;
+    let v: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    let find = |uri: &str| {
+        v.iter()
+            .find(|o| o["uri"] == uri)
+            .unwrap_or_else(|| panic!("no line for {uri}: {lines:?}"))
+    };
+    let a = find("/a?x=1");
+    let keys: Vec<&str> = a.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut want = vec![
+        "time",
+        "client",
+        "method",
+        "uri",
+        "protocol",
+        "status",
+        "bytes_sent",
+        "upstream",
+        "duration",
+        "outcome",
+        "host",
+        "referer",
+        "user_agent",
+    ];
+    want.sort();
+    let mut got = keys.clone();
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(a["method"], "GET");
+    assert_eq!(a["protocol"], "HTTP/1.1");
+    assert_eq!(a["status"], 200);
+    assert_eq!(a["bytes_sent"], 5);
+    assert_eq!(a["upstream"], origin.addr.to_string());
+    assert_eq!(a["outcome"], "done");
+    assert_eq!(a["host"], "logs.test");
+    assert_eq!(a["user_agent"], "curl/8.0");
+    assert!(a["referer"].is_null());
+    assert!(a["duration"].as_f64().is_some_and(|d| d >= 0.0));
+    let m = find("/missing");
+    assert_eq!(m["user_agent"], "say \"hi\" \\o/");
+    assert_eq!(m["referer"], "http://r.test/p?q=1");
+    assert_eq!(m["status"], 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_write_their_variables() {
+    let origin = origin();
+    let log = TempFile::new("template.log");
+    let proxy = Proxy::start(
+        &TestConfig::proxying(origin.addr)
+            .set("server.access_log", log.arg())
+            .set(
+                "server.access_log_format",
+                "$request_method $request_uri $status $body_bytes_sent $host ${http_x_trace}|$outcome",
+            )
+            .toml(),
+    );
+    let req = Request::get("/t?q=1")
+        .header("host", "tpl.test")
+        .header("x-trace", "abc")
+        .body(empty())
+        .unwrap();
+    send(proxy.addr, req).await.unwrap();
+    let lines = lines(&log.path, 1).await;
+    assert_eq!(lines[0], "GET /t?q=1 200 5 tpl.test abc|done");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_after_the_file_moved_loses_no_line() {
+    let origin = origin();
+    let log = TempFile::new("rotate.log");
+    let moved = TempFile::new("rotate.log.1");
+    let pid = TempFile::new("rotate.pid");
+    let config = TempFile::with(
+        "rotate.toml",
+        TestConfig::proxying(origin.addr)
+            .log_level("info")
+            .set("server.access_log", log.arg())
+            .toml()
+            .as_bytes(),
+    );
+    let mut tg = Binary::start(&["--config", config.arg(), "--pid-file", pid.arg()]);
+    let addr = tg.listening().await;
+    for _ in 0..5 {
+        assert_eq!(get(addr, "/before").await.0, 200);
+    }
+    // The five are written (once a second at most), then logrotate moves
+    // the file.
+    lines(&log.path, 5).await;
+    std::fs::rename(&log.path, &moved.path).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(["reopen", "--pid-file", pid.arg()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tg.line_with("reopened").await;
+    for _ in 0..3 {
+        assert_eq!(get(addr, "/after").await.0, 200);
+    }
+    tg.signal(rustix::process::Signal::TERM);
+    let (status, _) = tg.wait().await;
+    assert!(status.success());
+    let old = std::fs::read_to_string(&moved.path).unwrap();
+    let new = std::fs::read_to_string(&log.path).unwrap();
+    assert_eq!(old.lines().count(), 5, "{old}");
+    assert!(old.lines().all(|l| l.contains("/before")), "{old}");
+    assert_eq!(new.lines().count(), 3, "{new}");
+    assert!(new.lines().all(|l| l.contains("/after")), "{new}");
+}
+
+#[test]
+fn bad_formats_are_config_errors() {
+    let base = TestConfig::proxying("127.0.0.1:9")
+        .set("server.access_log_format", "$status $nope")
+        .toml();
+    let e = tidegate::Config::from_toml(&base, "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("server.access_log_format: `$nope` is not a variable"),
+        "{e}"
+    );
+}
