@@ -12,7 +12,7 @@
 //! Folders follow a request's path; a module imports only those below it
 //! in this list (no import cycle: `tools/import_cycles.py src`):
 //!
-//! - `server.rs`: runtime layout (one single-threaded runtime per core, each
+//! - `server/`: runtime layout (one single-threaded runtime per core, each
 //!   with its own SO_REUSEPORT listener and upstream pool), reload, DNS
 //!   refresh, graceful shutdown. Start here: [`start`].
 //! - `downstream/`: the client side. `listener.rs` (which accepted
@@ -37,8 +37,10 @@
 //!   re-resolved in the background.
 //! - `router.rs`: picks a route by host and path; `body.rs`: the request
 //!   body streamed upstream (limits, progress); `access_log.rs`: one line
-//!   per request, buffered per thread; `error.rs`: why a request failed,
-//!   and the status that follows.
+//!   per request in the configured format, buffered per thread and written
+//!   by a writer thread; `error.rs`: why a request failed, and the status
+//!   that follows; `metrics/`: per-thread counters summed at scrape time;
+//!   `admin.rs`: the admin listener (`/metrics`, `/healthz`, `/readyz`).
 //! - `message/`: pure HTTP rules: what a request head must be before
 //!   anything acts on it (`admit.rs`) and the RFC 9110 header rewriting
 //!   for the next hop (`headers.rs`).

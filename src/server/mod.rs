@@ -12,7 +12,7 @@
 //! and after `shutdown_grace` whatever remains is closed hard.
 //!
 //! Reload: a new validated config is sent to every worker, which builds a
-//! new [`Worker`] (routes, pool, balancers, log) and swaps it in. Each
+//! new [`Worker`](crate::worker::Worker) (routes, pool, balancers, log) and swaps it in. Each
 //! request takes the worker current when it starts and keeps it to its end,
 //! so in-flight requests finish on the config they began with while new
 //! ones see the new config. Idle upstream connections to servers in both
@@ -29,23 +29,23 @@
 //! ([`crate::upstream::dns`]); a changed address set becomes new upstreams
 //! for the same config, swapped in the same way (listeners untouched).
 
-use std::cell::Cell;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, watch};
 
 use crate::access_log::{AccessLog, Writer as LogWriter};
 use crate::config::{Config, ConfigError, CpuAffinity};
-use crate::downstream::accept::{accept_loop, reindex, Accepting, Admission, Live};
-use crate::downstream::listener::{Gate, Registry};
+use crate::downstream::listener::Gate;
 use crate::upstream::registry::Registry as UpstreamRegistry;
-use crate::worker::{Current, Generation, Worker};
+use crate::worker::Generation;
+
+mod sockets;
+mod workers;
+
+use sockets::{bind_all, gate, open_files_limit};
+use workers::{run_worker, Reload};
 
 /// One listener's socket for one thread: the address as configured, the
 /// socket, and what all threads' sockets of it share.
@@ -190,16 +190,6 @@ fn stop_checks(checks: Option<(JoinHandle<()>, watch::Sender<bool>)>) {
     }
 }
 
-/// What a worker receives on reload.
-struct Reload {
-    generation: Generation,
-    log: AccessLog,
-    /// New listeners (configured address, this thread's socket).
-    add: Vec<ThreadSocket>,
-    /// Configured addresses of listeners to close.
-    remove: Vec<SocketAddr>,
-}
-
 impl Running {
     /// The bound address of each listener, in config order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
@@ -337,19 +327,6 @@ impl Running {
         self.shutdown();
         self.wait();
     }
-}
-
-const BACKLOG: i32 = 4096;
-
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_tcp_nodelay(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
 }
 
 /// Binds every listener and starts the workers.
@@ -516,192 +493,4 @@ fn gauges(shared: &Arc<Mutex<Shared>>) -> crate::admin::GaugeSource {
                 .map_or(0, |w| w.dropped.load(std::sync::atomic::Ordering::Relaxed)),
         }
     })
-}
-
-/// The soft open-files limit, raised to the hard one first (as Go's
-/// runtime and HAProxy do): each connection is a file, and a proxied one
-/// usually two.
-fn open_files_limit() -> u64 {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
-    // `None` is "unlimited".
-    let (soft, hard) = (current.unwrap_or(u64::MAX), maximum.unwrap_or(u64::MAX));
-    if soft >= hard {
-        return soft;
-    }
-    let raised = Rlimit {
-        current: maximum,
-        maximum,
-    };
-    match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => hard,
-        Err(e) => {
-            tracing::warn!("cannot raise the open files limit from {soft} to {hard}: {e}");
-            soft
-        }
-    }
-}
-
-/// Files kept back from the connection caps (logs, listeners, DNS...).
-const RESERVED_FILES: u64 = 64;
-
-/// A listener's admission state: its `max_connections` (its own, else
-/// `limits.max_connections`, else half the open-files limit, as each client
-/// connection may need an upstream one; listeners are not given shares of
-/// it, as most traffic goes to one of them).
-fn gate(config: &Config, l: &crate::config::Listener, nofile: u64) -> Arc<Gate> {
-    let share = nofile.saturating_sub(RESERVED_FILES) / 2;
-    let max = l
-        .max_connections
-        .or(config.limits.max_connections)
-        .unwrap_or(usize::try_from(share).unwrap_or(usize::MAX).max(16));
-    Gate::new(max, l.max_connections_per_ip)
-}
-
-/// Binds `addr` once per thread (SO_REUSEPORT); port 0 becomes a real
-/// port, which the other threads' sockets then share.
-fn bind_all(
-    addr: SocketAddr,
-    threads: usize,
-) -> Result<(SocketAddr, Vec<std::net::TcpListener>), StartError> {
-    let first = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-    let bound = first
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let mut socks = vec![first];
-    for _ in 1..threads {
-        socks.push(bind(bound).map_err(|source| StartError::Bind {
-            addr: bound,
-            source,
-        })?);
-    }
-    Ok((bound, socks))
-}
-
-fn run_worker(
-    generation: Generation,
-    listeners: Vec<ThreadSocket>,
-    log: AccessLog,
-    shutdown: watch::Receiver<bool>,
-    mut reloads: mpsc::UnboundedReceiver<Reload>,
-    metrics: Option<Arc<crate::metrics::Registry>>,
-) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start worker runtime: {e}");
-            return;
-        }
-    };
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async move {
-        let current = Rc::new(Current::new(Worker::new(
-            &generation,
-            log,
-            None,
-            metrics.as_deref(),
-        )));
-        let live = Rc::new(Live {
-            count: Cell::new(0),
-            zero: Notify::new(),
-        });
-        let registry = Rc::new(Registry::default());
-        // Each listener's accept loop, stopped by dropping its sender.
-        let mut accepting: Vec<Accepting> = Vec::new();
-        let open = |accepting: &mut Vec<Accepting>, (addr, l, gate): ThreadSocket| {
-            match TcpListener::from_std(l) {
-                Ok(l) => {
-                    let (stop_tx, stop) = oneshot::channel();
-                    let index = Rc::new(Cell::new(0));
-                    tokio::task::spawn_local(accept_loop(
-                        l,
-                        index.clone(),
-                        current.clone(),
-                        Admission {
-                            addr,
-                            gate,
-                            registry: registry.clone(),
-                        },
-                        live.clone(),
-                        shutdown.clone(),
-                        stop,
-                    ));
-                    accepting.push(Accepting {
-                        addr,
-                        _stop: stop_tx,
-                        index,
-                    });
-                }
-                Err(e) => tracing::error!("cannot register listener {addr}: {e}"),
-            }
-        };
-        for l in listeners {
-            open(&mut accepting, l);
-        }
-        reindex(&accepting, &current.get().config);
-        tokio::task::spawn_local(housekeeping(current.clone()));
-
-        let mut rx = shutdown.clone();
-        loop {
-            if *rx.borrow_and_update() {
-                break;
-            }
-            tokio::select! {
-                changed = rx.changed() => if changed.is_err() { break },
-                msg = reloads.recv() => {
-                    let Some(msg) = msg else { continue };
-                    let old = current.get();
-                    current.set(Worker::new(
-                        &msg.generation,
-                        msg.log,
-                        Some(&old.pool),
-                        metrics.as_deref(),
-                    ));
-                    old.log.flush();
-                    accepting.retain(|a| !msg.remove.contains(&a.addr));
-                    for l in msg.add {
-                        open(&mut accepting, l);
-                    }
-                    reindex(&accepting, &current.get().config);
-                }
-            }
-        }
-        // Accept loops have stopped; let connections finish.
-        registry.drain_all();
-        let grace = current.get().config.shutdown_grace;
-        let drained = async {
-            while live.count.get() > 0 {
-                live.zero.notified().await;
-            }
-        };
-        if tokio::time::timeout(grace, drained).await.is_err() {
-            tracing::warn!(
-                open = live.count.get(),
-                "shutdown grace period over; closing remaining connections"
-            );
-        }
-        current.get().log.flush();
-    });
-}
-
-/// How often the idle upstream pool drops connections that went unused.
-const PURGE_EVERY_SECS: u32 = 5;
-
-/// Periodic per-worker chores, once a second: flush the access log, expire
-/// idle upstream connections, and every few seconds trim the pool to what
-/// the load used.
-async fn housekeeping(current: Rc<Current>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut n: u32 = 0;
-    loop {
-        tick.tick().await;
-        let worker = current.get();
-        worker.log.flush();
-        n = n.wrapping_add(1);
-        worker.pool.sweep(n.is_multiple_of(PURGE_EVERY_SECS));
-    }
 }

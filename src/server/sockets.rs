@@ -1,0 +1,84 @@
+//! Listening sockets: one per listener and worker thread (SO_REUSEPORT),
+//! and the connection caps derived from the open-files limit.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::StartError;
+use crate::config::Config;
+use crate::downstream::listener::Gate;
+
+const BACKLOG: i32 = 4096;
+
+pub(super) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// The soft open-files limit, raised to the hard one first (as Go's
+/// runtime and HAProxy do): each connection is a file, and a proxied one
+/// usually two.
+pub(super) fn open_files_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    // `None` is "unlimited".
+    let (soft, hard) = (current.unwrap_or(u64::MAX), maximum.unwrap_or(u64::MAX));
+    if soft >= hard {
+        return soft;
+    }
+    let raised = Rlimit {
+        current: maximum,
+        maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => hard,
+        Err(e) => {
+            tracing::warn!("cannot raise the open files limit from {soft} to {hard}: {e}");
+            soft
+        }
+    }
+}
+
+/// Files kept back from the connection caps (logs, listeners, DNS...).
+const RESERVED_FILES: u64 = 64;
+
+/// A listener's admission state: its `max_connections` (its own, else
+/// `limits.max_connections`, else half the open-files limit, as each client
+/// connection may need an upstream one; listeners are not given shares of
+/// it, as most traffic goes to one of them).
+pub(super) fn gate(config: &Config, l: &crate::config::Listener, nofile: u64) -> Arc<Gate> {
+    let share = nofile.saturating_sub(RESERVED_FILES) / 2;
+    let max = l
+        .max_connections
+        .or(config.limits.max_connections)
+        .unwrap_or(usize::try_from(share).unwrap_or(usize::MAX).max(16));
+    Gate::new(max, l.max_connections_per_ip)
+}
+
+/// Binds `addr` once per thread (SO_REUSEPORT); port 0 becomes a real
+/// port, which the other threads' sockets then share.
+pub(super) fn bind_all(
+    addr: SocketAddr,
+    threads: usize,
+) -> Result<(SocketAddr, Vec<std::net::TcpListener>), StartError> {
+    let first = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    let bound = first
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let mut socks = vec![first];
+    for _ in 1..threads {
+        socks.push(bind(bound).map_err(|source| StartError::Bind {
+            addr: bound,
+            source,
+        })?);
+    }
+    Ok((bound, socks))
+}
