@@ -167,6 +167,8 @@ pub(crate) struct Entry {
     pub host: Option<crate::message::admit::Authority>,
     /// The fields the format shows ([`AccessLog::capture`]).
     pub headers: Vec<Option<HeaderValue>>,
+    /// Its ID, with `request_id` on its listener.
+    pub request_id: Option<HeaderValue>,
 }
 
 /// How a request ended, beside its [`Entry`].
@@ -201,6 +203,7 @@ struct JsonLine<'a> {
     host: Option<&'a str>,
     referer: Option<&'a str>,
     user_agent: Option<&'a str>,
+    request_id: Option<&'a str>,
 }
 
 impl AccessLog {
@@ -385,6 +388,7 @@ fn json_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
             .map(crate::message::admit::Authority::as_str),
         referer: field(e, 0).and_then(|v| v.to_str().ok()),
         user_agent: field(e, 1).and_then(|v| v.to_str().ok()),
+        request_id: e.request_id.as_ref().and_then(|v| v.to_str().ok()),
     };
     if serde_json::to_writer(&mut *buf, &line).is_ok() {
         buf.push(b'\n');
@@ -437,6 +441,13 @@ fn template_line(
             Var::UpstreamAddr => write!(buf, "{}", upstream(end)),
             Var::Host => write!(buf, "{}", host(e)),
             Var::Outcome => write!(buf, "{}", end.outcome),
+            Var::RequestId => {
+                match &e.request_id {
+                    Some(v) => escaped(buf, v.as_bytes()),
+                    None => buf.push(b'-'),
+                }
+                Ok(())
+            }
             Var::Header(name) => {
                 match headers
                     .iter()

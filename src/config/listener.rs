@@ -38,6 +38,18 @@ pub struct Listener {
     pub max_connections: Option<usize>,
     /// Concurrent connections from one client address (IPv6: one /64).
     pub max_connections_per_ip: Option<u32>,
+    /// Request IDs: given to every request, sent upstream and back.
+    pub request_id: Option<RequestId>,
+}
+
+/// `request_id = { header = "x-request-id", trust_incoming = false }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId {
+    /// The field that carries it, upstream and back to the client.
+    pub header: HeaderName,
+    /// Keep a valid ID the client sent (behind a trusted edge); else
+    /// every request gets a new one.
+    pub trust_incoming: bool,
 }
 
 impl Listener {
@@ -52,6 +64,7 @@ impl Listener {
             underscores: Underscores::default(),
             max_connections: None,
             max_connections_per_ip: None,
+            request_id: None,
         }
     }
 }
@@ -121,6 +134,21 @@ pub(super) fn listener(
         );
     }
     out.max_connections_per_ip = l.max_connections_per_ip;
+    if let Some(r) = &l.request_id {
+        let name = r.header.as_deref().unwrap_or("x-request-id");
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(header) => {
+                out.request_id = Some(RequestId {
+                    header,
+                    trust_incoming: r.trust_incoming.unwrap_or(false),
+                })
+            }
+            Err(_) => p.add(
+                at("request_id.header"),
+                format!("`{name}` is not a field name"),
+            ),
+        }
+    }
     if let Some(h) = &l.hsts {
         match HeaderValue::from_str(h) {
             Ok(v) => out.hsts = Some(v),

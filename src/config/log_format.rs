@@ -47,6 +47,8 @@ pub enum Var {
     Host,
     /// How the request ended: `done`, `aborted`, `error`, `cancelled`.
     Outcome,
+    /// The request's ID (`-` without `request_id` on its listener).
+    RequestId,
     /// `$http_NAME`: a request field (`_` in the name stands for `-`).
     Header(HeaderName),
 }
@@ -66,6 +68,7 @@ const VARS: &[(&str, Var)] = &[
     ("upstream_addr", Var::UpstreamAddr),
     ("host", Var::Host),
     ("outcome", Var::Outcome),
+    ("request_id", Var::RequestId),
 ];
 
 impl LogFormat {

@@ -24,7 +24,7 @@ mod source;
 mod upstream;
 
 pub use dns::Dns;
-pub use listener::{ClientAuth, Listener, ListenerTls, DEFAULT_MAX_STREAMS};
+pub use listener::{ClientAuth, Listener, ListenerTls, RequestId, DEFAULT_MAX_STREAMS};
 pub use log_format::{LogFormat, Piece, Var};
 pub use source::{ConfigError, Problem, Source};
 pub use upstream::{
@@ -217,6 +217,7 @@ impl Config {
                 underscores_in_headers: None,
                 max_connections: None,
                 max_connections_per_ip: None,
+                request_id: None,
             }],
             routes: vec![raw::Route {
                 upstream: Some("default".into()),

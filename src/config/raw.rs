@@ -94,6 +94,14 @@ pub struct Listener {
     pub underscores_in_headers: Option<crate::message::admit::Underscores>,
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<u32>,
+    pub request_id: Option<RequestId>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestId {
+    pub header: Option<String>,
+    pub trust_incoming: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -396,6 +396,7 @@ async fn set_up(
         redirect_https: listener.redirect_https,
         head_timer: (!h2).then(HeadTimer::default),
         underscores: listener.underscores,
+        request_id: listener.request_id.clone(),
     }));
     let io = TokioIo::new(io);
     // Requests take the thread's current worker; the connection holds none.

@@ -41,6 +41,8 @@ pub(crate) struct ConnCtx {
     pub head_timer: Option<HeadTimer>,
     /// The listener's `underscores_in_headers`.
     pub underscores: crate::message::admit::Underscores,
+    /// The listener's `request_id`, if set.
+    pub request_id: Option<crate::config::RequestId>,
 }
 
 /// One response-head timer for all the requests of an HTTP/1.1 client

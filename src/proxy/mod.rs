@@ -32,6 +32,7 @@ pub(crate) mod exchange;
 mod forward;
 mod head_timeout;
 mod request;
+mod request_id;
 mod synthetic;
 pub(crate) mod tunnel;
 
@@ -59,6 +60,10 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
     // The fields the proxy acts on, found in one pass for the whole request.
     let found = scan(&parts.headers);
     let admitted = admit(&ctx, &mut parts, found);
+    let request_id = ctx
+        .request_id
+        .as_ref()
+        .map(|cfg| request_id::assign(cfg, &mut parts.headers));
     let mut line = LogLine::new(&worker, ctx.listener, || Entry {
         start: Instant::now(),
         client: ctx.client,
@@ -67,6 +72,7 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         version: parts.version,
         host: admitted.as_ref().ok().cloned().flatten(),
         headers: worker.log.capture(&parts.headers),
+        request_id: request_id.clone(),
     });
     let pending = Pending {
         state: &ctx.state,
@@ -82,8 +88,19 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
     };
     pending.done();
     line.route(routed.get());
-    let mut resp = respond(&ctx, &worker, forwarded, line, in_flight, grpc);
+    let mut resp = respond(
+        &ctx,
+        &worker,
+        forwarded,
+        line,
+        in_flight,
+        grpc,
+        request_id.as_ref(),
+    );
     let h = resp.headers_mut();
+    if let (Some(cfg), Some(id)) = (&ctx.request_id, request_id) {
+        h.insert(cfg.header.clone(), id);
+    }
     if let Some(hsts) = &ctx.hsts {
         if !h.contains_key(header::STRICT_TRANSPORT_SECURITY) {
             h.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
@@ -127,6 +144,7 @@ fn respond(
     mut line: LogLine,
     in_flight: InFlight,
     grpc: bool,
+    request_id: Option<&HeaderValue>,
 ) -> Response<ProxyBody> {
     match forwarded {
         Ok(Outcome::Upstream(resp, lease, route, permit, progress)) => {
@@ -209,7 +227,18 @@ fn respond(
             if let ProxyError::BodyTooLarge { .. } = err {
                 ctx.state.linger.set(true);
             }
-            tracing::warn!(client = %ctx.client, status = status.as_u16(), "{}", err.chain());
+            match request_id.and_then(|v| v.to_str().ok()) {
+                Some(id) => tracing::warn!(
+                    client = %ctx.client,
+                    status = status.as_u16(),
+                    request_id = id,
+                    "{}",
+                    err.chain()
+                ),
+                None => {
+                    tracing::warn!(client = %ctx.client, status = status.as_u16(), "{}", err.chain())
+                }
+            }
             line.set(status.as_u16(), 0, err.upstream(), "error");
             let mut resp = synthetic::error(status, grpc);
             // A head that was refused says nothing reliable about what

@@ -259,6 +259,7 @@ fn example_file_sets_every_option() {
     for key in [
         "name",
         "token",
+        "request_id",
         "threads",
         "cpu_affinity",
         "access_log",

@@ -224,6 +224,7 @@ async fn json_lines_have_stable_keys() {
         "host",
         "referer",
         "user_agent",
+        "request_id",
     ];
     want.sort();
     let mut got = keys.clone();
@@ -238,6 +239,7 @@ async fn json_lines_have_stable_keys() {
     assert_eq!(a["host"], "logs.test");
     assert_eq!(a["user_agent"], "curl/8.0");
     assert!(a["referer"].is_null());
+    assert!(a["request_id"].is_null(), "no request_id on this listener");
     assert!(a["duration"].as_f64().is_some_and(|d| d >= 0.0));
     let m = find("/missing");
     assert_eq!(m["user_agent"], "say \"hi\" \\o/");
@@ -313,6 +315,68 @@ async fn reopen_after_the_file_moved_loses_no_line() {
     assert!(old.lines().all(|l| l.contains("/before")), "{old}");
     assert_eq!(new.lines().count(), 3, "{new}");
     assert!(new.lines().all(|l| l.contains("/after")), "{new}");
+}
+
+/// One ID per request: made here unless a trusted client sent one, sent
+/// upstream, returned to the client, in the access log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_go_upstream_back_and_into_the_log() {
+    // The origin answers with the ID it received.
+    let origin = backend(|req: Request<hyper::body::Incoming>| async move {
+        let id = req
+            .headers()
+            .get("x-req")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        text(200, &id)
+    });
+    let log = TempFile::new("ids.log");
+    let proxy = Proxy::start(
+        &TestConfig::proxying(origin.addr)
+            .set("server.access_log", log.arg())
+            .set("server.access_log_format", "$request_id $status")
+            .listener_set("request_id.header", "x-req")
+            .toml(),
+    );
+    let trusted = Proxy::start(
+        &TestConfig::proxying(origin.addr)
+            .listener_set("request_id.header", "x-req")
+            .listener_set("request_id.trust_incoming", true)
+            .toml(),
+    );
+    let ask = |addr, sent: Option<&'static str>| async move {
+        let mut r = Request::get("/").header("host", "ids.test");
+        if let Some(s) = sent {
+            r = r.header("x-req", s);
+        }
+        let resp = send(addr, r.body(empty()).unwrap()).await.unwrap();
+        let back = resp.headers()["x-req"].to_str().unwrap().to_string();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (back, String::from_utf8_lossy(&body).into_owned())
+    };
+    let (a, seen_a) = ask(proxy.addr, None).await;
+    let (b, seen_b) = ask(proxy.addr, Some("client-made")).await;
+    assert_eq!(a.len(), 32, "{a}");
+    assert_eq!(a, seen_a, "the origin got the ID the client got back");
+    assert_ne!(a, b);
+    assert_eq!(b, seen_b);
+    assert_ne!(b, "client-made", "untrusted: replaced");
+    let (c, seen_c) = ask(trusted.addr, Some("client-made")).await;
+    assert_eq!(
+        (c.as_str(), seen_c.as_str()),
+        ("client-made", "client-made")
+    );
+    let (d, _) = ask(trusted.addr, Some("bad id")).await;
+    assert_eq!(d.len(), 32, "a malformed one is replaced: {d}");
+
+    let mut lines = lines(&log.path, 2).await;
+    lines.sort();
+    let mut want = vec![format!("{a} 200"), format!("{b} 200")];
+    want.sort();
+    assert_eq!(lines, want);
 }
 
 #[test]

@@ -1,0 +1,124 @@
+//! Request IDs (`request_id` on a listener): every request gets one,
+//! sent upstream and back to the client in the configured field, and
+//! written in the access log (`$request_id`, JSON `request_id`) and in
+//! the error log's line for the request.
+//!
+//! An ID is 32 lowercase hex digits (128 bits): a per-thread generator
+//! seeded from the operating system's randomness, then advanced by
+//! SplitMix64 per ID, so making one costs no system call. IDs need to be
+//! unique, not secret.
+
+use std::cell::Cell;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue};
+
+use crate::config::RequestId;
+
+thread_local! {
+    static STATE: Cell<u64> = Cell::new(seed());
+}
+
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    // On failure the thread's start time stands in: still distinct
+    // between threads and runs, which is all IDs need.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        b = (t ^ crate::upstream::balance::hash64(std::thread::current().id())).to_le_bytes();
+    }
+    u64::from_le_bytes(b)
+}
+
+/// SplitMix64: one step.
+fn next(state: &Cell<u64>) -> u64 {
+    let s = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+    state.set(s);
+    let mut z = s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A new ID.
+pub(crate) fn generate() -> HeaderValue {
+    let (a, b) = STATE.with(|s| (next(s), next(s)));
+    let mut out = BytesMut::with_capacity(32);
+    for word in [a, b] {
+        for i in (0..16).rev() {
+            out.put_u8(b"0123456789abcdef"[((word >> (i * 4)) & 0xf) as usize]);
+        }
+    }
+    // Hex digits are always a valid field value.
+    HeaderValue::from_maybe_shared(Bytes::from(out)).unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// Whether a client's ID may be kept: 1 to 200 visible ASCII characters.
+fn acceptable(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    (1..=200).contains(&b.len()) && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+/// The request's ID, set in `headers` (the client's one kept only when
+/// trusted and well-formed).
+pub(crate) fn assign(cfg: &RequestId, headers: &mut HeaderMap) -> HeaderValue {
+    if cfg.trust_incoming {
+        let mut sent = headers.get_all(&cfg.header).iter();
+        if let (Some(v), None) = (sent.next(), sent.next()) {
+            if acceptable(v) {
+                return v.clone();
+            }
+        }
+    }
+    let id = generate();
+    headers.insert(cfg.header.clone(), id.clone());
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(trust: bool) -> RequestId {
+        RequestId {
+            header: http::HeaderName::from_static("x-request-id"),
+            trust_incoming: trust,
+        }
+    }
+
+    #[test]
+    fn ids_are_32_hex_digits_and_differ() {
+        let ids: std::collections::HashSet<_> = (0..10_000).map(|_| generate()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(10) {
+            let s = id.to_str().unwrap();
+            assert_eq!(s.len(), 32);
+            assert!(s
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        }
+    }
+
+    #[test]
+    fn a_clients_id_is_kept_only_when_trusted_and_well_formed() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert_eq!(assign(&cfg(true), &mut h), "abc-123");
+        let mine = assign(&cfg(false), &mut h);
+        assert_ne!(mine, "abc-123");
+        assert_eq!(h["x-request-id"], mine);
+        // Two of them, or a bad one: replaced even when trusted.
+        let mut h = HeaderMap::new();
+        h.append("x-request-id", HeaderValue::from_static("a"));
+        h.append("x-request-id", HeaderValue::from_static("b"));
+        let id = assign(&cfg(true), &mut h);
+        assert_eq!(h.get_all("x-request-id").iter().count(), 1);
+        assert_eq!(id.len(), 32);
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("has space"));
+        assert_eq!(assign(&cfg(true), &mut h).len(), 32);
+    }
+}
