@@ -297,7 +297,7 @@ def nginx_proxy_conf(tmp, ports, origin_port, threads, tls, headers, pin):
     return (NGINX_COMMON + "worker_processes {threads};\n"
             + ("worker_cpu_affinity auto;\n" if pin == "auto" else "")
             + "http {{\n" + TEMP_PATHS + """\
-  access_log off;
+{access_log}
   keepalive_requests 100000;
   keepalive_timeout 120s;
   upstream o {{
@@ -328,9 +328,25 @@ def nginx_proxy_conf(tmp, ports, origin_port, threads, tls, headers, pin):
   }}
 """ if "metrics" in ports else "") + """\
 }}
-""").format(metrics=ports.get("metrics"), tmp=tmp, name="nginx", port=ports["h1"], h2c=ports["h2c"], tls=ports["tls"],
+""").format(metrics=ports.get("metrics"), access_log=nginx_access_log(tmp, ports), tmp=tmp, name="nginx", port=ports["h1"], h2c=ports["h2c"], tls=ports["tls"],
              cert=tls["cert"], key=tls["key"], oport=origin_port, threads=threads, nofile=NOFILE,
              headers=NGINX_SAME_HEADERS if headers == "same" else "")
+
+
+# Set from --access-log: every proxy writes JSON lines to a file.
+JSON_LOG = [False]
+
+
+def nginx_access_log(tmp, ports):
+    """`access_log off`, or JSON lines to a file (the `--access-log json` runs)."""
+    if not JSON_LOG[0]:
+        return "  access_log off;"
+    fmt = ("'{\"time\":\"$time_iso8601\",\"client\":\"$remote_addr\",\"method\":\"$request_method\","
+           "\"uri\":\"$request_uri\",\"protocol\":\"$server_protocol\",\"status\":$status,"
+           "\"bytes_sent\":$body_bytes_sent,\"upstream\":\"$upstream_addr\",\"duration\":$request_time,"
+           "\"host\":\"$host\",\"referer\":\"$http_referer\",\"user_agent\":\"$http_user_agent\"}'")
+    return (f"  log_format j escape=json {fmt};\n"
+            f"  access_log {tmp}/nginx-access.log j;")
 
 
 def haproxy_cpu_map(threads):
@@ -350,6 +366,15 @@ def haproxy_cpu_map(threads):
 def haproxy_conf(ports, origin_port, threads, tls, headers, pin):
     # maxconn 9000 -> HAProxy needs ~2*9000 fds, which fits the 20000 limit.
     cpu_map = haproxy_cpu_map(threads) if pin == "auto" else ""
+    log_global, log_fe = "", ""
+    if JSON_LOG[0]:
+        # HAProxy logs to a syslog target; stdout (a file here) is its
+        # cheapest, with a JSON-encoded log-format.
+        log_global = "  log stdout format raw local0\n"
+        log_fe = ("  log global\n  log-format '{\"time\":\"%t\",\"client\":\"%ci\",\"method\":\"%HM\","
+                  "\"uri\":\"%HU\",\"protocol\":\"%HV\",\"status\":%ST,\"bytes_sent\":%B,"
+                  "\"upstream\":\"%si:%sp\",\"duration\":%Ta,\"host\":\"%[capture.req.hdr(0)]\"}'\n"
+                  '  http-request capture req.hdr(host) len 64\n')
     stats = ""
     if "metrics" in ports:
         stats = (f"frontend stats\n  bind 127.0.0.1:{ports['metrics']}\n"
@@ -357,7 +382,7 @@ def haproxy_conf(ports, origin_port, threads, tls, headers, pin):
     return f"""global
   nbthread {threads}
 {cpu_map}  maxconn 9000
-
+{log_global}
 defaults
   mode http
   option http-keep-alive
@@ -373,7 +398,7 @@ frontend fe
   bind 127.0.0.1:{ports["h1"]}
   bind 127.0.0.1:{ports["h2c"]} proto h2
   bind 127.0.0.1:{ports["tls"]} ssl crt {tls["pem"]} alpn h2,http/1.1 ssl-min-ver TLSv1.3
-  default_backend be
+{log_fe}  default_backend be
 
 backend be
   server o 127.0.0.1:{origin_port}
@@ -381,13 +406,13 @@ backend be
 {stats}"""
 
 
-def tidegate_conf(ports, origin_port, threads, tls, pin):
+def tidegate_conf(ports, origin_port, threads, tls, pin, tmp=""):
     # What `--listen --upstream` (quick mode) builds, plus a TLS listener.
     # The plain listener serves HTTP/1.1 and h2c (prior knowledge) alike.
     return f"""[server]
 threads = {threads}
 cpu_affinity = "{pin}"
-access_log = "off"
+{'access_log = "' + tmp + '/tidegate-access.log"' + chr(10) + 'access_log_format = "json"' if JSON_LOG[0] else 'access_log = "off"'}
 log_level = "warn"
 
 # As nginx's keepalive_requests below (h2load does not reconnect after a
@@ -468,7 +493,7 @@ def start_servers(tmp, args, threads, notes):
     tls = make_cert(tmp)
 
     def tidegate(ports):
-        path = conf("tidegate.toml", tidegate_conf(ports, oport, threads, tls, args.pin))
+        path = conf("tidegate.toml", tidegate_conf(ports, oport, threads, tls, args.pin, tmp))
         check = subprocess.run([args.tidegate, "check", "--config", path],
                                capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
@@ -936,7 +961,7 @@ def machine_info(threads, args):
         "wrk": version(["wrk", "-v"]), "curl": version(["curl", "--version"]),
         "h2load": version(["h2load", "--version"]), "openssl": version(["openssl", "version"]),
         "duration_proto_s": args.duration_proto,
-        "tidegate": args.tidegate, "headers": args.headers, "pin": args.pin, "metrics": args.metrics,
+        "tidegate": args.tidegate, "headers": args.headers, "pin": args.pin, "metrics": args.metrics, "access_log": args.access_log,
         "git": version(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
         "loadavg_start": open("/proc/loadavg").read().split()[:3],
     }
@@ -960,6 +985,9 @@ def parse_args():
     p.add_argument("--metrics", action="store_true",
                    help="metrics on: Tidegate's [admin] listener, nginx's stub_status, "
                         "HAProxy's Prometheus exporter (each on a port of its own)")
+    p.add_argument("--access-log", choices=("off", "json"), default="off",
+                   help="json: every proxy writes a JSON line per request to a file "
+                        "(nginx log_format escape=json, HAProxy log-format %%{+json}o to stdout)")
     p.add_argument("--install", action="store_true", help="apt-get install missing tools")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     a = p.parse_args()
@@ -1004,6 +1032,7 @@ def main():
     if nofile < 17000:
         print(f"warning: open-files limit is {nofile}; the 8000-connection run may fail", file=sys.stderr)
     threads = args.threads
+    JSON_LOG[0] = args.access_log == "json"
     args.tmp = tempfile.mkdtemp(prefix="tidegate-bench-", dir="/tmp")
     os.chmod(args.tmp, 0o755)  # nginx workers run as an unprivileged user
     info = machine_info(threads, args)

@@ -187,17 +187,27 @@ impl Drop for AccessLog {
     }
 }
 
+/// A value serialised as the string its `Display` writes, straight into
+/// the line (no `String` made per field).
+struct Shown<T>(T);
+
+impl<T: std::fmt::Display> serde::Serialize for Shown<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
 /// A `json` line.
 #[derive(serde::Serialize)]
 struct JsonLine<'a> {
-    time: String,
-    client: String,
+    time: &'a str,
+    client: Shown<SocketAddr>,
     method: &'a str,
-    uri: String,
+    uri: Shown<&'a dyn std::fmt::Display>,
     protocol: &'a str,
     status: u16,
     bytes_sent: u64,
-    upstream: Option<String>,
+    upstream: Option<Shown<SocketAddr>>,
     duration: f64,
     outcome: &'a str,
     host: Option<&'a str>,
@@ -250,7 +260,7 @@ impl AccessLog {
         if buf.is_empty() {
             return;
         }
-        let lines = std::mem::take(buf);
+        let lines = std::mem::replace(buf, Vec::with_capacity(FLUSH_AT + 4096));
         if let Err(TrySendError::Full(Msg::Lines(lost))) = w.tx.try_send(Msg::Lines(lines)) {
             let n = lost.iter().filter(|&&b| b == b'\n').count() as u64;
             if w.dropped.fetch_add(n, Relaxed) == 0 {
@@ -284,10 +294,13 @@ fn host(e: &Entry) -> &str {
 }
 
 fn default_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
+    write_iso_millis(buf);
+    // Seconds to 4 places by integer arithmetic (float formatting with a
+    // precision costs more than the rest of the line).
+    let us = e.start.elapsed().as_micros();
     let _ = writeln!(
         buf,
-        "{} {} \"{} {} {:?}\" {} {} {} {:.4} {} {}",
-        humantime::format_rfc3339_millis(SystemTime::now()),
+        " {} \"{} {} {:?}\" {} {} {} {}.{:04} {} {}",
         e.client,
         e.method,
         origin_form(&e.target),
@@ -295,19 +308,70 @@ fn default_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
         end.status,
         end.bytes,
         upstream(end),
-        e.start.elapsed().as_secs_f64(),
+        us / 1_000_000,
+        us % 1_000_000 / 100,
         end.outcome,
         host(e),
     );
 }
 
-/// nginx's `$time_local` in UTC: `02/Dec/2026:15:30:00 +0000`.
+/// The time texts of the current second, made once per second per thread
+/// (as nginx caches its time strings): RFC 3339 up to the seconds, and
+/// `$time_local`.
+struct Clock {
+    second: u64,
+    iso: String,
+    local: String,
+}
+
+thread_local! {
+    static CLOCK: RefCell<Clock> = const {
+        RefCell::new(Clock {
+            second: u64::MAX,
+            iso: String::new(),
+            local: String::new(),
+        })
+    };
+}
+
+/// Runs `f` with now's cached texts and its milliseconds.
+fn with_clock<R>(f: impl FnOnce(&Clock, u32) -> R) -> R {
+    let now = SystemTime::now();
+    let since = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    CLOCK.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.second != since.as_secs() {
+            c.second = since.as_secs();
+            // `2026-12-02T15:30:00Z`: the `Z` is added with the millis.
+            let mut iso = humantime::format_rfc3339_seconds(now).to_string();
+            iso.pop();
+            c.local = time_local_of(&iso);
+            c.iso = iso;
+        }
+        f(&c, since.subsec_millis())
+    })
+}
+
+/// `2026-12-02T15:30:00.123Z`.
+fn write_iso_millis(buf: &mut Vec<u8>) {
+    with_clock(|c, ms| {
+        let _ = write!(buf, "{}.{ms:03}Z", c.iso);
+    });
+}
+
+#[cfg(test)]
 fn time_local() -> String {
+    with_clock(|c, _| c.local.clone())
+}
+
+/// nginx's `$time_local` in UTC, `02/Dec/2026:15:30:00 +0000`, from
+/// `2026-12-02T15:30:00`.
+fn time_local_of(t: &str) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    // `2026-12-02T15:30:00Z`, fixed width.
-    let t = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let month = t
         .get(5..7)
         .and_then(|m| m.parse::<usize>().ok())
@@ -348,7 +412,9 @@ fn protocol(v: Version) -> &'static str {
 }
 
 fn combined_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
-    let _ = write!(buf, "{} - - [{}] \"", e.client.ip(), time_local());
+    let _ = write!(buf, "{} - - [", e.client.ip());
+    with_clock(|c, _| buf.extend_from_slice(c.local.as_bytes()));
+    buf.extend_from_slice(b"] \"");
     escaped(
         buf,
         format!(
@@ -371,15 +437,17 @@ fn combined_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
 }
 
 fn json_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
+    let mut time = Vec::with_capacity(24);
+    write_iso_millis(&mut time);
     let line = JsonLine {
-        time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        client: e.client.to_string(),
+        time: std::str::from_utf8(&time).unwrap_or("-"),
+        client: Shown(e.client),
         method: e.method.as_str(),
-        uri: origin_form(&e.target).to_string(),
+        uri: Shown(origin_form(&e.target)),
         protocol: protocol(e.version),
         status: end.status,
         bytes_sent: end.bytes,
-        upstream: end.upstream.map(|a| a.to_string()),
+        upstream: end.upstream.map(Shown),
         duration: e.start.elapsed().as_secs_f64(),
         outcome: end.outcome,
         host: e
@@ -413,12 +481,17 @@ fn template_line(
         let _ = match v {
             Var::RemoteAddr => write!(buf, "{}", e.client.ip()),
             Var::RemotePort => write!(buf, "{}", e.client.port()),
-            Var::TimeLocal => write!(buf, "{}", time_local()),
-            Var::TimeIso8601 => write!(
-                buf,
-                "{}",
-                humantime::format_rfc3339_seconds(SystemTime::now())
-            ),
+            Var::TimeLocal => {
+                with_clock(|c, _| buf.extend_from_slice(c.local.as_bytes()));
+                Ok(())
+            }
+            Var::TimeIso8601 => {
+                with_clock(|c, _| {
+                    buf.extend_from_slice(c.iso.as_bytes());
+                    buf.extend_from_slice(b"+00:00");
+                });
+                Ok(())
+            }
             Var::Request => {
                 let line = format!(
                     "{} {} {}",
@@ -437,7 +510,10 @@ fn template_line(
             Var::ServerProtocol => write!(buf, "{}", protocol(e.version)),
             Var::Status => write!(buf, "{}", end.status),
             Var::BodyBytesSent => write!(buf, "{}", end.bytes),
-            Var::RequestTime => write!(buf, "{:.3}", e.start.elapsed().as_secs_f64()),
+            Var::RequestTime => {
+                let ms = e.start.elapsed().as_millis();
+                write!(buf, "{}.{:03}", ms / 1000, ms % 1000)
+            }
             Var::UpstreamAddr => write!(buf, "{}", upstream(end)),
             Var::Host => write!(buf, "{}", host(e)),
             Var::Outcome => write!(buf, "{}", end.outcome),

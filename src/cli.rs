@@ -43,6 +43,10 @@ struct Overrides {
     #[arg(long, global = true)]
     access_log: Option<String>,
 
+    /// Access-log format: default, combined, json, or a $variable template.
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = crate::config::LogFormat::parse)]
+    access_log_format: Option<crate::config::LogFormat>,
+
     /// Log filter: error, warn, info, debug, trace (or a tracing filter).
     #[arg(long, global = true)]
     log_level: Option<String>,
@@ -204,6 +208,9 @@ fn apply_overrides(config: &mut Config, overrides: &Overrides) {
     }
     if let Some(l) = &overrides.log_level {
         config.log_level = l.clone();
+    }
+    if let Some(f) = &overrides.access_log_format {
+        config.access_log_format = f.clone();
     }
     if let Some(t) = overrides.threads {
         config.threads = if t == 0 {
