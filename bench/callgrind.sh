@@ -5,6 +5,9 @@
 #   bench/callgrind.sh [REQUESTS] [BINARY]
 #
 # ARGS adds arguments to Tidegate's (ARGS="--admin 127.0.0.1:0": metrics on).
+# CONFIG=FILE runs Tidegate from that TOML instead of quick mode, with
+# @PROXY@ and @ORIGIN@ replaced by the ports (for settings that have no
+# flag, such as a listener's request_id).
 #
 # Starts a one-worker nginx origin serving a 100-byte /small on a free port,
 # Tidegate (1 thread) under valgrind in front of it, sends REQUESTS
@@ -20,8 +23,14 @@ rm -rf "$OUT"; mkdir -p "$OUT"
 source "$(dirname "$0")/lib.sh"
 ORIGIN=$(free_port); PROXY=$(free_port)
 start_origin "$OUT" "$ORIGIN"; NGINX=$ORIGIN_PID
+if [ -n "${CONFIG:-}" ]; then
+  sed -e "s/@PROXY@/$PROXY/g" -e "s/@ORIGIN@/$ORIGIN/g" "$CONFIG" > "$OUT/tidegate.toml"
+  RUN=(--config "$OUT/tidegate.toml")
+else
+  RUN=(--listen "127.0.0.1:$PROXY" --upstream "http://127.0.0.1:$ORIGIN")
+fi
 valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" "$BIN" \
-  --listen "127.0.0.1:$PROXY" --upstream "http://127.0.0.1:$ORIGIN" --threads 1 --log-level error ${ARGS:-} \
+  "${RUN[@]}" --threads 1 --log-level error ${ARGS:-} \
   > "$OUT/tidegate.log" 2>&1 & VG=$!
 trap 'kill $VG $NGINX 2>/dev/null || true' EXIT
 for _ in $(seq 150); do curl -s -o /dev/null "127.0.0.1:$PROXY/small" && break; sleep 0.2; done
