@@ -5,6 +5,9 @@
 //! - `GET /metrics`: Prometheus text exposition ([`crate::metrics`]).
 //! - `GET /healthz`: 200 while the process runs.
 //! - `GET /readyz`: 200 while it takes traffic, 503 once shutdown began.
+//! - `POST /upstreams/GROUP/servers/ADDRESS/drain` and `.../enable`: a
+//!   drained server gets no new requests (in-flight ones finish); the
+//!   state survives reloads (until restart).
 //!
 //! It runs on a thread of its own (a single-threaded runtime, HTTP/1.1),
 //! so a slow scrape never takes time from a worker. With a `token`, every
@@ -30,10 +33,15 @@ use crate::metrics::{Gauges, Registry};
 /// connections, servers in service) from the config in force.
 pub(crate) type GaugeSource = Arc<dyn Fn() -> Gauges + Send + Sync>;
 
+/// Drains (`true`) or enables a server of a group, by name and address;
+/// how many servers matched (`None`: no such group).
+pub(crate) type Drain = Arc<dyn Fn(&str, &str, bool) -> Option<usize> + Send + Sync>;
+
 /// What the admin endpoints read.
 pub(crate) struct State {
     pub(crate) metrics: Arc<Registry>,
     pub(crate) gauges: GaugeSource,
+    pub(crate) drain: Drain,
     /// Cleared when shutdown begins.
     pub(crate) ready: AtomicBool,
     pub(crate) token: Option<HeaderValue>,
@@ -138,6 +146,9 @@ fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         }
     }
     let path = req.uri().path();
+    if let Some(rest) = path.strip_prefix("/upstreams/") {
+        return drain(state, req.method(), rest);
+    }
     if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
         return text(StatusCode::NOT_FOUND, "no such admin endpoint\n");
     }
@@ -160,6 +171,44 @@ fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         _ if state.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
         _ => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+    }
+}
+
+/// `POST /upstreams/GROUP/servers/ADDRESS/drain` or `.../enable`.
+fn drain(state: &State, method: &Method, rest: &str) -> Response<Full<Bytes>> {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let (group, server, action) = match parts.as_slice() {
+        [g, "servers", s, a] if matches!(*a, "drain" | "enable") => (*g, *s, *a),
+        _ => return text(StatusCode::NOT_FOUND, "no such admin endpoint\n"),
+    };
+    if method != Method::POST {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let drained = action == "drain";
+    match (state.drain)(group, server, drained) {
+        None => text(
+            StatusCode::NOT_FOUND,
+            format!("no upstream group `{group}`\n"),
+        ),
+        Some(0) => text(
+            StatusCode::NOT_FOUND,
+            format!("group `{group}` has no server `{server}`\n"),
+        ),
+        Some(_) => {
+            tracing::info!(
+                group,
+                server,
+                "admin: server {}",
+                if drained { "drained" } else { "enabled" }
+            );
+            text(
+                StatusCode::OK,
+                if drained { "drained\n" } else { "enabled\n" },
+            )
+        }
     }
 }
 

@@ -47,8 +47,8 @@ const FAMILIES: &[Family] = &[
 pub(crate) struct Gauges {
     /// `(listener, open connections)`.
     pub(crate) open: Vec<(String, u64)>,
-    /// `(group, server, in service)`.
-    pub(crate) up: Vec<(String, String, bool)>,
+    /// `(group, server, in service, drained)`.
+    pub(crate) up: Vec<(String, String, bool, bool)>,
     /// Access-log lines dropped because the writer could not keep up.
     pub(crate) log_dropped: u64,
 }
@@ -86,10 +86,21 @@ pub(crate) fn render(registry: &Registry, gauges: &Gauges) -> String {
         "gauge",
         "1 when an upstream server is in service (healthy, not ejected).",
     );
-    for (group, server, up) in &gauges.up {
+    for (group, server, up, _) in &gauges.up {
         let labels = vec![("group", group.clone()), ("server", server.clone())];
         let v = if *up { 1.0 } else { 0.0 };
         line(&mut out, "tidegate_upstream_server_up", &labels, v);
+    }
+    header(
+        &mut out,
+        "tidegate_upstream_server_drained",
+        "gauge",
+        "1 while an upstream server is drained through the admin API.",
+    );
+    for (group, server, _, drained) in &gauges.up {
+        let labels = vec![("group", group.clone()), ("server", server.clone())];
+        let v = if *drained { 1.0 } else { 0.0 };
+        line(&mut out, "tidegate_upstream_server_drained", &labels, v);
     }
     header(
         &mut out,

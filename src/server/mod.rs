@@ -429,6 +429,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             let state = Arc::new(crate::admin::State {
                 metrics,
                 gauges: gauges(&shared),
+                drain: drain(&shared),
                 ready: true.into(),
                 token: a.token.as_deref().and_then(|t| t.parse().ok()),
             });
@@ -454,6 +455,25 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         dns: start_dns(&shared),
         shared,
         admin,
+    })
+}
+
+/// The admin API's drain switch over the upstreams in force.
+fn drain(shared: &Arc<Mutex<Shared>>) -> crate::admin::Drain {
+    let weak = Arc::downgrade(shared);
+    Arc::new(move |group: &str, server: &str, drained: bool| {
+        let shared = weak.upgrade()?;
+        let s = lock(&shared);
+        let g = &s.current;
+        let i = g.config.upstreams.iter().position(|u| u.name == group)?;
+        let mut n = 0;
+        for srv in &g.upstreams.groups[i].servers {
+            if srv.addr.to_string() == server {
+                srv.health.drain(drained);
+                n += 1;
+            }
+        }
+        Some(n)
     })
 }
 
@@ -483,6 +503,7 @@ fn gauges(shared: &Arc<Mutex<Shared>>) -> crate::admin::GaugeSource {
                             group.name.clone(),
                             srv.addr.to_string(),
                             srv.health.available(),
+                            srv.health.drained(),
                         )
                     })
                 })

@@ -39,6 +39,9 @@ pub(crate) struct ServerHealth {
     ejected_until: AtomicU64,
     failures: AtomicU32,
     ejections: AtomicU32,
+    /// Drained by an operator (admin API): no new requests until enabled
+    /// again. Kept across reloads with the rest (the registry keeps it).
+    drained: AtomicBool,
 }
 
 impl ServerHealth {
@@ -49,12 +52,21 @@ impl ServerHealth {
 
     /// May this server take a request now?
     pub(crate) fn available(&self) -> bool {
-        if self.down.load(Ordering::Relaxed) {
+        if self.down.load(Ordering::Relaxed) || self.drained.load(Ordering::Relaxed) {
             return false;
         }
         // Never ejected (or cleared since): no clock read.
         let until = self.ejected_until.load(Ordering::Relaxed);
         until == 0 || until <= now_ms()
+    }
+
+    /// Drains the server (`true`: no new requests) or puts it back.
+    pub(crate) fn drain(&self, drained: bool) {
+        self.drained.store(drained, Ordering::Relaxed);
+    }
+
+    pub(crate) fn drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
     }
 
     fn ejected(&self) -> bool {

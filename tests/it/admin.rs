@@ -233,3 +233,118 @@ fn admin_settings_are_checked() {
     assert!(err("[admin]\naddress = \"127.0.0.1:1\"\ntoken = \"\"\n").contains("admin.token"));
     assert!(err("[admin]\naddress = \"127.0.0.1:1\"\nport = 2\n").contains("unknown field"));
 }
+
+/// `POST` on the admin listener: status and body.
+async fn admin_post(proxy: &Proxy, path: &str) -> (u16, String) {
+    let addr = proxy.running().admin_addr().expect("admin listener");
+    let req = Request::post(path)
+        .header("host", "admin")
+        .body(empty())
+        .unwrap();
+    let resp = send(addr, req).await.expect("admin answers");
+    let status = resp.status().as_u16();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("admin body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Which origin answered `n` requests in a row.
+async fn answered(addr: std::net::SocketAddr, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let (status, _, body) = get(addr, "/").await;
+        assert_eq!(status, 200);
+        out.push(String::from_utf8_lossy(&body).into_owned());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_and_enable_under_load_fail_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let named = |name: &'static str| backend(move |_req| async move { text(200, name) });
+    let (a, b) = (named("a"), named("b"));
+    let toml = TestConfig::new()
+        .set("admin.address", "127.0.0.1:0")
+        .route(Route::to("app"))
+        .group("app", [a.addr, b.addr])
+        .set("upstreams.app.balance", "round_robin")
+        .toml();
+    let mut proxy = Proxy::start(&toml);
+    let addr = proxy.addr;
+    // Load all along: four clients, every answer must be a 200.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (stop, failed, done) = (stop.clone(), failed.clone(), done.clone());
+        clients.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let req = Request::get("/").header("host", "t").body(empty()).unwrap();
+                match send(addr, req).await {
+                    Ok(r) if r.status() == 200 => {}
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let b_addr = b.addr.to_string();
+    assert!(answered(addr, 20).await.contains(&"b".to_string()));
+    assert_eq!(
+        admin_post(&proxy, &format!("/upstreams/app/servers/{b_addr}/drain")).await,
+        (200, "drained\n".into())
+    );
+    // Requests made after the drain answered go to `a` only.
+    assert!(answered(addr, 40).await.iter().all(|n| n == "a"));
+    // A reload keeps the drain (the registry keeps the server's state).
+    proxy.reload(&toml);
+    assert!(answered(addr, 40).await.iter().all(|n| n == "a"));
+    let (_, metrics) = admin_get(&proxy, "/metrics", &[]).await;
+    let drained = format!("tidegate_upstream_server_drained{{group=\"app\",server=\"{b_addr}\"}}");
+    assert_eq!(value(&metrics, &drained), Some(1.0), "{metrics}");
+    assert_eq!(
+        admin_post(&proxy, &format!("/upstreams/app/servers/{b_addr}/enable")).await,
+        (200, "enabled\n".into())
+    );
+    assert!(answered(addr, 20).await.contains(&"b".to_string()));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert!(done.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests under drain"
+    );
+
+    assert_eq!(
+        admin_post(&proxy, "/upstreams/app/servers/10.9.9.9:1/drain")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        admin_post(&proxy, "/upstreams/nope/servers/x/drain")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        admin_get(
+            &proxy,
+            &format!("/upstreams/app/servers/{b_addr}/drain"),
+            &[]
+        )
+        .await
+        .0,
+        405
+    );
+}
