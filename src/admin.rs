@@ -161,11 +161,24 @@ fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match path {
         "/metrics" => {
             let body = crate::metrics::render(&state.metrics, &(state.gauges)());
+            // OpenMetrics when the scraper asks for it (Prometheus does,
+            // in its Accept), else the classic text format.
+            let open = req.headers().get_all(header::ACCEPT).iter().any(|v| {
+                v.as_bytes()
+                    .windows(24)
+                    .any(|w| w == b"application/openmetrics-")
+            });
+            let (body, kind) = if open {
+                (
+                    crate::metrics::open_metrics(&body),
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+            } else {
+                (body, "text/plain; version=0.0.4; charset=utf-8")
+            };
             let mut r = text(StatusCode::OK, body);
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
             r
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),

@@ -229,6 +229,43 @@ fn proc_self() -> ProcSelf {
     }
 }
 
+/// The same exposition in OpenMetrics 1.0 text: a counter's family is
+/// named without its `_total` (its samples keep it), and `# EOF` ends it.
+pub(crate) fn open_metrics(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = String::with_capacity(text.len() + 8);
+    for (i, l) in lines.iter().enumerate() {
+        // `# HELP name ...` is followed by `# TYPE name kind`.
+        let counter_family = |name: &str| {
+            let type_line = if l.starts_with("# TYPE ") {
+                Some(*l)
+            } else {
+                lines.get(i + 1).copied()
+            };
+            type_line.is_some_and(|t| t == format!("# TYPE {name} counter"))
+        };
+        let rest = l
+            .strip_prefix("# HELP ")
+            .or_else(|| l.strip_prefix("# TYPE "));
+        match rest.and_then(|r| r.split_once(' ')) {
+            Some((name, tail)) if name.ends_with("_total") && counter_family(name) => {
+                let _ = writeln!(
+                    out,
+                    "{} {} {tail}",
+                    &l[..6],
+                    name.trim_end_matches("_total")
+                );
+            }
+            _ => {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -300,6 +337,17 @@ fn histogram(out: &mut String, name: &str, all: &BTreeMap<Series, f64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_metrics_names_counter_families_without_total_and_ends_with_eof() {
+        let text = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 2\n\
+                    # HELP g G.\n# TYPE g gauge\ng 1\n";
+        assert_eq!(
+            open_metrics(text),
+            "# HELP a A.\n# TYPE a counter\na_total{x=\"1\"} 2\n\
+             # HELP g G.\n# TYPE g gauge\ng 1\n# EOF\n"
+        );
+    }
 
     #[test]
     fn label_values_are_escaped() {

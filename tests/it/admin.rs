@@ -348,3 +348,41 @@ async fn drain_and_enable_under_load_fail_nothing() {
         405
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_metrics_when_asked_for() {
+    let origin = origin();
+    let proxy = Proxy::start(&config(&origin, closed_port(), None));
+    assert_eq!(get(proxy.addr, "/api/x").await.0, 200);
+    let addr = proxy.running().admin_addr().unwrap();
+    let req = Request::get("/metrics")
+        .header("host", "admin")
+        // What Prometheus 2.x sends.
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )
+        .body(empty())
+        .unwrap();
+    let resp = send(addr, req).await.unwrap();
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(
+        text.contains("# TYPE tidegate_requests counter\n"),
+        "{text}"
+    );
+    assert!(text.contains("\ntidegate_requests_total{"), "{text}");
+    assert!(!text.contains("# TYPE tidegate_requests_total"), "{text}");
+    // Without the Accept: the classic format.
+    let (_, classic) = admin_get(&proxy, "/metrics", &[]).await;
+    assert!(classic.contains("# TYPE tidegate_requests_total counter\n"));
+    assert!(!classic.contains("# EOF"));
+}
