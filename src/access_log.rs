@@ -201,13 +201,13 @@ impl<T: std::fmt::Display> serde::Serialize for Shown<T> {
 #[derive(serde::Serialize)]
 struct JsonLine<'a> {
     time: &'a str,
-    client: Shown<SocketAddr>,
+    client: &'a str,
     method: &'a str,
     uri: Shown<&'a dyn std::fmt::Display>,
     protocol: &'a str,
     status: u16,
     bytes_sent: u64,
-    upstream: Option<Shown<SocketAddr>>,
+    upstream: Option<&'a str>,
     duration: f64,
     outcome: &'a str,
     host: Option<&'a str>,
@@ -272,6 +272,53 @@ impl AccessLog {
     }
 }
 
+/// Writes a decimal number (std's formatting machinery costs more than
+/// the whole rest of a line for an address).
+fn write_u16(buf: &mut Vec<u8>, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+/// `ip` (IPv4 by hand, IPv6 as std writes it).
+fn write_ip(buf: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf.push(b'.');
+                }
+                write_u16(buf, u16::from(o));
+            }
+        }
+        std::net::IpAddr::V6(_) => {
+            let _ = write!(buf, "{ip}");
+        }
+    }
+}
+
+/// `ip:port` (`[ip]:port` for IPv6), as `SocketAddr`'s `Display` writes it.
+fn write_addr(buf: &mut Vec<u8>, a: &SocketAddr) {
+    match a {
+        SocketAddr::V4(v4) => write_ip(buf, std::net::IpAddr::V4(*v4.ip())),
+        SocketAddr::V6(_) => {
+            let _ = write!(buf, "{a}");
+            return;
+        }
+    }
+    buf.push(b':');
+    write_u16(buf, a.port());
+}
+
 /// The target in origin form (the authority has fields of its own).
 fn origin_form(u: &Uri) -> &dyn std::fmt::Display {
     match u.path_and_query() {
@@ -298,16 +345,24 @@ fn default_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
     // Seconds to 4 places by integer arithmetic (float formatting with a
     // precision costs more than the rest of the line).
     let us = e.start.elapsed().as_micros();
-    let _ = writeln!(
+    buf.push(b' ');
+    write_addr(buf, &e.client);
+    let _ = write!(
         buf,
-        " {} \"{} {} {:?}\" {} {} {} {}.{:04} {} {}",
-        e.client,
+        " \"{} {} {:?}\" {} {} ",
         e.method,
         origin_form(&e.target),
         e.version,
         end.status,
         end.bytes,
-        upstream(end),
+    );
+    match &end.upstream {
+        Some(a) => write_addr(buf, a),
+        None => buf.push(b'-'),
+    }
+    let _ = writeln!(
+        buf,
+        " {}.{:04} {} {}",
         us / 1_000_000,
         us % 1_000_000 / 100,
         end.outcome,
@@ -412,7 +467,8 @@ fn protocol(v: Version) -> &'static str {
 }
 
 fn combined_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
-    let _ = write!(buf, "{} - - [", e.client.ip());
+    write_ip(buf, e.client.ip());
+    buf.extend_from_slice(b" - - [");
     with_clock(|c, _| buf.extend_from_slice(c.local.as_bytes()));
     buf.extend_from_slice(b"] \"");
     escaped(
@@ -439,15 +495,24 @@ fn combined_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
 fn json_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
     let mut time = Vec::with_capacity(24);
     write_iso_millis(&mut time);
+    let mut client = Vec::with_capacity(48);
+    write_addr(&mut client, &e.client);
+    let mut up = Vec::with_capacity(48);
+    if let Some(a) = &end.upstream {
+        write_addr(&mut up, a);
+    }
     let line = JsonLine {
         time: std::str::from_utf8(&time).unwrap_or("-"),
-        client: Shown(e.client),
+        client: std::str::from_utf8(&client).unwrap_or("-"),
         method: e.method.as_str(),
         uri: Shown(origin_form(&e.target)),
         protocol: protocol(e.version),
         status: end.status,
         bytes_sent: end.bytes,
-        upstream: end.upstream.map(Shown),
+        upstream: end
+            .upstream
+            .is_some()
+            .then(|| std::str::from_utf8(&up).unwrap_or("-")),
         duration: e.start.elapsed().as_secs_f64(),
         outcome: end.outcome,
         host: e
@@ -553,6 +618,26 @@ mod tests {
         assert_eq!(&t[6..7], "/");
         assert_eq!(&t[11..12], ":");
         assert!(t.ends_with(" +0000"), "{t}");
+    }
+
+    #[test]
+    fn addresses_are_written_as_std_writes_them() {
+        for a in [
+            "0.0.0.0:0",
+            "127.0.0.1:8080",
+            "255.255.255.255:65535",
+            "10.20.3.40:9",
+            "[::1]:443",
+            "[2001:db8::7]:80",
+        ] {
+            let a: SocketAddr = a.parse().unwrap();
+            let mut b = Vec::new();
+            write_addr(&mut b, &a);
+            assert_eq!(String::from_utf8(b).unwrap(), a.to_string());
+            let mut b = Vec::new();
+            write_ip(&mut b, a.ip());
+            assert_eq!(String::from_utf8(b).unwrap(), a.ip().to_string());
+        }
     }
 
     #[test]
