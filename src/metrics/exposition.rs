@@ -80,28 +80,24 @@ pub(crate) fn render(registry: &Registry, gauges: &Gauges) -> String {
         let labels = vec![("listener", listener.clone())];
         line(&mut out, "tidegate_connections_open", &labels, *n as f64);
     }
-    header(
-        &mut out,
+    let mut per_server =
+        |name: &str, help: &str, flag: fn(&(String, String, bool, bool)) -> bool| {
+            header(&mut out, name, "gauge", help);
+            for s in &gauges.up {
+                let labels = vec![("group", s.0.clone()), ("server", s.1.clone())];
+                line(&mut out, name, &labels, if flag(s) { 1.0 } else { 0.0 });
+            }
+        };
+    per_server(
         "tidegate_upstream_server_up",
-        "gauge",
-        "1 when an upstream server is in service (healthy, not ejected).",
+        "1 when an upstream server is in service (healthy, not ejected, not drained).",
+        |s| s.2,
     );
-    for (group, server, up, _) in &gauges.up {
-        let labels = vec![("group", group.clone()), ("server", server.clone())];
-        let v = if *up { 1.0 } else { 0.0 };
-        line(&mut out, "tidegate_upstream_server_up", &labels, v);
-    }
-    header(
-        &mut out,
+    per_server(
         "tidegate_upstream_server_drained",
-        "gauge",
         "1 while an upstream server is drained through the admin API.",
+        |s| s.3,
     );
-    for (group, server, _, drained) in &gauges.up {
-        let labels = vec![("group", group.clone()), ("server", server.clone())];
-        let v = if *drained { 1.0 } else { 0.0 };
-        line(&mut out, "tidegate_upstream_server_drained", &labels, v);
-    }
     header(
         &mut out,
         "tidegate_access_log_dropped_lines_total",

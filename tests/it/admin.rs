@@ -33,22 +33,19 @@ fn config(origin: &Backend, dead: std::net::SocketAddr, token: Option<&str>) -> 
         .toml()
 }
 
-/// `GET path` on the admin listener with `headers`: status and body.
-async fn admin_get(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+/// `METHOD path` on the admin listener with `headers`: status and body.
+async fn admin(proxy: &Proxy, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let addr = proxy.running().admin_addr().expect("admin listener");
-    let mut req = Request::get(path).header("host", "admin");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = send(addr, req.body(empty()).unwrap())
-        .await
-        .expect("admin answers");
-    let status = resp.status().as_u16();
-    let body = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .expect("admin body")
-        .to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let (status, _, body) = exchange(addr, method, "admin", path, headers, empty()).await;
+    (status, body)
+}
+
+async fn admin_get(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    admin(proxy, "GET", path, headers).await
+}
+
+async fn admin_post(proxy: &Proxy, path: &str) -> (u16, String) {
+    admin(proxy, "POST", path, &[]).await
 }
 
 /// The value of the series written exactly `series` (name and labels),
@@ -232,22 +229,6 @@ fn admin_settings_are_checked() {
     );
     assert!(err("[admin]\naddress = \"127.0.0.1:1\"\ntoken = \"\"\n").contains("admin.token"));
     assert!(err("[admin]\naddress = \"127.0.0.1:1\"\nport = 2\n").contains("unknown field"));
-}
-
-/// `POST` on the admin listener: status and body.
-async fn admin_post(proxy: &Proxy, path: &str) -> (u16, String) {
-    let addr = proxy.running().admin_addr().expect("admin listener");
-    let req = Request::post(path)
-        .header("host", "admin")
-        .body(empty())
-        .unwrap();
-    let resp = send(addr, req).await.expect("admin answers");
-    let status = resp.status().as_u16();
-    let body = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .expect("admin body")
-        .to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Which origin answered `n` requests in a row.

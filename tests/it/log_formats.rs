@@ -345,17 +345,9 @@ async fn request_ids_go_upstream_back_and_into_the_log() {
             .toml(),
     );
     let ask = |addr, sent: Option<&'static str>| async move {
-        let mut r = Request::get("/").header("host", "ids.test");
-        if let Some(s) = sent {
-            r = r.header("x-req", s);
-        }
-        let resp = send(addr, r.body(empty()).unwrap()).await.unwrap();
-        let back = resp.headers()["x-req"].to_str().unwrap().to_string();
-        let body = http_body_util::BodyExt::collect(resp.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        (back, String::from_utf8_lossy(&body).into_owned())
+        let sent: Vec<(&str, &str)> = sent.map(|s| ("x-req", s)).into_iter().collect();
+        let (_, h, body) = exchange(addr, "GET", "ids.test", "/", &sent, empty()).await;
+        (h["x-req"].to_str().unwrap().to_string(), body)
     };
     let (a, seen_a) = ask(proxy.addr, None).await;
     let (b, seen_b) = ask(proxy.addr, Some("client-made")).await;
