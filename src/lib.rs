@@ -66,6 +66,7 @@ mod proxy;
 mod router;
 mod rt;
 mod server;
+mod tally;
 pub mod upstream;
 mod worker;
 

@@ -106,10 +106,12 @@ impl Worker {
         metrics: Option<&MetricsRegistry>,
     ) -> Worker {
         let config = g.config.clone();
+        let counters = metrics.map(|m| m.counters(g.labels.clone()));
+        let stats = counters.as_ref().map(|c| c.pool.clone());
         Worker {
-            counters: metrics.map(|m| m.counters(g.labels.clone())),
+            counters,
             router: Router::new(&config.routes),
-            pool: Pool::new(&config, &g.upstreams, old),
+            pool: Pool::new(&config, &g.upstreams, old, stats),
             log,
             http1: server_builder(config.limits.max_request_head_bytes),
             tls: g.tls.clone(),

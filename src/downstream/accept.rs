@@ -132,12 +132,14 @@ pub(crate) async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        if let Some(c) = &worker.counters {
+        let meter = worker.counters.as_ref().and_then(|c| {
             c.accepted(addr);
-        }
+            crate::downstream::state::Meter::new(c, addr)
+        });
         let state = Rc::new(ConnState::new(
             client,
             ConnLimits::of(&worker.config.limits),
+            meter,
         ));
         drop(worker);
         let registered = registry.register(&gate, &state);

@@ -76,6 +76,15 @@ impl<C> Driven<C> {
     }
 }
 
+impl<C: GracefulShutdown> Driven<C> {
+    /// Counts the GOAWAY an HTTP/2 connection's shutdown sends.
+    fn goaway(&self) {
+        if let (true, Some(m)) = (C::H2, &self.state.meter) {
+            m.count(crate::metrics::Conn::Goaway, 1);
+        }
+    }
+}
+
 enum Ended {
     Done(Result<(), hyper::Error>),
     Cut(Cut),
@@ -113,9 +122,11 @@ where
         if this.state.calm.get() && !this.calmed {
             this.calmed = true;
             this.conn.as_mut().enhance_your_calm();
+            this.goaway();
         } else if this.state.draining.get() && !this.draining {
             this.draining = true;
             this.conn.as_mut().start_graceful();
+            this.goaway();
         }
         this.state.register(cx);
         this.conn.as_mut().poll(cx).map(Ended::Done)
@@ -124,6 +135,9 @@ where
 
 /// hyper's graceful shutdown, named for [`Driven`].
 trait GracefulShutdown {
+    /// HTTP/2: shutting down sends GOAWAY.
+    const H2: bool;
+
     fn start_graceful(self: Pin<&mut Self>);
 
     /// An abusive client: HTTP/2 closes with GOAWAY(ENHANCE_YOUR_CALM).
@@ -146,6 +160,8 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
     E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
 {
+    const H2: bool = true;
+
     fn start_graceful(self: Pin<&mut Self>) {
         self.graceful_shutdown();
     }
@@ -162,6 +178,8 @@ where
     S::ResBody: http_body::Body + 'static,
     <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    const H2: bool = false;
+
     fn start_graceful(self: Pin<&mut Self>) {
         self.graceful_shutdown();
     }
@@ -306,8 +324,8 @@ async fn set_up(
     let listener = worker.config.listeners.get(index)?;
     let timeouts = &worker.config.timeouts;
     let (head_timeout, idle_timeout) = (timeouts.client_header, timeouts.client_idle);
-    let (io, tls, alpn_h2) = match worker.tls.get(index).and_then(Option::as_ref) {
-        None => (ClientIo::Plain(stream), None, false),
+    let (io, tls, (alpn_h2, tls_version)) = match worker.tls.get(index).and_then(Option::as_ref) {
+        None => (ClientIo::Plain(stream), None, (false, None)),
         Some(tls) => {
             let accept = tokio::time::timeout(
                 timeouts.tls_handshake,
@@ -321,10 +339,16 @@ async fn set_up(
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::info!(%client, "TLS handshake failed: {e}");
+                    if let Some(m) = &state.meter {
+                        m.tls_failed(tls_failure(&e));
+                    }
                     return None;
                 }
                 Err(_) => {
                     tracing::info!(%client, "TLS handshake not completed in time; closing");
+                    if let Some(m) = &state.meter {
+                        m.tls_failed(0);
+                    }
                     return None;
                 }
             };
@@ -343,7 +367,12 @@ async fn set_up(
                 }),
             };
             let h2 = session.alpn_protocol() == Some(b"h2");
-            (ClientIo::Tls(Box::new(stream)), Some(Box::new(info)), h2)
+            let version = session.protocol_version().map(u16::from);
+            (
+                ClientIo::Tls(Box::new(stream)),
+                Some(Box::new(info)),
+                (h2, version),
+            )
         }
     };
     state.serving.set(true);
@@ -384,6 +413,9 @@ async fn set_up(
     };
     let https = tls.is_some();
     state.http1.set(!h2);
+    if let Some(m) = &state.meter {
+        m.set_up(h2, tls_version);
+    }
     let svc = Svc(Rc::new(ConnCtx {
         listener: listener.addr,
         client_ip: HeaderValue::from_str(&client.ip().to_string())
@@ -478,6 +510,22 @@ fn h2_builder(max_streams: u32, max_head: usize, max_resets: u32) -> http2::Buil
         // Streams the client gets wrong count as its resets do.
         .max_local_error_reset_streams(Some(max_resets as usize));
     b
+}
+
+/// Why a TLS handshake failed, as an index of
+/// [`crate::metrics::TLS_FAILURES`].
+fn tls_failure(e: &std::io::Error) -> usize {
+    use rustls::Error as E;
+    match e.get_ref().and_then(|e| e.downcast_ref::<E>()) {
+        Some(E::PeerIncompatible(_)) => 3,
+        Some(E::NoApplicationProtocol) => 4,
+        Some(E::InvalidCertificate(_) | E::NoCertificatesPresented) => 5,
+        Some(E::AlertReceived(_)) => 6,
+        Some(E::InvalidMessage(_) | E::InappropriateMessage { .. }) => 7,
+        Some(_) => 8,
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => 1,
+        None => 2,
+    }
 }
 
 fn log_conn_error(client: SocketAddr, e: &hyper::Error) {

@@ -50,7 +50,18 @@ impl AsyncRead for Watched {
         let res = Pin::new(&mut this.io).poll_read(cx, buf);
         let n = (buf.filled().len() - before) as u64;
         this.state.read.set(this.state.read.get() + n);
+        if let Some(m) = &this.state.meter {
+            m.count(crate::metrics::Conn::BytesIn, n);
+        }
         res
+    }
+}
+
+impl Watched {
+    fn wrote(&self, res: &Poll<io::Result<usize>>) {
+        if let (Some(m), Poll::Ready(Ok(n))) = (&self.state.meter, res) {
+            m.count(crate::metrics::Conn::BytesOut, *n as u64);
+        }
     }
 }
 
@@ -60,7 +71,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let res = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.wrote(&res);
+        res
     }
 
     fn poll_write_vectored(
@@ -68,7 +81,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let res = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.wrote(&res);
+        res
     }
 
     fn is_write_vectored(&self) -> bool {

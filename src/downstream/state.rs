@@ -113,6 +113,63 @@ pub(crate) struct ConnState {
     /// Set by the watchdog once the connection has been idle for
     /// `TRIM_AFTER`: free hyper's buffers.
     pub(crate) trim: Cell<bool>,
+    /// Where its counts go (admin listener on).
+    pub(crate) meter: Option<Meter>,
+}
+
+/// A connection's counts: bytes each way, its protocol while it is open,
+/// GOAWAYs, under the counters of the config it was accepted under.
+pub(crate) struct Meter {
+    counters: std::sync::Arc<crate::metrics::Counters>,
+    /// Its listener's index among the counters' listeners.
+    listener: usize,
+    /// Its [`crate::metrics::PROTOCOLS`] index, once set up.
+    protocol: Cell<Option<usize>>,
+}
+
+impl Meter {
+    /// For a connection accepted on the listener configured at `addr`.
+    pub(crate) fn new(
+        counters: &std::sync::Arc<crate::metrics::Counters>,
+        addr: SocketAddr,
+    ) -> Option<Meter> {
+        Some(Meter {
+            listener: counters.listener(addr)?,
+            counters: counters.clone(),
+            protocol: Cell::new(None),
+        })
+    }
+
+    pub(crate) fn count(&self, c: crate::metrics::Conn, n: u64) {
+        self.counters.conn(c, self.listener, n);
+    }
+
+    /// Set up: HTTP/2 or not, TLS version if any (`0x0303` TLS 1.2,
+    /// `0x0304` TLS 1.3).
+    pub(crate) fn set_up(&self, h2: bool, tls: Option<u16>) {
+        let tls = match tls {
+            None => 0,
+            Some(0x0304) => 2,
+            Some(_) => 1,
+        };
+        let p = if h2 { 3 } else { 0 } + tls;
+        self.protocol.set(Some(p));
+        self.counters.handled(self.listener, p);
+    }
+
+    /// The TLS handshake failed (an index of
+    /// [`crate::metrics::TLS_FAILURES`]).
+    pub(crate) fn tls_failed(&self, reason: usize) {
+        self.counters.tls_failed(self.listener, reason);
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        if let Some(p) = self.protocol.get() {
+            self.counters.closed(self.listener, p);
+        }
+    }
 }
 
 /// A request body nobody reads any more. HTTP/1.1: read to its end and
@@ -164,8 +221,9 @@ impl ConnLimits {
 }
 
 impl ConnState {
-    pub(crate) fn new(client: SocketAddr, limits: ConnLimits) -> ConnState {
+    pub(crate) fn new(client: SocketAddr, limits: ConnLimits, meter: Option<Meter>) -> ConnState {
         ConnState {
+            meter,
             in_flight: Cell::new(0),
             idle_since: Cell::new(Instant::now()),
             read: Cell::new(0),

@@ -40,6 +40,96 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         help: "Client connections accepted.",
     },
+    Family {
+        name: "tidegate_connections_handled_total",
+        kind: "counter",
+        help: "Client connections set up, by protocol and TLS version.",
+    },
+    Family {
+        name: "tidegate_connections_active",
+        kind: "gauge",
+        help: "Client connections set up and open now, by protocol and TLS version.",
+    },
+    Family {
+        name: "tidegate_tls_handshake_failures_total",
+        kind: "counter",
+        help: "TLS handshakes with clients that failed, by reason.",
+    },
+    Family {
+        name: "tidegate_http2_streams_total",
+        kind: "counter",
+        help: "HTTP/2 streams (requests) from clients.",
+    },
+    Family {
+        name: "tidegate_http2_goaways_sent_total",
+        kind: "counter",
+        help: "GOAWAY frames sent to HTTP/2 clients (shutdown, reload, limits, errors).",
+    },
+    Family {
+        name: "tidegate_received_bytes_total",
+        kind: "counter",
+        help: "Bytes read from clients (after TLS).",
+    },
+    Family {
+        name: "tidegate_sent_bytes_total",
+        kind: "counter",
+        help: "Bytes written to clients (before TLS).",
+    },
+    Family {
+        name: "tidegate_upstream_connect_duration_seconds",
+        kind: "histogram",
+        help: "Time to set up a new upstream connection (TCP, TLS, HTTP handshake).",
+    },
+    Family {
+        name: "tidegate_upstream_header_duration_seconds",
+        kind: "histogram",
+        help: "Time from sending a request upstream to its response head.",
+    },
+    Family {
+        name: "tidegate_upstream_connections_opened_total",
+        kind: "counter",
+        help: "Upstream connections opened.",
+    },
+    Family {
+        name: "tidegate_upstream_connections_reused_total",
+        kind: "counter",
+        help: "Requests sent on a pooled upstream connection (or HTTP/2 connection already open).",
+    },
+    Family {
+        name: "tidegate_upstream_connections_idle",
+        kind: "gauge",
+        help: "Idle upstream connections in the pools (HTTP/2: open with no stream).",
+    },
+    Family {
+        name: "tidegate_upstream_connections_active",
+        kind: "gauge",
+        help: "Requests in flight to each upstream server.",
+    },
+    Family {
+        name: "tidegate_upstream_connect_failures_total",
+        kind: "counter",
+        help: "Upstream connection attempts that failed.",
+    },
+    Family {
+        name: "tidegate_upstream_retries_total",
+        kind: "counter",
+        help: "Requests sent again to another server after this one failed.",
+    },
+    Family {
+        name: "tidegate_upstream_retry_budget_exhausted_total",
+        kind: "counter",
+        help: "Retries the group's retry budget did not allow.",
+    },
+    Family {
+        name: "tidegate_upstream_pending_refused_total",
+        kind: "counter",
+        help: "Requests refused (503) with the server at max_connections and its queue at max_pending.",
+    },
+    Family {
+        name: "tidegate_upstream_backoffs_total",
+        kind: "counter",
+        help: "429 or 503 answers with Retry-After that made a worker skip the server for a while.",
+    },
 ];
 
 /// Values read at scrape time, beside the counters.
@@ -47,10 +137,29 @@ const FAMILIES: &[Family] = &[
 pub(crate) struct Gauges {
     /// `(listener, open connections)`.
     pub(crate) open: Vec<(String, u64)>,
-    /// `(group, server, in service, drained)`.
-    pub(crate) up: Vec<(String, String, bool, bool)>,
+    /// Each upstream server of the config in force.
+    pub(crate) servers: Vec<ServerGauge>,
     /// Access-log lines dropped because the writer could not keep up.
     pub(crate) log_dropped: u64,
+    /// DNS refreshes by name.
+    pub(crate) dns: Vec<(String, crate::upstream::dns::NameStats)>,
+}
+
+/// One upstream server's shared state.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerGauge {
+    pub(crate) group: String,
+    pub(crate) server: String,
+    /// In service: healthy, not ejected, not drained.
+    pub(crate) up: bool,
+    pub(crate) drained: bool,
+    /// Marked down by active checks.
+    pub(crate) down: bool,
+    /// Passively ejected for this much longer.
+    pub(crate) ejected_for: Option<std::time::Duration>,
+    pub(crate) ejections: u64,
+    pub(crate) went_down: u64,
+    pub(crate) went_up: u64,
 }
 
 /// The whole exposition.
@@ -80,23 +189,67 @@ pub(crate) fn render(registry: &Registry, gauges: &Gauges) -> String {
         let labels = vec![("listener", listener.clone())];
         line(&mut out, "tidegate_connections_open", &labels, *n as f64);
     }
-    let mut per_server =
-        |name: &str, help: &str, flag: fn(&(String, String, bool, bool)) -> bool| {
-            header(&mut out, name, "gauge", help);
-            for s in &gauges.up {
-                let labels = vec![("group", s.0.clone()), ("server", s.1.clone())];
-                line(&mut out, name, &labels, if flag(s) { 1.0 } else { 0.0 });
-            }
-        };
+    let mut per_server = |name: &str, kind: &str, help: &str, v: fn(&ServerGauge) -> f64| {
+        header(&mut out, name, kind, help);
+        for s in &gauges.servers {
+            let labels = vec![("group", s.group.clone()), ("server", s.server.clone())];
+            line(&mut out, name, &labels, v(s));
+        }
+    };
     per_server(
         "tidegate_upstream_server_up",
+        "gauge",
         "1 when an upstream server is in service (healthy, not ejected, not drained).",
-        |s| s.2,
+        |s| f64::from(u8::from(s.up)),
     );
     per_server(
         "tidegate_upstream_server_drained",
+        "gauge",
         "1 while an upstream server is drained through the admin API.",
-        |s| s.3,
+        |s| f64::from(u8::from(s.drained)),
+    );
+    per_server(
+        "tidegate_upstream_ejections_total",
+        "counter",
+        "Passive ejections of an upstream server (consecutive failures).",
+        |s| s.ejections as f64,
+    );
+    header(
+        &mut out,
+        "tidegate_upstream_health_transitions_total",
+        "counter",
+        "Active health checks marking a server down or up again.",
+    );
+    for s in &gauges.servers {
+        for (to, v) in [("down", s.went_down), ("up", s.went_up)] {
+            let labels = vec![
+                ("group", s.group.clone()),
+                ("server", s.server.clone()),
+                ("to", to.to_string()),
+            ];
+            line(&mut out, "tidegate_upstream_health_transitions_total", &labels, v as f64);
+        }
+    }
+    let mut per_name = |name: &str, help: &str, v: fn(&crate::upstream::dns::NameStats) -> u64| {
+        header(&mut out, name, "counter", help);
+        for (host, n) in &gauges.dns {
+            line(&mut out, name, &[("name", host.clone())], v(n) as f64);
+        }
+    };
+    per_name(
+        "tidegate_dns_refreshes_total",
+        "Background DNS lookups of upstream names.",
+        |n| n.refreshes,
+    );
+    per_name(
+        "tidegate_dns_failures_total",
+        "Background DNS lookups that failed (the last addresses stay in use).",
+        |n| n.failures,
+    );
+    per_name(
+        "tidegate_dns_changes_total",
+        "Background DNS lookups that changed a name's addresses.",
+        |n| n.changes,
     );
     header(
         &mut out,

@@ -16,22 +16,43 @@ mod exposition;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
+use crate::tally::{add, bump, get, zeros, Histograms, BUCKETS};
 use crate::upstream::registry::Upstreams;
+use crate::upstream::stats::{Count, UpstreamStats};
 
-pub(crate) use exposition::{open_metrics, render, Gauges};
-
-/// Upper bounds of the request-duration histogram, in seconds.
-pub(crate) const BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-];
+pub(crate) use exposition::{open_metrics, render, Gauges, ServerGauge};
 
 /// `1xx` ... `5xx`.
 const CLASSES: usize = 5;
+
+/// A client connection's protocol, once known: `http/1.1` or `h2`, each
+/// in the clear or over TLS 1.2 or 1.3.
+pub(crate) const PROTOCOLS: [(&str, &str); 6] = [
+    ("http/1.1", "none"),
+    ("http/1.1", "TLSv1.2"),
+    ("http/1.1", "TLSv1.3"),
+    ("h2", "none"),
+    ("h2", "TLSv1.2"),
+    ("h2", "TLSv1.3"),
+];
+
+/// Why a TLS handshake with a client failed (a bounded set).
+pub(crate) const TLS_FAILURES: [&str; 9] = [
+    "timeout",
+    "eof",
+    "io",
+    "no_shared_version_or_cipher",
+    "no_application_protocol",
+    "bad_client_certificate",
+    "alert_received",
+    "invalid_message",
+    "other",
+];
 
 /// The label values of one config generation's series.
 #[derive(Debug)]
@@ -43,6 +64,8 @@ pub(crate) struct Labels {
     pub(crate) routes: Vec<String>,
     /// `(group, server address)` in the pool's flat order.
     pub(crate) servers: Vec<(String, String)>,
+    /// Group names, by config index.
+    pub(crate) groups: Vec<String>,
 }
 
 impl Labels {
@@ -64,6 +87,7 @@ impl Labels {
             listeners: config.listeners.iter().map(|l| l.addr).collect(),
             routes,
             servers,
+            groups: config.upstreams.iter().map(|g| g.name.clone()).collect(),
         }
     }
 }
@@ -74,25 +98,28 @@ pub(crate) struct Counters {
     labels: Arc<Labels>,
     /// `[listener][route][class]`.
     requests: Box<[AtomicU64]>,
-    /// `[listener][route][bucket]`, the last bucket `+Inf`; not cumulative.
-    duration: Box<[AtomicU64]>,
-    /// `[listener][route]`, nanoseconds.
-    duration_sum: Box<[AtomicU64]>,
+    /// `[listener][route]`.
+    duration: Histograms,
     /// `[listener][route]`: response body bytes sent.
     sent: Box<[AtomicU64]>,
     /// `[server][class]`: responses from each upstream server.
     upstream: Box<[AtomicU64]>,
     /// `[listener]`.
     accepted: Box<[AtomicU64]>,
-}
-
-fn zeros(n: usize) -> Box<[AtomicU64]> {
-    (0..n).map(|_| AtomicU64::new(0)).collect()
-}
-
-/// Adds `n`: this thread is the only writer.
-fn add(c: &AtomicU64, n: u64) {
-    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+    /// `[listener][protocol]` (see [`PROTOCOLS`]): connections set up,
+    /// and those of them closed since.
+    handled: Box<[AtomicU64]>,
+    closed: Box<[AtomicU64]>,
+    /// `[listener][reason]` (see [`TLS_FAILURES`]).
+    tls_failed: Box<[AtomicU64]>,
+    /// `[listener]`: HTTP/2 streams (requests) and GOAWAYs sent.
+    streams: Box<[AtomicU64]>,
+    goaways: Box<[AtomicU64]>,
+    /// `[listener]`: bytes read from and written to client sockets.
+    bytes_in: Box<[AtomicU64]>,
+    bytes_out: Box<[AtomicU64]>,
+    /// What this thread's pool counts.
+    pub(crate) pool: Arc<UpstreamStats>,
 }
 
 fn class(status: u16) -> usize {
@@ -109,23 +136,42 @@ pub(crate) struct Ended {
     pub(crate) status: u16,
     pub(crate) bytes: u64,
     pub(crate) elapsed: Duration,
+    /// An HTTP/2 stream.
+    pub(crate) h2: bool,
+}
+
+/// A connection counter of [`Counters`], per listener.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Conn {
+    BytesIn,
+    BytesOut,
+    Goaway,
 }
 
 impl Counters {
     pub(crate) fn new(labels: Arc<Labels>) -> Counters {
         let pairs = labels.listeners.len() * labels.routes.len();
+        let listeners = labels.listeners.len();
         Counters {
             requests: zeros(pairs * CLASSES),
-            duration: zeros(pairs * (BUCKETS.len() + 1)),
-            duration_sum: zeros(pairs),
+            duration: Histograms::new(pairs),
             sent: zeros(pairs),
             upstream: zeros(labels.servers.len() * CLASSES),
-            accepted: zeros(labels.listeners.len()),
+            accepted: zeros(listeners),
+            handled: zeros(listeners * PROTOCOLS.len()),
+            closed: zeros(listeners * PROTOCOLS.len()),
+            tls_failed: zeros(listeners * TLS_FAILURES.len()),
+            streams: zeros(listeners),
+            goaways: zeros(listeners),
+            bytes_in: zeros(listeners),
+            bytes_out: zeros(listeners),
+            pool: Arc::new(UpstreamStats::new(labels.servers.len(), labels.groups.len())),
             labels,
         }
     }
 
-    fn listener(&self, addr: SocketAddr) -> Option<usize> {
+    /// The index of the listener configured at `addr`.
+    pub(crate) fn listener(&self, addr: SocketAddr) -> Option<usize> {
         self.labels.listeners.iter().position(|l| *l == addr)
     }
 
@@ -133,6 +179,34 @@ impl Counters {
     pub(crate) fn accepted(&self, addr: SocketAddr) {
         if let Some(l) = self.listener(addr) {
             add(&self.accepted[l], 1);
+        }
+    }
+
+    /// A connection on listener `l` set up with `protocol` (an index of
+    /// [`PROTOCOLS`]); `closed` when it ends.
+    pub(crate) fn handled(&self, l: usize, protocol: usize) {
+        bump(&self.handled, l * PROTOCOLS.len() + protocol);
+    }
+
+    pub(crate) fn closed(&self, l: usize, protocol: usize) {
+        bump(&self.closed, l * PROTOCOLS.len() + protocol);
+    }
+
+    /// A TLS handshake on listener `l` failed for `reason` (an index of
+    /// [`TLS_FAILURES`]).
+    pub(crate) fn tls_failed(&self, l: usize, reason: usize) {
+        bump(&self.tls_failed, l * TLS_FAILURES.len() + reason);
+    }
+
+    /// Adds `n` to connection counter `c` of listener `l`.
+    pub(crate) fn conn(&self, c: Conn, l: usize, n: u64) {
+        let slice = match c {
+            Conn::BytesIn => &self.bytes_in,
+            Conn::BytesOut => &self.bytes_out,
+            Conn::Goaway => &self.goaways,
+        };
+        if let Some(c) = slice.get(l) {
+            add(c, n);
         }
     }
 
@@ -146,17 +220,11 @@ impl Counters {
         let pair = l * routes + r;
         let c = class(e.status);
         add(&self.requests[pair * CLASSES + c], 1);
-        let secs = e.elapsed.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(BUCKETS.len());
-        add(&self.duration[pair * (BUCKETS.len() + 1) + bucket], 1);
-        add(
-            &self.duration_sum[pair],
-            u64::try_from(e.elapsed.as_nanos()).unwrap_or(u64::MAX),
-        );
+        self.duration.observe(pair, e.elapsed);
         add(&self.sent[pair], e.bytes);
+        if e.h2 {
+            add(&self.streams[l], 1);
+        }
         if let Some(s) = e.server.filter(|&s| s < self.labels.servers.len()) {
             add(&self.upstream[s * CLASSES + c], 1);
         }
@@ -219,11 +287,11 @@ impl Registry {
         live.retain(|c| {
             // Only the registry holds it: no worker counts there any more.
             if Arc::strong_count(c) == 1 {
-                series(c, &mut retired);
-                series(c, &mut out);
+                series(c, &mut retired, true);
+                series(c, &mut out, true);
                 false
             } else {
-                series(c, &mut out);
+                series(c, &mut out, false);
                 true
             }
         });
@@ -231,21 +299,74 @@ impl Registry {
     }
 }
 
-/// Adds `c`'s series to `out`.
-fn series(c: &Counters, out: &mut BTreeMap<Series, f64>) {
+type Labelled = Vec<(&'static str, String)>;
+
+/// Gauges: written with their value even at 0 (counters only once they
+/// counted something), and never kept for retired counters.
+fn is_gauge(name: &str) -> bool {
+    name.ends_with("_active") || name.ends_with("_idle")
+}
+
+/// Adds `c`'s series to `out`; its gauges too unless `retiring`.
+fn series(c: &Counters, out: &mut BTreeMap<Series, f64>, retiring: bool) {
     let l = &c.labels;
-    let mut put = |name: &'static str, labels: Vec<(&'static str, String)>, v: f64| {
-        if v > 0.0 {
+    let mut put = |name: &'static str, labels: Labelled, v: f64| {
+        let gauge = is_gauge(name);
+        if (v > 0.0 && !gauge) || (gauge && !retiring) {
             *out.entry((name, labels)).or_default() += v;
         }
     };
-    let get = |c: &AtomicU64| c.load(Relaxed) as f64;
+    let n = |v: u64| v as f64;
+    // Histogram buckets are stored apart and made cumulative when
+    // rendered; a count of 0 is left out like any other series.
+    let hist = |put: &mut dyn FnMut(&'static str, Labelled, f64),
+                (bucket, sum): (&'static str, &'static str),
+                base: &dyn Fn() -> Labelled,
+                h: &Histograms,
+                i: usize| {
+        for b in 0..=BUCKETS.len() {
+            let mut labels = base();
+            labels.push(("le", bucket_label(b)));
+            put(bucket, labels, n(h.bucket(i, b)));
+        }
+        put(sum, base(), h.sum(i));
+    };
     for (li, listener) in l.listeners.iter().enumerate() {
-        put(
-            "tidegate_connections_accepted_total",
-            vec![("listener", listener.to_string())],
-            get(&c.accepted[li]),
-        );
+        let at = || vec![("listener", listener.to_string())];
+        put("tidegate_connections_accepted_total", at(), n(get(&c.accepted, li)));
+        for (name, v) in [
+            ("tidegate_http2_streams_total", &c.streams),
+            ("tidegate_http2_goaways_sent_total", &c.goaways),
+            ("tidegate_received_bytes_total", &c.bytes_in),
+            ("tidegate_sent_bytes_total", &c.bytes_out),
+        ] {
+            put(name, at(), n(get(v, li)));
+        }
+        for (pi, (protocol, tls)) in PROTOCOLS.iter().enumerate() {
+            let labels = || {
+                let mut v = at();
+                v.push(("protocol", protocol.to_string()));
+                v.push(("tls", tls.to_string()));
+                v
+            };
+            let i = li * PROTOCOLS.len() + pi;
+            let (handled, closed) = (get(&c.handled, i), get(&c.closed, i));
+            put("tidegate_connections_handled_total", labels(), n(handled));
+            put(
+                "tidegate_connections_active",
+                labels(),
+                n(handled.saturating_sub(closed)),
+            );
+        }
+        for (ri, reason) in TLS_FAILURES.iter().enumerate() {
+            let mut labels = at();
+            labels.push(("reason", reason.to_string()));
+            put(
+                "tidegate_tls_handshake_failures_total",
+                labels,
+                n(get(&c.tls_failed, li * TLS_FAILURES.len() + ri)),
+            );
+        }
         for (ri, route) in l.routes.iter().enumerate() {
             let pair = li * l.routes.len() + ri;
             let base = || vec![("listener", listener.to_string()), ("route", route.clone())];
@@ -255,44 +376,77 @@ fn series(c: &Counters, out: &mut BTreeMap<Series, f64>) {
                 put(
                     "tidegate_requests_total",
                     labels,
-                    get(&c.requests[pair * CLASSES + class]),
+                    n(get(&c.requests, pair * CLASSES + class)),
                 );
             }
             put(
                 "tidegate_response_body_bytes_total",
                 base(),
-                get(&c.sent[pair]),
+                n(get(&c.sent, pair)),
             );
-            // Histogram buckets are stored apart and made cumulative when
-            // rendered; a count of 0 is left out like any other series.
-            for b in 0..=BUCKETS.len() {
-                let mut labels = base();
-                labels.push(("le", bucket_label(b)));
-                put(
+            hist(
+                &mut put,
+                (
                     "tidegate_request_duration_seconds_bucket",
-                    labels,
-                    get(&c.duration[pair * (BUCKETS.len() + 1) + b]),
-                );
-            }
-            put(
-                "tidegate_request_duration_seconds_sum",
-                base(),
-                get(&c.duration_sum[pair]) / 1e9,
+                    "tidegate_request_duration_seconds_sum",
+                ),
+                &base,
+                &c.duration,
+                pair,
             );
         }
     }
+    let p = &c.pool;
     for (si, (group, server)) in l.servers.iter().enumerate() {
+        let base = || vec![("group", group.clone()), ("server", server.clone())];
         for class in 0..CLASSES {
+            let mut labels = base();
+            labels.push(("code", format!("{}xx", class + 1)));
             put(
                 "tidegate_upstream_responses_total",
-                vec![
-                    ("group", group.clone()),
-                    ("server", server.clone()),
-                    ("code", format!("{}xx", class + 1)),
-                ],
-                get(&c.upstream[si * CLASSES + class]),
+                labels,
+                n(get(&c.upstream, si * CLASSES + class)),
             );
         }
+        for (name, count) in [
+            ("tidegate_upstream_connections_opened_total", Count::Opened),
+            ("tidegate_upstream_connections_reused_total", Count::Reused),
+            ("tidegate_upstream_connect_failures_total", Count::ConnectFailed),
+            ("tidegate_upstream_retries_total", Count::Retries),
+            ("tidegate_upstream_pending_refused_total", Count::PendingRefused),
+            ("tidegate_upstream_backoffs_total", Count::Backoffs),
+            ("tidegate_upstream_connections_idle", Count::Idle),
+            ("tidegate_upstream_connections_active", Count::Active),
+        ] {
+            put(name, base(), n(p.get(count, si)));
+        }
+        hist(
+            &mut put,
+            (
+                "tidegate_upstream_connect_duration_seconds_bucket",
+                "tidegate_upstream_connect_duration_seconds_sum",
+            ),
+            &base,
+            &p.connect,
+            si,
+        );
+        hist(
+            &mut put,
+            (
+                "tidegate_upstream_header_duration_seconds_bucket",
+                "tidegate_upstream_header_duration_seconds_sum",
+            ),
+            &base,
+            &p.head,
+            si,
+        );
+    }
+    for (gi, group) in l.groups.iter().enumerate() {
+        put(
+            "tidegate_upstream_retry_budget_exhausted_total",
+            vec![("group", group.clone())],
+            n(p.exhausted(gi)),
+        );
     }
 }
 

@@ -44,6 +44,8 @@ struct Line {
     bytes: u64,
     upstream: Option<SocketAddr>,
     outcome: &'static str,
+    /// An HTTP/2 stream.
+    h2: bool,
 }
 
 impl LogLine {
@@ -53,6 +55,7 @@ impl LogLine {
     pub(crate) fn new(
         worker: &Rc<Worker>,
         listener: SocketAddr,
+        h2: bool,
         entry: impl FnOnce() -> Entry,
     ) -> LogLine {
         let log = worker.log.enabled();
@@ -69,6 +72,7 @@ impl LogLine {
                 bytes: 0,
                 upstream: None,
                 outcome: "cancelled",
+                h2,
             })
         }))
     }
@@ -121,6 +125,7 @@ impl Drop for LogLine {
                     status: l.status,
                     bytes: l.bytes,
                     elapsed: l.start.elapsed(),
+                    h2: l.h2,
                 });
             }
         }
@@ -171,8 +176,7 @@ impl Exchange {
         line.server(lease.server);
         line.set(status, bytes, Some(worker.pool.addr(lease.server)), outcome);
         drop(line);
-        let (balancer, i) = worker.pool.locate(lease.server);
-        balancer.end(i);
+        worker.pool.end(lease.server);
         match how {
             // Pooled only once the request went out whole too.
             Ended::Done => match progress {

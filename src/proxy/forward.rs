@@ -20,6 +20,7 @@ use crate::body::{BodyProgress, RequestBody};
 use crate::downstream::state::{ConnCtx, HeadTimer};
 use crate::error::ProxyError;
 use crate::router::Route;
+use crate::upstream::stats::Count;
 use crate::upstream::{Lease, Pool};
 use crate::worker::Worker;
 
@@ -50,8 +51,7 @@ struct Busy<'a> {
 
 impl<'a> Busy<'a> {
     fn new(pool: &'a Pool, server: usize) -> Busy<'a> {
-        let (b, i) = pool.locate(server);
-        b.begin(i);
+        pool.begin(server);
         Busy {
             pool,
             server,
@@ -67,8 +67,7 @@ impl<'a> Busy<'a> {
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let (b, i) = self.pool.locate(self.server);
-            b.end(i);
+            self.pool.end(self.server);
         }
     }
 }
@@ -247,6 +246,9 @@ pub(crate) async fn to_upstream<'w>(
             Some(l) => match l.acquire(route.upstream_connect).await {
                 Some(p) => Some(p),
                 None => {
+                    if let Some(s) = w.pool.stats() {
+                        s.count(Count::PendingRefused, server);
+                    }
                     return Err(ProxyError::ServerFull {
                         addr: w.pool.addr(server),
                     })
@@ -259,13 +261,20 @@ pub(crate) async fn to_upstream<'w>(
                 // Nothing was sent: the next server may take it.
                 tracing::warn!(client = %ctx.client, "{}; trying the next server", e.chain());
                 record(w, server, false);
+                if let Some(s) = w.pool.stats() {
+                    let c = match e {
+                        ProxyError::ServerFull { .. } => Count::PendingRefused,
+                        _ => Count::ConnectFailed,
+                    };
+                    s.count(c, server);
+                }
                 last_err = Some(e);
                 continue;
             }
         };
         tries += 1;
         let timeouts = (route.upstream_connect, route.upstream_response_head);
-        let started = balancer.wants_latency().then(Instant::now);
+        let started = (balancer.wants_latency() || w.pool.stats().is_some()).then(Instant::now);
         let (resp, lease) = match send(
             w,
             lease,
@@ -289,8 +298,11 @@ pub(crate) async fn to_upstream<'w>(
                     ProxyError::Upstream { .. } | ProxyError::Handshake { .. }
                 ) && tries < retry_policy.attempts;
                 match replay.as_deref() {
-                    Some(kept) if again && balancer.take_retry() => {
+                    Some(kept) if again && retry_allowed(w, group, balancer) => {
                         tracing::warn!(client = %ctx.client, "{}; retrying on another server", e.chain());
+                        if let Some(s) = w.pool.stats() {
+                            s.count(Count::Retries, server);
+                        }
                         req = replay_request(kept, progress.as_ref());
                         last_err = Some(e);
                         continue;
@@ -301,7 +313,13 @@ pub(crate) async fn to_upstream<'w>(
         };
         let (b, i) = w.pool.locate(server);
         if let Some(t) = started {
-            b.observe(i, t.elapsed());
+            let took = t.elapsed();
+            if balancer.wants_latency() {
+                b.observe(i, took);
+            }
+            if let Some(s) = w.pool.stats() {
+                s.head.observe(server, took);
+            }
         }
         record(w, server, !resp.status().is_server_error());
         if let Some(key) = &ws_key {
@@ -314,6 +332,18 @@ pub(crate) async fn to_upstream<'w>(
         return Ok(Outcome::Upstream(resp, lease, route, permit, progress));
     }
     Err(last_err.unwrap_or(ProxyError::NoRoute))
+}
+
+/// Whether the group's retry budget allows one more retry (counted when
+/// it does not).
+fn retry_allowed(w: &Worker, group: usize, balancer: &crate::upstream::balance::Group) -> bool {
+    let ok = balancer.take_retry();
+    if !ok {
+        if let Some(s) = w.pool.stats() {
+            s.budget_exhausted(group);
+        }
+    }
+    ok
 }
 
 /// A connection to `server`: from the pool, or for an upgrade a new one of

@@ -64,7 +64,9 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         .request_id
         .as_ref()
         .map(|cfg| request_id::assign(cfg, &mut parts.headers));
-    let mut line = LogLine::new(&worker, ctx.listener, || Entry {
+    // HTTP/1.1 connections have a head timer; HTTP/2 ones do not.
+    let h2 = ctx.head_timer.is_none();
+    let mut line = LogLine::new(&worker, ctx.listener, h2, || Entry {
         start: Instant::now(),
         client: ctx.client,
         method: parts.method.clone(),
@@ -184,6 +186,12 @@ fn respond(
                 if let Some(delay) = h.get(header::RETRY_AFTER).and_then(retry_after) {
                     let (b, i) = worker.pool.locate(server);
                     b.back_off(i, Instant::now() + delay);
+                    if let Some(s) = worker.pool.stats() {
+                        use crate::upstream::stats::Count;
+                        s.count(Count::Backoffs, server);
+                        let until = crate::tally::unix_ms() + delay.as_millis() as u64;
+                        s.set(Count::BackoffUntil, server, until);
+                    }
                     tracing::info!(upstream = %worker.pool.addr(server), status, "backing off for {delay:?} (Retry-After)");
                 }
             }

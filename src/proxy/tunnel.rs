@@ -435,8 +435,7 @@ impl Drop for Tunnel {
         }
         self.line.server(self.server);
         self.line.set(status, down, Some(addr), outcome);
-        let (balancer, i) = w.pool.locate(self.server);
-        balancer.end(i);
+        w.pool.end(self.server);
     }
 }
 

@@ -99,6 +99,8 @@ struct Shared {
     gates: Vec<(SocketAddr, Arc<Gate>)>,
     /// The access log's writer thread, if the log is on.
     writer: Option<LogWriter>,
+    /// What DNS refreshes did, by name, across reloads.
+    dns: crate::upstream::dns::DnsStats,
 }
 
 impl Shared {
@@ -146,9 +148,13 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 /// Starts re-resolving the DNS names of the config in force; a changed
 /// address set is swapped in like a reload.
 fn start_dns(shared: &Arc<Mutex<Shared>>) -> Option<crate::upstream::dns::Refresher> {
-    let (settings, names) = {
+    let (settings, names, stats) = {
         let shared = lock(shared);
-        (shared.current.config.dns.clone(), shared.registry.answers())
+        (
+            shared.current.config.dns.clone(),
+            shared.registry.answers(),
+            shared.dns.clone(),
+        )
     };
     let weak = Arc::downgrade(shared);
     let apply: crate::upstream::dns::Apply =
@@ -168,7 +174,7 @@ fn start_dns(shared: &Arc<Mutex<Shared>>) -> Option<crate::upstream::dns::Refres
                 tracing::error!(host, "DNS: new addresses not applied: {e}");
             }
         });
-    crate::upstream::dns::Refresher::spawn(&settings, names, apply)
+    crate::upstream::dns::Refresher::spawn(&settings, names, apply, stats)
 }
 
 /// Starts the active health checks of `g`, if it has any.
@@ -423,6 +429,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         current: generation,
         gates,
         writer,
+        dns: Default::default(),
     }));
     let admin = match (&config.admin, metrics, admin_socket) {
         (Some(a), Some(metrics), Some(socket)) => {
@@ -479,6 +486,7 @@ fn drain(shared: &Arc<Mutex<Shared>>) -> crate::admin::Drain {
 
 /// What a scrape reads beside the counters, from the config in force.
 fn gauges(shared: &Arc<Mutex<Shared>>) -> crate::admin::GaugeSource {
+    use std::sync::atomic::Ordering::Relaxed;
     let weak = Arc::downgrade(shared);
     Arc::new(move || {
         let Some(shared) = weak.upgrade() else {
@@ -492,26 +500,37 @@ fn gauges(shared: &Arc<Mutex<Shared>>) -> crate::admin::GaugeSource {
                 .iter()
                 .map(|(a, gate)| (a.to_string(), gate.open() as u64))
                 .collect(),
-            up: g
+            servers: g
                 .config
                 .upstreams
                 .iter()
                 .zip(&g.upstreams.groups)
                 .flat_map(|(group, built)| {
                     built.servers.iter().map(|srv| {
-                        (
-                            group.name.clone(),
-                            srv.addr.to_string(),
-                            srv.health.available(),
-                            srv.health.drained(),
-                        )
+                        let h = &srv.health;
+                        crate::metrics::ServerGauge {
+                            group: group.name.clone(),
+                            server: srv.addr.to_string(),
+                            up: h.available(),
+                            drained: h.drained(),
+                            down: h.down(),
+                            ejected_for: h.ejected_for(),
+                            ejections: h.ejected_total.load(Relaxed),
+                            went_down: h.went_down.load(Relaxed),
+                            went_up: h.went_up.load(Relaxed),
+                        }
                     })
                 })
                 .collect(),
-            log_dropped: s
-                .writer
-                .as_ref()
-                .map_or(0, |w| w.dropped.load(std::sync::atomic::Ordering::Relaxed)),
+            log_dropped: s.writer.as_ref().map_or(0, |w| w.dropped.load(Relaxed)),
+            dns: dns_stats(&s.dns),
         }
     })
+}
+
+fn dns_stats(
+    dns: &crate::upstream::dns::DnsStats,
+) -> Vec<(String, crate::upstream::dns::NameStats)> {
+    let all = dns.lock().unwrap_or_else(|p| p.into_inner());
+    all.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }

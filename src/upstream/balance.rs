@@ -331,16 +331,18 @@ impl Group {
         s.ewma_ns.get() * w + FIRST_GUESS_NS * (1.0 - w)
     }
 
-    /// A request to server `i` starts.
-    pub(crate) fn begin(&self, i: usize) {
+    /// A request to server `i` starts; how many are outstanding now.
+    pub(crate) fn begin(&self, i: usize) -> u32 {
         let s = &self.servers[i];
         s.outstanding.set(s.outstanding.get() + 1);
+        s.outstanding.get()
     }
 
-    /// A request to server `i` ended.
-    pub(crate) fn end(&self, i: usize) {
+    /// A request to server `i` ended; how many are outstanding now.
+    pub(crate) fn end(&self, i: usize) -> u32 {
         let s = &self.servers[i];
         s.outstanding.set(s.outstanding.get().saturating_sub(1));
+        s.outstanding.get()
     }
 
     /// Server `i` answered a head after `rtt`.

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -200,6 +200,30 @@ pub(crate) fn resolve_blocking(
     }
 }
 
+/// What the refreshes of one name did, for the metrics and the status
+/// page.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct NameStats {
+    pub(crate) refreshes: u64,
+    pub(crate) failures: u64,
+    pub(crate) changes: u64,
+    /// The addresses in force.
+    pub(crate) addresses: Vec<IpAddr>,
+    /// Addresses a change removed, with when (Unix ms); the latest few.
+    pub(crate) removed: Vec<(IpAddr, u64)>,
+}
+
+/// Every name's [`NameStats`], kept by the server across reloads.
+pub(crate) type DnsStats = Arc<Mutex<BTreeMap<String, NameStats>>>;
+
+/// Removed addresses kept per name.
+const REMOVED_KEPT: usize = 16;
+
+fn note(stats: &DnsStats, host: &str, f: impl FnOnce(&mut NameStats)) {
+    let mut all = stats.lock().unwrap_or_else(|p| p.into_inner());
+    f(all.entry(host.to_string()).or_default());
+}
+
 /// What the refresher calls with a name's new address set (on a blocking
 /// thread; it may take locks).
 pub(crate) type Apply = Arc<dyn Fn(&str, &[IpAddr]) + Send + Sync>;
@@ -218,9 +242,13 @@ impl Refresher {
         settings: &Settings,
         names: BTreeMap<String, Answer>,
         apply: Apply,
+        stats: DnsStats,
     ) -> Option<Refresher> {
         if names.is_empty() {
             return None;
+        }
+        for (host, (ips, _)) in &names {
+            note(&stats, host, |n| n.addresses = ips.clone());
         }
         let settings = settings.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -249,6 +277,7 @@ impl Refresher {
                             ips,
                             expires,
                             apply.clone(),
+                            stats.clone(),
                             stopped.clone(),
                         ));
                     }
@@ -282,6 +311,7 @@ async fn refresh(
     mut ips: Vec<IpAddr>,
     expires: Instant,
     apply: Apply,
+    stats: DnsStats,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut wait = interval(&s, expires);
@@ -295,6 +325,22 @@ async fn refresh(
             found = lookup(&r, &host) => found,
             _ = stop.changed() => return,
         };
+        note(&stats, &host, |n| {
+            n.refreshes += 1;
+            match &found {
+                Err(_) => n.failures += 1,
+                Ok((now, _)) if *now != ips => {
+                    n.changes += 1;
+                    let at = crate::tally::unix_ms();
+                    n.removed.extend(ips.iter().filter(|ip| !now.contains(ip)).map(|ip| (*ip, at)));
+                    let excess = n.removed.len().saturating_sub(REMOVED_KEPT);
+                    n.removed.drain(..excess);
+                    n.removed.retain(|(ip, _)| !now.contains(ip));
+                    n.addresses = now.clone();
+                }
+                Ok(_) => {}
+            }
+        });
         match found {
             Ok((now, until)) => {
                 if failures > 0 {

@@ -42,6 +42,11 @@ pub(crate) struct ServerHealth {
     /// Drained by an operator (admin API): no new requests until enabled
     /// again. Kept across reloads with the rest (the registry keeps it).
     drained: AtomicBool,
+    /// For the metrics: passive ejections, and active-check transitions
+    /// to down and back up, since start.
+    pub(crate) ejected_total: AtomicU64,
+    pub(crate) went_down: AtomicU64,
+    pub(crate) went_up: AtomicU64,
 }
 
 impl ServerHealth {
@@ -71,6 +76,18 @@ impl ServerHealth {
 
     fn ejected(&self) -> bool {
         self.ejected_until.load(Ordering::Relaxed) > now_ms()
+    }
+
+    /// How much longer a passive ejection lasts, if the server is ejected.
+    pub(crate) fn ejected_for(&self) -> Option<Duration> {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        let now = now_ms();
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
+    /// Marked down by active checks.
+    pub(crate) fn down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
     }
 
     /// A request to this server succeeded.
@@ -113,6 +130,7 @@ impl ServerHealth {
         self.ejected_until
             .store(now_ms() + time.as_millis() as u64, Ordering::Relaxed);
         self.failures.store(0, Ordering::Relaxed);
+        self.ejected_total.fetch_add(1, Ordering::Relaxed);
         Some(time)
     }
 
@@ -123,6 +141,7 @@ impl ServerHealth {
             let good = self.streak.fetch_add(1, Ordering::Relaxed) + 1;
             if self.down.load(Ordering::Relaxed) && good >= check.healthy_threshold {
                 self.down.store(false, Ordering::Relaxed);
+                self.went_up.fetch_add(1, Ordering::Relaxed);
                 return Some(true);
             }
         } else {
@@ -130,6 +149,7 @@ impl ServerHealth {
             let bad = self.bad_streak.fetch_add(1, Ordering::Relaxed) + 1;
             if !self.down.load(Ordering::Relaxed) && bad >= check.unhealthy_threshold {
                 self.down.store(true, Ordering::Relaxed);
+                self.went_down.fetch_add(1, Ordering::Relaxed);
                 return Some(false);
             }
         }

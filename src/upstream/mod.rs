@@ -28,6 +28,7 @@ pub(crate) mod health;
 mod lease;
 mod limit;
 pub mod registry;
+pub(crate) mod stats;
 pub mod tls;
 
 use std::cell::{Cell, RefCell};
@@ -50,6 +51,7 @@ pub use connect::{open, Io};
 use lease::{H2Conn, StreamSlot};
 pub(crate) use lease::{Lease, H2_STREAMS};
 pub(crate) use limit::ServerLimit;
+use stats::{Count, UpstreamStats};
 
 struct Idle {
     lease: Lease,
@@ -93,10 +95,17 @@ pub(crate) struct Pool {
     idle_timeout: Duration,
     max_idle: usize,
     client: http1::Builder,
+    /// What this thread counts for the metrics (admin listener on).
+    stats: Option<Arc<UpstreamStats>>,
 }
 
 impl Pool {
-    pub(crate) fn new(config: &Config, upstreams: &Upstreams, old: Option<&Pool>) -> Pool {
+    pub(crate) fn new(
+        config: &Config,
+        upstreams: &Upstreams,
+        old: Option<&Pool>,
+        stats: Option<Arc<UpstreamStats>>,
+    ) -> Pool {
         let mut servers = Vec::new();
         let mut groups = Vec::new();
         for (gi, g) in upstreams.groups.iter().enumerate() {
@@ -168,6 +177,31 @@ impl Pool {
             idle_timeout: config.timeouts.upstream_idle,
             max_idle: config.limits.upstream_idle_per_server,
             client,
+            stats,
+        }
+    }
+
+    /// This thread's upstream counts, with the metrics on.
+    pub(crate) fn stats(&self) -> Option<&UpstreamStats> {
+        self.stats.as_deref()
+    }
+
+    /// A request to `server` starts (for least-outstanding balancing and
+    /// the in-flight gauge).
+    pub(crate) fn begin(&self, server: usize) {
+        let (b, i) = self.locate(server);
+        let n = b.begin(i);
+        if let Some(s) = &self.stats {
+            s.set(Count::Active, server, u64::from(n));
+        }
+    }
+
+    /// A request to `server` ended.
+    pub(crate) fn end(&self, server: usize) {
+        let (b, i) = self.locate(server);
+        let n = b.end(i);
+        if let Some(s) = &self.stats {
+            s.set(Count::Active, server, u64::from(n));
         }
     }
 
@@ -251,6 +285,9 @@ impl Pool {
                 continue;
             }
             lease.idle_for = Some(idle_for);
+            if let Some(s) = &self.stats {
+                s.count(Count::Reused, server);
+            }
             return Ok(lease);
         }
         // Boxed: the connect path is rare, and its state would otherwise
@@ -349,6 +386,9 @@ impl Pool {
         };
         let mut lease = self.h2_lease(server, conn.clone());
         lease.idle_for = Some(idle_for);
+        if let Some(s) = &self.stats {
+            s.count(Count::Reused, server);
+        }
         Some(lease)
     }
 
@@ -395,6 +435,7 @@ impl Pool {
     ) -> Result<Lease, ProxyError> {
         let pool = &self.servers[server];
         let addr = pool.addr;
+        let started = Instant::now();
         let (io, alpn_h2) = open(addr, pool.tls.as_ref(), connect_timeout).await?;
         let h2 = pool.protocol.speaks_h2(alpn_h2);
         if !h2 {
@@ -403,6 +444,9 @@ impl Pool {
                 .handshake(TokioIo::new(io))
                 .await
                 .map_err(|source| ProxyError::Handshake { addr, source })?;
+            if let Some(s) = &self.stats {
+                s.connected(server, started.elapsed());
+            }
             return Ok(Lease {
                 sender: Sender::H1(sender),
                 driver: Some(Box::pin(driver)),
@@ -417,6 +461,9 @@ impl Pool {
             .handshake(TokioIo::new(io))
             .await
             .map_err(|source| ProxyError::Handshake { addr, source })?;
+        if let Some(s) = &self.stats {
+            s.connected(server, started.elapsed());
+        }
         if permit.is_none() && !pool.h2.get() {
             // Learnt by ALPN only now: take the connection's share of the
             // limit if one is free.
@@ -470,7 +517,7 @@ impl Pool {
         }
         let now = Instant::now();
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        for s in &self.servers {
+        for (i, s) in self.servers.iter().enumerate() {
             let mut idle = s.idle.borrow_mut();
             if purge {
                 let surplus = s.low_water.get().min(idle.len());
@@ -492,6 +539,23 @@ impl Pool {
                     && (c.active.get() > 0
                         || now.duration_since(c.last_used.get()) < self.idle_timeout)
             });
+            if let Some(stats) = &self.stats {
+                // HTTP/1.1 connections in the pool, HTTP/2 ones with no stream.
+                let h2 = s.h2_conns.borrow().iter().filter(|c| c.active.get() == 0).count();
+                let idle = idle.len() + h2;
+                stats.set(Count::Idle, i, idle as u64);
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Its idle connections are closed, or moved to the next pool.
+        if let Some(stats) = &self.stats {
+            for i in 0..self.servers.len() {
+                stats.set(Count::Idle, i, 0);
+            }
         }
     }
 }
