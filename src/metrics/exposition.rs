@@ -227,7 +227,12 @@ pub(crate) fn render(registry: &Registry, gauges: &Gauges) -> String {
                 ("server", s.server.clone()),
                 ("to", to.to_string()),
             ];
-            line(&mut out, "tidegate_upstream_health_transitions_total", &labels, v as f64);
+            line(
+                &mut out,
+                "tidegate_upstream_health_transitions_total",
+                &labels,
+                v as f64,
+            );
         }
     }
     let mut per_name = |name: &str, help: &str, v: fn(&crate::upstream::dns::NameStats) -> u64| {

@@ -165,7 +165,10 @@ impl Counters {
             goaways: zeros(listeners),
             bytes_in: zeros(listeners),
             bytes_out: zeros(listeners),
-            pool: Arc::new(UpstreamStats::new(labels.servers.len(), labels.groups.len())),
+            pool: Arc::new(UpstreamStats::new(
+                labels.servers.len(),
+                labels.groups.len(),
+            )),
             labels,
         }
     }
@@ -333,7 +336,11 @@ fn series(c: &Counters, out: &mut BTreeMap<Series, f64>, retiring: bool) {
     };
     for (li, listener) in l.listeners.iter().enumerate() {
         let at = || vec![("listener", listener.to_string())];
-        put("tidegate_connections_accepted_total", at(), n(get(&c.accepted, li)));
+        put(
+            "tidegate_connections_accepted_total",
+            at(),
+            n(get(&c.accepted, li)),
+        );
         for (name, v) in [
             ("tidegate_http2_streams_total", &c.streams),
             ("tidegate_http2_goaways_sent_total", &c.goaways),
@@ -411,9 +418,15 @@ fn series(c: &Counters, out: &mut BTreeMap<Series, f64>, retiring: bool) {
         for (name, count) in [
             ("tidegate_upstream_connections_opened_total", Count::Opened),
             ("tidegate_upstream_connections_reused_total", Count::Reused),
-            ("tidegate_upstream_connect_failures_total", Count::ConnectFailed),
+            (
+                "tidegate_upstream_connect_failures_total",
+                Count::ConnectFailed,
+            ),
             ("tidegate_upstream_retries_total", Count::Retries),
-            ("tidegate_upstream_pending_refused_total", Count::PendingRefused),
+            (
+                "tidegate_upstream_pending_refused_total",
+                Count::PendingRefused,
+            ),
             ("tidegate_upstream_backoffs_total", Count::Backoffs),
             ("tidegate_upstream_connections_idle", Count::Idle),
             ("tidegate_upstream_connections_active", Count::Active),

@@ -251,7 +251,7 @@ pub(crate) async fn to_upstream<'w>(
                     }
                     return Err(ProxyError::ServerFull {
                         addr: w.pool.addr(server),
-                    })
+                    });
                 }
             },
         };

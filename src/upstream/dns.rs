@@ -332,7 +332,11 @@ async fn refresh(
                 Ok((now, _)) if *now != ips => {
                     n.changes += 1;
                     let at = crate::tally::unix_ms();
-                    n.removed.extend(ips.iter().filter(|ip| !now.contains(ip)).map(|ip| (*ip, at)));
+                    n.removed.extend(
+                        ips.iter()
+                            .filter(|ip| !now.contains(ip))
+                            .map(|ip| (*ip, at)),
+                    );
                     let excess = n.removed.len().saturating_sub(REMOVED_KEPT);
                     n.removed.drain(..excess);
                     n.removed.retain(|(ip, _)| !now.contains(ip));

@@ -541,7 +541,12 @@ impl Pool {
             });
             if let Some(stats) = &self.stats {
                 // HTTP/1.1 connections in the pool, HTTP/2 ones with no stream.
-                let h2 = s.h2_conns.borrow().iter().filter(|c| c.active.get() == 0).count();
+                let h2 = s
+                    .h2_conns
+                    .borrow()
+                    .iter()
+                    .filter(|c| c.active.get() == 0)
+                    .count();
                 let idle = idle.len() + h2;
                 stats.set(Count::Idle, i, idle as u64);
             }

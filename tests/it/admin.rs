@@ -40,7 +40,11 @@ async fn admin(proxy: &Proxy, method: &str, path: &str, headers: &[(&str, &str)]
     (status, body)
 }
 
-async fn admin_get(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+pub(crate) async fn admin_get(
+    proxy: &Proxy,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     admin(proxy, "GET", path, headers).await
 }
 
@@ -50,12 +54,12 @@ async fn admin_post(proxy: &Proxy, path: &str) -> (u16, String) {
 
 /// The value of the series written exactly `series` (name and labels),
 /// if present.
-fn value(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-fn closed_port() -> std::net::SocketAddr {
+pub(crate) fn closed_port() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -161,7 +165,11 @@ async fn metrics_count_known_traffic_exactly() {
         Some(0.0)
     );
 
-    // promtool (Debian package `prometheus`) accepts the exposition.
+    promtool(&text);
+}
+
+/// promtool (Debian package `prometheus`) accepts the exposition.
+pub(crate) fn promtool(text: &str) {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

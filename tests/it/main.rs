@@ -23,6 +23,7 @@ mod health;
 mod limits_and_log;
 mod log_formats;
 mod messages;
+mod metrics;
 mod pool;
 mod reload;
 mod retry;
