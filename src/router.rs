@@ -205,6 +205,31 @@ pub struct Route {
 }
 
 impl Route {
+    /// What it matches, in the config's words (for the status page).
+    pub fn describe_match(&self) -> String {
+        let mut parts = Vec::new();
+        match &self.host {
+            HostMatch::Any => {}
+            HostMatch::Exact(h) => parts.push(format!("host {h}")),
+            HostMatch::Suffix(s) => parts.push(format!("host *{s}")),
+        }
+        match &self.path {
+            PathMatch::Exact(p) => parts.push(format!("path {p}")),
+            PathMatch::Prefix(p) if p == "/" && parts.is_empty() => parts.push("any".into()),
+            PathMatch::Prefix(p) if p == "/" => {}
+            PathMatch::Prefix(p) => parts.push(format!("prefix {p}")),
+            PathMatch::Regex(r) => parts.push(format!("regex {}", r.as_str())),
+        }
+        if !self.methods.is_empty() {
+            let m: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
+            parts.push(m.join("|"));
+        }
+        for (n, _) in &self.headers {
+            parts.push(format!("header {n}"));
+        }
+        parts.join(", ")
+    }
+
     /// What metrics call it: its `name`, else `routes[index]`.
     pub fn label(&self) -> String {
         self.name

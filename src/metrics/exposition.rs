@@ -143,6 +143,10 @@ pub(crate) struct Gauges {
     pub(crate) log_dropped: u64,
     /// DNS refreshes by name.
     pub(crate) dns: Vec<(String, crate::upstream::dns::NameStats)>,
+    /// `(address, TLS)` of each listener, in config order.
+    pub(crate) listeners: Vec<(String, bool)>,
+    /// `(label, what it matches, what it does)` of each route.
+    pub(crate) routes: Vec<(String, String, String)>,
 }
 
 /// One upstream server's shared state.

@@ -235,7 +235,7 @@ impl Counters {
 }
 
 /// A series: metric name and its label pairs, in order.
-type Series = (&'static str, Vec<(&'static str, String)>);
+pub(crate) type Series = (&'static str, Vec<(&'static str, String)>);
 
 /// Every thread's counters, and what retired ones counted.
 #[derive(Debug)]
@@ -245,6 +245,8 @@ pub(crate) struct Registry {
     /// Process-wide values the server keeps.
     pub(crate) reloads_ok: AtomicU64,
     pub(crate) reloads_failed: AtomicU64,
+    /// The last reload tried was refused.
+    pub(crate) last_reload_failed: std::sync::atomic::AtomicBool,
     /// Unix seconds of the last successful load (start or reload).
     pub(crate) last_reload: AtomicU64,
     pub(crate) started: SystemTime,
@@ -257,6 +259,7 @@ impl Default for Registry {
             retired: Mutex::default(),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            last_reload_failed: false.into(),
             last_reload: AtomicU64::new(unix_now()),
             started: SystemTime::now(),
         }
@@ -280,6 +283,22 @@ impl Registry {
         let c = Arc::new(Counters::new(labels));
         lock(&self.live).push(c.clone());
         c
+    }
+
+    /// Until when (Unix ms) some thread skips each `(group, server)` after
+    /// a `Retry-After`: the latest over threads.
+    pub(crate) fn backoffs(&self) -> BTreeMap<(String, String), u64> {
+        let mut out = BTreeMap::new();
+        for c in lock(&self.live).iter() {
+            for (si, s) in c.labels.servers.iter().enumerate() {
+                let until = c.pool.get(Count::BackoffUntil, si);
+                if until > 0 {
+                    let e = out.entry(s.clone()).or_insert(0);
+                    *e = until.max(*e);
+                }
+            }
+        }
+        out
     }
 
     /// Every series with its value, summed over threads and generations.

@@ -224,6 +224,7 @@ impl Running {
     pub fn reloaded(&self, ok: bool) {
         use std::sync::atomic::Ordering::Relaxed;
         if let Some((_, state)) = &self.admin {
+            state.metrics.last_reload_failed.store(!ok, Relaxed);
             if ok {
                 state.metrics.reloads_ok.fetch_add(1, Relaxed);
                 state
@@ -439,6 +440,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                 drain: drain(&shared),
                 ready: true.into(),
                 token: a.token.as_deref().and_then(|t| t.parse().ok()),
+                samples: Default::default(),
             });
             match crate::admin::Admin::serve(socket, state.clone()) {
                 Ok(admin) => {
@@ -524,8 +526,33 @@ fn gauges(shared: &Arc<Mutex<Shared>>) -> crate::admin::GaugeSource {
                 .collect(),
             log_dropped: s.writer.as_ref().map_or(0, |w| w.dropped.load(Relaxed)),
             dns: dns_stats(&s.dns),
+            listeners: g
+                .config
+                .listeners
+                .iter()
+                .map(|l| (l.addr.to_string(), l.tls.is_some()))
+                .collect(),
+            routes: g
+                .config
+                .routes
+                .iter()
+                .map(|r| (r.label(), r.describe_match(), action(r, &g.config)))
+                .collect(),
         }
     })
+}
+
+/// What a route does, for the status page.
+fn action(r: &crate::router::Route, config: &Config) -> String {
+    use crate::router::Action;
+    match &r.action {
+        Action::Proxy(g) => config
+            .upstreams
+            .get(*g)
+            .map_or_else(String::new, |g| format!("upstream {}", g.name)),
+        Action::Redirect { status, .. } => format!("redirect {}", status.as_u16()),
+        Action::Respond { status, .. } => format!("respond {}", status.as_u16()),
+    }
 }
 
 fn dns_stats(

@@ -30,6 +30,7 @@ mod retry;
 mod routing;
 mod server_limit;
 mod shutdown;
+mod status;
 mod streaming;
 mod timeouts;
 mod tls;

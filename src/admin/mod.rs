@@ -3,6 +3,9 @@
 //! listeners.
 //!
 //! - `GET /metrics`: Prometheus text exposition ([`crate::metrics`]).
+//! - `GET /status` and `GET /status.json`: the state of listeners, routes
+//!   and upstream servers, with rates and latencies over the last minute
+//!   ([`status`]).
 //! - `GET /healthz`: 200 while the process runs.
 //! - `GET /readyz`: 200 while it takes traffic, 503 once shutdown began.
 //! - `POST /upstreams/GROUP/servers/ADDRESS/drain` and `.../enable`: a
@@ -29,6 +32,8 @@ use tokio::sync::watch;
 
 use crate::metrics::{Gauges, Registry};
 
+mod status;
+
 /// Reads the values a scrape shows beside the counters (open
 /// connections, servers in service) from the config in force.
 pub(crate) type GaugeSource = Arc<dyn Fn() -> Gauges + Send + Sync>;
@@ -45,6 +50,8 @@ pub(crate) struct State {
     /// Cleared when shutdown begins.
     pub(crate) ready: AtomicBool,
     pub(crate) token: Option<HeaderValue>,
+    /// Snapshots of the counters for the status page's rates.
+    pub(crate) samples: status::Samples,
 }
 
 /// The running admin listener; stopped by [`Admin::stop`].
@@ -84,6 +91,14 @@ impl Admin {
                                 return;
                             }
                         };
+                        let sampled = state.clone();
+                        tokio::spawn(async move {
+                            let mut every = tokio::time::interval(status::SAMPLE_EVERY);
+                            loop {
+                                every.tick().await;
+                                sampled.samples.sample(&sampled.metrics);
+                            }
+                        });
                         loop {
                             let (stream, _) = tokio::select! {
                                 a = listener.accept() => match a {
@@ -149,7 +164,10 @@ fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if let Some(rest) = path.strip_prefix("/upstreams/") {
         return drain(state, req.method(), rest);
     }
-    if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
+    if !matches!(
+        path,
+        "/metrics" | "/healthz" | "/readyz" | "/status" | "/status.json"
+    ) {
         return text(StatusCode::NOT_FOUND, "no such admin endpoint\n");
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -179,6 +197,23 @@ fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             let mut r = text(StatusCode::OK, body);
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+            r
+        }
+        "/status" => {
+            let mut r = text(StatusCode::OK, status::html(&status::status(state)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        }
+        "/status.json" => {
+            let body = serde_json::to_vec_pretty(&status::status(state)).unwrap_or_default();
+            let mut r = text(StatusCode::OK, body);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             r
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
