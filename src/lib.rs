@@ -39,13 +39,17 @@
 //!   body streamed upstream (limits, progress); `access_log.rs`: one line
 //!   per request in the configured format, buffered per thread and written
 //!   by a writer thread; `error.rs`: why a request failed, and the status
-//!   that follows; `metrics/`: per-thread counters summed at scrape time;
-//!   `admin.rs`: the admin listener (`/metrics`, `/healthz`, `/readyz`).
+//!   that follows; `metrics/`: per-thread counters summed at scrape time
+//!   (with what each thread's pool counts, `upstream/stats.rs`);
+//!   `admin/`: the admin listener (`/metrics`, `/status`, `/healthz`,
+//!   `/readyz`, drain and enable).
 //! - `message/`: pure HTTP rules: what a request head must be before
 //!   anything acts on it (`admit.rs`) and the RFC 9110 header rewriting
 //!   for the next hop (`headers.rs`).
 //! - `config/`: the TOML file to validated pure data, every problem
 //!   reported with its file, line and field.
+//! - `tally.rs`: single-writer counters and histograms, what the layers
+//!   above count with.
 //!
 //! Around them: `cli.rs` (the binary's behaviour), `demo.rs` (a small
 //! origin for the quickstart and tests), `rt.rs` (runtime glue), `fuzz.rs`.

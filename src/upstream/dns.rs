@@ -269,13 +269,12 @@ impl Refresher {
                         }
                     };
                     let mut tasks = tokio::task::JoinSet::new();
-                    for (host, (ips, expires)) in names {
+                    for (host, answer) in names {
                         tasks.spawn(refresh(
                             r.clone(),
                             settings.clone(),
                             host,
-                            ips,
-                            expires,
+                            answer,
                             apply.clone(),
                             stats.clone(),
                             stopped.clone(),
@@ -308,8 +307,7 @@ async fn refresh(
     r: Resolver,
     s: Settings,
     host: String,
-    mut ips: Vec<IpAddr>,
-    expires: Instant,
+    (mut ips, expires): Answer,
     apply: Apply,
     stats: DnsStats,
     mut stop: watch::Receiver<bool>,

@@ -25,6 +25,7 @@ mod log_formats;
 mod messages;
 mod metrics;
 mod pool;
+mod prometheus;
 mod reload;
 mod retry;
 mod routing;

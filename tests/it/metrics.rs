@@ -154,7 +154,7 @@ async fn upstream_metrics_count_exactly() {
             10.0,
         ),
         (
-            format!("tidegate_upstream_retry_budget_exhausted_total{{group=\"doomed\"}}"),
+            "tidegate_upstream_retry_budget_exhausted_total{group=\"doomed\"}".to_string(),
             4.0,
         ),
         (server("tidegate_upstream_backoffs_total", "calm", o), 1.0),
