@@ -187,35 +187,6 @@ impl Drop for AccessLog {
     }
 }
 
-/// A value serialised as the string its `Display` writes, straight into
-/// the line (no `String` made per field).
-struct Shown<T>(T);
-
-impl<T: std::fmt::Display> serde::Serialize for Shown<T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
-    }
-}
-
-/// A `json` line.
-#[derive(serde::Serialize)]
-struct JsonLine<'a> {
-    time: &'a str,
-    client: &'a str,
-    method: &'a str,
-    uri: Shown<&'a dyn std::fmt::Display>,
-    protocol: &'a str,
-    status: u16,
-    bytes_sent: u64,
-    upstream: Option<&'a str>,
-    duration: f64,
-    outcome: &'a str,
-    host: Option<&'a str>,
-    referer: Option<&'a str>,
-    user_agent: Option<&'a str>,
-    request_id: Option<&'a str>,
-}
-
 impl AccessLog {
     pub(crate) fn new(writer: Option<Writer>, format: &LogFormat) -> AccessLog {
         AccessLog {
@@ -272,34 +243,49 @@ impl AccessLog {
     }
 }
 
-/// Writes a decimal number (std's formatting machinery costs more than
-/// the whole rest of a line for an address).
-fn write_u16(buf: &mut Vec<u8>, n: u16) {
-    let mut digits = [0u8; 5];
-    let mut i = digits.len();
+/// Writes `n` in decimal at `out[at..]`; where it ended. (std's
+/// formatting machinery costs more than the whole rest of a line for an
+/// address.)
+fn put_decimal(out: &mut [u8; 24], at: usize, n: u16) -> usize {
+    let len = match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => 5,
+    };
+    // Backwards, in place: no copy of a digit buffer.
     let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+    for i in (at..at + len).rev() {
+        out[i] = b'0' + (n % 10) as u8;
         n /= 10;
-        if n == 0 {
-            break;
-        }
     }
-    buf.extend_from_slice(&digits[i..]);
+    at + len
+}
+
+/// `a.b.c.d` (and `:port`) into a stack buffer, written to `buf` at once.
+fn write_v4(buf: &mut Vec<u8>, ip: std::net::Ipv4Addr, port: Option<u16>) {
+    // 15 for the address, 6 for `:port`.
+    let mut out = [0u8; 24];
+    let mut at = 0;
+    for (i, o) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out[at] = b'.';
+            at += 1;
+        }
+        at = put_decimal(&mut out, at, u16::from(o));
+    }
+    if let Some(p) = port {
+        out[at] = b':';
+        at = put_decimal(&mut out, at + 1, p);
+    }
+    buf.extend_from_slice(&out[..at]);
 }
 
 /// `ip` (IPv4 by hand, IPv6 as std writes it).
 fn write_ip(buf: &mut Vec<u8>, ip: std::net::IpAddr) {
     match ip {
-        std::net::IpAddr::V4(v4) => {
-            for (i, o) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf.push(b'.');
-                }
-                write_u16(buf, u16::from(o));
-            }
-        }
+        std::net::IpAddr::V4(v4) => write_v4(buf, v4, None),
         std::net::IpAddr::V6(_) => {
             let _ = write!(buf, "{ip}");
         }
@@ -309,14 +295,11 @@ fn write_ip(buf: &mut Vec<u8>, ip: std::net::IpAddr) {
 /// `ip:port` (`[ip]:port` for IPv6), as `SocketAddr`'s `Display` writes it.
 fn write_addr(buf: &mut Vec<u8>, a: &SocketAddr) {
     match a {
-        SocketAddr::V4(v4) => write_ip(buf, std::net::IpAddr::V4(*v4.ip())),
+        SocketAddr::V4(v4) => write_v4(buf, *v4.ip(), Some(v4.port())),
         SocketAddr::V6(_) => {
             let _ = write!(buf, "{a}");
-            return;
         }
     }
-    buf.push(b':');
-    write_u16(buf, a.port());
 }
 
 /// The target in origin form (the authority has fields of its own).
@@ -412,7 +395,15 @@ fn with_clock<R>(f: impl FnOnce(&Clock, u32) -> R) -> R {
 /// `2026-12-02T15:30:00.123Z`.
 fn write_iso_millis(buf: &mut Vec<u8>) {
     with_clock(|c, ms| {
-        let _ = write!(buf, "{}.{ms:03}Z", c.iso);
+        buf.extend_from_slice(c.iso.as_bytes());
+        let ms = ms.min(999);
+        buf.extend_from_slice(&[
+            b'.',
+            b'0' + (ms / 100) as u8,
+            b'0' + (ms / 10 % 10) as u8,
+            b'0' + (ms % 10) as u8,
+            b'Z',
+        ]);
     });
 }
 
@@ -492,39 +483,83 @@ fn combined_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
     }
 }
 
+/// A `json` line: one object, its keys always in this order, written
+/// directly (the fixed parts are constants; only text from the request
+/// can need escaping, and goes through serde_json when it does).
 fn json_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
-    let mut time = Vec::with_capacity(24);
-    write_iso_millis(&mut time);
-    let mut client = Vec::with_capacity(48);
-    write_addr(&mut client, &e.client);
-    let mut up = Vec::with_capacity(48);
-    if let Some(a) = &end.upstream {
-        write_addr(&mut up, a);
+    buf.extend_from_slice(b"{\"time\":\"");
+    write_iso_millis(buf);
+    buf.extend_from_slice(b"\",\"client\":\"");
+    write_addr(buf, &e.client);
+    // A method is a token (RFC 9110 §9.1): nothing in it needs escaping.
+    buf.extend_from_slice(b"\",\"method\":\"");
+    buf.extend_from_slice(e.method.as_str().as_bytes());
+    buf.push(b'"');
+    buf.extend_from_slice(b",\"uri\":");
+    match e.target.path_and_query() {
+        Some(pq) => json_str(buf, pq.as_str()),
+        None => json_str(buf, &e.target.to_string()),
     }
-    let line = JsonLine {
-        time: std::str::from_utf8(&time).unwrap_or("-"),
-        client: std::str::from_utf8(&client).unwrap_or("-"),
-        method: e.method.as_str(),
-        uri: Shown(origin_form(&e.target)),
-        protocol: protocol(e.version),
-        status: end.status,
-        bytes_sent: end.bytes,
-        upstream: end
-            .upstream
-            .is_some()
-            .then(|| std::str::from_utf8(&up).unwrap_or("-")),
-        duration: e.start.elapsed().as_secs_f64(),
-        outcome: end.outcome,
-        host: e
-            .host
-            .as_ref()
-            .map(crate::message::admit::Authority::as_str),
-        referer: field(e, 0).and_then(|v| v.to_str().ok()),
-        user_agent: field(e, 1).and_then(|v| v.to_str().ok()),
-        request_id: e.request_id.as_ref().and_then(|v| v.to_str().ok()),
-    };
-    if serde_json::to_writer(&mut *buf, &line).is_ok() {
-        buf.push(b'\n');
+    buf.extend_from_slice(b",\"protocol\":\"");
+    buf.extend_from_slice(protocol(e.version).as_bytes());
+    buf.extend_from_slice(b"\",\"status\":");
+    buf.extend_from_slice(itoa::Buffer::new().format(end.status).as_bytes());
+    buf.extend_from_slice(b",\"bytes_sent\":");
+    buf.extend_from_slice(itoa::Buffer::new().format(end.bytes).as_bytes());
+    buf.extend_from_slice(b",\"upstream\":");
+    match &end.upstream {
+        Some(a) => {
+            buf.push(b'"');
+            write_addr(buf, a);
+            buf.push(b'"');
+        }
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.extend_from_slice(b",\"duration\":");
+    // As serde_json writes an f64: the shortest text that reads back the
+    // same (ryu).
+    let secs = e.start.elapsed().as_secs_f64();
+    buf.extend_from_slice(ryu::Buffer::new().format_finite(secs).as_bytes());
+    // Outcomes are the proxy's own words.
+    buf.extend_from_slice(b",\"outcome\":\"");
+    buf.extend_from_slice(end.outcome.as_bytes());
+    buf.push(b'"');
+    let fields = [
+        (
+            &b",\"host\":"[..],
+            e.host
+                .as_ref()
+                .map(crate::message::admit::Authority::as_str),
+        ),
+        (b",\"referer\":", field(e, 0).and_then(|v| v.to_str().ok())),
+        (
+            b",\"user_agent\":",
+            field(e, 1).and_then(|v| v.to_str().ok()),
+        ),
+        (
+            b",\"request_id\":",
+            e.request_id.as_ref().and_then(|v| v.to_str().ok()),
+        ),
+    ];
+    for (key, v) in fields {
+        buf.extend_from_slice(key);
+        match v {
+            Some(v) => json_str(buf, v),
+            None => buf.extend_from_slice(b"null"),
+        }
+    }
+    buf.extend_from_slice(b"}\n");
+}
+
+/// `s` as a JSON string: as it is when nothing in it needs escaping (the
+/// common case), else escaped by serde_json.
+fn json_str(buf: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    } else if serde_json::to_writer(&mut *buf, s).is_err() {
+        buf.extend_from_slice(b"null");
     }
 }
 
@@ -608,6 +643,52 @@ fn template_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_lines_read_back_with_escapes() {
+        let e = Entry {
+            start: Instant::now(),
+            client: "[::1]:4000".parse().unwrap(),
+            method: Method::from_bytes(b"PATCH").unwrap(),
+            target: "/a%22b?q=1&x=\\"
+                .parse()
+                .unwrap_or_else(|_| "/a?q=1".parse().unwrap()),
+            version: Version::HTTP_2,
+            host: None,
+            headers: vec![
+                None,
+                Some(HeaderValue::from_static("curl \"quoted\" \\ back\tslash")),
+            ],
+            request_id: Some(HeaderValue::from_static("abc")),
+        };
+        let end = End {
+            status: 503,
+            bytes: 12_345,
+            upstream: Some("10.0.0.1:8080".parse().unwrap()),
+            outcome: "error",
+        };
+        let mut buf = Vec::new();
+        json_line(&mut buf, &e, &end);
+        assert_eq!(buf.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&buf).expect("valid JSON");
+        assert_eq!(v["client"], "[::1]:4000");
+        assert_eq!(v["method"], "PATCH");
+        assert_eq!(v["uri"], e.target.path_and_query().unwrap().as_str());
+        assert_eq!(v["protocol"], "HTTP/2.0");
+        assert_eq!(v["status"], 503);
+        assert_eq!(v["bytes_sent"], 12_345);
+        assert_eq!(v["upstream"], "10.0.0.1:8080");
+        assert!(v["duration"].as_f64().is_some_and(|d| d >= 0.0));
+        assert_eq!(v["outcome"], "error");
+        assert_eq!(v["host"], serde_json::Value::Null);
+        assert_eq!(v["referer"], serde_json::Value::Null);
+        assert_eq!(v["user_agent"], "curl \"quoted\" \\ back\tslash");
+        assert_eq!(v["request_id"], "abc");
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys.len(), 14, "{keys:?}");
+        let time = v["time"].as_str().unwrap();
+        assert!(time.len() == 24 && time.ends_with('Z'), "{time}");
+    }
 
     #[test]
     fn time_local_is_nginx_shaped() {
