@@ -10,7 +10,7 @@
 
 use std::cell::Cell;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 
 use crate::config::RequestId;
@@ -45,15 +45,18 @@ fn next(state: &Cell<u64>) -> u64 {
 
 /// A new ID.
 pub(crate) fn generate() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let (a, b) = STATE.with(|s| (next(s), next(s)));
-    let mut out = BytesMut::with_capacity(32);
-    for word in [a, b] {
-        for i in (0..16).rev() {
-            out.put_u8(b"0123456789abcdef"[((word >> (i * 4)) & 0xf) as usize]);
+    // On the stack, then one allocation for the value.
+    let mut out = [0u8; 32];
+    for (half, word) in [a, b].into_iter().enumerate() {
+        for i in 0..16 {
+            out[half * 16 + i] = HEX[((word >> ((15 - i) * 4)) & 0xf) as usize];
         }
     }
     // Hex digits are always a valid field value.
-    HeaderValue::from_maybe_shared(Bytes::from(out)).unwrap_or(HeaderValue::from_static("-"))
+    HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&out))
+        .unwrap_or(HeaderValue::from_static("-"))
 }
 
 /// Whether a client's ID may be kept: 1 to 200 visible ASCII characters.
