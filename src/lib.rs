@@ -48,7 +48,8 @@
 //!   reported with its file, line and field.
 //!
 //! Around them: `cli.rs` (the binary's behaviour), `demo.rs` (a small
-//! origin for the quickstart and tests), `rt.rs` (runtime glue), `fuzz.rs`.
+//! origin for the quickstart and tests), `rt.rs` (runtime glue),
+//! `random.rs` (per-thread random numbers for IDs), `fuzz.rs`.
 #![forbid(unsafe_code)]
 
 mod access_log;
@@ -63,6 +64,7 @@ pub mod fuzz;
 mod message;
 mod metrics;
 mod proxy;
+mod random;
 mod router;
 mod rt;
 mod server;
