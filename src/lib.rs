@@ -40,7 +40,11 @@
 //!   per request in the configured format, buffered per thread and written
 //!   by a writer thread; `error.rs`: why a request failed, and the status
 //!   that follows; `metrics/`: per-thread counters summed at scrape time;
-//!   `admin.rs`: the admin listener (`/metrics`, `/healthz`, `/readyz`).
+//!   `admin.rs`: the admin listener (`/metrics`, `/healthz`, `/readyz`);
+//!   `trace/`: W3C Trace Context on each request (`mod.rs`: `traceparent`
+//!   read and written, sampling, the span record) and the OTLP/HTTP
+//!   exporter thread (`export.rs`, with the protobuf messages of
+//!   `proto.rs`).
 //! - `message/`: pure HTTP rules: what a request head must be before
 //!   anything acts on it (`admit.rs`) and the RFC 9110 header rewriting
 //!   for the next hop (`headers.rs`).
@@ -68,6 +72,7 @@ mod random;
 mod router;
 mod rt;
 mod server;
+mod trace;
 pub mod upstream;
 mod worker;
 

@@ -27,6 +27,9 @@ pub(crate) struct Generation {
     pub tls: Arc<Vec<Option<Arc<ServerTls>>>>,
     /// The label values of this generation's metrics.
     pub labels: Arc<Labels>,
+    /// Where spans go, with `[tracing]` (set by the server, which runs
+    /// the exporter).
+    pub trace: Option<crate::trace::Sink>,
 }
 
 impl Generation {
@@ -68,6 +71,7 @@ impl Generation {
             config: Arc::new(config),
             upstreams: Arc::new(upstreams),
             tls: Arc::new(tls),
+            trace: None,
         })
     }
 
@@ -92,6 +96,8 @@ pub(crate) struct Worker {
     pub log: AccessLog,
     /// This thread's metrics under this config (admin listener on).
     pub counters: Option<Arc<Counters>>,
+    /// Trace propagation and spans (`[tracing]` on).
+    pub trace: Option<crate::trace::Tracer>,
     /// hyper's settings for new client connections.
     pub http1: hyper::server::conn::http1::Builder,
 }
@@ -108,6 +114,10 @@ impl Worker {
         let config = g.config.clone();
         Worker {
             counters: metrics.map(|m| m.counters(g.labels.clone())),
+            trace: g
+                .trace
+                .as_ref()
+                .map(|sink| crate::trace::Tracer::new(sink, &config)),
             router: Router::new(&config.routes),
             pool: Pool::new(&config, &g.upstreams, old),
             log,

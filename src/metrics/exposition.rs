@@ -51,6 +51,16 @@ pub(crate) struct Gauges {
     pub(crate) up: Vec<(String, String, bool, bool)>,
     /// Access-log lines dropped because the writer could not keep up.
     pub(crate) log_dropped: u64,
+    /// The trace exporter's counts, with `[tracing]` on.
+    pub(crate) trace: Option<TraceCounts>,
+}
+
+/// Spans exported, spans dropped (queue full), failed export requests.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct TraceCounts {
+    pub(crate) exported: u64,
+    pub(crate) dropped: u64,
+    pub(crate) failures: u64,
 }
 
 /// The whole exposition.
@@ -110,6 +120,28 @@ pub(crate) fn render(registry: &Registry, gauges: &Gauges) -> String {
         &[],
         gauges.log_dropped as f64,
     );
+    if let Some(t) = gauges.trace {
+        for (name, help, v) in [
+            (
+                "tidegate_trace_spans_exported_total",
+                "Spans the OTLP collector accepted.",
+                t.exported,
+            ),
+            (
+                "tidegate_trace_spans_dropped_total",
+                "Spans dropped because the export queue was full.",
+                t.dropped,
+            ),
+            (
+                "tidegate_trace_export_failures_total",
+                "OTLP export requests that failed; their spans are dropped.",
+                t.failures,
+            ),
+        ] {
+            header(&mut out, name, "counter", help);
+            line(&mut out, name, &[], v as f64);
+        }
+    }
     process(&mut out, registry);
     out
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::Config;
 use crate::upstream::registry::Upstreams;
 
-pub(crate) use exposition::{open_metrics, render, Gauges};
+pub(crate) use exposition::{open_metrics, render, Gauges, TraceCounts};
 
 /// Upper bounds of the request-duration histogram, in seconds.
 pub(crate) const BUCKETS: [f64; 12] = [

@@ -44,21 +44,25 @@ struct Line {
     bytes: u64,
     upstream: Option<SocketAddr>,
     outcome: &'static str,
+    /// The request's span, when it is traced and sampled.
+    span: Option<Box<crate::trace::Span>>,
 }
 
 impl LogLine {
-    /// The end record of the request `entry` describes, if the log or the
-    /// metrics are on. (The metrics count at the same end: one place for
-    /// both.)
+    /// The end record of the request `entry` describes, if the log, the
+    /// metrics or a span are on. (The metrics count and the span ends at
+    /// the same end: one place for all.)
     pub(crate) fn new(
         worker: &Rc<Worker>,
         listener: SocketAddr,
+        span: Option<Box<crate::trace::Span>>,
         entry: impl FnOnce() -> Entry,
     ) -> LogLine {
         let log = worker.log.enabled();
-        LogLine((log || worker.counters.is_some()).then(|| {
+        LogLine((log || worker.counters.is_some() || span.is_some()).then(|| {
             let entry = log.then(entry);
             Box::new(Line {
+                span,
                 start: entry.as_ref().map_or_else(Instant::now, |e| e.start),
                 entry,
                 worker: worker.clone(),
@@ -71,6 +75,11 @@ impl LogLine {
                 outcome: "cancelled",
             })
         }))
+    }
+
+    /// Where the forward phase notes its timings, for a span.
+    pub(crate) fn hop(&self) -> Option<&crate::trace::Hop> {
+        self.0.as_ref()?.span.as_ref().map(|s| &s.hop)
     }
 
     /// The request's route (config index), once found.
@@ -113,6 +122,7 @@ impl Drop for LogLine {
                 };
                 l.worker.log.record(e, &end);
             }
+            let end = Instant::now();
             if let Some(c) = &l.worker.counters {
                 c.ended(&crate::metrics::Ended {
                     listener: l.listener,
@@ -120,8 +130,21 @@ impl Drop for LogLine {
                     server: l.server,
                     status: l.status,
                     bytes: l.bytes,
-                    elapsed: l.start.elapsed(),
+                    elapsed: end.saturating_duration_since(l.start),
                 });
+            }
+            if let (Some(span), Some(tracer)) = (l.span, &l.worker.trace) {
+                tracer.end(
+                    span,
+                    crate::trace::End {
+                        start: l.start,
+                        end,
+                        route: l.route,
+                        status: l.status,
+                        upstream: l.upstream,
+                        outcome: l.outcome,
+                    },
+                );
             }
         }
     }

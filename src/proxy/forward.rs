@@ -208,6 +208,7 @@ pub(crate) async fn to_upstream<'w>(
     body: Incoming,
     plan: super::request::Plan,
     h2_ws: Option<hyper::upgrade::OnUpgrade>,
+    hop: Option<&crate::trace::Hop>,
 ) -> Result<Outcome<'w>, ProxyError> {
     let super::request::Plan {
         key,
@@ -242,6 +243,11 @@ pub(crate) async fn to_upstream<'w>(
                 .insert(header::HOST, w.pool.authority(server).clone());
         }
         let busy = Busy::new(&w.pool, server);
+        // The phases of a traced request.
+        let asked = hop.map(|h| {
+            h.server();
+            Instant::now()
+        });
         let permit = match w.pool.limit(server) {
             None => None,
             Some(l) => match l.acquire(route.upstream_connect).await {
@@ -266,6 +272,13 @@ pub(crate) async fn to_upstream<'w>(
         tries += 1;
         let timeouts = (route.upstream_connect, route.upstream_response_head);
         let started = balancer.wants_latency().then(Instant::now);
+        let sent = match (hop, asked) {
+            (Some(h), Some(asked)) => {
+                h.connected(asked, lease.idle_for.is_some());
+                Some(started.unwrap_or_else(Instant::now))
+            }
+            _ => None,
+        };
         let (resp, lease) = match send(
             w,
             lease,
@@ -302,6 +315,9 @@ pub(crate) async fn to_upstream<'w>(
         let (b, i) = w.pool.locate(server);
         if let Some(t) = started {
             b.observe(i, t.elapsed());
+        }
+        if let (Some(h), Some(t)) = (hop, sent) {
+            h.answered(t);
         }
         record(w, server, !resp.status().is_server_error());
         if let Some(key) = &ws_key {
