@@ -32,6 +32,7 @@ mod shutdown;
 mod streaming;
 mod timeouts;
 mod tls;
+mod tracing;
 mod upstream_h2;
 mod upstream_tls;
 mod websocket;
