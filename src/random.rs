@@ -19,8 +19,8 @@ fn seed() -> u64 {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        let thread = std::collections::hash_map::RandomState::new()
-            .hash_one(std::thread::current().id());
+        let thread =
+            std::collections::hash_map::RandomState::new().hash_one(std::thread::current().id());
         b = (t ^ thread).to_le_bytes();
     }
     u64::from_le_bytes(b)

@@ -24,11 +24,11 @@ mod source;
 mod tracing;
 mod upstream;
 
+pub use self::tracing::Tracing;
 pub use dns::Dns;
 pub use listener::{ClientAuth, Listener, ListenerTls, RequestId, DEFAULT_MAX_STREAMS};
 pub use log_format::{LogFormat, Piece, Var};
 pub use source::{ConfigError, Problem, Source};
-pub use self::tracing::Tracing;
 pub use upstream::{
     tls_name, Balance, Check, HashKey, Limit, Outlier, Protocol, Retry, Server, Target,
     UpstreamGroup, UpstreamTls,

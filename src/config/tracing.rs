@@ -70,9 +70,7 @@ pub(super) fn section(t: Option<&raw::Tracing>, p: &mut Problems) -> Option<Trac
     }
     match t.queue {
         Some(0) => p.add("tracing.queue", "must be at least 1"),
-        Some(n) if n > MAX_QUEUE => {
-            p.add("tracing.queue", format!("{n} is more than {MAX_QUEUE}"))
-        }
+        Some(n) if n > MAX_QUEUE => p.add("tracing.queue", format!("{n} is more than {MAX_QUEUE}")),
         Some(n) => out.queue = n,
         None => {}
     }

@@ -59,7 +59,8 @@ impl LogLine {
         entry: impl FnOnce() -> Entry,
     ) -> LogLine {
         let log = worker.log.enabled();
-        LogLine((log || worker.counters.is_some() || span.is_some()).then(|| {
+        let on = log || worker.counters.is_some() || span.is_some();
+        LogLine(on.then(|| {
             let entry = log.then(entry);
             Box::new(Line {
                 span,

@@ -331,7 +331,11 @@ impl Client {
         let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status();
         // Read whole, so the connection can carry the next batch.
-        let _ = resp.into_body().collect().await.map_err(|e| e.to_string())?;
+        let _ = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
         if !status.is_success() {
             return Err(format!("the collector answered {status}"));
         }
@@ -373,10 +377,7 @@ fn span(r: Record, now: (SystemTime, Instant)) -> proto::Span {
         KeyValue::new("http.request.method", Value::String(s.method.to_string())),
         KeyValue::new("url.path", Value::String(s.target.path().to_string())),
         KeyValue::new("client.address", Value::String(s.client.ip().to_string())),
-        KeyValue::new(
-            "http.response.status_code",
-            Value::Int(i64::from(r.status)),
-        ),
+        KeyValue::new("http.response.status_code", Value::Int(i64::from(r.status))),
         KeyValue::new(
             "tidegate.retries",
             Value::Int(i64::from(s.hop.servers.get().saturating_sub(1))),
@@ -402,20 +403,25 @@ fn span(r: Record, now: (SystemTime, Instant)) -> proto::Span {
         ));
     }
     let mut events = Vec::new();
-    let mut phase = |attr: &str, event: &str, (from, to): (tokio::time::Instant, tokio::time::Instant)| {
-        let (from, to) = (from.into_std(), to.into_std());
-        attributes.push(KeyValue::new(
-            attr,
-            Value::Double(to.saturating_duration_since(from).as_secs_f64()),
-        ));
-        events.push(proto::Event {
-            time_unix_nano: unix_nanos(to, now),
-            name: event.into(),
-            attributes: Vec::new(),
-        });
-    };
+    let mut phase =
+        |attr: &str, event: &str, (from, to): (tokio::time::Instant, tokio::time::Instant)| {
+            let (from, to) = (from.into_std(), to.into_std());
+            attributes.push(KeyValue::new(
+                attr,
+                Value::Double(to.saturating_duration_since(from).as_secs_f64()),
+            ));
+            events.push(proto::Event {
+                time_unix_nano: unix_nanos(to, now),
+                name: event.into(),
+                attributes: Vec::new(),
+            });
+        };
     if let Some(c) = s.hop.connect.get() {
-        phase("tidegate.upstream.connect.duration", "upstream connected", c);
+        phase(
+            "tidegate.upstream.connect.duration",
+            "upstream connected",
+            c,
+        );
     }
     if let Some(h) = s.hop.head.get() {
         phase(

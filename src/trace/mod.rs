@@ -147,8 +147,9 @@ impl Context {
         out.push(b'-');
         put_hex(&mut out, &[self.flags]);
         // Hex digits and dashes are always a valid field value.
-        HeaderValue::from_maybe_shared(Bytes::from(out))
-            .unwrap_or(HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00"))
+        HeaderValue::from_maybe_shared(Bytes::from(out)).unwrap_or(HeaderValue::from_static(
+            "00-00000000000000000000000000000000-0000000000000000-00",
+        ))
     }
 
     pub(crate) fn sampled(&self) -> bool {

@@ -10,242 +10,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::Request;
-use http_body_util::BodyExt;
-use prost::Message;
 
 use crate::common::config::{Route, TestConfig};
+use crate::common::otlp::collector;
 use crate::common::*;
 
-/// The OTLP messages, as opentelemetry-proto numbers them.
-mod otlp {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ExportTraceServiceRequest {
-        #[prost(message, repeated, tag = "1")]
-        pub resource_spans: Vec<ResourceSpans>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ResourceSpans {
-        #[prost(message, optional, tag = "1")]
-        pub resource: Option<Resource>,
-        #[prost(message, repeated, tag = "2")]
-        pub scope_spans: Vec<ScopeSpans>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Resource {
-        #[prost(message, repeated, tag = "1")]
-        pub attributes: Vec<KeyValue>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ScopeSpans {
-        #[prost(message, optional, tag = "1")]
-        pub scope: Option<InstrumentationScope>,
-        #[prost(message, repeated, tag = "2")]
-        pub spans: Vec<Span>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct InstrumentationScope {
-        #[prost(string, tag = "1")]
-        pub name: String,
-        #[prost(string, tag = "2")]
-        pub version: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Span {
-        #[prost(bytes = "vec", tag = "1")]
-        pub trace_id: Vec<u8>,
-        #[prost(bytes = "vec", tag = "2")]
-        pub span_id: Vec<u8>,
-        #[prost(string, tag = "3")]
-        pub trace_state: String,
-        #[prost(bytes = "vec", tag = "4")]
-        pub parent_span_id: Vec<u8>,
-        #[prost(string, tag = "5")]
-        pub name: String,
-        #[prost(int32, tag = "6")]
-        pub kind: i32,
-        #[prost(fixed64, tag = "7")]
-        pub start_time_unix_nano: u64,
-        #[prost(fixed64, tag = "8")]
-        pub end_time_unix_nano: u64,
-        #[prost(message, repeated, tag = "9")]
-        pub attributes: Vec<KeyValue>,
-        #[prost(message, repeated, tag = "11")]
-        pub events: Vec<Event>,
-        #[prost(message, optional, tag = "15")]
-        pub status: Option<Status>,
-        #[prost(fixed32, tag = "16")]
-        pub flags: u32,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Event {
-        #[prost(fixed64, tag = "1")]
-        pub time_unix_nano: u64,
-        #[prost(string, tag = "2")]
-        pub name: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Status {
-        #[prost(string, tag = "2")]
-        pub message: String,
-        #[prost(int32, tag = "3")]
-        pub code: i32,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct KeyValue {
-        #[prost(string, tag = "1")]
-        pub key: String,
-        #[prost(message, optional, tag = "2")]
-        pub value: Option<AnyValue>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct AnyValue {
-        #[prost(oneof = "Value", tags = "1, 2, 3, 4")]
-        pub value: Option<Value>,
-    }
-    #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum Value {
-        #[prost(string, tag = "1")]
-        String(String),
-        #[prost(bool, tag = "2")]
-        Bool(bool),
-        #[prost(int64, tag = "3")]
-        Int(i64),
-        #[prost(double, tag = "4")]
-        Double(f64),
-    }
-}
-
-use otlp::Value;
-
-/// A span as received, with the resource it came under.
-#[derive(Debug, Clone)]
-struct Got {
-    span: otlp::Span,
-    service: Option<String>,
-}
-
-impl Got {
-    fn attr(&self, key: &str) -> Option<&Value> {
-        self.span
-            .attributes
-            .iter()
-            .find(|kv| kv.key == key)
-            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
-    }
-
-    fn text(&self, key: &str) -> Option<&str> {
-        match self.attr(key) {
-            Some(Value::String(s)) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn int(&self, key: &str) -> Option<i64> {
-        match self.attr(key) {
-            Some(Value::Int(n)) => Some(*n),
-            _ => None,
-        }
-    }
-
-    fn seconds(&self, key: &str) -> Option<f64> {
-        match self.attr(key) {
-            Some(Value::Double(n)) => Some(*n),
-            _ => None,
-        }
-    }
-
-    fn trace_id(&self) -> String {
-        hex(&self.span.trace_id)
-    }
-
-    fn span_id(&self) -> String {
-        hex(&self.span.span_id)
-    }
-
-    fn parent(&self) -> String {
-        hex(&self.span.parent_span_id)
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// An OTLP/HTTP receiver: decodes each POST to `/v1/traces` and keeps
-/// its spans.
-struct Collector {
-    backend: Backend,
-    spans: Arc<Mutex<Vec<Got>>>,
-}
-
-fn collector() -> Collector {
-    let spans = Arc::new(Mutex::new(Vec::new()));
-    let kept = spans.clone();
-    let backend = backend(move |req: Request<hyper::body::Incoming>| {
-        let kept = kept.clone();
-        async move {
-            assert_eq!(req.method(), "POST");
-            assert_eq!(req.uri().path(), "/v1/traces");
-            assert_eq!(req.headers()["content-type"], "application/x-protobuf");
-            let body = req.into_body().collect().await.unwrap().to_bytes();
-            let export = otlp::ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
-            let mut kept = kept.lock().unwrap();
-            for rs in export.resource_spans {
-                let service = rs.resource.as_ref().and_then(|r| {
-                    r.attributes.iter().find_map(|kv| match &kv.value {
-                        Some(otlp::AnyValue {
-                            value: Some(Value::String(s)),
-                        }) if kv.key == "service.name" => Some(s.clone()),
-                        _ => None,
-                    })
-                });
-                for ss in rs.scope_spans {
-                    assert_eq!(ss.scope.as_ref().map(|s| s.name.as_str()), Some("tidegate"));
-                    for span in ss.spans {
-                        kept.push(Got {
-                            span,
-                            service: service.clone(),
-                        });
-                    }
-                }
-            }
-            let mut r = http::Response::new(empty());
-            r.headers_mut()
-                .insert("content-type", "application/x-protobuf".parse().unwrap());
-            r
-        }
-    });
-    Collector { backend, spans }
-}
-
-impl Collector {
-    fn endpoint(&self) -> String {
-        format!("http://{}/v1/traces", self.backend.addr)
-    }
-
-    /// The spans once there are `n` (bounded by HANG).
-    async fn wait_for(&self, n: usize) -> Vec<Got> {
-        tokio::time::timeout(HANG, async {
-            loop {
-                {
-                    let spans = self.spans.lock().unwrap();
-                    if spans.len() >= n {
-                        break spans.clone();
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{n} span(s) never arrived"))
-    }
-}
+/// A request's `traceparent` and `tracestate` as the origin saw them.
+type Propagated = (Option<String>, Option<String>);
 
 /// An origin that answers 200 and notes the `traceparent` and
 /// `tracestate` of each request.
 struct Origin {
     backend: Backend,
-    seen: Arc<Mutex<Vec<(Option<String>, Option<String>)>>>,
+    seen: Arc<Mutex<Vec<Propagated>>>,
 }
 
 fn origin() -> Origin {
@@ -263,7 +40,9 @@ fn origin() -> Origin {
                     .collect();
                 (!all.is_empty()).then(|| all.join(","))
             };
-            kept.lock().unwrap().push((h("traceparent"), h("tracestate")));
+            kept.lock()
+                .unwrap()
+                .push((h("traceparent"), h("tracestate")));
             text(200, "hello")
         }
     });
@@ -274,14 +53,22 @@ impl Origin {
     /// The last request's `traceparent`, split: (version, trace ID,
     /// parent ID, flags), and its `tracestate`.
     fn last(&self) -> ([String; 4], Option<String>) {
-        let (tp, ts) = self.seen.lock().unwrap().last().cloned().expect("a request");
+        let (tp, ts) = self
+            .seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a request");
         let tp = tp.expect("a traceparent upstream");
         let parts: Vec<String> = tp.split('-').map(str::to_string).collect();
         assert_eq!(parts.len(), 4, "{tp}");
         assert_eq!(parts[0], "00", "{tp}");
         assert_eq!(parts[1].len(), 32, "{tp}");
         assert_eq!(parts[2].len(), 16, "{tp}");
-        assert!(tp.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(tp
+            .bytes()
+            .all(|b| b == b'-' || b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         (parts.try_into().unwrap(), ts)
     }
 }
@@ -344,15 +131,23 @@ async fn a_sampled_parent_is_continued_and_its_span_exported() {
 
     // Timings: consistent, whatever their size.
     let (start, end) = (s.span.start_time_unix_nano, s.span.end_time_unix_nano);
-    assert!(start > 1_600_000_000_000_000_000, "unix nanoseconds: {start}");
+    assert!(
+        start > 1_600_000_000_000_000_000,
+        "unix nanoseconds: {start}"
+    );
     assert!(start <= end, "{start} > {end}");
     let length = (end - start) as f64 / 1e9;
-    let connect = s.seconds("tidegate.upstream.connect.duration").expect("connect");
+    let connect = s
+        .seconds("tidegate.upstream.connect.duration")
+        .expect("connect");
     let head = s
         .seconds("tidegate.upstream.response_head.duration")
         .expect("response head");
     assert!(connect >= 0.0 && head >= 0.0);
-    assert!(connect + head <= length + 1e-6, "{connect} + {head} > {length}");
+    assert!(
+        connect + head <= length + 1e-6,
+        "{connect} + {head} > {length}"
+    );
     let events: Vec<&str> = s.span.events.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(events, ["upstream connected", "upstream response head"]);
     let (connected, answered) = (
@@ -372,7 +167,10 @@ async fn without_a_parent_a_trace_starts_sampled_by_ratio() {
     let ([_, trace, parent, flags], state) = origin.last();
     assert_eq!(flags, "01");
     assert_ne!(trace, "0".repeat(32));
-    assert_eq!(state, None, "a tracestate without its traceparent is dropped");
+    assert_eq!(
+        state, None,
+        "a tracestate without its traceparent is dropped"
+    );
     let spans = collector.wait_for(1).await;
     assert_eq!(spans[0].trace_id(), trace);
     assert_eq!(spans[0].span_id(), parent);
@@ -412,7 +210,12 @@ async fn an_unsampled_parent_is_propagated_and_not_exported() {
     let proxy = Proxy::start(&config(&origin, &collector.endpoint()).toml());
     let unsampled = "0af7651916cd43dd8448eb211c80319c";
     let tp = format!("00-{unsampled}-b7ad6b7169203331-00");
-    ok(&proxy, "/api/u", &[("traceparent", &tp), ("tracestate", "k=v")]).await;
+    ok(
+        &proxy,
+        "/api/u",
+        &[("traceparent", &tp), ("tracestate", "k=v")],
+    )
+    .await;
     let ([_, trace, parent, flags], state) = origin.last();
     assert_eq!((trace.as_str(), flags.as_str()), (unsampled, "00"));
     assert_ne!(parent, "b7ad6b7169203331");
@@ -433,7 +236,12 @@ async fn an_invalid_traceparent_starts_a_new_trace() {
     let upper = format!("00-{}-{PARENT}-01", TRACE.to_uppercase());
     let cases = [zeros, short, upper];
     for (i, tp) in cases.iter().enumerate() {
-        ok(&proxy, "/api/i", &[("traceparent", tp), ("tracestate", "a=b")]).await;
+        ok(
+            &proxy,
+            "/api/i",
+            &[("traceparent", tp), ("tracestate", "a=b")],
+        )
+        .await;
         let ([_, trace, _, flags], state) = origin.last();
         assert!(trace != TRACE && trace != "0".repeat(32), "{tp}");
         assert_eq!(flags, "01", "{tp}");
@@ -444,7 +252,12 @@ async fn an_invalid_traceparent_starts_a_new_trace() {
     }
     // Two of them: neither is taken.
     let tp = format!("00-{TRACE}-{PARENT}-01");
-    ok(&proxy, "/api/i", &[("traceparent", &tp), ("traceparent", &tp)]).await;
+    ok(
+        &proxy,
+        "/api/i",
+        &[("traceparent", &tp), ("traceparent", &tp)],
+    )
+    .await;
     let ([_, trace, _, _], _) = origin.last();
     assert_ne!(trace, TRACE);
 }
@@ -480,6 +293,43 @@ async fn a_retry_onto_another_server_is_counted() {
     for s in &spans {
         assert_eq!(s.text("tidegate.upstream.address"), Some(upstream.as_str()));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_follow_the_tracing_section_and_shutdown_sends_what_is_queued() {
+    let (origin, first, second) = (origin(), collector(), collector());
+    let mut proxy = Proxy::start(&config(&origin, &first.endpoint()).toml());
+    ok(&proxy, "/api/1", &[]).await;
+    first.wait_for(1).await;
+    // Other settings: a new exporter.
+    proxy.reload(
+        &config(&origin, &second.endpoint())
+            .set("tracing.service_name", "edge")
+            .toml(),
+    );
+    ok(&proxy, "/api/2", &[]).await;
+    let spans = second.wait_for(1).await;
+    assert_eq!(spans[0].text("url.path"), Some("/api/2"));
+    assert_eq!(spans[0].service.as_deref(), Some("edge"));
+    // No [tracing]: nothing is added to requests.
+    proxy.reload(
+        &TestConfig::new()
+            .threads(1)
+            .route(Route::to("app"))
+            .group("app", [origin.backend.addr])
+            .toml(),
+    );
+    ok(&proxy, "/api/3", &[]).await;
+    assert_eq!(origin.seen.lock().unwrap().last().unwrap().0, None);
+    // Back on, and stopped at once: the span queued is sent before the
+    // proxy is gone (an export a second later would come too late).
+    proxy.reload(&config(&origin, &first.endpoint()).toml());
+    ok(&proxy, "/api/4", &[]).await;
+    proxy.stop();
+    let spans = first.spans.lock().unwrap().clone();
+    let paths: Vec<_> = spans.iter().map(|s| s.text("url.path").unwrap()).collect();
+    assert_eq!(paths, ["/api/1", "/api/4"]);
+    assert_eq!(second.spans.lock().unwrap().len(), 1);
 }
 
 /// The value of the series written exactly `series`, if present.
@@ -532,7 +382,10 @@ async fn an_unreachable_collector_costs_no_request_anything() {
         value(t, "tidegate_trace_export_failures_total").is_some_and(|n| n >= 1.0)
     })
     .await;
-    assert_eq!(value(&text, "tidegate_trace_spans_exported_total"), Some(0.0));
+    assert_eq!(
+        value(&text, "tidegate_trace_spans_exported_total"),
+        Some(0.0)
+    );
     assert!(value(&text, "tidegate_trace_spans_dropped_total").is_some());
     assert!(text.contains("# TYPE tidegate_trace_spans_dropped_total counter"));
 }
@@ -571,7 +424,10 @@ async fn a_stuck_collector_with_a_full_queue_drops_and_counts() {
     })
     .await
     .expect("no span was ever dropped");
-    assert_eq!(value(&text, "tidegate_trace_spans_exported_total"), Some(0.0));
+    assert_eq!(
+        value(&text, "tidegate_trace_spans_exported_total"),
+        Some(0.0)
+    );
 }
 
 #[test]
@@ -602,7 +458,10 @@ fn tracing_settings_are_checked_with_their_line() {
             .to_string();
         let key = extra.split(' ').next().unwrap();
         let line = line_of(&text, key);
-        assert!(err.starts_with(&format!("t.toml:{line}: ")), "{extra}: {err}");
+        assert!(
+            err.starts_with(&format!("t.toml:{line}: ")),
+            "{extra}: {err}"
+        );
         assert!(err.contains(want), "{extra}: {err}");
     }
     for (endpoint, want) in [
