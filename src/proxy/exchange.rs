@@ -123,7 +123,6 @@ impl Drop for LogLine {
                 };
                 l.worker.log.record(e, &end);
             }
-            let end = Instant::now();
             if let Some(c) = &l.worker.counters {
                 c.ended(&crate::metrics::Ended {
                     listener: l.listener,
@@ -131,7 +130,7 @@ impl Drop for LogLine {
                     server: l.server,
                     status: l.status,
                     bytes: l.bytes,
-                    elapsed: end.saturating_duration_since(l.start),
+                    elapsed: l.start.elapsed(),
                 });
             }
             if let (Some(span), Some(tracer)) = (l.span, &l.worker.trace) {
@@ -139,7 +138,7 @@ impl Drop for LogLine {
                     span,
                     crate::trace::End {
                         start: l.start,
-                        end,
+                        end: Instant::now(),
                         route: l.route,
                         status: l.status,
                         upstream: l.upstream,

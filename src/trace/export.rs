@@ -317,27 +317,40 @@ impl Client {
         result
     }
 
+    /// POSTs `body` on the kept connection, or on a new one if there is
+    /// none or the kept one turns out closed before it answered.
     async fn post(&mut self, body: Bytes) -> Result<(), String> {
-        let mut conn = match self.conn.take() {
-            Some(c) if !c.is_closed() => c,
-            _ => self.connect().await?,
-        };
-        conn.ready().await.map_err(|e| e.to_string())?;
+        if let Some(conn) = self.conn.take().filter(|c| !c.is_closed()) {
+            match self.post_on(conn, body.clone()).await {
+                Err(Failed::Connection(_)) => {}
+                done => return done.map_err(Failed::into_reason),
+            }
+        }
+        let conn = self.connect().await?;
+        self.post_on(conn, body).await.map_err(Failed::into_reason)
+    }
+
+    async fn post_on(
+        &mut self,
+        mut conn: SendRequest<Full<Bytes>>,
+        body: Bytes,
+    ) -> Result<(), Failed> {
+        conn.ready().await.map_err(Failed::connection)?;
         let req = Request::post(self.settings.otlp_endpoint.path())
             .header(header::HOST, &self.authority)
             .header(header::CONTENT_TYPE, "application/x-protobuf")
             .body(Full::new(body))
-            .map_err(|e| e.to_string())?;
-        let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
+            .map_err(|e| Failed::Other(e.to_string()))?;
+        let resp = conn.send_request(req).await.map_err(Failed::connection)?;
         let status = resp.status();
         // Read whole, so the connection can carry the next batch.
         let _ = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failed::Other(e.to_string()))?;
         if !status.is_success() {
-            return Err(format!("the collector answered {status}"));
+            return Err(Failed::Other(format!("the collector answered {status}")));
         }
         self.conn = Some(conn);
         Ok(())
@@ -356,6 +369,25 @@ impl Client {
             let _ = conn.await;
         });
         Ok(send)
+    }
+}
+
+/// Why an export request failed: its connection (before any answer:
+/// a kept one may have been closed by the collector meanwhile), or else.
+enum Failed {
+    Connection(String),
+    Other(String),
+}
+
+impl Failed {
+    fn connection(e: hyper::Error) -> Failed {
+        Failed::Connection(e.to_string())
+    }
+
+    fn into_reason(self) -> String {
+        match self {
+            Failed::Connection(r) | Failed::Other(r) => r,
+        }
     }
 }
 
