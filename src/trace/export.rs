@@ -202,9 +202,9 @@ impl Client {
             stats,
             resource: proto::Resource {
                 attributes: vec![
-                    KeyValue::new("service.name", Value::String(settings.service_name.clone())),
-                    KeyValue::new("telemetry.sdk.name", Value::String("tidegate".into())),
-                    KeyValue::new("telemetry.sdk.language", Value::String("rust".into())),
+                    KeyValue::new("service.name", Value::text(settings.service_name.clone())),
+                    KeyValue::new("telemetry.sdk.name", Value::static_text("tidegate")),
+                    KeyValue::new("telemetry.sdk.language", Value::static_text("rust")),
                 ],
             },
             settings: settings.clone(),
@@ -268,7 +268,9 @@ impl Client {
         // One clock reading for the batch: spans' monotonic times are
         // placed before it.
         let now = (SystemTime::now(), Instant::now());
-        let spans = spans.map(|r| span(r, now)).collect();
+        let spans = spans
+            .map(|r| Bytes::from(span(r, now).encode_to_vec()))
+            .collect();
         let req = proto::ExportTraceServiceRequest {
             resource_spans: vec![proto::ResourceSpans {
                 resource: Some(self.resource.clone()),
@@ -406,48 +408,43 @@ fn unix_nanos(t: Instant, (wall, mono): (SystemTime, Instant)) -> u64 {
 fn span(r: Record, now: (SystemTime, Instant)) -> proto::Span {
     let s = &r.span;
     let mut attributes = vec![
-        KeyValue::new("http.request.method", Value::String(s.method.to_string())),
-        KeyValue::new("url.path", Value::String(s.target.path().to_string())),
-        KeyValue::new("client.address", Value::String(s.client.ip().to_string())),
+        KeyValue::new("http.request.method", Value::text(s.method.to_string())),
+        KeyValue::new("url.path", Value::text(s.target.path())),
+        KeyValue::new("client.address", Value::text(s.client.ip().to_string())),
         KeyValue::new("http.response.status_code", Value::Int(i64::from(r.status))),
         KeyValue::new(
             "tidegate.retries",
             Value::Int(i64::from(s.hop.servers.get().saturating_sub(1))),
         ),
-        KeyValue::new("tidegate.outcome", Value::String(r.outcome.into())),
+        KeyValue::new("tidegate.outcome", Value::static_text(r.outcome)),
     ];
     if let Some(h) = &s.host {
-        attributes.push(KeyValue::new(
-            "server.address",
-            Value::String(h.host().to_string()),
-        ));
+        attributes.push(KeyValue::new("server.address", Value::text(h.host())));
     }
     if let Some(route) = &r.route {
-        attributes.push(KeyValue::new(
-            "tidegate.route",
-            Value::String(route.to_string()),
-        ));
+        attributes.push(KeyValue::new("tidegate.route", Value::text(&**route)));
     }
     if let Some(u) = r.upstream {
         attributes.push(KeyValue::new(
             "tidegate.upstream.address",
-            Value::String(u.to_string()),
+            Value::text(u.to_string()),
         ));
     }
     let mut events = Vec::new();
-    let mut phase =
-        |attr: &str, event: &str, (from, to): (tokio::time::Instant, tokio::time::Instant)| {
-            let (from, to) = (from.into_std(), to.into_std());
-            attributes.push(KeyValue::new(
-                attr,
-                Value::Double(to.saturating_duration_since(from).as_secs_f64()),
-            ));
-            events.push(proto::Event {
-                time_unix_nano: unix_nanos(to, now),
-                name: event.into(),
-                attributes: Vec::new(),
-            });
-        };
+    let mut phase = |attr: &'static str,
+                     event: &str,
+                     (from, to): (tokio::time::Instant, tokio::time::Instant)| {
+        let (from, to) = (from.into_std(), to.into_std());
+        attributes.push(KeyValue::new(
+            attr,
+            Value::Double(to.saturating_duration_since(from).as_secs_f64()),
+        ));
+        events.push(proto::Event {
+            time_unix_nano: unix_nanos(to, now),
+            name: event.into(),
+            attributes: Vec::new(),
+        });
+    };
     if let Some(c) = s.hop.connect.get() {
         phase(
             "tidegate.upstream.connect.duration",

@@ -83,19 +83,29 @@ fn unhex(text: &[u8], out: &mut [u8]) -> Option<()> {
     Some(())
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// Each byte's two lowercase hex digits (one load per byte).
+static HEX: [[u8; 2]; 256] = {
+    let digits = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [digits[i >> 4], digits[i & 0xf]];
+        i += 1;
+    }
+    t
+};
 
-fn put_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xf)]);
+/// `bytes` as lowercase hex into `out` (twice as long).
+fn put_hex(out: &mut [u8], bytes: &[u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX[usize::from(*b)]);
     }
 }
 
 /// Bytes as lowercase hex.
 #[cfg(test)]
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    let mut out = Vec::with_capacity(bytes.len() * 2);
+    let mut out = vec![0; bytes.len() * 2];
     put_hex(&mut out, bytes);
     String::from_utf8(out).unwrap_or_default()
 }
@@ -139,17 +149,14 @@ impl Context {
 
     /// The `traceparent` value (version 00) for this context.
     pub(crate) fn header(&self) -> HeaderValue {
-        let mut out = Vec::with_capacity(55);
-        out.extend_from_slice(b"00-");
-        put_hex(&mut out, &self.trace_id);
-        out.push(b'-');
-        put_hex(&mut out, &self.span_id);
-        out.push(b'-');
-        put_hex(&mut out, &[self.flags]);
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        put_hex(&mut out[3..35], &self.trace_id);
+        put_hex(&mut out[36..52], &self.span_id);
+        put_hex(&mut out[53..55], &[self.flags]);
         // Hex digits and dashes are always a valid field value.
-        HeaderValue::from_maybe_shared(Bytes::from(out)).unwrap_or(HeaderValue::from_static(
-            "00-00000000000000000000000000000000-0000000000000000-00",
-        ))
+        HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&out)).unwrap_or(
+            HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00"),
+        )
     }
 
     pub(crate) fn sampled(&self) -> bool {
@@ -300,12 +307,17 @@ impl Tracer {
         client: SocketAddr,
     ) -> Option<Box<Span>> {
         let headers = &mut parts.headers;
-        let parent = {
-            let mut sent = headers.get_all(TRACEPARENT).iter();
-            match (sent.next(), sent.next()) {
-                (Some(v), None) => Context::parse(v.as_bytes()),
-                _ => None,
+        // One lookup to read the incoming traceparent and replace it.
+        let field = headers.entry(TRACEPARENT);
+        let parent = match &field {
+            http::header::Entry::Occupied(o) => {
+                let mut sent = o.iter();
+                match (sent.next(), sent.next()) {
+                    (Some(v), None) => Context::parse(v.as_bytes()),
+                    _ => None,
+                }
             }
+            http::header::Entry::Vacant(_) => None,
         };
         let ctx = match parent {
             Some(p) => Context {
@@ -322,7 +334,14 @@ impl Tracer {
                 }
             }
         };
-        headers.insert(TRACEPARENT, ctx.header());
+        match field {
+            http::header::Entry::Occupied(mut o) => {
+                o.insert(ctx.header());
+            }
+            http::header::Entry::Vacant(v) => {
+                v.insert(ctx.header());
+            }
+        }
         if parent.is_none() {
             headers.remove(TRACESTATE);
         }

@@ -4,6 +4,16 @@
 //! `resource/v1/resource.proto` that a span of ours uses, with their field
 //! numbers and types. prost does the encoding (fields left out here are
 //! simply never sent; links, array and key-list values are not used).
+//!
+//! These types only encode, and two of them are declared for that with
+//! the wire format in mind: attribute keys and string values are `bytes`
+//! fields of the string fields' numbers (both are length-delimited, the
+//! same bytes on the wire), so a static key or a moved string costs no
+//! copy; and `ScopeSpans.spans` holds each span already encoded (a
+//! repeated `bytes` field is written exactly as a repeated message), so
+//! the nested lengths of a span are worked out once, not once per level.
+
+use bytes::Bytes;
 
 /// `ExportTraceServiceRequest`: the body of a POST to `/v1/traces`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -30,8 +40,9 @@ pub(crate) struct Resource {
 pub(crate) struct ScopeSpans {
     #[prost(message, optional, tag = "1")]
     pub(crate) scope: Option<InstrumentationScope>,
-    #[prost(message, repeated, tag = "2")]
-    pub(crate) spans: Vec<Span>,
+    /// Each an encoded [`Span`].
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    pub(crate) spans: Vec<Bytes>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -100,8 +111,9 @@ pub(crate) struct Status {
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct KeyValue {
-    #[prost(string, tag = "1")]
-    pub(crate) key: String,
+    /// A string field.
+    #[prost(bytes = "bytes", tag = "1")]
+    pub(crate) key: Bytes,
     #[prost(message, optional, tag = "2")]
     pub(crate) value: Option<AnyValue>,
 }
@@ -115,8 +127,9 @@ pub(crate) struct AnyValue {
 /// `AnyValue.value`.
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub(crate) enum Value {
-    #[prost(string, tag = "1")]
-    String(String),
+    /// `string_value`: UTF-8, a string field.
+    #[prost(bytes = "bytes", tag = "1")]
+    String(Bytes),
     #[prost(bool, tag = "2")]
     Bool(bool),
     #[prost(int64, tag = "3")]
@@ -126,10 +139,21 @@ pub(crate) enum Value {
 }
 
 impl KeyValue {
-    pub(crate) fn new(key: &str, value: Value) -> KeyValue {
+    pub(crate) fn new(key: &'static str, value: Value) -> KeyValue {
         KeyValue {
-            key: key.to_string(),
+            key: Bytes::from_static(key.as_bytes()),
             value: Some(AnyValue { value: Some(value) }),
         }
+    }
+}
+
+impl Value {
+    /// A string value, moved (no copy).
+    pub(crate) fn text(s: impl Into<String>) -> Value {
+        Value::String(Bytes::from(s.into()))
+    }
+
+    pub(crate) fn static_text(s: &'static str) -> Value {
+        Value::String(Bytes::from_static(s.as_bytes()))
     }
 }
