@@ -243,11 +243,9 @@ pub(crate) async fn to_upstream<'w>(
                 .insert(header::HOST, w.pool.authority(server).clone());
         }
         let busy = Busy::new(&w.pool, server);
-        // The phases of a traced request.
-        let asked = hop.map(|h| {
+        if let Some(h) = hop {
             h.server();
-            Instant::now()
-        });
+        }
         let permit = match w.pool.limit(server) {
             None => None,
             Some(l) => match l.acquire(route.upstream_connect).await {
@@ -259,6 +257,8 @@ pub(crate) async fn to_upstream<'w>(
                 }
             },
         };
+        // The phases of a traced request (past the server's limit).
+        let asked = hop.map(|_| Instant::now());
         let lease = match connection(w, server, upgrade, route.upstream_connect).await {
             Ok(c) => c,
             Err(e) => {
