@@ -42,7 +42,10 @@
 //!   that follows; `metrics/`: per-thread counters summed at scrape time
 //!   (with what each thread's pool counts, `upstream/stats.rs`);
 //!   `admin/`: the admin listener (`/metrics`, `/status`, `/healthz`,
-//!   `/readyz`, drain and enable).
+//!   `/readyz`, drain and enable); `trace/`: W3C Trace Context on each
+//!   request (`mod.rs`: `traceparent` read and written, sampling, the
+//!   span record) and the OTLP/HTTP exporter thread (`export.rs`, with the
+//!   protobuf messages of `proto.rs`).
 //! - `message/`: pure HTTP rules: what a request head must be before
 //!   anything acts on it (`admit.rs`) and the RFC 9110 header rewriting
 //!   for the next hop (`headers.rs`).
@@ -52,7 +55,8 @@
 //!   above count with.
 //!
 //! Around them: `cli.rs` (the binary's behaviour), `demo.rs` (a small
-//! origin for the quickstart and tests), `rt.rs` (runtime glue), `fuzz.rs`.
+//! origin for the quickstart and tests), `rt.rs` (runtime glue),
+//! `random.rs` (per-thread random numbers for IDs), `fuzz.rs`.
 #![forbid(unsafe_code)]
 
 mod access_log;
@@ -67,10 +71,12 @@ pub mod fuzz;
 mod message;
 mod metrics;
 mod proxy;
+mod random;
 mod router;
 mod rt;
 mod server;
 mod tally;
+mod trace;
 pub mod upstream;
 mod worker;
 

@@ -27,6 +27,9 @@ pub(crate) struct Generation {
     pub tls: Arc<Vec<Option<Arc<ServerTls>>>>,
     /// The label values of this generation's metrics.
     pub labels: Arc<Labels>,
+    /// Where spans go, with `[tracing]` (set by the server, which runs
+    /// the exporter).
+    pub trace: Option<crate::trace::Sink>,
 }
 
 impl Generation {
@@ -68,6 +71,7 @@ impl Generation {
             config: Arc::new(config),
             upstreams: Arc::new(upstreams),
             tls: Arc::new(tls),
+            trace: None,
         })
     }
 
@@ -92,6 +96,8 @@ pub(crate) struct Worker {
     pub log: AccessLog,
     /// This thread's metrics under this config (admin listener on).
     pub counters: Option<Arc<Counters>>,
+    /// Trace propagation and spans (`[tracing]` on).
+    pub trace: Option<crate::trace::Tracer>,
     /// hyper's settings for new client connections.
     pub http1: hyper::server::conn::http1::Builder,
 }
@@ -110,6 +116,10 @@ impl Worker {
         let stats = counters.as_ref().map(|c| c.pool.clone());
         Worker {
             counters,
+            trace: g
+                .trace
+                .as_ref()
+                .map(|sink| crate::trace::Tracer::new(sink, &config)),
             router: Router::new(&config.routes),
             pool: Pool::new(&config, &g.upstreams, old, stats),
             log,

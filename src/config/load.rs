@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::route::compile_route;
 use super::source::{ConfigError, Problems, Source};
-use super::{dns, listener, raw, upstream, AccessLogTarget, Config, Limits, Timeouts};
+use super::{dns, listener, raw, tracing, upstream, AccessLogTarget, Config, Limits, Timeouts};
 
 /// Parses and converts `source`'s text.
 pub(super) fn parse(source: Source) -> Result<Config, ConfigError> {
@@ -124,6 +124,8 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
         })
     });
 
+    let tracing = tracing::section(raw.tracing.as_ref(), &mut p);
+
     let config = Config {
         listeners,
         routes,
@@ -146,6 +148,7 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
         log_level,
         dns,
         admin,
+        tracing,
         source: source.clone(),
     };
     p.result(config, &source)

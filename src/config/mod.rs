@@ -21,8 +21,10 @@ mod log_format;
 pub mod raw;
 mod route;
 mod source;
+mod tracing;
 mod upstream;
 
+pub use self::tracing::Tracing;
 pub use dns::Dns;
 pub use listener::{ClientAuth, Listener, ListenerTls, RequestId, DEFAULT_MAX_STREAMS};
 pub use log_format::{LogFormat, Piece, Var};
@@ -157,6 +159,8 @@ pub struct Config {
     pub dns: Dns,
     /// The admin listener (metrics, health), off unless configured.
     pub admin: Option<Admin>,
+    /// OpenTelemetry traces (`[tracing]`), off unless configured.
+    pub tracing: Option<Tracing>,
     /// The file this came from, for errors found when it is put into
     /// service.
     pub source: Source,

@@ -61,6 +61,18 @@ pub struct File {
     pub limits: Option<Limits>,
     pub dns: Option<Dns>,
     pub admin: Option<Admin>,
+    pub tracing: Option<Tracing>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    pub otlp_endpoint: String,
+    pub sample_ratio: Option<f64>,
+    pub service_name: Option<String>,
+    pub queue: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

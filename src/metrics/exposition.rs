@@ -147,6 +147,8 @@ pub(crate) struct Gauges {
     pub(crate) listeners: Vec<(String, bool)>,
     /// `(label, what it matches, what it does)` of each route.
     pub(crate) routes: Vec<(String, String, String)>,
+    /// The trace exporter's counts, with `[tracing]` on.
+    pub(crate) trace: Option<TraceCounts>,
 }
 
 /// One upstream server's shared state.
@@ -164,6 +166,14 @@ pub(crate) struct ServerGauge {
     pub(crate) ejections: u64,
     pub(crate) went_down: u64,
     pub(crate) went_up: u64,
+}
+
+/// Spans exported, spans dropped (queue full), failed export requests.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct TraceCounts {
+    pub(crate) exported: u64,
+    pub(crate) dropped: u64,
+    pub(crate) failures: u64,
 }
 
 /// The whole exposition.
@@ -272,6 +282,28 @@ pub(crate) fn render(registry: &Registry, gauges: &Gauges) -> String {
         &[],
         gauges.log_dropped as f64,
     );
+    if let Some(t) = gauges.trace {
+        for (name, help, v) in [
+            (
+                "tidegate_trace_spans_exported_total",
+                "Spans the OTLP collector accepted.",
+                t.exported,
+            ),
+            (
+                "tidegate_trace_spans_dropped_total",
+                "Spans dropped because the export queue was full.",
+                t.dropped,
+            ),
+            (
+                "tidegate_trace_export_failures_total",
+                "OTLP export requests that failed; their spans are dropped.",
+                t.failures,
+            ),
+        ] {
+            header(&mut out, name, "counter", help);
+            line(&mut out, name, &[], v as f64);
+        }
+    }
     process(&mut out, registry);
     out
 }

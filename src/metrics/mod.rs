@@ -25,7 +25,7 @@ use crate::tally::{add, bump, get, zeros, Histograms, BUCKETS};
 use crate::upstream::registry::Upstreams;
 use crate::upstream::stats::{Count, UpstreamStats};
 
-pub(crate) use exposition::{open_metrics, render, Gauges, ServerGauge};
+pub(crate) use exposition::{open_metrics, render, Gauges, ServerGauge, TraceCounts};
 
 /// `1xx` ... `5xx`.
 const CLASSES: usize = 5;

@@ -46,22 +46,27 @@ struct Line {
     outcome: &'static str,
     /// An HTTP/2 stream.
     h2: bool,
+    /// The request's span, when it is traced and sampled.
+    span: Option<Box<crate::trace::Span>>,
 }
 
 impl LogLine {
-    /// The end record of the request `entry` describes, if the log or the
-    /// metrics are on. (The metrics count at the same end: one place for
-    /// both.)
+    /// The end record of the request `entry` describes, if the log, the
+    /// metrics or a span are on. (The metrics count and the span ends at
+    /// the same end: one place for all.)
     pub(crate) fn new(
         worker: &Rc<Worker>,
         listener: SocketAddr,
         h2: bool,
+        span: Option<Box<crate::trace::Span>>,
         entry: impl FnOnce() -> Entry,
     ) -> LogLine {
         let log = worker.log.enabled();
-        LogLine((log || worker.counters.is_some()).then(|| {
+        let on = log || worker.counters.is_some() || span.is_some();
+        LogLine(on.then(|| {
             let entry = log.then(entry);
             Box::new(Line {
+                span,
                 start: entry.as_ref().map_or_else(Instant::now, |e| e.start),
                 entry,
                 worker: worker.clone(),
@@ -75,6 +80,11 @@ impl LogLine {
                 h2,
             })
         }))
+    }
+
+    /// Where the forward phase notes its timings, for a span.
+    pub(crate) fn hop(&self) -> Option<&crate::trace::Hop> {
+        self.0.as_ref()?.span.as_ref().map(|s| &s.hop)
     }
 
     /// The request's route (config index), once found.
@@ -127,6 +137,19 @@ impl Drop for LogLine {
                     elapsed: l.start.elapsed(),
                     h2: l.h2,
                 });
+            }
+            if let (Some(span), Some(tracer)) = (l.span, &l.worker.trace) {
+                tracer.end(
+                    span,
+                    crate::trace::End {
+                        start: l.start,
+                        end: Instant::now(),
+                        route: l.route,
+                        status: l.status,
+                        upstream: l.upstream,
+                        outcome: l.outcome,
+                    },
+                );
             }
         }
     }

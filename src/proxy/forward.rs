@@ -207,6 +207,7 @@ pub(crate) async fn to_upstream<'w>(
     body: Incoming,
     plan: super::request::Plan,
     h2_ws: Option<hyper::upgrade::OnUpgrade>,
+    hop: Option<&crate::trace::Hop>,
 ) -> Result<Outcome<'w>, ProxyError> {
     let super::request::Plan {
         key,
@@ -241,6 +242,9 @@ pub(crate) async fn to_upstream<'w>(
                 .insert(header::HOST, w.pool.authority(server).clone());
         }
         let busy = Busy::new(&w.pool, server);
+        if let Some(h) = hop {
+            h.server();
+        }
         let permit = match w.pool.limit(server) {
             None => None,
             Some(l) => match l.acquire(route.upstream_connect).await {
@@ -255,6 +259,8 @@ pub(crate) async fn to_upstream<'w>(
                 }
             },
         };
+        // The phases of a traced request (past the server's limit).
+        let asked = hop.map(|_| Instant::now());
         let lease = match connection(w, server, upgrade, route.upstream_connect).await {
             Ok(c) => c,
             Err(e) => {
@@ -275,6 +281,13 @@ pub(crate) async fn to_upstream<'w>(
         tries += 1;
         let timeouts = (route.upstream_connect, route.upstream_response_head);
         let started = (balancer.wants_latency() || w.pool.stats().is_some()).then(Instant::now);
+        let sent = match (hop, asked) {
+            (Some(h), Some(asked)) => {
+                h.connected(asked, lease.idle_for.is_some());
+                Some(started.unwrap_or_else(Instant::now))
+            }
+            _ => None,
+        };
         let (resp, lease) = match send(
             w,
             lease,
@@ -320,6 +333,9 @@ pub(crate) async fn to_upstream<'w>(
             if let Some(s) = w.pool.stats() {
                 s.head.observe(server, took);
             }
+        }
+        if let (Some(h), Some(t)) = (hop, sent) {
+            h.answered(t);
         }
         record(w, server, !resp.status().is_server_error());
         if let Some(key) = &ws_key {

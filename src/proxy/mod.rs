@@ -64,9 +64,14 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         .request_id
         .as_ref()
         .map(|cfg| request_id::assign(cfg, &mut parts.headers));
+    // The trace context it goes upstream with, and its span if sampled.
+    let span = worker.trace.as_ref().and_then(|t| {
+        let host = admitted.as_ref().ok().cloned().flatten();
+        t.begin(&mut parts, host, ctx.client)
+    });
     // HTTP/1.1 connections have a head timer; HTTP/2 ones do not.
     let h2 = ctx.head_timer.is_none();
-    let mut line = LogLine::new(&worker, ctx.listener, h2, || Entry {
+    let mut line = LogLine::new(&worker, ctx.listener, h2, span, || Entry {
         start: Instant::now(),
         client: ctx.client,
         method: parts.method.clone(),
@@ -85,7 +90,10 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
     // around it would copy its whole state once more per request.
     let routed = Cell::new(None);
     let forwarded = match admitted {
-        Ok(authority) => forward(&ctx, &worker, parts, body, authority, found, &routed).await,
+        Ok(authority) => {
+            let hop = line.hop();
+            forward(&ctx, &worker, parts, body, authority, found, &routed, hop).await
+        }
         Err(e) => Err(e),
     };
     pending.done();
@@ -302,6 +310,7 @@ enum Outcome<'a> {
 
 /// The request phase decides where the request goes (or answers it
 /// itself), the forward phase takes it there.
+#[allow(clippy::too_many_arguments)]
 async fn forward<'w>(
     ctx: &ConnCtx,
     w: &'w Worker,
@@ -310,6 +319,7 @@ async fn forward<'w>(
     authority: Option<Authority>,
     found: Found,
     routed: &Cell<Option<usize>>,
+    hop: Option<&crate::trace::Hop>,
 ) -> Result<Outcome<'w>, ProxyError> {
     // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and sent
     // as the HTTP/1.1 handshake it stands for: a GET.
@@ -333,5 +343,5 @@ async fn forward<'w>(
         found,
         h2_ws.is_some(),
     )?;
-    forward::to_upstream(ctx, w, route, group, parts, body, plan, h2_ws).await
+    forward::to_upstream(ctx, w, route, group, parts, body, plan, h2_ws, hop).await
 }

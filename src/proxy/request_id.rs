@@ -5,48 +5,18 @@
 //!
 //! An ID is 32 lowercase hex digits (128 bits): a per-thread generator
 //! seeded from the operating system's randomness, then advanced by
-//! SplitMix64 per ID, so making one costs no system call. IDs need to be
-//! unique, not secret.
-
-use std::cell::Cell;
+//! SplitMix64 per ID ([`crate::random`]), so making one costs no system
+//! call. IDs need to be unique, not secret.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 
 use crate::config::RequestId;
 
-thread_local! {
-    static STATE: Cell<u64> = Cell::new(seed());
-}
-
-fn seed() -> u64 {
-    let mut b = [0u8; 8];
-    // On failure the thread's start time stands in: still distinct
-    // between threads and runs, which is all IDs need.
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        b = (t ^ crate::upstream::balance::hash64(std::thread::current().id())).to_le_bytes();
-    }
-    u64::from_le_bytes(b)
-}
-
-/// SplitMix64: one step.
-fn next(state: &Cell<u64>) -> u64 {
-    let s = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
-    state.set(s);
-    let mut z = s;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// A new ID.
 pub(crate) fn generate() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let (a, b) = STATE.with(|s| (next(s), next(s)));
+    let (a, b) = crate::random::next_u128();
     // On the stack, then one allocation for the value.
     let mut out = [0u8; 32];
     for (half, word) in [a, b].into_iter().enumerate() {

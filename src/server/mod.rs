@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, watch};
 use crate::access_log::{AccessLog, Writer as LogWriter};
 use crate::config::{Config, ConfigError, CpuAffinity};
 use crate::downstream::listener::Gate;
+use crate::trace::export::Exporter;
 use crate::upstream::registry::Registry as UpstreamRegistry;
 use crate::worker::Generation;
 
@@ -66,6 +67,8 @@ pub enum StartError {
     AccessLog(#[source] std::io::Error),
     #[error("cannot start worker thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("cannot start the trace exporter: {0}")]
+    TraceExporter(#[source] std::io::Error),
 }
 
 /// A started proxy.
@@ -101,6 +104,10 @@ struct Shared {
     writer: Option<LogWriter>,
     /// What DNS refreshes did, by name, across reloads.
     dns: crate::upstream::dns::DnsStats,
+    /// The trace exporter of the config in force (`[tracing]`), and its
+    /// counts, which go on across reloads.
+    exporter: Option<Exporter>,
+    trace_stats: Arc<crate::trace::Stats>,
 }
 
 impl Shared {
@@ -108,17 +115,23 @@ impl Shared {
     /// thread, and those to remove) and restarts the health checks.
     fn swap(
         &mut self,
-        generation: Generation,
+        mut generation: Generation,
         added: Vec<Vec<ThreadSocket>>,
         removed: Vec<SocketAddr>,
     ) -> Result<(), StartError> {
         // The same target keeps its writer (and file); another one gets its own.
-        let config = &generation.config;
+        let config = generation.config.clone();
         let writer = if config.access_log == self.current.config.access_log {
             self.writer.clone()
         } else {
             LogWriter::start(&config.access_log).map_err(StartError::AccessLog)?
         };
+        // The same `[tracing]` keeps its exporter; other settings get a new
+        // one, and the old one ends once the old config's requests have.
+        if self.exporter.as_ref().map(|e| &e.settings) != config.tracing.as_ref() {
+            self.exporter = start_exporter(&config, &self.trace_stats)?;
+        }
+        generation.trace = self.exporter.as_ref().map(Exporter::sink);
         let logs: Vec<AccessLog> = (0..self.threads)
             .map(|_| AccessLog::new(writer.clone(), &config.access_log_format))
             .collect();
@@ -175,6 +188,18 @@ fn start_dns(shared: &Arc<Mutex<Shared>>) -> Option<crate::upstream::dns::Refres
             }
         });
     crate::upstream::dns::Refresher::spawn(&settings, names, apply, stats)
+}
+
+/// Starts the trace exporter of `config`, if it has `[tracing]`.
+fn start_exporter(
+    config: &Config,
+    stats: &Arc<crate::trace::Stats>,
+) -> Result<Option<Exporter>, StartError> {
+    config
+        .tracing
+        .as_ref()
+        .map(|t| Exporter::start(t, stats.clone()).map_err(StartError::TraceExporter))
+        .transpose()
 }
 
 /// Starts the active health checks of `g`, if it has any.
@@ -314,11 +339,15 @@ impl Running {
         for w in self.workers {
             let _ = w.join();
         }
-        let (checks, writer) = {
+        let (checks, writer, exporter) = {
             let mut s = lock(&self.shared);
-            (s.checks.take(), s.writer.take())
+            (s.checks.take(), s.writer.take(), s.exporter.take())
         };
         stop_checks(checks);
+        // What is queued is sent (within the export timeout).
+        if let Some(e) = exporter {
+            e.finish();
+        }
         // The workers' logs are gone: the writer writes what they handed
         // over, and ends.
         if let Some(w) = writer {
@@ -339,7 +368,7 @@ impl Running {
 /// Binds every listener and starts the workers.
 pub fn start(config: Config) -> Result<Running, StartError> {
     let mut registry = UpstreamRegistry::default();
-    let generation = Generation::build(config, &mut registry)?;
+    let mut generation = Generation::build(config, &mut registry)?;
     let config = generation.config.clone();
     let threads = config.threads.max(1);
     let nofile = open_files_limit();
@@ -375,6 +404,9 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     };
     // One writer for the log (a bad path fails startup), a buffer per thread.
     let writer = LogWriter::start(&config.access_log).map_err(StartError::AccessLog)?;
+    let trace_stats = Arc::new(crate::trace::Stats::default());
+    let exporter = start_exporter(&config, &trace_stats)?;
+    generation.trace = exporter.as_ref().map(Exporter::sink);
 
     let (shutdown, _) = watch::channel(false);
     let mut workers = Vec::new();
@@ -431,6 +463,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         gates,
         writer,
         dns: Default::default(),
+        exporter,
+        trace_stats,
     }));
     let admin = match (&config.admin, metrics, admin_socket) {
         (Some(a), Some(metrics), Some(socket)) => {
@@ -538,6 +572,14 @@ fn gauges(shared: &Arc<Mutex<Shared>>) -> crate::admin::GaugeSource {
                 .iter()
                 .map(|r| (r.label(), r.describe_match(), action(r, &g.config)))
                 .collect(),
+            trace: g.config.tracing.as_ref().map(|_| {
+                let t = &s.trace_stats;
+                crate::metrics::TraceCounts {
+                    exported: t.exported.load(Relaxed),
+                    dropped: t.dropped.load(Relaxed),
+                    failures: t.failures.load(Relaxed),
+                }
+            }),
         }
     })
 }

@@ -35,6 +35,7 @@ mod status;
 mod streaming;
 mod timeouts;
 mod tls;
+mod tracing;
 mod upstream_h2;
 mod upstream_tls;
 mod websocket;

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 pub mod binary;
 pub mod config;
 pub mod h2raw;
+pub mod otlp;
 pub mod pki;
 pub mod tls_origin;
 pub mod ws;

@@ -1,0 +1,47 @@
+//! Cheap random numbers for IDs (request IDs, trace and span IDs): a
+//! per-thread SplitMix64 generator seeded from the operating system's
+//! randomness, so a number costs no system call and no lock. Unique, not
+//! secret.
+
+use std::cell::Cell;
+
+thread_local! {
+    static STATE: Cell<u64> = Cell::new(seed());
+}
+
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    // On failure the thread's start time stands in: still distinct
+    // between threads and runs, which is all IDs need.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+        use std::hash::BuildHasher;
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let thread =
+            std::collections::hash_map::RandomState::new().hash_one(std::thread::current().id());
+        b = (t ^ thread).to_le_bytes();
+    }
+    u64::from_le_bytes(b)
+}
+
+/// SplitMix64: one step.
+fn step(state: &Cell<u64>) -> u64 {
+    let s = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+    state.set(s);
+    let mut z = s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The next 64 random bits of this thread.
+pub(crate) fn next_u64() -> u64 {
+    STATE.with(step)
+}
+
+/// The next 128 random bits of this thread.
+pub(crate) fn next_u128() -> (u64, u64) {
+    STATE.with(|s| (step(s), step(s)))
+}
