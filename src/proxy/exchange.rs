@@ -11,6 +11,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -77,6 +78,14 @@ impl LogLine {
     pub(crate) fn route(&mut self, route: Option<usize>) {
         if let Some(l) = &mut self.0 {
             l.route = route;
+        }
+    }
+
+    /// The request's ID, when it is given after the line was begun (by
+    /// the route's `request_id`).
+    pub(crate) fn request_id(&mut self, id: HeaderValue) {
+        if let Some(e) = self.0.as_mut().and_then(|l| l.entry.as_mut()) {
+            e.request_id = Some(id);
         }
     }
 

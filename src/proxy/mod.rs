@@ -47,6 +47,7 @@ use crate::upstream::Lease;
 use crate::worker::Worker;
 use exchange::{Exchange, LogLine, ProxyBody, UpstreamBody};
 use request::{admit, Routed};
+use request_id::Late;
 use synthetic::is_grpc;
 
 const CLOSE: HeaderValue = HeaderValue::from_static("close");
@@ -60,10 +61,13 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
     // The fields the proxy acts on, found in one pass for the whole request.
     let found = scan(&parts.headers);
     let admitted = admit(&ctx, &mut parts, found);
-    let request_id = ctx
-        .request_id
-        .as_ref()
-        .map(|cfg| request_id::assign(cfg, &mut parts.headers));
+    // The listener's request ID, given at once; unless some route has
+    // its own, and every ID waits for the route (`Late`).
+    let late = worker.router.route_request_ids;
+    let mut request_id = match &ctx.request_id {
+        Some(cfg) if !late => Some((cfg, request_id::assign(cfg, &mut parts.headers))),
+        _ => None,
+    };
     let mut line = LogLine::new(&worker, ctx.listener, || Entry {
         start: Instant::now(),
         client: ctx.client,
@@ -72,7 +76,7 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         version: parts.version,
         host: admitted.as_ref().ok().cloned().flatten(),
         headers: worker.log.capture(&parts.headers),
-        request_id: request_id.clone(),
+        request_id: request_id.as_ref().map(|(_, id)| id.clone()),
     });
     let pending = Pending {
         state: &ctx.state,
@@ -82,10 +86,22 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
     // `forward`'s future lives directly in this one: a second async layer
     // around it would copy its whole state once more per request.
     let routed = Cell::new(None);
+    let mut late = late.then(|| Late::new(&mut line));
     let forwarded = match admitted {
-        Ok(authority) => forward(&ctx, &worker, parts, body, authority, found, &routed).await,
-        Err(e) => Err(e),
+        Ok(authority) => {
+            let late = late.as_mut();
+            forward(&ctx, &worker, parts, body, authority, found, &routed, late).await
+        }
+        Err(e) => {
+            if let Some(late) = &mut late {
+                late.assign(None, ctx.request_id.as_ref(), &mut parts.headers);
+            }
+            Err(e)
+        }
     };
+    if let Some(late) = late {
+        request_id = late.id;
+    }
     pending.done();
     line.route(routed.get());
     let mut resp = respond(
@@ -95,10 +111,10 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         line,
         in_flight,
         grpc,
-        request_id.as_ref(),
+        request_id.as_ref().map(|(_, id)| id),
     );
     let h = resp.headers_mut();
-    if let (Some(cfg), Some(id)) = (&ctx.request_id, request_id) {
+    if let Some((cfg, id)) = request_id {
         h.insert(cfg.header.clone(), id);
     }
     if let Some(hsts) = &ctx.hsts {
@@ -293,26 +309,35 @@ enum Outcome<'a> {
 }
 
 /// The request phase decides where the request goes (or answers it
-/// itself), the forward phase takes it there.
+/// itself), the forward phase takes it there. `late`: the request's ID
+/// is given once its route is known.
+#[allow(clippy::too_many_arguments)]
 async fn forward<'w>(
-    ctx: &ConnCtx,
+    ctx: &'w ConnCtx,
     w: &'w Worker,
     mut parts: http::request::Parts,
     body: Incoming,
     authority: Option<Authority>,
     found: Found,
     routed: &Cell<Option<usize>>,
+    late: Option<&mut Late<'_, 'w>>,
 ) -> Result<Outcome<'w>, ProxyError> {
+    let authority = authority.as_ref();
     // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and sent
     // as the HTTP/1.1 handshake it stands for: a GET.
-    let h2_ws = tunnel::h2_websocket(&mut parts)?;
-    if h2_ws.is_some() {
-        parts.method = Method::GET;
+    let routing = tunnel::h2_websocket(&mut parts).and_then(|h2_ws| {
+        if h2_ws.is_some() {
+            parts.method = Method::GET;
+        }
+        request::route(ctx, w, &mut parts, authority, &body, routed).map(|r| (r, h2_ws))
+    });
+    if let Some(late) = late {
+        let route = routed.get().and_then(|i| w.config.routes.get(i));
+        late.assign(route, ctx.request_id.as_ref(), &mut parts.headers);
     }
-    let authority = authority.as_ref();
-    let (route, group) = match request::route(ctx, w, &mut parts, authority, &body, routed)? {
-        Routed::Proxy(route, group) => (route, group),
-        Routed::Local(resp) => return Ok(Outcome::Local(resp)),
+    let (route, group, h2_ws) = match routing? {
+        (Routed::Proxy(route, group), h2_ws) => (route, group, h2_ws),
+        (Routed::Local(resp), _) => return Ok(Outcome::Local(resp)),
     };
     let plan = request::prepare(
         ctx,

@@ -1,7 +1,13 @@
-//! Request IDs (`request_id` on a listener): every request gets one,
-//! sent upstream and back to the client in the configured field, and
-//! written in the access log (`$request_id`, JSON `request_id`) and in
-//! the error log's line for the request.
+//! Request IDs (`request_id` on a listener or a route): every request
+//! gets one, sent upstream and back to the client in the configured
+//! field, and written in the access log (`$request_id`, JSON
+//! `request_id`) and in the error log's line for the request.
+//!
+//! A listener's ID is given as the request arrives. When some route of
+//! the config has its own `request_id` (which wins for the requests it
+//! takes), every ID waits until the route is known ([`Late`]): the
+//! route's settings, else the listener's. A config without route-level
+//! IDs pays nothing for them.
 //!
 //! An ID is 32 lowercase hex digits (128 bits): a per-thread generator
 //! seeded from the operating system's randomness, then advanced by
@@ -13,7 +19,9 @@ use std::cell::Cell;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
 
+use super::exchange::LogLine;
 use crate::config::RequestId;
+use crate::router::Route;
 
 thread_local! {
     static STATE: Cell<u64> = Cell::new(seed());
@@ -76,6 +84,37 @@ pub(crate) fn assign(cfg: &RequestId, headers: &mut HeaderMap) -> HeaderValue {
     let id = generate();
     headers.insert(cfg.header.clone(), id.clone());
     id
+}
+
+/// An ID given once the request's route is known (see the module doc).
+pub(crate) struct Late<'l, 'c> {
+    /// The request's access-log line, which takes the ID at once: a
+    /// request cancelled after routing still logs it.
+    line: &'l mut LogLine,
+    /// The ID, and the settings that gave it (their field).
+    pub(crate) id: Option<(&'c RequestId, HeaderValue)>,
+}
+
+impl<'l, 'c> Late<'l, 'c> {
+    pub(crate) fn new(line: &'l mut LogLine) -> Self {
+        Late { line, id: None }
+    }
+
+    /// Gives the request its ID: by `route`'s settings if it has its own
+    /// (`None`: not routed), else by the `listener`'s, if any.
+    pub(crate) fn assign(
+        &mut self,
+        route: Option<&'c Route>,
+        listener: Option<&'c RequestId>,
+        headers: &mut HeaderMap,
+    ) {
+        let Some(cfg) = route.and_then(|r| r.request_id.as_ref()).or(listener) else {
+            return;
+        };
+        let id = assign(cfg, headers);
+        self.line.request_id(id.clone());
+        self.id = Some((cfg, id));
+    }
 }
 
 #[cfg(test)]
