@@ -98,46 +98,46 @@ impl Admin {
             .name("tidegate-admin".into())
             .spawn(move || {
                 rt.block_on(async move {
-                        let listener = match tokio::net::TcpListener::from_std(std_listener) {
-                            Ok(l) => l,
-                            Err(e) => {
-                                tracing::error!("admin listener {addr}: {e}");
-                                return;
-                            }
+                    let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!("admin listener {addr}: {e}");
+                            return;
+                        }
+                    };
+                    loop {
+                        let (stream, _) = tokio::select! {
+                            a = listener.accept() => match a {
+                                Ok(a) => a,
+                                Err(_) => continue,
+                            },
+                            _ = stopped.changed() => return,
                         };
-                        loop {
-                            let (stream, _) = tokio::select! {
-                                a = listener.accept() => match a {
-                                    Ok(a) => a,
-                                    Err(_) => continue,
-                                },
-                                _ = stopped.changed() => return,
-                            };
-                            let state = state.clone();
-                            let mut stopped = stopped.clone();
-                            tokio::spawn(async move {
-                                let svc = service_fn(move |req| {
-                                    let state = state.clone();
-                                    async move {
-                                        let resp = match answer(&state, &req) {
-                                            Answer::Now(resp) => resp,
-                                            Answer::Reload => {
-                                                drop(req);
-                                                reload(&state).await
-                                            }
-                                        };
-                                        Ok::<_, std::convert::Infallible>(resp)
-                                    }
-                                });
-                                let conn = http1::Builder::new()
-                                    .serve_connection(TokioIo::new(stream), svc);
-                                tokio::select! {
-                                    _ = conn => {}
-                                    _ = stopped.changed() => {}
+                        let state = state.clone();
+                        let mut stopped = stopped.clone();
+                        tokio::spawn(async move {
+                            let svc = service_fn(move |req| {
+                                let state = state.clone();
+                                async move {
+                                    let resp = match answer(&state, &req) {
+                                        Answer::Now(resp) => resp,
+                                        Answer::Reload => {
+                                            drop(req);
+                                            reload(&state).await
+                                        }
+                                    };
+                                    Ok::<_, std::convert::Infallible>(resp)
                                 }
                             });
-                        }
-                    })
+                            let conn =
+                                http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = stopped.changed() => {}
+                            }
+                        });
+                    }
+                })
             })?;
         Ok(Admin { handle, stop, addr })
     }
@@ -166,8 +166,8 @@ enum Answer {
 }
 
 fn answer(state: &State, req: &Request<Incoming>) -> Answer {
-    if let Err(denied) = authorize(state, req) {
-        return Answer::Now(denied);
+    if let Some(refused) = unauthorized(state, req) {
+        return Answer::Now(refused);
     }
     let path = req.uri().path();
     if path == "/reload" {
@@ -179,8 +179,8 @@ fn answer(state: &State, req: &Request<Incoming>) -> Answer {
     Answer::Now(read(state, req, path))
 }
 
-/// With a `token`, every request needs it.
-fn authorize(state: &State, req: &Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
+/// With a `token`, every request needs it: the 401 for one without.
+fn unauthorized(state: &State, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
     if let Some(token) = &state.token {
         let ok = req
             .headers()
@@ -191,10 +191,10 @@ fn authorize(state: &State, req: &Request<Incoming>) -> Result<(), Response<Full
             let mut r = text(StatusCode::UNAUTHORIZED, "a bearer token is needed\n");
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return Err(r);
+            return Some(r);
         }
     }
-    Ok(())
+    None
 }
 
 /// The endpoints answered at once.

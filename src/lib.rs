@@ -40,12 +40,14 @@
 //!   per request in the configured format, buffered per thread and written
 //!   by a writer thread; `error.rs`: why a request failed, and the status
 //!   that follows; `metrics/`: per-thread counters summed at scrape time;
-//!   `admin.rs`: the admin listener (`/metrics`, `/healthz`, `/readyz`).
+//!   `admin.rs`: the admin listener (`/metrics`, `/healthz`, `/readyz`,
+//!   `/config`, `/reload`, server drain).
 //! - `message/`: pure HTTP rules: what a request head must be before
 //!   anything acts on it (`admit.rs`) and the RFC 9110 header rewriting
 //!   for the next hop (`headers.rs`).
 //! - `config/`: the TOML file to validated pure data, every problem
-//!   reported with its file, line and field.
+//!   reported with its file, line and field; `dump.rs`: that data shown
+//!   as JSON with its secrets redacted.
 //!
 //! Around them: `cli.rs` (the binary's behaviour), `demo.rs` (a small
 //! origin for the quickstart and tests), `rt.rs` (runtime glue), `fuzz.rs`.

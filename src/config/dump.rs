@@ -61,7 +61,9 @@ pub(crate) fn redact_userinfo(text: &str) -> Cow<'_, str> {
         // The authority ends at the path, query, fragment, a template's
         // placeholder, or anything that cannot be in it.
         let end = after
-            .find(|c: char| matches!(c, '/' | '?' | '#' | '{' | '"' | '\'' | '<' | '>') || c.is_whitespace())
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#' | '{' | '"' | '\'' | '<' | '>') || c.is_whitespace()
+            })
             .unwrap_or(after.len());
         match after[..end].rfind('@') {
             Some(at) => {
@@ -122,7 +124,10 @@ pub(crate) fn header_value<S: Serializer>(v: &HeaderValue, s: S) -> Result<S::Ok
     s.serialize_str(&value_text(v))
 }
 
-pub(crate) fn opt_header_value<S: Serializer>(v: &Option<HeaderValue>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn opt_header_value<S: Serializer>(
+    v: &Option<HeaderValue>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match v {
         Some(v) => header_value(v, s),
         None => s.serialize_none(),
@@ -208,14 +213,29 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(redact_userinfo(text), want, "{text}");
         }
-        for plain in ["http://host/a@b", "no url here", "mailto:a@b", "/path?x=a@b"] {
-            assert!(matches!(redact_userinfo(plain), Cow::Borrowed(_)), "{plain}");
+        for plain in [
+            "http://host/a@b",
+            "no url here",
+            "mailto:a@b",
+            "/path?x=a@b",
+        ] {
+            assert!(
+                matches!(redact_userinfo(plain), Cow::Borrowed(_)),
+                "{plain}"
+            );
         }
     }
 
     #[test]
     fn credential_names() {
-        for n in ["authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token", "x-client-secret"] {
+        for n in [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "x-api-key",
+            "x-auth-token",
+            "x-client-secret",
+        ] {
             assert!(is_credential(&HeaderName::from_static(n)), "{n}");
         }
         for n in ["x-request-id", "host", "accept", "x-forwarded-for"] {

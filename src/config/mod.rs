@@ -429,6 +429,40 @@ mod tests {
     }
 
     #[test]
+    fn serialised_as_in_force_with_templates_as_written() {
+        let text = "[server]\naccess_log_format = '$remote_addr \"$http_user_agent\" ${status}x'\n\
+                    log_format = \"json\"\n\
+                    [[listeners]]\naddress = \"127.0.0.1:1\"\n\
+                    [upstreams.app]\nservers = [\"127.0.0.1:2\"]\n\
+                    [[routes]]\nupstream = \"app\"\nrequest_id = {}\n\
+                    [[routes]]\npath = \"/r\"\n\
+                    redirect = { status = 301, location = \"https://u:p@{host}/n{uri}\" }\n";
+        let c = Config::from_toml(text, "t.toml").unwrap();
+        assert_eq!(c.log_format, ErrorLogFormat::Json);
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["log_format"], "json");
+        assert_eq!(
+            v["routes"][1]["action"]["redirect"],
+            serde_json::json!({ "status": 301, "location": "https://<redacted>@{host}/n{uri}" })
+        );
+        assert_eq!(
+            v["routes"][0]["request_id"],
+            serde_json::json!({ "header": "x-request-id", "trust_incoming": false })
+        );
+        assert_eq!(
+            v["access_log_format"]["template"],
+            serde_json::json!([
+                { "var": "remote_addr" },
+                { "text": " \"" },
+                { "var": { "header": "user-agent" } },
+                { "text": "\" " },
+                { "var": "status" },
+                { "text": "x" },
+            ])
+        );
+    }
+
+    #[test]
     fn every_problem_of_a_route_is_reported() {
         let text = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[upstreams.app]\nservers = [\"127.0.0.1:2\"]\n\
                     [[routes]]\nhost = \"a:1\"\nmethods = [\"G T\"]\nupstream = \"app\"\n\
@@ -467,6 +501,8 @@ mod tests {
             ("upstream = \"app\"\nmethods = [\"G ET\"]", "routes[0].methods: `G ET`"),
             ("upstream = \"app\"\nheaders = { \"bad name\" = \"1\" }", "routes[0].headers: `bad name`"),
             ("upstream = \"app\"\ntimeouts = { upstream_connect = \"soon\" }", "routes[0].timeouts.upstream_connect"),
+            ("upstream = \"app\"\nrequest_id = { header = \"a b\" }", "routes[0].request_id.header: `a b` is not a field name"),
+            ("upstream = \"app\"\nrequest_id = { trust = true }", "unknown field `trust`"),
         ];
         for (route, want) in cases {
             let err = route_error(route);

@@ -429,9 +429,15 @@ async fn config_shows_what_is_in_force_without_secrets() {
     assert_eq!(group["balance"], "peak_ewma");
     assert_eq!(group["retry"]["attempts"], 2);
     assert_eq!(group["outlier"]["base_ejection"], "10s");
-    assert_eq!(group["servers"][0]["target"]["addr"], origin.addr.to_string());
+    assert_eq!(
+        group["servers"][0]["target"]["addr"],
+        origin.addr.to_string()
+    );
     let routes = c["routes"].as_array().unwrap();
-    let api = routes.iter().find(|r| r["name"] == "api").expect("the route");
+    let api = routes
+        .iter()
+        .find(|r| r["name"] == "api")
+        .expect("the route");
     assert_eq!(api["path"]["prefix"], "/api/");
     assert_eq!(api["action"]["upstream_index"], 0);
     assert_eq!(api["upstream_connect"], "5s");
@@ -441,7 +447,10 @@ async fn config_shows_what_is_in_force_without_secrets() {
     assert_eq!(ops["set"]["authorization"], "<redacted>");
     assert_eq!(ops["set"]["x-api-key"], "<redacted>");
     assert_eq!(ops["add"]["x-origin"], "https://<redacted>@origin.test/x");
-    let old = routes.iter().find(|r| r["path"]["exact"] == "/old").unwrap();
+    let old = routes
+        .iter()
+        .find(|r| r["path"]["exact"] == "/old")
+        .unwrap();
     assert_eq!(old["action"]["respond"]["status"], 302);
     assert_eq!(
         old["action"]["respond"]["headers"]["location"],

@@ -335,4 +335,5 @@ fn example_file_sets_every_option() {
         .routes
         .iter()
         .any(|r| r.upstream_host == tidegate::config::UpstreamHost::Server));
+    assert!(c.routes[0].request_id.is_some(), "a route's own request_id");
 }

@@ -180,13 +180,13 @@ async fn admin_addr(tidegate: &mut Binary) -> SocketAddr {
 async fn post_reload_answers_with_the_result() {
     let (a, b) = (named("a"), named("b"));
     let token = "reload-token";
-    let with_admin = |toml: String| {
-        format!("{toml}[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{token}\"\n")
-    };
+    let with_admin =
+        |toml: String| format!("{toml}[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{token}\"\n");
     let file = TempFile::with(
         "admin-reload.toml",
         with_admin(
-            config(&["127.0.0.1:0"], a.addr).replace("log_level = \"error\"", "log_level = \"info\""),
+            config(&["127.0.0.1:0"], a.addr)
+                .replace("log_level = \"error\"", "log_level = \"info\""),
         )
         .as_bytes(),
     );
@@ -197,20 +197,31 @@ async fn post_reload_answers_with_the_result() {
     let auth = format!("Bearer {token}");
     let post = |headers: Vec<(&'static str, String)>| async move {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        let (status, _, body) = exchange(admin, "POST", "admin", "/reload", &headers, empty()).await;
+        let (status, _, body) =
+            exchange(admin, "POST", "admin", "/reload", &headers, empty()).await;
         (status, body)
     };
     let authed = || vec![("authorization", auth.clone())];
 
     // The token, and POST only.
     assert_eq!(post(Vec::new()).await.0, 401);
-    let (status, h, _) = exchange(admin, "GET", "admin", "/reload", &[("authorization", &auth)], empty()).await;
+    let (status, h, _) = exchange(
+        admin,
+        "GET",
+        "admin",
+        "/reload",
+        &[("authorization", &auth)],
+        empty(),
+    )
+    .await;
     assert_eq!(status, 405);
     assert_eq!(h["allow"], "POST");
 
     // A file with a problem: 422, the problem with its line; `a` serves on.
-    let broken = with_admin(config(&["127.0.0.1:0"], b.addr))
-        .replace("[upstreams.app]", "[upstreams.app]\nretry = { attempts = 99 }");
+    let broken = with_admin(config(&["127.0.0.1:0"], b.addr)).replace(
+        "[upstreams.app]",
+        "[upstreams.app]\nretry = { attempts = 99 }",
+    );
     std::fs::write(&file.path, &broken).unwrap();
     let line = broken.lines().position(|l| l.contains("attempts")).unwrap() + 1;
     let (status, body) = post(authed()).await;
@@ -230,7 +241,15 @@ async fn post_reload_answers_with_the_result() {
     assert_eq!(get(addr, "/").await.2, "b");
 
     // Counted as SIGHUP's reloads are.
-    let (_, _, metrics) = exchange(admin, "GET", "admin", "/metrics", &[("authorization", &auth)], empty()).await;
+    let (_, _, metrics) = exchange(
+        admin,
+        "GET",
+        "admin",
+        "/metrics",
+        &[("authorization", &auth)],
+        empty(),
+    )
+    .await;
     for (result, n) in [("ok", 1), ("failed", 1)] {
         let series = format!("tidegate_config_reloads_total{{result=\"{result}\"}} {n}\n");
         assert!(metrics.contains(&series), "{series}: {metrics}");
@@ -250,7 +269,8 @@ async fn reloads_asked_at_once_run_one_after_another() {
         "admin-reloads.toml",
         format!(
             "{}[admin]\naddress = \"127.0.0.1:0\"\n",
-            config(&["127.0.0.1:0"], a.addr).replace("log_level = \"error\"", "log_level = \"info\"")
+            config(&["127.0.0.1:0"], a.addr)
+                .replace("log_level = \"error\"", "log_level = \"info\"")
         )
         .as_bytes(),
     );
@@ -259,9 +279,9 @@ async fn reloads_asked_at_once_run_one_after_another() {
     let addr = tidegate.listening().await;
     let asks: Vec<_> = (0..4)
         .map(|_| {
-            tokio::spawn(async move {
-                exchange(admin, "POST", "admin", "/reload", &[], empty()).await
-            })
+            tokio::spawn(
+                async move { exchange(admin, "POST", "admin", "/reload", &[], empty()).await },
+            )
         })
         .collect();
     tidegate.signal(Signal::HUP);
