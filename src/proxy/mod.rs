@@ -86,22 +86,35 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
     // `forward`'s future lives directly in this one: a second async layer
     // around it would copy its whole state once more per request.
     let routed = Cell::new(None);
-    let mut late = late.then(|| Late::new(&mut line));
     let forwarded = match admitted {
+        // `Late` made in the call, in no local that the await keeps.
         Ok(authority) => {
-            let late = late.as_mut();
-            forward(&ctx, &worker, parts, body, authority, found, &routed, late).await
+            forward(
+                &ctx,
+                &worker,
+                parts,
+                body,
+                authority,
+                found,
+                &routed,
+                late.then_some(Late {
+                    line: &mut line,
+                    id: &mut request_id,
+                }),
+            )
+            .await
         }
         Err(e) => {
-            if let Some(late) = &mut late {
+            if late {
+                let late = Late {
+                    line: &mut line,
+                    id: &mut request_id,
+                };
                 late.assign(None, ctx.request_id.as_ref(), &mut parts.headers);
             }
             Err(e)
         }
     };
-    if let Some(late) = late {
-        request_id = late.id;
-    }
     pending.done();
     line.route(routed.get());
     let mut resp = respond(
@@ -320,24 +333,28 @@ async fn forward<'w>(
     authority: Option<Authority>,
     found: Found,
     routed: &Cell<Option<usize>>,
-    late: Option<&mut Late<'_, 'w>>,
+    late: Option<Late<'_, 'w>>,
 ) -> Result<Outcome<'w>, ProxyError> {
     let authority = authority.as_ref();
-    // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and sent
-    // as the HTTP/1.1 handshake it stands for: a GET.
-    let routing = tunnel::h2_websocket(&mut parts).and_then(|h2_ws| {
-        if h2_ws.is_some() {
-            parts.method = Method::GET;
+    // In a block of its own: `routing` (a response, maybe) must not stay
+    // in this future's state across the awaits below.
+    let (route, group, h2_ws) = {
+        // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and
+        // sent as the HTTP/1.1 handshake it stands for: a GET.
+        let routing = tunnel::h2_websocket(&mut parts).and_then(|h2_ws| {
+            if h2_ws.is_some() {
+                parts.method = Method::GET;
+            }
+            request::route(ctx, w, &mut parts, authority, &body, routed).map(|r| (r, h2_ws))
+        });
+        if let Some(late) = late {
+            let route = routed.get().and_then(|i| w.config.routes.get(i));
+            late.assign(route, ctx.request_id.as_ref(), &mut parts.headers);
         }
-        request::route(ctx, w, &mut parts, authority, &body, routed).map(|r| (r, h2_ws))
-    });
-    if let Some(late) = late {
-        let route = routed.get().and_then(|i| w.config.routes.get(i));
-        late.assign(route, ctx.request_id.as_ref(), &mut parts.headers);
-    }
-    let (route, group, h2_ws) = match routing? {
-        (Routed::Proxy(route, group), h2_ws) => (route, group, h2_ws),
-        (Routed::Local(resp), _) => return Ok(Outcome::Local(resp)),
+        match routing? {
+            (Routed::Proxy(route, group), h2_ws) => (route, group, h2_ws),
+            (Routed::Local(resp), _) => return Ok(Outcome::Local(resp)),
+        }
     };
     let plan = request::prepare(
         ctx,
