@@ -119,14 +119,7 @@ impl Admin {
                             let svc = service_fn(move |req| {
                                 let state = state.clone();
                                 async move {
-                                    let resp = match answer(&state, &req) {
-                                        Answer::Now(resp) => resp,
-                                        Answer::Reload => {
-                                            drop(req);
-                                            reload(&state).await
-                                        }
-                                    };
-                                    Ok::<_, std::convert::Infallible>(resp)
+                                    Ok::<_, std::convert::Infallible>(respond(&state, req).await)
                                 }
                             });
                             let conn =
@@ -158,7 +151,18 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-/// One admin request's answer, or the reload it asks for.
+/// One admin request's answer.
+async fn respond(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match answer(state, &req) {
+        Answer::Now(resp) => resp,
+        Answer::Reload => {
+            drop(req);
+            reload(state).await
+        }
+    }
+}
+
+/// What a request asks: an answer at once, or a reload.
 enum Answer {
     Now(Response<Full<Bytes>>),
     /// An authorised `POST /reload`.
