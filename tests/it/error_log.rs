@@ -2,16 +2,10 @@
 //! json` writes one JSON object per line, with the event's fields; text
 //! stays the default (the other binary tests read it).
 
+use crate::admin::closed_port;
 use crate::common::binary::Binary;
 use crate::common::config::{Route, TestConfig};
 use crate::common::*;
-
-fn closed_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// A failed request's warning as JSON: level, target, message and its
 /// fields, the request ID among them (the listener's, or the route's own

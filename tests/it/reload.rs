@@ -195,25 +195,16 @@ async fn post_reload_answers_with_the_result() {
     let addr = tidegate.listening().await;
     assert_eq!(get(addr, "/").await.2, "a");
     let auth = format!("Bearer {token}");
-    let post = |headers: Vec<(&'static str, String)>| async move {
-        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        let (status, _, body) =
-            exchange(admin, "POST", "admin", "/reload", &headers, empty()).await;
+    let auth = [("authorization", auth.as_str())];
+    let call = |method, path, headers| exchange(admin, method, "admin", path, headers, empty());
+    let post = || async {
+        let (status, _, body) = call("POST", "/reload", &auth).await;
         (status, body)
     };
-    let authed = || vec![("authorization", auth.clone())];
 
     // The token, and POST only.
-    assert_eq!(post(Vec::new()).await.0, 401);
-    let (status, h, _) = exchange(
-        admin,
-        "GET",
-        "admin",
-        "/reload",
-        &[("authorization", &auth)],
-        empty(),
-    )
-    .await;
+    assert_eq!(call("POST", "/reload", &[]).await.0, 401);
+    let (status, h, _) = call("GET", "/reload", &auth).await;
     assert_eq!(status, 405);
     assert_eq!(h["allow"], "POST");
 
@@ -224,7 +215,7 @@ async fn post_reload_answers_with_the_result() {
     );
     std::fs::write(&file.path, &broken).unwrap();
     let line = broken.lines().position(|l| l.contains("attempts")).unwrap() + 1;
-    let (status, body) = post(authed()).await;
+    let (status, body) = post().await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(
         body,
@@ -237,19 +228,11 @@ async fn post_reload_answers_with_the_result() {
 
     // A valid one: live when the answer comes.
     std::fs::write(&file.path, with_admin(config(&["127.0.0.1:0"], b.addr))).unwrap();
-    assert_eq!(post(authed()).await, (200, "reloaded\n".to_string()));
+    assert_eq!(post().await, (200, "reloaded\n".to_string()));
     assert_eq!(get(addr, "/").await.2, "b");
 
     // Counted as SIGHUP's reloads are.
-    let (_, _, metrics) = exchange(
-        admin,
-        "GET",
-        "admin",
-        "/metrics",
-        &[("authorization", &auth)],
-        empty(),
-    )
-    .await;
+    let (_, _, metrics) = call("GET", "/metrics", &auth).await;
     for (result, n) in [("ok", 1), ("failed", 1)] {
         let series = format!("tidegate_config_reloads_total{{result=\"{result}\"}} {n}\n");
         assert!(metrics.contains(&series), "{series}: {metrics}");
