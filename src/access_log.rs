@@ -167,7 +167,7 @@ pub(crate) struct Entry {
     pub host: Option<crate::message::admit::Authority>,
     /// The fields the format shows ([`AccessLog::capture`]).
     pub headers: Vec<Option<HeaderValue>>,
-    /// Its ID, with `request_id` on its listener.
+    /// Its ID, with `request_id` on its listener or route.
     pub request_id: Option<HeaderValue>,
 }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{AccessLogTarget, Config};
+use crate::config::{AccessLogTarget, Config, ErrorLogFormat};
 use crate::server;
 
 /// Tidegate: a streaming HTTP reverse proxy.
@@ -51,8 +51,13 @@ struct Overrides {
     #[arg(long, global = true)]
     log_level: Option<String>,
 
-    /// Serve the admin endpoints (/metrics, /healthz, /readyz) here, as
-    /// `[admin] address` does (no token).
+    /// The process's own log: text lines (the default), or one JSON
+    /// object per line.
+    #[arg(long, global = true, value_name = "text|json")]
+    log_format: Option<crate::config::ErrorLogFormat>,
+
+    /// Serve the admin endpoints (/metrics, /healthz, /readyz, /config,
+    /// /reload...) here, as `[admin] address` does (no token).
     #[arg(long, global = true, value_name = "ADDR")]
     admin: Option<std::net::SocketAddr>,
 
@@ -209,6 +214,9 @@ fn apply_overrides(config: &mut Config, overrides: &Overrides) {
     if let Some(l) = &overrides.log_level {
         config.log_level = l.clone();
     }
+    if let Some(f) = overrides.log_format {
+        config.log_format = f;
+    }
     if let Some(f) = &overrides.access_log_format {
         config.access_log_format = f.clone();
     }
@@ -249,11 +257,17 @@ fn run(
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        ErrorLogFormat::Text => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // `timestamp`, `level`, `fields` (the message and the event's
+        // own fields), `target`; spans, if any, too.
+        ErrorLogFormat::Json => log.json().with_ansi(false).init(),
+    }
 
     // Signal handlers go in before the proxy starts: a SIGTERM that comes
     // right after "listening" must drain, not kill.
@@ -300,12 +314,27 @@ fn run(
         }
     }
 
+    // The admin API's `POST /reload` comes here too, so that reloads run
+    // one at a time, on this thread, which owns `running`.
+    let mut admin_reloads = config_path.and_then(|_| running.admin_reloads());
     let mut signals = signals;
     let signal = loop {
-        match rt.block_on(signals.wait()) {
-            "SIGHUP" => reload(&mut running, config_path, overrides),
-            "SIGUSR1" => running.reopen_logs(),
-            other => break other,
+        let event = rt.block_on(async {
+            tokio::select! {
+                signal = signals.wait() => Event::Signal(signal),
+                Some(ask) = next(&mut admin_reloads) => Event::Reload(ask),
+            }
+        });
+        match event {
+            Event::Reload(ask) => {
+                let answer = reload(&mut running, config_path, overrides, "admin API");
+                let _ = ask.reply.send(answer);
+            }
+            Event::Signal("SIGHUP") => {
+                let _ = reload(&mut running, config_path, overrides, "SIGHUP");
+            }
+            Event::Signal("SIGUSR1") => running.reopen_logs(),
+            Event::Signal(other) => break other,
         }
     };
     tracing::info!("{signal}: shutting down gracefully");
@@ -317,31 +346,56 @@ fn run(
     ExitCode::SUCCESS
 }
 
-/// SIGHUP: read the file again; swap it in if valid, else keep serving the
-/// old one and say why.
+/// What the main loop waits for.
+enum Event {
+    Signal(&'static str),
+    /// `POST /reload` on the admin listener.
+    Reload(crate::admin::ReloadAsk),
+}
+
+/// The next admin reload request, if there is a channel for them.
+async fn next(
+    reloads: &mut Option<tokio::sync::mpsc::Receiver<crate::admin::ReloadAsk>>,
+) -> Option<crate::admin::ReloadAsk> {
+    match reloads {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// SIGHUP or `POST /reload` (`why`): read the file again; swap it in if
+/// valid, else keep serving the old one and say why (logged, and
+/// returned: one problem a line).
 fn reload(
     running: &mut server::Running,
     config_path: Option<&std::path::Path>,
     overrides: &Overrides,
-) {
+    why: &str,
+) -> Result<(), String> {
     let Some(path) = config_path else {
-        tracing::warn!("SIGHUP: no --config file to reload; nothing changed");
-        return;
+        tracing::warn!("{why}: no --config file to reload; nothing changed");
+        return Err("no --config file to reload".into());
+    };
+    let refused = |e: String| {
+        for line in e.lines() {
+            tracing::error!("reload refused, old config still serving: {line}");
+        }
+        e
     };
     let mut config = match Config::from_file(path) {
         Ok(c) => c,
         Err(e) => {
             running.reloaded(false);
-            for line in e.to_string().lines() {
-                tracing::error!("reload refused, old config still serving: {line}");
-            }
-            return;
+            return Err(refused(e.to_string()));
         }
     };
     apply_overrides(&mut config, overrides);
     match running.reload(config) {
-        Ok(()) => tracing::info!("reloaded {}", path.display()),
-        Err(e) => tracing::error!("reload refused, old config still serving: {e}"),
+        Ok(()) => {
+            tracing::info!("{why}: reloaded {}", path.display());
+            Ok(())
+        }
+        Err(e) => Err(refused(e.to_string())),
     }
 }
 

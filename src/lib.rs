@@ -42,15 +42,16 @@
 //!   that follows; `metrics/`: per-thread counters summed at scrape time
 //!   (with what each thread's pool counts, `upstream/stats.rs`);
 //!   `admin/`: the admin listener (`/metrics`, `/status`, `/healthz`,
-//!   `/readyz`, drain and enable); `trace/`: W3C Trace Context on each
-//!   request (`mod.rs`: `traceparent` read and written, sampling, the
-//!   span record) and the OTLP/HTTP exporter thread (`export.rs`, with the
-//!   protobuf messages of `proto.rs`).
+//!   `/readyz`, `/config`, `/reload`, drain and enable); `trace/`: W3C
+//!   Trace Context on each request (`mod.rs`: `traceparent` read and
+//!   written, sampling, the span record) and the OTLP/HTTP exporter
+//!   thread (`export.rs`, with the protobuf messages of `proto.rs`).
 //! - `message/`: pure HTTP rules: what a request head must be before
 //!   anything acts on it (`admit.rs`) and the RFC 9110 header rewriting
 //!   for the next hop (`headers.rs`).
 //! - `config/`: the TOML file to validated pure data, every problem
-//!   reported with its file, line and field.
+//!   reported with its file, line and field; `dump.rs`: that data shown
+//!   as JSON with its secrets redacted.
 //! - `tally.rs`: single-writer counters and histograms, what the layers
 //!   above count with.
 //!

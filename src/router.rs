@@ -20,9 +20,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use serde::Serialize;
 
 /// Which hosts a route takes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum HostMatch {
     Any,
     /// Lower-cased, without port.
@@ -32,48 +34,60 @@ pub enum HostMatch {
 }
 
 /// Which paths a route takes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PathMatch {
     Exact(String),
     Prefix(String),
-    Regex(regex::Regex),
+    Regex(#[serde(serialize_with = "crate::config::dump::display")] regex::Regex),
 }
 
 /// What a route does with a request it takes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Proxy to this upstream group (index into the config's groups).
+    #[serde(rename = "upstream_index")]
     Proxy(usize),
     /// Answer with a redirect to the expanded template.
     Redirect {
+        #[serde(serialize_with = "crate::config::dump::status")]
         status: StatusCode,
         location: Template,
     },
     /// Answer with a fixed response.
     Respond {
+        #[serde(serialize_with = "crate::config::dump::status")]
         status: StatusCode,
+        #[serde(serialize_with = "crate::config::dump::header_map")]
         headers: HeaderMap,
+        #[serde(serialize_with = "crate::config::dump::body")]
         body: Bytes,
     },
 }
 
 /// How the path is rewritten before going upstream.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Rewrite {
     /// Remove this prefix (the path keeps a leading `/`).
     StripPrefix(String),
     /// Replace the regex's match; `$1`, `${name}` refer to captures.
     Regex {
+        #[serde(serialize_with = "crate::config::dump::display")]
         regex: regex::Regex,
         replace: String,
     },
 }
 
 /// Header edits, applied in this order: remove, set, add.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct HeaderOps {
+    #[serde(serialize_with = "crate::config::dump::header_names")]
     pub remove: Vec<HeaderName>,
+    #[serde(serialize_with = "crate::config::dump::header_pairs")]
     pub set: Vec<(HeaderName, HeaderValue)>,
+    #[serde(serialize_with = "crate::config::dump::header_pairs")]
     pub add: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -96,14 +110,15 @@ impl HeaderOps {
 }
 
 /// Which `Host` header the upstream receives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum UpstreamHost {
     /// The client's `Host`, unchanged (the default, as nginx's `$host`).
     Client,
     /// The chosen upstream server's `host:port`.
     Server,
     /// A fixed value.
-    Fixed(HeaderValue),
+    Fixed(#[serde(serialize_with = "crate::config::dump::header_value")] HeaderValue),
 }
 
 /// A redirect target: literal text with `{scheme}`, `{host}`, `{path}`,
@@ -156,6 +171,22 @@ impl Template {
         Ok(Template { parts })
     }
 
+    /// The template as written (`{scheme}`, ... put back).
+    fn source(&self) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            out.push_str(match p {
+                Part::Text(t) => t,
+                Part::Scheme => "{scheme}",
+                Part::Host => "{host}",
+                Part::Path => "{path}",
+                Part::Query => "{query}",
+                Part::Uri => "{uri}",
+            });
+        }
+        out
+    }
+
     /// The target for a request.
     pub fn expand(&self, scheme: &str, host: &str, path: &str, query: Option<&str>) -> String {
         let mut out = String::with_capacity(64);
@@ -180,8 +211,15 @@ impl Template {
     }
 }
 
+/// As written, without the user information of a URL in it.
+impl Serialize for Template {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::config::dump::redact_userinfo(&self.source()))
+    }
+}
+
 /// A compiled route.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Route {
     /// Its position in the config (`routes[index]`).
     pub index: usize,
@@ -190,17 +228,24 @@ pub struct Route {
     pub host: HostMatch,
     pub path: PathMatch,
     /// Empty: any method.
+    #[serde(serialize_with = "crate::config::dump::display_all")]
     pub methods: Vec<Method>,
     /// Each header must be present with exactly this value.
+    #[serde(serialize_with = "crate::config::dump::header_pairs")]
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub action: Action,
     pub rewrite: Option<Rewrite>,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
     pub upstream_host: UpstreamHost,
+    /// The route's own `request_id`, which wins over its listener's for
+    /// the requests it takes; `None`: the listener's.
+    pub request_id: Option<crate::config::listener::RequestId>,
     /// Request-body limit for this route.
     pub max_body_bytes: Option<u64>,
+    #[serde(serialize_with = "crate::config::dump::duration")]
     pub upstream_connect: Duration,
+    #[serde(serialize_with = "crate::config::dump::duration")]
     pub upstream_response_head: Duration,
 }
 
@@ -321,6 +366,9 @@ impl Route {
 #[derive(Debug)]
 pub(crate) struct Router {
     routes: Vec<Route>,
+    /// Whether some route has its own `request_id`: then a request's ID
+    /// waits until its route is known.
+    pub(crate) route_request_ids: bool,
 }
 
 impl Router {
@@ -328,7 +376,10 @@ impl Router {
         let mut routes = routes.to_vec();
         // Stable: the file's order decides among equals.
         routes.sort_by_key(Route::rank);
-        Router { routes }
+        Router {
+            route_request_ids: routes.iter().any(|r| r.request_id.is_some()),
+            routes,
+        }
     }
 
     /// The route for a request; `host` as sent (may carry a port, any case).
@@ -371,6 +422,7 @@ mod tests {
             request_headers: HeaderOps::default(),
             response_headers: HeaderOps::default(),
             upstream_host: UpstreamHost::Client,
+            request_id: None,
             max_body_bytes: None,
             upstream_connect: Duration::from_secs(1),
             upstream_response_head: Duration::from_secs(1),

@@ -11,6 +11,14 @@
 //! - `POST /upstreams/GROUP/servers/ADDRESS/drain` and `.../enable`: a
 //!   drained server gets no new requests (in-flight ones finish); the
 //!   state survives reloads (until restart).
+//! - `GET /config`: the config in force (defaults filled in, command-line
+//!   overrides applied) as JSON, secrets redacted
+//!   ([`crate::config::dump`]).
+//! - `POST /reload`: what SIGHUP does, answered when done: 200, or 422
+//!   with the problems (`FILE:LINE: FIELD: REASON`) and the old config
+//!   still serving, or 409 when there is no config file to read. The
+//!   request goes to the binary's main loop ([`ReloadAsk`]), which runs
+//!   reloads one at a time, SIGHUP's too.
 //!
 //! It runs on a thread of its own (a single-threaded runtime, HTTP/1.1),
 //! so a slow scrape never takes time from a worker. With a `token`, every
@@ -18,7 +26,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -28,7 +36,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::{Gauges, Registry};
 
@@ -42,11 +50,24 @@ pub(crate) type GaugeSource = Arc<dyn Fn() -> Gauges + Send + Sync>;
 /// how many servers matched (`None`: no such group).
 pub(crate) type Drain = Arc<dyn Fn(&str, &str, bool) -> Option<usize> + Send + Sync>;
 
+/// The config in force.
+pub(crate) type ConfigSource = Arc<dyn Fn() -> Option<Arc<crate::config::Config>> + Send + Sync>;
+
+/// `POST /reload`, sent to whoever reloads (the binary's main loop), with
+/// where the answer goes: `Err` holds why the new config was refused.
+pub(crate) struct ReloadAsk {
+    pub(crate) reply: oneshot::Sender<Result<(), String>>,
+}
+
 /// What the admin endpoints read.
 pub(crate) struct State {
     pub(crate) metrics: Arc<Registry>,
     pub(crate) gauges: GaugeSource,
     pub(crate) drain: Drain,
+    pub(crate) config: ConfigSource,
+    /// Where `POST /reload` goes; set only by a process that has a config
+    /// file to reload (the binary started with `--config`).
+    pub(crate) reloads: OnceLock<mpsc::Sender<ReloadAsk>>,
     /// Cleared when shutdown begins.
     pub(crate) ready: AtomicBool,
     pub(crate) token: Option<HeaderValue>,
@@ -84,47 +105,47 @@ impl Admin {
             .name("tidegate-admin".into())
             .spawn(move || {
                 rt.block_on(async move {
-                        let listener = match tokio::net::TcpListener::from_std(std_listener) {
-                            Ok(l) => l,
-                            Err(e) => {
-                                tracing::error!("admin listener {addr}: {e}");
-                                return;
-                            }
-                        };
-                        let sampled = state.clone();
-                        tokio::spawn(async move {
-                            let mut every = tokio::time::interval(status::SAMPLE_EVERY);
-                            loop {
-                                every.tick().await;
-                                sampled.samples.sample(&sampled.metrics);
-                            }
-                        });
+                    let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!("admin listener {addr}: {e}");
+                            return;
+                        }
+                    };
+                    let sampled = state.clone();
+                    tokio::spawn(async move {
+                        let mut every = tokio::time::interval(status::SAMPLE_EVERY);
                         loop {
-                            let (stream, _) = tokio::select! {
-                                a = listener.accept() => match a {
-                                    Ok(a) => a,
-                                    Err(_) => continue,
-                                },
-                                _ = stopped.changed() => return,
-                            };
-                            let state = state.clone();
-                            let mut stopped = stopped.clone();
-                            tokio::spawn(async move {
-                                let svc = service_fn(move |req| {
-                                    let state = state.clone();
-                                    async move {
-                                        Ok::<_, std::convert::Infallible>(answer(&state, &req))
-                                    }
-                                });
-                                let conn = http1::Builder::new()
-                                    .serve_connection(TokioIo::new(stream), svc);
-                                tokio::select! {
-                                    _ = conn => {}
-                                    _ = stopped.changed() => {}
+                            every.tick().await;
+                            sampled.samples.sample(&sampled.metrics);
+                        }
+                    });
+                    loop {
+                        let (stream, _) = tokio::select! {
+                            a = listener.accept() => match a {
+                                Ok(a) => a,
+                                Err(_) => continue,
+                            },
+                            _ = stopped.changed() => return,
+                        };
+                        let state = state.clone();
+                        let mut stopped = stopped.clone();
+                        tokio::spawn(async move {
+                            let svc = service_fn(move |req| {
+                                let state = state.clone();
+                                async move {
+                                    Ok::<_, std::convert::Infallible>(respond(&state, req).await)
                                 }
                             });
-                        }
-                    })
+                            let conn =
+                                http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = stopped.changed() => {}
+                            }
+                        });
+                    }
+                })
             })?;
         Ok(Admin { handle, stop, addr })
     }
@@ -146,7 +167,39 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 /// One admin request's answer.
-fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn respond(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match answer(state, &req) {
+        Answer::Now(resp) => resp,
+        Answer::Reload => {
+            drop(req);
+            reload(state).await
+        }
+    }
+}
+
+/// What a request asks: an answer at once, or a reload.
+enum Answer {
+    Now(Response<Full<Bytes>>),
+    /// An authorised `POST /reload`.
+    Reload,
+}
+
+fn answer(state: &State, req: &Request<Incoming>) -> Answer {
+    if let Some(refused) = unauthorized(state, req) {
+        return Answer::Now(refused);
+    }
+    let path = req.uri().path();
+    if path == "/reload" {
+        if req.method() != Method::POST {
+            return Answer::Now(post_only());
+        }
+        return Answer::Reload;
+    }
+    Answer::Now(read(state, req, path))
+}
+
+/// With a `token`, every request needs it: the 401 for one without.
+fn unauthorized(state: &State, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
     if let Some(token) = &state.token {
         let ok = req
             .headers()
@@ -157,16 +210,20 @@ fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             let mut r = text(StatusCode::UNAUTHORIZED, "a bearer token is needed\n");
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
+            return Some(r);
         }
     }
-    let path = req.uri().path();
+    None
+}
+
+/// The endpoints answered at once.
+fn read(state: &State, req: &Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
     if let Some(rest) = path.strip_prefix("/upstreams/") {
         return drain(state, req.method(), rest);
     }
     if !matches!(
         path,
-        "/metrics" | "/healthz" | "/readyz" | "/status" | "/status.json"
+        "/metrics" | "/healthz" | "/readyz" | "/status" | "/status.json" | "/config"
     ) {
         return text(StatusCode::NOT_FOUND, "no such admin endpoint\n");
     }
@@ -217,6 +274,7 @@ fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             r
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/config" => config(state),
         _ if state.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n"),
         _ => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
     }
@@ -230,10 +288,7 @@ fn drain(state: &State, method: &Method, rest: &str) -> Response<Full<Bytes>> {
         _ => return text(StatusCode::NOT_FOUND, "no such admin endpoint\n"),
     };
     if method != Method::POST {
-        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n");
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return r;
+        return post_only();
     }
     let drained = action == "drain";
     match (state.drain)(group, server, drained) {
@@ -257,6 +312,57 @@ fn drain(state: &State, method: &Method, rest: &str) -> Response<Full<Bytes>> {
                 if drained { "drained\n" } else { "enabled\n" },
             )
         }
+    }
+}
+
+fn post_only() -> Response<Full<Bytes>> {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n");
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    r
+}
+
+/// `GET /config`: the config in force as JSON, secrets redacted.
+fn config(state: &State) -> Response<Full<Bytes>> {
+    let Some(config) = (state.config)() else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "stopping\n");
+    };
+    match serde_json::to_vec_pretty(&*config) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            let mut r = text(StatusCode::OK, body);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot write the config as JSON: {e}\n"),
+        ),
+    }
+}
+
+/// `POST /reload`: asks the reloader and waits for its answer.
+async fn reload(state: &State) -> Response<Full<Bytes>> {
+    let Some(reloads) = state.reloads.get() else {
+        return text(
+            StatusCode::CONFLICT,
+            "no config file to reload: Tidegate was not started with --config\n",
+        );
+    };
+    let (reply, answer) = oneshot::channel();
+    // One reload at a time: a second waits here for the first.
+    if reloads.send(ReloadAsk { reply }).await.is_err() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    match answer.await {
+        Ok(Ok(())) => text(StatusCode::OK, "reloaded\n"),
+        // The old config still serves; the body is the problems, one a
+        // line, as `tidegate check` prints them.
+        Ok(Err(problems)) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("{problems}\n")),
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
     }
 }
 

@@ -7,15 +7,18 @@ use super::raw;
 use super::source::Problems;
 
 /// The `[dns]` section: how servers given by name are resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Dns {
     /// Name servers to ask; empty: the system's (`/etc/resolv.conf`).
     /// `/etc/hosts` is consulted first either way.
     pub resolvers: Vec<SocketAddr>,
     /// Bounds on the re-resolve interval, which otherwise follows the TTL.
+    #[serde(serialize_with = "super::dump::duration")]
     pub min_refresh: Duration,
+    #[serde(serialize_with = "super::dump::duration")]
     pub max_refresh: Duration,
     /// Per query and name server.
+    #[serde(serialize_with = "super::dump::duration")]
     pub timeout: Duration,
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use http::{HeaderName, HeaderValue};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::raw;
 use super::source::Problems;
@@ -17,7 +17,7 @@ use crate::message::admit::Underscores;
 pub const DEFAULT_MAX_STREAMS: u32 = 128;
 
 /// One address to accept client connections on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Listener {
     pub addr: SocketAddr,
     /// TLS termination, if configured.
@@ -28,6 +28,7 @@ pub struct Listener {
     /// Concurrent streams per HTTP/2 connection.
     pub max_concurrent_streams: u32,
     /// `Strict-Transport-Security` added to responses (TLS listeners only).
+    #[serde(serialize_with = "super::dump::opt_header_value")]
     pub hsts: Option<HeaderValue>,
     /// Plain listener that only redirects to HTTPS on this port.
     pub redirect_https: Option<u16>,
@@ -42,10 +43,12 @@ pub struct Listener {
     pub request_id: Option<RequestId>,
 }
 
-/// `request_id = { header = "x-request-id", trust_incoming = false }`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `request_id = { header = "x-request-id", trust_incoming = false }`, on
+/// a listener or a route (whose own wins for the requests it takes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RequestId {
     /// The field that carries it, upstream and back to the client.
+    #[serde(serialize_with = "super::dump::header_name")]
     pub header: HeaderName,
     /// Keep a valid ID the client sent (behind a trusted edge); else
     /// every request gets a new one.
@@ -70,7 +73,7 @@ impl Listener {
 }
 
 /// Whether a client must present a certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
     /// Handshakes without a valid client certificate fail.
@@ -82,7 +85,7 @@ pub enum ClientAuth {
 
 /// What a listener's TLS is made of. Paths are resolved against the
 /// config file's directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListenerTls {
     /// `(certificate chain PEM, private key PEM)`; the first is the default.
     pub certificates: Vec<(PathBuf, PathBuf)>,
@@ -92,7 +95,20 @@ pub struct ListenerTls {
     pub client_ca: Option<PathBuf>,
     pub client_auth: ClientAuth,
     /// Where the verified client subject goes upstream.
+    #[serde(serialize_with = "super::dump::header_name")]
     pub subject_header: HeaderName,
+}
+
+/// A `request_id` table, of a listener or a route; on error, the field
+/// (relative to the table's owner) and why.
+pub(super) fn request_id(r: &raw::RequestId) -> Result<RequestId, (&'static str, String)> {
+    let name = r.header.as_deref().unwrap_or("x-request-id");
+    let header = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| ("request_id.header", format!("`{name}` is not a field name")))?;
+    Ok(RequestId {
+        header,
+        trust_incoming: r.trust_incoming.unwrap_or(false),
+    })
 }
 
 /// Converts the `i`-th `[[listeners]]` entry; problems go to `p`.
@@ -135,18 +151,9 @@ pub(super) fn listener(
     }
     out.max_connections_per_ip = l.max_connections_per_ip;
     if let Some(r) = &l.request_id {
-        let name = r.header.as_deref().unwrap_or("x-request-id");
-        match HeaderName::from_bytes(name.as_bytes()) {
-            Ok(header) => {
-                out.request_id = Some(RequestId {
-                    header,
-                    trust_incoming: r.trust_incoming.unwrap_or(false),
-                })
-            }
-            Err(_) => p.add(
-                at("request_id.header"),
-                format!("`{name}` is not a field name"),
-            ),
+        match request_id(r) {
+            Ok(r) => out.request_id = Some(r),
+            Err((field, reason)) => p.add(at(field), reason),
         }
     }
     if let Some(h) = &l.hsts {

@@ -146,6 +146,7 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
             .shutdown_grace
             .unwrap_or(std::time::Duration::from_secs(30)),
         log_level,
+        log_format: s.log_format.unwrap_or_default(),
         dns,
         admin,
         tracing,

@@ -4,7 +4,8 @@
 use http::HeaderName;
 
 /// How an access-log line is written.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Tidegate's own line (see the README's "Access log").
     #[default]
@@ -20,14 +21,16 @@ pub enum LogFormat {
 }
 
 /// A part of a template.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Piece {
     Text(String),
     Var(Var),
 }
 
 /// A template variable (nginx's names where nginx has one).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Var {
     RemoteAddr,
     RemotePort,
@@ -50,7 +53,7 @@ pub enum Var {
     /// The request's ID (`-` without `request_id` on its listener).
     RequestId,
     /// `$http_NAME`: a request field (`_` in the name stands for `-`).
-    Header(HeaderName),
+    Header(#[serde(serialize_with = "super::dump::header_name")] HeaderName),
 }
 
 const VARS: &[(&str, Var)] = &[

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod dns;
-mod listener;
+pub(crate) mod dump;
+pub(crate) mod listener;
 mod load;
 mod log_format;
 pub mod raw;
@@ -35,7 +36,8 @@ pub use upstream::{
 };
 
 /// Where access-log lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AccessLogTarget {
     Off,
     Stdout,
@@ -54,26 +56,33 @@ impl AccessLogTarget {
 }
 
 /// Every timeout the proxy enforces.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Timeouts {
     /// Time a client has to send a complete request head, counted from the
     /// connection's accept (first request) or from the first byte of a
     /// later request on a kept-alive connection.
+    #[serde(serialize_with = "dump::duration")]
     pub client_header: Duration,
     /// How long an idle kept-alive client connection is kept open.
+    #[serde(serialize_with = "dump::duration")]
     pub client_idle: Duration,
     /// Time to establish a TCP connection to an upstream server.
+    #[serde(serialize_with = "dump::duration")]
     pub upstream_connect: Duration,
     /// Time the upstream has to send a response head once the request
     /// (including its body) has been sent; a body still streaming resets it
     /// on every chunk, as nginx's `proxy_send_timeout` does.
+    #[serde(serialize_with = "dump::duration")]
     pub upstream_response_head: Duration,
     /// How long an idle pooled upstream connection is kept for reuse.
+    #[serde(serialize_with = "dump::duration")]
     pub upstream_idle: Duration,
     /// Time a client has to complete the TLS handshake.
+    #[serde(serialize_with = "dump::duration")]
     pub tls_handshake: Duration,
     /// An upgraded connection (WebSocket, ...) with no byte in either
     /// direction for this long is closed (HAProxy's `timeout tunnel`).
+    #[serde(serialize_with = "dump::duration")]
     pub tunnel_idle: Duration,
 }
 
@@ -92,7 +101,7 @@ impl Default for Timeouts {
 }
 
 /// Limits on what clients control.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Limits {
     /// Concurrent client connections per listener (all threads), for
     /// listeners that set none; `None`: derived from the open-files limit
@@ -113,6 +122,7 @@ pub struct Limits {
     /// progress, or one ended in error) per `http2_reset_window`; one more
     /// and the connection gets GOAWAY(ENHANCE_YOUR_CALM) and closes.
     pub http2_max_resets: u32,
+    #[serde(serialize_with = "dump::duration")]
     pub http2_reset_window: Duration,
 }
 
@@ -135,8 +145,9 @@ pub use crate::router::{
     Action, HeaderOps, HostMatch, PathMatch, Rewrite, Route, Template, UpstreamHost,
 };
 
-/// The validated configuration.
-#[derive(Debug, Clone)]
+/// The validated configuration. Serialised (`GET /config` on the admin
+/// listener), secrets are redacted ([`dump`]).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Config {
     pub listeners: Vec<Listener>,
     pub routes: Vec<Route>,
@@ -152,9 +163,12 @@ pub struct Config {
     /// How its lines are written.
     pub access_log_format: LogFormat,
     /// How long in-flight requests may run on after SIGTERM/SIGINT.
+    #[serde(serialize_with = "dump::duration")]
     pub shutdown_grace: Duration,
     /// `tracing` filter for the process's own log (`info`, `warn`, ...).
     pub log_level: String,
+    /// How that log's lines are written.
+    pub log_format: ErrorLogFormat,
     /// How servers given by name are resolved and refreshed.
     pub dns: Dns,
     /// The admin listener (metrics, health), off unless configured.
@@ -168,16 +182,43 @@ pub struct Config {
 
 /// The `[admin]` listener: `/metrics`, `/healthz`, `/readyz`. Never served
 /// on the proxy's listeners.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Admin {
     pub addr: std::net::SocketAddr,
     /// When set, every request needs `Authorization: Bearer <token>`.
+    #[serde(serialize_with = "dump::secret")]
     pub token: Option<String>,
+}
+
+/// How the process's own log (warnings, errors, what it did) is written
+/// on stderr; the access log has its own `access_log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorLogFormat {
+    /// One line of text per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, and
+    /// `fields` (the `message` and the event's fields, such as
+    /// `client`, `status`, `request_id`).
+    Json,
+}
+
+impl std::str::FromStr for ErrorLogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(ErrorLogFormat::Text),
+            "json" => Ok(ErrorLogFormat::Json),
+            other => Err(format!("`{other}` is neither \"text\" nor \"json\"")),
+        }
+    }
 }
 
 /// Binding worker threads to CPUs (nginx's `worker_cpu_affinity`,
 /// HAProxy's `cpu-map`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CpuAffinity {
     /// The kernel places the threads (the default).
@@ -392,6 +433,40 @@ mod tests {
     }
 
     #[test]
+    fn serialised_as_in_force_with_templates_as_written() {
+        let text = "[server]\naccess_log_format = '$remote_addr \"$http_user_agent\" ${status}x'\n\
+                    log_format = \"json\"\n\
+                    [[listeners]]\naddress = \"127.0.0.1:1\"\n\
+                    [upstreams.app]\nservers = [\"127.0.0.1:2\"]\n\
+                    [[routes]]\nupstream = \"app\"\nrequest_id = {}\n\
+                    [[routes]]\npath = \"/r\"\n\
+                    redirect = { status = 301, location = \"https://u:p@{host}/n{uri}\" }\n";
+        let c = Config::from_toml(text, "t.toml").unwrap();
+        assert_eq!(c.log_format, ErrorLogFormat::Json);
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["log_format"], "json");
+        assert_eq!(
+            v["routes"][1]["action"]["redirect"],
+            serde_json::json!({ "status": 301, "location": "https://<redacted>@{host}/n{uri}" })
+        );
+        assert_eq!(
+            v["routes"][0]["request_id"],
+            serde_json::json!({ "header": "x-request-id", "trust_incoming": false })
+        );
+        assert_eq!(
+            v["access_log_format"]["template"],
+            serde_json::json!([
+                { "var": "remote_addr" },
+                { "text": " \"" },
+                { "var": { "header": "user-agent" } },
+                { "text": "\" " },
+                { "var": "status" },
+                { "text": "x" },
+            ])
+        );
+    }
+
+    #[test]
     fn every_problem_of_a_route_is_reported() {
         let text = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[upstreams.app]\nservers = [\"127.0.0.1:2\"]\n\
                     [[routes]]\nhost = \"a:1\"\nmethods = [\"G T\"]\nupstream = \"app\"\n\
@@ -430,6 +505,8 @@ mod tests {
             ("upstream = \"app\"\nmethods = [\"G ET\"]", "routes[0].methods: `G ET`"),
             ("upstream = \"app\"\nheaders = { \"bad name\" = \"1\" }", "routes[0].headers: `bad name`"),
             ("upstream = \"app\"\ntimeouts = { upstream_connect = \"soon\" }", "routes[0].timeouts.upstream_connect"),
+            ("upstream = \"app\"\nrequest_id = { header = \"a b\" }", "routes[0].request_id.header: `a b` is not a field name"),
+            ("upstream = \"app\"\nrequest_id = { trust = true }", "unknown field `trust`"),
         ];
         for (route, want) in cases {
             let err = route_error(route);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::{ClientAuth, CpuAffinity, Protocol};
+use super::{ClientAuth, CpuAffinity, ErrorLogFormat, Protocol};
 
 /// A duration written as humantime text (`"5s"`, `"250ms"`, `"1h 30m"`),
 /// never zero. (`humantime-serde` does the same parse but its errors name
@@ -90,6 +90,7 @@ pub struct Server {
     pub access_log: Option<String>,
     pub access_log_format: Option<String>,
     pub log_level: Option<String>,
+    pub log_format: Option<ErrorLogFormat>,
     #[serde(default, deserialize_with = "duration")]
     pub shutdown_grace: Option<Duration>,
 }
@@ -153,6 +154,7 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
     pub upstream_host: Option<String>,
     pub timeouts: Option<RouteTimeouts>,
+    pub request_id: Option<RequestId>,
 }
 
 #[derive(Debug, Deserialize)]

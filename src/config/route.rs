@@ -51,6 +51,15 @@ pub(super) fn compile_route(
         &mut errors,
         header_ops("response_headers", rt.response_headers.as_ref()),
     );
+    let request_id = match &rt.request_id {
+        None => Some(None),
+        Some(r) => ok(
+            &mut errors,
+            super::listener::request_id(r)
+                .map(Some)
+                .map_err(|(f, reason)| field(f, reason)),
+        ),
+    };
     let rt_timeouts = rt.timeouts.as_ref();
     let route = (|| {
         Some(Route {
@@ -65,6 +74,7 @@ pub(super) fn compile_route(
             request_headers: request_headers?,
             response_headers: response_headers?,
             upstream_host: upstream_host?,
+            request_id: request_id?,
             max_body_bytes: rt.max_body_bytes.or(limits.max_body_bytes),
             upstream_connect: rt_timeouts
                 .and_then(|t| t.upstream_connect)

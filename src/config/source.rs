@@ -10,9 +10,10 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 /// The file a config was read from, kept so that errors found after
 /// loading (a certificate that does not read, a name that does not
 /// resolve) can name their line too.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Source {
     pub file: String,
+    #[serde(skip)]
     pub text: Arc<str>,
 }
 

@@ -10,10 +10,11 @@ use super::raw;
 use super::source::Problems;
 
 /// The `[tracing]` section.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Tracing {
     /// Where spans are POSTed: an `http://` URL (`http://127.0.0.1:4318/v1/traces`;
     /// a URL without a path gets `/v1/traces`, OTLP/HTTP's).
+    #[serde(serialize_with = "super::dump::url")]
     pub otlp_endpoint: http::Uri,
     /// The share of new traces (requests without a valid `traceparent`)
     /// that are sampled, decided on the trace ID as OpenTelemetry's
@@ -26,6 +27,7 @@ pub struct Tracing {
     /// Spans waiting for the exporter; one more is dropped (and counted).
     pub queue: usize,
     /// Time an export request may take before it is given up.
+    #[serde(serialize_with = "super::dump::duration")]
     pub timeout: Duration,
 }
 

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use rustls::pki_types::ServerName;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::raw;
 use super::source::Problems;
 
 /// A named group of servers and how it balances between them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct UpstreamGroup {
     pub name: String,
     /// As written, in order; a name stands for all its addresses.
@@ -34,11 +34,12 @@ pub struct UpstreamGroup {
 }
 
 /// One server entry as written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Server {
     pub target: Target,
     /// `host:port` as written, for `upstream_host = "server"` and as the
     /// TLS name.
+    #[serde(serialize_with = "super::dump::header_value")]
     pub authority: HeaderValue,
     /// Relative share of requests (default 1).
     pub weight: u32,
@@ -46,7 +47,8 @@ pub struct Server {
 
 /// An address, or a DNS name to resolve (every address it has becomes a
 /// server of the group).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Target {
     Addr(SocketAddr),
     Name {
@@ -57,14 +59,15 @@ pub enum Target {
 }
 
 /// A server's cap on concurrent requests, and how many may wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Limit {
     pub max_connections: u32,
     pub max_pending: u32,
 }
 
 /// How a group picks its server (`balance`, `hash_key`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Balance {
     RoundRobin,
     LeastOutstanding,
@@ -73,15 +76,16 @@ pub enum Balance {
 }
 
 /// What a hashing group hashes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HashKey {
     ClientIp,
-    Header(HeaderName),
+    Header(#[serde(serialize_with = "super::dump::header_name")] HeaderName),
     Cookie(String),
 }
 
 /// Which HTTP version to speak to a group's servers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// HTTP/1.1 only.
@@ -109,35 +113,43 @@ impl Protocol {
 
 /// A group's TLS towards its `https://` servers. Paths are resolved
 /// against the config file's directory.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct UpstreamTls {
     pub ca_file: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
     /// SNI and verified name for every server; default: each server's host.
+    #[serde(serialize_with = "super::dump::server_name")]
     pub server_name: Option<ServerName<'static>>,
     pub insecure_skip_verify: bool,
 }
 
 /// Active check settings of a group.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Check {
+    #[serde(serialize_with = "super::dump::display")]
     pub method: Method,
+    #[serde(serialize_with = "super::dump::display")]
     pub path: http::uri::PathAndQuery,
+    #[serde(serialize_with = "super::dump::duration")]
     pub interval: Duration,
+    #[serde(serialize_with = "super::dump::duration")]
     pub timeout: Duration,
     /// Statuses that count as healthy.
+    #[serde(serialize_with = "super::dump::statuses")]
     pub expect: Vec<StatusCode>,
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
 }
 
 /// Passive ejection settings of a group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Outlier {
     /// 0 turns passive ejection off.
     pub consecutive_failures: u32,
+    #[serde(serialize_with = "super::dump::duration")]
     pub base_ejection: Duration,
+    #[serde(serialize_with = "super::dump::duration")]
     pub max_ejection: Duration,
     pub max_ejected_percent: u32,
 }
@@ -154,7 +166,7 @@ impl Default for Outlier {
 }
 
 /// When a failed request goes again to another server of its group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Retry {
     /// Tries in all, the first included (1: never retry).
     pub attempts: u32,

@@ -225,7 +225,7 @@ fn reg_name(name: &[u8]) -> bool {
 
 /// What a listener does with request fields whose name has an underscore
 /// (`underscores_in_headers`, as nginx's setting of that name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Underscores {
     /// Removed before routing and forwarding (nginx's default).

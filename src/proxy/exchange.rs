@@ -50,6 +50,10 @@ struct Line {
     span: Option<Box<crate::trace::Span>>,
 }
 
+/// Where a request's ID goes in its access-log entry (`None`: the log is
+/// off).
+pub(crate) type IdSlot<'a> = Option<&'a mut Option<http::HeaderValue>>;
+
 impl LogLine {
     /// The end record of the request `entry` describes, if the log, the
     /// metrics or a span are on. (The metrics count and the span ends at
@@ -82,9 +86,17 @@ impl LogLine {
         }))
     }
 
-    /// Where the forward phase notes its timings, for a span.
-    pub(crate) fn hop(&self) -> Option<&crate::trace::Hop> {
-        self.0.as_ref()?.span.as_ref().map(|s| &s.hop)
+    /// Where the forward phase notes its timings, for a span, and where
+    /// an ID given after the line was begun goes (both borrowed at once:
+    /// the forward phase holds them together).
+    pub(crate) fn split(&mut self) -> (Option<&crate::trace::Hop>, IdSlot<'_>) {
+        match self.0.as_deref_mut() {
+            None => (None, None),
+            Some(l) => (
+                l.span.as_ref().map(|s| &s.hop),
+                l.entry.as_mut().map(|e| &mut e.request_id),
+            ),
+        }
     }
 
     /// The request's route (config index), once found.

@@ -47,6 +47,7 @@ use crate::upstream::Lease;
 use crate::worker::Worker;
 use exchange::{Exchange, LogLine, ProxyBody, UpstreamBody};
 use request::{admit, Routed};
+use request_id::Late;
 use synthetic::is_grpc;
 
 const CLOSE: HeaderValue = HeaderValue::from_static("close");
@@ -60,10 +61,13 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
     // The fields the proxy acts on, found in one pass for the whole request.
     let found = scan(&parts.headers);
     let admitted = admit(&ctx, &mut parts, found);
-    let request_id = ctx
-        .request_id
-        .as_ref()
-        .map(|cfg| request_id::assign(cfg, &mut parts.headers));
+    // The listener's request ID, given at once; unless some route has
+    // its own, and every ID waits for the route (`Late`).
+    let late = worker.router.route_request_ids;
+    let mut request_id = match &ctx.request_id {
+        Some(cfg) if !late => Some((cfg, request_id::assign(cfg, &mut parts.headers))),
+        _ => None,
+    };
     // The trace context it goes upstream with, and its span if sampled.
     let span = worker.trace.as_ref().and_then(|t| {
         let host = admitted.as_ref().ok().cloned().flatten();
@@ -79,7 +83,7 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         version: parts.version,
         host: admitted.as_ref().ok().cloned().flatten(),
         headers: worker.log.capture(&parts.headers),
-        request_id: request_id.clone(),
+        request_id: request_id.as_ref().map(|(_, id)| id.clone()),
     });
     let pending = Pending {
         state: &ctx.state,
@@ -90,11 +94,35 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
     // around it would copy its whole state once more per request.
     let routed = Cell::new(None);
     let forwarded = match admitted {
+        // `Late` made in the call, in no local that the await keeps.
         Ok(authority) => {
-            let hop = line.hop();
-            forward(&ctx, &worker, parts, body, authority, found, &routed, hop).await
+            let (hop, slot) = line.split();
+            forward(
+                &ctx,
+                &worker,
+                parts,
+                body,
+                authority,
+                found,
+                &routed,
+                hop,
+                late.then_some(Late {
+                    line: slot,
+                    id: &mut request_id,
+                }),
+            )
+            .await
         }
-        Err(e) => Err(e),
+        Err(e) => {
+            if late {
+                let late = Late {
+                    line: line.split().1,
+                    id: &mut request_id,
+                };
+                late.assign(None, ctx.request_id.as_ref(), &mut parts.headers);
+            }
+            Err(e)
+        }
     };
     pending.done();
     line.route(routed.get());
@@ -105,10 +133,10 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         line,
         in_flight,
         grpc,
-        request_id.as_ref(),
+        request_id.as_ref().map(|(_, id)| id),
     );
     let h = resp.headers_mut();
-    if let (Some(cfg), Some(id)) = (&ctx.request_id, request_id) {
+    if let Some((cfg, id)) = request_id {
         h.insert(cfg.header.clone(), id);
     }
     if let Some(hsts) = &ctx.hsts {
@@ -309,10 +337,12 @@ enum Outcome<'a> {
 }
 
 /// The request phase decides where the request goes (or answers it
-/// itself), the forward phase takes it there.
+/// itself), the forward phase takes it there. `late`: the request's ID
+/// is given once its route is known; `hop`: where a traced request's
+/// span notes the upstream phases.
 #[allow(clippy::too_many_arguments)]
 async fn forward<'w>(
-    ctx: &ConnCtx,
+    ctx: &'w ConnCtx,
     w: &'w Worker,
     mut parts: http::request::Parts,
     body: Incoming,
@@ -320,17 +350,28 @@ async fn forward<'w>(
     found: Found,
     routed: &Cell<Option<usize>>,
     hop: Option<&crate::trace::Hop>,
+    late: Option<Late<'_, 'w>>,
 ) -> Result<Outcome<'w>, ProxyError> {
-    // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and sent
-    // as the HTTP/1.1 handshake it stands for: a GET.
-    let h2_ws = tunnel::h2_websocket(&mut parts)?;
-    if h2_ws.is_some() {
-        parts.method = Method::GET;
-    }
     let authority = authority.as_ref();
-    let (route, group) = match request::route(ctx, w, &mut parts, authority, &body, routed)? {
-        Routed::Proxy(route, group) => (route, group),
-        Routed::Local(resp) => return Ok(Outcome::Local(resp)),
+    // In a block of its own: `routing` (a response, maybe) must not stay
+    // in this future's state across the awaits below.
+    let (route, group, h2_ws) = {
+        // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and
+        // sent as the HTTP/1.1 handshake it stands for: a GET.
+        let routing = tunnel::h2_websocket(&mut parts).and_then(|h2_ws| {
+            if h2_ws.is_some() {
+                parts.method = Method::GET;
+            }
+            request::route(ctx, w, &mut parts, authority, &body, routed).map(|r| (r, h2_ws))
+        });
+        if let Some(late) = late {
+            let route = routed.get().and_then(|i| w.config.routes.get(i));
+            late.assign(route, ctx.request_id.as_ref(), &mut parts.headers);
+        }
+        match routing? {
+            (Routed::Proxy(route, group), h2_ws) => (route, group, h2_ws),
+            (Routed::Local(resp), _) => return Ok(Outcome::Local(resp)),
+        }
     };
     let plan = request::prepare(
         ctx,

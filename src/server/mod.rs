@@ -112,13 +112,14 @@ struct Shared {
 
 impl Shared {
     /// Sends `config` to every worker (with the listeners to add, per
-    /// thread, and those to remove) and restarts the health checks.
+    /// thread, and those to remove) and restarts the health checks. The
+    /// receiver returned gets its `Err` once every worker has swapped.
     fn swap(
         &mut self,
         mut generation: Generation,
         added: Vec<Vec<ThreadSocket>>,
         removed: Vec<SocketAddr>,
-    ) -> Result<(), StartError> {
+    ) -> Result<std::sync::mpsc::Receiver<()>, StartError> {
         // The same target keeps its writer (and file); another one gets its own.
         let config = generation.config.clone();
         let writer = if config.access_log == self.current.config.access_log {
@@ -140,15 +141,18 @@ impl Shared {
         self.checks = start_checks(&generation);
         self.current = generation.clone();
         let added = added.into_iter().chain(std::iter::repeat_with(Vec::new));
+        let (applied, swapped) = std::sync::mpsc::channel();
         for ((tx, add), log) in self.control.iter().zip(added).zip(logs) {
+            // A worker that is gone drops its message, and its sender.
             let _ = tx.send(Reload {
                 generation: generation.clone(),
                 log,
                 add,
                 remove: removed.clone(),
+                applied: applied.clone(),
             });
         }
-        Ok(())
+        Ok(swapped)
     }
 }
 
@@ -183,6 +187,7 @@ fn start_dns(shared: &Arc<Mutex<Shared>>) -> Option<crate::upstream::dns::Refres
                 return;
             };
             let generation = current.with_upstreams(upstreams);
+            // Applied by each worker in its turn: nothing waits for it.
             if let Err(e) = shared.swap(generation, Vec::new(), Vec::new()) {
                 tracing::error!(host, "DNS: new addresses not applied: {e}");
             }
@@ -227,15 +232,20 @@ impl Running {
         &self.addrs
     }
 
-    /// Swaps in a new config (see the module doc). On error nothing
-    /// changed. The thread count cannot change without a restart.
+    /// Swaps in a new config (see the module doc), and returns once every
+    /// worker serves it. On error nothing changed. The thread count cannot
+    /// change without a restart.
     pub fn reload(&mut self, config: Config) -> Result<(), StartError> {
         // The refresher stops first: it must not swap in a set of the old
         // config's names after this. `config` was resolved just now.
         if let Some(dns) = self.dns.take() {
             dns.stop();
         }
-        let result = self.swap_in(config);
+        let result = self.swap_in(config).map(|swapped| {
+            // Returns once every worker serves the new config: a request
+            // sent after this sees it.
+            while swapped.recv().is_ok() {}
+        });
         self.dns = start_dns(&self.shared);
         match &result {
             Ok(()) => self.reloaded(true),
@@ -269,12 +279,24 @@ impl Running {
         }
     }
 
+    /// Where the admin listener's `POST /reload` requests arrive, for the
+    /// owner of this `Running` to carry out (with [`Running::reload`]) and
+    /// answer. Taken once, by a process that has a config file to reload;
+    /// until then the admin listener answers that there is none. `None`
+    /// without an admin listener, or when taken before.
+    pub(crate) fn admin_reloads(&self) -> Option<mpsc::Receiver<crate::admin::ReloadAsk>> {
+        let (_, state) = self.admin.as_ref()?;
+        let (tx, rx) = mpsc::channel(1);
+        state.reloads.set(tx).ok()?;
+        Some(rx)
+    }
+
     /// The admin listener's bound address, if it has one.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(|(a, _)| a.addr)
     }
 
-    fn swap_in(&mut self, config: Config) -> Result<(), StartError> {
+    fn swap_in(&mut self, config: Config) -> Result<std::sync::mpsc::Receiver<()>, StartError> {
         let shared = self.shared.clone();
         let mut shared = lock(&shared);
         // Servers in both configs keep their health: the registry knows them.
@@ -314,11 +336,11 @@ impl Running {
             .map(|(c, _)| *c)
             .filter(|c| !configured.contains(c))
             .collect();
-        shared.swap(generation, added, removed)?;
+        let swapped = shared.swap(generation, added, removed)?;
         shared.gates = gates;
         self.addrs = listeners.iter().map(|(_, b)| *b).collect();
         self.listeners = listeners;
-        Ok(())
+        Ok(swapped)
     }
 
     /// Begins graceful shutdown; returns at once.
@@ -472,6 +494,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                 metrics,
                 gauges: gauges(&shared),
                 drain: drain(&shared),
+                config: in_force(&shared),
+                reloads: std::sync::OnceLock::new(),
                 ready: true.into(),
                 token: a.token.as_deref().and_then(|t| t.parse().ok()),
                 samples: Default::default(),
@@ -517,6 +541,16 @@ fn drain(shared: &Arc<Mutex<Shared>>) -> crate::admin::Drain {
             }
         }
         Some(n)
+    })
+}
+
+/// The config in force, for the admin API.
+fn in_force(shared: &Arc<Mutex<Shared>>) -> crate::admin::ConfigSource {
+    let weak = Arc::downgrade(shared);
+    Arc::new(move || {
+        let shared = weak.upgrade()?;
+        let config = lock(&shared).current.config.clone();
+        Some(config)
     })
 }
 

@@ -24,6 +24,9 @@ pub(super) struct Reload {
     pub(super) add: Vec<ThreadSocket>,
     /// Configured addresses of listeners to close.
     pub(super) remove: Vec<SocketAddr>,
+    /// Dropped once the new config is in force on this thread: whoever
+    /// holds the receiver knows every thread has swapped when all are.
+    pub(super) applied: std::sync::mpsc::Sender<()>,
 }
 
 pub(super) fn run_worker(
@@ -114,6 +117,7 @@ pub(super) fn run_worker(
                         open(&mut accepting, l);
                     }
                     reindex(&accepting, &current.get().config);
+                    drop(msg.applied);
                 }
             }
         }

@@ -375,3 +375,117 @@ async fn open_metrics_when_asked_for() {
     assert!(classic.contains("# TYPE tidegate_requests_total counter\n"));
     assert!(!classic.contains("# EOF"));
 }
+
+/// `GET /config`: the config in force as JSON, defaults filled in, and no
+/// secret in it: the token, credential fields a route matches on, sets or
+/// answers with, and the user information of URLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_shows_what_is_in_force_without_secrets() {
+    let origin = origin();
+    let secrets = [
+        "admin-tok-1",
+        "upstream-cred-2",
+        "api-key-3",
+        "url-pass-4",
+        "match-cookie-5",
+        "respond-pass-6",
+    ];
+    let toml = TestConfig::new()
+        .set("admin.address", "127.0.0.1:0")
+        .set("admin.token", secrets[0])
+        .group("app", [origin.addr])
+        .route(
+            Route::to("app")
+                .path_prefix("/api/")
+                .set("name", "api")
+                .header("cookie", &format!("session={}", secrets[4]))
+                .set(
+                    "request_headers.set.authorization",
+                    format!("Bearer {}", secrets[1]),
+                )
+                .set("request_headers.set.x-api-key", secrets[2])
+                .set(
+                    "request_headers.add.x-origin",
+                    format!("https://bob:{}@origin.test/x", secrets[3]),
+                ),
+        )
+        .route(Route::respond(302).path("/old").set(
+            "respond.headers.location",
+            format!("https://carol:{}@new.test/", secrets[5]),
+        ))
+        .toml();
+    let proxy = Proxy::start(&toml);
+    let auth = format!("Bearer {}", secrets[0]);
+    let auth = [("authorization", auth.as_str())];
+    assert_eq!(admin_get(&proxy, "/config", &[]).await.0, 401);
+    assert_eq!(admin_post(&proxy, "/config").await.0, 401);
+
+    let (status, body) = admin_get(&proxy, "/config", &auth).await;
+    assert_eq!(status, 200, "{body}");
+    for s in secrets {
+        assert!(!body.contains(s), "{s} shown: {body}");
+    }
+    let c: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(c["admin"]["token"], "<redacted>");
+    assert_eq!(c["source"]["file"], "test.toml");
+    // Defaults, filled in.
+    assert_eq!(c["timeouts"]["client_idle"], "1m");
+    assert_eq!(c["limits"]["max_request_head_bytes"], 16384);
+    assert_eq!(c["log_format"], "text");
+    let group = &c["upstreams"][0];
+    assert_eq!(group["name"], "app");
+    assert_eq!(group["balance"], "peak_ewma");
+    assert_eq!(group["retry"]["attempts"], 2);
+    assert_eq!(group["outlier"]["base_ejection"], "10s");
+    assert_eq!(
+        group["servers"][0]["target"]["addr"],
+        origin.addr.to_string()
+    );
+    let routes = c["routes"].as_array().unwrap();
+    let api = routes
+        .iter()
+        .find(|r| r["name"] == "api")
+        .expect("the route");
+    assert_eq!(api["path"]["prefix"], "/api/");
+    assert_eq!(api["action"]["upstream_index"], 0);
+    assert_eq!(api["upstream_connect"], "5s");
+    assert_eq!(api["upstream_response_head"], "1m");
+    assert_eq!(api["headers"]["cookie"], "<redacted>");
+    let ops = &api["request_headers"];
+    assert_eq!(ops["set"]["authorization"], "<redacted>");
+    assert_eq!(ops["set"]["x-api-key"], "<redacted>");
+    assert_eq!(ops["add"]["x-origin"], "https://<redacted>@origin.test/x");
+    let old = routes
+        .iter()
+        .find(|r| r["path"]["exact"] == "/old")
+        .unwrap();
+    assert_eq!(old["action"]["respond"]["status"], 302);
+    assert_eq!(
+        old["action"]["respond"]["headers"]["location"],
+        "https://<redacted>@new.test/"
+    );
+    assert_eq!(admin(&proxy, "POST", "/config", &auth).await.0, 405);
+}
+
+/// `POST /reload` needs a config file to read again: the in-process API
+/// (`tidegate::start`) has none, and says so; other methods get 405.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_without_a_config_file_says_so() {
+    let origin = origin();
+    let proxy = Proxy::start(&config(&origin, closed_port(), None));
+    let (status, body) = admin_post(&proxy, "/reload").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("--config"), "{body}");
+    let addr = proxy.running().admin_addr().unwrap();
+    for method in ["GET", "PUT", "HEAD"] {
+        let (status, h, _) = exchange(addr, method, "admin", "/reload", &[], empty()).await;
+        assert_eq!((method, status), (method, 405));
+        assert_eq!(h["allow"], "POST");
+    }
+    // Nothing was reloaded, nor counted as tried.
+    let (_, metrics) = admin_get(&proxy, "/metrics", &[]).await;
+    for result in ["ok", "failed"] {
+        let series = format!("tidegate_config_reloads_total{{result=\"{result}\"}}");
+        assert_eq!(value(&metrics, &series), Some(0.0), "{metrics}");
+    }
+}

@@ -95,6 +95,15 @@ fn bad_cpu_affinity_is_rejected() {
 }
 
 #[test]
+fn bad_log_format_is_rejected() {
+    rejects(
+        &valid("[server]\nlog_format = \"xml\"\n"),
+        "log_format",
+        &["server.log_format: unknown variant `xml`, expected `text` or `json`"],
+    );
+}
+
+#[test]
 fn bad_listen_address_is_rejected() {
     rejects(
         &valid("").replace("127.0.0.1:8080", "localhost:http"),
@@ -264,6 +273,7 @@ fn example_file_sets_every_option() {
         "cpu_affinity",
         "access_log",
         "log_level",
+        "log_format",
         "shutdown_grace",
         "address",
         "host",
@@ -325,4 +335,5 @@ fn example_file_sets_every_option() {
         .routes
         .iter()
         .any(|r| r.upstream_host == tidegate::config::UpstreamHost::Server));
+    assert!(c.routes[0].request_id.is_some(), "a route's own request_id");
 }

@@ -6,7 +6,7 @@
 use std::process::{Child, Command, Stdio};
 
 use crate::common::binary::Binary;
-use crate::common::config::TestConfig;
+use crate::common::config::{Route, TestConfig};
 use crate::common::*;
 use http::Request;
 
@@ -383,4 +383,105 @@ fn bad_formats_are_config_errors() {
         e.contains("server.access_log_format: `$nope` is not a variable"),
         "{e}"
     );
+}
+
+/// A route's own `request_id` wins for the requests it takes; a route
+/// without one takes its listener's (none, then `x-req`): upstream, back
+/// to the client, in the access log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_request_id_wins_for_the_requests_it_takes() {
+    // The origin answers with the IDs it received, in both fields.
+    let origin = backend(|req: Request<hyper::body::Incoming>| async move {
+        let h = |n: &str| {
+            req.headers()
+                .get(n)
+                .map_or("-", |v| v.to_str().unwrap())
+                .to_string()
+        };
+        text(200, &format!("{} {}", h("x-trace-a"), h("x-req")))
+    });
+    let log = TempFile::new("route-ids.log");
+    let config = |listener_id: bool| {
+        let c = TestConfig::new()
+            .set("server.access_log", log.arg())
+            .set("server.access_log_format", "$request_uri $request_id")
+            .group("app", [origin.addr])
+            .route(Route::to("app").path_prefix("/b/"))
+            .route(
+                Route::to("app")
+                    .path_prefix("/a/")
+                    .set("request_id.header", "x-trace-a"),
+            )
+            .route(
+                Route::to("app")
+                    .path_prefix("/t/")
+                    .set("request_id.header", "x-trace-a")
+                    .set("request_id.trust_incoming", true),
+            )
+            .route(
+                Route::respond(204)
+                    .path("/fixed")
+                    .set("request_id.header", "x-trace-a"),
+            );
+        match listener_id {
+            true => c.listener_set("request_id.header", "x-req"),
+            false => c,
+        }
+        .toml()
+    };
+    let proxy = Proxy::start(&config(false));
+    let ask = |addr, path: &'static str, sent: &'static [(&'static str, &'static str)]| async move {
+        let (status, h, body) = exchange(addr, "GET", "ids.test", path, sent, empty()).await;
+        let got = |n: &str| h.get(n).map(|v| v.to_str().unwrap().to_string());
+        (status, got("x-trace-a"), got("x-req"), body)
+    };
+    let hex32 = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+
+    let (_, a, none, seen) = ask(proxy.addr, "/a/1", &[]).await;
+    let a = a.expect("route A's field");
+    assert!(hex32(&a), "{a}");
+    assert_eq!(none, None);
+    assert_eq!(seen, format!("{a} -"), "the origin got the same one");
+    let (_, replaced, _, seen) = ask(proxy.addr, "/a/2", &[("x-trace-a", "client-made")]).await;
+    let replaced = replaced.unwrap();
+    assert!(hex32(&replaced), "untrusted: replaced, {replaced}");
+    assert_eq!(seen, format!("{replaced} -"));
+    let (_, kept, _, seen) = ask(proxy.addr, "/t/1", &[("x-trace-a", "client-made")]).await;
+    assert_eq!(kept.as_deref(), Some("client-made"));
+    assert_eq!(seen, "client-made -");
+    let (_, b, none, seen) = ask(proxy.addr, "/b/1", &[]).await;
+    assert_eq!((b, none, seen.as_str()), (None, None, "- -"));
+    let (status, fixed, _, _) = ask(proxy.addr, "/fixed", &[]).await;
+    assert_eq!(status, 204);
+    let fixed = fixed.expect("a route's own answer carries it too");
+    assert!(hex32(&fixed), "{fixed}");
+
+    let mut got = lines(&log.path, 5).await;
+    got.sort();
+    let mut want = vec![
+        format!("/a/1 {a}"),
+        format!("/a/2 {replaced}"),
+        "/t/1 client-made".to_string(),
+        "/b/1 -".to_string(),
+        format!("/fixed {fixed}"),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    drop(proxy);
+
+    // With the listener's too: route A's wins, route B inherits the
+    // listener's, and a request that no route takes still gets one.
+    let proxy = Proxy::start(&config(true));
+    let (_, a, listeners, seen) = ask(proxy.addr, "/a/1", &[]).await;
+    let a = a.unwrap();
+    assert_eq!(listeners, None, "only the route's");
+    assert_eq!(seen, format!("{a} -"));
+    let (_, none, b, seen) = ask(proxy.addr, "/b/1", &[]).await;
+    let b = b.expect("the listener's");
+    assert!(hex32(&b), "{b}");
+    assert_eq!(none, None);
+    assert_eq!(seen, format!("- {b}"));
+    let (status, none, unrouted, _) = ask(proxy.addr, "/nowhere", &[]).await;
+    assert_eq!((status, none), (404, None));
+    assert!(hex32(&unrouted.expect("the listener's")));
 }

@@ -14,6 +14,7 @@ mod cli;
 mod clients;
 mod concurrency;
 mod dns;
+mod error_log;
 mod errors;
 mod fuzz_targets;
 mod grpc;

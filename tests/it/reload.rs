@@ -160,3 +160,122 @@ async fn sighup_with_broken_file_keeps_old_config_and_valid_file_switches() {
     assert!(status.success(), "{status:?}: {log}");
     assert!(!pid_file.path.exists(), "pid file removed at exit");
 }
+
+/// The admin listener's address, from the binary's log (before
+/// "listening on", which follows it).
+async fn admin_addr(tidegate: &mut Binary) -> SocketAddr {
+    let line = tidegate.line_with("admin listener on http://").await;
+    line.split("admin listener on http://")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| c.is_whitespace() || c == '"').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+/// `POST /reload` does what SIGHUP does and answers when it is done: 200
+/// with the new file live, or 422 with the file's problems (line and
+/// field) and the old config still serving; counted as SIGHUP's are. It
+/// needs the token like every admin endpoint, and only POST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_reload_answers_with_the_result() {
+    let (a, b) = (named("a"), named("b"));
+    let token = "reload-token";
+    let with_admin =
+        |toml: String| format!("{toml}[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{token}\"\n");
+    let file = TempFile::with(
+        "admin-reload.toml",
+        with_admin(
+            config(&["127.0.0.1:0"], a.addr)
+                .replace("log_level = \"error\"", "log_level = \"info\""),
+        )
+        .as_bytes(),
+    );
+    let mut tidegate = Binary::start(&["--config", file.arg()]);
+    let admin = admin_addr(&mut tidegate).await;
+    let addr = tidegate.listening().await;
+    assert_eq!(get(addr, "/").await.2, "a");
+    let auth = format!("Bearer {token}");
+    let auth = [("authorization", auth.as_str())];
+    let call = |method, path, headers| exchange(admin, method, "admin", path, headers, empty());
+    let post = || async {
+        let (status, _, body) = call("POST", "/reload", &auth).await;
+        (status, body)
+    };
+
+    // The token, and POST only.
+    assert_eq!(call("POST", "/reload", &[]).await.0, 401);
+    let (status, h, _) = call("GET", "/reload", &auth).await;
+    assert_eq!(status, 405);
+    assert_eq!(h["allow"], "POST");
+
+    // A file with a problem: 422, the problem with its line; `a` serves on.
+    let broken = with_admin(config(&["127.0.0.1:0"], b.addr)).replace(
+        "[upstreams.app]",
+        "[upstreams.app]\nretry = { attempts = 99 }",
+    );
+    std::fs::write(&file.path, &broken).unwrap();
+    let line = broken.lines().position(|l| l.contains("attempts")).unwrap() + 1;
+    let (status, body) = post().await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body,
+        format!(
+            "{}:{line}: upstreams.app.retry.attempts: 99 is outside 1..=10\n",
+            file.arg()
+        )
+    );
+    assert_eq!(get(addr, "/").await.2, "a");
+
+    // A valid one: live when the answer comes.
+    std::fs::write(&file.path, with_admin(config(&["127.0.0.1:0"], b.addr))).unwrap();
+    assert_eq!(post().await, (200, "reloaded\n".to_string()));
+    assert_eq!(get(addr, "/").await.2, "b");
+
+    // Counted as SIGHUP's reloads are.
+    let (_, _, metrics) = call("GET", "/metrics", &auth).await;
+    for (result, n) in [("ok", 1), ("failed", 1)] {
+        let series = format!("tidegate_config_reloads_total{{result=\"{result}\"}} {n}\n");
+        assert!(metrics.contains(&series), "{series}: {metrics}");
+    }
+
+    tidegate.signal(Signal::TERM);
+    let (status, log) = tidegate.wait().await;
+    assert!(status.success(), "{status:?}: {log}");
+}
+
+/// Two reloads asked at once both get their answer (one runs, then the
+/// other), and a SIGHUP between them is no trouble.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_asked_at_once_run_one_after_another() {
+    let a = named("a");
+    let file = TempFile::with(
+        "admin-reloads.toml",
+        format!(
+            "{}[admin]\naddress = \"127.0.0.1:0\"\n",
+            config(&["127.0.0.1:0"], a.addr)
+                .replace("log_level = \"error\"", "log_level = \"info\"")
+        )
+        .as_bytes(),
+    );
+    let mut tidegate = Binary::start(&["--config", file.arg()]);
+    let admin = admin_addr(&mut tidegate).await;
+    let addr = tidegate.listening().await;
+    let asks: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(
+                async move { exchange(admin, "POST", "admin", "/reload", &[], empty()).await },
+            )
+        })
+        .collect();
+    tidegate.signal(Signal::HUP);
+    for ask in asks {
+        let (status, _, body) = ask.await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "reloaded\n"));
+    }
+    assert_eq!(get(addr, "/").await.2, "a");
+    tidegate.line_with("SIGHUP: reloaded").await;
+    tidegate.signal(Signal::TERM);
+    let (status, log) = tidegate.wait().await;
+    assert!(status.success(), "{status:?}: {log}");
+    assert_eq!(log.matches("reloaded").count(), 5, "{log}");
+}

@@ -126,6 +126,14 @@ impl Route {
         Route(table([("upstream", group.into())]))
     }
 
+    /// A route answering itself with `status` (`respond`).
+    pub fn respond(status: u16) -> Route {
+        Route(table([(
+            "respond",
+            Value::Table(table([("status", i64::from(status).into())])),
+        )]))
+    }
+
     pub fn host(self, host: &str) -> Route {
         self.set("host", host)
     }
