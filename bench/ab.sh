@@ -7,6 +7,8 @@
 #
 # A_ARGS / B_ARGS add arguments to one side (the same binary with a feature
 # on against off: A=B=target/release/tidegate B_ARGS="--admin 127.0.0.1:0").
+# A_CONFIG / B_CONFIG run that side from a TOML file instead of quick mode,
+# with @PROXY@ and @ORIGIN@ replaced by the ports (bench/configs/*.toml).
 #
 # Needs nginx, wrk, curl, python3. Stops everything it starts.
 set -u
@@ -23,9 +25,15 @@ sleep 0.5
 cpu() { awk '{print $14+$15}' /proc/$1/stat; }
 for r in $(seq 1 $R); do
   for name in A B; do
-    if [ $name = A ]; then BIN=$A; ARGS=${A_ARGS:-}; else BIN=$B; ARGS=${B_ARGS:-}; fi
+    if [ $name = A ]; then BIN=$A; ARGS=${A_ARGS:-}; CFG=${A_CONFIG:-}; else BIN=$B; ARGS=${B_ARGS:-}; CFG=${B_CONFIG:-}; fi
     P=$(free_port)
-    $BIN --listen 127.0.0.1:$P --upstream http://127.0.0.1:$ORIGIN --threads 2 --log-level error $ARGS > $OUT/$name.log 2>&1 &
+    if [ -n "$CFG" ]; then
+      sed -e "s/@PROXY@/$P/g" -e "s/@ORIGIN@/$ORIGIN/g" "$CFG" > "$OUT/$name.toml"
+      RUN="--config $OUT/$name.toml"
+    else
+      RUN="--listen 127.0.0.1:$P --upstream http://127.0.0.1:$ORIGIN"
+    fi
+    $BIN $RUN --threads 2 --log-level error $ARGS > $OUT/$name.log 2>&1 &
     TG=$!
     for i in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:$P/small && break; sleep 0.1; done
     c0=$(cpu $TG)

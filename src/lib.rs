@@ -36,7 +36,7 @@
 //!   active checks; `tls.rs`: TLS to upstreams; `dns.rs`: names
 //!   re-resolved in the background.
 //! - `router.rs`: picks a route by host and path; `body.rs`: the request
-//!   body streamed upstream (limits, progress); `access_log.rs`: one line
+//!   body streamed upstream (limits, progress); `access_log/`: one line
 //!   per request in the configured format, buffered per thread and written
 //!   by a writer thread; `error.rs`: why a request failed, and the status
 //!   that follows; `metrics/`: per-thread counters summed at scrape time

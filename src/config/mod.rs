@@ -146,7 +146,7 @@ pub use crate::router::{
 };
 
 /// The validated configuration. Serialised (`GET /config` on the admin
-/// listener), secrets are redacted ([`dump`]).
+/// listener), secrets are redacted (`config/dump.rs`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Config {
     pub listeners: Vec<Listener>,

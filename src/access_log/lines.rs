@@ -1,247 +1,16 @@
-//! Access log: one line per request, in the format `access_log_format`
-//! names.
-//!
-//! `default`:
-//!
-//! ```text
-//! 2026-11-28T18:40:00.123Z 127.0.0.1:51234 "GET /path HTTP/1.1" 200 1234 127.0.0.1:9000 0.0021 done www.example.com
-//! ```
-//!
-//! Fields: time the request ended (UTC), client address, request line,
-//! status, body bytes sent to the client, upstream address (`-` if none),
-//! duration in seconds, how it ended (`done`, `aborted` when the client
-//! or upstream went away mid-body, `error` for a synthetic error response,
-//! `cancelled` when the client left before the response), and the
-//! request's authority (`-` if it had none). An upgraded connection gets
-//! its line when its tunnel ends: status 101 (200 for a WebSocket over
-//! HTTP/2), the bytes sent to the client through the tunnel, and `done`
-//! when both sides closed, `aborted` otherwise.
-//!
-//! `combined` is nginx's, byte for byte (what log tools read); `json` one
-//! object per line with the keys of [`JsonLine`]; a template writes
-//! nginx-style `$variables` ([`crate::config::Var`]).
-//!
-//! Each worker buffers its lines and hands whole buffers (at 32 KiB, once
-//! a second, and at shutdown) to the log's writer thread through a
-//! bounded queue: no system call on the request path, and a writer that
-//! cannot keep up costs dropped lines (counted), never a blocked request.
-//! The writer reopens its file on SIGUSR1 (after logrotate moved it).
+//! The line formats: `default`, nginx's `combined` (byte for byte),
+//! `json`, and `$variable` templates; with the hand-written pieces they
+//! share (addresses, the cached time texts, nginx's escaping).
 
 use std::cell::RefCell;
-use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use http::{HeaderName, HeaderValue, Method, Uri, Version};
-use tokio::time::Instant;
+use http::{HeaderName, HeaderValue, Uri, Version};
 
-use crate::config::{AccessLogTarget, LogFormat, Piece, Var};
-
-const FLUSH_AT: usize = 32 * 1024;
-/// Buffers waiting for the writer (at most about 2 MiB).
-const QUEUE: usize = 64;
-
-enum Msg {
-    Lines(Vec<u8>),
-    Reopen,
-}
-
-/// A log target's writer thread, shared by every worker writing to it.
-#[derive(Clone)]
-pub(crate) struct Writer {
-    tx: SyncSender<Msg>,
-    /// Lines dropped because the queue was full.
-    pub(crate) dropped: Arc<AtomicU64>,
-    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
-}
-
-impl std::fmt::Debug for Writer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").finish_non_exhaustive()
-    }
-}
-
-enum Sink {
-    Stdout,
-    File(PathBuf, File),
-}
-
-fn open(path: &PathBuf) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
-}
-
-impl Writer {
-    /// Opens `target` (an error fails start or reload) and starts its
-    /// thread; `None` when the log is off.
-    pub(crate) fn start(target: &AccessLogTarget) -> std::io::Result<Option<Writer>> {
-        let sink = match target {
-            AccessLogTarget::Off => return Ok(None),
-            AccessLogTarget::Stdout => Sink::Stdout,
-            AccessLogTarget::File(path) => Sink::File(path.clone(), open(path)?),
-        };
-        let (tx, rx) = sync_channel(QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("tidegate-log".into())
-            .spawn(move || write_lines(sink, rx))?;
-        Ok(Some(Writer {
-            tx,
-            dropped: Arc::default(),
-            thread: Arc::new(Mutex::new(Some(thread))),
-        }))
-    }
-
-    /// Asks the writer to reopen its file (a no-op on stdout).
-    pub(crate) fn reopen(&self) {
-        let _ = self.tx.send(Msg::Reopen);
-    }
-
-    /// Waits for the writer to finish once every worker let go of it (at
-    /// shutdown: the last lines are written before the process exits).
-    pub(crate) fn finish(self) {
-        let thread = self.thread.clone();
-        drop(self);
-        let handle = thread.lock().map(|mut t| t.take()).unwrap_or(None);
-        if let Some(h) = handle {
-            let _ = h.join();
-        }
-    }
-}
-
-fn write_lines(mut sink: Sink, rx: Receiver<Msg>) {
-    // Ends when every sender is gone.
-    while let Ok(msg) = rx.recv() {
-        match msg {
-            Msg::Lines(buf) => {
-                let res = match &mut sink {
-                    Sink::Stdout => {
-                        let mut out = std::io::stdout().lock();
-                        out.write_all(&buf).and_then(|_| out.flush())
-                    }
-                    Sink::File(_, f) => f.write_all(&buf),
-                };
-                if let Err(e) = res {
-                    tracing::error!("access log write failed: {e}");
-                }
-            }
-            Msg::Reopen => {
-                if let Sink::File(path, f) = &mut sink {
-                    match open(path) {
-                        Ok(new) => {
-                            *f = new;
-                            tracing::info!("access log {} reopened", path.display());
-                        }
-                        Err(e) => tracing::error!(
-                            "access log {}: cannot reopen ({e}); writing on to the old file",
-                            path.display()
-                        ),
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// One worker's access log: its format and buffer.
-pub(crate) struct AccessLog {
-    writer: Option<Writer>,
-    format: Arc<LogFormat>,
-    /// The request fields the format shows, in [`Entry::headers`] order.
-    headers: Arc<[HeaderName]>,
-    buf: RefCell<Vec<u8>>,
-}
-
-/// What is known of a request when it arrives.
-pub(crate) struct Entry {
-    pub start: Instant,
-    pub client: SocketAddr,
-    pub method: Method,
-    pub target: Uri,
-    pub version: Version,
-    /// The request's authority, if it had a valid one.
-    pub host: Option<crate::message::admit::Authority>,
-    /// The fields the format shows ([`AccessLog::capture`]).
-    pub headers: Vec<Option<HeaderValue>>,
-    /// Its ID, with `request_id` on its listener or route.
-    pub request_id: Option<HeaderValue>,
-}
-
-/// How a request ended, beside its [`Entry`].
-pub(crate) struct End<'a> {
-    pub status: u16,
-    pub bytes: u64,
-    pub upstream: Option<SocketAddr>,
-    pub outcome: &'a str,
-}
-
-/// Lines still buffered go out when a worker's log is dropped (an old
-/// config's log once its last request or tunnel ended; shutdown).
-impl Drop for AccessLog {
-    fn drop(&mut self) {
-        self.flush();
-    }
-}
-
-impl AccessLog {
-    pub(crate) fn new(writer: Option<Writer>, format: &LogFormat) -> AccessLog {
-        AccessLog {
-            writer,
-            headers: format.headers().into(),
-            format: Arc::new(format.clone()),
-            buf: RefCell::new(Vec::new()),
-        }
-    }
-
-    pub(crate) fn enabled(&self) -> bool {
-        self.writer.is_some()
-    }
-
-    /// The request fields this log's format shows, from `h`.
-    pub(crate) fn capture(&self, h: &http::HeaderMap) -> Vec<Option<HeaderValue>> {
-        self.headers.iter().map(|n| h.get(n).cloned()).collect()
-    }
-
-    pub(crate) fn record(&self, e: &Entry, end: &End<'_>) {
-        if self.writer.is_none() {
-            return;
-        }
-        let mut buf = self.buf.borrow_mut();
-        match &*self.format {
-            LogFormat::Default => default_line(&mut buf, e, end),
-            LogFormat::Combined => combined_line(&mut buf, e, end),
-            LogFormat::Json => json_line(&mut buf, e, end),
-            LogFormat::Template(pieces) => template_line(&mut buf, pieces, &self.headers, e, end),
-        }
-        if buf.len() >= FLUSH_AT {
-            self.hand_over(&mut buf);
-        }
-    }
-
-    pub(crate) fn flush(&self) {
-        self.hand_over(&mut self.buf.borrow_mut());
-    }
-
-    fn hand_over(&self, buf: &mut Vec<u8>) {
-        let Some(w) = &self.writer else { return };
-        if buf.is_empty() {
-            return;
-        }
-        let lines = std::mem::replace(buf, Vec::with_capacity(FLUSH_AT + 4096));
-        if let Err(TrySendError::Full(Msg::Lines(lost))) = w.tx.try_send(Msg::Lines(lines)) {
-            let n = lost.iter().filter(|&&b| b == b'\n').count() as u64;
-            if w.dropped.fetch_add(n, Relaxed) == 0 {
-                tracing::warn!(
-                    "access log: the writer cannot keep up; lines are dropped (counted)"
-                );
-            }
-        }
-    }
-}
+use super::{End, Entry};
+use crate::config::{Piece, Var};
 
 /// Writes `n` in decimal at `out[at..]`; where it ended. (std's
 /// formatting machinery costs more than the whole rest of a line for an
@@ -323,7 +92,7 @@ fn host(e: &Entry) -> &str {
         .map_or("-", crate::message::admit::Authority::as_str)
 }
 
-fn default_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
+pub(super) fn default_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
     write_iso_millis(buf);
     // Seconds to 4 places by integer arithmetic (float formatting with a
     // precision costs more than the rest of the line).
@@ -457,7 +226,7 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
-fn combined_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
+pub(super) fn combined_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
     write_ip(buf, e.client.ip());
     buf.extend_from_slice(b" - - [");
     with_clock(|c, _| buf.extend_from_slice(c.local.as_bytes()));
@@ -486,7 +255,7 @@ fn combined_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
 /// A `json` line: one object, its keys always in this order, written
 /// directly (the fixed parts are constants; only text from the request
 /// can need escaping, and goes through serde_json when it does).
-fn json_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
+pub(super) fn json_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
     buf.extend_from_slice(b"{\"time\":\"");
     write_iso_millis(buf);
     buf.extend_from_slice(b"\",\"client\":\"");
@@ -563,7 +332,7 @@ fn json_str(buf: &mut Vec<u8>, s: &str) {
     }
 }
 
-fn template_line(
+pub(super) fn template_line(
     buf: &mut Vec<u8>,
     pieces: &[Piece],
     headers: &[HeaderName],
@@ -643,6 +412,8 @@ fn template_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Method;
+    use tokio::time::Instant;
 
     #[test]
     fn json_lines_read_back_with_escapes() {
