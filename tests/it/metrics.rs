@@ -17,6 +17,7 @@ use crate::admin::{admin_get, closed_port, value};
 use crate::common::config::{Route, TestConfig};
 use crate::common::pki::Ca;
 use crate::common::*;
+use crate::retry::resetting;
 
 /// Scrapes until every `(series, value)` of `want` holds (a count lands
 /// as its request ends, just after the client has the response); the
@@ -47,17 +48,6 @@ async fn scrape_until(proxy: &Proxy, want: &[(String, f64)]) -> String {
 
 fn server(name: &str, group: &str, addr: impl std::fmt::Display) -> String {
     format!("{name}{{group=\"{group}\",server=\"{addr}\"}}")
-}
-
-/// Reads each request head, then closes the connection unanswered.
-fn resetting(accepted: Arc<AtomicUsize>) -> Backend {
-    raw_backend(move |mut stream| {
-        accepted.fetch_add(1, Ordering::SeqCst);
-        async move {
-            let mut buf = Vec::new();
-            let _ = read_request_head(&mut stream, &mut buf).await;
-        }
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

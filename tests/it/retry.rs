@@ -10,7 +10,7 @@ use http::Request;
 use http_body_util::BodyExt;
 
 /// Reads each request head, then closes the connection unanswered.
-fn resetting(accepted: Arc<AtomicUsize>) -> Backend {
+pub(crate) fn resetting(accepted: Arc<AtomicUsize>) -> Backend {
     raw_backend(move |mut stream| {
         accepted.fetch_add(1, Ordering::SeqCst);
         async move {

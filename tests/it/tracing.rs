@@ -388,22 +388,7 @@ async fn an_unreachable_collector_costs_no_request_anything() {
     );
     assert!(value(&text, "tidegate_trace_spans_dropped_total").is_some());
     assert!(text.contains("# TYPE tidegate_trace_spans_dropped_total counter"));
-    // promtool (Debian package `prometheus`) accepts the exposition.
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool runs (apt-get install prometheus)");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::admin::promtool(&text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
