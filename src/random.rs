@@ -45,3 +45,23 @@ pub(crate) fn next_u64() -> u64 {
 pub(crate) fn next_u128() -> (u64, u64) {
     STATE.with(|s| (step(s), step(s)))
 }
+
+/// Each byte's two lowercase hex digits (one load per byte).
+static HEX: [[u8; 2]; 256] = {
+    let digits = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [digits[i >> 4], digits[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
+/// `bytes` as lowercase hex into `out` (twice as long): how IDs are
+/// written.
+pub(crate) fn put_hex(out: &mut [u8], bytes: &[u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX[usize::from(*b)]);
+    }
+}

@@ -6,6 +6,8 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
 
+/// W3C Trace Context's vendor field (found by [`scan`], used by `trace`).
+pub(crate) const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -109,6 +111,8 @@ pub(crate) struct Found {
     pub(crate) transfer_encoding: bool,
     /// A field name with an underscore.
     pub(crate) underscore: bool,
+    /// `tracestate` (dropped with a missing or invalid `traceparent`).
+    pub(crate) trace_state: bool,
 }
 
 pub(crate) fn scan(h: &HeaderMap) -> Found {
@@ -132,6 +136,8 @@ pub(crate) fn scan(h: &HeaderMap) -> Found {
             f.expect = true;
         } else if name == X_FORWARDED_FOR {
             f.forwarded_for = true;
+        } else if name == TRACESTATE {
+            f.trace_state = true;
         } else if crate::message::admit::has_underscore(name.as_str().as_bytes()) {
             f.underscore = true;
         }

@@ -60,6 +60,13 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
     let (mut parts, body) = req.into_parts();
     // The fields the proxy acts on, found in one pass for the whole request.
     let found = scan(&parts.headers);
+    // Room for what the proxy adds (request.rs's forwarded fields, the
+    // ID, the traceparent) in one step: growing the map on the way costs
+    // a rehash.
+    parts.headers.reserve(
+        6 + usize::from(ctx.request_id.is_some() || worker.router.route_request_ids)
+            + usize::from(worker.trace.is_some()),
+    );
     let admitted = admit(&ctx, &mut parts, found);
     // The listener's request ID, given at once; unless some route has
     // its own, and every ID waits for the route (`Late`).
@@ -71,7 +78,7 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
     // The trace context it goes upstream with, and its span if sampled.
     let span = worker.trace.as_ref().and_then(|t| {
         let host = admitted.as_ref().ok().cloned().flatten();
-        t.begin(&mut parts, host, ctx.client)
+        t.begin(&mut parts, found.trace_state, host, ctx.client)
     });
     // HTTP/1.1 connections have a head timer; HTTP/2 ones do not.
     let h2 = ctx.head_timer.is_none();

@@ -23,15 +23,13 @@ use crate::router::Route;
 
 /// A new ID.
 pub(crate) fn generate() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let (a, b) = crate::random::next_u128();
+    let mut words = [0u8; 16];
+    words[..8].copy_from_slice(&a.to_be_bytes());
+    words[8..].copy_from_slice(&b.to_be_bytes());
     // On the stack, then one allocation for the value.
     let mut out = [0u8; 32];
-    for (half, word) in [a, b].into_iter().enumerate() {
-        for i in 0..16 {
-            out[half * 16 + i] = HEX[((word >> ((15 - i) * 4)) & 0xf) as usize];
-        }
-    }
+    crate::random::put_hex(&mut out, &words);
     // Hex digits are always a valid field value.
     HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&out))
         .unwrap_or(HeaderValue::from_static("-"))

@@ -48,7 +48,7 @@ use tokio::time::Instant;
 use crate::message::admit::Authority;
 
 pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-pub(crate) const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+pub(crate) use crate::message::headers::TRACESTATE;
 
 /// Longest `tracestate` recorded on a span (the W3C spec asks that at
 /// least 512 characters be propagated; the header itself goes upstream as
@@ -83,30 +83,11 @@ fn unhex(text: &[u8], out: &mut [u8]) -> Option<()> {
     Some(())
 }
 
-/// Each byte's two lowercase hex digits (one load per byte).
-static HEX: [[u8; 2]; 256] = {
-    let digits = b"0123456789abcdef";
-    let mut t = [[0u8; 2]; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = [digits[i >> 4], digits[i & 0xf]];
-        i += 1;
-    }
-    t
-};
-
-/// `bytes` as lowercase hex into `out` (twice as long).
-fn put_hex(out: &mut [u8], bytes: &[u8]) {
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair.copy_from_slice(&HEX[usize::from(*b)]);
-    }
-}
-
 /// Bytes as lowercase hex.
 #[cfg(test)]
 pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut out = vec![0; bytes.len() * 2];
-    put_hex(&mut out, bytes);
+    crate::random::put_hex(&mut out, bytes);
     String::from_utf8(out).unwrap_or_default()
 }
 
@@ -150,9 +131,9 @@ impl Context {
     /// The `traceparent` value (version 00) for this context.
     pub(crate) fn header(&self) -> HeaderValue {
         let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        put_hex(&mut out[3..35], &self.trace_id);
-        put_hex(&mut out[36..52], &self.span_id);
-        put_hex(&mut out[53..55], &[self.flags]);
+        crate::random::put_hex(&mut out[3..35], &self.trace_id);
+        crate::random::put_hex(&mut out[36..52], &self.span_id);
+        crate::random::put_hex(&mut out[53..55], &[self.flags]);
         // Hex digits and dashes are always a valid field value.
         HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&out)).unwrap_or(
             HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00"),
@@ -300,9 +281,13 @@ impl Tracer {
 
     /// The request's trace context: the `traceparent` (and `tracestate`)
     /// it sends upstream set in `parts`, and its span if it is sampled.
+    /// `trace_state`: whether the request has a `tracestate` (from the
+    /// proxy's one pass over its fields, so most requests hash no name
+    /// for it).
     pub(crate) fn begin(
         &self,
         parts: &mut http::request::Parts,
+        trace_state: bool,
         host: Option<Authority>,
         client: SocketAddr,
     ) -> Option<Box<Span>> {
@@ -342,7 +327,7 @@ impl Tracer {
                 v.insert(ctx.header());
             }
         }
-        if parent.is_none() {
+        if parent.is_none() && trace_state {
             headers.remove(TRACESTATE);
         }
         if !ctx.sampled() {
