@@ -63,26 +63,36 @@ impl LogLine {
         listener: SocketAddr,
         h2: bool,
         span: Option<Box<crate::trace::Span>>,
-        entry: impl FnOnce() -> Entry,
+        entry: impl FnOnce(Instant) -> Entry,
     ) -> LogLine {
         let log = worker.log.enabled();
         let on = log || worker.counters.is_some() || span.is_some();
         LogLine(on.then(|| {
-            let entry = log.then(entry);
-            Box::new(Line {
-                span,
-                start: entry.as_ref().map_or_else(Instant::now, |e| e.start),
-                entry,
-                worker: worker.clone(),
-                listener,
-                route: None,
-                server: None,
-                status: 499,
-                bytes: 0,
-                upstream: None,
-                outcome: "cancelled",
-                h2,
-            })
+            // Written straight into its allocation, with no entry (set
+            // after, when the log is on): built on the stack and moved into
+            // a box, the whole line (entry included) was copied once more.
+            let start = Instant::now();
+            let mut line = Box::write(
+                Box::new_uninit(),
+                Line {
+                    span,
+                    start,
+                    entry: None,
+                    worker: worker.clone(),
+                    listener,
+                    route: None,
+                    server: None,
+                    status: 499,
+                    bytes: 0,
+                    upstream: None,
+                    outcome: "cancelled",
+                    h2,
+                },
+            );
+            if log {
+                line.entry = Some(entry(start));
+            }
+            line
         }))
     }
 

@@ -82,8 +82,8 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
     });
     // HTTP/1.1 connections have a head timer; HTTP/2 ones do not.
     let h2 = ctx.head_timer.is_none();
-    let mut line = LogLine::new(&worker, ctx.listener, h2, span, || Entry {
-        start: Instant::now(),
+    let mut line = LogLine::new(&worker, ctx.listener, h2, span, |start| Entry {
+        start,
         client: ctx.client,
         method: parts.method.clone(),
         target: parts.uri.clone(),
