@@ -83,11 +83,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Make a running Tidegate reload its config file (sends it SIGHUP).
+    /// Make a running Tidegate reload its config file: checks the file,
+    /// sends SIGHUP, and waits for the process's answer (exit 0: reloaded;
+    /// 1: refused, with the reasons; 2: the file is not valid, nothing
+    /// sent).
     Reload {
         /// The pid file the running Tidegate was given with --pid-file.
         #[arg(long)]
         pid_file: PathBuf,
+        /// The config file to check first (default: the one the running
+        /// process was started with).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Make a running Tidegate reopen its access-log file, after logrotate
     /// moved it (sends it SIGUSR1, as nginx's `-s reopen` does).
@@ -131,11 +138,11 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Some(Command::Reload { pid_file }) => {
-            signal(pid_file, rustix::process::Signal::HUP, "SIGHUP")
+        Some(Command::Reload { pid_file, config }) => {
+            crate::control::reload(pid_file, config.as_deref())
         }
         Some(Command::Reopen { pid_file }) => {
-            signal(pid_file, rustix::process::Signal::USR1, "SIGUSR1")
+            crate::control::signal(pid_file, rustix::process::Signal::USR1, "SIGUSR1")
         }
         Some(Command::Demo { listen }) => {
             let origin = match crate::demo::spawn() {
@@ -169,40 +176,6 @@ pub fn main() -> ExitCode {
 fn report(e: &crate::config::ConfigError) {
     for line in e.to_string().lines() {
         eprintln!("tidegate: {line}");
-    }
-}
-
-/// Sends `sig` to the pid in `pid_file`.
-fn signal(pid_file: &std::path::Path, sig: rustix::process::Signal, name: &str) -> ExitCode {
-    let pid = match std::fs::read_to_string(pid_file) {
-        Ok(s) => match s.trim().parse::<u32>() {
-            Ok(p) => p,
-            Err(_) => {
-                eprintln!("tidegate: {}: not a process id", pid_file.display());
-                return ExitCode::from(2);
-            }
-        },
-        Err(e) => {
-            eprintln!("tidegate: {}: {e}", pid_file.display());
-            return ExitCode::from(2);
-        }
-    };
-    let Some(target) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        eprintln!("tidegate: {}: not a process id", pid_file.display());
-        return ExitCode::from(2);
-    };
-    match rustix::process::kill_process(target, sig) {
-        Ok(()) => {
-            println!("sent {name} to {pid}; the result is in its log");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tidegate: cannot signal process {pid}: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
 
@@ -281,7 +254,7 @@ fn run(
             return ExitCode::FAILURE;
         }
     };
-    let signals = match rt.block_on(async { Signals::install() }) {
+    let signals = match rt.block_on(async { crate::control::Signals::install() }) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("tidegate: cannot install signal handlers: {e}");
@@ -290,6 +263,11 @@ fn run(
     };
 
     let threads = config.threads;
+    let schemes: Vec<&str> = config
+        .listeners
+        .iter()
+        .map(|l| if l.tls.is_some() { "https" } else { "http" })
+        .collect();
     let mut running = match server::start(config) {
         Ok(r) => r,
         Err(server::StartError::Config(e)) => {
@@ -301,8 +279,8 @@ fn run(
             return ExitCode::FAILURE;
         }
     };
-    for a in running.local_addrs() {
-        tracing::info!("listening on http://{a} with {threads} thread(s)");
+    for (a, scheme) in running.local_addrs().iter().zip(schemes) {
+        tracing::info!("listening on {scheme}://{a} with {threads} thread(s)");
     }
     if let (Some(origin), Some(addr)) = (demo_origin, running.local_addrs().first()) {
         demo_banner(origin, *addr);
@@ -313,6 +291,11 @@ fn run(
             tracing::error!("cannot write pid file {}: {e}", p.display());
         }
     }
+    // Each reload's result, for `tidegate reload` to read.
+    let mut answers = overrides
+        .pid_file
+        .as_deref()
+        .map(crate::control::Answers::new);
 
     // The admin API's `POST /reload` comes here too, so that reloads run
     // one at a time, on this thread, which owns `running`.
@@ -328,12 +311,21 @@ fn run(
         match event {
             Event::Reload(ask) => {
                 let answer = reload(&mut running, config_path, overrides, "admin API");
+                if let Some(a) = &mut answers {
+                    a.record(&answer);
+                }
                 let _ = ask.reply.send(answer);
             }
             Event::Signal("SIGHUP") => {
-                let _ = reload(&mut running, config_path, overrides, "SIGHUP");
+                let answer = reload(&mut running, config_path, overrides, "SIGHUP");
+                if let Some(a) = &mut answers {
+                    a.record(&answer);
+                }
             }
             Event::Signal("SIGUSR1") => running.reopen_logs(),
+            Event::Signal("SIGUSR2") => tracing::warn!(
+                "SIGUSR2: a binary upgrade is not available in this version; ignored"
+            ),
             Event::Signal(other) => break other,
         }
     };
@@ -341,6 +333,9 @@ fn run(
     running.stop();
     if let Some(p) = &overrides.pid_file {
         let _ = std::fs::remove_file(p);
+    }
+    if let Some(a) = &answers {
+        a.remove();
     }
     tracing::info!("stopped");
     ExitCode::SUCCESS
@@ -396,35 +391,6 @@ fn reload(
             Ok(())
         }
         Err(e) => Err(refused(e.to_string())),
-    }
-}
-
-/// SIGTERM, SIGINT, SIGHUP and SIGUSR1, caught.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-    usr1: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-            usr1: signal(SignalKind::user_defined1())?,
-        })
-    }
-
-    async fn wait(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-            _ = self.hup.recv() => "SIGHUP",
-            _ = self.usr1.recv() => "SIGUSR1",
-        }
     }
 }
 

@@ -65,6 +65,7 @@ mod admin;
 mod body;
 pub mod cli;
 pub mod config;
+mod control;
 mod demo;
 mod downstream;
 mod error;

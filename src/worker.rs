@@ -47,7 +47,7 @@ impl Generation {
                 Some(t) => match ServerTls::build(t, l.http2) {
                     Ok(t) => Some(Arc::new(t)),
                     Err(e) => {
-                        problems.push((format!("listeners[{i}].tls"), e.to_string()));
+                        problems.push((tls_field(i, t, &e), e.to_string()));
                         None
                     }
                 },
@@ -158,4 +158,40 @@ pub(crate) fn server_builder(max_head: usize) -> http1::Builder {
         .max_buf_size(max_head.max(8192))
         .max_header_size(max_head);
     b
+}
+
+/// The field a listener's TLS problem is in: the certificate, key or CA
+/// file it names, else the table.
+fn tls_field(
+    i: usize,
+    t: &crate::config::ListenerTls,
+    e: &crate::downstream::tls::TlsError,
+) -> String {
+    use crate::downstream::tls::TlsError;
+    let table = format!("listeners[{i}].tls");
+    let path = match e {
+        TlsError::Read { path, .. }
+        | TlsError::NoCertificate { path }
+        | TlsError::Key { path, .. }
+        | TlsError::NoNames { path } => path,
+        TlsError::Rustls(_) => return table,
+    };
+    let is = |p: &std::path::Path| p.display().to_string() == *path;
+    if t.client_ca.as_deref().is_some_and(is) {
+        return format!("{table}.client_ca");
+    }
+    let found = t
+        .certificates
+        .iter()
+        .enumerate()
+        .find_map(|(k, (cert, key))| {
+            let which = match (is(cert), is(key), e) {
+                (_, true, TlsError::Key { .. } | TlsError::Read { .. }) => "key",
+                (true, _, _) => "cert",
+                (_, true, _) => "key",
+                _ => return None,
+            };
+            Some(format!("{table}.certificates[{k}].{which}"))
+        });
+    found.unwrap_or(table)
 }

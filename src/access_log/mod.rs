@@ -80,6 +80,39 @@ fn open(path: &PathBuf) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
+/// Why `target` could not be opened at start, found without creating
+/// anything (`tidegate check`): a file that exists must open for
+/// appending; else its folder must exist and be writable.
+pub(crate) fn check_target(target: &AccessLogTarget) -> Result<(), String> {
+    let AccessLogTarget::File(path) = target else {
+        return Ok(());
+    };
+    let shown = path.display();
+    if path.exists() {
+        return OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| format!("cannot open {shown} for appending: {e}"));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "cannot create {shown}: its folder {} does not exist",
+            dir.display()
+        ));
+    }
+    rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).map_err(|e| {
+        format!(
+            "cannot create {shown}: its folder {} is not writable ({e})",
+            dir.display()
+        )
+    })
+}
+
 impl Writer {
     /// Opens `target` (an error fails start or reload) and starts its
     /// thread; `None` when the log is off.

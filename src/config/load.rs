@@ -35,8 +35,23 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
         .listeners
         .iter()
         .enumerate()
-        .filter_map(|(i, l)| listener::listener(l, i, &base, &mut p))
+        .filter_map(|(i, l)| listener::listener(l, i, &base, &mut p).map(|l| (i, l)))
         .collect();
+
+    // Two sockets on one port would split its connections between them
+    // (SO_REUSEPORT), as nginx's "a duplicate listen" refuses.
+    for (k, (j, b)) in listeners.iter().enumerate() {
+        if let Some((i, a)) = listeners[..k].iter().find(|(_, a)| overlap(a.addr, b.addr)) {
+            p.add(
+                format!("listeners[{j}].address"),
+                format!(
+                    "{} overlaps listeners[{i}].address ({}): one port, one listener",
+                    b.addr, a.addr
+                ),
+            );
+        }
+    }
+    let listeners: Vec<_> = listeners.into_iter().map(|(_, l)| l).collect();
 
     let dns = dns::dns(raw.dns.as_ref(), &mut p);
     let mut names: Vec<&String> = raw.upstreams.keys().collect();
@@ -115,8 +130,11 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
         if a.token.as_deref() == Some("") {
             p.add("admin.token", "is empty; leave it out for no token");
         }
-        if listeners.iter().any(|l| l.addr == addr && addr.port() != 0) {
-            p.add("admin.address", "is also a proxy listener's address");
+        if let Some(l) = listeners.iter().find(|l| overlap(l.addr, addr)) {
+            p.add(
+                "admin.address",
+                format!("{addr} overlaps a proxy listener's address ({})", l.addr),
+            );
         }
         Some(super::Admin {
             addr,
@@ -134,7 +152,11 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
         limits,
         threads,
         cpu_affinity: s.cpu_affinity.unwrap_or_default(),
-        access_log: AccessLogTarget::parse(s.access_log.as_deref().unwrap_or("off")),
+        // Relative to the file's folder, as every path in it is.
+        access_log: match AccessLogTarget::parse(s.access_log.as_deref().unwrap_or("off")) {
+            AccessLogTarget::File(f) if f.is_relative() => AccessLogTarget::File(base.join(f)),
+            t => t,
+        },
         access_log_format: match s.access_log_format.as_deref() {
             None => super::LogFormat::Default,
             Some(f) => super::LogFormat::parse(f).unwrap_or_else(|reason| {
@@ -153,6 +175,22 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
         source: source.clone(),
     };
     p.result(config, &source)
+}
+
+/// Whether sockets bound to `a` and `b` would take the same connections:
+/// one port (not 0, which binds a free one each) and the same address,
+/// or a wildcard address of a family that covers the other (`[::]` takes
+/// IPv4 too: Linux binds it dual-stack).
+fn overlap(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    use std::net::IpAddr;
+    if a.port() != b.port() || a.port() == 0 {
+        return false;
+    }
+    let covers = |w: IpAddr, o: IpAddr| match w {
+        IpAddr::V4(v) => v.is_unspecified() && o.is_ipv4(),
+        IpAddr::V6(v) => v.is_unspecified(),
+    };
+    a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip())
 }
 
 fn limits(l: raw::Limits, p: &mut Problems) -> Limits {

@@ -65,8 +65,6 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open access log: {0}")]
-    AccessLog(#[source] std::io::Error),
     #[error("cannot start worker thread: {0}")]
     Thread(#[source] std::io::Error),
     #[error("cannot start the trace exporter: {0}")]
@@ -127,7 +125,7 @@ impl Shared {
         let writer = if config.access_log == self.current.config.access_log {
             self.writer.clone()
         } else {
-            LogWriter::start(&config.access_log).map_err(StartError::AccessLog)?
+            start_log(&config)?
         };
         // The same `[tracing]` keeps its exporter; other settings get a new
         // one, and the old one ends once the old config's requests have.
@@ -218,7 +216,38 @@ fn start_checks(g: &Generation) -> Option<(JoinHandle<()>, watch::Sender<bool>)>
 /// Puts `config` into service without starting it: reads its certificates
 /// and resolves its names, as start and reload do (`tidegate check`).
 pub fn check(config: Config) -> Result<(), ConfigError> {
-    Generation::build(config, &mut UpstreamRegistry::default()).map(drop)
+    // What start would find too: the access log's file.
+    let log = crate::access_log::check_target(&config.access_log).err();
+    let source = config.source.clone();
+    let built = Generation::build(config, &mut UpstreamRegistry::default()).map(drop);
+    let Some(reason) = log else { return built };
+    let mut problems: Vec<(String, String)> = match &built {
+        Ok(()) => Vec::new(),
+        Err(e) => e
+            .problems()
+            .iter()
+            .map(|p| (p.field.clone(), p.reason.clone()))
+            .collect(),
+    };
+    problems.push(("server.access_log".into(), reason));
+    Err(source.invalid(problems))
+}
+
+/// The access log's writer; a file that cannot be opened is a problem of
+/// the config's `server.access_log` (file, line, path and why).
+fn start_log(config: &Config) -> Result<Option<LogWriter>, StartError> {
+    LogWriter::start(&config.access_log).map_err(|e| {
+        let shown = match &config.access_log {
+            crate::config::AccessLogTarget::File(p) => p.display().to_string(),
+            _ => "stdout".into(),
+        };
+        let reason = format!("cannot open {shown}: {e}");
+        StartError::Config(
+            config
+                .source
+                .invalid(vec![("server.access_log".into(), reason)]),
+        )
+    })
 }
 
 fn stop_checks(checks: Option<(JoinHandle<()>, watch::Sender<bool>)>) {
@@ -322,7 +351,8 @@ impl Running {
                     gates.extend(shared.gates.iter().filter(|(a, _)| a == addr).cloned());
                 }
                 None => {
-                    let (bound, per_thread) = bind_all(*addr, self.threads)?;
+                    let ours = self.listeners.iter().any(|(c, _)| c.port() == addr.port());
+                    let (bound, per_thread) = bind_all(*addr, self.threads, !ours)?;
                     let gate = gate(config, l, nofile);
                     for (t, sock) in per_thread.into_iter().enumerate() {
                         added[t].push((*addr, sock, gate.clone()));
@@ -405,7 +435,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let mut sockets: Vec<Vec<ThreadSocket>> = (0..threads).map(|_| Vec::new()).collect();
     let mut listeners = Vec::new();
     for l in &config.listeners {
-        let (bound, per_thread) = bind_all(l.addr, threads)?;
+        let (bound, per_thread) = bind_all(l.addr, threads, true)?;
         let gate = gate(&config, l, nofile);
         tracing::info!(
             "listener {bound}: max_connections {} (open files limit {nofile})",
@@ -427,7 +457,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
     // One writer for the log (a bad path fails startup), a buffer per thread.
-    let writer = LogWriter::start(&config.access_log).map_err(StartError::AccessLog)?;
+    let writer = start_log(&config)?;
     let trace_stats = Arc::new(crate::trace::Stats::default());
     let exporter = start_exporter(&config, &trace_stats)?;
     generation.trace = exporter.as_ref().map(Exporter::sink);

@@ -23,6 +23,32 @@ pub(super) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Fails with "address in use" when another socket listens on `addr`
+/// (another process, another Tidegate). SO_REUSEPORT, which the worker
+/// threads' sockets share a port with, would otherwise let a second
+/// process bind the port silently and take part of its connections. A
+/// socket without it cannot bind beside a listening one; SO_REUSEADDR
+/// still lets it past connections left in TIME_WAIT. (Two processes
+/// probing at the same instant could both pass: the window is the time
+/// between this and the next bind.) Port 0 needs no probe.
+fn probe(addr: SocketAddr) -> std::io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            std::io::Error::new(
+                e.kind(),
+                format!("{e}: another process (or another Tidegate) listens on {addr}"),
+            )
+        } else {
+            e
+        }
+    })
+}
+
 /// The soft open-files limit, raised to the hard one first (as Go's
 /// runtime and HAProxy do): each connection is a file, and a proxied one
 /// usually two.
@@ -39,7 +65,10 @@ pub(super) fn open_files_limit() -> u64 {
         maximum,
     };
     match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => hard,
+        Ok(()) => {
+            tracing::info!("open files limit raised from {soft} to {hard}");
+            hard
+        }
         Err(e) => {
             tracing::warn!("cannot raise the open files limit from {soft} to {hard}: {e}");
             soft
@@ -65,10 +94,18 @@ pub(super) fn gate(config: &Config, l: &crate::config::Listener, nofile: u64) ->
 
 /// Binds `addr` once per thread (SO_REUSEPORT); port 0 becomes a real
 /// port, which the other threads' sockets then share.
+/// `check`: whether to probe for another process on the address first
+/// (not when this process holds the port already: a reload that moves a
+/// listener from `127.0.0.1:P` to `0.0.0.0:P` binds the new one while
+/// the old one still listens).
 pub(super) fn bind_all(
     addr: SocketAddr,
     threads: usize,
+    check: bool,
 ) -> Result<(SocketAddr, Vec<std::net::TcpListener>), StartError> {
+    if check {
+        probe(addr).map_err(|source| StartError::Bind { addr, source })?;
+    }
     let first = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
     let bound = first
         .local_addr()

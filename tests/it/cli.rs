@@ -337,3 +337,88 @@ fn example_file_sets_every_option() {
         .any(|r| r.upstream_host == tidegate::config::UpstreamHost::Server));
     assert!(c.routes[0].request_id.is_some(), "a route's own request_id");
 }
+
+#[test]
+fn duplicate_and_overlapping_listeners_are_rejected() {
+    // The same address twice, and a wildcard that covers another: either
+    // would split the port's connections between two sockets.
+    rejects(
+        &valid("[[listeners]]\naddress = \"127.0.0.1:8080\" # again\n"),
+        "# again",
+        &["listeners[1].address: 127.0.0.1:8080 overlaps listeners[0].address (127.0.0.1:8080)"],
+    );
+    rejects(
+        &valid("[[listeners]]\naddress = \"0.0.0.0:8080\"\n"),
+        "0.0.0.0:8080",
+        &["listeners[1].address: 0.0.0.0:8080 overlaps listeners[0].address (127.0.0.1:8080)"],
+    );
+    rejects(
+        &valid("[[listeners]]\naddress = \"[::]:8080\"\n"),
+        "[::]:8080",
+        &["listeners[1].address", "overlaps listeners[0].address"],
+    );
+    rejects(
+        &valid("[admin]\naddress = \"0.0.0.0:8080\"\n"),
+        "0.0.0.0:8080",
+        &["admin.address: 0.0.0.0:8080 overlaps a proxy listener's address (127.0.0.1:8080)"],
+    );
+    // Other ports, or port 0 (a free port each), are fine.
+    for other in ["127.0.0.1:8081", "127.0.0.2:0"] {
+        let file = TempFile::with(
+            "check.toml",
+            valid(&format!("[[listeners]]\naddress = \"{other}\"\n")).as_bytes(),
+        );
+        let out = check(file.arg());
+        assert!(out.status.success(), "{other}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn an_access_log_that_cannot_be_written_is_found_by_check() {
+    rejects(
+        &valid("[server]\naccess_log = \"/nonexistent-tidegate-dir/access.log\"\n"),
+        "access_log",
+        &[
+            "server.access_log: cannot create /nonexistent-tidegate-dir/access.log",
+            "/nonexistent-tidegate-dir does not exist",
+        ],
+    );
+    // A relative path is relative to the config file's folder, and named
+    // so: not the working directory's.
+    let toml = valid("[server]\naccess_log = \"no-such-folder/access.log\"\n");
+    let file = TempFile::with("check.toml", toml.as_bytes());
+    let folder = file
+        .path
+        .parent()
+        .expect("temp folder")
+        .display()
+        .to_string();
+    let out = check(file.arg());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{folder}/no-such-folder does not exist")),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreadable_listener_certificates_and_keys_name_their_field() {
+    let tls = |cert: &str, key: &str| {
+        valid(&format!(
+            "[[listeners]]\naddress = \"127.0.0.1:8443\"\n\
+             [[listeners.tls.certificates]]\ncert = \"{cert}\"\nkey = \"{key}\"\n"
+        ))
+    };
+    rejects(
+        &tls("/nonexistent/cert.pem", "/nonexistent/key.pem"),
+        "cert = \"/nonexistent/cert.pem\"",
+        &["listeners[1].tls.certificates[0].cert: `/nonexistent/cert.pem`: cannot read"],
+    );
+    let leaf = crate::common::pki::Leaf::self_signed(&["localhost"]);
+    rejects(
+        &tls(leaf.cert_file.arg(), "/nonexistent/key.pem"),
+        "key = \"/nonexistent/key.pem\"",
+        &["listeners[1].tls.certificates[0].key: `/nonexistent/key.pem`"],
+    );
+}

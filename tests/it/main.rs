@@ -32,6 +32,7 @@ mod retry;
 mod routing;
 mod server_limit;
 mod shutdown;
+mod startup;
 mod status;
 mod streaming;
 mod timeouts;

@@ -121,8 +121,13 @@ async fn listeners_added_and_removed_by_reload() {
     assert_eq!(kept.response().await.text(), "a");
 }
 
+/// `tidegate reload` checks the file first (a broken one is not sent:
+/// exit 2, its problems on stderr), then signals and waits for the
+/// running process's answer: exit 1 with the reason when the process
+/// refused the file (here a new listener on a port another process
+/// holds, which only binding finds), exit 0 once the new file serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_with_broken_file_keeps_old_config_and_valid_file_switches() {
+async fn reload_command_checks_first_and_reports_the_processs_answer() {
     let (a, b) = (named("a"), named("b"));
     let file = TempFile::with(
         "reload.toml",
@@ -135,30 +140,56 @@ async fn sighup_with_broken_file_keeps_old_config_and_valid_file_switches() {
     let addr = tidegate.listening().await;
     assert_eq!(get(addr, "/").await.2, "a");
 
-    let reload = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
-            .args(["reload", "--pid-file", pid_file.arg()])
-            .output()
-            .expect("run reload");
-        assert!(out.status.success(), "{out:?}");
+    let reload = || async {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidegate"));
+        cmd.args(["reload", "--pid-file", pid_file.arg()]);
+        let out = run_command(cmd).await;
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), said, err)
     };
 
     std::fs::write(&file.path, "[[listeners]]\naddress = 17\n").unwrap();
-    reload();
-    let refused = tidegate.line_with("reload refused").await;
-    assert!(refused.contains(file.arg()), "{refused}");
-    assert!(refused.contains("address"), "{refused}");
+    let (code, _, err) = reload().await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{}:2: listeners[0].address", file.arg())),
+        "{err}"
+    );
+    assert!(err.contains("not reloaded"), "{err}");
     assert_eq!(get(addr, "/").await.2, "a");
 
+    // Valid for `check`, refused by the process: the port is taken.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap();
+    std::fs::write(
+        &file.path,
+        config(&["127.0.0.1:0", &taken.to_string()], b.addr),
+    )
+    .unwrap();
+    let (code, _, err) = reload().await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("cannot listen on {taken}")), "{err}");
+    assert!(err.contains("refused the reload"), "{err}");
+    assert_eq!(get(addr, "/").await.2, "a");
+    drop(held);
+
     std::fs::write(&file.path, config(&["127.0.0.1:0"], b.addr)).unwrap();
-    reload();
-    tidegate.line_with("reloaded").await;
+    let (code, said, err) = reload().await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(said.contains("reloaded"), "{said}");
+    // Answered once every worker serves it.
     assert_eq!(get(addr, "/").await.2, "b");
 
     tidegate.signal(Signal::TERM);
     let (status, log) = tidegate.wait().await;
     assert!(status.success(), "{status:?}: {log}");
     assert!(!pid_file.path.exists(), "pid file removed at exit");
+    let answers = format!("{}.reload", pid_file.arg());
+    assert!(
+        !std::path::Path::new(&answers).exists(),
+        "answer file removed at exit"
+    );
 }
 
 /// The admin listener's address, from the binary's log (before
