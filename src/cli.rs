@@ -96,6 +96,14 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Zero-downtime binary upgrade: the running Tidegate starts the
+    /// binary now on disk, hands it its listening sockets and drains once
+    /// it serves (sends it SIGUSR2; waits for the new process).
+    Upgrade {
+        /// The pid file the running Tidegate was given with --pid-file.
+        #[arg(long)]
+        pid_file: PathBuf,
+    },
     /// Make a running Tidegate reopen its access-log file, after logrotate
     /// moved it (sends it SIGUSR1, as nginx's `-s reopen` does).
     Reopen {
@@ -141,6 +149,7 @@ pub fn main() -> ExitCode {
         Some(Command::Reload { pid_file, config }) => {
             crate::control::reload(pid_file, config.as_deref())
         }
+        Some(Command::Upgrade { pid_file }) => crate::control::upgrade(pid_file),
         Some(Command::Reopen { pid_file }) => {
             crate::control::signal(pid_file, rustix::process::Signal::USR1, "SIGUSR1")
         }
@@ -268,7 +277,16 @@ fn run(
         .iter()
         .map(|l| if l.tls.is_some() { "https" } else { "http" })
         .collect();
-    let mut running = match server::start(config) {
+    // The sockets of the process this one upgrades, if it is one.
+    let mut inherited = match server::Inherited::take() {
+        None => None,
+        Some(Ok(i)) => Some(i),
+        Some(Err(e)) => {
+            eprintln!("tidegate: upgrade: cannot take over the listening sockets: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut running = match server::start_with(config, inherited.as_mut()) {
         Ok(r) => r,
         Err(server::StartError::Config(e)) => {
             report(&e);
@@ -296,6 +314,13 @@ fn run(
         .pid_file
         .as_deref()
         .map(crate::control::Answers::new);
+    if let Some(i) = inherited {
+        // The old process drains and exits once this is said.
+        match i.ready() {
+            Ok(()) => tracing::info!("upgrade: serving on the sockets handed over"),
+            Err(e) => tracing::error!("upgrade: cannot tell the old process: {e}"),
+        }
+    }
 
     // The admin API's `POST /reload` comes here too, so that reloads run
     // one at a time, on this thread, which owns `running`.
@@ -323,16 +348,26 @@ fn run(
                 }
             }
             Event::Signal("SIGUSR1") => running.reopen_logs(),
-            Event::Signal("SIGUSR2") => tracing::warn!(
-                "SIGUSR2: a binary upgrade is not available in this version; ignored"
-            ),
+            Event::Signal("SIGUSR2") => match running.upgrade() {
+                Ok(pid) => {
+                    tracing::info!("SIGUSR2: new process {pid} serves; this one drains");
+                    break "SIGUSR2 (upgraded)";
+                }
+                Err(e) => {
+                    tracing::error!("SIGUSR2: upgrade failed, this process serves on: {e}");
+                    if let Some(a) = &mut answers {
+                        a.record(&Err(format!("upgrade failed: {e}")));
+                    }
+                }
+            },
             Event::Signal(other) => break other,
         }
     };
     tracing::info!("{signal}: shutting down gracefully");
     running.stop();
+    // Not when they are a newer process's (after an upgrade).
     if let Some(p) = &overrides.pid_file {
-        let _ = std::fs::remove_file(p);
+        crate::control::remove_if_mine(p);
     }
     if let Some(a) = &answers {
         a.remove();

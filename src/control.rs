@@ -65,9 +65,13 @@ impl Answers {
         }
     }
 
-    /// Removed at exit, with the pid file.
+    /// Removed at exit, with the pid file (unless a newer process wrote
+    /// it since).
     pub(crate) fn remove(&self) {
-        let _ = std::fs::remove_file(&self.path);
+        let mine = read_answer(&self.path).is_some_and(|a| a.pid == std::process::id() as i32);
+        if mine {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -88,6 +92,16 @@ fn read_answer(path: &Path) -> Option<Answer> {
         count: lines.next()?.parse().ok()?,
         result: lines.map(str::to_owned).collect(),
     })
+}
+
+/// Removes `pid_file` if it holds this process's pid (after a binary
+/// upgrade it holds the new process's).
+pub(crate) fn remove_if_mine(pid_file: &Path) {
+    let mine =
+        read_pid(pid_file).is_ok_and(|p| p.as_raw_nonzero().get() == std::process::id() as i32);
+    if mine {
+        let _ = std::fs::remove_file(pid_file);
+    }
 }
 
 fn read_pid(pid_file: &Path) -> Result<Pid, String> {
@@ -272,5 +286,58 @@ impl Signals {
             _ = self.usr1.recv() => "SIGUSR1",
             _ = self.usr2.recv() => "SIGUSR2",
         }
+    }
+}
+
+/// `tidegate upgrade`: sends SIGUSR2 and waits until a new process serves
+/// (the pid file names it), or the old one says why it could not.
+pub(crate) fn upgrade(pid_file: &Path) -> ExitCode {
+    let old = match read_pid(pid_file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("tidegate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let shown = old.as_raw_nonzero().get();
+    let answers = answer_path(pid_file);
+    let before = read_answer(&answers)
+        .filter(|a| a.pid == shown)
+        .map_or(0, |a| a.count);
+    if let Err(e) = kill_process(old, Signal::USR2) {
+        eprintln!("tidegate: cannot signal process {shown}: {e}");
+        return ExitCode::FAILURE;
+    }
+    let deadline = Instant::now() + ANSWER_WAIT;
+    loop {
+        // The new process writes the pid file, then its answer file, then
+        // tells the old one: both in place means it serves.
+        if let Ok(new) = read_pid(pid_file) {
+            let new = new.as_raw_nonzero().get();
+            let serving = read_answer(&answers).is_some_and(|a| a.pid == new);
+            if new != shown && serving {
+                println!("process {new} serves; process {shown} drains and exits");
+                return ExitCode::SUCCESS;
+            }
+        }
+        if let Some(a) = read_answer(&answers).filter(|a| a.pid == shown && a.count > before) {
+            for line in a.result.iter().skip(1) {
+                eprintln!("tidegate: {line}");
+            }
+            eprintln!("tidegate: process {shown} keeps serving");
+            return ExitCode::FAILURE;
+        }
+        if test_kill_process(old).is_err() {
+            eprintln!("tidegate: process {shown} exited and no new process took over");
+            return ExitCode::FAILURE;
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "tidegate: no new process within {}s: see the log",
+                ANSWER_WAIT.as_secs()
+            );
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

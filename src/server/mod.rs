@@ -44,10 +44,13 @@ use crate::worker::Generation;
 
 mod admin;
 mod sockets;
+mod upgrade;
 mod workers;
 
+pub(crate) use upgrade::{Inherited, UpgradeError};
+
 use admin::{drain, gauges, in_force};
-use sockets::{bind_all, gate, open_files_limit};
+use sockets::{bind_all, copies, gate, open_all, open_files_limit};
 use workers::{run_worker, Reload};
 
 /// One listener's socket for one thread: the address as configured, the
@@ -86,6 +89,10 @@ pub struct Running {
     dns: Option<crate::upstream::dns::Refresher>,
     /// The admin listener, if configured, and the metrics it shows.
     admin: Option<(crate::admin::Admin, Arc<crate::admin::State>)>,
+    /// Copies of every listening socket (each listener's per-thread ones,
+    /// by configured address; the admin listener's), for a binary upgrade.
+    sockets: Vec<(SocketAddr, Vec<std::net::TcpListener>)>,
+    admin_socket: Option<(SocketAddr, std::net::TcpListener)>,
 }
 
 /// The config in force and what follows it.
@@ -353,6 +360,7 @@ impl Running {
                 None => {
                     let ours = self.listeners.iter().any(|(c, _)| c.port() == addr.port());
                     let (bound, per_thread) = bind_all(*addr, self.threads, !ours)?;
+                    self.sockets.push((*addr, copies(&per_thread)));
                     let gate = gate(config, l, nofile);
                     for (t, sock) in per_thread.into_iter().enumerate() {
                         added[t].push((*addr, sock, gate.clone()));
@@ -368,11 +376,22 @@ impl Running {
             .map(|(c, _)| *c)
             .filter(|c| !configured.contains(c))
             .collect();
+        self.sockets.retain(|(a, _)| !removed.contains(a));
         let swapped = shared.swap(generation, added, removed)?;
         shared.gates = gates;
         self.addrs = listeners.iter().map(|(_, b)| *b).collect();
         self.listeners = listeners;
         Ok(swapped)
+    }
+
+    /// A binary upgrade: starts the binary now on disk and hands it every
+    /// listening socket; returns the new process's pid once it serves
+    /// (then this one is to drain and exit). On error this one serves on.
+    pub(crate) fn upgrade(&self) -> Result<u32, UpgradeError> {
+        upgrade::begin(&upgrade::HandOver {
+            listeners: self.sockets.iter().map(|(a, s)| (*a, &s[..])).collect(),
+            admin: self.admin_socket.as_ref().map(|(a, s)| (*a, s)),
+        })
     }
 
     /// Begins graceful shutdown; returns at once.
@@ -421,6 +440,16 @@ impl Running {
 
 /// Binds every listener and starts the workers.
 pub fn start(config: Config) -> Result<Running, StartError> {
+    start_with(config, None)
+}
+
+/// Starts as [`start`] does, on the sockets `inherited` from the process
+/// this one upgrades (those of listeners still configured; the others
+/// are bound).
+pub(crate) fn start_with(
+    config: Config,
+    mut inherited: Option<&mut Inherited>,
+) -> Result<Running, StartError> {
     let mut registry = UpstreamRegistry::default();
     let mut generation = Generation::build(config, &mut registry)?;
     let config = generation.config.clone();
@@ -434,27 +463,35 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     // sockets[t] holds thread t's socket for every listener.
     let mut sockets: Vec<Vec<ThreadSocket>> = (0..threads).map(|_| Vec::new()).collect();
     let mut listeners = Vec::new();
+    let mut kept = Vec::new();
     for l in &config.listeners {
-        let (bound, per_thread) = bind_all(l.addr, threads, true)?;
+        let (bound, per_thread) = open_all(l.addr, threads, inherited.as_deref_mut())?;
+        kept.push((l.addr, copies(&per_thread)));
         let gate = gate(&config, l, nofile);
         tracing::info!(
             "listener {bound}: max_connections {} (open files limit {nofile})",
             gate.max
         );
         for (t, sock) in per_thread.into_iter().enumerate() {
-            sockets[t].push((l.addr, sock, gate.clone()));
+            sockets[t % threads].push((l.addr, sock, gate.clone()));
         }
         gates.push((l.addr, gate));
         listeners.push((l.addr, bound));
     }
+    let handed = inherited.and_then(|i| i.admin.take());
     let admin_socket = match &config.admin {
-        Some(a) => Some(
-            crate::admin::Admin::bind(a.addr).map_err(|source| StartError::Bind {
+        Some(a) => Some(match handed {
+            Some((addr, socket)) if addr == a.addr => socket,
+            _ => crate::admin::Admin::bind(a.addr).map_err(|source| StartError::Bind {
                 addr: a.addr,
                 source,
             })?,
-        ),
+        }),
         None => None,
+    };
+    let admin_copy = match (&config.admin, &admin_socket) {
+        (Some(a), Some(s)) => s.try_clone().ok().map(|c| (a.addr, c)),
+        _ => None,
     };
     // One writer for the log (a bad path fails startup), a buffer per thread.
     let writer = start_log(&config)?;
@@ -554,5 +591,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         dns: start_dns(&shared),
         shared,
         admin,
+        sockets: kept,
+        admin_socket: admin_copy,
     })
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::upgrade::Inherited;
 use super::StartError;
 use crate::config::Config;
 use crate::downstream::listener::Gate;
@@ -118,4 +119,32 @@ pub(super) fn bind_all(
         })?);
     }
     Ok((bound, socks))
+}
+
+/// A listener's per-thread sockets: those the process this one upgrades
+/// handed over for `addr` (topped up to one per thread; more than the
+/// threads are kept too, so that no queued connection is lost), else
+/// bound now.
+pub(super) fn open_all(
+    addr: SocketAddr,
+    threads: usize,
+    inherited: Option<&mut Inherited>,
+) -> Result<(SocketAddr, Vec<std::net::TcpListener>), StartError> {
+    let Some(mut socks) = inherited
+        .and_then(|i| i.listeners.remove(&addr))
+        .filter(|s| !s.is_empty())
+    else {
+        return bind_all(addr, threads, true);
+    };
+    let err = |source| StartError::Bind { addr, source };
+    let bound = socks[0].local_addr().map_err(err)?;
+    while socks.len() < threads {
+        socks.push(bind(bound).map_err(err)?);
+    }
+    Ok((bound, socks))
+}
+
+/// Copies of `socks` (the same sockets), kept for a binary upgrade.
+pub(super) fn copies(socks: &[std::net::TcpListener]) -> Vec<std::net::TcpListener> {
+    socks.iter().filter_map(|s| s.try_clone().ok()).collect()
 }

@@ -38,6 +38,7 @@ mod streaming;
 mod timeouts;
 mod tls;
 mod tracing;
+mod upgrade;
 mod upstream_h2;
 mod upstream_tls;
 mod websocket;
