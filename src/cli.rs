@@ -297,6 +297,11 @@ fn run(
             return ExitCode::FAILURE;
         }
     };
+    // The admin API's `POST /reload` comes here too, so that reloads run
+    // one at a time, on this thread, which owns `running`. Taken before
+    // anything says the process serves: a reload asked right after is
+    // not refused.
+    let mut admin_reloads = config_path.and_then(|_| running.admin_reloads());
     for (a, scheme) in running.local_addrs().iter().zip(schemes) {
         tracing::info!("listening on {scheme}://{a} with {threads} thread(s)");
     }
@@ -322,9 +327,6 @@ fn run(
         }
     }
 
-    // The admin API's `POST /reload` comes here too, so that reloads run
-    // one at a time, on this thread, which owns `running`.
-    let mut admin_reloads = config_path.and_then(|_| running.admin_reloads());
     let mut signals = signals;
     let signal = loop {
         let event = rt.block_on(async {

@@ -125,8 +125,16 @@ where
             this.goaway();
         } else if this.state.draining.get() && !this.draining {
             this.draining = true;
-            this.conn.as_mut().start_graceful();
-            this.goaway();
+            if C::H2 || !this.state.stopping.get() {
+                this.conn.as_mut().start_graceful();
+                this.goaway();
+            } else {
+                // HTTP/1.1 at shutdown: the watch closes it once idle for
+                // `STOP_LINGER`; it looks again now.
+                this.armed = false;
+                this.timer.as_mut().reset(Instant::now());
+                cx.waker().wake_by_ref();
+            }
         }
         this.state.register(cx);
         this.conn.as_mut().poll(cx).map(Ended::Done)
@@ -447,6 +455,7 @@ async fn set_up(
     // Shutdown began during the set-up: finish the first exchange, close.
     if *shutdown.borrow() {
         state.draining.set(true);
+        state.stopping.set(true);
     }
     Some((serving, (head_timeout, idle_timeout)))
 }

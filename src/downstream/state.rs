@@ -82,6 +82,13 @@ pub(crate) struct ConnState {
     pub(crate) cut: Cell<Option<Cut>>,
     /// Set by the watchdog when shutdown begins: finish and close.
     pub(crate) draining: Cell<bool>,
+    /// Draining for shutdown or a binary upgrade (not for a request
+    /// limit or an eviction): an HTTP/1.1 connection answers its next
+    /// request with `Connection: close` and, idle, waits [`STOP_LINGER`]
+    /// for a request that may already be on its way before closing: a
+    /// keep-alive client that sent one just as it was closed would see
+    /// its request fail.
+    pub(crate) stopping: Cell<bool>,
     /// The connection task's waker, so the watchdog can wake it.
     pub(crate) waker: RefCell<Option<Waker>>,
     /// A response went out before the request body was read (413): read
@@ -231,6 +238,7 @@ impl ConnState {
             requests: Cell::new(0),
             cut: Cell::new(None),
             draining: Cell::new(false),
+            stopping: Cell::new(false),
             waker: RefCell::new(None),
             linger: Cell::new(false),
             tunnel: RefCell::new(None),
@@ -277,6 +285,9 @@ impl ConnState {
     /// (`max_requests`); if so, an HTTP/2 connection begins its graceful
     /// close (GOAWAY) now, and an HTTP/1.1 one answers `Connection: close`.
     pub(crate) fn last_request(&self) -> bool {
+        if self.stopping.get() {
+            return true;
+        }
         let last = self.requests.get() >= self.limits.max_requests;
         if last && !self.draining.get() {
             self.flag(|s| s.draining.set(true));
@@ -299,9 +310,13 @@ impl ConnState {
         idle.then(|| self.idle_since.get())
     }
 
-    /// Shutdown began: finish the current exchange, then close.
+    /// Shutdown began: finish the current exchange, then close
+    /// (HTTP/1.1: see [`ConnState::stopping`]).
     pub(crate) fn shut_down(&self) {
-        self.flag(|s| s.draining.set(true));
+        self.flag(|s| {
+            s.draining.set(true);
+            s.stopping.set(true);
+        });
     }
 
     /// Closes an idle connection to make room (at `max_connections`): an
@@ -405,6 +420,10 @@ impl ConnState {
         }
     }
 }
+
+/// How long an idle HTTP/1.1 connection stays open once shutdown began
+/// (see [`ConnState::stopping`]).
+pub(crate) const STOP_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What takes over an HTTP/1.1 connection's socket once hyper has written
 /// a 101 and handed the socket back: the tunnel its request left.

@@ -53,6 +53,10 @@ impl Watch {
             } else {
                 idle
             };
+            let limit = match state.stopping.get() {
+                true => limit.min(super::state::STOP_LINGER),
+                false => limit,
+            };
             let deadline = since + limit;
             if now >= deadline {
                 state.cut.set(Some(Cut::Idle));

@@ -47,7 +47,8 @@ mod sockets;
 mod upgrade;
 mod workers;
 
-pub(crate) use upgrade::{Inherited, UpgradeError};
+use upgrade::Copies;
+pub(crate) use upgrade::Inherited;
 
 use admin::{drain, gauges, in_force};
 use sockets::{bind_all, copies, gate, open_all, open_files_limit};
@@ -91,8 +92,8 @@ pub struct Running {
     admin: Option<(crate::admin::Admin, Arc<crate::admin::State>)>,
     /// Copies of every listening socket (each listener's per-thread ones,
     /// by configured address; the admin listener's), for a binary upgrade.
-    sockets: Vec<(SocketAddr, Vec<std::net::TcpListener>)>,
-    admin_socket: Option<(SocketAddr, std::net::TcpListener)>,
+    /// Closed when shutdown begins (else they would keep the ports open).
+    sockets: Mutex<Copies>,
 }
 
 /// The config in force and what follows it.
@@ -163,7 +164,7 @@ impl Shared {
     }
 }
 
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
     shared
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -360,7 +361,9 @@ impl Running {
                 None => {
                     let ours = self.listeners.iter().any(|(c, _)| c.port() == addr.port());
                     let (bound, per_thread) = bind_all(*addr, self.threads, !ours)?;
-                    self.sockets.push((*addr, copies(&per_thread)));
+                    lock(&self.sockets)
+                        .listeners
+                        .push((*addr, copies(&per_thread)));
                     let gate = gate(config, l, nofile);
                     for (t, sock) in per_thread.into_iter().enumerate() {
                         added[t].push((*addr, sock, gate.clone()));
@@ -376,7 +379,9 @@ impl Running {
             .map(|(c, _)| *c)
             .filter(|c| !configured.contains(c))
             .collect();
-        self.sockets.retain(|(a, _)| !removed.contains(a));
+        lock(&self.sockets)
+            .listeners
+            .retain(|(a, _)| !removed.contains(a));
         let swapped = shared.swap(generation, added, removed)?;
         shared.gates = gates;
         self.addrs = listeners.iter().map(|(_, b)| *b).collect();
@@ -384,18 +389,9 @@ impl Running {
         Ok(swapped)
     }
 
-    /// A binary upgrade: starts the binary now on disk and hands it every
-    /// listening socket; returns the new process's pid once it serves
-    /// (then this one is to drain and exit). On error this one serves on.
-    pub(crate) fn upgrade(&self) -> Result<u32, UpgradeError> {
-        upgrade::begin(&upgrade::HandOver {
-            listeners: self.sockets.iter().map(|(a, s)| (*a, &s[..])).collect(),
-            admin: self.admin_socket.as_ref().map(|(a, s)| (*a, s)),
-        })
-    }
-
     /// Begins graceful shutdown; returns at once.
     pub fn shutdown(&self) {
+        *lock(&self.sockets) = Copies::default();
         if let Some((_, state)) = &self.admin {
             state
                 .ready
@@ -591,7 +587,9 @@ pub(crate) fn start_with(
         dns: start_dns(&shared),
         shared,
         admin,
-        sockets: kept,
-        admin_socket: admin_copy,
+        sockets: Mutex::new(Copies {
+            listeners: kept,
+            admin: admin_copy,
+        }),
     })
 }

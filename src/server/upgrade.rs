@@ -35,6 +35,27 @@ const READY_WAIT: Duration = Duration::from_secs(120);
 /// Sockets per message (the kernel takes at most 253).
 const PER_MESSAGE: usize = 200;
 
+/// Copies of a running process's listening sockets (the same sockets as
+/// its workers'), kept for an upgrade; closed when shutdown begins.
+#[derive(Default)]
+pub(super) struct Copies {
+    pub listeners: Vec<(SocketAddr, Vec<TcpListener>)>,
+    pub admin: Option<(SocketAddr, TcpListener)>,
+}
+
+impl super::Running {
+    /// A binary upgrade: starts the binary now on disk and hands it every
+    /// listening socket; returns the new process's pid once it serves
+    /// (then this one is to drain and exit). On error this one serves on.
+    pub(crate) fn upgrade(&self) -> Result<u32, UpgradeError> {
+        let copies = super::lock(&self.sockets);
+        begin(&HandOver {
+            listeners: copies.listeners.iter().map(|(a, s)| (*a, &s[..])).collect(),
+            admin: copies.admin.as_ref().map(|(a, s)| (*a, s)),
+        })
+    }
+}
+
 /// What the old process hands over: each listener's per-thread sockets,
 /// by configured address, and the admin listener's.
 pub(crate) struct HandOver<'a> {

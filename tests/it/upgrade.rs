@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use rustix::process::{kill_process, test_kill_process, Pid, Signal};
 use tokio::net::TcpStream;
@@ -73,6 +74,16 @@ async fn upgrade(pid_file: &TempFile) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
+type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+async fn ws_echo(socket: &mut Ws, text: &'static str) -> String {
+    socket.send(Message::text(text)).await.expect("ws send");
+    match tokio::time::timeout(HANG, socket.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => t.as_str().to_string(),
+        other => panic!("no echo: {other:?}"),
+    }
+}
+
 async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + HANG;
     while !cond() {
@@ -127,17 +138,7 @@ async fn three_upgrades_under_load_fail_nothing() {
     let (mut socket, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), tcp)
         .await
         .expect("websocket");
-    let mut ws_echo = |text: &'static str| {
-        let socket = &mut socket;
-        async move {
-            socket.send(Message::text(text)).await.expect("ws send");
-            match tokio::time::timeout(HANG, socket.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) => t.as_str().to_string(),
-                other => panic!("no echo: {other:?}"),
-            }
-        }
-    };
-    assert_eq!(ws_echo("one").await, "echo:one");
+    assert_eq!(ws_echo(&mut socket, "one").await, "echo:one");
 
     // Load through all three upgrades; stopped with SIGINT, which makes
     // wrk print its totals.
@@ -167,7 +168,7 @@ async fn three_upgrades_under_load_fail_nothing() {
     // The streaming response and the WebSocket are still the first
     // process's, which has not exited: it drains them.
     assert!(alive(old), "the first process waits for its open exchanges");
-    assert_eq!(ws_echo("two").await, "echo:two");
+    assert_eq!(ws_echo(&mut socket, "two").await, "echo:two");
     assert!(feed.send(Bytes::from_static(b"after")).await);
     drop(feed);
     let body = tokio::time::timeout(HANG, streaming)
@@ -177,6 +178,7 @@ async fn three_upgrades_under_load_fail_nothing() {
         .expect("whole body");
     assert_eq!(&body[..], b"before after");
     socket.close(None).await.expect("ws close");
+    drop(socket);
     // With nothing left open, every old process exits. (Not `wait`: the
     // newer processes still write to the stderr they inherited.)
     for &p in &pids[..3] {
