@@ -322,7 +322,10 @@ fn run(
     ));
     let mut watchdog = crate::notify::watchdog_interval(inherited.is_some()).map(|every| {
         let _rt = rt.enter();
-        tokio::time::interval(every)
+        let mut pings = tokio::time::interval(every);
+        // After a long reload, one ping, not a burst of the missed ones.
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        pings
     });
     if let Some(i) = inherited {
         // The old process drains and exits once this is said.
