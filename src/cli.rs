@@ -319,6 +319,19 @@ fn run(
         .pid_file
         .as_deref()
         .map(crate::control::Answers::new);
+    // systemd: serving (said before an upgrade's old process is told to
+    // go, so that the service always has a main process).
+    let listening = running.local_addrs().len();
+    crate::notify::ready(&format!(
+        "serving on {listening} listener(s) with {threads} thread(s)"
+    ));
+    let mut watchdog = crate::notify::watchdog_interval(inherited.is_some()).map(|every| {
+        let _rt = rt.enter();
+        let mut pings = tokio::time::interval(every);
+        // After a long reload, one ping, not a burst of the missed ones.
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        pings
+    });
     if let Some(i) = inherited {
         // The old process drains and exits once this is said.
         match i.ready() {
@@ -333,6 +346,7 @@ fn run(
             tokio::select! {
                 signal = signals.wait() => Event::Signal(signal),
                 Some(ask) = next(&mut admin_reloads) => Event::Reload(ask),
+                () = tick(&mut watchdog) => Event::Watchdog,
             }
         });
         match event {
@@ -349,10 +363,12 @@ fn run(
                     a.record(&answer);
                 }
             }
+            Event::Watchdog => crate::notify::watchdog(),
             Event::Signal("SIGUSR1") => running.reopen_logs(),
             Event::Signal("SIGUSR2") => match running.upgrade() {
                 Ok(pid) => {
                     tracing::info!("SIGUSR2: new process {pid} serves; this one drains");
+                    crate::notify::mainpid(pid);
                     break "SIGUSR2 (upgraded)";
                 }
                 Err(e) => {
@@ -366,6 +382,10 @@ fn run(
         }
     };
     tracing::info!("{signal}: shutting down gracefully");
+    // Not after an upgrade: the service goes on, in the new process.
+    if signal != "SIGUSR2 (upgraded)" {
+        crate::notify::stopping();
+    }
     running.stop();
     // Not when they are a newer process's (after an upgrade).
     if let Some(p) = &overrides.pid_file {
@@ -383,6 +403,8 @@ enum Event {
     Signal(&'static str),
     /// `POST /reload` on the admin listener.
     Reload(crate::admin::ReloadAsk),
+    /// Time to tell systemd's watchdog that this loop is alive.
+    Watchdog,
 }
 
 /// The next admin reload request, if there is a channel for them.
@@ -395,10 +417,30 @@ async fn next(
     }
 }
 
+/// The next tick of the systemd watchdog's interval, if it has one.
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(i) => drop(i.tick().await),
+        None => std::future::pending().await,
+    }
+}
+
 /// SIGHUP or `POST /reload` (`why`): read the file again; swap it in if
 /// valid, else keep serving the old one and say why (logged, and
-/// returned: one problem a line).
+/// returned: one problem a line). systemd is told when it starts and ends.
 fn reload(
+    running: &mut server::Running,
+    config_path: Option<&std::path::Path>,
+    overrides: &Overrides,
+    why: &str,
+) -> Result<(), String> {
+    crate::notify::reloading();
+    let answer = reload_file(running, config_path, overrides, why);
+    crate::notify::reloaded(&answer);
+    answer
+}
+
+fn reload_file(
     running: &mut server::Running,
     config_path: Option<&std::path::Path>,
     overrides: &Overrides,

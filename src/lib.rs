@@ -55,7 +55,8 @@
 //! - `tally.rs`: single-writer counters and histograms, what the layers
 //!   above count with.
 //!
-//! Around them: `cli.rs` (the binary's behaviour), `demo.rs` (a small
+//! Around them: `cli.rs` (the binary's behaviour), `notify.rs` (what
+//! systemd is told: ready, reloading, stopping, watchdog), `demo.rs` (a small
 //! origin for the quickstart and tests), `rt.rs` (runtime glue),
 //! `random.rs` (per-thread random numbers for IDs), `fuzz.rs`.
 #![forbid(unsafe_code)]
@@ -72,6 +73,7 @@ mod error;
 pub mod fuzz;
 mod message;
 mod metrics;
+mod notify;
 mod proxy;
 mod random;
 mod router;

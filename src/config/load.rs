@@ -3,14 +3,16 @@
 //! problem: each one is recorded with its field path and checking goes on,
 //! so one `tidegate check` lists everything wrong with a file. Nothing here
 //! does I/O (certificates are read and names resolved when a config is put
-//! into service).
+//! into service) but `[server] user`'s lookup.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use super::route::compile_route;
 use super::source::{ConfigError, Problems, Source};
-use super::{dns, listener, raw, tracing, upstream, AccessLogTarget, Config, Limits, Timeouts};
+use super::{
+    dns, listener, raw, run_as, tracing, upstream, AccessLogTarget, Config, Limits, Timeouts,
+};
 
 /// Parses and converts `source`'s text.
 pub(super) fn parse(source: Source) -> Result<Config, ConfigError> {
@@ -143,6 +145,7 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
     });
 
     let tracing = tracing::section(raw.tracing.as_ref(), &mut p);
+    let run_as = run_as::run_as(s.user.as_deref(), s.group.as_deref(), &mut p);
 
     let config = Config {
         listeners,
@@ -172,6 +175,7 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
         dns,
         admin,
         tracing,
+        run_as,
         source: source.clone(),
     };
     p.result(config, &source)

@@ -9,7 +9,9 @@
 //!
 //! Nothing here holds runtime state or does I/O: certificates are read,
 //! names resolved and health state kept by what puts a config into service
-//! ([`crate::upstream::registry`], `downstream/tls.rs`).
+//! ([`crate::upstream::registry`], `downstream/tls.rs`). The one lookup is
+//! `[server] user`'s and `group`'s, in the system's user database
+//! (`run_as.rs`), so that `tidegate check` names an unknown one.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,6 +23,7 @@ mod load;
 mod log_format;
 pub mod raw;
 mod route;
+mod run_as;
 mod source;
 mod tracing;
 mod upstream;
@@ -29,6 +32,7 @@ pub use self::tracing::Tracing;
 pub use dns::Dns;
 pub use listener::{ClientAuth, Listener, ListenerTls, RequestId, DEFAULT_MAX_STREAMS};
 pub use log_format::{LogFormat, Piece, Var};
+pub use run_as::RunAs;
 pub use source::{ConfigError, Problem, Source};
 pub use upstream::{
     tls_name, Balance, Check, HashKey, Limit, Outlier, Protocol, Retry, Server, Target,
@@ -175,6 +179,9 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// OpenTelemetry traces (`[tracing]`), off unless configured.
     pub tracing: Option<Tracing>,
+    /// Who the process runs as once its sockets and files are open
+    /// (`[server] user`, `group`), if not as who started it.
+    pub run_as: Option<RunAs>,
     /// The file this came from, for errors found when it is put into
     /// service.
     pub source: Source,

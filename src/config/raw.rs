@@ -93,6 +93,8 @@ pub struct Server {
     pub log_format: Option<ErrorLogFormat>,
     #[serde(default, deserialize_with = "duration")]
     pub shutdown_grace: Option<Duration>,
+    pub user: Option<String>,
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

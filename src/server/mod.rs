@@ -43,6 +43,7 @@ use crate::upstream::registry::Registry as UpstreamRegistry;
 use crate::worker::Generation;
 
 mod admin;
+mod privilege;
 mod sockets;
 mod upgrade;
 mod workers;
@@ -494,6 +495,7 @@ pub(crate) fn start_with(
     let trace_stats = Arc::new(crate::trace::Stats::default());
     let exporter = start_exporter(&config, &trace_stats)?;
     generation.trace = exporter.as_ref().map(Exporter::sink);
+    privilege::drop_privileges(&config)?; // All that needs root is open.
 
     let (shutdown, _) = watch::channel(false);
     let mut workers = Vec::new();

@@ -22,8 +22,15 @@ pub struct Binary {
 impl Binary {
     /// Starts `tidegate ARGS`, stdin and stdout closed, stderr read.
     pub fn start(args: &[&str]) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tidegate"))
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidegate"));
+        cmd.args(args);
+        Binary::spawn(cmd)
+    }
+
+    /// Starts `cmd` (the binary, with its arguments and environment) as
+    /// [`Binary::start`] does.
+    pub fn spawn(mut cmd: Command) -> Binary {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
