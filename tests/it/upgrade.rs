@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use rustix::process::{kill_process, test_kill_process, Pid, Signal};
 use tokio::net::TcpStream;
@@ -127,17 +128,7 @@ async fn three_upgrades_under_load_fail_nothing() {
     let (mut socket, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), tcp)
         .await
         .expect("websocket");
-    let mut ws_echo = |text: &'static str| {
-        let socket = &mut socket;
-        async move {
-            socket.send(Message::text(text)).await.expect("ws send");
-            match tokio::time::timeout(HANG, socket.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) => t.as_str().to_string(),
-                other => panic!("no echo: {other:?}"),
-            }
-        }
-    };
-    assert_eq!(ws_echo("one").await, "echo:one");
+    assert_eq!(ws_echo(&mut socket, "one").await, "echo:one");
 
     // Load through all three upgrades; stopped with SIGINT, which makes
     // wrk print its totals.
@@ -167,7 +158,7 @@ async fn three_upgrades_under_load_fail_nothing() {
     // The streaming response and the WebSocket are still the first
     // process's, which has not exited: it drains them.
     assert!(alive(old), "the first process waits for its open exchanges");
-    assert_eq!(ws_echo("two").await, "echo:two");
+    assert_eq!(ws_echo(&mut socket, "two").await, "echo:two");
     assert!(feed.send(Bytes::from_static(b"after")).await);
     drop(feed);
     let body = tokio::time::timeout(HANG, streaming)
@@ -224,4 +215,19 @@ async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
         .await;
     run.signal(Signal::TERM);
     assert!(run.wait().await.0.success());
+}
+
+/// Sends `text` on the WebSocket and returns the echo.
+async fn ws_echo<S>(
+    socket: &mut tokio_tungstenite::WebSocketStream<S>,
+    text: &'static str,
+) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    socket.send(Message::text(text)).await.expect("ws send");
+    match tokio::time::timeout(HANG, socket.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => t.as_str().to_string(),
+        other => panic!("no echo: {other:?}"),
+    }
 }
