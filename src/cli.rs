@@ -3,84 +3,126 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{AccessLogTarget, Config, ErrorLogFormat};
 use crate::server;
 
+/// `tidegate --version`: the crate's version, the commit it was built
+/// from and how (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TIDEGATE_COMMIT"),
+    ", ",
+    env!("TIDEGATE_PROFILE"),
+    ")"
+);
+
 /// Tidegate: a streaming HTTP reverse proxy.
+///
+/// Without a subcommand it runs the proxy: from a config file (--config),
+/// or in quick mode (--listen and --upstream). The subcommands check a
+/// file, control a running Tidegate through its pid file, or print the
+/// manual and shell completions.
 #[derive(Debug, Parser)]
 #[command(
     name = "tidegate",
-    version,
+    version = VERSION,
     about,
+    long_about,
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 
+    /// Running the proxy: only without a subcommand.
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// What running the proxy takes: where its config comes from, and the
+/// settings that override the file's.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Configuration file (TOML) to run with; reloaded on SIGHUP.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+
     /// Quick mode: address to listen on, e.g. 127.0.0.1:8080.
-    #[arg(long, requires = "upstream", conflicts_with = "config")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "upstream",
+        conflicts_with = "config",
+        help_heading = "Quick mode (no config file)"
+    )]
     listen: Option<String>,
 
     /// Quick mode: upstream server (http://host:port); repeat for round-robin.
-    #[arg(long, requires = "listen")]
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "listen",
+        help_heading = "Quick mode (no config file)"
+    )]
     upstream: Vec<String>,
-
-    /// Configuration file (TOML).
-    #[arg(long, short)]
-    config: Option<PathBuf>,
 
     #[command(flatten)]
     overrides: Overrides,
 }
 
 /// Settings that override the configuration file.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
+#[command(next_help_heading = "Overriding the config file")]
 struct Overrides {
     /// Access log: off, stdout, or a file path.
-    #[arg(long, global = true)]
+    #[arg(long, value_name = "off|stdout|PATH")]
     access_log: Option<String>,
 
     /// Access-log format: default, combined, json, or a $variable template.
-    #[arg(long, global = true, value_name = "FORMAT", value_parser = crate::config::LogFormat::parse)]
+    #[arg(long, value_name = "FORMAT", value_parser = crate::config::LogFormat::parse)]
     access_log_format: Option<crate::config::LogFormat>,
 
     /// Log filter: error, warn, info, debug, trace (or a tracing filter).
-    #[arg(long, global = true)]
+    #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
 
     /// The process's own log: text lines (the default), or one JSON
     /// object per line.
-    #[arg(long, global = true, value_name = "text|json")]
+    #[arg(long, value_name = "text|json")]
     log_format: Option<crate::config::ErrorLogFormat>,
 
     /// Serve the admin endpoints (/metrics, /healthz, /readyz, /config,
     /// /reload...) here, as `[admin] address` does (no token).
-    #[arg(long, global = true, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     admin: Option<std::net::SocketAddr>,
 
     /// Worker threads (default: the number of cores).
-    #[arg(long, global = true)]
+    #[arg(long, value_name = "N")]
     threads: Option<usize>,
 
     /// Bind worker thread i to the i-th CPU the process may use (auto), or
     /// let the kernel place them (off, the default).
-    #[arg(long, global = true, value_name = "off|auto")]
+    #[arg(long, value_name = "off|auto")]
     cpu_affinity: Option<crate::config::CpuAffinity>,
 
-    /// Write the process id here while running (for `tidegate reload`).
-    #[arg(long, global = true)]
+    /// Write the process id here while running (for `tidegate reload`,
+    /// `reopen` and `upgrade`).
+    #[arg(long, value_name = "PATH")]
     pid_file: Option<PathBuf>,
 }
 
+/// The subcommands. Each declares only its own options: a new one is a
+/// variant here and an arm in [`main`].
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Validate a configuration file: print what is wrong and exit non-zero,
     /// or exit 0 when it is valid.
     Check {
-        #[arg(long, short)]
+        /// The configuration file (TOML) to check.
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
     /// Make a running Tidegate reload its config file: checks the file,
@@ -89,11 +131,11 @@ enum Command {
     /// sent).
     Reload {
         /// The pid file the running Tidegate was given with --pid-file.
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         pid_file: PathBuf,
         /// The config file to check first (default: the one the running
         /// process was started with).
-        #[arg(long, short)]
+        #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Zero-downtime binary upgrade: the running Tidegate starts the
@@ -101,21 +143,35 @@ enum Command {
     /// it serves (sends it SIGUSR2; waits for the new process).
     Upgrade {
         /// The pid file the running Tidegate was given with --pid-file.
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         pid_file: PathBuf,
     },
     /// Make a running Tidegate reopen its access-log file, after logrotate
     /// moved it (sends it SIGUSR1, as nginx's `-s reopen` does).
     Reopen {
         /// The pid file the running Tidegate was given with --pid-file.
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         pid_file: PathBuf,
     },
     /// Start a demo origin and Tidegate in front of it.
     Demo {
         /// Address for the proxy.
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: String,
+    },
+    /// Print the manual page (roff: `tidegate man | man -l -`).
+    Man {
+        /// Write tidegate.1 and a page per subcommand (tidegate-check.1...)
+        /// into this folder instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Print the completion script for a shell (e.g. `source <(tidegate
+    /// completions bash)`).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -162,12 +218,23 @@ pub fn main() -> ExitCode {
                 }
             };
             let config = Config::quick(listen, &[format!("http://{origin}")]);
-            run(config, None, &cli.overrides, Some(origin))
+            run(config, None, &Overrides::default(), Some(origin))
+        }
+        Some(Command::Man { dir }) => man(dir.as_deref()),
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "tidegate",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
         }
         None => {
-            let config = match (&cli.config, &cli.listen) {
+            let args = &cli.run;
+            let config = match (&args.config, &args.listen) {
                 (Some(path), _) => Config::from_file(path),
-                (None, Some(listen)) => Config::quick(listen, &cli.upstream),
+                (None, Some(listen)) => Config::quick(listen, &args.upstream),
                 (None, None) => {
                     eprintln!(
                         "tidegate: give --config FILE, or --listen ADDR --upstream URL \
@@ -176,7 +243,25 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            run(config, cli.config.as_deref(), &cli.overrides, None)
+            run(config, args.config.as_deref(), &args.overrides, None)
+        }
+    }
+}
+
+/// `tidegate man`: the page on stdout, or every page into `dir`.
+fn man(dir: Option<&std::path::Path>) -> ExitCode {
+    // No page for clap's `help` subcommand: the main page is the same on
+    // stdout as in `dir`.
+    let cmd = Cli::command().disable_help_subcommand(true);
+    let written = match dir {
+        Some(dir) => clap_mangen::generate_to(cmd, dir),
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tidegate: man: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -489,7 +574,7 @@ fn demo_banner(origin: std::net::SocketAddr, proxy: std::net::SocketAddr) {
     }
     println!("Try it yourself:");
     println!("  curl -i http://{proxy}/");
-    println!("  curl -s http://{proxy}/bytes/104857600 | wc -c      # 100 MiB, streamed");
+    println!("  curl -s http://{proxy}/bytes/1073741824 | wc -c     # 1 GiB, streamed");
     println!("  curl -s --data-binary @/etc/os-release http://{proxy}/echo");
     println!("Stop with Ctrl-C.");
 }

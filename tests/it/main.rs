@@ -25,6 +25,7 @@ mod limits_and_log;
 mod log_formats;
 mod messages;
 mod metrics;
+mod pkg;
 mod pool;
 mod privilege;
 mod prometheus;
