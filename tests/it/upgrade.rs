@@ -227,18 +227,3 @@ async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     run.signal(Signal::TERM);
     assert!(run.wait().await.0.success());
 }
-
-/// Sends `text` on the WebSocket and returns the echo.
-async fn ws_echo<S>(
-    socket: &mut tokio_tungstenite::WebSocketStream<S>,
-    text: &'static str,
-) -> String
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    socket.send(Message::text(text)).await.expect("ws send");
-    match tokio::time::timeout(HANG, socket.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) => t.as_str().to_string(),
-        other => panic!("no echo: {other:?}"),
-    }
-}
