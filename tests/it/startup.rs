@@ -2,7 +2,8 @@
 //! second process (another Tidegate) cannot take a share of a port that
 //! one already listens on (SO_REUSEPORT would let it); an access log that
 //! cannot be opened names its path and field; a relative access-log path
-//! is relative to the config file's folder, not the working directory.
+//! is relative to the config file's folder, not the working directory;
+//! SIGQUIT stops gracefully.
 
 use crate::common::binary::Binary;
 use crate::common::{backend, get, text, TempFile, HANG};
@@ -90,16 +91,14 @@ async fn an_access_log_path_is_relative_to_the_config_files_folder() {
     let _ = std::fs::remove_dir_all(&dir.path);
 }
 
-/// SIGQUIT stops gracefully as SIGTERM does (nginx's graceful stop);
-/// SIGUSR2, which would kill a process that does not catch it, is caught.
+/// SIGQUIT stops gracefully as SIGTERM does (nginx's graceful stop).
+/// (SIGUSR2 is the binary upgrade: tests/it/upgrade.rs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigquit_stops_gracefully_and_sigusr2_does_not_kill() {
+async fn sigquit_stops_gracefully() {
     let origin = backend(|_| async { text(200, "ok") });
     let file = TempFile::with("signals.toml", config(0, origin.addr, "").as_bytes());
     let mut run = Binary::start(&["--config", file.arg(), "--log-level", "info"]);
     let addr = run.listening().await;
-    run.signal(rustix::process::Signal::USR2);
-    run.line_with("SIGUSR2").await;
     assert_eq!(get(addr, "/").await.0, 200);
     run.signal(rustix::process::Signal::QUIT);
     let (status, log) = run.wait().await;
