@@ -130,8 +130,20 @@ impl Lexer<'_> {
             }
             self.bump();
             if c == '\\' {
+                // As nginx: the next character is taken literally, and
+                // the backslash kept unless it escapes a quote, a
+                // backslash or one of `t`, `r`, `n` (so `\d` stays).
                 if let Some(n) = self.bump() {
-                    out.push(n);
+                    match n {
+                        '"' | '\'' | '\\' => out.push(n),
+                        't' => out.push('\t'),
+                        'r' => out.push('\r'),
+                        'n' => out.push('\n'),
+                        _ => {
+                            out.push('\\');
+                            out.push(n);
+                        }
+                    }
                     prev = n;
                     continue;
                 }
@@ -260,6 +272,13 @@ mod tests {
         assert_eq!(items[1].name, "return");
         assert_eq!(items[1].args, ["200", "a \"b\";"]);
         assert_eq!(items[1].line, 4);
+    }
+
+    #[test]
+    fn backslashes_in_words_stay_unless_they_escape() {
+        let d = p(r"location ~ ^/v1/(\d+)\.json$ { return 200 a\;b; }");
+        assert_eq!(d[0].args, ["~", r"^/v1/(\d+)\.json$"]);
+        assert_eq!(d[0].block.as_ref().unwrap()[0].args, ["200", r"a\;b"]);
     }
 
     #[test]

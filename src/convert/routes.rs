@@ -145,7 +145,19 @@ pub(super) fn server(c: &mut Converter, s: &Server, inherit: &Inherit) {
             Kind::Regex(r) => (Path::Regex(r.clone()), None),
         };
         covers_root |= prefix.as_deref() == Some("/") && !matches!(k, Kind::Exact(_));
-        location(c, l, path, prefix, &base, &inherit);
+        // A prefix ending in `/` with no exact location for the path
+        // without it: nginx redirects that path (proxy_pass locations).
+        let auto_redirect = match k {
+            Kind::Prefix(p) | Kind::Final(p) if p.len() > 1 && p.ends_with('/') => {
+                let bare = p.trim_end_matches('/').to_string();
+                let exact = kinds
+                    .iter()
+                    .any(|(o, _)| matches!(o, Kind::Exact(e) if *e == bare));
+                (!exact).then_some(bare)
+            }
+            _ => None,
+        };
+        location(c, l, path, prefix, auto_redirect, &base, &inherit);
     }
     if !s.is_default && !covers_root {
         // nginx answers what no location takes from its files: 404 without
@@ -317,6 +329,7 @@ fn location(
     l: &Directive,
     path: Path,
     prefix: Option<String>,
+    auto_redirect: Option<String>,
     base: &Base,
     inherit: &Inherit,
 ) {
@@ -429,6 +442,18 @@ fn location(
     }
     headers(c, &inherit, &mut proxy);
     base.emit(c, l, path, Action::Upstream(group), &inherit, Some(proxy));
+    // nginx answers the prefix without its final slash with a 301 to it.
+    if let Some(bare) = auto_redirect {
+        let to = format!("{{scheme}}://{{host}}{}/{{query}}", bare);
+        base.emit(
+            c,
+            l,
+            Path::Exact(bare),
+            Action::Redirect(301, to),
+            &inherit,
+            None,
+        );
+    }
 }
 
 /// `proxy_set_header` lines as Tidegate's request-header edits.
