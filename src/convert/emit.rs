@@ -40,16 +40,23 @@ pub(super) struct Converter {
     blocks: BTreeMap<String, Directive>,
     /// Hosts (`None`: no host) already given routes, with where.
     hosts_taken: BTreeMap<Option<String>, String>,
+    /// A server's locations as routes (`routes.rs`, given by the driver:
+    /// it builds on this file, which does not import it).
+    server_routes: ServerRoutes,
 }
 
+/// What turns one server block into routes.
+pub(super) type ServerRoutes = fn(&mut Converter, &Server, &Inherited);
+
 /// Converts a parsed (include-expanded) nginx configuration.
-pub(super) fn convert(tree: &[Directive]) -> Conversion {
+pub(super) fn convert(tree: &[Directive], server_routes: ServerRoutes) -> Conversion {
     let mut c = Converter {
         out: Output::default(),
         skipped: Vec::new(),
         group_names: HashSet::new(),
         blocks: BTreeMap::new(),
         hosts_taken: BTreeMap::new(),
+        server_routes,
     };
     for d in tree {
         match (d.name.as_str(), &d.block) {
@@ -270,7 +277,7 @@ impl Converter {
             }
             if !only_redirects {
                 let server = &parsed[i];
-                super::routes::server(self, server, inherit);
+                (self.server_routes)(self, server, inherit);
             }
         }
         // Dual-stack pairs: Tidegate refuses [::]:P beside 0.0.0.0:P.

@@ -95,14 +95,14 @@ pub fn run(file: &Path, output: Option<&Path>) -> std::process::ExitCode {
 /// Reads `path` (following its `include`s) and converts it.
 pub fn convert_file(path: &Path) -> Result<Conversion, ConvertError> {
     let tree = load(path)?;
-    Ok(emit::convert(&tree))
+    Ok(emit::convert(&tree, routes::server))
 }
 
 /// Converts configuration text (no `include` is followed: each is
 /// reported as not converted). For the fuzz target.
 pub fn convert_text(text: &str, file: &Path) -> Result<Conversion, ConvertError> {
     let tree = parse::parse(text, file)?;
-    Ok(emit::convert(&tree))
+    Ok(emit::convert(&tree, routes::server))
 }
 
 /// `path` parsed, every `include` replaced by what it names.

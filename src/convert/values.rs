@@ -58,7 +58,7 @@ pub(super) fn duration(text: &str) -> Result<String, String> {
     if total_ms == 0 {
         return Err(format!("`{text}`: a zero time has no equivalent"));
     }
-    Ok(if total_ms % 1000 == 0 {
+    Ok(if total_ms.is_multiple_of(1000) {
         format!("{}s", total_ms / 1000)
     } else {
         format!("{total_ms}ms")
