@@ -417,3 +417,54 @@ fn unreadable_or_broken_input_fails() {
     let (ok, _, _) = tidegate(&["convert", dir.0.join("missing.conf").to_str().unwrap()]);
     assert!(!ok);
 }
+
+/// A TLS site with its HTTP-to-HTTPS server: nginx accepts the file, and
+/// the conversion (a TLS listener with the certificate, a redirecting
+/// listener) passes `tidegate check`.
+#[test]
+fn a_tls_site_converts_to_a_config_check_accepts() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/convert/_tls");
+    let dir = TempDir::new("tls");
+    let vars = [
+        ("@PORT@", free_port().to_string()),
+        ("@PORT2@", free_port().to_string()),
+        ("@A@", "127.0.0.1:9".to_string()),
+    ];
+    instantiate(&src, &dir.0, &vars);
+    let leaf = super::common::pki::Ca::new("convert").server(&["www.example.com"]);
+    std::fs::create_dir_all(dir.0.join("certs")).unwrap();
+    std::fs::write(dir.0.join("certs/site.pem"), &leaf.cert_pem).unwrap();
+    std::fs::write(dir.0.join("certs/site.key"), &leaf.key_pem).unwrap();
+    let conf = dir.0.join("nginx.conf");
+    let nginx = Command::new("nginx")
+        .arg("-t")
+        .arg("-p")
+        .arg(&dir.0)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(dir.0.join("error.log"))
+        .arg("-g")
+        .arg(format!("pid {};", dir.0.join("nginx.pid").display()))
+        .output()
+        .expect("nginx runs");
+    assert!(
+        nginx.status.success(),
+        "{}",
+        String::from_utf8_lossy(&nginx.stderr)
+    );
+    let toml = dir.0.join("tidegate.toml");
+    let (ok, _, stderr) = tidegate(&[
+        "convert",
+        conf.to_str().unwrap(),
+        "-o",
+        toml.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("ssl_protocols"), "{stderr}");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    assert!(text.contains("redirect_https = 443"), "{text}");
+    assert!(text.contains("certs/site.pem"), "{text}");
+    let (ok, out, err) = tidegate(&["check", "-c", toml.to_str().unwrap()]);
+    assert!(ok, "{out}{err}\n{text}");
+}
