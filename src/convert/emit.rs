@@ -112,10 +112,6 @@ impl Converter {
                     arg(d, 1).to_string(),
                     d.at(),
                 ));
-                if d.name == "add_header" && d.args.get(2).map(String::as_str) != Some("always") {
-                    // Converted, with one difference the README lists:
-                    // Tidegate adds it to every status.
-                }
             }
             "proxy_connect_timeout" | "proxy_read_timeout" => match values::duration(arg(d, 0)) {
                 Ok(t) if d.name == "proxy_connect_timeout" => inherit.connect_timeout = Some(t),
@@ -477,6 +473,8 @@ pub(super) struct Listen {
     pub http2: bool,
     pub default: bool,
     pub from: String,
+    /// Parameters not converted (`backlog=`, `proxy_protocol`...).
+    pub ignored: Vec<String>,
 }
 
 /// A server block, read.
@@ -503,7 +501,15 @@ impl<'a> Server<'a> {
         for i in items {
             match i.name.as_str() {
                 "listen" => match listen(i) {
-                    Ok(l) => s.listens.push(l),
+                    Ok(l) => {
+                        for p in &l.ignored {
+                            c.skip(
+                                i,
+                                &format!("parameter `{p}` not converted (the address is)"),
+                            );
+                        }
+                        s.listens.push(l)
+                    }
                     Err(why) => c.skip(i, &why),
                 },
                 "server_name" => s.names.extend(i.args.iter().cloned()),
@@ -523,6 +529,7 @@ impl<'a> Server<'a> {
                 http2: false,
                 default: false,
                 from: d.at(),
+                ignored: Vec::new(),
             });
         }
         let content: Vec<&Directive> = items
@@ -572,14 +579,16 @@ fn listen(d: &Directive) -> Result<Listen, String> {
         http2: false,
         default: false,
         from: d.at(),
+        ignored: Vec::new(),
     };
     for p in d.args.iter().skip(1) {
         match p.as_str() {
             "ssl" => l.ssl = true,
             "http2" => l.http2 = true,
             "default_server" | "default" => l.default = true,
+            // Tidegate's workers share each port this way already.
             "reuseport" => {}
-            _ => {}
+            other => l.ignored.push(other.to_string()),
         }
     }
     Ok(l)

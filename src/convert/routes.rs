@@ -31,10 +31,7 @@ fn hosts(c: &mut Converter, s: &Server) -> Vec<Option<String>> {
         if let Some(base) = n.strip_prefix('.') {
             out.push(Some(base.to_string()));
             out.push(Some(format!("*.{base}")));
-        } else if n.starts_with('~')
-            || n[1..].contains('*')
-            || n.starts_with('*') && !n.starts_with("*.")
-        {
+        } else if n.starts_with('~') || n.matches('*').count() > usize::from(n.starts_with("*.")) {
             c.skip_at(
                 s.directive,
                 &format!("server_name `{n}`: only exact names and `*.name` are converted"),
