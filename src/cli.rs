@@ -153,6 +153,16 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         pid_file: PathBuf,
     },
+    /// Write an nginx configuration (its includes followed) as Tidegate
+    /// TOML; every directive not converted is listed on stderr as
+    /// FILE:LINE: DIRECTIVE: why.
+    Convert {
+        /// The nginx configuration file.
+        file: PathBuf,
+        /// Write the TOML here instead of to stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Start a demo origin and Tidegate in front of it.
     Demo {
         /// Address for the proxy.
@@ -209,6 +219,7 @@ pub fn main() -> ExitCode {
         Some(Command::Reopen { pid_file }) => {
             crate::control::signal(pid_file, rustix::process::Signal::USR1, "SIGUSR1")
         }
+        Some(Command::Convert { file, output }) => crate::convert::run(file, output.as_deref()),
         Some(Command::Demo { listen }) => {
             let origin = match crate::demo::spawn() {
                 Ok(a) => a,

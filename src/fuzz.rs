@@ -29,6 +29,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("route", route),
     ("duration", duration),
     ("config", config),
+    ("nginx_conf", nginx_conf),
 ];
 
 /// `Host`/`:authority` validation: a value accepted is plain visible
@@ -202,5 +203,22 @@ pub fn config(data: &[u8]) {
     };
     if let Err(e) = Config::from_toml(text, "fuzz.toml") {
         assert!(e.to_string().starts_with("fuzz.toml"), "{e}");
+    }
+}
+
+/// `tidegate convert`'s nginx parser and converter on arbitrary text:
+/// never a panic; a syntax error names the file; a conversion is TOML
+/// that parses.
+pub fn nginx_conf(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match crate::convert::convert_text(text, std::path::Path::new("fuzz.conf")) {
+        Ok(c) => {
+            if let Err(e) = c.toml.parse::<toml::Table>() {
+                panic!("the conversion is not TOML: {e}\n{}", c.toml);
+            }
+        }
+        Err(e) => assert!(e.to_string().starts_with("fuzz.conf:"), "{e}"),
     }
 }

@@ -55,6 +55,10 @@
 //! - `tally.rs`: single-writer counters and histograms, what the layers
 //!   above count with.
 //!
+//! - `convert/`: `tidegate convert nginx.conf`, an nginx configuration
+//!   read (`parse.rs`, `include`s followed) and written as Tidegate TOML;
+//!   a tool beside the request path, which nothing below imports.
+//!
 //! Around them: `cli.rs` (the binary's behaviour), `notify.rs` (what
 //! systemd is told: ready, reloading, stopping, watchdog), `demo.rs` (a small
 //! origin for the quickstart and tests), `rt.rs` (runtime glue),
@@ -67,6 +71,7 @@ mod body;
 pub mod cli;
 pub mod config;
 mod control;
+pub mod convert;
 mod demo;
 mod downstream;
 mod error;

@@ -13,6 +13,7 @@ mod balance;
 mod cli;
 mod clients;
 mod concurrency;
+mod convert;
 mod dns;
 mod error_log;
 mod errors;

@@ -1,0 +1,595 @@
+//! The nginx tree mapped to Tidegate's listeners, routes and groups.
+//!
+//! nginx picks a server by listen address and name, then a location: `=`
+//! exact, else the longest prefix (final when it is `^~`), else the first
+//! regex in file order, else that longest prefix. Tidegate's fixed route
+//! order (exact host, wildcard, any; then exact path, regex in file order,
+//! longest prefix) gives the same choice when each location becomes one
+//! route, except `^~`: in a server with regex locations, a `^~` prefix is
+//! written as an anchored regex placed before the server's other regexes.
+use std::collections::{BTreeMap, HashSet};
+
+use super::parse::Directive;
+use super::values;
+use super::write::{Group, Listener, Output, Route};
+use super::{Conversion, Skipped};
+
+/// nginx's `client_max_body_size` default (1m).
+pub(super) const NGINX_BODY_LIMIT: u64 = 1 << 20;
+
+/// What a level (http, server, location) passes down to the levels inside.
+/// nginx's array directives (`proxy_set_header`, `add_header`) are inherited
+/// only by a level that sets none of its own.
+#[derive(Clone, Default)]
+pub(super) struct Inherited {
+    pub body_limit: Option<u64>,
+    pub proxy_headers: Option<Vec<(String, String, String)>>,
+    pub add_headers: Option<Vec<(String, String, String)>>,
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+    pub certificate: Option<String>,
+    pub key: Option<String>,
+}
+
+pub(super) struct Converter {
+    out: Output,
+    skipped: Vec<Skipped>,
+    /// Names of the `upstream` blocks (proxy_pass may name them).
+    group_names: HashSet<String>,
+    /// Upstream blocks, read when a proxy_pass first names them.
+    blocks: BTreeMap<String, Directive>,
+    /// Hosts (`None`: no host) already given routes, with where.
+    hosts_taken: BTreeMap<Option<String>, String>,
+    /// A server's locations as routes (`routes.rs`, given by the driver:
+    /// it builds on this file, which does not import it).
+    server_routes: ServerRoutes,
+}
+
+/// What turns one server block into routes.
+pub(super) type ServerRoutes = fn(&mut Converter, &Server, &Inherited);
+
+/// Converts a parsed (include-expanded) nginx configuration.
+pub(super) fn convert(tree: &[Directive], server_routes: ServerRoutes) -> Conversion {
+    let mut c = Converter {
+        out: Output::default(),
+        skipped: Vec::new(),
+        group_names: HashSet::new(),
+        blocks: BTreeMap::new(),
+        hosts_taken: BTreeMap::new(),
+        server_routes,
+    };
+    for d in tree {
+        match (d.name.as_str(), &d.block) {
+            ("http", Some(block)) => c.http(block),
+            ("worker_processes", None) => match d.args.first().map(|a| a.parse::<u64>()) {
+                Some(Ok(n)) if n > 0 => c.out.threads = Some(n),
+                Some(_) if d.args.first().map(String::as_str) == Some("auto") => {}
+                _ => c.skip(d, "not a number of workers"),
+            },
+            ("events", _) => c.skip(d, "Tidegate handles connections its own way (see [limits])"),
+            ("include", None) => c.skip(d, "includes are followed only when converting a file"),
+            _ => c.skip(d, "not converted (outside the reverse-proxy subset)"),
+        }
+    }
+    // A header line inherited by several locations is reported once.
+    let mut seen = HashSet::new();
+    c.skipped.retain(|s| seen.insert(s.clone()));
+    Conversion {
+        toml: c.out.toml(),
+        skipped: c.skipped,
+    }
+}
+
+pub(super) fn arg(d: &Directive, i: usize) -> &str {
+    d.args.get(i).map(String::as_str).unwrap_or_default()
+}
+
+impl Converter {
+    fn skip(&mut self, d: &Directive, why: &str) {
+        self.skipped.push(Skipped {
+            at: d.at(),
+            directive: d.name.clone(),
+            why: why.to_string(),
+        });
+    }
+
+    /// Reads the directives that every level may carry into `inherit`;
+    /// true when `d` was one of them.
+    fn inheritable(&mut self, d: &Directive, inherit: &mut Inherited, own: &mut Inherited) -> bool {
+        match d.name.as_str() {
+            "client_max_body_size" => match values::size(arg(d, 0)) {
+                Ok(n) => inherit.body_limit = Some(n),
+                Err(e) => self.skip(d, &e),
+            },
+            "proxy_set_header" | "add_header" if d.args.len() >= 2 => {
+                let list = if d.name == "add_header" {
+                    &mut own.add_headers
+                } else {
+                    &mut own.proxy_headers
+                };
+                list.get_or_insert_with(Vec::new).push((
+                    arg(d, 0).to_string(),
+                    arg(d, 1).to_string(),
+                    d.at(),
+                ));
+            }
+            "proxy_connect_timeout" | "proxy_read_timeout" => match values::duration(arg(d, 0)) {
+                Ok(t) if d.name == "proxy_connect_timeout" => inherit.connect_timeout = Some(t),
+                Ok(t) => inherit.read_timeout = Some(t),
+                Err(e) => self.skip(d, &e),
+            },
+            "ssl_certificate" => inherit.certificate = Some(arg(d, 0).to_string()),
+            "ssl_certificate_key" => inherit.key = Some(arg(d, 0).to_string()),
+            // Tidegate speaks HTTP/1.1 upstream and passes upgrades by
+            // itself: what these lines ask of nginx is its default.
+            "proxy_http_version" if arg(d, 0) == "1.1" => {}
+            _ => return false,
+        }
+        true
+    }
+
+    /// Header lists set at this level replace the inherited ones.
+    pub(super) fn settle(inherit: &mut Inherited, own: Inherited) {
+        if own.proxy_headers.is_some() {
+            inherit.proxy_headers = own.proxy_headers;
+        }
+        if own.add_headers.is_some() {
+            inherit.add_headers = own.add_headers;
+        }
+    }
+
+    fn http(&mut self, block: &[Directive]) {
+        let mut inherit = Inherited::default();
+        let mut own = Inherited::default();
+        for d in block {
+            if d.name == "upstream" && d.block.is_some() {
+                self.group_names.insert(arg(d, 0).to_string());
+                self.blocks.insert(arg(d, 0).to_string(), d.clone());
+            }
+        }
+        let mut servers = Vec::new();
+        for d in block {
+            if self.inheritable(d, &mut inherit, &mut own) {
+                continue;
+            }
+            match d.name.as_str() {
+                "upstream" if d.block.is_some() => {}
+                "server" if d.block.is_some() => servers.push(d),
+                "access_log" => self.access_log(d),
+                "keepalive_timeout" => match values::duration(arg(d, 0)) {
+                    Ok(t) => self.out.client_idle = Some(t),
+                    Err(e) => self.skip(d, &e),
+                },
+                "client_header_timeout" => match values::duration(arg(d, 0)) {
+                    Ok(t) => self.out.client_header = Some(t),
+                    Err(e) => self.skip(d, &e),
+                },
+                "log_format" => self.skip(
+                    d,
+                    "named log formats are not converted: access_log uses `combined`",
+                ),
+                "sendfile" | "tcp_nopush" | "tcp_nodelay" | "types" | "default_type" | "gzip"
+                | "server_tokens" => self.skip(
+                    d,
+                    "no equivalent: Tidegate serves no files and compresses nothing",
+                ),
+                _ => self.skip(d, "not converted (outside the reverse-proxy subset)"),
+            }
+        }
+        Self::settle(&mut inherit, own);
+        self.servers(&servers, &inherit);
+    }
+
+    pub(super) fn access_log(&mut self, d: &Directive) {
+        let wanted = match arg(d, 0) {
+            "off" => ("off".to_string(), None),
+            path => {
+                if d.args.len() > 1 && arg(d, 1) != "combined" {
+                    self.skip(
+                        d,
+                        "only the `combined` format is converted; written as combined",
+                    );
+                }
+                (path.to_string(), Some("combined"))
+            }
+        };
+        match &self.out.access_log {
+            None => self.out.access_log = Some(wanted),
+            Some(have) if *have == wanted => {}
+            Some(_) => self.skip(
+                d,
+                "Tidegate has one access log; the first one named is kept",
+            ),
+        }
+    }
+
+    /// Every server block: listeners first (default servers known), then
+    /// routes.
+    fn servers(&mut self, servers: &[&Directive], inherit: &Inherited) {
+        let mut parsed: Vec<Server> = servers.iter().map(|d| Server::read(d, self)).collect();
+        // The default server of each address: flagged, else the first.
+        let mut defaults: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, s) in parsed.iter().enumerate() {
+            for l in &s.listens {
+                if l.default {
+                    defaults.insert(l.address.clone(), i);
+                }
+            }
+        }
+        for (i, s) in parsed.iter().enumerate() {
+            for l in &s.listens {
+                defaults.entry(l.address.clone()).or_insert(i);
+            }
+        }
+        let users = |address: &str, parsed: &[Server]| {
+            parsed
+                .iter()
+                .filter(|s| s.listens.iter().any(|l| l.address == address))
+                .count()
+        };
+        for i in 0..parsed.len() {
+            let only_redirects = parsed[i].https_redirect.is_some()
+                && parsed[i]
+                    .listens
+                    .iter()
+                    .all(|l| !l.ssl && users(&l.address, &parsed) == 1);
+            parsed[i].is_default = defaults.values().any(|&d| d == i);
+            let server = &parsed[i];
+            let mut inner = inherit.clone();
+            for d in server.directive.block.iter().flatten() {
+                let mut own = Inherited::default();
+                self.inheritable_quiet(d, &mut inner, &mut own);
+            }
+            let pair = inner.certificate.zip(inner.key);
+            for l in &server.listens {
+                let entry = self
+                    .out
+                    .listeners
+                    .entry(l.address.clone())
+                    .or_insert_with(|| Listener {
+                        from: l.from.clone(),
+                        ..Listener::default()
+                    });
+                entry.http2 |= l.http2;
+                entry.tls |= l.ssl;
+                if only_redirects {
+                    entry.redirect_https = Some(443);
+                }
+                if !l.ssl {
+                    continue;
+                }
+                match &pair {
+                    Some(pair) => {
+                        if !entry.certificates.contains(pair) {
+                            entry.certificates.push(pair.clone());
+                        }
+                    }
+                    None => self.skipped.push(Skipped {
+                        at: l.from.clone(),
+                        directive: "listen".into(),
+                        why: "ssl without ssl_certificate and ssl_certificate_key".into(),
+                    }),
+                }
+            }
+            if !only_redirects {
+                let server = &parsed[i];
+                (self.server_routes)(self, server, inherit);
+            }
+        }
+        // Dual-stack pairs: Tidegate refuses [::]:P beside 0.0.0.0:P.
+        let v6: Vec<String> = self
+            .out
+            .listeners
+            .keys()
+            .filter(|a| a.starts_with("[::]:"))
+            .cloned()
+            .collect();
+        for a in v6 {
+            let port = &a["[::]:".len()..];
+            if self.out.listeners.contains_key(&format!("0.0.0.0:{port}")) {
+                if let Some(l) = self.out.listeners.remove(&a) {
+                    self.skipped.push(Skipped {
+                        at: l.from,
+                        directive: "listen".into(),
+                        why: format!("{a} beside 0.0.0.0:{port}: Tidegate listens on one of them"),
+                    });
+                }
+            }
+        }
+        self.out
+            .listeners
+            .retain(|_, l| !l.tls || !l.certificates.is_empty());
+    }
+
+    fn inheritable_quiet(&mut self, d: &Directive, inherit: &mut Inherited, own: &mut Inherited) {
+        let before = self.skipped.len();
+        self.inheritable(d, inherit, own);
+        self.skipped.truncate(before);
+    }
+
+    /// The group `proxy_pass` names (an `upstream` block, or one made for
+    /// an address), created on first use.
+    pub(super) fn group(
+        &mut self,
+        d: &Directive,
+        scheme: &str,
+        host: &str,
+    ) -> Result<(String, bool), String> {
+        if let Some(block) = self.blocks.remove(host) {
+            let g = self.upstream_block(&block, scheme);
+            self.out.groups.insert(host.to_string(), g);
+        }
+        if self.group_names.contains(host) {
+            return Ok((host.to_string(), true));
+        }
+        let address = if host.starts_with('[') && host.contains("]:")
+            || !host.starts_with('[') && host.contains(':')
+        {
+            host.to_string()
+        } else {
+            format!("{host}:{}", if scheme == "https" { 443 } else { 80 })
+        };
+        let name = format!(
+            "{scheme}_{}",
+            address.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        );
+        self.out
+            .groups
+            .entry(name.clone())
+            .or_insert_with(|| Group {
+                servers: vec![(format!("{scheme}://{address}"), 1)],
+                balance: "round_robin",
+                hash_key: None,
+                max_fails: 1,
+                fail_timeout: "10s".into(),
+                from: d.at(),
+            });
+        Ok((name, false))
+    }
+
+    fn upstream_block(&mut self, block: &Directive, scheme: &str) -> Group {
+        let mut g = Group {
+            balance: "round_robin",
+            max_fails: 1,
+            fail_timeout: "10s".into(),
+            from: block.at(),
+            ..Group::default()
+        };
+        let mut failure_set = false;
+        for d in block.block.iter().flatten() {
+            match d.name.as_str() {
+                "server" => {
+                    let mut weight = 1;
+                    let mut keep = true;
+                    for p in d.args.iter().skip(1) {
+                        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                        match k {
+                            "weight" => match v.parse::<u32>() {
+                                Ok(w) if (1..=1000).contains(&w) => weight = w,
+                                _ => self.skip(d, "weight must be 1 to 1000"),
+                            },
+                            "max_fails" | "fail_timeout" => {
+                                let ok = if k == "max_fails" {
+                                    v.parse()
+                                        .map(|n| g.max_fails = n)
+                                        .map_err(|_| String::new())
+                                } else {
+                                    values::duration(v).map(|t| g.fail_timeout = t)
+                                };
+                                if ok.is_err() {
+                                    self.skip(d, &format!("{p}: not a valid value"));
+                                } else if failure_set && k == "max_fails" {
+                                    self.skip(d, "max_fails/fail_timeout differ per server in nginx, per group in Tidegate: the last server's apply");
+                                }
+                            }
+                            "backup" => {
+                                keep = false;
+                                self.skip(
+                                    d,
+                                    "backup server: Tidegate has no backup tier, left out",
+                                );
+                            }
+                            "down" => keep = false,
+                            _ => self.skip(d, &format!("parameter `{p}` not converted")),
+                        }
+                    }
+                    failure_set |= d.args.iter().any(|a| a.starts_with("max_fails="));
+                    let address = arg(d, 0);
+                    if address.starts_with("unix:") {
+                        self.skip(d, "Unix sockets are not converted");
+                    } else if keep {
+                        let address = if address.contains(':') {
+                            address.to_string()
+                        } else {
+                            format!("{address}:80")
+                        };
+                        g.servers.push((format!("{scheme}://{address}"), weight));
+                    }
+                }
+                "least_conn" => g.balance = "least_outstanding",
+                "ip_hash" => {
+                    g.balance = "hash";
+                    g.hash_key = Some("client_ip");
+                }
+                "hash" if arg(d, 0) == "$remote_addr" => {
+                    g.balance = "hash";
+                    g.hash_key = Some("client_ip");
+                }
+                // Tidegate always keeps idle connections to every server.
+                "keepalive" => {}
+                _ => self.skip(d, "not converted (outside the reverse-proxy subset)"),
+            }
+        }
+        g
+    }
+
+    /// Records that `host` has routes from `from`; false (and reported)
+    /// when another server has it already.
+    pub(super) fn take_host(&mut self, d: &Directive, host: &Option<String>) -> bool {
+        if let Some(first) = self.hosts_taken.get(host) {
+            let what = host
+                .clone()
+                .unwrap_or_else(|| "requests without a listed name".into());
+            let why = format!("{what} is served by the server at {first} already: Tidegate's routes are shared by every listener");
+            self.skip(d, &why);
+            return false;
+        }
+        self.hosts_taken.insert(host.clone(), d.at());
+        true
+    }
+
+    pub(super) fn push(&mut self, r: Route) {
+        self.out.routes.push(r);
+    }
+
+    pub(super) fn skip_at(&mut self, d: &Directive, why: &str) {
+        self.skip(d, why);
+    }
+
+    pub(super) fn skip_raw(&mut self, at: &str, directive: &str, why: &str) {
+        self.skipped.push(Skipped {
+            at: at.to_string(),
+            directive: directive.to_string(),
+            why: why.to_string(),
+        });
+    }
+
+    pub(super) fn level(
+        &mut self,
+        d: &Directive,
+        inherit: &mut Inherited,
+        own: &mut Inherited,
+    ) -> bool {
+        self.inheritable(d, inherit, own)
+    }
+}
+
+pub(super) use self::Inherited as Inherit;
+
+/// A `listen` line.
+pub(super) struct Listen {
+    pub address: String,
+    pub ssl: bool,
+    pub http2: bool,
+    pub default: bool,
+    pub from: String,
+    /// Parameters not converted (`backlog=`, `proxy_protocol`...).
+    pub ignored: Vec<String>,
+}
+
+/// A server block, read.
+pub(super) struct Server<'a> {
+    pub directive: &'a Directive,
+    pub listens: Vec<Listen>,
+    pub names: Vec<String>,
+    pub is_default: bool,
+    /// `return 301 https://$host$request_uri` as its only content.
+    pub https_redirect: Option<String>,
+}
+
+impl<'a> Server<'a> {
+    fn read(d: &'a Directive, c: &mut Converter) -> Server<'a> {
+        let mut s = Server {
+            directive: d,
+            listens: Vec::new(),
+            names: Vec::new(),
+            is_default: false,
+            https_redirect: None,
+        };
+        let items = d.block.as_deref().unwrap_or_default();
+        let mut http2_on = false;
+        for i in items {
+            match i.name.as_str() {
+                "listen" => match listen(i) {
+                    Ok(l) => {
+                        for p in &l.ignored {
+                            c.skip(
+                                i,
+                                &format!("parameter `{p}` not converted (the address is)"),
+                            );
+                        }
+                        s.listens.push(l)
+                    }
+                    Err(why) => c.skip(i, &why),
+                },
+                "server_name" => s.names.extend(i.args.iter().cloned()),
+                "http2" => http2_on = arg(i, 0) == "on",
+                _ => {}
+            }
+        }
+        if http2_on {
+            for l in &mut s.listens {
+                l.http2 = true;
+            }
+        }
+        if s.listens.is_empty() {
+            s.listens.push(Listen {
+                address: "0.0.0.0:80".into(),
+                ssl: false,
+                http2: false,
+                default: false,
+                from: d.at(),
+                ignored: Vec::new(),
+            });
+        }
+        let content: Vec<&Directive> = items
+            .iter()
+            .filter(|i| !matches!(i.name.as_str(), "listen" | "server_name" | "access_log"))
+            .collect();
+        if let [only] = content.as_slice() {
+            let target = arg(only, 1);
+            if only.name == "return"
+                && matches!(arg(only, 0), "301" | "302" | "308")
+                && (target == "https://$host$request_uri"
+                    || target == "https://$server_name$request_uri")
+            {
+                s.https_redirect = Some(target.to_string());
+            }
+        }
+        s
+    }
+}
+
+fn listen(d: &Directive) -> Result<Listen, String> {
+    let first = arg(d, 0);
+    if first.starts_with("unix:") {
+        return Err("Unix sockets are not converted".into());
+    }
+    let address = if first.bytes().all(|b| b.is_ascii_digit()) {
+        format!("0.0.0.0:{first}")
+    } else if let Some(port) = first.strip_prefix("*:") {
+        format!("0.0.0.0:{port}")
+    } else if let Some(port) = first.strip_prefix("localhost:") {
+        format!("127.0.0.1:{port}")
+    } else if first.starts_with('[') && !first.contains("]:")
+        || !first.starts_with('[') && !first.contains(':')
+    {
+        format!("{first}:80")
+    } else {
+        first.to_string()
+    };
+    if address.parse::<std::net::SocketAddr>().is_err() {
+        return Err(format!(
+            "`{first}` is not an address Tidegate can listen on"
+        ));
+    }
+    let mut l = Listen {
+        address,
+        ssl: false,
+        http2: false,
+        default: false,
+        from: d.at(),
+        ignored: Vec::new(),
+    };
+    for p in d.args.iter().skip(1) {
+        match p.as_str() {
+            "ssl" => l.ssl = true,
+            "http2" => l.http2 = true,
+            "default_server" | "default" => l.default = true,
+            // Tidegate's workers share each port this way already.
+            "reuseport" => {}
+            other => l.ignored.push(other.to_string()),
+        }
+    }
+    Ok(l)
+}

@@ -1,0 +1,213 @@
+//! What the conversion produced, as Tidegate TOML text (strings quoted by
+//! the `toml` crate, so any byte the nginx file held is written validly).
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// A listener to write.
+#[derive(Debug, Default)]
+pub(super) struct Listener {
+    pub(super) http2: bool,
+    /// `(cert, key)` paths; the first is the default certificate.
+    pub(super) certificates: Vec<(String, String)>,
+    pub(super) tls: bool,
+    pub(super) redirect_https: Option<u16>,
+    pub(super) from: String,
+}
+
+/// A route's path matcher.
+#[derive(Debug, Clone)]
+pub(super) enum Path {
+    Exact(String),
+    Prefix(String),
+    Regex(String),
+}
+
+/// A route's action.
+#[derive(Debug, Clone)]
+pub(super) enum Action {
+    Upstream(String),
+    Redirect(u16, String),
+    Respond(u16, Option<String>),
+}
+
+/// A route to write.
+#[derive(Debug, Clone)]
+pub(super) struct Route {
+    pub(super) from: String,
+    pub(super) host: Option<String>,
+    pub(super) path: Path,
+    pub(super) action: Action,
+    pub(super) rewrite: Option<(String, String)>,
+    pub(super) request_set: BTreeMap<String, String>,
+    pub(super) request_remove: Vec<String>,
+    pub(super) response_add: BTreeMap<String, String>,
+    pub(super) max_body_bytes: Option<u64>,
+    pub(super) upstream_host: Option<String>,
+    pub(super) connect_timeout: Option<String>,
+    pub(super) read_timeout: Option<String>,
+}
+
+/// An upstream group to write.
+#[derive(Debug, Default)]
+pub(super) struct Group {
+    /// `(address with scheme, weight)`.
+    pub(super) servers: Vec<(String, u32)>,
+    pub(super) balance: &'static str,
+    pub(super) hash_key: Option<&'static str>,
+    pub(super) max_fails: u32,
+    pub(super) fail_timeout: String,
+    pub(super) from: String,
+}
+
+/// The whole output.
+#[derive(Debug, Default)]
+pub(super) struct Output {
+    pub(super) threads: Option<u64>,
+    pub(super) access_log: Option<(String, Option<&'static str>)>,
+    pub(super) client_idle: Option<String>,
+    pub(super) client_header: Option<String>,
+    pub(super) listeners: BTreeMap<String, Listener>,
+    pub(super) routes: Vec<Route>,
+    pub(super) groups: BTreeMap<String, Group>,
+}
+
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn map(m: &BTreeMap<String, String>) -> String {
+    let items: Vec<String> = m
+        .iter()
+        .map(|(k, v)| format!("{} = {}", q(k), q(v)))
+        .collect();
+    format!("{{ {} }}", items.join(", "))
+}
+
+impl Output {
+    pub(super) fn toml(&self) -> String {
+        let mut o = String::from(
+            "# Written by `tidegate convert`; see README.md, \"Converting an nginx config\".\n",
+        );
+        // `write!` to a String cannot fail.
+        let mut server = Vec::new();
+        if let Some(t) = self.threads {
+            server.push(format!("threads = {t}"));
+        }
+        if let Some((path, format)) = &self.access_log {
+            server.push(format!("access_log = {}", q(path)));
+            if let Some(f) = format {
+                server.push(format!("access_log_format = {}", q(f)));
+            }
+        }
+        if !server.is_empty() {
+            let _ = writeln!(o, "\n[server]\n{}", server.join("\n"));
+        }
+        let mut timeouts = Vec::new();
+        if let Some(t) = &self.client_idle {
+            timeouts.push(format!("client_idle = {}", q(t)));
+        }
+        if let Some(t) = &self.client_header {
+            timeouts.push(format!("client_header = {}", q(t)));
+        }
+        if !timeouts.is_empty() {
+            let _ = writeln!(o, "\n[timeouts]\n{}", timeouts.join("\n"));
+        }
+        for (address, l) in &self.listeners {
+            let _ = writeln!(o, "\n[[listeners]]   # {}", l.from);
+            let _ = writeln!(o, "address = {}", q(address));
+            let _ = writeln!(o, "http2 = {}", l.http2);
+            if let Some(port) = l.redirect_https {
+                let _ = writeln!(o, "redirect_https = {port}");
+            }
+            if l.tls {
+                let certs: Vec<String> = l
+                    .certificates
+                    .iter()
+                    .map(|(c, k)| format!("{{ cert = {}, key = {} }}", q(c), q(k)))
+                    .collect();
+                let _ = writeln!(o, "tls = {{ certificates = [{}] }}", certs.join(", "));
+            }
+        }
+        for r in &self.routes {
+            let _ = writeln!(o, "\n[[routes]]   # {}", r.from);
+            if let Some(h) = &r.host {
+                let _ = writeln!(o, "host = {}", q(h));
+            }
+            let _ = match &r.path {
+                Path::Exact(p) => writeln!(o, "path = {}", q(p)),
+                Path::Prefix(p) => writeln!(o, "path_prefix = {}", q(p)),
+                Path::Regex(p) => writeln!(o, "path_regex = {}", q(p)),
+            };
+            let _ = match &r.action {
+                Action::Upstream(g) => writeln!(o, "upstream = {}", q(g)),
+                Action::Redirect(status, location) => writeln!(
+                    o,
+                    "redirect = {{ status = {status}, location = {} }}",
+                    q(location)
+                ),
+                Action::Respond(status, None) => writeln!(o, "respond = {{ status = {status} }}"),
+                Action::Respond(status, Some(body)) => {
+                    writeln!(o, "respond = {{ status = {status}, body = {} }}", q(body))
+                }
+            };
+            if let Some((regex, replace)) = &r.rewrite {
+                let _ = writeln!(
+                    o,
+                    "rewrite = {{ regex = {}, replace = {} }}",
+                    q(regex),
+                    q(replace)
+                );
+            }
+            if let Some(h) = &r.upstream_host {
+                let _ = writeln!(o, "upstream_host = {}", q(h));
+            }
+            if let Some(n) = r.max_body_bytes {
+                let _ = writeln!(o, "max_body_bytes = {n}");
+            }
+            let mut ops = Vec::new();
+            if !r.request_set.is_empty() {
+                ops.push(format!("set = {}", map(&r.request_set)));
+            }
+            if !r.request_remove.is_empty() {
+                let names: Vec<String> = r.request_remove.iter().map(|n| q(n)).collect();
+                ops.push(format!("remove = [{}]", names.join(", ")));
+            }
+            if !ops.is_empty() {
+                let _ = writeln!(o, "request_headers = {{ {} }}", ops.join(", "));
+            }
+            if !r.response_add.is_empty() {
+                let _ = writeln!(o, "response_headers = {{ add = {} }}", map(&r.response_add));
+            }
+            let mut t = Vec::new();
+            if let Some(d) = &r.connect_timeout {
+                t.push(format!("upstream_connect = {}", q(d)));
+            }
+            if let Some(d) = &r.read_timeout {
+                t.push(format!("upstream_response_head = {}", q(d)));
+            }
+            if !t.is_empty() {
+                let _ = writeln!(o, "timeouts = {{ {} }}", t.join(", "));
+            }
+        }
+        for (name, g) in &self.groups {
+            let _ = writeln!(o, "\n[upstreams.{}]   # {}", q(name), g.from);
+            let servers: Vec<String> = g
+                .servers
+                .iter()
+                .map(|(a, w)| format!("{{ address = {}, weight = {w} }}", q(a)))
+                .collect();
+            let _ = writeln!(o, "servers = [{}]", servers.join(", "));
+            let _ = writeln!(o, "balance = {}", q(g.balance));
+            if let Some(k) = g.hash_key {
+                let _ = writeln!(o, "hash_key = {}", q(k));
+            }
+            let _ = writeln!(
+                o,
+                "outlier = {{ consecutive_failures = {}, base_ejection = {t}, max_ejection = {t}, max_ejected_percent = 100 }}",
+                g.max_fails,
+                t = q(&g.fail_timeout)
+            );
+        }
+        o
+    }
+}

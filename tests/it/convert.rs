@@ -1,0 +1,470 @@
+//! `tidegate convert`, differentially: each nginx configuration kept
+//! under `tests/convert/` runs in a real nginx, and its conversion (made by
+//! the binary, checked by `tidegate check`) in Tidegate, both in front of
+//! the same recording backends; the requests in its `requests` file must
+//! get the same status, Location, backend, forwarded path, Host and
+//! fields. The differences the README lists as inherent (Tidegate's own
+//! X-Forwarded-*/Via, nginx's port in its redirects) are normalised here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::common::{backend, Backend, HANG};
+
+/// Fields the backends report back (request fields, lower case).
+const RECORDED: &[&str] = &[
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "via",
+    "x-env",
+    "x-other",
+    "x-real-ip",
+    "accept-encoding",
+    "upgrade",
+];
+
+/// Fields Tidegate always sends and nginx only when configured to.
+const TIDEGATE_ADDS: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "via",
+];
+
+/// A backend that answers with what it received, in `x-record`, and its
+/// name in `x-backend`; a WebSocket handshake gets a 101.
+fn recording(name: &'static str) -> Backend {
+    backend(
+        move |req: http::Request<hyper::body::Incoming>| async move {
+            let mut record = vec![
+                format!("method={}", req.method()),
+                format!("uri={}", req.uri()),
+            ];
+            for f in RECORDED {
+                let values: Vec<&str> = req
+                    .headers()
+                    .get_all(*f)
+                    .iter()
+                    .map(|v| v.to_str().unwrap_or("?"))
+                    .collect();
+                if !values.is_empty() {
+                    record.push(format!("{f}={}", values.join(",")));
+                }
+            }
+            let upgrade = req.headers().contains_key("upgrade");
+            let body = req.into_body().collect().await.map(|b| b.to_bytes().len());
+            record.push(format!("body={}", body.unwrap_or(0)));
+            let mut resp = http::Response::builder()
+                .header("x-backend", name)
+                .header("x-record", record.join(" | "));
+            if upgrade {
+                resp = resp
+                    .status(101)
+                    .header("upgrade", "websocket")
+                    .header("connection", "upgrade");
+            }
+            resp.body(super::common::full("from the backend\n"))
+                .unwrap()
+        },
+    )
+}
+
+/// A port free now (nginx needs one written in its file).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `src` copied to a new folder with the placeholders filled in.
+fn instantiate(src: &Path, dest: &Path, vars: &[(&str, String)]) {
+    std::fs::create_dir_all(dest.join("logs")).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dest.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            instantiate(&entry.path(), &to, vars);
+        } else {
+            let mut text = std::fs::read_to_string(entry.path()).unwrap();
+            for (k, v) in vars {
+                text = text.replace(k, v);
+            }
+            std::fs::write(to, text).unwrap();
+        }
+    }
+}
+
+/// A temporary folder, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let d =
+            std::env::temp_dir().join(format!("tidegate-convert-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// nginx on a configuration folder; killed on drop.
+struct Nginx(Child);
+
+impl Nginx {
+    async fn start(dir: &Path, addr: SocketAddr) -> Nginx {
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-g")
+            .arg(format!(
+                "daemon off; master_process off; pid {};",
+                dir.join("nginx.pid").display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx runs (apt-get install nginx)");
+        let nginx = Nginx(child);
+        tokio::time::timeout(HANG, async {
+            while TcpStream::connect(addr).await.is_err() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "nginx never listened: {}",
+                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+            )
+        });
+        nginx
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `tidegate ARGS`, run to its end: (success, stdout, stderr).
+fn tidegate(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("tidegate runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What a response shows of its routing.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    status: u16,
+    location: Option<String>,
+    backend: Option<String>,
+    record: BTreeMap<String, String>,
+    /// `x-` fields the proxy added to the response.
+    added: BTreeMap<String, String>,
+    /// The body of a fixed 200 answer.
+    text: Option<String>,
+}
+
+/// One line of a `requests` file: `METHOD HOST PATH [len=N]`, or
+/// `WS HOST PATH` for a WebSocket handshake.
+async fn request(addr: SocketAddr, line: &str) -> Seen {
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    let (method, host, path) = (parts[0], parts[1], parts[2]);
+    let len: Option<usize> = parts
+        .get(3)
+        .and_then(|p| p.strip_prefix("len="))
+        .map(|n| n.parse().unwrap());
+    let mut head = if method == "WS" {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        )
+    } else {
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: gzip\r\nConnection: close\r\n")
+    };
+    if let Some(n) = len {
+        head.push_str(&format!("Content-Length: {n}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    // Large declared bodies are refused from their length alone.
+    if let Some(n) = len.filter(|&n| n <= 100_000) {
+        bytes.extend(std::iter::repeat_n(b'x', n));
+    }
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(&bytes).await.expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(HANG, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+            // A 101's head is all there is to read.
+            if method == "WS" && out.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{line}: no answer"));
+    parse(&String::from_utf8_lossy(&out), method)
+}
+
+fn parse(text: &str, method: &str) -> Seen {
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let mut fields = BTreeMap::new();
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            fields.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let record = fields
+        .get("x-record")
+        .map(|r| {
+            r.split(" | ")
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let backend = fields.get("x-backend").cloned();
+    let added = fields
+        .iter()
+        .filter(|(k, _)| k.starts_with("x-") && *k != "x-record" && *k != "x-backend")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .chain(
+            fields
+                .get("cache-control")
+                .map(|v| ("cache-control".into(), v.clone())),
+        )
+        .collect();
+    let text = (status == 200 && backend.is_none() && method != "HEAD").then(|| body.to_string());
+    Seen {
+        status,
+        location: fields.get("location").cloned(),
+        backend,
+        record,
+        added,
+        text,
+    }
+}
+
+/// One configuration: nginx and Tidegate on the same backends, every
+/// request compared.
+async fn differential(name: &str, failures: &mut Vec<String>) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/convert")
+        .join(name);
+    let backends = [recording("a"), recording("b"), recording("c")];
+    let vars = |port: u16| {
+        vec![
+            ("@PORT@", port.to_string()),
+            ("@A@", backends[0].addr.to_string()),
+            ("@B@", backends[1].addr.to_string()),
+            ("@C@", backends[2].addr.to_string()),
+        ]
+    };
+    // nginx, on a port found free.
+    let theirs = TempDir::new(&format!("{name}-nginx"));
+    let nginx_port = free_port();
+    instantiate(&src, &theirs.0, &vars(nginx_port));
+    let nginx_addr: SocketAddr = ([127, 0, 0, 1], nginx_port).into();
+    let _nginx = Nginx::start(&theirs.0, nginx_addr).await;
+
+    // Tidegate, on port 0, from the binary's conversion.
+    let ours = TempDir::new(&format!("{name}-tidegate"));
+    instantiate(&src, &ours.0, &vars(0));
+    let toml = ours.0.join("tidegate.toml");
+    let conf = ours.0.join("nginx.conf");
+    let (ok, _, stderr) = tidegate(&[
+        "convert",
+        conf.to_str().unwrap(),
+        "-o",
+        toml.to_str().unwrap(),
+    ]);
+    assert!(ok, "{name}: convert failed: {stderr}");
+    let (ok, out, err) = tidegate(&["check", "-c", toml.to_str().unwrap()]);
+    assert!(
+        ok,
+        "{name}: the conversion fails check: {out}{err}\n{}",
+        std::fs::read_to_string(&toml).unwrap()
+    );
+    let config = tidegate::Config::from_file(&toml).expect("loads");
+    let running = tidegate::start(config).expect("starts");
+    let ours_addr = running.local_addrs()[0];
+
+    let requests = std::fs::read_to_string(src.join("requests")).unwrap();
+    for line in requests.lines().filter(|l| !l.trim().is_empty()) {
+        let mut nginx = request(nginx_addr, line).await;
+        let mut tidegate = request(ours_addr, line).await;
+        // nginx puts its own port in the redirects it makes absolute
+        // (port_in_redirect).
+        nginx.location = nginx
+            .location
+            .map(|l| l.replace(&format!(":{nginx_port}"), ""));
+        for f in TIDEGATE_ADDS {
+            if !nginx.record.contains_key(*f) {
+                tidegate.record.remove(*f);
+            }
+        }
+        if nginx != tidegate {
+            failures.push(format!(
+                "{name}: `{line}`:\n  nginx:    {nginx:?}\n  Tidegate: {tidegate:?}"
+            ));
+        }
+    }
+    running.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_config_routes_as_nginx_does() {
+    let mut names: Vec<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/convert"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('_'))
+            .collect();
+    names.sort();
+    assert!(names.len() >= 10, "{names:?}");
+    let mut failures = Vec::new();
+    for name in names {
+        differential(&name, &mut failures).await;
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn directives_not_converted_are_listed_with_file_and_line() {
+    let dir = TempDir::new("skipped");
+    std::fs::write(
+        dir.0.join("nginx.conf"),
+        "events {}\nhttp {\n  include sites/*.conf;\n}\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.0.join("sites")).unwrap();
+    std::fs::write(
+        dir.0.join("sites/a.conf"),
+        "server {\n  listen 8080;\n  location / {\n    proxy_pass http://127.0.0.1:9;\n    fancy_directive on;\n  }\n}\n",
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = tidegate(&["convert", dir.0.join("nginx.conf").to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let site = dir.0.join("sites/a.conf");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with(&format!("{}:5: fancy_directive: ", site.display()))),
+        "{stderr}"
+    );
+    assert!(stdout.contains("upstream = "), "{stdout}");
+}
+
+#[test]
+fn unreadable_or_broken_input_fails() {
+    let dir = TempDir::new("broken");
+    let conf = dir.0.join("nginx.conf");
+    std::fs::write(&conf, "http {\n  server { listen 80;\n").unwrap();
+    let (ok, _, stderr) = tidegate(&["convert", conf.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("{}:2:", conf.display())),
+        "{stderr}"
+    );
+    // An include cycle is refused, with where.
+    std::fs::write(&conf, "include nginx.conf;\n").unwrap();
+    let (ok, _, stderr) = tidegate(&["convert", conf.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("cycle"), "{stderr}");
+    let (ok, _, _) = tidegate(&["convert", dir.0.join("missing.conf").to_str().unwrap()]);
+    assert!(!ok);
+}
+
+/// A TLS site with its HTTP-to-HTTPS server: nginx accepts the file, and
+/// the conversion (a TLS listener with the certificate, a redirecting
+/// listener) passes `tidegate check`.
+#[test]
+fn a_tls_site_converts_to_a_config_check_accepts() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/convert/_tls");
+    let dir = TempDir::new("tls");
+    let vars = [
+        ("@PORT@", free_port().to_string()),
+        ("@PORT2@", free_port().to_string()),
+        ("@A@", "127.0.0.1:9".to_string()),
+    ];
+    instantiate(&src, &dir.0, &vars);
+    let leaf = super::common::pki::Ca::new("convert").server(&["www.example.com"]);
+    std::fs::create_dir_all(dir.0.join("certs")).unwrap();
+    std::fs::write(dir.0.join("certs/site.pem"), &leaf.cert_pem).unwrap();
+    std::fs::write(dir.0.join("certs/site.key"), &leaf.key_pem).unwrap();
+    let conf = dir.0.join("nginx.conf");
+    let nginx = Command::new("nginx")
+        .arg("-t")
+        .arg("-p")
+        .arg(&dir.0)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(dir.0.join("error.log"))
+        .arg("-g")
+        .arg(format!("pid {};", dir.0.join("nginx.pid").display()))
+        .output()
+        .expect("nginx runs");
+    assert!(
+        nginx.status.success(),
+        "{}",
+        String::from_utf8_lossy(&nginx.stderr)
+    );
+    let toml = dir.0.join("tidegate.toml");
+    let (ok, _, stderr) = tidegate(&[
+        "convert",
+        conf.to_str().unwrap(),
+        "-o",
+        toml.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("ssl_protocols"), "{stderr}");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    assert!(text.contains("redirect_https = 443"), "{text}");
+    assert!(text.contains("certs/site.pem"), "{text}");
+    let (ok, out, err) = tidegate(&["check", "-c", toml.to_str().unwrap()]);
+    assert!(ok, "{out}{err}\n{text}");
+}
