@@ -114,28 +114,73 @@ fn read_pid(pid_file: &Path) -> Result<Pid, String> {
         .ok_or_else(|| format!("{}: not a process id", pid_file.display()))
 }
 
+/// The pid in `pid_file`; else says why (exit 2).
+fn pid_in(pid_file: &Path) -> Result<Pid, ExitCode> {
+    read_pid(pid_file).map_err(|e| {
+        eprintln!("tidegate: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Sends `sig` to `pid`; else says why (exit 1).
+fn send(pid: Pid, sig: Signal) -> Result<(), ExitCode> {
+    kill_process(pid, sig).map_err(|e| {
+        eprintln!(
+            "tidegate: cannot signal process {}: {e}",
+            pid.as_raw_nonzero()
+        );
+        ExitCode::FAILURE
+    })
+}
+
+/// Polls `answered` until it gives the exit code, while `pid` runs and
+/// within [`ANSWER_WAIT`]; `gone` and `late` say what it means when it
+/// exits or does not answer.
+fn await_answer(
+    pid: Pid,
+    gone: &str,
+    late: &str,
+    mut answered: impl FnMut() -> Option<ExitCode>,
+) -> ExitCode {
+    let deadline = Instant::now() + ANSWER_WAIT;
+    loop {
+        if let Some(code) = answered() {
+            return code;
+        }
+        if test_kill_process(pid).is_err() {
+            eprintln!("tidegate: {gone}");
+            return ExitCode::FAILURE;
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "tidegate: {late} within {}s: see the log",
+                ANSWER_WAIT.as_secs()
+            );
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A refusal's reasons (the answer's lines after its first), then `then`.
+fn refused(a: &Answer, then: &str) -> ExitCode {
+    for line in a.result.iter().skip(1) {
+        eprintln!("tidegate: {line}");
+    }
+    eprintln!("tidegate: {then}");
+    ExitCode::FAILURE
+}
+
 /// `tidegate reopen` (and any plain signal): sends `sig` to the pid in
 /// `pid_file`.
 pub(crate) fn signal(pid_file: &Path, sig: Signal, name: &str) -> ExitCode {
-    let pid = match read_pid(pid_file) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("tidegate: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match kill_process(pid, sig) {
-        Ok(()) => {
+    let sent = pid_in(pid_file).and_then(|pid| send(pid, sig).map(|()| pid));
+    match sent {
+        Ok(pid) => {
             println!("sent {name} to {}", pid.as_raw_nonzero());
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!(
-                "tidegate: cannot signal process {}: {e}",
-                pid.as_raw_nonzero()
-            );
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }
 
@@ -170,14 +215,11 @@ fn running_config(pid: Pid) -> Option<PathBuf> {
 
 /// `tidegate reload`: check, signal, wait for the answer.
 pub(crate) fn reload(pid_file: &Path, config: Option<&Path>) -> ExitCode {
-    let pid = match read_pid(pid_file) {
+    let pid = match pid_in(pid_file) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("tidegate: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let shown = pid.as_raw_nonzero();
+    let shown = pid.as_raw_nonzero().get();
     if let Err(e) = test_kill_process(pid) {
         eprintln!(
             "tidegate: process {shown} (from {}): {e}",
@@ -202,57 +244,39 @@ pub(crate) fn reload(pid_file: &Path, config: Option<&Path>) -> ExitCode {
     }
     let answers = answer_path(pid_file);
     let before = read_answer(&answers)
-        .filter(|a| a.pid == shown.get())
+        .filter(|a| a.pid == shown)
         .map(|a| a.count);
-    if let Err(e) = kill_process(pid, Signal::HUP) {
-        eprintln!("tidegate: cannot signal process {shown}: {e}");
-        return ExitCode::FAILURE;
+    if let Err(code) = send(pid, Signal::HUP) {
+        return code;
     }
     let Some(before) = before else {
         // A process that writes no answers (started without this).
         println!("sent SIGHUP to {shown}; it writes no answer file: the result is in its log");
         return ExitCode::SUCCESS;
     };
-    let deadline = Instant::now() + ANSWER_WAIT;
-    loop {
-        if let Some(a) = read_answer(&answers).filter(|a| a.pid == shown.get()) {
-            if a.count > before {
-                return match a.result.first().map(String::as_str) {
-                    Some("ok") => {
-                        match &file {
-                            Some(f) => println!("process {shown} reloaded {}", f.display()),
-                            None => println!("process {shown} reloaded"),
-                        }
-                        ExitCode::SUCCESS
-                    }
-                    _ => {
-                        for line in a.result.iter().skip(1) {
-                            eprintln!("tidegate: {line}");
-                        }
-                        eprintln!("tidegate: process {shown} refused the reload; its old config still serves");
-                        ExitCode::FAILURE
-                    }
-                };
+    let gone = format!("process {shown} exited before answering");
+    let late = format!("sent SIGHUP to {shown}; no answer");
+    await_answer(pid, &gone, &late, || {
+        let a = read_answer(&answers).filter(|a| a.pid == shown && a.count > before)?;
+        Some(match a.result.first().map(String::as_str) {
+            Some("ok") => {
+                match &file {
+                    Some(f) => println!("process {shown} reloaded {}", f.display()),
+                    None => println!("process {shown} reloaded"),
+                }
+                ExitCode::SUCCESS
             }
-        }
-        if test_kill_process(pid).is_err() {
-            eprintln!("tidegate: process {shown} exited before answering");
-            return ExitCode::FAILURE;
-        }
-        if Instant::now() > deadline {
-            eprintln!(
-                "tidegate: sent SIGHUP to {shown}; no answer within {}s: see its log",
-                ANSWER_WAIT.as_secs()
-            );
-            return ExitCode::FAILURE;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            _ => refused(
+                &a,
+                &format!("process {shown} refused the reload; its old config still serves"),
+            ),
+        })
+    })
 }
 
 /// The signals a running Tidegate acts on (README, "Signals"): SIGTERM,
 /// SIGINT and SIGQUIT stop it gracefully, SIGHUP reloads, SIGUSR1 reopens
-/// the log files, SIGUSR2 is caught (so that it cannot kill the process).
+/// the log files, SIGUSR2 starts a binary upgrade.
 pub(crate) struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -292,24 +316,20 @@ impl Signals {
 /// `tidegate upgrade`: sends SIGUSR2 and waits until a new process serves
 /// (the pid file names it), or the old one says why it could not.
 pub(crate) fn upgrade(pid_file: &Path) -> ExitCode {
-    let old = match read_pid(pid_file) {
+    let old = match pid_in(pid_file) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("tidegate: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let shown = old.as_raw_nonzero().get();
     let answers = answer_path(pid_file);
     let before = read_answer(&answers)
         .filter(|a| a.pid == shown)
         .map_or(0, |a| a.count);
-    if let Err(e) = kill_process(old, Signal::USR2) {
-        eprintln!("tidegate: cannot signal process {shown}: {e}");
-        return ExitCode::FAILURE;
+    if let Err(code) = send(old, Signal::USR2) {
+        return code;
     }
-    let deadline = Instant::now() + ANSWER_WAIT;
-    loop {
+    let gone = format!("process {shown} exited and no new process took over");
+    await_answer(old, &gone, "no new process", || {
         // The new process writes the pid file, then its answer file, then
         // tells the old one: both in place means it serves.
         if let Ok(new) = read_pid(pid_file) {
@@ -317,27 +337,10 @@ pub(crate) fn upgrade(pid_file: &Path) -> ExitCode {
             let serving = read_answer(&answers).is_some_and(|a| a.pid == new);
             if new != shown && serving {
                 println!("process {new} serves; process {shown} drains and exits");
-                return ExitCode::SUCCESS;
+                return Some(ExitCode::SUCCESS);
             }
         }
-        if let Some(a) = read_answer(&answers).filter(|a| a.pid == shown && a.count > before) {
-            for line in a.result.iter().skip(1) {
-                eprintln!("tidegate: {line}");
-            }
-            eprintln!("tidegate: process {shown} keeps serving");
-            return ExitCode::FAILURE;
-        }
-        if test_kill_process(old).is_err() {
-            eprintln!("tidegate: process {shown} exited and no new process took over");
-            return ExitCode::FAILURE;
-        }
-        if Instant::now() > deadline {
-            eprintln!(
-                "tidegate: no new process within {}s: see the log",
-                ANSWER_WAIT.as_secs()
-            );
-            return ExitCode::FAILURE;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        let a = read_answer(&answers).filter(|a| a.pid == shown && a.count > before)?;
+        Some(refused(&a, &format!("process {shown} keeps serving")))
+    })
 }

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::common::binary::Binary;
 use crate::common::config::TestConfig;
@@ -24,17 +23,6 @@ fn config(listeners: &[&str], upstream: SocketAddr) -> String {
         .log_level("error")
         .listeners_at(listeners)
         .toml()
-}
-
-/// Polls `cond` until true, bounded by HANG.
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    tokio::time::timeout(HANG, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 //! SIGQUIT stops gracefully.
 
 use crate::common::binary::Binary;
-use crate::common::{backend, get, text, TempFile, HANG};
+use crate::common::{backend, get, text, until, TempFile};
 
 fn config(port: u16, origin: std::net::SocketAddr, server: &str) -> String {
     format!(
@@ -76,15 +76,10 @@ async fn an_access_log_path_is_relative_to_the_config_files_folder() {
     let addr = run.listening().await;
     assert_eq!(get(addr, "/written").await.0, 200);
     // Lines are handed to the writer at least once a second.
-    let deadline = tokio::time::Instant::now() + HANG;
-    while !std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("/written")) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no line in {}",
-            log_path.display()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until("the request's access-log line", || {
+        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("/written"))
+    })
+    .await;
     assert!(!std::path::Path::new("logs/access.log").exists());
     run.signal(rustix::process::Signal::TERM);
     assert!(run.wait().await.0.success());

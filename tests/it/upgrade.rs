@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -50,14 +49,38 @@ fn alive(pid: i32) -> bool {
     running && !zombie
 }
 
-/// Stops whatever process the pid file names when the test ends (the
-/// upgraded processes are not the test's children).
-struct StopPid<'a>(&'a TempFile);
+/// A pid file; whatever process it names is killed when the test ends
+/// (the upgraded processes are not the test's children).
+struct PidFile(TempFile);
 
-impl Drop for StopPid<'_> {
+impl Drop for PidFile {
     fn drop(&mut self) {
-        if let Some(p) = Pid::from_raw(pid_in(self.0)) {
+        if let Some(p) = Pid::from_raw(pid_in(&self.0)) {
             let _ = kill_process(p, Signal::KILL);
+        }
+    }
+}
+
+/// A Tidegate started from `toml` with a pid file, serving.
+struct Started {
+    run: Binary,
+    addr: SocketAddr,
+    file: TempFile,
+    pid_file: PidFile,
+}
+
+impl Started {
+    async fn new(toml: &str) -> Started {
+        let file = TempFile::with("upgrade.toml", toml.as_bytes());
+        let pid_file = PidFile(TempFile::new("upgrade.pid"));
+        let mut run = Binary::start(&["--config", file.arg(), "--pid-file", pid_file.0.arg()]);
+        let addr = run.listening().await;
+        until("pid file", || pid_in(&pid_file.0) == run.pid as i32).await;
+        Started {
+            run,
+            addr,
+            file,
+            pid_file,
         }
     }
 }
@@ -84,14 +107,6 @@ async fn ws_echo(socket: &mut Ws, text: &'static str) -> String {
     }
 }
 
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + HANG;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_upgrades_under_load_fail_nothing() {
     let app = backend(|_| async { text(200, "ok") });
@@ -110,15 +125,8 @@ async fn three_upgrades_under_load_fail_nothing() {
             crate::common::ws::echo(&mut ws, "echo:").await;
         }
     });
-    let file = TempFile::with(
-        "upgrade.toml",
-        config(app.addr, slow.addr, ws.addr).as_bytes(),
-    );
-    let pid_file = TempFile::new("upgrade.pid");
-    let mut first = Binary::start(&["--config", file.arg(), "--pid-file", pid_file.arg()]);
-    let _stop = StopPid(&pid_file);
-    let addr = first.listening().await;
-    until("pid file", || pid_in(&pid_file) == first.pid as i32).await;
+    let started = Started::new(&config(app.addr, slow.addr, ws.addr)).await;
+    let (addr, pid_file, first) = (started.addr, &started.pid_file.0, &started.run);
 
     // Open before the first upgrade: a streaming response, a WebSocket.
     let streaming = tokio::spawn(async move {
@@ -156,9 +164,9 @@ async fn three_upgrades_under_load_fail_nothing() {
         for _ in 0..5 {
             assert_eq!(get(addr, "/").await.0, 200);
         }
-        let (code, said) = upgrade(&pid_file).await;
+        let (code, said) = upgrade(pid_file).await;
         assert_eq!(code, Some(0), "upgrade {round}: {said}");
-        let new = pid_in(&pid_file);
+        let new = pid_in(pid_file);
         assert!(
             !pids.contains(&new) && alive(new),
             "upgrade {round}: pid {new}: {said}"
@@ -206,21 +214,19 @@ async fn three_upgrades_under_load_fail_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     let app = backend(|_| async { text(200, "ok") });
-    let file = TempFile::with(
-        "upgrade.toml",
-        config(app.addr, app.addr, app.addr).as_bytes(),
-    );
-    let pid_file = TempFile::new("upgrade.pid");
-    let mut run = Binary::start(&["--config", file.arg(), "--pid-file", pid_file.arg()]);
-    let _stop = StopPid(&pid_file);
-    let addr = run.listening().await;
-    until("pid file", || pid_in(&pid_file) == run.pid as i32).await;
+    let Started {
+        mut run,
+        addr,
+        file,
+        pid_file,
+    } = Started::new(&config(app.addr, app.addr, app.addr)).await;
+    let pid_file = &pid_file.0;
     // The new process reads the file as it is now: broken.
     std::fs::write(&file.path, "[[listeners]]\naddress = 17\n").unwrap();
-    let (code, said) = upgrade(&pid_file).await;
+    let (code, said) = upgrade(pid_file).await;
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("exited"), "{said}");
-    assert_eq!(pid_in(&pid_file), run.pid as i32);
+    assert_eq!(pid_in(pid_file), run.pid as i32);
     assert_eq!(get(addr, "/").await.2, "ok");
     run.line_with("upgrade failed, this process serves on")
         .await;

@@ -76,13 +76,6 @@ impl Binary {
         .unwrap_or_else(|_| panic!("no log line with {needle:?}"))
     }
 
-    /// The next stderr line (`None` once stderr is closed).
-    pub async fn next_line(&mut self) -> Option<String> {
-        let l = self.lines.recv().await?;
-        self.log.push(l.clone());
-        Some(l)
-    }
-
     /// Waits for "listening on http://ADDR" and returns ADDR.
     pub async fn listening(&mut self) -> SocketAddr {
         let line = self.line_with("listening on http://").await;

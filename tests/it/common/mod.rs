@@ -724,6 +724,17 @@ impl Drop for TempFile {
     }
 }
 
+/// Polls `cond` until true, bounded by [`HANG`] (`what` names it then).
+pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(HANG, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
 /// Runs `cmd` to completion off the async threads; panics if it cannot
 /// start or runs past [`HANG`].
 pub async fn run_command(mut cmd: std::process::Command) -> std::process::Output {
