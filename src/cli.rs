@@ -437,6 +437,8 @@ fn run(
     }
 
     let mut signals = signals;
+    // After an upgrade the service goes on, in the new process.
+    let mut upgraded = false;
     let signal = loop {
         let event = rt.block_on(async {
             tokio::select! {
@@ -447,17 +449,17 @@ fn run(
         });
         match event {
             Event::Reload(ask) => {
-                let answer = reload(&mut running, config_path, overrides, "admin API");
-                if let Some(a) = &mut answers {
-                    a.record(&answer);
-                }
+                let answer = reload(
+                    &mut running,
+                    config_path,
+                    overrides,
+                    "admin API",
+                    &mut answers,
+                );
                 let _ = ask.reply.send(answer);
             }
             Event::Signal("SIGHUP") => {
-                let answer = reload(&mut running, config_path, overrides, "SIGHUP");
-                if let Some(a) = &mut answers {
-                    a.record(&answer);
-                }
+                let _ = reload(&mut running, config_path, overrides, "SIGHUP", &mut answers);
             }
             Event::Watchdog => crate::notify::watchdog(),
             Event::Signal("SIGUSR1") => running.reopen_logs(),
@@ -465,6 +467,7 @@ fn run(
                 Ok(pid) => {
                     tracing::info!("SIGUSR2: new process {pid} serves; this one drains");
                     crate::notify::mainpid(pid);
+                    upgraded = true;
                     break "SIGUSR2 (upgraded)";
                 }
                 Err(e) => {
@@ -478,8 +481,7 @@ fn run(
         }
     };
     tracing::info!("{signal}: shutting down gracefully");
-    // Not after an upgrade: the service goes on, in the new process.
-    if signal != "SIGUSR2 (upgraded)" {
+    if !upgraded {
         crate::notify::stopping();
     }
     running.stop();
@@ -523,16 +525,21 @@ async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
 
 /// SIGHUP or `POST /reload` (`why`): read the file again; swap it in if
 /// valid, else keep serving the old one and say why (logged, and
-/// returned: one problem a line). systemd is told when it starts and ends.
+/// returned: one problem a line). systemd is told when it starts and ends,
+/// and `tidegate reload` by the answer file.
 fn reload(
     running: &mut server::Running,
     config_path: Option<&std::path::Path>,
     overrides: &Overrides,
     why: &str,
+    answers: &mut Option<crate::control::Answers>,
 ) -> Result<(), String> {
     crate::notify::reloading();
     let answer = reload_file(running, config_path, overrides, why);
     crate::notify::reloaded(&answer);
+    if let Some(a) = answers {
+        a.record(&answer);
+    }
     answer
 }
 
