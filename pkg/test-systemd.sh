@@ -73,12 +73,18 @@ pids+=($!)
 until_ok curl -fsS "http://$backend/hello.txt" || fail "the backend does not answer on $backend"
 
 echo "== systemd, booted in its own PID and mount namespace"
-# The unit as installed, plus a drop-in: stderr to a file (no journald
-# here) and a watchdog.
-mkdir -p "$dir/units/tidegate.service.d" "$dir/units/tidegate-ci.target.d"
-printf '[Unit]\nDescription=pkg/test-systemd.sh\n' > "$dir/units/tidegate-ci.target"
-printf '[Service]\nStandardError=append:%s/tidegate.log\nWatchdogSec=2s\n' "$dir" \
-  > "$dir/units/tidegate.service.d/ci.conf"
+# This systemd sees only the installed unit (copied as it is) and a drop-in:
+# none of the machine's own units, whose sysinit.target would run
+# systemd-tmpfiles (wiping the shared /tmp), sysctl, udev and the like on
+# the machine itself. So the drop-in turns off the unit's default
+# dependencies (sysinit.target, basic.target: not there), sends its output
+# to a file (no journald here) and sets a watchdog.
+mkdir -p "$dir/units/tidegate.service.d"
+cp /usr/lib/systemd/system/tidegate.service "$dir/units/"
+printf '[Unit]\nDescription=pkg/test-systemd.sh\nDefaultDependencies=no\n' \
+  > "$dir/units/tidegate-ci.target"
+printf '[Unit]\nDefaultDependencies=no\n[Service]\nStandardOutput=append:%s/tidegate.log\nStandardError=append:%s/tidegate.log\nWatchdogSec=2s\n' \
+  "$dir" "$dir" > "$dir/units/tidegate.service.d/ci.conf"
 cat > "$dir/boot.sh" <<EOF
 #!/bin/sh
 set -e
@@ -86,7 +92,7 @@ mount -t proc proc /proc
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /sys/fs/cgroup
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
-export container=tidegate-ci SYSTEMD_UNIT_PATH=$dir/units:
+export container=tidegate-ci SYSTEMD_UNIT_PATH=$dir/units
 exec $systemd --system --unit=tidegate-ci.target --log-level=warning
 EOF
 chmod +x "$dir/boot.sh"
