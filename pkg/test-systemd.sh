@@ -61,6 +61,8 @@ show_log() {
   echo "--- tidegate's stderr" >&2
   cat "$dir/tidegate.log" >&2 || true
   sc status --no-pager tidegate >&2 || true
+  echo "--- systemd's log" >&2
+  tail -n 40 "$dir/systemd.log" >&2 || true
 }
 
 listen=$(sed -n 's/^address = "\(.*\)"$/\1/p' "$conf")
@@ -92,17 +94,20 @@ mount -t proc proc /proc
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /sys/fs/cgroup
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
+# systemd as PID 1 logs to /dev/console: here, a file.
+: > $dir/systemd.log
+mount --bind $dir/systemd.log /dev/console
 export container=tidegate-ci SYSTEMD_UNIT_PATH=$dir/units
-exec $systemd --system --unit=tidegate-ci.target --log-level=warning
+exec $systemd --system --unit=tidegate-ci.target --log-level=info --log-target=console
 EOF
 chmod +x "$dir/boot.sh"
 unshare --pid --fork --mount --uts --propagation private "$dir/boot.sh" \
-  >"$dir/systemd.log" 2>&1 &
+  >"$dir/boot.log" 2>&1 &
 pids+=($!)
 until_ok pgrep -P "$!" || fail "the namespace did not start"
 ns=$(pgrep -P "$!")
 until_ok sh -c "nsenter -t $ns -m -p -- systemctl is-system-running | grep -Eq 'running|degraded'" ||
-  { cat "$dir/systemd.log" >&2; fail "systemd did not come up"; }
+  { cat "$dir/boot.log" "$dir/systemd.log" >&2; fail "systemd did not come up"; }
 
 echo "== systemctl start"
 sc start tidegate || { show_log; fail "systemctl start tidegate failed"; }

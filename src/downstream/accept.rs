@@ -124,7 +124,12 @@ pub(crate) async fn accept_loop(
         // backlog) while an idle connection makes room.
         let worker = current.get();
         let wait = worker.config.timeouts.client_header;
+        // Biased: a connection admitted at once is served even when
+        // shutdown (or an upgrade's hand-over) begins in the same instant
+        // (an unbiased select dropped it now and then: its client saw an
+        // empty reply). Only one still waiting at the cap is let go.
         let admitted = tokio::select! {
+            biased;
             a = gate.admit(client.ip(), &registry, wait) => a,
             _ = shutdown.changed() => return,
         };

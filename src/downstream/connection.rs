@@ -335,14 +335,9 @@ async fn set_up(
     let (io, tls, (alpn_h2, tls_version)) = match worker.tls.get(index).and_then(Option::as_ref) {
         None => (ClientIo::Plain(stream), None, (false, None)),
         Some(tls) => {
-            let accept = tokio::time::timeout(
-                timeouts.tls_handshake,
-                tokio_rustls::TlsAcceptor::from(tls.config.clone()).accept(stream),
-            );
-            let done = tokio::select! {
-                r = accept => r,
-                _ = shutdown.changed() => return None,
-            };
+            let accept = tokio_rustls::TlsAcceptor::from(tls.config.clone()).accept(stream);
+            let deadline = Instant::now() + timeouts.tls_handshake;
+            let done = within(accept, deadline, &mut shutdown).await;
             let stream = match done {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -399,10 +394,7 @@ async fn set_up(
             state: &state,
         };
         let deadline = state.idle_since.get() + head_timeout;
-        let sniffed = tokio::select! {
-            r = tokio::time::timeout_at(deadline, sniffed) => r,
-            _ = shutdown.changed() => return None,
-        };
+        let sniffed = within(sniffed, deadline, &mut shutdown).await;
         match sniffed {
             Ok(Some(Ok(h2))) => h2,
             Ok(Some(Err(e))) => {
@@ -458,6 +450,27 @@ async fn set_up(
         state.stopping.set(true);
     }
     Some((serving, (head_timeout, idle_timeout)))
+}
+
+/// `fut` (a TLS handshake, the first bytes' sniff) until `deadline`; once
+/// shutdown (or an upgrade's hand-over) begins, for at most
+/// [`STOP_LINGER`](super::state::STOP_LINGER) more: a client that
+/// connected just as it began has its request on the way, and is served
+/// (its first exchange, then the connection closes) rather than dropped.
+async fn within<F: Future>(
+    fut: F,
+    deadline: Instant,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    if !*shutdown.borrow_and_update() {
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, fut.as_mut()) => return r,
+            _ = shutdown.changed() => {}
+        }
+    }
+    let linger = Instant::now() + super::state::STOP_LINGER;
+    tokio::time::timeout_at(deadline.min(linger), fut).await
 }
 
 /// An HTTP/1.1 connection whose hyper server is done: after a 101 it

@@ -131,7 +131,7 @@ pub(super) async fn sniff_h2c(io: &mut Watched) -> io::Result<bool> {
 
 pin_project_lite::pin_project! {
     /// The h2c sniff, ended early (`None`) when the connection is closed to
-    /// make room (`max_connections`).
+    /// make room (`max_connections`) or by its watch.
     pub(super) struct Sniff<'a, F> {
         #[pin]
         pub(super) fut: F,
@@ -144,10 +144,14 @@ impl<F: Future> Future for Sniff<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if this.state.draining.get() {
+        // Evicted (max_connections) or cut by its watch: closed now. At
+        // shutdown (`stopping`) the first bytes, perhaps on their way,
+        // are still waited for, briefly (`connection::within`).
+        let state = this.state;
+        if state.cut.get().is_some() || (state.draining.get() && !state.stopping.get()) {
             return Poll::Ready(None);
         }
-        this.state.register(cx);
+        state.register(cx);
         this.fut.poll(cx).map(Some)
     }
 }

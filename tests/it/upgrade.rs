@@ -1,6 +1,6 @@
 //! Zero-downtime binary upgrade (`tidegate upgrade`, SIGUSR2): under wrk
-//! load, three upgrades in a row fail no request and refuse no
-//! connection; a response streaming and a WebSocket open across them
+//! load (kept-alive connections, and a new connection per request), three
+//! upgrades in a row fail no request and refuse no connection; a response streaming and a WebSocket open across them
 //! finish on the process they started on; an upgrade whose new process
 //! cannot start leaves the old one serving.
 
@@ -149,14 +149,20 @@ async fn three_upgrades_under_load_fail_nothing() {
     assert_eq!(ws_echo(&mut socket, "one").await, "echo:one");
 
     // Load through all three upgrades; stopped with SIGINT, which makes
-    // wrk print its totals.
-    let wrk = Command::new("wrk")
-        .args(["-t1", "-c20", "-d120s", "--timeout", "10s"])
-        .arg(format!("http://{addr}/"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("wrk (Debian package wrk)");
+    // wrk print its totals. One wrk keeps its connections; the other asks
+    // for `Connection: close`, so each of its requests comes on a new
+    // connection: some are accepted just as a process hands over.
+    let wrk = |extra: &[&str]| {
+        Command::new("wrk")
+            .args(["-t1", "-c20", "-d120s", "--timeout", "10s"])
+            .args(extra)
+            .arg(format!("http://{addr}/"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("wrk (Debian package wrk)")
+    };
+    let loads = [wrk(&[]), wrk(&["-H", "Connection: close"])];
     let old = first.pid as i32;
     let mut pids = vec![old];
     for round in 1..=3 {
@@ -194,19 +200,21 @@ async fn three_upgrades_under_load_fail_nothing() {
     }
     assert!(first.log.iter().all(|l| !l.contains("panicked")));
 
-    let wrk_pid = Pid::from_raw(wrk.id() as i32).expect("wrk pid");
-    kill_process(wrk_pid, Signal::INT).expect("stop wrk");
-    let out = tokio::task::spawn_blocking(move || wrk.wait_with_output())
-        .await
-        .unwrap()
-        .expect("wrk output");
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(report.contains("requests in"), "{report}");
-    assert!(
-        !report.contains("Socket errors"),
-        "failed or refused: {report}"
-    );
-    assert!(!report.contains("Non-2xx"), "{report}");
+    for wrk in loads {
+        let wrk_pid = Pid::from_raw(wrk.id() as i32).expect("wrk pid");
+        kill_process(wrk_pid, Signal::INT).expect("stop wrk");
+        let out = tokio::task::spawn_blocking(move || wrk.wait_with_output())
+            .await
+            .unwrap()
+            .expect("wrk output");
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(report.contains("requests in"), "{report}");
+        assert!(
+            !report.contains("Socket errors"),
+            "failed or refused: {report}"
+        );
+        assert!(!report.contains("Non-2xx"), "{report}");
+    }
     // The last process serves.
     assert_eq!(get(addr, "/").await.2, "ok");
 }
