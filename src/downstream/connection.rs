@@ -437,6 +437,8 @@ async fn set_up(
         head_timer: (!h2).then(HeadTimer::default),
         underscores: listener.underscores,
         request_id: listener.request_id.clone(),
+        real_ip: listener.real_ip.clone(),
+        access: listener.access.clone(),
     }));
     let io = TokioIo::new(io);
     // Requests take the thread's current worker; the connection holds none.

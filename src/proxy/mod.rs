@@ -67,7 +67,17 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         6 + usize::from(ctx.request_id.is_some() || worker.router.route_request_ids)
             + usize::from(worker.trace.is_some()),
     );
-    let admitted = admit(&ctx, &mut parts, found);
+    // The client: the peer, or who its trusted proxies say (none
+    // trusted, the default: one branch). The listener's `access` rules
+    // on it before anything else.
+    let client = match &ctx.real_ip {
+        None => ctx.client,
+        Some(r) => r.client(ctx.client, &parts.headers),
+    };
+    let admitted = match &ctx.access {
+        Some(a) if !a.allows(client.ip()) => Err(ProxyError::Forbidden),
+        _ => admit(&ctx, &mut parts, found),
+    };
     // The listener's request ID, given at once; unless some route has
     // its own, and every ID waits for the route (`Late`).
     let late = worker.router.route_request_ids;
@@ -78,13 +88,13 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
     // The trace context it goes upstream with, and its span if sampled.
     let span = worker.trace.as_ref().and_then(|t| {
         let host = admitted.as_ref().ok().cloned().flatten();
-        t.begin(&mut parts, found.trace_state, host, ctx.client)
+        t.begin(&mut parts, found.trace_state, host, client)
     });
     // HTTP/1.1 connections have a head timer; HTTP/2 ones do not.
     let h2 = ctx.head_timer.is_none();
     let mut line = LogLine::new(&worker, ctx.listener, h2, span, |start| Entry {
         start,
-        client: ctx.client,
+        client,
         method: parts.method.clone(),
         target: parts.uri.clone(),
         version: parts.version,
@@ -110,6 +120,7 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
                 parts,
                 body,
                 authority,
+                client,
                 found,
                 &routed,
                 hop,
@@ -354,6 +365,7 @@ async fn forward<'w>(
     mut parts: http::request::Parts,
     body: Incoming,
     authority: Option<Authority>,
+    client: std::net::SocketAddr,
     found: Found,
     routed: &Cell<Option<usize>>,
     hop: Option<&crate::trace::Hop>,
@@ -369,7 +381,7 @@ async fn forward<'w>(
             if h2_ws.is_some() {
                 parts.method = Method::GET;
             }
-            request::route(ctx, w, &mut parts, authority, &body, routed).map(|r| (r, h2_ws))
+            request::route(ctx, w, &mut parts, authority, client, &body, routed).map(|r| (r, h2_ws))
         });
         if let Some(late) = late {
             let route = routed.get().and_then(|i| w.config.routes.get(i));
@@ -385,6 +397,7 @@ async fn forward<'w>(
         w,
         &mut parts,
         authority,
+        client,
         route,
         group,
         &body,
