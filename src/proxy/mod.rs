@@ -67,14 +67,18 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         6 + usize::from(ctx.request_id.is_some() || worker.router.route_request_ids)
             + usize::from(worker.trace.is_some()),
     );
-    // The client: the peer, or who its trusted proxies say (none
-    // trusted, the default: one branch). The listener's `access` rules
-    // on it before anything else.
-    let client = match &ctx.real_ip {
+    // The client: the peer, or who its trusted proxies say; then the
+    // listener's `access` rules on it, before anything else. (No listener
+    // with either, the default: one branch.)
+    let listener = match worker.client_rules {
+        false => None,
+        true => worker.config.listeners.get(ctx.index.get()),
+    };
+    let client = match listener.and_then(|l| l.real_ip.as_deref()) {
         None => ctx.client,
         Some(r) => r.client(ctx.client, &parts.headers),
     };
-    let admitted = match &ctx.access {
+    let admitted = match listener.and_then(|l| l.access.as_deref()) {
         Some(a) if !a.allows(client.ip()) => Err(ProxyError::Forbidden),
         _ => admit(&ctx, &mut parts, found),
     };

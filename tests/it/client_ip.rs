@@ -343,3 +343,30 @@ servers = ["http://127.0.0.1:9000"]
     }
     assert_eq!(err.trim_end().lines().count(), 3, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_new_listener_rules_to_the_next_request_on_a_kept_alive_connection() {
+    let origin = xff_backend("a");
+    let config = |trusted: &[&str], rules: &[&str]| {
+        TestConfig::proxying(origin.addr)
+            .listener_set("trusted_proxies", strings(trusted))
+            .listener_set("access", strings(rules))
+            .toml()
+    };
+    let mut proxy = Proxy::start(&config(&["10.0.0.0/8"], &["allow all"]));
+    let mut conn = RawConn::connect(proxy.addr).await;
+    let request = b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n";
+    conn.send(request).await;
+    assert_eq!(conn.response().await.status, 200);
+    // Now the peer is trusted and its client denied.
+    proxy.reload(&config(&["127.0.0.1"], &["deny 203.0.113.0/24"]));
+    conn.send(request).await;
+    assert_eq!(conn.response().await.status, 403);
+    proxy.reload(&config(&["127.0.0.1"], &[]));
+    conn.send(request).await;
+    let resp = conn.response().await;
+    assert_eq!(
+        (resp.status, resp.text()),
+        (200, "203.0.113.9, 127.0.0.1".to_string())
+    );
+}
