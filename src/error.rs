@@ -14,8 +14,8 @@ pub enum ProxyError {
     Malformed(#[from] crate::message::admit::Malformed),
     #[error("no route matches the request's host and path")]
     NoRoute,
-    #[error("the client address is denied by the access rules")]
-    Forbidden,
+    #[error("client {0} is denied by the access rules")]
+    Forbidden(std::net::IpAddr),
     #[error(
         "host `{host}` is not covered by the certificate of this TLS connection (SNI `{sni}`)"
     )]
@@ -74,7 +74,7 @@ impl ProxyError {
         match self {
             ProxyError::Malformed(m) => m.status(),
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRewrite | ProxyError::Random => StatusCode::INTERNAL_SERVER_ERROR,

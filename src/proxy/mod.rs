@@ -1,10 +1,13 @@
 //! Proxy: one request's life, as a list of phases ([`handle`]):
 //!
+//! 0. **client**: who the client is (the peer, or who its trusted proxies
+//!    say: [`crate::message::client_ip`]), and the listener's `access`
+//!    rules on it (403);
 //! 1. **admit** (`request`): the checks of [`crate::message::admit`]
 //!    (one authority, unambiguous framing, field names);
 //! 2. **route** (`request`): the HTTPS redirect, the 421 check, the
-//!    route (404 if none), its own answers, the body limit (413), the path
-//!    rewrite;
+//!    route (404 if none) and its `access` rules (403), its own answers,
+//!    the body limit (413), the path rewrite;
 //! 3. **prepare** (`request`): the head rewritten for the hop (RFC 9110
 //!    §7.6: hop-by-hop fields dropped, `X-Forwarded-*` and `Via` added,
 //!    `Host` set) and the route's fields;
@@ -79,7 +82,7 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         Some(r) => r.client(ctx.client, &parts.headers),
     };
     let admitted = match listener.and_then(|l| l.access.as_deref()) {
-        Some(a) if !a.allows(client.ip()) => Err(ProxyError::Forbidden),
+        Some(a) if !a.allows(client.ip()) => Err(ProxyError::Forbidden(client.ip())),
         _ => admit(&ctx, &mut parts, found),
     };
     // The listener's request ID, given at once; unless some route has

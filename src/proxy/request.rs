@@ -194,8 +194,9 @@ pub(crate) enum Routed<'w> {
 
 /// The request's route, and what stops it before any upstream: the
 /// listener's HTTPS redirect, the 421 of a TLS connection asked for another
-/// host, no route (404), the route's own answers, a declared body over
-/// the route's limit (413). Applies the route's path rewrite.
+/// host, no route (404), the route's `access` rules on `client` (403),
+/// the route's own answers, a declared body over the route's limit (413).
+/// Applies the route's path rewrite.
 pub(crate) fn route<'w>(
     ctx: &ConnCtx,
     w: &'w Worker,
@@ -224,7 +225,7 @@ pub(crate) fn route<'w>(
     routed.set(Some(route.index));
     if let Some(access) = &route.access {
         if !access.allows(client.ip()) {
-            return Err(ProxyError::Forbidden);
+            return Err(ProxyError::Forbidden(client.ip()));
         }
     }
     let group = match &route.action {
