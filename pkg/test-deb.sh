@@ -5,10 +5,12 @@
 #   `tidegate` user; systemd-analyze verify accepts the installed unit;
 #   the installed binary, run as that user with the shipped config
 #   (/etc/tidegate/tidegate.toml: 127.0.0.1:8080 -> 127.0.0.1:9000), proxies
-#   a request to a small backend and logs it; dpkg -r keeps the conffile,
-#   dpkg --purge removes it and the user.
-# CI has no running systemd, so the binary is started directly. Whatever
-# happens, every process started here is stopped and the package purged.
+#   a request to a small backend and logs it; the installed unit runs under
+#   a systemd booted for it (pkg/test-systemd.sh: start, reload, upgrade,
+#   watchdog, stop); dpkg -r keeps the conffile, dpkg --purge removes it
+#   and the user.
+# Whatever happens, every process started here is stopped and the package
+# purged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -97,6 +99,13 @@ wait "$tidegate" || status=$?
 [ "$status" = 0 ] || { cat "$dir/tidegate.log" >&2; fail "tidegate exited $status on SIGTERM"; }
 pids=("${pids[@]:0:1}")
 echo "proxied, logged and stopped"
+# The backend's port is needed again: stop it.
+kill "${pids[0]}" 2>/dev/null || true
+wait "${pids[0]}" 2>/dev/null || true
+pids=()
+
+echo "== the unit under a real systemd"
+pkg/test-systemd.sh
 
 echo "== dpkg -r, dpkg --purge"
 dpkg -r tidegate

@@ -463,7 +463,7 @@ fn run(
             }
             Event::Watchdog => crate::notify::watchdog(),
             Event::Signal("SIGUSR1") => running.reopen_logs(),
-            Event::Signal("SIGUSR2") => match running.upgrade() {
+            Event::Signal("SIGUSR2") => match running.upgrade(watchdog.is_some()) {
                 Ok(pid) => {
                     tracing::info!("SIGUSR2: new process {pid} serves; this one drains");
                     crate::notify::mainpid(pid);

@@ -262,7 +262,7 @@ pub struct Outlier {
     pub max_ejected_percent: Option<u32>,
 }
 
-/// `"host:port"` or `{ address = "host:port", weight = 3 }`.
+/// `"host:port"` or `{ address = "host:port", weight = 3, backup = true }`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum ServerEntry {
@@ -270,6 +270,7 @@ pub enum ServerEntry {
     Table {
         address: String,
         weight: Option<u32>,
+        backup: Option<bool>,
     },
 }
 

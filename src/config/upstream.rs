@@ -43,6 +43,9 @@ pub struct Server {
     pub authority: HeaderValue,
     /// Relative share of requests (default 1).
     pub weight: u32,
+    /// Only used while no other server of the group is in service
+    /// (nginx's `backup`).
+    pub backup: bool,
 }
 
 /// An address, or a DNS name to resolve (every address it has becomes a
@@ -206,9 +209,13 @@ pub(super) fn group(
     let mut servers = Vec::new();
     let mut schemes = Vec::new();
     for (i, s) in g.servers.iter().enumerate() {
-        let (address, weight) = match s {
-            raw::ServerEntry::Address(a) => (a, 1),
-            raw::ServerEntry::Table { address, weight } => (address, weight.unwrap_or(1)),
+        let (address, weight, backup) = match s {
+            raw::ServerEntry::Address(a) => (a, 1, false),
+            raw::ServerEntry::Table {
+                address,
+                weight,
+                backup,
+            } => (address, weight.unwrap_or(1), backup.unwrap_or(false)),
         };
         if weight == 0 || weight > 1000 {
             p.add(
@@ -223,6 +230,7 @@ pub(super) fn group(
                     target,
                     authority,
                     weight,
+                    backup,
                 });
             }
             Err(reason) => p.add(format!("{at}.servers[{i}]"), reason),

@@ -341,7 +341,7 @@ impl Converter {
             .groups
             .entry(name.clone())
             .or_insert_with(|| Group {
-                servers: vec![(format!("{scheme}://{address}"), 1)],
+                servers: vec![(format!("{scheme}://{address}"), 1, false)],
                 balance: "round_robin",
                 hash_key: None,
                 max_fails: 1,
@@ -364,6 +364,7 @@ impl Converter {
             match d.name.as_str() {
                 "server" => {
                     let mut weight = 1;
+                    let mut backup = false;
                     let mut keep = true;
                     for p in d.args.iter().skip(1) {
                         let (k, v) = p.split_once('=').unwrap_or((p, ""));
@@ -386,13 +387,7 @@ impl Converter {
                                     self.skip(d, "max_fails/fail_timeout differ per server in nginx, per group in Tidegate: the last server's apply");
                                 }
                             }
-                            "backup" => {
-                                keep = false;
-                                self.skip(
-                                    d,
-                                    "backup server: Tidegate has no backup tier, left out",
-                                );
-                            }
+                            "backup" => backup = true,
                             "down" => keep = false,
                             _ => self.skip(d, &format!("parameter `{p}` not converted")),
                         }
@@ -407,7 +402,8 @@ impl Converter {
                         } else {
                             format!("{address}:80")
                         };
-                        g.servers.push((format!("{scheme}://{address}"), weight));
+                        g.servers
+                            .push((format!("{scheme}://{address}"), weight, backup));
                     }
                 }
                 "least_conn" => g.balance = "least_outstanding",

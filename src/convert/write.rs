@@ -54,8 +54,8 @@ pub(super) struct Route {
 /// An upstream group to write.
 #[derive(Debug, Default)]
 pub(super) struct Group {
-    /// `(address with scheme, weight)`.
-    pub(super) servers: Vec<(String, u32)>,
+    /// `(address with scheme, weight, backup)`.
+    pub(super) servers: Vec<(String, u32, bool)>,
     pub(super) balance: &'static str,
     pub(super) hash_key: Option<&'static str>,
     pub(super) max_fails: u32,
@@ -209,7 +209,10 @@ impl Output {
             let servers: Vec<String> = g
                 .servers
                 .iter()
-                .map(|(a, w)| format!("{{ address = {}, weight = {w} }}", q(a)))
+                .map(|(a, w, backup)| match backup {
+                    false => format!("{{ address = {}, weight = {w} }}", q(a)),
+                    true => format!("{{ address = {}, weight = {w}, backup = true }}", q(a)),
+                })
                 .collect();
             let _ = writeln!(o, "servers = [{}]", servers.join(", "));
             let _ = writeln!(o, "balance = {}", q(g.balance));

@@ -47,12 +47,15 @@ impl super::Running {
     /// A binary upgrade: starts the binary now on disk and hands it every
     /// listening socket; returns the new process's pid once it serves
     /// (then this one is to drain and exit). On error this one serves on.
-    pub(crate) fn upgrade(&self) -> Result<u32, UpgradeError> {
+    /// `watchdog`: this process sends systemd's watchdog pings; the new
+    /// one takes them over.
+    pub(crate) fn upgrade(&self, watchdog: bool) -> Result<u32, UpgradeError> {
         let copies = super::lock(&self.sockets);
-        begin(&HandOver {
+        let sockets = HandOver {
             listeners: copies.listeners.iter().map(|(a, s)| (*a, &s[..])).collect(),
             admin: copies.admin.as_ref().map(|(a, s)| (*a, s)),
-        })
+        };
+        begin(&sockets, watchdog)
     }
 }
 
@@ -93,7 +96,7 @@ fn binary() -> std::io::Result<std::path::PathBuf> {
 
 /// Starts the new process, hands it `sockets`, and returns its pid once
 /// it serves. On error the new process is stopped (if it still runs).
-pub(crate) fn begin(sockets: &HandOver<'_>) -> Result<u32, UpgradeError> {
+pub(crate) fn begin(sockets: &HandOver<'_>, watchdog: bool) -> Result<u32, UpgradeError> {
     let name = format!(
         "tidegate-upgrade-{}-{:016x}",
         std::process::id(),
@@ -104,12 +107,18 @@ pub(crate) fn begin(sockets: &HandOver<'_>) -> Result<u32, UpgradeError> {
     listener
         .set_nonblocking(true)
         .map_err(UpgradeError::Socket)?;
-    let mut child = Command::new(binary().map_err(UpgradeError::Exe)?)
+    let mut command = Command::new(binary().map_err(UpgradeError::Exe)?);
+    command
         .args(std::env::args_os().skip(1))
         .env(ENV, &name)
-        .stdin(Stdio::null())
-        .spawn()
-        .map_err(UpgradeError::Spawn)?;
+        .stdin(Stdio::null());
+    if watchdog {
+        // systemd's WATCHDOG_PID names the process it started; the new
+        // one, whose parent this is, takes the pings over only if it names
+        // this one (after two upgrades it would name a process long gone).
+        command.env("WATCHDOG_PID", std::process::id().to_string());
+    }
+    let mut child = command.spawn().map_err(UpgradeError::Spawn)?;
     let result = hand_over(&listener, &mut child, sockets);
     if result.is_err() {
         let _ = child.kill();

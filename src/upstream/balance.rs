@@ -21,6 +21,10 @@
 //!
 //! A server that answered 429 or 503 with `Retry-After` is skipped until then
 //! unless every server of its group is backed off.
+//!
+//! Backup servers (nginx's `backup`) take requests only while no primary
+//! server of their group is in service (health checks, ejection); then the
+//! group's method picks among the backups.
 
 use std::cell::Cell;
 use std::hash::{Hash, Hasher};
@@ -75,10 +79,12 @@ pub(crate) struct Ring {
 const POINTS_PER_WEIGHT: u32 = 100;
 
 impl Ring {
+    /// A ring over `servers` (address, weight); a weight of 0 puts the
+    /// server on no point (a backup while its group has primaries).
     pub(crate) fn new(servers: &[(SocketAddr, u32)]) -> Ring {
         let mut points = Vec::new();
         for (i, (addr, weight)) in servers.iter().enumerate() {
-            for replica in 0..POINTS_PER_WEIGHT * weight.max(&1) {
+            for replica in 0..POINTS_PER_WEIGHT * weight {
                 points.push((hash64((addr, replica)), i));
             }
         }
@@ -100,6 +106,7 @@ const FIRST_GUESS_NS: f64 = 1_000_000.0;
 
 struct ServerState {
     weight: i64,
+    backup: bool,
     current: Cell<i64>,
     outstanding: Cell<u32>,
     ewma_ns: Cell<f64>,
@@ -111,6 +118,8 @@ struct ServerState {
 pub(crate) struct Group {
     method: Method,
     servers: Vec<ServerState>,
+    /// Whether any server is a backup (else the tier test is skipped).
+    has_backup: bool,
     /// Shared health of each server, and the group's ejection policy.
     health: Vec<Arc<ServerHealth>>,
     outlier: Outlier,
@@ -154,9 +163,10 @@ impl Group {
         }
     }
 
+    /// `servers`: each server's (weight, backup).
     pub(crate) fn new(
         method: Method,
-        weights: &[u32],
+        servers: &[(u32, bool)],
         health: Vec<Arc<ServerHealth>>,
         outlier: Outlier,
         retry: crate::config::Retry,
@@ -169,10 +179,12 @@ impl Group {
             method,
             health,
             outlier,
-            servers: weights
+            has_backup: servers.iter().any(|s| s.1),
+            servers: servers
                 .iter()
-                .map(|w| ServerState {
-                    weight: i64::from((*w).max(1)),
+                .map(|&(w, backup)| ServerState {
+                    weight: i64::from(w.max(1)),
+                    backup,
                     current: Cell::new(0),
                     outstanding: Cell::new(0),
                     ewma_ns: Cell::new(FIRST_GUESS_NS),
@@ -226,6 +238,24 @@ impl Group {
         self.health[i].available()
     }
 
+    /// Whether the group has a backup server.
+    pub(crate) fn has_backup(&self) -> bool {
+        self.has_backup
+    }
+
+    /// Whether server `i` is a backup.
+    pub(crate) fn is_backup(&self, i: usize) -> bool {
+        self.servers[i].backup
+    }
+
+    /// Which tier takes requests now: `false` for the primaries (some
+    /// primary is in service, or the group has no backup), `true` for the
+    /// backups.
+    pub(crate) fn tier(&self) -> bool {
+        self.has_backup
+            && !(0..self.servers.len()).any(|i| !self.servers[i].backup && self.alive(i))
+    }
+
     /// Records how a request to server `i` went, for passive ejection;
     /// returns the ejection time if this failure ejected it.
     pub(crate) fn record(&self, i: usize, ok: bool) -> Option<Duration> {
@@ -244,12 +274,14 @@ impl Group {
         if n == 1 {
             return self.alive(0).then_some(0);
         }
-        if !(0..n).any(|i| self.alive(i)) {
+        let tier = self.tier();
+        let live = |i: usize| self.servers[i].backup == tier && self.alive(i);
+        if !(0..n).any(live) {
             return None;
         }
         let now = Instant::now();
-        let any_usable = (0..n).any(|i| self.alive(i) && self.usable(i, now));
-        let ok = |i: usize| self.alive(i) && (!any_usable || self.usable(i, now));
+        let any_usable = (0..n).any(|i| live(i) && self.usable(i, now));
+        let ok = |i: usize| live(i) && (!any_usable || self.usable(i, now));
         Some(match &self.method {
             Method::RoundRobin => {
                 let total: i64 = (0..n)
@@ -307,7 +339,13 @@ impl Group {
                 }
             }
             Method::Hash(_, ring) => {
-                let home = ring.lookup(key.unwrap_or_else(|| self.random()));
+                let key = key.unwrap_or_else(|| self.random());
+                // Backups are on no ring point while there are primaries:
+                // with every primary out, keys spread over them by modulo.
+                let home = match tier {
+                    false => ring.lookup(key),
+                    true => (key % n as u64) as usize,
+                };
                 // A backed-off home passes its keys to the next server.
                 (0..n)
                     .map(|k| (home + k) % n)
@@ -386,10 +424,15 @@ mod tests {
     }
 
     fn group(method: Method, weights: &[u32]) -> Group {
-        let health = weights.iter().map(|_| ServerHealth::new()).collect();
+        let servers: Vec<(u32, bool)> = weights.iter().map(|&w| (w, false)).collect();
+        tiered(method, &servers)
+    }
+
+    fn tiered(method: Method, servers: &[(u32, bool)]) -> Group {
+        let health = servers.iter().map(|_| ServerHealth::new()).collect();
         Group::new(
             method,
-            weights,
+            servers,
             health,
             Outlier::default(),
             Default::default(),
@@ -480,5 +523,46 @@ mod tests {
             .count();
         let share = to_first as f64 / 20_000.0;
         assert!((0.65..0.85).contains(&share), "share {share}");
+    }
+
+    /// Backups take nothing while a primary is in service, everything
+    /// (balanced among themselves) once none is, and give way again when a
+    /// primary comes back.
+    #[tokio::test]
+    async fn backups_take_requests_only_while_no_primary_is_in_service() {
+        let ring = Arc::new(Ring::new(&[
+            (addrs(4)[0].0, 1),
+            (addrs(4)[1].0, 1),
+            (addrs(4)[2].0, 0),
+            (addrs(4)[3].0, 0),
+        ]));
+        let methods = [
+            Method::RoundRobin,
+            Method::LeastOutstanding,
+            Method::PeakEwma,
+            Method::Hash(HashKey::ClientIp, ring),
+        ];
+        for method in methods {
+            let g = tiered(
+                method.clone(),
+                &[(1, false), (1, false), (1, true), (1, true)],
+            );
+            let picks = |g: &Group| -> std::collections::BTreeSet<usize> {
+                (0..200u64)
+                    .map(|k| g.pick(Some(hash64(k))).unwrap())
+                    .collect()
+            };
+            assert_eq!(picks(&g), [0, 1].into(), "{method:?}");
+            g.health[0].drain(true);
+            assert_eq!(picks(&g), [1].into(), "{method:?}");
+            g.health[1].drain(true);
+            assert_eq!(picks(&g), [2, 3].into(), "{method:?}");
+            g.health[2].drain(true);
+            assert_eq!(picks(&g), [3].into(), "{method:?}");
+            g.health[3].drain(true);
+            assert_eq!(g.pick(None), None, "{method:?}");
+            g.health[1].drain(false);
+            assert_eq!(picks(&g), [1].into(), "{method:?}");
+        }
     }
 }

@@ -156,7 +156,8 @@ impl Pool {
             .zip(&upstreams.groups)
             .enumerate()
             .map(|(i, (g, built))| {
-                let weights: Vec<u32> = built.servers.iter().map(|s| s.weight).collect();
+                let weights: Vec<(u32, bool)> =
+                    built.servers.iter().map(|s| (s.weight, s.backup)).collect();
                 let health = built.servers.iter().map(|s| s.health.clone()).collect();
                 // Threads start their random choices apart.
                 let seed = crate::upstream::balance::hash64((i, std::thread::current().id()));
@@ -207,7 +208,7 @@ impl Pool {
 
     /// The servers of `group` in the order to try them for one request:
     /// the balancer's pick, then the others in service (for connect
-    /// failures). `None` when no server of the group is in service.
+    /// failures and retries), backups last. `None` when no server of the group is in service.
     pub(crate) fn order(
         &self,
         group: usize,
@@ -217,11 +218,18 @@ impl Pool {
         let n = end - start;
         let b = &self.balancers[group];
         let first = b.pick(key)?;
+        // The pick's tier first (primaries, or backups when none is in
+        // service), then the backups after failed primaries.
+        let tier = b.is_backup(first);
+        let passes = if b.has_backup() && !tier { 2 } else { 1 };
         Some(
-            (0..n)
-                .map(move |i| (first + i) % n)
-                .filter(move |&i| i == first || b.alive(i))
-                .map(move |i| start + i),
+            (0..passes * n)
+                .map(move |k| (k >= n, (first + k) % n))
+                .filter(move |&(second, i)| match second {
+                    false => i == first || (b.is_backup(i) == tier && b.alive(i)),
+                    true => b.is_backup(i) && b.alive(i),
+                })
+                .map(move |(_, i)| start + i),
         )
     }
 

@@ -48,6 +48,8 @@ pub struct Server {
     pub authority: HeaderValue,
     /// Relative share of requests.
     pub weight: u32,
+    /// Used only while no primary server of the group is in service.
+    pub backup: bool,
     /// Shared by every thread; kept while the server is.
     pub(crate) health: Arc<ServerHealth>,
     /// The group's per-server concurrency cap, if set.
@@ -192,6 +194,7 @@ impl Registry {
                         addr,
                         authority: s.authority.clone(),
                         weight: s.weight,
+                        backup: s.backup,
                         health: h,
                         limit,
                         tls: server_tls(g, s, tls.as_ref()),
@@ -201,8 +204,13 @@ impl Registry {
                 }
             }
             let ring = matches!(g.balance, Balance::Hash(_)).then(|| {
-                let points: Vec<(SocketAddr, u32)> =
-                    servers.iter().map(|s| (s.addr, s.weight)).collect();
+                // Backups stay off the ring while the group has a primary:
+                // keys move to them only when every primary is out.
+                let primaries = servers.iter().any(|s| !s.backup);
+                let points: Vec<(SocketAddr, u32)> = servers
+                    .iter()
+                    .map(|s| (s.addr, if s.backup && primaries { 0 } else { s.weight }))
+                    .collect();
                 Arc::new(Ring::new(&points))
             });
             groups.push(Group { servers, ring, tls });

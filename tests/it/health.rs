@@ -1,6 +1,7 @@
 //! Health: active checks take failing servers out and bring them back;
 //! passive ejection stops traffic to a failing server; a group with no
-//! server in service answers 503; reload keeps health state.
+//! server in service answers 503; reload keeps health state; backup
+//! servers take over only while no primary is in service.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -73,6 +74,35 @@ async fn active_checks_take_a_server_out_and_back() {
 
     b_up.store(true, Ordering::SeqCst);
     until_streak(proxy.addr, 1, |_, body| body == "b").await;
+}
+
+/// Two primaries and a backup: the backup gets nothing while either
+/// primary passes its checks, everything once both fail, and nothing again
+/// when one comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_takes_over_only_while_every_primary_is_out() {
+    let ups: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::new(AtomicBool::new(true))).collect();
+    let (a, b, c) = (
+        checked("a", ups[0].clone()),
+        checked("b", ups[1].clone()),
+        checked("backup", ups[2].clone()),
+    );
+    let servers = format!(
+        "\"{}\", \"{}\", {{ address = \"{}\", backup = true }}",
+        a.addr, b.addr, c.addr
+    );
+    let proxy = Proxy::start(&group_config(
+        &servers,
+        &format!("balance = \"round_robin\"\n{CHECKS}"),
+    ));
+    until_streak(proxy.addr, 30, |s, body| s == 200 && body != "backup").await;
+
+    ups[0].store(false, Ordering::SeqCst);
+    until_streak(proxy.addr, 20, |s, body| s == 200 && body == "b").await;
+    ups[1].store(false, Ordering::SeqCst);
+    until_streak(proxy.addr, 20, |s, body| s == 200 && body == "backup").await;
+    ups[0].store(true, Ordering::SeqCst);
+    until_streak(proxy.addr, 20, |s, body| s == 200 && body == "a").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

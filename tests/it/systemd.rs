@@ -249,3 +249,84 @@ async fn watchdog_pings_on_an_abstract_socket() {
     let (exit, log) = tidegate.wait().await;
     assert!(exit.success(), "{exit:?}: {log}");
 }
+
+/// Whether `pid` runs (an exited process not yet reaped does not).
+fn runs(pid: u32) -> bool {
+    let exists = rustix::process::Pid::from_raw(pid as i32)
+        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok());
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(") ").next().map(|r| r.starts_with('Z')))
+        .unwrap_or(false);
+    exists && !zombie
+}
+
+/// As systemd starts it: `WATCHDOG_PID` names the process. After two
+/// binary upgrades (SIGUSR2) the third process, whose parent is the
+/// second, still pings the watchdog once both others are gone (each
+/// hands the watchdog to the process it starts); without that, systemd
+/// would kill the service one period after the second upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_passes_on_through_two_upgrades() {
+    let origin = backend(|_req| async { text(200, "origin") });
+    let config = TempFile::with(
+        "watchdog-upgrade.toml",
+        proxy_config(origin.addr).as_bytes(),
+    );
+    let manager = Manager::abstract_name();
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "export WATCHDOG_PID=$$; exec \"$0\" \"$@\"",
+        env!("CARGO_BIN_EXE_tidegate"),
+        "--config",
+        config.arg(),
+    ])
+    .env("NOTIFY_SOCKET", &manager.name)
+    .env("WATCHDOG_USEC", "200000");
+    let first = Binary::spawn(cmd);
+    let (ready, _) = manager.until("READY=1").await;
+    assert_eq!(value(&ready, "MAINPID"), Some(&*first.pid.to_string()));
+
+    let mut pids = vec![first.pid];
+    let mut guards = Vec::new();
+    for _ in 0..2 {
+        let old = *pids.last().unwrap();
+        send_signal(old, Signal::USR2);
+        // The new process's READY=1 names it.
+        let new = loop {
+            let (m, _) = manager.until("READY=1").await;
+            match value(&m, "MAINPID").and_then(|p| p.parse::<u32>().ok()) {
+                Some(p) if p != old => break p,
+                _ => continue,
+            }
+        };
+        pids.push(new);
+        guards.push(KillOnDrop(new));
+        until("the old process exits", || !runs(old)).await;
+    }
+    let last = pids[2];
+    manager.drain();
+    for _ in 0..3 {
+        assert_eq!(manager.next().await, "WATCHDOG=1");
+    }
+    send_signal(last, Signal::TERM);
+    until("the last process exits", || !runs(last)).await;
+}
+
+/// Sends `signal` to `pid`.
+fn send_signal(pid: u32, signal: Signal) {
+    let p = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
+    rustix::process::kill_process(p, signal).expect("signal");
+}
+
+/// SIGKILLs a process that is not the test's child if the test ends first.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = rustix::process::Pid::from_raw(self.0 as i32) {
+            let _ = rustix::process::kill_process(p, Signal::KILL);
+        }
+    }
+}
