@@ -14,6 +14,8 @@ pub enum ProxyError {
     Malformed(#[from] crate::message::admit::Malformed),
     #[error("no route matches the request's host and path")]
     NoRoute,
+    #[error("client {0} is denied by the access rules")]
+    Forbidden(std::net::IpAddr),
     #[error(
         "host `{host}` is not covered by the certificate of this TLS connection (SNI `{sni}`)"
     )]
@@ -72,6 +74,7 @@ impl ProxyError {
         match self {
             ProxyError::Malformed(m) => m.status(),
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRewrite | ProxyError::Random => StatusCode::INTERNAL_SERVER_ERROR,

@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("authority", authority),
     ("connection", connection),
     ("forwarded", forwarded),
+    ("client_ip", client_ip),
     ("route", route),
     ("duration", duration),
     ("config", config),
@@ -115,6 +116,63 @@ pub fn forwarded(data: &[u8]) {
     let ip = HeaderValue::from_static("192.0.2.7");
     let v = crate::message::headers::forwarded_for(&h, &ip);
     assert!(v.as_bytes().ends_with(b"192.0.2.7"));
+}
+
+/// The real client behind trusted proxies, from arbitrary
+/// `X-Forwarded-For` and `Forwarded` fields: an untrusted peer is its own
+/// client; a trusted one's answer is what walking the list from the
+/// right gives (past trusted addresses; garbage: the peer; all trusted:
+/// the leftmost), in both modes. Also `allow`/`deny` rules and blocks on
+/// the same bytes: what parses prints as text that parses to the same.
+pub fn client_ip(data: &[u8]) {
+    use crate::message::cidr::{Cidr, Rule};
+    use crate::message::client_ip::{self as cip, Node, RealIp, RealIpHeader};
+    use std::net::SocketAddr;
+    let h = fields(data);
+    let trusted: Box<[Cidr]> = ["10.0.0.0/8", "127.0.0.1", "2001:db8::/32"]
+        .iter()
+        .map(|c| Cidr::parse(c).unwrap())
+        .collect();
+    let is_trusted = |ip| trusted.iter().any(|c| c.contains(ip));
+    let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    let stranger: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+    for header in [RealIpHeader::XForwardedFor, RealIpHeader::Forwarded] {
+        let r = RealIp {
+            trusted_proxies: trusted.clone(),
+            header,
+        };
+        assert_eq!(r.client(stranger, &h), stranger);
+        let mut nodes = Vec::new();
+        let name = match header {
+            RealIpHeader::XForwardedFor => "x-forwarded-for",
+            RealIpHeader::Forwarded => "forwarded",
+        };
+        for v in h.get_all(name) {
+            match header {
+                RealIpHeader::XForwardedFor => {
+                    cip::x_forwarded_for(v.as_bytes(), &mut |n| nodes.push(n))
+                }
+                RealIpHeader::Forwarded => cip::forwarded(v.as_bytes(), &mut |n| nodes.push(n)),
+            }
+        }
+        let expect = nodes
+            .iter()
+            .rev()
+            .find(|n| !matches!(n, Node::Addr(ip) if is_trusted(*ip)))
+            .map_or(nodes.first(), Some);
+        let expect = match expect {
+            Some(Node::Addr(ip)) if *ip != peer.ip() => SocketAddr::new(*ip, 0),
+            _ => peer,
+        };
+        assert_eq!(r.client(peer, &h), expect, "{nodes:?}");
+    }
+    let text = String::from_utf8_lossy(data);
+    if let Ok(rule) = Rule::parse(&text) {
+        assert_eq!(Rule::parse(&rule.to_string()), Ok(rule));
+    }
+    if let Ok(c) = Cidr::parse(&text) {
+        assert_eq!(Cidr::parse(&c.to_string()), Ok(c));
+    }
 }
 
 const ROUTES: &str = r#"

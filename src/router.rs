@@ -241,6 +241,9 @@ pub struct Route {
     /// The route's own `request_id`, which wins over its listener's for
     /// the requests it takes; `None`: the listener's.
     pub request_id: Option<crate::config::listener::RequestId>,
+    /// `access` rules, checked once the route is found; `None`: none.
+    #[serde(serialize_with = "crate::config::dump::opt_arc")]
+    pub access: Option<std::sync::Arc<crate::message::cidr::Access>>,
     /// Request-body limit for this route.
     pub max_body_bytes: Option<u64>,
     #[serde(serialize_with = "crate::config::dump::duration")]
@@ -423,6 +426,7 @@ mod tests {
             response_headers: HeaderOps::default(),
             upstream_host: UpstreamHost::Client,
             request_id: None,
+            access: None,
             max_body_bytes: None,
             upstream_connect: Duration::from_secs(1),
             upstream_response_head: Duration::from_secs(1),

@@ -100,6 +100,9 @@ pub(crate) struct Worker {
     pub trace: Option<crate::trace::Tracer>,
     /// hyper's settings for new client connections.
     pub http1: hyper::server::conn::http1::Builder,
+    /// Some listener has `trusted_proxies` or `access` rules (else a
+    /// request looks for neither).
+    pub client_rules: bool,
 }
 
 impl Worker {
@@ -125,6 +128,10 @@ impl Worker {
             log,
             http1: server_builder(config.limits.max_request_head_bytes),
             tls: g.tls.clone(),
+            client_rules: config
+                .listeners
+                .iter()
+                .any(|l| l.real_ip.is_some() || l.access.is_some()),
             config,
         }
     }

@@ -26,6 +26,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde::Serialize as _;
+
+/// A shared value, as the value (serde's `rc` feature is not on).
+pub(crate) fn opt_arc<S: Serializer, T: serde::Serialize>(
+    v: &Option<std::sync::Arc<T>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    v.as_deref().serialize(s)
+}
 
 /// What a secret shows as.
 pub(crate) const REDACTED: &str = "<redacted>";

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::raw;
 use super::source::Problems;
 use crate::message::admit::Underscores;
+use crate::message::cidr::{Access, Cidr, Rule};
+use crate::message::client_ip::RealIp;
 
 /// HTTP/2 streams per connection unless configured (nginx and HAProxy
 /// both default to 100 or 128).
@@ -41,6 +44,13 @@ pub struct Listener {
     pub max_connections_per_ip: Option<u32>,
     /// Request IDs: given to every request, sent upstream and back.
     pub request_id: Option<RequestId>,
+    /// `trusted_proxies` and `real_ip_header`; `None`: no proxy is
+    /// trusted, the peer is the client.
+    #[serde(serialize_with = "super::dump::opt_arc")]
+    pub real_ip: Option<Arc<RealIp>>,
+    /// `access` rules, checked first on every request; `None`: none.
+    #[serde(serialize_with = "super::dump::opt_arc")]
+    pub access: Option<Arc<Access>>,
 }
 
 /// `request_id = { header = "x-request-id", trust_incoming = false }`, on
@@ -68,6 +78,8 @@ impl Listener {
             max_connections: None,
             max_connections_per_ip: None,
             request_id: None,
+            real_ip: None,
+            access: None,
         }
     }
 }
@@ -111,6 +123,54 @@ pub(super) fn request_id(r: &raw::RequestId) -> Result<RequestId, (&'static str,
     })
 }
 
+/// An `access` list (of a listener or a route); `None` when empty. On
+/// error, the index of the bad rule and why.
+pub(super) fn access(
+    rules: Option<&[String]>,
+) -> Result<Option<Arc<Access>>, Vec<(usize, String)>> {
+    let rules = rules.unwrap_or_default();
+    let mut bad = Vec::new();
+    let parsed: Vec<Rule> = rules
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| Rule::parse(r).map_err(|e| bad.push((i, e))).ok())
+        .collect();
+    match (bad.is_empty(), parsed.is_empty()) {
+        (false, _) => Err(bad),
+        (true, true) => Ok(None),
+        (true, false) => Ok(Some(Arc::new(Access::new(parsed)))),
+    }
+}
+
+/// `trusted_proxies` and `real_ip_header`; problems go to `p`.
+fn real_ip(
+    l: &raw::Listener,
+    at: &dyn Fn(&str) -> String,
+    p: &mut Problems,
+) -> Option<Arc<RealIp>> {
+    let blocks = l.trusted_proxies.as_deref().unwrap_or_default();
+    let mut trusted = Vec::with_capacity(blocks.len());
+    for (i, b) in blocks.iter().enumerate() {
+        match Cidr::parse(b) {
+            Ok(c) => trusted.push(c),
+            Err(reason) => p.add(at(&format!("trusted_proxies[{i}]")), reason),
+        }
+    }
+    if blocks.is_empty() {
+        if l.real_ip_header.is_some() {
+            p.add(
+                at("real_ip_header"),
+                "needs trusted_proxies: only a trusted proxy's word on the client is taken",
+            );
+        }
+        return None;
+    }
+    Some(Arc::new(RealIp {
+        trusted_proxies: trusted.into_boxed_slice(),
+        header: l.real_ip_header.unwrap_or_default(),
+    }))
+}
+
 /// Converts the `i`-th `[[listeners]]` entry; problems go to `p`.
 pub(super) fn listener(
     l: &raw::Listener,
@@ -150,6 +210,15 @@ pub(super) fn listener(
         );
     }
     out.max_connections_per_ip = l.max_connections_per_ip;
+    out.real_ip = real_ip(l, &at, p);
+    match access(l.access.as_deref()) {
+        Ok(a) => out.access = a,
+        Err(bad) => {
+            for (j, reason) in bad {
+                p.add(at(&format!("access[{j}]")), reason);
+            }
+        }
+    }
     if let Some(r) = &l.request_id {
         match request_id(r) {
             Ok(r) => out.request_id = Some(r),

@@ -145,6 +145,8 @@ impl Default for Limits {
 }
 
 pub use crate::message::admit::Underscores;
+pub use crate::message::cidr::{Access, Cidr, Rule};
+pub use crate::message::client_ip::{RealIp, RealIpHeader};
 pub use crate::router::{
     Action, HeaderOps, HostMatch, PathMatch, Rewrite, Route, Template, UpstreamHost,
 };
@@ -261,15 +263,7 @@ impl Config {
         let raw = raw::File {
             listeners: vec![raw::Listener {
                 address: listen.to_string(),
-                tls: None,
-                http2: None,
-                max_concurrent_streams: None,
-                hsts: None,
-                redirect_https: None,
-                underscores_in_headers: None,
-                max_connections: None,
-                max_connections_per_ip: None,
-                request_id: None,
+                ..Default::default()
             }],
             routes: vec![raw::Route {
                 upstream: Some("default".into()),

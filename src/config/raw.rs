@@ -97,7 +97,7 @@ pub struct Server {
     pub group: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     pub address: String,
@@ -110,6 +110,9 @@ pub struct Listener {
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<u32>,
     pub request_id: Option<RequestId>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub real_ip_header: Option<crate::message::client_ip::RealIpHeader>,
+    pub access: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +160,7 @@ pub struct Route {
     pub upstream_host: Option<String>,
     pub timeouts: Option<RouteTimeouts>,
     pub request_id: Option<RequestId>,
+    pub access: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -60,6 +60,16 @@ pub(super) fn compile_route(
                 .map_err(|(f, reason)| field(f, reason)),
         ),
     };
+    let access = match super::listener::access(rt.access.as_deref()) {
+        Ok(a) => Some(a),
+        Err(bad) => {
+            errors.extend(
+                bad.into_iter()
+                    .map(|(j, r)| field(&format!("access[{j}]"), r)),
+            );
+            None
+        }
+    };
     let rt_timeouts = rt.timeouts.as_ref();
     let route = (|| {
         Some(Route {
@@ -75,6 +85,7 @@ pub(super) fn compile_route(
             response_headers: response_headers?,
             upstream_host: upstream_host?,
             request_id: request_id?,
+            access: access?,
             max_body_bytes: rt.max_body_bytes.or(limits.max_body_bytes),
             upstream_connect: rt_timeouts
                 .and_then(|t| t.upstream_connect)

@@ -29,6 +29,8 @@ pub(super) struct Inherited {
     pub read_timeout: Option<String>,
     pub certificate: Option<String>,
     pub key: Option<String>,
+    /// `allow`/`deny` and the real-IP lines (`access.rs`).
+    pub access: super::access::Lines,
 }
 
 pub(super) struct Converter {
@@ -123,7 +125,7 @@ impl Converter {
             // Tidegate speaks HTTP/1.1 upstream and passes upgrades by
             // itself: what these lines ask of nginx is its default.
             "proxy_http_version" if arg(d, 0) == "1.1" => {}
-            _ => return false,
+            _ => return own.access.read(d),
         }
         true
     }
@@ -136,6 +138,7 @@ impl Converter {
         if own.add_headers.is_some() {
             inherit.add_headers = own.add_headers;
         }
+        inherit.access.settle(own.access);
     }
 
     fn http(&mut self, block: &[Directive]) {
@@ -235,11 +238,11 @@ impl Converter {
                     .all(|l| !l.ssl && users(&l.address, &parsed) == 1);
             parsed[i].is_default = defaults.values().any(|&d| d == i);
             let server = &parsed[i];
-            let mut inner = inherit.clone();
+            let (mut inner, mut own) = (inherit.clone(), Inherited::default());
             for d in server.directive.block.iter().flatten() {
-                let mut own = Inherited::default();
                 self.inheritable_quiet(d, &mut inner, &mut own);
             }
+            Self::settle(&mut inner, own);
             let pair = inner.certificate.zip(inner.key);
             for l in &server.listens {
                 let entry = self
@@ -250,6 +253,7 @@ impl Converter {
                         from: l.from.clone(),
                         ..Listener::default()
                     });
+                inner.access.listener(entry, &mut self.skipped);
                 entry.http2 |= l.http2;
                 entry.tls |= l.ssl;
                 if only_redirects {

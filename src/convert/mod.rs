@@ -12,6 +12,7 @@
 //! A tool beside the proxy: nothing on a request's path imports it.
 use std::path::{Path, PathBuf};
 
+mod access;
 mod emit;
 pub mod parse;
 mod routes;

@@ -183,6 +183,13 @@ fn kind(l: &Directive) -> Result<Kind, String> {
     }
 }
 
+/// Lines not converted, found by `access.rs`.
+fn report(c: &mut Converter, skipped: Vec<super::Skipped>) {
+    for s in skipped {
+        c.skip_raw(&s.at, &s.directive, &s.why);
+    }
+}
+
 /// What every route of a server shares.
 struct Base<'a> {
     hosts: &'a [Option<String>],
@@ -217,6 +224,13 @@ impl Base<'_> {
             }
         }
         let proxy = proxy.unwrap_or_default();
+        let mut bad = Vec::new();
+        // nginx's access phase comes after `return` and redirects.
+        let access = match action {
+            Action::Upstream(_) => inherit.access.rules(&mut bad),
+            _ => Vec::new(),
+        };
+        report(c, bad);
         for h in self.hosts {
             c.push(Route {
                 from: d.at(),
@@ -231,6 +245,7 @@ impl Base<'_> {
                 upstream_host: proxy.upstream_host.clone(),
                 connect_timeout: proxy.connect.clone(),
                 read_timeout: proxy.read.clone(),
+                access: access.clone(),
             });
         }
     }
@@ -349,6 +364,9 @@ fn location(
             _ => c.skip_at(i, "not converted (outside the reverse-proxy subset)"),
         }
     }
+    let mut bad = Vec::new();
+    own.access.location(&mut bad);
+    report(c, bad);
     Converter::settle(&mut inherit, own);
     let mut path_rewrite = None;
     for r in rewrites {

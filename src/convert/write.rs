@@ -12,6 +12,8 @@ pub(super) struct Listener {
     pub(super) tls: bool,
     pub(super) redirect_https: Option<u16>,
     pub(super) from: String,
+    /// Set by the first server on the address (empty: none trusted).
+    pub(super) trusted_proxies: Option<Vec<String>>,
 }
 
 /// A route's path matcher.
@@ -45,6 +47,8 @@ pub(super) struct Route {
     pub(super) upstream_host: Option<String>,
     pub(super) connect_timeout: Option<String>,
     pub(super) read_timeout: Option<String>,
+    /// `allow`/`deny` rules, as Tidegate writes them.
+    pub(super) access: Vec<String>,
 }
 
 /// An upstream group to write.
@@ -83,6 +87,11 @@ fn map(m: &BTreeMap<String, String>) -> String {
     format!("{{ {} }}", items.join(", "))
 }
 
+fn list(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|s| q(s)).collect();
+    format!("[{}]", items.join(", "))
+}
+
 impl Output {
     pub(super) fn toml(&self) -> String {
         let mut o = String::from(
@@ -118,6 +127,9 @@ impl Output {
             let _ = writeln!(o, "http2 = {}", l.http2);
             if let Some(port) = l.redirect_https {
                 let _ = writeln!(o, "redirect_https = {port}");
+            }
+            if let Some(t) = l.trusted_proxies.as_ref().filter(|t| !t.is_empty()) {
+                let _ = writeln!(o, "trusted_proxies = {}", list(t));
             }
             if l.tls {
                 let certs: Vec<String> = l
@@ -163,6 +175,9 @@ impl Output {
             }
             if let Some(n) = r.max_body_bytes {
                 let _ = writeln!(o, "max_body_bytes = {n}");
+            }
+            if !r.access.is_empty() {
+                let _ = writeln!(o, "access = {}", list(&r.access));
             }
             let mut ops = Vec::new();
             if !r.request_set.is_empty() {

@@ -152,7 +152,7 @@ pub(crate) async fn accept_loop(
         let conn = connection::serve(
             stream,
             state,
-            index.get(),
+            index.clone(),
             current.clone(),
             shutdown.clone(),
         );

@@ -22,6 +22,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -234,12 +235,12 @@ enum Serving {
 }
 
 /// Serves one accepted client connection until it closes, is cut off by
-/// its watch, or finishes after shutdown began. `listener` is the index of
-/// its listener's settings in the config.
+/// its watch, or finishes after shutdown began. `listener` holds the index
+/// of its listener's settings in the config (kept right across reloads).
 pub(crate) fn serve(
     stream: TcpStream,
     state: Rc<ConnState>,
-    listener: usize,
+    listener: Rc<Cell<usize>>,
     current: Rc<Current>,
     shutdown: watch::Receiver<bool>,
 ) -> ConnTask {
@@ -321,14 +322,14 @@ impl Future for ConnTask {
 async fn set_up(
     stream: TcpStream,
     state: Rc<ConnState>,
-    listener: usize,
+    at: Rc<Cell<usize>>,
     current: Rc<Current>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<(Serving, (Duration, Duration))> {
     let client = state.client;
     let worker = current.get();
     // `None`: removed by a reload between accept and now.
-    let index = listener;
+    let index = at.get();
     let listener = worker.config.listeners.get(index)?;
     let timeouts = &worker.config.timeouts;
     let (head_timeout, idle_timeout) = (timeouts.client_header, timeouts.client_idle);
@@ -429,6 +430,7 @@ async fn set_up(
         head_timer: (!h2).then(HeadTimer::default),
         underscores: listener.underscores,
         request_id: listener.request_id.clone(),
+        index: at,
     }));
     let io = TokioIo::new(io);
     // Requests take the thread's current worker; the connection holds none.

@@ -43,6 +43,10 @@ pub(crate) struct ConnCtx {
     pub underscores: crate::message::admit::Underscores,
     /// The listener's `request_id`, if set.
     pub request_id: Option<crate::config::RequestId>,
+    /// Which of the current config's listeners this connection's is
+    /// (kept right across reloads): its `trusted_proxies` and `access`
+    /// rules are read per request, so a reload applies to the next one.
+    pub index: Rc<Cell<usize>>,
 }
 
 /// One response-head timer for all the requests of an HTTP/1.1 client

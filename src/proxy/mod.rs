@@ -1,10 +1,13 @@
 //! Proxy: one request's life, as a list of phases ([`handle`]):
 //!
+//! 0. **client**: who the client is (the peer, or who its trusted proxies
+//!    say: [`crate::message::client_ip`]), and the listener's `access`
+//!    rules on it (403);
 //! 1. **admit** (`request`): the checks of [`crate::message::admit`]
 //!    (one authority, unambiguous framing, field names);
 //! 2. **route** (`request`): the HTTPS redirect, the 421 check, the
-//!    route (404 if none), its own answers, the body limit (413), the path
-//!    rewrite;
+//!    route (404 if none) and its `access` rules (403), its own answers,
+//!    the body limit (413), the path rewrite;
 //! 3. **prepare** (`request`): the head rewritten for the hop (RFC 9110
 //!    §7.6: hop-by-hop fields dropped, `X-Forwarded-*` and `Via` added,
 //!    `Host` set) and the route's fields;
@@ -67,7 +70,21 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         6 + usize::from(ctx.request_id.is_some() || worker.router.route_request_ids)
             + usize::from(worker.trace.is_some()),
     );
-    let admitted = admit(&ctx, &mut parts, found);
+    // The client: the peer, or who its trusted proxies say; then the
+    // listener's `access` rules on it, before anything else. (No listener
+    // with either, the default: one branch.)
+    let listener = match worker.client_rules {
+        false => None,
+        true => worker.config.listeners.get(ctx.index.get()),
+    };
+    let client = match listener.and_then(|l| l.real_ip.as_deref()) {
+        None => ctx.client,
+        Some(r) => r.client(ctx.client, &parts.headers),
+    };
+    let admitted = match listener.and_then(|l| l.access.as_deref()) {
+        Some(a) if !a.allows(client.ip()) => Err(ProxyError::Forbidden(client.ip())),
+        _ => admit(&ctx, &mut parts, found),
+    };
     // The listener's request ID, given at once; unless some route has
     // its own, and every ID waits for the route (`Late`).
     let late = worker.router.route_request_ids;
@@ -78,13 +95,13 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
     // The trace context it goes upstream with, and its span if sampled.
     let span = worker.trace.as_ref().and_then(|t| {
         let host = admitted.as_ref().ok().cloned().flatten();
-        t.begin(&mut parts, found.trace_state, host, ctx.client)
+        t.begin(&mut parts, found.trace_state, host, client)
     });
     // HTTP/1.1 connections have a head timer; HTTP/2 ones do not.
     let h2 = ctx.head_timer.is_none();
     let mut line = LogLine::new(&worker, ctx.listener, h2, span, |start| Entry {
         start,
-        client: ctx.client,
+        client,
         method: parts.method.clone(),
         target: parts.uri.clone(),
         version: parts.version,
@@ -110,6 +127,7 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
                 parts,
                 body,
                 authority,
+                client,
                 found,
                 &routed,
                 hop,
@@ -354,6 +372,7 @@ async fn forward<'w>(
     mut parts: http::request::Parts,
     body: Incoming,
     authority: Option<Authority>,
+    client: std::net::SocketAddr,
     found: Found,
     routed: &Cell<Option<usize>>,
     hop: Option<&crate::trace::Hop>,
@@ -369,7 +388,7 @@ async fn forward<'w>(
             if h2_ws.is_some() {
                 parts.method = Method::GET;
             }
-            request::route(ctx, w, &mut parts, authority, &body, routed).map(|r| (r, h2_ws))
+            request::route(ctx, w, &mut parts, authority, client, &body, routed).map(|r| (r, h2_ws))
         });
         if let Some(late) = late {
             let route = routed.get().and_then(|i| w.config.routes.get(i));
@@ -385,6 +404,7 @@ async fn forward<'w>(
         w,
         &mut parts,
         authority,
+        client,
         route,
         group,
         &body,

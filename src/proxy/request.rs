@@ -194,13 +194,15 @@ pub(crate) enum Routed<'w> {
 
 /// The request's route, and what stops it before any upstream: the
 /// listener's HTTPS redirect, the 421 of a TLS connection asked for another
-/// host, no route (404), the route's own answers, a declared body over
-/// the route's limit (413). Applies the route's path rewrite.
+/// host, no route (404), the route's `access` rules on `client` (403),
+/// the route's own answers, a declared body over the route's limit (413).
+/// Applies the route's path rewrite.
 pub(crate) fn route<'w>(
     ctx: &ConnCtx,
     w: &'w Worker,
     parts: &mut http::request::Parts,
     authority: Option<&Authority>,
+    client: SocketAddr,
     body: &Incoming,
     routed: &Cell<Option<usize>>,
 ) -> Result<Routed<'w>, ProxyError> {
@@ -221,6 +223,11 @@ pub(crate) fn route<'w>(
         )
         .ok_or(ProxyError::NoRoute)?;
     routed.set(Some(route.index));
+    if let Some(access) = &route.access {
+        if !access.allows(client.ip()) {
+            return Err(ProxyError::Forbidden(client.ip()));
+        }
+    }
     let group = match &route.action {
         Action::Proxy(group) => *group,
         Action::Redirect { status, location } => {
@@ -294,6 +301,7 @@ pub(crate) fn prepare(
     w: &Worker,
     parts: &mut http::request::Parts,
     authority: Option<&Authority>,
+    client: SocketAddr,
     route: &Route,
     group: usize,
     body: &Incoming,
@@ -303,7 +311,7 @@ pub(crate) fn prepare(
     let balancer = w.pool.balancer(group);
     let key = balancer
         .hash_key()
-        .map(|k| request_key(k, ctx.client, &parts.headers));
+        .map(|k| request_key(k, client, &parts.headers));
 
     let chunked =
         !http_body::Body::is_end_stream(body) && http_body::Body::size_hint(body).exact().is_none();

@@ -245,17 +245,16 @@ impl Target {
     }
 }
 
-/// One line of a `requests` file: `METHOD HOST PATH [len=N]`, or
-/// `WS HOST PATH` for a WebSocket handshake; a HOST written
-/// `https://NAME` goes over TLS with that SNI, HTTP/1.1 by ALPN.
+/// One line of a `requests` file: `METHOD HOST PATH [len=N] [xff=A,B]`
+/// (a body of N bytes; an `X-Forwarded-For: A, B` field), or `WS HOST
+/// PATH` for a WebSocket handshake; a HOST written `https://NAME` goes
+/// over TLS with that SNI, HTTP/1.1 by ALPN.
 async fn request(to: &Target, line: &str) -> Seen {
     let parts: Vec<&str> = line.split_whitespace().collect();
     let (method, to_host, path) = (parts[0], parts[1], parts[2]);
     let host = to_host.strip_prefix("https://").unwrap_or(to_host);
-    let len: Option<usize> = parts
-        .get(3)
-        .and_then(|p| p.strip_prefix("len="))
-        .map(|n| n.parse().unwrap());
+    let option = |name: &str| parts.iter().skip(3).find_map(|p| p.strip_prefix(name));
+    let len: Option<usize> = option("len=").map(|n| n.parse().unwrap());
     let mut head = if method == "WS" {
         format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -266,6 +265,9 @@ async fn request(to: &Target, line: &str) -> Seen {
     };
     if let Some(n) = len {
         head.push_str(&format!("Content-Length: {n}\r\n"));
+    }
+    if let Some(xff) = option("xff=") {
+        head.push_str(&format!("X-Forwarded-For: {}\r\n", xff.replace(',', ", ")));
     }
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();
@@ -439,6 +441,16 @@ async fn differential(name: &str, failures: &mut Vec<String>) {
         for f in TIDEGATE_ADDS {
             if !nginx.record.contains_key(*f) {
                 tidegate.record.remove(*f);
+            }
+        }
+        // A received X-Forwarded-For: nginx passes it on as it is unless
+        // told otherwise; Tidegate appends the peer.
+        if let (Some(n), Some(t)) = (
+            nginx.record.get("x-forwarded-for"),
+            tidegate.record.get_mut("x-forwarded-for"),
+        ) {
+            if *t == format!("{n}, 127.0.0.1") {
+                t.clone_from(n);
             }
         }
         if nginx != tidegate {

@@ -11,6 +11,7 @@ mod admin;
 mod affinity;
 mod balance;
 mod cli;
+mod client_ip;
 mod clients;
 mod concurrency;
 mod convert;
