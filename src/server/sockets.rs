@@ -144,7 +144,22 @@ pub(super) fn open_all(
     Ok((bound, socks))
 }
 
-/// Copies of `socks` (the same sockets), kept for a binary upgrade.
+/// Copies of `socks` (the same sockets), kept for a binary upgrade. One
+/// that cannot be made (out of file descriptors) is logged: an upgrade
+/// would not hand that socket over, and connections queued on it when
+/// this process exits would be reset.
 pub(super) fn copies(socks: &[std::net::TcpListener]) -> Vec<std::net::TcpListener> {
-    socks.iter().filter_map(|s| s.try_clone().ok()).collect()
+    socks
+        .iter()
+        .filter_map(|s| match s.try_clone() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(
+                    "cannot keep a copy of a listening socket for a binary upgrade: {e}; \
+                     an upgrade would not hand it over"
+                );
+                None
+            }
+        })
+        .collect()
 }
