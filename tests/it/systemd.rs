@@ -330,3 +330,41 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// The pings come from the main loop: while it hangs (here a reload
+/// reading its config from a FIFO nobody writes yet) none is sent, so
+/// systemd would restart the service; once the loop is free they resume.
+/// (An observation window of five watchdog periods: a ping sent in it
+/// fails the test; none sent could only hide a failure, never make one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_main_loop_stops_the_watchdog_pings() {
+    let origin = backend(|_req| async { text(200, "origin") });
+    let text_of_config = proxy_config(origin.addr);
+    let config = TempFile::with("watchdog-hang.toml", text_of_config.as_bytes());
+    let manager = Manager::abstract_name();
+    let mut tidegate = manager.start(&config, Some("200000"));
+    manager.until("READY=1").await;
+    assert_eq!(manager.next().await, "WATCHDOG=1");
+
+    std::fs::remove_file(&config.path).unwrap();
+    let made = Command::new("mkfifo")
+        .arg(&config.path)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    tidegate.signal(Signal::HUP);
+    manager.until("RELOADING=1").await;
+    let window = tokio::time::timeout(std::time::Duration::from_secs(1), manager.next()).await;
+    assert!(window.is_err(), "sent while the loop hangs: {window:?}");
+
+    // A writer frees the reload, and the loop.
+    let path = config.path.clone();
+    let writer = tokio::task::spawn_blocking(move || std::fs::write(path, text_of_config));
+    let (reloaded, _) = manager.until("READY=1").await;
+    assert!(!reloaded.contains("reload failed"), "{reloaded}");
+    writer.await.unwrap().expect("write the FIFO");
+    manager.until("WATCHDOG=1").await;
+    tidegate.signal(Signal::TERM);
+    let (exit, log) = tidegate.wait().await;
+    assert!(exit.success(), "{exit:?}: {log}");
+}
