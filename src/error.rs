@@ -14,6 +14,12 @@ pub enum ProxyError {
     Malformed(#[from] crate::message::admit::Malformed),
     #[error("no route matches the request's host and path")]
     NoRoute,
+    #[error("basic auth: {reason}")]
+    Unauthorized {
+        /// The `WWW-Authenticate` of the 401.
+        challenge: http::HeaderValue,
+        reason: &'static str,
+    },
     #[error(
         "host `{host}` is not covered by the certificate of this TLS connection (SNI `{sni}`)"
     )]
@@ -72,6 +78,7 @@ impl ProxyError {
         match self {
             ProxyError::Malformed(m) => m.status(),
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRewrite | ProxyError::Random => StatusCode::INTERNAL_SERVER_ERROR,

@@ -67,6 +67,7 @@
 
 mod access_log;
 mod admin;
+mod auth;
 mod body;
 pub mod cli;
 pub mod config;

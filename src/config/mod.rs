@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod auth;
 mod dns;
 pub(crate) mod dump;
 pub(crate) mod listener;
@@ -29,6 +30,7 @@ mod tracing;
 mod upstream;
 
 pub use self::tracing::Tracing;
+pub use crate::auth::basic::BasicAuth;
 pub use dns::Dns;
 pub use listener::{ClientAuth, Listener, ListenerTls, RequestId, DEFAULT_MAX_STREAMS};
 pub use log_format::{LogFormat, Piece, Var};

@@ -28,6 +28,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+mod auth;
 pub(crate) mod exchange;
 mod forward;
 mod head_timeout;
@@ -292,6 +293,10 @@ fn respond(
             }
             line.set(status.as_u16(), 0, err.upstream(), "error");
             let mut resp = synthetic::error(status, grpc);
+            if let ProxyError::Unauthorized { challenge, .. } = &err {
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge.clone());
+            }
             // A head that was refused says nothing reliable about what
             // follows it on the connection.
             if ctx.head_timer.is_some() && matches!(err, ProxyError::Malformed(_)) {
@@ -371,6 +376,17 @@ async fn forward<'w>(
             }
             request::route(ctx, w, &mut parts, authority, &body, routed).map(|r| (r, h2_ws))
         });
+        // Basic auth's first check of a password: hashed off this thread,
+        // then routed again (the check now passes from this thread's cache).
+        let routing = match routing {
+            Ok((Routed::Verify(p), h2_ws)) => match auth::verified(p).await {
+                Ok(()) => {
+                    request::route(ctx, w, &mut parts, authority, &body, routed).map(|r| (r, h2_ws))
+                }
+                Err(e) => Err(e),
+            },
+            r => r,
+        };
         if let Some(late) = late {
             let route = routed.get().and_then(|i| w.config.routes.get(i));
             late.assign(route, ctx.request_id.as_ref(), &mut parts.headers);
@@ -378,6 +394,7 @@ async fn forward<'w>(
         match routing? {
             (Routed::Proxy(route, group), h2_ws) => (route, group, h2_ws),
             (Routed::Local(resp), _) => return Ok(Outcome::Local(resp)),
+            (Routed::Verify(p), _) => return Err(auth::unauthorized(p.challenge())),
         }
     };
     let plan = request::prepare(

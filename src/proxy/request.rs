@@ -190,6 +190,8 @@ pub(crate) enum Routed<'w> {
     Proxy(&'w Route, usize),
     /// Answered here (a redirect, a fixed response).
     Local(Response<ProxyBody>),
+    /// Basic auth's password to verify first.
+    Verify(super::auth::Pending),
 }
 
 /// The request's route, and what stops it before any upstream: the
@@ -221,6 +223,9 @@ pub(crate) fn route<'w>(
         )
         .ok_or(ProxyError::NoRoute)?;
     routed.set(Some(route.index));
+    if let Some(p) = super::auth::check(route, &mut parts.headers)? {
+        return Ok(Routed::Verify(p));
+    }
     let group = match &route.action {
         Action::Proxy(group) => *group,
         Action::Redirect { status, location } => {
