@@ -11,6 +11,21 @@ use super::raw;
 use super::route::FieldError;
 use crate::auth::basic::{challenge, BasicAuth, Htpasswd};
 
+/// Larger files are refused (and `/dev/zero` is not read forever).
+const MAX_BYTES: u64 = 16 << 20;
+
+fn read(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_BYTES {
+        return Err(std::io::Error::other("larger than 16 MiB"));
+    }
+    Ok(text)
+}
+
 pub(super) fn basic_auth(a: &raw::BasicAuth, base: &Path) -> Result<Arc<BasicAuth>, FieldError> {
     let field = |name: &str, reason: String| (format!("basic_auth.{name}"), reason);
     let challenge = challenge(&a.realm).ok_or_else(|| {
@@ -27,8 +42,7 @@ pub(super) fn basic_auth(a: &raw::BasicAuth, base: &Path) -> Result<Arc<BasicAut
     }
     let path = base.join(&a.htpasswd);
     let shown = path.display();
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| field("htpasswd", format!("cannot read {shown}: {e}")))?;
+    let text = read(&path).map_err(|e| field("htpasswd", format!("cannot read {shown}: {e}")))?;
     let file = Htpasswd::parse(&text).map_err(|errors| {
         let lines: Vec<String> = errors
             .iter()
