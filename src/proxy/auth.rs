@@ -5,6 +5,9 @@
 //! this thread has not verified yet is hashed on tokio's blocking pool
 //! ([`verified`]), never on the worker thread.
 
+use std::cell::Cell;
+use std::sync::Arc;
+
 use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 
 use crate::auth::basic::{self, Check, Verify};
@@ -18,15 +21,20 @@ pub(crate) struct Pending {
 }
 
 /// The route's credentials check: `Ok(None)` to go on (no `basic_auth`,
-/// or credentials verified before), a [`Pending`] to verify first, or
-/// the 401.
+/// or credentials verified before: their user goes in `user`), a
+/// [`Pending`] to verify first, or the 401.
 #[inline]
-pub(crate) fn check(route: &Route, headers: &mut HeaderMap) -> Result<Option<Pending>, ProxyError> {
+pub(crate) fn check(
+    route: &Route,
+    headers: &mut HeaderMap,
+    user: &Cell<Option<Arc<str>>>,
+) -> Result<Option<Pending>, ProxyError> {
     let Some(auth) = &route.basic_auth else {
         return Ok(None);
     };
     match auth.check(headers) {
-        Check::Pass(_user) => {
+        Check::Pass(name) => {
+            user.set(Some(name));
             if !auth.forward_authorization {
                 headers.remove(AUTHORIZATION);
             }

@@ -19,7 +19,6 @@
 //! place and rendered in one place (`synthetic`), with one log line
 //! naming the cause. Upgrades continue in [`tunnel`].
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -92,6 +91,7 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         host: admitted.as_ref().ok().cloned().flatten(),
         headers: worker.log.capture(&parts.headers),
         request_id: request_id.as_ref().map(|(_, id)| id.clone()),
+        user: None,
     });
     let pending = Pending {
         state: &ctx.state,
@@ -100,7 +100,7 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
     let grpc = is_grpc(&parts.headers);
     // `forward`'s future lives directly in this one: a second async layer
     // around it would copy its whole state once more per request.
-    let routed = Cell::new(None);
+    let routed = request::Noted::default();
     let forwarded = match admitted {
         // `Late` made in the call, in no local that the await keeps.
         Ok(authority) => {
@@ -133,7 +133,8 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         }
     };
     pending.done();
-    line.route(routed.get());
+    line.route(routed.route.get());
+    line.user(routed.user.take());
     let mut resp = respond(
         &ctx,
         &worker,
@@ -360,7 +361,7 @@ async fn forward<'w>(
     body: Incoming,
     authority: Option<Authority>,
     found: Found,
-    routed: &Cell<Option<usize>>,
+    routed: &request::Noted,
     hop: Option<&crate::trace::Hop>,
     late: Option<Late<'_, 'w>>,
 ) -> Result<Outcome<'w>, ProxyError> {
@@ -388,7 +389,7 @@ async fn forward<'w>(
             r => r,
         };
         if let Some(late) = late {
-            let route = routed.get().and_then(|i| w.config.routes.get(i));
+            let route = routed.route.get().and_then(|i| w.config.routes.get(i));
             late.assign(route, ctx.request_id.as_ref(), &mut parts.headers);
         }
         match routing? {

@@ -182,6 +182,14 @@ pub(crate) fn prepare_request(
     is_upgrade
 }
 
+/// What the route phase found, for the request's log line: the route
+/// (config index) and the user basic auth let in.
+#[derive(Default)]
+pub(crate) struct Noted {
+    pub(crate) route: Cell<Option<usize>>,
+    pub(crate) user: Cell<Option<std::sync::Arc<str>>>,
+}
+
 /// Where a request goes. (Returned once and matched at once: boxing the
 /// larger variant would only add an allocation.)
 #[allow(clippy::large_enum_variant)]
@@ -204,7 +212,7 @@ pub(crate) fn route<'w>(
     parts: &mut http::request::Parts,
     authority: Option<&Authority>,
     body: &Incoming,
-    routed: &Cell<Option<usize>>,
+    routed: &Noted,
 ) -> Result<Routed<'w>, ProxyError> {
     if let Some(port) = ctx.redirect_https {
         return Ok(Routed::Local(https_redirect(authority, port, parts)));
@@ -222,8 +230,8 @@ pub(crate) fn route<'w>(
             &parts.headers,
         )
         .ok_or(ProxyError::NoRoute)?;
-    routed.set(Some(route.index));
-    if let Some(p) = super::auth::check(route, &mut parts.headers)? {
+    routed.route.set(Some(route.index));
+    if let Some(p) = super::auth::check(route, &mut parts.headers, &routed.user)? {
         return Ok(Routed::Verify(p));
     }
     let group = match &route.action {

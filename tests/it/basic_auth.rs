@@ -93,14 +93,22 @@ fn b64(s: &str) -> String {
 }
 
 fn config(upstream: std::net::SocketAddr, file: &Path, forward: bool) -> String {
+    config_with(upstream, file, forward, TestConfig::new())
+}
+
+fn config_with(
+    upstream: std::net::SocketAddr,
+    file: &Path,
+    forward: bool,
+    base: TestConfig,
+) -> String {
     let mut auth = toml::Table::new();
     auth.insert("realm".into(), "Admin area".into());
     auth.insert("htpasswd".into(), file.to_str().unwrap().into());
     if forward {
         auth.insert("forward_authorization".into(), true.into());
     }
-    TestConfig::new()
-        .group("app", [upstream])
+    base.group("app", [upstream])
         .route(
             Route::to("app")
                 .path_prefix("/admin/")
@@ -276,4 +284,43 @@ fn check_names_file_line_and_field_of_a_refused_htpasswd() {
         dir.join("nope").display()
     );
     assert!(err.contains(&want), "{err}");
+}
+
+#[tokio::test]
+async fn the_access_log_names_the_user_let_in() {
+    let dir = Dir::new("log");
+    let file = dir.join("users");
+    htpasswd(&file, &["-m"], "apr", "right");
+    let log = dir.join("access.log");
+    let origin = echo(Arc::new(AtomicUsize::new(0)));
+    let base = TestConfig::new()
+        .set("server.access_log", log.to_str().unwrap())
+        .set("server.access_log_format", "combined");
+    let proxy = Proxy::start(&config_with(origin.addr, &file, false, base));
+    let right = basic("apr", "right");
+    let wrong = basic("apr", "wrong");
+    assert_eq!(
+        ask(&proxy, "/admin/in", &[("authorization", &right)])
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        ask(&proxy, "/admin/out", &[("authorization", &wrong)])
+            .await
+            .0,
+        401
+    );
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    until("both log lines", || text().lines().count() >= 2).await;
+    let text = text();
+    let line = |path: &str| {
+        text.lines()
+            .find(|l| l.contains(path))
+            .unwrap_or_else(|| panic!("no line for {path}: {text}"))
+            .to_string()
+    };
+    assert!(line("/admin/in").starts_with("127.0.0.1 - apr ["), "{text}");
+    assert!(line("/admin/out").starts_with("127.0.0.1 - - ["), "{text}");
+    assert!(line("/admin/out").contains("\" 401 "), "{text}");
 }
