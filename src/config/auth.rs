@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::raw;
-use super::route::FieldError;
 use crate::auth::basic::{challenge, BasicAuth, Htpasswd};
 
 /// Larger files are refused (and `/dev/zero` is not read forever).
@@ -26,7 +25,12 @@ fn read(path: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
-pub(super) fn basic_auth(a: &raw::BasicAuth, base: &Path) -> Result<Arc<BasicAuth>, FieldError> {
+/// The route's `basic_auth`, or `(field, reason)`, the field relative to
+/// the route.
+pub(super) fn basic_auth(
+    a: &raw::BasicAuth,
+    base: &Path,
+) -> Result<Arc<BasicAuth>, (String, String)> {
     let field = |name: &str, reason: String| (format!("basic_auth.{name}"), reason);
     let challenge = challenge(&a.realm).ok_or_else(|| {
         field(
