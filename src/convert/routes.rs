@@ -216,6 +216,15 @@ impl Base<'_> {
                 response_add.insert(name.to_ascii_lowercase(), value.clone());
             }
         }
+        // nginx checks credentials after `return` (rewrite phase): only
+        // proxying routes get them.
+        let basic_auth = match (&action, inherit.auth_basic.as_deref()) {
+            (Action::Upstream(_), Some(realm)) if realm != "off" => inherit
+                .auth_basic_user_file
+                .clone()
+                .map(|f| (realm.to_string(), f)),
+            _ => None,
+        };
         let proxy = proxy.unwrap_or_default();
         for h in self.hosts {
             c.push(Route {
@@ -231,6 +240,7 @@ impl Base<'_> {
                 upstream_host: proxy.upstream_host.clone(),
                 connect_timeout: proxy.connect.clone(),
                 read_timeout: proxy.read.clone(),
+                basic_auth: basic_auth.clone(),
             });
         }
     }

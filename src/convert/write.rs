@@ -45,6 +45,8 @@ pub(super) struct Route {
     pub(super) upstream_host: Option<String>,
     pub(super) connect_timeout: Option<String>,
     pub(super) read_timeout: Option<String>,
+    /// `(realm, htpasswd file)`.
+    pub(super) basic_auth: Option<(String, String)>,
 }
 
 /// An upstream group to write.
@@ -163,6 +165,10 @@ impl Output {
             }
             if let Some(n) = r.max_body_bytes {
                 let _ = writeln!(o, "max_body_bytes = {n}");
+            }
+            if let Some((realm, file)) = &r.basic_auth {
+                let (realm, file) = (q(realm), q(file));
+                let _ = writeln!(o, "basic_auth = {{ realm = {realm}, htpasswd = {file} }}");
             }
             let mut ops = Vec::new();
             if !r.request_set.is_empty() {

@@ -324,3 +324,27 @@ async fn the_access_log_names_the_user_let_in() {
     assert!(line("/admin/out").starts_with("127.0.0.1 - - ["), "{text}");
     assert!(line("/admin/out").contains("\" 401 "), "{text}");
 }
+
+#[test]
+fn nginx_auth_basic_converts_to_basic_auth_on_proxying_routes() {
+    let dir = Dir::new("convert");
+    htpasswd(&dir.join("users"), &["-B", "-C", "4"], "bee", "x");
+    let nginx = "http {\n  upstream app { server 127.0.0.1:9; }\n  server {\n    listen 80;\n    server_name a.test;\n\
+                 auth_basic \"Admin area\";\n    auth_basic_user_file users;\n\
+                 location / { proxy_pass http://app; }\n\
+                 location /open/ { auth_basic off; proxy_pass http://app; }\n\
+                 location = /ping { return 200 \"ok\"; }\n  }\n}\n";
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, nginx).unwrap();
+    let out = tidegate::convert::convert_file(&conf).expect("converts");
+    let routes: Vec<&str> = out.toml.split("[[routes]]").skip(1).collect();
+    let with_auth: Vec<&&str> = routes
+        .iter()
+        .filter(|r| r.contains("basic_auth = { realm = \"Admin area\", htpasswd = \"users\" }"))
+        .collect();
+    assert_eq!(with_auth.len(), 1, "{}", out.toml);
+    assert!(with_auth[0].contains("path_prefix = \"/\""), "{}", out.toml);
+    // The converted file loads beside the htpasswd file.
+    let toml = dir.join("tidegate.toml");
+    tidegate::Config::from_toml(&out.toml, toml.to_str().unwrap()).expect("valid");
+}
