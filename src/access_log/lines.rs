@@ -446,7 +446,7 @@ mod tests {
                 Some(HeaderValue::from_static("curl \"quoted\" \\ back\tslash")),
             ],
             request_id: Some(HeaderValue::from_static("abc")),
-            user: None,
+            user: Some("b\u{e9}e \"x\"".into()),
         };
         let end = End {
             status: 503,
@@ -471,8 +471,9 @@ mod tests {
         assert_eq!(v["referer"], serde_json::Value::Null);
         assert_eq!(v["user_agent"], "curl \"quoted\" \\ back\tslash");
         assert_eq!(v["request_id"], "abc");
+        assert_eq!(v["user"], "b\u{e9}e \"x\"");
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys.len(), 14, "{keys:?}");
+        assert_eq!(keys.len(), 15, "{keys:?}");
         let time = v["time"].as_str().unwrap();
         assert!(time.len() == 24 && time.ends_with('Z'), "{time}");
     }

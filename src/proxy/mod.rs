@@ -3,7 +3,7 @@
 //! 1. **admit** (`request`): the checks of [`crate::message::admit`]
 //!    (one authority, unambiguous framing, field names);
 //! 2. **route** (`request`): the HTTPS redirect, the 421 check, the
-//!    route (404 if none), its own answers, the body limit (413), the path
+//!    route (404 if none), its basic auth (`auth`: 401), its own answers, the body limit (413), the path
 //!    rewrite;
 //! 3. **prepare** (`request`): the head rewritten for the hop (RFC 9110
 //!    §7.6: hop-by-hop fields dropped, `X-Forwarded-*` and `Via` added,

@@ -204,7 +204,8 @@ pub(crate) enum Routed<'w> {
 
 /// The request's route, and what stops it before any upstream: the
 /// listener's HTTPS redirect, the 421 of a TLS connection asked for another
-/// host, no route (404), the route's own answers, a declared body over
+/// host, no route (404), the route's basic auth (401, or a password to
+/// verify first: [`Routed::Verify`]), the route's own answers, a declared body over
 /// the route's limit (413). Applies the route's path rewrite.
 pub(crate) fn route<'w>(
     ctx: &ConnCtx,
