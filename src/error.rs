@@ -16,6 +16,12 @@ pub enum ProxyError {
     NoRoute,
     #[error("client {0} is denied by the access rules")]
     Forbidden(std::net::IpAddr),
+    #[error("basic auth: {reason}")]
+    Unauthorized {
+        /// The `WWW-Authenticate` of the 401.
+        challenge: http::HeaderValue,
+        reason: &'static str,
+    },
     #[error(
         "host `{host}` is not covered by the certificate of this TLS connection (SNI `{sni}`)"
     )]
@@ -75,6 +81,7 @@ impl ProxyError {
             ProxyError::Malformed(m) => m.status(),
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRewrite | ProxyError::Random => StatusCode::INTERNAL_SERVER_ERROR,

@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("duration", duration),
     ("config", config),
     ("nginx_conf", nginx_conf),
+    ("htpasswd", htpasswd),
 ];
 
 /// `Host`/`:authority` validation: a value accepted is plain visible
@@ -278,5 +279,47 @@ pub fn nginx_conf(data: &[u8]) {
             }
         }
         Err(e) => assert!(e.to_string().starts_with("fuzz.conf:"), "{e}"),
+    }
+}
+
+/// An htpasswd file (`user:hash` lines), then after a NUL byte an
+/// `Authorization` value checked against it: parsing never panics, a
+/// file accepted has only users with a name and no `:`, and a check never
+/// lets anyone in before a password was verified (nothing is hashed
+/// here: a hash from the input could ask for any bcrypt cost).
+pub fn htpasswd(data: &[u8]) {
+    use crate::auth::basic::{challenge, BasicAuth, Check, Htpasswd};
+    let (file, header) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &b""[..]),
+    };
+    let Ok(text) = std::str::from_utf8(file) else {
+        return;
+    };
+    let parsed = match Htpasswd::parse(text) {
+        Ok(p) => p,
+        Err(errors) => {
+            let lines = text.lines().count();
+            assert!(!errors.is_empty());
+            assert!(errors.iter().all(|e| e.line >= 1 && e.line <= lines));
+            return;
+        }
+    };
+    assert!(text.lines().count() >= parsed.len());
+    let auth = BasicAuth::new(
+        "fuzz".into(),
+        challenge("fuzz").expect("a plain realm"),
+        "fuzz".into(),
+        false,
+        parsed,
+    );
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_bytes(header) {
+        h.insert(header::AUTHORIZATION, v);
+    }
+    match auth.check(&h) {
+        Check::Pass(user) => panic!("{user} let in with no password verified"),
+        Check::Deny(_) => {}
+        Check::Verify(_) => assert!(h.contains_key(header::AUTHORIZATION)),
     }
 }

@@ -46,6 +46,9 @@
 //!   Trace Context on each request (`mod.rs`: `traceparent` read and
 //!   written, sampling, the span record) and the OTLP/HTTP exporter
 //!   thread (`export.rs`, with the protobuf messages of `proto.rs`).
+//! - `auth/`: HTTP Basic authentication against htpasswd files (parsed
+//!   and checked in `basic.rs`, each thread's verified passwords in
+//!   `cache.rs`), read by `config/` and applied by `proxy/auth.rs`.
 //! - `message/`: pure HTTP rules: what a request head must be before
 //!   anything acts on it (`admit.rs`) and the RFC 9110 header rewriting
 //!   for the next hop (`headers.rs`).
@@ -67,6 +70,7 @@
 
 mod access_log;
 mod admin;
+mod auth;
 mod body;
 pub mod cli;
 pub mod config;

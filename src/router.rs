@@ -250,6 +250,9 @@ pub struct Route {
     pub upstream_connect: Duration,
     #[serde(serialize_with = "crate::config::dump::duration")]
     pub upstream_response_head: Duration,
+    /// Credentials needed first (`basic_auth`).
+    #[serde(serialize_with = "crate::auth::basic::dump")]
+    pub basic_auth: Option<std::sync::Arc<crate::auth::basic::BasicAuth>>,
 }
 
 impl Route {
@@ -430,6 +433,7 @@ mod tests {
             max_body_bytes: None,
             upstream_connect: Duration::from_secs(1),
             upstream_response_head: Duration::from_secs(1),
+            basic_auth: None,
         }
     }
 

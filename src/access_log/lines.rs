@@ -212,6 +212,14 @@ fn escaped(buf: &mut Vec<u8>, v: &[u8]) {
     }
 }
 
+/// `$remote_user`: the user basic auth let in, or `-`.
+fn remote_user(buf: &mut Vec<u8>, e: &Entry) {
+    match &e.user {
+        Some(u) => escaped(buf, u.as_bytes()),
+        None => buf.push(b'-'),
+    }
+}
+
 fn field(e: &Entry, i: usize) -> Option<&HeaderValue> {
     e.headers.get(i).and_then(Option::as_ref)
 }
@@ -228,7 +236,9 @@ fn protocol(v: Version) -> &'static str {
 
 pub(super) fn combined_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
     write_ip(buf, e.client.ip());
-    buf.extend_from_slice(b" - - [");
+    buf.extend_from_slice(b" - ");
+    remote_user(buf, e);
+    buf.extend_from_slice(b" [");
     with_clock(|c, _| buf.extend_from_slice(c.local.as_bytes()));
     buf.extend_from_slice(b"] \"");
     escaped(
@@ -309,6 +319,7 @@ pub(super) fn json_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
             b",\"request_id\":",
             e.request_id.as_ref().and_then(|v| v.to_str().ok()),
         ),
+        (b",\"user\":", e.user.as_deref()),
     ];
     for (key, v) in fields {
         buf.extend_from_slice(key);
@@ -393,6 +404,10 @@ pub(super) fn template_line(
                 }
                 Ok(())
             }
+            Var::RemoteUser => {
+                remote_user(buf, e);
+                Ok(())
+            }
             Var::Header(name) => {
                 match headers
                     .iter()
@@ -431,6 +446,7 @@ mod tests {
                 Some(HeaderValue::from_static("curl \"quoted\" \\ back\tslash")),
             ],
             request_id: Some(HeaderValue::from_static("abc")),
+            user: Some("b\u{e9}e \"x\"".into()),
         };
         let end = End {
             status: 503,
@@ -455,8 +471,9 @@ mod tests {
         assert_eq!(v["referer"], serde_json::Value::Null);
         assert_eq!(v["user_agent"], "curl \"quoted\" \\ back\tslash");
         assert_eq!(v["request_id"], "abc");
+        assert_eq!(v["user"], "b\u{e9}e \"x\"");
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys.len(), 14, "{keys:?}");
+        assert_eq!(keys.len(), 15, "{keys:?}");
         let time = v["time"].as_str().unwrap();
         assert!(time.len() == 24 && time.ends_with('Z'), "{time}");
     }

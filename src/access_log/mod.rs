@@ -206,6 +206,8 @@ pub(crate) struct Entry {
     pub headers: Vec<Option<HeaderValue>>,
     /// Its ID, with `request_id` on its listener or route.
     pub request_id: Option<HeaderValue>,
+    /// The user a route's `basic_auth` let in (`$remote_user`).
+    pub user: Option<std::sync::Arc<str>>,
 }
 
 /// How a request ended, beside its [`Entry`].

@@ -72,7 +72,7 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
     }
     let mut routes = Vec::new();
     for (i, rt) in raw.routes.iter().enumerate() {
-        match compile_route(i, rt, &upstreams, &timeouts, &limits) {
+        match compile_route(i, rt, &upstreams, &timeouts, &limits, &base) {
             Ok(r) => routes.push(r),
             Err(errors) => {
                 for (f, reason) in errors {

@@ -34,6 +34,8 @@ pub enum Piece {
 pub enum Var {
     RemoteAddr,
     RemotePort,
+    /// The user a route's `basic_auth` let in (`-` for none).
+    RemoteUser,
     TimeLocal,
     TimeIso8601,
     /// `GET /path?q HTTP/1.1`.
@@ -59,6 +61,7 @@ pub enum Var {
 const VARS: &[(&str, Var)] = &[
     ("remote_addr", Var::RemoteAddr),
     ("remote_port", Var::RemotePort),
+    ("remote_user", Var::RemoteUser),
     ("time_local", Var::TimeLocal),
     ("time_iso8601", Var::TimeIso8601),
     ("request_method", Var::RequestMethod),

@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod auth;
 mod dns;
 pub(crate) mod dump;
 pub(crate) mod listener;
@@ -29,6 +30,7 @@ mod tracing;
 mod upstream;
 
 pub use self::tracing::Tracing;
+pub use crate::auth::basic::BasicAuth;
 pub use dns::Dns;
 pub use listener::{ClientAuth, Listener, ListenerTls, RequestId, DEFAULT_MAX_STREAMS};
 pub use log_format::{LogFormat, Piece, Var};
@@ -508,6 +510,9 @@ mod tests {
             ("upstream = \"app\"\ntimeouts = { upstream_connect = \"soon\" }", "routes[0].timeouts.upstream_connect"),
             ("upstream = \"app\"\nrequest_id = { header = \"a b\" }", "routes[0].request_id.header: `a b` is not a field name"),
             ("upstream = \"app\"\nrequest_id = { trust = true }", "unknown field `trust`"),
+            ("upstream = \"app\"\nbasic_auth = { realm = \"r\", htpasswd = \"/nonexistent/users\" }", "routes[0].basic_auth.htpasswd: cannot read /nonexistent/users"),
+            ("upstream = \"app\"\nbasic_auth = { realm = \"a\\u0001\", htpasswd = \"u\" }", "routes[0].basic_auth.realm"),
+            ("upstream = \"app\"\nbasic_auth = { htpasswd = \"u\" }", "missing field `realm`"),
         ];
         for (route, want) in cases {
             let err = route_error(route);

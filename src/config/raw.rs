@@ -161,6 +161,16 @@ pub struct Route {
     pub timeouts: Option<RouteTimeouts>,
     pub request_id: Option<RequestId>,
     pub access: Option<Vec<String>>,
+    pub basic_auth: Option<BasicAuth>,
+}
+
+/// A route's `basic_auth = { realm, htpasswd, forward_authorization }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub realm: String,
+    pub htpasswd: String,
+    pub forward_authorization: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,6 +20,7 @@ pub(super) fn compile_route(
     upstreams: &[UpstreamGroup],
     timeouts: &Timeouts,
     limits: &Limits,
+    base: &std::path::Path,
 ) -> Result<Route, Vec<FieldError>> {
     let mut errors = Vec::new();
     let host = ok(&mut errors, host_match(rt));
@@ -70,6 +71,10 @@ pub(super) fn compile_route(
             None
         }
     };
+    let basic_auth = match &rt.basic_auth {
+        None => Some(None),
+        Some(a) => ok(&mut errors, super::auth::basic_auth(a, base).map(Some)),
+    };
     let rt_timeouts = rt.timeouts.as_ref();
     let route = (|| {
         Some(Route {
@@ -93,6 +98,7 @@ pub(super) fn compile_route(
             upstream_response_head: rt_timeouts
                 .and_then(|t| t.upstream_response_head)
                 .unwrap_or(timeouts.upstream_response_head),
+            basic_auth: basic_auth?,
         })
     })();
     match route {

@@ -31,6 +31,8 @@ pub(super) struct Inherited {
     pub key: Option<String>,
     /// `allow`/`deny` and the real-IP lines (`access.rs`).
     pub access: super::access::Lines,
+    pub auth_basic: Option<String>,
+    pub auth_basic_user_file: Option<String>,
 }
 
 pub(super) struct Converter {
@@ -122,6 +124,8 @@ impl Converter {
             },
             "ssl_certificate" => inherit.certificate = Some(arg(d, 0).to_string()),
             "ssl_certificate_key" => inherit.key = Some(arg(d, 0).to_string()),
+            "auth_basic" => inherit.auth_basic = Some(arg(d, 0).to_string()),
+            "auth_basic_user_file" => inherit.auth_basic_user_file = Some(arg(d, 0).to_string()),
             // Tidegate speaks HTTP/1.1 upstream and passes upgrades by
             // itself: what these lines ask of nginx is its default.
             "proxy_http_version" if arg(d, 0) == "1.1" => {}

@@ -223,6 +223,15 @@ impl Base<'_> {
                 response_add.insert(name.to_ascii_lowercase(), value.clone());
             }
         }
+        // nginx checks credentials after `return` (rewrite phase): only
+        // proxying routes get them.
+        let basic_auth = match (&action, inherit.auth_basic.as_deref()) {
+            (Action::Upstream(_), Some(realm)) if realm != "off" => inherit
+                .auth_basic_user_file
+                .clone()
+                .map(|f| (realm.to_string(), f)),
+            _ => None,
+        };
         let proxy = proxy.unwrap_or_default();
         let mut bad = Vec::new();
         // nginx's access phase comes after `return` and redirects.
@@ -246,6 +255,7 @@ impl Base<'_> {
                 connect_timeout: proxy.connect.clone(),
                 read_timeout: proxy.read.clone(),
                 access: access.clone(),
+                basic_auth: basic_auth.clone(),
             });
         }
     }

@@ -49,6 +49,8 @@ pub(super) struct Route {
     pub(super) read_timeout: Option<String>,
     /// `allow`/`deny` rules, as Tidegate writes them.
     pub(super) access: Vec<String>,
+    /// `(realm, htpasswd file)`.
+    pub(super) basic_auth: Option<(String, String)>,
 }
 
 /// An upstream group to write.
@@ -178,6 +180,10 @@ impl Output {
             }
             if !r.access.is_empty() {
                 let _ = writeln!(o, "access = {}", list(&r.access));
+            }
+            if let Some((realm, file)) = &r.basic_auth {
+                let (realm, file) = (q(realm), q(file));
+                let _ = writeln!(o, "basic_auth = {{ realm = {realm}, htpasswd = {file} }}");
             }
             let mut ops = Vec::new();
             if !r.request_set.is_empty() {

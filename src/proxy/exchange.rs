@@ -116,6 +116,13 @@ impl LogLine {
         }
     }
 
+    /// The user basic auth let in, for the log's `$remote_user`.
+    pub(crate) fn user(&mut self, user: Option<std::sync::Arc<str>>) {
+        if let Some(e) = self.0.as_mut().and_then(|l| l.entry.as_mut()) {
+            e.user = user;
+        }
+    }
+
     /// The server whose response this was (the pool's flat index).
     pub(crate) fn server(&mut self, server: usize) {
         if let Some(l) = &mut self.0 {

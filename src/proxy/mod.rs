@@ -6,8 +6,9 @@
 //! 1. **admit** (`request`): the checks of [`crate::message::admit`]
 //!    (one authority, unambiguous framing, field names);
 //! 2. **route** (`request`): the HTTPS redirect, the 421 check, the
-//!    route (404 if none) and its `access` rules (403), its own answers,
-//!    the body limit (413), the path rewrite;
+//!    route (404 if none), its `access` rules (403) and basic auth
+//!    (`auth`: 401), its own answers, the body limit (413), the path
+//!    rewrite;
 //! 3. **prepare** (`request`): the head rewritten for the hop (RFC 9110
 //!    §7.6: hop-by-hop fields dropped, `X-Forwarded-*` and `Via` added,
 //!    `Host` set) and the route's fields;
@@ -22,7 +23,6 @@
 //! place and rendered in one place (`synthetic`), with one log line
 //! naming the cause. Upgrades continue in [`tunnel`].
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -31,6 +31,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+mod auth;
 pub(crate) mod exchange;
 mod forward;
 mod head_timeout;
@@ -108,6 +109,7 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         host: admitted.as_ref().ok().cloned().flatten(),
         headers: worker.log.capture(&parts.headers),
         request_id: request_id.as_ref().map(|(_, id)| id.clone()),
+        user: None,
     });
     let pending = Pending {
         state: &ctx.state,
@@ -116,7 +118,7 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
     let grpc = is_grpc(&parts.headers);
     // `forward`'s future lives directly in this one: a second async layer
     // around it would copy its whole state once more per request.
-    let routed = Cell::new(None);
+    let routed = request::Noted::default();
     let forwarded = match admitted {
         // `Late` made in the call, in no local that the await keeps.
         Ok(authority) => {
@@ -150,7 +152,8 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         }
     };
     pending.done();
-    line.route(routed.get());
+    line.route(routed.route.get());
+    line.user(routed.user.take());
     let mut resp = respond(
         &ctx,
         &worker,
@@ -310,6 +313,10 @@ fn respond(
             }
             line.set(status.as_u16(), 0, err.upstream(), "error");
             let mut resp = synthetic::error(status, grpc);
+            if let ProxyError::Unauthorized { challenge, .. } = &err {
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge.clone());
+            }
             // A head that was refused says nothing reliable about what
             // follows it on the connection.
             if ctx.head_timer.is_some() && matches!(err, ProxyError::Malformed(_)) {
@@ -374,7 +381,7 @@ async fn forward<'w>(
     authority: Option<Authority>,
     client: std::net::SocketAddr,
     found: Found,
-    routed: &Cell<Option<usize>>,
+    routed: &request::Noted,
     hop: Option<&crate::trace::Hop>,
     late: Option<Late<'_, 'w>>,
 ) -> Result<Outcome<'w>, ProxyError> {
@@ -390,13 +397,24 @@ async fn forward<'w>(
             }
             request::route(ctx, w, &mut parts, authority, client, &body, routed).map(|r| (r, h2_ws))
         });
+        // Basic auth's first check of a password: hashed off this thread,
+        // then routed again (the check now passes from this thread's cache).
+        let routing = match routing {
+            Ok((Routed::Verify(p), h2_ws)) => match auth::verified(p).await {
+                Ok(()) => request::route(ctx, w, &mut parts, authority, client, &body, routed)
+                    .map(|r| (r, h2_ws)),
+                Err(e) => Err(e),
+            },
+            r => r,
+        };
         if let Some(late) = late {
-            let route = routed.get().and_then(|i| w.config.routes.get(i));
+            let route = routed.route.get().and_then(|i| w.config.routes.get(i));
             late.assign(route, ctx.request_id.as_ref(), &mut parts.headers);
         }
         match routing? {
             (Routed::Proxy(route, group), h2_ws) => (route, group, h2_ws),
             (Routed::Local(resp), _) => return Ok(Outcome::Local(resp)),
+            (Routed::Verify(p), _) => return Err(auth::unauthorized(p.challenge())),
         }
     };
     let plan = request::prepare(

@@ -182,6 +182,14 @@ pub(crate) fn prepare_request(
     is_upgrade
 }
 
+/// What the route phase found, for the request's log line: the route
+/// (config index) and the user basic auth let in.
+#[derive(Default)]
+pub(crate) struct Noted {
+    pub(crate) route: Cell<Option<usize>>,
+    pub(crate) user: Cell<Option<std::sync::Arc<str>>>,
+}
+
 /// Where a request goes. (Returned once and matched at once: boxing the
 /// larger variant would only add an allocation.)
 #[allow(clippy::large_enum_variant)]
@@ -190,13 +198,16 @@ pub(crate) enum Routed<'w> {
     Proxy(&'w Route, usize),
     /// Answered here (a redirect, a fixed response).
     Local(Response<ProxyBody>),
+    /// Basic auth's password to verify first.
+    Verify(super::auth::Pending),
 }
 
 /// The request's route, and what stops it before any upstream: the
 /// listener's HTTPS redirect, the 421 of a TLS connection asked for another
 /// host, no route (404), the route's `access` rules on `client` (403),
-/// the route's own answers, a declared body over the route's limit (413).
-/// Applies the route's path rewrite.
+/// the route's basic auth (401, or a password to verify first:
+/// [`Routed::Verify`]), the route's own answers, a declared body over the
+/// route's limit (413). Applies the route's path rewrite.
 pub(crate) fn route<'w>(
     ctx: &ConnCtx,
     w: &'w Worker,
@@ -204,7 +215,7 @@ pub(crate) fn route<'w>(
     authority: Option<&Authority>,
     client: SocketAddr,
     body: &Incoming,
-    routed: &Cell<Option<usize>>,
+    routed: &Noted,
 ) -> Result<Routed<'w>, ProxyError> {
     if let Some(port) = ctx.redirect_https {
         return Ok(Routed::Local(https_redirect(authority, port, parts)));
@@ -222,11 +233,14 @@ pub(crate) fn route<'w>(
             &parts.headers,
         )
         .ok_or(ProxyError::NoRoute)?;
-    routed.set(Some(route.index));
+    routed.route.set(Some(route.index));
     if let Some(access) = &route.access {
         if !access.allows(client.ip()) {
             return Err(ProxyError::Forbidden(client.ip()));
         }
+    }
+    if let Some(p) = super::auth::check(route, &mut parts.headers, &routed.user)? {
+        return Ok(Routed::Verify(p));
     }
     let group = match &route.action {
         Action::Proxy(group) => *group,

@@ -32,12 +32,13 @@ pub(crate) fn is_grpc(h: &HeaderMap) -> bool {
 /// (HTTP 200, `grpc-status` and `grpc-message` in the head, empty body),
 /// as gRPC clients expect of a proxy. The code follows gRPC's
 /// HTTP-to-gRPC mapping: 502, 503, 504 and 429 are UNAVAILABLE (14), 404
-/// UNIMPLEMENTED (12), 400 INTERNAL (13), 403 PERMISSION_DENIED (7), 413
-/// RESOURCE_EXHAUSTED (8), anything else UNKNOWN (2).
+/// UNIMPLEMENTED (12), 401 UNAUTHENTICATED (16), 400 INTERNAL (13), 403
+/// PERMISSION_DENIED (7), 413 RESOURCE_EXHAUSTED (8), anything else UNKNOWN (2).
 fn grpc_error_response(status: StatusCode) -> Response<ProxyBody> {
     let code: &'static str = match status.as_u16() {
         429 | 502..=504 => "14",
         404 => "12",
+        401 => "16",
         400 => "13",
         403 => "7",
         413 => "8",

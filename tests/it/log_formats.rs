@@ -225,6 +225,7 @@ async fn json_lines_have_stable_keys() {
         "referer",
         "user_agent",
         "request_id",
+        "user",
     ];
     want.sort();
     let mut got = keys.clone();
@@ -240,6 +241,7 @@ async fn json_lines_have_stable_keys() {
     assert_eq!(a["user_agent"], "curl/8.0");
     assert!(a["referer"].is_null());
     assert!(a["request_id"].is_null(), "no request_id on this listener");
+    assert!(a["user"].is_null(), "no basic_auth on this route");
     assert!(a["duration"].as_f64().is_some_and(|d| d >= 0.0));
     let m = find("/missing");
     assert_eq!(m["user_agent"], "say \"hi\" \\o/");

@@ -10,6 +10,7 @@ mod common;
 mod admin;
 mod affinity;
 mod balance;
+mod basic_auth;
 mod cli;
 mod client_ip;
 mod clients;

@@ -342,7 +342,7 @@ async fn a_hung_main_loop_stops_the_watchdog_pings() {
     let text_of_config = proxy_config(origin.addr);
     let config = TempFile::with("watchdog-hang.toml", text_of_config.as_bytes());
     let manager = Manager::abstract_name();
-    let mut tidegate = manager.start(&config, Some("200000"));
+    let tidegate = manager.start(&config, Some("200000"));
     manager.until("READY=1").await;
     assert_eq!(manager.next().await, "WATCHDOG=1");
 
