@@ -98,7 +98,7 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup
 : > $dir/systemd.log
 mount --bind $dir/systemd.log /dev/console
 export container=tidegate-ci SYSTEMD_UNIT_PATH=$dir/units
-exec $systemd --system --unit=tidegate-ci.target --log-level=info --log-target=console
+exec $systemd --system --unit=tidegate-ci.target --log-level=info --log-target=kmsg
 EOF
 chmod +x "$dir/boot.sh"
 unshare --pid --fork --mount --uts --propagation private "$dir/boot.sh" \

@@ -187,6 +187,11 @@ enum Command {
 
 /// The `tidegate` binary's whole behaviour.
 pub fn main() -> ExitCode {
+    // A binary upgrade under a service manager starts the new process
+    // through a copy of this binary that only does that (`server::spawn`).
+    if let Some(code) = server::detach_if_asked() {
+        return code;
+    }
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Check { config }) => {
@@ -421,7 +426,10 @@ fn run(
     crate::notify::ready(&format!(
         "serving on {listening} listener(s) with {threads} thread(s)"
     ));
-    let mut watchdog = crate::notify::watchdog_interval(inherited.is_some()).map(|every| {
+    let mut watchdog = crate::notify::watchdog_interval(
+        inherited.as_ref().and_then(|i| i.old_pid()),
+    )
+    .map(|every| {
         let _rt = rt.enter();
         let mut pings = tokio::time::interval(every);
         // After a long reload, one ping, not a burst of the missed ones.

@@ -71,18 +71,18 @@ pub(crate) fn watchdog() {
 
 /// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC`, when systemd
 /// set it for this process (`WATCHDOG_PID` is this process's pid, or
-/// unset). `upgraded`: this process was started by a binary upgrade, so
-/// the variables are its parent's, which hands the service over to it: its
-/// pid counts as this one's.
-pub(crate) fn watchdog_interval(upgraded: bool) -> Option<Duration> {
+/// unset). `handed_by`: the pid of the process whose binary upgrade
+/// started this one; the variables are that one's, which hands the
+/// service (and its watchdog) over to this one, so its pid counts as this
+/// one's.
+pub(crate) fn watchdog_interval(handed_by: Option<u32>) -> Option<Duration> {
     let pid = std::env::var("WATCHDOG_PID").ok();
-    let parent = || rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32);
     watchdog_period(
         std::env::var_os(SOCKET).is_some(),
         std::env::var("WATCHDOG_USEC").ok().as_deref(),
         pid.as_deref(),
         std::process::id(),
-        if upgraded { parent() } else { None },
+        handed_by,
     )
 }
 
@@ -92,7 +92,7 @@ fn watchdog_period(
     usec: Option<&str>,
     watchdog_pid: Option<&str>,
     own: u32,
-    parent: Option<u32>,
+    handed_by: Option<u32>,
 ) -> Option<Duration> {
     if !socket {
         return None;
@@ -100,7 +100,7 @@ fn watchdog_period(
     let usec: u64 = usec?.trim().parse().ok().filter(|&u| u > 0)?;
     if let Some(pid) = watchdog_pid {
         let pid: u32 = pid.trim().parse().ok()?;
-        if pid != own && Some(pid) != parent {
+        if pid != own && Some(pid) != handed_by {
             return None;
         }
     }
@@ -170,7 +170,7 @@ mod tests {
         assert_eq!(watchdog_period(true, None, None, 7, None), None);
         assert_eq!(watchdog_period(true, Some("0"), None, 7, None), None);
         assert_eq!(watchdog_period(true, Some("x"), None, 7, None), None);
-        // Started by an upgrade: the parent's watchdog is handed over.
+        // Started by an upgrade: the old process's watchdog is handed over.
         assert_eq!(
             watchdog_period(true, Some("200000"), Some("8"), 7, Some(8)),
             ms(100)

@@ -45,9 +45,11 @@ use crate::worker::Generation;
 mod admin;
 mod privilege;
 mod sockets;
+mod spawn;
 mod upgrade;
 mod workers;
 
+pub(crate) use spawn::detach_if_asked;
 use upgrade::Copies;
 pub(crate) use upgrade::Inherited;
 

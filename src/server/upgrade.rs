@@ -19,7 +19,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
+use super::spawn::NewProcess;
 use std::time::{Duration, Instant};
 
 use rustix::net::{
@@ -76,7 +78,7 @@ pub(crate) enum UpgradeError {
     #[error("hand-over socket: {0}")]
     Socket(#[source] std::io::Error),
     #[error("the new process exited ({0}) before serving: see its log")]
-    Exited(std::process::ExitStatus),
+    Exited(String),
     #[error("the new process did not {0} in time; stopped it")]
     Timeout(&'static str),
     #[error("too many listening sockets to hand over in one message ({0})")]
@@ -108,34 +110,31 @@ pub(crate) fn begin(sockets: &HandOver<'_>, watchdog: bool) -> Result<u32, Upgra
         .set_nonblocking(true)
         .map_err(UpgradeError::Socket)?;
     let mut command = Command::new(binary().map_err(UpgradeError::Exe)?);
-    command
-        .args(std::env::args_os().skip(1))
-        .env(ENV, &name)
-        .stdin(Stdio::null());
+    command.args(std::env::args_os().skip(1)).env(ENV, &name);
     if watchdog {
         // systemd's WATCHDOG_PID names the process it started; the new
-        // one, whose parent this is, takes the pings over only if it names
-        // this one (after two upgrades it would name a process long gone).
+        // one takes the pings over only if it names the process that hands
+        // it the sockets, this one (after two upgrades it would otherwise
+        // name a process long gone).
         command.env("WATCHDOG_PID", std::process::id().to_string());
     }
-    let mut child = command.spawn().map_err(UpgradeError::Spawn)?;
+    let mut child = NewProcess::start(command).map_err(UpgradeError::Spawn)?;
     let result = hand_over(&listener, &mut child, sockets);
     if result.is_err() {
-        let _ = child.kill();
-        let _ = child.wait();
+        child.kill();
     }
     result
 }
 
 fn hand_over(
     listener: &UnixListener,
-    child: &mut Child,
+    child: &mut NewProcess,
     sockets: &HandOver<'_>,
 ) -> Result<u32, UpgradeError> {
-    let exited = |child: &mut Child| -> Result<(), UpgradeError> {
-        match child.try_wait() {
-            Ok(Some(status)) => Err(UpgradeError::Exited(status)),
-            _ => Ok(()),
+    let exited = |child: &mut NewProcess| -> Result<(), UpgradeError> {
+        match child.exited() {
+            Some(how) => Err(UpgradeError::Exited(how)),
+            None => Ok(()),
         }
     };
     // The new process connects once it has read its config.
@@ -186,8 +185,7 @@ fn hand_over(
             .map_err(|_| UpgradeError::Timeout("say it serves")),
         Ok(_) => {
             // Closed without a word: it failed to start.
-            let status = child.wait().map_err(UpgradeError::Socket)?;
-            Err(UpgradeError::Exited(status))
+            Err(UpgradeError::Exited(child.wait()))
         }
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
             Err(UpgradeError::Timeout("say it serves"))
@@ -234,6 +232,14 @@ impl Inherited {
         let name = std::env::var_os(ENV)?;
         std::env::remove_var(ENV);
         Some(receive(name.as_encoded_bytes()))
+    }
+
+    /// The pid of the process that handed the sockets over (the peer of
+    /// the hand-over socket): not always the parent (`super::spawn`).
+    pub(crate) fn old_pid(&self) -> Option<u32> {
+        rustix::net::sockopt::socket_peercred(&self.stream)
+            .ok()
+            .map(|c| c.pid.as_raw_nonzero().get() as u32)
     }
 
     /// Tells the old process this one serves: it drains and exits.
