@@ -20,6 +20,7 @@ pub(super) fn compile_route(
     upstreams: &[UpstreamGroup],
     timeouts: &Timeouts,
     limits: &Limits,
+    rate_limits: &[super::RateLimit],
 ) -> Result<Route, Vec<FieldError>> {
     let mut errors = Vec::new();
     let host = ok(&mut errors, host_match(rt));
@@ -70,6 +71,10 @@ pub(super) fn compile_route(
             None
         }
     };
+    let rate_limit = ok(
+        &mut errors,
+        super::rate_limit::route_limits(rt.rate_limit.as_ref(), rate_limits),
+    );
     let rt_timeouts = rt.timeouts.as_ref();
     let route = (|| {
         Some(Route {
@@ -86,6 +91,7 @@ pub(super) fn compile_route(
             upstream_host: upstream_host?,
             request_id: request_id?,
             access: access?,
+            rate_limit: rate_limit?,
             max_body_bytes: rt.max_body_bytes.or(limits.max_body_bytes),
             upstream_connect: rt_timeouts
                 .and_then(|t| t.upstream_connect)
