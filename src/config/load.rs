@@ -67,20 +67,22 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
     let limits = limits(raw.limits.unwrap_or_default(), &mut p);
     let timeouts = timeouts(raw.timeouts.unwrap_or_default());
     let rate_limits = super::rate_limit::rate_limits(&raw.rate_limits, &mut p);
-    let rate_limits_ok = rate_limits.len() == raw.rate_limits.len();
+    // Routes name them by their place among those written (the same
+    // place once every one is valid).
+    let limit_names: Vec<&str> = raw.rate_limits.keys().map(String::as_str).collect();
 
     if raw.routes.is_empty() {
         p.add("routes", "at least one [[routes]] entry is required");
     }
     let mut routes = Vec::new();
     for (i, rt) in raw.routes.iter().enumerate() {
-        match compile_route(i, rt, &upstreams, &timeouts, &limits, &rate_limits) {
+        match compile_route(i, rt, &upstreams, &timeouts, &limits, &limit_names) {
             Ok(r) => routes.push(r),
             Err(errors) => {
                 for (f, reason) in errors {
                     // A route to a group that had problems of its own is
                     // not another problem.
-                    if (f != "upstream" || groups_ok) && (f != "rate_limit" || rate_limits_ok) {
+                    if f != "upstream" || groups_ok {
                         p.add(format!("routes[{i}].{f}"), reason);
                     }
                 }

@@ -155,14 +155,15 @@ fn parse_rate(s: &str) -> Result<(u32, Duration), String> {
     Ok((n, period))
 }
 
-/// A route's `rate_limit`: the limits' indexes in `limits`.
+/// A route's `rate_limit`: the limits' indexes in `limits` (every
+/// `[rate_limits.*]` name written, in order).
 pub(super) fn route_limits(
     names: Option<&raw::OneOrMany>,
-    limits: &[RateLimit],
+    limits: &[&str],
 ) -> Result<Vec<usize>, (String, String)> {
     let mut out = Vec::new();
     for name in names.map(raw::OneOrMany::items).unwrap_or_default() {
-        let i = limits.iter().position(|l| &l.name == name).ok_or_else(|| {
+        let i = limits.iter().position(|l| l == name).ok_or_else(|| {
             (
                 "rate_limit".to_string(),
                 format!("no [rate_limits.{name}] table"),
@@ -223,9 +224,10 @@ mod tests {
         ] {
             assert!(e.contains(want), "{want}: {e}");
         }
-        // The route's reference is not another problem while its limit
-        // has its own.
-        assert!(!e.contains("routes[0]"), "{e}");
+        assert!(
+            e.contains("t.toml:11: routes[0].rate_limit: no [rate_limits.nope] table"),
+            "{e}"
+        );
         let text = format!("{BASE}[[routes]]\nupstream = \"app\"\nrate_limit = \"nope\"\n");
         let e = Config::from_toml(&text, "t.toml").unwrap_err().to_string();
         assert!(

@@ -20,7 +20,7 @@ pub(super) fn compile_route(
     upstreams: &[UpstreamGroup],
     timeouts: &Timeouts,
     limits: &Limits,
-    rate_limits: &[super::RateLimit],
+    rate_limits: &[&str],
 ) -> Result<Route, Vec<FieldError>> {
     let mut errors = Vec::new();
     let host = ok(&mut errors, host_match(rt));
