@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use http::HeaderName;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::raw;
 use super::source::Problems;
@@ -56,7 +56,7 @@ impl KeyPart {
 }
 
 /// What becomes of a request ahead of the rate but within the burst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// It goes at once (nginx's `nodelay`); beyond the burst, 429.
@@ -104,6 +104,17 @@ fn rate_limit(name: &str, r: &raw::RateLimit, p: &mut Problems) -> Option<RateLi
             DEFAULT_MAX_KEYS
         }
     };
+    let mode = match r.mode.as_deref() {
+        None | Some("reject") => Mode::Reject,
+        Some("delay") => Mode::Delay,
+        Some(m) => {
+            p.add(
+                format!("{at}.mode"),
+                format!("`{m}` is neither \"reject\" nor \"delay\""),
+            );
+            Mode::Reject
+        }
+    };
     let (rate, period) = rate.ok()?;
     (p.len() == before).then(|| RateLimit {
         name: name.to_string(),
@@ -111,7 +122,7 @@ fn rate_limit(name: &str, r: &raw::RateLimit, p: &mut Problems) -> Option<RateLi
         rate,
         period,
         burst: r.burst.unwrap_or(0),
-        mode: r.mode.unwrap_or_default(),
+        mode,
         max_keys,
     })
 }
@@ -213,7 +224,7 @@ mod tests {
     #[test]
     fn problems_name_line_and_field() {
         let text = format!(
-            "{BASE}[rate_limits.a]\nkey = \"ip\"\nrate = \"10/d\"\nmax_keys = 5\n\
+            "{BASE}[rate_limits.a]\nkey = \"ip\"\nrate = \"10/d\"\nmax_keys = 5\nmode = \"later\"\n\
              [[routes]]\nupstream = \"app\"\nrate_limit = \"nope\"\n"
         );
         let e = Config::from_toml(&text, "t.toml").unwrap_err().to_string();
@@ -221,11 +232,12 @@ mod tests {
             "t.toml:6: rate_limits.a.key: `ip`",
             "t.toml:7: rate_limits.a.rate: `10/d`",
             "t.toml:8: rate_limits.a.max_keys: 5",
+            "t.toml:9: rate_limits.a.mode: `later`",
         ] {
             assert!(e.contains(want), "{want}: {e}");
         }
         assert!(
-            e.contains("t.toml:11: routes[0].rate_limit: no [rate_limits.nope] table"),
+            e.contains("t.toml:12: routes[0].rate_limit: no [rate_limits.nope] table"),
             "{e}"
         );
         let text = format!("{BASE}[[routes]]\nupstream = \"app\"\nrate_limit = \"nope\"\n");

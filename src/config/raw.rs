@@ -90,7 +90,8 @@ pub struct RateLimit {
     pub key: Option<OneOrMany>,
     pub rate: String,
     pub burst: Option<u32>,
-    pub mode: Option<super::rate_limit::Mode>,
+    /// `reject` or `delay` (checked in `rate_limit.rs`).
+    pub mode: Option<String>,
     pub max_keys: Option<usize>,
 }
 
