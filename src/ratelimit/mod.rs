@@ -17,7 +17,8 @@
 //! A key part that a request lacks (no such header or cookie) leaves the
 //! request out of that limit, as nginx skips an empty key.
 //!
-//! The state is built with the config: a reload starts every limit
+//! A reload keeps the table of every limit whose name and settings are
+//! unchanged ([`Limiters::carried`]); a changed or new limit starts
 //! afresh.
 
 pub(crate) mod gcra;
@@ -44,11 +45,13 @@ pub(crate) struct Limiters {
 
 #[derive(Debug)]
 struct Limiter {
+    /// Its settings, to tell on reload whether it changed.
+    config: RateLimit,
     name: std::sync::Arc<str>,
     key: Vec<KeyPart>,
     gcra: Gcra,
     delay: bool,
-    table: Table,
+    table: std::sync::Arc<Table>,
     /// `RateLimit-Policy`'s value, made once.
     policy: HeaderValue,
 }
@@ -103,27 +106,42 @@ impl Table {
 
 impl Limiters {
     pub(crate) fn new(limits: &[RateLimit]) -> Limiters {
+        Limiters::build(limits, None)
+    }
+
+    /// The limits of a reloaded config: those unchanged (same name, same
+    /// settings) keep their tables, and so every key's state.
+    pub(crate) fn carried(&self, limits: &[RateLimit]) -> Limiters {
+        Limiters::build(limits, Some(self))
+    }
+
+    fn build(limits: &[RateLimit], old: Option<&Limiters>) -> Limiters {
         Limiters {
             limits: limits
                 .iter()
                 .map(|l| {
+                    let kept = old
+                        .and_then(|o| o.limits.iter().find(|k| &k.config == l))
+                        .map(|k| k.table.clone());
                     let gcra = Gcra::new(l.rate, l.period.as_nanos() as u64, l.burst);
                     // draft-ietf-httpapi-ratelimit-headers-10 §3:
                     // `"name";q=QUOTA;w=WINDOW` (a structured-field list of
                     // items, name a string).
                     let policy = format!("\"{}\";q={};w={}", l.name, l.rate, l.period.as_secs());
                     Limiter {
+                        config: l.clone(),
                         name: l.name.as_str().into(),
                         key: l.key.clone(),
                         gcra,
                         delay: l.mode == RateLimitMode::Delay,
-                        table: Table::new(l.max_keys),
+                        table: kept.unwrap_or_else(|| std::sync::Arc::new(Table::new(l.max_keys))),
                         policy: HeaderValue::from_str(&policy)
                             .unwrap_or(HeaderValue::from_static("\"limit\"")),
                     }
                 })
                 .collect(),
-            base: Instant::now(),
+            // The clock the kept tables' TATs are on.
+            base: old.map_or_else(Instant::now, |o| o.base),
         }
     }
 
@@ -233,6 +251,26 @@ mod tests {
         // At most one key per slot is admitted: collisions make the limit
         // stricter, never looser.
         assert!(refused >= 1_000_000 - (1 << 16), "{refused}");
+    }
+
+    #[test]
+    fn a_reload_keeps_unchanged_limits_state() {
+        let l = limiters(vec![KeyPart::ClientIp]);
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let none = HeaderMap::new();
+        assert!(l.check(&[0], 0, ip, &none).is_ok());
+        assert!(l.check(&[0], 0, ip, &none).is_ok());
+        assert!(l.check(&[0], 0, ip, &none).is_err());
+        let same = l.carried(&[l.limits[0].config.clone()]);
+        assert!(std::sync::Arc::ptr_eq(
+            &same.limits[0].table,
+            &l.limits[0].table
+        ));
+        assert!(same.check(&[0], 0, ip, &none).is_err());
+        let mut changed = l.limits[0].config.clone();
+        changed.burst = 2;
+        let fresh = l.carried(&[changed]);
+        assert!(fresh.check(&[0], 0, ip, &none).is_ok());
     }
 
     fn limiters(key: Vec<KeyPart>) -> Limiters {

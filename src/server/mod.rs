@@ -340,7 +340,14 @@ impl Running {
         let shared = self.shared.clone();
         let mut shared = lock(&shared);
         // Servers in both configs keep their health: the registry knows them.
-        let generation = Generation::build(config, &mut shared.registry)?;
+        let mut generation = Generation::build(config, &mut shared.registry)?;
+        // Unchanged rate limits keep their keys' state.
+        generation.limiters = Arc::new(
+            shared
+                .current
+                .limiters
+                .carried(&generation.config.rate_limits),
+        );
         let config = &generation.config;
         if config.threads != self.threads {
             tracing::warn!(

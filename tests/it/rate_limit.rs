@@ -102,6 +102,26 @@ async fn client_ip_is_the_default_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_an_unchanged_limits_state() {
+    let origin = ok_backend();
+    let config = limited(origin.addr);
+    let mut proxy = Proxy::start(&config.toml());
+    let a = [("x-api-key", "a")];
+    for _ in 0..4 {
+        assert_eq!(get_with(proxy.addr, "/api/x", &a).await.0, 200);
+    }
+    assert_eq!(get_with(proxy.addr, "/api/x", &a).await.0, 429);
+    // Another route added; `per_key` as it was.
+    proxy.reload(&config.route(Route::respond(204).path("/new")).toml());
+    tokio::time::timeout(HANG, async {
+        while get_with(proxy.addr, "/new", &[]).await.0 != 204 {}
+    })
+    .await
+    .expect("the new config serving");
+    assert_eq!(get_with(proxy.addr, "/api/x", &a).await.0, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delay_mode_lets_the_burst_through_and_refuses_beyond_it() {
     let origin = ok_backend();
     // One per 2 s, burst 1: of three requests at once, one goes, one
