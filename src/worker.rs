@@ -78,6 +78,11 @@ impl Generation {
         })
     }
 
+    /// Takes over `old`'s state of every rate limit left unchanged.
+    pub(crate) fn keep_limits(&mut self, old: &Generation) {
+        self.limiters = Arc::new(old.limiters.carried(&self.config.rate_limits));
+    }
+
     /// The same config with other upstreams (after a DNS change).
     pub(crate) fn with_upstreams(&self, upstreams: Upstreams) -> Generation {
         Generation {

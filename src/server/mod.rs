@@ -341,13 +341,7 @@ impl Running {
         let mut shared = lock(&shared);
         // Servers in both configs keep their health: the registry knows them.
         let mut generation = Generation::build(config, &mut shared.registry)?;
-        // Unchanged rate limits keep their keys' state.
-        generation.limiters = Arc::new(
-            shared
-                .current
-                .limiters
-                .carried(&generation.config.rate_limits),
-        );
+        generation.keep_limits(&shared.current);
         let config = &generation.config;
         if config.threads != self.threads {
             tracing::warn!(
