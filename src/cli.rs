@@ -452,7 +452,7 @@ fn run(
             tokio::select! {
                 signal = signals.wait() => Event::Signal(signal),
                 Some(ask) = next(&mut admin_reloads) => Event::Reload(ask),
-                () = tick(&mut watchdog) => Event::Watchdog,
+                () = crate::notify::tick(&mut watchdog) => Event::Watchdog,
             }
         });
         match event {
@@ -519,14 +519,6 @@ async fn next(
 ) -> Option<crate::admin::ReloadAsk> {
     match reloads {
         Some(r) => r.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The next tick of the systemd watchdog's interval, if it has one.
-async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
-    match watchdog {
-        Some(i) => drop(i.tick().await),
         None => std::future::pending().await,
     }
 }

@@ -22,6 +22,8 @@ pub enum ProxyError {
         challenge: http::HeaderValue,
         reason: &'static str,
     },
+    #[error("rate limit `{}` (key {}) exceeded: retry in {}s", .0.name, .0.key, .0.retry_after)]
+    RateLimited(Box<RateLimited>),
     #[error(
         "host `{host}` is not covered by the certificate of this TLS connection (SNI `{sni}`)"
     )]
@@ -74,6 +76,22 @@ pub enum ProxyError {
     },
 }
 
+/// A request refused by a rate limit, with what its 429 says.
+#[derive(Debug)]
+pub struct RateLimited {
+    /// The limit's name.
+    pub name: std::sync::Arc<str>,
+    /// The kinds of its key parts (`client_ip`, `header+cookie`...), never
+    /// their values.
+    pub key: String,
+    /// Whole seconds, rounded up, at least 1.
+    pub retry_after: u64,
+    /// `RateLimit-Policy`.
+    pub policy: http::HeaderValue,
+    /// `RateLimit`.
+    pub state: Option<http::HeaderValue>,
+}
+
 impl ProxyError {
     /// The status the client receives.
     pub fn status(&self) -> StatusCode {
@@ -82,6 +100,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRewrite | ProxyError::Random => StatusCode::INTERNAL_SERVER_ERROR,

@@ -85,6 +85,7 @@ mod metrics;
 mod notify;
 mod proxy;
 mod random;
+mod ratelimit;
 mod router;
 mod rt;
 mod server;

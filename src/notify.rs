@@ -86,6 +86,15 @@ pub(crate) fn watchdog_interval(handed_by: Option<u32>) -> Option<Duration> {
     )
 }
 
+/// The next tick of the watchdog's interval (from [`watchdog_interval`]),
+/// if it has one; never without.
+pub(crate) async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(i) => drop(i.tick().await),
+        None => std::future::pending().await,
+    }
+}
+
 /// [`watchdog_interval`]'s rule, on the variables' values.
 fn watchdog_period(
     socket: bool,

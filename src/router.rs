@@ -244,6 +244,8 @@ pub struct Route {
     /// `access` rules, checked once the route is found; `None`: none.
     #[serde(serialize_with = "crate::config::dump::opt_arc")]
     pub access: Option<std::sync::Arc<crate::message::cidr::Access>>,
+    /// `rate_limit`: indexes into `Config::rate_limits`, checked in order.
+    pub rate_limit: Vec<usize>,
     /// Request-body limit for this route.
     pub max_body_bytes: Option<u64>,
     #[serde(serialize_with = "crate::config::dump::duration")]
@@ -430,6 +432,7 @@ mod tests {
             upstream_host: UpstreamHost::Client,
             request_id: None,
             access: None,
+            rate_limit: Vec::new(),
             max_body_bytes: None,
             upstream_connect: Duration::from_secs(1),
             upstream_response_head: Duration::from_secs(1),

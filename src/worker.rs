@@ -27,6 +27,8 @@ pub(crate) struct Generation {
     pub tls: Arc<Vec<Option<Arc<ServerTls>>>>,
     /// The label values of this generation's metrics.
     pub labels: Arc<Labels>,
+    /// The state of the config's rate limits (built afresh on reload).
+    pub limiters: Arc<crate::ratelimit::Limiters>,
     /// Where spans go, with `[tracing]` (set by the server, which runs
     /// the exporter).
     pub trace: Option<crate::trace::Sink>,
@@ -68,11 +70,17 @@ impl Generation {
         };
         Ok(Generation {
             labels: Arc::new(Labels::new(&config, &upstreams)),
+            limiters: Arc::new(crate::ratelimit::Limiters::new(&config.rate_limits)),
             config: Arc::new(config),
             upstreams: Arc::new(upstreams),
             tls: Arc::new(tls),
             trace: None,
         })
+    }
+
+    /// Takes over `old`'s state of every rate limit left unchanged.
+    pub(crate) fn keep_limits(&mut self, old: &Generation) {
+        self.limiters = Arc::new(old.limiters.carried(&self.config.rate_limits));
     }
 
     /// The same config with other upstreams (after a DNS change).
@@ -103,6 +111,8 @@ pub(crate) struct Worker {
     /// Some listener has `trusted_proxies` or `access` rules (else a
     /// request looks for neither).
     pub client_rules: bool,
+    /// Every thread's shared rate-limit state.
+    pub limiters: Arc<crate::ratelimit::Limiters>,
 }
 
 impl Worker {
@@ -128,6 +138,7 @@ impl Worker {
             log,
             http1: server_builder(config.limits.max_request_head_bytes),
             tls: g.tls.clone(),
+            limiters: g.limiters.clone(),
             client_rules: config
                 .listeners
                 .iter()

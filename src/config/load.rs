@@ -66,13 +66,17 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
 
     let limits = limits(raw.limits.unwrap_or_default(), &mut p);
     let timeouts = timeouts(raw.timeouts.unwrap_or_default());
+    let rate_limits = super::rate_limit::rate_limits(&raw.rate_limits, &mut p);
+    // Routes name them by their place among those written (the same
+    // place once every one is valid).
+    let limit_names: Vec<&str> = raw.rate_limits.keys().map(String::as_str).collect();
 
     if raw.routes.is_empty() {
         p.add("routes", "at least one [[routes]] entry is required");
     }
     let mut routes = Vec::new();
     for (i, rt) in raw.routes.iter().enumerate() {
-        match compile_route(i, rt, &upstreams, &timeouts, &limits, &base) {
+        match compile_route(i, rt, &upstreams, &timeouts, &limits, &base, &limit_names) {
             Ok(r) => routes.push(r),
             Err(errors) => {
                 for (f, reason) in errors {
@@ -151,6 +155,7 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
         listeners,
         routes,
         upstreams,
+        rate_limits,
         timeouts,
         limits,
         threads,

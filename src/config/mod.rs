@@ -22,6 +22,7 @@ pub(crate) mod dump;
 pub(crate) mod listener;
 mod load;
 mod log_format;
+pub(crate) mod rate_limit;
 pub mod raw;
 mod route;
 mod run_as;
@@ -34,6 +35,7 @@ pub use crate::auth::basic::BasicAuth;
 pub use dns::Dns;
 pub use listener::{ClientAuth, Listener, ListenerTls, RequestId, DEFAULT_MAX_STREAMS};
 pub use log_format::{LogFormat, Piece, Var};
+pub use rate_limit::{KeyPart, Mode as RateLimitMode, RateLimit};
 pub use run_as::RunAs;
 pub use source::{ConfigError, Problem, Source};
 pub use upstream::{
@@ -160,6 +162,8 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub routes: Vec<Route>,
     pub upstreams: Vec<UpstreamGroup>,
+    /// `[rate_limits.*]`, in name order; routes refer to them by index.
+    pub rate_limits: Vec<RateLimit>,
     pub timeouts: Timeouts,
     pub limits: Limits,
     /// Worker threads, each a single-threaded runtime with its own listener

@@ -62,6 +62,37 @@ pub struct File {
     pub dns: Option<Dns>,
     pub admin: Option<Admin>,
     pub tracing: Option<Tracing>,
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, RateLimit>,
+}
+
+/// One value or a list of them (`key`, a route's `rate_limit`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn items(&self) -> &[String] {
+        match self {
+            OneOrMany::One(s) => std::slice::from_ref(s),
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// `[rate_limits.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub key: Option<OneOrMany>,
+    pub rate: String,
+    pub burst: Option<u32>,
+    /// `reject` or `delay` (checked in `rate_limit.rs`).
+    pub mode: Option<String>,
+    pub max_keys: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +192,7 @@ pub struct Route {
     pub timeouts: Option<RouteTimeouts>,
     pub request_id: Option<RequestId>,
     pub access: Option<Vec<String>>,
+    pub rate_limit: Option<OneOrMany>,
     pub basic_auth: Option<BasicAuth>,
 }
 

@@ -21,6 +21,7 @@ pub(super) fn compile_route(
     timeouts: &Timeouts,
     limits: &Limits,
     base: &std::path::Path,
+    rate_limits: &[&str],
 ) -> Result<Route, Vec<FieldError>> {
     let mut errors = Vec::new();
     let host = ok(&mut errors, host_match(rt));
@@ -75,6 +76,10 @@ pub(super) fn compile_route(
         None => Some(None),
         Some(a) => ok(&mut errors, super::auth::basic_auth(a, base).map(Some)),
     };
+    let rate_limit = ok(
+        &mut errors,
+        super::rate_limit::route_limits(rt.rate_limit.as_ref(), rate_limits),
+    );
     let rt_timeouts = rt.timeouts.as_ref();
     let route = (|| {
         Some(Route {
@@ -91,6 +96,7 @@ pub(super) fn compile_route(
             upstream_host: upstream_host?,
             request_id: request_id?,
             access: access?,
+            rate_limit: rate_limit?,
             max_body_bytes: rt.max_body_bytes.or(limits.max_body_bytes),
             upstream_connect: rt_timeouts
                 .and_then(|t| t.upstream_connect)

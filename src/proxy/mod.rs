@@ -312,7 +312,7 @@ fn respond(
                 }
             }
             line.set(status.as_u16(), 0, err.upstream(), "error");
-            let mut resp = synthetic::error(status, grpc);
+            let mut resp = synthetic::for_error(&err, grpc);
             if let ProxyError::Unauthorized { challenge, .. } = &err {
                 resp.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, challenge.clone());
@@ -388,7 +388,7 @@ async fn forward<'w>(
     let authority = authority.as_ref();
     // In a block of its own: `routing` (a response, maybe) must not stay
     // in this future's state across the awaits below.
-    let (route, group, h2_ws) = {
+    let (route, group, wait, h2_ws) = {
         // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and
         // sent as the HTTP/1.1 handshake it stands for: a GET.
         let routing = tunnel::h2_websocket(&mut parts).and_then(|h2_ws| {
@@ -412,11 +412,14 @@ async fn forward<'w>(
             late.assign(route, ctx.request_id.as_ref(), &mut parts.headers);
         }
         match routing? {
-            (Routed::Proxy(route, group), h2_ws) => (route, group, h2_ws),
+            (Routed::Proxy(route, group, wait), h2_ws) => (route, group, wait, h2_ws),
             (Routed::Local(resp), _) => return Ok(Outcome::Local(resp)),
             (Routed::Verify(p), _) => return Err(auth::unauthorized(p.challenge())),
         }
     };
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
     let plan = request::prepare(
         ctx,
         w,

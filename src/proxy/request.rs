@@ -194,8 +194,9 @@ pub(crate) struct Noted {
 /// larger variant would only add an allocation.)
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Routed<'w> {
-    /// Upstream, to this group.
-    Proxy(&'w Route, usize),
+    /// Upstream, to this group, once the route's rate limits have made it
+    /// wait this long (`mode = "delay"`).
+    Proxy(&'w Route, usize, std::time::Duration),
     /// Answered here (a redirect, a fixed response).
     Local(Response<ProxyBody>),
     /// Basic auth's password to verify first.
@@ -206,8 +207,9 @@ pub(crate) enum Routed<'w> {
 /// listener's HTTPS redirect, the 421 of a TLS connection asked for another
 /// host, no route (404), the route's `access` rules on `client` (403),
 /// the route's basic auth (401, or a password to verify first:
-/// [`Routed::Verify`]), the route's own answers, a declared body over the
-/// route's limit (413). Applies the route's path rewrite.
+/// [`Routed::Verify`]), its rate limits (429), the route's own answers, a
+/// declared body over the route's limit (413). Applies the route's path
+/// rewrite.
 pub(crate) fn route<'w>(
     ctx: &ConnCtx,
     w: &'w Worker,
@@ -242,6 +244,14 @@ pub(crate) fn route<'w>(
     if let Some(p) = super::auth::check(route, &mut parts.headers, &routed.user)? {
         return Ok(Routed::Verify(p));
     }
+    // The route's rate limits (a route's own answers are not delayed).
+    let wait = match route.rate_limit.is_empty() {
+        true => std::time::Duration::ZERO,
+        false => w
+            .limiters
+            .check(&route.rate_limit, route.index, client.ip(), &parts.headers)
+            .map_err(ProxyError::RateLimited)?,
+    };
     let group = match &route.action {
         Action::Proxy(group) => *group,
         Action::Redirect { status, location } => {
@@ -291,7 +301,7 @@ pub(crate) fn route<'w>(
         parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRewrite)?;
     }
 
-    Ok(Routed::Proxy(route, group))
+    Ok(Routed::Proxy(route, group, wait))
 }
 
 /// What the forward phase needs to know of a prepared request.

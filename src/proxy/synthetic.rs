@@ -15,10 +15,31 @@ use crate::router::Route;
 /// for a gRPC call, else plain text.
 pub(crate) fn error(status: StatusCode, grpc: bool) -> Response<ProxyBody> {
     if grpc {
-        grpc_error_response(status)
+        grpc_error_response(status, grpc_code(status))
     } else {
         error_response(status)
     }
+}
+
+/// The proxy's own answer to `err`: as [`error`], and a rate limit's
+/// refusal adds `Retry-After` and the `RateLimit-Policy` and `RateLimit`
+/// fields (draft-ietf-httpapi-ratelimit-headers-10), with gRPC's
+/// RESOURCE_EXHAUSTED (8) for a gRPC call.
+pub(crate) fn for_error(err: &crate::error::ProxyError, grpc: bool) -> Response<ProxyBody> {
+    let crate::error::ProxyError::RateLimited(r) = err else {
+        return error(err.status(), grpc);
+    };
+    let mut resp = match grpc {
+        true => grpc_error_response(StatusCode::TOO_MANY_REQUESTS, "8"),
+        false => error_response(StatusCode::TOO_MANY_REQUESTS),
+    };
+    let h = resp.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from(r.retry_after));
+    h.insert("ratelimit-policy", r.policy.clone());
+    if let Some(v) = &r.state {
+        h.insert("ratelimit", v.clone());
+    }
+    resp
 }
 
 /// A gRPC call (`content-type: application/grpc...`), whose client reads
@@ -34,8 +55,8 @@ pub(crate) fn is_grpc(h: &HeaderMap) -> bool {
 /// HTTP-to-gRPC mapping: 502, 503, 504 and 429 are UNAVAILABLE (14), 404
 /// UNIMPLEMENTED (12), 401 UNAUTHENTICATED (16), 400 INTERNAL (13), 403
 /// PERMISSION_DENIED (7), 413 RESOURCE_EXHAUSTED (8), anything else UNKNOWN (2).
-fn grpc_error_response(status: StatusCode) -> Response<ProxyBody> {
-    let code: &'static str = match status.as_u16() {
+fn grpc_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
         429 | 502..=504 => "14",
         404 => "12",
         401 => "16",
@@ -43,7 +64,11 @@ fn grpc_error_response(status: StatusCode) -> Response<ProxyBody> {
         403 => "7",
         413 => "8",
         _ => "2",
-    };
+    }
+}
+
+/// The trailers-only response with `code` (see [`grpc_code`]).
+fn grpc_error_response(status: StatusCode, code: &'static str) -> Response<ProxyBody> {
     let message = format!(
         "{}%20{}",
         status.as_u16(),

@@ -342,7 +342,8 @@ impl Running {
         let shared = self.shared.clone();
         let mut shared = lock(&shared);
         // Servers in both configs keep their health: the registry knows them.
-        let generation = Generation::build(config, &mut shared.registry)?;
+        let mut generation = Generation::build(config, &mut shared.registry)?;
+        generation.keep_limits(&shared.current);
         let config = &generation.config;
         if config.threads != self.threads {
             tracing::warn!(

@@ -32,6 +32,7 @@ mod pkg;
 mod pool;
 mod privilege;
 mod prometheus;
+mod rate_limit;
 mod reload;
 mod retry;
 mod routing;
