@@ -7,7 +7,8 @@
 # ARGS adds arguments to Tidegate's (ARGS="--admin 127.0.0.1:0": metrics on).
 # CONFIG=FILE runs Tidegate from that TOML instead of quick mode, with
 # @PROXY@ and @ORIGIN@ replaced by the ports (for settings that have no
-# flag, such as a listener's request_id).
+# flag, such as a listener's request_id) and @CONFIG_DIR@ by the file's
+# folder. H2LOAD_HEADER="Name: value" adds a field to every request.
 #
 # Starts a one-worker nginx origin serving a 100-byte /small on a free port,
 # Tidegate (1 thread) under valgrind in front of it, sends REQUESTS
@@ -24,7 +25,9 @@ source "$(dirname "$0")/lib.sh"
 ORIGIN=$(free_port); PROXY=$(free_port)
 start_origin "$OUT" "$ORIGIN"; NGINX=$ORIGIN_PID
 if [ -n "${CONFIG:-}" ]; then
-  sed -e "s/@PROXY@/$PROXY/g" -e "s/@ORIGIN@/$ORIGIN/g" "$CONFIG" > "$OUT/tidegate.toml"
+  DIR=$(cd "$(dirname "$CONFIG")" && pwd)
+  sed -e "s/@PROXY@/$PROXY/g" -e "s/@ORIGIN@/$ORIGIN/g" -e "s|@CONFIG_DIR@|$DIR|g" \
+    "$CONFIG" > "$OUT/tidegate.toml"
   RUN=(--config "$OUT/tidegate.toml")
 else
   RUN=(--listen "127.0.0.1:$PROXY" --upstream "http://127.0.0.1:$ORIGIN")
@@ -34,7 +37,8 @@ valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" "$BIN" \
   > "$OUT/tidegate.log" 2>&1 & VG=$!
 trap 'kill $VG $NGINX 2>/dev/null || true' EXIT
 for _ in $(seq 150); do curl -s -o /dev/null "127.0.0.1:$PROXY/small" && break; sleep 0.2; done
-h2load --h1 -n "$N" -c 50 -t 1 "http://127.0.0.1:$PROXY/small" | grep -E "status codes"
+h2load --h1 -n "$N" -c 50 -t 1 ${H2LOAD_HEADER:+-H "$H2LOAD_HEADER"} \
+  "http://127.0.0.1:$PROXY/small" | grep -E "status codes"
 kill -TERM $VG; wait $VG || true
 kill $NGINX; wait $NGINX 2>/dev/null || true
 trap - EXIT
