@@ -49,6 +49,18 @@ pub(crate) fn forwarded_for(h: &HeaderMap, client_ip: &HeaderValue) -> HeaderVal
     HeaderValue::from_bytes(&v).unwrap_or_else(|_| client_ip.clone())
 }
 
+/// The value of the cookie `name` in the request's `Cookie` fields (the
+/// first pair with that name), if it has one.
+pub(crate) fn cookie<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
 /// HTTP/2 lets a client split `Cookie` into one field per pair; HTTP/1.1
 /// wants one field, joined with "; " (RFC 9113 §8.2.3).
 pub(crate) fn join_cookies(h: &mut HeaderMap) {

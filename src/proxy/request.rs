@@ -55,14 +55,7 @@ fn request_key(key: &HashKey, client: SocketAddr, headers: &HeaderMap) -> u64 {
         HashKey::ClientIp => hash64(client.ip()),
         HashKey::Header(name) => hash64(headers.get(name).map_or(&b""[..], HeaderValue::as_bytes)),
         HashKey::Cookie(name) => {
-            let value = headers
-                .get_all(header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|pair| pair.trim().split_once('='))
-                .find(|(k, _)| k == name)
-                .map_or("", |(_, v)| v);
+            let value = crate::message::headers::cookie(headers, name).unwrap_or("");
             hash64(value.as_bytes())
         }
     }

@@ -28,7 +28,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use siphasher::sip::SipHasher13;
 
 use crate::config::{KeyPart, RateLimit, RateLimitMode};
@@ -212,19 +212,10 @@ fn hash_part(
             Some(v) => v.as_bytes().hash(h),
             None => return false,
         },
-        KeyPart::Cookie(name) => {
-            let value = headers
-                .get_all(header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|pair| pair.trim().split_once('='))
-                .find(|(k, _)| k == name);
-            match value {
-                Some((_, v)) => v.hash(h),
-                None => return false,
-            }
-        }
+        KeyPart::Cookie(name) => match crate::message::headers::cookie(headers, name) {
+            Some(v) => v.hash(h),
+            None => return false,
+        },
     }
     true
 }
@@ -309,7 +300,7 @@ mod tests {
     fn cookie_and_client_ip_make_one_key() {
         let l = limiters(vec![KeyPart::ClientIp, KeyPart::Cookie("s".into())]);
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; s=x"));
+        h.insert(http::header::COOKIE, HeaderValue::from_static("a=1; s=x"));
         let one: IpAddr = [10, 0, 0, 1].into();
         let two: IpAddr = [10, 0, 0, 2].into();
         assert!(l.check(&[0], 0, one, &h).is_ok());
