@@ -6,7 +6,6 @@
 //! keeps its chain and appends the peer.
 
 use std::net::SocketAddr;
-use std::process::Command;
 
 use crate::common::config::{Route, TestConfig};
 use crate::common::*;
@@ -328,11 +327,8 @@ access = [
 servers = ["http://127.0.0.1:9000"]
 "#;
     let file = TempFile::with("check.toml", toml.as_bytes());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidegate"));
-    cmd.args(["check", "--config", file.arg()]);
-    let out = run_command(cmd).await;
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    let (code, err) = check_config(&file).await;
+    assert_eq!(code, Some(2), "stderr: {err}");
     let f = file.arg();
     for expect in [
         format!("{f}:4: listeners[0].trusted_proxies[1]: `10.0.0.0/33`"),

@@ -250,17 +250,6 @@ async fn watchdog_pings_on_an_abstract_socket() {
     assert!(exit.success(), "{exit:?}: {log}");
 }
 
-/// Whether `pid` runs (an exited process not yet reaped does not).
-fn runs(pid: u32) -> bool {
-    let exists = rustix::process::Pid::from_raw(pid as i32)
-        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok());
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit(") ").next().map(|r| r.starts_with('Z')))
-        .unwrap_or(false);
-    exists && !zombie
-}
-
 /// As systemd starts it: `WATCHDOG_PID` names the process. After two
 /// binary upgrades (SIGUSR2) the third process, whose parent is the
 /// second, still pings the watchdog once both others are gone (each
@@ -303,7 +292,7 @@ async fn the_watchdog_passes_on_through_two_upgrades() {
         };
         pids.push(new);
         guards.push(KillOnDrop(new));
-        until("the old process exits", || !runs(old)).await;
+        until("the old process exits", || !alive(old as i32)).await;
     }
     let last = pids[2];
     manager.drain();
@@ -311,7 +300,7 @@ async fn the_watchdog_passes_on_through_two_upgrades() {
         assert_eq!(manager.next().await, "WATCHDOG=1");
     }
     send_signal(last, Signal::TERM);
-    until("the last process exits", || !runs(last)).await;
+    until("the last process exits", || !alive(last as i32)).await;
 }
 
 /// Sends `signal` to `pid`.

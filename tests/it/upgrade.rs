@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use rustix::process::{kill_process, test_kill_process, Pid, Signal};
+use rustix::process::{kill_process, Pid, Signal};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -37,16 +37,6 @@ fn pid_in(file: &TempFile) -> i32 {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// Whether `pid` runs (a zombie, exited but not yet reaped, does not).
-fn alive(pid: i32) -> bool {
-    let running = Pid::from_raw(pid).is_some_and(|p| test_kill_process(p).is_ok());
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit(") ").next().map(|r| r.starts_with('Z')))
-        .unwrap_or(false);
-    running && !zombie
 }
 
 /// A pid file; whatever process it names is killed when the test ends

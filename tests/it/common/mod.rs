@@ -735,6 +735,28 @@ pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
+/// Whether `pid` runs (a zombie, exited but not yet reaped, does not).
+pub fn alive(pid: i32) -> bool {
+    use rustix::process::{test_kill_process, Pid};
+    let running = Pid::from_raw(pid).is_some_and(|p| test_kill_process(p).is_ok());
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(") ").next().map(|r| r.starts_with('Z')))
+        .unwrap_or(false);
+    running && !zombie
+}
+
+/// `tidegate check --config FILE`: its exit code and stderr.
+pub async fn check_config(file: &TempFile) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tidegate"));
+    cmd.args(["check", "--config", file.arg()]);
+    let out = run_command(cmd).await;
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs `cmd` to completion off the async threads; panics if it cannot
 /// start or runs past [`HANG`].
 pub async fn run_command(mut cmd: std::process::Command) -> std::process::Output {
