@@ -33,16 +33,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-fail() { echo "pkg/test-deb.sh: $*" >&2; exit 1; }
-# Polls CONDITION (a command) up to 30 s: only to catch a hang.
-until_ok() {
-  local i
-  for i in $(seq 300); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
+source pkg/lib.sh
 
 echo "== lintian"
 # Errors fail the build; warnings are printed (README "Install" lists the
@@ -74,14 +65,7 @@ fi
 
 echo "== the shipped config, run as the tidegate user"
 conf=/etc/tidegate/tidegate.toml
-listen=$(sed -n 's/^address = "\(.*\)"$/\1/p' "$conf")
-backend=$(sed -n 's/^servers = \["http:\/\/\(.*\)"\]$/\1/p' "$conf")
-[ -n "$listen" ] && [ -n "$backend" ] || fail "cannot read the addresses from $conf"
-echo "hello from the backend" > "$dir/hello.txt"
-python3 -m http.server --bind "${backend%:*}" --directory "$dir" "${backend##*:}" \
-  >"$dir/backend.log" 2>&1 &
-pids+=($!)
-until_ok curl -fsS "http://$backend/hello.txt" || fail "the backend does not answer on $backend"
+backend_for_shipped_config
 # setpriv execs the binary (no wrapper process): $! is tidegate itself.
 setpriv --reuid=tidegate --regid=tidegate --init-groups \
   /usr/bin/tidegate --config "$conf" 2>"$dir/tidegate.log" &
@@ -99,10 +83,6 @@ wait "$tidegate" || status=$?
 [ "$status" = 0 ] || { cat "$dir/tidegate.log" >&2; fail "tidegate exited $status on SIGTERM"; }
 pids=("${pids[@]:0:1}")
 echo "proxied, logged and stopped"
-# The backend's port is needed again: stop it.
-kill "${pids[0]}" 2>/dev/null || true
-wait "${pids[0]}" 2>/dev/null || true
-pids=()
 
 echo "== the unit under a real systemd"
 pkg/test-systemd.sh

@@ -19,7 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-fail() { echo "pkg/test-systemd.sh: $*" >&2; exit 1; }
+UNTIL_OK_S=60
+source pkg/lib.sh
 for tool in unshare nsenter curl python3; do
   command -v "$tool" >/dev/null 2>&1 || fail "needs $tool"
 done
@@ -44,15 +45,6 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-# Polls CONDITION (a command) up to 60 s: only to catch a hang.
-until_ok() {
-  local i
-  for i in $(seq 600); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
 # Inside the namespace: its /run, its PIDs, its systemd.
 in_ns() { nsenter -t "$ns" -m -p -- "$@"; }
 sc() { timeout 60 nsenter -t "$ns" -m -p -- systemctl "$@"; }
@@ -65,14 +57,7 @@ show_log() {
   dmesg 2>/dev/null | grep 'systemd\[1\]' | tail -n 40 >&2 || true
 }
 
-listen=$(sed -n 's/^address = "\(.*\)"$/\1/p' "$conf")
-backend=$(sed -n 's/^servers = \["http:\/\/\(.*\)"\]$/\1/p' "$conf")
-[ -n "$listen" ] && [ -n "$backend" ] || fail "cannot read the addresses from $conf"
-echo "hello from the backend" > "$dir/hello.txt"
-python3 -m http.server --bind "${backend%:*}" --directory "$dir" "${backend##*:}" \
-  >"$dir/backend.log" 2>&1 &
-pids+=($!)
-until_ok curl -fsS "http://$backend/hello.txt" || fail "the backend does not answer on $backend"
+backend_for_shipped_config
 
 echo "== systemd, booted in its own PID and mount namespace"
 # This systemd sees only the installed unit (copied as it is) and a drop-in:
