@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::common::pki::{Ca, Client};
 use super::common::{backend, Backend, HANG};
 
 /// Fields the backends report back (request fields, lower case).
@@ -198,28 +198,24 @@ struct Seen {
 }
 
 /// Where a proxy listens: its plain listener, and its TLS one (with the
-/// client that trusts its certificates) if it has one.
-struct Target {
+/// CA its certificates come from) if it has one.
+struct Target<'a> {
     plain: Option<SocketAddr>,
-    tls: Option<(SocketAddr, Arc<rustls::ClientConfig>)>,
+    tls: Option<(SocketAddr, &'a Ca)>,
 }
 
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
-impl Target {
-    /// A connection for `host` (`https://NAME`: TLS with SNI NAME).
+impl Target<'_> {
+    /// A connection for `host` (`https://NAME`: TLS with SNI NAME,
+    /// HTTP/1.1 by ALPN).
     async fn connect(&self, host: &str) -> Box<dyn Io> {
         match host.strip_prefix("https://") {
             Some(name) => {
-                let (addr, client) = self.tls.as_ref().expect("a TLS listener");
-                let tcp = TcpStream::connect(addr).await.expect("connect");
-                let sni = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
-                let tls = tokio_rustls::TlsConnector::from(client.clone())
-                    .connect(sni, tcp)
-                    .await
-                    .expect("TLS handshake");
-                Box::new(tls)
+                let (addr, ca) = self.tls.expect("a TLS listener");
+                let client = Client::trusting(ca).alpn(&[b"http/1.1"]);
+                Box::new(client.connect(addr, name).await.expect("TLS handshake"))
             }
             None => Box::new(
                 TcpStream::connect(self.plain.expect("a plain listener"))
@@ -232,15 +228,9 @@ impl Target {
     /// The protocol ALPN settles on when the client offers h2 and
     /// HTTP/1.1 (on the TLS listener).
     async fn alpn(&self, name: &str) -> Option<Vec<u8>> {
-        let (addr, client) = self.tls.as_ref()?;
-        let mut config = (**client).clone();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let tcp = TcpStream::connect(addr).await.expect("connect");
-        let sni = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(sni, tcp)
-            .await
-            .expect("TLS handshake");
+        let (addr, ca) = self.tls?;
+        let client = Client::trusting(ca).alpn(&[b"h2", b"http/1.1"]);
+        let tls = client.connect(addr, name).await.expect("TLS handshake");
         tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
     }
 }
@@ -249,7 +239,7 @@ impl Target {
 /// (a body of N bytes; an `X-Forwarded-For: A, B` field), or `WS HOST
 /// PATH` for a WebSocket handshake; a HOST written `https://NAME` goes
 /// over TLS with that SNI, HTTP/1.1 by ALPN.
-async fn request(to: &Target, line: &str) -> Seen {
+async fn request(to: &Target<'_>, line: &str) -> Seen {
     let parts: Vec<&str> = line.split_whitespace().collect();
     let (method, to_host, path) = (parts[0], parts[1], parts[2]);
     let host = to_host.strip_prefix("https://").unwrap_or(to_host);
@@ -366,12 +356,7 @@ async fn differential(name: &str, failures: &mut Vec<String>) {
     let has_tls = std::fs::read_to_string(src.join("nginx.conf"))
         .unwrap()
         .contains("ssl_certificate");
-    let ca = super::common::pki::Ca::new("convert");
-    let client = Arc::new(
-        super::common::pki::Client::trusting(&ca)
-            .alpn(&[b"http/1.1"])
-            .config(),
-    );
+    let ca = Ca::new("convert");
     let certify = |dir: &Path| {
         if has_tls {
             let leaf = ca.server(&["www.example.com", "api.example.com"]);
@@ -384,7 +369,7 @@ async fn differential(name: &str, failures: &mut Vec<String>) {
     let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     let target = |port: u16, port2: u16| Target {
         plain: Some(at(if has_tls { port2 } else { port })),
-        tls: has_tls.then(|| (at(port), client.clone())),
+        tls: has_tls.then(|| (at(port), &ca)),
     };
 
     // nginx, on ports found free.
