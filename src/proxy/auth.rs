@@ -52,8 +52,8 @@ pub(crate) fn check(
 }
 
 impl Pending {
-    pub(crate) fn challenge(self) -> HeaderValue {
-        self.challenge
+    pub(crate) fn challenge(&self) -> &HeaderValue {
+        &self.challenge
     }
 }
 

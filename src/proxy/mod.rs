@@ -5,10 +5,10 @@
 //!    rules on it (403);
 //! 1. **admit** (`request`): the checks of [`crate::message::admit`]
 //!    (one authority, unambiguous framing, field names);
-//! 2. **route** (`request`): the HTTPS redirect, the 421 check, the
-//!    route (404 if none), its `access` rules (403) and basic auth
-//!    (`auth`: 401), its own answers, the body limit (413), the path
-//!    rewrite;
+//! 2. **route** (`request`, `gate`): the HTTPS redirect, the 421 check,
+//!    the route (404 if none), its `access` rules (403); its gates
+//!    (`gate`): rate limits (429), basic auth (`auth`: 401); then its own
+//!    answers, the body limit (413), the path rewrite;
 //! 3. **prepare** (`request`): the head rewritten for the hop (RFC 9110
 //!    §7.6: hop-by-hop fields dropped, `X-Forwarded-*` and `Via` added,
 //!    `Host` set) and the route's fields;
@@ -34,6 +34,7 @@ use tokio::time::Instant;
 mod auth;
 pub(crate) mod exchange;
 mod forward;
+mod gate;
 mod head_timeout;
 mod request;
 mod request_id;
@@ -50,7 +51,7 @@ use crate::router::Route;
 use crate::upstream::Lease;
 use crate::worker::Worker;
 use exchange::{Exchange, LogLine, ProxyBody, UpstreamBody};
-use request::{admit, Routed};
+use request::{admit, Matched, Routed};
 use request_id::Late;
 use synthetic::is_grpc;
 
@@ -386,36 +387,30 @@ async fn forward<'w>(
     late: Option<Late<'_, 'w>>,
 ) -> Result<Outcome<'w>, ProxyError> {
     let authority = authority.as_ref();
-    // In a block of its own: `routing` (a response, maybe) must not stay
-    // in this future's state across the awaits below.
-    let (route, group, wait, h2_ws) = {
-        // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and
-        // sent as the HTTP/1.1 handshake it stands for: a GET.
-        let routing = tunnel::h2_websocket(&mut parts).and_then(|h2_ws| {
-            if h2_ws.is_some() {
-                parts.method = Method::GET;
-            }
-            request::route(ctx, w, &mut parts, authority, client, &body, routed).map(|r| (r, h2_ws))
-        });
-        // Basic auth's first check of a password: hashed off this thread,
-        // then routed again (the check now passes from this thread's cache).
-        let routing = match routing {
-            Ok((Routed::Verify(p), h2_ws)) => match auth::verified(p).await {
-                Ok(()) => request::route(ctx, w, &mut parts, authority, client, &body, routed)
-                    .map(|r| (r, h2_ws)),
-                Err(e) => Err(e),
-            },
-            r => r,
-        };
-        if let Some(late) = late {
-            let route = routed.route.get().and_then(|i| w.config.routes.get(i));
-            late.assign(route, ctx.request_id.as_ref(), &mut parts.headers);
+    // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and sent
+    // as the HTTP/1.1 handshake it stands for: a GET.
+    let matched = tunnel::h2_websocket(&mut parts).and_then(|h2_ws| {
+        if h2_ws.is_some() {
+            parts.method = Method::GET;
         }
-        match routing? {
-            (Routed::Proxy(route, group, wait), h2_ws) => (route, group, wait, h2_ws),
-            (Routed::Local(resp), _) => return Ok(Outcome::Local(resp)),
-            (Routed::Verify(p), _) => return Err(auth::unauthorized(p.challenge())),
-        }
+        request::find(ctx, w, &parts, authority, client, routed).map(|m| (m, h2_ws))
+    });
+    if let Some(late) = late {
+        let route = routed.route.get().and_then(|i| w.config.routes.get(i));
+        late.assign(route, ctx.request_id.as_ref(), &mut parts.headers);
+    }
+    let (route, h2_ws) = match matched? {
+        (Matched::Route(route), h2_ws) => (route, h2_ws),
+        (Matched::Redirect(resp), _) => return Ok(Outcome::Local(resp)),
+    };
+    let wait = match gate::any(route) {
+        false => Duration::ZERO,
+        true => gate::pass(w, route, &mut parts, client.ip(), routed).await?,
+    };
+    let group = match request::act(ctx, route, &mut parts, authority, &body)? {
+        Routed::Proxy(group) => group,
+        // A route's own answers are not delayed.
+        Routed::Local(resp) => return Ok(Outcome::Local(resp)),
     };
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;

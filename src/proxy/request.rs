@@ -183,42 +183,44 @@ pub(crate) struct Noted {
     pub(crate) user: Cell<Option<std::sync::Arc<str>>>,
 }
 
-/// Where a request goes. (Returned once and matched at once: boxing the
-/// larger variant would only add an allocation.)
+/// The route a request found, or the listener's HTTPS redirect.
+/// (Returned once and matched at once: boxing the larger variant would
+/// only add an allocation.)
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum Routed<'w> {
-    /// Upstream, to this group, once the route's rate limits have made it
-    /// wait this long (`mode = "delay"`).
-    Proxy(&'w Route, usize, std::time::Duration),
-    /// Answered here (a redirect, a fixed response).
-    Local(Response<ProxyBody>),
-    /// Basic auth's password to verify first.
-    Verify(super::auth::Pending),
+pub(crate) enum Matched<'w> {
+    Route(&'w Route),
+    /// The listener's HTTPS redirect (no route is looked at).
+    Redirect(Response<ProxyBody>),
 }
 
-/// The request's route, and what stops it before any upstream: the
-/// listener's HTTPS redirect, the 421 of a TLS connection asked for another
-/// host, no route (404), the route's `access` rules on `client` (403),
-/// the route's basic auth (401, or a password to verify first:
-/// [`Routed::Verify`]), its rate limits (429), the route's own answers, a
-/// declared body over the route's limit (413). Applies the route's path
-/// rewrite.
-pub(crate) fn route<'w>(
+/// What a route does with a request that passed its gates (matched at
+/// once, as [`Matched`]).
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Routed {
+    /// Upstream, to this group.
+    Proxy(usize),
+    /// Answered here (a redirect, a fixed response).
+    Local(Response<ProxyBody>),
+}
+
+/// The request's route, and what stops it before the route's gates: the
+/// listener's HTTPS redirect, the 421 of a TLS connection asked for
+/// another host, no route (404), the route's `access` rules on `client`
+/// (403).
+pub(crate) fn find<'w>(
     ctx: &ConnCtx,
     w: &'w Worker,
-    parts: &mut http::request::Parts,
+    parts: &http::request::Parts,
     authority: Option<&Authority>,
     client: SocketAddr,
-    body: &Incoming,
     routed: &Noted,
-) -> Result<Routed<'w>, ProxyError> {
+) -> Result<Matched<'w>, ProxyError> {
     if let Some(port) = ctx.redirect_https {
-        return Ok(Routed::Local(https_redirect(authority, port, parts)));
+        return Ok(Matched::Redirect(https_redirect(authority, port, parts)));
     }
     if let Some(tls) = &ctx.tls {
         check_sni(tls, authority)?;
     }
-    let scheme = if ctx.tls.is_some() { "https" } else { "http" };
     let route = w
         .router
         .find(
@@ -234,20 +236,23 @@ pub(crate) fn route<'w>(
             return Err(ProxyError::Forbidden(client.ip()));
         }
     }
-    if let Some(p) = super::auth::check(route, &mut parts.headers, &routed.user)? {
-        return Ok(Routed::Verify(p));
-    }
-    // The route's rate limits (a route's own answers are not delayed).
-    let wait = match route.rate_limit.is_empty() {
-        true => std::time::Duration::ZERO,
-        false => w
-            .limiters
-            .check(&route.rate_limit, route.index, client.ip(), &parts.headers)
-            .map_err(ProxyError::RateLimited)?,
-    };
+    Ok(Matched::Route(route))
+}
+
+/// What the route does with a request its gates let through: its own
+/// answers, or the upstream group once a declared body is within the
+/// route's limit (413) and the path is rewritten.
+pub(crate) fn act(
+    ctx: &ConnCtx,
+    route: &Route,
+    parts: &mut http::request::Parts,
+    authority: Option<&Authority>,
+    body: &Incoming,
+) -> Result<Routed, ProxyError> {
     let group = match &route.action {
         Action::Proxy(group) => *group,
         Action::Redirect { status, location } => {
+            let scheme = if ctx.tls.is_some() { "https" } else { "http" };
             let host = authority.map_or("", crate::message::admit::Authority::as_str);
             let target = location.expand(scheme, host, parts.uri.path(), parts.uri.query());
             return Ok(Routed::Local(local_response(
@@ -294,7 +299,7 @@ pub(crate) fn route<'w>(
         parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRewrite)?;
     }
 
-    Ok(Routed::Proxy(route, group, wait))
+    Ok(Routed::Proxy(group))
 }
 
 /// What the forward phase needs to know of a prepared request.

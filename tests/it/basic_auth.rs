@@ -348,3 +348,36 @@ fn nginx_auth_basic_converts_to_basic_auth_on_proxying_routes() {
     let toml = dir.join("tidegate.toml");
     tidegate::Config::from_toml(&out.toml, toml.to_str().unwrap()).expect("valid");
 }
+
+/// Rate limits come before basic auth (nginx's phase order): a client
+/// guessing passwords is limited too, and a password verified the first
+/// time (off the worker thread) counts once, not twice.
+#[tokio::test]
+async fn a_rate_limit_holds_before_the_password_is_checked() {
+    let dir = Dir::new("limited");
+    let file = dir.join("users");
+    htpasswd(&file, &["-B", "-C", "4"], "bee", "right");
+    let origin = echo(Arc::new(AtomicUsize::new(0)));
+    let base = TestConfig::new()
+        .set("rate_limits.guess.rate", "1/m")
+        .set("rate_limits.guess.burst", 2);
+    let toml = config_with(origin.addr, &file, false, base).replace(
+        "[routes.basic_auth]",
+        "rate_limit = \"guess\"\n[routes.basic_auth]",
+    );
+    assert!(toml.contains("rate_limit = \"guess\""), "{toml}");
+    let proxy = Proxy::start(&toml);
+    let right = basic("bee", "right");
+    // Three admitted (rate 1 + burst 2): the first verifies the password.
+    for _ in 0..3 {
+        let (status, _, _) = ask(&proxy, "/admin/", &[("authorization", &right)]).await;
+        assert_eq!(status, 200);
+    }
+    // Past the limit, a guess is refused before it is checked.
+    let wrong = basic("bee", "wrong");
+    let (status, h, _) = ask(&proxy, "/admin/", &[("authorization", &wrong)]).await;
+    assert_eq!(status, 429);
+    assert!(!h.contains_key("www-authenticate"));
+    // Other routes are not limited.
+    assert_eq!(ask(&proxy, "/open", &[]).await.0, 200);
+}
