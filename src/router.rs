@@ -255,6 +255,10 @@ pub struct Route {
     /// Credentials needed first (`basic_auth`).
     #[serde(serialize_with = "crate::auth::basic::dump")]
     pub basic_auth: Option<std::sync::Arc<crate::auth::basic::BasicAuth>>,
+    /// Responses compressed on the way out (`compress`); `None`: the
+    /// listener's, if it has one.
+    #[serde(serialize_with = "crate::config::dump::opt_arc")]
+    pub compress: Option<std::sync::Arc<crate::config::compress::Compress>>,
 }
 
 impl Route {
@@ -437,6 +441,7 @@ mod tests {
             upstream_connect: Duration::from_secs(1),
             upstream_response_head: Duration::from_secs(1),
             basic_auth: None,
+            compress: None,
         }
     }
 

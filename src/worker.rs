@@ -111,6 +111,8 @@ pub(crate) struct Worker {
     /// Some listener has `trusted_proxies` or `access` rules (else a
     /// request looks for neither).
     pub client_rules: bool,
+    /// Some listener or route has `compress` (else no request looks).
+    pub compress: bool,
     /// Every thread's shared rate-limit state.
     pub limiters: Arc<crate::ratelimit::Limiters>,
 }
@@ -143,6 +145,8 @@ impl Worker {
                 .listeners
                 .iter()
                 .any(|l| l.real_ip.is_some() || l.access.is_some()),
+            compress: config.listeners.iter().any(|l| l.compress.is_some())
+                || config.routes.iter().any(|r| r.compress.is_some()),
             config,
         }
     }

@@ -51,6 +51,10 @@ pub struct Listener {
     /// `access` rules, checked first on every request; `None`: none.
     #[serde(serialize_with = "super::dump::opt_arc")]
     pub access: Option<Arc<Access>>,
+    /// Responses compressed on the way out (`compress`), unless the
+    /// route has its own.
+    #[serde(serialize_with = "super::dump::opt_arc")]
+    pub compress: Option<Arc<super::compress::Compress>>,
 }
 
 /// `request_id = { header = "x-request-id", trust_incoming = false }`, on
@@ -80,6 +84,7 @@ impl Listener {
             request_id: None,
             real_ip: None,
             access: None,
+            compress: None,
         }
     }
 }
@@ -217,6 +222,12 @@ pub(super) fn listener(
             for (j, reason) in bad {
                 p.add(at(&format!("access[{j}]")), reason);
             }
+        }
+    }
+    if let Some(c) = &l.compress {
+        match super::compress::compress(c, &at("compress")) {
+            Ok(c) => out.compress = Some(Arc::new(c)),
+            Err(bad) => bad.into_iter().for_each(|(f, r)| p.add(f, r)),
         }
     }
     if let Some(r) = &l.request_id {

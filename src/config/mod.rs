@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod auth;
+pub mod compress;
 mod dns;
 pub(crate) mod dump;
 pub(crate) mod listener;

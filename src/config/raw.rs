@@ -144,6 +144,20 @@ pub struct Listener {
     pub trusted_proxies: Option<Vec<String>>,
     pub real_ip_header: Option<crate::message::client_ip::RealIpHeader>,
     pub access: Option<Vec<String>>,
+    pub compress: Option<Compress>,
+}
+
+/// `compress = { ... }` on a listener or a route (checked in
+/// `compress.rs`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compress {
+    pub algorithms: Option<Vec<String>>,
+    pub min_size: Option<u64>,
+    pub types: Option<Vec<String>>,
+    pub gzip_level: Option<i64>,
+    pub br_level: Option<i64>,
+    pub zstd_level: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +208,7 @@ pub struct Route {
     pub access: Option<Vec<String>>,
     pub rate_limit: Option<OneOrMany>,
     pub basic_auth: Option<BasicAuth>,
+    pub compress: Option<Compress>,
 }
 
 /// A route's `basic_auth = { realm, htpasswd, forward_authorization }`.

@@ -80,6 +80,20 @@ pub(super) fn compile_route(
         &mut errors,
         super::rate_limit::route_limits(rt.rate_limit.as_ref(), rate_limits),
     );
+    let compress = match &rt.compress {
+        None => Some(None),
+        Some(_) if action.is_some() && !proxies => {
+            errors.push(field("compress", "only applies to routes with `upstream`"));
+            None
+        }
+        Some(c) => match super::compress::compress(c, "compress") {
+            Ok(c) => Some(Some(std::sync::Arc::new(c))),
+            Err(bad) => {
+                errors.extend(bad);
+                None
+            }
+        },
+    };
     let rt_timeouts = rt.timeouts.as_ref();
     let route = (|| {
         Some(Route {
@@ -105,6 +119,7 @@ pub(super) fn compile_route(
                 .and_then(|t| t.upstream_response_head)
                 .unwrap_or(timeouts.upstream_response_head),
             basic_auth: basic_auth?,
+            compress: compress?,
         })
     })();
     match route {

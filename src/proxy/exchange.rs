@@ -301,9 +301,16 @@ pub(crate) async fn relay(
 pub(crate) enum ProxyBody {
     /// Streamed from the upstream.
     Upstream(UpstreamBody),
+    /// Streamed from the upstream, compressed on the way
+    /// ([`super::compress`]).
+    Compressed(Box<super::compress::Compressed>),
     /// A short body of our own (errors); `None` once sent.
     Full(Option<Bytes>),
 }
+
+/// Why a body stopped before its end: the upstream's failure, or the
+/// compressor's.
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl ProxyBody {
     pub(crate) fn full(b: impl Into<Bytes>) -> Self {
@@ -328,7 +335,34 @@ impl UpstreamBody {
         }
     }
 
-    fn finish(&mut self, how: Ended) {
+    /// The upstream's next frame, letting its connection read first if
+    /// none is there; counting and finishing are the caller's.
+    pub(super) fn poll_raw(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let mut polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending() {
+            // Let the upstream connection read, then look again.
+            if let Some(ex) = &mut self.exchange {
+                ex.drive(cx);
+            }
+            polled = Pin::new(&mut self.inner).poll_frame(cx);
+        }
+        polled
+    }
+
+    /// Whether the upstream's body has ended.
+    pub(super) fn upstream_ended(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    /// Counts `n` bytes sent to the client.
+    pub(super) fn sent(&mut self, n: usize) {
+        self.bytes += n as u64;
+    }
+
+    pub(super) fn finish(&mut self, how: Ended) {
         if let Some(ex) = self.exchange.take() {
             ex.end(how, self.bytes);
         }
@@ -350,44 +384,35 @@ impl Drop for UpstreamBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut *self {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Upstream(u) => {
-                let mut polled = Pin::new(&mut u.inner).poll_frame(cx);
-                if polled.is_pending() {
-                    // Let the upstream connection read, then look again.
-                    if let Some(ex) = &mut u.exchange {
-                        ex.drive(cx);
+            ProxyBody::Compressed(c) => c.poll_frame(cx),
+            ProxyBody::Upstream(u) => match u.poll_raw(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(d) = frame.data_ref() {
+                        u.bytes += d.len() as u64;
                     }
-                    polled = Pin::new(&mut u.inner).poll_frame(cx);
-                }
-                match polled {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let Some(d) = frame.data_ref() {
-                            u.bytes += d.len() as u64;
-                        }
-                        if u.inner.is_end_stream() {
-                            u.finish(Ended::Done);
-                        }
-                        Poll::Ready(Some(Ok(frame)))
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        u.finish(Ended::UpstreamFailed);
-                        Poll::Ready(Some(Err(e)))
-                    }
-                    Poll::Ready(None) => {
+                    if u.inner.is_end_stream() {
                         u.finish(Ended::Done);
-                        Poll::Ready(None)
                     }
+                    Poll::Ready(Some(Ok(frame)))
                 }
-            }
+                Poll::Ready(Some(Err(e))) => {
+                    u.finish(Ended::UpstreamFailed);
+                    Poll::Ready(Some(Err(e.into())))
+                }
+                Poll::Ready(None) => {
+                    u.finish(Ended::Done);
+                    Poll::Ready(None)
+                }
+            },
         }
     }
 
@@ -395,6 +420,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Upstream(u) => u.inner.is_end_stream(),
+            ProxyBody::Compressed(c) => c.is_end_stream(),
         }
     }
 
@@ -402,6 +428,8 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ProxyBody::Upstream(u) => u.inner.size_hint(),
+            // Not known before it ends.
+            ProxyBody::Compressed(_) => SizeHint::default(),
         }
     }
 }

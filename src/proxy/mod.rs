@@ -32,6 +32,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 mod auth;
+mod compress;
 pub(crate) mod exchange;
 mod forward;
 mod gate;
@@ -164,6 +165,9 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         grpc,
         request_id.as_ref().map(|(_, id)| id),
     );
+    if let Some(c) = routed.compress.take() {
+        resp = compress::response(resp, c);
+    }
     let h = resp.headers_mut();
     if let Some((cfg, id)) = request_id {
         h.insert(cfg.header.clone(), id);
@@ -403,6 +407,9 @@ async fn forward<'w>(
         (Matched::Route(route), h2_ws) => (route, h2_ws),
         (Matched::Redirect(resp), _) => return Ok(Outcome::Local(resp)),
     };
+    if w.compress {
+        request::note_compression(ctx, w, route, &parts, routed);
+    }
     let wait = match gate::any(route) {
         false => Duration::ZERO,
         true => gate::pass(w, route, &mut parts, client.ip(), routed).await?,

@@ -181,6 +181,40 @@ pub(crate) fn prepare_request(
 pub(crate) struct Noted {
     pub(crate) route: Cell<Option<usize>>,
     pub(crate) user: Cell<Option<std::sync::Arc<str>>>,
+    /// The response's compression, when its route or listener has one.
+    pub(crate) compress: Cell<Option<Compression>>,
+}
+
+/// What the respond phase needs to compress a response.
+pub(crate) struct Compression {
+    pub(crate) config: std::sync::Arc<crate::config::compress::Compress>,
+    /// The request's choice among the offered codings.
+    pub(crate) coding: Option<crate::config::compress::Coding>,
+    pub(crate) method: http::Method,
+}
+
+/// Notes the compression of the request with head `parts` on `route`
+/// (the route's, else the listener's).
+pub(crate) fn note_compression(
+    ctx: &ConnCtx,
+    w: &Worker,
+    route: &Route,
+    parts: &http::request::Parts,
+    routed: &Noted,
+) {
+    let config = route.compress.as_ref().or_else(|| {
+        w.config
+            .listeners
+            .get(ctx.index.get())
+            .and_then(|l| l.compress.as_ref())
+    });
+    if let Some(config) = config {
+        routed.compress.set(Some(Compression {
+            config: config.clone(),
+            coding: crate::compress::negotiate(&parts.headers, &config.algorithms),
+            method: parts.method.clone(),
+        }));
+    }
 }
 
 /// The route a request found, or the listener's HTTPS redirect.
