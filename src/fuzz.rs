@@ -32,6 +32,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("config", config),
     ("nginx_conf", nginx_conf),
     ("htpasswd", htpasswd),
+    ("accept_encoding", accept_encoding),
 ];
 
 /// `Host`/`:authority` validation: a value accepted is plain visible
@@ -321,5 +322,37 @@ pub fn htpasswd(data: &[u8]) {
         Check::Pass(user) => panic!("{user} let in with no password verified"),
         Check::Deny(_) => {}
         Check::Verify(_) => assert!(h.contains_key(header::AUTHORIZATION)),
+    }
+}
+
+/// `Accept-Encoding` values (one per line): negotiation never panics,
+/// picks only an offered coding, the same each time, and none for a
+/// single element whose last weight is 0 (`gzip;q=0`, `*;q=0`).
+pub fn accept_encoding(data: &[u8]) {
+    use crate::config::compress::Coding;
+    let mut h = HeaderMap::new();
+    for line in data.split(|&b| b == b'\n') {
+        if let Ok(v) = HeaderValue::from_bytes(line) {
+            h.append(header::ACCEPT_ENCODING, v);
+        }
+    }
+    let refused = !data.contains(&b',')
+        && !data.contains(&b'\n')
+        && data.to_ascii_lowercase().ends_with(b";q=0");
+    for offered in [
+        &[Coding::Zstd, Coding::Br, Coding::Gzip][..],
+        &[Coding::Gzip],
+        &[Coding::Br, Coding::Zstd],
+    ] {
+        let pick = crate::compress::negotiate(&h, offered);
+        if let Some(c) = pick {
+            assert!(offered.contains(&c), "{c:?} not offered");
+            assert!(
+                !refused,
+                "{c:?} picked from {:?}",
+                String::from_utf8_lossy(data)
+            );
+        }
+        assert_eq!(pick, crate::compress::negotiate(&h, offered));
     }
 }

@@ -73,7 +73,7 @@ mod admin;
 mod auth;
 mod body;
 pub mod cli;
-mod compress;
+pub(crate) mod compress;
 pub mod config;
 mod control;
 pub mod convert;

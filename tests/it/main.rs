@@ -14,6 +14,7 @@ mod basic_auth;
 mod cli;
 mod client_ip;
 mod clients;
+mod compress;
 mod concurrency;
 mod convert;
 mod dns;
