@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Response compression against nginx's `gzip on`: one nginx origin (1
+# worker) serves a 100 KiB HTML page; Tidegate (`compress`) and an nginx
+# proxy (`gzip`), both 2 threads/workers, at the same level, are loaded in
+# turn with wrk sending `Accept-Encoding: gzip` (or none: the same proxies
+# with compression present but not asked for, and with it off), R rounds,
+# C connections, D seconds each. Prints per run req/s, the proxy's CPU
+# ticks per 10k requests (nginx: master and workers) and bytes per
+# response, then the medians.
+#
+#   BIN=target/release/tidegate LEVEL=6 C=50 R=5 D=5 bench/compress.sh
+#
+# Needs nginx, wrk, curl, python3. Stops everything it starts.
+set -u
+BIN=${BIN:-target/release/tidegate}
+C=${C:-50}; R=${R:-5}; D=${D:-5}; LEVEL=${LEVEL:-6}
+ulimit -n 20000
+OUT=$(mktemp -d /tmp/tidegate-compress.XXXXXX)
+PIDS=""
+trap 'kill $PIDS 2>/dev/null; rm -rf "$OUT"' EXIT
+source "$(dirname "$0")/lib.sh"
+
+# The page: the README's text as HTML paragraphs, 100 KiB.
+python3 - "$(dirname "$0")/../README.md" "$OUT/page.html" <<'PY'
+import html, sys
+text = open(sys.argv[1], encoding="utf-8").read()
+body = "".join(f"<p>{html.escape(p)}</p>\n" for p in text.split("\n\n"))
+page = ("<!doctype html><html><head><title>bench</title></head><body>\n" + body) * 4
+open(sys.argv[2], "w", encoding="utf-8").write(page[:102400])
+PY
+
+ORIGIN=$(free_port)
+cat > "$OUT/origin.conf" <<CONF
+worker_processes 1; daemon off; pid $OUT/origin.pid; error_log $OUT/origin.err warn; worker_rlimit_nofile 20000;
+events { worker_connections 20000; }
+http { access_log off; keepalive_requests 1000000; types { text/html html; }
+  client_body_temp_path $OUT/t1; proxy_temp_path $OUT/t2; fastcgi_temp_path $OUT/t3; uwsgi_temp_path $OUT/t4; scgi_temp_path $OUT/t5;
+  server { listen 127.0.0.1:$ORIGIN backlog=4096; root $OUT; location = /page.html { } } }
+CONF
+nginx -c "$OUT/origin.conf" & PIDS="$PIDS $!"
+
+# name gzip(on|off): starts the proxy, its PID in P_PID and port in P_PORT.
+start_proxy() {
+  local name=$1 gzip=$2
+  P_PORT=$(free_port)
+  if [ "$name" = tidegate ]; then
+    local compress=""
+    [ "$gzip" = on ] && compress="compress = { algorithms = [\"gzip\"], gzip_level = $LEVEL }"
+    cat > "$OUT/tidegate.toml" <<TOML
+access_log = "off"
+[[listeners]]
+address = "127.0.0.1:$P_PORT"
+[upstreams.o]
+servers = ["127.0.0.1:$ORIGIN"]
+[[routes]]
+upstream = "o"
+$compress
+TOML
+    "$BIN" --config "$OUT/tidegate.toml" --threads 2 --log-level error > "$OUT/tidegate.log" 2>&1 &
+    P_PID=$!
+  else
+    cat > "$OUT/nginx.conf" <<CONF
+worker_processes 2; daemon off; pid $OUT/nginx.pid; error_log $OUT/nginx.err warn; worker_rlimit_nofile 20000;
+events { worker_connections 20000; }
+http { access_log off; keepalive_requests 1000000;
+  client_body_temp_path $OUT/p1; proxy_temp_path $OUT/p2; fastcgi_temp_path $OUT/p3; uwsgi_temp_path $OUT/p4; scgi_temp_path $OUT/p5;
+  upstream o { server 127.0.0.1:$ORIGIN; keepalive 64; }
+  gzip $gzip; gzip_comp_level $LEVEL; gzip_proxied any; gzip_vary on; gzip_min_length 1024;
+  server { listen 127.0.0.1:$P_PORT backlog=4096;
+    location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } } }
+CONF
+    nginx -c "$OUT/nginx.conf" &
+    P_PID=$!
+  fi
+  for i in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$P_PORT/page.html" && break; sleep 0.1; done
+}
+
+# CPU ticks of a process and its children (nginx's workers).
+ticks() {
+  local total=0 p
+  for p in $1 $(pgrep -P "$1"); do
+    total=$((total + $(awk '{print $14+$15}' /proc/$p/stat 2>/dev/null || echo 0)))
+  done
+  echo $total
+}
+
+RESULTS="$OUT/results"
+for r in $(seq 1 "$R"); do
+  for case in "tidegate on gzip" "nginx on gzip" "tidegate off gzip" "nginx off gzip" "tidegate on none" "nginx on none"; do
+    set -- $case
+    name=$1 gzip=$2 accept=$3
+    start_proxy "$name" "$gzip"
+    hdr=(); [ "$accept" = gzip ] && hdr=(-H "Accept-Encoding: gzip")
+    bytes=$(curl -s -o /dev/null -w '%{size_download}' "${hdr[@]}" "http://127.0.0.1:$P_PORT/page.html")
+    t0=$(ticks $P_PID)
+    if [ "$accept" = gzip ]; then
+      res=$(wrk -t2 -c"$C" -d"${D}s" -H "Accept-Encoding: gzip" "http://127.0.0.1:$P_PORT/page.html" 2>&1)
+    else
+      res=$(wrk -t2 -c"$C" -d"${D}s" "http://127.0.0.1:$P_PORT/page.html" 2>&1)
+    fi
+    t1=$(ticks $P_PID)
+    rps=$(echo "$res" | awk '/Requests\/sec/{print $2}')
+    reqs=$(echo "$res" | awk '/requests in/{print $1}')
+    errs=$(echo "$res" | awk '/Socket errors|Non-2xx/{print}' | tr '\n' ' ')
+    per=$(python3 -c "print(round(($t1-$t0)/$reqs*10000,2))")
+    echo "round $r $name compress=$gzip accept=$accept: rps=$rps ticks/10k=$per bytes=$bytes $errs"
+    echo "$name-$gzip-$accept $per $rps $bytes" >> "$RESULTS"
+    kill -TERM "$P_PID"; wait "$P_PID" 2>/dev/null
+  done
+done
+echo "medians (CPU ticks per 10k requests; req/s; bytes per response):"
+python3 - "$RESULTS" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    k, per, rps, size = line.split()
+    rows.setdefault(k, []).append((float(per), float(rps), int(size)))
+for k, v in rows.items():
+    print(f"  {k:22} {statistics.median(p for p, _, _ in v):8.2f} {statistics.median(r for _, r, _ in v):10.0f} {v[0][2]:8}")
+PY
