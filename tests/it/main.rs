@@ -15,6 +15,7 @@ mod cli;
 mod client_ip;
 mod clients;
 mod concurrency;
+mod concurrency_limit;
 mod convert;
 mod dns;
 mod error_log;
