@@ -233,8 +233,7 @@ pub(crate) struct Tunnel {
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// An HTTP/2 tunnel keeps its stream in flight on its connection.
     _in_flight: Option<InFlight>,
-    /// The request's places in its concurrency limits: a tunnel is in
-    /// flight until it closes.
+    /// Its places in concurrency limits: in flight until it closes.
     _held: crate::ratelimit::concurrency::Held,
     stats: Stats,
     end: End,

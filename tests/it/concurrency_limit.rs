@@ -5,8 +5,10 @@
 //! next gets 429 (a gRPC call RESOURCE_EXHAUSTED) while another key is
 //! not limited; once one response has been read whole a new request is
 //! admitted; a response whose body is still streaming still counts; a
-//! client that goes away mid-request gives its place back; a reload keeps
-//! the count of requests in flight; `tidegate check` names bad fields.
+//! client that goes away mid-request (HTTP/1.1: its connection closed;
+//! HTTP/2: its stream reset) gives its place back; a WebSocket counts
+//! until its tunnel closes; a reload keeps the count of requests in
+//! flight; `tidegate check` names bad fields.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -298,4 +300,98 @@ servers = ["http://127.0.0.1:9000"]
     ] {
         assert!(err.contains(&expect), "want {expect}\nstderr: {err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_stream_reset_before_its_answer_gives_its_place_back() {
+    use crate::common::h2raw::{self, Answer, H2Raw};
+    let h = Holding::new();
+    let proxy = Proxy::start(&limited(h.origin.addr, 1).toml());
+    let addr = proxy.addr;
+    let mut c = H2Raw::connect(addr).await;
+    let request = |out: &mut Vec<u8>, id| {
+        h2raw::headers(
+            out,
+            id,
+            &[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/held"),
+                (":authority", "test.local"),
+                ("x-client", "a"),
+            ],
+            true,
+        )
+    };
+    let mut out = Vec::new();
+    request(&mut out, 1);
+    c.send(&out).await;
+    h.until_arrived(1).await;
+    let mut out = Vec::new();
+    request(&mut out, 3);
+    c.send(&out).await;
+    let refused = tokio::time::timeout(HANG, c.answer(3)).await.unwrap();
+    assert_eq!(refused, Answer::Status(429));
+    // Stream 1 reset (CANCEL); the connection stays open.
+    let mut out = Vec::new();
+    h2raw::rst_stream(&mut out, 1, 0x8);
+    c.send(&out).await;
+    let admitted = tokio::spawn(async move { until_admitted(addr, "/held", "a").await });
+    h.until_arrived(2).await;
+    h.release.add_permits(2);
+    assert_eq!(admitted.await.unwrap(), 200);
+    drop(c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_counts_until_its_tunnel_closes() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+    let origin = raw_backend(|stream| async move {
+        if let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await {
+            crate::common::ws::echo(&mut ws, "").await;
+        }
+    });
+    let proxy = Proxy::start(
+        &TestConfig::proxying(origin.addr)
+            .set("concurrency_limits.one.max", 1)
+            .route(Route::to("app").path("/ws").set("concurrency_limit", "one"))
+            .toml(),
+    );
+    let addr = proxy.addr;
+    // A WebSocket handshake through the proxy: the 101, or the refusal's
+    // status.
+    let connect = || async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        match tokio::time::timeout(
+            HANG,
+            tokio_tungstenite::client_async(format!("ws://{addr}/ws"), tcp),
+        )
+        .await
+        .expect("handshake in time")
+        {
+            Ok((ws, _)) => Ok(ws),
+            Err(WsError::Http(resp)) => Err(resp.status().as_u16()),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let mut ws = connect().await.expect("the first is admitted");
+    ws.send(Message::text("hi")).await.unwrap();
+    // The tunnel is open: a second is refused.
+    assert_eq!(connect().await.err(), Some(429));
+    ws.close(None).await.unwrap();
+    drop(ws);
+    // Once the tunnel has closed, the place is free again.
+    let again = tokio::time::timeout(HANG, async {
+        loop {
+            match connect().await {
+                Ok(ws) => return ws,
+                Err(429) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                Err(s) => panic!("{s}"),
+            }
+        }
+    })
+    .await
+    .expect("the tunnel's place given back");
+    drop(again);
 }
