@@ -20,6 +20,10 @@
 //! A reload keeps the table of every limit whose name and settings are
 //! unchanged ([`Limiters::carried`]); a changed or new limit starts
 //! afresh.
+//!
+//! The concurrency limits (`[concurrency_limits.*]`, requests in flight
+//! per key) are [`concurrency`], on the same kind of table and the same
+//! key hashing ([`key`]).
 
 pub(crate) mod concurrency;
 pub(crate) mod gcra;
