@@ -138,7 +138,7 @@ def wait_listening(port, proc, what):
 
 
 def run(cmd, port, what):
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                             start_new_session=True)
     try:
         wait_listening(port, proc, what)
