@@ -24,6 +24,8 @@ pub enum ProxyError {
     },
     #[error("rate limit `{}` (key {}) exceeded: retry in {}s", .0.name, .0.key, .0.retry_after)]
     RateLimited(Box<RateLimited>),
+    #[error("concurrency limit `{}` (key {}) reached: {} requests already in flight", .0.name, .0.key, .0.max)]
+    ConcurrencyLimited(Box<ConcurrencyLimited>),
     #[error(
         "host `{host}` is not covered by the certificate of this TLS connection (SNI `{sni}`)"
     )]
@@ -92,6 +94,17 @@ pub struct RateLimited {
     pub state: Option<http::HeaderValue>,
 }
 
+/// A request refused by a concurrency limit: its key already has `max`
+/// requests in flight.
+#[derive(Debug)]
+pub struct ConcurrencyLimited {
+    /// The limit's name.
+    pub name: std::sync::Arc<str>,
+    /// The kinds of its key parts, never their values.
+    pub key: String,
+    pub max: u32,
+}
+
 impl ProxyError {
     /// The status the client receives.
     pub fn status(&self) -> StatusCode {
@@ -100,7 +113,13 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            // Not nginx's 503 (`limit_conn_status`'s default): the client
+            // sent too many, the server is not unavailable; and a proxy in
+            // front (Tidegate included) takes a 503 as the server's
+            // trouble.
+            ProxyError::RateLimited(_) | ProxyError::ConcurrencyLimited(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRewrite | ProxyError::Random => StatusCode::INTERNAL_SERVER_ERROR,

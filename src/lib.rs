@@ -49,6 +49,10 @@
 //! - `auth/`: HTTP Basic authentication against htpasswd files (parsed
 //!   and checked in `basic.rs`, each thread's verified passwords in
 //!   `cache.rs`), read by `config/` and applied by `proxy/auth.rs`.
+//! - `ratelimit/`: traffic limits, read by `config/` and applied by
+//!   `proxy/gate.rs`: request rates (`mod.rs`, the GCRA of `gcra.rs`) and
+//!   requests in flight (`concurrency.rs`), each limit a fixed lock-free
+//!   table of atomics indexed by the keyed hash of `key.rs`.
 //! - `message/`: pure HTTP rules: what a request head must be before
 //!   anything acts on it (`admit.rs`) and the RFC 9110 header rewriting
 //!   for the next hop (`headers.rs`).

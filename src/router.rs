@@ -246,6 +246,9 @@ pub struct Route {
     pub access: Option<std::sync::Arc<crate::message::cidr::Access>>,
     /// `rate_limit`: indexes into `Config::rate_limits`, checked in order.
     pub rate_limit: Vec<usize>,
+    /// `concurrency_limit`: indexes into `Config::concurrency_limits`,
+    /// taken in order.
+    pub concurrency_limit: Vec<usize>,
     /// Request-body limit for this route.
     pub max_body_bytes: Option<u64>,
     #[serde(serialize_with = "crate::config::dump::duration")]
@@ -437,6 +440,7 @@ mod tests {
             request_id: None,
             access: None,
             rate_limit: Vec::new(),
+            concurrency_limit: Vec::new(),
             max_body_bytes: None,
             upstream_connect: Duration::from_secs(1),
             upstream_response_head: Duration::from_secs(1),

@@ -70,7 +70,10 @@ impl Generation {
         };
         Ok(Generation {
             labels: Arc::new(Labels::new(&config, &upstreams)),
-            limiters: Arc::new(crate::ratelimit::Limiters::new(&config.rate_limits)),
+            limiters: Arc::new(crate::ratelimit::Limiters::new(
+                &config.rate_limits,
+                &config.concurrency_limits,
+            )),
             config: Arc::new(config),
             upstreams: Arc::new(upstreams),
             tls: Arc::new(tls),
@@ -78,9 +81,13 @@ impl Generation {
         })
     }
 
-    /// Takes over `old`'s state of every rate limit left unchanged.
+    /// Takes over `old`'s state of every rate and concurrency limit left
+    /// unchanged.
     pub(crate) fn keep_limits(&mut self, old: &Generation) {
-        self.limiters = Arc::new(old.limiters.carried(&self.config.rate_limits));
+        self.limiters = Arc::new(
+            old.limiters
+                .carried(&self.config.rate_limits, &self.config.concurrency_limits),
+        );
     }
 
     /// The same config with other upstreams (after a DNS change).

@@ -69,7 +69,12 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
     let rate_limits = super::rate_limit::rate_limits(&raw.rate_limits, &mut p);
     // Routes name them by their place among those written (the same
     // place once every one is valid).
-    let limit_names: Vec<&str> = raw.rate_limits.keys().map(String::as_str).collect();
+    let concurrency_limits =
+        super::concurrency_limit::concurrency_limits(&raw.concurrency_limits, &mut p);
+    let limit_names = super::route::LimitNames {
+        rate: raw.rate_limits.keys().map(String::as_str).collect(),
+        concurrency: raw.concurrency_limits.keys().map(String::as_str).collect(),
+    };
 
     if raw.routes.is_empty() {
         p.add("routes", "at least one [[routes]] entry is required");
@@ -156,6 +161,7 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
         routes,
         upstreams,
         rate_limits,
+        concurrency_limits,
         timeouts,
         limits,
         threads,

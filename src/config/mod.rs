@@ -18,6 +18,7 @@ use std::time::Duration;
 
 mod auth;
 pub mod compress;
+pub(crate) mod concurrency_limit;
 mod dns;
 pub(crate) mod dump;
 pub(crate) mod listener;
@@ -33,6 +34,7 @@ mod upstream;
 
 pub use self::tracing::Tracing;
 pub use crate::auth::basic::BasicAuth;
+pub use concurrency_limit::ConcurrencyLimit;
 pub use dns::Dns;
 pub use listener::{ClientAuth, Listener, ListenerTls, RequestId, DEFAULT_MAX_STREAMS};
 pub use log_format::{LogFormat, Piece, Var};
@@ -165,6 +167,9 @@ pub struct Config {
     pub upstreams: Vec<UpstreamGroup>,
     /// `[rate_limits.*]`, in name order; routes refer to them by index.
     pub rate_limits: Vec<RateLimit>,
+    /// `[concurrency_limits.*]`, in name order; routes refer to them by
+    /// index.
+    pub concurrency_limits: Vec<ConcurrencyLimit>,
     pub timeouts: Timeouts,
     pub limits: Limits,
     /// Worker threads, each a single-threaded runtime with its own listener

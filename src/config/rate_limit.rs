@@ -80,30 +80,9 @@ pub(super) fn rate_limits(
 fn rate_limit(name: &str, r: &raw::RateLimit, p: &mut Problems) -> Option<RateLimit> {
     let at = format!("rate_limits.{name}");
     let before = p.len();
-    let key = match &r.key {
-        None => vec![KeyPart::ClientIp],
-        Some(k) if k.items().is_empty() => {
-            p.add(format!("{at}.key"), "is empty");
-            Vec::new()
-        }
-        Some(k) => k
-            .items()
-            .iter()
-            .filter_map(|k| key_part(k).map_err(|e| p.add(format!("{at}.key"), e)).ok())
-            .collect(),
-    };
+    let key = key(&at, r.key.as_ref(), p);
     let rate = parse_rate(&r.rate).map_err(|e| p.add(format!("{at}.rate"), e));
-    let max_keys = match r.max_keys {
-        None => DEFAULT_MAX_KEYS,
-        Some(n) if (1024..=1 << 24).contains(&n) => n.next_power_of_two(),
-        Some(n) => {
-            p.add(
-                format!("{at}.max_keys"),
-                format!("{n} is outside 1024..=16777216"),
-            );
-            DEFAULT_MAX_KEYS
-        }
-    };
+    let max_keys = max_keys(&at, r.max_keys, p);
     let mode = match r.mode.as_deref() {
         None | Some("reject") => Mode::Reject,
         Some("delay") => Mode::Delay,
@@ -125,6 +104,38 @@ fn rate_limit(name: &str, r: &raw::RateLimit, p: &mut Problems) -> Option<RateLi
         mode,
         max_keys,
     })
+}
+
+/// The `key` of the limit at `at` (the client's address when not given);
+/// problems go to `p`. Shared by every kind of limit.
+pub(super) fn key(at: &str, key: Option<&raw::OneOrMany>, p: &mut Problems) -> Vec<KeyPart> {
+    match key {
+        None => vec![KeyPart::ClientIp],
+        Some(k) if k.items().is_empty() => {
+            p.add(format!("{at}.key"), "is empty");
+            Vec::new()
+        }
+        Some(k) => k
+            .items()
+            .iter()
+            .filter_map(|k| key_part(k).map_err(|e| p.add(format!("{at}.key"), e)).ok())
+            .collect(),
+    }
+}
+
+/// The `max_keys` of the limit at `at`: a power of two in 1024..=2^24.
+pub(super) fn max_keys(at: &str, max_keys: Option<usize>, p: &mut Problems) -> usize {
+    match max_keys {
+        None => DEFAULT_MAX_KEYS,
+        Some(n) if (1024..=1 << 24).contains(&n) => n.next_power_of_two(),
+        Some(n) => {
+            p.add(
+                format!("{at}.max_keys"),
+                format!("{n} is outside 1024..=16777216"),
+            );
+            DEFAULT_MAX_KEYS
+        }
+    }
 }
 
 /// `client_ip`, `route`, `header:NAME` or `cookie:NAME`.
@@ -172,14 +183,23 @@ pub(super) fn route_limits(
     names: Option<&raw::OneOrMany>,
     limits: &[&str],
 ) -> Result<Vec<usize>, (String, String)> {
+    refer("rate_limit", "rate_limits", names, limits)
+}
+
+/// A route's `field` naming `[TABLES.NAME]` limits: their indexes in
+/// `limits` (every name written, in order), without repeats.
+pub(super) fn refer(
+    field: &str,
+    tables: &str,
+    names: Option<&raw::OneOrMany>,
+    limits: &[&str],
+) -> Result<Vec<usize>, (String, String)> {
     let mut out = Vec::new();
     for name in names.map(raw::OneOrMany::items).unwrap_or_default() {
-        let i = limits.iter().position(|l| l == name).ok_or_else(|| {
-            (
-                "rate_limit".to_string(),
-                format!("no [rate_limits.{name}] table"),
-            )
-        })?;
+        let i = limits
+            .iter()
+            .position(|l| l == name)
+            .ok_or_else(|| (field.to_string(), format!("no [{tables}.{name}] table")))?;
         if !out.contains(&i) {
             out.push(i);
         }

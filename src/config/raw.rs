@@ -64,6 +64,8 @@ pub struct File {
     pub tracing: Option<Tracing>,
     #[serde(default)]
     pub rate_limits: BTreeMap<String, RateLimit>,
+    #[serde(default)]
+    pub concurrency_limits: BTreeMap<String, ConcurrencyLimit>,
 }
 
 /// One value or a list of them (`key`, a route's `rate_limit`).
@@ -92,6 +94,15 @@ pub struct RateLimit {
     pub burst: Option<u32>,
     /// `reject` or `delay` (checked in `rate_limit.rs`).
     pub mode: Option<String>,
+    pub max_keys: Option<usize>,
+}
+
+/// `[concurrency_limits.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConcurrencyLimit {
+    pub key: Option<OneOrMany>,
+    pub max: u32,
     pub max_keys: Option<usize>,
 }
 
@@ -207,6 +218,7 @@ pub struct Route {
     pub request_id: Option<RequestId>,
     pub access: Option<Vec<String>>,
     pub rate_limit: Option<OneOrMany>,
+    pub concurrency_limit: Option<OneOrMany>,
     pub basic_auth: Option<BasicAuth>,
     pub compress: Option<Compress>,
 }

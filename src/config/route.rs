@@ -12,6 +12,15 @@ fn field(name: &str, reason: impl Into<String>) -> FieldError {
     (name.to_string(), reason.into())
 }
 
+/// The names of the limit tables routes refer to, each kind in the order
+/// written.
+pub(super) struct LimitNames<'a> {
+    /// `[rate_limits.*]`.
+    pub(super) rate: Vec<&'a str>,
+    /// `[concurrency_limits.*]`.
+    pub(super) concurrency: Vec<&'a str>,
+}
+
 /// Compiles one `[[routes]]` entry: every part is checked, and every
 /// problem comes back, each naming its field within the route.
 pub(super) fn compile_route(
@@ -21,7 +30,7 @@ pub(super) fn compile_route(
     timeouts: &Timeouts,
     limits: &Limits,
     base: &std::path::Path,
-    rate_limits: &[&str],
+    limit_names: &LimitNames<'_>,
 ) -> Result<Route, Vec<FieldError>> {
     let mut errors = Vec::new();
     let host = ok(&mut errors, host_match(rt));
@@ -78,7 +87,14 @@ pub(super) fn compile_route(
     };
     let rate_limit = ok(
         &mut errors,
-        super::rate_limit::route_limits(rt.rate_limit.as_ref(), rate_limits),
+        super::rate_limit::route_limits(rt.rate_limit.as_ref(), &limit_names.rate),
+    );
+    let concurrency_limit = ok(
+        &mut errors,
+        super::concurrency_limit::route_limits(
+            rt.concurrency_limit.as_ref(),
+            &limit_names.concurrency,
+        ),
     );
     let compress = match &rt.compress {
         None => Some(None),
@@ -111,6 +127,7 @@ pub(super) fn compile_route(
             request_id: request_id?,
             access: access?,
             rate_limit: rate_limit?,
+            concurrency_limit: concurrency_limit?,
             max_body_bytes: rt.max_body_bytes.or(limits.max_body_bytes),
             upstream_connect: rt_timeouts
                 .and_then(|t| t.upstream_connect)

@@ -195,6 +195,9 @@ pub(crate) struct Exchange {
     pub(crate) progress: Option<Rc<BodyProgress>>,
     pub(crate) in_flight: InFlight,
     pub(crate) permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The request's places in its concurrency limits, given back when
+    /// the response ends.
+    pub(crate) held: crate::ratelimit::concurrency::Held,
 }
 
 /// How a response body ended.
@@ -219,7 +222,11 @@ impl Exchange {
             progress,
             in_flight,
             permit,
+            held,
         } = self;
+        // The response has ended (whole, or abandoned): the request is no
+        // longer in flight for its concurrency limits.
+        drop(held);
         let outcome = if how == Ended::Done {
             "done"
         } else {

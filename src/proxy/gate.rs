@@ -1,39 +1,66 @@
 //! The route's gates, between finding the route and acting on it, in
 //! nginx's phase order: the rate limits first (its preaccess phase, so
-//! that a client guessing passwords is limited too), then who the client
-//! is (basic auth: its access phase). A route with none costs one branch
-//! ([`any`]).
+//! that a client guessing passwords is limited too), then the concurrency
+//! limits (preaccess too, after `limit_req` as there: a request refused
+//! by a rate never takes a place), then who the client is (basic auth: its
+//! access phase). A route with none costs one branch ([`any`]).
 
 use std::time::Duration;
 
 use super::auth;
 use super::request::Noted;
 use crate::error::ProxyError;
+use crate::ratelimit::concurrency::Held;
 use crate::router::Route;
 use crate::worker::Worker;
 
 /// Whether `route` has any gate at all.
 #[inline]
 pub(crate) fn any(route: &Route) -> bool {
-    !route.rate_limit.is_empty() || route.basic_auth.is_some()
+    !route.rate_limit.is_empty()
+        || !route.concurrency_limit.is_empty()
+        || route.basic_auth.is_some()
 }
 
-/// Runs `route`'s gates on a request: how long its rate limits make it
-/// wait before it goes upstream (`mode = "delay"`), or the refusal (429,
-/// 401).
+/// What a request that passed the gates carries on.
+#[derive(Default)]
+pub(crate) struct Passed {
+    /// How long its rate limits make it wait before it goes upstream
+    /// (`mode = "delay"`).
+    pub(crate) wait: Duration,
+    /// Its places in the route's concurrency limits: it counts as in
+    /// flight until this is dropped.
+    pub(crate) held: Held,
+}
+
+/// Runs `route`'s gates on a request: what it carries on with, or the
+/// refusal (429, 401).
 pub(crate) async fn pass(
     w: &Worker,
     route: &Route,
     parts: &mut http::request::Parts,
     client: std::net::IpAddr,
     routed: &Noted,
-) -> Result<Duration, ProxyError> {
+) -> Result<Passed, ProxyError> {
     let wait = match route.rate_limit.is_empty() {
         true => Duration::ZERO,
         false => w
             .limiters
             .check(&route.rate_limit, route.index, client, &parts.headers)
             .map_err(ProxyError::RateLimited)?,
+    };
+    let held = match route.concurrency_limit.is_empty() {
+        true => Held::default(),
+        false => w
+            .limiters
+            .concurrency
+            .take(
+                &route.concurrency_limit,
+                route.index,
+                client,
+                &parts.headers,
+            )
+            .map_err(ProxyError::ConcurrencyLimited)?,
     };
     if let Some(p) = auth::check(route, &mut parts.headers, &routed.user)? {
         // A password this thread has not seen: hashed off the thread;
@@ -44,5 +71,5 @@ pub(crate) async fn pass(
             return Err(auth::unauthorized(challenge));
         }
     }
-    Ok(wait)
+    Ok(Passed { wait, held })
 }

@@ -7,8 +7,9 @@
 //!    (one authority, unambiguous framing, field names);
 //! 2. **route** (`request`, `gate`): the HTTPS redirect, the 421 check,
 //!    the route (404 if none), its `access` rules (403); its gates
-//!    (`gate`): rate limits (429), basic auth (`auth`: 401); then its own
-//!    answers, the body limit (413), the path rewrite;
+//!    (`gate`): rate limits (429), concurrency limits (429: the place
+//!    taken is held until the response ends), basic auth (`auth`: 401);
+//!    then its own answers, the body limit (413), the path rewrite;
 //! 3. **prepare** (`request`): the head rewritten for the hop (RFC 9110
 //!    §7.6: hop-by-hop fields dropped, `X-Forwarded-*` and `Via` added,
 //!    `Host` set) and the route's fields;
@@ -48,6 +49,7 @@ use crate::downstream::state::{ConnCtx, InFlight};
 use crate::error::ProxyError;
 use crate::message::admit::Authority;
 use crate::message::headers::{scan, strip_found, Found, VIA_VALUE};
+use crate::ratelimit::concurrency::Held;
 use crate::router::Route;
 use crate::upstream::Lease;
 use crate::worker::Worker;
@@ -211,14 +213,14 @@ impl Drop for Pending<'_> {
 fn respond(
     ctx: &Rc<ConnCtx>,
     worker: &Rc<Worker>,
-    forwarded: Result<Outcome, ProxyError>,
+    forwarded: Result<(Outcome, Held), ProxyError>,
     mut line: LogLine,
     in_flight: InFlight,
     grpc: bool,
     request_id: Option<&HeaderValue>,
 ) -> Response<ProxyBody> {
     match forwarded {
-        Ok(Outcome::Upstream(resp, lease, route, permit, progress)) => {
+        Ok((Outcome::Upstream(resp, lease, route, permit, progress), held)) => {
             let (parts, body) = resp.into_parts();
             let status = parts.status.as_u16();
             let server = lease.server;
@@ -230,6 +232,7 @@ fn respond(
                 progress,
                 in_flight,
                 permit,
+                held,
             };
             let mut resp = Response::from_parts(
                 parts,
@@ -266,7 +269,7 @@ fn respond(
             }
             resp
         }
-        Ok(Outcome::Tunnel(resp, lease, route, permit, stream)) => {
+        Ok((Outcome::Tunnel(resp, lease, route, permit, stream), held)) => {
             let (resp, upstream) = crate::proxy::tunnel::switch(resp, route, stream.is_some());
             let mut tunnel = crate::proxy::tunnel::Tunnel::new(
                 worker.clone(),
@@ -277,6 +280,7 @@ fn respond(
                 ctx.client,
                 permit,
             );
+            tunnel.keep(held);
             match stream {
                 // HTTP/1.1: the connection becomes the tunnel once hyper
                 // has written the 101.
@@ -294,7 +298,9 @@ fn respond(
             }
             resp
         }
-        Ok(Outcome::Local(resp)) => {
+        // A place taken in a concurrency limit is given back at once
+        // (dropped with the `Held`).
+        Ok((Outcome::Local(resp), _)) => {
             let bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
             line.set(resp.status().as_u16(), bytes, None, "done");
             resp
@@ -376,7 +382,10 @@ enum Outcome<'a> {
 /// The request phase decides where the request goes (or answers it
 /// itself), the forward phase takes it there. `late`: the request's ID
 /// is given once its route is known; `hop`: where a traced request's
-/// span notes the upstream phases.
+/// span notes the upstream phases. With the outcome comes the request's
+/// places in its concurrency limits, for the response to hold until it
+/// ends; on an error they are given back as it returns (as when the
+/// client cancels, which drops this future).
 #[allow(clippy::too_many_arguments)]
 async fn forward<'w>(
     ctx: &'w ConnCtx,
@@ -389,7 +398,7 @@ async fn forward<'w>(
     routed: &request::Noted,
     hop: Option<&crate::trace::Hop>,
     late: Option<Late<'_, 'w>>,
-) -> Result<Outcome<'w>, ProxyError> {
+) -> Result<(Outcome<'w>, Held), ProxyError> {
     let authority = authority.as_ref();
     // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and sent
     // as the HTTP/1.1 handshake it stands for: a GET.
@@ -405,19 +414,19 @@ async fn forward<'w>(
     }
     let (route, h2_ws) = match matched? {
         (Matched::Route(route), h2_ws) => (route, h2_ws),
-        (Matched::Redirect(resp), _) => return Ok(Outcome::Local(resp)),
+        (Matched::Redirect(resp), _) => return Ok((Outcome::Local(resp), Held::default())),
     };
     if w.compress {
         request::note_compression(ctx, w, route, &parts, routed);
     }
-    let wait = match gate::any(route) {
-        false => Duration::ZERO,
+    let gate::Passed { wait, held } = match gate::any(route) {
+        false => gate::Passed::default(),
         true => gate::pass(w, route, &mut parts, client.ip(), routed).await?,
     };
     let group = match request::act(ctx, route, &mut parts, authority, &body)? {
         Routed::Proxy(group) => group,
         // A route's own answers are not delayed.
-        Routed::Local(resp) => return Ok(Outcome::Local(resp)),
+        Routed::Local(resp) => return Ok((Outcome::Local(resp), Held::default())),
     };
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
@@ -434,5 +443,6 @@ async fn forward<'w>(
         found,
         h2_ws.is_some(),
     )?;
-    forward::to_upstream(ctx, w, route, group, parts, body, plan, h2_ws, hop).await
+    let outcome = forward::to_upstream(ctx, w, route, group, parts, body, plan, h2_ws, hop).await?;
+    Ok((outcome, held))
 }

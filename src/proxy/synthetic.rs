@@ -24,10 +24,19 @@ pub(crate) fn error(status: StatusCode, grpc: bool) -> Response<ProxyBody> {
 /// The proxy's own answer to `err`: as [`error`], and a rate limit's
 /// refusal adds `Retry-After` and the `RateLimit-Policy` and `RateLimit`
 /// fields (draft-ietf-httpapi-ratelimit-headers-10), with gRPC's
-/// RESOURCE_EXHAUSTED (8) for a gRPC call.
+/// RESOURCE_EXHAUSTED (8) for a gRPC call. A concurrency limit's refusal
+/// is a 429 with RESOURCE_EXHAUSTED too, and no `Retry-After`: no time is
+/// known (a place frees when one of the client's requests ends), and a
+/// proxy in front that honours `Retry-After` on a 429 (Tidegate does)
+/// would back off the whole server for one client's excess.
 pub(crate) fn for_error(err: &crate::error::ProxyError, grpc: bool) -> Response<ProxyBody> {
-    let crate::error::ProxyError::RateLimited(r) = err else {
-        return error(err.status(), grpc);
+    use crate::error::ProxyError;
+    let r = match err {
+        ProxyError::RateLimited(r) => r,
+        ProxyError::ConcurrencyLimited(_) if grpc => {
+            return grpc_error_response(StatusCode::TOO_MANY_REQUESTS, "8")
+        }
+        _ => return error(err.status(), grpc),
     };
     let mut resp = match grpc {
         true => grpc_error_response(StatusCode::TOO_MANY_REQUESTS, "8"),

@@ -233,6 +233,8 @@ pub(crate) struct Tunnel {
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// An HTTP/2 tunnel keeps its stream in flight on its connection.
     _in_flight: Option<InFlight>,
+    /// Its places in concurrency limits: in flight until it closes.
+    _held: crate::ratelimit::concurrency::Held,
     stats: Stats,
     end: End,
 }
@@ -303,6 +305,7 @@ impl Tunnel {
             client,
             _permit: permit,
             _in_flight: None,
+            _held: Default::default(),
             stats: Stats {
                 up: Cell::new(0),
                 down: Cell::new(0),
@@ -311,6 +314,12 @@ impl Tunnel {
             },
             end: End::NotStarted,
         }
+    }
+
+    /// Keeps the request's places in its concurrency limits until the
+    /// tunnel ends.
+    pub(crate) fn keep(&mut self, held: crate::ratelimit::concurrency::Held) {
+        self._held = held;
     }
 
     /// Keeps the request in flight on its connection until the tunnel

@@ -20,18 +20,22 @@
 //! A reload keeps the table of every limit whose name and settings are
 //! unchanged ([`Limiters::carried`]); a changed or new limit starts
 //! afresh.
+//!
+//! The concurrency limits (`[concurrency_limits.*]`, requests in flight
+//! per key) are [`concurrency`], on the same kind of table and the same
+//! key hashing ([`key`]).
 
+pub(crate) mod concurrency;
 pub(crate) mod gcra;
+mod key;
 
-use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderMap, HeaderValue};
-use siphasher::sip::SipHasher13;
 
-use crate::config::{KeyPart, RateLimit, RateLimitMode};
+use crate::config::{ConcurrencyLimit, KeyPart, RateLimit, RateLimitMode};
 use crate::error::RateLimited;
 use gcra::{Decision, Gcra};
 
@@ -41,6 +45,8 @@ pub(crate) struct Limiters {
     limits: Vec<Limiter>,
     /// Time 0 of the limits' clock.
     base: Instant,
+    /// The `[concurrency_limits.*]`.
+    pub(crate) concurrency: concurrency::Limits,
 }
 
 #[derive(Debug)]
@@ -60,7 +66,7 @@ struct Limiter {
 #[derive(Debug)]
 pub(crate) struct Table {
     slots: Box<[AtomicU64]>,
-    sip: (u64, u64),
+    keys: key::Keyed,
 }
 
 impl Table {
@@ -70,13 +76,8 @@ impl Table {
             slots: (0..slots.next_power_of_two())
                 .map(|_| AtomicU64::new(0))
                 .collect(),
-            sip: (crate::random::next_u64(), crate::random::next_u64()),
+            keys: key::Keyed::new(),
         }
-    }
-
-    /// A hasher for one key.
-    fn hasher(&self) -> SipHasher13 {
-        SipHasher13::new_with_keys(self.sip.0, self.sip.1)
     }
 
     /// Bytes the table holds, whatever the keys seen.
@@ -105,18 +106,28 @@ impl Table {
 }
 
 impl Limiters {
-    pub(crate) fn new(limits: &[RateLimit]) -> Limiters {
-        Limiters::build(limits, None)
+    pub(crate) fn new(limits: &[RateLimit], concurrency: &[ConcurrencyLimit]) -> Limiters {
+        Limiters::build(limits, concurrency, None)
     }
 
     /// The limits of a reloaded config: those unchanged (same name, same
-    /// settings) keep their tables, and so every key's state.
-    pub(crate) fn carried(&self, limits: &[RateLimit]) -> Limiters {
-        Limiters::build(limits, Some(self))
+    /// settings) keep their tables, and so every key's state (see
+    /// [`concurrency::Limits::carried`] for the concurrency limits).
+    pub(crate) fn carried(
+        &self,
+        limits: &[RateLimit],
+        concurrency: &[ConcurrencyLimit],
+    ) -> Limiters {
+        Limiters::build(limits, concurrency, Some(self))
     }
 
-    fn build(limits: &[RateLimit], old: Option<&Limiters>) -> Limiters {
+    fn build(
+        limits: &[RateLimit],
+        concurrency: &[ConcurrencyLimit],
+        old: Option<&Limiters>,
+    ) -> Limiters {
         Limiters {
+            concurrency: concurrency::Limits::new(concurrency, old.map(|o| &o.concurrency)),
             limits: limits
                 .iter()
                 .map(|l| {
@@ -158,23 +169,13 @@ impl Limiters {
         let now = self.base.elapsed().as_nanos() as u64 + 1;
         let mut wait = 0;
         for l in ids.iter().filter_map(|&i| self.limits.get(i)) {
-            let mut h = l.table.hasher();
-            if !l
-                .key
-                .iter()
-                .all(|k| hash_part(k, route, client, headers, &mut h))
-            {
+            let Some(hash) = l.table.keys.hash(&l.key, route, client, headers) else {
                 continue;
-            }
-            match l.table.decide(h.finish(), &l.gcra, now, l.delay) {
+            };
+            match l.table.decide(hash, &l.gcra, now, l.delay) {
                 (Decision::Allow { wait: w, .. }, _) => wait = wait.max(w),
                 (Decision::Refuse { retry_after }, tat) => {
-                    let kind = l
-                        .key
-                        .iter()
-                        .map(KeyPart::kind)
-                        .collect::<Vec<_>>()
-                        .join("+");
+                    let kind = key::kinds(&l.key);
                     tracing::debug!(limit = %l.name, key = %kind, "rate limit exceeded");
                     let secs = |ns: u64| ns.div_ceil(1_000_000_000).max(1);
                     return Err(Box::new(RateLimited {
@@ -197,29 +198,6 @@ impl Limiters {
     }
 }
 
-/// Feeds one key part into `h`; `false` when the request lacks it.
-fn hash_part(
-    part: &KeyPart,
-    route: usize,
-    client: IpAddr,
-    headers: &HeaderMap,
-    h: &mut SipHasher13,
-) -> bool {
-    match part {
-        KeyPart::ClientIp => client.hash(h),
-        KeyPart::Route => route.hash(h),
-        KeyPart::Header(name) => match headers.get(name) {
-            Some(v) => v.as_bytes().hash(h),
-            None => return false,
-        },
-        KeyPart::Cookie(name) => match crate::message::headers::cookie(headers, name) {
-            Some(v) => v.hash(h),
-            None => return false,
-        },
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,9 +210,11 @@ mod tests {
         let g = Gcra::new(1, 60_000_000_000, 0);
         let mut refused = 0;
         for k in 0u32..1_000_000 {
-            let mut h = t.hasher();
-            k.hash(&mut h);
-            if let (Decision::Refuse { .. }, _) = t.decide(h.finish(), &g, 1, false) {
+            let mut h = t.keys.hasher();
+            std::hash::Hash::hash(&k, &mut h);
+            if let (Decision::Refuse { .. }, _) =
+                t.decide(std::hash::Hasher::finish(&h), &g, 1, false)
+            {
                 refused += 1;
             }
         }
@@ -252,7 +232,7 @@ mod tests {
         assert!(l.check(&[0], 0, ip, &none).is_ok());
         assert!(l.check(&[0], 0, ip, &none).is_ok());
         assert!(l.check(&[0], 0, ip, &none).is_err());
-        let same = l.carried(&[l.limits[0].config.clone()]);
+        let same = l.carried(&[l.limits[0].config.clone()], &[]);
         assert!(std::sync::Arc::ptr_eq(
             &same.limits[0].table,
             &l.limits[0].table
@@ -260,20 +240,23 @@ mod tests {
         assert!(same.check(&[0], 0, ip, &none).is_err());
         let mut changed = l.limits[0].config.clone();
         changed.burst = 2;
-        let fresh = l.carried(&[changed]);
+        let fresh = l.carried(&[changed], &[]);
         assert!(fresh.check(&[0], 0, ip, &none).is_ok());
     }
 
     fn limiters(key: Vec<KeyPart>) -> Limiters {
-        Limiters::new(&[RateLimit {
-            name: "l".into(),
-            key,
-            rate: 1,
-            period: Duration::from_secs(60),
-            burst: 1,
-            mode: RateLimitMode::Reject,
-            max_keys: 1024,
-        }])
+        Limiters::new(
+            &[RateLimit {
+                name: "l".into(),
+                key,
+                rate: 1,
+                period: Duration::from_secs(60),
+                burst: 1,
+                mode: RateLimitMode::Reject,
+                max_keys: 1024,
+            }],
+            &[],
+        )
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod client_ip;
 mod clients;
 mod compress;
 mod concurrency;
+mod concurrency_limit;
 mod convert;
 mod dns;
 mod error_log;
