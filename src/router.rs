@@ -255,6 +255,9 @@ pub struct Route {
     /// Credentials needed first (`basic_auth`).
     #[serde(serialize_with = "crate::auth::basic::dump")]
     pub basic_auth: Option<std::sync::Arc<crate::auth::basic::BasicAuth>>,
+    /// An upstream group's word needed first (`forward_auth`).
+    #[serde(serialize_with = "crate::config::dump::opt_arc")]
+    pub forward_auth: Option<std::sync::Arc<crate::config::ForwardAuth>>,
 }
 
 impl Route {
@@ -437,6 +440,7 @@ mod tests {
             upstream_connect: Duration::from_secs(1),
             upstream_response_head: Duration::from_secs(1),
             basic_auth: None,
+            forward_auth: None,
         }
     }
 

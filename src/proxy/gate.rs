@@ -1,30 +1,36 @@
 //! The route's gates, between finding the route and acting on it, in
 //! nginx's phase order: the rate limits first (its preaccess phase, so
 //! that a client guessing passwords is limited too), then who the client
-//! is (basic auth: its access phase). A route with none costs one branch
+//! is (basic auth: its access phase), and last what another service says
+//! of it (`forward_auth`: nginx's `auth_request`, also in its access
+//! phase, after the cheaper checks). A route with none costs one branch
 //! ([`any`]).
 
 use std::time::Duration;
 
-use super::auth;
 use super::request::Noted;
+use super::{auth, forward_auth};
+use crate::downstream::state::ConnCtx;
 use crate::error::ProxyError;
+use crate::message::admit::Authority;
 use crate::router::Route;
 use crate::worker::Worker;
 
 /// Whether `route` has any gate at all.
 #[inline]
 pub(crate) fn any(route: &Route) -> bool {
-    !route.rate_limit.is_empty() || route.basic_auth.is_some()
+    !route.rate_limit.is_empty() || route.basic_auth.is_some() || route.forward_auth.is_some()
 }
 
 /// Runs `route`'s gates on a request: how long its rate limits make it
 /// wait before it goes upstream (`mode = "delay"`), or the refusal (429,
-/// 401).
+/// 401, the forward-auth service's answer or its `on_error`).
 pub(crate) async fn pass(
+    ctx: &ConnCtx,
     w: &Worker,
     route: &Route,
     parts: &mut http::request::Parts,
+    authority: Option<&Authority>,
     client: std::net::IpAddr,
     routed: &Noted,
 ) -> Result<Duration, ProxyError> {
@@ -43,6 +49,14 @@ pub(crate) async fn pass(
         if auth::check(route, &mut parts.headers, &routed.user)?.is_some() {
             return Err(auth::unauthorized(challenge));
         }
+    }
+    if let Some(fa) = &route.forward_auth {
+        // Boxed: its state would otherwise enlarge every request's.
+        let user = &routed.user;
+        Box::pin(forward_auth::check(
+            ctx, w, route, fa, parts, authority, client, user,
+        ))
+        .await?;
     }
     Ok(wait)
 }

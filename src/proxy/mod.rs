@@ -7,7 +7,9 @@
 //!    (one authority, unambiguous framing, field names);
 //! 2. **route** (`request`, `gate`): the HTTPS redirect, the 421 check,
 //!    the route (404 if none), its `access` rules (403); its gates
-//!    (`gate`): rate limits (429), basic auth (`auth`: 401); then its own
+//!    (`gate`): rate limits (429), basic auth (`auth`: 401), forward auth
+//!    (`forward_auth`: the auth service's refusal as it came, or the
+//!    route's `on_error`); then its own
 //!    answers, the body limit (413), the path rewrite;
 //! 3. **prepare** (`request`): the head rewritten for the hop (RFC 9110
 //!    §7.6: hop-by-hop fields dropped, `X-Forwarded-*` and `Via` added,
@@ -34,6 +36,7 @@ use tokio::time::Instant;
 mod auth;
 pub(crate) mod exchange;
 mod forward;
+mod forward_auth;
 mod gate;
 mod head_timeout;
 mod request;
@@ -405,7 +408,7 @@ async fn forward<'w>(
     };
     let wait = match gate::any(route) {
         false => Duration::ZERO,
-        true => gate::pass(w, route, &mut parts, client.ip(), routed).await?,
+        true => gate::pass(ctx, w, route, &mut parts, authority, client.ip(), routed).await?,
     };
     let group = match request::act(ctx, route, &mut parts, authority, &body)? {
         Routed::Proxy(group) => group,
