@@ -182,7 +182,8 @@ async fn ask(
         let lease = match w.pool.checkout(server, route.upstream_connect).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!("forward auth: {}; trying the next server", e.chain());
+                // The request's one warning names the last failure.
+                tracing::debug!("forward auth: {}; trying the next server", e.chain());
                 record(w, server, false);
                 last = Some(e);
                 continue;
