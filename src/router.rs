@@ -257,7 +257,7 @@ pub struct Route {
     pub basic_auth: Option<std::sync::Arc<crate::auth::basic::BasicAuth>>,
     /// An upstream group's word needed first (`forward_auth`).
     #[serde(serialize_with = "crate::config::dump::opt_arc")]
-    pub forward_auth: Option<std::sync::Arc<crate::config::ForwardAuth>>,
+    pub forward_auth: Option<std::sync::Arc<crate::config::forward_auth::ForwardAuth>>,
 }
 
 impl Route {

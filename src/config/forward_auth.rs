@@ -10,7 +10,8 @@ use std::time::Duration;
 use http::{HeaderName, StatusCode};
 use serde::Serialize;
 
-use super::{dump, raw, UpstreamGroup};
+use super::upstream::UpstreamGroup;
+use super::{dump, raw};
 
 /// The whole subrequest's limit when `timeout` is not given.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);

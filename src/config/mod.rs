@@ -19,7 +19,7 @@ use std::time::Duration;
 mod auth;
 mod dns;
 pub(crate) mod dump;
-mod forward_auth;
+pub(crate) mod forward_auth;
 pub(crate) mod listener;
 mod load;
 mod log_format;
