@@ -58,7 +58,8 @@ impl Auth {
 /// alice (200 with `X-User` and `X-Groups`), `Bearer anon` a 200 with
 /// no fields, `Bearer away` a 302 to the login page, `Bearer slow` no
 /// answer for [`HANG`]; anything else a 401 with a challenge, a cookie
-/// and a body.
+/// and a body. `Bearer broken` is a 500, `Bearer huge` a 200 with a
+/// body over 64 KiB.
 async fn decide(headers: &http::HeaderMap) -> Response<Body> {
     let who = headers
         .get("authorization")
@@ -85,6 +86,8 @@ async fn decide(headers: &http::HeaderMap) -> Response<Body> {
         "Bearer slow" => {
             tokio::time::sleep(HANG).await;
         }
+        "Bearer broken" => resp = text(500, "the auth service failed\n"),
+        "Bearer huge" => resp = text(200, &"x".repeat(64 * 1024 + 1)),
         _ => {
             resp = text(401, "denied by the auth service\n");
             let h = resp.headers_mut();
@@ -289,8 +292,13 @@ async fn a_refusal_returns_as_it_came_and_never_reaches_the_upstream() {
 
     // No credentials at all: refused the same way.
     assert_eq!(ask(&proxy, "GET", "/app/page", &[], "").await.0, 401);
+    // A 5xx of the auth service is its answer too (as Traefik has it).
+    let broken = [("authorization", "Bearer broken")];
+    let (status, _, body) = ask(&proxy, "GET", "/app/page", &broken, "").await;
+    assert_eq!(status, 500);
+    assert_eq!(body, "the auth service failed\n");
     assert_eq!(count.load(Ordering::SeqCst), 0);
-    assert_eq!(auth.seen().len(), 3);
+    assert_eq!(auth.seen().len(), 4);
 }
 
 #[tokio::test]
@@ -389,7 +397,8 @@ async fn connections_to_the_auth_service_are_reused() {
 }
 
 /// An auth service that answers too late: the route's `on_error` (503
-/// by default, 403 here) when `timeout` runs out, not a hang.
+/// by default, 403 here) when `timeout` runs out, not a hang; and one
+/// whose answer is too long to read.
 #[tokio::test]
 async fn a_hanging_auth_service_gives_on_error_at_its_timeout() {
     let auth = auth_service();
@@ -404,6 +413,10 @@ async fn a_hanging_auth_service_gives_on_error_at_its_timeout() {
     let more = [("timeout", "300ms".into()), ("on_error", 403.into())];
     let proxy = Proxy::start(&config(&origin, auth.addr, &more).toml());
     let (status, _, _) = ask(&proxy, "GET", "/app/x", &slow, "").await;
+    assert_eq!(status, 403);
+    // A decision whose body is over 64 KiB is none either.
+    let huge = [("authorization", "Bearer huge")];
+    let (status, _, _) = ask(&proxy, "GET", "/app/x", &huge, "").await;
     assert_eq!(status, 403);
     assert_eq!(count.load(Ordering::SeqCst), 0);
 }
