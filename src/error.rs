@@ -22,6 +22,15 @@ pub enum ProxyError {
         challenge: http::HeaderValue,
         reason: &'static str,
     },
+    #[error("forward auth: `{}` refused the request ({})", .0.upstream, .0.status)]
+    AuthDenied(Box<Denied>),
+    #[error("forward auth: `{upstream}` gave no decision: {cause}")]
+    AuthFailed {
+        /// The route's `on_error`.
+        status: StatusCode,
+        upstream: String,
+        cause: AuthFailure,
+    },
     #[error("rate limit `{}` (key {}) exceeded: retry in {}s", .0.name, .0.key, .0.retry_after)]
     RateLimited(Box<RateLimited>),
     #[error("concurrency limit `{}` (key {}) reached: {} requests already in flight", .0.name, .0.key, .0.max)]
@@ -78,6 +87,35 @@ pub enum ProxyError {
     },
 }
 
+/// A forward-auth service's refusal, returned to the client as it came
+/// (its hop-by-hop fields removed).
+#[derive(Debug)]
+pub struct Denied {
+    /// The deciding group.
+    pub upstream: String,
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+/// Why a forward-auth subrequest gave no decision. (Its `Display` holds
+/// the whole cause: the subrequest's error is not a source of the
+/// request's, so `chain` does not repeat it.)
+#[derive(Debug, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("{}", .0.chain())]
+    Upstream(Box<ProxyError>),
+    #[error("no decision within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("upstream {addr}: response body over {limit} bytes")]
+    BodyTooLarge { addr: SocketAddr, limit: usize },
+    #[error("upstream {addr}: response body failed: {error}")]
+    Body {
+        addr: SocketAddr,
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
 /// A request refused by a rate limit, with what its 429 says.
 #[derive(Debug)]
 pub struct RateLimited {
@@ -120,6 +158,8 @@ impl ProxyError {
             ProxyError::RateLimited(_) | ProxyError::ConcurrencyLimited(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
+            ProxyError::AuthDenied(d) => d.status,
+            ProxyError::AuthFailed { status, .. } => *status,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRewrite | ProxyError::Random => StatusCode::INTERNAL_SERVER_ERROR,

@@ -20,8 +20,9 @@
 //!   certificates), `connection.rs` (hyper's HTTP/1.1 or HTTP/2 server for
 //!   one connection, its timeouts, its lingering close), around `state.rs`
 //!   (what a connection shares with its requests).
-//! - `proxy/`: one request's life, phase by phase: admit, route, local
-//!   answers, forward (server choice, retries, the stale-connection retry),
+//! - `proxy/`: one request's life, phase by phase: admit, route, the
+//!   route's gates (`gate.rs`: rate limits, basic auth, forward auth's
+//!   subrequest in `forward_auth.rs`), local answers, forward (server choice, retries, the stale-connection retry),
 //!   respond (`exchange.rs`: the streamed response body, the access-log
 //!   line, the connection back to the pool); `tunnel.rs` for upgrades
 //!   (WebSocket...).

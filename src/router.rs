@@ -262,6 +262,9 @@ pub struct Route {
     /// listener's, if it has one.
     #[serde(serialize_with = "crate::config::dump::opt_arc")]
     pub compress: Option<std::sync::Arc<crate::config::compress::Compress>>,
+    /// An upstream group's word needed first (`forward_auth`).
+    #[serde(serialize_with = "crate::config::dump::opt_arc")]
+    pub forward_auth: Option<std::sync::Arc<crate::config::forward_auth::ForwardAuth>>,
 }
 
 impl Route {
@@ -446,6 +449,7 @@ mod tests {
             upstream_response_head: Duration::from_secs(1),
             basic_auth: None,
             compress: None,
+            forward_auth: None,
         }
     }
 

@@ -221,6 +221,21 @@ pub struct Route {
     pub concurrency_limit: Option<OneOrMany>,
     pub basic_auth: Option<BasicAuth>,
     pub compress: Option<Compress>,
+    pub forward_auth: Option<ForwardAuth>,
+}
+
+/// A route's `[routes.forward_auth]` (checked in `forward_auth.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuth {
+    pub upstream: String,
+    pub path: Option<String>,
+    pub request_headers: Option<Vec<String>>,
+    pub response_headers: Option<Vec<String>>,
+    pub user_header: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    pub on_error: Option<u16>,
 }
 
 /// A route's `basic_auth = { realm, htpasswd, forward_authorization }`.

@@ -85,6 +85,13 @@ pub(super) fn compile_route(
         None => Some(None),
         Some(a) => ok(&mut errors, super::auth::basic_auth(a, base).map(Some)),
     };
+    let forward_auth = match &rt.forward_auth {
+        None => Some(None),
+        Some(a) => ok(
+            &mut errors,
+            super::forward_auth::forward_auth(a, upstreams).map(|a| Some(std::sync::Arc::new(a))),
+        ),
+    };
     let rate_limit = ok(
         &mut errors,
         super::rate_limit::route_limits(rt.rate_limit.as_ref(), &limit_names.rate),
@@ -137,6 +144,7 @@ pub(super) fn compile_route(
                 .unwrap_or(timeouts.upstream_response_head),
             basic_auth: basic_auth?,
             compress: compress?,
+            forward_auth: forward_auth?,
         })
     })();
     match route {

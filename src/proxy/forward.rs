@@ -31,7 +31,7 @@ const STALE_RISK: Duration = Duration::from_secs(1);
 type Forwarded = (Response<Incoming>, Lease);
 
 /// Feeds passive ejection; logs when a server is ejected.
-fn record(w: &Worker, server: usize, ok: bool) {
+pub(super) fn record(w: &Worker, server: usize, ok: bool) {
     let (b, i) = w.pool.locate(server);
     if let Some(time) = b.record(i, ok) {
         tracing::warn!(
@@ -43,14 +43,14 @@ fn record(w: &Worker, server: usize, ok: bool) {
 
 /// Counts a request as outstanding on its server until dropped, or until
 /// handed over to the [`Exchange`](super::exchange::Exchange), which ends it with the response body.
-struct Busy<'a> {
+pub(super) struct Busy<'a> {
     pool: &'a Pool,
     server: usize,
     armed: bool,
 }
 
 impl<'a> Busy<'a> {
-    fn new(pool: &'a Pool, server: usize) -> Busy<'a> {
+    pub(super) fn new(pool: &'a Pool, server: usize) -> Busy<'a> {
         pool.begin(server);
         Busy {
             pool,
@@ -75,7 +75,7 @@ impl Drop for Busy<'_> {
 /// Sends on `conn`; if the pooled connection turns out to be dead before
 /// the request could go out (or, for a repeatable request, before any
 /// response byte came back), sends again once on a fresh connection.
-async fn send(
+pub(super) async fn send(
     w: &Worker,
     mut lease: Lease,
     req: Request<RequestBody>,

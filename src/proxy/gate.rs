@@ -3,13 +3,18 @@
 //! that a client guessing passwords is limited too), then the concurrency
 //! limits (preaccess too, after `limit_req` as there: a request refused
 //! by a rate never takes a place), then who the client is (basic auth: its
-//! access phase). A route with none costs one branch ([`any`]).
+//! access phase), and last what another service says of it
+//! (`forward_auth`: nginx's `auth_request`, also in its access phase,
+//! after the cheaper checks). A route with none costs one branch
+//! ([`any`]).
 
 use std::time::Duration;
 
-use super::auth;
 use super::request::Noted;
+use super::{auth, forward_auth};
+use crate::downstream::state::ConnCtx;
 use crate::error::ProxyError;
+use crate::message::admit::Authority;
 use crate::ratelimit::concurrency::Held;
 use crate::router::Route;
 use crate::worker::Worker;
@@ -20,6 +25,7 @@ pub(crate) fn any(route: &Route) -> bool {
     !route.rate_limit.is_empty()
         || !route.concurrency_limit.is_empty()
         || route.basic_auth.is_some()
+        || route.forward_auth.is_some()
 }
 
 /// What a request that passed the gates carries on.
@@ -34,11 +40,14 @@ pub(crate) struct Passed {
 }
 
 /// Runs `route`'s gates on a request: what it carries on with, or the
-/// refusal (429, 401).
+/// refusal (429, 401, the forward-auth service's answer or its
+/// `on_error`).
 pub(crate) async fn pass(
+    ctx: &ConnCtx,
     w: &Worker,
     route: &Route,
     parts: &mut http::request::Parts,
+    authority: Option<&Authority>,
     client: std::net::IpAddr,
     routed: &Noted,
 ) -> Result<Passed, ProxyError> {
@@ -70,6 +79,14 @@ pub(crate) async fn pass(
         if auth::check(route, &mut parts.headers, &routed.user)?.is_some() {
             return Err(auth::unauthorized(challenge));
         }
+    }
+    if let Some(fa) = &route.forward_auth {
+        // Boxed: its state would otherwise enlarge every request's.
+        let user = &routed.user;
+        Box::pin(forward_auth::check(
+            ctx, w, route, fa, parts, authority, client, user,
+        ))
+        .await?;
     }
     Ok(Passed { wait, held })
 }

@@ -8,8 +8,10 @@
 //! 2. **route** (`request`, `gate`): the HTTPS redirect, the 421 check,
 //!    the route (404 if none), its `access` rules (403); its gates
 //!    (`gate`): rate limits (429), concurrency limits (429: the place
-//!    taken is held until the response ends), basic auth (`auth`: 401);
-//!    then its own answers, the body limit (413), the path rewrite;
+//!    taken is held until the response ends), basic auth (`auth`: 401),
+//!    forward auth (`forward_auth`: the auth service's refusal as it
+//!    came, or the route's `on_error`); then its own answers, the body
+//!    limit (413), the path rewrite;
 //! 3. **prepare** (`request`): the head rewritten for the hop (RFC 9110
 //!    §7.6: hop-by-hop fields dropped, `X-Forwarded-*` and `Via` added,
 //!    `Host` set) and the route's fields;
@@ -36,6 +38,7 @@ mod auth;
 mod compress;
 pub(crate) mod exchange;
 mod forward;
+mod forward_auth;
 mod gate;
 mod head_timeout;
 mod request;
@@ -421,7 +424,7 @@ async fn forward<'w>(
     }
     let gate::Passed { wait, held } = match gate::any(route) {
         false => gate::Passed::default(),
-        true => gate::pass(w, route, &mut parts, client.ip(), routed).await?,
+        true => gate::pass(ctx, w, route, &mut parts, authority, client.ip(), routed).await?,
     };
     let group = match request::act(ctx, route, &mut parts, authority, &body)? {
         Routed::Proxy(group) => group,

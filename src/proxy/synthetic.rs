@@ -36,6 +36,7 @@ pub(crate) fn for_error(err: &crate::error::ProxyError, grpc: bool) -> Response<
         ProxyError::ConcurrencyLimited(_) if grpc => {
             return grpc_error_response(StatusCode::TOO_MANY_REQUESTS, "8")
         }
+        ProxyError::AuthDenied(d) => return denied(d, grpc),
         _ => return error(err.status(), grpc),
     };
     let mut resp = match grpc {
@@ -48,6 +49,22 @@ pub(crate) fn for_error(err: &crate::error::ProxyError, grpc: bool) -> Response<
     if let Some(v) = &r.state {
         h.insert("ratelimit", v.clone());
     }
+    resp
+}
+
+/// A forward-auth service's refusal, as it came (its hop-by-hop fields
+/// already removed); for a gRPC call, gRPC's code for its status (401
+/// UNAUTHENTICATED, 403 PERMISSION_DENIED...) in the trailers-only form,
+/// as gRPC clients read nothing else.
+fn denied(d: &crate::error::Denied, grpc: bool) -> Response<ProxyBody> {
+    if grpc {
+        return grpc_error_response(d.status, grpc_code(d.status));
+    }
+    let mut resp = Response::new(ProxyBody::full(d.body.clone()));
+    *resp.status_mut() = d.status;
+    let h = resp.headers_mut();
+    h.clone_from(&d.headers);
+    h.append(header::VIA, VIA_VALUE);
     resp
 }
 

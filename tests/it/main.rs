@@ -21,6 +21,7 @@ mod convert;
 mod dns;
 mod error_log;
 mod errors;
+mod forward_auth;
 mod fuzz_targets;
 mod grpc;
 mod hardening;
