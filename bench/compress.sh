@@ -16,8 +16,9 @@ BIN=${BIN:-target/release/tidegate}
 C=${C:-50}; R=${R:-5}; D=${D:-5}; LEVEL=${LEVEL:-6}
 ulimit -n 20000
 OUT=$(mktemp -d /tmp/tidegate-compress.XXXXXX)
+chmod 755 "$OUT"   # nginx's workers (nobody) read the page
 PIDS=""
-trap 'kill $PIDS 2>/dev/null; rm -rf "$OUT"' EXIT
+trap 'kill $PIDS 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$OUT"' EXIT
 source "$(dirname "$0")/lib.sh"
 
 # The page: the README's text as HTML paragraphs, 100 KiB.
@@ -47,7 +48,10 @@ start_proxy() {
     local compress=""
     [ "$gzip" = on ] && compress="compress = { algorithms = [\"gzip\"], gzip_level = $LEVEL }"
     cat > "$OUT/tidegate.toml" <<TOML
+[server]
 access_log = "off"
+[limits]
+max_requests_per_connection = 1000000
 [[listeners]]
 address = "127.0.0.1:$P_PORT"
 [upstreams.o]
