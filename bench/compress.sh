@@ -10,6 +10,9 @@
 #
 #   BIN=target/release/tidegate LEVEL=6 C=50 R=5 D=5 bench/compress.sh
 #
+# nginx runs as bench/run.py's proxy (proxy_buffering off, as Tidegate
+# streams) and, as "nginx-buffered", with its default proxy_buffering on.
+#
 # Needs nginx, wrk, curl, python3. Stops everything it starts.
 set -u
 BIN=${BIN:-target/release/tidegate}
@@ -63,6 +66,10 @@ TOML
     "$BIN" --config "$OUT/tidegate.toml" --threads 2 --log-level error > "$OUT/tidegate.log" 2>&1 &
     P_PID=$!
   else
+    # nginx-buffered: nginx's default proxy_buffering on (the response
+    # read into its buffers, then compressed in larger steps).
+    local buffering=off
+    [ "$name" = nginx-buffered ] && buffering=on
     cat > "$OUT/nginx.conf" <<CONF
 worker_processes 2; daemon off; pid $OUT/nginx.pid; error_log $OUT/nginx.err warn; worker_rlimit_nofile 20000;
 events { worker_connections 20000; }
@@ -71,7 +78,7 @@ http { access_log off; keepalive_requests 1000000;
   upstream o { server 127.0.0.1:$ORIGIN; keepalive 64; }
   gzip $gzip; gzip_comp_level $LEVEL; gzip_proxied any; gzip_vary on; gzip_min_length 1024;
   server { listen 127.0.0.1:$P_PORT backlog=4096;
-    location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } } }
+    location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering $buffering; } } }
 CONF
     nginx -c "$OUT/nginx.conf" &
     P_PID=$!
@@ -88,9 +95,11 @@ ticks() {
   echo $total
 }
 
+# CASES: "proxy compress accept" triples, `;`-separated.
+IFS=';' read -ra CASE_LIST <<< "${CASES:-tidegate on gzip;nginx on gzip;nginx-buffered on gzip;tidegate off gzip;nginx off gzip;tidegate on none;nginx on none}"
 RESULTS="$OUT/results"
 for r in $(seq 1 "$R"); do
-  for case in "tidegate on gzip" "nginx on gzip" "tidegate off gzip" "nginx off gzip" "tidegate on none" "nginx on none"; do
+  for case in "${CASE_LIST[@]}"; do
     set -- $case
     name=$1 gzip=$2 accept=$3
     start_proxy "$name" "$gzip"
