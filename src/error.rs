@@ -22,6 +22,12 @@ pub enum ProxyError {
         challenge: http::HeaderValue,
         reason: &'static str,
     },
+    #[error("jwt: {reason}")]
+    BadToken {
+        /// The `WWW-Authenticate` of the 401.
+        challenge: http::HeaderValue,
+        reason: &'static str,
+    },
     #[error("rate limit `{}` (key {}) exceeded: retry in {}s", .0.name, .0.key, .0.retry_after)]
     RateLimited(Box<RateLimited>),
     #[error(
@@ -99,7 +105,9 @@ impl ProxyError {
             ProxyError::Malformed(m) => m.status(),
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::Unauthorized { .. } | ProxyError::BadToken { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -255,6 +255,9 @@ pub struct Route {
     /// Credentials needed first (`basic_auth`).
     #[serde(serialize_with = "crate::auth::basic::dump")]
     pub basic_auth: Option<std::sync::Arc<crate::auth::basic::BasicAuth>>,
+    /// A JWT bearer token needed first (`jwt`).
+    #[serde(serialize_with = "crate::auth::jwt::dump")]
+    pub(crate) jwt: Option<std::sync::Arc<crate::auth::jwt::Jwt>>,
 }
 
 impl Route {
@@ -437,6 +440,7 @@ mod tests {
             upstream_connect: Duration::from_secs(1),
             upstream_response_head: Duration::from_secs(1),
             basic_auth: None,
+            jwt: None,
         }
     }
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 mod auth;
 mod dns;
 pub(crate) mod dump;
+mod jwt;
 pub(crate) mod listener;
 mod load;
 mod log_format;

@@ -76,6 +76,23 @@ pub(super) fn compile_route(
         None => Some(None),
         Some(a) => ok(&mut errors, super::auth::basic_auth(a, base).map(Some)),
     };
+    let jwt = match &rt.jwt {
+        None => Some(None),
+        Some(_) if rt.basic_auth.is_some() => {
+            errors.push(field(
+                "jwt",
+                "a route has `basic_auth` or `jwt`, not both (one `Authorization` field)",
+            ));
+            None
+        }
+        Some(j) => match super::jwt::jwt(j, base) {
+            Ok(j) => Some(Some(j)),
+            Err(bad) => {
+                errors.extend(bad);
+                None
+            }
+        },
+    };
     let rate_limit = ok(
         &mut errors,
         super::rate_limit::route_limits(rt.rate_limit.as_ref(), rate_limits),
@@ -105,6 +122,7 @@ pub(super) fn compile_route(
                 .and_then(|t| t.upstream_response_head)
                 .unwrap_or(timeouts.upstream_response_head),
             basic_auth: basic_auth?,
+            jwt: jwt?,
         })
     })();
     match route {

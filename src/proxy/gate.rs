@@ -1,12 +1,13 @@
 //! The route's gates, between finding the route and acting on it, in
 //! nginx's phase order: the rate limits first (its preaccess phase, so
 //! that a client guessing passwords is limited too), then who the client
-//! is (basic auth: its access phase). A route with none costs one branch
-//! ([`any`]).
+//! is (basic auth, then a JWT bearer token: its access phase). A route
+//! with none costs one branch ([`any`]).
 
 use std::time::Duration;
 
 use super::auth;
+use super::jwt;
 use super::request::Noted;
 use crate::error::ProxyError;
 use crate::router::Route;
@@ -15,12 +16,12 @@ use crate::worker::Worker;
 /// Whether `route` has any gate at all.
 #[inline]
 pub(crate) fn any(route: &Route) -> bool {
-    !route.rate_limit.is_empty() || route.basic_auth.is_some()
+    !route.rate_limit.is_empty() || route.basic_auth.is_some() || route.jwt.is_some()
 }
 
 /// Runs `route`'s gates on a request: how long its rate limits make it
 /// wait before it goes upstream (`mode = "delay"`), or the refusal (429,
-/// 401).
+/// 401: basic auth, then JWT).
 pub(crate) async fn pass(
     w: &Worker,
     route: &Route,
@@ -43,6 +44,9 @@ pub(crate) async fn pass(
         if auth::check(route, &mut parts.headers, &routed.user)?.is_some() {
             return Err(auth::unauthorized(challenge));
         }
+    }
+    if let Some(j) = &route.jwt {
+        jwt::check(j, &mut parts.headers, &routed.user).await?;
     }
     Ok(wait)
 }

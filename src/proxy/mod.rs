@@ -7,7 +7,8 @@
 //!    (one authority, unambiguous framing, field names);
 //! 2. **route** (`request`, `gate`): the HTTPS redirect, the 421 check,
 //!    the route (404 if none), its `access` rules (403); its gates
-//!    (`gate`): rate limits (429), basic auth (`auth`: 401); then its own
+//!    (`gate`): rate limits (429), basic auth (`auth`: 401), JWT bearer
+//!    tokens (`jwt`: 401); then its own
 //!    answers, the body limit (413), the path rewrite;
 //! 3. **prepare** (`request`): the head rewritten for the hop (RFC 9110
 //!    §7.6: hop-by-hop fields dropped, `X-Forwarded-*` and `Via` added,
@@ -36,6 +37,7 @@ pub(crate) mod exchange;
 mod forward;
 mod gate;
 mod head_timeout;
+mod jwt;
 mod request;
 mod request_id;
 mod synthetic;
@@ -314,7 +316,9 @@ fn respond(
             }
             line.set(status.as_u16(), 0, err.upstream(), "error");
             let mut resp = synthetic::for_error(&err, grpc);
-            if let ProxyError::Unauthorized { challenge, .. } = &err {
+            if let ProxyError::Unauthorized { challenge, .. }
+            | ProxyError::BadToken { challenge, .. } = &err
+            {
                 resp.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, challenge.clone());
             }
