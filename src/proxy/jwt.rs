@@ -29,8 +29,8 @@ pub(crate) async fn check(
         v => v,
     };
     match verdict {
-        Verdict::Pass(claims) => {
-            if let Some(sub) = jwt.apply(&claims, headers) {
+        Verdict::Pass(passed) => {
+            if let Some(sub) = jwt.apply(passed, headers) {
                 user.set(Some(sub));
             }
             Ok(())

@@ -37,6 +37,9 @@ pub(crate) struct Key {
 /// A parsed JWKS.
 #[derive(Default)]
 pub(crate) struct KeySet {
+    /// Unique per set parsed (0: the empty set), the key of the threads'
+    /// caches of verified tokens (`cache.rs`).
+    pub(crate) id: u64,
     by_kid: HashMap<String, Key>,
     /// Keys without a `kid`.
     unnamed: Vec<Key>,
@@ -52,7 +55,11 @@ impl KeySet {
             keys: Vec<serde_json::Value>,
         }
         let doc: Doc = serde_json::from_str(text).map_err(|e| format!("not a JWKS: {e}"))?;
-        let mut set = KeySet::default();
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let mut set = KeySet {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            ..KeySet::default()
+        };
         let mut skipped = 0;
         for v in doc.keys {
             let Some((kid, key)) = serde_json::from_value::<Jwk>(v)

@@ -17,6 +17,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Serialize;
 
+pub(crate) mod cache;
 pub(crate) mod fetch;
 pub(crate) mod keys;
 
@@ -75,8 +76,8 @@ impl std::fmt::Debug for Jwt {
 
 /// What a request's token is worth.
 pub(crate) enum Verdict {
-    /// Valid: its claims.
-    Pass(serde_json::Map<String, serde_json::Value>),
+    /// Valid: what it lets through.
+    Pass(cache::Passed),
     /// No bearer token (RFC 6750 §3.1: the challenge has no error code).
     Missing,
     /// Refused, and why (said in `error_description`, and logged).
@@ -163,6 +164,12 @@ impl Jwt {
         if token.is_empty() {
             return Verdict::Invalid("malformed token");
         }
+        let set = self.keys.load();
+        let now = jsonwebtoken::get_current_timestamp();
+        let cached = cache::key(set.id, token);
+        if let Some(p) = cache::get(&cached, now) {
+            return Verdict::Pass(p);
+        }
         let Ok(header) = jsonwebtoken::decode_header(token) else {
             // `alg: none` lands here too: not an algorithm the crate knows.
             return Verdict::Invalid("malformed token or unknown algorithm");
@@ -170,7 +177,6 @@ impl Jwt {
         let Some(i) = self.algorithms.iter().position(|a| *a == header.alg) else {
             return Verdict::Invalid("algorithm not allowed");
         };
-        let set = self.keys.load();
         let Some(key) = set.find(header.kid.as_deref()) else {
             return match header.kid {
                 Some(_) => Verdict::UnknownKey,
@@ -185,7 +191,13 @@ impl Jwt {
         };
         type Claims = serde_json::Map<String, serde_json::Value>;
         match jsonwebtoken::decode::<Claims>(token, &key.key, validation) {
-            Ok(data) => Verdict::Pass(data.claims),
+            Ok(data) => {
+                let passed = self.passed(&data.claims);
+                if set.id != 0 {
+                    cache::insert(cached, passed.clone());
+                }
+                Verdict::Pass(passed)
+            }
             Err(e) => Verdict::Invalid(match e.kind() {
                 ErrorKind::ExpiredSignature => "token expired",
                 ErrorKind::ImmatureSignature => "token not valid yet (nbf)",
@@ -209,16 +221,12 @@ impl Jwt {
         }
     }
 
-    /// Sets the claim fields of a valid token's `claims` (strings as they
-    /// are, numbers and booleans as text, others skipped) and removes
-    /// `Authorization` unless `forward_token`. Returns `sub`, for the
-    /// access log's user.
-    pub(crate) fn apply(
-        &self,
-        claims: &serde_json::Map<String, serde_json::Value>,
-        headers: &mut HeaderMap,
-    ) -> Option<Arc<str>> {
+    /// What a valid token's `claims` let through: the claim fields
+    /// (strings as they are, numbers and booleans as text, others
+    /// skipped), `sub`, and how long that holds (`exp` and the skew).
+    fn passed(&self, claims: &serde_json::Map<String, serde_json::Value>) -> cache::Passed {
         use serde_json::Value;
+        let mut fields = Vec::with_capacity(self.claims_to_headers.len());
         for (claim, name) in &self.claims_to_headers {
             let text = match claims.get(claim) {
                 Some(Value::String(s)) => HeaderValue::from_str(s).ok(),
@@ -229,16 +237,32 @@ impl Jwt {
                 _ => None,
             };
             if let Some(v) = text {
-                headers.insert(name.clone(), v);
+                fields.push((name.clone(), v));
             }
+        }
+        let sub = match claims.get("sub") {
+            Some(Value::String(s)) => Some(s.as_str().into()),
+            _ => None,
+        };
+        // `exp` is required: checked already.
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        cache::Passed {
+            fields,
+            sub,
+            until: exp.saturating_add(self.clock_skew.as_secs()),
+        }
+    }
+
+    /// Sets a valid token's claim fields and removes `Authorization`
+    /// unless `forward_token`. Returns `sub`, for the access log's user.
+    pub(crate) fn apply(&self, passed: cache::Passed, headers: &mut HeaderMap) -> Option<Arc<str>> {
+        for (name, value) in passed.fields {
+            headers.insert(name, value);
         }
         if !self.forward_token {
             headers.remove(AUTHORIZATION);
         }
-        match claims.get("sub") {
-            Some(serde_json::Value::String(s)) => Some(s.as_str().into()),
-            _ => None,
-        }
+        passed.sub
     }
 }
 
