@@ -48,7 +48,10 @@
 //!   thread (`export.rs`, with the protobuf messages of `proto.rs`).
 //! - `auth/`: HTTP Basic authentication against htpasswd files (parsed
 //!   and checked in `basic.rs`, each thread's verified passwords in
-//!   `cache.rs`), read by `config/` and applied by `proxy/auth.rs`.
+//!   `cache.rs`), read by `config/` and applied by `proxy/auth.rs`; JWT
+//!   bearer tokens (`jwt/`: the checks, the key sets read without a lock,
+//!   the `jwks_url` fetch thread, each thread's verified tokens), read by
+//!   `config/jwt.rs` and applied by `proxy/jwt.rs`.
 //! - `message/`: pure HTTP rules: what a request head must be before
 //!   anything acts on it (`admit.rs`) and the RFC 9110 header rewriting
 //!   for the next hop (`headers.rs`).
