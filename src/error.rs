@@ -31,6 +31,12 @@ pub enum ProxyError {
         upstream: String,
         cause: AuthFailure,
     },
+    #[error("jwt: {reason}")]
+    BadToken {
+        /// The `WWW-Authenticate` of the 401.
+        challenge: http::HeaderValue,
+        reason: &'static str,
+    },
     #[error("rate limit `{}` (key {}) exceeded: retry in {}s", .0.name, .0.key, .0.retry_after)]
     RateLimited(Box<RateLimited>),
     #[error("concurrency limit `{}` (key {}) reached: {} requests already in flight", .0.name, .0.key, .0.max)]
@@ -150,7 +156,9 @@ impl ProxyError {
             ProxyError::Malformed(m) => m.status(),
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::Unauthorized { .. } | ProxyError::BadToken { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
             // Not nginx's 503 (`limit_conn_status`'s default): the client
             // sent too many, the server is not unavailable; and a proxy in
             // front (Tidegate included) takes a 503 as the server's

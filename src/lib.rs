@@ -49,7 +49,10 @@
 //!   thread (`export.rs`, with the protobuf messages of `proto.rs`).
 //! - `auth/`: HTTP Basic authentication against htpasswd files (parsed
 //!   and checked in `basic.rs`, each thread's verified passwords in
-//!   `cache.rs`), read by `config/` and applied by `proxy/auth.rs`.
+//!   `cache.rs`), read by `config/` and applied by `proxy/auth.rs`; JWT
+//!   bearer tokens (`jwt/`: the checks, the key sets read without a lock,
+//!   the `jwks_url` fetch thread, each thread's verified tokens), read by
+//!   `config/jwt.rs` and applied by `proxy/jwt.rs`.
 //! - `ratelimit/`: traffic limits, read by `config/` and applied by
 //!   `proxy/gate.rs`: request rates (`mod.rs`, the GCRA of `gcra.rs`) and
 //!   requests in flight (`concurrency.rs`), each limit a fixed lock-free

@@ -265,6 +265,9 @@ pub struct Route {
     /// An upstream group's word needed first (`forward_auth`).
     #[serde(serialize_with = "crate::config::dump::opt_arc")]
     pub forward_auth: Option<std::sync::Arc<crate::config::forward_auth::ForwardAuth>>,
+    /// A JWT bearer token needed first (`jwt`).
+    #[serde(serialize_with = "crate::auth::jwt::dump")]
+    pub(crate) jwt: Option<std::sync::Arc<crate::auth::jwt::Jwt>>,
 }
 
 impl Route {
@@ -450,6 +453,7 @@ mod tests {
             basic_auth: None,
             compress: None,
             forward_auth: None,
+            jwt: None,
         }
     }
 

@@ -32,6 +32,11 @@ pub(crate) struct Generation {
     /// Where spans go, with `[tracing]` (set by the server, which runs
     /// the exporter).
     pub trace: Option<crate::trace::Sink>,
+    /// The fetches of the config's `jwks_url` key sets, while any copy of
+    /// this generation (or a DNS change's, same config) is in service:
+    /// started by the server ([`Generation::fetching_jwks`]), never by
+    /// `tidegate check`.
+    pub jwks: Option<Arc<crate::auth::jwt::fetch::Fetcher>>,
 }
 
 impl Generation {
@@ -78,7 +83,15 @@ impl Generation {
             upstreams: Arc::new(upstreams),
             tls: Arc::new(tls),
             trace: None,
+            jwks: None,
         })
+    }
+
+    /// Starts fetching the key sets of the routes' `jwks_url`s.
+    pub(crate) fn fetching_jwks(mut self) -> Generation {
+        let jwts = self.config.routes.iter().filter_map(|r| r.jwt.as_deref());
+        self.jwks = crate::auth::jwt::fetch::Fetcher::start(jwts).map(Arc::new);
+        self
     }
 
     /// Takes over `old`'s state of every rate and concurrency limit left

@@ -22,6 +22,7 @@ pub(crate) mod concurrency_limit;
 mod dns;
 pub(crate) mod dump;
 pub(crate) mod forward_auth;
+mod jwt;
 pub(crate) mod listener;
 mod load;
 mod log_format;

@@ -222,6 +222,7 @@ pub struct Route {
     pub basic_auth: Option<BasicAuth>,
     pub compress: Option<Compress>,
     pub forward_auth: Option<ForwardAuth>,
+    pub jwt: Option<Jwt>,
 }
 
 /// A route's `[routes.forward_auth]` (checked in `forward_auth.rs`).
@@ -236,6 +237,24 @@ pub struct ForwardAuth {
     #[serde(default, deserialize_with = "duration")]
     pub timeout: Option<Duration>,
     pub on_error: Option<u16>,
+}
+
+/// A route's `[routes.jwt]` (`config/jwt.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jwt {
+    pub realm: Option<String>,
+    pub issuers: Vec<String>,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<String>,
+    pub jwks_file: Option<String>,
+    pub jwks_url: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub jwks_refresh: Option<Duration>,
+    /// A duration that may be zero: parsed in `config/jwt.rs`.
+    pub clock_skew: Option<String>,
+    pub claims_to_headers: Option<BTreeMap<String, String>>,
+    pub forward_token: Option<bool>,
 }
 
 /// A route's `basic_auth = { realm, htpasswd, forward_authorization }`.

@@ -92,6 +92,23 @@ pub(super) fn compile_route(
             super::forward_auth::forward_auth(a, upstreams).map(|a| Some(std::sync::Arc::new(a))),
         ),
     };
+    let jwt = match &rt.jwt {
+        None => Some(None),
+        Some(_) if rt.basic_auth.is_some() => {
+            errors.push(field(
+                "jwt",
+                "a route has `basic_auth` or `jwt`, not both (one `Authorization` field)",
+            ));
+            None
+        }
+        Some(j) => match super::jwt::jwt(j, base) {
+            Ok(j) => Some(Some(j)),
+            Err(bad) => {
+                errors.extend(bad);
+                None
+            }
+        },
+    };
     let rate_limit = ok(
         &mut errors,
         super::rate_limit::route_limits(rt.rate_limit.as_ref(), &limit_names.rate),
@@ -145,6 +162,7 @@ pub(super) fn compile_route(
             basic_auth: basic_auth?,
             compress: compress?,
             forward_auth: forward_auth?,
+            jwt: jwt?,
         })
     })();
     match route {

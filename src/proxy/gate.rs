@@ -2,16 +2,16 @@
 //! nginx's phase order: the rate limits first (its preaccess phase, so
 //! that a client guessing passwords is limited too), then the concurrency
 //! limits (preaccess too, after `limit_req` as there: a request refused
-//! by a rate never takes a place), then who the client is (basic auth: its
-//! access phase), and last what another service says of it
-//! (`forward_auth`: nginx's `auth_request`, also in its access phase,
-//! after the cheaper checks). A route with none costs one branch
-//! ([`any`]).
+//! by a rate never takes a place), then who the client is (basic auth,
+//! then a JWT bearer token: its access phase), and last what another
+//! service says of it (`forward_auth`: nginx's `auth_request`, also in
+//! its access phase, after the cheaper checks). A route with none costs
+//! one branch ([`any`]).
 
 use std::time::Duration;
 
 use super::request::Noted;
-use super::{auth, forward_auth};
+use super::{auth, forward_auth, jwt};
 use crate::downstream::state::ConnCtx;
 use crate::error::ProxyError;
 use crate::message::admit::Authority;
@@ -25,6 +25,7 @@ pub(crate) fn any(route: &Route) -> bool {
     !route.rate_limit.is_empty()
         || !route.concurrency_limit.is_empty()
         || route.basic_auth.is_some()
+        || route.jwt.is_some()
         || route.forward_auth.is_some()
 }
 
@@ -40,7 +41,7 @@ pub(crate) struct Passed {
 }
 
 /// Runs `route`'s gates on a request: what it carries on with, or the
-/// refusal (429, 401, the forward-auth service's answer or its
+/// refusal (429, 401: basic auth, then JWT; the forward-auth service's answer or its
 /// `on_error`).
 pub(crate) async fn pass(
     ctx: &ConnCtx,
@@ -79,6 +80,9 @@ pub(crate) async fn pass(
         if auth::check(route, &mut parts.headers, &routed.user)?.is_some() {
             return Err(auth::unauthorized(challenge));
         }
+    }
+    if let Some(j) = &route.jwt {
+        jwt::check(j, &mut parts.headers, &routed.user).await?;
     }
     if let Some(fa) = &route.forward_auth {
         // Boxed: its state would otherwise enlarge every request's.

@@ -9,9 +9,9 @@
 //!    the route (404 if none), its `access` rules (403); its gates
 //!    (`gate`): rate limits (429), concurrency limits (429: the place
 //!    taken is held until the response ends), basic auth (`auth`: 401),
-//!    forward auth (`forward_auth`: the auth service's refusal as it
-//!    came, or the route's `on_error`); then its own answers, the body
-//!    limit (413), the path rewrite;
+//!    JWT bearer tokens (`jwt`: 401), forward auth (`forward_auth`: the
+//!    auth service's refusal as it came, or the route's `on_error`); then
+//!    its own answers, the body limit (413), the path rewrite;
 //! 3. **prepare** (`request`): the head rewritten for the hop (RFC 9110
 //!    §7.6: hop-by-hop fields dropped, `X-Forwarded-*` and `Via` added,
 //!    `Host` set) and the route's fields;
@@ -41,6 +41,7 @@ mod forward;
 mod forward_auth;
 mod gate;
 mod head_timeout;
+mod jwt;
 mod request;
 mod request_id;
 mod synthetic;
@@ -327,7 +328,9 @@ fn respond(
             }
             line.set(status.as_u16(), 0, err.upstream(), "error");
             let mut resp = synthetic::for_error(&err, grpc);
-            if let ProxyError::Unauthorized { challenge, .. } = &err {
+            if let ProxyError::Unauthorized { challenge, .. }
+            | ProxyError::BadToken { challenge, .. } = &err
+            {
                 resp.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, challenge.clone());
             }

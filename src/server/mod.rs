@@ -342,7 +342,7 @@ impl Running {
         let shared = self.shared.clone();
         let mut shared = lock(&shared);
         // Servers in both configs keep their health: the registry knows them.
-        let mut generation = Generation::build(config, &mut shared.registry)?;
+        let mut generation = Generation::build(config, &mut shared.registry)?.fetching_jwks();
         generation.keep_limits(&shared.current);
         let config = &generation.config;
         if config.threads != self.threads {
@@ -451,7 +451,7 @@ pub(crate) fn start_with(
     mut inherited: Option<&mut Inherited>,
 ) -> Result<Running, StartError> {
     let mut registry = UpstreamRegistry::default();
-    let mut generation = Generation::build(config, &mut registry)?;
+    let mut generation = Generation::build(config, &mut registry)?.fetching_jwks();
     let config = generation.config.clone();
     let threads = config.threads.max(1);
     let nofile = open_files_limit();

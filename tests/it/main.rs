@@ -27,6 +27,7 @@ mod grpc;
 mod hardening;
 mod headers;
 mod health;
+mod jwt;
 mod limits_and_log;
 mod log_formats;
 mod messages;
