@@ -35,7 +35,10 @@ pub use crate::auth::basic::BasicAuth;
 pub use dns::Dns;
 pub use listener::{ClientAuth, Listener, ListenerTls, RequestId, DEFAULT_MAX_STREAMS};
 pub use log_format::{LogFormat, Piece, Var};
-pub use rate_limit::{KeyPart, Mode as RateLimitMode, RateLimit};
+pub use rate_limit::{
+    Backend as RateLimitBackend, KeyPart, Mode as RateLimitMode, OnError, RateLimit,
+    Redis as RedisBackend,
+};
 pub use run_as::RunAs;
 pub use source::{ConfigError, Problem, Source};
 pub use upstream::{

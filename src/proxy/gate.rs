@@ -20,7 +20,7 @@ pub(crate) fn any(route: &Route) -> bool {
 
 /// Runs `route`'s gates on a request: how long its rate limits make it
 /// wait before it goes upstream (`mode = "delay"`), or the refusal (429,
-/// 401).
+/// 503 for a global limit without its Redis, 401).
 pub(crate) async fn pass(
     w: &Worker,
     route: &Route,
@@ -30,10 +30,11 @@ pub(crate) async fn pass(
 ) -> Result<Duration, ProxyError> {
     let wait = match route.rate_limit.is_empty() {
         true => Duration::ZERO,
-        false => w
-            .limiters
-            .check(&route.rate_limit, route.index, client, &parts.headers)
-            .map_err(ProxyError::RateLimited)?,
+        false => {
+            w.limiters
+                .check(&route.rate_limit, route.index, client, &parts.headers)
+                .await?
+        }
     };
     if let Some(p) = auth::check(route, &mut parts.headers, &routed.user)? {
         // A password this thread has not seen: hashed off the thread;

@@ -20,8 +20,14 @@
 //! A reload keeps the table of every limit whose name and settings are
 //! unchanged ([`Limiters::carried`]); a changed or new limit starts
 //! afresh.
+//!
+//! A limit with `backend = "redis"` shares its budget with every instance
+//! through Redis ([`global`]).
 
 pub(crate) mod gcra;
+pub(crate) mod global;
+mod lease;
+mod store;
 
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
@@ -31,9 +37,14 @@ use std::time::{Duration, Instant};
 use http::header::{HeaderMap, HeaderValue};
 use siphasher::sip::SipHasher13;
 
-use crate::config::{KeyPart, RateLimit, RateLimitMode};
-use crate::error::RateLimited;
+use crate::config::{KeyPart, RateLimit, RateLimitBackend, RateLimitMode};
+use crate::error::{ProxyError, RateLimited};
 use gcra::{Decision, Gcra};
+use global::{Global, Verdict};
+
+/// The SipHash keys of a global limit's keys: the same in every instance,
+/// so that they all name a client's key alike in Redis.
+const GLOBAL_SIP: (u64, u64) = (0x7469_6465_6761_7465, 0x676c_6f62_616c_726c);
 
 /// Every limit of one config, with its state.
 #[derive(Debug)]
@@ -54,6 +65,8 @@ struct Limiter {
     table: std::sync::Arc<Table>,
     /// `RateLimit-Policy`'s value, made once.
     policy: HeaderValue,
+    /// `backend = "redis"`: the shared budget's state here.
+    global: Option<std::sync::Arc<Global>>,
 }
 
 /// A fixed table of TATs, indexed by a keyed hash.
@@ -120,9 +133,15 @@ impl Limiters {
             limits: limits
                 .iter()
                 .map(|l| {
-                    let kept = old
-                        .and_then(|o| o.limits.iter().find(|k| &k.config == l))
-                        .map(|k| k.table.clone());
+                    let kept = old.and_then(|o| o.limits.iter().find(|k| &k.config == l));
+                    let global = match &l.backend {
+                        RateLimitBackend::Local => None,
+                        RateLimitBackend::Redis(r) => Some(
+                            kept.and_then(|k| k.global.clone())
+                                .unwrap_or_else(|| std::sync::Arc::new(Global::new(l, r))),
+                        ),
+                    };
+                    let kept = kept.map(|k| k.table.clone());
                     let gcra = Gcra::new(l.rate, l.period.as_nanos() as u64, l.burst);
                     // draft-ietf-httpapi-ratelimit-headers-10 §3:
                     // `"name";q=QUOTA;w=WINDOW` (a structured-field list of
@@ -134,7 +153,12 @@ impl Limiters {
                         key: l.key.clone(),
                         gcra,
                         delay: l.mode == RateLimitMode::Delay,
-                        table: kept.unwrap_or_else(|| std::sync::Arc::new(Table::new(l.max_keys))),
+                        table: kept.unwrap_or_else(|| {
+                            // A global limit keeps its own tables.
+                            let slots = if global.is_some() { 1 } else { l.max_keys };
+                            std::sync::Arc::new(Table::new(slots))
+                        }),
+                        global,
                         policy: HeaderValue::from_str(&policy)
                             .unwrap_or(HeaderValue::from_static("\"limit\"")),
                     }
@@ -146,19 +170,23 @@ impl Limiters {
     }
 
     /// Checks the limits `ids` (a route's) for a request: how long it
-    /// waits first (`delay` mode), or the refusal.
-    pub(crate) fn check(
+    /// waits first (`delay` mode), or the refusal (429; 503 for a global
+    /// limit whose Redis is down with `on_error = "deny"`).
+    pub(crate) async fn check(
         &self,
         ids: &[usize],
         route: usize,
         client: IpAddr,
         headers: &HeaderMap,
-    ) -> Result<Duration, Box<RateLimited>> {
+    ) -> Result<Duration, ProxyError> {
         // +1: 0 is an empty slot's TAT, always in the past.
         let now = self.base.elapsed().as_nanos() as u64 + 1;
         let mut wait = 0;
         for l in ids.iter().filter_map(|&i| self.limits.get(i)) {
-            let mut h = l.table.hasher();
+            let mut h = match l.global {
+                None => l.table.hasher(),
+                Some(_) => SipHasher13::new_with_keys(GLOBAL_SIP.0, GLOBAL_SIP.1),
+            };
             if !l
                 .key
                 .iter()
@@ -166,34 +194,50 @@ impl Limiters {
             {
                 continue;
             }
-            match l.table.decide(h.finish(), &l.gcra, now, l.delay) {
-                (Decision::Allow { wait: w, .. }, _) => wait = wait.max(w),
-                (Decision::Refuse { retry_after }, tat) => {
-                    let kind = l
-                        .key
-                        .iter()
-                        .map(KeyPart::kind)
-                        .collect::<Vec<_>>()
-                        .join("+");
-                    tracing::debug!(limit = %l.name, key = %kind, "rate limit exceeded");
-                    let secs = |ns: u64| ns.div_ceil(1_000_000_000).max(1);
-                    return Err(Box::new(RateLimited {
-                        name: l.name.clone(),
-                        key: kind,
-                        retry_after: secs(retry_after),
-                        policy: l.policy.clone(),
-                        // draft-10 §4: `"name";r=REMAINING;t=RESET`.
-                        state: HeaderValue::from_str(&format!(
-                            "\"{}\";r=0;t={}",
-                            l.name,
-                            secs(tat.saturating_sub(now))
-                        ))
-                        .ok(),
-                    }));
-                }
-            }
+            let (retry_after, reset) = match &l.global {
+                None => match l.table.decide(h.finish(), &l.gcra, now, l.delay) {
+                    (Decision::Allow { wait: w, .. }, _) => {
+                        wait = wait.max(w);
+                        continue;
+                    }
+                    (Decision::Refuse { retry_after }, tat) => {
+                        (retry_after, tat.saturating_sub(now))
+                    }
+                },
+                Some(g) => match g.check(h.finish(), &l.gcra, now).await {
+                    Verdict::Allow => continue,
+                    Verdict::Refuse { retry_after, reset } => (retry_after, reset),
+                    Verdict::Unavailable => {
+                        return Err(ProxyError::RateLimitUnavailable(l.name.clone()))
+                    }
+                },
+            };
+            return Err(ProxyError::RateLimited(l.refusal(retry_after, reset)));
         }
         Ok(Duration::from_nanos(wait))
+    }
+}
+
+impl Limiter {
+    /// The 429 of a request over this limit, which conforms again in
+    /// `retry_after` and finds the key's state full in `reset` (ns).
+    fn refusal(&self, retry_after: u64, reset: u64) -> Box<RateLimited> {
+        let kind = self
+            .key
+            .iter()
+            .map(KeyPart::kind)
+            .collect::<Vec<_>>()
+            .join("+");
+        tracing::debug!(limit = %self.name, key = %kind, "rate limit exceeded");
+        let secs = |ns: u64| ns.div_ceil(1_000_000_000).max(1);
+        Box::new(RateLimited {
+            name: self.name.clone(),
+            key: kind,
+            retry_after: secs(retry_after),
+            policy: self.policy.clone(),
+            // draft-10 §4: `"name";r=REMAINING;t=RESET`.
+            state: HeaderValue::from_str(&format!("\"{}\";r=0;t={}", self.name, secs(reset))).ok(),
+        })
     }
 }
 
@@ -224,6 +268,26 @@ fn hash_part(
 mod tests {
     use super::*;
 
+    impl Limiters {
+        /// `check`, run to its end (local limits never wait on it).
+        fn check_now(
+            &self,
+            ids: &[usize],
+            route: usize,
+            client: IpAddr,
+            headers: &HeaderMap,
+        ) -> Result<Duration, Box<RateLimited>> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            match rt.block_on(self.check(ids, route, client, headers)) {
+                Ok(d) => Ok(d),
+                Err(ProxyError::RateLimited(r)) => Err(r),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
     #[test]
     fn a_million_keys_stay_in_the_table() {
         let t = Table::new(1 << 16);
@@ -249,19 +313,19 @@ mod tests {
         let l = limiters(vec![KeyPart::ClientIp]);
         let ip: IpAddr = [127, 0, 0, 1].into();
         let none = HeaderMap::new();
-        assert!(l.check(&[0], 0, ip, &none).is_ok());
-        assert!(l.check(&[0], 0, ip, &none).is_ok());
-        assert!(l.check(&[0], 0, ip, &none).is_err());
+        assert!(l.check_now(&[0], 0, ip, &none).is_ok());
+        assert!(l.check_now(&[0], 0, ip, &none).is_ok());
+        assert!(l.check_now(&[0], 0, ip, &none).is_err());
         let same = l.carried(&[l.limits[0].config.clone()]);
         assert!(std::sync::Arc::ptr_eq(
             &same.limits[0].table,
             &l.limits[0].table
         ));
-        assert!(same.check(&[0], 0, ip, &none).is_err());
+        assert!(same.check_now(&[0], 0, ip, &none).is_err());
         let mut changed = l.limits[0].config.clone();
         changed.burst = 2;
         let fresh = l.carried(&[changed]);
-        assert!(fresh.check(&[0], 0, ip, &none).is_ok());
+        assert!(fresh.check_now(&[0], 0, ip, &none).is_ok());
     }
 
     fn limiters(key: Vec<KeyPart>) -> Limiters {
@@ -273,6 +337,7 @@ mod tests {
             burst: 1,
             mode: RateLimitMode::Reject,
             max_keys: 1024,
+            backend: RateLimitBackend::Local,
         }])
     }
 
@@ -284,15 +349,15 @@ mod tests {
         a.insert("x-k", HeaderValue::from_static("a"));
         let mut b = HeaderMap::new();
         b.insert("x-k", HeaderValue::from_static("b"));
-        assert!(l.check(&[0], 0, ip, &a).is_ok());
-        assert!(l.check(&[0], 0, ip, &a).is_ok());
-        let refused = l.check(&[0], 0, ip, &a).unwrap_err();
+        assert!(l.check_now(&[0], 0, ip, &a).is_ok());
+        assert!(l.check_now(&[0], 0, ip, &a).is_ok());
+        let refused = l.check_now(&[0], 0, ip, &a).unwrap_err();
         assert_eq!(refused.key, "header");
         assert_eq!(refused.policy, "\"l\";q=1;w=60");
         assert!(refused.retry_after > 0);
-        assert!(l.check(&[0], 0, ip, &b).is_ok());
+        assert!(l.check_now(&[0], 0, ip, &b).is_ok());
         for _ in 0..10 {
-            assert!(l.check(&[0], 0, ip, &HeaderMap::new()).is_ok());
+            assert!(l.check_now(&[0], 0, ip, &HeaderMap::new()).is_ok());
         }
     }
 
@@ -303,9 +368,9 @@ mod tests {
         h.insert(http::header::COOKIE, HeaderValue::from_static("a=1; s=x"));
         let one: IpAddr = [10, 0, 0, 1].into();
         let two: IpAddr = [10, 0, 0, 2].into();
-        assert!(l.check(&[0], 0, one, &h).is_ok());
-        assert!(l.check(&[0], 0, one, &h).is_ok());
-        assert!(l.check(&[0], 0, one, &h).is_err());
-        assert!(l.check(&[0], 0, two, &h).is_ok());
+        assert!(l.check_now(&[0], 0, one, &h).is_ok());
+        assert!(l.check_now(&[0], 0, one, &h).is_ok());
+        assert!(l.check_now(&[0], 0, one, &h).is_err());
+        assert!(l.check_now(&[0], 0, two, &h).is_ok());
     }
 }

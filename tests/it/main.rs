@@ -20,6 +20,7 @@ mod dns;
 mod error_log;
 mod errors;
 mod fuzz_targets;
+mod global_rate_limit;
 mod grpc;
 mod hardening;
 mod headers;
