@@ -391,6 +391,48 @@ mod tests {
     }
 
     #[test]
+    fn redis_backends_compile() {
+        let text = format!(
+            "{BASE}[rate_limits.one]\nrate = \"10/s\"\nbackend = \"redis\"\nredis = \"redis://127.0.0.1:6379\"\n\
+             [rate_limits.cluster]\nrate = \"10/s\"\nbackend = \"redis\"\n\
+             redis = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]\non_error = \"deny\"\ntimeout = \"20ms\"\n\
+             [[routes]]\nupstream = \"app\"\n"
+        );
+        let c = Config::from_toml(&text, "t.toml").unwrap();
+        let Backend::Redis(cluster) = &c.rate_limits[0].backend else {
+            panic!("{:?}", c.rate_limits[0]);
+        };
+        assert!(cluster.cluster);
+        assert_eq!(cluster.nodes.len(), 2);
+        assert_eq!(
+            (cluster.on_error, cluster.timeout),
+            (OnError::Deny, Duration::from_millis(20))
+        );
+        let Backend::Redis(one) = &c.rate_limits[1].backend else {
+            panic!("{:?}", c.rate_limits[1]);
+        };
+        assert_eq!(one.nodes, ["redis://127.0.0.1:6379"]);
+        assert!(!one.cluster);
+        assert_eq!(
+            (one.on_error, one.timeout),
+            (OnError::Allow, DEFAULT_REDIS_TIMEOUT)
+        );
+        let text = format!(
+            "{BASE}[rate_limits.d]\nrate = \"10/s\"\nmode = \"delay\"\nbackend = \"redis\"\n\
+             redis = [\"redis://\", \"redis://h:1\"]\n[[routes]]\nupstream = \"app\"\n"
+        );
+        let e = Config::from_toml(&text, "t.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("t.toml:7: rate_limits.d.mode: \"delay\" is not supported"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:9: rate_limits.d.redis: `redis://`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn rates_parse() {
         assert_eq!(parse_rate("10/s"), Ok((10, Duration::from_secs(1))));
         assert_eq!(parse_rate("600/m"), Ok((600, Duration::from_secs(60))));

@@ -328,6 +328,25 @@ mod tests {
         assert!(fresh.check_now(&[0], 0, ip, &none).is_ok());
     }
 
+    #[test]
+    fn a_reload_keeps_an_unchanged_global_limits_leases() {
+        let mut c = limiters(vec![KeyPart::ClientIp]).limits[0].config.clone();
+        c.backend = RateLimitBackend::Redis(crate::config::RedisBackend {
+            nodes: vec!["redis://127.0.0.1:1".into()],
+            cluster: false,
+            on_error: crate::config::OnError::Allow,
+            timeout: Duration::from_millis(50),
+        });
+        let l = Limiters::new(std::slice::from_ref(&c));
+        let kept = l.carried(std::slice::from_ref(&c));
+        let (a, b) = (l.limits[0].global.as_ref(), kept.limits[0].global.as_ref());
+        assert!(std::sync::Arc::ptr_eq(a.unwrap(), b.unwrap()));
+        c.rate = 2;
+        let fresh = l.carried(&[c]);
+        let b = fresh.limits[0].global.as_ref();
+        assert!(!std::sync::Arc::ptr_eq(a.unwrap(), b.unwrap()));
+    }
+
     fn limiters(key: Vec<KeyPart>) -> Limiters {
         Limiters::new(&[RateLimit {
             name: "l".into(),

@@ -77,6 +77,8 @@ impl Redis {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("redis-server on {} never answered", self.port);
     }
 
