@@ -139,9 +139,14 @@ impl Global {
         }
         match out {
             (0, ahead) => {
+                let ms = self.base.elapsed().as_millis() as u64 + 1;
+                // A concurrent request of the key got a batch meanwhile
+                // (several ask at once when a key starts): spend it.
+                if self.leases.take(hash, ms as u32) == Take::Took {
+                    return Verdict::Allow;
+                }
                 let retry_us = ahead.saturating_sub(self.tolerance_us).max(1);
                 // Refusals until then are answered here, for at most a lease's time.
-                let ms = self.base.elapsed().as_millis() as u64 + 1;
                 let wait = retry_us.div_ceil(1000).min(u64::from(LEASE_MS)) as u32;
                 self.leases
                     .refuse(hash, ms as u32, (ms as u32).wrapping_add(wait));
