@@ -41,6 +41,8 @@ pub enum ProxyError {
     RateLimited(Box<RateLimited>),
     #[error("concurrency limit `{}` (key {}) reached: {} requests already in flight", .0.name, .0.key, .0.max)]
     ConcurrencyLimited(Box<ConcurrencyLimited>),
+    #[error("rate limit `{0}`: Redis is unreachable and on_error = \"deny\"")]
+    RateLimitUnavailable(std::sync::Arc<str>),
     #[error(
         "host `{host}` is not covered by the certificate of this TLS connection (SNI `{sni}`)"
     )]
@@ -173,9 +175,9 @@ impl ProxyError {
             ProxyError::BadRewrite | ProxyError::Random => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::ConnectProtocol(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::WebSocket { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::NoServer { .. } | ProxyError::ServerFull { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoServer { .. }
+            | ProxyError::ServerFull { .. }
+            | ProxyError::RateLimitUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::Connect { .. } | ProxyError::Tls { .. } | ProxyError::Handshake { .. } => {
                 StatusCode::BAD_GATEWAY

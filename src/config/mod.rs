@@ -41,7 +41,10 @@ pub use dns::Dns;
 pub use forward_auth::ForwardAuth;
 pub use listener::{ClientAuth, Listener, ListenerTls, RequestId, DEFAULT_MAX_STREAMS};
 pub use log_format::{LogFormat, Piece, Var};
-pub use rate_limit::{KeyPart, Mode as RateLimitMode, RateLimit};
+pub use rate_limit::{
+    Backend as RateLimitBackend, KeyPart, Mode as RateLimitMode, OnError, RateLimit,
+    Redis as RedisBackend,
+};
 pub use run_as::RunAs;
 pub use source::{ConfigError, Problem, Source};
 pub use upstream::{

@@ -31,7 +31,48 @@ pub struct RateLimit {
     /// Slots of the key table, a power of two; keys that share a slot
     /// share their limit.
     pub max_keys: usize,
+    /// Where the budget lives: this instance, or Redis.
+    pub backend: Backend,
 }
+
+/// Where a limit's state lives.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case", tag = "backend")]
+pub enum Backend {
+    /// This instance's memory: each instance has its own budget.
+    #[default]
+    Local,
+    /// Redis: one budget shared by every instance naming the same Redis
+    /// and limit ([`crate::ratelimit::global`]).
+    Redis(Redis),
+}
+
+/// A `backend = "redis"` limit's Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Redis {
+    /// `redis://` URLs: one server's, or Redis Cluster's seed nodes.
+    pub nodes: Vec<String>,
+    /// `redis` was a list: the nodes are a Redis Cluster's.
+    pub cluster: bool,
+    pub on_error: OnError,
+    /// Redis slower than this counts as down.
+    #[serde(serialize_with = "super::dump::duration")]
+    pub timeout: Duration,
+}
+
+/// What a `backend = "redis"` limit does while Redis is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// The same limit, kept by each instance alone.
+    #[default]
+    Allow,
+    /// Every request the limit covers is refused (503).
+    Deny,
+}
+
+/// Redis slower than this counts as down, unless `timeout` says otherwise.
+pub(crate) const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// A part of a limit's key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -94,6 +135,7 @@ fn rate_limit(name: &str, r: &raw::RateLimit, p: &mut Problems) -> Option<RateLi
             Mode::Reject
         }
     };
+    let backend = backend(&at, r, mode, p);
     let (rate, period) = rate.ok()?;
     (p.len() == before).then(|| RateLimit {
         name: name.to_string(),
@@ -103,6 +145,7 @@ fn rate_limit(name: &str, r: &raw::RateLimit, p: &mut Problems) -> Option<RateLi
         burst: r.burst.unwrap_or(0),
         mode,
         max_keys,
+        backend,
     })
 }
 
@@ -136,6 +179,101 @@ pub(super) fn max_keys(at: &str, max_keys: Option<usize>, p: &mut Problems) -> u
             DEFAULT_MAX_KEYS
         }
     }
+}
+
+/// `backend`, and with `redis` its `redis`, `on_error` and `timeout`.
+fn backend(at: &str, r: &raw::RateLimit, mode: Mode, p: &mut Problems) -> Backend {
+    let redis_only = [
+        ("redis", r.redis.is_some()),
+        ("on_error", r.on_error.is_some()),
+        ("timeout", r.timeout.is_some()),
+    ];
+    match r.backend.as_deref() {
+        None | Some("local") => {
+            for (field, _) in redis_only.iter().filter(|(_, set)| *set) {
+                p.add(
+                    format!("{at}.{field}"),
+                    "applies only with backend = \"redis\"",
+                );
+            }
+            return Backend::Local;
+        }
+        Some("redis") => {}
+        Some(b) => {
+            p.add(
+                format!("{at}.backend"),
+                format!("`{b}` is neither \"local\" nor \"redis\""),
+            );
+            return Backend::Local;
+        }
+    }
+    if mode == Mode::Delay {
+        p.add(
+            format!("{at}.mode"),
+            "\"delay\" is not supported with backend = \"redis\" (use \"reject\")",
+        );
+    }
+    let nodes: Vec<String> = match &r.redis {
+        None => {
+            p.add(
+                format!("{at}.backend"),
+                "\"redis\" needs `redis`, the server's URL (or a list of Redis Cluster nodes)",
+            );
+            Vec::new()
+        }
+        Some(urls) if urls.items().is_empty() => {
+            p.add(format!("{at}.redis"), "is empty");
+            Vec::new()
+        }
+        Some(urls) => urls
+            .items()
+            .iter()
+            .filter(|u| match redis_url(u) {
+                Ok(()) => true,
+                Err(e) => {
+                    p.add(format!("{at}.redis"), e);
+                    false
+                }
+            })
+            .cloned()
+            .collect(),
+    };
+    let on_error = match r.on_error.as_deref() {
+        None | Some("allow") => OnError::Allow,
+        Some("deny") => OnError::Deny,
+        Some(e) => {
+            p.add(
+                format!("{at}.on_error"),
+                format!("`{e}` is neither \"allow\" nor \"deny\""),
+            );
+            OnError::Allow
+        }
+    };
+    let timeout = match r.timeout.as_deref().map(raw::parse_duration) {
+        None => DEFAULT_REDIS_TIMEOUT,
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            p.add(format!("{at}.timeout"), e);
+            DEFAULT_REDIS_TIMEOUT
+        }
+    };
+    Backend::Redis(Redis {
+        nodes,
+        cluster: matches!(r.redis, Some(raw::OneOrMany::Many(_))),
+        on_error,
+        timeout,
+    })
+}
+
+/// A `redis://HOST[:PORT][/DB]` URL, as the Redis client reads it.
+fn redis_url(u: &str) -> Result<(), String> {
+    use redis::IntoConnectionInfo;
+    if !u.starts_with("redis://") {
+        return Err(format!("`{u}` is not a redis://HOST:PORT URL"));
+    }
+    u.into_connection_info()
+        .map(drop)
+        .map_err(|e| format!("`{u}` is not a Redis URL ({e})"))
 }
 
 /// `client_ip`, `route`, `header:NAME` or `cookie:NAME`.
@@ -270,6 +408,48 @@ mod tests {
             "{BASE}[rate_limits.a]\nrate = \"1/s\"\nburst = -1\n[[routes]]\nupstream = \"app\"\n"
         );
         assert!(Config::from_toml(&text, "t.toml").is_err());
+    }
+
+    #[test]
+    fn redis_backends_compile() {
+        let text = format!(
+            "{BASE}[rate_limits.one]\nrate = \"10/s\"\nbackend = \"redis\"\nredis = \"redis://127.0.0.1:6379\"\n\
+             [rate_limits.cluster]\nrate = \"10/s\"\nbackend = \"redis\"\n\
+             redis = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]\non_error = \"deny\"\ntimeout = \"20ms\"\n\
+             [[routes]]\nupstream = \"app\"\n"
+        );
+        let c = Config::from_toml(&text, "t.toml").unwrap();
+        let Backend::Redis(cluster) = &c.rate_limits[0].backend else {
+            panic!("{:?}", c.rate_limits[0]);
+        };
+        assert!(cluster.cluster);
+        assert_eq!(cluster.nodes.len(), 2);
+        assert_eq!(
+            (cluster.on_error, cluster.timeout),
+            (OnError::Deny, Duration::from_millis(20))
+        );
+        let Backend::Redis(one) = &c.rate_limits[1].backend else {
+            panic!("{:?}", c.rate_limits[1]);
+        };
+        assert_eq!(one.nodes, ["redis://127.0.0.1:6379"]);
+        assert!(!one.cluster);
+        assert_eq!(
+            (one.on_error, one.timeout),
+            (OnError::Allow, DEFAULT_REDIS_TIMEOUT)
+        );
+        let text = format!(
+            "{BASE}[rate_limits.d]\nrate = \"10/s\"\nmode = \"delay\"\nbackend = \"redis\"\n\
+             redis = [\"redis://\", \"redis://h:1\"]\n[[routes]]\nupstream = \"app\"\n"
+        );
+        let e = Config::from_toml(&text, "t.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("t.toml:7: rate_limits.d.mode: \"delay\" is not supported"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:9: rate_limits.d.redis: `redis://`"),
+            "{e}"
+        );
     }
 
     #[test]

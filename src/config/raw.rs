@@ -95,6 +95,13 @@ pub struct RateLimit {
     /// `reject` or `delay` (checked in `rate_limit.rs`).
     pub mode: Option<String>,
     pub max_keys: Option<usize>,
+    /// `local` or `redis` (checked in `rate_limit.rs`, as are the three
+    /// below).
+    pub backend: Option<String>,
+    /// One URL (one server) or a list (Redis Cluster's seed nodes).
+    pub redis: Option<OneOrMany>,
+    pub on_error: Option<String>,
+    pub timeout: Option<String>,
 }
 
 /// `[concurrency_limits.NAME]`.

@@ -41,8 +41,8 @@ pub(crate) struct Passed {
 }
 
 /// Runs `route`'s gates on a request: what it carries on with, or the
-/// refusal (429, 401: basic auth, then JWT; the forward-auth service's answer or its
-/// `on_error`).
+/// refusal (429, 503 for a global limit without its Redis, 401: basic
+/// auth, then JWT; the forward-auth service's answer or its `on_error`).
 pub(crate) async fn pass(
     ctx: &ConnCtx,
     w: &Worker,
@@ -54,10 +54,11 @@ pub(crate) async fn pass(
 ) -> Result<Passed, ProxyError> {
     let wait = match route.rate_limit.is_empty() {
         true => Duration::ZERO,
-        false => w
-            .limiters
-            .check(&route.rate_limit, route.index, client, &parts.headers)
-            .map_err(ProxyError::RateLimited)?,
+        false => {
+            w.limiters
+                .check(&route.rate_limit, route.index, client, &parts.headers)
+                .await?
+        }
     };
     let held = match route.concurrency_limit.is_empty() {
         true => Held::default(),

@@ -25,6 +25,11 @@ impl Keyed {
         }
     }
 
+    /// A fixed hash key (a global limit's: the same in every instance).
+    pub(crate) const fn fixed(k0: u64, k1: u64) -> Keyed {
+        Keyed { sip: (k0, k1) }
+    }
+
     /// A hasher for one key.
     pub(crate) fn hasher(&self) -> SipHasher13 {
         SipHasher13::new_with_keys(self.sip.0, self.sip.1)

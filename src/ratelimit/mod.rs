@@ -24,10 +24,15 @@
 //! The concurrency limits (`[concurrency_limits.*]`, requests in flight
 //! per key) are [`concurrency`], on the same kind of table and the same
 //! key hashing ([`key`]).
+//! A limit with `backend = "redis"` shares its budget with every instance
+//! through Redis ([`global`]).
 
 pub(crate) mod concurrency;
 pub(crate) mod gcra;
+pub(crate) mod global;
 mod key;
+mod lease;
+mod store;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,9 +40,14 @@ use std::time::{Duration, Instant};
 
 use http::header::{HeaderMap, HeaderValue};
 
-use crate::config::{ConcurrencyLimit, KeyPart, RateLimit, RateLimitMode};
-use crate::error::RateLimited;
+use crate::config::{ConcurrencyLimit, KeyPart, RateLimit, RateLimitBackend, RateLimitMode};
+use crate::error::{ProxyError, RateLimited};
 use gcra::{Decision, Gcra};
+use global::{Global, Verdict};
+
+/// The SipHash key of a global limit's keys: the same in every instance,
+/// so that they all name a client's key alike in Redis.
+const GLOBAL_KEYS: key::Keyed = key::Keyed::fixed(0x7469_6465_6761_7465, 0x676c_6f62_616c_726c);
 
 /// Every limit of one config, with its state.
 #[derive(Debug)]
@@ -60,6 +70,8 @@ struct Limiter {
     table: std::sync::Arc<Table>,
     /// `RateLimit-Policy`'s value, made once.
     policy: HeaderValue,
+    /// `backend = "redis"`: the shared budget's state here.
+    global: Option<std::sync::Arc<Global>>,
 }
 
 /// A fixed table of TATs, indexed by a keyed hash.
@@ -131,9 +143,15 @@ impl Limiters {
             limits: limits
                 .iter()
                 .map(|l| {
-                    let kept = old
-                        .and_then(|o| o.limits.iter().find(|k| &k.config == l))
-                        .map(|k| k.table.clone());
+                    let kept = old.and_then(|o| o.limits.iter().find(|k| &k.config == l));
+                    let global = match &l.backend {
+                        RateLimitBackend::Local => None,
+                        RateLimitBackend::Redis(r) => Some(
+                            kept.and_then(|k| k.global.clone())
+                                .unwrap_or_else(|| std::sync::Arc::new(Global::new(l, r))),
+                        ),
+                    };
+                    let kept = kept.map(|k| k.table.clone());
                     let gcra = Gcra::new(l.rate, l.period.as_nanos() as u64, l.burst);
                     // draft-ietf-httpapi-ratelimit-headers-10 §3:
                     // `"name";q=QUOTA;w=WINDOW` (a structured-field list of
@@ -145,7 +163,12 @@ impl Limiters {
                         key: l.key.clone(),
                         gcra,
                         delay: l.mode == RateLimitMode::Delay,
-                        table: kept.unwrap_or_else(|| std::sync::Arc::new(Table::new(l.max_keys))),
+                        table: kept.unwrap_or_else(|| {
+                            // A global limit keeps its own tables.
+                            let slots = if global.is_some() { 1 } else { l.max_keys };
+                            std::sync::Arc::new(Table::new(slots))
+                        }),
+                        global,
                         policy: HeaderValue::from_str(&policy)
                             .unwrap_or(HeaderValue::from_static("\"limit\"")),
                     }
@@ -157,50 +180,91 @@ impl Limiters {
     }
 
     /// Checks the limits `ids` (a route's) for a request: how long it
-    /// waits first (`delay` mode), or the refusal.
-    pub(crate) fn check(
+    /// waits first (`delay` mode), or the refusal (429; 503 for a global
+    /// limit whose Redis is down with `on_error = "deny"`).
+    pub(crate) async fn check(
         &self,
         ids: &[usize],
         route: usize,
         client: IpAddr,
         headers: &HeaderMap,
-    ) -> Result<Duration, Box<RateLimited>> {
+    ) -> Result<Duration, ProxyError> {
         // +1: 0 is an empty slot's TAT, always in the past.
         let now = self.base.elapsed().as_nanos() as u64 + 1;
         let mut wait = 0;
         for l in ids.iter().filter_map(|&i| self.limits.get(i)) {
-            let Some(hash) = l.table.keys.hash(&l.key, route, client, headers) else {
+            let keys = match l.global {
+                None => &l.table.keys,
+                Some(_) => &GLOBAL_KEYS,
+            };
+            let Some(hash) = keys.hash(&l.key, route, client, headers) else {
                 continue;
             };
-            match l.table.decide(hash, &l.gcra, now, l.delay) {
-                (Decision::Allow { wait: w, .. }, _) => wait = wait.max(w),
-                (Decision::Refuse { retry_after }, tat) => {
-                    let kind = key::kinds(&l.key);
-                    tracing::debug!(limit = %l.name, key = %kind, "rate limit exceeded");
-                    let secs = |ns: u64| ns.div_ceil(1_000_000_000).max(1);
-                    return Err(Box::new(RateLimited {
-                        name: l.name.clone(),
-                        key: kind,
-                        retry_after: secs(retry_after),
-                        policy: l.policy.clone(),
-                        // draft-10 §4: `"name";r=REMAINING;t=RESET`.
-                        state: HeaderValue::from_str(&format!(
-                            "\"{}\";r=0;t={}",
-                            l.name,
-                            secs(tat.saturating_sub(now))
-                        ))
-                        .ok(),
-                    }));
-                }
-            }
+            let (retry_after, reset) = match &l.global {
+                None => match l.table.decide(hash, &l.gcra, now, l.delay) {
+                    (Decision::Allow { wait: w, .. }, _) => {
+                        wait = wait.max(w);
+                        continue;
+                    }
+                    (Decision::Refuse { retry_after }, tat) => {
+                        (retry_after, tat.saturating_sub(now))
+                    }
+                },
+                Some(g) => match g.check(hash, &l.gcra, now).await {
+                    Verdict::Allow => continue,
+                    Verdict::Refuse { retry_after, reset } => (retry_after, reset),
+                    Verdict::Unavailable => {
+                        return Err(ProxyError::RateLimitUnavailable(l.name.clone()))
+                    }
+                },
+            };
+            return Err(ProxyError::RateLimited(l.refusal(retry_after, reset)));
         }
         Ok(Duration::from_nanos(wait))
+    }
+}
+
+impl Limiter {
+    /// The 429 of a request over this limit, which conforms again in
+    /// `retry_after` and finds the key's state full in `reset` (ns).
+    fn refusal(&self, retry_after: u64, reset: u64) -> Box<RateLimited> {
+        let kind = key::kinds(&self.key);
+        tracing::debug!(limit = %self.name, key = %kind, "rate limit exceeded");
+        let secs = |ns: u64| ns.div_ceil(1_000_000_000).max(1);
+        Box::new(RateLimited {
+            name: self.name.clone(),
+            key: kind,
+            retry_after: secs(retry_after),
+            policy: self.policy.clone(),
+            // draft-10 §4: `"name";r=REMAINING;t=RESET`.
+            state: HeaderValue::from_str(&format!("\"{}\";r=0;t={}", self.name, secs(reset))).ok(),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Limiters {
+        /// `check`, run to its end (local limits never wait on it).
+        fn check_now(
+            &self,
+            ids: &[usize],
+            route: usize,
+            client: IpAddr,
+            headers: &HeaderMap,
+        ) -> Result<Duration, Box<RateLimited>> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            match rt.block_on(self.check(ids, route, client, headers)) {
+                Ok(d) => Ok(d),
+                Err(ProxyError::RateLimited(r)) => Err(r),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
 
     #[test]
     fn a_million_keys_stay_in_the_table() {
@@ -229,19 +293,38 @@ mod tests {
         let l = limiters(vec![KeyPart::ClientIp]);
         let ip: IpAddr = [127, 0, 0, 1].into();
         let none = HeaderMap::new();
-        assert!(l.check(&[0], 0, ip, &none).is_ok());
-        assert!(l.check(&[0], 0, ip, &none).is_ok());
-        assert!(l.check(&[0], 0, ip, &none).is_err());
+        assert!(l.check_now(&[0], 0, ip, &none).is_ok());
+        assert!(l.check_now(&[0], 0, ip, &none).is_ok());
+        assert!(l.check_now(&[0], 0, ip, &none).is_err());
         let same = l.carried(&[l.limits[0].config.clone()], &[]);
         assert!(std::sync::Arc::ptr_eq(
             &same.limits[0].table,
             &l.limits[0].table
         ));
-        assert!(same.check(&[0], 0, ip, &none).is_err());
+        assert!(same.check_now(&[0], 0, ip, &none).is_err());
         let mut changed = l.limits[0].config.clone();
         changed.burst = 2;
         let fresh = l.carried(&[changed], &[]);
-        assert!(fresh.check(&[0], 0, ip, &none).is_ok());
+        assert!(fresh.check_now(&[0], 0, ip, &none).is_ok());
+    }
+
+    #[test]
+    fn a_reload_keeps_an_unchanged_global_limits_leases() {
+        let mut c = limiters(vec![KeyPart::ClientIp]).limits[0].config.clone();
+        c.backend = RateLimitBackend::Redis(crate::config::RedisBackend {
+            nodes: vec!["redis://127.0.0.1:1".into()],
+            cluster: false,
+            on_error: crate::config::OnError::Allow,
+            timeout: Duration::from_millis(50),
+        });
+        let l = Limiters::new(std::slice::from_ref(&c), &[]);
+        let kept = l.carried(std::slice::from_ref(&c), &[]);
+        let (a, b) = (l.limits[0].global.as_ref(), kept.limits[0].global.as_ref());
+        assert!(std::sync::Arc::ptr_eq(a.unwrap(), b.unwrap()));
+        c.rate = 2;
+        let fresh = l.carried(&[c], &[]);
+        let b = fresh.limits[0].global.as_ref();
+        assert!(!std::sync::Arc::ptr_eq(a.unwrap(), b.unwrap()));
     }
 
     fn limiters(key: Vec<KeyPart>) -> Limiters {
@@ -254,6 +337,7 @@ mod tests {
                 burst: 1,
                 mode: RateLimitMode::Reject,
                 max_keys: 1024,
+                backend: RateLimitBackend::Local,
             }],
             &[],
         )
@@ -267,15 +351,15 @@ mod tests {
         a.insert("x-k", HeaderValue::from_static("a"));
         let mut b = HeaderMap::new();
         b.insert("x-k", HeaderValue::from_static("b"));
-        assert!(l.check(&[0], 0, ip, &a).is_ok());
-        assert!(l.check(&[0], 0, ip, &a).is_ok());
-        let refused = l.check(&[0], 0, ip, &a).unwrap_err();
+        assert!(l.check_now(&[0], 0, ip, &a).is_ok());
+        assert!(l.check_now(&[0], 0, ip, &a).is_ok());
+        let refused = l.check_now(&[0], 0, ip, &a).unwrap_err();
         assert_eq!(refused.key, "header");
         assert_eq!(refused.policy, "\"l\";q=1;w=60");
         assert!(refused.retry_after > 0);
-        assert!(l.check(&[0], 0, ip, &b).is_ok());
+        assert!(l.check_now(&[0], 0, ip, &b).is_ok());
         for _ in 0..10 {
-            assert!(l.check(&[0], 0, ip, &HeaderMap::new()).is_ok());
+            assert!(l.check_now(&[0], 0, ip, &HeaderMap::new()).is_ok());
         }
     }
 
@@ -286,9 +370,9 @@ mod tests {
         h.insert(http::header::COOKIE, HeaderValue::from_static("a=1; s=x"));
         let one: IpAddr = [10, 0, 0, 1].into();
         let two: IpAddr = [10, 0, 0, 2].into();
-        assert!(l.check(&[0], 0, one, &h).is_ok());
-        assert!(l.check(&[0], 0, one, &h).is_ok());
-        assert!(l.check(&[0], 0, one, &h).is_err());
-        assert!(l.check(&[0], 0, two, &h).is_ok());
+        assert!(l.check_now(&[0], 0, one, &h).is_ok());
+        assert!(l.check_now(&[0], 0, one, &h).is_ok());
+        assert!(l.check_now(&[0], 0, one, &h).is_err());
+        assert!(l.check_now(&[0], 0, two, &h).is_ok());
     }
 }

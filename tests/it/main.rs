@@ -23,6 +23,7 @@ mod error_log;
 mod errors;
 mod forward_auth;
 mod fuzz_targets;
+mod global_rate_limit;
 mod grpc;
 mod hardening;
 mod headers;
