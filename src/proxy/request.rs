@@ -182,15 +182,7 @@ pub(crate) struct Noted {
     pub(crate) route: Cell<Option<usize>>,
     pub(crate) user: Cell<Option<std::sync::Arc<str>>>,
     /// The response's compression, when its route or listener has one.
-    pub(crate) compress: Cell<Option<Compression>>,
-}
-
-/// What the respond phase needs to compress a response.
-pub(crate) struct Compression {
-    pub(crate) config: std::sync::Arc<crate::config::compress::Compress>,
-    /// The request's choice among the offered codings.
-    pub(crate) coding: Option<crate::config::compress::Coding>,
-    pub(crate) method: http::Method,
+    pub(crate) compress: Cell<Option<super::compress::Compression>>,
 }
 
 /// Notes the compression of the request with head `parts` on `route`
@@ -209,7 +201,7 @@ pub(crate) fn note_compression(
             .and_then(|l| l.compress.as_ref())
     });
     if let Some(config) = config {
-        routed.compress.set(Some(Compression {
+        routed.compress.set(Some(super::compress::Compression {
             config: config.clone(),
             coding: crate::compress::negotiate(&parts.headers, &config.algorithms),
             method: parts.method.clone(),
