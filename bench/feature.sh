@@ -1,24 +1,32 @@
 #!/usr/bin/env bash
-# Response compression against nginx's `gzip on`: one nginx origin (1
-# worker) serves a 100 KiB HTML page; Tidegate (`compress`) and an nginx
-# proxy (`gzip`), both 2 threads/workers, at the same level, are loaded in
-# turn with wrk sending `Accept-Encoding: gzip` (or none: the same proxies
-# with compression present but not asked for, and with it off), R rounds,
-# C connections, D seconds each. Prints per run req/s, the proxy's CPU
-# ticks per 10k requests (nginx: master and workers) and bytes per
-# response, then the medians.
+# A feature of Tidegate against nginx's equivalent, on and off, side by
+# side: one nginx origin (1 worker); Tidegate and an nginx proxy, both 2
+# threads/workers, loaded in turn with wrk, R rounds, C connections, D
+# seconds each. Prints per run req/s, the proxy's CPU ticks per 10k
+# requests (nginx: master and workers) and bytes per response, then the
+# medians.
 #
-#   BIN=target/release/tidegate LEVEL=6 C=50 R=5 D=5 bench/compress.sh
+#   FEATURE=compress BIN=target/release/tidegate LEVEL=6 C=50 R=5 D=5 bench/feature.sh
+#   FEATURE=limit_req BIN=target/release/tidegate C=50 R=5 D=5 bench/feature.sh
 #
-# nginx runs as bench/run.py's proxy (proxy_buffering off, as Tidegate
-# streams) and, as "nginx-buffered", with its default proxy_buffering on.
+# FEATURE=compress: a 100 KiB HTML page; Tidegate's `compress` (gzip at
+# LEVEL) against nginx's `gzip on` at the same level, wrk sending
+# `Accept-Encoding: gzip` (or none: compression present but not asked
+# for), and both off. nginx runs as bench/run.py's proxy
+# (proxy_buffering off, as Tidegate streams) and, as "nginx-buffered",
+# with its default proxy_buffering on.
+#
+# FEATURE=limit_req: the 100-byte /small; a rate limit keyed on the client
+# address, generous enough to admit everything (Tidegate's
+# `[rate_limits]`, nginx's `limit_req_zone $binary_remote_addr` +
+# `limit_req ... nodelay`), on against off.
 #
 # Needs nginx, wrk, curl, python3. Stops everything it starts.
 set -u
 BIN=${BIN:-target/release/tidegate}
-C=${C:-50}; R=${R:-5}; D=${D:-5}; LEVEL=${LEVEL:-6}
+C=${C:-50}; R=${R:-5}; D=${D:-5}; LEVEL=${LEVEL:-6}; FEATURE=${FEATURE:-compress}
 ulimit -n 20000
-OUT=$(mktemp -d /tmp/tidegate-compress.XXXXXX)
+OUT=$(mktemp -d /tmp/tidegate-feature.XXXXXX)
 chmod 755 "$OUT"   # nginx's workers (nobody) read the page
 PIDS=""
 trap 'kill $PIDS 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$OUT"' EXIT
@@ -39,17 +47,38 @@ worker_processes 1; daemon off; pid $OUT/origin.pid; error_log $OUT/origin.err w
 events { worker_connections 20000; }
 http { access_log off; keepalive_requests 1000000; types { text/html html; }
   client_body_temp_path $OUT/t1; proxy_temp_path $OUT/t2; fastcgi_temp_path $OUT/t3; uwsgi_temp_path $OUT/t4; scgi_temp_path $OUT/t5;
-  server { listen 127.0.0.1:$ORIGIN backlog=4096; root $OUT; location = /page.html { } } }
+  server { listen 127.0.0.1:$ORIGIN backlog=4096; root $OUT; location = /page.html { }
+    location = /small { return 200 "tidegate-bench-small-response-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"; } } }
 CONF
 nginx -c "$OUT/origin.conf" & PIDS="$PIDS $!"
 
-# name gzip(on|off): starts the proxy, its PID in P_PID and port in P_PORT.
+case $FEATURE in
+  compress) URL_PATH=/page.html ;;
+  limit_req) URL_PATH=/small ;;
+  *) echo "FEATURE is compress or limit_req" >&2; exit 2 ;;
+esac
+
+# name on|off: starts the proxy with the feature on or off, its PID in
+# P_PID and port in P_PORT.
 start_proxy() {
-  local name=$1 gzip=$2
+  local name=$1 on=$2
   P_PORT=$(free_port)
+  # The feature's lines: Tidegate's route, Tidegate's top level, nginx's
+  # http block, nginx's location.
+  local tg_route="" tg_top="" ngx_http="" ngx_loc=""
+  case $FEATURE in
+    compress)
+      [ "$on" = on ] && tg_route="compress = { algorithms = [\"gzip\"], gzip_level = $LEVEL }"
+      ngx_http="gzip $on; gzip_comp_level $LEVEL; gzip_proxied any; gzip_vary on; gzip_min_length 1024;" ;;
+    limit_req)
+      if [ "$on" = on ]; then
+        tg_route='rate_limit = "l"'
+        tg_top=$'[rate_limits.l]\nkey = "client_ip"\nrate = "1000000/s"\nburst = 1000000'
+        ngx_http="limit_req_zone \$binary_remote_addr zone=z:10m rate=1000000r/s;"
+        ngx_loc="limit_req zone=z burst=1000000 nodelay;"
+      fi ;;
+  esac
   if [ "$name" = tidegate ]; then
-    local compress=""
-    [ "$gzip" = on ] && compress="compress = { algorithms = [\"gzip\"], gzip_level = $LEVEL }"
     cat > "$OUT/tidegate.toml" <<TOML
 [server]
 access_log = "off"
@@ -59,9 +88,10 @@ max_requests_per_connection = 1000000
 address = "127.0.0.1:$P_PORT"
 [upstreams.o]
 servers = ["127.0.0.1:$ORIGIN"]
+$tg_top
 [[routes]]
 upstream = "o"
-$compress
+$tg_route
 TOML
     "$BIN" --config "$OUT/tidegate.toml" --threads 2 --log-level error > "$OUT/tidegate.log" 2>&1 &
     P_PID=$!
@@ -76,14 +106,14 @@ events { worker_connections 20000; }
 http { access_log off; keepalive_requests 1000000;
   client_body_temp_path $OUT/p1; proxy_temp_path $OUT/p2; fastcgi_temp_path $OUT/p3; uwsgi_temp_path $OUT/p4; scgi_temp_path $OUT/p5;
   upstream o { server 127.0.0.1:$ORIGIN; keepalive 64; }
-  gzip $gzip; gzip_comp_level $LEVEL; gzip_proxied any; gzip_vary on; gzip_min_length 1024;
+  $ngx_http
   server { listen 127.0.0.1:$P_PORT backlog=4096;
-    location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering $buffering; } } }
+    location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering $buffering; $ngx_loc } } }
 CONF
     nginx -c "$OUT/nginx.conf" &
     P_PID=$!
   fi
-  for i in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$P_PORT/page.html" && break; sleep 0.1; done
+  for i in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$P_PORT$URL_PATH" && break; sleep 0.1; done
 }
 
 # CPU ticks of a process and its children (nginx's workers).
@@ -96,28 +126,30 @@ ticks() {
 }
 
 # CASES: "proxy compress accept" triples, `;`-separated.
-IFS=';' read -ra CASE_LIST <<< "${CASES:-tidegate on gzip;nginx on gzip;nginx-buffered on gzip;tidegate off gzip;nginx off gzip;tidegate on none;nginx on none}"
+DEFAULT_CASES="tidegate on gzip;nginx on gzip;nginx-buffered on gzip;tidegate off gzip;nginx off gzip;tidegate on none;nginx on none"
+[ "$FEATURE" = limit_req ] && DEFAULT_CASES="tidegate on none;nginx on none;tidegate off none;nginx off none"
+IFS=';' read -ra CASE_LIST <<< "${CASES:-$DEFAULT_CASES}"
 RESULTS="$OUT/results"
 for r in $(seq 1 "$R"); do
   for case in "${CASE_LIST[@]}"; do
     set -- $case
-    name=$1 gzip=$2 accept=$3
-    start_proxy "$name" "$gzip"
+    name=$1 on=$2 accept=$3
+    start_proxy "$name" "$on"
     hdr=(); [ "$accept" = gzip ] && hdr=(-H "Accept-Encoding: gzip")
-    bytes=$(curl -s -o /dev/null -w '%{size_download}' "${hdr[@]}" "http://127.0.0.1:$P_PORT/page.html")
+    bytes=$(curl -s -o /dev/null -w '%{size_download}' "${hdr[@]}" "http://127.0.0.1:$P_PORT$URL_PATH")
     t0=$(ticks $P_PID)
     if [ "$accept" = gzip ]; then
-      res=$(wrk -t2 -c"$C" -d"${D}s" -H "Accept-Encoding: gzip" "http://127.0.0.1:$P_PORT/page.html" 2>&1)
+      res=$(wrk -t2 -c"$C" -d"${D}s" -H "Accept-Encoding: gzip" "http://127.0.0.1:$P_PORT$URL_PATH" 2>&1)
     else
-      res=$(wrk -t2 -c"$C" -d"${D}s" "http://127.0.0.1:$P_PORT/page.html" 2>&1)
+      res=$(wrk -t2 -c"$C" -d"${D}s" "http://127.0.0.1:$P_PORT$URL_PATH" 2>&1)
     fi
     t1=$(ticks $P_PID)
     rps=$(echo "$res" | awk '/Requests\/sec/{print $2}')
     reqs=$(echo "$res" | awk '/requests in/{print $1}')
     errs=$(echo "$res" | awk '/Socket errors|Non-2xx/{print}' | tr '\n' ' ')
     per=$(python3 -c "print(round(($t1-$t0)/$reqs*10000,2))")
-    echo "round $r $name compress=$gzip accept=$accept: rps=$rps ticks/10k=$per bytes=$bytes $errs"
-    echo "$name-$gzip-$accept $per $rps $bytes" >> "$RESULTS"
+    echo "round $r $name $FEATURE=$on accept=$accept: rps=$rps ticks/10k=$per bytes=$bytes $errs"
+    echo "$name-$on-$accept $per $rps $bytes" >> "$RESULTS"
     kill -TERM "$P_PID"; wait "$P_PID" 2>/dev/null
   done
 done
