@@ -21,10 +21,12 @@
 //!   one connection, its timeouts, its lingering close), around `state.rs`
 //!   (what a connection shares with its requests).
 //! - `proxy/`: one request's life, phase by phase: admit, route, the
-//!   route's gates (`gate.rs`: rate limits, basic auth, forward auth's
-//!   subrequest in `forward_auth.rs`), local answers, forward (server choice, retries, the stale-connection retry),
-//!   respond (`exchange.rs`: the streamed response body, the access-log
-//!   line, the connection back to the pool); `tunnel.rs` for upgrades
+//!   route's gates (`gate.rs`: rate and concurrency limits, basic auth,
+//!   JWT, forward auth's subrequest in `forward_auth.rs`), local answers,
+//!   forward (server choice, retries, the stale-connection retry), respond
+//!   (`exchange.rs`: the streamed response body, compressed or not, the
+//!   access-log line, the connection back to the pool; `compress.rs`:
+//!   whether a response is compressed); `tunnel.rs` for upgrades
 //!   (WebSocket...).
 //! - `worker.rs`: a config put into service (`Generation`: the config plus
 //!   its built upstreams and listener TLS) and one thread's state under it
@@ -56,7 +58,11 @@
 //! - `ratelimit/`: traffic limits, read by `config/` and applied by
 //!   `proxy/gate.rs`: request rates (`mod.rs`, the GCRA of `gcra.rs`) and
 //!   requests in flight (`concurrency.rs`), each limit a fixed lock-free
-//!   table of atomics indexed by the keyed hash of `key.rs`.
+//!   table of atomics indexed by the keyed hash of `key.rs`; global limits
+//!   shared through Redis (`global.rs`, the leases of `lease.rs`, the
+//!   connections and the Lua GCRA of `store.rs` and `gcra.lua`).
+//! - `compress/`: response compression: `Accept-Encoding` negotiated
+//!   (`negotiate.rs`), the head rewritten, the gzip/br/zstd encoders.
 //! - `message/`: pure HTTP rules: what a request head must be before
 //!   anything acts on it (`admit.rs`) and the RFC 9110 header rewriting
 //!   for the next hop (`headers.rs`).

@@ -13,18 +13,6 @@ use crate::auth::basic::{challenge, BasicAuth, Htpasswd};
 /// Larger files are refused (and `/dev/zero` is not read forever).
 const MAX_BYTES: u64 = 16 << 20;
 
-fn read(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(MAX_BYTES + 1)
-        .read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_BYTES {
-        return Err(std::io::Error::other("larger than 16 MiB"));
-    }
-    Ok(text)
-}
-
 /// The route's `basic_auth`, or `(field, reason)`, the field relative to
 /// the route.
 pub(super) fn basic_auth(
@@ -46,7 +34,8 @@ pub(super) fn basic_auth(
     }
     let path = base.join(&a.htpasswd);
     let shown = path.display();
-    let text = read(&path).map_err(|e| field("htpasswd", format!("cannot read {shown}: {e}")))?;
+    let text = super::source::read_bounded(&path, MAX_BYTES)
+        .map_err(|e| field("htpasswd", format!("cannot read {shown}: {e}")))?;
     let file = Htpasswd::parse(&text).map_err(|errors| {
         let lines: Vec<String> = errors
             .iter()

@@ -23,18 +23,6 @@ const DEFAULT_SKEW: Duration = Duration::from_secs(60);
 /// `jwks_refresh` when not given.
 const DEFAULT_REFRESH: Duration = Duration::from_secs(600);
 
-fn read(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(MAX_BYTES + 1)
-        .read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_BYTES {
-        return Err(std::io::Error::other("larger than 1 MiB"));
-    }
-    Ok(text)
-}
-
 /// The route's `jwt`, or every `(field, reason)`, each field relative to
 /// the route.
 pub(super) fn jwt(j: &raw::Jwt, base: &Path) -> Result<Arc<Jwt>, Vec<(String, String)>> {
@@ -102,7 +90,7 @@ pub(super) fn jwt(j: &raw::Jwt, base: &Path) -> Result<Arc<Jwt>, Vec<(String, St
         (Some(file), None) => {
             let path = base.join(file);
             let shown = path.display().to_string();
-            match read(&path)
+            match super::source::read_bounded(&path, MAX_BYTES)
                 .map_err(|e| format!("cannot read {shown}: {e}"))
                 .and_then(|text| KeySet::parse(&text).map_err(|e| format!("{shown}: {e}")))
             {

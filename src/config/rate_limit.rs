@@ -121,6 +121,18 @@ pub(super) fn rate_limits(
 fn rate_limit(name: &str, r: &raw::RateLimit, p: &mut Problems) -> Option<RateLimit> {
     let at = format!("rate_limits.{name}");
     let before = p.len();
+    // The name is sent in `RateLimit-Policy`/`RateLimit` as a structured
+    // field string (RFC 8941 §3.3.3): printable ASCII, no `"` or `\`.
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        p.add(
+            at.clone(),
+            "a limit's name is sent in the RateLimit fields: printable ASCII without `\"` or `\\`",
+        );
+    }
     let key = key(&at, r.key.as_ref(), p);
     let rate = parse_rate(&r.rate).map_err(|e| p.add(format!("{at}.rate"), e));
     let max_keys = max_keys(&at, r.max_keys, p);
@@ -408,6 +420,27 @@ mod tests {
             "{BASE}[rate_limits.a]\nrate = \"1/s\"\nburst = -1\n[[routes]]\nupstream = \"app\"\n"
         );
         assert!(Config::from_toml(&text, "t.toml").is_err());
+    }
+
+    #[test]
+    fn a_name_the_ratelimit_fields_cannot_carry_is_refused() {
+        // In TOML basic strings: `a\"b` is a"b, `caf\u00e9` is café.
+        for (name, ok) in [
+            ("per-client_1.v2", true),
+            ("a\\\"b", false),
+            ("caf\\u00e9", false),
+        ] {
+            let text = format!(
+                "{BASE}[rate_limits.\"{name}\"]\nrate = \"1/s\"\n[[routes]]\nupstream = \"app\"\n"
+            );
+            let r = Config::from_toml(&text, "t.toml");
+            assert_eq!(
+                r.is_ok(),
+                ok,
+                "{name}: {:?}",
+                r.err().map(|e| e.to_string())
+            );
+        }
     }
 
     #[test]

@@ -277,6 +277,21 @@ fn walk(node: Node<'_>, span: &Range<usize>, path: &mut String) -> bool {
     covers(node.span())
 }
 
+/// A file the config names (an htpasswd file, a JWKS), read whole at load
+/// time; one larger than `max` bytes is refused (and `/dev/zero` is not
+/// read forever).
+pub(super) fn read_bounded(path: &std::path::Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

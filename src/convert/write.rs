@@ -81,10 +81,16 @@ fn q(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// `s` as a TOML key: quoted on one line when it must be (a value may be
+/// a multi-line string, a key may not).
+fn key(s: &str) -> String {
+    toml_edit::Key::new(s).to_string()
+}
+
 fn map(m: &BTreeMap<String, String>) -> String {
     let items: Vec<String> = m
         .iter()
-        .map(|(k, v)| format!("{} = {}", q(k), q(v)))
+        .map(|(k, v)| format!("{} = {}", key(k), q(v)))
         .collect();
     format!("{{ {} }}", items.join(", "))
 }
@@ -211,7 +217,7 @@ impl Output {
             }
         }
         for (name, g) in &self.groups {
-            let _ = writeln!(o, "\n[upstreams.{}]   # {}", q(name), g.from);
+            let _ = writeln!(o, "\n[upstreams.{}]   # {}", key(name), g.from);
             let servers: Vec<String> = g
                 .servers
                 .iter()

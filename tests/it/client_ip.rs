@@ -326,17 +326,15 @@ access = [
 [upstreams.app]
 servers = ["http://127.0.0.1:9000"]
 "#;
-    let file = TempFile::with("check.toml", toml.as_bytes());
-    let (code, err) = check_config(&file).await;
-    assert_eq!(code, Some(2), "stderr: {err}");
-    let f = file.arg();
-    for expect in [
-        format!("{f}:4: listeners[0].trusted_proxies[1]: `10.0.0.0/33`"),
-        format!("{f}:5: listeners[0].access[1]: `10.1.0.0/8` has bits set"),
-        format!("{f}:11: routes[0].access[1]: `permit 192.0.2.1`"),
-    ] {
-        assert!(err.contains(&expect), "{expect:?} missing from: {err}");
-    }
+    let err = check_refuses(
+        toml,
+        &[
+            "{f}:4: listeners[0].trusted_proxies[1]: `10.0.0.0/33`",
+            "{f}:5: listeners[0].access[1]: `10.1.0.0/8` has bits set",
+            "{f}:11: routes[0].access[1]: `permit 192.0.2.1`",
+        ],
+    )
+    .await;
     assert_eq!(err.trim_end().lines().count(), 3, "{err}");
 }
 

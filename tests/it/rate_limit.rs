@@ -166,15 +166,13 @@ rate_limit = ["nope"]
 [upstreams.app]
 servers = ["http://127.0.0.1:9000"]
 "#;
-    let file = TempFile::with("check.toml", toml.as_bytes());
-    let (code, err) = check_config(&file).await;
-    assert_eq!(code, Some(2), "stderr: {err}");
-    let f = file.arg();
-    for expect in [
-        format!("{f}:6: rate_limits.per_client.key: `cookie:`"),
-        format!("{f}:7: rate_limits.per_client.rate: `10/day`"),
-        format!("{f}:16: routes[1].rate_limit: no [rate_limits.nope] table"),
-    ] {
-        assert!(err.contains(&expect), "want {expect}\nstderr: {err}");
-    }
+    check_refuses(
+        toml,
+        &[
+            "{f}:6: rate_limits.per_client.key: `cookie:`",
+            "{f}:7: rate_limits.per_client.rate: `10/day`",
+            "{f}:16: routes[1].rate_limit: no [rate_limits.nope] table",
+        ],
+    )
+    .await;
 }

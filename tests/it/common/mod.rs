@@ -757,6 +757,20 @@ pub async fn check_config(file: &TempFile) -> (Option<i32>, String) {
     )
 }
 
+/// `tidegate check` refuses `toml` (exit 2) with each line of `expect`
+/// in its stderr (`{f}` in one stands for the file's path); returns the
+/// stderr.
+pub async fn check_refuses(toml: &str, expect: &[&str]) -> String {
+    let file = TempFile::with("check.toml", toml.as_bytes());
+    let (code, err) = check_config(&file).await;
+    assert_eq!(code, Some(2), "stderr: {err}");
+    for e in expect {
+        let e = e.replace("{f}", file.arg());
+        assert!(err.contains(&e), "want {e}\nstderr: {err}");
+    }
+    err
+}
+
 /// Runs `cmd` to completion off the async threads; panics if it cannot
 /// start or runs past [`HANG`].
 pub async fn run_command(mut cmd: std::process::Command) -> std::process::Output {
