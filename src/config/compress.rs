@@ -1,6 +1,6 @@
 //! `compress = { algorithms, min_size, types, levels }` on a listener or a
 //! route (the route's wins), as pure data. What compresses is
-//! [`crate::compress`].
+//! `crate::compress`.
 
 use serde::Serialize;
 

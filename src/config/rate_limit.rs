@@ -43,7 +43,7 @@ pub enum Backend {
     #[default]
     Local,
     /// Redis: one budget shared by every instance naming the same Redis
-    /// and limit ([`crate::ratelimit::global`]).
+    /// and limit (`crate::ratelimit::global`).
     Redis(Redis),
 }
 
