@@ -16,6 +16,9 @@
 # (proxy_buffering off, as Tidegate streams) and, as "nginx-buffered",
 # with its default proxy_buffering on.
 #
+# nginx does the header work Tidegate does on every request (bench/run.py's
+# `--headers same`: X-Forwarded-*, Host kept, Via both ways).
+#
 # FEATURE=limit_req: the 100-byte /small; a rate limit keyed on the client
 # address, generous enough to admit everything (Tidegate's
 # `[rate_limits]`, nginx's `limit_req_zone $binary_remote_addr` +
@@ -108,7 +111,10 @@ http { access_log off; keepalive_requests 1000000;
   upstream o { server 127.0.0.1:$ORIGIN; keepalive 64; }
   $ngx_http
   server { listen 127.0.0.1:$P_PORT backlog=4096;
-    location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering $buffering; $ngx_loc } } }
+    location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering $buffering; $ngx_loc
+      proxy_set_header Host \$http_host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$http_host;
+      proxy_set_header Via "1.1 nginx"; add_header Via "1.1 nginx" always; } } }
 CONF
     nginx -c "$OUT/nginx.conf" &
     P_PID=$!
