@@ -69,8 +69,7 @@ pub(super) fn route_limits(
 mod tests {
     use crate::config::{Config, KeyPart};
 
-    const BASE: &str =
-        "[[listeners]]\naddress = \"127.0.0.1:1\"\n[upstreams.app]\nservers = [\"127.0.0.1:2\"]\n";
+    use crate::config::TEST_BASE as BASE;
 
     #[test]
     fn limits_and_routes_compile() {

@@ -332,6 +332,12 @@ impl Config {
     }
 }
 
+/// A listener and the upstream group `app`: what a config test adds its
+/// tables and routes to.
+#[cfg(test)]
+pub(crate) const TEST_BASE: &str =
+    "[[listeners]]\naddress = \"127.0.0.1:1\"\n[upstreams.app]\nservers = [\"127.0.0.1:2\"]\n";
+
 #[cfg(test)]
 mod tests {
     use super::*;

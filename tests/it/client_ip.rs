@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use crate::common::config::{Route, TestConfig};
 use crate::common::*;
 use http::{Request, Response};
-use http_body_util::BodyExt;
 
 /// Answers with the `X-Forwarded-For` it received (`-` for none).
 fn xff_backend(name: &'static str) -> Backend {
@@ -35,22 +34,12 @@ fn xff_backend(name: &'static str) -> Backend {
 /// GET `path` on `addr` with extra request fields: status, the
 /// answering server's name, body.
 async fn get_with(addr: SocketAddr, path: &str, fields: &[(&str, &str)]) -> (u16, String, String) {
-    let mut req = Request::get(path).header("host", "test.local");
-    for (n, v) in fields {
-        req = req.header(*n, *v);
-    }
-    let resp = tokio::time::timeout(HANG, send(addr, req.body(empty()).unwrap()))
-        .await
-        .expect("no hang")
-        .expect("response");
-    let status = resp.status().as_u16();
-    let server = resp
-        .headers()
+    let (status, head, body) = exchange(addr, "GET", "test.local", path, fields, empty()).await;
+    let server = head
         .get("x-server")
         .map_or("", |v| v.to_str().unwrap())
         .to_string();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, server, String::from_utf8_lossy(&body).into_owned())
+    (status, server, body)
 }
 
 fn strings(items: &[&str]) -> Vec<String> {

@@ -116,28 +116,18 @@ fn config(origin: &Backend) -> String {
         .toml()
 }
 
-/// `GET path` with `Accept-Encoding: accept`: status, head, raw body.
-async fn fetch(
+/// `METHOD path` with `Accept-Encoding: accept`: status, head, raw body.
+async fn ask(
     proxy: &Proxy,
     method: &str,
     path: &str,
     accept: Option<&str>,
 ) -> (u16, http::HeaderMap, Bytes) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "test.local");
-    if let Some(a) = accept {
-        req = req.header("accept-encoding", a);
-    }
-    let resp = tokio::time::timeout(HANG, send(proxy.addr, req.body(empty()).unwrap()))
-        .await
-        .expect("no hang")
-        .expect("response");
-    let status = resp.status().as_u16();
-    let head = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, head, body)
+    let fields: &[(&str, &str)] = match accept {
+        Some(a) => &[("accept-encoding", a)],
+        None => &[],
+    };
+    fetch(proxy.addr, method, "test.local", path, fields, empty()).await
 }
 
 /// `tool -dc` on `bytes`: the decoded body.
@@ -167,7 +157,7 @@ async fn each_coding_decodes_byte_for_byte_with_the_system_tool() {
         ("*;q=0.5, zstd;q=0", "br", "brotli"),
     ] {
         for path in ["/page", "/chunked", "/missing"] {
-            let (status, h, body) = fetch(&proxy, "GET", path, Some(accept)).await;
+            let (status, h, body) = ask(&proxy, "GET", path, Some(accept)).await;
             assert_eq!(h["content-encoding"], coding, "{accept} {path}");
             assert_eq!(h["vary"], "accept-encoding", "{path}");
             assert!(!h.contains_key("content-length"), "{path}");
@@ -190,29 +180,29 @@ async fn what_must_stay_as_it_is_does() {
     // A client that accepts none of them (or none at all) gets the
     // identity form, and the Vary that says it could have been otherwise.
     for accept in [None, Some("identity"), Some("gzip;q=0, br;q=0, zstd;q=0")] {
-        let (_, h, body) = fetch(&proxy, "GET", "/page", accept).await;
+        let (_, h, body) = ask(&proxy, "GET", "/page", accept).await;
         assert!(!h.contains_key("content-encoding"), "{accept:?}");
         assert_eq!(h["vary"], "accept-encoding");
         assert_eq!(h["etag"], "\"v1\"");
         assert_eq!(body, page);
     }
     // HEAD: the head of the identity form.
-    let (_, h, body) = fetch(&proxy, "HEAD", "/page", Some("gzip")).await;
+    let (_, h, body) = ask(&proxy, "HEAD", "/page", Some("gzip")).await;
     assert!(!h.contains_key("content-encoding"));
     assert_eq!(h["content-length"], page.len().to_string());
     assert!(body.is_empty());
     for path in ["/small", "/png", "/no-transform", "/range"] {
-        let (_, h, body) = fetch(&proxy, "GET", path, Some("gzip, br, zstd")).await;
+        let (_, h, body) = ask(&proxy, "GET", path, Some("gzip, br, zstd")).await;
         assert!(!h.contains_key("content-encoding"), "{path}");
         assert!(body.len() <= page.len());
     }
     // Already encoded: passed as it is, its coding untouched.
-    let (_, h, body) = fetch(&proxy, "GET", "/encoded", Some("br")).await;
+    let (_, h, body) = ask(&proxy, "GET", "/encoded", Some("br")).await;
     assert_eq!(h["content-encoding"], "gzip");
     assert_eq!(body, page);
     // A route without `compress` is not compressed.
     let plain = Proxy::start(&TestConfig::proxying(origin.addr).toml());
-    let (_, h, _) = fetch(&plain, "GET", "/page", Some("gzip")).await;
+    let (_, h, _) = ask(&plain, "GET", "/page", Some("gzip")).await;
     assert!(!h.contains_key("content-encoding") && !h.contains_key("vary"));
 }
 
@@ -224,7 +214,7 @@ async fn a_listeners_compress_applies_to_its_routes() {
             .listener_set("compress", toml::toml! { algorithms = ["gzip"] })
             .toml(),
     );
-    let (_, h, body) = fetch(&proxy, "GET", "/page", Some("br, gzip")).await;
+    let (_, h, body) = ask(&proxy, "GET", "/page", Some("br, gzip")).await;
     assert_eq!(h["content-encoding"], "gzip");
     assert!(decode("gzip", &body).await == page());
 }

@@ -11,21 +11,10 @@ use std::net::SocketAddr;
 use crate::common::config::{Route, TestConfig};
 use crate::common::*;
 use http::Request;
-use http_body_util::BodyExt;
 
 /// GET `path` with request fields: status and head.
 async fn get_with(addr: SocketAddr, path: &str, fields: &[(&str, &str)]) -> (u16, http::HeaderMap) {
-    let mut req = Request::get(path).header("host", "test.local");
-    for (n, v) in fields {
-        req = req.header(*n, *v);
-    }
-    let resp = tokio::time::timeout(HANG, send(addr, req.body(empty()).unwrap()))
-        .await
-        .expect("no hang")
-        .expect("response");
-    let status = resp.status().as_u16();
-    let head = resp.headers().clone();
-    resp.into_body().collect().await.unwrap();
+    let (status, head, _) = fetch(addr, "GET", "test.local", path, fields, empty()).await;
     (status, head)
 }
 

@@ -817,6 +817,20 @@ pub async fn exchange(
     headers: &[(&str, &str)],
     body: Body,
 ) -> (u16, http::HeaderMap, String) {
+    let (status, h, body) = fetch(addr, method, host, path, headers, body).await;
+    (status, h, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// One request on a new connection: status, headers, and the body's
+/// bytes as they came.
+pub async fn fetch(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Body,
+) -> (u16, http::HeaderMap, Bytes) {
     let mut b = Request::builder()
         .method(method)
         .uri(path)
@@ -831,7 +845,7 @@ pub async fn exchange(
     let status = resp.status().as_u16();
     let h = resp.headers().clone();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, h, String::from_utf8_lossy(&body).into_owned())
+    (status, h, body)
 }
 
 /// `"addr", "addr"` for a TOML `servers` array.
