@@ -86,6 +86,7 @@ mod access_log;
 mod admin;
 mod auth;
 mod body;
+mod cache;
 pub mod cli;
 pub(crate) mod compress;
 pub mod config;

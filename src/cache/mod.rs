@@ -1,0 +1,3 @@
+//! The HTTP cache (temporary stub: the lead replaces this file).
+
+pub(crate) mod policy;
