@@ -33,6 +33,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("nginx_conf", nginx_conf),
     ("htpasswd", htpasswd),
     ("accept_encoding", accept_encoding),
+    ("cache_control", cache_control),
 ];
 
 /// `Host`/`:authority` validation: a value accepted is plain visible
@@ -355,4 +356,51 @@ pub fn accept_encoding(data: &[u8]) {
         }
         assert_eq!(pick, crate::compress::negotiate(&h, offered));
     }
+}
+
+/// `Cache-Control` field lines (one per line), as a response's and a
+/// request's: parsing never panics, every directive name is non-empty and
+/// holds no `,` or `=`, a token argument no `,`, delta-seconds stay within
+/// 2^31, and a further `no-store` line is always seen (an unterminated
+/// quote does not run into the next line).
+pub fn cache_control(data: &[u8]) {
+    use crate::cache::policy::{self, RequestControl, ResponseControl, Rules};
+    use std::time::{Duration, SystemTime};
+    let max = Duration::from_secs(1 << 31);
+    let mut h = HeaderMap::new();
+    for line in data.split(|&b| b == b'\n') {
+        if let Ok(v) = HeaderValue::from_bytes(line) {
+            h.append(header::CACHE_CONTROL, v.clone());
+            h.append(header::AGE, v.clone());
+            h.append(header::VARY, v);
+        }
+    }
+    policy::directives(h.get_all(header::CACHE_CONTROL).iter(), |name, arg| {
+        assert!(!name.is_empty() && !name.contains(&b',') && !name.contains(&b'='));
+        if let Some(policy::Arg::Token(t)) = arg {
+            assert!(!t.contains(&b','), "{t:?}");
+        }
+    });
+    let rules = Rules::default();
+    let resp = ResponseControl::parse(&h, &rules);
+    for d in [resp.max_age, resp.s_maxage]
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        assert!(d <= max);
+    }
+    let req = RequestControl::parse(&h);
+    if let Some(Some(d)) = req.max_stale {
+        assert!(d <= max);
+    }
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let lifetime = policy::freshness_lifetime(http::StatusCode::OK, &h, &resp, &rules, now);
+    let times = policy::Times::new(now, now, &h, lifetime);
+    assert!(times.corrected_initial_age <= max);
+    let _ = policy::decide_reuse(&req, &resp, &times, now + Duration::from_secs(10));
+    let _ = policy::vary_names(&h);
+    let mut more = h.clone();
+    more.append(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    assert!(ResponseControl::parse(&more, &rules).no_store);
 }

@@ -1,0 +1,199 @@
+//! The `Cache-Status` member this cache adds (RFC 9211): a Structured
+//! Field list item, the cache's name with parameters.
+
+use std::fmt::Write as _;
+
+use http::HeaderValue;
+
+/// Why the request went forward (RFC 9211 §2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fwd {
+    /// No response stored for the URI.
+    UriMiss,
+    /// Stored responses, none for the request's `Vary` values.
+    VaryMiss,
+    /// A miss the cache cannot tell apart further.
+    Miss,
+    /// The request asked for it (`no-cache`, `max-age=0`, ...).
+    Request,
+    /// The stored response was stale: revalidated or replaced.
+    Stale,
+    /// Configured not to use the cache for this request.
+    Bypass,
+    /// The request's method cannot be answered from the cache.
+    Method,
+}
+
+impl Fwd {
+    fn token(self) -> &'static str {
+        match self {
+            Fwd::UriMiss => "uri-miss",
+            Fwd::VaryMiss => "vary-miss",
+            Fwd::Miss => "miss",
+            Fwd::Request => "request",
+            Fwd::Stale => "stale",
+            Fwd::Bypass => "bypass",
+            Fwd::Method => "method",
+        }
+    }
+}
+
+/// What this cache did with a request (RFC 9211 §2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CacheStatus {
+    /// §2.1: answered from the cache without going forward.
+    pub(crate) hit: bool,
+    /// §2.2: went forward, and why.
+    pub(crate) fwd: Option<Fwd>,
+    /// §2.3: the status the next hop answered.
+    pub(crate) fwd_status: Option<u16>,
+    /// §2.4: the response's remaining freshness in seconds (negative when
+    /// stale).
+    pub(crate) ttl: Option<i64>,
+    /// §2.5: the response was stored.
+    pub(crate) stored: bool,
+    /// §2.6: the request was collapsed into another one.
+    pub(crate) collapsed: bool,
+    /// §2.8: more detail (why a response was not stored, ...).
+    pub(crate) detail: Option<&'static str>,
+}
+
+/// An sf-token (RFC 8941 §3.3.4)?
+fn is_token(s: &str) -> bool {
+    let mut b = s.bytes();
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'*')
+        && b.all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&c))
+}
+
+/// Writes `s` as an sf-token when it is one, else as an sf-string
+/// (characters outside printable ASCII dropped).
+fn push_item(out: &mut String, s: &str) {
+    if is_token(s) {
+        out.push_str(s);
+        return;
+    }
+    out.push('"');
+    for c in s.chars().filter(|c| (' '..='~').contains(c)) {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+impl CacheStatus {
+    /// This cache's member, named `name` (RFC 9211 §2): `name; hit;
+    /// ttl=42` or `name; fwd=miss; fwd-status=200; stored`.
+    pub(crate) fn header_value(&self, name: &str) -> HeaderValue {
+        let mut out = String::with_capacity(64);
+        push_item(&mut out, name);
+        if self.hit {
+            out.push_str("; hit");
+        }
+        if let Some(fwd) = self.fwd {
+            out.push_str("; fwd=");
+            out.push_str(fwd.token());
+        }
+        // `write!` to a String cannot fail.
+        if let Some(s) = self.fwd_status {
+            let _ = write!(out, "; fwd-status={s}");
+        }
+        if let Some(ttl) = self.ttl {
+            let _ = write!(
+                out,
+                "; ttl={}",
+                ttl.clamp(-999_999_999_999_999, 999_999_999_999_999)
+            );
+        }
+        if self.stored {
+            out.push_str("; stored");
+        }
+        if self.collapsed {
+            out.push_str("; collapsed");
+        }
+        if let Some(d) = self.detail {
+            out.push_str("; detail=");
+            push_item(&mut out, d);
+        }
+        // Only printable ASCII was written.
+        HeaderValue::from_str(&out).unwrap_or(HeaderValue::from_static("tidegate"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hit_with_ttl() {
+        let s = CacheStatus {
+            hit: true,
+            ttl: Some(42),
+            ..Default::default()
+        };
+        assert_eq!(s.header_value("tidegate"), "tidegate; hit; ttl=42");
+    }
+
+    #[test]
+    fn miss_forwarded_and_stored() {
+        let s = CacheStatus {
+            fwd: Some(Fwd::Miss),
+            fwd_status: Some(200),
+            stored: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            s.header_value("tidegate"),
+            "tidegate; fwd=miss; fwd-status=200; stored"
+        );
+    }
+
+    #[test]
+    fn every_fwd_token_and_detail() {
+        for (f, t) in [
+            (Fwd::UriMiss, "uri-miss"),
+            (Fwd::VaryMiss, "vary-miss"),
+            (Fwd::Miss, "miss"),
+            (Fwd::Request, "request"),
+            (Fwd::Stale, "stale"),
+            (Fwd::Bypass, "bypass"),
+            (Fwd::Method, "method"),
+        ] {
+            let s = CacheStatus {
+                fwd: Some(f),
+                detail: Some("no-store"),
+                ..Default::default()
+            };
+            assert_eq!(
+                s.header_value("tidegate"),
+                format!("tidegate; fwd={t}; detail=no-store")
+            );
+        }
+    }
+
+    #[test]
+    fn negative_ttl_collapsed_and_strings() {
+        let s = CacheStatus {
+            fwd: Some(Fwd::Stale),
+            ttl: Some(-5),
+            collapsed: true,
+            detail: Some("two words"),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.header_value("my cache"),
+            "\"my cache\"; fwd=stale; ttl=-5; collapsed; detail=\"two words\""
+        );
+        let s = CacheStatus {
+            hit: true,
+            detail: Some("a\"b\\c"),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.header_value("1cache"),
+            "\"1cache\"; hit; detail=\"a\\\"b\\\\c\""
+        );
+    }
+}
