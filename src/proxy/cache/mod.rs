@@ -137,12 +137,8 @@ pub(crate) async fn lookup(
                     // Preconditions only the origin evaluates (RFC 9111
                     // §4.3.2) go there, as they came.
                     Reuse::Fresh | Reuse::StaleAllowed
-                        if policy::client_conditional(
-                            &parts.method,
-                            &parts.headers,
-                            v.status,
-                            &v.headers,
-                        ) == Conditional::Forward =>
+                        if parts.headers.contains_key(header::IF_MATCH)
+                            || parts.headers.contains_key(header::IF_UNMODIFIED_SINCE) =>
                     {
                         plan.request = parts.headers.clone();
                         plan.fwd = Fwd::Request;
@@ -240,6 +236,7 @@ fn serve(
     headers.insert(header::AGE, policy::age_header(v.times.current_age(now)));
     headers.append(CACHE_STATUS.clone(), status.header_value(NAME));
     let mut resp = Response::new(ProxyBody::full(Bytes::new()));
+    // (`If-Range` is answered in `range`.)
     match policy::client_conditional(method, req, v.status, &v.headers) {
         Conditional::NotModified => {
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
