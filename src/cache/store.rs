@@ -161,10 +161,11 @@ impl Store {
 
     /// Joins the fetch in progress for `key`, or starts it.
     pub(crate) fn fill(self: &Arc<Self>, key: &Bytes) -> Filling {
-        let e = self
-            .fills
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(Fill { done: watch::Sender::new(false) }));
+        let e = self.fills.entry(key.clone()).or_insert_with(|| {
+            Arc::new(Fill {
+                done: watch::Sender::new(false),
+            })
+        });
         if e.is_fresh() {
             Filling::Mine(FillGuard {
                 store: self.clone(),
@@ -197,29 +198,27 @@ impl Store {
         v: Arc<Variant>,
         replaces: Option<&Arc<Variant>>,
     ) {
-        self.entries
-            .entry(key)
-            .and_compute_with(|old| {
-                let mut variants = vec![v.clone()];
-                let url = match old {
-                    Some(e) => {
-                        let e = e.into_value();
-                        variants.extend(
-                            e.variants
-                                .iter()
-                                .filter(|o| {
-                                    replaces.is_none_or(|r| !Arc::ptr_eq(o, r))
-                                        && !(o.vary.0 == v.vary.0 && o.vary_values == v.vary_values)
-                                })
-                                .take(MAX_VARIANTS - 1)
-                                .cloned(),
-                        );
-                        e.url.clone()
-                    }
-                    None => Arc::from(url),
-                };
-                Op::Put(Arc::new(Entry { url, variants }))
-            });
+        self.entries.entry(key).and_compute_with(|old| {
+            let mut variants = vec![v.clone()];
+            let url = match old {
+                Some(e) => {
+                    let e = e.into_value();
+                    variants.extend(
+                        e.variants
+                            .iter()
+                            .filter(|o| {
+                                replaces.is_none_or(|r| !Arc::ptr_eq(o, r))
+                                    && !(o.vary.0 == v.vary.0 && o.vary_values == v.vary_values)
+                            })
+                            .take(MAX_VARIANTS - 1)
+                            .cloned(),
+                    );
+                    e.url.clone()
+                }
+                None => Arc::from(url),
+            };
+            Op::Put(Arc::new(Entry { url, variants }))
+        });
     }
 
     /// Drops what `key` holds.

@@ -94,14 +94,20 @@ fn cache(name: &str, c: &raw::Cache, p: &mut Problems) -> Option<Cache> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
     {
-        p.add(at.clone(), "a cache's name is letters, digits, `-`, `_`, `.`");
+        p.add(
+            at.clone(),
+            "a cache's name is letters, digits, `-`, `_`, `.`",
+        );
     }
     let mut size = |field: &str, v: &Option<raw::Size>, default: u64, min: u64| match v {
         None => default,
         Some(s) => match s.bytes() {
             Ok(n) if n >= min => n,
             Ok(n) => {
-                p.add(format!("{at}.{field}"), format!("{n} bytes is less than {min}"));
+                p.add(
+                    format!("{at}.{field}"),
+                    format!("{n} bytes is less than {min}"),
+                );
                 default
             }
             Err(e) => {
@@ -119,7 +125,12 @@ fn cache(name: &str, c: &raw::Cache, p: &mut Problems) -> Option<Cache> {
         );
     }
     let key = match &c.key {
-        None => vec![KeyPart::Scheme, KeyPart::Host, KeyPart::Path, KeyPart::Query],
+        None => vec![
+            KeyPart::Scheme,
+            KeyPart::Host,
+            KeyPart::Path,
+            KeyPart::Query,
+        ],
         Some(parts) => {
             let mut out = Vec::new();
             for (i, k) in parts.iter().enumerate() {
@@ -255,13 +266,19 @@ mod tests {
         )
         .unwrap();
         let other = &c.caches[0];
-        assert_eq!((other.name.as_str(), other.memory), ("other", DEFAULT_MEMORY));
+        assert_eq!(
+            (other.name.as_str(), other.memory),
+            ("other", DEFAULT_MEMORY)
+        );
         assert_eq!(other.targeted, None);
         let pages = &c.caches[1];
         assert_eq!(pages.memory, 256 << 20);
         assert_eq!(pages.max_object, 1 << 20);
         assert_eq!(pages.set_cookie, SetCookie::Strip);
-        assert_eq!(pages.key[3], KeyPart::Header(HeaderName::from_static("accept-language")));
+        assert_eq!(
+            pages.key[3],
+            KeyPart::Header(HeaderName::from_static("accept-language"))
+        );
         assert_eq!(
             pages.targeted,
             Some(HeaderName::from_static("cdn-cache-control"))

@@ -130,6 +130,11 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         help: "429 or 503 answers with Retry-After that made a worker skip the server for a while.",
     },
+    Family {
+        name: "tidegate_cache_requests_total",
+        kind: "counter",
+        help: "Requests on routes with a cache, by cache and result (hit, miss, revalidated, stale, bypass).",
+    },
 ];
 
 /// Values read at scrape time, beside the counters.
@@ -149,6 +154,8 @@ pub(crate) struct Gauges {
     pub(crate) routes: Vec<(String, String, String)>,
     /// The trace exporter's counts, with `[tracing]` on.
     pub(crate) trace: Option<TraceCounts>,
+    /// `(cache, keys, bytes)` of each cache in force.
+    pub(crate) caches: Vec<(String, u64, u64)>,
 }
 
 /// One upstream server's shared state.
@@ -282,6 +289,27 @@ pub(crate) fn render(registry: &Registry, gauges: &Gauges) -> String {
         &[],
         gauges.log_dropped as f64,
     );
+    for (name, help, pick) in [
+        (
+            "tidegate_cache_keys",
+            "Keys a cache holds (each with its variants).",
+            1,
+        ),
+        (
+            "tidegate_cache_bytes",
+            "Bytes a cache's stored responses weigh in memory.",
+            2,
+        ),
+    ] {
+        if gauges.caches.is_empty() {
+            break;
+        }
+        header(&mut out, name, "gauge", help);
+        for (cache, keys, bytes) in &gauges.caches {
+            let v = if pick == 1 { *keys } else { *bytes };
+            line(&mut out, name, &[("cache", cache.clone())], v as f64);
+        }
+    }
     if let Some(t) = gauges.trace {
         for (name, help, v) in [
             (

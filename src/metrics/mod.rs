@@ -54,6 +54,10 @@ pub(crate) const TLS_FAILURES: [&str; 9] = [
     "other",
 ];
 
+/// What became of a request on a route with a cache (an index of
+/// [`Counters::cache`]).
+pub(crate) const CACHE_RESULTS: [&str; 5] = ["hit", "miss", "revalidated", "stale", "bypass"];
+
 /// The label values of one config generation's series.
 #[derive(Debug)]
 pub(crate) struct Labels {
@@ -66,6 +70,8 @@ pub(crate) struct Labels {
     pub(crate) servers: Vec<(String, String)>,
     /// Group names, by config index.
     pub(crate) groups: Vec<String>,
+    /// Cache names, by config index.
+    pub(crate) caches: Vec<String>,
 }
 
 impl Labels {
@@ -88,6 +94,7 @@ impl Labels {
             routes,
             servers,
             groups: config.upstreams.iter().map(|g| g.name.clone()).collect(),
+            caches: config.caches.iter().map(|c| c.name.clone()).collect(),
         }
     }
 }
@@ -118,6 +125,8 @@ pub(crate) struct Counters {
     /// `[listener]`: bytes read from and written to client sockets.
     bytes_in: Box<[AtomicU64]>,
     bytes_out: Box<[AtomicU64]>,
+    /// `[cache][result]` (see [`CACHE_RESULTS`]).
+    cache: Box<[AtomicU64]>,
     /// What this thread's pool counts.
     pub(crate) pool: Arc<UpstreamStats>,
 }
@@ -165,6 +174,7 @@ impl Counters {
             goaways: zeros(listeners),
             bytes_in: zeros(listeners),
             bytes_out: zeros(listeners),
+            cache: zeros(labels.caches.len() * CACHE_RESULTS.len()),
             pool: Arc::new(UpstreamStats::new(
                 labels.servers.len(),
                 labels.groups.len(),
@@ -210,6 +220,14 @@ impl Counters {
         };
         if let Some(c) = slice.get(l) {
             add(c, n);
+        }
+    }
+
+    /// A request on a route with cache `cache` came to `result` (an
+    /// index of [`CACHE_RESULTS`]).
+    pub(crate) fn cache(&self, cache: usize, result: usize) {
+        if cache < self.labels.caches.len() {
+            bump(&self.cache, cache * CACHE_RESULTS.len() + result);
         }
     }
 
@@ -472,6 +490,15 @@ fn series(c: &Counters, out: &mut BTreeMap<Series, f64>, retiring: bool) {
             &p.head,
             si,
         );
+    }
+    for (ci, cache) in l.caches.iter().enumerate() {
+        for (ri, result) in CACHE_RESULTS.iter().enumerate() {
+            put(
+                "tidegate_cache_requests_total",
+                vec![("cache", cache.clone()), ("result", result.to_string())],
+                n(get(&c.cache, ci * CACHE_RESULTS.len() + ri)),
+            );
+        }
     }
     for (gi, group) in l.groups.iter().enumerate() {
         put(

@@ -173,7 +173,7 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         request_id.as_ref().map(|(_, id)| id),
     );
     if let Some(plan) = routed.cache.take() {
-        resp = cache::response(resp, plan);
+        resp = cache::response(resp, plan, worker.counters.as_deref());
     }
     if let Some(c) = routed.compress.take() {
         resp = compress::response(resp, c);
@@ -436,9 +436,11 @@ async fn forward<'w>(
     // A stored response answers before the request is rewritten (as a
     // route's own answers, it is not delayed); a miss goes on with what
     // the response phase needs to store or freshen.
-    if let Some(store) = route.cache.and_then(|i| w.caches.get(i)) {
+    if let Some((i, store)) = route.cache.and_then(|i| Some((i, w.caches.get(i)?))) {
         if h2_ws.is_none() && !found.upgrade {
-            match cache::lookup(store, ctx.tls.is_some(), &mut parts, authority).await {
+            let counters = w.counters.as_deref();
+            match cache::lookup(store, i, counters, ctx.tls.is_some(), &mut parts, authority).await
+            {
                 cache::Looked::Hit(resp) => return Ok((Outcome::Local(resp), held)),
                 cache::Looked::Forward(plan) => routed.cache.set(Some(plan)),
             }

@@ -85,6 +85,15 @@ pub(super) fn gauges(shared: &Arc<Mutex<Shared>>) -> crate::admin::GaugeSource {
                 })
                 .collect(),
             log_dropped: s.writer.as_ref().map_or(0, |w| w.dropped.load(Relaxed)),
+            caches: g
+                .caches
+                .all()
+                .iter()
+                .map(|c| {
+                    let (keys, bytes) = c.usage();
+                    (c.config.name.clone(), keys, bytes)
+                })
+                .collect(),
             dns: dns_stats(&s.dns),
             listeners: g
                 .config

@@ -32,6 +32,7 @@ use crate::cache::policy::{
 };
 use crate::cache::store::{Filling, Store, Variant};
 use crate::message::admit::Authority;
+use crate::metrics::{Counters, CACHE_RESULTS};
 
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
@@ -54,9 +55,21 @@ pub(crate) struct Plan {
     collapsed: bool,
     /// An unsafe method: what its success invalidates.
     unsafe_method: Option<(String, String, String)>,
+    /// The cache's config index (its metrics).
+    index: usize,
 }
 
-/// What the lookup found.
+/// Counts a request's result (an index of [`CACHE_RESULTS`]) for cache
+/// `index`.
+fn count(counters: Option<&Counters>, index: usize, result: &str) {
+    if let (Some(c), Some(r)) = (counters, CACHE_RESULTS.iter().position(|n| *n == result)) {
+        c.cache(index, r);
+    }
+}
+
+/// What the lookup found. (Returned once, straight into the response:
+/// boxing the hit would cost an allocation per hit.)
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Looked {
     /// A stored response answers.
     Hit(Response<ProxyBody>),
@@ -74,9 +87,11 @@ const CONDITIONALS: [HeaderName; 5] = [
     header::IF_RANGE,
 ];
 
-/// Looks the request up in `store`.
+/// Looks the request up in `store` (cache `index`).
 pub(crate) async fn lookup(
     store: &Arc<Store>,
+    index: usize,
+    counters: Option<&Counters>,
     tls: bool,
     parts: &mut http::request::Parts,
     authority: Option<&Authority>,
@@ -104,6 +119,7 @@ pub(crate) async fn lookup(
         fwd: Fwd::Bypass,
         collapsed: false,
         unsafe_method: None,
+        index,
     };
     let get = parts.method == Method::GET;
     if !get && parts.method != Method::HEAD {
@@ -154,7 +170,15 @@ pub(crate) async fn lookup(
                             collapsed: waited,
                             detail: None,
                         };
-                        return Looked::Hit(serve(&v, &parts.method, &parts.headers, now, status, None));
+                        count(counters, index, "hit");
+                        return Looked::Hit(serve(
+                            &v,
+                            &parts.method,
+                            &parts.headers,
+                            now,
+                            status,
+                            None,
+                        ));
                     }
                     // Served only once the origin agrees (a background
                     // revalidation is not done: it is revalidated now).
@@ -249,7 +273,10 @@ fn serve(
     let (code, skip, len) = match range::select(method, req, v) {
         range::Selected::Whole => (v.status, 0, v.len),
         range::Selected::Part { start, len } => {
-            headers.insert(header::CONTENT_RANGE, range::content_range(start, len, v.len));
+            headers.insert(
+                header::CONTENT_RANGE,
+                range::content_range(start, len, v.len),
+            );
             (StatusCode::PARTIAL_CONTENT, start, len)
         }
         range::Selected::Unsatisfiable => {
@@ -264,8 +291,12 @@ fn serve(
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     *resp.headers_mut() = headers;
     if method != Method::HEAD {
-        *resp.body_mut() =
-            ProxyBody::Cached(Box::new(CachedBody::new(v.body.clone(), skip, len, upstream)));
+        *resp.body_mut() = ProxyBody::Cached(Box::new(CachedBody::new(
+            v.body.clone(),
+            skip,
+            len,
+            upstream,
+        )));
     }
     resp
 }
@@ -292,10 +323,18 @@ fn not_modified_fields(from: &HeaderMap, to: &mut HeaderMap) {
 /// The response to a request that went upstream, as the cache makes it:
 /// stored as it streams, or a stored one freshened or served stale, and
 /// `Cache-Status` added.
-pub(crate) fn response(resp: Response<ProxyBody>, plan: Box<Plan>) -> Response<ProxyBody> {
+pub(crate) fn response(
+    resp: Response<ProxyBody>,
+    plan: Box<Plan>,
+    counters: Option<&Counters>,
+) -> Response<ProxyBody> {
     let mut plan = *plan;
+    let index = plan.index;
     let now = SystemTime::now();
     let rules = &plan.store.rules;
+    if plan.method != Method::GET && plan.method != Method::HEAD {
+        count(counters, index, "bypass");
+    }
     if let Some((scheme, authority, pq)) = plan.unsafe_method.take() {
         let status = resp.status();
         let targets = policy::invalidation_targets(
@@ -343,7 +382,11 @@ pub(crate) fn response(resp: Response<ProxyBody>, plan: Box<Plan>) -> Response<P
             }) {
                 cs.detail = Some("stale-if-error");
                 cs.fwd_status = None;
+                count(counters, index, "stale");
                 return serve(v, &plan.method, &plan.request, now, cs, None);
+            }
+            if plan.method == Method::GET || plan.method == Method::HEAD {
+                count(counters, index, "miss");
             }
             parts
                 .headers
@@ -360,24 +403,28 @@ pub(crate) fn response(resp: Response<ProxyBody>, plan: Box<Plan>) -> Response<P
             let fresh = Arc::new(fresh);
             plan.store
                 .put(plan.key.clone(), &plan.url, fresh.clone(), Some(&v));
+            count(counters, index, "revalidated");
             return serve(&fresh, &plan.method, &plan.request, now, cs, Some(upstream));
         }
         if status.is_server_error() && policy::stale_if_error_allows(&v.control, &v.times, now) {
             cs.detail = Some("stale-if-error");
+            count(counters, index, "stale");
             // The upstream's answer is not read: its connection closes.
             return serve(&v, &plan.method, &plan.request, now, cs, None);
         }
         plan.stale = Some(v);
     }
     let mut upstream = upstream;
+    if plan.method == Method::GET || plan.method == Method::HEAD {
+        count(counters, index, "miss");
+    }
     match store_decision(&plan, status, &parts.headers) {
         Ok(()) => {
             let control = policy::ResponseControl::parse(&parts.headers, rules);
             let mut headers = parts.headers.clone();
             policy::strip_unstorable(&mut headers, rules);
             headers.remove(&CACHE_STATUS);
-            let lifetime =
-                policy::freshness_lifetime(status, &headers, &control, rules, now);
+            let lifetime = policy::freshness_lifetime(status, &headers, &control, rules, now);
             let vary = match policy::vary_names(&headers) {
                 Ok(v) => v,
                 Err(_) => unreachable_vary(),
