@@ -15,20 +15,7 @@ pub const DEFAULT_MEMORY: u64 = 64 << 20;
 /// The largest response stored unless `max_object` says otherwise.
 pub const DEFAULT_MAX_OBJECT: u64 = 8 << 20;
 
-/// What becomes of a response with `Set-Cookie`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SetCookie {
-    /// Not stored (nginx's and Varnish's default: a cookie is usually
-    /// one client's).
-    #[default]
-    NoStore,
-    /// Stored without its `Set-Cookie` (the client that caused the fetch
-    /// still gets it).
-    Strip,
-    /// Stored with it, as RFC 9111 allows.
-    Keep,
-}
+pub use super::raw::SetCookie;
 
 /// A part of the cache key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -210,30 +197,10 @@ pub(super) fn route_cache(
         .ok_or_else(|| ("cache".to_string(), format!("no [caches.{name}] table")))
 }
 
-/// A size as written: bytes, or a number with a unit (`"256MiB"`,
-/// `"10GiB"`, `"512k"`, nginx's `"64m"`).
-pub(super) fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => return Err(format!("`{text}` is not a size like `256MiB` or `10GiB`")),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like `256MiB` or `10GiB`"))?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("`{text}` is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::raw::parse_size;
     use crate::config::{Config, TEST_BASE};
 
     #[test]
@@ -300,11 +267,11 @@ mod tests {
         );
         let e = Config::from_toml(&text, "t.toml").unwrap_err().to_string();
         for want in [
-            "t.toml:4: caches.a.memory: 1024 bytes is less than 1048576",
-            "t.toml:5: caches.a.max_object: `lots` is not a size",
-            "t.toml:6: caches.a.key[1]: `method` is none of",
+            "t.toml:6: caches.a.memory: 1024 bytes is less than 1048576",
+            "t.toml:7: caches.a.max_object: `lots` is not a size",
+            "t.toml:8: caches.a.key[1]: `method` is none of",
             "caches.a.key: must include \"path\"",
-            "t.toml:7: caches.a.targeted: `cache-control` is not a field name other than Cache-Control",
+            "t.toml:9: caches.a.targeted: `cache-control` is not a field name other than Cache-Control",
             "routes[0].cache: no [caches.b] table",
         ] {
             assert!(e.contains(want), "{want} not in {e}");

@@ -77,7 +77,7 @@ pub struct Cache {
     pub memory: Option<Size>,
     pub max_object: Option<Size>,
     pub key: Option<Vec<String>>,
-    pub set_cookie: Option<super::cache::SetCookie>,
+    pub set_cookie: Option<SetCookie>,
     pub targeted: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     pub heuristic_max: Option<Duration>,
@@ -97,9 +97,45 @@ impl Size {
     pub fn bytes(&self) -> Result<u64, String> {
         match self {
             Size::Bytes(n) => Ok(*n),
-            Size::Text(t) => super::cache::parse_size(t),
+            Size::Text(t) => parse_size(t),
         }
     }
+}
+
+/// What becomes of a response with `Set-Cookie`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetCookie {
+    /// Not stored (nginx's and Varnish's default: a cookie is usually
+    /// one client's).
+    #[default]
+    NoStore,
+    /// Stored without its `Set-Cookie` (the client that caused the fetch
+    /// still gets it).
+    Strip,
+    /// Stored with it, as RFC 9111 allows.
+    Keep,
+}
+
+/// A size as written: bytes, or a number with a unit (`"256MiB"`,
+/// `"10GiB"`, `"512k"`, nginx's `"64m"`).
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("`{text}` is not a size like `256MiB` or `10GiB`")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like `256MiB` or `10GiB`"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 /// One value or a list of them (`key`, a route's `rate_limit`).

@@ -315,7 +315,9 @@ pub(crate) enum ProxyBody {
     /// A short body of our own (errors); `None` once sent.
     Full(Option<Bytes>),
     /// A stored response's body, from the cache.
-    Cached(Box<super::cache::CachedBody>),
+    /// with the exchange that revalidated it, if one did (its log line
+    /// counts these bytes, and ends with this body).
+    Cached(Box<(super::cache::body::CachedBody, Option<UpstreamBody>)>),
 }
 
 /// Why a body stopped before its end: the upstream's failure, or the
@@ -335,7 +337,7 @@ pub(crate) struct UpstreamBody {
     bytes: u64,
     exchange: Option<Exchange>,
     /// The response, copied into the cache as it streams.
-    store: Option<Box<super::cache::Storing>>,
+    store: Option<Box<super::cache::body::Storing>>,
 }
 
 impl UpstreamBody {
@@ -349,7 +351,7 @@ impl UpstreamBody {
     }
 
     /// Copies the body into the cache as it streams.
-    pub(crate) fn store(&mut self, s: Box<super::cache::Storing>) {
+    pub(crate) fn store(&mut self, s: Box<super::cache::body::Storing>) {
         self.store = Some(s);
     }
 
@@ -441,7 +443,21 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut *self {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Cached(c) => Poll::Ready(c.next_chunk().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Cached(c) => {
+                let (body, upstream) = &mut **c;
+                let next = body.next_chunk();
+                match &next {
+                    Some(b) => {
+                        if let Some(u) = upstream {
+                            u.sent(b.len());
+                        }
+                    }
+                    // The exchange ends with the last byte (the upstream's
+                    // body, a 304's, has ended).
+                    None => *upstream = None,
+                }
+                Poll::Ready(next.map(|b| Ok(Frame::data(b))))
+            }
             ProxyBody::Compressed(c) => c.poll_frame(cx),
             ProxyBody::Upstream(u) => match u.poll_raw(cx) {
                 Poll::Pending => Poll::Pending,
@@ -469,7 +485,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Cached(c) => c.left() == 0,
+            ProxyBody::Cached(c) => c.0.left() == 0,
             ProxyBody::Upstream(u) => u.inner.is_end_stream(),
             ProxyBody::Compressed(c) => c.is_end_stream(),
         }
@@ -478,7 +494,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ProxyBody::Cached(c) => SizeHint::with_exact(c.left()),
+            ProxyBody::Cached(c) => SizeHint::with_exact(c.0.left()),
             ProxyBody::Upstream(u) => u.inner.size_hint(),
             // Not known before it ends.
             ProxyBody::Compressed(_) => SizeHint::default(),

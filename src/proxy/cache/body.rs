@@ -13,33 +13,22 @@ use http::{HeaderMap, StatusCode};
 use crate::cache::policy::{ResponseControl, Times, VaryNames};
 use crate::cache::store::{FillGuard, Store, Variant};
 
-use super::super::exchange::UpstreamBody;
-
-/// A stored body (or a range of it) on its way to a client; with the
-/// upstream exchange that revalidated it, if one did (its log line
-/// counts these bytes, and ends with this body).
+/// A stored body (or a range of it) on its way to a client.
 pub(crate) struct CachedBody {
     chunks: Arc<[Bytes]>,
     next: usize,
     /// Bytes to skip before the range, and to send.
     skip: u64,
     left: u64,
-    upstream: Option<UpstreamBody>,
 }
 
 impl CachedBody {
-    pub(crate) fn new(
-        chunks: Arc<[Bytes]>,
-        skip: u64,
-        len: u64,
-        upstream: Option<UpstreamBody>,
-    ) -> CachedBody {
+    pub(crate) fn new(chunks: Arc<[Bytes]>, skip: u64, len: u64) -> CachedBody {
         CachedBody {
             chunks,
             next: 0,
             skip,
             left: len,
-            upstream,
         }
     }
 
@@ -62,18 +51,12 @@ impl CachedBody {
                 c.truncate(self.left as usize);
             }
             self.left -= c.len() as u64;
-            if let Some(u) = &mut self.upstream {
-                u.sent(c.len());
-            }
             if c.is_empty() {
                 continue;
             }
             return Some(c);
         }
         self.left = 0;
-        // The exchange ends with the last byte (the upstream's body, a
-        // 304's, has ended).
-        self.upstream = None;
         None
     }
 }

@@ -13,7 +13,7 @@
 //! cache for all of them. A response that turns out not to be storable
 //! lets them go to the origin themselves.
 
-mod body;
+pub(crate) mod body;
 mod range;
 
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
-pub(crate) use body::{CachedBody, Storing};
+use body::{CachedBody, Storing};
 
 use super::exchange::ProxyBody;
 use crate::cache::key::{key, Target};
@@ -291,12 +291,8 @@ fn serve(
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     *resp.headers_mut() = headers;
     if method != Method::HEAD {
-        *resp.body_mut() = ProxyBody::Cached(Box::new(CachedBody::new(
-            v.body.clone(),
-            skip,
-            len,
-            upstream,
-        )));
+        let body = CachedBody::new(v.body.clone(), skip, len);
+        *resp.body_mut() = ProxyBody::Cached(Box::new((body, upstream)));
     }
     resp
 }
