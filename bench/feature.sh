@@ -8,6 +8,7 @@
 #
 #   FEATURE=compress BIN=target/release/tidegate LEVEL=6 C=50 R=5 D=5 bench/feature.sh
 #   FEATURE=limit_req BIN=target/release/tidegate C=50 R=5 D=5 bench/feature.sh
+#   FEATURE=cache SIZE=1k BIN=target/release/tidegate C=50 R=5 D=5 bench/feature.sh
 #
 # FEATURE=compress: a 100 KiB HTML page; Tidegate's `compress` (gzip at
 # LEVEL) against nginx's `gzip on` at the same level, wrk sending
@@ -24,7 +25,13 @@
 # `[rate_limits]`, nginx's `limit_req_zone $binary_remote_addr` +
 # `limit_req ... nodelay`), on against off.
 #
-# Needs nginx, wrk, curl, python3. Stops everything it starts.
+# FEATURE=cache: cache hits of a SIZE (1k or 100k) object that the origin
+# marks `Cache-Control: max-age=3600`: Tidegate's `[caches]` (memory)
+# against nginx's `proxy_cache` (its files stay in the page cache) and
+# Varnish (`-s malloc`, 2 thread pools, as a proxy in front of the same
+# origin), and the proxies with no cache (every request to the origin).
+#
+# Needs nginx, wrk, curl, python3 (and varnishd for FEATURE=cache). Stops everything it starts.
 set -u
 BIN=${BIN:-target/release/tidegate}
 C=${C:-50}; R=${R:-5}; D=${D:-5}; LEVEL=${LEVEL:-6}; FEATURE=${FEATURE:-compress}
@@ -51,14 +58,17 @@ events { worker_connections 20000; }
 http { access_log off; keepalive_requests 1000000; types { text/html html; }
   client_body_temp_path $OUT/t1; proxy_temp_path $OUT/t2; fastcgi_temp_path $OUT/t3; uwsgi_temp_path $OUT/t4; scgi_temp_path $OUT/t5;
   server { listen 127.0.0.1:$ORIGIN backlog=4096; root $OUT; location = /page.html { }
+    location = /1k { expires 1h; } location = /100k { expires 1h; }
     location = /small { return 200 "tidegate-bench-small-response-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"; } } }
 CONF
 nginx -c "$OUT/origin.conf" & PIDS="$PIDS $!"
 
+head -c 1024 "$OUT/page.html" > "$OUT/1k"; cp "$OUT/page.html" "$OUT/100k"
 case $FEATURE in
   compress) URL_PATH=/page.html ;;
   limit_req) URL_PATH=/small ;;
-  *) echo "FEATURE is compress or limit_req" >&2; exit 2 ;;
+  cache) URL_PATH=/${SIZE:-1k} ;;
+  *) echo "FEATURE is compress, limit_req or cache" >&2; exit 2 ;;
 esac
 
 # name on|off: starts the proxy with the feature on or off, its PID in
@@ -80,8 +90,23 @@ start_proxy() {
         ngx_http="limit_req_zone \$binary_remote_addr zone=z:10m rate=1000000r/s;"
         ngx_loc="limit_req zone=z burst=1000000 nodelay;"
       fi ;;
+    cache)
+      if [ "$on" = on ]; then
+        tg_route='cache = "c"'
+        tg_top=$'[caches.c]\nmemory = "64MiB"'
+        ngx_http="proxy_cache_path $OUT/ngx-cache keys_zone=c:10m max_size=64m;"
+        ngx_loc="proxy_cache c;"
+      fi ;;
   esac
-  if [ "$name" = tidegate ]; then
+  if [ "$name" = varnish ]; then
+    cat > "$OUT/v.vcl" <<VCL
+vcl 4.1;
+backend o { .host = "127.0.0.1"; .port = "$ORIGIN"; }
+VCL
+    varnishd -F -f "$OUT/v.vcl" -a "127.0.0.1:$P_PORT" -n "$OUT/varnish" -s malloc,64m \
+      -p thread_pools=2 > "$OUT/varnish.log" 2>&1 &
+    P_PID=$!
+  elif [ "$name" = tidegate ]; then
     cat > "$OUT/tidegate.toml" <<TOML
 [server]
 access_log = "off"
@@ -134,6 +159,7 @@ ticks() {
 # CASES: "proxy compress accept" triples, `;`-separated.
 DEFAULT_CASES="tidegate on gzip;nginx on gzip;nginx-buffered on gzip;tidegate off gzip;nginx off gzip;tidegate on none;nginx on none"
 [ "$FEATURE" = limit_req ] && DEFAULT_CASES="tidegate on none;nginx on none;tidegate off none;nginx off none"
+[ "$FEATURE" = cache ] && DEFAULT_CASES="tidegate on none;nginx on none;varnish on none;tidegate off none;nginx off none"
 IFS=';' read -ra CASE_LIST <<< "${CASES:-$DEFAULT_CASES}"
 RESULTS="$OUT/results"
 for r in $(seq 1 "$R"); do

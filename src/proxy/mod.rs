@@ -398,8 +398,8 @@ enum Outcome<'a> {
 /// client cancels, which drops this future).
 #[allow(clippy::too_many_arguments)]
 async fn forward<'w>(
-    ctx: &'w ConnCtx,
-    w: &'w Worker,
+    ctx: &'w Rc<ConnCtx>,
+    w: &'w Rc<Worker>,
     mut parts: http::request::Parts,
     body: Incoming,
     authority: Option<Authority>,
@@ -443,6 +443,20 @@ async fn forward<'w>(
             {
                 cache::Looked::Hit(resp) => return Ok((Outcome::Local(resp), held)),
                 cache::Looked::Forward(plan) => routed.cache.set(Some(plan)),
+                cache::Looked::Stale(resp, plan) => {
+                    let r = cache::Background {
+                        ctx: ctx.clone(),
+                        worker: w.clone(),
+                        route: route.index,
+                        parts,
+                        body,
+                        authority: authority.cloned(),
+                        client,
+                        found,
+                    };
+                    tokio::task::spawn_local(cache::revalidate(r, plan));
+                    return Ok((Outcome::Local(resp), held));
+                }
             }
         }
     }

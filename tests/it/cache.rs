@@ -141,6 +141,24 @@ fn origin(seen: Shared, release: Arc<Notify>) -> Backend {
                     body,
                 ),
                 "/flaky" => respond(503, &[], "origin down"),
+                "/swr" if inm.as_deref() == Some(b"\"s1\"") => respond(
+                    304,
+                    &[
+                        ("cache-control", "max-age=600"),
+                        ("etag", "\"s1\""),
+                        ("x-version", "2"),
+                    ],
+                    "",
+                ),
+                "/swr" => respond(
+                    200,
+                    &[
+                        ("cache-control", "max-age=0, stale-while-revalidate=600"),
+                        ("etag", "\"s1\""),
+                        ("x-version", "1"),
+                    ],
+                    body,
+                ),
                 "/slow" => {
                     let (mut tx, b) = BodyChannel::new();
                     tokio::spawn(async move {
@@ -448,6 +466,39 @@ async fn a_stale_response_stands_in_when_the_origin_fails_and_stale_if_error_all
     assert_eq!((status, body.as_str()), (200, "/flaky #1"));
     assert!(cache_status(&h).contains("detail=stale-if-error"), "{h:?}");
     assert_eq!(s.count("GET /flaky"), 2);
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_answers_at_once_and_revalidates_in_the_background() {
+    let s = Setup::new();
+    assert_eq!(s.get("/swr").await.2, "/swr #1");
+    // Stale at once, within stale-while-revalidate: served as it is...
+    let (status, h, body) = s.get("/swr").await;
+    assert_eq!((status, body.as_str()), (200, "/swr #1"));
+    assert_eq!(h["x-version"], "1");
+    assert!(
+        cache_status(&h).contains("detail=stale-while-revalidate"),
+        "{}",
+        cache_status(&h)
+    );
+    // ...while its revalidation goes to the origin with the validator,
+    // and the 304 freshens it for the next ones.
+    until("the background revalidation", || s.count("GET /swr") == 2).await;
+    tokio::time::timeout(HANG, async {
+        loop {
+            let (_, h, body) = s.get("/swr").await;
+            assert_eq!(body, "/swr #1");
+            if h["x-version"] == "2" {
+                assert!(cache_status(&h).starts_with("tidegate; hit; ttl="), "{h:?}");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("freshened");
+    assert_eq!(s.seen.lock().unwrap().inm["/swr"], "\"s1\"");
+    assert_eq!(s.count("GET /swr"), 2);
 }
 
 #[tokio::test]

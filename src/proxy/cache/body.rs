@@ -5,12 +5,9 @@
 //! pace is the upstream's).
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
 
-use crate::cache::policy::{ResponseControl, Times, VaryNames};
 use crate::cache::store::{FillGuard, Store, Variant};
 
 /// A stored body (or a range of it) on its way to a client.
@@ -61,7 +58,7 @@ impl CachedBody {
     }
 }
 
-/// A response being stored as it streams: what will be its variant, and
+/// A response being stored as it streams: its variant (the head), and
 /// the body so far.
 pub(crate) struct Storing {
     pub(crate) store: Arc<Store>,
@@ -69,14 +66,8 @@ pub(crate) struct Storing {
     pub(crate) url: String,
     /// Those waiting for this key are told when it ends.
     pub(crate) guard: Option<FillGuard>,
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) control: ResponseControl,
-    pub(crate) request_time: SystemTime,
-    pub(crate) response_time: SystemTime,
-    pub(crate) lifetime: std::time::Duration,
-    pub(crate) vary: VaryNames,
-    pub(crate) vary_values: Vec<Option<Bytes>>,
+    /// The head, with no body yet.
+    pub(crate) variant: Variant,
     /// The stored variant this one replaces.
     pub(crate) replaces: Option<Arc<Variant>>,
     pub(crate) chunks: Vec<Bytes>,
@@ -101,17 +92,9 @@ impl Storing {
     /// The body is complete: stored.
     pub(crate) fn commit(self: Box<Self>) {
         let s = *self;
-        let times = Times::new(s.request_time, s.response_time, &s.headers, s.lifetime);
-        let v = Variant {
-            status: s.status,
-            headers: s.headers,
-            control: s.control,
-            times,
-            vary: s.vary,
-            vary_values: s.vary_values,
-            body: s.chunks.into(),
-            len: s.len,
-        };
+        let mut v = s.variant;
+        v.body = s.chunks.into();
+        v.len = s.len;
         s.store.put(s.key, &s.url, Arc::new(v), s.replaces.as_ref());
         // Those waiting look again now: it is there.
         drop(s.guard);

@@ -13,6 +13,7 @@
 //! cache for all of them. A response that turns out not to be storable
 //! lets them go to the origin themselves.
 
+mod background;
 pub(crate) mod body;
 mod range;
 
@@ -75,7 +76,12 @@ pub(crate) enum Looked {
     Hit(Response<ProxyBody>),
     /// Upstream, then [`response`].
     Forward(Box<Plan>),
+    /// A stale response answers at once (`stale-while-revalidate`); the
+    /// request goes on in the background ([`revalidate`]).
+    Stale(Response<ProxyBody>, Box<Plan>),
 }
+
+pub(crate) use background::{revalidate, Request as Background};
 
 /// Client conditionals, removed from a request that revalidates or
 /// fills (the cache answers them).
@@ -180,9 +186,33 @@ pub(crate) async fn lookup(
                             None,
                         ));
                     }
-                    // Served only once the origin agrees (a background
-                    // revalidation is not done: it is revalidated now).
-                    Reuse::StaleWhileRevalidate | Reuse::Validate => {
+                    Reuse::StaleWhileRevalidate => {
+                        let status = CacheStatus {
+                            hit: true,
+                            fwd: None,
+                            fwd_status: None,
+                            ttl: Some(v.times.ttl(now)),
+                            stored: false,
+                            collapsed: false,
+                            detail: Some("stale-while-revalidate"),
+                        };
+                        count(counters, index, "stale");
+                        let resp = serve(&v, &parts.method, &parts.headers, now, status, None);
+                        // One revalidation per key at a time, for a GET.
+                        if !get {
+                            return Looked::Hit(resp);
+                        }
+                        let Filling::Mine(g) = store.fill(&plan.key) else {
+                            return Looked::Hit(resp);
+                        };
+                        plan.guard = Some(g);
+                        plan.stale = Some(v);
+                        plan.request = parts.headers.clone();
+                        to_origin(parts, plan.stale.as_deref());
+                        return Looked::Stale(resp, Box::new(plan));
+                    }
+                    // Served only once the origin agrees.
+                    Reuse::Validate => {
                         let fwd = match v.times.is_fresh(now) {
                             true => Fwd::Request,
                             false => Fwd::Stale,
@@ -226,19 +256,24 @@ pub(crate) async fn lookup(
     }
     plan.request = parts.headers.clone();
     if get && (plan.stale.is_some() || plan.guard.is_some()) {
-        // The cache answers the client's conditionals and ranges from
-        // the full response it fetches.
-        for name in &CONDITIONALS {
-            parts.headers.remove(name);
-        }
-        parts.headers.remove(header::RANGE);
-        if let Some(v) = &plan.stale {
-            for (n, val) in policy::validators(&v.headers) {
-                parts.headers.insert(n, val);
-            }
-        }
+        to_origin(parts, plan.stale.as_deref());
     }
     Looked::Forward(Box::new(plan))
+}
+
+/// A GET that fetches for the cache: the client's conditionals and range
+/// removed (the cache answers them from the full response), `stale`'s
+/// validators added.
+fn to_origin(parts: &mut http::request::Parts, stale: Option<&Variant>) {
+    for name in &CONDITIONALS {
+        parts.headers.remove(name);
+    }
+    parts.headers.remove(header::RANGE);
+    if let Some(v) = stale {
+        for (n, val) in policy::validators(&v.headers) {
+            parts.headers.insert(n, val);
+        }
+    }
 }
 
 /// The name this cache goes by in `Cache-Status`.
@@ -327,7 +362,6 @@ pub(crate) fn response(
     let mut plan = *plan;
     let index = plan.index;
     let now = SystemTime::now();
-    let rules = &plan.store.rules;
     if plan.method != Method::GET && plan.method != Method::HEAD {
         count(counters, index, "bypass");
     }
@@ -416,31 +450,15 @@ pub(crate) fn response(
     }
     match store_decision(&plan, status, &parts.headers) {
         Ok(()) => {
-            let control = policy::ResponseControl::parse(&parts.headers, rules);
-            let mut headers = parts.headers.clone();
-            policy::strip_unstorable(&mut headers, rules);
-            headers.remove(&CACHE_STATUS);
-            let lifetime = policy::freshness_lifetime(status, &headers, &control, rules, now);
-            let vary = match policy::vary_names(&headers) {
-                Ok(v) => v,
-                Err(_) => unreachable_vary(),
-            };
-            let vary_values = policy::vary_values(&vary, &plan.request);
+            let variant = stored_variant(&plan, status, &parts.headers, now);
             cs.stored = true;
-            cs.ttl = Some(lifetime.as_secs() as i64);
+            cs.ttl = Some(variant.times.ttl(now));
             upstream.store(Box::new(Storing {
                 store: plan.store.clone(),
                 key: plan.key.clone(),
                 url: plan.url.clone(),
                 guard: plan.guard.take(),
-                status,
-                headers,
-                control,
-                request_time: plan.request_time,
-                response_time: now,
-                lifetime,
-                vary,
-                vary_values,
+                variant,
                 replaces: plan.stale.take(),
                 chunks: Vec::new(),
                 len: 0,
@@ -499,9 +517,28 @@ fn store_decision(plan: &Plan, status: StatusCode, h: &HeaderMap) -> Result<(), 
     Ok(())
 }
 
-/// `Vary: *` is never stored (`decide_store` says so first).
-fn unreachable_vary() -> policy::VaryNames {
-    policy::VaryNames(Vec::new())
+/// The variant a storable response with `status` and fields `h` makes
+/// (its body still empty).
+fn stored_variant(plan: &Plan, status: StatusCode, h: &HeaderMap, now: SystemTime) -> Variant {
+    let rules = &plan.store.rules;
+    let control = policy::ResponseControl::parse(h, rules);
+    let mut headers = h.clone();
+    policy::strip_unstorable(&mut headers, rules);
+    headers.remove(&CACHE_STATUS);
+    let lifetime = policy::freshness_lifetime(status, &headers, &control, rules, now);
+    // (`Vary: *` is never stored: `decide_store` said so first.)
+    let vary = policy::vary_names(&headers).unwrap_or(policy::VaryNames(Vec::new()));
+    let vary_values = policy::vary_values(&vary, &plan.request);
+    Variant {
+        status,
+        times: policy::Times::new(plan.request_time, now, &headers, lifetime),
+        headers,
+        control,
+        vary,
+        vary_values,
+        body: Arc::from(Vec::new()),
+        len: 0,
+    }
 }
 
 /// `v` freshened by a 304 with fields `new` (RFC 9111 §4.3.4).
