@@ -16,13 +16,20 @@
 //! - `no-cache="a, b"` and `private="a"` (qualified forms) are kept apart
 //!   from the unqualified ones: the response may be stored and reused
 //!   without the listed fields, which `strip_unstorable` drops (§5.2.2.4,
-//!   §5.2.2.7).
+//!   §5.2.2.7); one naming a field the stored response needs (`ETag`,
+//!   `Content-Length`, ...) is taken as unqualified;
+//! - a targeted field (RFC 9213) is read as the Structured Field it is,
+//!   strictly: lower-case keys, Integer delta-seconds (over 2^31: 2^31),
+//!   Boolean flags; any syntax or type error and the field is ignored,
+//!   `Cache-Control` applying instead. It replaces `Cache-Control` even
+//!   when it holds no known directive (`CDN-Cache-Control: none`).
 
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 
 use super::rules::Rules;
+use super::targeted::{dictionary, Item};
 
 /// The greatest delta-seconds a cache need represent (RFC 9111 §1.2.2).
 pub(crate) const DELTA_MAX: u64 = 1 << 31;
@@ -89,7 +96,9 @@ pub(crate) fn directives<'a>(
                         _ => i += 1,
                     }
                 }
-                let tail_start = i.min(s.len());
+                // A final backslash steps past the end.
+                i = i.min(s.len());
+                let tail_start = i;
                 while i < s.len() && s[i] != b',' {
                     i += 1;
                 }
@@ -179,72 +188,127 @@ pub(crate) struct ResponseControl {
 
 impl ResponseControl {
     /// Parses the directives a shared cache obeys: the targeted field of
-    /// `rules` (RFC 9213 §2.2) when the response carries it non-empty,
-    /// which then replaces `Cache-Control` entirely; otherwise
-    /// `Cache-Control`. The targeted field is read with the same parser
-    /// (RFC 9213 drafts allowed it; its Dictionary syntax is a subset of
-    /// what this parser accepts for the directives used).
+    /// `rules` (RFC 9213 §2.2) when the response carries it and it is a
+    /// valid Dictionary whose known directives have values of the right
+    /// type (RFC 9213 §2.1: `max-age="60"`, `max-age=-1` or `&&&` make
+    /// the whole field ignored), which then replaces `Cache-Control`
+    /// entirely; otherwise `Cache-Control`.
     pub(crate) fn parse(headers: &HeaderMap, rules: &Rules) -> Self {
-        let mut cc = Self::default();
-        let field = match &rules.targeted {
-            Some(t)
-                if headers
-                    .get_all(t)
-                    .iter()
-                    .any(|v| !trim_end(v.as_bytes()).is_empty()) =>
-            {
-                t.clone()
+        if let Some(t) = &rules.targeted {
+            if let Some(cc) = Self::parse_targeted(headers.get_all(t).iter()) {
+                return cc;
             }
-            _ => header::CACHE_CONTROL,
-        };
-        let (mut max_age_seen, mut s_maxage_seen) = (false, false);
-        directives(headers.get_all(field).iter(), |name, arg| {
-            if is(name, "no-store") {
-                cc.no_store = true;
-            } else if is(name, "no-cache") {
-                match arg {
-                    None => cc.no_cache = true,
-                    Some(Arg::Quoted(q)) if strippable(q) => cc.qualified = true,
-                    // `no-cache=` `no-cache=a` `no-cache=""`, or a field the
-                    // stored response needs: conservative.
-                    Some(_) => cc.no_cache = true,
+        }
+        Self::parse_cache_control(headers)
+    }
+
+    /// A targeted field's directives (RFC 9213 §2.1), or `None` when it is
+    /// absent, empty or invalid. Duplicate keys: the last wins (RFC 8941).
+    fn parse_targeted<'a>(lines: impl Iterator<Item = &'a HeaderValue>) -> Option<Self> {
+        let mut cc = Self::default();
+        let mut ok = true;
+        let valid = dictionary(lines, |key, item| {
+            let delta = || match item {
+                Item::Integer(n) => u64::try_from(n)
+                    .ok()
+                    .map(|n| Duration::from_secs(n.min(DELTA_MAX))),
+                _ => None,
+            };
+            let mut flag = |to: &mut bool| match item {
+                Item::Boolean(b) => *to = b,
+                _ => ok = false,
+            };
+            match key {
+                b"no-store" => flag(&mut cc.no_store),
+                b"public" => flag(&mut cc.public),
+                b"must-revalidate" => flag(&mut cc.must_revalidate),
+                b"proxy-revalidate" => flag(&mut cc.proxy_revalidate),
+                b"must-understand" => flag(&mut cc.must_understand),
+                b"immutable" => flag(&mut cc.immutable),
+                b"no-cache" | b"private" => {
+                    let to = if key == b"no-cache" {
+                        &mut cc.no_cache
+                    } else {
+                        &mut cc.private
+                    };
+                    match item {
+                        Item::Boolean(b) => *to = b,
+                        Item::String(list) if strippable(list) => cc.qualified = true,
+                        _ => *to = true,
+                    }
                 }
-            } else if is(name, "private") {
-                match arg {
-                    None => cc.private = true,
-                    Some(Arg::Quoted(q)) if strippable(q) => cc.qualified = true,
-                    Some(_) => cc.private = true,
+                b"max-age" | b"s-maxage" | b"stale-while-revalidate" | b"stale-if-error" => {
+                    let Some(d) = delta() else {
+                        ok = false;
+                        return;
+                    };
+                    match key {
+                        b"max-age" => cc.max_age = Some(Ok(d)),
+                        b"s-maxage" => cc.s_maxage = Some(Ok(d)),
+                        b"stale-while-revalidate" => cc.stale_while_revalidate = Some(d),
+                        _ => cc.stale_if_error = Some(d),
+                    }
                 }
-            } else if is(name, "public") {
-                cc.public = true;
-            } else if is(name, "must-revalidate") {
-                cc.must_revalidate = true;
-            } else if is(name, "proxy-revalidate") {
-                cc.proxy_revalidate = true;
-            } else if is(name, "must-understand") {
-                cc.must_understand = true;
-            } else if is(name, "immutable") {
-                cc.immutable = true;
-            } else if is(name, "max-age") {
-                cc.max_age = Some(if max_age_seen {
-                    Err(Invalid)
-                } else {
-                    delta_seconds(arg)
-                });
-                max_age_seen = true;
-            } else if is(name, "s-maxage") {
-                cc.s_maxage = Some(if s_maxage_seen {
-                    Err(Invalid)
-                } else {
-                    delta_seconds(arg)
-                });
-                s_maxage_seen = true;
-            } else if is(name, "stale-while-revalidate") {
-                cc.stale_while_revalidate = least(cc.stale_while_revalidate, arg);
-            } else if is(name, "stale-if-error") {
-                cc.stale_if_error = least(cc.stale_if_error, arg);
+                _ => {}
             }
         });
+        (valid && ok).then_some(cc)
+    }
+
+    /// `Cache-Control`'s directives (RFC 9111 §5.2.2).
+    fn parse_cache_control(headers: &HeaderMap) -> Self {
+        let mut cc = Self::default();
+        let (mut max_age_seen, mut s_maxage_seen) = (false, false);
+        directives(
+            headers.get_all(header::CACHE_CONTROL).iter(),
+            |name, arg| {
+                if is(name, "no-store") {
+                    cc.no_store = true;
+                } else if is(name, "no-cache") {
+                    match arg {
+                        None => cc.no_cache = true,
+                        Some(Arg::Quoted(q)) if strippable(q) => cc.qualified = true,
+                        // `no-cache=` `no-cache=a` `no-cache=""`, or a field the
+                        // stored response needs: conservative.
+                        Some(_) => cc.no_cache = true,
+                    }
+                } else if is(name, "private") {
+                    match arg {
+                        None => cc.private = true,
+                        Some(Arg::Quoted(q)) if strippable(q) => cc.qualified = true,
+                        Some(_) => cc.private = true,
+                    }
+                } else if is(name, "public") {
+                    cc.public = true;
+                } else if is(name, "must-revalidate") {
+                    cc.must_revalidate = true;
+                } else if is(name, "proxy-revalidate") {
+                    cc.proxy_revalidate = true;
+                } else if is(name, "must-understand") {
+                    cc.must_understand = true;
+                } else if is(name, "immutable") {
+                    cc.immutable = true;
+                } else if is(name, "max-age") {
+                    cc.max_age = Some(if max_age_seen {
+                        Err(Invalid)
+                    } else {
+                        delta_seconds(arg)
+                    });
+                    max_age_seen = true;
+                } else if is(name, "s-maxage") {
+                    cc.s_maxage = Some(if s_maxage_seen {
+                        Err(Invalid)
+                    } else {
+                        delta_seconds(arg)
+                    });
+                    s_maxage_seen = true;
+                } else if is(name, "stale-while-revalidate") {
+                    cc.stale_while_revalidate = least(cc.stale_while_revalidate, arg);
+                } else if is(name, "stale-if-error") {
+                    cc.stale_if_error = least(cc.stale_if_error, arg);
+                }
+            },
+        );
         cc
     }
 
@@ -555,6 +619,34 @@ mod tests {
     }
 
     #[test]
+    fn targeted_field_directives() {
+        let parse = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("cdn-cache-control", HeaderValue::from_static(v));
+            ResponseControl::parse(&h, &Rules::default())
+        };
+        let cc = parse(
+            "max-age=99999999999, s-maxage=5, stale-while-revalidate=7, stale-if-error=8, public",
+        );
+        assert_eq!(cc.max_age, Some(Ok(S(DELTA_MAX))));
+        assert_eq!(cc.s_maxage, Some(Ok(S(5))));
+        assert_eq!(
+            (cc.stale_while_revalidate, cc.stale_if_error),
+            (Some(S(7)), Some(S(8)))
+        );
+        assert!(cc.public);
+        assert!(
+            parse("private").private && parse("no-cache").no_cache && parse("no-store").no_store
+        );
+        assert!(!parse("no-store=?0").no_store);
+        assert_eq!(parse("max-age=1, max-age=2").max_age, Some(Ok(S(2))));
+        let q = parse("no-cache=\"x-a\"");
+        assert!(q.qualified && !q.no_cache);
+        assert!(parse("private=\"etag\"").private);
+        assert!(parse("no-cache=tok").no_cache);
+    }
+
+    #[test]
     fn request_directives() {
         let cc = req(&[(
             "cache-control",
@@ -591,6 +683,7 @@ mod tests {
             header::CACHE_CONTROL,
             HeaderValue::from_static("f=\"g\" h, i"),
         );
+        h.append(header::CACHE_CONTROL, HeaderValue::from_static("j=\"k\\"));
         let mut got = Vec::new();
         directives(h.get_all(header::CACHE_CONTROL).iter(), |n, a| {
             got.push((n, a))
@@ -604,6 +697,7 @@ mod tests {
                 (b"d", Some(Arg::Bad)),
                 (b"f", Some(Arg::Bad)),
                 (b"i", None),
+                (b"j", Some(Arg::Bad)),
             ]
         );
     }

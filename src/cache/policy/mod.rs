@@ -2,7 +2,8 @@
 //! `SystemTime`: no I/O, no global state. The store and the proxy phases
 //! (`cache/`, `proxy/`) call these to decide; nothing here remembers.
 //!
-//! - `control.rs`: `Cache-Control` (and RFC 9213 targeted fields) parsed.
+//! - `control.rs`: `Cache-Control` and RFC 9213 targeted fields parsed
+//!   (`targeted.rs`: the Structured Field Dictionary those are).
 //! - `rules.rs`: the settings the RFC leaves open (from the config).
 //! - `storing.rs`: may a response be stored (§3), and what of it (§3.1).
 //! - `freshness.rs`: freshness lifetime, age, `Age` (§4.2, §5.1).
@@ -25,6 +26,7 @@ mod reuse;
 mod rules;
 mod status;
 mod storing;
+mod targeted;
 mod update;
 mod vary;
 
