@@ -6,9 +6,10 @@
 //! - `If-Match`, `If-Unmodified-Since` and `If-Range` are "not applicable
 //!   to a cache" (RFC 9111 §4.3.2): such a request is [`Conditional::Forward`]ed
 //!   to the origin, which evaluates them on the current representation;
-//! - `If-Modified-Since` is compared with the stored `Last-Modified` only;
-//!   without one, or with an invalid date on either side, the condition
-//!   does not apply and the stored response is sent (200);
+//! - `If-Modified-Since` is compared with the stored `Last-Modified`, or
+//!   without one its `Date` (RFC 9111 §4.3.2; the time of receipt that
+//!   §4.3.2 names last is not known here: with neither, or an invalid
+//!   date, the condition does not apply and the stored response is sent);
 //! - conditions apply only to GET and HEAD and a stored 2xx (RFC 9110
 //!   §13.2.1).
 
@@ -125,7 +126,10 @@ pub(crate) fn client_conditional(
         };
     }
     let since = req.get(header::IF_MODIFIED_SINCE).and_then(parse_date);
-    let modified = stored.get(header::LAST_MODIFIED).and_then(parse_date);
+    let modified = match stored.get(header::LAST_MODIFIED) {
+        Some(lm) => parse_date(lm),
+        None => stored.get(header::DATE).and_then(parse_date),
+    };
     match (since, modified) {
         (Some(since), Some(modified)) if modified <= since => Conditional::NotModified,
         _ => Conditional::None,
@@ -230,8 +234,16 @@ mod tests {
         ] {
             assert_eq!(cond(&[("if-modified-since", ims)], &stored), want, "{ims}");
         }
-        // No Last-Modified: the condition does not apply.
-        assert_eq!(cond(&[("if-modified-since", LATER)], &[("date", LM)]), None);
+        // No Last-Modified: the stored Date stands in (RFC 9111 §4.3.2).
+        assert_eq!(
+            cond(&[("if-modified-since", LATER)], &[("date", LM)]),
+            NotModified
+        );
+        assert_eq!(
+            cond(&[("if-modified-since", EARLIER)], &[("date", LM)]),
+            None
+        );
+        assert_eq!(cond(&[("if-modified-since", LATER)], &[]), None);
         assert_eq!(
             cond(&[("if-modified-since", LATER)], &[("last-modified", "bad")]),
             None

@@ -607,9 +607,24 @@ mod tests {
             ResponseControl::parse(&h, &Rules::default()),
             ResponseControl::default()
         );
-        // Empty: ignored, Cache-Control applies.
-        h.insert("cdn-cache-control", HeaderValue::from_static(""));
-        assert!(ResponseControl::parse(&h, &Rules::default()).no_store);
+        // Empty or invalid: ignored, Cache-Control applies.
+        for bad in [
+            "",
+            "max-age=10000, &&&&&",
+            "max-age=\"10000\"",
+            "MaX-aGe=3600",
+            "max-age =100",
+            "max-age= 100",
+            "max-age=-1",
+            "no-store=1",
+            "max-age=60,",
+        ] {
+            h.insert("cdn-cache-control", HeaderValue::from_static(bad));
+            assert!(
+                ResponseControl::parse(&h, &Rules::default()).no_store,
+                "{bad}"
+            );
+        }
         let off = Rules {
             targeted: None,
             ..Rules::default()
