@@ -13,8 +13,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::control::{RequestControl, ResponseControl};
+use super::control::ResponseControl;
 use super::freshness::Times;
+use super::request::RequestControl;
 
 /// How a stored response may be used for a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
