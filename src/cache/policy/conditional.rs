@@ -212,6 +212,19 @@ mod tests {
     }
 
     #[test]
+    fn etags_with_obs_text_compare_as_bytes() {
+        let tag = HeaderValue::from_bytes(b"\"abcdef\xc3\xbc\"").unwrap();
+        let mut stored = HeaderMap::new();
+        stored.insert(header::ETAG, tag.clone());
+        let mut req = HeaderMap::new();
+        req.insert(header::IF_NONE_MATCH, tag);
+        assert_eq!(
+            client_conditional(&Method::GET, &req, StatusCode::OK, &stored),
+            NotModified
+        );
+    }
+
+    #[test]
     fn if_none_match_takes_precedence_over_if_modified_since() {
         let stored = [("etag", "\"abc\""), ("last-modified", LM)];
         assert_eq!(
