@@ -26,8 +26,9 @@
 //!   forward (server choice, retries, the stale-connection retry), respond
 //!   (`exchange.rs`: the streamed response body, compressed or not, the
 //!   access-log line, the connection back to the pool; `compress.rs`:
-//!   whether a response is compressed); `tunnel.rs` for upgrades
-//!   (WebSocket...).
+//!   whether a response is compressed; `cache/`: a route's cache on the
+//!   request path: lookup, revalidation, storing while streaming, stale
+//!   on error, invalidation); `tunnel.rs` for upgrades (WebSocket...).
 //! - `worker.rs`: a config put into service (`Generation`: the config plus
 //!   its built upstreams and listener TLS) and one thread's state under it
 //!   (routes, pool, log).
@@ -61,6 +62,12 @@
 //!   table of atomics indexed by the keyed hash of `key.rs`; global limits
 //!   shared through Redis (`global.rs`, the leases of `lease.rs`, the
 //!   connections and the Lua GCRA of `store.rs` and `gcra.lua`).
+//! - `cache/`: HTTP caching (RFC 9111, shared cache): the pure decisions
+//!   (`policy/`: directives, storing, freshness and age, reuse, `Vary`,
+//!   conditionals, freshening, invalidation, `Cache-Status`), the key
+//!   (`key.rs`) and each cache's store (`store.rs`: responses by key and
+//!   variant under a byte budget, and the fetches concurrent misses wait
+//!   for).
 //! - `compress/`: response compression: `Accept-Encoding` negotiated
 //!   (`negotiate.rs`), the head rewritten, the gzip/br/zstd encoders.
 //! - `message/`: pure HTTP rules: what a request head must be before

@@ -268,6 +268,8 @@ pub struct Route {
     /// A JWT bearer token needed first (`jwt`).
     #[serde(serialize_with = "crate::auth::jwt::dump")]
     pub(crate) jwt: Option<std::sync::Arc<crate::auth::jwt::Jwt>>,
+    /// `cache`: an index into `Config::caches`.
+    pub cache: Option<usize>,
 }
 
 impl Route {
@@ -452,6 +454,7 @@ mod tests {
             upstream_response_head: Duration::from_secs(1),
             basic_auth: None,
             compress: None,
+            cache: None,
             forward_auth: None,
             jwt: None,
         }

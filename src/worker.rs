@@ -29,6 +29,8 @@ pub(crate) struct Generation {
     pub labels: Arc<Labels>,
     /// The state of the config's rate limits (built afresh on reload).
     pub limiters: Arc<crate::ratelimit::Limiters>,
+    /// The config's caches (what they store kept across reloads).
+    pub caches: Arc<crate::cache::Caches>,
     /// Where spans go, with `[tracing]` (set by the server, which runs
     /// the exporter).
     pub trace: Option<crate::trace::Sink>,
@@ -79,6 +81,7 @@ impl Generation {
                 &config.rate_limits,
                 &config.concurrency_limits,
             )),
+            caches: Arc::new(crate::cache::Caches::new(&config.caches)),
             config: Arc::new(config),
             upstreams: Arc::new(upstreams),
             tls: Arc::new(tls),
@@ -95,12 +98,13 @@ impl Generation {
     }
 
     /// Takes over `old`'s state of every rate and concurrency limit left
-    /// unchanged.
+    /// unchanged, and what its caches stored.
     pub(crate) fn keep_limits(&mut self, old: &Generation) {
         self.limiters = Arc::new(
             old.limiters
                 .carried(&self.config.rate_limits, &self.config.concurrency_limits),
         );
+        self.caches = Arc::new(old.caches.carried(&self.config.caches));
     }
 
     /// The same config with other upstreams (after a DNS change).
@@ -135,6 +139,8 @@ pub(crate) struct Worker {
     pub compress: bool,
     /// Every thread's shared rate-limit state.
     pub limiters: Arc<crate::ratelimit::Limiters>,
+    /// Every thread's shared caches.
+    pub caches: Arc<crate::cache::Caches>,
 }
 
 impl Worker {
@@ -161,6 +167,7 @@ impl Worker {
             http1: server_builder(config.limits.max_request_head_bytes),
             tls: g.tls.clone(),
             limiters: g.limiters.clone(),
+            caches: g.caches.clone(),
             client_rules: config
                 .listeners
                 .iter()

@@ -11,6 +11,10 @@
 //! - `POST /upstreams/GROUP/servers/ADDRESS/drain` and `.../enable`: a
 //!   drained server gets no new requests (in-flight ones finish); the
 //!   state survives reloads (until restart).
+//! - `GET /caches`: each cache's keys, bytes and waiting misses;
+//!   `POST /caches/NAME/purge` (everything), `?url=URL` (one URL's
+//!   responses, every variant) or `?prefix=URL` (every URL starting
+//!   with it) ([`caches`]).
 //! - `GET /config`: the config in force (defaults filled in, command-line
 //!   overrides applied) as JSON, secrets redacted
 //!   ([`crate::config::dump`]).
@@ -40,6 +44,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::{Gauges, Registry};
 
+mod caches;
 mod status;
 
 /// Reads the values a scrape shows beside the counters (open
@@ -53,6 +58,9 @@ pub(crate) type Drain = Arc<dyn Fn(&str, &str, bool) -> Option<usize> + Send + S
 /// The config in force.
 pub(crate) type ConfigSource = Arc<dyn Fn() -> Option<Arc<crate::config::Config>> + Send + Sync>;
 
+/// The caches in force.
+pub(crate) type CacheSource = Arc<dyn Fn() -> Option<Arc<crate::cache::Caches>> + Send + Sync>;
+
 /// `POST /reload`, sent to whoever reloads (the binary's main loop), with
 /// where the answer goes: `Err` holds why the new config was refused.
 pub(crate) struct ReloadAsk {
@@ -65,6 +73,7 @@ pub(crate) struct State {
     pub(crate) gauges: GaugeSource,
     pub(crate) drain: Drain,
     pub(crate) config: ConfigSource,
+    pub(crate) caches: CacheSource,
     /// Where `POST /reload` goes; set only by a process that has a config
     /// file to reload (the binary started with `--config`).
     pub(crate) reloads: OnceLock<mpsc::Sender<ReloadAsk>>,
@@ -220,6 +229,9 @@ fn unauthorized(state: &State, req: &Request<Incoming>) -> Option<Response<Full<
 fn read(state: &State, req: &Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
     if let Some(rest) = path.strip_prefix("/upstreams/") {
         return drain(state, req.method(), rest);
+    }
+    if path == "/caches" || path.starts_with("/caches/") {
+        return caches::answer(state, req.method(), path, req.uri().query());
     }
     if !matches!(
         path,

@@ -71,9 +71,11 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
     // place once every one is valid).
     let concurrency_limits =
         super::concurrency_limit::concurrency_limits(&raw.concurrency_limits, &mut p);
+    let caches = super::cache::caches(&raw.caches, &mut p);
     let limit_names = super::route::LimitNames {
         rate: raw.rate_limits.keys().map(String::as_str).collect(),
         concurrency: raw.concurrency_limits.keys().map(String::as_str).collect(),
+        caches: raw.caches.keys().map(String::as_str).collect(),
     };
 
     if raw.routes.is_empty() {
@@ -162,6 +164,7 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
         upstreams,
         rate_limits,
         concurrency_limits,
+        caches,
         timeouts,
         limits,
         threads,

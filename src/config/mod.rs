@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod auth;
+pub mod cache;
 pub mod compress;
 pub(crate) mod concurrency_limit;
 mod dns;
@@ -176,6 +177,8 @@ pub struct Config {
     /// `[concurrency_limits.*]`, in name order; routes refer to them by
     /// index.
     pub concurrency_limits: Vec<ConcurrencyLimit>,
+    /// `[caches.*]`, in name order; routes refer to them by index.
+    pub caches: Vec<cache::Cache>,
     pub timeouts: Timeouts,
     pub limits: Limits,
     /// Worker threads, each a single-threaded runtime with its own listener

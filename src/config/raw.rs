@@ -66,6 +66,40 @@ pub struct File {
     pub rate_limits: BTreeMap<String, RateLimit>,
     #[serde(default)]
     pub concurrency_limits: BTreeMap<String, ConcurrencyLimit>,
+    #[serde(default)]
+    pub caches: BTreeMap<String, Cache>,
+}
+
+/// `[caches.NAME]` (checked in `cache.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cache {
+    pub memory: Option<Size>,
+    pub max_object: Option<Size>,
+    pub key: Option<Vec<String>>,
+    pub set_cookie: Option<super::cache::SetCookie>,
+    pub targeted: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub heuristic_max: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub lock_timeout: Option<Duration>,
+}
+
+/// A size: bytes, or text with a unit (`"256MiB"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            Size::Bytes(n) => Ok(*n),
+            Size::Text(t) => super::cache::parse_size(t),
+        }
+    }
 }
 
 /// One value or a list of them (`key`, a route's `rate_limit`).
@@ -230,6 +264,7 @@ pub struct Route {
     pub compress: Option<Compress>,
     pub forward_auth: Option<ForwardAuth>,
     pub jwt: Option<Jwt>,
+    pub cache: Option<String>,
 }
 
 /// A route's `[routes.forward_auth]` (checked in `forward_auth.rs`).

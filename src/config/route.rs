@@ -19,6 +19,8 @@ pub(super) struct LimitNames<'a> {
     pub(super) rate: Vec<&'a str>,
     /// `[concurrency_limits.*]`.
     pub(super) concurrency: Vec<&'a str>,
+    /// `[caches.*]`.
+    pub(super) caches: Vec<&'a str>,
 }
 
 /// Compiles one `[[routes]]` entry: every part is checked, and every
@@ -134,6 +136,16 @@ pub(super) fn compile_route(
             }
         },
     };
+    let cache = match &rt.cache {
+        Some(_) if action.is_some() && !proxies => {
+            errors.push(field("cache", "only applies to routes with `upstream`"));
+            None
+        }
+        c => ok(
+            &mut errors,
+            super::cache::route_cache(c.as_ref(), &limit_names.caches),
+        ),
+    };
     let rt_timeouts = rt.timeouts.as_ref();
     let route = (|| {
         Some(Route {
@@ -163,6 +175,7 @@ pub(super) fn compile_route(
             compress: compress?,
             forward_auth: forward_auth?,
             jwt: jwt?,
+            cache: cache?,
         })
     })();
     match route {

@@ -314,6 +314,8 @@ pub(crate) enum ProxyBody {
     Compressed(Box<Compressed>),
     /// A short body of our own (errors); `None` once sent.
     Full(Option<Bytes>),
+    /// A stored response's body, from the cache.
+    Cached(Box<super::cache::CachedBody>),
 }
 
 /// Why a body stopped before its end: the upstream's failure, or the
@@ -332,6 +334,8 @@ pub(crate) struct UpstreamBody {
     inner: Incoming,
     bytes: u64,
     exchange: Option<Exchange>,
+    /// The response, copied into the cache as it streams.
+    store: Option<Box<super::cache::Storing>>,
 }
 
 impl UpstreamBody {
@@ -340,6 +344,37 @@ impl UpstreamBody {
             inner,
             bytes: 0,
             exchange: Some(exchange),
+            store: None,
+        }
+    }
+
+    /// Copies the body into the cache as it streams.
+    pub(crate) fn store(&mut self, s: Box<super::cache::Storing>) {
+        self.store = Some(s);
+    }
+
+    /// Whether it is being copied into the cache.
+    pub(crate) fn storing(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Tells the copy into the cache what came: a data frame is kept,
+    /// the end stores it, anything else (trailers, an error, too much)
+    /// gives it up.
+    fn tee(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) {
+        let Some(s) = &mut self.store else { return };
+        let keep = match polled {
+            Poll::Pending => return,
+            Poll::Ready(Some(Ok(f))) => f.data_ref().is_some_and(|d| s.data(d)),
+            Poll::Ready(Some(Err(_))) => false,
+            Poll::Ready(None) => true,
+        };
+        if !keep {
+            self.store = None;
+        } else if self.inner.is_end_stream() || matches!(polled, Poll::Ready(None)) {
+            if let Some(s) = self.store.take() {
+                s.commit();
+            }
         }
     }
 
@@ -356,6 +391,9 @@ impl UpstreamBody {
                 ex.drive(cx);
             }
             polled = Pin::new(&mut self.inner).poll_frame(cx);
+        }
+        if self.store.is_some() {
+            self.tee(&polled);
         }
         polled
     }
@@ -382,6 +420,9 @@ impl Drop for UpstreamBody {
         // hyper may stop polling once `is_end_stream` says so; only a body
         // dropped before its end is one the client abandoned.
         let how = if self.inner.is_end_stream() {
+            if let Some(s) = self.store.take() {
+                s.commit();
+            }
             Ended::Done
         } else {
             Ended::ClientGone
@@ -400,6 +441,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut *self {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Cached(c) => Poll::Ready(c.next_chunk().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Compressed(c) => c.poll_frame(cx),
             ProxyBody::Upstream(u) => match u.poll_raw(cx) {
                 Poll::Pending => Poll::Pending,
@@ -427,6 +469,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Cached(c) => c.left() == 0,
             ProxyBody::Upstream(u) => u.inner.is_end_stream(),
             ProxyBody::Compressed(c) => c.is_end_stream(),
         }
@@ -435,6 +478,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ProxyBody::Cached(c) => SizeHint::with_exact(c.left()),
             ProxyBody::Upstream(u) => u.inner.size_hint(),
             // Not known before it ends.
             ProxyBody::Compressed(_) => SizeHint::default(),

@@ -35,6 +35,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 mod auth;
+pub(crate) mod cache;
 mod compress;
 pub(crate) mod exchange;
 mod forward;
@@ -171,6 +172,9 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         grpc,
         request_id.as_ref().map(|(_, id)| id),
     );
+    if let Some(plan) = routed.cache.take() {
+        resp = cache::response(resp, plan);
+    }
     if let Some(c) = routed.compress.take() {
         resp = compress::response(resp, c);
     }
@@ -429,6 +433,17 @@ async fn forward<'w>(
         false => gate::Passed::default(),
         true => gate::pass(ctx, w, route, &mut parts, authority, client.ip(), routed).await?,
     };
+    // A stored response answers before the request is rewritten (as a
+    // route's own answers, it is not delayed); a miss goes on with what
+    // the response phase needs to store or freshen.
+    if let Some(store) = route.cache.and_then(|i| w.caches.get(i)) {
+        if h2_ws.is_none() && !found.upgrade {
+            match cache::lookup(store, ctx.tls.is_some(), &mut parts, authority).await {
+                cache::Looked::Hit(resp) => return Ok((Outcome::Local(resp), held)),
+                cache::Looked::Forward(plan) => routed.cache.set(Some(plan)),
+            }
+        }
+    }
     let group = match request::act(ctx, route, &mut parts, authority, &body)? {
         Routed::Proxy(group) => group,
         // A route's own answers are not delayed.

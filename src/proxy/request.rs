@@ -183,6 +183,8 @@ pub(crate) struct Noted {
     pub(crate) user: Cell<Option<std::sync::Arc<str>>>,
     /// The response's compression, when its route or listener has one.
     pub(crate) compress: Cell<Option<super::compress::Compression>>,
+    /// What the cache's response phase needs (a route with `cache`).
+    pub(crate) cache: Cell<Option<Box<super::cache::Plan>>>,
 }
 
 /// Notes the compression of the request with head `parts` on `route`

@@ -36,6 +36,16 @@ pub(super) fn in_force(shared: &Arc<Mutex<Shared>>) -> crate::admin::ConfigSourc
     })
 }
 
+/// The caches in force (`/caches` on the admin listener).
+pub(super) fn caches(shared: &Arc<Mutex<Shared>>) -> crate::admin::CacheSource {
+    let weak = Arc::downgrade(shared);
+    Arc::new(move || {
+        let shared = weak.upgrade()?;
+        let caches = lock(&shared).current.caches.clone();
+        Some(caches)
+    })
+}
+
 /// What a scrape reads beside the counters, from the config in force.
 pub(super) fn gauges(shared: &Arc<Mutex<Shared>>) -> crate::admin::GaugeSource {
     use std::sync::atomic::Ordering::Relaxed;

@@ -53,7 +53,7 @@ pub(crate) use spawn::detach_if_asked;
 use upgrade::Copies;
 pub(crate) use upgrade::Inherited;
 
-use admin::{drain, gauges, in_force};
+use admin::{caches, drain, gauges, in_force};
 use sockets::{bind_all, copies, gate, open_all, open_files_limit};
 use workers::{run_worker, Reload};
 
@@ -565,6 +565,7 @@ pub(crate) fn start_with(
                 gauges: gauges(&shared),
                 drain: drain(&shared),
                 config: in_force(&shared),
+                caches: caches(&shared),
                 reloads: std::sync::OnceLock::new(),
                 ready: true.into(),
                 token: a.token.as_deref().and_then(|t| t.parse().ok()),

@@ -11,6 +11,7 @@ mod admin;
 mod affinity;
 mod balance;
 mod basic_auth;
+mod cache;
 mod cli;
 mod client_ip;
 mod clients;

@@ -1,0 +1,253 @@
+//! One cache's store: stored responses by key, each key holding the
+//! variants its `Vary` tells apart, kept in memory under the cache's
+//! byte budget (moka: TinyLFU admission, LRU eviction, reads without a
+//! lock); and the fetches in progress, so that concurrent misses for one
+//! key wait for the first (request coalescing) instead of all going to
+//! the origin.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use moka::ops::compute::Op;
+use moka::sync::Cache as Map;
+use tokio::sync::watch;
+
+use super::policy::{ResponseControl, Rules, SetCookie, Times, VaryNames};
+use crate::config::cache::Cache;
+
+/// Variants kept per key at most (the oldest goes first).
+const MAX_VARIANTS: usize = 16;
+/// Fetches in progress tracked at most (beyond, misses do not wait).
+const MAX_FILLS: u64 = 1 << 16;
+
+/// One stored response.
+pub(crate) struct Variant {
+    pub(crate) status: StatusCode,
+    /// Its fields as stored (what must not be stored dropped).
+    pub(crate) headers: HeaderMap,
+    /// Its directives, read once when stored.
+    pub(crate) control: ResponseControl,
+    pub(crate) times: Times,
+    /// The fields it varies on, and the request's values of them.
+    pub(crate) vary: VaryNames,
+    pub(crate) vary_values: Vec<Option<Bytes>>,
+    /// The body, as it came.
+    pub(crate) body: Arc<[Bytes]>,
+    pub(crate) len: u64,
+}
+
+impl Variant {
+    /// Bytes it holds, roughly: what the budget counts.
+    fn weight(&self) -> u64 {
+        let head: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum();
+        self.len + head as u64 + 256
+    }
+}
+
+/// What one key holds.
+pub(crate) struct Entry {
+    /// The URL it was stored for (what purges match).
+    pub(crate) url: Arc<str>,
+    /// Newest first.
+    pub(crate) variants: Vec<Arc<Variant>>,
+}
+
+/// A fetch in progress for a key: set when it ends (stored or not).
+pub(crate) struct Fill {
+    done: watch::Sender<bool>,
+}
+
+/// How a miss goes on.
+pub(crate) enum Filling {
+    /// This request fetches for the key; others wait for it until the
+    /// guard is dropped.
+    Mine(FillGuard),
+    /// Another request is fetching it: wait for it.
+    Wait(watch::Receiver<bool>),
+}
+
+/// The fetch a request makes for a key; dropped, it tells those waiting
+/// to look again.
+pub(crate) struct FillGuard {
+    store: Arc<Store>,
+    key: Bytes,
+    fill: Arc<Fill>,
+}
+
+impl Drop for FillGuard {
+    fn drop(&mut self) {
+        self.fill.done.send_replace(true);
+        let fill = &self.fill;
+        self.store
+            .fills
+            .entry(self.key.clone())
+            .and_compute_with(|old| match old {
+                Some(e) if Arc::ptr_eq(e.value(), fill) => Op::Remove,
+                _ => Op::Nop,
+            });
+    }
+}
+
+/// A cache's rules for the policy.
+fn rules(c: &Cache) -> Rules {
+    use crate::config::cache::SetCookie as Configured;
+    Rules {
+        targeted: c.targeted.clone(),
+        set_cookie: match c.set_cookie {
+            Configured::NoStore => SetCookie::NoStore,
+            Configured::Strip => SetCookie::Strip,
+            Configured::Keep => SetCookie::Keep,
+        },
+        heuristic_max: c.heuristic_max,
+        ..Rules::default()
+    }
+}
+
+/// One cache.
+pub(crate) struct Store {
+    pub(crate) config: Arc<Cache>,
+    /// What the config says of RFC 9111's open points.
+    pub(crate) rules: Rules,
+    entries: Map<Bytes, Arc<Entry>>,
+    fills: Map<Bytes, Arc<Fill>>,
+    /// Misses waiting for another's fetch now (shared across reloads).
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Store {
+    pub(crate) fn new(config: &Cache) -> Store {
+        let entries = Map::builder()
+            .max_capacity(config.memory)
+            .weigher(|_, e: &Arc<Entry>| {
+                let w: u64 = e.variants.iter().map(|v| v.weight()).sum();
+                u32::try_from(w).unwrap_or(u32::MAX)
+            })
+            .support_invalidation_closures()
+            .build();
+        Store {
+            config: Arc::new(config.clone()),
+            rules: rules(config),
+            entries,
+            fills: Map::builder()
+                .max_capacity(MAX_FILLS)
+                // Only a guard leaked by a bug outlives this.
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+            waiting: Arc::default(),
+        }
+    }
+
+    /// The same stored responses under `config`.
+    pub(crate) fn with_config(&self, config: &Cache) -> Store {
+        Store {
+            config: Arc::new(config.clone()),
+            rules: rules(config),
+            entries: self.entries.clone(),
+            fills: self.fills.clone(),
+            waiting: self.waiting.clone(),
+        }
+    }
+
+    pub(crate) fn get(&self, key: &Bytes) -> Option<Arc<Entry>> {
+        self.entries.get(key)
+    }
+
+    /// Joins the fetch in progress for `key`, or starts it.
+    pub(crate) fn fill(self: &Arc<Self>, key: &Bytes) -> Filling {
+        let e = self
+            .fills
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Fill { done: watch::Sender::new(false) }));
+        if e.is_fresh() {
+            Filling::Mine(FillGuard {
+                store: self.clone(),
+                key: key.clone(),
+                fill: e.into_value(),
+            })
+        } else {
+            Filling::Wait(e.value().done.subscribe())
+        }
+    }
+
+    /// Waits (up to `lock_timeout`) for the fetch `rx` belongs to.
+    pub(crate) async fn wait(&self, mut rx: watch::Receiver<bool>) {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _ = tokio::time::timeout(self.config.lock_timeout, rx.wait_for(|d| *d)).await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Misses waiting for another's fetch now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Stores `v` for `key`: it replaces the variant with the same
+    /// selecting values (or `replaces`, a variant it freshens).
+    pub(crate) fn put(
+        &self,
+        key: Bytes,
+        url: &str,
+        v: Arc<Variant>,
+        replaces: Option<&Arc<Variant>>,
+    ) {
+        self.entries
+            .entry(key)
+            .and_compute_with(|old| {
+                let mut variants = vec![v.clone()];
+                let url = match old {
+                    Some(e) => {
+                        let e = e.into_value();
+                        variants.extend(
+                            e.variants
+                                .iter()
+                                .filter(|o| {
+                                    replaces.is_none_or(|r| !Arc::ptr_eq(o, r))
+                                        && !(o.vary.0 == v.vary.0 && o.vary_values == v.vary_values)
+                                })
+                                .take(MAX_VARIANTS - 1)
+                                .cloned(),
+                        );
+                        e.url.clone()
+                    }
+                    None => Arc::from(url),
+                };
+                Op::Put(Arc::new(Entry { url, variants }))
+            });
+    }
+
+    /// Drops what `key` holds.
+    pub(crate) fn remove(&self, key: &Bytes) {
+        self.entries.invalidate(key);
+    }
+
+    /// Drops every entry whose URL is `url` (`prefix`: starts with it);
+    /// what goes, goes at once for lookups.
+    pub(crate) fn purge(&self, url: &str, prefix: bool) -> Result<(), String> {
+        let url: Arc<str> = Arc::from(url);
+        self.entries
+            .invalidate_entries_if(move |_, e| match prefix {
+                true => e.url.starts_with(&*url),
+                false => *e.url == *url,
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Drops everything.
+    pub(crate) fn clear(&self) {
+        self.entries.invalidate_all();
+    }
+
+    /// Keys held and bytes they weigh (after pending housekeeping).
+    pub(crate) fn usage(&self) -> (u64, u64) {
+        self.entries.run_pending_tasks();
+        (self.entries.entry_count(), self.entries.weighted_size())
+    }
+}

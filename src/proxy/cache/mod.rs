@@ -1,0 +1,488 @@
+//! A route's `cache`, on the request path: after the gates, the request
+//! is looked up ([`lookup`]): a stored response that may be reused is
+//! the answer (with `Age` and `Cache-Status`, and the client's own
+//! conditionals and range answered from it); otherwise the request goes
+//! upstream (revalidating a stored response with its validators), and
+//! the response phase ([`response`]) stores what may be stored as it
+//! streams to the client, freshens a stored response with a 304, serves
+//! a stale one when the origin fails and `stale-if-error` allows, and
+//! invalidates on unsafe methods (RFC 9111 §4.4).
+//!
+//! Concurrent misses for one key wait for the first one's response (up
+//! to the cache's `lock_timeout`), then look again: one fetch fills the
+//! cache for all of them. A response that turns out not to be storable
+//! lets them go to the origin themselves.
+
+mod body;
+mod range;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Response, StatusCode};
+
+pub(crate) use body::{CachedBody, Storing};
+
+use super::exchange::ProxyBody;
+use crate::cache::key::{key, Target};
+use crate::cache::policy::{
+    self, CacheStatus, Conditional, Fwd, RequestControl, Reuse, StoreDecision,
+};
+use crate::cache::store::{Filling, Store, Variant};
+use crate::message::admit::Authority;
+
+static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// What the response phase needs of a request that went upstream.
+pub(crate) struct Plan {
+    store: Arc<Store>,
+    key: Bytes,
+    url: String,
+    method: Method,
+    /// The request's fields as the client sent them (what `Vary`
+    /// selects on, and the conditionals answered here).
+    request: HeaderMap,
+    request_cc: RequestControl,
+    request_time: SystemTime,
+    /// The stored response being revalidated.
+    stale: Option<Arc<Variant>>,
+    /// The fetch others wait for.
+    guard: Option<crate::cache::store::FillGuard>,
+    fwd: Fwd,
+    collapsed: bool,
+    /// An unsafe method: what its success invalidates.
+    unsafe_method: Option<(String, String, String)>,
+}
+
+/// What the lookup found.
+pub(crate) enum Looked {
+    /// A stored response answers.
+    Hit(Response<ProxyBody>),
+    /// Upstream, then [`response`].
+    Forward(Box<Plan>),
+}
+
+/// Client conditionals, removed from a request that revalidates or
+/// fills (the cache answers them).
+const CONDITIONALS: [HeaderName; 5] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+];
+
+/// Looks the request up in `store`.
+pub(crate) async fn lookup(
+    store: &Arc<Store>,
+    tls: bool,
+    parts: &mut http::request::Parts,
+    authority: Option<&Authority>,
+) -> Looked {
+    let now = SystemTime::now();
+    let host = authority.map_or(String::new(), |a| a.as_str().to_ascii_lowercase());
+    let target = Target {
+        scheme: if tls { "https" } else { "http" },
+        host: &host,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+    };
+    let k = key(&store.config.key, &target, &parts.headers);
+    let url = target.url();
+    let mut plan = Plan {
+        store: store.clone(),
+        key: k,
+        url,
+        method: parts.method.clone(),
+        request: HeaderMap::new(),
+        request_cc: RequestControl::parse(&parts.headers),
+        request_time: now,
+        stale: None,
+        guard: None,
+        fwd: Fwd::Bypass,
+        collapsed: false,
+        unsafe_method: None,
+    };
+    let get = parts.method == Method::GET;
+    if !get && parts.method != Method::HEAD {
+        if !matches!(parts.method, Method::OPTIONS | Method::TRACE) {
+            plan.unsafe_method = Some((
+                target.scheme.to_string(),
+                host.clone(),
+                parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string(),
+            ));
+        }
+        return Looked::Forward(Box::new(plan));
+    }
+    let mut waited = false;
+    loop {
+        let entry = store.get(&plan.key);
+        let found = entry.as_ref().and_then(|e| {
+            e.variants
+                .iter()
+                .find(|v| policy::vary_matches(&v.vary, &v.vary_values, &parts.headers))
+        });
+        plan.fwd = match (&entry, found) {
+            (None, _) => Fwd::UriMiss,
+            (Some(_), None) => Fwd::VaryMiss,
+            (_, Some(v)) => {
+                let v = v.clone();
+                match policy::decide_reuse(&plan.request_cc, &v.control, &v.times, now) {
+                    // Preconditions only the origin evaluates (RFC 9111
+                    // §4.3.2) go there, as they came.
+                    Reuse::Fresh | Reuse::StaleAllowed
+                        if parts.headers.contains_key(header::IF_MATCH)
+                            || parts.headers.contains_key(header::IF_UNMODIFIED_SINCE) =>
+                    {
+                        plan.request = parts.headers.clone();
+                        plan.fwd = Fwd::Request;
+                        return Looked::Forward(Box::new(plan));
+                    }
+                    Reuse::Fresh | Reuse::StaleAllowed => {
+                        let status = CacheStatus {
+                            hit: true,
+                            fwd: None,
+                            fwd_status: None,
+                            ttl: Some(v.times.ttl(now)),
+                            stored: false,
+                            collapsed: waited,
+                            detail: None,
+                        };
+                        return Looked::Hit(serve(&v, &parts.method, &parts.headers, now, status, None));
+                    }
+                    // Served only once the origin agrees (a background
+                    // revalidation is not done: it is revalidated now).
+                    Reuse::StaleWhileRevalidate | Reuse::Validate => {
+                        let fwd = match v.times.is_fresh(now) {
+                            true => Fwd::Request,
+                            false => Fwd::Stale,
+                        };
+                        plan.stale = Some(v);
+                        fwd
+                    }
+                }
+            }
+        };
+        if plan.request_cc.only_if_cached && plan.stale.is_none() {
+            let status = CacheStatus {
+                hit: false,
+                fwd: Some(plan.fwd),
+                fwd_status: None,
+                ttl: None,
+                stored: false,
+                collapsed: false,
+                detail: Some("only-if-cached"),
+            };
+            let mut resp = Response::new(ProxyBody::full(Bytes::new()));
+            *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+            resp.headers_mut()
+                .insert(CACHE_STATUS.clone(), status.header_value(NAME));
+            return Looked::Hit(resp);
+        }
+        if !get || waited {
+            break;
+        }
+        match store.fill(&plan.key) {
+            Filling::Mine(g) => {
+                plan.guard = Some(g);
+                break;
+            }
+            Filling::Wait(rx) => {
+                waited = true;
+                plan.collapsed = true;
+                store.wait(rx).await;
+            }
+        }
+    }
+    plan.request = parts.headers.clone();
+    if get && (plan.stale.is_some() || plan.guard.is_some()) {
+        // The cache answers the client's conditionals and ranges from
+        // the full response it fetches.
+        for name in &CONDITIONALS {
+            parts.headers.remove(name);
+        }
+        parts.headers.remove(header::RANGE);
+        if let Some(v) = &plan.stale {
+            for (n, val) in policy::validators(&v.headers) {
+                parts.headers.insert(n, val);
+            }
+        }
+    }
+    Looked::Forward(Box::new(plan))
+}
+
+/// The name this cache goes by in `Cache-Status`.
+const NAME: &str = "tidegate";
+
+/// A stored response as the answer to a request with `method` and
+/// fields `req`: its head with `Age` and `Cache-Status`, the client's
+/// conditionals and range answered; `upstream`: the exchange that
+/// revalidated it.
+fn serve(
+    v: &Variant,
+    method: &Method,
+    req: &HeaderMap,
+    now: SystemTime,
+    status: CacheStatus,
+    upstream: Option<super::exchange::UpstreamBody>,
+) -> Response<ProxyBody> {
+    let mut headers = v.headers.clone();
+    headers.insert(header::AGE, policy::age_header(v.times.current_age(now)));
+    headers.append(CACHE_STATUS.clone(), status.header_value(NAME));
+    let mut resp = Response::new(ProxyBody::full(Bytes::new()));
+    // (`If-Range` is answered in `range`.)
+    match policy::client_conditional(method, req, v.status, &v.headers) {
+        Conditional::NotModified => {
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            not_modified_fields(&headers, resp.headers_mut());
+            return resp;
+        }
+        // (Preconditions for the origin went there: see `lookup`.)
+        Conditional::Forward | Conditional::None => {}
+    }
+    let (code, skip, len) = match range::select(method, req, v) {
+        range::Selected::Whole => (v.status, 0, v.len),
+        range::Selected::Part { start, len } => {
+            headers.insert(header::CONTENT_RANGE, range::content_range(start, len, v.len));
+            (StatusCode::PARTIAL_CONTENT, start, len)
+        }
+        range::Selected::Unsatisfiable => {
+            *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_RANGE, range::unsatisfiable(v.len));
+            h.insert(CACHE_STATUS.clone(), status.header_value(NAME));
+            return resp;
+        }
+    };
+    *resp.status_mut() = code;
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    *resp.headers_mut() = headers;
+    if method != Method::HEAD {
+        *resp.body_mut() =
+            ProxyBody::Cached(Box::new(CachedBody::new(v.body.clone(), skip, len, upstream)));
+    }
+    resp
+}
+
+/// What a 304 carries of the response it stands for (RFC 9110 §15.4.5).
+fn not_modified_fields(from: &HeaderMap, to: &mut HeaderMap) {
+    for name in [
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::VARY,
+        header::LAST_MODIFIED,
+        header::AGE,
+        CACHE_STATUS.clone(),
+    ] {
+        for v in from.get_all(&name) {
+            to.append(name.clone(), v.clone());
+        }
+    }
+}
+
+/// The response to a request that went upstream, as the cache makes it:
+/// stored as it streams, or a stored one freshened or served stale, and
+/// `Cache-Status` added.
+pub(crate) fn response(resp: Response<ProxyBody>, plan: Box<Plan>) -> Response<ProxyBody> {
+    let mut plan = *plan;
+    let now = SystemTime::now();
+    let rules = &plan.store.rules;
+    if let Some((scheme, authority, pq)) = plan.unsafe_method.take() {
+        let status = resp.status();
+        let targets = policy::invalidation_targets(
+            &plan.method,
+            status,
+            &scheme,
+            &authority,
+            &pq,
+            resp.headers(),
+        );
+        for (s, a, p) in targets {
+            let (path, query) = match p.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (p.as_str(), None),
+            };
+            let t = Target {
+                scheme: &s,
+                host: &a,
+                path,
+                query,
+            };
+            plan.store
+                .remove(&key(&plan.store.config.key, &t, &plan.request));
+        }
+        return resp;
+    }
+    let status = resp.status();
+    let mut cs = CacheStatus {
+        hit: false,
+        fwd: Some(plan.fwd),
+        fwd_status: Some(status.as_u16()),
+        ttl: None,
+        stored: false,
+        collapsed: plan.collapsed,
+        detail: None,
+    };
+    let (mut parts, body) = resp.into_parts();
+    let upstream = match body {
+        ProxyBody::Upstream(u) => u,
+        // Our own answer (no server, a timeout): a stale response may
+        // stand in for it.
+        body => {
+            if let Some(v) = plan.stale.as_ref().filter(|v| {
+                status.is_server_error() && policy::stale_if_error_allows(&v.control, &v.times, now)
+            }) {
+                cs.detail = Some("stale-if-error");
+                cs.fwd_status = None;
+                return serve(v, &plan.method, &plan.request, now, cs, None);
+            }
+            parts
+                .headers
+                .append(CACHE_STATUS.clone(), cs.header_value(NAME));
+            return Response::from_parts(parts, body);
+        }
+    };
+    if let Some(v) = plan.stale.take() {
+        if status == StatusCode::NOT_MODIFIED
+            && !policy::select_for_304(&parts.headers, &[&v.headers]).is_empty()
+        {
+            let fresh = freshen(&plan, &v, &parts.headers, now);
+            cs.ttl = Some(fresh.times.ttl(now));
+            let fresh = Arc::new(fresh);
+            plan.store
+                .put(plan.key.clone(), &plan.url, fresh.clone(), Some(&v));
+            return serve(&fresh, &plan.method, &plan.request, now, cs, Some(upstream));
+        }
+        if status.is_server_error() && policy::stale_if_error_allows(&v.control, &v.times, now) {
+            cs.detail = Some("stale-if-error");
+            // The upstream's answer is not read: its connection closes.
+            return serve(&v, &plan.method, &plan.request, now, cs, None);
+        }
+        plan.stale = Some(v);
+    }
+    let mut upstream = upstream;
+    match store_decision(&plan, status, &parts.headers) {
+        Ok(()) => {
+            let control = policy::ResponseControl::parse(&parts.headers, rules);
+            let mut headers = parts.headers.clone();
+            policy::strip_unstorable(&mut headers, rules);
+            headers.remove(&CACHE_STATUS);
+            let lifetime =
+                policy::freshness_lifetime(status, &headers, &control, rules, now);
+            let vary = match policy::vary_names(&headers) {
+                Ok(v) => v,
+                Err(_) => unreachable_vary(),
+            };
+            let vary_values = policy::vary_values(&vary, &plan.request);
+            cs.stored = true;
+            cs.ttl = Some(lifetime.as_secs() as i64);
+            upstream.store(Box::new(Storing {
+                store: plan.store.clone(),
+                key: plan.key.clone(),
+                url: plan.url.clone(),
+                guard: plan.guard.take(),
+                status,
+                headers,
+                control,
+                request_time: plan.request_time,
+                response_time: now,
+                lifetime,
+                vary,
+                vary_values,
+                replaces: plan.stale.take(),
+                chunks: Vec::new(),
+                len: 0,
+            }));
+        }
+        Err(why) => cs.detail = Some(why),
+    }
+    // The client's conditionals, removed to fill the cache, answered
+    // from the full response.
+    if upstream.storing() && status == StatusCode::OK {
+        if let Conditional::NotModified =
+            policy::client_conditional(&plan.method, &plan.request, status, &parts.headers)
+        {
+            parts
+                .headers
+                .append(CACHE_STATUS.clone(), cs.header_value(NAME));
+            let mut resp = Response::new(ProxyBody::full(Bytes::new()));
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            not_modified_fields(&parts.headers, resp.headers_mut());
+            // The body is still read, into the cache.
+            tokio::task::spawn_local(drain(ProxyBody::Upstream(upstream)));
+            return resp;
+        }
+    }
+    parts
+        .headers
+        .append(CACHE_STATUS.clone(), cs.header_value(NAME));
+    Response::from_parts(parts, ProxyBody::Upstream(upstream))
+}
+
+/// Whether the response may be stored, or why not.
+fn store_decision(plan: &Plan, status: StatusCode, h: &HeaderMap) -> Result<(), &'static str> {
+    if plan.method != Method::GET || plan.request_cc.no_store {
+        return Err("method");
+    }
+    let rules = &plan.store.rules;
+    let control = policy::ResponseControl::parse(h, rules);
+    match policy::decide_store(
+        &plan.method,
+        &plan.request,
+        &plan.request_cc,
+        status,
+        h,
+        &control,
+        rules,
+    ) {
+        StoreDecision::DontStore(why) => return Err(why),
+        StoreDecision::Store { .. } => {}
+    }
+    let len = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if len.is_some_and(|l| l > plan.store.config.max_object) {
+        return Err("too-large");
+    }
+    Ok(())
+}
+
+/// `Vary: *` is never stored (`decide_store` says so first).
+fn unreachable_vary() -> policy::VaryNames {
+    policy::VaryNames(Vec::new())
+}
+
+/// `v` freshened by a 304 with fields `new` (RFC 9111 §4.3.4).
+fn freshen(plan: &Plan, v: &Variant, new: &HeaderMap, now: SystemTime) -> Variant {
+    let rules = &plan.store.rules;
+    let mut headers = v.headers.clone();
+    policy::freshen(&mut headers, new, rules);
+    let control = policy::ResponseControl::parse(&headers, rules);
+    let lifetime = policy::freshness_lifetime(v.status, &headers, &control, rules, now);
+    let times = policy::Times::new(plan.request_time, now, &headers, lifetime);
+    Variant {
+        status: v.status,
+        headers,
+        control,
+        times,
+        vary: v.vary.clone(),
+        vary_values: v.vary_values.clone(),
+        body: v.body.clone(),
+        len: v.len,
+    }
+}
+
+/// Reads a body to its end (into the cache), for no one.
+async fn drain(mut body: ProxyBody) {
+    use http_body_util::BodyExt;
+    while let Some(Ok(_)) = body.frame().await {}
+}

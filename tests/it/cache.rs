@@ -1,0 +1,449 @@
+//! The HTTP cache (`[caches.NAME]`, a route's `cache`), end to end with a
+//! real origin that counts what reaches it: fresh responses served from
+//! the cache with `Age` and `Cache-Status`; what must not be stored is
+//! not; a stale response revalidated with its validator and freshened by
+//! the 304; variants kept apart by `Vary` (`*` never stored); HEAD,
+//! ranges and client conditionals answered from a stored response;
+//! unsafe methods invalidating; bodies over `max_object` streamed whole
+//! but not kept; concurrent misses making one fetch; stale-if-error;
+//! purges through the admin listener; `only-if-cached`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use tokio::sync::Notify;
+
+use crate::common::config::{Route, TestConfig};
+use crate::common::*;
+
+/// What reached the origin: requests per `METHOD path`, and the last
+/// `If-None-Match` seen per path.
+#[derive(Default)]
+struct Seen {
+    count: HashMap<String, usize>,
+    inm: HashMap<String, String>,
+}
+
+type Shared = Arc<Mutex<Seen>>;
+
+fn respond(status: u16, fields: &[(&str, &str)], body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::builder().status(status);
+    for (n, v) in fields {
+        r = r.header(*n, *v);
+    }
+    r.body(full(body.into())).unwrap()
+}
+
+fn range_body() -> Bytes {
+    Bytes::from((0..1000).map(|i| b'a' + (i % 26) as u8).collect::<Vec<u8>>())
+}
+
+/// The cases, by path. `/slow` sends its head, then waits for `release`
+/// before its body.
+fn origin(seen: Shared, release: Arc<Notify>) -> Backend {
+    backend(move |req: Request<hyper::body::Incoming>| {
+        let seen = seen.clone();
+        let release = release.clone();
+        async move {
+            let path = req.uri().path().to_string();
+            let n = {
+                let mut s = seen.lock().unwrap();
+                let c = s.count.entry(format!("{} {path}", req.method())).or_default();
+                *c += 1;
+                let n = *c;
+                if let Some(v) = req.headers().get("if-none-match") {
+                    s.inm.insert(path.clone(), v.to_str().unwrap().to_string());
+                }
+                n
+            };
+            let inm = req.headers().get("if-none-match").map(|v| v.as_bytes().to_vec());
+            let lang = req
+                .headers()
+                .get("accept-language")
+                .map_or("none".to_string(), |v| v.to_str().unwrap().to_string());
+            let body = format!("{path} #{n}");
+            let fresh = [("cache-control", "max-age=60"), ("etag", "\"f1\"")];
+            match path.as_str() {
+                _ if req.method() != "GET" && req.method() != "HEAD" => respond(200, &[], "done"),
+                "/fresh" | "/fresh/a" | "/fresh/b" => respond(200, &fresh, body),
+                "/nostore" => respond(200, &[("cache-control", "no-store")], body),
+                "/private" => respond(200, &[("cache-control", "private, max-age=60")], body),
+                "/cookie" => respond(
+                    200,
+                    &[("cache-control", "max-age=60"), ("set-cookie", "s=1")],
+                    body,
+                ),
+                "/auth" => respond(200, &[("cache-control", "max-age=60")], body),
+                "/connection" => respond(
+                    200,
+                    &[
+                        ("cache-control", "max-age=60"),
+                        ("connection", "x-secret"),
+                        ("x-secret", "one client's"),
+                    ],
+                    body,
+                ),
+                "/revalidate" if inm.as_deref() == Some(b"\"r1\"") => respond(
+                    304,
+                    &[
+                        ("cache-control", "max-age=60"),
+                        ("etag", "\"r1\""),
+                        ("x-version", "2"),
+                    ],
+                    "",
+                ),
+                "/revalidate" => respond(
+                    200,
+                    &[
+                        ("cache-control", "max-age=0"),
+                        ("etag", "\"r1\""),
+                        ("x-version", "1"),
+                    ],
+                    body,
+                ),
+                "/vary" => respond(
+                    200,
+                    &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
+                    format!("lang {lang} #{n}"),
+                ),
+                "/star" => respond(
+                    200,
+                    &[("cache-control", "max-age=60"), ("vary", "accept-language, *")],
+                    body,
+                ),
+                "/range" => respond(
+                    200,
+                    &[("cache-control", "max-age=60"), ("etag", "\"g1\"")],
+                    range_body(),
+                ),
+                "/big" => respond(
+                    200,
+                    &[("cache-control", "max-age=60")],
+                    vec![b'x'; 2 << 20],
+                ),
+                "/flaky" if n == 1 => respond(
+                    200,
+                    &[
+                        ("cache-control", "max-age=0, stale-if-error=600"),
+                        ("etag", "\"k1\""),
+                    ],
+                    body,
+                ),
+                "/flaky" => respond(503, &[], "origin down"),
+                "/slow" => {
+                    let (mut tx, b) = BodyChannel::new();
+                    tokio::spawn(async move {
+                        tx.send(Bytes::from("slow ")).await;
+                        release.notified().await;
+                        tx.send(Bytes::from(format!("#{n}"))).await;
+                    });
+                    let mut r = Response::new(b);
+                    r.headers_mut()
+                        .insert("cache-control", "max-age=60".parse().unwrap());
+                    r
+                }
+                _ => text(404, "no such case"),
+            }
+        }
+    })
+}
+
+struct Setup {
+    proxy: Proxy,
+    seen: Shared,
+    release: Arc<Notify>,
+    _origin: Backend,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let seen = Shared::default();
+        let release = Arc::new(Notify::new());
+        let origin = origin(seen.clone(), release.clone());
+        let proxy = Proxy::start(
+            &TestConfig::new()
+                .set("admin.address", "127.0.0.1:0")
+                .set("caches.pages.memory", "16MiB")
+                .set("caches.pages.max_object", "1MiB")
+                .set("caches.pages.lock_timeout", "60s")
+                .group("app", [origin.addr])
+                .route(Route::to("app").set("cache", "pages"))
+                .toml(),
+        );
+        Setup {
+            proxy,
+            seen,
+            release,
+            _origin: origin,
+        }
+    }
+
+    /// Requests of `METHOD path` the origin saw.
+    fn count(&self, what: &str) -> usize {
+        self.seen.lock().unwrap().count.get(what).copied().unwrap_or(0)
+    }
+
+    async fn ask(
+        &self,
+        method: &str,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> (u16, http::HeaderMap, String) {
+        exchange(self.proxy.addr, method, "cache.test", path, fields, empty()).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, http::HeaderMap, String) {
+        self.ask("GET", path, &[]).await
+    }
+
+    async fn admin(&self, method: &str, path: &str) -> (u16, String) {
+        let addr = self.proxy.running().admin_addr().expect("admin listener");
+        let (status, _, body) = exchange(addr, method, "admin", path, &[], empty()).await;
+        (status, body)
+    }
+}
+
+fn cache_status(h: &http::HeaderMap) -> &str {
+    h.get("cache-status").map_or("", |v| v.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn a_fresh_response_is_served_from_the_cache_with_age_and_cache_status() {
+    let s = Setup::new();
+    let (status, h, body) = s.get("/fresh").await;
+    assert_eq!((status, body.as_str()), (200, "/fresh #1"));
+    assert_eq!(cache_status(&h), "tidegate; fwd=uri-miss; fwd-status=200; ttl=60; stored");
+    for _ in 0..3 {
+        let (status, h, body) = s.get("/fresh").await;
+        assert_eq!((status, body.as_str()), (200, "/fresh #1"));
+        assert!(cache_status(&h).starts_with("tidegate; hit; ttl="), "{h:?}");
+        let age: u64 = h["age"].to_str().unwrap().parse().unwrap();
+        assert!(age <= 60, "{age}");
+        assert_eq!(h["etag"], "\"f1\"");
+        assert_eq!(h["content-length"], "9");
+    }
+    assert_eq!(s.count("GET /fresh"), 1);
+    // Another query is another key.
+    let (_, _, body) = s.get("/fresh?x=1").await;
+    assert_eq!(body, "/fresh #2");
+}
+
+#[tokio::test]
+async fn what_must_not_be_stored_is_not() {
+    let s = Setup::new();
+    for (path, fields, detail) in [
+        ("/nostore", &[][..], "no-store"),
+        ("/private", &[][..], "private"),
+        ("/cookie", &[][..], "set-cookie"),
+        ("/auth", &[("authorization", "Basic dTpw")][..], "authorization"),
+    ] {
+        for n in 1..=2 {
+            let (status, h, body) = s.ask("GET", path, fields).await;
+            assert_eq!(status, 200);
+            assert_eq!(body, format!("{path} #{n}"), "{path}");
+            assert!(
+                cache_status(&h).contains(&format!("detail={detail}")),
+                "{path}: {}",
+                cache_status(&h)
+            );
+        }
+    }
+    // A field named in `Connection` is never stored (nor sent on).
+    s.get("/connection").await;
+    let (_, h, body) = s.get("/connection").await;
+    assert_eq!(body, "/connection #1");
+    assert!(!h.contains_key("x-secret"), "{h:?}");
+}
+
+#[tokio::test]
+async fn a_stale_response_is_revalidated_and_the_304_freshens_it() {
+    let s = Setup::new();
+    let (_, h, body) = s.get("/revalidate").await;
+    assert_eq!((body.as_str(), h["x-version"].to_str().unwrap()), ("/revalidate #1", "1"));
+    // Stale at once (max-age=0): asked again with its validator; the 304
+    // updates the stored fields and the stored body is served.
+    let (status, h, body) = s.get("/revalidate").await;
+    assert_eq!((status, body.as_str()), (200, "/revalidate #1"));
+    assert_eq!(h["x-version"], "2");
+    assert_eq!(s.seen.lock().unwrap().inm["/revalidate"], "\"r1\"");
+    assert!(
+        cache_status(&h).starts_with("tidegate; fwd=stale; fwd-status=304"),
+        "{}",
+        cache_status(&h)
+    );
+    // Fresh now (the 304's max-age=60): a hit, with the new fields.
+    let (_, h, body) = s.get("/revalidate").await;
+    assert_eq!((body.as_str(), h["x-version"].to_str().unwrap()), ("/revalidate #1", "2"));
+    assert!(cache_status(&h).contains("hit"));
+    assert_eq!(s.count("GET /revalidate"), 2);
+    // A client that asks for revalidation gets it.
+    s.ask("GET", "/revalidate", &[("cache-control", "no-cache")])
+        .await;
+    assert_eq!(s.count("GET /revalidate"), 3);
+}
+
+#[tokio::test]
+async fn vary_keeps_variants_apart_and_a_star_is_never_stored() {
+    let s = Setup::new();
+    for lang in ["en", "de", "en", "de"] {
+        let (_, _, body) = s.ask("GET", "/vary", &[("accept-language", lang)]).await;
+        assert!(body.starts_with(&format!("lang {lang} #")), "{body}");
+    }
+    assert_eq!(s.count("GET /vary"), 2);
+    let (_, h, _) = s.ask("GET", "/vary", &[("accept-language", "fr")]).await;
+    assert!(cache_status(&h).contains("fwd=vary-miss"), "{}", cache_status(&h));
+    for _ in 0..2 {
+        s.ask("GET", "/star", &[("accept-language", "en")]).await;
+    }
+    assert_eq!(s.count("GET /star"), 2);
+}
+
+#[tokio::test]
+async fn head_ranges_and_conditionals_are_answered_from_the_stored_response() {
+    let s = Setup::new();
+    let whole = range_body();
+    let (_, _, body) = s.get("/range").await;
+    assert_eq!(body.as_bytes(), &whole[..]);
+    let (status, h, body) = s.ask("HEAD", "/range", &[]).await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    assert_eq!(h["content-length"], "1000");
+    let (status, h, body) = s.ask("GET", "/range", &[("range", "bytes=10-19")]).await;
+    assert_eq!(status, 206);
+    assert_eq!(h["content-range"], "bytes 10-19/1000");
+    assert_eq!(body.as_bytes(), &whole[10..20]);
+    let (status, h, body) = s.ask("GET", "/range", &[("range", "bytes=-5")]).await;
+    assert_eq!((status, body.as_bytes()), (206, &whole[995..]));
+    assert_eq!(h["content-range"], "bytes 995-999/1000");
+    let (status, h, _) = s.ask("GET", "/range", &[("range", "bytes=5000-")]).await;
+    assert_eq!(status, 416);
+    assert_eq!(h["content-range"], "bytes */1000");
+    // An If-Range that does not match: the whole response.
+    let (status, _, body) = s
+        .ask("GET", "/range", &[("range", "bytes=0-1"), ("if-range", "\"other\"")])
+        .await;
+    assert_eq!((status, body.len()), (200, 1000));
+    let (status, h, body) = s.ask("GET", "/range", &[("if-none-match", "\"g1\"")]).await;
+    assert_eq!((status, body.as_str()), (304, ""));
+    assert_eq!(h["etag"], "\"g1\"");
+    assert_eq!(s.count("GET /range"), 1);
+    assert_eq!(s.count("HEAD /range"), 0);
+}
+
+#[tokio::test]
+async fn an_unsafe_method_invalidates_what_was_stored() {
+    let s = Setup::new();
+    s.get("/fresh").await;
+    s.get("/fresh").await;
+    assert_eq!(s.count("GET /fresh"), 1);
+    let (status, _, _) = s.ask("POST", "/fresh", &[]).await;
+    assert_eq!(status, 200);
+    let (_, h, body) = s.get("/fresh").await;
+    assert_eq!(body, "/fresh #2");
+    assert!(cache_status(&h).contains("fwd=uri-miss"));
+}
+
+#[tokio::test]
+async fn a_body_over_max_object_streams_whole_and_is_not_kept() {
+    let s = Setup::new();
+    for _ in 0..2 {
+        let (status, h, body) = s.get("/big").await;
+        assert_eq!((status, body.len()), (200, 2 << 20));
+        assert!(cache_status(&h).contains("detail=too-large"), "{h:?}");
+    }
+    assert_eq!(s.count("GET /big"), 2);
+}
+
+#[tokio::test]
+async fn concurrent_misses_make_one_fetch() {
+    let s = Arc::new(Setup::new());
+    let first = {
+        let s = s.clone();
+        tokio::spawn(async move { s.get("/slow").await })
+    };
+    until("the first fetch", || s.count("GET /slow") == 1).await;
+    let mut others = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        others.push(tokio::spawn(async move { s.get("/slow").await }));
+    }
+    // Every other request waits for the first one's response.
+    tokio::time::timeout(HANG, async {
+        loop {
+            let (_, body) = s.admin("GET", "/caches").await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if v[0]["waiting"] == 8 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("8 waiting");
+    s.release.notify_one();
+    let (_, h, body) = first.await.unwrap();
+    assert_eq!(body, "slow #1");
+    assert!(cache_status(&h).contains("stored"));
+    for o in others {
+        let (status, h, body) = o.await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "slow #1"));
+        assert!(cache_status(&h).contains("hit; ttl="), "{h:?}");
+        assert!(cache_status(&h).contains("collapsed"), "{h:?}");
+    }
+    assert_eq!(s.count("GET /slow"), 1);
+}
+
+#[tokio::test]
+async fn a_stale_response_stands_in_when_the_origin_fails_and_stale_if_error_allows() {
+    let s = Setup::new();
+    let (_, _, body) = s.get("/flaky").await;
+    assert_eq!(body, "/flaky #1");
+    let (status, h, body) = s.get("/flaky").await;
+    assert_eq!((status, body.as_str()), (200, "/flaky #1"));
+    assert!(cache_status(&h).contains("detail=stale-if-error"), "{h:?}");
+    assert_eq!(s.count("GET /flaky"), 2);
+}
+
+#[tokio::test]
+async fn purges_through_the_admin_listener() {
+    let s = Setup::new();
+    for p in ["/fresh", "/fresh/a", "/fresh/b", "/range"] {
+        s.get(p).await;
+    }
+    let (_, body) = s.admin("GET", "/caches").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v[0]["name"].as_str(), v[0]["keys"].as_u64()), (Some("pages"), Some(4)));
+    let (status, _) = s
+        .admin("POST", "/caches/pages/purge?url=http://cache.test/fresh")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(s.get("/fresh").await.2, "/fresh #2");
+    assert_eq!(s.get("/fresh/a").await.2, "/fresh/a #1");
+    s.admin("POST", "/caches/pages/purge?prefix=http%3A%2F%2Fcache.test%2Ffresh%2F")
+        .await;
+    assert_eq!(s.get("/fresh/a").await.2, "/fresh/a #2");
+    assert_eq!(s.get("/fresh/b").await.2, "/fresh/b #2");
+    assert_eq!(s.get("/range").await.0, 200);
+    assert_eq!(s.count("GET /range"), 1);
+    s.admin("POST", "/caches/pages/purge").await;
+    s.get("/range").await;
+    assert_eq!(s.count("GET /range"), 2);
+    assert_eq!(s.admin("POST", "/caches/nope/purge").await.0, 404);
+    assert_eq!(s.admin("GET", "/caches/pages/purge").await.0, 405);
+}
+
+#[tokio::test]
+async fn only_if_cached_with_nothing_stored_is_a_504() {
+    let s = Setup::new();
+    let (status, _, _) = s
+        .ask("GET", "/fresh", &[("cache-control", "only-if-cached")])
+        .await;
+    assert_eq!(status, 504);
+    assert_eq!(s.count("GET /fresh"), 0);
+    s.get("/fresh").await;
+    let (status, _, body) = s
+        .ask("GET", "/fresh", &[("cache-control", "only-if-cached")])
+        .await;
+    assert_eq!((status, body.as_str()), (200, "/fresh #1"));
+}
