@@ -3,9 +3,12 @@
 //! upstream to revalidate one.
 //!
 //! Decisions:
-//! - `If-Match`, `If-Unmodified-Since` and `If-Range` are "not applicable
-//!   to a cache" (RFC 9111 §4.3.2): such a request is [`Conditional::Forward`]ed
-//!   to the origin, which evaluates them on the current representation;
+//! - `If-Match` and `If-Unmodified-Since` are "not applicable to a cache"
+//!   (RFC 9111 §4.3.2): such a request is [`Conditional::Forward`]ed to
+//!   the origin, which evaluates them on the current representation;
+//! - `If-Range` is left to the caller, which answers ranges (§4.3.2: a
+//!   cache that implements ranges evaluates it): it comes last in RFC 9110
+//!   §13.2.2's order, after `If-None-Match` and `If-Modified-Since`;
 //! - `If-Modified-Since` is compared with the stored `Last-Modified`, or
 //!   without one its `Date` (RFC 9111 §4.3.2; the time of receipt that
 //!   §4.3.2 names last is not known here: with neither, or an invalid
@@ -24,8 +27,7 @@ pub(crate) enum Conditional {
     /// 304 with the stored response's metadata (RFC 9110 §15.4.5).
     NotModified,
     /// The request has preconditions only the origin evaluates
-    /// (`If-Match`, `If-Unmodified-Since`, `If-Range`): forward it (RFC
-    /// 9111 §4.3.2).
+    /// (`If-Match`, `If-Unmodified-Since`): forward it (RFC 9111 §4.3.2).
     Forward,
     /// No condition applies: send the stored response.
     None,
@@ -103,10 +105,7 @@ pub(crate) fn client_conditional(
     stored_status: StatusCode,
     stored: &HeaderMap,
 ) -> Conditional {
-    if req.contains_key(header::IF_MATCH)
-        || req.contains_key(header::IF_UNMODIFIED_SINCE)
-        || req.contains_key(header::IF_RANGE)
-    {
+    if req.contains_key(header::IF_MATCH) || req.contains_key(header::IF_UNMODIFIED_SINCE) {
         return Conditional::Forward;
     }
     if !(method == Method::GET || method == Method::HEAD) || !stored_status.is_success() {
@@ -264,9 +263,20 @@ mod tests {
     }
 
     #[test]
+    fn if_range_is_left_to_the_caller() {
+        let stored = [("etag", "\"abc\"")];
+        let ir = ("if-range", "\"abc\"");
+        assert_eq!(
+            cond(&[ir, ("if-none-match", "\"abc\"")], &stored),
+            NotModified
+        );
+        assert_eq!(cond(&[ir], &stored), None);
+    }
+
+    #[test]
     fn origin_preconditions_are_forwarded() {
         let stored = [("etag", "\"abc\""), ("last-modified", LM)];
-        for f in ["if-match", "if-unmodified-since", "if-range"] {
+        for f in ["if-match", "if-unmodified-since"] {
             assert_eq!(
                 cond(&[(f, "\"abc\""), ("if-none-match", "\"abc\"")], &stored),
                 Forward,
