@@ -3,12 +3,16 @@
 //! upstream to revalidate one.
 //!
 //! Decisions:
-//! - `If-Match`, `If-Unmodified-Since` and `If-Range` are "not applicable
-//!   to a cache" (RFC 9111 §4.3.2): such a request is [`Conditional::Forward`]ed
-//!   to the origin, which evaluates them on the current representation;
-//! - `If-Modified-Since` is compared with the stored `Last-Modified` only;
-//!   without one, or with an invalid date on either side, the condition
-//!   does not apply and the stored response is sent (200);
+//! - `If-Match` and `If-Unmodified-Since` are "not applicable to a cache"
+//!   (RFC 9111 §4.3.2): such a request is [`Conditional::Forward`]ed to
+//!   the origin, which evaluates them on the current representation;
+//! - `If-Range` is left to the caller, which answers ranges (§4.3.2: a
+//!   cache that implements ranges evaluates it): it comes last in RFC 9110
+//!   §13.2.2's order, after `If-None-Match` and `If-Modified-Since`;
+//! - `If-Modified-Since` is compared with the stored `Last-Modified`, or
+//!   without one its `Date` (RFC 9111 §4.3.2; the time of receipt that
+//!   §4.3.2 names last is not known here: with neither, or an invalid
+//!   date, the condition does not apply and the stored response is sent);
 //! - conditions apply only to GET and HEAD and a stored 2xx (RFC 9110
 //!   §13.2.1).
 
@@ -23,8 +27,7 @@ pub(crate) enum Conditional {
     /// 304 with the stored response's metadata (RFC 9110 §15.4.5).
     NotModified,
     /// The request has preconditions only the origin evaluates
-    /// (`If-Match`, `If-Unmodified-Since`, `If-Range`): forward it (RFC
-    /// 9111 §4.3.2).
+    /// (`If-Match`, `If-Unmodified-Since`): forward it (RFC 9111 §4.3.2).
     Forward,
     /// No condition applies: send the stored response.
     None,
@@ -102,10 +105,7 @@ pub(crate) fn client_conditional(
     stored_status: StatusCode,
     stored: &HeaderMap,
 ) -> Conditional {
-    if req.contains_key(header::IF_MATCH)
-        || req.contains_key(header::IF_UNMODIFIED_SINCE)
-        || req.contains_key(header::IF_RANGE)
-    {
+    if req.contains_key(header::IF_MATCH) || req.contains_key(header::IF_UNMODIFIED_SINCE) {
         return Conditional::Forward;
     }
     if !(method == Method::GET || method == Method::HEAD) || !stored_status.is_success() {
@@ -125,7 +125,10 @@ pub(crate) fn client_conditional(
         };
     }
     let since = req.get(header::IF_MODIFIED_SINCE).and_then(parse_date);
-    let modified = stored.get(header::LAST_MODIFIED).and_then(parse_date);
+    let modified = match stored.get(header::LAST_MODIFIED) {
+        Some(lm) => parse_date(lm),
+        None => stored.get(header::DATE).and_then(parse_date),
+    };
     match (since, modified) {
         (Some(since), Some(modified)) if modified <= since => Conditional::NotModified,
         _ => Conditional::None,
@@ -208,6 +211,19 @@ mod tests {
     }
 
     #[test]
+    fn etags_with_obs_text_compare_as_bytes() {
+        let tag = HeaderValue::from_bytes(b"\"abcdef\xc3\xbc\"").unwrap();
+        let mut stored = HeaderMap::new();
+        stored.insert(header::ETAG, tag.clone());
+        let mut req = HeaderMap::new();
+        req.insert(header::IF_NONE_MATCH, tag);
+        assert_eq!(
+            client_conditional(&Method::GET, &req, StatusCode::OK, &stored),
+            NotModified
+        );
+    }
+
+    #[test]
     fn if_none_match_takes_precedence_over_if_modified_since() {
         let stored = [("etag", "\"abc\""), ("last-modified", LM)];
         assert_eq!(
@@ -230,8 +246,16 @@ mod tests {
         ] {
             assert_eq!(cond(&[("if-modified-since", ims)], &stored), want, "{ims}");
         }
-        // No Last-Modified: the condition does not apply.
-        assert_eq!(cond(&[("if-modified-since", LATER)], &[("date", LM)]), None);
+        // No Last-Modified: the stored Date stands in (RFC 9111 §4.3.2).
+        assert_eq!(
+            cond(&[("if-modified-since", LATER)], &[("date", LM)]),
+            NotModified
+        );
+        assert_eq!(
+            cond(&[("if-modified-since", EARLIER)], &[("date", LM)]),
+            None
+        );
+        assert_eq!(cond(&[("if-modified-since", LATER)], &[]), None);
         assert_eq!(
             cond(&[("if-modified-since", LATER)], &[("last-modified", "bad")]),
             None
@@ -239,9 +263,20 @@ mod tests {
     }
 
     #[test]
+    fn if_range_is_left_to_the_caller() {
+        let stored = [("etag", "\"abc\"")];
+        let ir = ("if-range", "\"abc\"");
+        assert_eq!(
+            cond(&[ir, ("if-none-match", "\"abc\"")], &stored),
+            NotModified
+        );
+        assert_eq!(cond(&[ir], &stored), None);
+    }
+
+    #[test]
     fn origin_preconditions_are_forwarded() {
         let stored = [("etag", "\"abc\""), ("last-modified", LM)];
-        for f in ["if-match", "if-unmodified-since", "if-range"] {
+        for f in ["if-match", "if-unmodified-since"] {
             assert_eq!(
                 cond(&[(f, "\"abc\""), ("if-none-match", "\"abc\"")], &stored),
                 Forward,

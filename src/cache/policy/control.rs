@@ -1,6 +1,5 @@
-//! `Cache-Control` directives (RFC 9111 §5.2), parsed straight from the
-//! field lines' bytes: no allocation, no regex, quoted strings honoured
-//! (a comma or a directive name inside quotes is not a directive).
+//! Response directives (RFC 9111 §5.2.2) from `Cache-Control` (read by
+//! `directive.rs`) or a targeted field (RFC 9213, read by `targeted.rs`).
 //!
 //! Parsing decisions (RFC 9111 leaves them to the cache):
 //! - all field lines are one list (RFC 9110 §5.3); directive names compare
@@ -16,131 +15,21 @@
 //! - `no-cache="a, b"` and `private="a"` (qualified forms) are kept apart
 //!   from the unqualified ones: the response may be stored and reused
 //!   without the listed fields, which `strip_unstorable` drops (§5.2.2.4,
-//!   §5.2.2.7).
+//!   §5.2.2.7); one naming a field the stored response needs (`ETag`,
+//!   `Content-Length`, ...) is taken as unqualified;
+//! - a targeted field (RFC 9213) is read as the Structured Field it is,
+//!   strictly: lower-case keys, Integer delta-seconds (over 2^31: 2^31),
+//!   Boolean flags; any syntax or type error and the field is ignored,
+//!   `Cache-Control` applying instead. It replaces `Cache-Control` even
+//!   when it holds no known directive (`CDN-Cache-Control: none`).
 
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 
+use super::directive::{delta_seconds, directives, is, Arg, Invalid, DELTA_MAX};
 use super::rules::Rules;
-
-/// The greatest delta-seconds a cache need represent (RFC 9111 §1.2.2).
-pub(crate) const DELTA_MAX: u64 = 1 << 31;
-
-/// A directive present with an unusable value: the response is stale
-/// (RFC 9111 §4.2.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Invalid;
-
-/// One directive's argument, as written (RFC 9111 §5.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Arg<'a> {
-    /// `name=token`: the bytes up to the next comma, trailing OWS trimmed.
-    Token(&'a [u8]),
-    /// `name="..."`: the bytes between the quotes, escapes not undone.
-    Quoted(&'a [u8]),
-    /// Something after `=` that is neither (an unterminated quote, text
-    /// after the closing quote).
-    Bad,
-}
-
-/// Calls `f(name, argument)` for each directive of every line of `lines`
-/// (RFC 9111 §5.2: `#( token [ "=" ( token / quoted-string ) ] )`). Names
-/// are as written (compare them with `eq_ignore_ascii_case`); a name that
-/// is not a token (`max-age =1`) is passed on and matches nothing; an
-/// element with no name (`=1`) is skipped.
-pub(crate) fn directives<'a>(
-    lines: impl Iterator<Item = &'a HeaderValue>,
-    mut f: impl FnMut(&'a [u8], Option<Arg<'a>>),
-) {
-    for line in lines {
-        let s = line.as_bytes();
-        let mut i = 0;
-        while i < s.len() {
-            // Skip empty elements and OWS (RFC 9110 §5.6.1).
-            while i < s.len() && matches!(s[i], b',' | b' ' | b'\t') {
-                i += 1;
-            }
-            if i == s.len() {
-                break;
-            }
-            let start = i;
-            while i < s.len() && s[i] != b',' && s[i] != b'=' {
-                i += 1;
-            }
-            if i == s.len() || s[i] == b',' {
-                f(trim_end(&s[start..i]), None);
-                continue;
-            }
-            let name = &s[start..i];
-            i += 1; // '='
-            if s.get(i) == Some(&b'"') {
-                i += 1;
-                let from = i;
-                let mut closed = None;
-                while i < s.len() {
-                    match s[i] {
-                        b'\\' => i += 2,
-                        b'"' => {
-                            closed = Some(i);
-                            i += 1;
-                            break;
-                        }
-                        _ => i += 1,
-                    }
-                }
-                let tail_start = i.min(s.len());
-                while i < s.len() && s[i] != b',' {
-                    i += 1;
-                }
-                let tail = trim_end(&s[tail_start..i]);
-                let arg = match closed {
-                    Some(end) if tail.is_empty() => Arg::Quoted(&s[from..end]),
-                    _ => Arg::Bad,
-                };
-                if !name.is_empty() {
-                    f(name, Some(arg));
-                }
-            } else {
-                let from = i;
-                while i < s.len() && s[i] != b',' {
-                    i += 1;
-                }
-                if !name.is_empty() {
-                    f(name, Some(Arg::Token(trim_end(&s[from..i]))));
-                }
-            }
-        }
-    }
-}
-
-fn trim_end(mut s: &[u8]) -> &[u8] {
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
-}
-
-/// delta-seconds (RFC 9111 §1.2.2): `1*DIGIT`, token or quoted form,
-/// saturating at 2^31.
-pub(crate) fn delta_seconds(arg: Option<Arg<'_>>) -> Result<Duration, Invalid> {
-    let digits = match arg {
-        Some(Arg::Token(t) | Arg::Quoted(t)) => t,
-        _ => return Err(Invalid),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(Invalid);
-    }
-    let mut n: u64 = 0;
-    for d in digits {
-        n = (n * 10 + u64::from(d - b'0')).min(DELTA_MAX);
-    }
-    Ok(Duration::from_secs(n))
-}
-
-fn is(name: &[u8], known: &str) -> bool {
-    name.eq_ignore_ascii_case(known.as_bytes())
-}
+use super::targeted::{dictionary, Item};
 
 /// Response directives for a shared cache (RFC 9111 §5.2.2, RFC 5861,
 /// RFC 8246 `immutable`), from `Cache-Control` or from the targeted field
@@ -179,72 +68,127 @@ pub(crate) struct ResponseControl {
 
 impl ResponseControl {
     /// Parses the directives a shared cache obeys: the targeted field of
-    /// `rules` (RFC 9213 §2.2) when the response carries it non-empty,
-    /// which then replaces `Cache-Control` entirely; otherwise
-    /// `Cache-Control`. The targeted field is read with the same parser
-    /// (RFC 9213 drafts allowed it; its Dictionary syntax is a subset of
-    /// what this parser accepts for the directives used).
+    /// `rules` (RFC 9213 §2.2) when the response carries it and it is a
+    /// valid Dictionary whose known directives have values of the right
+    /// type (RFC 9213 §2.1: `max-age="60"`, `max-age=-1` or `&&&` make
+    /// the whole field ignored), which then replaces `Cache-Control`
+    /// entirely; otherwise `Cache-Control`.
     pub(crate) fn parse(headers: &HeaderMap, rules: &Rules) -> Self {
-        let mut cc = Self::default();
-        let field = match &rules.targeted {
-            Some(t)
-                if headers
-                    .get_all(t)
-                    .iter()
-                    .any(|v| !trim_end(v.as_bytes()).is_empty()) =>
-            {
-                t.clone()
+        if let Some(t) = &rules.targeted {
+            if let Some(cc) = Self::parse_targeted(headers.get_all(t).iter()) {
+                return cc;
             }
-            _ => header::CACHE_CONTROL,
-        };
-        let (mut max_age_seen, mut s_maxage_seen) = (false, false);
-        directives(headers.get_all(field).iter(), |name, arg| {
-            if is(name, "no-store") {
-                cc.no_store = true;
-            } else if is(name, "no-cache") {
-                match arg {
-                    None => cc.no_cache = true,
-                    Some(Arg::Quoted(q)) if strippable(q) => cc.qualified = true,
-                    // `no-cache=` `no-cache=a` `no-cache=""`, or a field the
-                    // stored response needs: conservative.
-                    Some(_) => cc.no_cache = true,
+        }
+        Self::parse_cache_control(headers)
+    }
+
+    /// A targeted field's directives (RFC 9213 §2.1), or `None` when it is
+    /// absent, empty or invalid. Duplicate keys: the last wins (RFC 8941).
+    fn parse_targeted<'a>(lines: impl Iterator<Item = &'a HeaderValue>) -> Option<Self> {
+        let mut cc = Self::default();
+        let mut ok = true;
+        let valid = dictionary(lines, |key, item| {
+            let delta = || match item {
+                Item::Integer(n) => u64::try_from(n)
+                    .ok()
+                    .map(|n| Duration::from_secs(n.min(DELTA_MAX))),
+                _ => None,
+            };
+            let mut flag = |to: &mut bool| match item {
+                Item::Boolean(b) => *to = b,
+                _ => ok = false,
+            };
+            match key {
+                b"no-store" => flag(&mut cc.no_store),
+                b"public" => flag(&mut cc.public),
+                b"must-revalidate" => flag(&mut cc.must_revalidate),
+                b"proxy-revalidate" => flag(&mut cc.proxy_revalidate),
+                b"must-understand" => flag(&mut cc.must_understand),
+                b"immutable" => flag(&mut cc.immutable),
+                b"no-cache" | b"private" => {
+                    let to = if key == b"no-cache" {
+                        &mut cc.no_cache
+                    } else {
+                        &mut cc.private
+                    };
+                    match item {
+                        Item::Boolean(b) => *to = b,
+                        Item::String(list) if strippable(list) => cc.qualified = true,
+                        _ => *to = true,
+                    }
                 }
-            } else if is(name, "private") {
-                match arg {
-                    None => cc.private = true,
-                    Some(Arg::Quoted(q)) if strippable(q) => cc.qualified = true,
-                    Some(_) => cc.private = true,
+                b"max-age" | b"s-maxage" | b"stale-while-revalidate" | b"stale-if-error" => {
+                    let Some(d) = delta() else {
+                        ok = false;
+                        return;
+                    };
+                    match key {
+                        b"max-age" => cc.max_age = Some(Ok(d)),
+                        b"s-maxage" => cc.s_maxage = Some(Ok(d)),
+                        b"stale-while-revalidate" => cc.stale_while_revalidate = Some(d),
+                        _ => cc.stale_if_error = Some(d),
+                    }
                 }
-            } else if is(name, "public") {
-                cc.public = true;
-            } else if is(name, "must-revalidate") {
-                cc.must_revalidate = true;
-            } else if is(name, "proxy-revalidate") {
-                cc.proxy_revalidate = true;
-            } else if is(name, "must-understand") {
-                cc.must_understand = true;
-            } else if is(name, "immutable") {
-                cc.immutable = true;
-            } else if is(name, "max-age") {
-                cc.max_age = Some(if max_age_seen {
-                    Err(Invalid)
-                } else {
-                    delta_seconds(arg)
-                });
-                max_age_seen = true;
-            } else if is(name, "s-maxage") {
-                cc.s_maxage = Some(if s_maxage_seen {
-                    Err(Invalid)
-                } else {
-                    delta_seconds(arg)
-                });
-                s_maxage_seen = true;
-            } else if is(name, "stale-while-revalidate") {
-                cc.stale_while_revalidate = least(cc.stale_while_revalidate, arg);
-            } else if is(name, "stale-if-error") {
-                cc.stale_if_error = least(cc.stale_if_error, arg);
+                _ => {}
             }
         });
+        (valid && ok).then_some(cc)
+    }
+
+    /// `Cache-Control`'s directives (RFC 9111 §5.2.2).
+    fn parse_cache_control(headers: &HeaderMap) -> Self {
+        let mut cc = Self::default();
+        let (mut max_age_seen, mut s_maxage_seen) = (false, false);
+        directives(
+            headers.get_all(header::CACHE_CONTROL).iter(),
+            |name, arg| {
+                if is(name, "no-store") {
+                    cc.no_store = true;
+                } else if is(name, "no-cache") {
+                    match arg {
+                        None => cc.no_cache = true,
+                        Some(Arg::Quoted(q)) if strippable(q) => cc.qualified = true,
+                        // `no-cache=` `no-cache=a` `no-cache=""`, or a field the
+                        // stored response needs: conservative.
+                        Some(_) => cc.no_cache = true,
+                    }
+                } else if is(name, "private") {
+                    match arg {
+                        None => cc.private = true,
+                        Some(Arg::Quoted(q)) if strippable(q) => cc.qualified = true,
+                        Some(_) => cc.private = true,
+                    }
+                } else if is(name, "public") {
+                    cc.public = true;
+                } else if is(name, "must-revalidate") {
+                    cc.must_revalidate = true;
+                } else if is(name, "proxy-revalidate") {
+                    cc.proxy_revalidate = true;
+                } else if is(name, "must-understand") {
+                    cc.must_understand = true;
+                } else if is(name, "immutable") {
+                    cc.immutable = true;
+                } else if is(name, "max-age") {
+                    cc.max_age = Some(if max_age_seen {
+                        Err(Invalid)
+                    } else {
+                        delta_seconds(arg)
+                    });
+                    max_age_seen = true;
+                } else if is(name, "s-maxage") {
+                    cc.s_maxage = Some(if s_maxage_seen {
+                        Err(Invalid)
+                    } else {
+                        delta_seconds(arg)
+                    });
+                    s_maxage_seen = true;
+                } else if is(name, "stale-while-revalidate") {
+                    cc.stale_while_revalidate = least(cc.stale_while_revalidate, arg);
+                } else if is(name, "stale-if-error") {
+                    cc.stale_if_error = least(cc.stale_if_error, arg);
+                }
+            },
+        );
         cc
     }
 
@@ -318,80 +262,9 @@ fn strippable(list: &[u8]) -> bool {
     any
 }
 
-/// Request directives (RFC 9111 §5.2.1).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct RequestControl {
-    /// §5.2.1.4 (or `Pragma: no-cache` without `Cache-Control`, §5.4).
-    pub(crate) no_cache: bool,
-    /// §5.2.1.5: neither the request nor its response is stored.
-    pub(crate) no_store: bool,
-    /// §5.2.1.1: the client accepts no response older than this.
-    pub(crate) max_age: Option<Duration>,
-    /// §5.2.1.2: `Some(None)`: any staleness; `Some(Some(d))`: stale by
-    /// at most `d`.
-    pub(crate) max_stale: Option<Option<Duration>>,
-    /// §5.2.1.3: fresh for at least this much longer.
-    pub(crate) min_fresh: Option<Duration>,
-    /// §5.2.1.7: answer from the cache or with 504.
-    pub(crate) only_if_cached: bool,
-}
-
-impl RequestControl {
-    /// Parses a request's `Cache-Control` lines (§5.2.1). An invalid
-    /// `max-age` is `max-age=0` and an invalid `min-fresh` is ignored
-    /// (both the conservative reading); an invalid `max-stale` is
-    /// ignored (no staleness allowed). `Pragma: no-cache` counts as
-    /// `no-cache` only when there is no `Cache-Control` (§5.4).
-    pub(crate) fn parse(headers: &HeaderMap) -> Self {
-        let mut cc = Self::default();
-        let mut any = false;
-        directives(
-            headers.get_all(header::CACHE_CONTROL).iter(),
-            |name, arg| {
-                any = true;
-                if is(name, "no-cache") {
-                    cc.no_cache = true;
-                } else if is(name, "no-store") {
-                    cc.no_store = true;
-                } else if is(name, "max-age") {
-                    let d = delta_seconds(arg).unwrap_or(Duration::ZERO);
-                    cc.max_age = Some(cc.max_age.map_or(d, |old| old.min(d)));
-                } else if is(name, "max-stale") {
-                    match arg {
-                        None => cc.max_stale = Some(None),
-                        Some(_) => {
-                            if let Ok(d) = delta_seconds(arg) {
-                                cc.max_stale = match cc.max_stale {
-                                    Some(Some(old)) => Some(Some(old.min(d))),
-                                    Some(None) | None => Some(Some(d)),
-                                };
-                            }
-                        }
-                    }
-                } else if is(name, "min-fresh") {
-                    if let Ok(d) = delta_seconds(arg) {
-                        cc.min_fresh = Some(cc.min_fresh.map_or(d, |old| old.max(d)));
-                    }
-                } else if is(name, "only-if-cached") {
-                    cc.only_if_cached = true;
-                }
-            },
-        );
-        if !any && !headers.contains_key(header::CACHE_CONTROL) {
-            cc.no_cache = headers
-                .get_all(header::PRAGMA)
-                .iter()
-                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"no-cache"));
-        }
-        cc
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::header::HeaderName;
 
     fn resp(lines: &[&str]) -> ResponseControl {
         let mut h = HeaderMap::new();
@@ -399,17 +272,6 @@ mod tests {
             h.append(header::CACHE_CONTROL, HeaderValue::from_str(l).unwrap());
         }
         ResponseControl::parse(&h, &Rules::default())
-    }
-
-    fn req(lines: &[(&str, &str)]) -> RequestControl {
-        let mut h = HeaderMap::new();
-        for (n, v) in lines {
-            h.append(
-                HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        RequestControl::parse(&h)
     }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
@@ -543,9 +405,24 @@ mod tests {
             ResponseControl::parse(&h, &Rules::default()),
             ResponseControl::default()
         );
-        // Empty: ignored, Cache-Control applies.
-        h.insert("cdn-cache-control", HeaderValue::from_static(""));
-        assert!(ResponseControl::parse(&h, &Rules::default()).no_store);
+        // Empty or invalid: ignored, Cache-Control applies.
+        for bad in [
+            "",
+            "max-age=10000, &&&&&",
+            "max-age=\"10000\"",
+            "MaX-aGe=3600",
+            "max-age =100",
+            "max-age= 100",
+            "max-age=-1",
+            "no-store=1",
+            "max-age=60,",
+        ] {
+            h.insert("cdn-cache-control", HeaderValue::from_static(bad));
+            assert!(
+                ResponseControl::parse(&h, &Rules::default()).no_store,
+                "{bad}"
+            );
+        }
         let off = Rules {
             targeted: None,
             ..Rules::default()
@@ -555,66 +432,30 @@ mod tests {
     }
 
     #[test]
-    fn request_directives() {
-        let cc = req(&[(
-            "cache-control",
-            "no-cache, no-store, max-age=5, min-fresh=3, only-if-cached",
-        )]);
-        assert!(cc.no_cache && cc.no_store && cc.only_if_cached);
-        assert_eq!((cc.max_age, cc.min_fresh), (Some(S(5)), Some(S(3))));
-        assert_eq!(req(&[("cache-control", "max-stale")]).max_stale, Some(None));
+    fn targeted_field_directives() {
+        let parse = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("cdn-cache-control", HeaderValue::from_static(v));
+            ResponseControl::parse(&h, &Rules::default())
+        };
+        let cc = parse(
+            "max-age=99999999999, s-maxage=5, stale-while-revalidate=7, stale-if-error=8, public",
+        );
+        assert_eq!(cc.max_age, Some(Ok(S(DELTA_MAX))));
+        assert_eq!(cc.s_maxage, Some(Ok(S(5))));
         assert_eq!(
-            req(&[("cache-control", "max-stale=10")]).max_stale,
-            Some(Some(S(10)))
+            (cc.stale_while_revalidate, cc.stale_if_error),
+            (Some(S(7)), Some(S(8)))
         );
-        assert_eq!(req(&[("cache-control", "max-stale=x")]).max_stale, None);
-        assert_eq!(req(&[("cache-control", "max-age=x")]).max_age, Some(S(0)));
-        assert_eq!(req(&[("cache-control", "min-fresh=x")]).min_fresh, None);
-    }
-
-    #[test]
-    fn pragma_no_cache_only_without_cache_control() {
-        assert!(req(&[("pragma", "no-cache")]).no_cache);
-        assert!(req(&[("pragma", "foo, No-Cache")]).no_cache);
-        assert!(!req(&[("pragma", "no-cache"), ("cache-control", "max-stale")]).no_cache);
-        assert!(!req(&[("pragma", "x")]).no_cache);
-    }
-
-    #[test]
-    fn directives_yield_names_and_arguments() {
-        let mut h = HeaderMap::new();
-        h.append(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static(" a, b=1 ,c=\"x,y\", =5, d=\"e"),
+        assert!(cc.public);
+        assert!(
+            parse("private").private && parse("no-cache").no_cache && parse("no-store").no_store
         );
-        h.append(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("f=\"g\" h, i"),
-        );
-        let mut got = Vec::new();
-        directives(h.get_all(header::CACHE_CONTROL).iter(), |n, a| {
-            got.push((n, a))
-        });
-        assert_eq!(
-            got,
-            [
-                (&b"a"[..], None),
-                (b"b", Some(Arg::Token(b"1"))),
-                (b"c", Some(Arg::Quoted(b"x,y"))),
-                (b"d", Some(Arg::Bad)),
-                (b"f", Some(Arg::Bad)),
-                (b"i", None),
-            ]
-        );
-    }
-
-    #[test]
-    fn delta_seconds_overflow_saturates() {
-        assert_eq!(
-            delta_seconds(Some(Arg::Token(b"18446744073709551616"))),
-            Ok(S(DELTA_MAX))
-        );
-        assert_eq!(delta_seconds(Some(Arg::Bad)), Err(Invalid));
-        assert_eq!(delta_seconds(None), Err(Invalid));
+        assert!(!parse("no-store=?0").no_store);
+        assert_eq!(parse("max-age=1, max-age=2").max_age, Some(Ok(S(2))));
+        let q = parse("no-cache=\"x-a\"");
+        assert!(q.qualified && !q.no_cache);
+        assert!(parse("private=\"etag\"").private);
+        assert!(parse("no-cache=tok").no_cache);
     }
 }

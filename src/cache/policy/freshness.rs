@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::StatusCode;
 
-use super::control::{delta_seconds, Arg, ResponseControl, DELTA_MAX};
+use super::control::ResponseControl;
+use super::directive::{delta_seconds, Arg, DELTA_MAX};
 use super::rules::Rules;
 
 /// Statuses heuristically cacheable by default (RFC 9110 §15.1), less 206.
@@ -74,7 +75,7 @@ impl Times {
         let response_delay = response_time
             .duration_since(request_time)
             .unwrap_or(Duration::ZERO);
-        let corrected_age_value = age_value(resp) + response_delay;
+        let corrected_age_value = age_value(resp).saturating_add(response_delay);
         Self {
             response_time,
             corrected_initial_age: apparent_age.max(corrected_age_value),
@@ -151,9 +152,13 @@ pub(crate) fn freshness_lifetime(
         return Duration::ZERO;
     };
     let since = date().duration_since(modified).unwrap_or(Duration::ZERO);
-    since
-        .mul_f32(rules.heuristic_fraction.clamp(0.0, 1.0))
-        .min(rules.heuristic_max)
+    // `mul_f32` panics on a negative or NaN factor: the config should
+    // never give one, and then there is no heuristic.
+    let fraction = rules.heuristic_fraction;
+    if !(fraction > 0.0 && fraction <= 1.0) {
+        return Duration::ZERO;
+    }
+    since.mul_f32(fraction).min(rules.heuristic_max)
 }
 
 /// The `Age` field value to send (RFC 9111 §5.1): whole seconds, at most
@@ -281,6 +286,23 @@ mod tests {
         assert_eq!(lifetime(200, &[]), S(0));
         assert_eq!(lifetime(302, &[lm(-1000)]), S(0));
         assert_eq!(lifetime(302, &[lm(-1000), cc("public")]), S(100));
+    }
+
+    #[test]
+    fn heuristic_fraction_out_of_range_gives_no_heuristic() {
+        let h = map(&[("last-modified", at(-1000))]);
+        let cc = ResponseControl::default();
+        for f in [f32::NAN, -0.5, 0.0, 1.5, f32::INFINITY] {
+            let rules = Rules {
+                heuristic_fraction: f,
+                ..Rules::default()
+            };
+            assert_eq!(
+                freshness_lifetime(StatusCode::OK, &h, &cc, &rules, t0()),
+                S(0),
+                "{f}"
+            );
+        }
     }
 
     fn times(fields: &[(&str, String)], delay: u64, lifetime: u64) -> Times {

@@ -2,7 +2,10 @@
 //! `SystemTime`: no I/O, no global state. The store and the proxy phases
 //! (`cache/`, `proxy/`) call these to decide; nothing here remembers.
 //!
-//! - `control.rs`: `Cache-Control` (and RFC 9213 targeted fields) parsed.
+//! - `directive.rs`: the `Cache-Control` syntax; `control.rs`: response
+//!   directives from it or from an RFC 9213 targeted field (`targeted.rs`:
+//!   the Structured Field Dictionary those are); `request.rs`: request
+//!   directives.
 //! - `rules.rs`: the settings the RFC leaves open (from the config).
 //! - `storing.rs`: may a response be stored (§3), and what of it (§3.1).
 //! - `freshness.rs`: freshness lifetime, age, `Age` (§4.2, §5.1).
@@ -19,21 +22,26 @@
 
 mod conditional;
 mod control;
+mod directive;
 mod freshness;
 mod invalidate;
+mod request;
 mod reuse;
 mod rules;
 mod status;
 mod storing;
+mod targeted;
 mod update;
 mod vary;
 
 pub(crate) use conditional::{client_conditional, validators, Conditional};
-pub(crate) use control::{directives, Arg, Invalid, RequestControl, ResponseControl};
+pub(crate) use control::ResponseControl;
+pub(crate) use directive::{directives, Arg, Invalid};
 pub(crate) use freshness::{age_header, freshness_lifetime, Times};
 pub(crate) use invalidate::invalidation_targets;
+pub(crate) use request::RequestControl;
 pub(crate) use reuse::{decide_reuse, stale_if_error_allows, Reuse};
 pub(crate) use status::{CacheStatus, Fwd};
 pub(crate) use storing::{decide_store, strip_unstorable, Rules, SetCookie, StoreDecision};
-pub(crate) use update::{freshen, select_for_304};
+pub(crate) use update::{freshen, head_updates, select_for_304};
 pub(crate) use vary::{vary_matches, vary_names, vary_values, Star, VaryNames};

@@ -13,8 +13,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::control::{RequestControl, ResponseControl};
+use super::control::ResponseControl;
 use super::freshness::Times;
+use super::request::RequestControl;
 
 /// How a stored response may be used for a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,12 +73,18 @@ pub(crate) fn decide_reuse(
 
 /// Whether a stored response may be served because the origin failed
 /// (RFC 5861 §4 `stale-if-error`): fresh, or stale within the window;
-/// never with `must-revalidate`, `proxy-revalidate` or `s-maxage`.
+/// never with `no-cache` (it may not be used unvalidated, RFC 9111
+/// §5.2.2.4), nor stale with `must-revalidate`, `proxy-revalidate` or
+/// `s-maxage`. Without `stale-if-error` nothing stale is served on an
+/// error (§4.2.4 allows it when disconnected; this cache does not).
 pub(crate) fn stale_if_error_allows(
     resp_cc: &ResponseControl,
     times: &Times,
     now: SystemTime,
 ) -> bool {
+    if resp_cc.no_cache {
+        return false;
+    }
     if times.is_fresh(now) {
         return true;
     }
@@ -251,5 +258,6 @@ mod tests {
             61
         ));
         assert!(!allows("s-maxage=60, stale-if-error=30", 61));
+        assert!(!allows("max-age=60, no-cache, stale-if-error=30", 10));
     }
 }

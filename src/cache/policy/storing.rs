@@ -13,8 +13,9 @@
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode};
 
-use super::control::{qualified_names, RequestControl, ResponseControl};
+use super::control::{qualified_names, ResponseControl};
 use super::freshness::{heuristic_status, parse_date, understood};
+use super::request::RequestControl;
 pub(crate) use super::rules::{Rules, SetCookie};
 
 /// The outcome of [`decide_store`].

@@ -85,6 +85,20 @@ pub(crate) fn freshen(stored: &mut HeaderMap, new: &HeaderMap, rules: &Rules) {
     }
 }
 
+/// Whether a 200 response to a HEAD request may update a stored GET
+/// response (RFC 9111 §4.3.5): every validator the HEAD response has
+/// (`ETag`, `Last-Modified`) equals the stored one, and so does its
+/// `Content-Length` if it has one. If not, the stored response is to be
+/// taken as stale (or invalidated).
+pub(crate) fn head_updates(head: &HeaderMap, stored: &HeaderMap) -> bool {
+    [header::ETAG, header::LAST_MODIFIED, header::CONTENT_LENGTH]
+        .into_iter()
+        .all(|name| match head.get(&name) {
+            Some(v) => stored.get(&name) == Some(v),
+            None => true,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +198,25 @@ mod tests {
         };
         freshen(&mut stored, &new, &keep);
         assert_eq!(values(&stored, "set-cookie"), ["a=c"]);
+    }
+
+    #[test]
+    fn head_updates_only_a_matching_stored_response() {
+        let stored = map(&[
+            ("etag", "\"1\""),
+            ("last-modified", "x"),
+            ("content-length", "5"),
+        ]);
+        assert!(head_updates(&map(&[("etag", "\"1\"")]), &stored));
+        assert!(head_updates(
+            &map(&[("etag", "\"1\""), ("content-length", "5"), ("x-new", "1")]),
+            &stored
+        ));
+        assert!(head_updates(&HeaderMap::new(), &stored));
+        assert!(!head_updates(&map(&[("etag", "\"2\"")]), &stored));
+        assert!(!head_updates(&map(&[("content-length", "6")]), &stored));
+        assert!(!head_updates(&map(&[("last-modified", "y")]), &stored));
+        assert!(!head_updates(&map(&[("etag", "\"1\"")]), &HeaderMap::new()));
     }
 
     #[test]
