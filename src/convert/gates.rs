@@ -7,9 +7,33 @@
 //! `allow`/`deny` (`access.rs`). An `auth_request` that cannot be
 //! converted makes the route answer 500 (what nginx answers when its
 //! subrequest fails), never an open route.
-use super::emit::{arg, Converter};
 use super::parse::Directive;
 use super::write::{ConcurrencyLimit, ForwardAuth};
+use super::Skipped;
+
+/// Lines not converted (the caller reports them; this file does not
+/// import the converter, which holds its `Lines`).
+#[derive(Default)]
+pub(super) struct Report(pub Vec<Skipped>);
+
+impl Report {
+    fn skip_raw(&mut self, at: &str, directive: &str, why: &str) {
+        self.0.push(Skipped {
+            at: at.to_string(),
+            directive: directive.to_string(),
+            why: why.to_string(),
+        });
+    }
+}
+
+/// What names or makes the upstream group a `proxy_pass` URL's host
+/// names: `(directive, scheme, host)` to the group's name.
+pub(super) type Group<'a> =
+    dyn FnMut(&Directive, &str, &str) -> Result<(String, bool), String> + 'a;
+
+fn arg(d: &Directive, i: usize) -> &str {
+    d.args.get(i).map(String::as_str).unwrap_or_default()
+}
 
 /// A line's arguments and where it was (`FILE:LINE`).
 type Line = (Vec<String>, String);
@@ -105,7 +129,7 @@ impl Lines {
 
     /// The route's concurrency limits from its `limit_conn` lines; lines
     /// Tidegate cannot express are reported and left out.
-    pub(super) fn limits(&self, c: &mut Converter) -> Vec<ConcurrencyLimit> {
+    pub(super) fn limits(&self, c: &mut Report) -> Vec<ConcurrencyLimit> {
         let mut out = Vec::new();
         for (args, at) in self.limits.iter().flatten() {
             let zone = args.first().cloned().unwrap_or_default();
@@ -167,7 +191,8 @@ impl Lines {
     /// (reported; the route must refuse every request).
     pub(super) fn forward_auth(
         &self,
-        c: &mut Converter,
+        c: &mut Report,
+        group: &mut Group,
         targets: &[Target],
         proxy_headers: Option<&Vec<(String, String, String)>>,
     ) -> Result<Option<ForwardAuth>, ()> {
@@ -178,7 +203,7 @@ impl Lines {
         if uri == "off" {
             return Ok(None);
         }
-        let fail = |c: &mut Converter, why: &str| {
+        let fail = |c: &mut Report, why: &str| {
             c.skip_raw(
                 at,
                 "auth_request",
@@ -227,7 +252,7 @@ impl Lines {
             Some(i) => (&rest[..i], Some(&rest[i..])),
             None => (rest, None),
         };
-        let upstream = match c.group(pass, scheme, host) {
+        let upstream = match group(pass, scheme, host) {
             Ok((group, _)) => group,
             Err(why) => return fail(c, &why),
         };

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::emit::{arg, Converter, Inherit, Server};
-use super::gates::Target;
+use super::gates::{Report, Target};
 use super::parse::Directive;
 use super::values;
 use super::write::{Action, Path, Route};
@@ -257,15 +257,20 @@ impl Base<'_> {
             _ => Vec::new(),
         };
         report(c, bad);
+        let mut gates = Report::default();
         let (concurrency_limits, forward_auth) = match action {
             Action::Upstream(_) => (
-                inherit.gates.limits(c),
-                inherit
-                    .gates
-                    .forward_auth(c, self.targets, inherit.proxy_headers.as_ref()),
+                inherit.gates.limits(&mut gates),
+                inherit.gates.forward_auth(
+                    &mut gates,
+                    &mut |d, scheme, host| c.group(d, scheme, host),
+                    self.targets,
+                    inherit.proxy_headers.as_ref(),
+                ),
             ),
             _ => (Vec::new(), Ok(None)),
         };
+        report(c, gates.0);
         // An auth_request that cannot be converted refuses (fails closed).
         let (action, forward_auth, proxy) = match forward_auth {
             Ok(fa) => (action, fa, proxy),
