@@ -31,6 +31,8 @@ pub(super) struct Inherited {
     pub key: Option<String>,
     /// `allow`/`deny` and the real-IP lines (`access.rs`).
     pub access: super::access::Lines,
+    /// `limit_conn` and `auth_request` lines (`gates.rs`).
+    pub gates: super::gates::Lines,
     pub auth_basic: Option<String>,
     pub auth_basic_user_file: Option<String>,
 }
@@ -129,7 +131,7 @@ impl Converter {
             // Tidegate speaks HTTP/1.1 upstream and passes upgrades by
             // itself: what these lines ask of nginx is its default.
             "proxy_http_version" if arg(d, 0) == "1.1" => {}
-            _ => return own.access.read(d),
+            _ => return own.access.read(d) || own.gates.read(d),
         }
         true
     }
@@ -143,6 +145,7 @@ impl Converter {
             inherit.add_headers = own.add_headers;
         }
         inherit.access.settle(own.access);
+        inherit.gates.settle(own.gates);
     }
 
     fn http(&mut self, block: &[Directive]) {
@@ -445,11 +448,9 @@ impl Converter {
     pub(super) fn push(&mut self, r: Route) {
         self.out.routes.push(r);
     }
-
     pub(super) fn skip_at(&mut self, d: &Directive, why: &str) {
         self.skip(d, why);
     }
-
     pub(super) fn skip_raw(&mut self, at: &str, directive: &str, why: &str) {
         self.skipped.push(Skipped {
             at: at.to_string(),

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 mod access;
 mod emit;
+mod gates;
 pub mod parse;
 mod routes;
 mod values;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::emit::{arg, Converter, Inherit, Server};
+use super::gates::{Report, Target};
 use super::parse::Directive;
 use super::values;
 use super::write::{Action, Path, Route};
@@ -79,9 +80,24 @@ pub(super) fn server(c: &mut Converter, s: &Server, inherit: &Inherit) {
         }
     }
     Converter::settle(&mut inherit, own);
+    // The locations an `auth_request` may name (regexes are not looked at).
+    let targets: Vec<Target> = locations
+        .iter()
+        .filter_map(|l| match kind(l) {
+            Ok(Kind::Exact(p)) => Some((p, true, *l)),
+            Ok(Kind::Prefix(p) | Kind::Final(p)) => Some((p, false, *l)),
+            _ => None,
+        })
+        .map(|(path, exact, directive)| Target {
+            path,
+            exact,
+            directive,
+        })
+        .collect();
     let base = Base {
         hosts: &hosts,
         server_name: first_name.as_deref(),
+        targets: &targets,
     };
     for r in &server_rewrites {
         rewrite_redirect(c, r, &base, &inherit);
@@ -194,6 +210,7 @@ fn report(c: &mut Converter, skipped: Vec<super::Skipped>) {
 struct Base<'a> {
     hosts: &'a [Option<String>],
     server_name: Option<&'a str>,
+    targets: &'a [Target<'a>],
 }
 
 impl Base<'_> {
@@ -240,6 +257,25 @@ impl Base<'_> {
             _ => Vec::new(),
         };
         report(c, bad);
+        let mut gates = Report::default();
+        let (concurrency_limits, forward_auth) = match action {
+            Action::Upstream(_) => (
+                inherit.gates.limits(&mut gates),
+                inherit.gates.forward_auth(
+                    &mut gates,
+                    &mut |d, scheme, host| c.group(d, scheme, host),
+                    self.targets,
+                    inherit.proxy_headers.as_ref(),
+                ),
+            ),
+            _ => (Vec::new(), Ok(None)),
+        };
+        report(c, gates.0);
+        // An auth_request that cannot be converted refuses (fails closed).
+        let (action, forward_auth, proxy) = match forward_auth {
+            Ok(fa) => (action, fa, proxy),
+            Err(()) => (Action::Respond(500, None), None, Proxy::default()),
+        };
         for h in self.hosts {
             c.push(Route {
                 from: d.at(),
@@ -256,6 +292,8 @@ impl Base<'_> {
                 read_timeout: proxy.read.clone(),
                 access: access.clone(),
                 basic_auth: basic_auth.clone(),
+                concurrency_limits: concurrency_limits.clone(),
+                forward_auth: forward_auth.clone(),
             });
         }
     }
@@ -355,6 +393,12 @@ fn location(
     base: &Base,
     inherit: &Inherit,
 ) {
+    // An `internal` location (an auth_request's, read in `gates.rs`):
+    // nginx answers 404 to a client asking for it.
+    if l.block.iter().flatten().any(|i| i.name == "internal") {
+        base.emit(c, l, path, Action::Respond(404, None), inherit, None);
+        return;
+    }
     let mut inherit = inherit.clone();
     let mut own = Inherit::default();
     let (mut pass, mut ret, mut rewrites) = (None, None, Vec::new());
@@ -495,6 +539,14 @@ fn headers(c: &mut Converter, inherit: &Inherit, proxy: &mut Proxy) {
             | ("upgrade", "$http_upgrade")
             | ("connection", "upgrade" | "Upgrade" | "$connection_upgrade") => {}
             (_, "") => proxy.remove.push(lower),
+            // Copied from the auth service's answer by forward_auth
+            // (`gates.rs`); under another name, the client's own field
+            // of this name must not pass.
+            (_, v) if inherit.gates.auth_variable(v) => {
+                if inherit.gates.auth_field_name(v).as_deref() != Some(lower.as_str()) {
+                    proxy.remove.push(lower)
+                }
+            }
             (_, v) if v.contains('$') => c.skip_raw(
                 at,
                 "proxy_set_header",

@@ -51,6 +51,30 @@ pub(super) struct Route {
     pub(super) access: Vec<String>,
     /// `(realm, htpasswd file)`.
     pub(super) basic_auth: Option<(String, String)>,
+    /// From `limit_conn` lines (`gates.rs`).
+    pub(super) concurrency_limits: Vec<ConcurrencyLimit>,
+    /// From `auth_request` (`gates.rs`).
+    pub(super) forward_auth: Option<ForwardAuth>,
+}
+
+/// A `limit_conn ZONE N` with its zone's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ConcurrencyLimit {
+    pub(super) zone: String,
+    /// As Tidegate writes a key (`client_ip`, `header:NAME`...).
+    pub(super) key: String,
+    pub(super) max: u32,
+    /// The `limit_conn_zone` line.
+    pub(super) from: String,
+}
+
+/// A route's `forward_auth`.
+#[derive(Debug, Clone)]
+pub(super) struct ForwardAuth {
+    pub(super) upstream: String,
+    pub(super) path: String,
+    pub(super) request_headers: Vec<String>,
+    pub(super) response_headers: Vec<String>,
 }
 
 /// An upstream group to write.
@@ -148,7 +172,27 @@ impl Output {
                 let _ = writeln!(o, "tls = {{ certificates = [{}] }}", certs.join(", "));
             }
         }
+        // One table per zone and number: a zone used with two numbers
+        // becomes two limits (nginx counts both on one zone).
+        let mut limits: BTreeMap<String, &ConcurrencyLimit> = BTreeMap::new();
+        let mut names = Vec::new();
         for r in &self.routes {
+            let mut mine = Vec::new();
+            for l in &r.concurrency_limits {
+                let mut name = l.zone.clone();
+                if limits.get(&name).is_some_and(|have| have.max != l.max) {
+                    name = format!("{}_{}", l.zone, l.max);
+                }
+                limits.entry(name.clone()).or_insert(l);
+                mine.push(name);
+            }
+            names.push(mine);
+        }
+        for (name, l) in &limits {
+            let _ = writeln!(o, "\n[concurrency_limits.{}]   # {}", key(name), l.from);
+            let _ = writeln!(o, "key = {}\nmax = {}", q(&l.key), l.max);
+        }
+        for (r, limit_names) in self.routes.iter().zip(&names) {
             let _ = writeln!(o, "\n[[routes]]   # {}", r.from);
             if let Some(h) = &r.host {
                 let _ = writeln!(o, "host = {}", q(h));
@@ -190,6 +234,19 @@ impl Output {
             if let Some((realm, file)) = &r.basic_auth {
                 let (realm, file) = (q(realm), q(file));
                 let _ = writeln!(o, "basic_auth = {{ realm = {realm}, htpasswd = {file} }}");
+            }
+            if !limit_names.is_empty() {
+                let _ = writeln!(o, "concurrency_limit = {}", list(limit_names));
+            }
+            if let Some(fa) = &r.forward_auth {
+                let _ = writeln!(
+                    o,
+                    "forward_auth = {{ upstream = {}, path = {}, request_headers = {}, response_headers = {}, on_error = 500 }}",
+                    q(&fa.upstream),
+                    q(&fa.path),
+                    list(&fa.request_headers),
+                    list(&fa.response_headers)
+                );
             }
             let mut ops = Vec::new();
             if !r.request_set.is_empty() {

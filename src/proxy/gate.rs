@@ -73,6 +73,13 @@ pub(crate) async fn pass(
             )
             .map_err(ProxyError::ConcurrencyLimited)?,
     };
+    // The client's Authorization, for a forward_auth that asks for it:
+    // basic auth (and JWT) take it off before the subrequest is made.
+    let authorization = route
+        .forward_auth
+        .as_ref()
+        .filter(|fa| fa.request_headers.contains(&http::header::AUTHORIZATION))
+        .and_then(|_| parts.headers.get(http::header::AUTHORIZATION).cloned());
     if let Some(p) = auth::check(route, &mut parts.headers, &routed.user)? {
         // A password this thread has not seen: hashed off the thread;
         // once right, the same check passes from this thread's cache.
@@ -88,10 +95,21 @@ pub(crate) async fn pass(
     if let Some(fa) = &route.forward_auth {
         // Boxed: its state would otherwise enlarge every request's.
         let user = &routed.user;
+        let restored = match authorization {
+            Some(a) if !parts.headers.contains_key(http::header::AUTHORIZATION) => {
+                parts.headers.insert(http::header::AUTHORIZATION, a);
+                true
+            }
+            _ => false,
+        };
         Box::pin(forward_auth::check(
             ctx, w, route, fa, parts, authority, client, user,
         ))
         .await?;
+        // Still not for the upstream, unless the decision set it.
+        if restored && !fa.response_headers.contains(&http::header::AUTHORIZATION) {
+            parts.headers.remove(http::header::AUTHORIZATION);
+        }
     }
     Ok(Passed { wait, held })
 }

@@ -10,7 +10,10 @@
 //! no more at once), spends one and leaves the rest in the lease table
 //! ([`Leases`]) for the next requests of that key, for at most
 //! [`LEASE_MS`]. Tokens left when a lease ends go back to Redis with the
-//! key's next batch. A refusal from Redis is recorded the same way (until
+//! key's next batch. One request per worker thread and key asks at a
+//! time ([`flight`]): the key's other requests wait for its answer and
+//! take from the lease it brings, which is sized for them too (up to the
+//! GCRA's capacity). A refusal from Redis is recorded the same way (until
 //! the key conforms again, at most [`LEASE_MS`]): requests over the limit
 //! cost no round trip either.
 //!
@@ -32,6 +35,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use super::flight::{self, Join};
 use super::gcra::{Decision, Gcra};
 use super::lease::{Leases, Take, MAX_TOKENS};
 use super::store::{self, Ask};
@@ -57,6 +61,9 @@ pub(crate) struct Global {
     fallback: Table,
     /// Requests asked of Redis at once.
     lease: u32,
+    /// The most asked at once (for requests waiting): the GCRA's
+    /// capacity, which Redis never exceeds in one grant.
+    most: u32,
     interval_us: u64,
     tolerance_us: u64,
     /// 0 while Redis answers; else when (ms on `base`, +1) a request may
@@ -92,6 +99,7 @@ impl Global {
             leases: Leases::new(l.max_keys),
             fallback: Table::new(l.max_keys),
             lease: (l.rate.max(capacity) / 20).clamp(1, capacity.min(MAX_TOKENS)),
+            most: capacity.min(MAX_TOKENS),
             interval_us: (g.interval / 1000).max(1),
             tolerance_us: g.tolerance / 1000,
             down: AtomicU64::new(0),
@@ -101,26 +109,60 @@ impl Global {
 
     /// The verdict on a request whose key hashed to `hash` (under fixed
     /// keys); `g` and `now` (ns) are the local limit's, for the fallback.
+    ///
+    /// A request that finds no lease asks Redis only if no other request
+    /// of its key on this thread is asking; else it waits for that answer
+    /// ([`flight`]) and takes from the lease it left, asking in turn
+    /// (for itself and as many as waited with it) if that ran out.
     pub(crate) async fn check(&self, hash: u64, g: &Gcra, now: u64) -> Verdict {
-        let ms = self.base.elapsed().as_millis() as u64 + 1;
-        match self.leases.take(hash, ms as u32) {
-            Take::Took => return Verdict::Allow,
-            Take::Refused { ms } => {
-                let ns = u64::from(ms) * 1_000_000;
-                return Verdict::Refuse {
-                    retry_after: ns,
-                    reset: ns + self.tolerance_us * 1000,
-                };
+        // Requests that waited for the last answer with this one.
+        let mut waited = 0;
+        loop {
+            let ms = self.base.elapsed().as_millis() as u64 + 1;
+            match self.leases.take(hash, ms as u32) {
+                Take::Took => return Verdict::Allow,
+                Take::Refused { ms } => {
+                    let ns = u64::from(ms) * 1_000_000;
+                    return Verdict::Refuse {
+                        retry_after: ns,
+                        reset: ns + self.tolerance_us * 1000,
+                    };
+                }
+                Take::Ask => {}
             }
-            Take::Ask => {}
+            if !self.may_try(ms) {
+                return self.fallback(hash, g, now);
+            }
+            // The limit's address: it lives while its requests do.
+            match flight::join(self as *const Global as usize, hash) {
+                Join::Lead(leader) => {
+                    let want = self
+                        .lease
+                        .saturating_add(waited)
+                        .saturating_add(leader.waiting());
+                    let verdict = self.ask(hash, g, now, ms, want.min(self.most)).await;
+                    // Wakes the requests that waited for this answer.
+                    drop(leader);
+                    return verdict;
+                }
+                Join::Wait(flight) => {
+                    let answered = tokio::time::timeout(self.redis.timeout, flight.clone().done());
+                    if answered.await.is_err() {
+                        return self.fallback(hash, g, now);
+                    }
+                    waited = flight.waiting();
+                }
+            }
         }
-        if !self.may_try(ms) {
-            return self.fallback(hash, g, now);
-        }
+    }
+
+    /// Asks Redis for `want` requests of `hash`'s key at `ms`: one for
+    /// this request, the rest leased.
+    async fn ask(&self, hash: u64, g: &Gcra, now: u64, ms: u64, want: u32) -> Verdict {
         let refund = self.leases.reclaim(hash, ms as u32);
         let key = format!("{}{hash:016x}", self.prefix);
         let ask = Ask {
-            want: self.lease,
+            want,
             refund,
             interval_us: self.interval_us,
             tolerance_us: self.tolerance_us,

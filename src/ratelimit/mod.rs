@@ -28,6 +28,7 @@
 //! through Redis ([`global`]).
 
 pub(crate) mod concurrency;
+mod flight;
 pub(crate) mod gcra;
 pub(crate) mod global;
 mod key;

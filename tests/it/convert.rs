@@ -508,3 +508,173 @@ fn unreadable_or_broken_input_fails() {
     let (ok, _, _) = tidegate(&["convert", dir.0.join("missing.conf").to_str().unwrap()]);
     assert!(!ok);
 }
+
+/// `nginx` converted by the binary and checked by `tidegate check`: the
+/// TOML as a table, and the lines not converted.
+fn convert_checked(name: &str, nginx: &str) -> (toml::Table, String) {
+    let dir = TempDir::new(name);
+    let conf = dir.0.join("nginx.conf");
+    let out = dir.0.join("tidegate.toml");
+    std::fs::write(&conf, nginx).unwrap();
+    let (ok, _, stderr) = tidegate(&[
+        "convert",
+        conf.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let (ok, o, e) = tidegate(&["check", "-c", out.to_str().unwrap()]);
+    assert!(ok, "the conversion fails check: {o}{e}\n{text}");
+    (text.parse().unwrap(), stderr)
+}
+
+/// The route on `path_prefix` (or exact `path`) `path`.
+fn route<'a>(t: &'a toml::Table, path: &str) -> &'a toml::Table {
+    t["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_table().unwrap())
+        .find(|r| {
+            r.get("path_prefix")
+                .or_else(|| r.get("path"))
+                .and_then(|p| p.as_str())
+                == Some(path)
+        })
+        .unwrap_or_else(|| panic!("no route {path}: {t}"))
+}
+
+fn strings(v: Option<&toml::Value>) -> Vec<&str> {
+    v.and_then(|v| v.as_array())
+        .map(|a| a.iter().map(|s| s.as_str().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn limit_conn_becomes_concurrency_limits() {
+    let (t, skipped) = convert_checked(
+        "limit-conn",
+        r#"http {
+  limit_conn_zone $binary_remote_addr zone=perip:10m;
+  limit_conn_zone $server_name zone=perserver:10m;
+  limit_conn_zone $http_x_api_key zone=perkey:10m;
+  limit_conn_zone $request_uri zone=odd:10m;
+  server {
+    listen 8080;
+    limit_conn perip 10;
+    location / { proxy_pass http://127.0.0.1:9000; }
+    location /api/ {
+      limit_conn perserver 100;
+      limit_conn perip 5;
+      limit_conn perkey 2;
+      limit_conn odd 1;
+      limit_conn_status 429;
+      proxy_pass http://127.0.0.1:9000;
+    }
+    location /gone { return 410; }
+  }
+}"#,
+    );
+    let limits = t["concurrency_limits"].as_table().unwrap();
+    let limit = |name: &str| {
+        let l = limits[name].as_table().unwrap();
+        (l["key"].as_str().unwrap(), l["max"].as_integer().unwrap())
+    };
+    assert_eq!(limit("perip"), ("client_ip", 10));
+    // The same zone with another number: a second limit.
+    assert_eq!(limit("perip_5"), ("client_ip", 5));
+    assert_eq!(limit("perserver"), ("route", 100));
+    assert_eq!(limit("perkey"), ("header:x-api-key", 2));
+    assert_eq!(limits.len(), 4, "{t}");
+    assert_eq!(strings(route(&t, "/").get("concurrency_limit")), ["perip"]);
+    assert_eq!(
+        strings(route(&t, "/api/").get("concurrency_limit")),
+        ["perserver", "perip_5", "perkey"]
+    );
+    // nginx's preaccess phase comes after `return`.
+    assert!(route(&t, "/gone").get("concurrency_limit").is_none());
+    for expected in [
+        ":5: limit_conn_zone: `$request_uri`: only",
+        ":3: limit_conn_zone: $server_name counts per route",
+        ":8: limit_conn_status: nginx answers 503; Tidegate answers 429",
+    ] {
+        assert!(skipped.contains(expected), "{expected}: {skipped}");
+    }
+    // The location's own `limit_conn_status 429` is Tidegate's answer.
+    assert!(!skipped.contains(":15: limit_conn_status"), "{skipped}");
+}
+
+#[test]
+fn auth_request_becomes_forward_auth() {
+    let (t, skipped) = convert_checked(
+        "auth-request",
+        r#"http {
+  upstream authsvc { server 127.0.0.1:9001; }
+  server {
+    listen 8080;
+    auth_request /auth;
+    auth_request_set $user $upstream_http_x_user;
+    auth_request_set $group $upstream_http_x_group;
+    location / {
+      proxy_set_header X-User $user;
+      proxy_set_header X-Remote-Group $group;
+      proxy_pass http://127.0.0.1:9000;
+    }
+    location /open/ { auth_request off; proxy_pass http://127.0.0.1:9000; }
+    location /checks/ { auth_request /check/deep; proxy_pass http://127.0.0.1:9000; }
+    location = /auth {
+      internal;
+      proxy_pass http://authsvc/verify;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URI $request_uri;
+    }
+    location /check/ { internal; proxy_pass http://127.0.0.1:9002/v1/; }
+  }
+  server {
+    listen 8080; server_name b.test;
+    location /m/ { auth_request /missing; proxy_pass http://127.0.0.1:9000; }
+    location /x/ { auth_request /y; proxy_pass http://127.0.0.1:9000; }
+    location = /y { return 204; }
+  }
+}"#,
+    );
+    let fa = route(&t, "/")["forward_auth"].as_table().unwrap();
+    assert_eq!(fa["upstream"].as_str(), Some("authsvc"));
+    assert_eq!(fa["path"].as_str(), Some("/verify"));
+    assert_eq!(
+        strings(fa.get("request_headers")),
+        ["authorization", "cookie"]
+    );
+    assert_eq!(strings(fa.get("response_headers")), ["x-user", "x-group"]);
+    assert_eq!(fa["on_error"].as_integer(), Some(500));
+    // Under another name: the client's own field does not pass.
+    let edits = route(&t, "/")["request_headers"].as_table().unwrap();
+    assert_eq!(strings(edits.get("remove")), ["x-remote-group"]);
+    assert!(route(&t, "/open/").get("forward_auth").is_none());
+    // A prefix location with a URI part: the matched part replaced.
+    let deep = route(&t, "/checks/")["forward_auth"].as_table().unwrap();
+    assert_eq!(deep["path"].as_str(), Some("/v1/deep"));
+    // An internal location is 404 to clients.
+    let auth = route(&t, "/auth");
+    assert_eq!(auth["respond"]["status"].as_integer(), Some(404));
+    // No location to ask, or one without proxy_pass: the route refuses
+    // every request (never an open route).
+    let routes = t["routes"].as_array().unwrap();
+    let refusing = routes
+        .iter()
+        .filter(|r| r.get("respond").and_then(|a| a.get("status")) == Some(&500.into()))
+        .count();
+    assert_eq!(refusing, 2, "{t}");
+    for expected in [
+        ":26: auth_request: no location of this server matches `/missing`",
+        ":27: auth_request: the location for `/y` has no proxy_pass",
+        ":20: proxy_set_header: X-Original-URI `$request_uri` to the auth service",
+        ":10: proxy_set_header: X-Remote-Group from the auth service's x-group",
+        ":5: auth_request: nginx passes every field",
+    ] {
+        assert!(skipped.contains(expected), "{expected}: {skipped}");
+    }
+    assert!(!skipped.contains("auth_request_set"), "{skipped}");
+}

@@ -525,3 +525,38 @@ async fn check_names_the_field_of_each_bad_forward_auth() {
         assert!(err.contains(&at), "{err}");
     }
 }
+
+/// A route with basic auth too: basic auth takes `Authorization` off
+/// the request for the upstream, but the auth service still gets the
+/// client's own when `request_headers` names it (and the upstream does
+/// not, unless `forward_authorization`).
+#[tokio::test]
+async fn with_basic_auth_the_auth_service_still_sees_the_clients_authorization() {
+    let dir = std::env::temp_dir().join(format!("tidegate-fa-basic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("users");
+    let out = std::process::Command::new("htpasswd")
+        .args(["-cbB", file.to_str().unwrap(), "alice", "pw"])
+        .output()
+        .expect("htpasswd (apache2-utils) runs");
+    assert!(out.status.success());
+    let auth = auth_service();
+    let origin = origin(Arc::new(AtomicUsize::new(0)));
+    let config = config(&origin, auth.addr, &[]).toml().replace(
+        "[routes.forward_auth]",
+        &format!(
+            "basic_auth = {{ realm = \"r\", htpasswd = {:?} }}\n[routes.forward_auth]",
+            file.to_str().unwrap()
+        ),
+    );
+    assert!(config.contains("basic_auth"), "{config}");
+    let proxy = Proxy::start(&config);
+    let basic = "Basic YWxpY2U6cHc="; // alice:pw
+    let (status, _, _) = ask(&proxy, "GET", "/app/x", &[("authorization", basic)], "").await;
+    // The auth service refuses anything but `Bearer good`: it saw Basic.
+    assert_eq!(status, 401);
+    let seen = auth.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].headers["authorization"], basic);
+    let _ = std::fs::remove_dir_all(&dir);
+}

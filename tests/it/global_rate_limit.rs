@@ -219,6 +219,56 @@ async fn three_instances_share_one_budget_within_five_percent() {
     assert_eq!(get(addrs[0], "/x", "other").await, 200);
 }
 
+/// A burst of one key's requests while its lease is empty: one request
+/// per worker thread asks Redis, the others wait for its answer and
+/// take from the new lease, so the round trips are bounded by the
+/// threads and the batches, not by the requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_one_key_asks_redis_once_per_thread_and_batch() {
+    const BURST: usize = 120;
+    const THREADS: u64 = 2;
+    let redis = Redis::start();
+    let origin = ok_backend();
+    // Capacity 2000: leases of 100 (5%), no request refused.
+    let config = global(origin.addr, redis.url(), 2000)
+        .set("rate_limits.api.timeout", "10s")
+        .threads(THREADS as usize)
+        .route(all_limited())
+        .toml();
+    let proxy = Proxy::start(&config);
+    // Each thread's connection made and the script loaded (another key).
+    for _ in 0..8 {
+        assert_eq!(get(proxy.addr, "/x", "warm").await, 200);
+    }
+    let before = redis.script_calls();
+    // Redis holds every command for a while, so that the whole burst
+    // reaches the proxy before the first answer (the worst case; the
+    // bound below holds whatever the timing).
+    assert_eq!(redis.cli(&["client", "pause", "300", "all"]).trim(), "OK");
+    let burst: Vec<_> = (0..BURST)
+        .map(|_| {
+            let addr = proxy.addr;
+            tokio::spawn(async move { get(addr, "/x", "burst").await })
+        })
+        .collect();
+    let mut admitted = 0;
+    for b in burst {
+        admitted += usize::from(b.await.unwrap() == 200);
+    }
+    let calls = redis.script_calls() - before;
+    eprintln!(
+        "{BURST} concurrent requests of one key: {admitted} admitted, {calls} Redis script calls"
+    );
+    // Asked all at once, the batches would take the whole budget.
+    assert_eq!(admitted, BURST, "{calls} Redis calls");
+    // Every answer grants at least a lease (100) to its thread: one
+    // round per thread, and a second if the first lease ran out.
+    assert!(
+        calls <= 2 * THREADS,
+        "{calls} Redis calls for {BURST} requests"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_follows_on_error_and_the_global_limit_resumes() {
     let mut redis = Redis::start();
