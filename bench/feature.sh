@@ -30,6 +30,8 @@
 # against nginx's `proxy_cache` (its files stay in the page cache) and
 # Varnish (`-s malloc`, 2 thread pools, as a proxy in front of the same
 # origin), and the proxies with no cache (every request to the origin).
+# nginx runs with proxy_buffering on here (it caches only what it
+# buffers).
 #
 # Needs nginx, wrk, curl, python3 (and varnishd for FEATURE=cache). Stops everything it starts.
 set -u
@@ -95,7 +97,7 @@ start_proxy() {
         tg_route='cache = "c"'
         tg_top=$'[caches.c]\nmemory = "64MiB"'
         ngx_http="proxy_cache_path $OUT/ngx-cache keys_zone=c:10m max_size=64m;"
-        ngx_loc="proxy_cache c;"
+        ngx_loc="proxy_cache c; add_header X-Cache \$upstream_cache_status always;"
       fi ;;
   esac
   if [ "$name" = varnish ]; then
@@ -128,6 +130,8 @@ TOML
     # read into its buffers, then compressed in larger steps).
     local buffering=off
     [ "$name" = nginx-buffered ] && buffering=on
+    # nginx caches only what it buffers.
+    [ "$FEATURE" = cache ] && buffering=on
     cat > "$OUT/nginx.conf" <<CONF
 worker_processes 2; daemon off; pid $OUT/nginx.pid; error_log $OUT/nginx.err warn; worker_rlimit_nofile 20000;
 events { worker_connections 20000; }

@@ -15,10 +15,6 @@
 //! - `update.rs`: 304 and HEAD updates (§3.2, §4.3.4).
 //! - `invalidate.rs`: what unsafe requests invalidate (§4.4).
 //! - `status.rs`: the `Cache-Status` member (RFC 9211).
-// The store and the proxy's cache phase (merged separately) use all of
-// this; until then much of it is reached only by the tests and the fuzz
-// target. Remove once they are wired in.
-#![allow(dead_code, unused_imports)]
 
 mod conditional;
 mod control;
@@ -36,7 +32,7 @@ mod vary;
 
 pub(crate) use conditional::{client_conditional, validators, Conditional};
 pub(crate) use control::ResponseControl;
-pub(crate) use directive::{directives, Arg, Invalid};
+pub(crate) use directive::{directives, Arg};
 pub(crate) use freshness::{age_header, freshness_lifetime, Times};
 pub(crate) use invalidate::invalidation_targets;
 pub(crate) use request::RequestControl;
@@ -44,4 +40,4 @@ pub(crate) use reuse::{decide_reuse, stale_if_error_allows, Reuse};
 pub(crate) use status::{CacheStatus, Fwd};
 pub(crate) use storing::{decide_store, strip_unstorable, Rules, SetCookie, StoreDecision};
 pub(crate) use update::{freshen, head_updates, select_for_304};
-pub(crate) use vary::{vary_matches, vary_names, vary_values, Star, VaryNames};
+pub(crate) use vary::{vary_matches, vary_names, vary_values, VaryNames};

@@ -12,14 +12,10 @@ pub(crate) enum Fwd {
     UriMiss,
     /// Stored responses, none for the request's `Vary` values.
     VaryMiss,
-    /// A miss the cache cannot tell apart further.
-    Miss,
     /// The request asked for it (`no-cache`, `max-age=0`, ...).
     Request,
     /// The stored response was stale: revalidated or replaced.
     Stale,
-    /// Configured not to use the cache for this request.
-    Bypass,
     /// The request's method cannot be answered from the cache.
     Method,
 }
@@ -29,10 +25,8 @@ impl Fwd {
         match self {
             Fwd::UriMiss => "uri-miss",
             Fwd::VaryMiss => "vary-miss",
-            Fwd::Miss => "miss",
             Fwd::Request => "request",
             Fwd::Stale => "stale",
-            Fwd::Bypass => "bypass",
             Fwd::Method => "method",
         }
     }
@@ -139,14 +133,14 @@ mod tests {
     #[test]
     fn miss_forwarded_and_stored() {
         let s = CacheStatus {
-            fwd: Some(Fwd::Miss),
+            fwd: Some(Fwd::UriMiss),
             fwd_status: Some(200),
             stored: true,
             ..Default::default()
         };
         assert_eq!(
             s.header_value("tidegate"),
-            "tidegate; fwd=miss; fwd-status=200; stored"
+            "tidegate; fwd=uri-miss; fwd-status=200; stored"
         );
     }
 
@@ -155,10 +149,8 @@ mod tests {
         for (f, t) in [
             (Fwd::UriMiss, "uri-miss"),
             (Fwd::VaryMiss, "vary-miss"),
-            (Fwd::Miss, "miss"),
             (Fwd::Request, "request"),
             (Fwd::Stale, "stale"),
-            (Fwd::Bypass, "bypass"),
             (Fwd::Method, "method"),
         ] {
             let s = CacheStatus {

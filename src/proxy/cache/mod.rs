@@ -122,7 +122,7 @@ pub(crate) async fn lookup(
         request_time: now,
         stale: None,
         guard: None,
-        fwd: Fwd::Bypass,
+        fwd: Fwd::Method,
         collapsed: false,
         unsafe_method: None,
         index,
@@ -139,6 +139,7 @@ pub(crate) async fn lookup(
                     .map_or("/", |p| p.as_str())
                     .to_string(),
             ));
+            plan.request = parts.headers.clone();
         }
         return Looked::Forward(Box::new(plan));
     }
@@ -364,31 +365,21 @@ pub(crate) fn response(
     let now = SystemTime::now();
     if plan.method != Method::GET && plan.method != Method::HEAD {
         count(counters, index, "bypass");
-    }
-    if let Some((scheme, authority, pq)) = plan.unsafe_method.take() {
-        let status = resp.status();
-        let targets = policy::invalidation_targets(
-            &plan.method,
-            status,
-            &scheme,
-            &authority,
-            &pq,
-            resp.headers(),
-        );
-        for (s, a, p) in targets {
-            let (path, query) = match p.split_once('?') {
-                Some((p, q)) => (p, Some(q)),
-                None => (p.as_str(), None),
-            };
-            let t = Target {
-                scheme: &s,
-                host: &a,
-                path,
-                query,
-            };
-            plan.store
-                .remove(&key(&plan.store.config.key, &t, &plan.request));
+        let mut resp = resp;
+        if let Some((scheme, authority, pq)) = plan.unsafe_method.take() {
+            invalidate(&plan, &scheme, &authority, &pq, &resp);
         }
+        let cs = CacheStatus {
+            hit: false,
+            fwd: Some(Fwd::Method),
+            fwd_status: Some(resp.status().as_u16()),
+            ttl: None,
+            stored: false,
+            collapsed: false,
+            detail: None,
+        };
+        resp.headers_mut()
+            .append(CACHE_STATUS.clone(), cs.header_value(NAME));
         return resp;
     }
     let status = resp.status();
@@ -435,6 +426,16 @@ pub(crate) fn response(
                 .put(plan.key.clone(), &plan.url, fresh.clone(), Some(&v));
             count(counters, index, "revalidated");
             return serve(&fresh, &plan.method, &plan.request, now, cs, Some(upstream));
+        }
+        // A HEAD's 200 freshens the stored GET when its validators agree,
+        // else that one is dropped (RFC 9111 §4.3.5).
+        if plan.method == Method::HEAD && status == StatusCode::OK {
+            if policy::head_updates(&parts.headers, &v.headers) {
+                let fresh = Arc::new(freshen(&plan, &v, &parts.headers, now));
+                plan.store.put(plan.key.clone(), &plan.url, fresh, Some(&v));
+            } else {
+                plan.store.remove(&plan.key);
+            }
         }
         if status.is_server_error() && policy::stale_if_error_allows(&v.control, &v.times, now) {
             cs.detail = Some("stale-if-error");
@@ -487,6 +488,33 @@ pub(crate) fn response(
         .headers
         .append(CACHE_STATUS.clone(), cs.header_value(NAME));
     Response::from_parts(parts, ProxyBody::Upstream(upstream))
+}
+
+/// After an unsafe request's response `resp`: what it invalidates,
+/// dropped (RFC 9111 §4.4).
+fn invalidate(plan: &Plan, scheme: &str, authority: &str, pq: &str, resp: &Response<ProxyBody>) {
+    let targets = policy::invalidation_targets(
+        &plan.method,
+        resp.status(),
+        scheme,
+        authority,
+        pq,
+        resp.headers(),
+    );
+    for (s, a, p) in targets {
+        let (path, query) = match p.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (p.as_str(), None),
+        };
+        let t = Target {
+            scheme: &s,
+            host: &a,
+            path,
+            query,
+        };
+        plan.store
+            .remove(&key(&plan.store.config.key, &t, &plan.request));
+    }
 }
 
 /// Whether the response may be stored, or why not.
