@@ -119,9 +119,6 @@ mod tests {
         let t = target("/", None);
         assert_ne!(key(&parts, &t, &a), key(&parts, &t, &b));
         assert_eq!(key(&parts, &t, &a), key(&parts, &t, &c));
-        assert_eq!(
-            target("/p", Some("q=1")).url(),
-            "http://example.com/p?q=1"
-        );
+        assert_eq!(target("/p", Some("q=1")).url(), "http://example.com/p?q=1");
     }
 }

@@ -15,6 +15,7 @@ use moka::ops::compute::Op;
 use moka::sync::Cache as Map;
 use tokio::sync::watch;
 
+use super::disk::Disk;
 use super::policy::{ResponseControl, Rules, SetCookie, Times, VaryNames};
 use crate::config::cache::Cache;
 
@@ -119,6 +120,8 @@ pub(crate) struct Store {
     fills: Map<Bytes, Arc<Fill>>,
     /// Misses waiting for another's fetch now (shared across reloads).
     waiting: Arc<AtomicUsize>,
+    /// The disk tier, with `disk` (opened by [`super::Caches::with_disks`]).
+    pub(crate) disk: Option<Arc<Disk>>,
 }
 
 impl Store {
@@ -141,6 +144,7 @@ impl Store {
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
             waiting: Arc::default(),
+            disk: None,
         }
     }
 
@@ -152,6 +156,31 @@ impl Store {
             entries: self.entries.clone(),
             fills: self.fills.clone(),
             waiting: self.waiting.clone(),
+            disk: self.disk.clone(),
+        }
+    }
+
+    /// The same store with the disk tier `disk`.
+    pub(crate) fn with_disk(&self, disk: Option<Arc<Disk>>) -> Store {
+        Store {
+            disk,
+            ..self.with_config(&self.config)
+        }
+    }
+
+    /// On a memory miss: `key`'s entry from the disk tier, if it has one
+    /// (read off this thread), put back in memory; `true`: it is there.
+    pub(crate) async fn from_disk(&self, key: &Bytes) -> bool {
+        let Some(disk) = self.disk.clone().filter(|d| d.has(key)) else {
+            return false;
+        };
+        let (k, rules) = (key.clone(), self.rules.clone());
+        match tokio::task::spawn_blocking(move || disk.read(&k, &rules)).await {
+            Ok(Some(e)) => {
+                self.entries.insert(key.clone(), Arc::new(e));
+                true
+            }
+            _ => false,
         }
     }
 
@@ -161,10 +190,11 @@ impl Store {
 
     /// Joins the fetch in progress for `key`, or starts it.
     pub(crate) fn fill(self: &Arc<Self>, key: &Bytes) -> Filling {
-        let e = self
-            .fills
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(Fill { done: watch::Sender::new(false) }));
+        let e = self.fills.entry(key.clone()).or_insert_with(|| {
+            Arc::new(Fill {
+                done: watch::Sender::new(false),
+            })
+        });
         if e.is_fresh() {
             Filling::Mine(FillGuard {
                 store: self.clone(),
@@ -197,52 +227,65 @@ impl Store {
         v: Arc<Variant>,
         replaces: Option<&Arc<Variant>>,
     ) {
-        self.entries
-            .entry(key)
-            .and_compute_with(|old| {
-                let mut variants = vec![v.clone()];
-                let url = match old {
-                    Some(e) => {
-                        let e = e.into_value();
-                        variants.extend(
-                            e.variants
-                                .iter()
-                                .filter(|o| {
-                                    replaces.is_none_or(|r| !Arc::ptr_eq(o, r))
-                                        && !(o.vary.0 == v.vary.0 && o.vary_values == v.vary_values)
-                                })
-                                .take(MAX_VARIANTS - 1)
-                                .cloned(),
-                        );
-                        e.url.clone()
-                    }
-                    None => Arc::from(url),
-                };
-                Op::Put(Arc::new(Entry { url, variants }))
-            });
+        // (Read first: a removal after this undoes the disk write.)
+        let epoch = self.disk.as_ref().map(|d| d.epoch());
+        let put = self.entries.entry(key.clone()).and_compute_with(|old| {
+            let mut variants = vec![v.clone()];
+            let url = match old {
+                Some(e) => {
+                    let e = e.into_value();
+                    variants.extend(
+                        e.variants
+                            .iter()
+                            .filter(|o| {
+                                replaces.is_none_or(|r| !Arc::ptr_eq(o, r))
+                                    && !(o.vary.0 == v.vary.0 && o.vary_values == v.vary_values)
+                            })
+                            .take(MAX_VARIANTS - 1)
+                            .cloned(),
+                    );
+                    e.url.clone()
+                }
+                None => Arc::from(url),
+            };
+            Op::Put(Arc::new(Entry { url, variants }))
+        });
+        if let (Some(d), Some(epoch), Some(e)) = (&self.disk, epoch, put.into_entry()) {
+            d.write(key, e.into_value(), epoch);
+        }
     }
 
     /// Drops what `key` holds.
     pub(crate) fn remove(&self, key: &Bytes) {
         self.entries.invalidate(key);
+        if let Some(d) = &self.disk {
+            d.remove(key);
+        }
     }
 
     /// Drops every entry whose URL is `url` (`prefix`: starts with it);
     /// what goes, goes at once for lookups.
     pub(crate) fn purge(&self, url: &str, prefix: bool) -> Result<(), String> {
-        let url: Arc<str> = Arc::from(url);
+        let purged: Arc<str> = Arc::from(url);
         self.entries
             .invalidate_entries_if(move |_, e| match prefix {
-                true => e.url.starts_with(&*url),
-                false => *e.url == *url,
+                true => e.url.starts_with(&*purged),
+                false => *e.url == *purged,
             })
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        // (After memory: what memory takes in before this is removed.)
+        if let Some(d) = &self.disk {
+            d.purge(url, prefix);
+        }
+        Ok(())
     }
 
     /// Drops everything.
     pub(crate) fn clear(&self) {
         self.entries.invalidate_all();
+        if let Some(d) = &self.disk {
+            d.purge("", true);
+        }
     }
 
     /// Keys held and bytes they weigh (after pending housekeeping).

@@ -37,7 +37,11 @@ fn respond(status: u16, fields: &[(&str, &str)], body: impl Into<Bytes>) -> Resp
 }
 
 fn range_body() -> Bytes {
-    Bytes::from((0..1000).map(|i| b'a' + (i % 26) as u8).collect::<Vec<u8>>())
+    Bytes::from(
+        (0..1000)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect::<Vec<u8>>(),
+    )
 }
 
 /// The cases, by path. `/slow` sends its head, then waits for `release`
@@ -50,7 +54,10 @@ fn origin(seen: Shared, release: Arc<Notify>) -> Backend {
             let path = req.uri().path().to_string();
             let n = {
                 let mut s = seen.lock().unwrap();
-                let c = s.count.entry(format!("{} {path}", req.method())).or_default();
+                let c = s
+                    .count
+                    .entry(format!("{} {path}", req.method()))
+                    .or_default();
                 *c += 1;
                 let n = *c;
                 if let Some(v) = req.headers().get("if-none-match") {
@@ -58,7 +65,10 @@ fn origin(seen: Shared, release: Arc<Notify>) -> Backend {
                 }
                 n
             };
-            let inm = req.headers().get("if-none-match").map(|v| v.as_bytes().to_vec());
+            let inm = req
+                .headers()
+                .get("if-none-match")
+                .map(|v| v.as_bytes().to_vec());
             let lang = req
                 .headers()
                 .get("accept-language")
@@ -110,7 +120,10 @@ fn origin(seen: Shared, release: Arc<Notify>) -> Backend {
                 ),
                 "/star" => respond(
                     200,
-                    &[("cache-control", "max-age=60"), ("vary", "accept-language, *")],
+                    &[
+                        ("cache-control", "max-age=60"),
+                        ("vary", "accept-language, *"),
+                    ],
                     body,
                 ),
                 "/range" => respond(
@@ -118,11 +131,7 @@ fn origin(seen: Shared, release: Arc<Notify>) -> Backend {
                     &[("cache-control", "max-age=60"), ("etag", "\"g1\"")],
                     range_body(),
                 ),
-                "/big" => respond(
-                    200,
-                    &[("cache-control", "max-age=60")],
-                    vec![b'x'; 2 << 20],
-                ),
+                "/big" => respond(200, &[("cache-control", "max-age=60")], vec![b'x'; 2 << 20]),
                 "/flaky" if n == 1 => respond(
                     200,
                     &[
@@ -182,7 +191,13 @@ impl Setup {
 
     /// Requests of `METHOD path` the origin saw.
     fn count(&self, what: &str) -> usize {
-        self.seen.lock().unwrap().count.get(what).copied().unwrap_or(0)
+        self.seen
+            .lock()
+            .unwrap()
+            .count
+            .get(what)
+            .copied()
+            .unwrap_or(0)
     }
 
     async fn ask(
@@ -214,7 +229,10 @@ async fn a_fresh_response_is_served_from_the_cache_with_age_and_cache_status() {
     let s = Setup::new();
     let (status, h, body) = s.get("/fresh").await;
     assert_eq!((status, body.as_str()), (200, "/fresh #1"));
-    assert_eq!(cache_status(&h), "tidegate; fwd=uri-miss; fwd-status=200; ttl=60; stored");
+    assert_eq!(
+        cache_status(&h),
+        "tidegate; fwd=uri-miss; fwd-status=200; ttl=60; stored"
+    );
     for _ in 0..3 {
         let (status, h, body) = s.get("/fresh").await;
         assert_eq!((status, body.as_str()), (200, "/fresh #1"));
@@ -237,7 +255,11 @@ async fn what_must_not_be_stored_is_not() {
         ("/nostore", &[][..], "no-store"),
         ("/private", &[][..], "private"),
         ("/cookie", &[][..], "set-cookie"),
-        ("/auth", &[("authorization", "Basic dTpw")][..], "authorization"),
+        (
+            "/auth",
+            &[("authorization", "Basic dTpw")][..],
+            "authorization",
+        ),
     ] {
         for n in 1..=2 {
             let (status, h, body) = s.ask("GET", path, fields).await;
@@ -261,7 +283,10 @@ async fn what_must_not_be_stored_is_not() {
 async fn a_stale_response_is_revalidated_and_the_304_freshens_it() {
     let s = Setup::new();
     let (_, h, body) = s.get("/revalidate").await;
-    assert_eq!((body.as_str(), h["x-version"].to_str().unwrap()), ("/revalidate #1", "1"));
+    assert_eq!(
+        (body.as_str(), h["x-version"].to_str().unwrap()),
+        ("/revalidate #1", "1")
+    );
     // Stale at once (max-age=0): asked again with its validator; the 304
     // updates the stored fields and the stored body is served.
     let (status, h, body) = s.get("/revalidate").await;
@@ -275,7 +300,10 @@ async fn a_stale_response_is_revalidated_and_the_304_freshens_it() {
     );
     // Fresh now (the 304's max-age=60): a hit, with the new fields.
     let (_, h, body) = s.get("/revalidate").await;
-    assert_eq!((body.as_str(), h["x-version"].to_str().unwrap()), ("/revalidate #1", "2"));
+    assert_eq!(
+        (body.as_str(), h["x-version"].to_str().unwrap()),
+        ("/revalidate #1", "2")
+    );
     assert!(cache_status(&h).contains("hit"));
     assert_eq!(s.count("GET /revalidate"), 2);
     // A client that asks for revalidation gets it.
@@ -293,7 +321,11 @@ async fn vary_keeps_variants_apart_and_a_star_is_never_stored() {
     }
     assert_eq!(s.count("GET /vary"), 2);
     let (_, h, _) = s.ask("GET", "/vary", &[("accept-language", "fr")]).await;
-    assert!(cache_status(&h).contains("fwd=vary-miss"), "{}", cache_status(&h));
+    assert!(
+        cache_status(&h).contains("fwd=vary-miss"),
+        "{}",
+        cache_status(&h)
+    );
     for _ in 0..2 {
         s.ask("GET", "/star", &[("accept-language", "en")]).await;
     }
@@ -321,7 +353,11 @@ async fn head_ranges_and_conditionals_are_answered_from_the_stored_response() {
     assert_eq!(h["content-range"], "bytes */1000");
     // An If-Range that does not match: the whole response.
     let (status, _, body) = s
-        .ask("GET", "/range", &[("range", "bytes=0-1"), ("if-range", "\"other\"")])
+        .ask(
+            "GET",
+            "/range",
+            &[("range", "bytes=0-1"), ("if-range", "\"other\"")],
+        )
         .await;
     assert_eq!((status, body.len()), (200, 1000));
     let (status, h, body) = s.ask("GET", "/range", &[("if-none-match", "\"g1\"")]).await;
@@ -413,15 +449,21 @@ async fn purges_through_the_admin_listener() {
     }
     let (_, body) = s.admin("GET", "/caches").await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((v[0]["name"].as_str(), v[0]["keys"].as_u64()), (Some("pages"), Some(4)));
+    assert_eq!(
+        (v[0]["name"].as_str(), v[0]["keys"].as_u64()),
+        (Some("pages"), Some(4))
+    );
     let (status, _) = s
         .admin("POST", "/caches/pages/purge?url=http://cache.test/fresh")
         .await;
     assert_eq!(status, 200);
     assert_eq!(s.get("/fresh").await.2, "/fresh #2");
     assert_eq!(s.get("/fresh/a").await.2, "/fresh/a #1");
-    s.admin("POST", "/caches/pages/purge?prefix=http%3A%2F%2Fcache.test%2Ffresh%2F")
-        .await;
+    s.admin(
+        "POST",
+        "/caches/pages/purge?prefix=http%3A%2F%2Fcache.test%2Ffresh%2F",
+    )
+    .await;
     assert_eq!(s.get("/fresh/a").await.2, "/fresh/a #2");
     assert_eq!(s.get("/fresh/b").await.2, "/fresh/b #2");
     assert_eq!(s.get("/range").await.0, 200);

@@ -121,8 +121,14 @@ pub(crate) async fn lookup(
         return Looked::Forward(Box::new(plan));
     }
     let mut waited = false;
+    let mut from_disk = false;
     loop {
-        let entry = store.get(&plan.key);
+        let mut entry = store.get(&plan.key);
+        // A memory miss may be on disk (read off this thread).
+        if entry.is_none() && store.from_disk(&plan.key).await {
+            entry = store.get(&plan.key);
+            from_disk = true;
+        }
         let found = entry.as_ref().and_then(|e| {
             e.variants
                 .iter()
@@ -152,9 +158,16 @@ pub(crate) async fn lookup(
                             ttl: Some(v.times.ttl(now)),
                             stored: false,
                             collapsed: waited,
-                            detail: None,
+                            detail: from_disk.then_some("disk"),
                         };
-                        return Looked::Hit(serve(&v, &parts.method, &parts.headers, now, status, None));
+                        return Looked::Hit(serve(
+                            &v,
+                            &parts.method,
+                            &parts.headers,
+                            now,
+                            status,
+                            None,
+                        ));
                     }
                     // Served only once the origin agrees (a background
                     // revalidation is not done: it is revalidated now).
@@ -249,7 +262,10 @@ fn serve(
     let (code, skip, len) = match range::select(method, req, v) {
         range::Selected::Whole => (v.status, 0, v.len),
         range::Selected::Part { start, len } => {
-            headers.insert(header::CONTENT_RANGE, range::content_range(start, len, v.len));
+            headers.insert(
+                header::CONTENT_RANGE,
+                range::content_range(start, len, v.len),
+            );
             (StatusCode::PARTIAL_CONTENT, start, len)
         }
         range::Selected::Unsatisfiable => {
@@ -264,8 +280,12 @@ fn serve(
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     *resp.headers_mut() = headers;
     if method != Method::HEAD {
-        *resp.body_mut() =
-            ProxyBody::Cached(Box::new(CachedBody::new(v.body.clone(), skip, len, upstream)));
+        *resp.body_mut() = ProxyBody::Cached(Box::new(CachedBody::new(
+            v.body.clone(),
+            skip,
+            len,
+            upstream,
+        )));
     }
     resp
 }
@@ -376,8 +396,7 @@ pub(crate) fn response(resp: Response<ProxyBody>, plan: Box<Plan>) -> Response<P
             let mut headers = parts.headers.clone();
             policy::strip_unstorable(&mut headers, rules);
             headers.remove(&CACHE_STATUS);
-            let lifetime =
-                policy::freshness_lifetime(status, &headers, &control, rules, now);
+            let lifetime = policy::freshness_lifetime(status, &headers, &control, rules, now);
             let vary = match policy::vary_names(&headers) {
                 Ok(v) => v,
                 Err(_) => unreachable_vary(),

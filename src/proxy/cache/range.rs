@@ -51,7 +51,9 @@ fn if_range_holds(req: &HeaderMap, stored: &HeaderMap) -> bool {
             .is_some_and(|e| e.as_bytes() == cond);
     }
     match (
-        std::str::from_utf8(cond).ok().and_then(|c| httpdate::parse_http_date(c).ok()),
+        std::str::from_utf8(cond)
+            .ok()
+            .and_then(|c| httpdate::parse_http_date(c).ok()),
         stored
             .get(header::LAST_MODIFIED)
             .and_then(|l| l.to_str().ok())
@@ -68,5 +70,6 @@ pub(super) fn content_range(start: u64, len: u64, total: u64) -> HeaderValue {
 }
 
 pub(super) fn unsatisfiable(total: u64) -> HeaderValue {
-    HeaderValue::try_from(format!("bytes */{total}")).unwrap_or(HeaderValue::from_static("bytes */0"))
+    HeaderValue::try_from(format!("bytes */{total}"))
+        .unwrap_or(HeaderValue::from_static("bytes */0"))
 }
