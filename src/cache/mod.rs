@@ -6,6 +6,7 @@
 //! `crate::proxy::cache`.
 
 pub(crate) mod disk;
+pub(crate) mod entry;
 pub(crate) mod key;
 pub(crate) mod policy;
 pub(crate) mod store;

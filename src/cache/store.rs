@@ -10,55 +10,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
 use moka::ops::compute::Op;
 use moka::sync::Cache as Map;
 use tokio::sync::watch;
 
 use super::disk::Disk;
-use super::policy::{ResponseControl, Rules, SetCookie, Times, VaryNames};
+pub(crate) use super::entry::{Entry, Variant};
+use super::policy::{Rules, SetCookie};
 use crate::config::cache::Cache;
 
 /// Variants kept per key at most (the oldest goes first).
 const MAX_VARIANTS: usize = 16;
 /// Fetches in progress tracked at most (beyond, misses do not wait).
 const MAX_FILLS: u64 = 1 << 16;
-
-/// One stored response.
-pub(crate) struct Variant {
-    pub(crate) status: StatusCode,
-    /// Its fields as stored (what must not be stored dropped).
-    pub(crate) headers: HeaderMap,
-    /// Its directives, read once when stored.
-    pub(crate) control: ResponseControl,
-    pub(crate) times: Times,
-    /// The fields it varies on, and the request's values of them.
-    pub(crate) vary: VaryNames,
-    pub(crate) vary_values: Vec<Option<Bytes>>,
-    /// The body, as it came.
-    pub(crate) body: Arc<[Bytes]>,
-    pub(crate) len: u64,
-}
-
-impl Variant {
-    /// Bytes it holds, roughly: what the budget counts.
-    fn weight(&self) -> u64 {
-        let head: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 32)
-            .sum();
-        self.len + head as u64 + 256
-    }
-}
-
-/// What one key holds.
-pub(crate) struct Entry {
-    /// The URL it was stored for (what purges match).
-    pub(crate) url: Arc<str>,
-    /// Newest first.
-    pub(crate) variants: Vec<Arc<Variant>>,
-}
 
 /// A fetch in progress for a key: set when it ends (stored or not).
 pub(crate) struct Fill {
@@ -170,7 +134,7 @@ impl Store {
 
     /// On a memory miss: `key`'s entry from the disk tier, if it has one
     /// (read off this thread), put back in memory; `true`: it is there.
-    pub(crate) async fn from_disk(&self, key: &Bytes) -> bool {
+    pub(crate) async fn promote_from_disk(&self, key: &Bytes) -> bool {
         let Some(disk) = self.disk.clone().filter(|d| d.has(key)) else {
             return false;
         };

@@ -32,8 +32,8 @@ use bytes::{BufMut, Bytes};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 
+use crate::cache::entry::{Entry, Variant};
 use crate::cache::policy::{ResponseControl, Rules, Times, VaryNames};
-use crate::cache::store::{Entry, Variant};
 
 const MAGIC: &[u8; 8] = b"TIDEGATE";
 const VERSION: u32 = 1;

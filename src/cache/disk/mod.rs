@@ -35,8 +35,8 @@ use moka::ops::compute::Op;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache as Map;
 
+use super::entry::Entry;
 use super::policy::Rules;
-use super::store::Entry;
 use crate::config::cache::Disk as DiskConfig;
 
 /// Writes waiting at most; past it, new ones are skipped.

@@ -125,7 +125,7 @@ pub(crate) async fn lookup(
     loop {
         let mut entry = store.get(&plan.key);
         // A memory miss may be on disk (read off this thread).
-        if entry.is_none() && store.from_disk(&plan.key).await {
+        if entry.is_none() && store.promote_from_disk(&plan.key).await {
             entry = store.get(&plan.key);
             from_disk = true;
         }
