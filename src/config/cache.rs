@@ -372,7 +372,8 @@ mod tests {
     fn a_disk_tier_is_a_folder_and_a_size() {
         let c = Config::from_toml(
             &format!(
-                "{TEST_BASE}[caches.pages]\ndisk = {{ path = \"cache/pages\", size = \"10GiB\" }}\n"
+                "{TEST_BASE}[caches.pages]\ndisk = {{ path = \"cache/pages\", size = \"10GiB\" }}\n\
+                 [[routes]]\nupstream = \"app\"\n"
             ),
             "/etc/tidegate/t.toml",
         )
@@ -389,14 +390,15 @@ mod tests {
             Some(true)
         );
         let text = format!(
-            "{TEST_BASE}[caches.a]\nmax_object = \"4MiB\"\ndisk = {{ path = \"/x\", size = \"2MiB\" }}\n\
+            "{TEST_BASE}[caches.a]\nmax_object = \"4MiB\"\ndisk = {{ path = \"/w\", size = \"2MiB\" }}\n\
              [caches.b]\ndisk = {{ path = \"/x\", size = \"1GiB\" }}\n\
+             [caches.e]\ndisk = {{ path = \"/x/\", size = \"1GiB\" }}\n\
              [caches.c]\ndisk = {{ path = \"/y\", size = \"lots\" }}\n"
         );
         let e = Config::from_toml(&text, "t.toml").unwrap_err().to_string();
         for want in [
             "caches.a.disk.size: 2097152 bytes is less than `max_object` (4194304)",
-            "caches.b.disk.path: `/x` is [caches.a]'s folder too",
+            "caches.e.disk.path: `/x/` is [caches.b]'s folder too",
             "caches.c.disk.size: `lots` is not a size",
         ] {
             assert!(e.contains(want), "{want} not in {e}");
