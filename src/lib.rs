@@ -67,7 +67,9 @@
 //!   conditionals, freshening, invalidation, `Cache-Status`), the key
 //!   (`key.rs`) and each cache's store (`store.rs`: responses by key and
 //!   variant under a byte budget, and the fetches concurrent misses wait
-//!   for).
+//!   for; `entry.rs`: what it holds), and the disk tier below memory
+//!   (`disk/`: the file format, the writer thread and folder scan, the
+//!   index of files).
 //! - `compress/`: response compression: `Accept-Encoding` negotiated
 //!   (`negotiate.rs`), the head rewritten, the gzip/br/zstd encoders.
 //! - `message/`: pure HTTP rules: what a request head must be before

@@ -62,6 +62,14 @@ impl Generation {
                 },
             });
         }
+        // Disk tiers' folders: made and writable (`check` says so too).
+        for c in &config.caches {
+            if let Some(d) = &c.disk {
+                if let Err(e) = crate::cache::disk::prepare(&d.path) {
+                    problems.push((format!("caches.{}.disk.path", c.name), e));
+                }
+            }
+        }
         let upstreams = registry.build(&config);
         let upstreams = match upstreams {
             Ok(u) if problems.is_empty() => u,
@@ -105,6 +113,17 @@ impl Generation {
                 .carried(&self.config.rate_limits, &self.config.concurrency_limits),
         );
         self.caches = Arc::new(old.caches.carried(&self.config.caches));
+    }
+
+    /// Opens the caches' disk tiers (their folders scanned in the
+    /// background): by the server once the caches are final, never by
+    /// `tidegate check`.
+    pub(crate) fn opening_disks(mut self) -> Result<Generation, ConfigError> {
+        match self.caches.with_disks() {
+            Ok(c) => self.caches = Arc::new(c),
+            Err(p) => return Err(self.config.source.invalid(vec![p])),
+        }
+        Ok(self)
     }
 
     /// The same config with other upstreams (after a DNS change).

@@ -1,12 +1,14 @@
 //! `/caches` on the admin listener: what each cache holds, and purges.
 //!
 //! - `GET /caches`: per cache, its keys, the bytes they weigh, its
-//!   `memory`, and the misses waiting for another's fetch right now.
+//!   `memory`, and the misses waiting for another's fetch right now;
+//!   with a disk tier, its files, their bytes, its `size`, and the
+//!   writes skipped because the disk was behind (`disk`, else null).
 //! - `POST /caches/NAME/purge`: drops everything it stored;
 //!   `?url=URL`: every response (every variant) stored for that URL
 //!   (`scheme://host/path?query`, as requests name it); `?prefix=URL`:
 //!   for every URL that starts with it. A purged response is gone for
-//!   the next lookup.
+//!   the next lookup (and its disk tier file deleted before the answer).
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
@@ -32,12 +34,22 @@ pub(super) fn answer(
             .iter()
             .map(|s| {
                 let (keys, bytes) = s.usage();
+                let disk = s.disk.as_ref().map(|d| {
+                    let (files, bytes, skipped) = d.usage();
+                    serde_json::json!({
+                        "files": files,
+                        "bytes": bytes,
+                        "size": d.config.size,
+                        "skipped": skipped,
+                    })
+                });
                 serde_json::json!({
                     "name": s.config.name,
                     "keys": keys,
                     "bytes": bytes,
                     "memory": s.config.memory,
                     "waiting": s.waiting(),
+                    "disk": disk,
                 })
             })
             .collect();

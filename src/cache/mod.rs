@@ -5,6 +5,8 @@
 //! path's part (lookup, revalidation, storing while streaming) is
 //! `crate::proxy::cache`.
 
+pub(crate) mod disk;
+pub(crate) mod entry;
 pub(crate) mod key;
 pub(crate) mod policy;
 pub(crate) mod store;
@@ -43,6 +45,25 @@ impl Caches {
                 })
                 .collect(),
         )
+    }
+
+    /// The same stores, each with the disk tier its config names
+    /// (opened now and scanned in the background, or the one open
+    /// already for that folder and size); an error names the field.
+    pub(crate) fn with_disks(&self) -> Result<Caches, (String, String)> {
+        let mut out = Vec::with_capacity(self.0.len());
+        for s in &self.0 {
+            let have = s.disk.as_ref().map(|d| &d.config);
+            out.push(match &s.config.disk {
+                want if want.as_ref() == have => s.clone(),
+                None => Arc::new(s.with_disk(None)),
+                Some(want) => match disk::Disk::open(want, &s.config.name) {
+                    Ok(d) => Arc::new(s.with_disk(Some(d))),
+                    Err(e) => return Err((format!("caches.{}.disk.path", s.config.name), e)),
+                },
+            });
+        }
+        Ok(Caches(out))
     }
 
     pub(crate) fn get(&self, i: usize) -> Option<&Arc<Store>> {

@@ -10,54 +10,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
 use moka::ops::compute::Op;
 use moka::sync::Cache as Map;
 use tokio::sync::watch;
 
-use super::policy::{ResponseControl, Rules, SetCookie, Times, VaryNames};
+use super::disk::Disk;
+pub(crate) use super::entry::{Entry, Variant};
+use super::policy::{Rules, SetCookie};
 use crate::config::cache::Cache;
 
 /// Variants kept per key at most (the oldest goes first).
 const MAX_VARIANTS: usize = 16;
 /// Fetches in progress tracked at most (beyond, misses do not wait).
 const MAX_FILLS: u64 = 1 << 16;
-
-/// One stored response.
-pub(crate) struct Variant {
-    pub(crate) status: StatusCode,
-    /// Its fields as stored (what must not be stored dropped).
-    pub(crate) headers: HeaderMap,
-    /// Its directives, read once when stored.
-    pub(crate) control: ResponseControl,
-    pub(crate) times: Times,
-    /// The fields it varies on, and the request's values of them.
-    pub(crate) vary: VaryNames,
-    pub(crate) vary_values: Vec<Option<Bytes>>,
-    /// The body, as it came.
-    pub(crate) body: Arc<[Bytes]>,
-    pub(crate) len: u64,
-}
-
-impl Variant {
-    /// Bytes it holds, roughly: what the budget counts.
-    fn weight(&self) -> u64 {
-        let head: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 32)
-            .sum();
-        self.len + head as u64 + 256
-    }
-}
-
-/// What one key holds.
-pub(crate) struct Entry {
-    /// The URL it was stored for (what purges match).
-    pub(crate) url: Arc<str>,
-    /// Newest first.
-    pub(crate) variants: Vec<Arc<Variant>>,
-}
 
 /// A fetch in progress for a key: set when it ends (stored or not).
 pub(crate) struct Fill {
@@ -119,6 +84,8 @@ pub(crate) struct Store {
     fills: Map<Bytes, Arc<Fill>>,
     /// Misses waiting for another's fetch now (shared across reloads).
     waiting: Arc<AtomicUsize>,
+    /// The disk tier, with `disk` (opened by [`super::Caches::with_disks`]).
+    pub(crate) disk: Option<Arc<Disk>>,
 }
 
 impl Store {
@@ -141,6 +108,7 @@ impl Store {
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
             waiting: Arc::default(),
+            disk: None,
         }
     }
 
@@ -152,6 +120,31 @@ impl Store {
             entries: self.entries.clone(),
             fills: self.fills.clone(),
             waiting: self.waiting.clone(),
+            disk: self.disk.clone(),
+        }
+    }
+
+    /// The same store with the disk tier `disk`.
+    pub(crate) fn with_disk(&self, disk: Option<Arc<Disk>>) -> Store {
+        Store {
+            disk,
+            ..self.with_config(&self.config)
+        }
+    }
+
+    /// On a memory miss: `key`'s entry from the disk tier, if it has one
+    /// (read off this thread), put back in memory; `true`: it is there.
+    pub(crate) async fn promote_from_disk(&self, key: &Bytes) -> bool {
+        let Some(disk) = self.disk.clone().filter(|d| d.has(key)) else {
+            return false;
+        };
+        let (k, rules) = (key.clone(), self.rules.clone());
+        match tokio::task::spawn_blocking(move || disk.read(&k, &rules)).await {
+            Ok(Some(e)) => {
+                self.entries.insert(key.clone(), Arc::new(e));
+                true
+            }
+            _ => false,
         }
     }
 
@@ -198,7 +191,9 @@ impl Store {
         v: Arc<Variant>,
         replaces: Option<&Arc<Variant>>,
     ) {
-        self.entries.entry(key).and_compute_with(|old| {
+        // (Read first: a removal after this undoes the disk write.)
+        let epoch = self.disk.as_ref().map(|d| d.epoch());
+        let put = self.entries.entry(key.clone()).and_compute_with(|old| {
             let mut variants = vec![v.clone()];
             let url = match old {
                 Some(e) => {
@@ -219,29 +214,42 @@ impl Store {
             };
             Op::Put(Arc::new(Entry { url, variants }))
         });
+        if let (Some(d), Some(epoch), Some(e)) = (&self.disk, epoch, put.into_entry()) {
+            d.write(key, e.into_value(), epoch);
+        }
     }
 
     /// Drops what `key` holds.
     pub(crate) fn remove(&self, key: &Bytes) {
         self.entries.invalidate(key);
+        if let Some(d) = &self.disk {
+            d.remove(key);
+        }
     }
 
     /// Drops every entry whose URL is `url` (`prefix`: starts with it);
     /// what goes, goes at once for lookups.
     pub(crate) fn purge(&self, url: &str, prefix: bool) -> Result<(), String> {
-        let url: Arc<str> = Arc::from(url);
+        let purged: Arc<str> = Arc::from(url);
         self.entries
             .invalidate_entries_if(move |_, e| match prefix {
-                true => e.url.starts_with(&*url),
-                false => *e.url == *url,
+                true => e.url.starts_with(&*purged),
+                false => *e.url == *purged,
             })
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        // (After memory: what memory takes in before this is removed.)
+        if let Some(d) = &self.disk {
+            d.purge(url, prefix);
+        }
+        Ok(())
     }
 
     /// Drops everything.
     pub(crate) fn clear(&self) {
         self.entries.invalidate_all();
+        if let Some(d) = &self.disk {
+            d.purge("", true);
+        }
     }
 
     /// Keys held and bytes they weigh (after pending housekeeping).

@@ -2,6 +2,7 @@
 //! into with `cache = "NAME"`, as pure data. What stores and serves is
 //! [`crate::cache`].
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::HeaderName;
@@ -55,6 +56,20 @@ pub struct Cache {
     /// `proxy_cache_lock_timeout`).
     #[serde(serialize_with = "super::dump::duration")]
     pub lock_timeout: Duration,
+    /// A second tier on disk (`disk = { path, size }`), below memory:
+    /// every response stored is also written there, a memory miss is
+    /// looked up there, and it survives restarts.
+    pub disk: Option<Disk>,
+}
+
+/// A cache's disk tier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Disk {
+    /// Its folder (relative paths: to the config file's folder), made
+    /// when missing; one file per key, under two levels of folders.
+    pub path: PathBuf,
+    /// Bytes of files kept at most (the least recently used go first).
+    pub size: u64,
 }
 
 fn opt_name<S: serde::Serializer>(n: &Option<HeaderName>, s: S) -> Result<S::Ok, S::Error> {
@@ -64,14 +79,34 @@ fn opt_name<S: serde::Serializer>(n: &Option<HeaderName>, s: S) -> Result<S::Ok,
 /// Every `[caches.*]` table, in name order; problems go to `p`.
 pub(super) fn caches(
     raw: &std::collections::BTreeMap<String, raw::Cache>,
+    base: &Path,
     p: &mut Problems,
 ) -> Vec<Cache> {
-    raw.iter()
-        .filter_map(|(name, c)| cache(name, c, p))
-        .collect()
+    let caches: Vec<Cache> = raw
+        .iter()
+        .filter_map(|(name, c)| cache(name, c, base, p))
+        .collect();
+    // One folder, one cache: two would evict each other's files.
+    for (i, c) in caches.iter().enumerate() {
+        let Some(d) = &c.disk else { continue };
+        if let Some(other) = caches[..i]
+            .iter()
+            .find(|o| o.disk.as_ref().is_some_and(|o| o.path == d.path))
+        {
+            p.add(
+                format!("caches.{}.disk.path", c.name),
+                format!(
+                    "`{}` is [caches.{}]'s folder too",
+                    d.path.display(),
+                    other.name
+                ),
+            );
+        }
+    }
+    caches
 }
 
-fn cache(name: &str, c: &raw::Cache, p: &mut Problems) -> Option<Cache> {
+fn cache(name: &str, c: &raw::Cache, base: &Path, p: &mut Problems) -> Option<Cache> {
     let at = format!("caches.{name}");
     let before = p.len();
     // The name is a Cache-Status member's parameter value and a metrics
@@ -105,12 +140,33 @@ fn cache(name: &str, c: &raw::Cache, p: &mut Problems) -> Option<Cache> {
     };
     let memory = size("memory", &c.memory, DEFAULT_MEMORY, 1 << 20);
     let max_object = size("max_object", &c.max_object, DEFAULT_MAX_OBJECT, 1024);
+    let disk_size = c
+        .disk
+        .as_ref()
+        .map(|d| size("disk.size", &Some(d.size.clone()), 0, 1 << 20));
     if max_object > memory {
         p.add(
             format!("{at}.max_object"),
             format!("{max_object} bytes is more than `memory` ({memory})"),
         );
     }
+    let disk = c.disk.as_ref().map(|d| {
+        let size = disk_size.unwrap_or_default();
+        // (0: its own problem was reported.)
+        if size > 0 && size < max_object {
+            p.add(
+                format!("{at}.disk.size"),
+                format!("{size} bytes is less than `max_object` ({max_object})"),
+            );
+        }
+        if d.path.is_empty() {
+            p.add(format!("{at}.disk.path"), "a folder is required");
+        }
+        Disk {
+            path: base.join(&d.path),
+            size,
+        }
+    });
     let key = match &c.key {
         None => vec![
             KeyPart::Scheme,
@@ -159,6 +215,7 @@ fn cache(name: &str, c: &raw::Cache, p: &mut Problems) -> Option<Cache> {
         targeted,
         heuristic_max: c.heuristic_max.unwrap_or(Duration::from_secs(86_400)),
         lock_timeout: c.lock_timeout.unwrap_or(Duration::from_secs(5)),
+        disk,
     })
 }
 
@@ -276,5 +333,45 @@ mod tests {
         ] {
             assert!(e.contains(want), "{want} not in {e}");
         }
+    }
+
+    #[test]
+    fn a_disk_tier_is_a_folder_and_a_size() {
+        let c = Config::from_toml(
+            &format!(
+                "{TEST_BASE}[caches.pages]\ndisk = {{ path = \"cache/pages\", size = \"10GiB\" }}\n\
+                 [[routes]]\nupstream = \"app\"\n"
+            ),
+            "/etc/tidegate/t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.caches[0].disk,
+            Some(Disk {
+                path: PathBuf::from("/etc/tidegate/cache/pages"),
+                size: 10 << 30
+            })
+        );
+        assert_eq!(
+            c.caches[0].disk.as_ref().map(|d| d.path.is_absolute()),
+            Some(true)
+        );
+        let text = format!(
+            "{TEST_BASE}[caches.a]\nmax_object = \"4MiB\"\ndisk = {{ path = \"/w\", size = \"2MiB\" }}\n\
+             [caches.b]\ndisk = {{ path = \"/x\", size = \"1GiB\" }}\n\
+             [caches.e]\ndisk = {{ path = \"/x/\", size = \"1GiB\" }}\n\
+             [caches.c]\ndisk = {{ path = \"/y\", size = \"lots\" }}\n"
+        );
+        let e = Config::from_toml(&text, "t.toml").unwrap_err().to_string();
+        for want in [
+            "caches.a.disk.size: 2097152 bytes is less than `max_object` (4194304)",
+            "caches.e.disk.path: `/x/` is [caches.b]'s folder too",
+            "caches.c.disk.size: `lots` is not a size",
+        ] {
+            assert!(e.contains(want), "{want} not in {e}");
+        }
+        let text = format!("{TEST_BASE}[caches.d]\ndisk = {{ path = \"/z\" }}\n");
+        let e = Config::from_toml(&text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("size"), "{e}");
     }
 }

@@ -71,7 +71,7 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
     // place once every one is valid).
     let concurrency_limits =
         super::concurrency_limit::concurrency_limits(&raw.concurrency_limits, &mut p);
-    let caches = super::cache::caches(&raw.caches, &mut p);
+    let caches = super::cache::caches(&raw.caches, &base, &mut p);
     let limit_names = super::route::LimitNames {
         rate: raw.rate_limits.keys().map(String::as_str).collect(),
         concurrency: raw.concurrency_limits.keys().map(String::as_str).collect(),

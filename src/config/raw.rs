@@ -83,6 +83,15 @@ pub struct Cache {
     pub heuristic_max: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub lock_timeout: Option<Duration>,
+    pub disk: Option<CacheDisk>,
+}
+
+/// A cache's `disk = { path, size }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheDisk {
+    pub path: String,
+    pub size: Size,
 }
 
 /// A size: bytes, or text with a unit (`"256MiB"`).

@@ -344,6 +344,7 @@ impl Running {
         // Servers in both configs keep their health: the registry knows them.
         let mut generation = Generation::build(config, &mut shared.registry)?.fetching_jwks();
         generation.keep_limits(&shared.current);
+        let generation = generation.opening_disks()?;
         let config = &generation.config;
         if config.threads != self.threads {
             tracing::warn!(
@@ -451,7 +452,9 @@ pub(crate) fn start_with(
     mut inherited: Option<&mut Inherited>,
 ) -> Result<Running, StartError> {
     let mut registry = UpstreamRegistry::default();
-    let mut generation = Generation::build(config, &mut registry)?.fetching_jwks();
+    let mut generation = Generation::build(config, &mut registry)?
+        .fetching_jwks()
+        .opening_disks()?;
     let config = generation.config.clone();
     let threads = config.threads.max(1);
     let nofile = open_files_limit();

@@ -12,6 +12,7 @@ mod affinity;
 mod balance;
 mod basic_auth;
 mod cache;
+mod cache_disk;
 mod cli;
 mod client_ip;
 mod clients;

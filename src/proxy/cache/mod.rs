@@ -144,8 +144,14 @@ pub(crate) async fn lookup(
         return Looked::Forward(Box::new(plan));
     }
     let mut waited = false;
+    let mut from_disk = false;
     loop {
-        let entry = store.get(&plan.key);
+        let mut entry = store.get(&plan.key);
+        // A memory miss may be on disk (read off this thread).
+        if entry.is_none() && store.promote_from_disk(&plan.key).await {
+            entry = store.get(&plan.key);
+            from_disk = true;
+        }
         let found = entry.as_ref().and_then(|e| {
             e.variants
                 .iter()
@@ -175,7 +181,7 @@ pub(crate) async fn lookup(
                             ttl: Some(v.times.ttl(now)),
                             stored: false,
                             collapsed: waited,
-                            detail: None,
+                            detail: from_disk.then_some("disk"),
                         };
                         count(counters, index, "hit");
                         return Looked::Hit(serve(
