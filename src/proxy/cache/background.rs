@@ -15,7 +15,8 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::{freshen, store_decision, stored_variant, Plan};
+use super::variant::{freshen, store_decision, stored_variant};
+use super::Plan;
 use crate::downstream::state::ConnCtx;
 use crate::message::admit::Authority;
 use crate::message::headers::Found;

@@ -16,6 +16,7 @@
 mod background;
 pub(crate) mod body;
 mod range;
+mod variant;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -25,12 +26,11 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use body::{CachedBody, Storing};
+use variant::{freshen, store_decision, stored_variant};
 
 use super::exchange::ProxyBody;
 use crate::cache::key::{key, Target};
-use crate::cache::policy::{
-    self, CacheStatus, Conditional, Fwd, RequestControl, Reuse, StoreDecision,
-};
+use crate::cache::policy::{self, CacheStatus, Conditional, Fwd, RequestControl, Reuse};
 use crate::cache::store::{Filling, Store, Variant};
 use crate::message::admit::Authority;
 use crate::metrics::{Counters, CACHE_RESULTS};
@@ -520,78 +520,6 @@ fn invalidate(plan: &Plan, scheme: &str, authority: &str, pq: &str, resp: &Respo
         };
         plan.store
             .remove(&key(&plan.store.config.key, &t, &plan.request));
-    }
-}
-
-/// Whether the response may be stored, or why not.
-fn store_decision(plan: &Plan, status: StatusCode, h: &HeaderMap) -> Result<(), &'static str> {
-    if plan.method != Method::GET || plan.request_cc.no_store {
-        return Err("method");
-    }
-    let rules = &plan.store.rules;
-    let control = policy::ResponseControl::parse(h, rules);
-    match policy::decide_store(
-        &plan.method,
-        &plan.request,
-        &plan.request_cc,
-        status,
-        h,
-        &control,
-        rules,
-    ) {
-        StoreDecision::DontStore(why) => return Err(why),
-        StoreDecision::Store { .. } => {}
-    }
-    let len = h
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if len.is_some_and(|l| l > plan.store.config.max_object) {
-        return Err("too-large");
-    }
-    Ok(())
-}
-
-/// The variant a storable response with `status` and fields `h` makes
-/// (its body still empty).
-fn stored_variant(plan: &Plan, status: StatusCode, h: &HeaderMap, now: SystemTime) -> Variant {
-    let rules = &plan.store.rules;
-    let control = policy::ResponseControl::parse(h, rules);
-    let mut headers = h.clone();
-    policy::strip_unstorable(&mut headers, rules);
-    headers.remove(&CACHE_STATUS);
-    let lifetime = policy::freshness_lifetime(status, &headers, &control, rules, now);
-    // (`Vary: *` is never stored: `decide_store` said so first.)
-    let vary = policy::vary_names(&headers).unwrap_or(policy::VaryNames(Vec::new()));
-    let vary_values = policy::vary_values(&vary, &plan.request);
-    Variant {
-        status,
-        times: policy::Times::new(plan.request_time, now, &headers, lifetime),
-        headers,
-        control,
-        vary,
-        vary_values,
-        body: Arc::from(Vec::new()),
-        len: 0,
-    }
-}
-
-/// `v` freshened by a 304 with fields `new` (RFC 9111 §4.3.4).
-fn freshen(plan: &Plan, v: &Variant, new: &HeaderMap, now: SystemTime) -> Variant {
-    let rules = &plan.store.rules;
-    let mut headers = v.headers.clone();
-    policy::freshen(&mut headers, new, rules);
-    let control = policy::ResponseControl::parse(&headers, rules);
-    let lifetime = policy::freshness_lifetime(v.status, &headers, &control, rules, now);
-    let times = policy::Times::new(plan.request_time, now, &headers, lifetime);
-    Variant {
-        status: v.status,
-        headers,
-        control,
-        times,
-        vary: v.vary.clone(),
-        vary_values: v.vary_values.clone(),
-        body: v.body.clone(),
-        len: v.len,
     }
 }
 

@@ -1,0 +1,92 @@
+//! What a response becomes in the cache: whether it may be stored, the
+//! variant it makes, and a stored variant freshened by a 304.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{header, HeaderMap, Method, StatusCode};
+
+use super::{Plan, CACHE_STATUS};
+use crate::cache::policy::{self, StoreDecision};
+use crate::cache::store::Variant;
+
+/// Whether the response may be stored, or why not.
+pub(super) fn store_decision(
+    plan: &Plan,
+    status: StatusCode,
+    h: &HeaderMap,
+) -> Result<(), &'static str> {
+    if plan.method != Method::GET || plan.request_cc.no_store {
+        return Err("method");
+    }
+    let rules = &plan.store.rules;
+    let control = policy::ResponseControl::parse(h, rules);
+    match policy::decide_store(
+        &plan.method,
+        &plan.request,
+        &plan.request_cc,
+        status,
+        h,
+        &control,
+        rules,
+    ) {
+        StoreDecision::DontStore(why) => return Err(why),
+        StoreDecision::Store { .. } => {}
+    }
+    let len = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if len.is_some_and(|l| l > plan.store.config.max_object) {
+        return Err("too-large");
+    }
+    Ok(())
+}
+
+/// `v` freshened by a 304 with fields `new` (RFC 9111 §4.3.4).
+pub(super) fn freshen(plan: &Plan, v: &Variant, new: &HeaderMap, now: SystemTime) -> Variant {
+    let rules = &plan.store.rules;
+    let mut headers = v.headers.clone();
+    policy::freshen(&mut headers, new, rules);
+    let control = policy::ResponseControl::parse(&headers, rules);
+    let lifetime = policy::freshness_lifetime(v.status, &headers, &control, rules, now);
+    let times = policy::Times::new(plan.request_time, now, &headers, lifetime);
+    Variant {
+        status: v.status,
+        headers,
+        control,
+        times,
+        vary: v.vary.clone(),
+        vary_values: v.vary_values.clone(),
+        body: v.body.clone(),
+        len: v.len,
+    }
+}
+
+/// The variant a storable response with `status` and fields `h` makes
+/// (its body still empty).
+pub(super) fn stored_variant(
+    plan: &Plan,
+    status: StatusCode,
+    h: &HeaderMap,
+    now: SystemTime,
+) -> Variant {
+    let rules = &plan.store.rules;
+    let control = policy::ResponseControl::parse(h, rules);
+    let mut headers = h.clone();
+    policy::strip_unstorable(&mut headers, rules);
+    headers.remove(&CACHE_STATUS);
+    let lifetime = policy::freshness_lifetime(status, &headers, &control, rules, now);
+    // (`Vary: *` is never stored: `decide_store` said so first.)
+    let vary = policy::vary_names(&headers).unwrap_or(policy::VaryNames(Vec::new()));
+    let vary_values = policy::vary_values(&vary, &plan.request);
+    Variant {
+        status,
+        times: policy::Times::new(plan.request_time, now, &headers, lifetime),
+        headers,
+        control,
+        vary,
+        vary_values,
+        body: Arc::from(Vec::new()),
+        len: 0,
+    }
+}
