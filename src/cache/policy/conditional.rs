@@ -154,17 +154,7 @@ pub(crate) fn validators(stored: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn map(fields: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in fields {
-            h.append(
-                HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::cache::policy::test_fields as map;
 
     const LM: &str = "Mon, 01 Jan 2024 00:00:00 GMT";
     const EARLIER: &str = "Sun, 31 Dec 2023 00:00:00 GMT";

@@ -41,3 +41,16 @@ pub(crate) use status::{CacheStatus, Fwd};
 pub(crate) use storing::{decide_store, strip_unstorable, Rules, SetCookie, StoreDecision};
 pub(crate) use update::{freshen, head_updates, select_for_304};
 pub(crate) use vary::{vary_matches, vary_names, vary_values, VaryNames};
+
+/// A header map of `fields`, for the tests.
+#[cfg(test)]
+pub(crate) fn test_fields(fields: &[(&str, &str)]) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    for (n, v) in fields {
+        h.append(
+            http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}

@@ -156,18 +156,7 @@ pub(crate) fn strip_unstorable(resp: &mut HeaderMap, rules: &Rules) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    fn map(fields: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in fields {
-            h.append(
-                HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::cache::policy::test_fields as map;
 
     const LM: (&str, &str) = ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT");
 

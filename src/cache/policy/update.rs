@@ -102,18 +102,7 @@ pub(crate) fn head_updates(head: &HeaderMap, stored: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::header::{HeaderName, HeaderValue};
-
-    fn map(fields: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in fields {
-            h.append(
-                HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::cache::policy::test_fields as map;
 
     fn values<'a>(h: &'a HeaderMap, name: &str) -> Vec<&'a str> {
         h.get_all(name)

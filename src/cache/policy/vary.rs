@@ -107,18 +107,7 @@ pub(crate) fn vary_matches(names: &VaryNames, stored: &[Option<Bytes>], req: &He
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    fn map(fields: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in fields {
-            h.append(
-                HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::cache::policy::test_fields as map;
 
     fn names(vary: &[&str]) -> Result<VaryNames, Star> {
         vary_names(&map(&vary.iter().map(|v| ("vary", *v)).collect::<Vec<_>>()))

@@ -174,15 +174,7 @@ pub(crate) async fn lookup(
                         return Looked::Forward(Box::new(plan));
                     }
                     Reuse::Fresh | Reuse::StaleAllowed => {
-                        let status = CacheStatus {
-                            hit: true,
-                            fwd: None,
-                            fwd_status: None,
-                            ttl: Some(v.times.ttl(now)),
-                            stored: false,
-                            collapsed: waited,
-                            detail: from_disk.then_some("disk"),
-                        };
+                        let status = hit(&v, now, waited, from_disk.then_some("disk"));
                         count(counters, index, "hit");
                         return Looked::Hit(serve(
                             &v,
@@ -194,15 +186,7 @@ pub(crate) async fn lookup(
                         ));
                     }
                     Reuse::StaleWhileRevalidate => {
-                        let status = CacheStatus {
-                            hit: true,
-                            fwd: None,
-                            fwd_status: None,
-                            ttl: Some(v.times.ttl(now)),
-                            stored: false,
-                            collapsed: false,
-                            detail: Some("stale-while-revalidate"),
-                        };
+                        let status = hit(&v, now, false, Some("stale-while-revalidate"));
                         count(counters, index, "stale");
                         let resp = serve(&v, &parts.method, &parts.headers, now, status, None);
                         // One revalidation per key at a time, for a GET.
@@ -266,6 +250,19 @@ pub(crate) async fn lookup(
         to_origin(parts, plan.stale.as_deref());
     }
     Looked::Forward(Box::new(plan))
+}
+
+/// `Cache-Status` of a hit on `v`.
+fn hit(v: &Variant, now: SystemTime, collapsed: bool, detail: Option<&'static str>) -> CacheStatus {
+    CacheStatus {
+        hit: true,
+        fwd: None,
+        fwd_status: None,
+        ttl: Some(v.times.ttl(now)),
+        stored: false,
+        collapsed,
+        detail,
+    }
 }
 
 /// A GET that fetches for the cache: the client's conditionals and range
