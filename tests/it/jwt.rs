@@ -236,6 +236,27 @@ async fn valid_rs256_es256_and_eddsa_tokens_pass_with_their_claims_as_fields() {
 }
 
 #[tokio::test]
+async fn a_reload_reads_the_jwks_file_again() {
+    let (old, new) = (Signer::p256("old"), Signer::ed25519("new"));
+    let file = TempFile::with("jwks.json", jwks(&[&old]).as_bytes());
+    let origin = echo(Arc::new(AtomicUsize::new(0)));
+    let keys = format!("jwks_file = \"{}\"", file.arg());
+    let toml = config(origin.addr, &keys, r#""ES256", "EdDSA""#, "");
+    let mut proxy = Proxy::start(&toml);
+    let by_new = bearer(&new.sign(&claims(json!({}))));
+    let by_old = bearer(&old.sign(&claims(json!({}))));
+    assert_eq!(ask(&proxy, &[("authorization", &by_new)]).await.0, 401);
+    assert_eq!(ask(&proxy, &[("authorization", &by_old)]).await.0, 200);
+    // The key rotated on disk: the running config still has the old set...
+    std::fs::write(&file.path, jwks(&[&new])).unwrap();
+    assert_eq!(ask(&proxy, &[("authorization", &by_new)]).await.0, 401);
+    // ...until a reload reads the file again.
+    proxy.reload(&toml);
+    assert_eq!(ask(&proxy, &[("authorization", &by_new)]).await.0, 200);
+    assert_eq!(ask(&proxy, &[("authorization", &by_old)]).await.0, 401);
+}
+
+#[tokio::test]
 async fn refused_tokens_get_the_invalid_token_challenge_and_never_reach_the_upstream() {
     let (rsa, ec, ed) = (Signer::rsa("r1"), Signer::p256("e1"), Signer::ed25519("d1"));
     let file = TempFile::with("jwks.json", jwks(&[&rsa, &ec, &ed]).as_bytes());
