@@ -235,6 +235,57 @@ async fn valid_rs256_es256_and_eddsa_tokens_pass_with_their_claims_as_fields() {
     );
 }
 
+/// An `https://` `jwks_url` is fetched over TLS, its server verified
+/// with the system's roots: here a test CA given to the binary as
+/// `SSL_CERT_FILE` (which the native roots honour, as OpenSSL does).
+#[tokio::test]
+async fn an_https_jwks_url_is_fetched_with_the_systems_roots() {
+    use crate::common::binary::Binary;
+    use crate::common::pki::Ca;
+    use crate::common::tls_origin::{tls_origin, TlsOrigin};
+    let ca = Ca::new("jwks test CA");
+    let leaf = ca.server(&["127.0.0.1"]);
+    let key = Signer::p256("k1");
+    let served = jwks(&[&key]);
+    let issuer = tls_origin(
+        TlsOrigin {
+            leaf: &leaf,
+            alpn: &["http/1.1"],
+            client_ca: None,
+        },
+        move |_req| {
+            let body = served.clone();
+            async move { text(200, &body) }
+        },
+    );
+    let origin = echo(Arc::new(AtomicUsize::new(0)));
+    let keys = format!("jwks_url = \"https://{}/jwks.json\"", issuer.addr);
+    let file = TempFile::with(
+        "jwt.toml",
+        config(origin.addr, &keys, r#""ES256""#, "").as_bytes(),
+    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tidegate"));
+    cmd.args(["--config", file.arg()])
+        .env("SSL_CERT_FILE", ca.file.arg());
+    let mut tg = Binary::spawn(cmd);
+    let addr = tg.listening().await;
+    let auth = bearer(&key.sign(&claims(json!({}))));
+    let (status, _, body) = exchange(
+        addr,
+        "GET",
+        "t",
+        "/api/x",
+        &[("authorization", &auth)],
+        empty(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(issuer.seen.connections.load(Ordering::SeqCst) >= 1);
+    tg.signal(rustix::process::Signal::TERM);
+    let (exit, _) = tg.wait().await;
+    assert!(exit.success());
+}
+
 #[tokio::test]
 async fn a_reload_reads_the_jwks_file_again() {
     let (old, new) = (Signer::p256("old"), Signer::ed25519("new"));
