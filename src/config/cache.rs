@@ -1,6 +1,6 @@
 //! `[caches.NAME]`: named HTTP caches (RFC 9111, shared) that routes opt
 //! into with `cache = "NAME"`, as pure data. What stores and serves is
-//! [`crate::cache`].
+//! `crate::cache`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
