@@ -16,16 +16,6 @@ pub(crate) struct Target<'a> {
     pub(crate) query: Option<&'a str>,
 }
 
-impl Target<'_> {
-    /// The URL it names (what purges match).
-    pub(crate) fn url(&self) -> String {
-        match self.query {
-            Some(q) => format!("{}://{}{}?{}", self.scheme, self.host, self.path, q),
-            None => format!("{}://{}{}", self.scheme, self.host, self.path),
-        }
-    }
-}
-
 /// The key of `t` with request fields `headers`, as `parts` say.
 pub(crate) fn key(parts: &[KeyPart], t: &Target<'_>, headers: &HeaderMap) -> Bytes {
     let mut out = BytesMut::with_capacity(t.host.len() + t.path.len() + 32);
@@ -119,6 +109,5 @@ mod tests {
         let t = target("/", None);
         assert_ne!(key(&parts, &t, &a), key(&parts, &t, &b));
         assert_eq!(key(&parts, &t, &a), key(&parts, &t, &c));
-        assert_eq!(target("/p", Some("q=1")).url(), "http://example.com/p?q=1");
     }
 }

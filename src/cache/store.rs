@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::disk::Disk;
 pub(crate) use super::entry::{Entry, Variant};
-use super::policy::{Rules, SetCookie};
+use super::policy::Rules;
 use crate::config::cache::Cache;
 
 /// Variants kept per key at most (the oldest goes first).
@@ -62,14 +62,9 @@ impl Drop for FillGuard {
 
 /// A cache's rules for the policy.
 fn rules(c: &Cache) -> Rules {
-    use crate::config::cache::SetCookie as Configured;
     Rules {
         targeted: c.targeted.clone(),
-        set_cookie: match c.set_cookie {
-            Configured::NoStore => SetCookie::NoStore,
-            Configured::Strip => SetCookie::Strip,
-            Configured::Keep => SetCookie::Keep,
-        },
+        set_cookie: c.set_cookie,
         heuristic_max: c.heuristic_max,
         ..Rules::default()
     }

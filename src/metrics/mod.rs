@@ -54,8 +54,18 @@ pub(crate) const TLS_FAILURES: [&str; 9] = [
     "other",
 ];
 
-/// What became of a request on a route with a cache (an index of
-/// [`Counters::cache`]).
+/// What became of a request on a route with a cache; its label is
+/// [`CACHE_RESULTS`]`[result as usize]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CacheResult {
+    Hit,
+    Miss,
+    Revalidated,
+    Stale,
+    Bypass,
+}
+
+/// The `result` labels, in [`CacheResult`]'s order.
 pub(crate) const CACHE_RESULTS: [&str; 5] = ["hit", "miss", "revalidated", "stale", "bypass"];
 
 /// The label values of one config generation's series.
@@ -223,11 +233,10 @@ impl Counters {
         }
     }
 
-    /// A request on a route with cache `cache` came to `result` (an
-    /// index of [`CACHE_RESULTS`]).
-    pub(crate) fn cache(&self, cache: usize, result: usize) {
+    /// A request on a route with cache `cache` came to `result`.
+    pub(crate) fn cache(&self, cache: usize, result: CacheResult) {
         if cache < self.labels.caches.len() {
-            bump(&self.cache, cache * CACHE_RESULTS.len() + result);
+            bump(&self.cache, cache * CACHE_RESULTS.len() + result as usize);
         }
     }
 

@@ -314,9 +314,9 @@ pub(crate) enum ProxyBody {
     Compressed(Box<Compressed>),
     /// A short body of our own (errors); `None` once sent.
     Full(Option<Bytes>),
-    /// A stored response's body, from the cache.
-    /// with the exchange that revalidated it, if one did (its log line
-    /// counts these bytes, and ends with this body).
+    /// A stored response's body, from the cache, with the exchange that
+    /// revalidated it, if one did (its log line counts these bytes, and
+    /// ends with this body).
     Cached(Box<(super::cache::body::CachedBody, Option<UpstreamBody>)>),
 }
 

@@ -38,7 +38,7 @@ pub(crate) use invalidate::invalidation_targets;
 pub(crate) use request::RequestControl;
 pub(crate) use reuse::{decide_reuse, stale_if_error_allows, Reuse};
 pub(crate) use status::{CacheStatus, Fwd};
-pub(crate) use storing::{decide_store, strip_unstorable, Rules, SetCookie, StoreDecision};
+pub(crate) use storing::{decide_store, strip_unstorable, Rules, StoreDecision};
 pub(crate) use update::{freshen, head_updates, select_for_304};
 pub(crate) use vary::{vary_matches, vary_names, vary_values, VaryNames};
 

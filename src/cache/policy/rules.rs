@@ -6,16 +6,8 @@ use std::time::Duration;
 use http::header::HeaderName;
 
 /// What to do with a response's `Set-Cookie` (a shared cache must not
-/// hand one client's cookie to another).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SetCookie {
-    /// A response with `Set-Cookie` is not stored.
-    NoStore,
-    /// It is stored without its `Set-Cookie` fields.
-    Strip,
-    /// It is stored with them (the origin promises they are shared).
-    Keep,
-}
+/// hand one client's cookie to another): the config's own choice.
+pub(crate) use crate::config::cache::SetCookie;
 
 /// The cache's settings that the RFC leaves open (pure data, built from
 /// the config).

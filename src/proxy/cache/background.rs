@@ -15,7 +15,7 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::variant::{freshen, store_decision, stored_variant};
+use super::variant::{refresh, store_decision, stored_variant};
 use super::Plan;
 use crate::downstream::state::ConnCtx;
 use crate::message::admit::Authority;
@@ -53,7 +53,7 @@ pub(crate) async fn revalidate(r: Request, plan: Box<Plan>) {
         return;
     };
     let authority = authority.as_ref();
-    let url = plan.url.clone();
+    let url = plan.url();
     let group = match request::act(&ctx, route, &mut parts, authority, &body) {
         Ok(Routed::Proxy(group)) => group,
         _ => return,
@@ -92,19 +92,17 @@ fn store(mut plan: Box<Plan>, resp: Response<Bytes>) {
     };
     let status = resp.status();
     if status == StatusCode::NOT_MODIFIED {
-        let fresh = Arc::new(freshen(&plan, &stale, resp.headers(), now));
-        plan.store
-            .put(plan.key.clone(), &plan.url, fresh, Some(&stale));
+        refresh(&plan, &stale, resp.headers(), now);
         return;
     }
-    if store_decision(&plan, status, resp.headers()).is_err() {
+    let Ok(control) = store_decision(&plan, status, resp.headers()) else {
         return;
-    }
+    };
     let (parts, body) = resp.into_parts();
     let len = body.len() as u64;
-    let mut v = stored_variant(&plan, status, &parts.headers, now);
+    let mut v = stored_variant(&plan, status, &parts.headers, control, now);
     v.body = Arc::from(vec![body]);
     v.len = len;
     plan.store
-        .put(plan.key.clone(), &plan.url, Arc::new(v), Some(&stale));
+        .put(plan.key.clone(), &plan.url(), Arc::new(v), Some(&stale));
 }

@@ -26,14 +26,14 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use body::{CachedBody, Storing};
-use variant::{freshen, store_decision, stored_variant};
+use variant::{refresh, store_decision, stored_variant};
 
 use super::exchange::ProxyBody;
 use crate::cache::key::{key, Target};
 use crate::cache::policy::{self, CacheStatus, Conditional, Fwd, RequestControl, Reuse};
 use crate::cache::store::{Filling, Store, Variant};
 use crate::message::admit::Authority;
-use crate::metrics::{Counters, CACHE_RESULTS};
+use crate::metrics::{CacheResult, Counters};
 
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
@@ -41,7 +41,11 @@ static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 pub(crate) struct Plan {
     store: Arc<Store>,
     key: Bytes,
-    url: String,
+    /// Its URL's parts (what purges match, what unsafe methods
+    /// invalidate).
+    scheme: &'static str,
+    host: String,
+    path_and_query: http::uri::PathAndQuery,
     method: Method,
     /// The request's fields as the client sent them (what `Vary`
     /// selects on, and the conditionals answered here).
@@ -54,17 +58,21 @@ pub(crate) struct Plan {
     guard: Option<crate::cache::store::FillGuard>,
     fwd: Fwd,
     collapsed: bool,
-    /// An unsafe method: what its success invalidates.
-    unsafe_method: Option<(String, String, String)>,
     /// The cache's config index (its metrics).
     index: usize,
 }
 
-/// Counts a request's result (an index of [`CACHE_RESULTS`]) for cache
-/// `index`.
-fn count(counters: Option<&Counters>, index: usize, result: &str) {
-    if let (Some(c), Some(r)) = (counters, CACHE_RESULTS.iter().position(|n| *n == result)) {
-        c.cache(index, r);
+impl Plan {
+    /// The URL stored responses are kept under.
+    fn url(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.host, self.path_and_query)
+    }
+}
+
+/// Counts a request's `result` for cache `index`.
+fn count(counters: Option<&Counters>, index: usize, result: CacheResult) {
+    if let Some(c) = counters {
+        c.cache(index, result);
     }
 }
 
@@ -103,19 +111,33 @@ pub(crate) async fn lookup(
     authority: Option<&Authority>,
 ) -> Looked {
     let now = SystemTime::now();
+    let get = parts.method == Method::GET;
     let host = authority.map_or(String::new(), |a| a.as_str().to_ascii_lowercase());
-    let target = Target {
-        scheme: if tls { "https" } else { "http" },
-        host: &host,
-        path: parts.uri.path(),
-        query: parts.uri.query(),
+    let scheme = if tls { "https" } else { "http" };
+    // Only GET and HEAD look anything up: other methods' keys are those
+    // they invalidate, made once the response says so.
+    let k = match get || parts.method == Method::HEAD {
+        true => {
+            let target = Target {
+                scheme,
+                host: &host,
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+            };
+            key(&store.config.key, &target, &parts.headers)
+        }
+        false => Bytes::new(),
     };
-    let k = key(&store.config.key, &target, &parts.headers);
-    let url = target.url();
     let mut plan = Plan {
         store: store.clone(),
         key: k,
-        url,
+        scheme,
+        host,
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         method: parts.method.clone(),
         request: HeaderMap::new(),
         request_cc: RequestControl::parse(&parts.headers),
@@ -124,21 +146,10 @@ pub(crate) async fn lookup(
         guard: None,
         fwd: Fwd::Method,
         collapsed: false,
-        unsafe_method: None,
         index,
     };
-    let get = parts.method == Method::GET;
     if !get && parts.method != Method::HEAD {
-        if !matches!(parts.method, Method::OPTIONS | Method::TRACE) {
-            plan.unsafe_method = Some((
-                target.scheme.to_string(),
-                host.clone(),
-                parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_string(),
-            ));
+        if !is_safe(&parts.method) {
             plan.request = parts.headers.clone();
         }
         return Looked::Forward(Box::new(plan));
@@ -175,7 +186,7 @@ pub(crate) async fn lookup(
                     }
                     Reuse::Fresh | Reuse::StaleAllowed => {
                         let status = hit(&v, now, waited, from_disk.then_some("disk"));
-                        count(counters, index, "hit");
+                        count(counters, index, CacheResult::Hit);
                         return Looked::Hit(serve(
                             &v,
                             &parts.method,
@@ -187,7 +198,7 @@ pub(crate) async fn lookup(
                     }
                     Reuse::StaleWhileRevalidate => {
                         let status = hit(&v, now, false, Some("stale-while-revalidate"));
-                        count(counters, index, "stale");
+                        count(counters, index, CacheResult::Stale);
                         let resp = serve(&v, &parts.method, &parts.headers, now, status, None);
                         // One revalidation per key at a time, for a GET.
                         if !get {
@@ -216,13 +227,9 @@ pub(crate) async fn lookup(
         };
         if plan.request_cc.only_if_cached && plan.stale.is_none() {
             let status = CacheStatus {
-                hit: false,
                 fwd: Some(plan.fwd),
-                fwd_status: None,
-                ttl: None,
-                stored: false,
-                collapsed: false,
                 detail: Some("only-if-cached"),
+                ..CacheStatus::default()
             };
             let mut resp = Response::new(ProxyBody::full(Bytes::new()));
             *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
@@ -256,12 +263,10 @@ pub(crate) async fn lookup(
 fn hit(v: &Variant, now: SystemTime, collapsed: bool, detail: Option<&'static str>) -> CacheStatus {
     CacheStatus {
         hit: true,
-        fwd: None,
-        fwd_status: None,
         ttl: Some(v.times.ttl(now)),
-        stored: false,
         collapsed,
         detail,
+        ..CacheStatus::default()
     }
 }
 
@@ -278,6 +283,15 @@ fn to_origin(parts: &mut http::request::Parts, stale: Option<&Variant>) {
             parts.headers.insert(n, val);
         }
     }
+}
+
+/// Whether a request with `method` leaves stored responses as they are
+/// (RFC 9110 §9.2.1); the others invalidate (RFC 9111 §4.4).
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
 }
 
 /// The name this cache goes by in `Cache-Status`.
@@ -367,19 +381,15 @@ pub(crate) fn response(
     let index = plan.index;
     let now = SystemTime::now();
     if plan.method != Method::GET && plan.method != Method::HEAD {
-        count(counters, index, "bypass");
+        count(counters, index, CacheResult::Bypass);
         let mut resp = resp;
-        if let Some((scheme, authority, pq)) = plan.unsafe_method.take() {
-            invalidate(&plan, &scheme, &authority, &pq, &resp);
+        if !is_safe(&plan.method) {
+            invalidate(&plan, &resp);
         }
         let cs = CacheStatus {
-            hit: false,
             fwd: Some(Fwd::Method),
             fwd_status: Some(resp.status().as_u16()),
-            ttl: None,
-            stored: false,
-            collapsed: false,
-            detail: None,
+            ..CacheStatus::default()
         };
         resp.headers_mut()
             .append(CACHE_STATUS.clone(), cs.header_value(NAME));
@@ -387,13 +397,10 @@ pub(crate) fn response(
     }
     let status = resp.status();
     let mut cs = CacheStatus {
-        hit: false,
         fwd: Some(plan.fwd),
         fwd_status: Some(status.as_u16()),
-        ttl: None,
-        stored: false,
         collapsed: plan.collapsed,
-        detail: None,
+        ..CacheStatus::default()
     };
     let (mut parts, body) = resp.into_parts();
     let upstream = match body {
@@ -406,12 +413,10 @@ pub(crate) fn response(
             }) {
                 cs.detail = Some("stale-if-error");
                 cs.fwd_status = None;
-                count(counters, index, "stale");
+                count(counters, index, CacheResult::Stale);
                 return serve(v, &plan.method, &plan.request, now, cs, None);
             }
-            if plan.method == Method::GET || plan.method == Method::HEAD {
-                count(counters, index, "miss");
-            }
+            count(counters, index, CacheResult::Miss);
             parts
                 .headers
                 .append(CACHE_STATUS.clone(), cs.header_value(NAME));
@@ -422,45 +427,39 @@ pub(crate) fn response(
         if status == StatusCode::NOT_MODIFIED
             && !policy::select_for_304(&parts.headers, &[&v.headers]).is_empty()
         {
-            let fresh = freshen(&plan, &v, &parts.headers, now);
+            let fresh = refresh(&plan, &v, &parts.headers, now);
             cs.ttl = Some(fresh.times.ttl(now));
-            let fresh = Arc::new(fresh);
-            plan.store
-                .put(plan.key.clone(), &plan.url, fresh.clone(), Some(&v));
-            count(counters, index, "revalidated");
+            count(counters, index, CacheResult::Revalidated);
             return serve(&fresh, &plan.method, &plan.request, now, cs, Some(upstream));
         }
         // A HEAD's 200 freshens the stored GET when its validators agree,
         // else that one is dropped (RFC 9111 §4.3.5).
         if plan.method == Method::HEAD && status == StatusCode::OK {
             if policy::head_updates(&parts.headers, &v.headers) {
-                let fresh = Arc::new(freshen(&plan, &v, &parts.headers, now));
-                plan.store.put(plan.key.clone(), &plan.url, fresh, Some(&v));
+                refresh(&plan, &v, &parts.headers, now);
             } else {
                 plan.store.remove(&plan.key);
             }
         }
         if status.is_server_error() && policy::stale_if_error_allows(&v.control, &v.times, now) {
             cs.detail = Some("stale-if-error");
-            count(counters, index, "stale");
+            count(counters, index, CacheResult::Stale);
             // The upstream's answer is not read: its connection closes.
             return serve(&v, &plan.method, &plan.request, now, cs, None);
         }
         plan.stale = Some(v);
     }
     let mut upstream = upstream;
-    if plan.method == Method::GET || plan.method == Method::HEAD {
-        count(counters, index, "miss");
-    }
+    count(counters, index, CacheResult::Miss);
     match store_decision(&plan, status, &parts.headers) {
-        Ok(()) => {
-            let variant = stored_variant(&plan, status, &parts.headers, now);
+        Ok(control) => {
+            let variant = stored_variant(&plan, status, &parts.headers, control, now);
             cs.stored = true;
             cs.ttl = Some(variant.times.ttl(now));
             upstream.store(Box::new(Storing {
                 store: plan.store.clone(),
                 key: plan.key.clone(),
-                url: plan.url.clone(),
+                url: plan.url(),
                 guard: plan.guard.take(),
                 variant,
                 replaces: plan.stale.take(),
@@ -495,13 +494,13 @@ pub(crate) fn response(
 
 /// After an unsafe request's response `resp`: what it invalidates,
 /// dropped (RFC 9111 §4.4).
-fn invalidate(plan: &Plan, scheme: &str, authority: &str, pq: &str, resp: &Response<ProxyBody>) {
+fn invalidate(plan: &Plan, resp: &Response<ProxyBody>) {
     let targets = policy::invalidation_targets(
         &plan.method,
         resp.status(),
-        scheme,
-        authority,
-        pq,
+        plan.scheme,
+        &plan.host,
+        plan.path_and_query.as_str(),
         resp.headers(),
     );
     for (s, a, p) in targets {

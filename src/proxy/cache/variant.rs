@@ -1,24 +1,23 @@
 //! What a response becomes in the cache: whether it may be stored, the
-//! variant it makes, and a stored variant freshened by a 304.
+//! variant it makes, and a stored variant freshened by a 304 (or a
+//! HEAD's 200).
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::{header, HeaderMap, Method, StatusCode};
+use http::{header, HeaderMap, StatusCode};
 
 use super::{Plan, CACHE_STATUS};
 use crate::cache::policy::{self, StoreDecision};
 use crate::cache::store::Variant;
 
-/// Whether the response may be stored, or why not.
+/// Whether the response may be stored (with its directives, read once),
+/// or why not.
 pub(super) fn store_decision(
     plan: &Plan,
     status: StatusCode,
     h: &HeaderMap,
-) -> Result<(), &'static str> {
-    if plan.method != Method::GET || plan.request_cc.no_store {
-        return Err("method");
-    }
+) -> Result<policy::ResponseControl, &'static str> {
     let rules = &plan.store.rules;
     let control = policy::ResponseControl::parse(h, rules);
     match policy::decide_store(
@@ -39,11 +38,24 @@ pub(super) fn store_decision(
     if len.is_some_and(|l| l > plan.store.config.max_object) {
         return Err("too-large");
     }
-    Ok(())
+    Ok(control)
 }
 
-/// `v` freshened by a 304 with fields `new` (RFC 9111 §4.3.4).
-pub(super) fn freshen(plan: &Plan, v: &Variant, new: &HeaderMap, now: SystemTime) -> Variant {
+/// `v` freshened with the fields `new` of a 304 (RFC 9111 §4.3.4) or
+/// of a HEAD's 200 (§4.3.5), stored in its place.
+pub(super) fn refresh(
+    plan: &Plan,
+    v: &Arc<Variant>,
+    new: &HeaderMap,
+    now: SystemTime,
+) -> Arc<Variant> {
+    let fresh = Arc::new(freshen(plan, v, new, now));
+    plan.store
+        .put(plan.key.clone(), &plan.url(), fresh.clone(), Some(v));
+    fresh
+}
+
+fn freshen(plan: &Plan, v: &Variant, new: &HeaderMap, now: SystemTime) -> Variant {
     let rules = &plan.store.rules;
     let mut headers = v.headers.clone();
     policy::freshen(&mut headers, new, rules);
@@ -68,10 +80,10 @@ pub(super) fn stored_variant(
     plan: &Plan,
     status: StatusCode,
     h: &HeaderMap,
+    control: policy::ResponseControl,
     now: SystemTime,
 ) -> Variant {
     let rules = &plan.store.rules;
-    let control = policy::ResponseControl::parse(h, rules);
     let mut headers = h.clone();
     policy::strip_unstorable(&mut headers, rules);
     headers.remove(&CACHE_STATUS);
