@@ -11,7 +11,8 @@
 //! status, body bytes sent to the client, upstream address (`-` if none),
 //! duration in seconds, how it ended (`done`, `aborted` when the client
 //! or upstream went away mid-body, `error` for a synthetic error response,
-//! `cancelled` when the client left before the response), and the
+//! `cancelled` when the client left before the response, `background`
+//! for a cache's background revalidation), and the
 //! request's authority (`-` if it had none). An upgraded connection gets
 //! its line when its tunnel ends: status 101 (200 for a WebSocket over
 //! HTTP/2), the bytes sent to the client through the tunnel, and `done`

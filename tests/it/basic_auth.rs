@@ -4,7 +4,7 @@
 //! before the upstream, file problems reported by `tidegate check` with
 //! their file, line and field, and a reload reading the file again.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,27 +14,6 @@ use crate::common::*;
 use http::Request;
 
 const CHALLENGE: &str = "Basic realm=\"Admin area\", charset=\"UTF-8\"";
-
-/// A folder of its own, removed with what is in it.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = TempFile::new(tag).path.clone();
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Adds `user` to `file` (created if missing) with `htpasswd -b FLAGS`.
 fn htpasswd(file: &Path, flags: &[&str], user: &str, password: &str) {

@@ -159,6 +159,33 @@ fn origin(seen: Shared, release: Arc<Notify>) -> Backend {
                     ],
                     body,
                 ),
+                // The 304 names another response than the one stored.
+                "/swr-other" if inm.is_some() => respond(
+                    304,
+                    &[
+                        ("cache-control", "max-age=600"),
+                        ("etag", "\"o2\""),
+                        ("x-version", "2"),
+                    ],
+                    "",
+                ),
+                "/swr-other" => respond(
+                    200,
+                    &[
+                        ("cache-control", "max-age=0, stale-while-revalidate=600"),
+                        ("etag", "\"o1\""),
+                        ("x-version", "1"),
+                    ],
+                    body,
+                ),
+                "/precondition" if req.headers().get("if-match").is_some_and(|v| v != "\"p1\"") => {
+                    respond(412, &[("cache-control", "max-age=60")], "")
+                }
+                "/precondition" => respond(
+                    200,
+                    &[("cache-control", "max-age=60"), ("etag", "\"p1\"")],
+                    body,
+                ),
                 "/slow" => {
                     let (mut tx, b) = BodyChannel::new();
                     tokio::spawn(async move {
@@ -186,11 +213,15 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
+        Setup::with(TestConfig::new())
+    }
+
+    fn with(base: TestConfig) -> Setup {
         let seen = Shared::default();
         let release = Arc::new(Notify::new());
         let origin = origin(seen.clone(), release.clone());
         let proxy = Proxy::start(
-            &TestConfig::new()
+            &base
                 .set("admin.address", "127.0.0.1:0")
                 .set("caches.pages.memory", "16MiB")
                 .set("caches.pages.max_object", "1MiB")
@@ -499,6 +530,62 @@ async fn stale_while_revalidate_answers_at_once_and_revalidates_in_the_backgroun
     .expect("freshened");
     assert_eq!(s.seen.lock().unwrap().inm["/swr"], "\"s1\"");
     assert_eq!(s.count("GET /swr"), 2);
+}
+
+#[tokio::test]
+async fn a_background_revalidation_is_logged_and_a_304_for_another_response_freshens_nothing() {
+    let dir = Dir::new("cache-log");
+    let log = dir.join("access.log");
+    let s = Setup::with(TestConfig::new().set("server.access_log", log.to_str().unwrap()));
+    assert_eq!(s.get("/swr-other").await.2, "/swr-other #1");
+    let (_, h, _) = s.get("/swr-other").await;
+    assert!(cache_status(&h).contains("detail=stale-while-revalidate"));
+    // The revalidation's line: once it is written, its answer is in.
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    until("the background revalidation's log line", || {
+        text()
+            .lines()
+            .any(|l| l.contains("\"GET /swr-other HTTP/1.1\" 304 0 ") && l.contains(" background "))
+    })
+    .await;
+    // Its 304 was for `"o2"`, not the stored `"o1"`: still stale.
+    let (_, h, body) = s.get("/swr-other").await;
+    assert_eq!(body, "/swr-other #1");
+    assert_eq!(h["x-version"], "1", "{h:?}");
+    assert!(
+        cache_status(&h).contains("detail=stale-while-revalidate"),
+        "{}",
+        cache_status(&h)
+    );
+}
+
+#[tokio::test]
+async fn if_match_on_a_miss_reaches_the_origin_and_its_answer_is_not_stored() {
+    let s = Setup::new();
+    // The origin's 412 is the answer (the precondition was not removed)...
+    let (status, h, _) = s
+        .ask("GET", "/precondition", &[("if-match", "\"zz\"")])
+        .await;
+    assert_eq!(status, 412, "{h:?}");
+    assert!(cache_status(&h).contains("detail=precondition"), "{h:?}");
+    // ...and nothing was stored: the next request is a miss, which fills.
+    let (status, h, body) = s.get("/precondition").await;
+    assert_eq!((status, body.as_str()), (200, "/precondition #2"));
+    assert!(cache_status(&h).contains("stored"), "{h:?}");
+    // On a stored response too, the origin decides.
+    let (status, _, _) = s
+        .ask(
+            "GET",
+            "/precondition",
+            &[
+                ("if-unmodified-since", "Thu, 01 Jan 1970 00:00:00 GMT"),
+                ("if-match", "\"zz\""),
+            ],
+        )
+        .await;
+    assert_eq!(status, 412);
+    assert_eq!(s.count("GET /precondition"), 3);
+    assert_eq!(s.get("/precondition").await.2, "/precondition #2");
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! to revalidate it: routed, rewritten and sent as it would have been
 //! (one per key at a time: the fetch others wait for), its answer read
 //! whole (up to `max_object`) into the cache, its connection back to the
-//! pool. No access-log line: no client waits for it.
+//! pool. Its access-log line (outcome `background`) is written when the
+//! answer is in the cache.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -14,9 +15,12 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use tokio::time::Instant;
 
 use super::variant::{refresh, store_decision, stored_variant};
 use super::Plan;
+use crate::access_log::{End, Entry};
+use crate::cache::policy;
 use crate::downstream::state::ConnCtx;
 use crate::message::admit::Authority;
 use crate::message::headers::Found;
@@ -54,6 +58,21 @@ pub(crate) async fn revalidate(r: Request, plan: Box<Plan>) {
     };
     let authority = authority.as_ref();
     let url = plan.url();
+    let entry = Entry {
+        start: Instant::now(),
+        client,
+        method: parts.method.clone(),
+        target: parts.uri.clone(),
+        version: parts.version,
+        host: authority.cloned(),
+        headers: w.log.capture(&parts.headers),
+        request_id: route
+            .request_id
+            .as_ref()
+            .or(ctx.request_id.as_ref())
+            .and_then(|c| parts.headers.get(&c.header).cloned()),
+        user: None,
+    };
     let group = match request::act(&ctx, route, &mut parts, authority, &body) {
         Ok(Routed::Proxy(group)) => group,
         _ => return,
@@ -73,11 +92,28 @@ pub(crate) async fn revalidate(r: Request, plan: Box<Plan>) {
             let (head, body) = resp.into_parts();
             let limit = plan.store.config.max_object as usize;
             let body = lease.with(Limited::new(body, limit).collect()).await;
+            let upstream = Some(w.pool.addr(lease.server));
             w.pool.checkin(lease);
-            match body {
-                Ok(b) => store(plan, Response::from_parts(head, b.to_bytes())),
-                Err(e) => tracing::debug!(%url, "background revalidation: {e}"),
-            }
+            let status = head.status.as_u16();
+            let (bytes, outcome) = match body {
+                Ok(b) => {
+                    let b = b.to_bytes();
+                    let n = b.len() as u64;
+                    store(plan, Response::from_parts(head, b));
+                    (n, "background")
+                }
+                Err(e) => {
+                    tracing::debug!(%url, "background revalidation: {e}");
+                    (0, "aborted")
+                }
+            };
+            let end = End {
+                status,
+                bytes,
+                upstream,
+                outcome,
+            };
+            w.log.record(&entry, &end);
         }
         Ok(_) => {}
         Err(e) => tracing::info!(%url, "background revalidation failed: {}", e.chain()),
@@ -91,8 +127,12 @@ fn store(mut plan: Box<Plan>, resp: Response<Bytes>) {
         return;
     };
     let status = resp.status();
+    // A 304 freshens the stored response only when its validators are
+    // that response's (RFC 9111 §4.3.4); else the stored one stays.
     if status == StatusCode::NOT_MODIFIED {
-        refresh(&plan, &stale, resp.headers(), now);
+        if !policy::select_for_304(resp.headers(), &[&stale.headers]).is_empty() {
+            refresh(&plan, &stale, resp.headers(), now);
+        }
         return;
     }
     let Ok(control) = store_decision(&plan, status, resp.headers()) else {

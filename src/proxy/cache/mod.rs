@@ -58,6 +58,9 @@ pub(crate) struct Plan {
     guard: Option<crate::cache::store::FillGuard>,
     fwd: Fwd,
     collapsed: bool,
+    /// The request has `If-Match` or `If-Unmodified-Since`: it goes to
+    /// the origin as it came, and fills nothing.
+    precondition: bool,
     /// The cache's config index (its metrics).
     index: usize,
 }
@@ -92,12 +95,11 @@ pub(crate) enum Looked {
 pub(crate) use background::{revalidate, Request as Background};
 
 /// Client conditionals, removed from a request that revalidates or
-/// fills (the cache answers them).
-const CONDITIONALS: [HeaderName; 5] = [
+/// fills (the cache answers them). (A request with `If-Match` or
+/// `If-Unmodified-Since` does neither: see [`Plan::precondition`].)
+const CONDITIONALS: [HeaderName; 3] = [
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
-    header::IF_MATCH,
-    header::IF_UNMODIFIED_SINCE,
     header::IF_RANGE,
 ];
 
@@ -146,6 +148,8 @@ pub(crate) async fn lookup(
         guard: None,
         fwd: Fwd::Method,
         collapsed: false,
+        precondition: parts.headers.contains_key(header::IF_MATCH)
+            || parts.headers.contains_key(header::IF_UNMODIFIED_SINCE),
         index,
     };
     if !get && parts.method != Method::HEAD {
@@ -174,16 +178,7 @@ pub(crate) async fn lookup(
             (_, Some(v)) => {
                 let v = v.clone();
                 match policy::decide_reuse(&plan.request_cc, &v.control, &v.times, now) {
-                    // Preconditions only the origin evaluates (RFC 9111
-                    // §4.3.2) go there, as they came.
-                    Reuse::Fresh | Reuse::StaleAllowed
-                        if parts.headers.contains_key(header::IF_MATCH)
-                            || parts.headers.contains_key(header::IF_UNMODIFIED_SINCE) =>
-                    {
-                        plan.request = parts.headers.clone();
-                        plan.fwd = Fwd::Request;
-                        return Looked::Forward(Box::new(plan));
-                    }
+                    _ if plan.precondition => Fwd::Request,
                     Reuse::Fresh | Reuse::StaleAllowed => {
                         let status = hit(&v, now, waited, from_disk.then_some("disk"));
                         count(counters, index, CacheResult::Hit);
@@ -225,6 +220,12 @@ pub(crate) async fn lookup(
                 }
             }
         };
+        // Preconditions only the origin evaluates (RFC 9111 §4.3.2) go
+        // there as they came, and what comes back is not stored.
+        if plan.precondition {
+            plan.request = parts.headers.clone();
+            return Looked::Forward(Box::new(plan));
+        }
         if plan.request_cc.only_if_cached && plan.stale.is_none() {
             let status = CacheStatus {
                 fwd: Some(plan.fwd),

@@ -18,6 +18,9 @@ pub(super) fn store_decision(
     status: StatusCode,
     h: &HeaderMap,
 ) -> Result<policy::ResponseControl, &'static str> {
+    if plan.precondition {
+        return Err("precondition");
+    }
     let rules = &plan.store.rules;
     let control = policy::ResponseControl::parse(h, rules);
     match policy::decide_store(

@@ -690,6 +690,27 @@ pub fn fixed_backend(response: &'static [u8]) -> Backend {
 // ---------------------------------------------------------------------------
 // Files and processes, for the tests that run real programs.
 
+/// A folder of its own, removed with what is in it.
+pub struct Dir(pub std::path::PathBuf);
+
+impl Dir {
+    pub fn new(tag: &str) -> Dir {
+        let d = TempFile::new(tag).path.clone();
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A path under the temp dir, unique to this process and call; the file is
 /// removed on drop.
 pub struct TempFile {
