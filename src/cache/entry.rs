@@ -2,12 +2,13 @@
 //! response ([`Variant`]), the same in memory and (read back) from the
 //! disk tier.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use super::policy::{ResponseControl, Times, VaryNames};
+use crate::config::compress::Coding;
 
 /// One stored response.
 pub(crate) struct Variant {
@@ -23,6 +24,45 @@ pub(crate) struct Variant {
     /// The body, as it came.
     pub(crate) body: Arc<[Bytes]>,
     pub(crate) len: u64,
+    /// The body compressed, per coding, once a route's `compress` made
+    /// that form for a hit (memory only: the disk tier keeps the body as
+    /// it came).
+    pub(crate) encoded: Encodings,
+}
+
+/// A stored body in each coding made of it so far: each set once, read
+/// without a lock.
+#[derive(Default, Clone)]
+pub(crate) struct Encodings([OnceLock<Encoded>; 3]);
+
+/// A stored body in one coding.
+#[derive(Clone)]
+pub(crate) struct Encoded {
+    pub(crate) body: Arc<[Bytes]>,
+    pub(crate) len: u64,
+}
+
+fn slot(c: Coding) -> usize {
+    match c {
+        Coding::Zstd => 0,
+        Coding::Br => 1,
+        Coding::Gzip => 2,
+    }
+}
+
+impl Encodings {
+    pub(crate) fn get(&self, c: Coding) -> Option<&Encoded> {
+        self.0[slot(c)].get()
+    }
+
+    /// Keeps `e` as the body in `c`, unless one is kept already.
+    pub(crate) fn set(&self, c: Coding, e: Encoded) {
+        let _ = self.0[slot(c)].set(e);
+    }
+
+    fn len(&self) -> u64 {
+        self.0.iter().filter_map(|e| e.get()).map(|e| e.len).sum()
+    }
 }
 
 impl Variant {
@@ -33,7 +73,7 @@ impl Variant {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 32)
             .sum();
-        self.len + head as u64 + 256
+        self.len + self.encoded.len() + head as u64 + 256
     }
 }
 

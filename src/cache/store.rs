@@ -214,6 +214,19 @@ impl Store {
         }
     }
 
+    /// Counts `v`'s size again (a compressed form was kept), if `key`
+    /// still holds it.
+    pub(crate) fn reweigh(&self, key: &Bytes, v: &Arc<Variant>) {
+        self.entries
+            .entry(key.clone())
+            .and_compute_with(|old| match old {
+                Some(e) if e.value().variants.iter().any(|x| Arc::ptr_eq(x, v)) => {
+                    Op::Put(e.into_value())
+                }
+                _ => Op::Nop,
+            });
+    }
+
     /// Drops what `key` holds.
     pub(crate) fn remove(&self, key: &Bytes) {
         self.entries.invalidate(key);

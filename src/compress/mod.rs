@@ -140,21 +140,34 @@ impl Encoder {
 
     /// Compresses `data` and flushes: what the client can decode so far.
     pub(crate) fn chunk(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
-        fn step<W: Write>(w: &mut W, data: &[u8]) -> std::io::Result<()> {
+        self.write(data, true)
+    }
+
+    /// Compresses `data` without flushing (a body that is all there: the
+    /// coding chooses its blocks), what it made of it so far.
+    pub(crate) fn feed(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
+        self.write(data, false)
+    }
+
+    fn write(&mut self, data: &[u8], flush: bool) -> std::io::Result<Bytes> {
+        fn step<W: Write>(w: &mut W, data: &[u8], flush: bool) -> std::io::Result<()> {
             w.write_all(data)?;
-            w.flush()
+            match flush {
+                true => w.flush(),
+                false => Ok(()),
+            }
         }
         let out = match self {
             Encoder::Gzip(e) => {
-                step(e, data)?;
+                step(e, data, flush)?;
                 std::mem::take(e.get_mut())
             }
             Encoder::Br(e) => {
-                step(e.as_mut(), data)?;
+                step(e.as_mut(), data, flush)?;
                 std::mem::take(e.get_mut())
             }
             Encoder::Zstd(e) => {
-                step(e, data)?;
+                step(e, data, flush)?;
                 std::mem::take(e.get_mut())
             }
             Encoder::Done => return Err(std::io::Error::other("compression failed")),

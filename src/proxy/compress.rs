@@ -1,6 +1,7 @@
 //! An upstream response compressed on its way to the client
 //! ([`crate::compress`] decides and rewrites the head; the body is
-//! [`Compressed`]).
+//! [`Compressed`]), or a stored one (its body compressed by the cache's
+//! body, which keeps each coding's form for the next hits).
 
 use super::exchange::{Compressed, ProxyBody};
 
@@ -18,9 +19,13 @@ pub(super) fn response(
     resp: http::Response<ProxyBody>,
     c: Compression,
 ) -> http::Response<ProxyBody> {
-    if !matches!(resp.body(), ProxyBody::Upstream(_))
-        || !crate::compress::eligible(&c.method, resp.status())
-    {
+    let compressible = match resp.body() {
+        ProxyBody::Upstream(_) => true,
+        // A stored response's whole body (not a range).
+        ProxyBody::Cached(b) => b.0.is_whole(),
+        _ => false,
+    };
+    if !compressible || !crate::compress::eligible(&c.method, resp.status()) {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
@@ -30,6 +35,17 @@ pub(super) fn response(
     ) {
         (Some(encoder), ProxyBody::Upstream(u)) => {
             ProxyBody::Compressed(Box::new(Compressed::new(u, encoder)))
+        }
+        (Some(encoder), ProxyBody::Cached(mut b)) => {
+            // (`prepare` gave an encoder: the request chose a coding.)
+            if let Some(coding) = c.coding {
+                if let Some(len) = b.0.encode(coding, encoder) {
+                    parts
+                        .headers
+                        .insert(http::header::CONTENT_LENGTH, len.into());
+                }
+            }
+            ProxyBody::Cached(b)
         }
         (_, body) => body,
     };

@@ -447,16 +447,17 @@ impl Body for ProxyBody {
                 let (body, upstream) = &mut **c;
                 let next = body.next_chunk();
                 match &next {
-                    Some(b) => {
+                    Some(Ok(b)) => {
                         if let Some(u) = upstream {
                             u.sent(b.len());
                         }
                     }
+                    Some(Err(e)) => tracing::warn!("compressing a stored body failed: {e}"),
                     // The exchange ends with the last byte (the upstream's
                     // body, a 304's, has ended).
                     None => *upstream = None,
                 }
-                Poll::Ready(next.map(|b| Ok(Frame::data(b))))
+                Poll::Ready(next.map(|b| b.map(Frame::data).map_err(Into::into)))
             }
             ProxyBody::Compressed(c) => c.poll_frame(cx),
             ProxyBody::Upstream(u) => match u.poll_raw(cx) {
@@ -485,7 +486,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Cached(c) => c.0.left() == 0,
+            ProxyBody::Cached(c) => c.0.is_end(),
             ProxyBody::Upstream(u) => u.inner.is_end_stream(),
             ProxyBody::Compressed(c) => c.is_end_stream(),
         }
@@ -494,7 +495,10 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ProxyBody::Cached(c) => SizeHint::with_exact(c.0.left()),
+            ProxyBody::Cached(c) => {
+                c.0.left()
+                    .map_or_else(SizeHint::default, SizeHint::with_exact)
+            }
             ProxyBody::Upstream(u) => u.inner.size_hint(),
             // Not known before it ends.
             ProxyBody::Compressed(_) => SizeHint::default(),

@@ -298,3 +298,67 @@ async fn bad_compress_fields_are_refused_with_their_field() {
         assert!(err.contains(field), "{field}: {err}");
     }
 }
+
+/// A cached response on a route that compresses: a hit in a coding is
+/// compressed too (it decodes byte for byte), the form the first hit
+/// made is kept and served again as it is (with its length), a hit
+/// without `Accept-Encoding` is the stored body, and the origin is asked
+/// once.
+#[tokio::test]
+async fn a_cached_response_is_compressed_and_each_codings_form_is_kept() {
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    let origin = backend(move |_req: Request<hyper::body::Incoming>| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            respond(
+                200,
+                &[
+                    ("content-type", "text/html"),
+                    ("cache-control", "max-age=600"),
+                    ("etag", "\"c1\""),
+                ],
+                page(),
+            )
+        }
+    });
+    let proxy = Proxy::start(
+        &TestConfig::new()
+            .set("caches.pages.memory", "16MiB")
+            .group("app", [origin.addr])
+            .route(
+                Route::to("app")
+                    .set("cache", "pages")
+                    .set("compress", toml::Table::new()),
+            )
+            .toml(),
+    );
+    let page = page();
+    // The miss, compressed as it streams.
+    let (_, h, body) = ask(&proxy, "GET", "/cached", Some("gzip")).await;
+    assert_eq!(h["content-encoding"], "gzip");
+    assert!(decode("gzip", &body).await == page);
+    for (coding, tool) in [("gzip", "gzip"), ("br", "brotli"), ("zstd", "zstd")] {
+        // The first hit in a coding makes its form...
+        let (status, h, first) = ask(&proxy, "GET", "/cached", Some(coding)).await;
+        assert_eq!(status, 200);
+        let cs = h["cache-status"].to_str().unwrap();
+        assert!(cs.starts_with("tidegate; hit"), "{cs}");
+        assert_eq!(h["content-encoding"], coding, "{h:?}");
+        assert_eq!(h["vary"], "accept-encoding");
+        assert_eq!(h["etag"], "W/\"c1\"");
+        assert!(first.len() < page.len() / 3, "{coding}: {}", first.len());
+        assert!(decode(tool, &first).await == page, "{coding}");
+        // ...which the next ones get as it is, with its length.
+        let (_, h, again) = ask(&proxy, "GET", "/cached", Some(coding)).await;
+        assert_eq!(h["content-encoding"], coding);
+        assert_eq!(h["content-length"], first.len().to_string().as_str());
+        assert_eq!(again, first, "{coding}");
+    }
+    // Without Accept-Encoding: the stored body, as it came.
+    let (_, h, body) = ask(&proxy, "GET", "/cached", None).await;
+    assert!(!h.contains_key("content-encoding"), "{h:?}");
+    assert_eq!(h["vary"], "accept-encoding");
+    assert_eq!(body, page);
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -197,6 +197,7 @@ pub(super) fn decode(data: Bytes, rules: &Rules) -> Result<(Bytes, Entry), Corru
             vary_values: v.vary_values,
             body,
             len: v.len,
+            encoded: Default::default(),
         }));
     }
     if at != data.len() {
@@ -335,6 +336,7 @@ mod tests {
             vary_values: vec![Some(Bytes::from_static(b"de"))],
             body: Arc::new([Bytes::from_static(b"hello "), Bytes::from_static(b"world")]),
             len: 11,
+            encoded: Default::default(),
         };
         Entry {
             url: Arc::from("http://a.test/x"),

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
-use body::{CachedBody, Storing};
+use body::{CachedBody, Source, Storing};
 use variant::{refresh, store_decision, stored_variant};
 
 use super::exchange::ProxyBody;
@@ -182,19 +182,12 @@ pub(crate) async fn lookup(
                     Reuse::Fresh | Reuse::StaleAllowed => {
                         let status = hit(&v, now, waited, from_disk.then_some("disk"));
                         count(counters, index, CacheResult::Hit);
-                        return Looked::Hit(serve(
-                            &v,
-                            &parts.method,
-                            &parts.headers,
-                            now,
-                            status,
-                            None,
-                        ));
+                        return Looked::Hit(serve(&plan, &v, &parts.headers, now, status, None));
                     }
                     Reuse::StaleWhileRevalidate => {
                         let status = hit(&v, now, false, Some("stale-while-revalidate"));
                         count(counters, index, CacheResult::Stale);
-                        let resp = serve(&v, &parts.method, &parts.headers, now, status, None);
+                        let resp = serve(&plan, &v, &parts.headers, now, status, None);
                         // One revalidation per key at a time, for a GET.
                         if !get {
                             return Looked::Hit(resp);
@@ -298,18 +291,19 @@ fn is_safe(method: &Method) -> bool {
 /// The name this cache goes by in `Cache-Status`.
 const NAME: &str = "tidegate";
 
-/// A stored response as the answer to a request with `method` and
-/// fields `req`: its head with `Age` and `Cache-Status`, the client's
+/// A stored response (`plan`'s key's variant `v`) as the answer to
+/// `plan`'s request with fields `req`: its head with `Age` and `Cache-Status`, the client's
 /// conditionals and range answered; `upstream`: the exchange that
 /// revalidated it.
 fn serve(
-    v: &Variant,
-    method: &Method,
+    plan: &Plan,
+    v: &Arc<Variant>,
     req: &HeaderMap,
     now: SystemTime,
     status: CacheStatus,
     upstream: Option<super::exchange::UpstreamBody>,
 ) -> Response<ProxyBody> {
+    let method = &plan.method;
     let mut headers = v.headers.clone();
     headers.insert(header::AGE, policy::age_header(v.times.current_age(now)));
     headers.append(CACHE_STATUS.clone(), status.header_value(NAME));
@@ -345,7 +339,14 @@ fn serve(
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     *resp.headers_mut() = headers;
     if method != Method::HEAD {
-        let body = CachedBody::new(v.body.clone(), skip, len);
+        let body = match code == v.status {
+            true => CachedBody::whole(Source {
+                variant: v.clone(),
+                store: plan.store.clone(),
+                key: plan.key.clone(),
+            }),
+            false => CachedBody::new(v.body.clone(), skip, len),
+        };
         *resp.body_mut() = ProxyBody::Cached(Box::new((body, upstream)));
     }
     resp
@@ -415,7 +416,7 @@ pub(crate) fn response(
                 cs.detail = Some("stale-if-error");
                 cs.fwd_status = None;
                 count(counters, index, CacheResult::Stale);
-                return serve(v, &plan.method, &plan.request, now, cs, None);
+                return serve(&plan, v, &plan.request, now, cs, None);
             }
             count(counters, index, CacheResult::Miss);
             parts
@@ -431,7 +432,7 @@ pub(crate) fn response(
             let fresh = refresh(&plan, &v, &parts.headers, now);
             cs.ttl = Some(fresh.times.ttl(now));
             count(counters, index, CacheResult::Revalidated);
-            return serve(&fresh, &plan.method, &plan.request, now, cs, Some(upstream));
+            return serve(&plan, &fresh, &plan.request, now, cs, Some(upstream));
         }
         // A HEAD's 200 freshens the stored GET when its validators agree,
         // else that one is dropped (RFC 9111 §4.3.5).
@@ -446,7 +447,7 @@ pub(crate) fn response(
             cs.detail = Some("stale-if-error");
             count(counters, index, CacheResult::Stale);
             // The upstream's answer is not read: its connection closes.
-            return serve(&v, &plan.method, &plan.request, now, cs, None);
+            return serve(&plan, &v, &plan.request, now, cs, None);
         }
         plan.stale = Some(v);
     }

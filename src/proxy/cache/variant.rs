@@ -74,6 +74,8 @@ fn freshen(plan: &Plan, v: &Variant, new: &HeaderMap, now: SystemTime) -> Varian
         vary_values: v.vary_values.clone(),
         body: v.body.clone(),
         len: v.len,
+        // (The same body: its compressed forms stay right.)
+        encoded: v.encoded.clone(),
     }
 }
 
@@ -103,5 +105,6 @@ pub(super) fn stored_variant(
         vary_values,
         body: Arc::from(Vec::new()),
         len: 0,
+        encoded: Default::default(),
     }
 }
