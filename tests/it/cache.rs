@@ -159,6 +159,13 @@ fn origin(seen: Shared, release: Arc<Notify>) -> Backend {
                     ],
                     body,
                 ),
+                // A 304 that repeats no validator.
+                "/bare" if inm.is_some() => respond(304, &[("cache-control", "max-age=60")], ""),
+                "/bare" => respond(
+                    200,
+                    &[("cache-control", "max-age=0"), ("etag", "\"b1\"")],
+                    body,
+                ),
                 // The 304 names another response than the one stored.
                 "/swr-other" if inm.is_some() => respond(
                     304,
@@ -557,6 +564,34 @@ async fn a_background_revalidation_is_logged_and_a_304_for_another_response_fres
         "{}",
         cache_status(&h)
     );
+}
+
+#[tokio::test]
+async fn a_304_without_validators_freshens_the_response_it_answers_and_a_304_naming_another_does_not(
+) {
+    let s = Setup::new();
+    assert_eq!(s.get("/bare").await.2, "/bare #1");
+    // The 304 to the cache's own conditional repeats no validator: it is
+    // about the one response asked about, which the client gets (never
+    // the 304 itself: its request was not conditional), freshened.
+    let (status, h, body) = s.get("/bare").await;
+    assert_eq!((status, body.as_str()), (200, "/bare #1"), "{h:?}");
+    assert_eq!(
+        cache_status(&h),
+        "tidegate; fwd=stale; fwd-status=304; ttl=60",
+        "{h:?}"
+    );
+    let (_, h, _) = s.get("/bare").await;
+    assert!(cache_status(&h).starts_with("tidegate; hit"), "{h:?}");
+    assert_eq!(s.count("GET /bare"), 2);
+    // A 304 with another ETag: the stored response as it is, not freshened.
+    assert_eq!(s.get("/swr-other").await.2, "/swr-other #1");
+    let (status, h, body) = s
+        .ask("GET", "/swr-other", &[("cache-control", "no-cache")])
+        .await;
+    assert_eq!((status, body.as_str()), (200, "/swr-other #1"), "{h:?}");
+    assert_eq!(h["x-version"], "1");
+    assert!(cache_status(&h).contains("detail=not-updated"), "{h:?}");
 }
 
 #[tokio::test]

@@ -113,15 +113,16 @@ fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// `Age` (RFC 9111 §5.1): one valid delta-seconds, else ignored (zero).
+/// `Age` (RFC 9111 §5.1): a delta-seconds, else ignored (zero). A field
+/// sent as a list (`7200, 0`, or on several lines) is read by its first
+/// member, as a conservative cache does: a response that says it is old
+/// is taken to be old.
 fn age_value(resp: &HeaderMap) -> Duration {
-    let mut all = resp.get_all(header::AGE).iter();
-    match (all.next(), all.next()) {
-        (Some(v), None) => {
-            delta_seconds(Some(Arg::Token(v.as_bytes().trim_ascii()))).unwrap_or(Duration::ZERO)
-        }
-        _ => Duration::ZERO,
-    }
+    let Some(v) = resp.get(header::AGE) else {
+        return Duration::ZERO;
+    };
+    let first = v.as_bytes().split(|&b| b == b',').next().unwrap_or(b"");
+    delta_seconds(Some(Arg::Token(first.trim_ascii()))).unwrap_or(Duration::ZERO)
 }
 
 /// The freshness lifetime for a shared cache (RFC 9111 §4.2.1, §4.2.2):
@@ -336,12 +337,25 @@ mod tests {
     }
 
     #[test]
-    fn invalid_age_is_ignored() {
-        for bad in ["abc", "-7200", "7200.0", "7200,0", "0,7200", "0, 0", ""] {
+    fn invalid_age_is_ignored_and_a_list_is_read_by_its_first_member() {
+        for bad in [
+            "abc", "-7200", "7200.0", "0,7200", "0, 0", "", ",7200", "x, 7200",
+        ] {
             let t = times(&[("age", bad.into())], 0, 60);
             assert_eq!(t.corrected_initial_age, S(0), "{bad}");
         }
-        let t = times(&[("age", "7200".into()), ("age", "7200".into())], 0, 60);
+        // A list, or several lines: the first member.
+        for list in [
+            &[("age", "7200, 0".into())][..],
+            &[("age", "7200".into()), ("age", "0".into())],
+        ] {
+            assert_eq!(
+                times(list, 0, 60).corrected_initial_age,
+                S(7200),
+                "{list:?}"
+            );
+        }
+        let t = times(&[("age", "0".into()), ("age", "7200".into())], 0, 60);
         assert_eq!(t.corrected_initial_age, S(0));
         let t = times(&[("age", "99999999999999999999".into())], 0, 60);
         assert_eq!(t.corrected_initial_age, S(DELTA_MAX));

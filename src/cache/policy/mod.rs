@@ -39,7 +39,7 @@ pub(crate) use request::RequestControl;
 pub(crate) use reuse::{decide_reuse, stale_if_error_allows, Reuse};
 pub(crate) use status::{CacheStatus, Fwd};
 pub(crate) use storing::{decide_store, strip_unstorable, Rules, StoreDecision};
-pub(crate) use update::{freshen, head_updates, select_for_304};
+pub(crate) use update::{freshen, head_updates, revalidates, select_for_304};
 pub(crate) use vary::{vary_matches, vary_names, vary_values, VaryNames};
 
 /// A header map of `fields`, for the tests.

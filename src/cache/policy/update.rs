@@ -49,6 +49,19 @@ pub(crate) fn select_for_304(not_modified: &HeaderMap, stored: &[&HeaderMap]) ->
     }
 }
 
+/// Whether a 304 answering a conditional request made from the
+/// validators of one stored response (`stored`, its fields) updates it:
+/// when [`select_for_304`] selects it, or when the 304 carries no
+/// validator at all (the request named that response alone, so the 304
+/// can only be about it: what the cache-tests suite requires, and what
+/// nginx, Varnish and Squid do). A 304 with another response's validator
+/// updates nothing (§4.3.4: MUST NOT).
+pub(crate) fn revalidates(not_modified: &HeaderMap, stored: &HeaderMap) -> bool {
+    let bare = !not_modified.contains_key(header::ETAG)
+        && !not_modified.contains_key(header::LAST_MODIFIED);
+    bare || !select_for_304(not_modified, &[stored]).is_empty()
+}
+
 /// Updates a stored response's fields from a 304 or HEAD response (RFC
 /// 9111 §3.2): each field of `new` replaces all the stored lines of that
 /// name, except the fields described in the module's documentation; the
@@ -252,5 +265,21 @@ mod tests {
         assert!(select_for_304(&none, &[&tagged]).is_empty());
         assert!(select_for_304(&none, &[&plain, &plain]).is_empty());
         assert!(select_for_304(&none, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_304_to_the_caches_own_request_updates_unless_it_names_another() {
+        let tagged = map(&[
+            ("etag", "\"1\""),
+            ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+        ]);
+        assert!(revalidates(&HeaderMap::new(), &tagged));
+        assert!(revalidates(&map(&[("etag", "\"1\"")]), &tagged));
+        assert!(revalidates(&map(&[("etag", "W/\"1\"")]), &tagged));
+        assert!(!revalidates(&map(&[("etag", "\"2\"")]), &tagged));
+        assert!(!revalidates(
+            &map(&[("last-modified", "Tue, 02 Jan 2024 00:00:00 GMT")]),
+            &map(&[("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")])
+        ));
     }
 }

@@ -127,10 +127,10 @@ fn store(mut plan: Box<Plan>, resp: Response<Bytes>) {
         return;
     };
     let status = resp.status();
-    // A 304 freshens the stored response only when its validators are
-    // that response's (RFC 9111 §4.3.4); else the stored one stays.
+    // A 304 freshens the stored response unless it names another (RFC
+    // 9111 §4.3.4); then the stored one stays as it is.
     if status == StatusCode::NOT_MODIFIED {
-        if !policy::select_for_304(resp.headers(), &[&stale.headers]).is_empty() {
+        if policy::revalidates(resp.headers(), &stale.headers) {
             refresh(&plan, &stale, resp.headers(), now);
         }
         return;

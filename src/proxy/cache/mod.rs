@@ -426,13 +426,26 @@ pub(crate) fn response(
         }
     };
     if let Some(v) = plan.stale.take() {
-        if status == StatusCode::NOT_MODIFIED
-            && !policy::select_for_304(&parts.headers, &[&v.headers]).is_empty()
-        {
-            let fresh = refresh(&plan, &v, &parts.headers, now);
-            cs.ttl = Some(fresh.times.ttl(now));
-            count(counters, index, CacheResult::Revalidated);
-            return serve(&plan, &fresh, &plan.request, now, cs, Some(upstream));
+        // (A GET went with `v`'s validators; a HEAD with the client's.)
+        let get = plan.method == Method::GET;
+        if status == StatusCode::NOT_MODIFIED {
+            if get && policy::revalidates(&parts.headers, &v.headers)
+                || !policy::select_for_304(&parts.headers, &[&v.headers]).is_empty()
+            {
+                let fresh = refresh(&plan, &v, &parts.headers, now);
+                cs.ttl = Some(fresh.times.ttl(now));
+                count(counters, index, CacheResult::Revalidated);
+                return serve(&plan, &fresh, &plan.request, now, cs, Some(upstream));
+            }
+            // A 304 naming another response than the one asked about
+            // updates nothing (RFC 9111 §4.3.4), but "not modified" is
+            // the origin's word: the client (whose request may not have
+            // been conditional) gets the stored response as it is.
+            if get {
+                cs.detail = Some("not-updated");
+                count(counters, index, CacheResult::Stale);
+                return serve(&plan, &v, &plan.request, now, cs, Some(upstream));
+            }
         }
         // A HEAD's 200 freshens the stored GET when its validators agree,
         // else that one is dropped (RFC 9111 §4.3.5).
