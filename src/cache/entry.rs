@@ -66,6 +66,22 @@ impl Encodings {
 }
 
 impl Variant {
+    /// The same head, with no body (what a response being stored shows
+    /// those streaming it).
+    pub(crate) fn head(&self) -> Variant {
+        Variant {
+            status: self.status,
+            headers: self.headers.clone(),
+            control: self.control.clone(),
+            times: self.times,
+            vary: self.vary.clone(),
+            vary_values: self.vary_values.clone(),
+            body: Arc::new([]),
+            len: 0,
+            encoded: Encodings::default(),
+        }
+    }
+
     /// Bytes it holds, roughly: what the budget counts.
     pub(super) fn weight(&self) -> u64 {
         let head: usize = self
@@ -83,4 +99,23 @@ pub(crate) struct Entry {
     pub(crate) url: Arc<str>,
     /// Newest first.
     pub(crate) variants: Vec<Arc<Variant>>,
+}
+
+/// A stored 200 with no fields and no body, for tests.
+#[cfg(test)]
+pub(crate) fn tests_variant() -> Variant {
+    let h = HeaderMap::new();
+    let rules = super::policy::Rules::default();
+    let now = std::time::SystemTime::now();
+    Variant {
+        status: StatusCode::OK,
+        control: ResponseControl::parse(&h, &rules),
+        times: Times::new(now, now, &h, std::time::Duration::from_secs(60)),
+        headers: h,
+        vary: VaryNames(Vec::new()),
+        vary_values: Vec::new(),
+        body: Arc::new([]),
+        len: 0,
+        encoded: Encodings::default(),
+    }
 }

@@ -7,6 +7,7 @@
 
 pub(crate) mod disk;
 pub(crate) mod entry;
+pub(crate) mod growing;
 pub(crate) mod key;
 pub(crate) mod policy;
 pub(crate) mod store;

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::disk::Disk;
 pub(crate) use super::entry::{Entry, Variant};
+use super::growing::Growing;
 use super::policy::Rules;
 use crate::config::cache::Cache;
 
@@ -24,9 +25,19 @@ const MAX_VARIANTS: usize = 16;
 /// Fetches in progress tracked at most (beyond, misses do not wait).
 const MAX_FILLS: u64 = 1 << 16;
 
-/// A fetch in progress for a key: set when it ends (stored or not).
+/// A fetch in progress for a key, as those waiting for it see it.
 pub(crate) struct Fill {
-    done: watch::Sender<bool>,
+    state: watch::Sender<FillState>,
+}
+
+/// Where a fetch others wait for stands.
+#[derive(Clone)]
+pub(crate) enum FillState {
+    Fetching,
+    /// Its response is being stored: readable as it grows.
+    Streaming(Arc<Growing>),
+    /// Over (stored or not): look again.
+    Done,
 }
 
 /// How a miss goes on.
@@ -35,7 +46,7 @@ pub(crate) enum Filling {
     /// guard is dropped.
     Mine(FillGuard),
     /// Another request is fetching it: wait for it.
-    Wait(watch::Receiver<bool>),
+    Wait(Arc<Fill>),
 }
 
 /// The fetch a request makes for a key; dropped, it tells those waiting
@@ -46,9 +57,16 @@ pub(crate) struct FillGuard {
     fill: Arc<Fill>,
 }
 
+impl FillGuard {
+    /// Shows those waiting the response being stored, as it grows.
+    pub(crate) fn publish(&self, g: Arc<Growing>) {
+        self.fill.state.send_replace(FillState::Streaming(g));
+    }
+}
+
 impl Drop for FillGuard {
     fn drop(&mut self) {
-        self.fill.done.send_replace(true);
+        self.fill.state.send_replace(FillState::Done);
         let fill = &self.fill;
         self.store
             .fills
@@ -151,7 +169,7 @@ impl Store {
     pub(crate) fn fill(self: &Arc<Self>, key: &Bytes) -> Filling {
         let e = self.fills.entry(key.clone()).or_insert_with(|| {
             Arc::new(Fill {
-                done: watch::Sender::new(false),
+                state: watch::Sender::new(FillState::Fetching),
             })
         });
         if e.is_fresh() {
@@ -161,15 +179,30 @@ impl Store {
                 fill: e.into_value(),
             })
         } else {
-            Filling::Wait(e.value().done.subscribe())
+            Filling::Wait(e.into_value())
         }
     }
 
-    /// Waits (up to `lock_timeout`) for the fetch `rx` belongs to.
-    pub(crate) async fn wait(&self, mut rx: watch::Receiver<bool>) {
+    /// Waits (up to `lock_timeout`) for `fill`: until it is over, or (when
+    /// `stream`) until its response is being stored, which is returned.
+    pub(crate) async fn wait(&self, fill: &Fill, stream: bool) -> Option<Arc<Growing>> {
+        let mut rx = fill.state.subscribe();
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let _ = tokio::time::timeout(self.config.lock_timeout, rx.wait_for(|d| *d)).await;
+        let seen = tokio::time::timeout(
+            self.config.lock_timeout,
+            rx.wait_for(|s| match s {
+                FillState::Fetching => false,
+                FillState::Streaming(_) => stream,
+                FillState::Done => true,
+            }),
+        )
+        .await;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
+        let state = seen.ok()?.ok()?.clone();
+        match state {
+            FillState::Streaming(g) => Some(g),
+            _ => None,
+        }
     }
 
     /// Misses waiting for another's fetch now.

@@ -445,14 +445,16 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Cached(c) => {
                 let (body, upstream) = &mut **c;
-                let next = body.next_chunk();
+                let Poll::Ready(next) = body.poll_chunk(cx) else {
+                    return Poll::Pending;
+                };
                 match &next {
                     Some(Ok(b)) => {
                         if let Some(u) = upstream {
                             u.sent(b.len());
                         }
                     }
-                    Some(Err(e)) => tracing::warn!("compressing a stored body failed: {e}"),
+                    Some(Err(e)) => tracing::warn!("a stored body broke off: {e}"),
                     // The exchange ends with the last byte (the upstream's
                     // body, a 304's, has ended).
                     None => *upstream = None,

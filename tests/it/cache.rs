@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use tokio::sync::Notify;
 
 use crate::common::config::{Route, TestConfig};
@@ -193,6 +194,21 @@ fn origin(seen: Shared, release: Arc<Notify>) -> Backend {
                     &[("cache-control", "max-age=60"), ("etag", "\"p1\"")],
                     body,
                 ),
+                // As /slow, with its length declared.
+                "/slow-sized" => {
+                    let (mut tx, b) = BodyChannel::new();
+                    tokio::spawn(async move {
+                        tx.send(Bytes::from("slow ")).await;
+                        release.notified().await;
+                        tx.send(Bytes::from("end!")).await;
+                    });
+                    let mut r = Response::new(b);
+                    r.headers_mut()
+                        .insert("cache-control", "max-age=60".parse().unwrap());
+                    r.headers_mut()
+                        .insert("content-length", "9".parse().unwrap());
+                    r
+                }
                 "/slow" => {
                     let (mut tx, b) = BodyChannel::new();
                     tokio::spawn(async move {
@@ -493,6 +509,55 @@ async fn concurrent_misses_make_one_fetch() {
         assert!(cache_status(&h).contains("collapsed"), "{h:?}");
     }
     assert_eq!(s.count("GET /slow"), 1);
+}
+
+#[tokio::test]
+async fn concurrent_misses_stream_the_response_being_stored_as_it_comes() {
+    let s = Arc::new(Setup::new());
+    let get = || {
+        let req = Request::get("/slow-sized")
+            .header("host", "cache.test")
+            .body(empty())
+            .unwrap();
+        send(s.proxy.addr, req)
+    };
+    let mut first = get().await.unwrap();
+    let mut others = Vec::new();
+    // (Without streaming, these heads would come only after the release.)
+    tokio::time::timeout(HANG, async {
+        for _ in 0..20 {
+            others.push(get().await.unwrap());
+        }
+    })
+    .await
+    .expect("the waiting misses' heads before the body's end");
+    // Every one has the head, and the body so far, while the origin
+    // still holds the rest back.
+    let mut bodies = Vec::new();
+    for r in std::iter::once(&mut first).chain(others.iter_mut()) {
+        assert_eq!(r.status(), 200);
+        let frame = r.body_mut().frame().await.unwrap().unwrap();
+        bodies.push(frame.into_data().unwrap().to_vec());
+    }
+    for (i, r) in others.iter().enumerate() {
+        let cs = cache_status(r.headers());
+        assert!(
+            cs.contains("hit; ttl=") && cs.contains("collapsed"),
+            "{i}: {cs}"
+        );
+        assert_eq!(r.headers()["content-length"], "9");
+    }
+    assert!(bodies.iter().all(|b| b == b"slow "), "{bodies:?}");
+    s.release.notify_one();
+    for (r, mut got) in std::iter::once(first).chain(others).zip(bodies) {
+        got.extend_from_slice(&r.into_body().collect().await.unwrap().to_bytes());
+        assert_eq!(got, b"slow end!");
+    }
+    assert_eq!(s.count("GET /slow-sized"), 1);
+    // Stored whole: the next one is a plain hit.
+    let (_, h, body) = s.get("/slow-sized").await;
+    assert_eq!(body, "slow end!");
+    assert!(!cache_status(&h).contains("collapsed"), "{h:?}");
 }
 
 #[tokio::test]

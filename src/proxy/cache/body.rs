@@ -7,20 +7,26 @@
 //! pace is the upstream's).
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
 use crate::cache::entry::Encoded;
+use crate::cache::growing;
 use crate::cache::store::{FillGuard, Store, Variant};
 use crate::compress::Encoder;
 use crate::config::compress::Coding;
 
-/// A stored body (or a range of it) on its way to a client, compressed
-/// on the way when a route's `compress` says so ([`CachedBody::encode`]).
+/// A stored body (or a range of it) on its way to a client, or one being
+/// stored (streamed as it grows, to a miss that waited for its fetch);
+/// compressed on the way when a route's `compress` says so
+/// ([`CachedBody::encode`]).
 pub(crate) struct CachedBody {
-    reader: Reader,
-    /// A whole body's variant (where its compressed forms are kept), with
-    /// the store and key holding it.
+    pieces: Pieces,
+    /// Whole (not a range): it may be compressed.
+    whole: bool,
+    /// A whole stored body's variant (where its compressed forms are
+    /// kept), with the store and key holding it.
     source: Option<Source>,
     encoding: Option<Box<Encoding>>,
 }
@@ -40,6 +46,22 @@ struct Encoding {
     out: Vec<Bytes>,
     len: u64,
     done: bool,
+}
+
+enum Pieces {
+    Stored(Reader),
+    Growing(growing::Reader),
+}
+
+impl Pieces {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<std::io::Result<Bytes>>> {
+        match self {
+            Pieces::Stored(r) => Poll::Ready(r.next_chunk().map(Ok)),
+            Pieces::Growing(r) => r
+                .poll_next(cx)
+                .map(|p| p.map(|p| p.map_err(std::io::Error::other))),
+        }
+    }
 }
 
 /// The stored chunks, from `skip` for `left` bytes.
@@ -79,12 +101,13 @@ impl CachedBody {
     /// `len` bytes of `chunks` from `skip` (a range).
     pub(crate) fn new(chunks: Arc<[Bytes]>, skip: u64, len: u64) -> CachedBody {
         CachedBody {
-            reader: Reader {
+            pieces: Pieces::Stored(Reader {
                 chunks,
                 next: 0,
                 skip,
                 left: len,
-            },
+            }),
+            whole: false,
             source: None,
             encoding: None,
         }
@@ -93,28 +116,42 @@ impl CachedBody {
     /// `source`'s whole body.
     pub(crate) fn whole(source: Source) -> CachedBody {
         let mut b = CachedBody::new(source.variant.body.clone(), 0, source.variant.len);
+        b.whole = true;
         b.source = Some(source);
         b
     }
 
-    /// Whether it is a whole stored body (one that may be compressed).
+    /// The body of a response being stored, as it grows.
+    pub(crate) fn growing(g: Arc<growing::Growing>) -> CachedBody {
+        CachedBody {
+            pieces: Pieces::Growing(growing::Reader::new(g)),
+            whole: true,
+            source: None,
+            encoding: None,
+        }
+    }
+
+    /// Whether it is a whole body (one that may be compressed).
     pub(crate) fn is_whole(&self) -> bool {
-        self.source.is_some()
+        self.whole
     }
 
     /// The body in `coding`: its kept form when there is one (`Some`: its
-    /// length), else compressed by `encoder` as it is sent, and kept
-    /// with its variant once complete.
+    /// length), else compressed by `encoder` as it is sent (and kept with
+    /// its stored variant, if it has one, once complete).
     pub(crate) fn encode(&mut self, coding: Coding, encoder: Encoder) -> Option<u64> {
-        let src = self.source.as_ref()?;
-        if let Some(e) = src.variant.encoded.get(coding) {
+        if let Some(e) = self
+            .source
+            .as_ref()
+            .and_then(|s| s.variant.encoded.get(coding))
+        {
             let len = e.len;
-            self.reader = Reader {
+            self.pieces = Pieces::Stored(Reader {
                 chunks: e.body.clone(),
                 next: 0,
                 skip: 0,
                 left: len,
-            };
+            });
             self.source = None;
             return Some(len);
         }
@@ -130,42 +167,50 @@ impl CachedBody {
 
     /// Whether all of it was sent.
     pub(crate) fn is_end(&self) -> bool {
-        match &self.encoding {
-            Some(e) => e.done,
-            None => self.reader.left == 0,
+        match (&self.encoding, &self.pieces) {
+            (Some(e), _) => e.done,
+            (None, Pieces::Stored(r)) => r.left == 0,
+            (None, Pieces::Growing(r)) => r.is_end(),
         }
     }
 
     /// Bytes left to send, when known.
     pub(crate) fn left(&self) -> Option<u64> {
-        match &self.encoding {
-            Some(_) => None,
-            None => Some(self.reader.left),
+        match (&self.encoding, &self.pieces) {
+            (None, Pieces::Stored(r)) => Some(r.left),
+            _ => None,
         }
     }
 
     /// The next piece to send, if any is left.
-    pub(crate) fn next_chunk(&mut self) -> Option<std::io::Result<Bytes>> {
+    pub(crate) fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::io::Result<Bytes>>> {
         let Some(enc) = self.encoding.as_deref_mut() else {
-            return self.reader.next_chunk().map(Ok);
+            return self.pieces.poll_next(cx);
         };
         while !enc.done {
-            let (out, last) = match self.reader.next_chunk() {
-                Some(c) => (enc.encoder.feed(&c), false),
-                None => (enc.encoder.finish(), true),
+            let (out, last) = match self.pieces.poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(c))) => (enc.encoder.feed(&c), false),
+                Poll::Ready(Some(Err(e))) => (Err(e), false),
+                Poll::Ready(None) => (enc.encoder.finish(), true),
             };
             let out = match out {
                 Ok(out) => out,
                 Err(e) => {
                     enc.done = true;
                     enc.out = Vec::new();
-                    return Some(Err(e));
+                    return Poll::Ready(Some(Err(e)));
                 }
             };
             enc.done = last;
             if !out.is_empty() {
                 enc.len += out.len() as u64;
-                enc.out.push(out.clone());
+                if self.source.is_some() {
+                    enc.out.push(out.clone());
+                }
             }
             if last {
                 if let Some(src) = &self.source {
@@ -178,10 +223,10 @@ impl CachedBody {
                 }
             }
             if !out.is_empty() {
-                return Some(Ok(out));
+                return Poll::Ready(Some(Ok(out)));
             }
         }
-        None
+        Poll::Ready(None)
     }
 }
 
@@ -199,6 +244,11 @@ pub(crate) struct Storing {
     pub(crate) replaces: Option<Arc<Variant>>,
     pub(crate) chunks: Vec<Bytes>,
     pub(crate) len: u64,
+    /// Its length was declared (and is within `max_object`): it may be
+    /// shown, as it grows, to misses that wait for it.
+    pub(crate) declared: bool,
+    /// What those waiting for it stream.
+    pub(crate) writer: Option<growing::Writer>,
 }
 
 impl Storing {
@@ -212,13 +262,32 @@ impl Storing {
         }
         if !data.is_empty() {
             self.chunks.push(data.clone());
+            if let Some(w) = &mut self.writer {
+                w.push(data.clone());
+            }
         }
         true
+    }
+
+    /// Shows the response, as it grows, to the misses that wait (or will
+    /// wait) for this fetch: from its head on when its length is
+    /// declared (one that may turn out too large is not shown: those
+    /// streaming it would be cut off).
+    pub(crate) fn offer(&mut self) {
+        let Some(guard) = self.guard.as_ref().filter(|_| self.declared) else {
+            return;
+        };
+        let w = growing::Writer::new(Arc::new(self.variant.head()));
+        guard.publish(w.growing());
+        self.writer = Some(w);
     }
 
     /// The body is complete: stored.
     pub(crate) fn commit(self: Box<Self>) {
         let s = *self;
+        if let Some(w) = s.writer {
+            w.finish();
+        }
         let mut v = s.variant;
         v.body = s.chunks.into();
         v.len = s.len;

@@ -29,6 +29,7 @@ use body::{CachedBody, Source, Storing};
 use variant::{refresh, store_decision, stored_variant};
 
 use super::exchange::ProxyBody;
+use crate::cache::growing::Growing;
 use crate::cache::key::{key, Target};
 use crate::cache::policy::{self, CacheStatus, Conditional, Fwd, RequestControl, Reuse};
 use crate::cache::store::{Filling, Store, Variant};
@@ -239,10 +240,28 @@ pub(crate) async fn lookup(
                 plan.guard = Some(g);
                 break;
             }
-            Filling::Wait(rx) => {
+            Filling::Wait(fill) => {
                 waited = true;
                 plan.collapsed = true;
-                store.wait(rx).await;
+                // A plain GET streams the response as it is stored; one
+                // the stored response must answer whole (a range, a
+                // conditional) waits for its end.
+                let stream = !CONDITIONALS.iter().any(|n| parts.headers.contains_key(n))
+                    && !parts.headers.contains_key(header::RANGE);
+                if let Some(g) = store.wait(&fill, stream).await {
+                    let v = &g.head;
+                    if policy::vary_matches(&v.vary, &v.vary_values, &parts.headers)
+                        && matches!(
+                            policy::decide_reuse(&plan.request_cc, &v.control, &v.times, now),
+                            Reuse::Fresh
+                        )
+                    {
+                        count(counters, index, CacheResult::Hit);
+                        return Looked::Hit(growing(&g, now));
+                    }
+                    // Not this request's answer: after it, look again.
+                    store.wait(&fill, false).await;
+                }
             }
         }
     }
@@ -251,6 +270,21 @@ pub(crate) async fn lookup(
         to_origin(parts, plan.stale.as_deref());
     }
     Looked::Forward(Box::new(plan))
+}
+
+/// The response being stored that `g` shows, as the answer to a miss
+/// that waited for its fetch: its body streamed as it comes.
+fn growing(g: &Arc<Growing>, now: SystemTime) -> Response<ProxyBody> {
+    let v = &g.head;
+    let mut headers = v.headers.clone();
+    headers.insert(header::AGE, policy::age_header(v.times.current_age(now)));
+    let status = hit(v, now, true, None);
+    headers.append(CACHE_STATUS.clone(), status.header_value(NAME));
+    let body = CachedBody::growing(g.clone());
+    let mut resp = Response::new(ProxyBody::Cached(Box::new((body, None))));
+    *resp.status_mut() = v.status;
+    *resp.headers_mut() = headers;
+    resp
 }
 
 /// `Cache-Status` of a hit on `v`.
@@ -471,7 +505,7 @@ pub(crate) fn response(
             let variant = stored_variant(&plan, status, &parts.headers, control, now);
             cs.stored = true;
             cs.ttl = Some(variant.times.ttl(now));
-            upstream.store(Box::new(Storing {
+            let mut storing = Box::new(Storing {
                 store: plan.store.clone(),
                 key: plan.key.clone(),
                 url: plan.url(),
@@ -480,7 +514,13 @@ pub(crate) fn response(
                 replaces: plan.stale.take(),
                 chunks: Vec::new(),
                 len: 0,
-            }));
+                // (`store_decision` refused a declared length over
+                // `max_object`.)
+                declared: parts.headers.contains_key(header::CONTENT_LENGTH),
+                writer: None,
+            });
+            storing.offer();
+            upstream.store(storing);
         }
         Err(why) => cs.detail = Some(why),
     }
