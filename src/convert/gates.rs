@@ -1,5 +1,5 @@
 //! nginx's `limit_conn` (with `limit_conn_zone`) as Tidegate's
-//! concurrency limits, and `auth_request` (with `auth_request_set` and
+//! concurrency limits (and `limit_req`, read by `rates.rs`), and `auth_request` (with `auth_request_set` and
 //! the location it names) as a route's `forward_auth`.
 //!
 //! Both act in nginx's preaccess and access phases, after the rewrite
@@ -8,7 +8,8 @@
 //! converted makes the route answer 500 (what nginx answers when its
 //! subrequest fails), never an open route.
 use super::parse::Directive;
-use super::write::{ConcurrencyLimit, ForwardAuth};
+use super::values;
+use super::write::{ConcurrencyLimit, ForwardAuth, RateLimit};
 use super::Skipped;
 
 /// Lines not converted (the caller reports them; this file does not
@@ -50,6 +51,8 @@ pub(super) struct Lines {
     auth: Option<Line>,
     /// `auth_request_set` lines (an array directive too).
     sets: Option<Vec<Line>>,
+    /// `limit_req` and its zones (`rates.rs`).
+    rates: super::rates::Lines,
 }
 
 /// A location an `auth_request` may name: its path, and whether it is
@@ -70,7 +73,7 @@ impl Lines {
             "limit_conn_status" => self.status = Some(line),
             "auth_request" => self.auth = Some(line),
             "auth_request_set" => self.sets.get_or_insert_with(Vec::new).push(line),
-            _ => return false,
+            name => return self.rates.read(name, line),
         }
         true
     }
@@ -90,6 +93,12 @@ impl Lines {
         if own.sets.is_some() {
             self.sets = own.sets;
         }
+        self.rates.settle(own.rates);
+    }
+
+    /// The route's rate limits from its `limit_req` lines (`rates.rs`).
+    pub(super) fn rate_limits(&self, c: &mut Report) -> Vec<RateLimit> {
+        self.rates.limits(&mut c.0)
     }
 
     /// True when `value` is a variable an `auth_request_set` line sets
@@ -146,7 +155,9 @@ impl Lines {
                 );
                 continue;
             };
-            let key = match key(zone_args.first().map(String::as_str).unwrap_or_default()) {
+            let key = match values::limit_key(
+                zone_args.first().map(String::as_str).unwrap_or_default(),
+            ) {
                 Ok((key, None)) => key,
                 Ok((key, Some(note))) => {
                     c.skip_raw(zone_at, "limit_conn_zone", note);
@@ -314,31 +325,5 @@ impl Lines {
             request_headers,
             response_headers,
         }))
-    }
-}
-
-/// A `limit_conn_zone` key as Tidegate's, with a note when it is only
-/// close.
-fn key(variable: &str) -> Result<(String, Option<&'static str>), String> {
-    match variable {
-        "$binary_remote_addr" | "$remote_addr" => Ok(("client_ip".into(), None)),
-        "$server_name" => Ok((
-            "route".into(),
-            Some("$server_name counts per route in Tidegate (`key = \"route\"`): each location of the server has its own count"),
-        )),
-        "$host" | "$http_host" => Ok(("header:Host".into(), None)),
-        v => {
-            let name = |n: &str| {
-                (!n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
-                    .then(|| n.to_string())
-            };
-            if let Some(h) = v.strip_prefix("$http_").and_then(name) {
-                Ok((format!("header:{}", h.replace('_', "-")), None))
-            } else if let Some(c) = v.strip_prefix("$cookie_").and_then(name) {
-                Ok((format!("cookie:{c}"), None))
-            } else {
-                Err(format!("`{v}`: only $binary_remote_addr, $remote_addr, $server_name, $host, $http_NAME and $cookie_NAME are converted"))
-            }
-        }
     }
 }

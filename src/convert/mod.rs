@@ -16,6 +16,7 @@ mod access;
 mod emit;
 mod gates;
 pub mod parse;
+mod rates;
 mod routes;
 mod values;
 mod write;

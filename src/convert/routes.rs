@@ -258,8 +258,9 @@ impl Base<'_> {
         };
         report(c, bad);
         let mut gates = Report::default();
-        let (concurrency_limits, forward_auth) = match action {
+        let (rate_limits, concurrency_limits, forward_auth) = match action {
             Action::Upstream(_) => (
+                inherit.gates.rate_limits(&mut gates),
                 inherit.gates.limits(&mut gates),
                 inherit.gates.forward_auth(
                     &mut gates,
@@ -268,7 +269,7 @@ impl Base<'_> {
                     inherit.proxy_headers.as_ref(),
                 ),
             ),
-            _ => (Vec::new(), Ok(None)),
+            _ => (Vec::new(), Vec::new(), Ok(None)),
         };
         report(c, gates.0);
         // An auth_request that cannot be converted refuses (fails closed).
@@ -292,6 +293,7 @@ impl Base<'_> {
                 read_timeout: proxy.read.clone(),
                 access: access.clone(),
                 basic_auth: basic_auth.clone(),
+                rate_limits: rate_limits.clone(),
                 concurrency_limits: concurrency_limits.clone(),
                 forward_auth: forward_auth.clone(),
             });

@@ -159,6 +159,32 @@ pub(super) fn template(text: &str, server_name: Option<&str>) -> Result<String, 
     Ok(out)
 }
 
+/// A limit zone's key variable (`limit_conn_zone`, `limit_req_zone`) as
+/// Tidegate's key part, with a note when it is only close.
+pub(super) fn limit_key(variable: &str) -> Result<(String, Option<&'static str>), String> {
+    match variable {
+        "$binary_remote_addr" | "$remote_addr" => Ok(("client_ip".into(), None)),
+        "$server_name" => Ok((
+            "route".into(),
+            Some("$server_name counts per route in Tidegate (`key = \"route\"`): each location of the server has its own count"),
+        )),
+        "$host" | "$http_host" => Ok(("header:Host".into(), None)),
+        v => {
+            let name = |n: &str| {
+                (!n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+                    .then(|| n.to_string())
+            };
+            if let Some(h) = v.strip_prefix("$http_").and_then(name) {
+                Ok((format!("header:{}", h.replace('_', "-")), None))
+            } else if let Some(c) = v.strip_prefix("$cookie_").and_then(name) {
+                Ok((format!("cookie:{c}"), None))
+            } else {
+                Err(format!("`{v}`: only $binary_remote_addr, $remote_addr, $server_name, $host, $http_NAME and $cookie_NAME are converted"))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

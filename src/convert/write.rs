@@ -51,6 +51,8 @@ pub(super) struct Route {
     pub(super) access: Vec<String>,
     /// `(realm, htpasswd file)`.
     pub(super) basic_auth: Option<(String, String)>,
+    /// From `limit_req` lines (`rates.rs`).
+    pub(super) rate_limits: Vec<RateLimit>,
     /// From `limit_conn` lines (`gates.rs`).
     pub(super) concurrency_limits: Vec<ConcurrencyLimit>,
     /// From `auth_request` (`gates.rs`).
@@ -65,6 +67,21 @@ pub(super) struct ConcurrencyLimit {
     pub(super) key: String,
     pub(super) max: u32,
     /// The `limit_conn_zone` line.
+    pub(super) from: String,
+}
+
+/// A `limit_req` with its zone's key and rate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RateLimit {
+    pub(super) zone: String,
+    /// As Tidegate writes a key's parts.
+    pub(super) key: Vec<String>,
+    /// As Tidegate writes a rate (`10/s`).
+    pub(super) rate: String,
+    pub(super) burst: u32,
+    /// `reject` (nodelay) or `delay`.
+    pub(super) mode: &'static str,
+    /// The `limit_req_zone` line.
     pub(super) from: String,
 }
 
@@ -124,6 +141,37 @@ fn list(items: &[String]) -> String {
     format!("[{}]", items.join(", "))
 }
 
+/// The limits of every route as named tables, and each route's names:
+/// a zone's lines that differ in what Tidegate keeps on the table get the
+/// first free name of `names(limit)` (else the zone's name and a count).
+fn tables<'a, L: PartialEq>(
+    routes: &'a [Route],
+    of: impl Fn(&'a Route) -> &'a Vec<L>,
+    names: impl Fn(&L) -> Vec<String>,
+) -> (BTreeMap<String, &'a L>, Vec<Vec<String>>) {
+    let mut tables: BTreeMap<String, &L> = BTreeMap::new();
+    let mut out = Vec::new();
+    for r in routes {
+        let mut mine = Vec::new();
+        for l in of(r) {
+            let fits = |n: &String| tables.get(n).is_none_or(|have| *have == l);
+            let candidates = names(l);
+            let first = candidates.first().cloned().unwrap_or_default();
+            let name = candidates
+                .into_iter()
+                .chain((2..).map(|i| format!("{first}_{i}")))
+                .find(fits)
+                .unwrap_or_default();
+            tables.entry(name.clone()).or_insert(l);
+            if !mine.contains(&name) {
+                mine.push(name);
+            }
+        }
+        out.push(mine);
+    }
+    (tables, out)
+}
+
 impl Output {
     pub(super) fn toml(&self) -> String {
         let mut o = String::from(
@@ -174,25 +222,35 @@ impl Output {
         }
         // One table per zone and number: a zone used with two numbers
         // becomes two limits (nginx counts both on one zone).
-        let mut limits: BTreeMap<String, &ConcurrencyLimit> = BTreeMap::new();
-        let mut names = Vec::new();
-        for r in &self.routes {
-            let mut mine = Vec::new();
-            for l in &r.concurrency_limits {
-                let mut name = l.zone.clone();
-                if limits.get(&name).is_some_and(|have| have.max != l.max) {
-                    name = format!("{}_{}", l.zone, l.max);
-                }
-                limits.entry(name.clone()).or_insert(l);
-                mine.push(name);
-            }
-            names.push(mine);
-        }
+        let (limits, names) = tables(
+            &self.routes,
+            |r| &r.concurrency_limits,
+            |l| vec![l.zone.clone(), format!("{}_{}", l.zone, l.max)],
+        );
         for (name, l) in &limits {
             let _ = writeln!(o, "\n[concurrency_limits.{}]   # {}", key(name), l.from);
             let _ = writeln!(o, "key = {}\nmax = {}", q(&l.key), l.max);
         }
-        for (r, limit_names) in self.routes.iter().zip(&names) {
+        // The same for burst and mode, which nginx gives each limit_req
+        // line and Tidegate each limit.
+        let (rates, rate_names) = tables(
+            &self.routes,
+            |r| &r.rate_limits,
+            |l| {
+                let b = format!("{}_burst{}", l.zone, l.burst);
+                vec![l.zone.clone(), b.clone(), format!("{b}_{}", l.mode)]
+            },
+        );
+        for (name, l) in &rates {
+            let _ = writeln!(o, "\n[rate_limits.{}]   # {}", key(name), l.from);
+            let k = match l.key.as_slice() {
+                [one] => q(one),
+                many => list(many),
+            };
+            let _ = writeln!(o, "key = {k}\nrate = {}", q(&l.rate));
+            let _ = writeln!(o, "burst = {}\nmode = {}", l.burst, q(l.mode));
+        }
+        for ((r, limit_names), rate_names) in self.routes.iter().zip(&names).zip(&rate_names) {
             let _ = writeln!(o, "\n[[routes]]   # {}", r.from);
             if let Some(h) = &r.host {
                 let _ = writeln!(o, "host = {}", q(h));
@@ -234,6 +292,9 @@ impl Output {
             if let Some((realm, file)) = &r.basic_auth {
                 let (realm, file) = (q(realm), q(file));
                 let _ = writeln!(o, "basic_auth = {{ realm = {realm}, htpasswd = {file} }}");
+            }
+            if !rate_names.is_empty() {
+                let _ = writeln!(o, "rate_limit = {}", list(rate_names));
             }
             if !limit_names.is_empty() {
                 let _ = writeln!(o, "concurrency_limit = {}", list(limit_names));

@@ -172,6 +172,7 @@ impl Global {
             Ok(Ok(out)) => out,
             Ok(Err(e)) => return self.failed(ms, &e, hash, g, now),
             Err(_) => {
+                store::forget(&self.id);
                 let e = format!("no answer within {:?}", self.redis.timeout);
                 return self.failed(ms, &e, hash, g, now);
             }

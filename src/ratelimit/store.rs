@@ -103,12 +103,36 @@ async fn connected(r: &RedisBackend, id: &str) -> RedisResult<Conn> {
     Ok(c)
 }
 
+/// A connection whose only bound on an answer is the limit's `timeout`,
+/// which the caller puts around the whole call (connecting included).
+/// The crate's own defaults (500 ms per response and 1 s per connection
+/// attempt for one server) would otherwise cut a longer `timeout` short,
+/// and turn a slow answer into an I/O error that `take` retries on a new
+/// connection. A Redis Cluster client has no response timeout unless told;
+/// its connection attempts (some in the background, outside the caller's
+/// bound) get the limit's `timeout`.
 async fn connect(r: &RedisBackend) -> RedisResult<Conn> {
     if r.cluster {
-        let client = redis::cluster::ClusterClient::new(r.nodes.clone())?;
+        let client = redis::cluster::ClusterClient::builder(r.nodes.clone())
+            .connection_timeout(r.timeout)
+            .build()?;
         return Ok(Conn::Cluster(client.get_async_connection().await?));
     }
     let url = r.nodes.first().map(String::as_str).unwrap_or_default();
     let client = redis::Client::open(url)?;
-    Ok(Conn::One(client.get_multiplexed_async_connection().await?))
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(r.timeout))
+        .set_response_timeout(None);
+    Ok(Conn::One(
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?,
+    ))
+}
+
+/// Drops this thread's connection to `id`, if any: the next call
+/// connects afresh. For a call cut short by the limit's `timeout`, whose
+/// connection may be stuck on a peer that is gone without a word.
+pub(crate) fn forget(id: &str) {
+    CONNS.with(|m| m.borrow_mut().remove(id));
 }

@@ -678,3 +678,108 @@ fn auth_request_becomes_forward_auth() {
     }
     assert!(!skipped.contains("auth_request_set"), "{skipped}");
 }
+
+#[test]
+fn limit_req_becomes_rate_limits() {
+    let (t, skipped) = convert_checked(
+        "limit-req",
+        r#"http {
+  limit_req_zone $binary_remote_addr zone=one:10m rate=10r/s;
+  limit_req_zone $http_x_api_key zone=key:10m rate=30r/m;
+  limit_req_zone "$binary_remote_addr$request_uri" zone=odd:10m rate=5r/s;
+  limit_req_zone $request_uri zone=uri:10m rate=1r/s;
+  server {
+    listen 8080;
+    limit_req zone=one burst=20 nodelay;
+    location / { proxy_pass http://127.0.0.1:9000; }
+    location /api/ {
+      limit_req zone=one burst=5;
+      limit_req zone=key burst=10 delay=4;
+      limit_req_status 429;
+      proxy_pass http://127.0.0.1:9000;
+    }
+    location /odd/ { limit_req zone=odd; limit_req zone=uri nodelay; proxy_pass http://127.0.0.1:9000; }
+    location /dry/ { limit_req zone=one; limit_req_dry_run on; proxy_pass http://127.0.0.1:9000; }
+    location /nozone/ { limit_req zone=nope; proxy_pass http://127.0.0.1:9000; }
+    location /gone { return 410; }
+  }
+}"#,
+    );
+    let limits = t["rate_limits"].as_table().unwrap();
+    let limit = |name: &str| {
+        let l = limits[name].as_table().unwrap();
+        let key = match &l["key"] {
+            toml::Value::String(s) => s.clone(),
+            list => strings(Some(list)).join("+"),
+        };
+        (
+            key,
+            l["rate"].as_str().unwrap(),
+            l["burst"].as_integer().unwrap(),
+            l["mode"].as_str().unwrap(),
+        )
+    };
+    let want = |k: &str, r, b, m| (k.to_string(), r, b, m);
+    assert_eq!(limit("one"), want("client_ip", "10/s", 20, "reject"));
+    // The same zone with another burst (or mode): a second limit.
+    assert_eq!(limit("one_burst5"), want("client_ip", "10/s", 5, "delay"));
+    // delay=4 under burst=10: the whole burst at once (reported).
+    assert_eq!(limit("key"), want("header:x-api-key", "30/m", 10, "reject"));
+    // A variable without an equivalent is left out of the key (stricter).
+    assert_eq!(limit("odd"), want("client_ip", "5/s", 0, "delay"));
+    // With none left, per route (stricter still), never no limit.
+    assert_eq!(limit("uri"), want("route", "1/s", 0, "reject"));
+    assert_eq!(limits.len(), 5, "{t}");
+    assert_eq!(strings(route(&t, "/").get("rate_limit")), ["one"]);
+    assert_eq!(
+        strings(route(&t, "/api/").get("rate_limit")),
+        ["one_burst5", "key"]
+    );
+    assert_eq!(
+        strings(route(&t, "/odd/").get("rate_limit")),
+        ["odd", "uri"]
+    );
+    // nginx does not enforce a dry run's limits; nor its preaccess phase
+    // on `return`.
+    for path in ["/dry/", "/nozone/", "/gone"] {
+        assert!(route(&t, path).get("rate_limit").is_none(), "{path}: {t}");
+    }
+    for expected in [
+        ":12: limit_req: delay=4: Tidegate lets a burst go at once",
+        ":4: limit_req_zone: `$binary_remote_addr$request_uri`: $request_uri has no equivalent: left out of the key",
+        ":5: limit_req_zone: `$request_uri`: $request_uri has no equivalent: the limit counts per route",
+        ":17: limit_req_dry_run: Tidegate has no dry run",
+        ":18: limit_req: no limit_req_zone named `nope`",
+        ":8: limit_req_status: nginx answers 503; Tidegate answers 429",
+        ":16: limit_req_status: nginx answers 503",
+    ] {
+        assert!(skipped.contains(expected), "{expected}: {skipped}");
+    }
+    // The location's own `limit_req_status 429` is Tidegate's answer.
+    assert!(!skipped.contains(":13: limit_req_status"), "{skipped}");
+    assert!(!skipped.contains(":11: limit_req_status"), "{skipped}");
+}
+
+/// A converted `limit_req ... nodelay` with no burst refuses the second
+/// immediate request of a client, as nginx does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_converted_limit_req_refuses_past_its_burst() {
+    let origin = recording("app");
+    let nginx = format!(
+        "http {{
+  limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;
+  server {{
+    listen 127.0.0.1:0;
+    location / {{ limit_req zone=one nodelay; proxy_pass http://{}; }}
+  }}
+}}",
+        origin.addr
+    );
+    let (t, _) = convert_checked("limit-req-live", &nginx);
+    let proxy = super::common::Proxy::start(&t.to_string());
+    let get = |path| super::common::get(proxy.addr, path);
+    assert_eq!(get("/a").await.0, 200);
+    let (status, headers, _) = get("/b").await;
+    assert_eq!(status, 429);
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+}

@@ -2,7 +2,9 @@
 //! on free ports: three instances share one budget, within 5%; with Redis
 //! stopped, `on_error = "allow"` falls back to each instance's own limit
 //! and `deny` refuses with 503, nothing hangs, and the global limit is
-//! back once Redis is; a Redis Cluster holds the limit too; `tidegate
+//! back once Redis is; Redis slower than the Redis client's own default
+//! timeouts but within `timeout` still decides; a Redis Cluster holds the
+//! limit too; `tidegate
 //! check` names bad Redis fields. The rates are per hour: no refill
 //! happens during a test.
 
@@ -87,6 +89,16 @@ impl Redis {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the server.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success(), "kill -{signal} {pid}");
     }
 
     fn restart(&mut self) {
@@ -334,6 +346,43 @@ async fn redis_down_follows_on_error_and_the_global_limit_resumes() {
     assert!(!redis
         .cli(&["--scan", "--pattern", "tidegate:rl:*"])
         .is_empty());
+}
+
+/// A limit's `timeout` is the only bound on Redis: the client's own
+/// (500 ms per response, 1 s per connection in the `redis` crate's
+/// defaults) must not cut a slower answer short. Redis paused for 2 s
+/// with `timeout = "4s"` and `on_error = "deny"`: the request waits and
+/// gets Redis's verdict (200, then 429 past the budget), never a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_slower_than_the_clients_defaults_but_within_timeout_decides() {
+    let redis = Redis::start();
+    let origin = ok_backend();
+    // 3 per key; each request asks Redis (a lease of 1).
+    let config = global(origin.addr, redis.url(), 3)
+        .threads(1)
+        .set("rate_limits.api.timeout", "4s")
+        .set("rate_limits.api.on_error", "deny")
+        .route(all_limited());
+    let proxy = Proxy::start(&config.toml());
+    let p = proxy.addr;
+    // `p`'s worker has its connection to Redis; `fresh`'s connects while
+    // Redis is paused.
+    assert_eq!(get(p, "/x", "k").await, 200);
+    let fresh = Proxy::start(&config.toml());
+    redis.signal("STOP");
+    let answers = [
+        tokio::spawn(get(p, "/x", "k")),
+        tokio::spawn(get(fresh.addr, "/x", "k")),
+    ];
+    // The stimulus, not a synchronisation: Redis answers 2 s late
+    // whenever the requests reach it.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    redis.signal("CONT");
+    for (answer, who) in answers.into_iter().zip(["connected", "connecting"]) {
+        let status = answer.await.unwrap();
+        assert_eq!(status, 200, "{who}: Redis's verdict, not on_error's");
+    }
+    assert_eq!(get(p, "/x", "k").await, 429, "Redis's budget of 3");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
