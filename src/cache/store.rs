@@ -106,7 +106,8 @@ impl Store {
         let entries = Map::builder()
             .max_capacity(config.memory)
             .weigher(|_, e: &Arc<Entry>| {
-                let w: u64 = e.variants.iter().map(|v| v.weight()).sum();
+                let w: u64 =
+                    e.variants.iter().map(|v| v.weight()).sum::<u64>() + e.url.len() as u64 + 128;
                 u32::try_from(w).unwrap_or(u32::MAX)
             })
             .support_invalidation_closures()
@@ -240,11 +241,32 @@ impl Store {
                 }
                 None => Arc::from(url),
             };
-            Op::Put(Arc::new(Entry { url, variants }))
+            Op::Put(Arc::new(Entry {
+                url,
+                variants,
+                pass_until: None,
+            }))
         });
         if let (Some(d), Some(epoch), Some(e)) = (&self.disk, epoch, put.into_entry()) {
             d.write(key, e.into_value(), epoch);
         }
+    }
+
+    /// `key`'s response could not be stored: for `ttl`, misses for it do
+    /// not wait for one another (see [`Entry::pass_until`]), until
+    /// something is stored for it. (Memory only.)
+    pub(crate) fn pass(&self, key: &Bytes, url: &str, ttl: Duration) {
+        let until = std::time::SystemTime::now() + ttl;
+        self.entries
+            .entry(key.clone())
+            .and_compute_with(|old| match old {
+                Some(e) if !e.value().variants.is_empty() => Op::Nop,
+                _ => Op::Put(Arc::new(Entry {
+                    url: Arc::from(url),
+                    variants: Vec::new(),
+                    pass_until: Some(until),
+                })),
+            });
     }
 
     /// Counts `v`'s size again (a compressed form was kept), if `key`

@@ -194,6 +194,13 @@ fn origin(seen: Shared, release: Arc<Notify>) -> Backend {
                     &[("cache-control", "max-age=60"), ("etag", "\"p1\"")],
                     body,
                 ),
+                // Never storable; from the second on, held until `release`.
+                "/held-nostore" => {
+                    if n > 1 {
+                        release.notified().await;
+                    }
+                    respond(200, &[("cache-control", "no-store")], body)
+                }
                 // As /slow, with its length declared.
                 "/slow-sized" => {
                     let (mut tx, b) = BodyChannel::new();
@@ -558,6 +565,39 @@ async fn concurrent_misses_stream_the_response_being_stored_as_it_comes() {
     let (_, h, body) = s.get("/slow-sized").await;
     assert_eq!(body, "slow end!");
     assert!(!cache_status(&h).contains("collapsed"), "{h:?}");
+}
+
+#[tokio::test]
+async fn misses_for_a_key_whose_response_could_not_be_stored_do_not_wait_for_one_another() {
+    let s = Arc::new(Setup::new());
+    let (_, h, _) = s.get("/held-nostore").await;
+    assert!(cache_status(&h).contains("detail=no-store"), "{h:?}");
+    // Two at once, the first held at the origin: the second does not wait
+    // for it (it would, coalesced, were the key not known uncacheable).
+    let mut held = Vec::new();
+    for want in [2, 3] {
+        let s2 = s.clone();
+        held.push(tokio::spawn(async move { s2.get("/held-nostore").await }));
+        until("the origin sees it", || {
+            s.count("GET /held-nostore") == want
+        })
+        .await;
+    }
+    // (Each handler waits for the release once it counted: wake until
+    // both are done.)
+    tokio::time::timeout(HANG, async {
+        while !held.iter().all(|h| h.is_finished()) {
+            s.release.notify_waiters();
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("both answered");
+    for h in held {
+        let (status, h, _) = h.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(!cache_status(&h).contains("collapsed"), "{h:?}");
+    }
 }
 
 #[tokio::test]

@@ -203,7 +203,14 @@ pub(super) fn decode(data: Bytes, rules: &Rules) -> Result<(Bytes, Entry), Corru
     if at != data.len() {
         return Err("bytes past the last body");
     }
-    Ok((key, Entry { url, variants }))
+    Ok((
+        key,
+        Entry {
+            url,
+            variants,
+            pass_until: None,
+        },
+    ))
 }
 
 /// A variant's head as read.
@@ -341,6 +348,7 @@ mod tests {
         Entry {
             url: Arc::from("http://a.test/x"),
             variants: vec![Arc::new(v)],
+            pass_until: None,
         }
     }
 

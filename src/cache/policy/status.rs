@@ -1,8 +1,6 @@
 //! The `Cache-Status` member this cache adds (RFC 9211): a Structured
 //! Field list item, the cache's name with parameters.
 
-use std::fmt::Write as _;
-
 use http::HeaderValue;
 
 /// Why the request went forward (RFC 9211 §2.2).
@@ -57,7 +55,28 @@ fn is_token(s: &str) -> bool {
     let mut b = s.bytes();
     b.next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == b'*')
-        && b.all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&c))
+        && b.all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(
+                    c,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                        | b':'
+                        | b'/'
+                )
+        })
 }
 
 /// Writes `s` as an sf-token when it is one, else as an sf-string
@@ -90,15 +109,14 @@ impl CacheStatus {
             out.push_str("; fwd=");
             out.push_str(fwd.token());
         }
-        // `write!` to a String cannot fail.
         if let Some(s) = self.fwd_status {
-            let _ = write!(out, "; fwd-status={s}");
+            out.push_str("; fwd-status=");
+            out.push_str(itoa::Buffer::new().format(s));
         }
         if let Some(ttl) = self.ttl {
-            let _ = write!(
-                out,
-                "; ttl={}",
-                ttl.clamp(-999_999_999_999_999, 999_999_999_999_999)
+            out.push_str("; ttl=");
+            out.push_str(
+                itoa::Buffer::new().format(ttl.clamp(-999_999_999_999_999, 999_999_999_999_999)),
             );
         }
         if self.stored {

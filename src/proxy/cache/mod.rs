@@ -173,8 +173,14 @@ pub(crate) async fn lookup(
                 .iter()
                 .find(|v| policy::vary_matches(&v.vary, &v.vary_values, &parts.headers))
         });
+        // A key whose last response could not be stored.
+        let pass = entry
+            .as_ref()
+            .and_then(|e| e.pass_until)
+            .is_some_and(|until| until > now);
         plan.fwd = match (&entry, found) {
             (None, _) => Fwd::UriMiss,
+            (Some(e), None) if e.variants.is_empty() => Fwd::UriMiss,
             (Some(_), None) => Fwd::VaryMiss,
             (_, Some(v)) => {
                 let v = v.clone();
@@ -232,7 +238,7 @@ pub(crate) async fn lookup(
                 .insert(CACHE_STATUS.clone(), status.header_value(NAME));
             return Looked::Hit(resp);
         }
-        if !get || waited {
+        if !get || waited || pass {
             break;
         }
         match store.fill(&plan.key) {
@@ -321,6 +327,10 @@ fn is_safe(method: &Method) -> bool {
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     )
 }
+
+/// How long misses for a key whose response could not be stored go on
+/// without waiting for one another (Varnish's hit-for-miss lasts 120 s).
+const PASS: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The name this cache goes by in `Cache-Status`.
 const NAME: &str = "tidegate";
@@ -522,7 +532,16 @@ pub(crate) fn response(
             storing.offer();
             upstream.store(storing);
         }
-        Err(why) => cs.detail = Some(why),
+        Err(why) => {
+            cs.detail = Some(why);
+            // The fetch others would wait for found a response that
+            // cannot be stored (not for this request's own reasons): for a
+            // while, misses go on without waiting for one another.
+            let own = matches!(why, "authorization" | "precondition") || plan.request_cc.no_store;
+            if plan.guard.is_some() && !own {
+                plan.store.pass(&plan.key, &plan.url(), PASS);
+            }
+        }
     }
     // The client's conditionals, removed to fill the cache, answered
     // from the full response.
