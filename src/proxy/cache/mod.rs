@@ -336,9 +336,9 @@ const PASS: std::time::Duration = std::time::Duration::from_secs(30);
 const NAME: &str = "tidegate";
 
 /// A stored response (`plan`'s key's variant `v`) as the answer to
-/// `plan`'s request with fields `req`: its head with `Age` and `Cache-Status`, the client's
-/// conditionals and range answered; `upstream`: the exchange that
-/// revalidated it.
+/// `plan`'s request with fields `req`: its head with `Age` and
+/// `Cache-Status`, the client's conditionals and range answered;
+/// `upstream`: the exchange that revalidated it.
 fn serve(
     plan: &Plan,
     v: &Arc<Variant>,
