@@ -59,6 +59,11 @@ impl Writer {
         self.growing.clone()
     }
 
+    /// Readers now.
+    pub(crate) fn readers(&self) -> usize {
+        self.growing.progress.receiver_count()
+    }
+
     pub(crate) fn push(&mut self, piece: Bytes) {
         let next = Arc::new(Node::default());
         // (Only this writer sets a link, each once.)

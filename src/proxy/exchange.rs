@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::access_log::Entry;
@@ -331,107 +330,7 @@ impl ProxyBody {
     }
 }
 
-/// An upstream response body plus the exchange to finish when it ends.
-pub(crate) struct UpstreamBody {
-    inner: Incoming,
-    bytes: u64,
-    exchange: Option<Exchange>,
-    /// The response, copied into the cache as it streams.
-    store: Option<Box<super::cache::body::Storing>>,
-}
-
-impl UpstreamBody {
-    pub(crate) fn new(inner: Incoming, exchange: Exchange) -> Self {
-        UpstreamBody {
-            inner,
-            bytes: 0,
-            exchange: Some(exchange),
-            store: None,
-        }
-    }
-
-    /// Copies the body into the cache as it streams.
-    pub(crate) fn store(&mut self, s: Box<super::cache::body::Storing>) {
-        self.store = Some(s);
-    }
-
-    /// Whether it is being copied into the cache.
-    pub(crate) fn storing(&self) -> bool {
-        self.store.is_some()
-    }
-
-    /// Tells the copy into the cache what came: a data frame is kept,
-    /// the end stores it, anything else (trailers, an error, too much)
-    /// gives it up.
-    fn tee(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) {
-        let Some(s) = &mut self.store else { return };
-        let keep = match polled {
-            Poll::Pending => return,
-            Poll::Ready(Some(Ok(f))) => f.data_ref().is_some_and(|d| s.data(d)),
-            Poll::Ready(Some(Err(_))) => false,
-            Poll::Ready(None) => true,
-        };
-        if !keep {
-            self.store = None;
-        } else if self.inner.is_end_stream() || matches!(polled, Poll::Ready(None)) {
-            if let Some(s) = self.store.take() {
-                s.commit();
-            }
-        }
-    }
-
-    /// The upstream's next frame, letting its connection read first if
-    /// none is there; counting and finishing are the caller's.
-    pub(super) fn poll_raw(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if polled.is_pending() {
-            // Let the upstream connection read, then look again.
-            if let Some(ex) = &mut self.exchange {
-                ex.drive(cx);
-            }
-            polled = Pin::new(&mut self.inner).poll_frame(cx);
-        }
-        if self.store.is_some() {
-            self.tee(&polled);
-        }
-        polled
-    }
-
-    /// Whether the upstream's body has ended.
-    pub(super) fn upstream_ended(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    /// Counts `n` bytes sent to the client.
-    pub(super) fn sent(&mut self, n: usize) {
-        self.bytes += n as u64;
-    }
-
-    pub(super) fn finish(&mut self, how: Ended) {
-        if let Some(ex) = self.exchange.take() {
-            ex.end(how, self.bytes);
-        }
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // hyper may stop polling once `is_end_stream` says so; only a body
-        // dropped before its end is one the client abandoned.
-        let how = if self.inner.is_end_stream() {
-            if let Some(s) = self.store.take() {
-                s.commit();
-            }
-            Ended::Done
-        } else {
-            Ended::ClientGone
-        };
-        self.finish(how);
-    }
-}
+pub(crate) use super::upstream_body::UpstreamBody;
 
 impl Body for ProxyBody {
     type Data = Bytes;
@@ -468,7 +367,7 @@ impl Body for ProxyBody {
                     if let Some(d) = frame.data_ref() {
                         u.bytes += d.len() as u64;
                     }
-                    if u.inner.is_end_stream() {
+                    if u.upstream_ended() {
                         u.finish(Ended::Done);
                     }
                     Poll::Ready(Some(Ok(frame)))
@@ -489,7 +388,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Cached(c) => c.0.is_end(),
-            ProxyBody::Upstream(u) => u.inner.is_end_stream(),
+            ProxyBody::Upstream(u) => u.upstream_ended(),
             ProxyBody::Compressed(c) => c.is_end_stream(),
         }
     }
@@ -501,7 +400,7 @@ impl Body for ProxyBody {
                 c.0.left()
                     .map_or_else(SizeHint::default, SizeHint::with_exact)
             }
-            ProxyBody::Upstream(u) => u.inner.size_hint(),
+            ProxyBody::Upstream(u) => u.size_hint(),
             // Not known before it ends.
             ProxyBody::Compressed(_) => SizeHint::default(),
         }

@@ -47,6 +47,7 @@ mod request;
 mod request_id;
 mod synthetic;
 pub(crate) mod tunnel;
+mod upstream_body;
 
 use crate::access_log::Entry;
 use crate::body::BodyProgress;

@@ -201,6 +201,24 @@ fn origin(seen: Shared, release: Arc<Notify>) -> Backend {
                     }
                     respond(200, &[("cache-control", "no-store")], body)
                 }
+                // Ten pieces of two bytes, declared; each after the first
+                // waits for a `release`.
+                "/pieces" => {
+                    let (mut tx, b) = BodyChannel::new();
+                    tokio::spawn(async move {
+                        tx.send(Bytes::from("p0")).await;
+                        for i in 1..10 {
+                            release.notified().await;
+                            tx.send(Bytes::from(format!("p{i}"))).await;
+                        }
+                    });
+                    let mut r = Response::new(b);
+                    r.headers_mut()
+                        .insert("cache-control", "max-age=60".parse().unwrap());
+                    r.headers_mut()
+                        .insert("content-length", "20".parse().unwrap());
+                    r
+                }
                 // As /slow, with its length declared.
                 "/slow-sized" => {
                     let (mut tx, b) = BodyChannel::new();
@@ -565,6 +583,51 @@ async fn concurrent_misses_stream_the_response_being_stored_as_it_comes() {
     let (_, h, body) = s.get("/slow-sized").await;
     assert_eq!(body, "slow end!");
     assert!(!cache_status(&h).contains("collapsed"), "{h:?}");
+}
+
+#[tokio::test]
+async fn when_the_first_client_leaves_those_streaming_its_response_still_get_it_whole() {
+    let s = Arc::new(Setup::new());
+    let mut leader = RawConn::connect(s.proxy.addr).await;
+    leader
+        .send(b"GET /pieces HTTP/1.1\r\nhost: cache.test\r\n\r\n")
+        .await;
+    leader.wait_for(b"p0").await;
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let req = Request::get("/pieces")
+            .header("host", "cache.test")
+            .body(empty())
+            .unwrap();
+        let mut r = tokio::time::timeout(HANG, send(s.proxy.addr, req))
+            .await
+            .expect("a head while the body streams")
+            .unwrap();
+        let first = r.body_mut().frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "p0");
+        others.push(r);
+    }
+    // The first client goes away; the proxy finds out on a later write.
+    drop(leader);
+    for i in 1..10 {
+        s.release.notify_one();
+        for r in &mut others {
+            let piece = tokio::time::timeout(HANG, r.body_mut().frame())
+                .await
+                .expect("the next piece")
+                .expect("not cut off")
+                .expect("not cut off");
+            assert_eq!(piece.into_data().unwrap(), format!("p{i}"));
+        }
+    }
+    for r in others {
+        assert!(r.into_body().collect().await.unwrap().to_bytes().is_empty());
+    }
+    assert_eq!(s.count("GET /pieces"), 1);
+    // Read whole into the cache: a plain hit now.
+    let (_, h, body) = s.get("/pieces").await;
+    assert_eq!(body, "p0p1p2p3p4p5p6p7p8p9");
+    assert!(cache_status(&h).starts_with("tidegate; hit"), "{h:?}");
 }
 
 #[tokio::test]

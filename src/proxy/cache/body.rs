@@ -282,6 +282,11 @@ impl Storing {
         self.writer = Some(w);
     }
 
+    /// Whether misses stream it as it grows.
+    pub(crate) fn streamed(&self) -> bool {
+        self.writer.as_ref().is_some_and(|w| w.readers() > 0)
+    }
+
     /// The body is complete: stored.
     pub(crate) fn commit(self: Box<Self>) {
         let s = *self;
