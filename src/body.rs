@@ -7,7 +7,7 @@
 //! - [`RequestBody`] carries the client's body to the upstream, enforcing the
 //!   route's size limit while streaming and noting progress for the
 //!   upstream response-head timeout.
-//! - The response's way back is [`crate::proxy::exchange::ProxyBody`].
+//! - The response's way back is [`crate::proxy::response_body::ProxyBody`].
 
 use std::cell::Cell;
 use std::pin::Pin;

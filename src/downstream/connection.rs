@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use super::io::{linger, sniff_h2c, Sniff, Watched};
 use super::state::{ClientIo, ConnCtx, ConnState, Cut, HeadTimer, InFlight, TlsInfo};
 use super::watch::Watch;
-use crate::proxy::{self, exchange::ProxyBody};
+use crate::proxy::{self, response_body::ProxyBody};
 use crate::rt::LocalExec;
 use crate::worker::Current;
 

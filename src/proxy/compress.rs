@@ -3,7 +3,7 @@
 //! [`Compressed`]), or a stored one (its body compressed by the cache's
 //! body, which keeps each coding's form for the next hits).
 
-use super::exchange::{Compressed, ProxyBody};
+use super::response_body::{Compressed, ProxyBody};
 
 /// What the respond phase needs to compress a response.
 pub(crate) struct Compression {

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 
 use super::synthetic::{https_redirect, local_response};
 
-use super::exchange::ProxyBody;
+use super::response_body::ProxyBody;
 use crate::config::HashKey;
 use crate::downstream::state::{ConnCtx, TlsInfo};
 use crate::error::ProxyError;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-use super::exchange::ProxyBody;
+use super::response_body::ProxyBody;
 use crate::message::headers::{via, VIA_VALUE};
 use crate::router::Route;
 

@@ -68,7 +68,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
-use super::exchange::{LogLine, ProxyBody};
+use super::exchange::LogLine;
+use super::response_body::ProxyBody;
 use crate::body::RequestBody;
 use crate::downstream::state::{ClientIo, InFlight, Takeover};
 use crate::error::ProxyError;

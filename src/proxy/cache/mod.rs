@@ -28,7 +28,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use body::{CachedBody, Source, Storing};
 use variant::{refresh, store_decision, stored_variant};
 
-use super::exchange::ProxyBody;
+use super::response_body::ProxyBody;
 use crate::cache::growing::Growing;
 use crate::cache::key::{key, Target};
 use crate::cache::policy::{self, CacheStatus, Conditional, Fwd, RequestControl, Reuse};
@@ -345,7 +345,7 @@ fn serve(
     req: &HeaderMap,
     now: SystemTime,
     status: CacheStatus,
-    upstream: Option<super::exchange::UpstreamBody>,
+    upstream: Option<super::response_body::UpstreamBody>,
 ) -> Response<ProxyBody> {
     let method = &plan.method;
     let mut headers = v.headers.clone();
