@@ -34,6 +34,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("htpasswd", htpasswd),
     ("accept_encoding", accept_encoding),
     ("cache_control", cache_control),
+    ("http_date", http_date),
 ];
 
 /// `Host`/`:authority` validation: a value accepted is plain visible
@@ -403,4 +404,30 @@ pub fn cache_control(data: &[u8]) {
     let mut more = h.clone();
     more.append(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     assert!(ResponseControl::parse(&more, &rules).no_store);
+}
+
+/// HTTP dates as the cache reads them (leniently): reading never panics;
+/// whatever the strict parser reads, this reads the same; a date read is
+/// one the strict parser reads back from its preferred form, and that
+/// form in lower case reads to the same time.
+pub fn http_date(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(v) = HeaderValue::from_str(s) else {
+        return;
+    };
+    let read = crate::cache::policy::parse_date(&v);
+    if let Ok(strict) = httpdate::parse_http_date(s.trim()) {
+        assert_eq!(read, Some(strict), "{s:?}");
+    }
+    if let Some(t) = read {
+        let preferred = httpdate::fmt_http_date(t);
+        assert_eq!(httpdate::parse_http_date(&preferred).ok(), Some(t));
+        let lower = HeaderValue::from_str(&preferred.to_ascii_lowercase()).ok();
+        assert_eq!(
+            lower.and_then(|l| crate::cache::policy::parse_date(&l)),
+            Some(t)
+        );
+    }
 }

@@ -35,7 +35,7 @@ pub(crate) fn understood(status: StatusCode) -> bool {
 
 /// An HTTP-date (RFC 9110 §5.6.7) from a field value; `None` when invalid.
 pub(crate) fn parse_date(v: &HeaderValue) -> Option<SystemTime> {
-    httpdate::parse_http_date(v.to_str().ok()?.trim()).ok()
+    super::date::parse(v.to_str().ok()?)
 }
 
 /// The only valid date among the lines of `name`, or `None` (absent,

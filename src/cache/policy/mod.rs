@@ -18,6 +18,7 @@
 
 mod conditional;
 mod control;
+mod date;
 mod directive;
 mod freshness;
 mod invalidate;
@@ -33,7 +34,7 @@ mod vary;
 pub(crate) use conditional::{client_conditional, validators, Conditional};
 pub(crate) use control::ResponseControl;
 pub(crate) use directive::{directives, Arg};
-pub(crate) use freshness::{age_header, freshness_lifetime, Times};
+pub(crate) use freshness::{age_header, freshness_lifetime, parse_date, Times};
 pub(crate) use invalidate::invalidation_targets;
 pub(crate) use request::RequestControl;
 pub(crate) use reuse::{decide_reuse, stale_if_error_allows, Reuse};
