@@ -1,10 +1,10 @@
 //! The bodies of the cache's part of the request path: a stored body
 //! sent to the client ([`CachedBody`], compressed on the way when the
 //! route compresses: the first hit in a coding makes that form, which is
-//! kept with the stored response for the next ones), and an upstream body copied into
-//! the store as it streams to the client ([`Storing`], kept by the
-//! upstream body: nothing waits for the whole body, and the client's
-//! pace is the upstream's).
+//! kept with the stored response for the next ones), and an upstream
+//! body copied into the store as it streams to the client ([`Storing`],
+//! kept by the upstream body: nothing waits for the whole body, and the
+//! client's pace is the upstream's).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
