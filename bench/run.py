@@ -265,7 +265,7 @@ NGINX_PROXY_LOCATION = """\
       proxy_request_buffering off;
       proxy_read_timeout 300s;
       proxy_send_timeout 300s;
-{headers}    }}
+{headers}{limit_req}    }}
 """
 
 # With `--headers same` (the default), nginx and HAProxy do the header work
@@ -298,7 +298,7 @@ def nginx_proxy_conf(tmp, ports, origin_port, threads, tls, headers, pin):
             + ("worker_cpu_affinity auto;\n" if pin == "auto" else "")
             + "http {{\n" + TEMP_PATHS + """\
 {access_log}
-  keepalive_requests 100000;
+{limit_req_zone}  keepalive_requests 100000;
   keepalive_timeout 120s;
   upstream o {{
     server 127.0.0.1:{oport};
@@ -330,11 +330,31 @@ def nginx_proxy_conf(tmp, ports, origin_port, threads, tls, headers, pin):
 }}
 """).format(metrics=ports.get("metrics"), access_log=nginx_access_log(tmp, ports), tmp=tmp, name="nginx", port=ports["h1"], h2c=ports["h2c"], tls=ports["tls"],
              cert=tls["cert"], key=tls["key"], oport=origin_port, threads=threads, nofile=NOFILE,
-             headers=NGINX_SAME_HEADERS if headers == "same" else "")
+             headers=NGINX_SAME_HEADERS if headers == "same" else "",
+             limit_req_zone=NGINX_LIMIT_ZONE if RATE_LIMIT[0] else "",
+             limit_req=NGINX_LIMIT_REQ if RATE_LIMIT[0] else "")
 
 
 # Set from --access-log: every proxy writes JSON lines to a file.
 JSON_LOG = [False]
+# Set from --rate-limit: every proxy limits requests per client address,
+# generously enough to admit all of them (the check's cost, never a refusal):
+# Tidegate's [rate_limits] (GCRA, keyed on client_ip), nginx's limit_req
+# (nodelay), HAProxy's stick table with a request-rate deny.
+RATE_LIMIT = [False]
+NGINX_LIMIT_ZONE = "  limit_req_zone $binary_remote_addr zone=bench:10m rate=1000000r/s;\n"
+NGINX_LIMIT_REQ = "      limit_req zone=bench burst=1000000 nodelay;\n"
+HAPROXY_LIMIT = """\
+  stick-table type ip size 100k expire 10s store http_req_rate(1s)
+  http-request track-sc0 src
+  http-request deny deny_status 429 if { sc_http_req_rate(0) gt 1000000 }
+"""
+TIDEGATE_LIMIT = """
+[rate_limits.bench]
+key = "client_ip"
+rate = "1000000/s"
+burst = 1000000
+"""
 
 
 def nginx_access_log(tmp, ports):
@@ -398,7 +418,7 @@ frontend fe
   bind 127.0.0.1:{ports["h1"]}
   bind 127.0.0.1:{ports["h2c"]} proto h2
   bind 127.0.0.1:{ports["tls"]} ssl crt {tls["pem"]} alpn h2,http/1.1 ssl-min-ver TLSv1.3
-{log_fe}  default_backend be
+{log_fe}{HAPROXY_LIMIT if RATE_LIMIT[0] else ""}  default_backend be
 
 backend be
   server o 127.0.0.1:{origin_port}
@@ -432,11 +452,12 @@ min_version = "1.3"
 
 [[routes]]
 upstream = "origin"
+{'rate_limit = "bench"' if RATE_LIMIT[0] else ""}
 
 [upstreams.origin]
 servers = ["http://127.0.0.1:{origin_port}"]
 balance = "round_robin"
-""" + (f'\n[admin]\naddress = "127.0.0.1:{ports["metrics"]}"\n'
+""" + (TIDEGATE_LIMIT if RATE_LIMIT[0] else "") + (f'\n[admin]\naddress = "127.0.0.1:{ports["metrics"]}"\n'
        if "metrics" in ports else "")
 
 
@@ -962,6 +983,7 @@ def machine_info(threads, args):
         "h2load": version(["h2load", "--version"]), "openssl": version(["openssl", "version"]),
         "duration_proto_s": args.duration_proto,
         "tidegate": args.tidegate, "headers": args.headers, "pin": args.pin, "metrics": args.metrics, "access_log": args.access_log,
+        "rate_limit": args.rate_limit,
         "git": version(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
         "loadavg_start": open("/proc/loadavg").read().split()[:3],
     }
@@ -988,6 +1010,9 @@ def parse_args():
     p.add_argument("--access-log", choices=("off", "json"), default="off",
                    help="json: every proxy writes a JSON line per request to a file "
                         "(nginx log_format escape=json, HAProxy log-format %%{+json}o to stdout)")
+    p.add_argument("--rate-limit", action="store_true",
+                   help="a rate limit per client address on every proxy, generous enough to admit all "
+                        "(Tidegate [rate_limits], nginx limit_req nodelay, HAProxy stick table + deny)")
     p.add_argument("--install", action="store_true", help="apt-get install missing tools")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     a = p.parse_args()
@@ -1033,6 +1058,7 @@ def main():
         print(f"warning: open-files limit is {nofile}; the 8000-connection run may fail", file=sys.stderr)
     threads = args.threads
     JSON_LOG[0] = args.access_log == "json"
+    RATE_LIMIT[0] = args.rate_limit
     args.tmp = tempfile.mkdtemp(prefix="tidegate-bench-", dir="/tmp")
     os.chmod(args.tmp, 0o755)  # nginx workers run as an unprivileged user
     info = machine_info(threads, args)
@@ -1076,6 +1102,10 @@ def main():
           + "; CPU binding: " + ("each proxy's worker/thread i on CPU i (Tidegate cpu_affinity = auto, "
                                  "nginx worker_cpu_affinity auto, HAProxy cpu-map)" if args.pin == "auto"
                                  else "none (the kernel places the threads)"))
+    if args.rate_limit:
+        print("Rate limit on every proxy, per client address, 1,000,000/s with a burst of 1,000,000 (admits all): "
+              "Tidegate [rate_limits] key = client_ip, nginx limit_req nodelay, HAProxy stick table "
+              "http_req_rate(1s) + deny")
     print(f"tidegate: {info['tidegate']} (git {info['git']}) | {info['nginx']} | {info['haproxy']} | {info['wrk']}"
           f" | {info['h2load']} | {info['openssl']}")
     for name, params in info["tls"].items():
