@@ -12,6 +12,7 @@ carry=$root/.carry/scale
 for t in python3 timeout ldd; do
     command -v "$t" >/dev/null || { echo "run.sh: this machine has no $t" >&2; exit 1; }
 done
+chmod u+x "$carry/tidegate" "$carry"/bin/* "$carry"/real/* 2>/dev/null || true  # in case the copy lost modes
 [ -x "$carry/tidegate" ] || { echo "run.sh: no $carry/tidegate: run bench/device/prepare.sh first" >&2; exit 1; }
 if [ -z "${OUT:-}" ]; then
     OUT=$(mktemp -d /tmp/tidegate-scale-out-XXXXXX)
