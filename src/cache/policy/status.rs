@@ -1,6 +1,8 @@
 //! The `Cache-Status` member this cache adds (RFC 9211): a Structured
 //! Field list item, the cache's name with parameters.
 
+use std::cell::RefCell;
+
 use http::HeaderValue;
 
 /// Why the request went forward (RFC 9211 §2.2).
@@ -96,10 +98,40 @@ fn push_item(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// How many values without `ttl` each worker keeps made.
+const MEMO: usize = 32;
+
+thread_local! {
+    /// Values without `ttl` (what most misses send: a few combinations
+    /// of reason, status and detail), made once per worker thread and
+    /// then shared (a `HeaderValue` clone is a reference count): found by
+    /// a scan of at most [`MEMO`] small entries, no lock.
+    static MADE: RefCell<Vec<(CacheStatus, &'static str, HeaderValue)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
 impl CacheStatus {
     /// This cache's member, named `name` (RFC 9211 §2): `name; hit;
     /// ttl=42` or `name; fwd=miss; fwd-status=200; stored`.
-    pub(crate) fn header_value(&self, name: &str) -> HeaderValue {
+    pub(crate) fn header_value(&self, name: &'static str) -> HeaderValue {
+        if self.ttl.is_some() {
+            return self.make(name);
+        }
+        MADE.with(|m| {
+            let mut m = m.borrow_mut();
+            if let Some((_, _, v)) = m.iter().find(|(s, n, _)| s == self && *n == name) {
+                return v.clone();
+            }
+            let v = self.make(name);
+            if m.len() < MEMO {
+                m.push((*self, name, v.clone()));
+            }
+            v
+        })
+    }
+
+    /// The value, written.
+    fn make(&self, name: &str) -> HeaderValue {
         let mut out = String::with_capacity(64);
         push_item(&mut out, name);
         if self.hit {
@@ -137,6 +169,31 @@ impl CacheStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_made_before_is_the_same_value() {
+        let s = CacheStatus {
+            fwd: Some(Fwd::UriMiss),
+            fwd_status: Some(200),
+            detail: Some("no-store"),
+            ..Default::default()
+        };
+        let want = "tidegate; fwd=uri-miss; fwd-status=200; detail=no-store";
+        assert_eq!(s.header_value("tidegate"), want);
+        assert_eq!(s.header_value("tidegate"), want);
+        let other = CacheStatus {
+            fwd_status: Some(404),
+            ..s
+        };
+        assert_eq!(
+            other.header_value("tidegate"),
+            "tidegate; fwd=uri-miss; fwd-status=404; detail=no-store"
+        );
+        assert_eq!(
+            s.header_value("other"),
+            "other; fwd=uri-miss; fwd-status=200; detail=no-store"
+        );
+    }
 
     #[test]
     fn hit_with_ttl() {
