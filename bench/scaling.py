@@ -357,7 +357,7 @@ def tls_files(args, tmp):
 def info_dict(args):
     """run.py's machine_info, less the fields of its own scenarios."""
     own = dict(rounds=args.rounds, duration=args.duration, tidegate=args.tidegate, headers=args.headers, pin="auto")
-    other = ("duration_8000", "large_mib", "upload_mib", "duration_proto", "metrics", "access_log")
+    other = ("duration_8000", "large_mib", "upload_mib", "duration_proto", "metrics", "access_log", "rate_limit")
     info = harness.machine_info(None, types.SimpleNamespace(**own, **dict.fromkeys(other)))
     for k in other + ("threads", "duration_8000_s", "curl", "h2load", "openssl"):
         info.pop(k, None)
