@@ -35,6 +35,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("accept_encoding", accept_encoding),
     ("cache_control", cache_control),
     ("http_date", http_date),
+    ("proxy_protocol", proxy_protocol),
 ];
 
 /// `Host`/`:authority` validation: a value accepted is plain visible
@@ -429,5 +430,36 @@ pub fn http_date(data: &[u8]) {
             lower.and_then(|l| crate::cache::policy::parse_date(&l)),
             Some(t)
         );
+    }
+}
+
+/// A connection's first bytes as a listener that takes PROXY protocol
+/// headers examines them: a header found is the bytes before it and never
+/// longer than the cap, and is found the same in its bytes alone; bytes
+/// without a signature are a plain connection (nothing taken), and once
+/// any are taken nothing is plain; a partial header may be taken only
+/// when it is under the cap.
+pub fn proxy_protocol(data: &[u8]) {
+    use crate::config::proxy_protocol::MAX_HEADER;
+    use crate::downstream::proxy_protocol::{examine, Step};
+    let data = &data[..data.len().min(MAX_HEADER)];
+    for taken in [0, data.len().min(7)] {
+        match examine(data, taken) {
+            Step::Done { len, addrs } => {
+                assert!(len <= data.len() && len <= MAX_HEADER, "{len}");
+                assert_eq!(examine(&data[..len], taken), Step::Done { len, addrs });
+            }
+            Step::Plain => {
+                assert_eq!(taken, 0);
+                assert!(!data.starts_with(b"PROXY ") && !data.starts_with(b"\r\n\r\n\0\r\nQUIT\n"));
+            }
+            Step::More { take } => {
+                assert!(data.len() < MAX_HEADER, "{}", data.len());
+                if !take {
+                    assert!(data.len() < 12);
+                }
+            }
+            Step::Refuse(why) => assert!(!why.is_empty()),
+        }
     }
 }

@@ -55,6 +55,10 @@ pub struct Listener {
     /// route has its own.
     #[serde(serialize_with = "super::dump::opt_arc")]
     pub compress: Option<Arc<super::compress::Compress>>,
+    /// Peers whose connections open with a PROXY protocol header, which
+    /// then names the client; `None`: no header is read.
+    #[serde(serialize_with = "super::dump::opt_arc")]
+    pub proxy_protocol: Option<Arc<super::proxy_protocol::ProxyProtocol>>,
 }
 
 /// `request_id = { header = "x-request-id", trust_incoming = false }`, on
@@ -85,6 +89,7 @@ impl Listener {
             real_ip: None,
             access: None,
             compress: None,
+            proxy_protocol: None,
         }
     }
 }
@@ -230,6 +235,9 @@ pub(super) fn listener(
             Err(bad) => bad.into_iter().for_each(|(f, r)| p.add(f, r)),
         }
     }
+    if let Some(pp) = &l.proxy_protocol {
+        out.proxy_protocol = proxy_protocol(pp, &at("proxy_protocol"), p);
+    }
     if let Some(r) = &l.request_id {
         match request_id(r) {
             Ok(r) => out.request_id = Some(r),
@@ -303,5 +311,41 @@ fn tls(
         client_ca,
         client_auth: t.client_auth.unwrap_or_default(),
         subject_header,
+    })
+}
+
+/// `listeners[i].proxy_protocol`, checked; problems go to `p` under `at`.
+pub(super) fn proxy_protocol(
+    r: &raw::ProxyProtocol,
+    at: &str,
+    p: &mut Problems,
+) -> Option<Arc<super::proxy_protocol::ProxyProtocol>> {
+    let before = p.len();
+    if r.from.is_empty() {
+        p.add(
+            format!("{at}.from"),
+            "names no address: a PROXY header is believed only from the load balancers listed here",
+        );
+    }
+    let mut from = Vec::with_capacity(r.from.len());
+    for (i, c) in r.from.iter().enumerate() {
+        match Cidr::parse(c) {
+            Ok(c) => from.push(c),
+            Err(reason) => p.add(format!("{at}.from[{i}]"), reason),
+        }
+    }
+    let timeout = r.timeout.unwrap_or(super::proxy_protocol::DEFAULT_TIMEOUT);
+    if timeout > std::time::Duration::from_secs(60) {
+        p.add(
+            format!("{at}.timeout"),
+            "at most 60s: the header comes with the connection's first bytes",
+        );
+    }
+    (p.len() == before).then(|| {
+        Arc::new(super::proxy_protocol::ProxyProtocol {
+            from: from.into_boxed_slice(),
+            mode: r.mode.unwrap_or_default(),
+            timeout,
+        })
     })
 }

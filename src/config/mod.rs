@@ -27,6 +27,7 @@ mod jwt;
 pub(crate) mod listener;
 mod load;
 mod log_format;
+pub mod proxy_protocol;
 pub(crate) mod rate_limit;
 pub mod raw;
 mod route;
@@ -302,6 +303,7 @@ impl Config {
                     health: None,
                     outlier: None,
                     retry: None,
+                    proxy_protocol: None,
                     max_connections: None,
                     max_pending: None,
                     protocol: None,

@@ -242,6 +242,18 @@ pub struct Listener {
     pub real_ip_header: Option<crate::message::client_ip::RealIpHeader>,
     pub access: Option<Vec<String>>,
     pub compress: Option<Compress>,
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// `proxy_protocol = { ... }` on a listener (checked in
+/// `proxy_protocol.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProtocol {
+    pub from: Vec<String>,
+    pub mode: Option<super::proxy_protocol::Mode>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
 }
 
 /// `compress = { ... }` on a listener or a route (checked in
@@ -406,6 +418,7 @@ pub struct Upstream {
     pub protocol: Option<Protocol>,
     /// For `https://` servers.
     pub tls: Option<UpstreamTls>,
+    pub proxy_protocol: Option<super::proxy_protocol::Version>,
 }
 
 #[derive(Debug, Deserialize)]

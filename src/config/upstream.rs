@@ -31,6 +31,10 @@ pub struct UpstreamGroup {
     pub protocol: Protocol,
     /// Set when the servers are `https://`.
     pub tls: Option<UpstreamTls>,
+    /// A PROXY protocol header opens every connection to the servers
+    /// (and every health check's); such connections serve one client
+    /// connection each.
+    pub proxy_protocol: Option<super::proxy_protocol::Version>,
 }
 
 /// One server entry as written.
@@ -255,6 +259,16 @@ pub(super) fn group(
     let health = g.health.as_ref().and_then(|h| check(h, &at, p));
     let outlier = outlier(g.outlier.as_ref(), &at, p);
     let retry = retry(g.retry.as_ref(), &at, p);
+    let protocol = g.protocol.unwrap_or_default();
+    // A header names one client: its connection cannot be shared by
+    // HTTP/2 streams of others.
+    let h2 = protocol == Protocol::H2 || protocol == Protocol::Auto && matches!(tls, Some(Some(_)));
+    if g.proxy_protocol.is_some() && h2 {
+        p.add(
+            format!("{at}.proxy_protocol"),
+            "needs HTTP/1.1 connections (a header names one client; HTTP/2 would share them): set protocol = \"http1\"",
+        );
+    }
     (p.len() == before).then(|| UpstreamGroup {
         name: name.to_string(),
         servers,
@@ -263,8 +277,9 @@ pub(super) fn group(
         outlier,
         retry,
         limit,
-        protocol: g.protocol.unwrap_or_default(),
+        protocol,
         tls: tls.flatten(),
+        proxy_protocol: g.proxy_protocol,
     })
 }
 

@@ -96,6 +96,9 @@ pub(crate) async fn accept_loop(
         registry,
     } = admission;
     let mut backoff = Duration::from_millis(5);
+    // The address connections arrive at (the port a `:0` listener got);
+    // on a wildcard one, each connection's own is asked for.
+    let bound = listener.local_addr().unwrap_or(addr);
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -141,8 +144,20 @@ pub(crate) async fn accept_loop(
             c.accepted(addr);
             crate::downstream::state::Meter::new(c, addr)
         });
+        // (Asked only when a PROXY header to an upstream may name it.)
+        let ask = bound.ip().is_unspecified()
+            && worker
+                .config
+                .upstreams
+                .iter()
+                .any(|g| g.proxy_protocol.is_some());
+        let local = match ask {
+            true => stream.local_addr().unwrap_or(bound),
+            false => bound,
+        };
         let state = Rc::new(ConnState::new(
             client,
+            local,
             ConnLimits::of(&worker.config.limits),
             meter,
         ));

@@ -289,7 +289,7 @@ impl Future for ConnTask {
                 },
                 Stage::H2(driven) => {
                     let ended = ready!(Pin::new(&mut *driven).poll(cx));
-                    log_end(driven.state.client, ended);
+                    log_end(driven.state.client.get(), ended);
                     Stage::Done
                 }
                 Stage::H1(driven) => {
@@ -299,7 +299,7 @@ impl Future for ConnTask {
                             Stage::After(Box::pin(after_h1(d.conn, d.state, ended)))
                         }
                         (ended, Stage::H1(d)) => {
-                            log_end(d.state.client, ended);
+                            log_end(d.state.client.get(), ended);
                             Stage::Done
                         }
                         _ => Stage::Done,
@@ -326,13 +326,39 @@ async fn set_up(
     current: Rc<Current>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<(Serving, (Duration, Duration))> {
-    let client = state.client;
+    let mut stream = stream;
     let worker = current.get();
     // `None`: removed by a reload between accept and now.
     let index = at.get();
     let listener = worker.config.listeners.get(index)?;
     let timeouts = &worker.config.timeouts;
     let (head_timeout, idle_timeout) = (timeouts.client_header, timeouts.client_idle);
+    let peer = state.client.get();
+    if let Some(pp) = listener
+        .proxy_protocol
+        .as_ref()
+        .filter(|pp| pp.trusts(peer.ip()))
+    {
+        let required = pp.mode == crate::config::proxy_protocol::Mode::Required;
+        let deadline = state.idle_since.get() + pp.timeout;
+        let read = super::proxy_protocol::read(&mut stream, required);
+        match within(read, deadline, &mut shutdown).await {
+            Ok(Ok(Some((client, local)))) => {
+                state.client.set(client);
+                state.local.set(local);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::info!(%peer, "{e}; closing");
+                return None;
+            }
+            Err(_) => {
+                tracing::info!(%peer, "PROXY protocol header not received in time; closing");
+                return None;
+            }
+        }
+    }
+    let client = state.client.get();
     let (io, tls, (alpn_h2, tls_version)) = match worker.tls.get(index).and_then(Option::as_ref) {
         None => (ClientIo::Plain(stream), None, (false, None)),
         Some(tls) => {
@@ -507,7 +533,7 @@ async fn after_h1(conn: Pin<Box<H1Conn>>, state: Rc<ConnState>, ended: Ended) {
         let io = Pin::into_inner(conn).into_parts().io.into_inner();
         linger(io).await;
     }
-    log_end(state.client, ended);
+    log_end(state.client.get(), ended);
 }
 
 fn log_end(client: SocketAddr, ended: Ended) {

@@ -7,6 +7,7 @@ pub(crate) mod accept;
 pub(crate) mod connection;
 mod io;
 pub(crate) mod listener;
+pub(crate) mod proxy_protocol;
 pub(crate) mod state;
 pub(crate) mod tls;
 mod watch;

@@ -112,7 +112,15 @@ pub(crate) struct ConnState {
     pub(crate) calm: Cell<bool>,
     /// This connection's limits, fixed when it was accepted.
     pub(crate) limits: ConnLimits,
-    pub(crate) client: SocketAddr,
+    /// The peer, or the client a trusted peer's PROXY protocol header
+    /// named (set before the first request).
+    pub(crate) client: Cell<SocketAddr>,
+    /// The address the client connected to (what a PROXY header to an
+    /// upstream names as the destination): the listener's, or what the
+    /// client's own PROXY header said.
+    pub(crate) local: Cell<SocketAddr>,
+    /// This connection among the worker thread's (never given twice).
+    pub(crate) id: std::num::NonZeroU64,
     /// Served as HTTP/1.x (set once the protocol is known).
     pub(crate) http1: Cell<bool>,
     /// Request bodies that nobody reads any more ([`crate::body::Discard`]).
@@ -232,7 +240,12 @@ impl ConnLimits {
 }
 
 impl ConnState {
-    pub(crate) fn new(client: SocketAddr, limits: ConnLimits, meter: Option<Meter>) -> ConnState {
+    pub(crate) fn new(
+        client: SocketAddr,
+        local: SocketAddr,
+        limits: ConnLimits,
+        meter: Option<Meter>,
+    ) -> ConnState {
         ConnState {
             meter,
             in_flight: Cell::new(0),
@@ -250,7 +263,9 @@ impl ConnState {
             resets: Cell::new((Instant::now(), 0)),
             calm: Cell::new(false),
             limits,
-            client,
+            client: Cell::new(client),
+            local: Cell::new(local),
+            id: next_id(),
             http1: Cell::new(true),
             leftovers: RefCell::new(Vec::new()),
             has_leftovers: Cell::new(false),
@@ -277,7 +292,7 @@ impl ConnState {
         self.resets.set((start, n));
         if n > self.limits.max_resets && !self.calm.get() {
             tracing::warn!(
-                client = %self.client,
+                client = %self.client.get(),
                 "client cancelled more than {} requests in {window:?}: GOAWAY(ENHANCE_YOUR_CALM), closing",
                 self.limits.max_resets
             );
@@ -326,7 +341,7 @@ impl ConnState {
     /// Closes an idle connection to make room (at `max_connections`): an
     /// HTTP/1.1 one at once, an HTTP/2 one after GOAWAY.
     pub(crate) fn evict(&self) {
-        tracing::debug!(client = %self.client, "closing an idle connection for a new one (max_connections)");
+        tracing::debug!(client = %self.client.get(), "closing an idle connection for a new one (max_connections)");
         self.flag(|s| s.draining.set(true));
     }
 
@@ -342,7 +357,7 @@ impl ConnState {
                     Poll::Ready(Some(Ok(frame))) => {
                         l.dropped += frame.data_ref().map_or(0, |d| d.len() as u64);
                         if l.dropped > DISCARD_MAX {
-                            tracing::debug!(client = %self.client, "request body past {DISCARD_MAX} bytes that nobody reads; closing");
+                            tracing::debug!(client = %self.client.get(), "request body past {DISCARD_MAX} bytes that nobody reads; closing");
                             break false;
                         }
                     }
@@ -396,6 +411,20 @@ impl Drop for InFlight {
             s.read_at_idle.set(s.read.get());
         }
     }
+}
+
+thread_local! {
+    /// The last connection number given on this thread.
+    static LAST_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A connection number not given before on this thread.
+fn next_id() -> std::num::NonZeroU64 {
+    LAST_ID.with(|n| {
+        let id = n.get() + 1;
+        n.set(id);
+        std::num::NonZeroU64::new(id).unwrap_or(std::num::NonZeroU64::MIN)
+    })
 }
 
 /// The client's byte stream: TCP, or TLS over it.

@@ -261,7 +261,7 @@ pub(crate) async fn to_upstream<'w>(
         };
         // The phases of a traced request (past the server's limit).
         let asked = hop.map(|_| Instant::now());
-        let lease = match connection(w, server, upgrade, route.upstream_connect).await {
+        let lease = match connection(ctx, w, server, upgrade, route.upstream_connect).await {
             Ok(c) => c,
             Err(e) => {
                 // Nothing was sent: the next server may take it.
@@ -365,15 +365,33 @@ fn retry_allowed(w: &Worker, group: usize, balancer: &crate::upstream::balance::
 /// A connection to `server`: from the pool, or for an upgrade a new one of
 /// its own, never pooled.
 async fn connection(
+    ctx: &ConnCtx,
     w: &Worker,
     server: usize,
     upgrade: bool,
     timeout: Duration,
 ) -> Result<Lease, ProxyError> {
+    let client = proxied(ctx);
     if upgrade {
-        Box::pin(crate::proxy::tunnel::connect(w, server, timeout)).await
+        Box::pin(crate::proxy::tunnel::connect(w, server, timeout, &client)).await
     } else {
-        w.pool.checkout(server, timeout).await
+        w.pool.checkout(server, timeout, Some(&client)).await
+    }
+}
+
+/// The client connection as a PROXY protocol header to an upstream names
+/// it (for groups with `proxy_protocol`).
+fn proxied(ctx: &ConnCtx) -> crate::upstream::proxy_protocol::Client<'_> {
+    let tls = ctx.tls.as_deref();
+    crate::upstream::proxy_protocol::Client {
+        src: ctx.client,
+        dst: ctx.state.local.get(),
+        sni: tls.and_then(|t| t.sni.as_deref()),
+        alpn: tls.map(|_| match ctx.state.http1.get() {
+            true => b"http/1.1".as_slice(),
+            false => b"h2".as_slice(),
+        }),
+        conn: crate::upstream::proxy_protocol::Owner(ctx.state.id),
     }
 }
 

@@ -179,7 +179,9 @@ async fn ask(
                 None => return Err(upstream(ProxyError::ServerFull { addr })),
             },
         };
-        let lease = match w.pool.checkout(server, route.upstream_connect).await {
+        // (Tidegate's own subrequest: with `proxy_protocol`, a `LOCAL` header;
+        // the client is in its X-Forwarded-For.)
+        let lease = match w.pool.checkout(server, route.upstream_connect, None).await {
             Ok(l) => l,
             Err(e) => {
                 // The request's one warning names the last failure.

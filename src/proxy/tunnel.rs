@@ -163,11 +163,16 @@ pub(crate) async fn connect(
     w: &Worker,
     server: usize,
     timeout: Duration,
+    client: &crate::upstream::proxy_protocol::Client<'_>,
 ) -> Result<Lease, ProxyError> {
     let addr = w.pool.addr(server);
     // Upgrades are HTTP/1.1: over TLS, offer only that in ALPN.
     let tls = w.pool.tls(server).map(|t| t.http1_only());
-    let (stream, _) = open(addr, tls.as_ref(), timeout).await?;
+    let header = w
+        .pool
+        .proxy_protocol(server)
+        .map(|v| crate::upstream::proxy_protocol::header(v, Some(client)));
+    let (stream, _) = open(addr, tls.as_ref(), timeout, header.as_deref()).await?;
     let (sender, conn) = w
         .pool
         .http1_client()

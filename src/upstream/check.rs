@@ -32,6 +32,7 @@ pub(crate) fn spawn_checks(
                     authority: s.authority.clone(),
                     tls: s.tls.clone(),
                     protocol: s.protocol,
+                    proxy_protocol: g.proxy_protocol,
                 },
                 s.health.clone(),
                 check.clone(),
@@ -107,14 +108,24 @@ struct Target {
     authority: http::HeaderValue,
     tls: Option<crate::upstream::tls::ServerTls>,
     protocol: crate::config::Protocol,
+    /// The group sends PROXY protocol headers: a check sends `LOCAL`.
+    proxy_protocol: Option<crate::config::proxy_protocol::Version>,
 }
 
 /// One check: a fresh connection, one request, the status.
 async fn probe(target: &Target, check: &Check) -> Result<StatusCode, ProbeError> {
     let attempt = async {
-        let (io, alpn_h2) = crate::upstream::open(target.addr, target.tls.as_ref(), check.timeout)
-            .await
-            .map_err(ProbeError::Connect)?;
+        let header = target
+            .proxy_protocol
+            .map(|v| crate::upstream::proxy_protocol::header(v, None));
+        let (io, alpn_h2) = crate::upstream::open(
+            target.addr,
+            target.tls.as_ref(),
+            check.timeout,
+            header.as_deref(),
+        )
+        .await
+        .map_err(ProbeError::Connect)?;
         let h2 = target.protocol.speaks_h2(alpn_h2);
         let builder = http::Request::builder()
             .method(check.method.clone())

@@ -21,18 +21,26 @@ use crate::upstream::tls::ServerTls;
 /// An upstream socket: plain TCP, or TLS over it.
 pub type Io = crate::rt::MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
 
-/// Connects to `addr` (TCP, then TLS when `tls` is set) within `timeout`;
-/// says whether TLS settled on HTTP/2. Shared with the health checks.
+/// Connects to `addr` (TCP, a PROXY protocol `header` if given, then TLS
+/// when `tls` is set) within `timeout`; says whether TLS settled on
+/// HTTP/2. Shared with the health checks.
 pub async fn open(
     addr: SocketAddr,
     tls: Option<&ServerTls>,
     timeout: Duration,
+    header: Option<&[u8]>,
 ) -> Result<(Io, bool), ProxyError> {
     let attempt = async {
-        let tcp = TcpStream::connect(addr)
+        let mut tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| ProxyError::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
+        if let Some(h) = header {
+            use tokio::io::AsyncWriteExt;
+            tcp.write_all(h)
+                .await
+                .map_err(|source| ProxyError::Connect { addr, source })?;
+        }
         match tls {
             None => Ok((Io::Plain(tcp), false)),
             Some(t) => {

@@ -52,6 +52,9 @@ pub(crate) struct Lease {
     pub server: usize,
     /// How long it sat idle in the pool; `None` for a fresh connection.
     pub idle_for: Option<Duration>,
+    /// Opened with a PROXY protocol header: the client connection it
+    /// serves, alone.
+    pub(super) owner: Option<super::proxy_protocol::Owner>,
 }
 
 impl Lease {
@@ -78,6 +81,7 @@ impl Lease {
             _stream: None,
             server,
             idle_for: None,
+            owner: None,
         }
     }
 

@@ -24,9 +24,11 @@ pub(crate) mod balance;
 pub(crate) mod check;
 mod connect;
 pub(crate) mod dns;
+mod h2;
 pub(crate) mod health;
 mod lease;
 mod limit;
+pub(crate) mod proxy_protocol;
 pub mod registry;
 pub(crate) mod stats;
 pub mod tls;
@@ -48,8 +50,8 @@ use crate::upstream::registry::Upstreams;
 use crate::upstream::tls::ServerTls;
 pub(crate) use connect::Sender;
 pub use connect::{open, Io};
-use lease::{H2Conn, StreamSlot};
-pub(crate) use lease::{Lease, H2_STREAMS};
+use lease::H2Conn;
+pub(crate) use lease::Lease;
 pub(crate) use limit::ServerLimit;
 use stats::{Count, UpstreamStats};
 
@@ -78,8 +80,12 @@ struct ServerPool {
     /// Whether the version is settled: by config, or by a first ALPN.
     settled: Cell<bool>,
     h2_opened: tokio::sync::Notify,
-    /// Oldest first; checkout takes the newest.
+    /// Oldest first; checkout takes the newest (with `proxy_protocol`,
+    /// the newest its client connection opened).
     idle: RefCell<Vec<Idle>>,
+    /// The group's `proxy_protocol`: a header opens every connection,
+    /// which then serves its client connection alone.
+    proxy_protocol: Option<crate::config::proxy_protocol::Version>,
     /// The fewest idle connections seen since the last purge: that many were
     /// not needed at any moment of the period.
     low_water: Cell<usize>,
@@ -142,6 +148,7 @@ impl Pool {
                     moved
                 }),
                 low_water: Cell::new(0),
+                proxy_protocol: config.upstreams.get(gi).and_then(|g| g.proxy_protocol),
             }));
             groups.push((start, servers.len()));
         }
@@ -265,29 +272,78 @@ impl Pool {
     }
 
     /// A connection to `server`: a pooled one if any is still usable,
-    /// else a new one.
+    /// else a new one. `client`: the client connection the request came
+    /// on, named in the header of a group with `proxy_protocol` (whose
+    /// pooled connections serve only the client connection that opened
+    /// them).
     pub(crate) async fn checkout(
         &self,
         server: usize,
         connect_timeout: Duration,
+        client: Option<&proxy_protocol::Client<'_>>,
     ) -> Result<Lease, ProxyError> {
         let pool = &self.servers[server];
+        if let Some(version) = pool.proxy_protocol {
+            return Box::pin(self.checkout_own(server, connect_timeout, version, client)).await;
+        }
         if !pool.settled.get() {
             return Box::pin(self.first_connect(server, connect_timeout)).await;
         }
         if pool.h2.get() {
             return Box::pin(self.checkout_h2(server, connect_timeout)).await;
         }
+        if let Some(lease) = self.checkout_idle(server, None).await {
+            return Ok(lease);
+        }
+        // Boxed: the connect path is rare, and its state would otherwise
+        // enlarge every request's future.
+        Box::pin(self.connect(server, connect_timeout)).await
+    }
+
+    /// With `proxy_protocol`: a pooled connection `client`'s connection
+    /// opened, else a new one with a header naming it. (HTTP/1.1 only:
+    /// the config refuses HTTP/2 with `proxy_protocol`.)
+    async fn checkout_own(
+        &self,
+        server: usize,
+        connect_timeout: Duration,
+        version: crate::config::proxy_protocol::Version,
+        client: Option<&proxy_protocol::Client<'_>>,
+    ) -> Result<Lease, ProxyError> {
+        let owner = client.map(proxy_protocol::Client::owner);
+        if let Some(lease) = self.checkout_idle(server, owner).await {
+            return Ok(lease);
+        }
+        let header = proxy_protocol::header(version, client);
+        let mut lease = self
+            .connect_with(server, connect_timeout, None, Some(&header))
+            .await?;
+        lease.owner = owner;
+        Ok(lease)
+    }
+
+    /// The newest usable idle connection to `server` (of `owner`'s, with
+    /// `proxy_protocol`).
+    async fn checkout_idle(
+        &self,
+        server: usize,
+        owner: Option<proxy_protocol::Owner>,
+    ) -> Option<Lease> {
+        let pool = &self.servers[server];
         loop {
             let idle = {
                 let mut idle = pool.idle.borrow_mut();
-                let taken = idle.pop();
+                let taken = match owner {
+                    None => idle.pop(),
+                    Some(o) => idle
+                        .iter()
+                        .rposition(|i| i.lease.owner == Some(o))
+                        .map(|at| idle.remove(at)),
+                };
                 pool.low_water.set(pool.low_water.get().min(idle.len()));
                 taken
             };
-            let Some(Idle { mut lease, since }) = idle else {
-                break;
-            };
+            let Idle { mut lease, since } = idle?;
             let idle_for = since.elapsed();
             if idle_for >= self.idle_timeout || !lease.ready().await {
                 continue;
@@ -296,127 +352,21 @@ impl Pool {
             if let Some(s) = &self.stats {
                 s.count(Count::Reused, server);
             }
-            return Ok(lease);
-        }
-        // Boxed: the connect path is rare, and its state would otherwise
-        // enlarge every request's future.
-        Box::pin(self.connect(server, connect_timeout)).await
-    }
-
-    /// With `protocol = "auto"` over TLS, until a handshake tells whether
-    /// the server speaks HTTP/2: one connection at a time, so that a burst
-    /// of requests does not open a connection each before the first says
-    /// they could have shared one.
-    async fn first_connect(
-        &self,
-        server: usize,
-        connect_timeout: Duration,
-    ) -> Result<Lease, ProxyError> {
-        let pool = &self.servers[server];
-        if pool.h2_opening.get() {
-            pool.h2_opened.notified().await;
-            if pool.h2.get() {
-                return self.checkout_h2(server, connect_timeout).await;
-            }
-            return self.connect(server, connect_timeout).await;
-        }
-        pool.h2_opening.set(true);
-        let opened = self.connect(server, connect_timeout).await;
-        pool.h2_opening.set(false);
-        if opened.is_ok() {
-            pool.settled.set(true);
-        }
-        pool.h2_opened.notify_waiters();
-        opened
-    }
-
-    /// A stream on a shared HTTP/2 connection to `server`, opening a
-    /// connection when all are busy (one at a time).
-    async fn checkout_h2(
-        &self,
-        server: usize,
-        connect_timeout: Duration,
-    ) -> Result<Lease, ProxyError> {
-        let pool = &self.servers[server];
-        let mut waited = false;
-        loop {
-            if let Some(lease) = self.h2_stream(server, false) {
-                return Ok(lease);
-            }
-            if pool.h2_opening.get() && !waited {
-                // Created before waiting: it sees the wake-up whenever
-                // that comes.
-                pool.h2_opened.notified().await;
-                waited = true;
-                continue;
-            }
-            break;
-        }
-        let permit = match &pool.limit {
-            None => None,
-            Some(l) => match l.permits.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    // At max_connections: crowd the connections there are.
-                    if let Some(lease) = self.h2_stream(server, true) {
-                        return Ok(lease);
-                    }
-                    Some(
-                        l.acquire(connect_timeout)
-                            .await
-                            .ok_or(ProxyError::ServerFull { addr: pool.addr })?,
-                    )
-                }
-            },
-        };
-        pool.h2_opening.set(true);
-        let opened = self.connect_with(server, connect_timeout, permit).await;
-        pool.h2_opening.set(false);
-        pool.h2_opened.notify_waiters();
-        opened
-    }
-
-    /// A stream on the least busy live HTTP/2 connection to `server`; with
-    /// `crowd`, even when all have [`H2_STREAMS`] open.
-    fn h2_stream(&self, server: usize, crowd: bool) -> Option<Lease> {
-        let pool = &self.servers[server];
-        let mut conns = pool.h2_conns.borrow_mut();
-        conns.retain(|c| !c.sender.is_closed());
-        let conn = conns
-            .iter()
-            .filter(|c| crowd || c.active.get() < H2_STREAMS)
-            .min_by_key(|c| c.active.get())?;
-        // A reused connection: a request that never went out on it (the
-        // server closed it meanwhile) may go again on a new one.
-        let idle_for = match conn.active.get() {
-            0 => conn.last_used.get().elapsed(),
-            _ => Duration::ZERO,
-        };
-        let mut lease = self.h2_lease(server, conn.clone());
-        lease.idle_for = Some(idle_for);
-        if let Some(s) = &self.stats {
-            s.count(Count::Reused, server);
-        }
-        Some(lease)
-    }
-
-    fn h2_lease(&self, server: usize, conn: Rc<H2Conn>) -> Lease {
-        conn.active.set(conn.active.get() + 1);
-        Lease {
-            sender: Sender::H2 {
-                sender: conn.sender.clone(),
-                https: self.servers[server].tls.is_some(),
-            },
-            driver: None,
-            _stream: Some(StreamSlot(conn)),
-            server,
-            idle_for: None,
+            return Some(lease);
         }
     }
 
     /// The HTTP/1.1 client settings of every upstream connection.
     pub(crate) fn http1_client(&self) -> &http1::Builder {
         &self.client
+    }
+
+    /// The server's group's `proxy_protocol`.
+    pub(crate) fn proxy_protocol(
+        &self,
+        server: usize,
+    ) -> Option<crate::config::proxy_protocol::Version> {
+        self.servers[server].proxy_protocol
     }
 
     /// The server's TLS settings, if it is an `https://` one.
@@ -430,7 +380,7 @@ impl Pool {
         server: usize,
         connect_timeout: Duration,
     ) -> Result<Lease, ProxyError> {
-        self.connect_with(server, connect_timeout, None).await
+        self.connect_with(server, connect_timeout, None, None).await
     }
 
     /// A new connection to `server`; an HTTP/2 one holds `permit` (its
@@ -440,11 +390,12 @@ impl Pool {
         server: usize,
         connect_timeout: Duration,
         mut permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        header: Option<&[u8]>,
     ) -> Result<Lease, ProxyError> {
         let pool = &self.servers[server];
         let addr = pool.addr;
         let started = Instant::now();
-        let (io, alpn_h2) = open(addr, pool.tls.as_ref(), connect_timeout).await?;
+        let (io, alpn_h2) = open(addr, pool.tls.as_ref(), connect_timeout, header).await?;
         let h2 = pool.protocol.speaks_h2(alpn_h2);
         if !h2 {
             let (sender, driver) = self
@@ -461,6 +412,7 @@ impl Pool {
                 _stream: None,
                 server,
                 idle_for: None,
+                owner: None,
             });
         }
         let mut builder = http2::Builder::new(crate::rt::LocalExec);

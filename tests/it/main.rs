@@ -39,6 +39,7 @@ mod pkg;
 mod pool;
 mod privilege;
 mod prometheus;
+mod proxy_protocol;
 mod rate_limit;
 mod reload;
 mod retry;

@@ -30,7 +30,7 @@ async fn connect_error(toml: &str, addr: std::net::SocketAddr) -> String {
         .build(&config)
         .expect("built");
     let server = &upstreams.groups[0].servers[0];
-    match tidegate::upstream::open(addr, server.tls.as_ref(), HANG).await {
+    match tidegate::upstream::open(addr, server.tls.as_ref(), HANG, None).await {
         Ok(_) => panic!("connected"),
         Err(e) => {
             assert_eq!(e.status(), 502, "{e}");
