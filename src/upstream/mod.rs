@@ -60,6 +60,15 @@ struct Idle {
     since: Instant,
 }
 
+/// Which idle connections a request may take.
+#[derive(Clone, Copy)]
+enum Pick {
+    Any,
+    /// With `proxy_protocol`: those opened for this client connection
+    /// (`None`: for Tidegate itself), whose header names it.
+    Owned(Option<proxy_protocol::Owner>),
+}
+
 struct ServerPool {
     /// Its group, and its index within the group (for the balancer).
     group: usize,
@@ -116,6 +125,9 @@ impl Pool {
         let mut groups = Vec::new();
         for (gi, g) in upstreams.groups.iter().enumerate() {
             let start = servers.len();
+            // (Idle connections opened with or without a header stay only
+            // where the setting is the same.)
+            let proxy_protocol = config.upstreams.get(gi).and_then(|g| g.proxy_protocol);
             servers.extend(g.servers.iter().enumerate().map(|(index, s)| ServerPool {
                 group: gi,
                 index,
@@ -136,9 +148,11 @@ impl Pool {
                     let mut moved: Vec<Idle> = old
                         .filter(|_| s.tls.is_none())
                         .and_then(|o| {
-                            o.servers
-                                .iter()
-                                .find(|p| p.addr == s.addr && p.tls.is_none())
+                            o.servers.iter().find(|p| {
+                                p.addr == s.addr
+                                    && p.tls.is_none()
+                                    && p.proxy_protocol == proxy_protocol
+                            })
                         })
                         .map(|p| std::mem::take(&mut *p.idle.borrow_mut()))
                         .unwrap_or_default();
@@ -148,7 +162,7 @@ impl Pool {
                     moved
                 }),
                 low_water: Cell::new(0),
-                proxy_protocol: config.upstreams.get(gi).and_then(|g| g.proxy_protocol),
+                proxy_protocol,
             }));
             groups.push((start, servers.len()));
         }
@@ -292,7 +306,7 @@ impl Pool {
         if pool.h2.get() {
             return Box::pin(self.checkout_h2(server, connect_timeout)).await;
         }
-        if let Some(lease) = self.checkout_idle(server, None).await {
+        if let Some(lease) = self.checkout_idle(server, Pick::Any).await {
             return Ok(lease);
         }
         // Boxed: the connect path is rare, and its state would otherwise
@@ -311,7 +325,7 @@ impl Pool {
         client: Option<&proxy_protocol::Client<'_>>,
     ) -> Result<Lease, ProxyError> {
         let owner = client.map(proxy_protocol::Client::owner);
-        if let Some(lease) = self.checkout_idle(server, owner).await {
+        if let Some(lease) = self.checkout_idle(server, Pick::Owned(owner)).await {
             return Ok(lease);
         }
         let header = proxy_protocol::header(version, client);
@@ -322,22 +336,18 @@ impl Pool {
         Ok(lease)
     }
 
-    /// The newest usable idle connection to `server` (of `owner`'s, with
-    /// `proxy_protocol`).
-    async fn checkout_idle(
-        &self,
-        server: usize,
-        owner: Option<proxy_protocol::Owner>,
-    ) -> Option<Lease> {
+    /// The newest usable idle connection to `server` that `pick` allows.
+    async fn checkout_idle(&self, server: usize, pick: Pick) -> Option<Lease> {
         let pool = &self.servers[server];
         loop {
             let idle = {
                 let mut idle = pool.idle.borrow_mut();
-                let taken = match owner {
-                    None => idle.pop(),
-                    Some(o) => idle
+                let taken = match pick {
+                    Pick::Any => idle.pop(),
+                    // (`None`: one Tidegate opened for itself, `LOCAL`.)
+                    Pick::Owned(o) => idle
                         .iter()
-                        .rposition(|i| i.lease.owner == Some(o))
+                        .rposition(|i| i.lease.owner == o)
                         .map(|at| idle.remove(at)),
                 };
                 pool.low_water.set(pool.low_water.get().min(idle.len()));
