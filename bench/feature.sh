@@ -9,6 +9,7 @@
 #   FEATURE=compress BIN=target/release/tidegate LEVEL=6 C=50 R=5 D=5 bench/feature.sh
 #   FEATURE=limit_req BIN=target/release/tidegate C=50 R=5 D=5 bench/feature.sh
 #   FEATURE=cache SIZE=1k BIN=target/release/tidegate C=50 R=5 D=5 bench/feature.sh
+#   FEATURE=proxy_protocol BIN=target/release/tidegate C=50 R=5 D=5 bench/feature.sh
 #
 # FEATURE=compress: a 100 KiB HTML page; Tidegate's `compress` (gzip at
 # LEVEL) against nginx's `gzip on` at the same level, wrk sending
@@ -33,7 +34,16 @@
 # nginx runs with proxy_buffering on here (it caches only what it
 # buffers).
 #
-# Needs nginx, wrk, curl, python3 (and varnishd for FEATURE=cache). Stops everything it starts.
+# FEATURE=proxy_protocol: the 100-byte /small through HAProxy (TCP mode,
+# 1 thread) in front of each proxy, HAProxy sending `send-proxy-v2` and
+# the proxy reading it (Tidegate `proxy_protocol = { from = [...] }`,
+# nginx `listen ... proxy_protocol` with `real_ip_header proxy_protocol`),
+# on against off; only the proxy's CPU is counted. Cases with accept
+# `close` send `Connection: close`: a new connection, so a header read,
+# per request (the worst case); `none` keeps connections alive.
+#
+# Needs nginx, wrk, curl, python3 (and varnishd for FEATURE=cache, haproxy
+# for FEATURE=proxy_protocol). Stops everything it starts.
 set -u
 BIN=${BIN:-target/release/tidegate}
 C=${C:-50}; R=${R:-5}; D=${D:-5}; LEVEL=${LEVEL:-6}; FEATURE=${FEATURE:-compress}
@@ -41,7 +51,7 @@ ulimit -n 20000
 OUT=$(mktemp -d /tmp/tidegate-feature.XXXXXX)
 chmod 755 "$OUT"   # nginx's workers (nobody) read the page
 PIDS=""
-trap 'kill $PIDS 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$OUT"' EXIT
+trap 'kill $PIDS ${P_PID:-} ${H_PID:-} 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$OUT"' EXIT
 source "$(dirname "$0")/lib.sh"
 
 # The page: the README's text as HTML paragraphs, 100 KiB.
@@ -70,7 +80,8 @@ case $FEATURE in
   compress) URL_PATH=/page.html ;;
   limit_req) URL_PATH=/small ;;
   cache) URL_PATH=/${SIZE:-1k} ;;
-  *) echo "FEATURE is compress, limit_req or cache" >&2; exit 2 ;;
+  proxy_protocol) URL_PATH=/small ;;
+  *) echo "FEATURE is compress, limit_req, cache or proxy_protocol" >&2; exit 2 ;;
 esac
 
 # name on|off: starts the proxy with the feature on or off, its PID in
@@ -80,7 +91,7 @@ start_proxy() {
   P_PORT=$(free_port)
   # The feature's lines: Tidegate's route, Tidegate's top level, nginx's
   # http block, nginx's location.
-  local tg_route="" tg_top="" ngx_http="" ngx_loc=""
+  local tg_route="" tg_top="" tg_listener="" ngx_http="" ngx_loc="" ngx_listen=""
   case $FEATURE in
     compress)
       [ "$on" = on ] && tg_route="compress = { algorithms = [\"gzip\"], gzip_level = $LEVEL }"
@@ -99,6 +110,12 @@ start_proxy() {
         ngx_http="proxy_cache_path $OUT/ngx-cache keys_zone=c:10m max_size=64m;"
         ngx_loc="proxy_cache c; add_header X-Cache \$upstream_cache_status always;"
       fi ;;
+    proxy_protocol)
+      if [ "$on" = on ]; then
+        tg_listener='proxy_protocol = { from = ["127.0.0.1"] }'
+        ngx_listen="proxy_protocol"
+        ngx_http="set_real_ip_from 127.0.0.1; real_ip_header proxy_protocol;"
+      fi ;;
   esac
   if [ "$name" = varnish ]; then
     cat > "$OUT/v.vcl" <<VCL
@@ -116,6 +133,7 @@ access_log = "off"
 max_requests_per_connection = 1000000
 [[listeners]]
 address = "127.0.0.1:$P_PORT"
+$tg_listener
 [upstreams.o]
 servers = ["127.0.0.1:$ORIGIN"]
 $tg_top
@@ -139,7 +157,7 @@ http { access_log off; keepalive_requests 1000000;
   client_body_temp_path $OUT/p1; proxy_temp_path $OUT/p2; fastcgi_temp_path $OUT/p3; uwsgi_temp_path $OUT/p4; scgi_temp_path $OUT/p5;
   upstream o { server 127.0.0.1:$ORIGIN; keepalive 64; }
   $ngx_http
-  server { listen 127.0.0.1:$P_PORT backlog=4096;
+  server { listen 127.0.0.1:$P_PORT $ngx_listen backlog=4096;
     location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering $buffering; $ngx_loc
       proxy_set_header Host \$http_host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$http_host;
@@ -148,7 +166,31 @@ CONF
     nginx -c "$OUT/nginx.conf" &
     P_PID=$!
   fi
-  for i in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$P_PORT$URL_PATH" && break; sleep 0.1; done
+  L_PORT=$P_PORT
+  if [ "$FEATURE" = proxy_protocol ]; then
+    # HAProxy in front: wrk loads it, the proxy behind it is measured.
+    L_PORT=$(free_port)
+    local send=""
+    [ "$on" = on ] && send="send-proxy-v2"
+    cat > "$OUT/front.cfg" <<CFG
+global
+  nbthread 1
+  maxconn 9000
+defaults
+  mode tcp
+  timeout connect 10s
+  timeout client 60s
+  timeout server 60s
+frontend fe
+  bind 127.0.0.1:$L_PORT
+  default_backend be
+backend be
+  server p 127.0.0.1:$P_PORT $send
+CFG
+    haproxy -db -f "$OUT/front.cfg" > "$OUT/front.log" 2>&1 &
+    H_PID=$!
+  fi
+  for i in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$L_PORT$URL_PATH" && break; sleep 0.1; done
 }
 
 # CPU ticks of a process and its children (nginx's workers).
@@ -163,6 +205,7 @@ ticks() {
 # CASES: "proxy compress accept" triples, `;`-separated.
 DEFAULT_CASES="tidegate on gzip;nginx on gzip;nginx-buffered on gzip;tidegate off gzip;nginx off gzip;tidegate on none;nginx on none"
 [ "$FEATURE" = limit_req ] && DEFAULT_CASES="tidegate on none;nginx on none;tidegate off none;nginx off none"
+[ "$FEATURE" = proxy_protocol ] && DEFAULT_CASES="tidegate on none;tidegate off none;nginx on none;nginx off none;tidegate on close;tidegate off close;nginx on close;nginx off close"
 [ "$FEATURE" = cache ] && DEFAULT_CASES="tidegate on none;nginx on none;varnish on none;tidegate off none;nginx off none"
 IFS=';' read -ra CASE_LIST <<< "${CASES:-$DEFAULT_CASES}"
 RESULTS="$OUT/results"
@@ -172,13 +215,10 @@ for r in $(seq 1 "$R"); do
     name=$1 on=$2 accept=$3
     start_proxy "$name" "$on"
     hdr=(); [ "$accept" = gzip ] && hdr=(-H "Accept-Encoding: gzip")
-    bytes=$(curl -s -o /dev/null -w '%{size_download}' "${hdr[@]}" "http://127.0.0.1:$P_PORT$URL_PATH")
+    [ "$accept" = close ] && hdr=(-H "Connection: close")
+    bytes=$(curl -s -o /dev/null -w '%{size_download}' "${hdr[@]}" "http://127.0.0.1:$L_PORT$URL_PATH")
     t0=$(ticks $P_PID)
-    if [ "$accept" = gzip ]; then
-      res=$(wrk -t2 -c"$C" -d"${D}s" -H "Accept-Encoding: gzip" "http://127.0.0.1:$P_PORT$URL_PATH" 2>&1)
-    else
-      res=$(wrk -t2 -c"$C" -d"${D}s" "http://127.0.0.1:$P_PORT$URL_PATH" 2>&1)
-    fi
+    res=$(wrk -t2 -c"$C" -d"${D}s" "${hdr[@]}" "http://127.0.0.1:$L_PORT$URL_PATH" 2>&1)
     t1=$(ticks $P_PID)
     rps=$(echo "$res" | awk '/Requests\/sec/{print $2}')
     reqs=$(echo "$res" | awk '/requests in/{print $1}')
@@ -187,6 +227,7 @@ for r in $(seq 1 "$R"); do
     echo "round $r $name $FEATURE=$on accept=$accept: rps=$rps ticks/10k=$per bytes=$bytes $errs"
     echo "$name-$on-$accept $per $rps $bytes" >> "$RESULTS"
     kill -TERM "$P_PID"; wait "$P_PID" 2>/dev/null
+    if [ -n "${H_PID:-}" ]; then kill -TERM "$H_PID"; wait "$H_PID" 2>/dev/null; H_PID=""; fi
   done
 done
 echo "medians (CPU ticks per 10k requests; req/s; bytes per response):"
