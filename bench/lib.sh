@@ -4,8 +4,10 @@
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # start_origin DIR PORT: a one-worker nginx on 127.0.0.1:PORT serving
-# /small, the same 100-byte body as bench/run.py's origin, with its config
-# and files in DIR; started in the background, its PID in ORIGIN_PID.
+# /small, the same 100-byte body as bench/run.py's origin (and /cached,
+# the same with `Expires` and `Cache-Control: max-age=3600`), with its
+# config and files in DIR; started in the background, its PID in
+# ORIGIN_PID.
 start_origin() {
   local dir=$1 port=$2
   cat > "$dir/origin.conf" <<CONF
@@ -13,7 +15,8 @@ worker_processes 1; daemon off; pid $dir/origin.pid; error_log $dir/origin.err w
 events { worker_connections 20000; }
 http { access_log off; keepalive_requests 1000000;
   client_body_temp_path $dir/t1; proxy_temp_path $dir/t2; fastcgi_temp_path $dir/t3; uwsgi_temp_path $dir/t4; scgi_temp_path $dir/t5;
-  server { listen 127.0.0.1:$port backlog=4096; location /small { return 200 "tidegate-bench-small-response-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"; } } }
+  server { listen 127.0.0.1:$port backlog=4096; location /small { return 200 "tidegate-bench-small-response-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"; }
+    location /cached { expires 1h; return 200 "tidegate-bench-small-response-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"; } } }
 CONF
   nginx -c "$dir/origin.conf" &
   ORIGIN_PID=$!
