@@ -17,9 +17,10 @@
 //!   refresh, graceful shutdown. Start here: [`start`].
 //! - `downstream/`: the client side. `listener.rs` (which accepted
 //!   connections may stay), `tls.rs` (certificates by SNI, ALPN, client
-//!   certificates), `connection.rs` (hyper's HTTP/1.1 or HTTP/2 server for
-//!   one connection, its timeouts, its lingering close), around `state.rs`
-//!   (what a connection shares with its requests).
+//!   certificates), `proxy_protocol.rs` (a trusted peer's PROXY protocol
+//!   header, before anything else), `connection.rs` (hyper's HTTP/1.1 or
+//!   HTTP/2 server for one connection, its timeouts, its lingering close),
+//!   around `state.rs` (what a connection shares with its requests).
 //! - `proxy/`: one request's life, phase by phase: admit, route, the
 //!   route's gates (`gate.rs`: rate and concurrency limits, basic auth,
 //!   JWT, forward auth's subrequest in `forward_auth.rs`), local answers,
@@ -32,7 +33,9 @@
 //! - `worker.rs`: a config put into service (`Generation`: the config plus
 //!   its built upstreams and listener TLS) and one thread's state under it
 //!   (routes, pool, log).
-//! - `upstream/`: the per-thread connection pool (`mod.rs`, `connect.rs`);
+//! - `upstream/`: the per-thread connection pool (`mod.rs`, `h2.rs` for
+//!   the shared HTTP/2 connections, `connect.rs`; `proxy_protocol.rs`: the
+//!   header a group's connections open with);
 //!   `registry.rs`: a config's upstreams built (names resolved, TLS,
 //!   rings) with each server's health and limit kept by (group, address)
 //!   across reloads; `balance.rs`: which server of a group takes a
