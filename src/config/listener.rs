@@ -159,13 +159,7 @@ fn real_ip(
     p: &mut Problems,
 ) -> Option<Arc<RealIp>> {
     let blocks = l.trusted_proxies.as_deref().unwrap_or_default();
-    let mut trusted = Vec::with_capacity(blocks.len());
-    for (i, b) in blocks.iter().enumerate() {
-        match Cidr::parse(b) {
-            Ok(c) => trusted.push(c),
-            Err(reason) => p.add(at(&format!("trusted_proxies[{i}]")), reason),
-        }
-    }
+    let trusted = cidrs(blocks, &at("trusted_proxies"), p);
     if blocks.is_empty() {
         if l.real_ip_header.is_some() {
             p.add(
@@ -176,9 +170,22 @@ fn real_ip(
         return None;
     }
     Some(Arc::new(RealIp {
-        trusted_proxies: trusted.into_boxed_slice(),
+        trusted_proxies: trusted,
         header: l.real_ip_header.unwrap_or_default(),
     }))
+}
+
+/// A list of addresses or CIDR blocks (field `at`), those that parse;
+/// each that does not is a problem at `at[i]`.
+fn cidrs(list: &[String], at: &str, p: &mut Problems) -> Box<[Cidr]> {
+    let mut out = Vec::with_capacity(list.len());
+    for (i, c) in list.iter().enumerate() {
+        match Cidr::parse(c) {
+            Ok(c) => out.push(c),
+            Err(reason) => p.add(format!("{at}[{i}]"), reason),
+        }
+    }
+    out.into_boxed_slice()
 }
 
 /// Converts the `i`-th `[[listeners]]` entry; problems go to `p`.
@@ -327,13 +334,7 @@ pub(super) fn proxy_protocol(
             "names no address: a PROXY header is believed only from the load balancers listed here",
         );
     }
-    let mut from = Vec::with_capacity(r.from.len());
-    for (i, c) in r.from.iter().enumerate() {
-        match Cidr::parse(c) {
-            Ok(c) => from.push(c),
-            Err(reason) => p.add(format!("{at}.from[{i}]"), reason),
-        }
-    }
+    let from = cidrs(&r.from, &format!("{at}.from"), p);
     let timeout = r.timeout.unwrap_or(super::proxy_protocol::DEFAULT_TIMEOUT);
     if timeout > std::time::Duration::from_secs(60) {
         p.add(
@@ -343,7 +344,7 @@ pub(super) fn proxy_protocol(
     }
     (p.len() == before).then(|| {
         Arc::new(super::proxy_protocol::ProxyProtocol {
-            from: from.into_boxed_slice(),
+            from,
             mode: r.mode.unwrap_or_default(),
             timeout,
         })

@@ -21,8 +21,9 @@ use tokio::net::TcpStream;
 
 use crate::config::proxy_protocol::MAX_HEADER;
 
-const V1: &[u8] = b"PROXY ";
-const V2: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+/// The signatures: v1's text, v2's binary.
+pub(crate) const V1: &[u8] = b"PROXY ";
+pub(crate) const V2: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 
 /// Why a trusted peer's connection was closed.
 #[derive(Debug, thiserror::Error)]
@@ -91,18 +92,8 @@ pub(crate) fn examine(seen: &[u8], taken: usize) -> Step {
         HeaderResult::V1(Ok(h)) => Step::Done {
             len: h.header.len(),
             addrs: match h.addresses {
-                v1::Addresses::Tcp4(a) => Some(pair(
-                    a.source_address,
-                    a.source_port,
-                    a.destination_address,
-                    a.destination_port,
-                )),
-                v1::Addresses::Tcp6(a) => Some(pair(
-                    a.source_address,
-                    a.source_port,
-                    a.destination_address,
-                    a.destination_port,
-                )),
+                v1::Addresses::Tcp4(a) => Some(ends4(a)),
+                v1::Addresses::Tcp6(a) => Some(ends6(a)),
                 v1::Addresses::Unknown => None,
             },
         },
@@ -110,18 +101,8 @@ pub(crate) fn examine(seen: &[u8], taken: usize) -> Step {
             len: h.len(),
             addrs: match (h.command, h.addresses) {
                 (v2::Command::Local, _) => None,
-                (_, v2::Addresses::IPv4(a)) => Some(pair(
-                    a.source_address,
-                    a.source_port,
-                    a.destination_address,
-                    a.destination_port,
-                )),
-                (_, v2::Addresses::IPv6(a)) => Some(pair(
-                    a.source_address,
-                    a.source_port,
-                    a.destination_address,
-                    a.destination_port,
-                )),
+                (_, v2::Addresses::IPv4(a)) => Some(ends4(a)),
+                (_, v2::Addresses::IPv6(a)) => Some(ends6(a)),
                 (_, v2::Addresses::Unix(_) | v2::Addresses::Unspecified) => None,
             },
         },
@@ -130,16 +111,19 @@ pub(crate) fn examine(seen: &[u8], taken: usize) -> Step {
     }
 }
 
-/// (source, destination) as socket addresses.
-fn pair<A: Into<std::net::IpAddr>>(
-    src: A,
-    sport: u16,
-    dst: A,
-    dport: u16,
-) -> (SocketAddr, SocketAddr) {
+/// (source, destination) of a header's IPv4 or IPv6 addresses (one type
+/// in `ppp` for v1 and v2).
+fn ends4(a: v1::IPv4) -> (SocketAddr, SocketAddr) {
     (
-        SocketAddr::new(src.into(), sport),
-        SocketAddr::new(dst.into(), dport),
+        (a.source_address, a.source_port).into(),
+        (a.destination_address, a.destination_port).into(),
+    )
+}
+
+fn ends6(a: v1::IPv6) -> (SocketAddr, SocketAddr) {
+    (
+        (a.source_address, a.source_port).into(),
+        (a.destination_address, a.destination_port).into(),
     )
 }
 

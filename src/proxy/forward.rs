@@ -371,11 +371,18 @@ async fn connection(
     upgrade: bool,
     timeout: Duration,
 ) -> Result<Lease, ProxyError> {
-    let client = proxied(ctx);
+    // (Only a group that sends PROXY protocol headers needs it.)
+    let client = w.pool.proxy_protocol(server).map(|_| proxied(ctx));
     if upgrade {
-        Box::pin(crate::proxy::tunnel::connect(w, server, timeout, &client)).await
+        Box::pin(crate::proxy::tunnel::connect(
+            w,
+            server,
+            timeout,
+            client.as_ref(),
+        ))
+        .await
     } else {
-        w.pool.checkout(server, timeout, Some(&client)).await
+        w.pool.checkout(server, timeout, client.as_ref()).await
     }
 }
 

@@ -163,7 +163,7 @@ pub(crate) async fn connect(
     w: &Worker,
     server: usize,
     timeout: Duration,
-    client: &crate::upstream::proxy_protocol::Client<'_>,
+    client: Option<&crate::upstream::proxy_protocol::Client<'_>>,
 ) -> Result<Lease, ProxyError> {
     let addr = w.pool.addr(server);
     // Upgrades are HTTP/1.1: over TLS, offer only that in ALPN.
@@ -171,7 +171,7 @@ pub(crate) async fn connect(
     let header = w
         .pool
         .proxy_protocol(server)
-        .map(|v| crate::upstream::proxy_protocol::header(v, Some(client)));
+        .map(|v| crate::upstream::proxy_protocol::header(v, client));
     let (stream, _) = open(addr, tls.as_ref(), timeout, header.as_deref()).await?;
     let (sender, conn) = w
         .pool

@@ -324,7 +324,7 @@ impl Pool {
         version: crate::config::proxy_protocol::Version,
         client: Option<&proxy_protocol::Client<'_>>,
     ) -> Result<Lease, ProxyError> {
-        let owner = client.map(proxy_protocol::Client::owner);
+        let owner = client.map(|c| c.conn);
         if let Some(lease) = self.checkout_idle(server, Pick::Owned(owner)).await {
             return Ok(lease);
         }

@@ -27,12 +27,6 @@ pub(crate) struct Client<'a> {
     pub conn: Owner,
 }
 
-impl Client<'_> {
-    pub(crate) fn owner(&self) -> Owner {
-        self.conn
-    }
-}
-
 /// A client connection of this worker thread (a number never given
 /// twice), which a pooled connection serves alone (its header named it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
