@@ -117,6 +117,7 @@ mod ratelimit;
 mod router;
 mod rt;
 mod server;
+mod stream;
 mod tally;
 mod trace;
 pub mod upstream;

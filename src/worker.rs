@@ -53,10 +53,10 @@ impl Generation {
         for (i, l) in config.listeners.iter().enumerate() {
             tls.push(match &l.tls {
                 None => None,
-                Some(t) => match ServerTls::build(t, l.http2) {
+                Some(t) => match ServerTls::build(t, alpn(l)) {
                     Ok(t) => Some(Arc::new(t)),
                     Err(e) => {
-                        problems.push((tls_field(i, t, &e), e.to_string()));
+                        problems.push((tls_field(i, l, t, &e), e.to_string()));
                         None
                     }
                 },
@@ -228,15 +228,28 @@ pub(crate) fn server_builder(max_head: usize) -> http1::Builder {
     b
 }
 
+/// What a listener's TLS offers in ALPN: HTTP's protocols, or a
+/// stream's own.
+fn alpn(l: &crate::config::Listener) -> Vec<Vec<u8>> {
+    match &l.stream {
+        Some(s) => s.alpn.clone(),
+        None => crate::downstream::tls::http_alpn(l.http2),
+    }
+}
+
 /// The field a listener's TLS problem is in: the certificate, key or CA
 /// file it names, else the table.
 fn tls_field(
     i: usize,
+    l: &crate::config::Listener,
     t: &crate::config::ListenerTls,
     e: &crate::downstream::tls::TlsError,
 ) -> String {
     use crate::downstream::tls::TlsError;
-    let table = format!("listeners[{i}].tls");
+    let table = match &l.stream {
+        Some(s) => format!("streams[{}].tls", s.index),
+        None => format!("listeners[{i}].tls"),
+    };
     let path = match e {
         TlsError::Read { path, .. }
         | TlsError::NoCertificate { path }

@@ -62,7 +62,7 @@ fn write_ip(buf: &mut Vec<u8>, ip: std::net::IpAddr) {
 }
 
 /// `ip:port` (`[ip]:port` for IPv6), as `SocketAddr`'s `Display` writes it.
-fn write_addr(buf: &mut Vec<u8>, a: &SocketAddr) {
+pub(super) fn write_addr(buf: &mut Vec<u8>, a: &SocketAddr) {
     match a {
         SocketAddr::V4(v4) => write_v4(buf, *v4.ip(), Some(v4.port())),
         SocketAddr::V6(_) => {
@@ -162,7 +162,7 @@ fn with_clock<R>(f: impl FnOnce(&Clock, u32) -> R) -> R {
 }
 
 /// `2026-12-02T15:30:00.123Z`.
-fn write_iso_millis(buf: &mut Vec<u8>) {
+pub(super) fn write_iso_millis(buf: &mut Vec<u8>) {
     with_clock(|c, ms| {
         buf.extend_from_slice(c.iso.as_bytes());
         let ms = ms.min(999);
@@ -333,7 +333,7 @@ pub(super) fn json_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
 
 /// `s` as a JSON string: as it is when nothing in it needs escaping (the
 /// common case), else escaped by serde_json.
-fn json_str(buf: &mut Vec<u8>, s: &str) {
+pub(super) fn json_str(buf: &mut Vec<u8>, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         buf.push(b'"');
         buf.extend_from_slice(s.as_bytes());

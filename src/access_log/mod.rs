@@ -46,7 +46,9 @@ use tokio::time::Instant;
 use crate::config::{AccessLogTarget, LogFormat};
 
 mod lines;
+mod session;
 use lines::{combined_line, default_line, json_line, template_line};
+pub(crate) use session::Session;
 
 const FLUSH_AT: usize = 32 * 1024;
 /// Buffers waiting for the writer (at most about 2 MiB).
@@ -256,6 +258,21 @@ impl AccessLog {
             LogFormat::Combined => combined_line(&mut buf, e, end),
             LogFormat::Json => json_line(&mut buf, e, end),
             LogFormat::Template(pieces) => template_line(&mut buf, pieces, &self.headers, e, end),
+        }
+        if buf.len() >= FLUSH_AT {
+            self.hand_over(&mut buf);
+        }
+    }
+
+    /// A `[[streams]]` connection's line, once it closed.
+    pub(crate) fn record_session(&self, s: &Session<'_>) {
+        if self.writer.is_none() {
+            return;
+        }
+        let mut buf = self.buf.borrow_mut();
+        match &*self.format {
+            LogFormat::Json => session::json_line(&mut buf, s),
+            _ => session::text_line(&mut buf, s),
         }
         if buf.len() >= FLUSH_AT {
             self.hand_over(&mut buf);

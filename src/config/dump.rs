@@ -186,6 +186,11 @@ pub(crate) fn statuses<S: Serializer>(codes: &[StatusCode], s: S) -> Result<S::O
 }
 
 /// A fixed response's body, as text (bytes that are not UTF-8 replaced).
+/// ALPN protocol names, as text.
+pub(crate) fn protocols<S: Serializer>(list: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(list.iter().map(|p| String::from_utf8_lossy(p)))
+}
+
 pub(crate) fn body<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(b))
 }

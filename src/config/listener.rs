@@ -59,6 +59,10 @@ pub struct Listener {
     /// then names the client; `None`: no header is read.
     #[serde(serialize_with = "super::dump::opt_arc")]
     pub proxy_protocol: Option<Arc<super::proxy_protocol::ProxyProtocol>>,
+    /// A `[[streams]]` entry: its connections are proxied as bytes (L4),
+    /// not served as HTTP.
+    #[serde(serialize_with = "super::dump::opt_arc")]
+    pub stream: Option<Arc<super::stream::Stream>>,
 }
 
 /// `request_id = { header = "x-request-id", trust_incoming = false }`, on
@@ -90,6 +94,7 @@ impl Listener {
             access: None,
             compress: None,
             proxy_protocol: None,
+            stream: None,
         }
     }
 }
@@ -276,7 +281,7 @@ pub(super) fn listener(
     (p.len() == before).then_some(out)
 }
 
-fn tls(
+pub(super) fn tls(
     t: &raw::ListenerTls,
     at: &dyn Fn(&str) -> String,
     base: &Path,

@@ -30,8 +30,11 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
         .unwrap_or(Path::new(""))
         .to_path_buf();
 
-    if raw.listeners.is_empty() {
-        p.add("listeners", "at least one [[listeners]] entry is required");
+    if raw.listeners.is_empty() && raw.streams.is_empty() {
+        p.add(
+            "listeners",
+            "at least one [[listeners]] or [[streams]] entry is required",
+        );
     }
     let listeners: Vec<_> = raw
         .listeners
@@ -53,19 +56,44 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
             );
         }
     }
-    let listeners: Vec<_> = listeners.into_iter().map(|(_, l)| l).collect();
+    let mut listeners: Vec<_> = listeners.into_iter().map(|(_, l)| l).collect();
 
     let dns = dns::dns(raw.dns.as_ref(), &mut p);
     let mut names: Vec<&String> = raw.upstreams.keys().collect();
     names.sort();
+    let streams_only = super::stream::streams_only(&raw);
     let upstreams: Vec<_> = names
         .iter()
-        .filter_map(|name| upstream::group(name, &raw.upstreams[*name], &base, &mut p))
+        .filter_map(|name| {
+            let only = streams_only.contains(&name.as_str());
+            upstream::group(name, &raw.upstreams[*name], &base, only, &mut p)
+        })
         .collect();
     let groups_ok = upstreams.len() == names.len();
 
     let limits = limits(raw.limits.unwrap_or_default(), &mut p);
     let timeouts = timeouts(raw.timeouts.unwrap_or_default());
+
+    // Streams follow the HTTP listeners (whose places SNI routes name).
+    let http = listeners.len();
+    for (i, s) in raw.streams.iter().enumerate() {
+        let around = super::stream::Around {
+            base: &base,
+            listeners: &listeners[..http],
+            upstreams: &upstreams,
+            groups_ok,
+            connect_timeout: timeouts.upstream_connect,
+        };
+        if let Some(l) = super::stream::stream(s, i, &around, &mut p) {
+            if let Some(o) = listeners.iter().find(|o| overlap(o.addr, l.addr)) {
+                p.add(
+                    format!("streams[{i}].address"),
+                    format!("{} overlaps another listener's address ({}): one port, one listener", l.addr, o.addr),
+                );
+            }
+            listeners.push(l);
+        }
+    }
     let rate_limits = super::rate_limit::rate_limits(&raw.rate_limits, &mut p);
     // Routes name them by their place among those written (the same
     // place once every one is valid).
@@ -78,7 +106,7 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
         caches: raw.caches.keys().map(String::as_str).collect(),
     };
 
-    if raw.routes.is_empty() {
+    if raw.routes.is_empty() && !raw.listeners.is_empty() {
         p.add("routes", "at least one [[routes]] entry is required");
     }
     let mut routes = Vec::new();

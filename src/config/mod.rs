@@ -33,6 +33,7 @@ pub mod raw;
 mod route;
 mod run_as;
 mod source;
+pub mod stream;
 mod tracing;
 mod upstream;
 
@@ -50,7 +51,7 @@ pub use rate_limit::{
 pub use run_as::RunAs;
 pub use source::{ConfigError, Problem, Source};
 pub use upstream::{
-    tls_name, Balance, Check, HashKey, Limit, Outlier, Protocol, Retry, Server, Target,
+    tls_name, Balance, Check, CheckKind, HashKey, Limit, Outlier, Protocol, Retry, Server, Target,
     UpstreamGroup, UpstreamTls,
 };
 
@@ -287,6 +288,7 @@ impl Config {
                 address: listen.to_string(),
                 ..Default::default()
             }],
+            streams: Vec::new(),
             routes: vec![raw::Route {
                 upstream: Some("default".into()),
                 ..Default::default()

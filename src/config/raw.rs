@@ -56,6 +56,8 @@ pub struct File {
     #[serde(default)]
     pub routes: Vec<Route>,
     #[serde(default)]
+    pub streams: Vec<Stream>,
+    #[serde(default)]
     pub upstreams: HashMap<String, Upstream>,
     pub timeouts: Option<Timeouts>,
     pub limits: Option<Limits>,
@@ -243,6 +245,37 @@ pub struct Listener {
     pub access: Option<Vec<String>>,
     pub compress: Option<Compress>,
     pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// A `[[streams]]` entry: an L4 (TCP) listener (checked in `stream.rs`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stream {
+    pub address: String,
+    pub upstream: Option<String>,
+    pub sni: Option<Vec<SniRoute>>,
+    pub tls: Option<ListenerTls>,
+    pub alpn: Option<Vec<String>>,
+    pub proxy_protocol: Option<ProxyProtocol>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<u32>,
+    pub access: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "duration")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub preread_timeout: Option<Duration>,
+}
+
+/// One of a stream's `sni = [...]` routes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniRoute {
+    pub names: Vec<String>,
+    pub alpn: Option<Vec<String>>,
+    pub upstream: Option<String>,
+    pub listener: Option<String>,
 }
 
 /// `proxy_protocol = { ... }` on a listener (checked in
@@ -443,6 +476,8 @@ pub struct Retry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
+    #[serde(rename = "type")]
+    pub kind: Option<super::CheckKind>,
     pub method: Option<String>,
     pub path: Option<String>,
     #[serde(default, deserialize_with = "duration")]

@@ -134,6 +134,8 @@ pub struct UpstreamTls {
 /// Active check settings of a group.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
+    /// What a check does: an HTTP request, or a TCP connect.
+    pub kind: CheckKind,
     #[serde(serialize_with = "super::dump::display")]
     pub method: Method,
     #[serde(serialize_with = "super::dump::display")]
@@ -147,6 +149,19 @@ pub struct Check {
     pub expect: Vec<StatusCode>,
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
+}
+
+/// A health check's `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// `method path`, and a status in `expect` (the default for groups
+    /// that routes use).
+    Http,
+    /// The connection opens (with TLS for `https://` servers): what an
+    /// L4 proxy can know of a server (the default for groups that only
+    /// `[[streams]]` use; HAProxy's `check` in `mode tcp`).
+    Tcp,
 }
 
 /// Passive ejection settings of a group.
@@ -203,6 +218,7 @@ pub(super) fn group(
     name: &str,
     g: &raw::Upstream,
     base: &Path,
+    streams_only: bool,
     p: &mut Problems,
 ) -> Option<UpstreamGroup> {
     let at = format!("upstreams.{name}");
@@ -256,7 +272,10 @@ pub(super) fn group(
     };
     let tls = upstream_tls(name, g, &schemes, &servers, base, p);
     let balance = balance(g, &at, p);
-    let health = g.health.as_ref().and_then(|h| check(h, &at, p));
+    let health = g
+        .health
+        .as_ref()
+        .and_then(|h| check(h, &at, streams_only, p));
     let outlier = outlier(g.outlier.as_ref(), &at, p);
     let retry = retry(g.retry.as_ref(), &at, p);
     let protocol = g.protocol.unwrap_or_default();
@@ -308,9 +327,27 @@ fn retry(r: Option<&raw::Retry>, at: &str, p: &mut Problems) -> Retry {
     retry
 }
 
-fn check(h: &raw::Health, at: &str, p: &mut Problems) -> Option<Check> {
+fn check(h: &raw::Health, at: &str, streams_only: bool, p: &mut Problems) -> Option<Check> {
     let at = format!("{at}.health");
     let before = p.len();
+    let kind = h.kind.unwrap_or(match streams_only {
+        true => CheckKind::Tcp,
+        false => CheckKind::Http,
+    });
+    if kind == CheckKind::Tcp {
+        for (field, given) in [
+            ("method", h.method.is_some()),
+            ("path", h.path.is_some()),
+            ("expect", h.expect.is_some()),
+        ] {
+            if given {
+                p.add(
+                    format!("{at}.{field}"),
+                    "only applies to `type = \"http\"` checks",
+                );
+            }
+        }
+    }
     let path = h.path.clone().unwrap_or_else(|| "/".into());
     let path = if path.starts_with('/') {
         http::uri::PathAndQuery::from_maybe_shared(path.clone())
@@ -351,6 +388,7 @@ fn check(h: &raw::Health, at: &str, p: &mut Problems) -> Option<Check> {
         return None;
     }
     Some(Check {
+        kind,
         method: method?,
         path: path?,
         interval: h.interval.unwrap_or(Duration::from_secs(5)),

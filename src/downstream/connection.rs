@@ -359,10 +359,28 @@ async fn set_up(
         }
     }
     let client = state.client.get();
+    // A stream (L4) listener's connection is proxied as bytes; one its
+    // SNI routes hand to an HTTP listener comes back to be served here,
+    // under that listener's settings, its ClientHello read already.
+    let (mut at, mut index, mut listener) = (at, index, listener);
+    let mut early = Vec::new();
+    if listener.stream.is_some() {
+        let peer = crate::stream::Peer {
+            client,
+            local: state.local.get(),
+            id: state.id,
+        };
+        let handoff = crate::stream::serve(stream, index, peer, worker.clone(), shutdown.clone());
+        let h = handoff.await?;
+        (stream, index, early) = (h.tcp, h.listener, h.early);
+        listener = worker.config.listeners.get(index)?;
+        at = Rc::new(Cell::new(index));
+    }
     let (io, tls, (alpn_h2, tls_version)) = match worker.tls.get(index).and_then(Option::as_ref) {
         None => (ClientIo::Plain(stream), None, (false, None)),
         Some(tls) => {
-            let accept = tokio_rustls::TlsAcceptor::from(tls.config.clone()).accept(stream);
+            let accept = tokio_rustls::TlsAcceptor::from(tls.config.clone())
+                .accept_with(stream, |conn| super::tls::feed(conn, &early));
             let deadline = Instant::now() + timeouts.tls_handshake;
             let done = within(accept, deadline, &mut shutdown).await;
             let stream = match done {
@@ -370,7 +388,7 @@ async fn set_up(
                 Ok(Err(e)) => {
                     tracing::info!(%client, "TLS handshake failed: {e}");
                     if let Some(m) = &state.meter {
-                        m.tls_failed(tls_failure(&e));
+                        m.tls_failed(super::tls::failure(&e));
                     }
                     return None;
                 }
@@ -560,22 +578,6 @@ fn h2_builder(max_streams: u32, max_head: usize, max_resets: u32) -> http2::Buil
         // Streams the client gets wrong count as its resets do.
         .max_local_error_reset_streams(Some(max_resets as usize));
     b
-}
-
-/// Why a TLS handshake failed, as an index of
-/// [`crate::metrics::TLS_FAILURES`].
-fn tls_failure(e: &std::io::Error) -> usize {
-    use rustls::Error as E;
-    match e.get_ref().and_then(|e| e.downcast_ref::<E>()) {
-        Some(E::PeerIncompatible(_)) => 3,
-        Some(E::NoApplicationProtocol) => 4,
-        Some(E::InvalidCertificate(_) | E::NoCertificatesPresented) => 5,
-        Some(E::AlertReceived(_)) => 6,
-        Some(E::InvalidMessage(_) | E::InappropriateMessage { .. }) => 7,
-        Some(_) => 8,
-        None if e.kind() == std::io::ErrorKind::UnexpectedEof => 1,
-        None => 2,
-    }
 }
 
 fn log_conn_error(client: SocketAddr, e: &hyper::Error) {

@@ -205,9 +205,19 @@ pub(crate) fn subject(cert: &CertificateDer<'_>) -> Option<HeaderValue> {
     HeaderValue::from_str(&parsed.subject().to_string()).ok()
 }
 
+/// The ALPN protocols an HTTP listener offers (`http2`: h2 first).
+pub(crate) fn http_alpn(http2: bool) -> Vec<Vec<u8>> {
+    if http2 {
+        vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
+    } else {
+        vec![ALPN_HTTP11.to_vec()]
+    }
+}
+
 impl ServerTls {
-    /// Reads the certificate files `s` names; `http2`: offer h2 in ALPN.
-    pub(crate) fn build(s: &ListenerTls, http2: bool) -> Result<ServerTls, TlsError> {
+    /// Reads the certificate files `s` names; `alpn`: the protocols
+    /// offered ([`http_alpn`] on HTTP listeners).
+    pub(crate) fn build(s: &ListenerTls, alpn: Vec<Vec<u8>>) -> Result<ServerTls, TlsError> {
         let provider = provider();
         let mut entries = Vec::new();
         for (cert, key) in &s.certificates {
@@ -260,17 +270,48 @@ impl ServerTls {
             }
         };
         let mut config = builder.with_cert_resolver(certs.clone());
-        config.alpn_protocols = if http2 {
-            vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
-        } else {
-            vec![ALPN_HTTP11.to_vec()]
-        };
+        config.alpn_protocols = alpn;
         config.ignore_client_order = false;
         Ok(ServerTls {
             config: Arc::new(config),
             certs,
             subject_header,
         })
+    }
+}
+
+/// Gives a server connection the bytes read off its socket before its
+/// TLS was set up (a stream's SNI route read the ClientHello): rustls
+/// takes them as if read from the socket, and the handshake goes on from
+/// there. A ClientHello it refuses leaves the connection in error, which
+/// the handshake then reports.
+pub(crate) fn feed(conn: &mut rustls::ServerConnection, early: &[u8]) {
+    let mut rest = early;
+    while !rest.is_empty() {
+        match conn.read_tls(&mut rest) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if conn.process_new_packets().is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Why a TLS handshake failed, as an index of
+/// [`crate::metrics::TLS_FAILURES`].
+pub(crate) fn failure(e: &std::io::Error) -> usize {
+    use rustls::Error as E;
+    match e.get_ref().and_then(|e| e.downcast_ref::<E>()) {
+        Some(E::PeerIncompatible(_)) => 3,
+        Some(E::NoApplicationProtocol) => 4,
+        Some(E::InvalidCertificate(_) | E::NoCertificatesPresented) => 5,
+        Some(E::AlertReceived(_)) => 6,
+        Some(E::InvalidMessage(_) | E::InappropriateMessage { .. }) => 7,
+        Some(_) => 8,
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => 1,
+        None => 2,
     }
 }
 

@@ -36,6 +36,16 @@ const FAMILIES: &[Family] = &[
         help: "Responses from upstream servers, by status class.",
     },
     Family {
+        name: "tidegate_stream_sessions_total",
+        kind: "counter",
+        help: "[[streams]] connections ended, by listener and outcome.",
+    },
+    Family {
+        name: "tidegate_stream_session_duration_seconds",
+        kind: "histogram",
+        help: "How long [[streams]] connections lasted, by listener.",
+    },
+    Family {
         name: "tidegate_connections_accepted_total",
         kind: "counter",
         help: "Client connections accepted.",

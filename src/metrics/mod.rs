@@ -54,6 +54,73 @@ pub(crate) const TLS_FAILURES: [&str; 9] = [
     "other",
 ];
 
+/// How a `[[streams]]` connection ended; its label is
+/// [`SessionEnd::label`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionEnd {
+    /// Both sides closed (or one did, the other then finished).
+    Closed,
+    /// No byte either way for the stream's `idle_timeout`.
+    IdleTimeout,
+    /// A socket error (reset) on either side.
+    Error,
+    /// Refused by the stream's `access` rules.
+    Denied,
+    /// No ClientHello read: not TLS, malformed, too long or too late.
+    BadHello,
+    /// No SNI route took it, and the stream has no default.
+    NoRoute,
+    /// No server of the group could be reached (or none is in service).
+    NoUpstream,
+    /// The TLS handshake of a terminating stream failed.
+    TlsFailed,
+    /// Handed to an HTTP listener's TLS (its requests count there).
+    HandedOff,
+    /// Still open when shutdown's grace period ended.
+    Shutdown,
+}
+
+/// Every [`SessionEnd`], in order.
+pub(crate) const SESSION_ENDS: [SessionEnd; 10] = [
+    SessionEnd::Closed,
+    SessionEnd::IdleTimeout,
+    SessionEnd::Error,
+    SessionEnd::Denied,
+    SessionEnd::BadHello,
+    SessionEnd::NoRoute,
+    SessionEnd::NoUpstream,
+    SessionEnd::TlsFailed,
+    SessionEnd::HandedOff,
+    SessionEnd::Shutdown,
+];
+
+impl SessionEnd {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            SessionEnd::Closed => "closed",
+            SessionEnd::IdleTimeout => "idle_timeout",
+            SessionEnd::Error => "error",
+            SessionEnd::Denied => "denied",
+            SessionEnd::BadHello => "bad_client_hello",
+            SessionEnd::NoRoute => "no_route",
+            SessionEnd::NoUpstream => "no_upstream",
+            SessionEnd::TlsFailed => "tls_failed",
+            SessionEnd::HandedOff => "handed_off",
+            SessionEnd::Shutdown => "shutdown",
+        }
+    }
+
+    /// The status nginx's `stream` log gives such a session.
+    pub(crate) fn status(self) -> u16 {
+        match self {
+            SessionEnd::Denied => 403,
+            SessionEnd::BadHello | SessionEnd::NoRoute | SessionEnd::TlsFailed => 400,
+            SessionEnd::NoUpstream => 502,
+            _ => 200,
+        }
+    }
+}
+
 /// What became of a request on a route with a cache; its label is
 /// [`CACHE_RESULTS`]`[result as usize]`.
 #[derive(Debug, Clone, Copy)]
@@ -137,6 +204,10 @@ pub(crate) struct Counters {
     bytes_out: Box<[AtomicU64]>,
     /// `[cache][result]` (see [`CACHE_RESULTS`]).
     cache: Box<[AtomicU64]>,
+    /// `[listener][end]` (see [`SESSION_ENDS`]): stream connections.
+    sessions: Box<[AtomicU64]>,
+    /// `[listener]`: how long stream connections lasted.
+    session_duration: Histograms,
     /// What this thread's pool counts.
     pub(crate) pool: Arc<UpstreamStats>,
 }
@@ -185,6 +256,8 @@ impl Counters {
             bytes_in: zeros(listeners),
             bytes_out: zeros(listeners),
             cache: zeros(labels.caches.len() * CACHE_RESULTS.len()),
+            sessions: zeros(listeners * SESSION_ENDS.len()),
+            session_duration: Histograms::new(listeners),
             pool: Arc::new(UpstreamStats::new(
                 labels.servers.len(),
                 labels.groups.len(),
@@ -237,6 +310,14 @@ impl Counters {
     pub(crate) fn cache(&self, cache: usize, result: CacheResult) {
         if cache < self.labels.caches.len() {
             bump(&self.cache, cache * CACHE_RESULTS.len() + result as usize);
+        }
+    }
+
+    /// A stream connection on listener `l` ended.
+    pub(crate) fn session(&self, l: usize, end: SessionEnd, elapsed: Duration) {
+        if l < self.labels.listeners.len() {
+            bump(&self.sessions, l * SESSION_ENDS.len() + end as usize);
+            self.session_duration.observe(l, elapsed);
         }
     }
 
@@ -420,6 +501,25 @@ fn series(c: &Counters, out: &mut BTreeMap<Series, f64>, retiring: bool) {
                 n(get(&c.tls_failed, li * TLS_FAILURES.len() + ri)),
             );
         }
+        for (ei, end) in SESSION_ENDS.iter().enumerate() {
+            let mut labels = at();
+            labels.push(("outcome", end.label().to_string()));
+            put(
+                "tidegate_stream_sessions_total",
+                labels,
+                n(get(&c.sessions, li * SESSION_ENDS.len() + ei)),
+            );
+        }
+        hist(
+            &mut put,
+            (
+                "tidegate_stream_session_duration_seconds_bucket",
+                "tidegate_stream_session_duration_seconds_sum",
+            ),
+            &at,
+            &c.session_duration,
+            li,
+        );
         for (ri, route) in l.routes.iter().enumerate() {
             let pair = li * l.routes.len() + ri;
             let base = || vec![("listener", listener.to_string()), ("route", route.clone())];

@@ -62,7 +62,10 @@ pub(crate) fn spawn_checks(
                                 _ = tick.tick() => {}
                                 _ = stop.changed() => return,
                             }
-                            let result = probe(&target, &check).await;
+                            let result = match check.kind {
+                                crate::config::CheckKind::Http => probe(&target, &check).await,
+                                crate::config::CheckKind::Tcp => connects(&target, &check).await,
+                            };
                             let ok = matches!(&result, Ok(s) if check.expect.contains(s));
                             match health.checked(ok, &check) {
                                 Some(true) => tracing::info!(%addr, group, "health check passing again: server back in service"),
@@ -110,6 +113,20 @@ struct Target {
     protocol: crate::config::Protocol,
     /// The group sends PROXY protocol headers: a check sends `LOCAL`.
     proxy_protocol: Option<crate::config::proxy_protocol::Version>,
+}
+
+/// A TCP check: the connection opens (the PROXY protocol's `LOCAL`
+/// header sent, the TLS handshake done for `https://` servers) within
+/// the check's timeout; it stands for a 200 (`expect` is not asked).
+async fn connects(target: &Target, check: &Check) -> Result<StatusCode, ProbeError> {
+    let header = target
+        .proxy_protocol
+        .map(|v| crate::upstream::proxy_protocol::header(v, None));
+    let tls = target.tls.as_ref().map(|t| t.without_alpn());
+    crate::upstream::open(target.addr, tls.as_ref(), check.timeout, header.as_deref())
+        .await
+        .map_err(ProbeError::Connect)?;
+    Ok(StatusCode::OK)
 }
 
 /// One check: a fresh connection, one request, the status.

@@ -195,6 +195,7 @@ mod tests {
     #[test]
     fn active_thresholds() {
         let check = Check {
+            kind: crate::config::CheckKind::Http,
             method: http::Method::GET,
             path: http::uri::PathAndQuery::from_static("/"),
             interval: Duration::from_secs(1),

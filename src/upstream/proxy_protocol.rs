@@ -21,7 +21,7 @@ pub(crate) struct Client<'a> {
     /// TLS: the server name it asked for.
     pub sni: Option<&'a str>,
     /// TLS: the protocol ALPN settled.
-    pub alpn: Option<&'static [u8]>,
+    pub alpn: Option<&'a [u8]>,
     /// The client connection, among this worker's (what a pooled
     /// connection is kept for: its requests alone).
     pub conn: Owner,

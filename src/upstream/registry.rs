@@ -61,11 +61,13 @@ pub struct Server {
     pub name: Option<String>,
 }
 
-/// A group's client configs: as the group speaks, and HTTP/1.1 only.
+/// A group's client configs: as the group speaks, HTTP/1.1 only, and
+/// with no ALPN (streams).
 #[derive(Debug, Clone)]
 struct GroupTls {
     config: Arc<rustls::ClientConfig>,
     http1: Arc<rustls::ClientConfig>,
+    bare: Arc<rustls::ClientConfig>,
 }
 
 /// What outlives configs: state by `(group, address)`, and the DNS answers
@@ -249,7 +251,13 @@ fn group_tls(g: &UpstreamGroup) -> Result<Option<GroupTls>, (&'static str, Strin
         c.alpn_protocols = vec![b"http/1.1".to_vec()];
         Arc::new(c)
     };
-    Ok(Some(GroupTls { config, http1 }))
+    let mut bare = (*config).clone();
+    bare.alpn_protocols = Vec::new();
+    Ok(Some(GroupTls {
+        config,
+        http1,
+        bare: Arc::new(bare),
+    }))
 }
 
 fn server_tls(
@@ -266,6 +274,7 @@ fn server_tls(
     Some(ServerTls {
         config: tls.config.clone(),
         http1_config: tls.http1.clone(),
+        bare_config: tls.bare.clone(),
         name,
     })
 }

@@ -37,6 +37,9 @@ pub struct ServerTls {
     /// The same, offering only `http/1.1` in ALPN: for upgrades, which are
     /// HTTP/1.1 whatever the group speaks. Built once at load.
     pub http1_config: Arc<ClientConfig>,
+    /// The same, offering no ALPN: for `[[streams]]`, whose bytes are
+    /// not HTTP (and for their TCP checks).
+    pub bare_config: Arc<ClientConfig>,
     /// Sent as SNI (host names only) and checked against the certificate.
     pub name: ServerName<'static>,
 }
@@ -55,6 +58,17 @@ impl ServerTls {
         ServerTls {
             config: self.http1_config.clone(),
             http1_config: self.http1_config.clone(),
+            bare_config: self.bare_config.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    /// These settings with no ALPN offered.
+    pub fn without_alpn(&self) -> ServerTls {
+        ServerTls {
+            config: self.bare_config.clone(),
+            http1_config: self.http1_config.clone(),
+            bare_config: self.bare_config.clone(),
             name: self.name.clone(),
         }
     }

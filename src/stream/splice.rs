@@ -1,0 +1,190 @@
+//! Bytes both ways between a stream's client and its server, until both
+//! directions end: an end of file read on one side is passed on as a
+//! half-close (TCP `shutdown(SHUT_WR)`, TLS `close_notify`) to the other,
+//! which may go on sending (a client that closed its sending side still
+//! gets its answer). Each side counts its bytes and the time of its last
+//! one; a stream with none either way for its idle timeout is closed.
+//!
+//! The copy is tokio's `copy_bidirectional` with fixed buffers (bounded
+//! memory: two per connection, whatever its rate), and the reading side's
+//! backpressure: nothing is read while the other side cannot take it.
+
+use std::cell::Cell;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// Each direction's buffer (nginx's `proxy_buffer_size` for streams).
+const BUFFER: usize = 16 * 1024;
+
+/// One side of a stream: its socket, the bytes read from it and the
+/// stream's last activity (shared by both sides).
+pub(crate) struct Side<T> {
+    io: T,
+    read: Cell<u64>,
+    last: Rc<Cell<Instant>>,
+}
+
+impl<T> Side<T> {
+    pub(crate) fn read(&self) -> u64 {
+        self.read.get()
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Side<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read.set(self.read.get() + n as u64);
+            self.last.set(Instant::now());
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Side<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// How a splice ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// Both directions reached their end.
+    Closed,
+    /// No byte either way for the idle timeout.
+    Idle,
+    /// A read or write failed (a reset, mostly).
+    Error(io::Error),
+    /// The deadline given (shutdown's grace) came.
+    Deadline,
+}
+
+/// The two sides of a stream, ready to splice.
+pub(crate) struct Pair<C, U> {
+    pub(crate) client: Side<C>,
+    pub(crate) upstream: Side<U>,
+}
+
+impl<C, U> Pair<C, U>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    pub(crate) fn new(client: C, upstream: U) -> Self {
+        let last = Rc::new(Cell::new(Instant::now()));
+        Pair {
+            client: Side {
+                io: client,
+                read: Cell::new(0),
+                last: last.clone(),
+            },
+            upstream: Side {
+                io: upstream,
+                read: Cell::new(0),
+                last,
+            },
+        }
+    }
+
+    /// Copies both ways until both end, one fails, nothing moves for
+    /// `idle`, or `deadline` (once it is known) comes.
+    pub(crate) async fn run(
+        &mut self,
+        idle: Duration,
+        deadline: impl std::future::Future<Output = ()>,
+    ) -> Ended {
+        let last = self.client.last.clone();
+        let copy = tokio::io::copy_bidirectional_with_sizes(
+            &mut self.client,
+            &mut self.upstream,
+            BUFFER,
+            BUFFER,
+        );
+        let mut copy = std::pin::pin!(copy);
+        let mut deadline = std::pin::pin!(deadline);
+        let timer = tokio::time::sleep_until(last.get() + idle);
+        let mut timer = std::pin::pin!(timer);
+        loop {
+            tokio::select! {
+                r = copy.as_mut() => return match r {
+                    Ok(_) => Ended::Closed,
+                    Err(e) => Ended::Error(e),
+                },
+                _ = timer.as_mut() => {
+                    let due = last.get() + idle;
+                    if Instant::now() >= due {
+                        return Ended::Idle;
+                    }
+                    // Bytes moved meanwhile: look again then.
+                    timer.as_mut().reset(due);
+                }
+                _ = deadline.as_mut() => return Ended::Deadline,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn half_close_passes_on_and_counts() {
+        let (client, mut far_client) = tokio::io::duplex(64);
+        let (upstream, mut far_upstream) = tokio::io::duplex(64);
+        let mut pair = Pair::new(client, upstream);
+        let run = pair.run(Duration::from_secs(60), std::future::pending());
+        let talk = async {
+            far_client.write_all(b"request").await.unwrap();
+            far_client.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            far_upstream.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"request");
+            // The server answers after the client's half-close.
+            far_upstream.write_all(b"answer, longer").await.unwrap();
+            far_upstream.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            far_client.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"answer, longer");
+        };
+        let (ended, ()) = tokio::join!(run, talk);
+        assert!(matches!(ended, Ended::Closed), "{ended:?}");
+        assert_eq!(pair.client.read(), 7);
+        assert_eq!(pair.upstream.read(), 14);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_streams_end() {
+        let (client, _far_client) = tokio::io::duplex(64);
+        let (upstream, _far_upstream) = tokio::io::duplex(64);
+        let mut pair = Pair::new(client, upstream);
+        let ended = pair.run(Duration::from_secs(5), std::future::pending()).await;
+        assert!(matches!(ended, Ended::Idle), "{ended:?}");
+    }
+}
