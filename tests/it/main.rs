@@ -49,6 +49,7 @@ mod shutdown;
 mod startup;
 mod status;
 mod streaming;
+mod streams;
 mod systemd;
 mod timeouts;
 mod tls;
