@@ -36,6 +36,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("cache_control", cache_control),
     ("http_date", http_date),
     ("proxy_protocol", proxy_protocol),
+    ("client_hello", client_hello),
 ];
 
 /// `Host`/`:authority` validation: a value accepted is plain visible
@@ -460,6 +461,34 @@ pub fn proxy_protocol(data: &[u8]) {
                 }
             }
             Step::Refuse(why) => assert!(!why.is_empty()),
+        }
+    }
+}
+
+/// A stream's first bytes read for their ClientHello: a name found is a
+/// lower-case host name (no empty label), protocols are 1 to 255 bytes;
+/// the answer is the same with bytes after it, and every prefix of bytes
+/// that make a ClientHello asks for more (never refuses, never finds
+/// another).
+pub fn client_hello(data: &[u8]) {
+    use crate::stream::hello::{parse, Hello};
+    let data = &data[..data.len().min(crate::config::stream::MAX_PREREAD)];
+    let parsed = parse(data);
+    if let Hello::Done { sni, alpn } = &parsed {
+        if let Some(n) = sni {
+            assert!(!n.is_empty() && n.len() <= 253, "{n:?}");
+            assert!(!n.bytes().any(|b| b.is_ascii_uppercase()), "{n:?}");
+            assert!(!n.starts_with('.') && !n.ends_with('.'), "{n:?}");
+        }
+        assert!(alpn.iter().all(|p| !p.is_empty() && p.len() <= 255));
+        let mut longer = data.to_vec();
+        longer.extend_from_slice(b"\x16\x03\x01 after");
+        assert_eq!(parse(&longer), parsed);
+        for k in [0, 1, 4, 5, data.len() / 2] {
+            match parse(&data[..k.min(data.len())]) {
+                Hello::More => {}
+                p => assert_eq!(p, parsed, "prefix {k}"),
+            }
         }
     }
 }

@@ -116,7 +116,14 @@ mod tests {
             "10.0.0.1:51234 \"TCP 0.0.0.0:5432\" 200 812 20411 10.0.1.5:5432 12.0402 closed db.example.com\n"
         );
         let mut buf = Vec::new();
-        json_line(&mut buf, &Session { upstream: None, sni: None, ..s });
+        json_line(
+            &mut buf,
+            &Session {
+                upstream: None,
+                sni: None,
+                ..s
+            },
+        );
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["client"], "10.0.0.1:51234");
         assert_eq!(v["status"], 200);

@@ -61,7 +61,7 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
     let dns = dns::dns(raw.dns.as_ref(), &mut p);
     let mut names: Vec<&String> = raw.upstreams.keys().collect();
     names.sort();
-    let streams_only = super::stream::streams_only(&raw);
+    let streams_only = super::stream_entry::streams_only(&raw);
     let upstreams: Vec<_> = names
         .iter()
         .filter_map(|name| {
@@ -77,18 +77,21 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
     // Streams follow the HTTP listeners (whose places SNI routes name).
     let http = listeners.len();
     for (i, s) in raw.streams.iter().enumerate() {
-        let around = super::stream::Around {
+        let around = super::stream_entry::Around {
             base: &base,
             listeners: &listeners[..http],
             upstreams: &upstreams,
             groups_ok,
             connect_timeout: timeouts.upstream_connect,
         };
-        if let Some(l) = super::stream::stream(s, i, &around, &mut p) {
+        if let Some(l) = super::stream_entry::stream(s, i, &around, &mut p) {
             if let Some(o) = listeners.iter().find(|o| overlap(o.addr, l.addr)) {
                 p.add(
                     format!("streams[{i}].address"),
-                    format!("{} overlaps another listener's address ({}): one port, one listener", l.addr, o.addr),
+                    format!(
+                        "{} overlaps another listener's address ({}): one port, one listener",
+                        l.addr, o.addr
+                    ),
                 );
             }
             listeners.push(l);

@@ -34,6 +34,7 @@ mod route;
 mod run_as;
 mod source;
 pub mod stream;
+mod stream_entry;
 mod tracing;
 mod upstream;
 

@@ -247,6 +247,14 @@ pub struct Listener {
     pub proxy_protocol: Option<ProxyProtocol>,
 }
 
+/// A health check's `type` (`config::CheckKind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckType {
+    Http,
+    Tcp,
+}
+
 /// A `[[streams]]` entry: an L4 (TCP) listener (checked in `stream.rs`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -477,7 +485,7 @@ pub struct Retry {
 #[serde(deny_unknown_fields)]
 pub struct Health {
     #[serde(rename = "type")]
-    pub kind: Option<super::CheckKind>,
+    pub kind: Option<CheckType>,
     pub method: Option<String>,
     pub path: Option<String>,
     #[serde(default, deserialize_with = "duration")]

@@ -152,7 +152,7 @@ pub struct Check {
 }
 
 /// A health check's `type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckKind {
     /// `method path`, and a status in `expect` (the default for groups
@@ -330,10 +330,12 @@ fn retry(r: Option<&raw::Retry>, at: &str, p: &mut Problems) -> Retry {
 fn check(h: &raw::Health, at: &str, streams_only: bool, p: &mut Problems) -> Option<Check> {
     let at = format!("{at}.health");
     let before = p.len();
-    let kind = h.kind.unwrap_or(match streams_only {
-        true => CheckKind::Tcp,
-        false => CheckKind::Http,
-    });
+    let kind = match h.kind {
+        Some(raw::CheckType::Http) => CheckKind::Http,
+        Some(raw::CheckType::Tcp) => CheckKind::Tcp,
+        None if streams_only => CheckKind::Tcp,
+        None => CheckKind::Http,
+    };
     if kind == CheckKind::Tcp {
         for (field, given) in [
             ("method", h.method.is_some()),

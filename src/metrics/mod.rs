@@ -13,6 +13,7 @@
 //! any more are folded into retired totals and let go.
 
 mod exposition;
+mod session;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use crate::upstream::registry::Upstreams;
 use crate::upstream::stats::{Count, UpstreamStats};
 
 pub(crate) use exposition::{open_metrics, render, Gauges, ServerGauge, TraceCounts};
+pub(crate) use session::{SessionEnd, SESSION_ENDS};
 
 /// `1xx` ... `5xx`.
 const CLASSES: usize = 5;
@@ -53,73 +55,6 @@ pub(crate) const TLS_FAILURES: [&str; 9] = [
     "invalid_message",
     "other",
 ];
-
-/// How a `[[streams]]` connection ended; its label is
-/// [`SessionEnd::label`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SessionEnd {
-    /// Both sides closed (or one did, the other then finished).
-    Closed,
-    /// No byte either way for the stream's `idle_timeout`.
-    IdleTimeout,
-    /// A socket error (reset) on either side.
-    Error,
-    /// Refused by the stream's `access` rules.
-    Denied,
-    /// No ClientHello read: not TLS, malformed, too long or too late.
-    BadHello,
-    /// No SNI route took it, and the stream has no default.
-    NoRoute,
-    /// No server of the group could be reached (or none is in service).
-    NoUpstream,
-    /// The TLS handshake of a terminating stream failed.
-    TlsFailed,
-    /// Handed to an HTTP listener's TLS (its requests count there).
-    HandedOff,
-    /// Still open when shutdown's grace period ended.
-    Shutdown,
-}
-
-/// Every [`SessionEnd`], in order.
-pub(crate) const SESSION_ENDS: [SessionEnd; 10] = [
-    SessionEnd::Closed,
-    SessionEnd::IdleTimeout,
-    SessionEnd::Error,
-    SessionEnd::Denied,
-    SessionEnd::BadHello,
-    SessionEnd::NoRoute,
-    SessionEnd::NoUpstream,
-    SessionEnd::TlsFailed,
-    SessionEnd::HandedOff,
-    SessionEnd::Shutdown,
-];
-
-impl SessionEnd {
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            SessionEnd::Closed => "closed",
-            SessionEnd::IdleTimeout => "idle_timeout",
-            SessionEnd::Error => "error",
-            SessionEnd::Denied => "denied",
-            SessionEnd::BadHello => "bad_client_hello",
-            SessionEnd::NoRoute => "no_route",
-            SessionEnd::NoUpstream => "no_upstream",
-            SessionEnd::TlsFailed => "tls_failed",
-            SessionEnd::HandedOff => "handed_off",
-            SessionEnd::Shutdown => "shutdown",
-        }
-    }
-
-    /// The status nginx's `stream` log gives such a session.
-    pub(crate) fn status(self) -> u16 {
-        match self {
-            SessionEnd::Denied => 403,
-            SessionEnd::BadHello | SessionEnd::NoRoute | SessionEnd::TlsFailed => 400,
-            SessionEnd::NoUpstream => 502,
-            _ => 200,
-        }
-    }
-}
 
 /// What became of a request on a route with a cache; its label is
 /// [`CACHE_RESULTS`]`[result as usize]`.

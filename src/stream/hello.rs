@@ -267,7 +267,11 @@ mod tests {
 
     #[test]
     fn sni_and_alpn_from_whole_and_partial_hellos() {
-        let h = hello(&[sni(b"Db.Example.COM"), alpn(&[b"h2", b"postgresql"])], 1200, 0);
+        let h = hello(
+            &[sni(b"Db.Example.COM"), alpn(&[b"h2", b"postgresql"])],
+            1200,
+            0,
+        );
         let want = Hello::Done {
             sni: Some("db.example.com".into()),
             alpn: vec![b"h2".to_vec(), b"postgresql".to_vec()],
@@ -278,7 +282,11 @@ mod tests {
             assert_eq!(parse(&h[..n]), Hello::More, "{n}");
         }
         // The handshake spread over several records.
-        let split = hello(&[sni(b"db.example.com"), alpn(&[b"h2", b"postgresql"])], 1200, 300);
+        let split = hello(
+            &[sni(b"db.example.com"), alpn(&[b"h2", b"postgresql"])],
+            1200,
+            300,
+        );
         assert!(split.len() > h.len());
         assert_eq!(parse(&split), want);
         for n in 0..split.len() {
@@ -312,18 +320,34 @@ mod tests {
         assert_eq!(inv(b"GET / HTTP/1.1\r\n"), "not a TLS handshake");
         assert_eq!(inv(&[HANDSHAKE, 4]), "not a TLS record version");
         assert_eq!(inv(&[HANDSHAKE, 3, 1, 0, 0]), "bad TLS record length");
-        assert_eq!(inv(&[HANDSHAKE, 3, 1, 0, 4, 2, 0, 0, 0]), "not a ClientHello");
+        assert_eq!(
+            inv(&[HANDSHAKE, 3, 1, 0, 4, 2, 0, 0, 0]),
+            "not a ClientHello"
+        );
         assert_eq!(
             inv(&hello(&[sni(b"a..b/c")], 0, 0)),
             "invalid host name in server_name"
         );
-        assert_eq!(inv(&hello(&[sni(b"a.b.")], 0, 0)), "invalid host name in server_name");
-        assert_eq!(inv(&hello(&[sni(b"a"), sni(b"b")], 0, 0)), "two server_name extensions");
-        assert_eq!(inv(&hello(&[alpn(&[b""])], 0, 0)), "malformed ALPN extension");
+        assert_eq!(
+            inv(&hello(&[sni(b"a.b.")], 0, 0)),
+            "invalid host name in server_name"
+        );
+        assert_eq!(
+            inv(&hello(&[sni(b"a"), sni(b"b")], 0, 0)),
+            "two server_name extensions"
+        );
+        assert_eq!(
+            inv(&hello(&[alpn(&[b""])], 0, 0)),
+            "malformed ALPN extension"
+        );
         // A length that runs past its extension.
         let mut bad = hello(&[sni(b"example.com")], 0, 0);
         let at = bad.len() - 4 - 16; // the server_name list's length
         bad[at] = 0xff;
-        assert!(matches!(parse(&bad), Hello::Invalid(_)), "{:?}", parse(&bad));
+        assert!(
+            matches!(parse(&bad), Hello::Invalid(_)),
+            "{:?}",
+            parse(&bad)
+        );
     }
 }

@@ -130,26 +130,30 @@ pub(crate) async fn serve(
         None if !stream.sni.is_empty() => {
             let mut tcp = tcp;
             let read = preread(&mut tcp);
-            let (early, hello) =
-                match tokio::time::timeout(stream.preread_timeout, read).await {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(why)) => {
-                        tracing::info!(%client, stream = %rec.listener, "no ClientHello read: {why}");
-                        finish(&worker, &rec, client, SessionEnd::BadHello, (0, 0));
-                        return None;
-                    }
-                    Err(_) => {
-                        tracing::info!(%client, stream = %rec.listener, "no ClientHello within preread_timeout ({:?})", stream.preread_timeout);
-                        finish(&worker, &rec, client, SessionEnd::BadHello, (0, 0));
-                        return None;
-                    }
-                };
+            let (early, hello) = match tokio::time::timeout(stream.preread_timeout, read).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(why)) => {
+                    tracing::info!(%client, stream = %rec.listener, "no ClientHello read: {why}");
+                    finish(&worker, &rec, client, SessionEnd::BadHello, (0, 0));
+                    return None;
+                }
+                Err(_) => {
+                    tracing::info!(%client, stream = %rec.listener, "no ClientHello within preread_timeout ({:?})", stream.preread_timeout);
+                    finish(&worker, &rec, client, SessionEnd::BadHello, (0, 0));
+                    return None;
+                }
+            };
             let (sni, offered) = hello;
             rec.sni = sni;
             let offered: Vec<&[u8]> = offered.iter().map(Vec::as_slice).collect();
             let target = stream.route(rec.sni.as_deref(), &offered);
             if let Some(SniTarget::Listener(k)) = target {
-                count(&worker, &rec, SessionEnd::HandedOff, (early.len() as u64, 0));
+                count(
+                    &worker,
+                    &rec,
+                    SessionEnd::HandedOff,
+                    (early.len() as u64, 0),
+                );
                 return Some(Handoff {
                     tcp,
                     listener: k,
@@ -167,7 +171,13 @@ pub(crate) async fn serve(
     };
     let Some(SniTarget::Upstream(group)) = target else {
         tracing::info!(%client, stream = %rec.listener, sni = rec.sni.as_deref().unwrap_or("-"), "no stream route for this connection; closing");
-        finish(&worker, &rec, client, SessionEnd::NoRoute, (early.len() as u64, 0));
+        finish(
+            &worker,
+            &rec,
+            client,
+            SessionEnd::NoRoute,
+            (early.len() as u64, 0),
+        );
         return None;
     };
     let client_hello = crate::upstream::proxy_protocol::Client {
@@ -177,10 +187,15 @@ pub(crate) async fn serve(
         alpn: alpn.as_deref(),
         conn: crate::upstream::proxy_protocol::Owner(peer.id),
     };
-    let Some((server, upstream, _permit)) =
-        connect(&worker, &stream, group, &client_hello).await
+    let Some((server, upstream, _permit)) = connect(&worker, &stream, group, &client_hello).await
     else {
-        finish(&worker, &rec, client, SessionEnd::NoUpstream, (early.len() as u64, 0));
+        finish(
+            &worker,
+            &rec,
+            client,
+            SessionEnd::NoUpstream,
+            (early.len() as u64, 0),
+        );
         return None;
     };
     rec.upstream = Some(worker.pool.addr(server));
@@ -193,9 +208,7 @@ pub(crate) async fn serve(
 
 /// Reads the connection's first bytes until they hold a whole
 /// ClientHello: them, its SNI and its ALPN protocols.
-async fn preread(
-    tcp: &mut TcpStream,
-) -> Result<(Vec<u8>, (Option<String>, Vec<Vec<u8>>)), String> {
+async fn preread(tcp: &mut TcpStream) -> Result<(Vec<u8>, (Option<String>, Vec<Vec<u8>>)), String> {
     let mut buf = Vec::with_capacity(2048);
     loop {
         if buf.len() >= MAX_PREREAD {
@@ -259,8 +272,13 @@ async fn connect(
         };
         let tls = pool.tls(server).map(|t| t.without_alpn());
         let started = Instant::now();
-        match crate::upstream::open(addr, tls.as_ref(), stream.connect_timeout, header.as_deref())
-            .await
+        match crate::upstream::open(
+            addr,
+            tls.as_ref(),
+            stream.connect_timeout,
+            header.as_deref(),
+        )
+        .await
         {
             Ok((io, _)) => {
                 let (b, i) = pool.locate(server);
@@ -278,7 +296,9 @@ async fn connect(
                     s.count(crate::upstream::stats::Count::ConnectFailed, server);
                 }
                 match ejected {
-                    Some(t) => tracing::warn!(client = %client.src, group = %g.name, "{}; server ejected for {t:?}", e.chain()),
+                    Some(t) => {
+                        tracing::warn!(client = %client.src, group = %g.name, "{}; server ejected for {t:?}", e.chain())
+                    }
                     None => tracing::warn!(client = %client.src, group = %g.name, "{}", e.chain()),
                 }
             }

@@ -184,7 +184,9 @@ mod tests {
         let (client, _far_client) = tokio::io::duplex(64);
         let (upstream, _far_upstream) = tokio::io::duplex(64);
         let mut pair = Pair::new(client, upstream);
-        let ended = pair.run(Duration::from_millis(50), std::future::pending()).await;
+        let ended = pair
+            .run(Duration::from_millis(50), std::future::pending())
+            .await;
         assert!(matches!(ended, Ended::Idle), "{ended:?}");
     }
 }

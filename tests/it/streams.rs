@@ -64,9 +64,7 @@ fn header_echo() -> Backend {
 
 /// A config with a `[server]` table and these sections.
 fn config(sections: &str) -> String {
-    format!(
-        "[server]\nthreads = 2\nlog_level = \"error\"\nshutdown_grace = \"10s\"\n{sections}"
-    )
+    format!("[server]\nthreads = 2\nlog_level = \"error\"\nshutdown_grace = \"10s\"\n{sections}")
 }
 
 /// Connects, sends `data`, half-closes, reads to the end.
@@ -157,7 +155,10 @@ async fn servers_are_balanced_and_a_dead_one_is_skipped_then_ejected() {
     }
     // Every connection got a live server; both took some.
     assert!(seen.iter().all(|s| s == "A" || s == "B"), "{seen:?}");
-    assert!(seen.iter().any(|s| s == "A") && seen.iter().any(|s| s == "B"), "{seen:?}");
+    assert!(
+        seen.iter().any(|s| s == "A") && seen.iter().any(|s| s == "B"),
+        "{seen:?}"
+    );
     // One failed connect ejected the dead server: it was tried once
     // per thread at most.
     let (_, text) = admin_get(&proxy, "/metrics", &[]).await;
@@ -197,7 +198,10 @@ async fn active_tcp_checks_take_a_refusing_server_out() {
         a.addr
     )));
     let down = format!("tidegate_upstream_server_up{{group=\"app\",server=\"{dead}\"}}");
-    let up = format!("tidegate_upstream_server_up{{group=\"app\",server=\"{}\"}}", a.addr);
+    let up = format!(
+        "tidegate_upstream_server_up{{group=\"app\",server=\"{}\"}}",
+        a.addr
+    );
     let text = tokio::time::timeout(HANG, async {
         loop {
             let (_, text) = admin_get(&proxy, "/metrics", &[]).await;
@@ -210,7 +214,8 @@ async fn active_tcp_checks_take_a_refusing_server_out() {
     .await
     .expect("the check takes the dead server out");
     assert_eq!(value(&text, &up), Some(1.0), "{text}");
-    let failed = format!("tidegate_upstream_connect_failures_total{{group=\"app\",server=\"{dead}\"}}");
+    let failed =
+        format!("tidegate_upstream_connect_failures_total{{group=\"app\",server=\"{dead}\"}}");
     let before = value(&text, &failed).unwrap_or(0.0);
     for _ in 0..4 {
         assert_eq!(read_first(proxy.addr).await, "A");
@@ -232,7 +237,8 @@ async fn idle_streams_close_and_the_outcome_is_logged_and_counted() {
         origin.addr
     )));
     assert_eq!(read_all(proxy.addr).await, b"");
-    let series = "tidegate_stream_sessions_total{listener=\"127.0.0.1:0\",outcome=\"idle_timeout\"}";
+    let series =
+        "tidegate_stream_sessions_total{listener=\"127.0.0.1:0\",outcome=\"idle_timeout\"}";
     tokio::time::timeout(HANG, async {
         loop {
             let (_, text) = admin_get(&proxy, "/metrics", &[]).await;
@@ -338,10 +344,7 @@ async fn tls_get(ca: &Ca, addr: SocketAddr, sni: &str) -> Result<String, String>
         .await
         .map_err(|_| "hang".to_string())?
         .map_err(|e| e.to_string())?;
-    let req = Request::get("/")
-        .header("host", sni)
-        .body(empty())
-        .unwrap();
+    let req = Request::get("/").header("host", sni).body(empty()).unwrap();
     let (status, _, body) = crate::common::pki::request(io, false, req)
         .await
         .map_err(|e| e.to_string())?;
@@ -365,13 +368,25 @@ async fn sni_routes_pass_tls_through_by_exact_and_wildcard_name() {
     )));
     // The client's TLS is the origin's own (its certificate verified
     // for the name): Tidegate only read the ClientHello.
-    assert_eq!(tls_get(&ca, proxy.addr, "a.test").await.unwrap(), "origin A");
-    assert_eq!(tls_get(&ca, proxy.addr, "b.test").await.unwrap(), "origin B");
-    assert_eq!(tls_get(&ca, proxy.addr, "x.wild.test").await.unwrap(), "origin A");
+    assert_eq!(
+        tls_get(&ca, proxy.addr, "a.test").await.unwrap(),
+        "origin A"
+    );
+    assert_eq!(
+        tls_get(&ca, proxy.addr, "b.test").await.unwrap(),
+        "origin B"
+    );
+    assert_eq!(
+        tls_get(&ca, proxy.addr, "x.wild.test").await.unwrap(),
+        "origin A"
+    );
     // No route and no default: closed.
     assert!(tls_get(&ca, proxy.addr, "c.test").await.is_err());
     // Not TLS at all: closed.
-    assert_eq!(exchange_bytes(proxy.addr, b"GET / HTTP/1.1\r\n\r\n").await, b"");
+    assert_eq!(
+        exchange_bytes(proxy.addr, b"GET / HTTP/1.1\r\n\r\n").await,
+        b""
+    );
     // openssl, verifying origin B's certificate for its name.
     let port = proxy.addr.port();
     let ca_file = ca.file.arg().to_string();
@@ -386,8 +401,8 @@ async fn sni_routes_pass_tls_through_by_exact_and_wildcard_name() {
     })
     .await
     .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned()
-        + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Verification: OK"), "{text}");
     let lines = stop_and_read(proxy, &log).await;
     let statuses: Vec<(&str, &str)> = lines
@@ -400,7 +415,12 @@ async fn sni_routes_pass_tls_through_by_exact_and_wildcard_name() {
     assert!(statuses.contains(&("200", "a.test")), "{lines:?}");
     assert!(statuses.contains(&("200", "x.wild.test")), "{lines:?}");
     assert!(statuses.contains(&("400", "c.test")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains(" 400 ") && l.ends_with(" -")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" 400 ") && l.ends_with(" -")),
+        "{lines:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -507,7 +527,10 @@ async fn servers_written_https_get_tls_without_alpn() {
     )));
     let (status, _, body) = get(proxy.addr, "/").await;
     assert_eq!((status, &body[..]), (200, &b"over TLS"[..]));
-    assert_eq!(*origin.seen.sni.lock().unwrap(), [Some("localhost".to_string())]);
+    assert_eq!(
+        *origin.seen.sni.lock().unwrap(),
+        [Some("localhost".to_string())]
+    );
     assert_eq!(*origin.seen.alpn.lock().unwrap(), [None]);
 }
 
@@ -519,16 +542,46 @@ fn config_errors_name_the_stream_field() {
     };
     let g = "[upstreams.db]\nservers = [\"127.0.0.1:2\"]\n[upstreams.h2]\nservers = [\"127.0.0.1:3\"]\nprotocol = \"h2\"\n";
     let cases = [
-        ("address = \"x\"\nupstream = \"db\"", "streams[0].address: `x`"),
-        ("address = \"127.0.0.1:1\"", "streams[0].upstream: a stream needs `upstream`"),
-        ("address = \"127.0.0.1:1\"\nupstream = \"nope\"", "streams[0].upstream: no upstream group named `nope`"),
-        ("address = \"127.0.0.1:1\"\nupstream = \"h2\"", "streams[0].upstream: `h2` speaks HTTP/2"),
-        ("address = \"127.0.0.1:1\"\nsni = [{ names = [\"a b\"], upstream = \"db\" }]", "streams[0].sni[0].names[0]: `a b`"),
-        ("address = \"127.0.0.1:1\"\nsni = [{ names = [\"a\"], listener = \"127.0.0.1:9\" }]", "streams[0].sni[0].listener: no [[listeners]] entry has the address 127.0.0.1:9"),
-        ("address = \"127.0.0.1:1\"\nsni = [{ names = [\"a\"] }]", "streams[0].sni[0].upstream: give one of"),
-        ("address = \"127.0.0.1:1\"\nupstream = \"db\"\nalpn = [\"x\"]", "streams[0].alpn: is offered when the stream terminates TLS"),
-        ("address = \"127.0.0.1:1\"\nupstream = \"db\"\npreread_timeout = \"2m\"", "streams[0].preread_timeout: at most 60s"),
-        ("address = \"127.0.0.1:1\"\nupstream = \"db\"\nidle = \"1s\"", "unknown field `idle`"),
+        (
+            "address = \"x\"\nupstream = \"db\"",
+            "streams[0].address: `x`",
+        ),
+        (
+            "address = \"127.0.0.1:1\"",
+            "streams[0].upstream: a stream needs `upstream`",
+        ),
+        (
+            "address = \"127.0.0.1:1\"\nupstream = \"nope\"",
+            "streams[0].upstream: no upstream group named `nope`",
+        ),
+        (
+            "address = \"127.0.0.1:1\"\nupstream = \"h2\"",
+            "streams[0].upstream: `h2` speaks HTTP/2",
+        ),
+        (
+            "address = \"127.0.0.1:1\"\nsni = [{ names = [\"a b\"], upstream = \"db\" }]",
+            "streams[0].sni[0].names[0]: `a b`",
+        ),
+        (
+            "address = \"127.0.0.1:1\"\nsni = [{ names = [\"a\"], listener = \"127.0.0.1:9\" }]",
+            "streams[0].sni[0].listener: no [[listeners]] entry has the address 127.0.0.1:9",
+        ),
+        (
+            "address = \"127.0.0.1:1\"\nsni = [{ names = [\"a\"] }]",
+            "streams[0].sni[0].upstream: give one of",
+        ),
+        (
+            "address = \"127.0.0.1:1\"\nupstream = \"db\"\nalpn = [\"x\"]",
+            "streams[0].alpn: is offered when the stream terminates TLS",
+        ),
+        (
+            "address = \"127.0.0.1:1\"\nupstream = \"db\"\npreread_timeout = \"2m\"",
+            "streams[0].preread_timeout: at most 60s",
+        ),
+        (
+            "address = \"127.0.0.1:1\"\nupstream = \"db\"\nidle = \"1s\"",
+            "unknown field `idle`",
+        ),
     ];
     for (stream, want) in cases {
         let e = err(&format!("[[streams]]\n{stream}\n{g}"));
@@ -538,13 +591,19 @@ fn config_errors_name_the_stream_field() {
     let e = err(&format!(
         "[[streams]]\naddress = \"127.0.0.1:1\"\nupstream = \"db\"\n{g}[upstreams.db.health]\npath = \"/h\"\n"
     ));
-    assert!(e.contains("upstreams.db.health.path: only applies to `type = \"http\"` checks"), "{e}");
+    assert!(
+        e.contains("upstreams.db.health.path: only applies to `type = \"http\"` checks"),
+        "{e}"
+    );
     // A stream's port beside a listener's.
     let e = err(&format!(
         "[[listeners]]\naddress = \"127.0.0.1:7000\"\n[[routes]]\nupstream = \"db\"\n\
          [[streams]]\naddress = \"127.0.0.1:7000\"\nupstream = \"db\"\n{g}"
     ));
-    assert!(e.contains("streams[0].address: 127.0.0.1:7000 overlaps"), "{e}");
+    assert!(
+        e.contains("streams[0].address: 127.0.0.1:7000 overlaps"),
+        "{e}"
+    );
     // Streams alone need no route.
     tidegate::Config::from_toml(
         &format!("[[streams]]\naddress = \"127.0.0.1:1\"\nupstream = \"db\"\n{g}"),
