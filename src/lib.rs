@@ -21,6 +21,12 @@
 //!   header, before anything else), `connection.rs` (hyper's HTTP/1.1 or
 //!   HTTP/2 server for one connection, its timeouts, its lingering close),
 //!   around `state.rs` (what a connection shares with its requests).
+//! - `stream/`: a `[[streams]]` (L4) connection's life, which
+//!   `downstream/connection.rs` hands over after the PROXY protocol:
+//!   `access`, TLS terminated or the ClientHello read for its SNI
+//!   (`hello.rs`, fuzzed), a server of the group, the bytes both ways
+//!   (`splice.rs`: half-closes, idle timeout), the session's log line and
+//!   metrics; or back to `downstream/` for an HTTP listener's TLS.
 //! - `proxy/`: one request's life, phase by phase: admit, route, the
 //!   route's gates (`gate.rs`: rate and concurrency limits, basic auth,
 //!   JWT, forward auth's subrequest in `forward_auth.rs`), local answers,

@@ -611,3 +611,16 @@ fn config_errors_name_the_stream_field() {
     )
     .unwrap();
 }
+
+#[test]
+fn the_example_loads() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/streams.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let config = tidegate::config::Config::from_toml(&text, path).expect("the example loads");
+    let streams: Vec<_> = config.listeners.iter().filter(|l| l.stream.is_some()).collect();
+    assert_eq!(streams.len(), 3);
+    let db = config.upstreams.iter().find(|g| g.name == "db").unwrap();
+    assert_eq!(db.health.as_ref().unwrap().kind, tidegate::config::CheckKind::Tcp);
+    let web = config.upstreams.iter().find(|g| g.name == "web").unwrap();
+    assert!(web.health.is_none());
+}
