@@ -2,7 +2,7 @@
 //! connections go to an upstream group byte for byte: as they come, after
 //! TLS termination (`tls`), or, read by the SNI of their TLS ClientHello
 //! and passed through untouched (`sni`), to a group or to one of the
-//! HTTP listeners' TLS. Each entry becomes a [`Listener`] whose `stream`
+//! HTTP listeners' TLS. Each entry becomes a [`Listener`](super::Listener) whose `stream`
 //! is set, after the `[[listeners]]` ones, so that binding, admission
 //! (`max_connections`, `max_connections_per_ip`), `access` rules, the
 //! PROXY protocol, reloads and upgrades are the listeners' own.
@@ -26,7 +26,7 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 pub const MAX_PREREAD: usize = 16 * 1024;
 
 /// A stream listener's settings (its address, TLS, limits and PROXY
-/// protocol are its [`Listener`]'s).
+/// protocol are its [`Listener`](super::Listener)'s).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stream {
     /// Its place among `[[streams]]`, for errors found later.
