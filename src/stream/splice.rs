@@ -5,22 +5,155 @@
 //! gets its answer). Each side counts its bytes and the time of its last
 //! one; a stream with none either way for its idle timeout is closed.
 //!
-//! The copy is tokio's `copy_bidirectional` with fixed buffers (bounded
-//! memory: two per connection, whatever its rate), and the reading side's
-//! backpressure: nothing is read while the other side cannot take it.
+//! Each direction reads into a buffer, writes it all to the other side,
+//! and reads again: nothing is read while the other side cannot take it
+//! (backpressure), and memory is at most one buffer per direction. A
+//! direction waiting for bytes gives its (empty) buffer back to its
+//! thread's pool: an idle stream holds none, and a busy one takes a warm
+//! one again (no allocation, no page faults per connection).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// Each direction's buffer (nginx's `proxy_buffer_size` for streams).
-const BUFFER: usize = 16 * 1024;
+/// A direction's buffer: large enough that a bulk transfer takes few
+/// system calls (nginx reads 16 KiB at a time, HAProxy 16 KiB).
+const BUFFER: usize = 64 * 1024;
+
+/// Buffers a thread keeps for its streams between uses.
+const POOLED: usize = 64;
+
+thread_local! {
+    static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_buffer() -> Box<[u8]> {
+    POOL.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| vec![0u8; BUFFER].into_boxed_slice())
+}
+
+fn give_back(buf: Box<[u8]>) {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOLED {
+            p.push(buf);
+        }
+    });
+}
+
+/// One direction of a stream: bytes read and not yet written.
+#[derive(Default)]
+struct Direction {
+    buf: Option<Box<[u8]>>,
+    pos: usize,
+    end: usize,
+    /// The reading side ended (end of file).
+    eof: bool,
+    /// Written since the last flush (TLS keeps records until flushed).
+    unflushed: bool,
+    done: bool,
+}
+
+impl Drop for Direction {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            give_back(b);
+        }
+    }
+}
+
+impl Direction {
+    /// Moves bytes from `r` to `w` until `r` has none ready; `Ready` once
+    /// `r` ended and `w` was shut down.
+    fn poll<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if self.pos == self.end && !self.eof {
+                let buf = self.buf.get_or_insert_with(take_buffer);
+                let mut rb = ReadBuf::new(buf);
+                match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+                    Poll::Pending => {
+                        // Nothing to write: the buffer goes back while
+                        // this direction waits.
+                        if let Some(b) = self.buf.take() {
+                            give_back(b);
+                        }
+                        if self.unflushed {
+                            if let Poll::Ready(res) = Pin::new(&mut *w).poll_flush(cx) {
+                                res?;
+                                self.unflushed = false;
+                            }
+                        }
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(res) => res?,
+                }
+                let n = rb.filled().len();
+                (self.pos, self.end) = (0, n);
+                if n == 0 {
+                    self.eof = true;
+                }
+            }
+            if let Some(buf) = &self.buf {
+                while self.pos < self.end {
+                    let n = ready!(Pin::new(&mut *w).poll_write(cx, &buf[self.pos..self.end]))?;
+                    if n == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    }
+                    self.pos += n;
+                    self.unflushed = true;
+                }
+            }
+            if self.eof {
+                // Flushed, then the half-close passed on.
+                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                self.done = true;
+                if let Some(b) = self.buf.take() {
+                    give_back(b);
+                }
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+/// Both directions of a pair, until both end or one fails.
+struct Copy<'a, C, U> {
+    client: &'a mut Side<C>,
+    upstream: &'a mut Side<U>,
+    up: Direction,
+    down: Direction,
+}
+
+impl<C, U> std::future::Future for Copy<'_, C, U>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let up = this.up.poll(cx, this.client, this.upstream)?;
+        let down = this.down.poll(cx, this.upstream, this.client)?;
+        match (up, down) {
+            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok(())),
+            _ => Poll::Pending,
+        }
+    }
+}
 
 /// One side of a stream: its socket, the bytes read from it and the
 /// stream's last activity (shared by both sides).
@@ -119,12 +252,12 @@ where
         deadline: impl std::future::Future<Output = ()>,
     ) -> Ended {
         let last = self.client.last.clone();
-        let copy = tokio::io::copy_bidirectional_with_sizes(
-            &mut self.client,
-            &mut self.upstream,
-            BUFFER,
-            BUFFER,
-        );
+        let copy = Copy {
+            client: &mut self.client,
+            upstream: &mut self.upstream,
+            up: Direction::default(),
+            down: Direction::default(),
+        };
         let mut copy = std::pin::pin!(copy);
         let mut deadline = std::pin::pin!(deadline);
         let timer = tokio::time::sleep_until(last.get() + idle);

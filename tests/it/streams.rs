@@ -617,10 +617,58 @@ fn the_example_loads() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/streams.toml");
     let text = std::fs::read_to_string(path).unwrap();
     let config = tidegate::config::Config::from_toml(&text, path).expect("the example loads");
-    let streams: Vec<_> = config.listeners.iter().filter(|l| l.stream.is_some()).collect();
+    let streams: Vec<_> = config
+        .listeners
+        .iter()
+        .filter(|l| l.stream.is_some())
+        .collect();
     assert_eq!(streams.len(), 3);
     let db = config.upstreams.iter().find(|g| g.name == "db").unwrap();
-    assert_eq!(db.health.as_ref().unwrap().kind, tidegate::config::CheckKind::Tcp);
+    assert_eq!(
+        db.health.as_ref().unwrap().kind,
+        tidegate::config::CheckKind::Tcp
+    );
     let web = config.upstreams.iter().find(|g| g.name == "web").unwrap();
     assert!(web.health.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hello_in_pieces_is_read_whole_and_passed_on_first() {
+    // openssl's ClientHello naming a.test (fuzz/corpus/client_hello).
+    let hello = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/corpus/client_hello/openssl-alpn"
+    ))
+    .unwrap();
+    // The server gets the ClientHello's bytes first and unchanged.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let want = hello.len();
+    let origin = raw_backend(move |mut s: TcpStream| {
+        let tx = tx.clone();
+        async move {
+            let mut got = vec![0u8; want];
+            if s.read_exact(&mut got).await.is_ok() {
+                let _ = tx.send(got);
+            }
+        }
+    });
+    let other = named("other");
+    let proxy = Proxy::start(&config(&format!(
+        "[[streams]]\naddress = \"127.0.0.1:0\"\nupstream = \"other\"\n\
+         sni = [{{ names = [\"a.test\"], alpn = [\"postgresql\"], upstream = \"a\" }}]\n\
+         [upstreams.a]\nservers = [\"{}\"]\n[upstreams.other]\nservers = [\"{}\"]\n",
+        origin.addr, other.addr
+    )));
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    for piece in [&hello[..3], &hello[3..100], &hello[100..]] {
+        s.write_all(piece).await.unwrap();
+        s.flush().await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    let got = tokio::time::timeout(HANG, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got == hello, "the ClientHello changed on the way");
 }
