@@ -9,7 +9,9 @@ Two scenarios, the targets taken in turn each round, medians reported:
 
 - transfer: one `curl` download of an M MiB file (default 1024) through the
   proxy: MB/s (curl's own time) and the proxy's CPU seconds per GiB;
-- short connections: `wrk -H "Connection: close"` on a 100-byte response
+- short connections (nginx with `proxy_half_close on` unless told
+  otherwise: half-closes passed on, as Tidegate and HAProxy do):
+  `wrk -H "Connection: close"` on a 100-byte response
   at C connections (default 50) for D seconds: a new TCP connection (and
   a new upstream one) per request; connections per second and the
   proxy's CPU per 10k connections.
@@ -51,7 +53,7 @@ balance = "round_robin"
 """
 
 
-def nginx_conf(tmp, port, oport, threads):
+def nginx_conf(tmp, port, oport, threads, half_close):
     return (f"load_module {STREAM_MODULE};\n" + h.NGINX_COMMON.format(tmp=tmp, name="nginx", nofile=h.NOFILE)
             + f"""worker_processes {threads};
 stream {{
@@ -59,6 +61,7 @@ stream {{
   server {{
     listen 127.0.0.1:{port} backlog=4096;
     proxy_pass o;
+    proxy_half_close {"on" if half_close else "off"};
   }}
 }}
 """)
@@ -113,6 +116,9 @@ def main():
     p.add_argument("--size-mib", type=int, default=1024)
     p.add_argument("--conns", type=int, default=50)
     p.add_argument("--duration", type=int, default=5)
+    p.add_argument("--nginx-half-close", choices=("on", "off"), default="on",
+                   help="nginx's proxy_half_close (on: half-closes passed on, as Tidegate and "
+                        "HAProxy do; off, nginx's default: the session ends when either side closes)")
     args = p.parse_args()
     for tool in ("nginx", "haproxy", "wrk", "curl"):
         if not h.which(tool):
@@ -146,7 +152,8 @@ def main():
         path = conf("tidegate.toml", tidegate_conf(tport, oport, args.threads))
         servers["tidegate"] = h.Server("tidegate", [args.tidegate, "--config", path], tport, f"{tmp}/tidegate.out")
         servers["nginx"] = h.Server("nginx", [nginx, "-p", tmp + "/", "-c",
-                                              conf("nginx.conf", nginx_conf(tmp, nport, oport, args.threads)),
+                                              conf("nginx.conf", nginx_conf(tmp, nport, oport, args.threads,
+                                                                      args.nginx_half_close == "on")),
                                               "-e", f"{tmp}/nginx.error.log"], nport, f"{tmp}/nginx.out")
         servers["haproxy"] = h.Server("haproxy", [h.which("haproxy"), "-db", "-f",
                                                   conf("haproxy.cfg", haproxy_conf(hport, oport, args.threads))],
@@ -180,6 +187,7 @@ def main():
 
     print(f"L4 proxying, {args.threads} thread(s)/worker(s) each, {args.rounds} rounds, medians; "
           f"transfer {args.size_mib} MiB, short connections c={args.conns} {args.duration}s; "
+          f"nginx proxy_half_close {args.nginx_half_close}; "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     print(f"{'target':10} {'MB/s':>9} {'CPU s/GiB':>10} {'conn/s':>9} {'CPU/10k conn':>13} {'errors':>7}")
     for name in ["tidegate", "nginx", "haproxy", "origin"]:
