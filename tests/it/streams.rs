@@ -672,3 +672,44 @@ async fn a_client_hello_in_pieces_is_read_whole_and_passed_on_first() {
         .unwrap();
     assert!(got == hello, "the ClientHello changed on the way");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_open_streams_and_moves_new_ones() {
+    let (a, b) = (named("A"), named("B"));
+    let stream = |group: &str, extra: &str| {
+        config(&format!(
+            "[[streams]]\naddress = \"127.0.0.1:0\"\nupstream = \"{group}\"\n{extra}\
+             [upstreams.a]\nservers = [\"{}\"]\n[upstreams.b]\nservers = [\"{}\"]\n",
+            a.addr, b.addr
+        ))
+    };
+    let mut proxy = Proxy::start(&stream("a", ""));
+    let addr = proxy.addr;
+    // A stream open across the reload.
+    let mut open = TcpStream::connect(addr).await.unwrap();
+    let mut hello = [0u8; 1];
+    tokio::time::timeout(HANG, open.read_exact(&mut hello))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&hello, b"A");
+    tokio::task::block_in_place(|| {
+        proxy.reload(&stream(
+            "b",
+            "[[streams]]\naddress = \"127.0.0.2:0\"\nupstream = \"a\"\n",
+        ))
+    });
+    // The same port (kept: same address) now goes to B; the new stream to A.
+    assert_eq!(read_first(addr).await, "B");
+    let added = proxy.running().local_addrs()[1];
+    assert_eq!(read_first(added).await, "A");
+    // The open one still carries bytes, to A, until it closes.
+    open.write_all(b"still here").await.unwrap();
+    open.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(HANG, open.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+}
