@@ -154,6 +154,9 @@ pub(crate) struct Worker {
     /// Some listener has `trusted_proxies` or `access` rules (else a
     /// request looks for neither).
     pub client_rules: bool,
+    /// Some upstream group sends PROXY protocol headers: a connection's
+    /// local address is asked for at accept (on a wildcard listener).
+    pub sends_proxy_protocol: bool,
     /// Some listener or route has `compress` (else no request looks).
     pub compress: bool,
     /// Every thread's shared rate-limit state.
@@ -191,6 +194,7 @@ impl Worker {
                 .listeners
                 .iter()
                 .any(|l| l.real_ip.is_some() || l.access.is_some()),
+            sends_proxy_protocol: config.upstreams.iter().any(|g| g.proxy_protocol.is_some()),
             compress: config.listeners.iter().any(|l| l.compress.is_some())
                 || config.routes.iter().any(|r| r.compress.is_some()),
             config,

@@ -145,12 +145,7 @@ pub(crate) async fn accept_loop(
             crate::downstream::state::Meter::new(c, addr)
         });
         // (Asked only when a PROXY header to an upstream may name it.)
-        let ask = bound.ip().is_unspecified()
-            && worker
-                .config
-                .upstreams
-                .iter()
-                .any(|g| g.proxy_protocol.is_some());
+        let ask = worker.sends_proxy_protocol && bound.ip().is_unspecified();
         let local = match ask {
             true => stream.local_addr().unwrap_or(bound),
             false => bound,
@@ -164,6 +159,7 @@ pub(crate) async fn accept_loop(
         drop(worker);
         let registered = registry.register(&gate, &state);
         let counted = LiveGuard::new(&live);
+
         let conn = connection::serve(
             stream,
             state,
