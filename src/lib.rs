@@ -107,6 +107,7 @@ pub mod convert;
 mod demo;
 mod downstream;
 mod error;
+mod files;
 pub mod fuzz;
 mod message;
 mod metrics;

@@ -38,6 +38,7 @@ mod auth;
 pub(crate) mod cache;
 mod compress;
 pub(crate) mod exchange;
+mod file_body;
 mod forward;
 mod forward_auth;
 mod gate;
@@ -46,6 +47,7 @@ mod jwt;
 mod request;
 mod request_id;
 pub(crate) mod response_body;
+mod static_files;
 mod synthetic;
 pub(crate) mod tunnel;
 mod upstream_body;
@@ -460,6 +462,17 @@ async fn forward<'w>(
                     tokio::task::spawn_local(cache::revalidate(r, plan));
                     return Ok((Outcome::Local(resp), held));
                 }
+            }
+        }
+    }
+    // A static route's files (async: the file system is read on the
+    // blocking pool); what none answers goes on to its upstream group.
+    if let crate::router::Action::Static(files) = &route.action {
+        if h2_ws.is_none() {
+            if let static_files::Served::Answer(resp) =
+                static_files::serve(route, files, &parts).await
+            {
+                return Ok((Outcome::Local(resp), Held::default()));
             }
         }
     }
