@@ -68,7 +68,7 @@ pub enum Action {
     /// it has an upstream group).
     Static(
         #[serde(serialize_with = "crate::config::dump::arc")]
-        std::sync::Arc<crate::config::StaticFiles>,
+        std::sync::Arc<crate::config::static_files::StaticFiles>,
     ),
 }
 

@@ -33,7 +33,7 @@ pub mod raw;
 mod route;
 mod run_as;
 mod source;
-pub(crate) mod static_files;
+pub mod static_files;
 mod tracing;
 mod upstream;
 

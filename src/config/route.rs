@@ -54,8 +54,11 @@ pub(super) fn compile_route(
         ("timeouts", rt.timeouts.is_some()),
         ("max_body_bytes", rt.max_body_bytes.is_some()),
     ] {
+        // The path's rewrite applies to a static route's files too.
+        let static_path =
+            matches!(action, Some(Action::Static(_))) && matches!(name, "strip_prefix" | "rewrite");
         // A route without a valid action has its own error already.
-        if given && action.is_some() && !proxies {
+        if given && action.is_some() && !proxies && !static_path {
             errors.push(field(name, "only applies to routes with `upstream`"));
         }
     }

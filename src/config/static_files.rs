@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::raw;
-use super::route::FieldError;
+
+/// `(field, reason)`, the field relative to the route (as `route.rs`'s).
+type FieldError = (String, String);
 
 /// Which symbolic links may be followed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -19,7 +19,7 @@ use super::file_body::{read_at, FileBody};
 use super::response_body::ProxyBody;
 use super::synthetic::{error, local_response};
 use crate::config::compress::Coding;
-use crate::config::{StaticFiles, Symlinks};
+use crate::config::static_files::{StaticFiles, Symlinks};
 use crate::files::path::{normalise, Refused, Relative};
 use crate::files::{Answer, Part, Representation};
 use crate::router::Route;
