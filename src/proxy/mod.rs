@@ -469,9 +469,7 @@ async fn forward<'w>(
     // blocking pool); what none answers goes on to its upstream group.
     if let crate::router::Action::Static(files) = &route.action {
         if h2_ws.is_none() {
-            if let static_files::Served::Answer(resp) =
-                static_files::serve(route, files, &parts).await
-            {
+            if let Some(resp) = static_files::serve(route, files, &parts).await {
                 return Ok((Outcome::Local(resp), Held::default()));
             }
         }

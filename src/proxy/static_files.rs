@@ -46,38 +46,32 @@ const SIBLINGS: [(Coding, &str); 3] = [
     (Coding::Gzip, ".gz"),
 ];
 
-/// What a static route did with a request.
-pub(super) enum Served {
-    Answer(Response<ProxyBody>),
-    /// No file: the route's upstream group takes it.
-    Missing,
-}
-
-/// `parts` answered from `files`, the route's.
+/// `parts` answered from `files`, the route's; `None`: no file, the
+/// route's upstream group takes it.
 pub(super) async fn serve(
     route: &Route,
     files: &Arc<StaticFiles>,
     parts: &http::request::Parts,
-) -> Served {
+) -> Option<Response<ProxyBody>> {
     let proxy = files.upstream.is_some();
     let method = parts.method.clone();
     if method != Method::GET && method != Method::HEAD {
         if proxy {
-            return Served::Missing;
+            return None;
         }
         let mut r = error(StatusCode::METHOD_NOT_ALLOWED, false);
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return Served::Answer(r);
+        return Some(r);
     }
     let asked = parts.uri.path();
     let rewritten = route.rewrite_path(asked);
     let rel = match normalise(rewritten.as_deref().unwrap_or(asked)) {
         Ok(rel) => rel,
         // The application may know what such a path means.
-        Err(_) if proxy => return Served::Missing,
-        Err(Refused::Bad) => return Served::Answer(error(StatusCode::BAD_REQUEST, false)),
-        Err(Refused::Hidden) => return Served::Answer(error(StatusCode::NOT_FOUND, false)),
+        Err(_) if proxy => return None,
+        Err(Refused::Bad) => return Some(error(StatusCode::BAD_REQUEST, false)),
+        Err(Refused::Hidden) => return Some(error(StatusCode::NOT_FOUND, false)),
     };
     let mut fields = HeaderMap::new();
     for name in FIELDS {
@@ -96,11 +90,11 @@ pub(super) async fn serve(
         Ok(Ok(found)) => found,
         Ok(Err(e)) => {
             tracing::warn!(path = asked, "static file: {e}");
-            return Served::Answer(error(StatusCode::INTERNAL_SERVER_ERROR, false));
+            return Some(error(StatusCode::INTERNAL_SERVER_ERROR, false));
         }
         Err(e) => {
             tracing::warn!(path = asked, "static file: {e}");
-            return Served::Answer(error(StatusCode::INTERNAL_SERVER_ERROR, false));
+            return Some(error(StatusCode::INTERNAL_SERVER_ERROR, false));
         }
     };
     let resp = match found {
@@ -135,10 +129,10 @@ pub(super) async fn serve(
                 route,
             )
         }
-        Found::Missing if proxy => return Served::Missing,
+        Found::Missing if proxy => return None,
         Found::Missing => error(StatusCode::NOT_FOUND, false),
     };
-    Served::Answer(resp)
+    Some(resp)
 }
 
 /// What the blocking pool looks up.
