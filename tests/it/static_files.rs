@@ -575,3 +575,35 @@ async fn config_errors_name_the_field() {
         assert!(text.contains(want), "{route}: {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_passes_check_and_serves() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/static-files.toml");
+    let out = run_command({
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tidegate"));
+        c.args(["check", "--config", path]);
+        c
+    })
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Served, on a free port instead of the example's (and its roots
+    // made absolute: the harness's file name is not the example's).
+    let www = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/www");
+    let text = std::fs::read_to_string(path)
+        .expect("example")
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("root = \"www", &format!("root = \"{www}"));
+    let p = Proxy::start(&text);
+    let (s, h, body) = ask(&p, "GET", "/assets/app.js", &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(h["cache-control"], "public, max-age=31536000, immutable");
+    assert!(String::from_utf8_lossy(&body).contains("app.js loaded"));
+    let (s, _, body) = ask(&p, "GET", "/", &[]).await;
+    assert_eq!(s, 200);
+    assert!(String::from_utf8_lossy(&body).contains("Served from disk"));
+    p.stop();
+}
