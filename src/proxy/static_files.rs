@@ -116,10 +116,13 @@ pub(super) async fn serve(
         }
         Found::Folder => {
             // As nginx: the folder's own URL ends in `/`, so that relative
-            // links in its index resolve inside it.
+            // links in its index resolve inside it. One leading `/`:
+            // `//evil.example` must not become a protocol-relative
+            // redirect to another host.
+            let path = asked.trim_start_matches('/');
             let location = match parts.uri.query() {
-                Some(q) => format!("{asked}/?{q}"),
-                None => format!("{asked}/"),
+                Some(q) => format!("/{path}/?{q}"),
+                None => format!("/{path}/"),
             };
             local_response(
                 StatusCode::MOVED_PERMANENTLY,

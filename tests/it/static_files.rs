@@ -40,6 +40,7 @@ impl Site {
         put("digits.txt", "0123456789".repeat(10).as_bytes());
         put("docs/index.html", b"<h1>docs</h1>");
         put("docs/guide.txt", b"guide");
+        put("evil.example/index.html", b"not a redirect elsewhere");
         put("empty/nothing-here.txt", b"x");
         put(".env", b"PASSWORD=1");
         put(".well-known/security.txt", b"Contact: mailto:x@example.com");
@@ -378,6 +379,10 @@ async fn folders_index_redirect_hidden_and_405() {
     assert_eq!(h["location"], "/docs/?x=1");
     let (s, _, body) = ask(&p, "GET", "/docs/", &[]).await;
     assert_eq!((s, &body[..]), (200, &b"<h1>docs</h1>"[..]));
+    // Never a protocol-relative redirect to another host.
+    let (s, text) = raw_status(&p, "//evil.example").await;
+    assert_eq!(s, 301, "{text}");
+    assert!(text.contains("\r\nlocation: /evil.example/\r\n"), "{text}");
     // No index, no listing.
     let (s, _, _) = ask(&p, "GET", "/empty/", &[]).await;
     assert_eq!(s, 404);
