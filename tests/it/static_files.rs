@@ -612,3 +612,41 @@ async fn the_example_passes_check_and_serves() {
     assert!(String::from_utf8_lossy(&body).contains("Served from disk"));
     p.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_for_static_answers() {
+    let site = Site::new("static-log");
+    let log = TempFile::new("static-access.log");
+    let p = Proxy::start(&format!(
+        "[server]\nthreads = 1\nlog_level = \"error\"\naccess_log = {:?}\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\n{}\n",
+        log.arg(),
+        static_route(&site.root(), "")
+    ));
+    assert_eq!(ask(&p, "GET", "/hello.txt", &[]).await.0, 200);
+    assert_eq!(
+        ask(&p, "GET", "/digits.txt", &[("range", "bytes=0-9")])
+            .await
+            .0,
+        206
+    );
+    assert_eq!(ask(&p, "GET", "/missing", &[]).await.0, 404);
+    tokio::task::spawn_blocking(move || p.stop())
+        .await
+        .expect("stop");
+    let text = std::fs::read_to_string(&log.path).expect("log written");
+    let field = |needle: &str| -> Vec<String> {
+        let line = text
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle}: {text}"));
+        line.split(' ').map(str::to_string).collect()
+    };
+    // time client "request line" status bytes upstream seconds outcome
+    assert_eq!(
+        &field("/hello.txt")[5..7],
+        ["200", &HELLO.len().to_string()]
+    );
+    assert_eq!(&field("/digits.txt")[5..7], ["206", "10"]);
+    assert_eq!(field("/missing")[5], "404");
+}
