@@ -163,7 +163,12 @@ impl Job {
         if let (Found::Missing, Some(fallback)) = (&found, &self.files.fallback) {
             // (Checked when the config was read.)
             if let Ok(rel) = normalise(fallback) {
-                return self.lookup(&rel);
+                // A folder there is no file to answer with (and no
+                // redirect to make for another path).
+                return match self.lookup(&rel)? {
+                    Found::Folder => Ok(Found::Missing),
+                    found => Ok(found),
+                };
             }
         }
         Ok(found)

@@ -187,6 +187,8 @@ async fn content_types_head_and_validators() {
     assert_eq!(s, 304);
     assert!(body.is_empty());
     assert_eq!(h304["etag"], etag.as_str());
+    // No Content-Length but the 200's (RFC 9110 §8.6): none here.
+    assert!(!h304.contains_key("content-length"), "{h304:?}");
     let (s, _, _) = ask(&p, "GET", "/hello.txt", &[("if-none-match", "\"other\"")]).await;
     assert_eq!(s, 200);
     let (s, _, _) = ask(&p, "GET", "/hello.txt", &[("if-modified-since", &modified)]).await;
@@ -539,6 +541,18 @@ async fn large_file_streams_intact() {
     })
     .await);
     assert_eq!(sha256(&std::fs::read(&file).expect("curl's file")), want);
+    // And over HTTP/2 (h2c), with flow control in the way.
+    let file2 = out_dir.join("big-h2.bin");
+    let out = ok(&run_command({
+        let mut c = curl();
+        c.args(["--http2-prior-knowledge", "-w", "%{http_version}", "-o"])
+            .arg(&file2)
+            .arg(p.url("/big.bin"));
+        c
+    })
+    .await);
+    assert_eq!(out, "2");
+    assert_eq!(sha256(&std::fs::read(&file2).expect("curl's file")), want);
     p.stop();
 }
 
