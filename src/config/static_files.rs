@@ -34,6 +34,11 @@ pub struct StaticFiles {
     /// config file's folder). Kept as written, not canonicalised: a root
     /// that is a symbolic link swapped on deploy is followed per request.
     pub root: PathBuf,
+    /// `root`'s real path when the config was read: what a file's real
+    /// path is compared with first (`root` is canonicalised again when it
+    /// is not under it, in case the root link was swapped).
+    #[serde(skip)]
+    pub real_root: PathBuf,
     /// The files tried, in order, for a path ending in `/`.
     pub index: Vec<String>,
     /// A path under the root served (200) when no file matches: a
@@ -70,6 +75,9 @@ pub(super) fn static_files(
         }
         Err(e) => return Err(field("root", format!("`{}`: {e}", root.display()))),
     }
+    let real_root = root
+        .canonicalize()
+        .map_err(|e| field("root", format!("`{}`: {e}", root.display())))?;
     let index = s
         .index
         .clone()
@@ -114,6 +122,7 @@ pub(super) fn static_files(
     };
     Ok(StaticFiles {
         root,
+        real_root,
         index,
         fallback: s.fallback.clone(),
         symlinks,

@@ -214,15 +214,15 @@ impl Job {
             Some((_, suffix)) => with_suffix(&path, suffix),
             None => path,
         };
-        if files.symlinks == Symlinks::Inside && !inside(&files.root, &chosen) {
-            tracing::debug!(path = %chosen.display(), "static file: a symbolic link out of the root");
-            return Ok(Found::Missing);
-        }
         let file = match std::fs::File::open(&chosen) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Missing),
             Err(e) => return Err(e),
         };
+        if files.symlinks == Symlinks::Inside && !inside(files, &file, &chosen) {
+            tracing::debug!(path = %chosen.display(), "static file: a symbolic link out of the root");
+            return Ok(Found::Missing);
+        }
         meta = file.metadata()?;
         if !meta.is_file() {
             return Ok(Found::Missing);
@@ -278,11 +278,23 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Whether `path`, its links followed, is inside `root`, its links
-/// followed (a root that is itself a link, swapped on deploy, is fine).
-fn inside(root: &Path, path: &Path) -> bool {
-    match (root.canonicalize(), path.canonicalize()) {
-        (Ok(root), Ok(path)) => path.starts_with(root),
-        _ => false,
-    }
+/// Whether the open `file` (at `path`) is inside the root, links
+/// followed. The file's real path is the kernel's for the open
+/// descriptor (`/proc/self/fd`): what was opened is what is checked, so a
+/// link swapped between a check and the open cannot slip through;
+/// without `/proc`, `path` canonicalised. The root's real path is the
+/// one read with the config, or, when the file is not under it, the
+/// root's now (a root that is itself a link, swapped on deploy).
+fn inside(files: &StaticFiles, file: &std::fs::File, path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .or_else(|_| path.canonicalize());
+    let Ok(real) = real else {
+        return false;
+    };
+    real.starts_with(&files.real_root)
+        || files
+            .root
+            .canonicalize()
+            .is_ok_and(|root| real.starts_with(root))
 }

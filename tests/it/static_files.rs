@@ -664,3 +664,24 @@ async fn access_log_lines_for_static_answers() {
     assert_eq!(&field("/digits.txt")[5..7], ["206", "10"]);
     assert_eq!(field("/missing")[5], "404");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_link_swapped_on_deploy_is_followed() {
+    let dir = Dir::new("static-deploy");
+    for (release, text) in [("a", "release a"), ("b", "release b")] {
+        std::fs::create_dir_all(dir.join(release)).expect("mkdir");
+        std::fs::write(dir.join(release).join("v.txt"), text).expect("write");
+    }
+    let current = dir.join("current");
+    std::os::unix::fs::symlink(dir.join("a"), &current).expect("link");
+    let p = proxy(&static_route(&current, ""), "");
+    let (s, _, body) = ask(&p, "GET", "/v.txt", &[]).await;
+    assert_eq!((s, &body[..]), (200, &b"release a"[..]));
+    // Swapped as deploy tools do: a new link renamed over the old one.
+    let next = dir.join("next");
+    std::os::unix::fs::symlink(dir.join("b"), &next).expect("link");
+    std::fs::rename(&next, &current).expect("swap");
+    let (s, _, body) = ask(&p, "GET", "/v.txt", &[]).await;
+    assert_eq!((s, &body[..]), (200, &b"release b"[..]));
+    p.stop();
+}
