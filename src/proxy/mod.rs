@@ -11,7 +11,8 @@
 //!    taken is held until the response ends), basic auth (`auth`: 401),
 //!    JWT bearer tokens (`jwt`: 401), forward auth (`forward_auth`: the
 //!    auth service's refusal as it came, or the route's `on_error`); then
-//!    its own answers, the body limit (413), the path rewrite;
+//!    its own answers (a `static` route's files: `static_files`), the
+//!    body limit (413), the path rewrite;
 //! 3. **prepare** (`request`): the head rewritten for the hop (RFC 9110
 //!    §7.6: hop-by-hop fields dropped, `X-Forwarded-*` and `Via` added,
 //!    `Host` set) and the route's fields;

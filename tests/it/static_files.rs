@@ -685,3 +685,42 @@ async fn a_root_link_swapped_on_deploy_is_followed() {
     assert_eq!((s, &body[..]), (200, &b"release b"[..]));
     p.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_static_answers_by_route_and_class() {
+    let site = Site::new("static-metrics");
+    let p = proxy(
+        &static_route(&site.root(), ""),
+        "[admin]\naddress = \"127.0.0.1:0\"",
+    );
+    for _ in 0..2 {
+        assert_eq!(ask(&p, "GET", "/hello.txt", &[]).await.0, 200);
+    }
+    assert_eq!(ask(&p, "GET", "/missing", &[]).await.0, 404);
+    // A count lands as its response ends, just after the client has it:
+    // scraped until it is there.
+    let count = |text: &str, code: &str| -> f64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("tidegate_requests_total{")
+                    && l.contains("route=\"routes[0]\"")
+                    && l.contains(&format!("code=\"{code}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let text = tokio::time::timeout(HANG, async {
+        loop {
+            let (status, text) = crate::admin::admin_get(&p, "/metrics", &[]).await;
+            assert_eq!(status, 200);
+            if count(&text, "2xx") == 2.0 && count(&text, "4xx") == 1.0 {
+                return text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("static answers counted");
+    assert!(text.contains("tidegate_requests_total{"));
+    p.stop();
+}
