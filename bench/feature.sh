@@ -48,8 +48,9 @@
 # nginx's `root` with `sendfile on` (its default build's way; tokio has
 # no sendfile: Tidegate reads on the blocking pool). `on`: each one's
 # full checks (Tidegate's defaults: symlinks kept inside the root, the
-# .br/.zst/.gz siblings looked for; nginx `gzip_static on`), `off`: the
-# least work (Tidegate `symlinks = "any", precompressed = false`; nginx
+# .br/.zst/.gz siblings looked for, the blocking pool; nginx
+# `gzip_static on`), `off`: the least work, nginx's way (Tidegate
+# `symlinks = "any", precompressed = false, io = "inline"`; nginx
 # `gzip_static off`). For 1g, MB/s is req/s x 1024; use C=1..4 and D
 # long enough for a few transfers.
 #
@@ -132,7 +133,7 @@ start_proxy() {
         tg_action="static = { root = \"$OUT\" }"
         ngx_server="location / { root $OUT; sendfile on; gzip_static on; }"
       else
-        tg_action="static = { root = \"$OUT\", symlinks = \"any\", precompressed = false }"
+        tg_action="static = { root = \"$OUT\", symlinks = \"any\", precompressed = false, io = \"inline\" }"
         ngx_server="location / { root $OUT; sendfile on; gzip_static off; }"
       fi ;;
     proxy_protocol)

@@ -386,6 +386,7 @@ pub struct StaticFiles {
     pub fallback: Option<String>,
     pub symlinks: Option<String>,
     pub precompressed: Option<bool>,
+    pub io: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

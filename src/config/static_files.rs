@@ -27,6 +27,22 @@ pub enum Symlinks {
     Any,
 }
 
+/// Where a request's file-system calls run (finding the file, reading
+/// an answer of up to 64 KiB; larger bodies are always read in chunks on
+/// the blocking pool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Io {
+    /// On tokio's blocking pool (the default): a slow disk delays only
+    /// the requests that wait for it.
+    Pool,
+    /// On the worker thread itself, as nginx (`aio off`): no hand-off
+    /// between threads, about a third of the CPU per small file when the
+    /// files are in the page cache; a slow disk (a cold cache, a network
+    /// file system) stalls every connection of that thread meanwhile.
+    Inline,
+}
+
 /// A route's static files, validated.
 #[derive(Debug, Clone, Serialize)]
 pub struct StaticFiles {
@@ -48,6 +64,7 @@ pub struct StaticFiles {
     /// Serve `x.br`, `x.zst` or `x.gz` for `x` when the request accepts
     /// that coding.
     pub precompressed: bool,
+    pub io: Io,
     /// The upstream group (the route's `upstream`) that takes what no file
     /// answers: a path with no file, a method other than GET and HEAD.
     #[serde(rename = "upstream_index")]
@@ -120,6 +137,11 @@ pub(super) fn static_files(
             ))
         }
     };
+    let io = match s.io.as_deref() {
+        None | Some("pool") => Io::Pool,
+        Some("inline") => Io::Inline,
+        Some(v) => return Err(field("io", format!("`{v}`: expected `pool` or `inline`"))),
+    };
     Ok(StaticFiles {
         root,
         real_root,
@@ -127,6 +149,7 @@ pub(super) fn static_files(
         fallback: s.fallback.clone(),
         symlinks,
         precompressed: s.precompressed.unwrap_or(true),
+        io,
         upstream,
     })
 }

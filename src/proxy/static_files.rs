@@ -1,6 +1,7 @@
 //! A `static` route's answer: the request path made a path under the
-//! root ([`crate::files::path`]), the file found on the blocking pool
-//! (folder index, precompressed sibling, symbolic links checked), the
+//! root ([`crate::files::path`]), the file found on the blocking pool,
+//! or on the worker with `io = "inline"` (folder index, precompressed
+//! sibling, symbolic links checked), the
 //! answer made ([`crate::files::answer`]) and its body streamed
 //! ([`FileBody`]). What no file answers goes to the route's upstream
 //! group if it has one, else to its `fallback` file, else is a 404.
@@ -19,7 +20,7 @@ use super::file_body::{read_at, FileBody};
 use super::response_body::ProxyBody;
 use super::synthetic::{error, local_response};
 use crate::config::compress::Coding;
-use crate::config::static_files::{StaticFiles, Symlinks};
+use crate::config::static_files::{Io, StaticFiles, Symlinks};
 use crate::files::path::{normalise, Refused, Relative};
 use crate::files::{Answer, Part, Representation};
 use crate::router::Route;
@@ -85,7 +86,10 @@ pub(super) async fn serve(
         method,
         fields,
     };
-    let found = tokio::task::spawn_blocking(move || job.run()).await;
+    let found = match files.io {
+        Io::Pool => tokio::task::spawn_blocking(move || job.run()).await,
+        Io::Inline => Ok(job.run()),
+    };
     let found = match found {
         Ok(Ok(found)) => found,
         Ok(Err(e)) => {

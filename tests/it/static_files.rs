@@ -436,11 +436,12 @@ async fn no_path_leaves_the_root() {
         "/hello.txt%00.html",
         "/%00",
     ];
-    for symlinks in ["inside", "any"] {
-        let p = proxy(
-            &static_route(&site.root(), &format!(", symlinks = \"{symlinks}\"")),
-            "",
-        );
+    for more in [
+        ", symlinks = \"inside\"",
+        ", symlinks = \"any\"",
+        ", symlinks = \"any\", io = \"inline\"",
+    ] {
+        let p = proxy(&static_route(&site.root(), more), "");
         // Sanity: the route serves.
         assert_eq!(raw_status(&p, "/hello.txt").await.0, 200);
         for target in paths {
@@ -576,6 +577,7 @@ async fn config_errors_name_the_field() {
             static_route(&site.root(), ", index = [\"../x\"]"),
             "static.index",
         ),
+        (static_route(&site.root(), ", io = \"async\""), "static.io"),
         (
             format!("{}\nupstream = \"nope\"", static_route(&site.root(), "")),
             "no upstream group named `nope`",
@@ -722,5 +724,28 @@ async fn metrics_count_static_answers_by_route_and_class() {
     .await
     .expect("static answers counted");
     assert!(text.contains("tidegate_requests_total{"));
+    p.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_io_answers_the_same() {
+    let site = Site::new("static-inline");
+    let p = proxy(&static_route(&site.root(), ", io = \"inline\""), "");
+    let (s, h, body) = ask(&p, "GET", "/hello.txt", &[]).await;
+    assert_eq!((s, &body[..]), (200, HELLO.as_bytes()));
+    let etag = h["etag"].to_str().expect("etag").to_string();
+    assert_eq!(
+        ask(&p, "GET", "/hello.txt", &[("if-none-match", &etag)])
+            .await
+            .0,
+        304
+    );
+    let (s, _, body) = ask(&p, "GET", "/digits.txt", &[("range", "bytes=10-14")]).await;
+    assert_eq!((s, &body[..]), (206, &b"01234"[..]));
+    let (s, _, body) = ask(&p, "GET", "/big.bin", &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(sha256(&body), sha256(&big()));
+    assert_eq!(ask(&p, "GET", "/link-out.txt", &[]).await.0, 404);
+    assert_eq!(ask(&p, "GET", "/docs", &[]).await.0, 301);
     p.stop();
 }
