@@ -387,6 +387,7 @@ pub struct StaticFiles {
     pub symlinks: Option<String>,
     pub precompressed: Option<bool>,
     pub io: Option<String>,
+    pub dotfiles: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

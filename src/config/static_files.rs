@@ -65,6 +65,10 @@ pub struct StaticFiles {
     /// that coding.
     pub precompressed: bool,
     pub io: Io,
+    /// Serve files and folders whose name starts with `.` (not by
+    /// default: `.git/`, `.env`, `.htpasswd` are 404; `.well-known` is
+    /// always served).
+    pub dotfiles: bool,
     /// The upstream group (the route's `upstream`) that takes what no file
     /// answers: a path with no file, a method other than GET and HEAD.
     #[serde(rename = "upstream_index")]
@@ -114,7 +118,7 @@ pub(super) fn static_files(
                 "a route with `upstream` falls back to its upstream: give one or the other",
             ));
         }
-        match crate::files::path::normalise(f) {
+        match crate::files::path::normalise(f, s.dotfiles.unwrap_or(false)) {
             Ok(p) if !p.slash && !p.path.is_empty() => {}
             _ => {
                 return Err(field(
@@ -150,6 +154,7 @@ pub(super) fn static_files(
         symlinks,
         precompressed: s.precompressed.unwrap_or(true),
         io,
+        dotfiles: s.dotfiles.unwrap_or(false),
         upstream,
     })
 }

@@ -6,7 +6,8 @@
 //! is `.` or `..` (written or encoded: nothing is resolved, as a client
 //! that sends one is not a browser), one that decodes to a `/`, a `\`
 //! (Windows' separator) or a NUL, a bad `%` escape, a path not starting
-//! with `/`. Refused as hidden (404): a segment starting with `.`
+//! with `/`. Refused as hidden (404), unless the route allows dotfiles:
+//! a segment starting with `.`
 //! (`.git`, `.env`, `.htpasswd`), except `.well-known` (RFC 8615).
 //! Empty segments (`//`) are skipped. Symbolic links are the caller's to
 //! check: only the file system knows them.
@@ -33,8 +34,9 @@ pub(crate) struct Relative {
 /// The hidden segment that may be served (RFC 8615's well-known URIs).
 const WELL_KNOWN: &[u8] = b".well-known";
 
-/// `path` (a URI's path, still percent-encoded) as a path under the root.
-pub(crate) fn normalise(path: &str) -> Result<Relative, Refused> {
+/// `path` (a URI's path, still percent-encoded) as a path under the root;
+/// `dotfiles`: hidden segments are allowed.
+pub(crate) fn normalise(path: &str, dotfiles: bool) -> Result<Relative, Refused> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(Refused::Bad);
     };
@@ -68,7 +70,7 @@ pub(crate) fn normalise(path: &str) -> Result<Relative, Refused> {
             hidden = true;
         }
     }
-    if hidden {
+    if hidden && !dotfiles {
         return Err(Refused::Hidden);
     }
     Ok(Relative {
@@ -111,7 +113,7 @@ mod tests {
     use super::*;
 
     fn ok(p: &str) -> (String, bool) {
-        let r = normalise(p).unwrap_or_else(|e| panic!("{p}: {e:?}"));
+        let r = normalise(p, false).unwrap_or_else(|e| panic!("{p}: {e:?}"));
         (String::from_utf8(r.path).expect("utf-8"), r.slash)
     }
 
@@ -144,16 +146,18 @@ mod tests {
             "a/b",
             "",
         ] {
-            assert_eq!(normalise(p), Err(Refused::Bad), "{p}");
+            assert_eq!(normalise(p, false), Err(Refused::Bad), "{p}");
+            assert_eq!(normalise(p, true), Err(Refused::Bad), "{p}");
         }
     }
 
     #[test]
     fn hidden_files_are_not_found() {
         for p in ["/.env", "/a/.git/config", "/%2egit/HEAD", "/.well-known/.x"] {
-            assert_eq!(normalise(p), Err(Refused::Hidden), "{p}");
+            assert_eq!(normalise(p, false), Err(Refused::Hidden), "{p}");
+            assert!(normalise(p, true).is_ok(), "{p}");
         }
         // Malformed wins.
-        assert_eq!(normalise("/.git/../x"), Err(Refused::Bad));
+        assert_eq!(normalise("/.git/../x", false), Err(Refused::Bad));
     }
 }

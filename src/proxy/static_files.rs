@@ -67,7 +67,7 @@ pub(super) async fn serve(
     }
     let asked = parts.uri.path();
     let rewritten = route.rewrite_path(asked);
-    let rel = match normalise(rewritten.as_deref().unwrap_or(asked)) {
+    let rel = match normalise(rewritten.as_deref().unwrap_or(asked), files.dotfiles) {
         Ok(rel) => rel,
         // The application may know what such a path means.
         Err(_) if proxy => return None,
@@ -166,7 +166,7 @@ impl Job {
         let found = self.lookup(&self.rel)?;
         if let (Found::Missing, Some(fallback)) = (&found, &self.files.fallback) {
             // (Checked when the config was read.)
-            if let Ok(rel) = normalise(fallback) {
+            if let Ok(rel) = normalise(fallback, self.files.dotfiles) {
                 // A folder there is no file to answer with (and no
                 // redirect to make for another path).
                 return match self.lookup(&rel)? {

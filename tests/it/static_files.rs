@@ -398,6 +398,10 @@ async fn folders_index_redirect_hidden_and_405() {
     assert!(!String::from_utf8_lossy(&body).contains("PASSWORD"));
     let (s, _, _) = ask(&p, "GET", "/.well-known/security.txt", &[]).await;
     assert_eq!(s, 200);
+    let with = proxy(&static_route(&site.root(), ", dotfiles = true"), "");
+    let (s, _, body) = ask(&with, "GET", "/.env", &[]).await;
+    assert_eq!((s, &body[..]), (200, &b"PASSWORD=1"[..]));
+    with.stop();
     // Other methods: 405 with Allow.
     let (s, h, _) = ask(&p, "POST", "/hello.txt", &[]).await;
     assert_eq!(s, 405);
