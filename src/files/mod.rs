@@ -58,11 +58,10 @@ pub(crate) struct Answer {
 /// modification time to the nanosecond, and the sibling's coding (a
 /// representation of its own).
 pub(crate) fn etag(inode: u64, len: u64, mtime_nanos: u128, coding: Option<Coding>) -> HeaderValue {
-    let suffix = coding.map_or("", Coding::token);
-    let text = format!(
-        "\"{inode:x}-{len:x}-{mtime_nanos:x}{}{suffix}\"",
-        if suffix.is_empty() { "" } else { "-" }
-    );
+    let text = match coding {
+        None => format!("\"{inode:x}-{len:x}-{mtime_nanos:x}\""),
+        Some(c) => format!("\"{inode:x}-{len:x}-{mtime_nanos:x}-{}\"", c.token()),
+    };
     HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
