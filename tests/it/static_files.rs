@@ -622,6 +622,13 @@ async fn the_example_passes_check_and_serves() {
         .expect("example")
         .replace("127.0.0.1:8080", "127.0.0.1:0")
         .replace("root = \"www", &format!("root = \"{www}"));
+    // As `GET /config` shows it.
+    let config = tidegate::Config::from_toml(&text, "example.toml").expect("loads");
+    let json = serde_json::to_value(&config).expect("serialises");
+    let action = &json["routes"][0]["action"]["static"];
+    assert_eq!(action["root"], www, "{json}");
+    assert_eq!(action["symlinks"], "inside");
+    assert_eq!(action["io"], "pool");
     let p = Proxy::start(&text);
     let (s, h, body) = ask(&p, "GET", "/assets/app.js", &[]).await;
     assert_eq!(s, 200);
