@@ -10,6 +10,7 @@
 #   FEATURE=limit_req BIN=target/release/tidegate C=50 R=5 D=5 bench/feature.sh
 #   FEATURE=cache SIZE=1k BIN=target/release/tidegate C=50 R=5 D=5 bench/feature.sh
 #   FEATURE=proxy_protocol BIN=target/release/tidegate C=50 R=5 D=5 bench/feature.sh
+#   FEATURE=static SIZE=1k BIN=target/release/tidegate C=1000 R=5 D=5 bench/feature.sh
 #
 # FEATURE=compress: a 100 KiB HTML page; Tidegate's `compress` (gzip at
 # LEVEL) against nginx's `gzip on` at the same level, wrk sending
@@ -41,6 +42,17 @@
 # on against off; only the proxy's CPU is counted. Cases with accept
 # `close` send `Connection: close`: a new connection, so a header read,
 # per request (the worst case); `none` keeps connections alive.
+#
+# FEATURE=static: a SIZE (1k, 100k or 1g) file served from disk (no
+# origin involved): Tidegate's route `static = { root = ... }` against
+# nginx's `root` with `sendfile on` (its default build's way; tokio has
+# no sendfile: Tidegate reads on the blocking pool). `on`: each one's
+# full checks (Tidegate's defaults: symlinks kept inside the root, the
+# .br/.zst/.gz siblings looked for, the blocking pool; nginx
+# `gzip_static on`), `off`: the least work, nginx's way (Tidegate
+# `symlinks = "any", precompressed = false, io = "inline"`; nginx
+# `gzip_static off`). For 1g, MB/s is req/s x 1024; use C=1..4 and D
+# long enough for a few transfers.
 #
 # Needs nginx, wrk, curl, python3 (and varnishd for FEATURE=cache, haproxy
 # for FEATURE=proxy_protocol). Stops everything it starts.
@@ -81,7 +93,11 @@ case $FEATURE in
   limit_req) URL_PATH=/small ;;
   cache) URL_PATH=/${SIZE:-1k} ;;
   proxy_protocol) URL_PATH=/small ;;
-  *) echo "FEATURE is compress, limit_req, cache or proxy_protocol" >&2; exit 2 ;;
+  static)
+    URL_PATH=/${SIZE:-1k}
+    # 1g: written once (page cache), not a sparse file nginx could skip.
+    [ "${SIZE:-1k}" = 1g ] && head -c 1073741824 /dev/urandom > "$OUT/1g" ;;
+  *) echo "FEATURE is compress, limit_req, cache, proxy_protocol or static" >&2; exit 2 ;;
 esac
 
 # name on|off: starts the proxy with the feature on or off, its PID in
@@ -92,6 +108,8 @@ start_proxy() {
   # The feature's lines: Tidegate's route, Tidegate's top level, nginx's
   # http block, nginx's location.
   local tg_route="" tg_top="" tg_listener="" ngx_http="" ngx_loc="" ngx_listen=""
+  # FEATURE=static: the route's action and nginx's whole location.
+  local tg_action='upstream = "o"' ngx_server=""
   case $FEATURE in
     compress)
       [ "$on" = on ] && tg_route="compress = { algorithms = [\"gzip\"], gzip_level = $LEVEL }"
@@ -109,6 +127,14 @@ start_proxy() {
         tg_top=$'[caches.c]\nmemory = "64MiB"'
         ngx_http="proxy_cache_path $OUT/ngx-cache keys_zone=c:10m max_size=64m;"
         ngx_loc="proxy_cache c; add_header X-Cache \$upstream_cache_status always;"
+      fi ;;
+    static)
+      if [ "$on" = on ]; then
+        tg_action="static = { root = \"$OUT\" }"
+        ngx_server="location / { root $OUT; sendfile on; gzip_static on; }"
+      else
+        tg_action="static = { root = \"$OUT\", symlinks = \"any\", precompressed = false, io = \"inline\" }"
+        ngx_server="location / { root $OUT; sendfile on; gzip_static off; }"
       fi ;;
     proxy_protocol)
       if [ "$on" = on ]; then
@@ -138,7 +164,7 @@ $tg_listener
 servers = ["127.0.0.1:$ORIGIN"]
 $tg_top
 [[routes]]
-upstream = "o"
+$tg_action
 $tg_route
 TOML
     "$BIN" --config "$OUT/tidegate.toml" --threads 2 --log-level error > "$OUT/tidegate.log" 2>&1 &
@@ -150,6 +176,11 @@ TOML
     [ "$name" = nginx-buffered ] && buffering=on
     # nginx caches only what it buffers.
     [ "$FEATURE" = cache ] && buffering=on
+    local location="location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering $buffering; $ngx_loc
+      proxy_set_header Host \$http_host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$http_host;
+      proxy_set_header Via \"1.1 nginx\"; add_header Via \"1.1 nginx\" always; }"
+    [ -n "$ngx_server" ] && location=$ngx_server
     cat > "$OUT/nginx.conf" <<CONF
 worker_processes 2; daemon off; pid $OUT/nginx.pid; error_log $OUT/nginx.err warn; worker_rlimit_nofile 20000;
 events { worker_connections 20000; }
@@ -158,10 +189,7 @@ http { access_log off; keepalive_requests 1000000;
   upstream o { server 127.0.0.1:$ORIGIN; keepalive 64; }
   $ngx_http
   server { listen 127.0.0.1:$P_PORT $ngx_listen backlog=4096;
-    location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering $buffering; $ngx_loc
-      proxy_set_header Host \$http_host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$http_host;
-      proxy_set_header Via "1.1 nginx"; add_header Via "1.1 nginx" always; } } }
+    $location } }
 CONF
     nginx -c "$OUT/nginx.conf" &
     P_PID=$!
@@ -207,6 +235,7 @@ DEFAULT_CASES="tidegate on gzip;nginx on gzip;nginx-buffered on gzip;tidegate of
 [ "$FEATURE" = limit_req ] && DEFAULT_CASES="tidegate on none;nginx on none;tidegate off none;nginx off none"
 [ "$FEATURE" = proxy_protocol ] && DEFAULT_CASES="tidegate on none;tidegate off none;nginx on none;nginx off none;tidegate on close;tidegate off close;nginx on close;nginx off close"
 [ "$FEATURE" = cache ] && DEFAULT_CASES="tidegate on none;nginx on none;varnish on none;tidegate off none;nginx off none"
+[ "$FEATURE" = static ] && DEFAULT_CASES="tidegate on none;nginx on none;tidegate off none;nginx off none"
 IFS=';' read -ra CASE_LIST <<< "${CASES:-$DEFAULT_CASES}"
 RESULTS="$OUT/results"
 for r in $(seq 1 "$R"); do

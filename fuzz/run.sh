@@ -12,7 +12,7 @@
 set -eu
 cd "$(dirname "$0")"
 TIME=${TIME:-600}
-TARGETS=${*:-authority connection forwarded client_ip route duration config nginx_conf htpasswd accept_encoding cache_control http_date proxy_protocol client_hello}
+TARGETS=${*:-authority connection forwarded client_ip route duration config nginx_conf htpasswd accept_encoding cache_control http_date proxy_protocol client_hello static_path byte_range}
 cargo afl build --release --quiet
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_QUIET=1
 failed=0

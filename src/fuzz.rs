@@ -37,6 +37,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("http_date", http_date),
     ("proxy_protocol", proxy_protocol),
     ("client_hello", client_hello),
+    ("static_path", static_path),
+    ("byte_range", byte_range),
 ];
 
 /// `Host`/`:authority` validation: a value accepted is plain visible
@@ -491,4 +493,86 @@ pub fn client_hello(data: &[u8]) {
             }
         }
     }
+}
+
+/// A static route's request path made a path under its root: what is
+/// accepted has no empty, `.` or `..` segment, no NUL or backslash, no
+/// leading `/`, no hidden segment but `.well-known` (unless dotfiles are
+/// allowed, which changes nothing else); joined to a root it stays under
+/// it, lexically (no parent or root component).
+pub fn static_path(data: &[u8]) {
+    use crate::files::path::{normalise, Refused};
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::str::from_utf8(data) else {
+        return;
+    };
+    let strict = normalise(path, false);
+    let dotfiles = normalise(path, true);
+    // Allowing dotfiles changes only what was refused as hidden.
+    match &strict {
+        Err(Refused::Hidden) => assert!(dotfiles.is_ok(), "{path:?}"),
+        other => assert_eq!(other, &dotfiles, "{path:?}"),
+    }
+    let Ok(rel) = dotfiles else {
+        return;
+    };
+    assert!(rel.path.len() <= path.len(), "{path:?}");
+    assert!(!rel.path.starts_with(b"/"), "{path:?}");
+    assert!(
+        !rel.path.contains(&0) && !rel.path.contains(&b'\\'),
+        "{path:?}"
+    );
+    if !rel.path.is_empty() {
+        for segment in rel.path.split(|&b| b == b'/') {
+            assert!(!segment.is_empty(), "{path:?}");
+            assert!(segment != b"." && segment != b"..", "{path:?}");
+            if strict.is_ok() {
+                assert!(
+                    !segment.starts_with(b".") || segment == b".well-known",
+                    "{path:?}"
+                );
+            }
+        }
+    }
+    let root = std::path::Path::new("/srv/www");
+    let joined = root.join(std::ffi::OsStr::from_bytes(&rel.path));
+    assert!(joined.starts_with(root), "{path:?}");
+    assert!(
+        joined
+            .components()
+            .skip(1)
+            .all(|c| matches!(c, std::path::Component::Normal(_))),
+        "{path:?}"
+    );
+    assert_eq!(rel.slash, path.ends_with('/'));
+}
+
+/// `Range` against a length (the first line of the input, in decimal):
+/// the parts given are within the representation, in order of the
+/// request, at most `MAX_RANGES`, and none overlaps another; parsing is
+/// the same twice.
+pub fn byte_range(data: &[u8]) {
+    use crate::files::range::{parse, Ranges, MAX_RANGES};
+    let (len, value) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (&b"100"[..], data),
+    };
+    let len = std::str::from_utf8(len)
+        .ok()
+        .and_then(|l| l.trim().parse::<u64>().ok())
+        .unwrap_or(100);
+    let got = parse(value, len);
+    if let Ranges::Parts(parts) = &got {
+        assert!(!parts.is_empty() && parts.len() <= MAX_RANGES);
+        for &(first, last) in parts {
+            assert!(first <= last && last < len, "{first}-{last}/{len}");
+        }
+        let mut sorted = parts.clone();
+        sorted.sort_unstable();
+        assert!(sorted.windows(2).all(|w| w[0].1 < w[1].0), "{parts:?}");
+    }
+    if len == 0 {
+        assert!(!matches!(got, Ranges::Parts(_)));
+    }
+    assert_eq!(got, parse(value, len));
 }

@@ -33,7 +33,9 @@
 //!   forward (server choice, retries, the stale-connection retry), respond
 //!   (`exchange.rs`: the streamed response body, compressed or not, the
 //!   access-log line, the connection back to the pool; `compress.rs`:
-//!   whether a response is compressed; `cache/`: a route's cache on the
+//!   whether a response is compressed; `static_files.rs`: a `static`
+//!   route's files, found on the blocking pool, with `file_body.rs`
+//!   their streamed body; `cache/`: a route's cache on the
 //!   request path: lookup, revalidation, storing while streaming, stale
 //!   on error, invalidation); `tunnel.rs` for upgrades (WebSocket...).
 //! - `worker.rs`: a config put into service (`Generation`: the config plus
@@ -79,6 +81,12 @@
 //!   for; `entry.rs`: what it holds), and the disk tier below memory
 //!   (`disk/`: the file format, the writer thread and folder scan, the
 //!   index of files).
+//! - `files/`: static files, the pure part: a request path made a path
+//!   under a root (`path.rs`), `Range` (`range.rs`), RFC 9110
+//!   preconditions (`conditional.rs`), `Content-Type` (`mime.rs`), the
+//!   answer's head and body parts (`mod.rs`); read from disk and streamed
+//!   by `proxy/static_files.rs` and `proxy/file_body.rs`, configured by
+//!   `config/static_files.rs`.
 //! - `compress/`: response compression: `Accept-Encoding` negotiated
 //!   (`negotiate.rs`), the head rewritten, the gzip/br/zstd encoders.
 //! - `message/`: pure HTTP rules: what a request head must be before
@@ -113,6 +121,7 @@ pub mod convert;
 mod demo;
 mod downstream;
 mod error;
+mod files;
 pub mod fuzz;
 mod message;
 mod metrics;

@@ -64,6 +64,12 @@ pub enum Action {
         #[serde(serialize_with = "crate::config::dump::body")]
         body: Bytes,
     },
+    /// Answer with files from a folder (and proxy what none answers, if
+    /// it has an upstream group).
+    Static(
+        #[serde(serialize_with = "crate::config::dump::arc")]
+        std::sync::Arc<crate::config::static_files::StaticFiles>,
+    ),
 }
 
 /// How the path is rewritten before going upstream.

@@ -36,6 +36,14 @@ pub(crate) fn opt_arc<S: Serializer, T: serde::Serialize>(
     v.as_deref().serialize(s)
 }
 
+/// A shared value, as the value.
+pub(crate) fn arc<S: Serializer, T: serde::Serialize>(
+    v: &std::sync::Arc<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    v.as_ref().serialize(s)
+}
+
 /// What a secret shows as.
 pub(crate) const REDACTED: &str = "<redacted>";
 

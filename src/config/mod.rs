@@ -33,6 +33,7 @@ pub mod raw;
 mod route;
 mod run_as;
 mod source;
+pub mod static_files;
 pub mod stream;
 mod stream_entry;
 mod tracing;
@@ -51,6 +52,7 @@ pub use rate_limit::{
 };
 pub use run_as::RunAs;
 pub use source::{ConfigError, Problem, Source};
+pub use static_files::{StaticFiles, Symlinks};
 pub use upstream::{
     tls_name, Balance, Check, CheckKind, HashKey, Limit, Outlier, Protocol, Retry, Server, Target,
     UpstreamGroup, UpstreamTls,

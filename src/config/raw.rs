@@ -347,6 +347,11 @@ pub struct Route {
     pub upstream: Option<String>,
     pub redirect: Option<Redirect>,
     pub respond: Option<Respond>,
+    /// `static = { root = ... }`: files served from a folder (checked in
+    /// `static_files.rs`); with `upstream` too, what no file answers is
+    /// proxied.
+    #[serde(rename = "static")]
+    pub static_files: Option<StaticFiles>,
     pub strip_prefix: Option<String>,
     pub rewrite: Option<Rewrite>,
     pub request_headers: Option<HeaderOps>,
@@ -411,6 +416,19 @@ pub struct BasicAuth {
 pub struct Redirect {
     pub status: Option<u16>,
     pub location: String,
+}
+
+/// A route's `static` table (checked in `static_files.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticFiles {
+    pub root: String,
+    pub index: Option<Vec<String>>,
+    pub fallback: Option<String>,
+    pub symlinks: Option<String>,
+    pub precompressed: Option<bool>,
+    pub io: Option<String>,
+    pub dotfiles: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -39,8 +39,13 @@ pub(super) fn compile_route(
     let path = ok(&mut errors, path_match(rt));
     let methods = ok(&mut errors, methods(rt));
     let headers = ok(&mut errors, header_pairs("headers", rt.headers.as_ref()));
-    let action = ok(&mut errors, action(rt, upstreams));
-    let proxies = matches!(action, Some(Action::Proxy(_)));
+    let action = ok(&mut errors, action(rt, upstreams, base));
+    // A static route with `upstream` proxies what no file answers.
+    let proxies = match &action {
+        Some(Action::Proxy(_)) => true,
+        Some(Action::Static(s)) => s.upstream.is_some(),
+        _ => false,
+    };
     for (name, given) in [
         ("strip_prefix", rt.strip_prefix.is_some()),
         ("rewrite", rt.rewrite.is_some()),
@@ -49,8 +54,11 @@ pub(super) fn compile_route(
         ("timeouts", rt.timeouts.is_some()),
         ("max_body_bytes", rt.max_body_bytes.is_some()),
     ] {
+        // The path's rewrite applies to a static route's files too.
+        let static_path =
+            matches!(action, Some(Action::Static(_))) && matches!(name, "strip_prefix" | "rewrite");
         // A route without a valid action has its own error already.
-        if given && action.is_some() && !proxies {
+        if given && action.is_some() && !proxies && !static_path {
             errors.push(field(name, "only applies to routes with `upstream`"));
         }
     }
@@ -137,6 +145,13 @@ pub(super) fn compile_route(
         },
     };
     let cache = match &rt.cache {
+        Some(_) if matches!(action, Some(Action::Static(_))) => {
+            errors.push(field(
+                "cache",
+                "does not apply to routes with `static` (files are served from disk)",
+            ));
+            None
+        }
         Some(_) if action.is_some() && !proxies => {
             errors.push(field("cache", "only applies to routes with `upstream`"));
             None
@@ -258,14 +273,32 @@ fn methods(rt: &raw::Route) -> Result<Vec<http::Method>, FieldError> {
     Ok(methods)
 }
 
-fn action(rt: &raw::Route, upstreams: &[UpstreamGroup]) -> Result<Action, FieldError> {
+fn action(
+    rt: &raw::Route,
+    upstreams: &[UpstreamGroup],
+    base: &std::path::Path,
+) -> Result<Action, FieldError> {
+    let group = |name: &String| {
+        upstreams
+            .iter()
+            .position(|g| &g.name == name)
+            .ok_or_else(|| field("upstream", format!("no upstream group named `{name}`")))
+    };
+    if let Some(s) = &rt.static_files {
+        if rt.redirect.is_some() || rt.respond.is_some() {
+            return Err(field(
+                "static",
+                "give `static` alone, or with `upstream` (for what no file answers); \
+                 not with `redirect` or `respond`",
+            ));
+        }
+        let upstream = rt.upstream.as_ref().map(group).transpose()?;
+        return Ok(Action::Static(std::sync::Arc::new(
+            super::static_files::static_files(s, base, upstream)?,
+        )));
+    }
     Ok(match (&rt.upstream, &rt.redirect, &rt.respond) {
-        (Some(name), None, None) => Action::Proxy(
-            upstreams
-                .iter()
-                .position(|g| &g.name == name)
-                .ok_or_else(|| field("upstream", format!("no upstream group named `{name}`")))?,
-        ),
+        (Some(name), None, None) => Action::Proxy(group(name)?),
         (None, Some(r), None) => {
             let status = r.status.unwrap_or(302);
             if ![301, 302, 303, 307, 308].contains(&status) {
@@ -300,7 +333,7 @@ fn action(rt: &raw::Route, upstreams: &[UpstreamGroup]) -> Result<Action, FieldE
         (None, None, None) => {
             return Err(field(
                 "upstream",
-                "a route needs one action: `upstream`, `redirect` or `respond`",
+                "a route needs one action: `upstream`, `redirect`, `respond` or `static`",
             ))
         }
         _ => {

@@ -11,7 +11,8 @@
 //!    taken is held until the response ends), basic auth (`auth`: 401),
 //!    JWT bearer tokens (`jwt`: 401), forward auth (`forward_auth`: the
 //!    auth service's refusal as it came, or the route's `on_error`); then
-//!    its own answers, the body limit (413), the path rewrite;
+//!    its own answers (a `static` route's files: `static_files`), the
+//!    body limit (413), the path rewrite;
 //! 3. **prepare** (`request`): the head rewritten for the hop (RFC 9110
 //!    §7.6: hop-by-hop fields dropped, `X-Forwarded-*` and `Via` added,
 //!    `Host` set) and the route's fields;
@@ -38,6 +39,7 @@ mod auth;
 pub(crate) mod cache;
 mod compress;
 pub(crate) mod exchange;
+mod file_body;
 mod forward;
 mod forward_auth;
 mod gate;
@@ -46,6 +48,7 @@ mod jwt;
 mod request;
 mod request_id;
 pub(crate) mod response_body;
+mod static_files;
 mod synthetic;
 pub(crate) mod tunnel;
 mod upstream_body;
@@ -460,6 +463,15 @@ async fn forward<'w>(
                     tokio::task::spawn_local(cache::revalidate(r, plan));
                     return Ok((Outcome::Local(resp), held));
                 }
+            }
+        }
+    }
+    // A static route's files (async: the file system is read on the
+    // blocking pool); what none answers goes on to its upstream group.
+    if let crate::router::Action::Static(files) = &route.action {
+        if h2_ws.is_none() {
+            if let Some(resp) = static_files::serve(route, files, &parts).await {
+                return Ok((Outcome::Local(resp), Held::default()));
             }
         }
     }

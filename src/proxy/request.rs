@@ -279,6 +279,8 @@ pub(crate) fn act(
 ) -> Result<Routed, ProxyError> {
     let group = match &route.action {
         Action::Proxy(group) => *group,
+        // What no file answered (`static_files.rs`).
+        Action::Static(files) => files.upstream.ok_or(ProxyError::NoRoute)?,
         Action::Redirect { status, location } => {
             let scheme = if ctx.tls.is_some() { "https" } else { "http" };
             let host = authority.map_or("", crate::message::admit::Authority::as_str);

@@ -1,7 +1,7 @@
 //! The body the client receives ([`ProxyBody`]): the upstream's,
 //! streamed frame by frame with backpressure (and compressed on the way,
 //! [`Compressed`]), a stored one from the cache, or a short one of our
-//! own.
+//! own, or a static file's.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -26,6 +26,8 @@ pub(crate) enum ProxyBody {
     /// revalidated it, if one did (its log line counts these bytes, and
     /// ends with this body).
     Cached(Box<(super::cache::body::CachedBody, Option<UpstreamBody>)>),
+    /// A static file's answer, read in chunks.
+    File(Box<super::file_body::FileBody>),
 }
 
 /// Why a body stopped before its end: the upstream's failure, or the
@@ -68,6 +70,15 @@ impl Body for ProxyBody {
                 Poll::Ready(next.map(|b| b.map(Frame::data).map_err(Into::into)))
             }
             ProxyBody::Compressed(c) => c.poll_frame(cx),
+            ProxyBody::File(f) => match f.poll_chunk(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!("a static file broke off: {e}");
+                    Poll::Ready(Some(Err(e.into())))
+                }
+            },
             ProxyBody::Upstream(u) => match u.poll_raw(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => {
@@ -97,6 +108,7 @@ impl Body for ProxyBody {
             ProxyBody::Cached(c) => c.0.is_end(),
             ProxyBody::Upstream(u) => u.upstream_ended(),
             ProxyBody::Compressed(c) => c.is_end_stream(),
+            ProxyBody::File(f) => f.is_end(),
         }
     }
 
@@ -108,6 +120,7 @@ impl Body for ProxyBody {
                     .map_or_else(SizeHint::default, SizeHint::with_exact)
             }
             ProxyBody::Upstream(u) => u.size_hint(),
+            ProxyBody::File(f) => SizeHint::with_exact(f.left()),
             // Not known before it ends.
             ProxyBody::Compressed(_) => SizeHint::default(),
         }

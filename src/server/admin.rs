@@ -129,6 +129,10 @@ fn action(r: &crate::router::Route, config: &Config) -> String {
             .map_or_else(String::new, |g| format!("upstream {}", g.name)),
         Action::Redirect { status, .. } => format!("redirect {}", status.as_u16()),
         Action::Respond { status, .. } => format!("respond {}", status.as_u16()),
+        Action::Static(s) => match s.upstream.and_then(|g| config.upstreams.get(g)) {
+            Some(g) => format!("static {}, then upstream {}", s.root.display(), g.name),
+            None => format!("static {}", s.root.display()),
+        },
     }
 }
 

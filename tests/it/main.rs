@@ -47,6 +47,7 @@ mod routing;
 mod server_limit;
 mod shutdown;
 mod startup;
+mod static_files;
 mod status;
 mod streaming;
 mod streams;

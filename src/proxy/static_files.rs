@@ -1,0 +1,304 @@
+//! A `static` route's answer: the request path made a path under the
+//! root ([`crate::files::path`]), the file found on the blocking pool,
+//! or on the worker with `io = "inline"` (folder index, precompressed
+//! sibling, symbolic links checked), the
+//! answer made ([`crate::files::answer`]) and its body streamed
+//! ([`FileBody`]). What no file answers goes to the route's upstream
+//! group if it has one, else to its `fallback` file, else is a 404.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use super::file_body::{read_at, FileBody};
+use super::response_body::ProxyBody;
+use super::synthetic::{error, local_response};
+use crate::config::compress::Coding;
+use crate::config::static_files::{Io, StaticFiles, Symlinks};
+use crate::files::path::{normalise, Refused, Relative};
+use crate::files::{Answer, Part, Representation};
+use crate::router::Route;
+
+/// An answer read whole at once (one trip to the blocking pool) when its
+/// file parts are at most this long.
+const SMALL: u64 = 64 * 1024;
+
+/// The request fields the answer depends on.
+const FIELDS: [header::HeaderName; 7] = [
+    header::ACCEPT_ENCODING,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+    header::RANGE,
+];
+
+/// Siblings, in the server's preference (smallest first, usually).
+const SIBLINGS: [(Coding, &str); 3] = [
+    (Coding::Br, ".br"),
+    (Coding::Zstd, ".zst"),
+    (Coding::Gzip, ".gz"),
+];
+
+/// `parts` answered from `files`, the route's; `None`: no file, the
+/// route's upstream group takes it.
+pub(super) async fn serve(
+    route: &Route,
+    files: &Arc<StaticFiles>,
+    parts: &http::request::Parts,
+) -> Option<Response<ProxyBody>> {
+    let proxy = files.upstream.is_some();
+    let method = parts.method.clone();
+    if method != Method::GET && method != Method::HEAD {
+        if proxy {
+            return None;
+        }
+        let mut r = error(StatusCode::METHOD_NOT_ALLOWED, false);
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Some(r);
+    }
+    let asked = parts.uri.path();
+    let rewritten = route.rewrite_path(asked);
+    let rel = match normalise(rewritten.as_deref().unwrap_or(asked), files.dotfiles) {
+        Ok(rel) => rel,
+        // The application may know what such a path means.
+        Err(_) if proxy => return None,
+        Err(Refused::Bad) => return Some(error(StatusCode::BAD_REQUEST, false)),
+        Err(Refused::Hidden) => return Some(error(StatusCode::NOT_FOUND, false)),
+    };
+    let mut fields = HeaderMap::new();
+    for name in FIELDS {
+        for v in parts.headers.get_all(&name) {
+            fields.append(name.clone(), v.clone());
+        }
+    }
+    let job = Job {
+        files: files.clone(),
+        rel,
+        method,
+        fields,
+    };
+    let found = match files.io {
+        Io::Pool => tokio::task::spawn_blocking(move || job.run()).await,
+        Io::Inline => Ok(job.run()),
+    };
+    let found = match found {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => {
+            tracing::warn!(path = asked, "static file: {e}");
+            return Some(error(StatusCode::INTERNAL_SERVER_ERROR, false));
+        }
+        Err(e) => {
+            tracing::warn!(path = asked, "static file: {e}");
+            return Some(error(StatusCode::INTERNAL_SERVER_ERROR, false));
+        }
+    };
+    let resp = match found {
+        Found::File(file, answer) => {
+            let Answer {
+                status,
+                headers,
+                parts: body,
+            } = answer;
+            let body = match parts.method == Method::HEAD {
+                true => Vec::new(),
+                false => body,
+            };
+            let mut r = Response::new(ProxyBody::File(Box::new(FileBody::new(file, body))));
+            *r.status_mut() = status;
+            *r.headers_mut() = headers;
+            route.response_headers.apply(r.headers_mut());
+            r
+        }
+        Found::Folder => {
+            // As nginx: the folder's own URL ends in `/`, so that relative
+            // links in its index resolve inside it. One leading `/`:
+            // `//evil.example` must not become a protocol-relative
+            // redirect to another host.
+            let path = asked.trim_start_matches('/');
+            let location = match parts.uri.query() {
+                Some(q) => format!("/{path}/?{q}"),
+                None => format!("/{path}/"),
+            };
+            local_response(
+                StatusCode::MOVED_PERMANENTLY,
+                Some(location),
+                &HeaderMap::new(),
+                Bytes::new(),
+                route,
+            )
+        }
+        Found::Missing if proxy => return None,
+        Found::Missing => error(StatusCode::NOT_FOUND, false),
+    };
+    Some(resp)
+}
+
+/// What the blocking pool looks up.
+struct Job {
+    files: Arc<StaticFiles>,
+    rel: Relative,
+    method: Method,
+    /// The request's [`FIELDS`].
+    fields: HeaderMap,
+}
+
+/// What it found.
+enum Found {
+    /// The file (`None` when the answer's parts are all read already) and
+    /// the answer.
+    File(Option<Arc<std::fs::File>>, Answer),
+    /// A folder asked for without its `/`.
+    Folder,
+    Missing,
+}
+
+impl Job {
+    fn run(self) -> std::io::Result<Found> {
+        let found = self.lookup(&self.rel)?;
+        if let (Found::Missing, Some(fallback)) = (&found, &self.files.fallback) {
+            // (Checked when the config was read.)
+            if let Ok(rel) = normalise(fallback, self.files.dotfiles) {
+                // A folder there is no file to answer with (and no
+                // redirect to make for another path).
+                return match self.lookup(&rel)? {
+                    Found::Folder => Ok(Found::Missing),
+                    found => Ok(found),
+                };
+            }
+        }
+        Ok(found)
+    }
+
+    fn lookup(&self, rel: &Relative) -> std::io::Result<Found> {
+        let files = &*self.files;
+        let mut path = files.root.join(OsStr::from_bytes(&rel.path));
+        let Ok(mut meta) = std::fs::metadata(&path) else {
+            return Ok(Found::Missing);
+        };
+        if meta.is_dir() {
+            if !rel.slash {
+                return Ok(Found::Folder);
+            }
+            let index = files.index.iter().find_map(|i| {
+                let p = path.join(i);
+                let m = std::fs::metadata(&p).ok().filter(|m| m.is_file())?;
+                Some((p, m))
+            });
+            match index {
+                Some((p, m)) => (path, meta) = (p, m),
+                None => return Ok(Found::Missing),
+            }
+        } else if rel.slash {
+            return Ok(Found::Missing);
+        }
+        if !meta.is_file() {
+            // A device, a FIFO, a socket: never.
+            return Ok(Found::Missing);
+        }
+        let content_type = crate::files::mime::content_type(path.as_os_str().as_bytes());
+        let mut offered = Vec::new();
+        if files.precompressed {
+            for (coding, suffix) in SIBLINGS {
+                if std::fs::metadata(with_suffix(&path, suffix)).is_ok_and(|m| m.is_file()) {
+                    offered.push(coding);
+                }
+            }
+        }
+        let coding = crate::compress::negotiate(&self.fields, &offered);
+        let chosen = match coding.and_then(|c| SIBLINGS.iter().find(|(s, _)| *s == c)) {
+            Some((_, suffix)) => with_suffix(&path, suffix),
+            None => path,
+        };
+        let file = match std::fs::File::open(&chosen) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Missing),
+            Err(e) => return Err(e),
+        };
+        if files.symlinks == Symlinks::Inside && !inside(files, &file, &chosen) {
+            tracing::debug!(path = %chosen.display(), "static file: a symbolic link out of the root");
+            return Ok(Found::Missing);
+        }
+        meta = file.metadata()?;
+        if !meta.is_file() {
+            return Ok(Found::Missing);
+        }
+        let nanos = u128::try_from(meta.mtime()).unwrap_or(0) * 1_000_000_000
+            + u128::try_from(meta.mtime_nsec()).unwrap_or(0);
+        let rep = Representation {
+            len: meta.len(),
+            etag: crate::files::etag(meta.ino(), meta.len(), nanos, coding),
+            modified: u64::try_from(meta.mtime()).unwrap_or(0),
+            content_type,
+            coding,
+            vary: !offered.is_empty(),
+        };
+        let boundary = format!("{:016x}", crate::random::next_u64());
+        let mut answer = crate::files::answer(
+            &self.method,
+            &self.fields,
+            &rep,
+            std::time::SystemTime::now(),
+            &boundary,
+        );
+        if self.method == Method::HEAD {
+            answer.parts.clear();
+        }
+        let in_file: u64 = answer
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::File { len, .. } => *len,
+                Part::Text(_) => 0,
+            })
+            .sum();
+        if in_file == 0 {
+            return Ok(Found::File(None, answer));
+        }
+        if in_file <= SMALL {
+            for p in &mut answer.parts {
+                if let Part::File { start, len } = *p {
+                    *p = Part::Text(read_at(&file, start, len)?);
+                }
+            }
+            return Ok(Found::File(None, answer));
+        }
+        Ok(Found::File(Some(Arc::new(file)), answer))
+    }
+}
+
+/// `path` with `suffix` added to its file name (`a.js` → `a.js.br`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Whether the open `file` (at `path`) is inside the root, links
+/// followed. The file's real path is the kernel's for the open
+/// descriptor (`/proc/self/fd`): what was opened is what is checked, so a
+/// link swapped between a check and the open cannot slip through;
+/// without `/proc`, `path` canonicalised. The root's real path is the
+/// one read with the config, or, when the file is not under it, the
+/// root's now (a root that is itself a link, swapped on deploy).
+fn inside(files: &StaticFiles, file: &std::fs::File, path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .or_else(|_| path.canonicalize());
+    let Ok(real) = real else {
+        return false;
+    };
+    real.starts_with(&files.real_root)
+        || files
+            .root
+            .canonicalize()
+            .is_ok_and(|root| real.starts_with(root))
+}
