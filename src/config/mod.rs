@@ -23,6 +23,7 @@ pub(crate) mod concurrency_limit;
 mod dns;
 pub(crate) mod dump;
 pub(crate) mod forward_auth;
+mod health;
 mod jwt;
 pub(crate) mod listener;
 mod load;
