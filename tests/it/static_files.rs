@@ -443,7 +443,7 @@ async fn no_path_leaves_the_root() {
     for more in [
         ", symlinks = \"inside\"",
         ", symlinks = \"any\"",
-        ", symlinks = \"any\", io = \"inline\"",
+        ", symlinks = \"any\", io = \"pool\"",
     ] {
         let p = proxy(&static_route(&site.root(), more), "");
         // Sanity: the route serves.
@@ -628,7 +628,7 @@ async fn the_example_passes_check_and_serves() {
     let action = &json["routes"][0]["action"]["static"];
     assert_eq!(action["root"], www, "{json}");
     assert_eq!(action["symlinks"], "inside");
-    assert_eq!(action["io"], "pool");
+    assert_eq!(action["io"], "inline");
     let p = Proxy::start(&text);
     let (s, h, body) = ask(&p, "GET", "/assets/app.js", &[]).await;
     assert_eq!(s, 200);
@@ -739,9 +739,9 @@ async fn metrics_count_static_answers_by_route_and_class() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inline_io_answers_the_same() {
-    let site = Site::new("static-inline");
-    let p = proxy(&static_route(&site.root(), ", io = \"inline\""), "");
+async fn pool_io_answers_the_same() {
+    let site = Site::new("static-pool");
+    let p = proxy(&static_route(&site.root(), ", io = \"pool\""), "");
     let (s, h, body) = ask(&p, "GET", "/hello.txt", &[]).await;
     assert_eq!((s, &body[..]), (200, HELLO.as_bytes()));
     let etag = h["etag"].to_str().expect("etag").to_string();
