@@ -333,12 +333,18 @@ async fn precompressed_siblings_by_accept_encoding() {
     )
     .await;
     assert_eq!(h["content-encoding"], "gzip");
-    // Identity: still Vary, its own tag; none of a sibling's.
-    let (_, h, body) = ask(&p, "GET", "/app.js", &[]).await;
+    // Identity to a client that names codings: still Vary, its own tag;
+    // none of a sibling's.
+    let (_, h, body) = ask(&p, "GET", "/app.js", &[("accept-encoding", "identity")]).await;
     assert!(!h.contains_key("content-encoding"));
     assert_eq!(h["vary"], "accept-encoding");
     assert_eq!(&body[..], b"console.log('identity');");
     assert_ne!(h["etag"], br_tag);
+    // A client that names none takes the file as it is (no sibling is
+    // looked for: no Vary, as nginx's gzip_static).
+    let (_, h, body) = ask(&p, "GET", "/app.js", &[]).await;
+    assert!(!h.contains_key("content-encoding") && !h.contains_key("vary"));
+    assert_eq!(&body[..], b"console.log('identity');");
     // A range applies to the encoded representation.
     let (s, h, body) = ask(
         &p,
