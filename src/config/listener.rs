@@ -193,6 +193,56 @@ fn cidrs(list: &[String], at: &str, p: &mut Problems) -> Box<[Cidr]> {
     out.into_boxed_slice()
 }
 
+/// What `[[listeners]]` and `[[streams]]` entries both have.
+pub(super) struct Shared<'a> {
+    pub(super) address: &'a str,
+    pub(super) max_connections: Option<usize>,
+    pub(super) max_connections_per_ip: Option<u32>,
+    pub(super) access: Option<&'a [String]>,
+    pub(super) proxy_protocol: Option<&'a raw::ProxyProtocol>,
+}
+
+impl Shared<'_> {
+    /// A listener with these settings (the rest as
+    /// [`Listener::plain`]); problems go to `p`, at the fields `at` names.
+    pub(super) fn convert(&self, at: &dyn Fn(&str) -> String, p: &mut Problems) -> Listener {
+        let addr = self
+            .address
+            .parse::<SocketAddr>()
+            .map_err(|e| {
+                p.add(
+                    at("address"),
+                    format!("`{}` is not an IP:port address ({e})", self.address),
+                )
+            })
+            .ok();
+        let mut out = Listener::plain(addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))));
+        if self.max_connections == Some(0) {
+            p.add(at("max_connections"), "must be at least 1");
+        }
+        out.max_connections = self.max_connections;
+        if self.max_connections_per_ip == Some(0) {
+            p.add(
+                at("max_connections_per_ip"),
+                "must be at least 1 (leave it out for no limit)",
+            );
+        }
+        out.max_connections_per_ip = self.max_connections_per_ip;
+        match access(self.access) {
+            Ok(a) => out.access = a,
+            Err(bad) => {
+                for (j, reason) in bad {
+                    p.add(at(&format!("access[{j}]")), reason);
+                }
+            }
+        }
+        if let Some(pp) = self.proxy_protocol {
+            out.proxy_protocol = proxy_protocol(pp, &at("proxy_protocol"), p);
+        }
+        out
+    }
+}
+
 /// Converts the `i`-th `[[listeners]]` entry; problems go to `p`.
 pub(super) fn listener(
     l: &raw::Listener,
@@ -202,17 +252,14 @@ pub(super) fn listener(
 ) -> Option<Listener> {
     let at = |f: &str| format!("listeners[{i}].{f}");
     let before = p.len();
-    let addr = l
-        .address
-        .parse::<SocketAddr>()
-        .map_err(|e| {
-            p.add(
-                at("address"),
-                format!("`{}` is not an IP:port address ({e})", l.address),
-            )
-        })
-        .ok();
-    let mut out = Listener::plain(addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))));
+    let shared = Shared {
+        address: &l.address,
+        max_connections: l.max_connections,
+        max_connections_per_ip: l.max_connections_per_ip,
+        access: l.access.as_deref(),
+        proxy_protocol: l.proxy_protocol.as_ref(),
+    };
+    let mut out = shared.convert(&at, p);
     out.http2 = l.http2.unwrap_or(true);
     match l.max_concurrent_streams {
         Some(0) => p.add(at("max_concurrent_streams"), "must be at least 1"),
@@ -221,34 +268,12 @@ pub(super) fn listener(
     }
     out.redirect_https = l.redirect_https;
     out.underscores = l.underscores_in_headers.unwrap_or_default();
-    if l.max_connections == Some(0) {
-        p.add(at("max_connections"), "must be at least 1");
-    }
-    out.max_connections = l.max_connections;
-    if l.max_connections_per_ip == Some(0) {
-        p.add(
-            at("max_connections_per_ip"),
-            "must be at least 1 (leave it out for no limit)",
-        );
-    }
-    out.max_connections_per_ip = l.max_connections_per_ip;
     out.real_ip = real_ip(l, &at, p);
-    match access(l.access.as_deref()) {
-        Ok(a) => out.access = a,
-        Err(bad) => {
-            for (j, reason) in bad {
-                p.add(at(&format!("access[{j}]")), reason);
-            }
-        }
-    }
     if let Some(c) = &l.compress {
         match super::compress::compress(c, &at("compress")) {
             Ok(c) => out.compress = Some(Arc::new(c)),
             Err(bad) => bad.into_iter().for_each(|(f, r)| p.add(f, r)),
         }
-    }
-    if let Some(pp) = &l.proxy_protocol {
-        out.proxy_protocol = proxy_protocol(pp, &at("proxy_protocol"), p);
     }
     if let Some(r) = &l.request_id {
         match request_id(r) {

@@ -90,40 +90,15 @@ pub(super) fn stream(
     let listeners = around.listeners;
     let at = |f: &str| format!("streams[{i}].{f}");
     let before = p.len();
-    let addr = s
-        .address
-        .parse::<SocketAddr>()
-        .map_err(|e| {
-            p.add(
-                at("address"),
-                format!("`{}` is not an IP:port address ({e})", s.address),
-            )
-        })
-        .ok();
-    let mut out = Listener::plain(addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))));
+    let shared = super::listener::Shared {
+        address: &s.address,
+        max_connections: s.max_connections,
+        max_connections_per_ip: s.max_connections_per_ip,
+        access: s.access.as_deref(),
+        proxy_protocol: s.proxy_protocol.as_ref(),
+    };
+    let mut out = shared.convert(&at, p);
     out.http2 = false;
-    if s.max_connections == Some(0) {
-        p.add(at("max_connections"), "must be at least 1");
-    }
-    out.max_connections = s.max_connections;
-    if s.max_connections_per_ip == Some(0) {
-        p.add(
-            at("max_connections_per_ip"),
-            "must be at least 1 (leave it out for no limit)",
-        );
-    }
-    out.max_connections_per_ip = s.max_connections_per_ip;
-    match super::listener::access(s.access.as_deref()) {
-        Ok(a) => out.access = a,
-        Err(bad) => {
-            for (j, reason) in bad {
-                p.add(at(&format!("access[{j}]")), reason);
-            }
-        }
-    }
-    if let Some(pp) = &s.proxy_protocol {
-        out.proxy_protocol = super::listener::proxy_protocol(pp, &at("proxy_protocol"), p);
-    }
     if let Some(t) = &s.tls {
         out.tls = super::listener::tls(t, &at, around.base, p);
     }
