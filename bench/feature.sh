@@ -46,12 +46,12 @@
 # FEATURE=static: a SIZE (1k, 100k or 1g) file served from disk (no
 # origin involved): Tidegate's route `static = { root = ... }` against
 # nginx's `root` with `sendfile on` (its default build's way; tokio has
-# no sendfile: Tidegate reads on the blocking pool). `on`: each one's
-# full checks (Tidegate's defaults: symlinks kept inside the root, the
-# .br/.zst/.gz siblings looked for, the blocking pool; nginx
-# `gzip_static on`), `off`: the least work, nginx's way (Tidegate
-# `symlinks = "any", precompressed = false, io = "inline"`; nginx
-# `gzip_static off`). For 1g, MB/s is req/s x 1024; use C=1..4 and D
+# no sendfile: Tidegate reads large files on the blocking pool). `on`:
+# each one's full checks (Tidegate's defaults: symlinks kept inside the
+# root, the .br/.zst/.gz siblings looked for when the client names
+# codings; nginx `gzip_static on`), `off`: the least work, nginx's way
+# (Tidegate `symlinks = "any", precompressed = false, io = "inline"`;
+# nginx `gzip_static off`). For 1g, MB/s is req/s x 1024; use C=1..4 and D
 # long enough for a few transfers.
 #
 # Needs nginx, wrk, curl, python3 (and varnishd for FEATURE=cache, haproxy
