@@ -27,9 +27,8 @@ pub enum Symlinks {
     Any,
 }
 
-/// Where a request's file-system calls run (finding the file, reading
-/// an answer of up to 64 KiB; larger bodies are always read in chunks on
-/// the blocking pool).
+/// Where a request's file-system calls run: finding the file, reading an
+/// answer of up to 64 KiB at once, and a larger one's 256 KiB chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Io {

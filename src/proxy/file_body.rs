@@ -1,8 +1,10 @@
 //! A static file's response body: the parts of a
 //! [`crate::files::Answer`] sent in order, the file's spans read in
-//! chunks of [`CHUNK`] bytes on tokio's blocking pool (one chunk in
-//! flight: memory stays bounded whatever the file's size, and a slow
-//! client holds one chunk). A small answer comes read already, as bytes.
+//! chunks of [`CHUNK`] bytes, on the worker thread as hyper asks for
+//! them (`io = "inline"`, nginx's way) or on tokio's blocking pool (`io
+//! = "pool"`); one chunk at a time: memory stays bounded whatever the
+//! file's size, and a slow client holds one chunk. A small answer comes
+//! read already, as bytes.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -28,11 +30,17 @@ pub(crate) struct FileBody {
     reading: Option<JoinHandle<io::Result<Bytes>>>,
     /// Bytes not sent yet.
     left: u64,
+    /// Chunks read on the worker thread itself.
+    inline: bool,
 }
 
 impl FileBody {
     /// `parts` of `file` (none needed when every part is bytes).
-    pub(crate) fn new(file: Option<Arc<std::fs::File>>, parts: Vec<Part>) -> FileBody {
+    pub(crate) fn new(
+        file: Option<Arc<std::fs::File>>,
+        parts: Vec<Part>,
+        inline: bool,
+    ) -> FileBody {
         let left = parts
             .iter()
             .map(|p| match p {
@@ -45,6 +53,7 @@ impl FileBody {
             parts: parts.into(),
             reading: None,
             left,
+            inline,
         }
     }
 
@@ -64,19 +73,7 @@ impl FileBody {
                 };
                 self.reading = None;
                 let read = read.map_err(io::Error::other).and_then(|r| r);
-                return Poll::Ready(Some(match read {
-                    Ok(b) => {
-                        self.left = self.left.saturating_sub(b.len() as u64);
-                        Ok(b)
-                    }
-                    Err(e) => {
-                        // (The file shrank, or the disk failed: the
-                        // length promised cannot be kept.)
-                        self.parts.clear();
-                        self.left = 0;
-                        Err(e)
-                    }
-                }));
+                return Poll::Ready(Some(self.got(read)));
             }
             match self.parts.pop_front() {
                 None => return Poll::Ready(None),
@@ -98,10 +95,33 @@ impl FileBody {
                             len: len - n,
                         });
                     }
+                    if self.inline {
+                        let read = read_at(&file, start, n);
+                        return Poll::Ready(Some(self.got(read)));
+                    }
                     self.reading = Some(tokio::task::spawn_blocking(move || {
                         read_at(&file, start, n)
                     }));
                 }
+            }
+        }
+    }
+}
+
+impl FileBody {
+    /// A chunk read, or why not.
+    fn got(&mut self, read: io::Result<Bytes>) -> io::Result<Bytes> {
+        match read {
+            Ok(b) => {
+                self.left = self.left.saturating_sub(b.len() as u64);
+                Ok(b)
+            }
+            Err(e) => {
+                // (The file shrank, or the disk failed: the length
+                // promised cannot be kept.)
+                self.parts.clear();
+                self.left = 0;
+                Err(e)
             }
         }
     }

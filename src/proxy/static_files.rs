@@ -112,7 +112,9 @@ pub(super) async fn serve(
                 true => Vec::new(),
                 false => body,
             };
-            let mut r = Response::new(ProxyBody::File(Box::new(FileBody::new(file, body))));
+            let inline = files.io == Io::Inline;
+            let body = FileBody::new(file, body, inline);
+            let mut r = Response::new(ProxyBody::File(Box::new(body)));
             *r.status_mut() = status;
             *r.headers_mut() = headers;
             route.response_headers.apply(r.headers_mut());
