@@ -25,8 +25,8 @@ use crate::files::path::{normalise, Refused, Relative};
 use crate::files::{Answer, Part, Representation};
 use crate::router::Route;
 
-/// An answer read whole at once (one trip to the blocking pool) when its
-/// file parts are at most this long.
+/// An answer read whole with the lookup (one step, on the worker or one
+/// trip to the blocking pool) when its file parts are at most this long.
 const SMALL: u64 = 64 * 1024;
 
 /// The request fields the answer depends on.
@@ -144,7 +144,7 @@ pub(super) async fn serve(
     Some(resp)
 }
 
-/// What the blocking pool looks up.
+/// What the lookup finds (on the worker, or on the blocking pool).
 struct Job {
     files: Arc<StaticFiles>,
     rel: Relative,
