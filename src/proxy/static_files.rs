@@ -247,7 +247,11 @@ impl Job {
             coding,
             vary: !offered.is_empty(),
         };
-        let boundary = format!("{:016x}", crate::random::next_u64());
+        // (Only a multipart answer, to a `Range` request, needs one.)
+        let boundary = match self.fields.contains_key(http::header::RANGE) {
+            true => format!("{:016x}", crate::random::next_u64()),
+            false => String::new(),
+        };
         let mut answer = crate::files::answer(
             &self.method,
             &self.fields,
