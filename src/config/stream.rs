@@ -72,16 +72,24 @@ pub enum SniTarget {
 }
 
 impl SniRoute {
-    /// Whether this route takes a ClientHello naming `sni` (lower case)
-    /// and offering `alpn`.
-    pub fn takes(&self, sni: Option<&str>, alpn: &[&[u8]]) -> bool {
-        let named = sni.is_some_and(|sni| {
-            self.names.iter().any(|n| match n.strip_prefix('.') {
-                Some(_) => sni.len() > n.len() && sni.ends_with(n.as_str()),
-                None => n == sni,
-            })
-        });
-        named && (self.alpn.is_empty() || self.alpn.iter().any(|a| alpn.contains(&a.as_slice())))
+    /// Whether the ClientHello offers one of this route's protocols (any
+    /// ClientHello, when the route names none).
+    fn offered(&self, alpn: &[&[u8]]) -> bool {
+        self.alpn.is_empty() || self.alpn.iter().any(|a| alpn.contains(&a.as_slice()))
+    }
+
+    /// Whether one of its exact names is `sni` (lower case).
+    fn names_exactly(&self, sni: &str) -> bool {
+        self.names.iter().any(|n| !n.starts_with('.') && n == sni)
+    }
+
+    /// The longest of its wildcards (`.example.com`) that `sni` is under.
+    fn wildcard_for(&self, sni: &str) -> Option<usize> {
+        self.names
+            .iter()
+            .filter(|n| n.starts_with('.') && sni.len() > n.len() && sni.ends_with(n.as_str()))
+            .map(String::len)
+            .max()
     }
 }
 
@@ -89,27 +97,17 @@ impl Stream {
     /// The route a ClientHello takes: exact names first, then wildcards
     /// (the longest suffix first), then the default upstream.
     pub fn route(&self, sni: Option<&str>, alpn: &[&[u8]]) -> Option<SniTarget> {
-        let exact = self.sni.iter().find(|r| {
-            r.names
-                .iter()
-                .any(|n| !n.starts_with('.') && Some(n.as_str()) == sni)
-                && (r.alpn.is_empty() || r.alpn.iter().any(|a| alpn.contains(&a.as_slice())))
+        let named = sni.and_then(|sni| {
+            let offering = || self.sni.iter().filter(|r| r.offered(alpn));
+            let exact = offering().find(|r| r.names_exactly(sni));
+            exact.or_else(|| {
+                offering()
+                    .filter_map(|r| Some((r.wildcard_for(sni)?, r)))
+                    .max_by_key(|(len, _)| *len)
+                    .map(|(_, r)| r)
+            })
         });
-        let wild = || {
-            self.sni
-                .iter()
-                .filter(|r| r.takes(sni, alpn))
-                .max_by_key(|r| {
-                    r.names
-                        .iter()
-                        .filter(|n| n.starts_with('.') && sni.is_some_and(|s| s.ends_with(*n)))
-                        .map(|n| n.len())
-                        .max()
-                        .unwrap_or(0)
-                })
-        };
-        exact
-            .or_else(wild)
+        named
             .map(|r| r.to)
             .or(self.upstream.map(SniTarget::Upstream))
     }

@@ -1,6 +1,6 @@
 //! Real clients through the proxy: what users see with curl and wget.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use crate::common::*;
 use http::{Request, Response};
@@ -48,17 +48,6 @@ fn wget() -> Command {
     let mut c = Command::new("wget");
     c.args(["-q", "--no-proxy", "--tries=1", "--timeout=60"]);
     c
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Checks that `file` holds exactly the first `n` bytes of stream 7.

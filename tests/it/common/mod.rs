@@ -884,3 +884,16 @@ pub fn group_config(servers: &str, extra: &str) -> String {
          [[routes]]\nupstream = \"app\"\n[upstreams.app]\nservers = [{servers}]\n{extra}\n"
     )
 }
+
+/// A client tool's output when it succeeded (its stdout); its status,
+/// stdout and stderr in the panic when it did not.
+pub fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
