@@ -23,7 +23,7 @@ const LONG_DAYS: [&str; 7] = [
 
 /// The time `s` names, or `None`.
 pub(crate) fn parse(s: &str) -> Option<SystemTime> {
-    let s = s.trim();
+    let s = s.trim_matches([' ', '\t']);
     httpdate::parse_http_date(s).ok().or_else(|| lenient(s))
 }
 
