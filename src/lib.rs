@@ -109,6 +109,7 @@
 #![forbid(unsafe_code)]
 
 mod access_log;
+mod acme;
 mod admin;
 mod auth;
 mod body;

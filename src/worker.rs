@@ -39,6 +39,9 @@ pub(crate) struct Generation {
     /// started by the server ([`Generation::fetching_jwks`]), never by
     /// `tidegate check`.
     pub jwks: Option<Arc<crate::auth::jwt::fetch::Fetcher>>,
+    /// The process's ACME certificates and challenge answers (kept by
+    /// the server's ACME thread with `[acme]`; empty without).
+    pub acme: Arc<crate::acme::Certs>,
 }
 
 impl Generation {
@@ -47,13 +50,14 @@ impl Generation {
     pub(crate) fn build(
         config: Config,
         registry: &mut Registry,
+        acme: &Arc<crate::acme::Certs>,
     ) -> Result<Generation, ConfigError> {
         let mut problems = Vec::new();
         let mut tls = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
             tls.push(match &l.tls {
                 None => None,
-                Some(t) => match ServerTls::build(t, alpn(l)) {
+                Some(t) => match ServerTls::build(t, alpn(l), acme) {
                     Ok(t) => Some(Arc::new(t)),
                     Err(e) => {
                         problems.push((tls_field(i, l, t, &e), e.to_string()));
@@ -62,7 +66,13 @@ impl Generation {
                 },
             });
         }
-        // Disk tiers' folders: made and writable (`check` says so too).
+        // The ACME storage and the disk tiers' folders: made and writable
+        // (`check` says so too).
+        if let Some(a) = &config.acme {
+            if let Err(e) = crate::acme::disk::prepare(&a.storage) {
+                problems.push(("acme.storage".into(), e));
+            }
+        }
         for c in &config.caches {
             if let Some(d) = &c.disk {
                 if let Err(e) = crate::cache::disk::prepare(&d.path) {
@@ -95,6 +105,7 @@ impl Generation {
             tls: Arc::new(tls),
             trace: None,
             jwks: None,
+            acme: acme.clone(),
         })
     }
 
@@ -163,6 +174,8 @@ pub(crate) struct Worker {
     pub limiters: Arc<crate::ratelimit::Limiters>,
     /// Every thread's shared caches.
     pub caches: Arc<crate::cache::Caches>,
+    /// With `[acme]`: the HTTP-01 answers plain listeners give.
+    pub acme: Option<Arc<crate::acme::Certs>>,
 }
 
 impl Worker {
@@ -190,6 +203,7 @@ impl Worker {
             tls: g.tls.clone(),
             limiters: g.limiters.clone(),
             caches: g.caches.clone(),
+            acme: config.acme.as_ref().map(|_| g.acme.clone()),
             client_rules: config
                 .listeners
                 .iter()

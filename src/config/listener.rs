@@ -124,6 +124,10 @@ pub struct ListenerTls {
     /// Where the verified client subject goes upstream.
     #[serde(serialize_with = "super::dump::header_name")]
     pub subject_header: HeaderName,
+    /// Names whose certificates come from the `[acme]` CA (checked, lower
+    /// case); they take precedence over `certificates` for those names
+    /// once obtained.
+    pub acme: Vec<String>,
 }
 
 /// A `request_id` table, of a listener or a route; on error, the field
@@ -312,10 +316,11 @@ pub(super) fn tls(
     base: &Path,
     p: &mut Problems,
 ) -> Option<ListenerTls> {
-    if t.certificates.is_empty() {
+    let acme = super::acme::names(t.acme.as_deref().unwrap_or_default(), &at("tls.acme"), p);
+    if t.certificates.is_empty() && t.acme.as_ref().is_none_or(Vec::is_empty) {
         p.add(
             at("tls.certificates"),
-            "at least one { cert, key } pair is required",
+            "at least one { cert, key } pair is required (or names under `acme`)",
         );
     }
     let client_ca = t.client_ca.as_ref().map(|c| base.join(c));
@@ -348,6 +353,7 @@ pub(super) fn tls(
         client_ca,
         client_auth: t.client_auth.unwrap_or_default(),
         subject_header,
+        acme,
     })
 }
 

@@ -187,6 +187,15 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
     });
 
     let tracing = tracing::section(raw.tracing.as_ref(), &mut p);
+    let acme_names = listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref())
+        .flat_map(|t| t.acme.iter().cloned())
+        .collect();
+    let plain = listeners
+        .iter()
+        .any(|l| l.tls.is_none() && l.stream.is_none());
+    let acme = super::acme::section(raw.acme.as_ref(), acme_names, plain, &base, &mut p);
     let run_as = run_as::run_as(s.user.as_deref(), s.group.as_deref(), &mut p);
 
     let config = Config {
@@ -220,6 +229,7 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
         dns,
         admin,
         tracing,
+        acme,
         run_as,
         source: source.clone(),
     };

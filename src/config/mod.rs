@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod acme;
 mod auth;
 pub mod cache;
 pub mod compress;
@@ -208,6 +209,8 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// OpenTelemetry traces (`[tracing]`), off unless configured.
     pub tracing: Option<Tracing>,
+    /// ACME certificates (`[acme]`), off unless configured.
+    pub acme: Option<acme::Acme>,
     /// Who the process runs as once its sockets and files are open
     /// (`[server] user`, `group`), if not as who started it.
     pub run_as: Option<RunAs>,

@@ -64,6 +64,7 @@ pub struct File {
     pub dns: Option<Dns>,
     pub admin: Option<Admin>,
     pub tracing: Option<Tracing>,
+    pub acme: Option<Acme>,
     #[serde(default)]
     pub rate_limits: BTreeMap<String, RateLimit>,
     #[serde(default)]
@@ -205,6 +206,21 @@ pub struct Tracing {
     pub timeout: Option<Duration>,
 }
 
+/// `[acme]` (checked in `acme.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acme {
+    pub directory: Option<String>,
+    pub contact: Option<Vec<String>>,
+    pub storage: String,
+    pub ca: Option<String>,
+    pub challenge: Option<super::acme::Challenge>,
+    #[serde(default, deserialize_with = "duration")]
+    pub lock_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub retry: Option<Duration>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
@@ -320,7 +336,10 @@ pub struct RequestId {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
+    #[serde(default)]
     pub certificates: Vec<Certificate>,
+    /// Names whose certificates come from the `[acme]` CA.
+    pub acme: Option<Vec<String>>,
     pub min_version: Option<TlsVersion>,
     pub client_ca: Option<String>,
     pub client_auth: Option<ClientAuth>,

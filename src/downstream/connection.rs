@@ -401,6 +401,11 @@ async fn set_up(
                 }
             };
             let (_, session) = stream.get_ref();
+            if super::tls::is_acme_validation(session) {
+                // A CA's TLS-ALPN-01 check: the handshake was the answer.
+                tracing::info!(%client, sni = session.server_name(), "ACME TLS-ALPN-01 validation answered");
+                return None;
+            }
             let sni = session.server_name().map(Box::<str>::from);
             let info = TlsInfo {
                 cert: tls.certs.select(sni.as_deref()),

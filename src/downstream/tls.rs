@@ -18,6 +18,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::acme::{Certs, ACME_TLS_ALPN};
 use crate::config::{ClientAuth, ListenerTls};
 
 /// ALPN protocol ids, most preferred first.
@@ -65,14 +66,21 @@ pub(crate) struct Entry {
     pub names: Vec<String>,
 }
 
-/// Certificates by name: exact names first, then wildcards (one label,
-/// as RFC 6125 allows), then the default (the first configured).
+/// Certificates by name: an ACME certificate obtained for the name
+/// first, then exact names, then wildcards (one label, as RFC 6125
+/// allows), then the default (the first configured).
 pub(crate) struct CertStore {
     pub entries: Vec<Entry>,
     exact: HashMap<String, usize>,
     /// Keyed by the part after `*.`.
     wildcard: HashMap<String, usize>,
+    /// The listener's `acme` names and where their certificates are.
+    acme: Option<(Vec<String>, Arc<Certs>)>,
 }
+
+/// What [`CertStore::select`] says when an ACME certificate answers: it
+/// covers its one name, which is the SNI.
+pub(crate) const ACME_ANSWERED: usize = usize::MAX;
 
 impl std::fmt::Debug for CertStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,7 +92,8 @@ impl std::fmt::Debug for CertStore {
 }
 
 impl CertStore {
-    /// The entry that answers a handshake for `sni` (default: the first).
+    /// The entry that answers a handshake for `sni` (default: the first;
+    /// [`ACME_ANSWERED`] for an ACME certificate).
     pub(crate) fn select(&self, sni: Option<&str>) -> usize {
         let Some(name) = sni else { return 0 };
         let lower;
@@ -94,6 +103,9 @@ impl CertStore {
         } else {
             name
         };
+        if self.acme_issued(name).is_some() {
+            return ACME_ANSWERED;
+        }
         if let Some(&i) = self.exact.get(name) {
             return i;
         }
@@ -125,10 +137,39 @@ fn name_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
+impl CertStore {
+    /// The ACME certificate obtained for `name` (lower case), if it is
+    /// one of this listener's.
+    fn acme_issued(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        let (names, certs) = self.acme.as_ref()?;
+        if !names.iter().any(|n| n == name) {
+            return None;
+        }
+        certs.issued(name)
+    }
+}
+
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let i = self.select(hello.server_name());
-        self.entries.get(i).map(|e| e.key.clone())
+        // A CA validating TLS-ALPN-01 offers only `acme-tls/1`, and gets
+        // the answer for the name or no handshake (RFC 8737 §3).
+        if let Some((names, certs)) = &self.acme {
+            if hello
+                .alpn()
+                .is_some_and(|mut a| a.any(|p| p == ACME_TLS_ALPN))
+            {
+                let name = hello.server_name()?.to_ascii_lowercase();
+                return names
+                    .iter()
+                    .any(|n| *n == name)
+                    .then(|| certs.tls_alpn(&name))
+                    .flatten();
+            }
+        }
+        match self.select(hello.server_name()) {
+            ACME_ANSWERED => self.acme_issued(&hello.server_name()?.to_ascii_lowercase()),
+            i => self.entries.get(i).map(|e| e.key.clone()),
+        }
     }
 }
 
@@ -216,8 +257,13 @@ pub(crate) fn http_alpn(http2: bool) -> Vec<Vec<u8>> {
 
 impl ServerTls {
     /// Reads the certificate files `s` names; `alpn`: the protocols
-    /// offered ([`http_alpn`] on HTTP listeners).
-    pub(crate) fn build(s: &ListenerTls, alpn: Vec<Vec<u8>>) -> Result<ServerTls, TlsError> {
+    /// offered ([`http_alpn`] on HTTP listeners); `acme`: where the
+    /// certificates of `s`'s `acme` names are.
+    pub(crate) fn build(
+        s: &ListenerTls,
+        mut alpn: Vec<Vec<u8>>,
+        acme: &Arc<Certs>,
+    ) -> Result<ServerTls, TlsError> {
         let provider = provider();
         let mut entries = Vec::new();
         for (cert, key) in &s.certificates {
@@ -234,10 +280,16 @@ impl ServerTls {
                 };
             }
         }
+        let acme = (!s.acme.is_empty()).then(|| {
+            // The CA's validation must be able to settle on it.
+            alpn.push(ACME_TLS_ALPN.to_vec());
+            (s.acme.clone(), acme.clone())
+        });
         let certs = Arc::new(CertStore {
             entries,
             exact,
             wildcard,
+            acme,
         });
 
         let versions: &[&rustls::SupportedProtocolVersion] = if s.min_tls13 {
@@ -278,6 +330,12 @@ impl ServerTls {
             subject_header,
         })
     }
+}
+
+/// Whether a handshake settled on `acme-tls/1`: a CA's TLS-ALPN-01
+/// validation, which is closed once done (RFC 8737 §3), never served.
+pub(crate) fn is_acme_validation(conn: &rustls::ServerConnection) -> bool {
+    conn.alpn_protocol() == Some(ACME_TLS_ALPN)
 }
 
 /// Gives a server connection the bytes read off its socket before its

@@ -166,6 +166,8 @@ pub(crate) struct Gauges {
     pub(crate) trace: Option<TraceCounts>,
     /// `(cache, keys, bytes)` of each cache in force.
     pub(crate) caches: Vec<(String, u64, u64)>,
+    /// ACME's lock and names, with `[acme]` on.
+    pub(crate) acme: Option<crate::acme::Stats>,
 }
 
 /// One upstream server's shared state.
@@ -342,8 +344,51 @@ pub(crate) fn render(registry: &Registry, gauges: &Gauges) -> String {
             line(&mut out, name, &[], v as f64);
         }
     }
+    if let Some(a) = &gauges.acme {
+        acme(&mut out, a);
+    }
     process(&mut out, registry);
     out
+}
+
+fn acme(out: &mut String, a: &crate::acme::Stats) {
+    let name = "tidegate_acme_lock_held";
+    header(
+        out,
+        name,
+        "gauge",
+        "1 while this instance holds the ACME storage's lock (and so orders certificates).",
+    );
+    line(out, name, &[], f64::from(u8::from(a.lock_held)));
+    let name = "tidegate_acme_certificate_expiry_timestamp_seconds";
+    header(
+        out,
+        name,
+        "gauge",
+        "When the ACME certificate served for a name expires (Unix time); absent while it has none.",
+    );
+    for (n, s) in &a.names {
+        if let Some(t) = s.expires {
+            line(out, name, &[("name", n.clone())], t as f64);
+        }
+    }
+    let name = "tidegate_acme_orders_total";
+    header(
+        out,
+        name,
+        "counter",
+        "ACME certificate orders by name and result (ok, failed); a failed renewal keeps the served certificate.",
+    );
+    for (n, s) in &a.names {
+        for (result, v) in [("ok", s.ok), ("failed", s.failed)] {
+            line(
+                out,
+                name,
+                &[("name", n.clone()), ("result", result.to_string())],
+                v as f64,
+            );
+        }
+    }
 }
 
 fn process(out: &mut String, r: &Registry) {

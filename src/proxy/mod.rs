@@ -430,7 +430,7 @@ async fn forward<'w>(
     }
     let (route, h2_ws) = match matched? {
         (Matched::Route(route), h2_ws) => (route, h2_ws),
-        (Matched::Redirect(resp), _) => return Ok((Outcome::Local(resp), Held::default())),
+        (Matched::Listener(resp), _) => return Ok((Outcome::Local(resp), Held::default())),
     };
     if w.compress {
         request::note_compression(ctx, w, route, &parts, routed);

@@ -211,14 +211,15 @@ pub(crate) fn note_compression(
     }
 }
 
-/// The route a request found, or the listener's HTTPS redirect.
+/// The route a request found, or the listener's own answer.
 /// (Returned once and matched at once: boxing the larger variant would
 /// only add an allocation.)
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Matched<'w> {
     Route(&'w Route),
-    /// The listener's HTTPS redirect (no route is looked at).
-    Redirect(Response<ProxyBody>),
+    /// The listener's HTTPS redirect or an ACME HTTP-01 answer (no route
+    /// is looked at).
+    Listener(Response<ProxyBody>),
 }
 
 /// What a route does with a request that passed its gates (matched at
@@ -231,8 +232,9 @@ pub(crate) enum Routed {
     Local(Response<ProxyBody>),
 }
 
-/// The request's route, and what stops it before the route's gates: the
-/// listener's HTTPS redirect, the 421 of a TLS connection asked for
+/// The request's route, and what stops it before the route's gates: an
+/// ACME HTTP-01 validation on a plain listener, the listener's HTTPS
+/// redirect, the 421 of a TLS connection asked for
 /// another host, no route (404), the route's `access` rules on `client`
 /// (403).
 pub(crate) fn find<'w>(
@@ -243,8 +245,16 @@ pub(crate) fn find<'w>(
     client: SocketAddr,
     routed: &Noted,
 ) -> Result<Matched<'w>, ProxyError> {
+    if let Some(acme) = w.acme.as_deref().filter(|_| ctx.tls.is_none()) {
+        if let Some(token) = parts.uri.path().strip_prefix(crate::acme::HTTP01_PREFIX) {
+            return Ok(Matched::Listener(super::synthetic::acme_http01(
+                acme.http01(token).as_deref(),
+                parts,
+            )));
+        }
+    }
     if let Some(port) = ctx.redirect_https {
-        return Ok(Matched::Redirect(https_redirect(authority, port, parts)));
+        return Ok(Matched::Listener(https_redirect(authority, port, parts)));
     }
     if let Some(tls) = &ctx.tls {
         check_sni(tls, authority)?;

@@ -168,6 +168,30 @@ pub(crate) fn https_redirect(
     resp
 }
 
+/// The answer to an ACME HTTP-01 validation (RFC 8555 §8.3): the key
+/// authorization of a challenge being answered, as text, or 404.
+pub(crate) fn acme_http01(
+    answer: Option<&str>,
+    parts: &http::request::Parts,
+) -> Response<ProxyBody> {
+    let mut resp = match answer {
+        Some(a) if matches!(parts.method, Method::GET | Method::HEAD) => {
+            let mut r = Response::new(ProxyBody::full(Bytes::copy_from_slice(a.as_bytes())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            r
+        }
+        Some(_) => error_response(StatusCode::METHOD_NOT_ALLOWED),
+        None => error_response(StatusCode::NOT_FOUND),
+    };
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::VIA, via(parts.version));
+    resp
+}
+
 /// A response the route makes itself.
 pub(crate) fn local_response(
     status: StatusCode,

@@ -119,6 +119,9 @@ struct Shared {
     /// counts, which go on across reloads.
     exporter: Option<Exporter>,
     trace_stats: Arc<crate::trace::Stats>,
+    /// The ACME thread (`[acme]`); its certificates are the generations'
+    /// `acme`, the same across reloads.
+    acme: Option<crate::acme::Manager>,
 }
 
 impl Shared {
@@ -144,6 +147,7 @@ impl Shared {
             self.exporter = start_exporter(&config, &self.trace_stats)?;
         }
         generation.trace = self.exporter.as_ref().map(Exporter::sink);
+        self.acme = follow_acme(self.acme.take(), &generation);
         let logs: Vec<AccessLog> = (0..self.threads)
             .map(|_| AccessLog::new(writer.clone(), &config.access_log_format))
             .collect();
@@ -164,6 +168,36 @@ impl Shared {
             });
         }
         Ok(swapped)
+    }
+}
+
+/// The ACME thread that `g`'s config wants: `running` told of new
+/// settings, started, or stopped. What the storage holds is read first,
+/// so the first handshake under `g` already has it.
+fn follow_acme(
+    running: Option<crate::acme::Manager>,
+    g: &Generation,
+) -> Option<crate::acme::Manager> {
+    let Some(settings) = &g.config.acme else {
+        if let Some(m) = running {
+            m.stop();
+        }
+        return None;
+    };
+    let settings = Arc::new(settings.clone());
+    crate::acme::load(&settings, &g.acme);
+    match running {
+        Some(m) => {
+            m.update(settings);
+            Some(m)
+        }
+        None => match crate::acme::Manager::start(settings, g.acme.clone()) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::error!("ACME: thread not started, no certificates ordered: {e}");
+                None
+            }
+        },
     }
 }
 
@@ -230,7 +264,8 @@ pub fn check(config: Config) -> Result<(), ConfigError> {
     // What start would find too: the access log's file.
     let log = crate::access_log::check_target(&config.access_log).err();
     let source = config.source.clone();
-    let built = Generation::build(config, &mut UpstreamRegistry::default()).map(drop);
+    let built =
+        Generation::build(config, &mut UpstreamRegistry::default(), &Arc::default()).map(drop);
     let Some(reason) = log else { return built };
     let mut problems: Vec<(String, String)> = match &built {
         Ok(()) => Vec::new(),
@@ -342,7 +377,9 @@ impl Running {
         let shared = self.shared.clone();
         let mut shared = lock(&shared);
         // Servers in both configs keep their health: the registry knows them.
-        let mut generation = Generation::build(config, &mut shared.registry)?.fetching_jwks();
+        let acme = shared.current.acme.clone();
+        let mut generation =
+            Generation::build(config, &mut shared.registry, &acme)?.fetching_jwks();
         generation.keep_limits(&shared.current);
         let generation = generation.opening_disks()?;
         let config = &generation.config;
@@ -413,11 +450,19 @@ impl Running {
         for w in self.workers {
             let _ = w.join();
         }
-        let (checks, writer, exporter) = {
+        let (checks, writer, exporter, acme) = {
             let mut s = lock(&self.shared);
-            (s.checks.take(), s.writer.take(), s.exporter.take())
+            (
+                s.checks.take(),
+                s.writer.take(),
+                s.exporter.take(),
+                s.acme.take(),
+            )
         };
         stop_checks(checks);
+        if let Some(m) = acme {
+            m.stop();
+        }
         // What is queued is sent (within the export timeout).
         if let Some(e) = exporter {
             e.finish();
@@ -452,7 +497,7 @@ pub(crate) fn start_with(
     mut inherited: Option<&mut Inherited>,
 ) -> Result<Running, StartError> {
     let mut registry = UpstreamRegistry::default();
-    let mut generation = Generation::build(config, &mut registry)?
+    let mut generation = Generation::build(config, &mut registry, &Arc::default())?
         .fetching_jwks()
         .opening_disks()?;
     let config = generation.config.clone();
@@ -502,6 +547,8 @@ pub(crate) fn start_with(
     let exporter = start_exporter(&config, &trace_stats)?;
     generation.trace = exporter.as_ref().map(Exporter::sink);
     privilege::drop_privileges(&config)?; // All that needs root is open.
+                                          // Started as the user that runs (the storage is its own).
+    let acme = follow_acme(None, &generation);
 
     let (shutdown, _) = watch::channel(false);
     let mut workers = Vec::new();
@@ -560,6 +607,7 @@ pub(crate) fn start_with(
         dns: Default::default(),
         exporter,
         trace_stats,
+        acme,
     }));
     let admin = match (&config.admin, metrics, admin_socket) {
         (Some(a), Some(metrics), Some(socket)) => {

@@ -121,6 +121,10 @@ pub(crate) async fn serve(
                 }
             };
             let session = &tls.get_ref().1;
+            if crate::downstream::tls::is_acme_validation(session) {
+                // A CA's TLS-ALPN-01 check: answered by the handshake.
+                return None;
+            }
             rec.sni = session.server_name().map(str::to_string);
             let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
             let offered: Vec<&[u8]> = alpn.as_deref().into_iter().collect();

@@ -1,0 +1,115 @@
+//! Which of the instances sharing a storage folder orders certificates:
+//! the one whose name is in its `lock` file. The holder rewrites the file
+//! (its heartbeat) every third of `lock_timeout`; a file older than
+//! `lock_timeout` is a holder gone, and the next instance to look takes
+//! its place. The file's modification time is the heartbeat, so this
+//! works wherever the folder is shared, a network file system included
+//! (where `flock` may not).
+//!
+//! Two instances that find a stale lock at the same moment may both take
+//! it; each reads the file back at its next heartbeat, and the one whose
+//! name is not there stops. Until then both may order the same name,
+//! which the CA allows (and which leaves one valid certificate on disk).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+pub(super) struct Lock {
+    path: PathBuf,
+    /// This instance: host, process and a random number.
+    owner: String,
+    held: bool,
+}
+
+impl Lock {
+    pub(super) fn new(storage: &Path) -> Lock {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_or_else(|_| "host".to_string(), |h| h.trim().to_string());
+        Lock {
+            path: storage.join("lock"),
+            owner: format!(
+                "{host} {} {:016x}",
+                std::process::id(),
+                crate::random::next_u64()
+            ),
+            held: false,
+        }
+    }
+
+    /// Whether this instance holds the lock now: renews it if so, takes
+    /// it if it is free or stale.
+    pub(super) fn hold(&mut self, timeout: Duration) -> bool {
+        let was = self.held;
+        self.held = self.try_hold(timeout);
+        if self.held != was {
+            match self.held {
+                true => tracing::info!(
+                    "ACME: this instance orders the certificates (lock {})",
+                    self.path.display()
+                ),
+                false => tracing::info!(
+                    "ACME: another instance orders the certificates (lock {})",
+                    self.path.display()
+                ),
+            }
+        }
+        self.held
+    }
+
+    fn try_hold(&self, timeout: Duration) -> bool {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) if text.trim() == self.owner => self.beat(),
+            Ok(_) => {
+                let age = std::fs::metadata(&self.path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok());
+                match age {
+                    Some(age) if age > timeout => {
+                        let _ = std::fs::remove_file(&self.path);
+                        self.create()
+                    }
+                    _ => false,
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.create(),
+            Err(e) => {
+                tracing::warn!("ACME: cannot read {}: {e}", self.path.display());
+                false
+            }
+        }
+    }
+
+    /// Takes a free lock: only one instance creates the file.
+    fn create(&self) -> bool {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let made = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&self.path)
+            .and_then(|mut f| f.write_all(format!("{}\n", self.owner).as_bytes()));
+        made.is_ok()
+    }
+
+    /// The heartbeat: the file rewritten (its time renewed).
+    fn beat(&self) -> bool {
+        match super::disk::write(&self.path, format!("{}\n", self.owner).as_bytes()) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("ACME: cannot renew the lock {}: {e}", self.path.display());
+                false
+            }
+        }
+    }
+
+    /// Gives the lock up (on shutdown), so another instance need not wait
+    /// for it to go stale.
+    pub(super) fn release(&mut self) {
+        if self.held && std::fs::read_to_string(&self.path).is_ok_and(|t| t.trim() == self.owner) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        self.held = false;
+    }
+}
