@@ -7,6 +7,7 @@
 
 mod common;
 
+mod acme;
 mod admin;
 mod affinity;
 mod balance;
