@@ -38,6 +38,12 @@
 //!   their streamed body; `cache/`: a route's cache on the
 //!   request path: lookup, revalidation, storing while streaming, stale
 //!   on error, invalidation); `tunnel.rs` for upgrades (WebSocket...).
+//! - `acme/`: ACME certificates for listeners' `tls.acme` names:
+//!   `certs.rs` (what handshakes and plain listeners' HTTP-01 answers
+//!   read, swapped whole), `manager.rs` (the thread that reads the
+//!   storage and orders and renews), `order.rs` (one order with
+//!   instant-acme), `disk.rs` (the storage folder instances may share),
+//!   `lock.rs` (which instance orders: a lock file with a heartbeat).
 //! - `worker.rs`: a config put into service (`Generation`: the config plus
 //!   its built upstreams and listener TLS) and one thread's state under it
 //!   (routes, pool, log).

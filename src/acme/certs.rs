@@ -75,13 +75,20 @@ impl Certs {
         self.issued.store(Arc::new(all));
     }
 
-    pub(super) fn set_challenges(
+    fn set_challenges(
         &self,
         tls_alpn: HashMap<String, Arc<CertifiedKey>>,
         http01: HashMap<String, Arc<str>>,
     ) {
         self.tls_alpn.store(Arc::new(tls_alpn));
         self.http01.store(Arc::new(http01));
+    }
+
+    /// Reads the challenges being answered for `settings`' names (by
+    /// any instance sharing the storage).
+    pub(super) fn read_challenges(&self, settings: &crate::config::acme::Acme) {
+        let (tls_alpn, http01) = super::disk::challenges(&settings.storage, &settings.names);
+        self.set_challenges(tls_alpn, http01);
     }
 
     pub(super) fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {

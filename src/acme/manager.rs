@@ -85,12 +85,6 @@ struct Name {
     retry_at: Option<Instant>,
 }
 
-/// Reads the challenges being answered into `certs`.
-pub(super) fn read_challenges(settings: &Acme, certs: &Certs) {
-    let (tls_alpn, http01) = disk::challenges(&settings.storage, &settings.names);
-    certs.set_challenges(tls_alpn, http01);
-}
-
 /// When a certificate valid from `nb` to `na` is renewed: two thirds
 /// into its life, less up to a thirtieth of it at random.
 fn renewal(nb: SystemTime, na: SystemTime) -> SystemTime {
@@ -299,7 +293,7 @@ fn sync(settings: &Acme, certs: &Certs, seen: &mut Seen, names: &mut HashMap<Str
     );
     if stamps != seen.challenges {
         seen.challenges = stamps;
-        read_challenges(settings, certs);
+        certs.read_challenges(settings);
     }
 }
 

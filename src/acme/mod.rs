@@ -25,5 +25,5 @@ pub(crate) use manager::Manager;
 pub(crate) fn load(settings: &crate::config::acme::Acme, certs: &Certs) {
     let found = disk::certificates(&settings.storage, &settings.names);
     certs.set_issued(found.into_iter().map(|(n, l)| (n, l.key)).collect());
-    manager::read_challenges(settings, certs);
+    certs.read_challenges(settings);
 }

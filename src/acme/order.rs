@@ -81,7 +81,7 @@ pub(super) async fn order(
     for path in answered {
         let _ = std::fs::remove_file(path);
     }
-    super::manager::read_challenges(settings, certs);
+    certs.read_challenges(settings);
     result?;
     let key = order
         .finalize()
@@ -153,7 +153,7 @@ async fn validate(
         }
     }
     if !answered.is_empty() {
-        super::manager::read_challenges(settings, certs);
+        certs.read_challenges(settings);
         tokio::time::sleep(SHARE).await;
         let mut authorizations = order.authorizations();
         while let Some(a) = authorizations.next().await {

@@ -1,6 +1,6 @@
 //! `[acme]`: certificates obtained and renewed from an ACME CA (RFC 8555)
 //! for the names TLS listeners list under `tls.acme`, as pure data
-//! ([`crate::acme`] does the work).
+//! (the crate's `acme` module does the work).
 //!
 //! ```toml
 //! [acme]
@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::raw;
 use super::source::Problems;
@@ -25,19 +25,7 @@ use super::source::Problems;
 /// Let's Encrypt's production directory, the default.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
-/// How the CA checks that a name is ours; Tidegate answers both itself.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-pub enum Challenge {
-    /// RFC 8737: a TLS handshake on port 443 with ALPN `acme-tls/1`,
-    /// answered by the TLS listeners.
-    #[default]
-    #[serde(rename = "tls-alpn-01")]
-    TlsAlpn01,
-    /// RFC 8555 §8.3: `GET /.well-known/acme-challenge/TOKEN` on port 80,
-    /// answered by the plain HTTP listeners before any route.
-    #[serde(rename = "http-01")]
-    Http01,
-}
+pub use super::raw::AcmeChallenge as Challenge;
 
 /// The `[acme]` section, with every name the listeners list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -189,7 +177,7 @@ pub(super) fn section(
 
 #[cfg(test)]
 mod tests {
-    use super::check_name;
+    use super::*;
 
     #[test]
     fn names_a_ca_can_issue_for() {

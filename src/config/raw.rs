@@ -206,6 +206,20 @@ pub struct Tracing {
     pub timeout: Option<Duration>,
 }
 
+/// How the CA checks that a name is ours; Tidegate answers both itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum AcmeChallenge {
+    /// RFC 8737: a TLS handshake on port 443 with ALPN `acme-tls/1`,
+    /// answered by the TLS listeners.
+    #[default]
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    /// RFC 8555 §8.3: `GET /.well-known/acme-challenge/TOKEN` on port 80,
+    /// answered by the plain HTTP listeners before any route.
+    #[serde(rename = "http-01")]
+    Http01,
+}
+
 /// `[acme]` (checked in `acme.rs`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,7 +228,7 @@ pub struct Acme {
     pub contact: Option<Vec<String>>,
     pub storage: String,
     pub ca: Option<String>,
-    pub challenge: Option<super::acme::Challenge>,
+    pub challenge: Option<AcmeChallenge>,
     #[serde(default, deserialize_with = "duration")]
     pub lock_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]

@@ -160,8 +160,7 @@ impl ResolvesServerCert for CertStore {
             {
                 let name = hello.server_name()?.to_ascii_lowercase();
                 return names
-                    .iter()
-                    .any(|n| *n == name)
+                    .contains(&name)
                     .then(|| certs.tls_alpn(&name))
                     .flatten();
             }

@@ -44,6 +44,7 @@ use crate::worker::Generation;
 
 mod admin;
 mod privilege;
+mod services;
 mod sockets;
 mod spawn;
 mod upgrade;
@@ -54,6 +55,7 @@ use upgrade::Copies;
 pub(crate) use upgrade::Inherited;
 
 use admin::{caches, drain, gauges, in_force};
+use services::{follow_acme, start_checks, start_exporter, stop_checks};
 use sockets::{bind_all, copies, gate, open_all, open_files_limit};
 use workers::{run_worker, Reload};
 
@@ -171,36 +173,6 @@ impl Shared {
     }
 }
 
-/// The ACME thread that `g`'s config wants: `running` told of new
-/// settings, started, or stopped. What the storage holds is read first,
-/// so the first handshake under `g` already has it.
-fn follow_acme(
-    running: Option<crate::acme::Manager>,
-    g: &Generation,
-) -> Option<crate::acme::Manager> {
-    let Some(settings) = &g.config.acme else {
-        if let Some(m) = running {
-            m.stop();
-        }
-        return None;
-    };
-    let settings = Arc::new(settings.clone());
-    crate::acme::load(&settings, &g.acme);
-    match running {
-        Some(m) => {
-            m.update(settings);
-            Some(m)
-        }
-        None => match crate::acme::Manager::start(settings, g.acme.clone()) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                tracing::error!("ACME: thread not started, no certificates ordered: {e}");
-                None
-            }
-        },
-    }
-}
-
 fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
     shared
         .lock()
@@ -240,24 +212,6 @@ fn start_dns(shared: &Arc<Mutex<Shared>>) -> Option<crate::upstream::dns::Refres
     crate::upstream::dns::Refresher::spawn(&settings, names, apply, stats)
 }
 
-/// Starts the trace exporter of `config`, if it has `[tracing]`.
-fn start_exporter(
-    config: &Config,
-    stats: &Arc<crate::trace::Stats>,
-) -> Result<Option<Exporter>, StartError> {
-    config
-        .tracing
-        .as_ref()
-        .map(|t| Exporter::start(t, stats.clone()).map_err(StartError::TraceExporter))
-        .transpose()
-}
-
-/// Starts the active health checks of `g`, if it has any.
-fn start_checks(g: &Generation) -> Option<(JoinHandle<()>, watch::Sender<bool>)> {
-    let (stop, rx) = watch::channel(false);
-    crate::upstream::check::spawn_checks(&g.config, &g.upstreams, rx).map(|h| (h, stop))
-}
-
 /// Puts `config` into service without starting it: reads its certificates
 /// and resolves its names, as start and reload do (`tidegate check`).
 pub fn check(config: Config) -> Result<(), ConfigError> {
@@ -294,13 +248,6 @@ fn start_log(config: &Config) -> Result<Option<LogWriter>, StartError> {
                 .invalid(vec![("server.access_log".into(), reason)]),
         )
     })
-}
-
-fn stop_checks(checks: Option<(JoinHandle<()>, watch::Sender<bool>)>) {
-    if let Some((handle, stop)) = checks {
-        let _ = stop.send(true);
-        let _ = handle.join();
-    }
 }
 
 impl Running {

@@ -98,7 +98,10 @@ impl Pebble {
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
             || std::net::TcpStream::connect(("127.0.0.1", dns_admin)).is_err()
         {
-            assert!(std::time::Instant::now() < deadline, "pebble never listened");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pebble never listened"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         p
@@ -246,7 +249,10 @@ async fn tls_alpn_01_obtains_serves_verifies_and_renews() {
     assert!(issuer.contains("Pebble Intermediate"), "{issuer}");
     assert!(storage.join("certificates/a.tidegate.test.pem").exists());
     // curl verifies the chain served against pebble's root.
-    assert_eq!(curl_verified(&pebble.root(), "a.tidegate.test", https), "hello\n");
+    assert_eq!(
+        curl_verified(&pebble.root(), "a.tidegate.test", https),
+        "hello\n"
+    );
     // Each name has a certificate of its own.
     let b = served_other(https, "b.tidegate.test", Some(&first), &pebble).await;
     assert_ne!(issuer_and_serial(&b).1, serial);
@@ -254,8 +260,11 @@ async fn tls_alpn_01_obtains_serves_verifies_and_renews() {
     let m = metrics(&p).await;
     assert_eq!(value(&m, "tidegate_acme_lock_held "), Some(1.0), "{m}");
     assert!(
-        value(&m, "tidegate_acme_orders_total{name=\"a.tidegate.test\",result=\"ok\"}")
-            .is_some_and(|v| v >= 1.0),
+        value(
+            &m,
+            "tidegate_acme_orders_total{name=\"a.tidegate.test\",result=\"ok\"}"
+        )
+        .is_some_and(|v| v >= 1.0),
         "{m}"
     );
     let expiry = value(
@@ -267,7 +276,10 @@ async fn tls_alpn_01_obtains_serves_verifies_and_renews() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    assert!(expiry > now - 5.0 && expiry < now + 60.0, "{expiry} vs {now}");
+    assert!(
+        expiry > now - 5.0 && expiry < now + 60.0,
+        "{expiry} vs {now}"
+    );
 
     // Renewed at two thirds of its life, swapped in without a restart.
     let renewed = served_other(https, "a.tidegate.test", Some(&first), &pebble).await;
@@ -289,7 +301,10 @@ async fn http_01_answered_by_another_instance_which_serves_the_result_and_takes_
     // A holds the lock before B starts (so A orders).
     let deadline = std::time::Instant::now() + HANG;
     while value(&metrics(&a).await, "tidegate_acme_lock_held ") != Some(1.0) {
-        assert!(std::time::Instant::now() < deadline, "A never held the lock");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never held the lock"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let b = Proxy::start(&config(&pebble, &storage.0, http_b, https_b, challenge));
@@ -301,7 +316,10 @@ async fn http_01_answered_by_another_instance_which_serves_the_result_and_takes_
     let mb = metrics(&b).await;
     assert_eq!(value(&mb, "tidegate_acme_lock_held "), Some(0.0), "{mb}");
     assert_eq!(
-        value(&mb, "tidegate_acme_orders_total{name=\"a.tidegate.test\",result=\"ok\"}"),
+        value(
+            &mb,
+            "tidegate_acme_orders_total{name=\"a.tidegate.test\",result=\"ok\"}"
+        ),
         Some(0.0),
         "B ordered nothing: {mb}"
     );
@@ -317,13 +335,19 @@ async fn http_01_answered_by_another_instance_which_serves_the_result_and_takes_
     assert_eq!(status, 404);
     let (status, headers, _) = get(addr_b, "/").await;
     assert_eq!(status, 301);
-    assert!(headers["location"].to_str().unwrap().starts_with("https://"));
+    assert!(headers["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("https://"));
 
     // A stops and gives the lock up; B takes it.
     a.stop();
     let deadline = std::time::Instant::now() + HANG;
     while value(&metrics(&b).await, "tidegate_acme_lock_held ") != Some(1.0) {
-        assert!(std::time::Instant::now() < deadline, "B never took the lock");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never took the lock"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(b);
@@ -389,10 +413,18 @@ tls = { acme = ["*.example.com", "localhost", "ok.example.com", "OK.example.com"
 respond = { status = 200 }
 "#;
     let e = bad(base);
-    assert!(e.contains("listeners[0].tls.acme[0]") && e.contains("DNS-01"), "{e}");
+    assert!(
+        e.contains("listeners[0].tls.acme[0]") && e.contains("DNS-01"),
+        "{e}"
+    );
     assert!(e.contains("listeners[0].tls.acme[1]"), "{e}");
-    assert!(e.contains("listeners[0].tls.acme[3]") && e.contains("twice"), "{e}");
-    let e = bad(&base.replace("\"*.example.com\", \"localhost\", ", "").replace(", \"OK.example.com\"", ""));
+    assert!(
+        e.contains("listeners[0].tls.acme[3]") && e.contains("twice"),
+        "{e}"
+    );
+    let e = bad(&base
+        .replace("\"*.example.com\", \"localhost\", ", "")
+        .replace(", \"OK.example.com\"", ""));
     assert!(e.contains("no [acme] section"), "{e}");
     let e = bad(&format!(
         "{}\n[acme]\nstorage = \"/tmp/x\"\ndirectory = \"http://ca/dir\"\ncontact = [\"ops@example.com\"]\nchallenge = \"http-01\"\nlock_timeout = \"1s\"\n",
@@ -400,8 +432,19 @@ respond = { status = 200 }
     ));
     assert!(e.contains("acme.directory"), "{e}");
     assert!(e.contains("acme.contact[0]"), "{e}");
-    assert!(e.contains("acme.challenge") && e.contains("plain HTTP listener"), "{e}");
+    assert!(
+        e.contains("acme.challenge") && e.contains("plain HTTP listener"),
+        "{e}"
+    );
     assert!(e.contains("acme.lock_timeout"), "{e}");
     let e = bad("[acme]\nstorage = \"/tmp/x\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\nrespond = { status = 200 }\n");
     assert!(e.contains("nothing to order"), "{e}");
+}
+
+#[test]
+fn the_example_loads() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/acme.toml");
+    let config = tidegate::Config::from_file(std::path::Path::new(path)).expect("example loads");
+    let acme = config.acme.expect("[acme]");
+    assert_eq!(acme.names, ["example.com", "www.example.com"]);
 }
