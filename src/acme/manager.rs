@@ -22,6 +22,8 @@ use crate::config::acme::Acme;
 
 /// How often the storage is looked at.
 const TICK: Duration = Duration::from_secs(1);
+/// The longest an order may take, account included.
+const ORDER_LIMIT: Duration = Duration::from_secs(600);
 /// The longest wait between tries of a failing name.
 const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 
@@ -181,13 +183,24 @@ async fn ordered(
     certs: &Certs,
     account: &mut Option<instant_acme::Account>,
 ) -> Result<disk::Loaded, String> {
-    if account.is_none() {
-        *account = Some(super::order::account(settings).await?);
-    }
-    let Some(a) = account.as_ref() else {
-        return Err("no account".into());
+    let work = async {
+        if account.is_none() {
+            *account = Some(super::order::account(settings).await?);
+        }
+        let Some(a) = account.as_ref() else {
+            return Err("no account".into());
+        };
+        super::order::order(a, name, settings, certs).await
     };
-    super::order::order(a, name, settings, certs).await
+    // A CA that stops answering mid-request must not stall the thread.
+    tokio::time::timeout(ORDER_LIMIT, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no answer from the CA within {}",
+                humantime::format_duration(ORDER_LIMIT)
+            ))
+        })
 }
 
 /// Takes an order's outcome in: the certificate served at once, or the
