@@ -196,6 +196,22 @@ pub(super) fn from_raw(raw: raw::File, source: Source) -> Result<Config, ConfigE
         .iter()
         .any(|l| l.tls.is_none() && l.stream.is_none());
     let acme = super::acme::section(raw.acme.as_ref(), acme_names, plain, &base, &mut p);
+    // TLS-ALPN-01 is answered by negotiating `acme-tls/1`; a stream that
+    // offers no ALPN of its own cannot add it without refusing clients
+    // that offer theirs.
+    if acme.as_ref().map(|a| a.challenge) == Some(super::acme::Challenge::TlsAlpn01) {
+        for l in &listeners {
+            let (Some(s), Some(t)) = (&l.stream, &l.tls) else {
+                continue;
+            };
+            if s.alpn.is_empty() && !t.acme.is_empty() {
+                p.add(
+                    format!("streams[{}].tls.acme", s.index),
+                    "TLS-ALPN-01 needs the stream to offer ALPN (set `alpn`), or use challenge = \"http-01\"",
+                );
+            }
+        }
+    }
     let run_as = run_as::run_as(s.user.as_deref(), s.group.as_deref(), &mut p);
 
     let config = Config {

@@ -280,8 +280,12 @@ impl ServerTls {
             }
         }
         let acme = (!s.acme.is_empty()).then(|| {
-            // The CA's validation must be able to settle on it.
-            alpn.push(ACME_TLS_ALPN.to_vec());
+            // The CA's validation must be able to settle on it. (A
+            // listener offering no ALPN gets none: clients that offer
+            // theirs would be refused. Config refuses TLS-ALPN-01 there.)
+            if !alpn.is_empty() {
+                alpn.push(ACME_TLS_ALPN.to_vec());
+            }
             (s.acme.clone(), acme.clone())
         });
         let certs = Arc::new(CertStore {

@@ -437,6 +437,25 @@ respond = { status = 200 }
         "{e}"
     );
     assert!(e.contains("acme.lock_timeout"), "{e}");
+    // A stream terminating TLS with no ALPN cannot answer TLS-ALPN-01.
+    let stream = r#"
+[acme]
+storage = "/tmp/x"
+[[streams]]
+address = "127.0.0.1:0"
+upstream = "db"
+tls = { acme = ["db.example.com"] }
+[upstreams.db]
+servers = ["127.0.0.1:1"]
+"#;
+    let e = bad(stream);
+    assert!(
+        e.contains("streams[0].tls.acme") && e.contains("ALPN"),
+        "{e}"
+    );
+    // With ALPN of its own, it can.
+    let with_alpn = stream.replace("upstream = \"db\"\n", "upstream = \"db\"\nalpn = [\"x\"]\n");
+    tidegate::Config::from_toml(&with_alpn, "t.toml").expect("a stream with ALPN");
     let e = bad("[acme]\nstorage = \"/tmp/x\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\nrespond = { status = 200 }\n");
     assert!(e.contains("nothing to order"), "{e}");
 }
