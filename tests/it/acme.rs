@@ -22,6 +22,23 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// What `start` makes of a port free now; tried again with another while
+/// it says `None` (the port, or one pebble chose, was taken meanwhile by
+/// another test).
+fn on_a_free_port<T>(mut start: impl FnMut(u16) -> Option<T>) -> T {
+    for _ in 0..10 {
+        if let Some(t) = start(free_port()) {
+            return t;
+        }
+    }
+    panic!("ten ports in a row were taken before they could be bound");
+}
+
+/// The port of a running instance's TLS listener (its second).
+fn tls_port(p: &Proxy) -> u16 {
+    p.running().local_addrs()[1].port()
+}
+
 /// `pebble` and its DNS, killed on drop.
 struct Pebble {
     children: Vec<Child>,
@@ -36,8 +53,9 @@ struct Pebble {
 impl Pebble {
     /// Validates HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port` of
     /// 127.0.0.1; certificates live `validity` seconds (pebble's default
-    /// of five years when `None`).
-    fn start(http_port: u16, tls_port: u16, validity: Option<u64>) -> Pebble {
+    /// of five years when `None`). `None` if it exited (a port it chose
+    /// was taken meanwhile).
+    fn start(http_port: u16, tls_port: u16, validity: Option<u64>) -> Option<Pebble> {
         let dir = Dir::new("pebble");
         let ca = Ca::new("pebble's test CA");
         let leaf = ca.server(&["localhost", "127.0.0.1"]);
@@ -87,7 +105,7 @@ impl Pebble {
             .stderr(Stdio::null())
             .spawn()
             .expect("pebble runs (apt-get install pebble)");
-        let p = Pebble {
+        let mut p = Pebble {
             children: vec![challtestsrv, pebble],
             ca: dir.join("ca.pem"),
             dir,
@@ -98,13 +116,19 @@ impl Pebble {
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
             || std::net::TcpStream::connect(("127.0.0.1", dns_admin)).is_err()
         {
+            if p.children
+                .iter_mut()
+                .any(|c| c.try_wait().ok().flatten().is_some())
+            {
+                return None;
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "pebble never listened"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        p
+        Some(p)
     }
 
     fn directory(&self) -> String {
@@ -139,9 +163,9 @@ impl Drop for Pebble {
     }
 }
 
-/// The config of an instance: a plain listener on `http`, a TLS one on
-/// `https` with `names` from ACME (and `extra` for its table), an admin
-/// listener, a fixed answer.
+/// The config of an instance: a plain listener on `http` (redirecting to
+/// HTTPS), a TLS one on `https` with two names from ACME (port 0: any),
+/// an admin listener, a fixed answer; `acme`: more of the `[acme]` table.
 fn config(pebble: &Pebble, storage: &std::path::Path, http: u16, https: u16, acme: &str) -> String {
     format!(
         r#"
@@ -153,7 +177,7 @@ address = "127.0.0.1:0"
 
 [[listeners]]
 address = "127.0.0.1:{http}"
-redirect_https = {https}
+redirect_https = 443
 
 [[listeners]]
 address = "127.0.0.1:{https}"
@@ -238,11 +262,14 @@ fn curl_verified(root: &std::path::Path, name: &str, https: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_alpn_01_obtains_serves_verifies_and_renews() {
-    let (http, https) = (free_port(), free_port());
-    // Certificates of 30 seconds: renewed after about 20.
-    let pebble = Pebble::start(free_port(), https, Some(30));
     let storage = Dir::new("acme");
-    let p = Proxy::start(&config(&pebble, &storage.0, http, https, ""));
+    // Certificates of 30 seconds: renewed after about 20. pebble looks
+    // for TLS-ALPN-01 on the instance's TLS port (and HTTP-01 nowhere).
+    let (pebble, p, https) = on_a_free_port(|https| {
+        let pebble = Pebble::start(free_port(), https, Some(30))?;
+        let p = Proxy::try_start(&config(&pebble, &storage.0, 0, https, "")).ok()?;
+        Some((pebble, p, https))
+    });
 
     let first = served_other(https, "a.tidegate.test", None, &pebble).await;
     let (issuer, serial) = issuer_and_serial(&first);
@@ -293,11 +320,16 @@ async fn tls_alpn_01_obtains_serves_verifies_and_renews() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_01_answered_by_another_instance_which_serves_the_result_and_takes_over() {
     let storage = Dir::new("acme-shared");
-    let (http_a, https_a, http_b, https_b) = (free_port(), free_port(), free_port(), free_port());
-    // The CA looks at instance B's plain listener only.
-    let pebble = Pebble::start(http_b, free_port(), None);
     let challenge = "challenge = \"http-01\"";
-    let a = Proxy::start(&config(&pebble, &storage.0, http_a, https_a, challenge));
+    // The CA looks at instance B's plain listener only (B starts later,
+    // on the port pebble was given, held by a placeholder until then).
+    let (pebble, placeholder, http_b) = on_a_free_port(|http_b| {
+        let placeholder = std::net::TcpListener::bind(("127.0.0.1", http_b)).ok()?;
+        let pebble = Pebble::start(http_b, free_port(), None)?;
+        Some((pebble, placeholder, http_b))
+    });
+    let a = Proxy::start(&config(&pebble, &storage.0, 0, 0, challenge));
+    let https_a = tls_port(&a);
     // A holds the lock before B starts (so A orders).
     let deadline = std::time::Instant::now() + HANG;
     while value(&metrics(&a).await, "tidegate_acme_lock_held ") != Some(1.0) {
@@ -307,7 +339,9 @@ async fn http_01_answered_by_another_instance_which_serves_the_result_and_takes_
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let b = Proxy::start(&config(&pebble, &storage.0, http_b, https_b, challenge));
+    drop(placeholder);
+    let b = Proxy::start(&config(&pebble, &storage.0, http_b, 0, challenge));
+    let https_b = tls_port(&b);
 
     // A's order is validated on B, which read A's answer from the storage.
     let from_a = served_other(https_a, "a.tidegate.test", None, &pebble).await;
@@ -356,9 +390,8 @@ async fn http_01_answered_by_another_instance_which_serves_the_result_and_takes_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_renewal_keeps_the_served_certificate_warns_and_counts() {
     let storage = Dir::new("acme-failing");
-    let (http, https) = (free_port(), free_port());
     // The CA validates HTTP-01 on a port where nothing listens.
-    let pebble = Pebble::start(free_port(), free_port(), None);
+    let pebble = on_a_free_port(|port| Pebble::start(port, free_port(), None));
     // A certificate from 2020 to 2030: past two thirds of its life, due.
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["a.tidegate.test".to_string()]).unwrap();
@@ -373,9 +406,16 @@ async fn a_failing_renewal_keeps_the_served_certificate_warns_and_counts() {
     .unwrap();
     let file = TempFile::with(
         "acme.toml",
-        config(&pebble, &storage.0, http, https, "challenge = \"http-01\"").as_bytes(),
+        config(&pebble, &storage.0, 0, 0, "challenge = \"http-01\"").as_bytes(),
     );
     let mut bin = Binary::start(&["-c", file.arg()]);
+    let line = bin.line_with("listening on https://").await;
+    let https: u16 = line
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
     let line = bin.line_with("ACME: ordering the certificate failed").await;
     assert!(line.contains("a.tidegate.test"), "{line}");
     assert!(line.contains("the current certificate stays"), "{line}");

@@ -37,6 +37,18 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Starts from TOML text; the reason it did not start (a listener's
+    /// port taken meanwhile, for a test that had to choose it).
+    pub fn try_start(toml: &str) -> Result<Proxy, String> {
+        let config = tidegate::Config::from_toml(toml, "test.toml").expect("valid test config");
+        let running = tidegate::start(config).map_err(|e| e.to_string())?;
+        let addr = running.local_addrs()[0];
+        Ok(Proxy {
+            running: Some(running),
+            addr,
+        })
+    }
+
     /// Starts from TOML text.
     pub fn start(toml: &str) -> Proxy {
         let config = tidegate::Config::from_toml(toml, "test.toml").expect("valid test config");
