@@ -69,6 +69,25 @@ pub(crate) struct Status {
     routes: Vec<RouteStatus>,
     upstreams: Vec<GroupStatus>,
     dns: Vec<DnsStatus>,
+    /// With `[acme]`: whether this instance orders, and each name's
+    /// certificate.
+    acme: Option<AcmeStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct AcmeStatus {
+    lock_held: bool,
+    names: Vec<AcmeName>,
+}
+
+#[derive(Debug, Serialize)]
+struct AcmeName {
+    name: String,
+    /// The served certificate's notAfter (Unix seconds); `None`: no
+    /// certificate yet.
+    expires: Option<u64>,
+    orders_ok: u64,
+    orders_failed: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -378,6 +397,19 @@ pub(crate) fn status(state: &State) -> Status {
                 failures: n.failures,
             })
             .collect(),
+        acme: g.acme.as_ref().map(|a| AcmeStatus {
+            lock_held: a.lock_held,
+            names: a
+                .names
+                .iter()
+                .map(|(name, n)| AcmeName {
+                    name: name.clone(),
+                    expires: n.expires,
+                    orders_ok: n.ok,
+                    orders_failed: n.failed,
+                })
+                .collect(),
+        }),
     }
 }
 
@@ -505,6 +537,37 @@ pub(crate) fn html(s: &Status) -> String {
                 esc(&removed.join(", ")),
                 d.refreshes,
                 d.failures
+            );
+        }
+        o.push_str("</table>");
+    }
+    if let Some(a) = &s.acme {
+        let _ = write!(
+            o,
+            "<h2>ACME certificates</h2><p class=meta>{}</p><table><tr><th>Name<th>Expires\
+             <th>Orders ok<th>Orders failed</tr>",
+            if a.lock_held {
+                "This instance orders and renews (it holds the storage's lock)."
+            } else {
+                "Another instance orders and renews; this one serves what it stores."
+            }
+        );
+        for n in &a.names {
+            let expires = n.expires.map_or_else(
+                || "no certificate yet".to_string(),
+                |t| {
+                    httpdate::fmt_http_date(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+                    )
+                },
+            );
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
+                esc(&n.name),
+                esc(&expires),
+                n.orders_ok,
+                n.orders_failed
             );
         }
         o.push_str("</table>");

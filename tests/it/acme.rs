@@ -307,6 +307,17 @@ async fn tls_alpn_01_obtains_serves_verifies_and_renews() {
         expiry > now - 5.0 && expiry < now + 60.0,
         "{expiry} vs {now}"
     );
+    // The status page shows the same.
+    let admin = p.running().admin_addr().expect("admin listener");
+    let (_, _, body) = get(admin, "/status.json").await;
+    let status: serde_json::Value = serde_json::from_slice(&body).expect("status.json");
+    assert_eq!(status["acme"]["lock_held"], true, "{status}");
+    let names = status["acme"]["names"].as_array().expect("names");
+    assert_eq!(names[0]["name"], "a.tidegate.test", "{status}");
+    assert!(names[0]["expires"].as_u64().is_some(), "{status}");
+    let (_, _, page) = get(admin, "/status").await;
+    let page = String::from_utf8_lossy(&page);
+    assert!(page.contains("ACME certificates") && page.contains("a.tidegate.test"));
 
     // Renewed at two thirds of its life, swapped in without a restart.
     let renewed = served_other(https, "a.tidegate.test", Some(&first), &pebble).await;
