@@ -239,6 +239,18 @@ async fn metrics(p: &Proxy) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
+/// Waits until instance `who` holds the storage's lock.
+async fn holds_the_lock(p: &Proxy, who: &str) {
+    let deadline = std::time::Instant::now() + HANG;
+    while value(&metrics(p).await, "tidegate_acme_lock_held ") != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{who} never held the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The value of the metric line that starts with `prefix`.
 fn value(metrics: &str, prefix: &str) -> Option<f64> {
     metrics
@@ -342,14 +354,7 @@ async fn http_01_answered_by_another_instance_which_serves_the_result_and_takes_
     let a = Proxy::start(&config(&pebble, &storage.0, 0, 0, challenge));
     let https_a = tls_port(&a);
     // A holds the lock before B starts (so A orders).
-    let deadline = std::time::Instant::now() + HANG;
-    while value(&metrics(&a).await, "tidegate_acme_lock_held ") != Some(1.0) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "A never held the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    holds_the_lock(&a, "A").await;
     drop(placeholder);
     let b = Proxy::start(&config(&pebble, &storage.0, http_b, 0, challenge));
     let https_b = tls_port(&b);
@@ -387,14 +392,7 @@ async fn http_01_answered_by_another_instance_which_serves_the_result_and_takes_
 
     // A stops and gives the lock up; B takes it.
     a.stop();
-    let deadline = std::time::Instant::now() + HANG;
-    while value(&metrics(&b).await, "tidegate_acme_lock_held ") != Some(1.0) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "B never took the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    holds_the_lock(&b, "B").await;
     drop(b);
 }
 
