@@ -324,8 +324,12 @@ async fn relay(
     let mut upstream = upstream;
     if !early.is_empty() {
         use tokio::io::AsyncWriteExt;
-        if upstream.write_all(&early).await.is_err() {
-            return (SessionEnd::Error, (early.len() as u64, 0));
+        // The ClientHello read for the SNI goes first, under the idle
+        // timeout as every later byte is (a server that takes nothing).
+        match tokio::time::timeout(stream.idle_timeout, upstream.write_all(&early)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return (SessionEnd::Error, (early.len() as u64, 0)),
+            Err(_) => return (SessionEnd::IdleTimeout, (early.len() as u64, 0)),
         }
     }
     let mut pair = splice::Pair::new(client, upstream);
