@@ -224,15 +224,15 @@ impl Job {
             Some((_, suffix)) => with_suffix(&path, suffix),
             None => path,
         };
-        let file = match std::fs::File::open(&chosen) {
-            Ok(f) => f,
+        let file = match open(files, &chosen) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                tracing::debug!(path = %chosen.display(), "static file: a symbolic link out of the root");
+                return Ok(Found::Missing);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Missing),
             Err(e) => return Err(e),
         };
-        if files.symlinks == Symlinks::Inside && !inside(files, &file, &chosen) {
-            tracing::debug!(path = %chosen.display(), "static file: a symbolic link out of the root");
-            return Ok(Found::Missing);
-        }
         meta = file.metadata()?;
         if !meta.is_file() {
             return Ok(Found::Missing);
@@ -290,6 +290,45 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
+}
+
+/// Opens `path` (under the root); `None` when `symlinks = "inside"` and
+/// a symbolic link on the way leads out of the root. The kernel checks
+/// that as it resolves (`openat2` with `RESOLVE_BENEATH` on the root,
+/// opened now: a root that is itself a link, swapped on deploy, is
+/// followed); what it refuses (an absolute link, even one back inside,
+/// or an old kernel without `openat2`) is opened plainly and checked by
+/// [`inside`].
+fn open(files: &StaticFiles, path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    if files.symlinks != Symlinks::Inside {
+        return std::fs::File::open(path).map(Some);
+    }
+    if let Ok(rel) = path.strip_prefix(&files.root) {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        let opened = rustix::fs::open(
+            &files.root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(|root| {
+            rustix::fs::openat2(
+                &root,
+                rel,
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+            )
+        });
+        match opened {
+            Ok(fd) => return Ok(Some(std::fs::File::from(fd))),
+            Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::NOTDIR => {
+                return Err(std::io::ErrorKind::NotFound.into())
+            }
+            Err(_) => {}
+        }
+    }
+    let file = std::fs::File::open(path)?;
+    Ok(inside(files, &file, path).then_some(file))
 }
 
 /// Whether the open `file` (at `path`) is inside the root, links
