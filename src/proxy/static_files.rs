@@ -300,8 +300,18 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 /// or an old kernel without `openat2`) is opened plainly and checked by
 /// [`inside`].
 fn open(files: &StaticFiles, path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    // Non-blocking: a FIFO put in a file's place between its `stat` and
+    // this open must not hold the thread until a writer comes (it is
+    // then refused, not being a file); reads of a file ignore the flag.
+    let plain = || {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)
+    };
     if files.symlinks != Symlinks::Inside {
-        return std::fs::File::open(path).map(Some);
+        return plain().map(Some);
     }
     if let Ok(rel) = path.strip_prefix(&files.root) {
         use rustix::fs::{Mode, OFlags, ResolveFlags};
@@ -314,7 +324,7 @@ fn open(files: &StaticFiles, path: &Path) -> std::io::Result<Option<std::fs::Fil
             rustix::fs::openat2(
                 &root,
                 rel,
-                OFlags::RDONLY | OFlags::CLOEXEC,
+                OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
                 Mode::empty(),
                 ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
             )
@@ -327,7 +337,7 @@ fn open(files: &StaticFiles, path: &Path) -> std::io::Result<Option<std::fs::Fil
             Err(_) => {}
         }
     }
-    let file = std::fs::File::open(path)?;
+    let file = plain()?;
     Ok(inside(files, &file, path).then_some(file))
 }
 
