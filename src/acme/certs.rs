@@ -25,7 +25,7 @@ pub(crate) struct Certs {
     /// HTTP-01 answers (key authorizations), by token.
     http01: ArcSwap<HashMap<String, Arc<str>>>,
     /// What `/metrics` shows, by name; not on the request path.
-    pub(crate) stats: Mutex<Stats>,
+    stats: Mutex<Stats>,
 }
 
 impl std::fmt::Debug for Certs {
@@ -71,8 +71,10 @@ impl Certs {
         self.http01.load().get(token).cloned()
     }
 
-    pub(super) fn set_issued(&self, all: HashMap<String, Arc<CertifiedKey>>) {
-        self.issued.store(Arc::new(all));
+    /// Serves `loaded` (certificates read from the storage) from now on.
+    pub(super) fn set_issued(&self, loaded: HashMap<String, super::disk::Loaded>) {
+        let keys = loaded.into_iter().map(|(n, l)| (n, l.key)).collect();
+        self.issued.store(Arc::new(keys));
     }
 
     fn set_challenges(
@@ -91,7 +93,8 @@ impl Certs {
         self.set_challenges(tls_alpn, http01);
     }
 
-    pub(super) fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
+    /// What `/metrics` and `/status` show (the manager updates it).
+    pub(crate) fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
         self.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

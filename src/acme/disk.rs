@@ -137,20 +137,29 @@ pub(super) fn stamp(dir: &Path) -> Option<SystemTime> {
 /// The certificates of `names` found in the storage; a file that cannot
 /// be read is reported and left out.
 pub(super) fn certificates(storage: &Path, names: &[String]) -> HashMap<String, Loaded> {
-    let mut out = HashMap::new();
-    for name in names {
-        let path = certificate(storage, name);
-        match read_pem(&path, true) {
-            Ok(l) => {
-                out.insert(name.clone(), l);
-            }
-            Err(e) if path.exists() => {
+    names
+        .iter()
+        .filter_map(|name| {
+            Some((
+                name.clone(),
+                found(&certificate(storage, name), name, true)?,
+            ))
+        })
+        .collect()
+}
+
+/// The file at `path` (for `name`) read, if it is there; one that is
+/// there but unusable is reported.
+fn found(path: &Path, name: &str, checked: bool) -> Option<Loaded> {
+    match read_pem(path, checked) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            if path.exists() {
                 tracing::warn!(name, "ACME: {} unusable: {e}", path.display());
             }
-            Err(_) => {}
+            None
         }
     }
-    out
 }
 
 /// A token as the CA sends them (base64url), safe as a file name.
@@ -169,19 +178,13 @@ pub(super) fn challenges(
     HashMap<String, Arc<CertifiedKey>>,
     HashMap<String, Arc<str>>,
 ) {
-    let mut tls_alpn = HashMap::new();
-    for name in names {
-        let path = storage.join(TLS_ALPN01).join(format!("{name}.pem"));
-        match read_pem(&path, false) {
-            Ok(l) => {
-                tls_alpn.insert(name.clone(), l.key);
-            }
-            Err(e) if path.exists() => {
-                tracing::warn!(name, "ACME: {} unusable: {e}", path.display());
-            }
-            Err(_) => {}
-        }
-    }
+    let tls_alpn = names
+        .iter()
+        .filter_map(|name| {
+            let path = storage.join(TLS_ALPN01).join(format!("{name}.pem"));
+            Some((name.clone(), found(&path, name, false)?.key))
+        })
+        .collect();
     let mut http01 = HashMap::new();
     if let Ok(dir) = std::fs::read_dir(storage.join(HTTP01)) {
         for e in dir.flatten().take(1024) {

@@ -270,8 +270,11 @@ fn sync(settings: &Acme, certs: &Certs, seen: &mut Seen, names: &mut HashMap<Str
     let dir = settings.storage.join("certificates");
     let stamp = disk::stamp(&dir);
     if stamp.is_none() || stamp != seen.certificates {
-        if let Err(e) = disk::prepare(&settings.storage) {
-            tracing::warn!("ACME: storage: {e}");
+        // (The folders are made at load; again only if one went away.)
+        if stamp.is_none() {
+            if let Err(e) = disk::prepare(&settings.storage) {
+                tracing::warn!("ACME: storage: {e}");
+            }
         }
         seen.certificates = disk::stamp(&dir);
         let loaded = disk::certificates(&settings.storage, &settings.names);
@@ -298,7 +301,7 @@ fn sync(settings: &Acme, certs: &Certs, seen: &mut Seen, names: &mut HashMap<Str
             }
         }
         drop(stats);
-        certs.set_issued(loaded.into_iter().map(|(n, l)| (n, l.key)).collect());
+        certs.set_issued(loaded);
     }
     let stamps = (
         disk::stamp(&settings.storage.join(disk::HTTP01)),

@@ -23,7 +23,6 @@ pub(crate) use manager::Manager;
 /// Reads what the storage holds for `settings`' names into `certs` now
 /// (the ACME thread does so every second after).
 pub(crate) fn load(settings: &crate::config::acme::Acme, certs: &Certs) {
-    let found = disk::certificates(&settings.storage, &settings.names);
-    certs.set_issued(found.into_iter().map(|(n, l)| (n, l.key)).collect());
+    certs.set_issued(disk::certificates(&settings.storage, &settings.names));
     certs.read_challenges(settings);
 }

@@ -95,7 +95,17 @@ impl CertStore {
     /// The entry that answers a handshake for `sni` (default: the first;
     /// [`ACME_ANSWERED`] for an ACME certificate).
     pub(crate) fn select(&self, sni: Option<&str>) -> usize {
-        let Some(name) = sni else { return 0 };
+        match self.answer(sni) {
+            Answer::Acme(_) => ACME_ANSWERED,
+            Answer::Entry(i) => i,
+        }
+    }
+
+    /// What answers a handshake for `sni`, its name lower-cased once.
+    fn answer(&self, sni: Option<&str>) -> Answer {
+        let Some(name) = sni else {
+            return Answer::Entry(0);
+        };
         let lower;
         let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
             lower = name.to_ascii_lowercase();
@@ -103,18 +113,18 @@ impl CertStore {
         } else {
             name
         };
-        if self.acme_issued(name).is_some() {
-            return ACME_ANSWERED;
+        if let Some(key) = self.acme_for(name).and_then(|c| c.issued(name)) {
+            return Answer::Acme(key);
         }
         if let Some(&i) = self.exact.get(name) {
-            return i;
+            return Answer::Entry(i);
         }
         if let Some((_, parent)) = name.split_once('.') {
             if let Some(&i) = self.wildcard.get(parent) {
-                return i;
+                return Answer::Entry(i);
             }
         }
-        0
+        Answer::Entry(0)
     }
 
     /// Whether entry `i`'s certificate is valid for `host` (a request's
@@ -137,15 +147,20 @@ fn name_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
+/// What [`CertStore::answer`] found.
+enum Answer {
+    /// The ACME certificate obtained for the name.
+    Acme(Arc<CertifiedKey>),
+    /// A configured certificate, by its place.
+    Entry(usize),
+}
+
 impl CertStore {
-    /// The ACME certificate obtained for `name` (lower case), if it is
-    /// one of this listener's.
-    fn acme_issued(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+    /// Where the ACME certificates of `name` (lower case) are, if it is
+    /// one of this listener's `acme` names.
+    fn acme_for(&self, name: &str) -> Option<&Certs> {
         let (names, certs) = self.acme.as_ref()?;
-        if !names.iter().any(|n| n == name) {
-            return None;
-        }
-        certs.issued(name)
+        names.iter().any(|n| n == name).then_some(&**certs)
     }
 }
 
@@ -153,21 +168,17 @@ impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         // A CA validating TLS-ALPN-01 offers only `acme-tls/1`, and gets
         // the answer for the name or no handshake (RFC 8737 §3).
-        if let Some((names, certs)) = &self.acme {
-            if hello
+        if self.acme.is_some()
+            && hello
                 .alpn()
                 .is_some_and(|mut a| a.any(|p| p == ACME_TLS_ALPN))
-            {
-                let name = hello.server_name()?.to_ascii_lowercase();
-                return names
-                    .contains(&name)
-                    .then(|| certs.tls_alpn(&name))
-                    .flatten();
-            }
+        {
+            let name = hello.server_name()?.to_ascii_lowercase();
+            return self.acme_for(&name)?.tls_alpn(&name);
         }
-        match self.select(hello.server_name()) {
-            ACME_ANSWERED => self.acme_issued(&hello.server_name()?.to_ascii_lowercase()),
-            i => self.entries.get(i).map(|e| e.key.clone()),
+        match self.answer(hello.server_name()) {
+            Answer::Acme(key) => Some(key),
+            Answer::Entry(i) => self.entries.get(i).map(|e| e.key.clone()),
         }
     }
 }

@@ -107,13 +107,7 @@ pub(super) fn gauges(shared: &Arc<Mutex<Shared>>) -> crate::admin::GaugeSource {
                 .iter()
                 .map(|r| (r.label(), r.describe_match(), action(r, &g.config)))
                 .collect(),
-            acme: g.config.acme.as_ref().map(|_| {
-                g.acme
-                    .stats
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone()
-            }),
+            acme: g.config.acme.as_ref().map(|_| g.acme.stats().clone()),
             trace: g.config.tracing.as_ref().map(|_| {
                 let t = &s.trace_stats;
                 crate::metrics::TraceCounts {
