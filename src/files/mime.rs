@@ -61,15 +61,16 @@ pub(crate) fn content_type(name: &[u8]) -> &'static str {
         Some(dot) if dot > 0 => &file[dot + 1..],
         _ => return DEFAULT,
     };
-    let Ok(ext) = std::str::from_utf8(ext) else {
-        return DEFAULT;
-    };
     if ext.len() > 16 {
         return DEFAULT;
     }
-    let lower = ext.to_ascii_lowercase();
+    // Lower-cased on the stack.
+    let mut lower = [0u8; 16];
+    let lower = &mut lower[..ext.len()];
+    lower.copy_from_slice(ext);
+    lower.make_ascii_lowercase();
     TYPES
-        .binary_search_by(|(e, _)| (*e).cmp(lower.as_str()))
+        .binary_search_by(|(e, _)| e.as_bytes().cmp(lower))
         .map_or(DEFAULT, |i| TYPES[i].1)
 }
 

@@ -58,11 +58,59 @@ pub(crate) struct Answer {
 /// modification time to the nanosecond, and the sibling's coding (a
 /// representation of its own).
 pub(crate) fn etag(inode: u64, len: u64, mtime_nanos: u128, coding: Option<Coding>) -> HeaderValue {
-    let text = match coding {
-        None => format!("\"{inode:x}-{len:x}-{mtime_nanos:x}\""),
-        Some(c) => format!("\"{inode:x}-{len:x}-{mtime_nanos:x}-{}\"", c.token()),
+    // On the stack, without `fmt`: `"` inode `-` len `-` mtime [`-` coding] `"`.
+    let mut out = [0u8; 96];
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        out[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
     };
-    HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("\"0\""))
+    put(b"\"");
+    put(hex(u128::from(inode), &mut [0; 32]));
+    put(b"-");
+    put(hex(u128::from(len), &mut [0; 32]));
+    put(b"-");
+    put(hex(mtime_nanos, &mut [0; 32]));
+    if let Some(c) = coding {
+        put(b"-");
+        put(c.token().as_bytes());
+    }
+    put(b"\"");
+    HeaderValue::from_bytes(&out[..at]).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// `n` in lowercase hex without leading zeros, written at the end of `buf`.
+fn hex(mut n: u128, buf: &mut [u8; 32]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[(n & 0xf) as usize];
+        n >>= 4;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// `Last-Modified` for `secs` since the epoch. The last one made is kept
+/// per thread: the files of a site mostly share a few times.
+fn last_modified(secs: u64) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u64, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((s, v)) = &*last {
+            if *s == secs {
+                return Some(v.clone());
+            }
+        }
+        let date = UNIX_EPOCH + Duration::from_secs(secs);
+        let v = HeaderValue::try_from(httpdate::fmt_http_date(date)).ok()?;
+        *last = Some((secs, v.clone()));
+        Some(v)
+    })
 }
 
 /// What `method` (GET or HEAD) with fields `req` gets of `rep` at `now`;
@@ -78,10 +126,10 @@ pub(crate) fn answer(
         etag: rep.etag.as_bytes(),
         modified: rep.modified,
     };
-    let mut h = HeaderMap::new();
+    // (Room for every field an answer has: no growth on the way.)
+    let mut h = HeaderMap::with_capacity(8);
     h.insert(header::ETAG, rep.etag.clone());
-    let modified = UNIX_EPOCH + Duration::from_secs(rep.modified);
-    if let Ok(d) = HeaderValue::try_from(httpdate::fmt_http_date(modified)) {
+    if let Some(d) = last_modified(rep.modified) {
         h.insert(header::LAST_MODIFIED, d);
     }
     if rep.vary {
@@ -216,6 +264,31 @@ mod tests {
             Part::Text(b) => b,
             Part::File { .. } => b"",
         }
+    }
+
+    #[test]
+    fn etags_are_written_as_format_would() {
+        let n = 0x1234_5678_9abc_def0_1122_3344_5566_7788u128;
+        for (ino, len, nanos, c) in [
+            (0, 0, 0, None),
+            (0x1a2b, 1, n, Some(Coding::Br)),
+            (u64::MAX, 4096, 7, Some(Coding::Gzip)),
+        ] {
+            let want = match c {
+                None => format!("\"{ino:x}-{len:x}-{nanos:x}\""),
+                Some(c) => format!("\"{ino:x}-{len:x}-{nanos:x}-{}\"", c.token()),
+            };
+            assert_eq!(etag(ino, len, nanos, c), want.as_str());
+        }
+        assert_eq!(
+            last_modified(784_111_777).unwrap(),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        assert_eq!(
+            last_modified(784_111_777).unwrap(),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        assert_eq!(last_modified(0).unwrap(), "Thu, 01 Jan 1970 00:00:00 GMT");
     }
 
     #[test]

@@ -182,21 +182,32 @@ impl Job {
 
     fn lookup(&self, rel: &Relative) -> std::io::Result<Found> {
         let files = &*self.files;
-        let mut path = files.root.join(OsStr::from_bytes(&rel.path));
-        let Ok(mut meta) = std::fs::metadata(&path) else {
+        // (Relative to the root.)
+        let mut path = PathBuf::from(OsStr::from_bytes(&rel.path));
+        // Opened first, then looked at (as nginx does): one `stat` fewer
+        // than looking first. (Non-blocking, so that a FIFO or a device
+        // there cannot hold the thread; it is then refused as no file.)
+        let Some(mut file) = open_found(files, &path)? else {
             return Ok(Found::Missing);
         };
+        let mut meta = file.metadata()?;
         if meta.is_dir() {
             if !rel.slash {
                 return Ok(Found::Folder);
             }
-            let index = files.index.iter().find_map(|i| {
+            let mut index = None;
+            for i in &files.index {
                 let p = path.join(i);
-                let m = std::fs::metadata(&p).ok().filter(|m| m.is_file())?;
-                Some((p, m))
-            });
+                if let Some(f) = open_found(files, &p)? {
+                    let m = f.metadata()?;
+                    if m.is_file() {
+                        index = Some((p, f, m));
+                        break;
+                    }
+                }
+            }
             match index {
-                Some((p, m)) => (path, meta) = (p, m),
+                Some((p, f, m)) => (path, file, meta) = (p, f, m),
                 None => return Ok(Found::Missing),
             }
         } else if rel.slash {
@@ -214,28 +225,22 @@ impl Job {
         let asks = self.fields.contains_key(http::header::ACCEPT_ENCODING);
         if files.precompressed && asks {
             for (coding, suffix) in SIBLINGS {
-                if std::fs::metadata(with_suffix(&path, suffix)).is_ok_and(|m| m.is_file()) {
+                let sibling = files.root.join(with_suffix(&path, suffix));
+                if std::fs::metadata(sibling).is_ok_and(|m| m.is_file()) {
                     offered.push(coding);
                 }
             }
         }
         let coding = crate::compress::negotiate(&self.fields, &offered);
-        let chosen = match coding.and_then(|c| SIBLINGS.iter().find(|(s, _)| *s == c)) {
-            Some((_, suffix)) => with_suffix(&path, suffix),
-            None => path,
-        };
-        let file = match open(files, &chosen) {
-            Ok(Some(f)) => f,
-            Ok(None) => {
-                tracing::debug!(path = %chosen.display(), "static file: a symbolic link out of the root");
+        if let Some((_, suffix)) = coding.and_then(|c| SIBLINGS.iter().find(|(s, _)| *s == c)) {
+            let Some(sibling) = open_found(files, &with_suffix(&path, suffix))? else {
+                return Ok(Found::Missing);
+            };
+            file = sibling;
+            meta = file.metadata()?;
+            if !meta.is_file() {
                 return Ok(Found::Missing);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Missing),
-            Err(e) => return Err(e),
-        };
-        meta = file.metadata()?;
-        if !meta.is_file() {
-            return Ok(Found::Missing);
         }
         let nanos = u128::try_from(meta.mtime()).unwrap_or(0) * 1_000_000_000
             + u128::try_from(meta.mtime_nsec()).unwrap_or(0);
@@ -292,53 +297,131 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Opens `path` (under the root); `None` when `symlinks = "inside"` and
-/// a symbolic link on the way leads out of the root. The kernel checks
-/// that as it resolves (`openat2` with `RESOLVE_BENEATH` on the root,
-/// opened now: a root that is itself a link, swapped on deploy, is
-/// followed); what it refuses (an absolute link, even one back inside,
-/// or an old kernel without `openat2`) is opened plainly and checked by
-/// [`inside`].
-fn open(files: &StaticFiles, path: &Path) -> std::io::Result<Option<std::fs::File>> {
-    // Non-blocking: a FIFO put in a file's place between its `stat` and
-    // this open must not hold the thread until a writer comes (it is
-    // then refused, not being a file); reads of a file ignore the flag.
-    let plain = || {
+/// [`open`], with what means "no file here" (`ENOENT`, `ENOTDIR`, a
+/// loop of links, a name too long, a link out of the root) as `None`.
+fn open_found(files: &StaticFiles, rel: &Path) -> std::io::Result<Option<std::fs::File>> {
+    use rustix::io::Errno;
+    match open(files, rel) {
+        Ok(Some(f)) => Ok(Some(f)),
+        Ok(None) => {
+            tracing::debug!(path = %rel.display(), "static file: a symbolic link out of the root");
+            Ok(None)
+        }
+        Err(e)
+            if matches!(
+                Errno::from_io_error(&e),
+                Some(Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::NAMETOOLONG)
+            ) || e.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens `rel` under the root (a file or a folder); `None` when
+/// `symlinks = "inside"` and a symbolic link on the way leads out of the
+/// root. The kernel checks that as it resolves (`openat2` with
+/// `RESOLVE_BENEATH` on the root, see [`beneath`]); what it refuses (an
+/// absolute link, even one back inside, or an old kernel without
+/// `openat2`) is opened plainly and checked by [`inside`].
+fn open(files: &StaticFiles, rel: &Path) -> std::io::Result<Option<std::fs::File>> {
+    use rustix::fs::OFlags;
+    // Non-blocking: a FIFO in a file's place must not hold the thread
+    // until a writer comes (it is then refused, not being a file); reads
+    // of a file ignore the flag. No controlling terminal from a device.
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let path = || files.root.join(rel);
+    let plain = |path: &Path| {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .custom_flags((OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32)
             .open(path)
     };
     if files.symlinks != Symlinks::Inside {
-        return plain().map(Some);
+        return plain(&path()).map(Some);
     }
-    if let Ok(rel) = path.strip_prefix(&files.root) {
-        use rustix::fs::{Mode, OFlags, ResolveFlags};
-        let opened = rustix::fs::open(
-            &files.root,
+    match beneath(&files.root, rel, flags) {
+        Ok(fd) => return Ok(Some(std::fs::File::from(fd))),
+        Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::NOTDIR => {
+            return Err(std::io::ErrorKind::NotFound.into())
+        }
+        Err(_) => {}
+    }
+    let path = path();
+    let file = plain(&path)?;
+    Ok(inside(files, &file, &path).then_some(file))
+}
+
+/// A root opened (`O_PATH`), and the folder it is (device and inode).
+struct OpenRoot {
+    path: PathBuf,
+    fd: std::os::fd::OwnedFd,
+    id: (u64, u64),
+}
+
+/// At most this many roots kept open per thread (the config's static
+/// roots, and those of configs reloaded since).
+const ROOTS: usize = 16;
+
+thread_local! {
+    /// This thread's open roots, the most recently opened last.
+    static OPEN_ROOTS: std::cell::RefCell<Vec<OpenRoot>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Which folder `st` is: device and inode.
+#[allow(clippy::unnecessary_cast)] // (u64 on 64-bit Linux, not everywhere)
+fn folder(st: &rustix::fs::Stat) -> (u64, u64) {
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
+/// `rel` opened beneath `root` with `openat2(RESOLVE_BENEATH)`. The root's
+/// descriptor is kept per thread and used while a `stat` of the root's
+/// path finds the same folder (one `stat` per request instead of an open
+/// and a close): a root that is a link swapped on deploy is followed at
+/// the next request, as when it was opened each time.
+fn beneath(
+    root: &Path,
+    rel: &Path,
+    flags: rustix::fs::OFlags,
+) -> rustix::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let now = folder(&rustix::fs::stat(root)?);
+    // (The root itself: `.`, which `RESOLVE_BENEATH` allows.)
+    let rel = match rel.as_os_str().is_empty() {
+        true => Path::new("."),
+        false => rel,
+    };
+    let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    OPEN_ROOTS.with(|roots| {
+        let mut roots = roots.borrow_mut();
+        if let Some(r) = roots.iter().find(|r| r.path == root && r.id == now) {
+            return rustix::fs::openat2(&r.fd, rel, flags, Mode::empty(), how);
+        }
+        let fd = rustix::fs::open(
+            root,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
-        )
-        .and_then(|root| {
-            rustix::fs::openat2(
-                &root,
-                rel,
-                OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
-                Mode::empty(),
-                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-            )
-        });
-        match opened {
-            Ok(fd) => return Ok(Some(std::fs::File::from(fd))),
-            Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::NOTDIR => {
-                return Err(std::io::ErrorKind::NotFound.into())
-            }
-            Err(_) => {}
+        )?;
+        // What was opened (the root may have been swapped since the
+        // `stat`: then the next request opens it again).
+        let opened = OpenRoot {
+            path: root.to_path_buf(),
+            id: folder(&rustix::fs::fstat(&fd)?),
+            fd,
+        };
+        roots.retain(|r| r.path != root);
+        if roots.len() >= ROOTS {
+            roots.remove(0);
         }
-    }
-    let file = plain()?;
-    Ok(inside(files, &file, path).then_some(file))
+        roots.push(opened);
+        let r = roots
+            .last()
+            .map(|r| &r.fd)
+            .ok_or(rustix::io::Errno::NOENT)?;
+        rustix::fs::openat2(r, rel, flags, Mode::empty(), how)
+    })
 }
 
 /// Whether the open `file` (at `path`) is inside the root, links

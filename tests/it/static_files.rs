@@ -694,6 +694,43 @@ async fn a_root_link_swapped_on_deploy_is_followed() {
     p.stop();
 }
 
+/// The root's descriptor is kept per thread while the root is the same
+/// folder: one made again in its place (a deploy that deletes and copies)
+/// is followed at once, and a FIFO in it is no file (and holds nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_folder_made_again_is_followed_and_a_fifo_is_no_file() {
+    let dir = Dir::new("static-remade");
+    let root = dir.join("www");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    std::fs::write(root.join("v.txt"), "first").expect("write");
+    let p = proxy(&static_route(&root, ""), "");
+    let (s, _, body) = ask(&p, "GET", "/v.txt", &[]).await;
+    assert_eq!((s, &body[..]), (200, &b"first"[..]));
+    // Kept open while the old folder is gone: a new one of the same name.
+    let old = dir.join("www-old");
+    std::fs::rename(&root, &old).expect("move");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    std::fs::write(root.join("v.txt"), "second").expect("write");
+    let (s, _, body) = ask(&p, "GET", "/v.txt", &[]).await;
+    assert_eq!((s, &body[..]), (200, &b"second"[..]));
+    // The root itself, asked for: an index-less folder.
+    assert_eq!(ask(&p, "GET", "/", &[]).await.0, 404);
+    let fifo = root.join("pipe.txt");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let answer = tokio::time::timeout(HANG, ask(&p, "GET", "/pipe.txt", &[]))
+        .await
+        .expect("a FIFO held the request");
+    assert_eq!(answer.0, 404);
+    std::fs::write(root.join("index.html"), "home").expect("write");
+    let (s, _, body) = ask(&p, "GET", "/", &[]).await;
+    assert_eq!((s, &body[..]), (200, &b"home"[..]));
+    p.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_static_answers_by_route_and_class() {
     let site = Site::new("static-metrics");
