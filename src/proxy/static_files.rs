@@ -74,21 +74,30 @@ pub(super) async fn serve(
         Err(Refused::Bad) => return Some(error(StatusCode::BAD_REQUEST, false)),
         Err(Refused::Hidden) => return Some(error(StatusCode::NOT_FOUND, false)),
     };
-    let mut fields = HeaderMap::new();
-    for name in FIELDS {
-        for v in parts.headers.get_all(&name) {
-            fields.append(name.clone(), v.clone());
-        }
-    }
-    let job = Job {
-        files: files.clone(),
-        rel,
-        method,
-        fields,
-    };
     let found = match files.io {
-        Io::Pool => tokio::task::spawn_blocking(move || job.run()).await,
-        Io::Inline => Ok(job.run()),
+        Io::Pool => {
+            // What the blocking pool's thread needs, its own.
+            let mut fields = HeaderMap::new();
+            for name in FIELDS {
+                for v in parts.headers.get_all(&name) {
+                    fields.append(name.clone(), v.clone());
+                }
+            }
+            let job = Job {
+                files: files.clone(),
+                rel,
+                method,
+                fields,
+            };
+            tokio::task::spawn_blocking(move || job.find()).await
+        }
+        // On the worker: the request's own fields, nothing copied.
+        Io::Inline => Ok(Find {
+            files,
+            method: &method,
+            fields: &parts.headers,
+        }
+        .run(&rel)),
     };
     let found = match found {
         Ok(Ok(found)) => found,
@@ -144,13 +153,24 @@ pub(super) async fn serve(
     Some(resp)
 }
 
-/// What the lookup finds (on the worker, or on the blocking pool).
+/// A lookup sent to the blocking pool (`io = "pool"`).
 struct Job {
     files: Arc<StaticFiles>,
     rel: Relative,
     method: Method,
     /// The request's [`FIELDS`].
     fields: HeaderMap,
+}
+
+impl Job {
+    fn find(self) -> std::io::Result<Found> {
+        Find {
+            files: &self.files,
+            method: &self.method,
+            fields: &self.fields,
+        }
+        .run(&self.rel)
+    }
 }
 
 /// What it found.
@@ -163,9 +183,17 @@ enum Found {
     Missing,
 }
 
-impl Job {
-    fn run(self) -> std::io::Result<Found> {
-        let found = self.lookup(&self.rel)?;
+/// What a lookup needs of the request.
+struct Find<'a> {
+    files: &'a StaticFiles,
+    method: &'a Method,
+    /// The request's fields (at least its [`FIELDS`]).
+    fields: &'a HeaderMap,
+}
+
+impl Find<'_> {
+    fn run(&self, rel: &Relative) -> std::io::Result<Found> {
+        let found = self.lookup(rel)?;
         if let (Found::Missing, Some(fallback)) = (&found, &self.files.fallback) {
             // (Checked when the config was read.)
             if let Ok(rel) = normalise(fallback, self.files.dotfiles) {
@@ -181,7 +209,7 @@ impl Job {
     }
 
     fn lookup(&self, rel: &Relative) -> std::io::Result<Found> {
-        let files = &*self.files;
+        let files = self.files;
         // (Relative to the root.)
         let mut path = PathBuf::from(OsStr::from_bytes(&rel.path));
         // Opened first, then looked at (as nginx does): one `stat` fewer
@@ -231,7 +259,7 @@ impl Job {
                 }
             }
         }
-        let coding = crate::compress::negotiate(&self.fields, &offered);
+        let coding = crate::compress::negotiate(self.fields, &offered);
         if let Some((_, suffix)) = coding.and_then(|c| SIBLINGS.iter().find(|(s, _)| *s == c)) {
             let Some(sibling) = open_found(files, &with_suffix(&path, suffix))? else {
                 return Ok(Found::Missing);
@@ -258,13 +286,13 @@ impl Job {
             false => String::new(),
         };
         let mut answer = crate::files::answer(
-            &self.method,
-            &self.fields,
+            self.method,
+            self.fields,
             &rep,
             std::time::SystemTime::now(),
             &boundary,
         );
-        if self.method == Method::HEAD {
+        if *self.method == Method::HEAD {
             answer.parts.clear();
         }
         let in_file: u64 = answer
