@@ -27,12 +27,12 @@ pub(crate) fn generate() -> HeaderValue {
     let mut words = [0u8; 16];
     words[..8].copy_from_slice(&a.to_be_bytes());
     words[8..].copy_from_slice(&b.to_be_bytes());
-    // On the stack, then one allocation for the value.
     let mut out = [0u8; 32];
     crate::random::put_hex(&mut out, &words);
-    // Hex digits are always a valid field value.
-    HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&out))
-        .unwrap_or(HeaderValue::from_static("-"))
+    // Hex digits are always a valid field value. One allocation that its
+    // clones (upstream, to the client, the log) share by a count; a
+    // copied slice would take a second one at the first clone.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(out)).unwrap_or(HeaderValue::from_static("-"))
 }
 
 /// Whether a client's ID may be kept: 1 to 200 visible ASCII characters.

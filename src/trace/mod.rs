@@ -134,8 +134,9 @@ impl Context {
         crate::random::put_hex(&mut out[3..35], &self.trace_id);
         crate::random::put_hex(&mut out[36..52], &self.span_id);
         crate::random::put_hex(&mut out[53..55], &[self.flags]);
-        // Hex digits and dashes are always a valid field value.
-        HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&out)).unwrap_or(
+        // Hex digits and dashes are always a valid field value. (The
+        // array moved into the value's one allocation, not copied.)
+        HeaderValue::from_maybe_shared(Bytes::from_owner(out)).unwrap_or(
             HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00"),
         )
     }
