@@ -136,9 +136,9 @@ impl Context {
         crate::random::put_hex(&mut out[53..55], &[self.flags]);
         // Hex digits and dashes are always a valid field value. (The
         // array moved into the value's one allocation, not copied.)
-        HeaderValue::from_maybe_shared(Bytes::from_owner(out)).unwrap_or(
-            HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00"),
-        )
+        HeaderValue::from_maybe_shared(Bytes::from_owner(out)).unwrap_or(HeaderValue::from_static(
+            "00-00000000000000000000000000000000-0000000000000000-00",
+        ))
     }
 
     pub(crate) fn sampled(&self) -> bool {
