@@ -63,10 +63,13 @@ use crate::ratelimit::concurrency::Held;
 use crate::router::Route;
 use crate::upstream::Lease;
 use crate::worker::Worker;
+
 use exchange::{Exchange, LogLine};
 use request::{admit, Matched, Routed};
 use request_id::Late;
 use response_body::{ProxyBody, UpstreamBody};
+/// Closes the static roots this worker thread holds open (at a reload).
+pub(crate) use static_files::forget_roots as forget_static_roots;
 use synthetic::is_grpc;
 
 const CLOSE: HeaderValue = HeaderValue::from_static("close");

@@ -398,6 +398,12 @@ thread_local! {
     static OPEN_ROOTS: std::cell::RefCell<Vec<OpenRoot>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Closes this thread's open roots (at a reload: a root the new config
+/// no longer serves is not held open, say against an unmount).
+pub(crate) fn forget_roots() {
+    OPEN_ROOTS.with(|roots| roots.borrow_mut().clear());
+}
+
 /// Which folder `st` is: device and inode.
 #[allow(clippy::unnecessary_cast)] // (u64 on 64-bit Linux, not everywhere)
 fn folder(st: &rustix::fs::Stat) -> (u64, u64) {

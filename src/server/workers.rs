@@ -112,6 +112,7 @@ pub(super) fn run_worker(
                         metrics.as_deref(),
                     ));
                     old.log.flush();
+                    crate::proxy::forget_static_roots();
                     accepting.retain(|a| !msg.remove.contains(&a.addr));
                     for l in msg.add {
                         open(&mut accepting, l);

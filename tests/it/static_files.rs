@@ -694,6 +694,44 @@ async fn a_root_link_swapped_on_deploy_is_followed() {
     p.stop();
 }
 
+/// Whether this process holds a descriptor open on `path`.
+fn held_open(path: &Path) -> bool {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .any(|target| target == path)
+}
+
+/// A worker thread keeps its static root open; a reload closes it (a
+/// root the new config does not serve is not held, say against an
+/// unmount).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_closes_the_roots_kept_open() {
+    let dir = Dir::new("static-reload-roots");
+    for (release, text) in [("a", "release a"), ("b", "release b")] {
+        std::fs::create_dir_all(dir.join(release)).expect("mkdir");
+        std::fs::write(dir.join(release).join("v.txt"), text).expect("write");
+    }
+    let (a, b) = (
+        dir.join("a").canonicalize().expect("a"),
+        dir.join("b").canonicalize().expect("b"),
+    );
+    let mut p = proxy(&static_route(&a, ""), "");
+    let (s, _, body) = ask(&p, "GET", "/v.txt", &[]).await;
+    assert_eq!((s, &body[..]), (200, &b"release a"[..]));
+    assert!(held_open(&a), "the root is kept open");
+    p.reload(&format!(
+        "[server]\nthreads = 1\nlog_level = \"error\"\nshutdown_grace = \"10s\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\n{}\n",
+        static_route(&b, "")
+    ));
+    let (s, _, body) = ask(&p, "GET", "/v.txt", &[]).await;
+    assert_eq!((s, &body[..]), (200, &b"release b"[..]));
+    assert!(!held_open(&a), "the old root is closed");
+    assert!(held_open(&b));
+    p.stop();
+}
+
 /// The root's descriptor is kept per thread while the root is the same
 /// folder: one made again in its place (a deploy that deletes and copies)
 /// is followed at once, and a FIFO in it is no file (and holds nothing).
