@@ -673,13 +673,20 @@ async fn access_log_lines_for_static_answers() {
     assert_eq!(field("/missing")[5], "404");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_root_link_swapped_on_deploy_is_followed() {
-    let dir = Dir::new("static-deploy");
+/// A folder with two releases of a site, `a/` and `b/`, each with a
+/// `v.txt` saying which it is.
+fn releases(name: &str) -> Dir {
+    let dir = Dir::new(name);
     for (release, text) in [("a", "release a"), ("b", "release b")] {
         std::fs::create_dir_all(dir.join(release)).expect("mkdir");
         std::fs::write(dir.join(release).join("v.txt"), text).expect("write");
     }
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_link_swapped_on_deploy_is_followed() {
+    let dir = releases("static-deploy");
     let current = dir.join("current");
     std::os::unix::fs::symlink(dir.join("a"), &current).expect("link");
     let p = proxy(&static_route(&current, ""), "");
@@ -707,11 +714,7 @@ fn held_open(path: &Path) -> bool {
 /// unmount).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_closes_the_roots_kept_open() {
-    let dir = Dir::new("static-reload-roots");
-    for (release, text) in [("a", "release a"), ("b", "release b")] {
-        std::fs::create_dir_all(dir.join(release)).expect("mkdir");
-        std::fs::write(dir.join(release).join("v.txt"), text).expect("write");
-    }
+    let dir = releases("static-reload-roots");
     let (a, b) = (
         dir.join("a").canonicalize().expect("a"),
         dir.join("b").canonicalize().expect("b"),
