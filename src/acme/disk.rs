@@ -81,6 +81,11 @@ pub(super) fn certificate(storage: &Path, name: &str) -> PathBuf {
     storage.join(CERTIFICATES).join(format!("{name}.pem"))
 }
 
+/// Where the TLS-ALPN-01 answer for `name` is kept while its order runs.
+pub(super) fn tls_alpn_answer(storage: &Path, name: &str) -> PathBuf {
+    storage.join(TLS_ALPN01).join(format!("{name}.pem"))
+}
+
 /// A certificate file read: the key to serve, and its validity.
 pub(super) struct Loaded {
     pub key: Arc<CertifiedKey>,
@@ -181,7 +186,7 @@ pub(super) fn challenges(
     let tls_alpn = names
         .iter()
         .filter_map(|name| {
-            let path = storage.join(TLS_ALPN01).join(format!("{name}.pem"));
+            let path = tls_alpn_answer(storage, name);
             Some((name.clone(), found(&path, name, false)?.key))
         })
         .collect();

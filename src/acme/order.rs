@@ -140,10 +140,7 @@ async fn validate(
                 }
                 Challenge::TlsAlpn01 => {
                     let pem = tls_alpn_answer(name, auth.digest().as_ref())?;
-                    let path = settings
-                        .storage
-                        .join(disk::TLS_ALPN01)
-                        .join(format!("{name}.pem"));
+                    let path = disk::tls_alpn_answer(&settings.storage, name);
                     write_answer(&path, pem.as_bytes())?;
                     path
                 }

@@ -339,7 +339,7 @@ fn open_found(files: &StaticFiles, rel: &Path) -> std::io::Result<Option<std::fs
             if matches!(
                 Errno::from_io_error(&e),
                 Some(Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::NAMETOOLONG)
-            ) || e.kind() == std::io::ErrorKind::NotFound =>
+            ) =>
         {
             Ok(None)
         }
@@ -372,8 +372,9 @@ fn open(files: &StaticFiles, rel: &Path) -> std::io::Result<Option<std::fs::File
     }
     match beneath(&files.root, rel, flags) {
         Ok(fd) => return Ok(Some(std::fs::File::from(fd))),
+        // No such file: no other way to open it either.
         Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::NOTDIR => {
-            return Err(std::io::ErrorKind::NotFound.into())
+            return Err(e.into())
         }
         Err(_) => {}
     }
@@ -445,16 +446,13 @@ fn beneath(
             id: folder(&rustix::fs::fstat(&fd)?),
             fd,
         };
+        let file = rustix::fs::openat2(&opened.fd, rel, flags, Mode::empty(), how);
         roots.retain(|r| r.path != root);
         if roots.len() >= ROOTS {
             roots.remove(0);
         }
         roots.push(opened);
-        let r = roots
-            .last()
-            .map(|r| &r.fd)
-            .ok_or(rustix::io::Errno::NOENT)?;
-        rustix::fs::openat2(r, rel, flags, Mode::empty(), how)
+        file
     })
 }
 

@@ -412,13 +412,7 @@ async fn a_failing_renewal_keeps_the_served_certificate_warns_and_counts() {
         config(&pebble, &storage.0, 0, 0, "challenge = \"http-01\"").as_bytes(),
     );
     let mut bin = Binary::start(&["-c", file.arg()]);
-    let line = bin.line_with("listening on https://").await;
-    let https: u16 = line
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let https = bin.listening_on("https").await.port();
     let line = bin.line_with("ACME: ordering the certificate failed").await;
     assert!(line.contains("a.tidegate.test"), "{line}");
     assert!(line.contains("the current certificate stays"), "{line}");

@@ -78,8 +78,14 @@ impl Binary {
 
     /// Waits for "listening on http://ADDR" and returns ADDR.
     pub async fn listening(&mut self) -> SocketAddr {
-        let line = self.line_with("listening on http://").await;
-        line.split("listening on http://")
+        self.listening_on("http").await
+    }
+
+    /// Waits for "listening on SCHEME://ADDR" and returns ADDR.
+    pub async fn listening_on(&mut self, scheme: &str) -> SocketAddr {
+        let prefix = format!("listening on {scheme}://");
+        let line = self.line_with(&prefix).await;
+        line.split(prefix.as_str())
             .nth(1)
             .and_then(|r| r.split_whitespace().next())
             .and_then(|a| a.parse().ok())

@@ -51,13 +51,7 @@ impl Proxy {
 
     /// Starts from TOML text.
     pub fn start(toml: &str) -> Proxy {
-        let config = tidegate::Config::from_toml(toml, "test.toml").expect("valid test config");
-        let running = tidegate::start(config).expect("proxy starts");
-        let addr = running.local_addrs()[0];
-        Proxy {
-            running: Some(running),
-            addr,
-        }
+        Proxy::try_start(toml).unwrap_or_else(|e| panic!("proxy starts: {e}"))
     }
 
     /// One route `/` to `upstream`, plus `extra` TOML (tables such as
