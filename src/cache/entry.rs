@@ -99,11 +99,6 @@ pub(crate) struct Entry {
     pub(crate) url: Arc<str>,
     /// Newest first.
     pub(crate) variants: Vec<Arc<Variant>>,
-    /// Its last response could not be stored: until then, misses for it
-    /// go to the origin without waiting for one another (Varnish's
-    /// hit-for-miss: what comes back is still stored if it may be).
-    /// Memory only, with no variants.
-    pub(crate) pass_until: Option<std::time::SystemTime>,
 }
 
 /// A stored 200 with no fields and no body, for tests.

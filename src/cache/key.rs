@@ -2,7 +2,7 @@
 //! names, each written with its length so that no two requests' parts
 //! run together into one key.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderMap;
 
 use crate::config::cache::KeyPart;
@@ -10,47 +10,67 @@ use crate::config::cache::KeyPart;
 /// What a key is made of, taken from the request.
 pub(crate) struct Target<'a> {
     pub(crate) scheme: &'a str,
-    /// `host[:port]`, lower case.
+    /// `host[:port]`, in any case (the key has it in lower case).
     pub(crate) host: &'a str,
     pub(crate) path: &'a str,
     pub(crate) query: Option<&'a str>,
 }
 
-/// The key of `t` with request fields `headers`, as `parts` say.
+/// The key of `t` with request fields `headers`, as `parts` say: sized
+/// first and written second, so that its one allocation is exact (a
+/// `Bytes` made of a vector with room to spare takes a second one).
 pub(crate) fn key(parts: &[KeyPart], t: &Target<'_>, headers: &HeaderMap) -> Bytes {
-    let mut out = BytesMut::with_capacity(t.host.len() + t.path.len() + 32);
-    let mut put = |b: Option<&[u8]>| match b {
+    let mut len = 0;
+    each(parts, t, headers, |b, _| {
+        len += 4 + b.map_or(0, <[u8]>::len)
+    });
+    let mut out = Vec::with_capacity(len);
+    each(parts, t, headers, |b, lower| match b {
         // Absent differs from empty.
-        None => out.put_u32(u32::MAX),
+        None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
         Some(b) => {
-            out.put_u32(b.len() as u32);
-            out.put_slice(b);
+            out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+            let at = out.len();
+            out.extend_from_slice(b);
+            if lower {
+                out[at..].make_ascii_lowercase();
+            }
         }
-    };
+    });
+    Bytes::from(out)
+}
+
+/// Each of `parts` in turn, to `f`: its bytes (`None`: absent), and
+/// whether they go in lower case.
+fn each(
+    parts: &[KeyPart],
+    t: &Target<'_>,
+    headers: &HeaderMap,
+    mut f: impl FnMut(Option<&[u8]>, bool),
+) {
     for p in parts {
         match p {
-            KeyPart::Scheme => put(Some(t.scheme.as_bytes())),
-            KeyPart::Host => put(Some(t.host.as_bytes())),
-            KeyPart::Path => put(Some(t.path.as_bytes())),
-            KeyPart::Query => put(t.query.map(str::as_bytes)),
+            KeyPart::Scheme => f(Some(t.scheme.as_bytes()), false),
+            KeyPart::Host => f(Some(t.host.as_bytes()), true),
+            KeyPart::Path => f(Some(t.path.as_bytes()), false),
+            KeyPart::Query => f(t.query.map(str::as_bytes), false),
             KeyPart::Header(name) => {
                 let mut all = headers.get_all(name).iter();
                 match all.next() {
-                    None => put(None),
+                    None => f(None, false),
                     Some(first) => {
                         let mut v = first.as_bytes().to_vec();
                         for more in all {
                             v.extend_from_slice(b", ");
                             v.extend_from_slice(more.as_bytes());
                         }
-                        put(Some(&v));
+                        f(Some(&v), false);
                     }
                 }
             }
-            KeyPart::Cookie(name) => put(cookie(headers, name)),
+            KeyPart::Cookie(name) => f(cookie(headers, name), false),
         }
     }
-    out.freeze()
 }
 
 /// The value of cookie `name` in the request's `Cookie` fields.
@@ -95,6 +115,20 @@ mod tests {
             key(&parts, &target("/a", Some("b")), &h),
             key(&parts, &target("/a", Some("b")), &h)
         );
+    }
+
+    #[test]
+    fn the_host_is_lower_case() {
+        let parts = [KeyPart::Host, KeyPart::Path];
+        let h = HeaderMap::new();
+        let mut upper = target("/A", None);
+        upper.host = "Example.COM:8080";
+        let mut lower = target("/A", None);
+        lower.host = "example.com:8080";
+        assert_eq!(key(&parts, &upper, &h), key(&parts, &lower, &h));
+        // (Only the host.)
+        lower.path = "/a";
+        assert_ne!(key(&parts, &upper, &h), key(&parts, &lower, &h));
     }
 
     #[test]

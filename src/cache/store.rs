@@ -5,9 +5,9 @@
 //! key wait for the first (request coalescing) instead of all going to
 //! the origin.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use moka::ops::compute::Op;
@@ -22,8 +22,18 @@ use crate::config::cache::Cache;
 
 /// Variants kept per key at most (the oldest goes first).
 const MAX_VARIANTS: usize = 16;
+/// The keys' hash: keyed per process (a client chooses the URLs that
+/// keys are made of), and on a key of a few dozen bytes about a fifth of
+/// std's SipHash (about 300 instructions a lookup).
+pub(super) type Hasher = ahash::RandomState;
+
 /// Fetches in progress tracked at most (beyond, misses do not wait).
 const MAX_FILLS: usize = 1 << 16;
+/// Passes kept at most, and the longest key that gets one (so that they
+/// take at most about 4 MiB; without one, a miss looks its key up and
+/// waits for the fetch in progress as any other).
+const MAX_PASSES: usize = 8192;
+const MAX_PASS_KEY: usize = 512;
 
 /// A fetch in progress for a key, as those waiting for it see it.
 pub(crate) struct Fill {
@@ -92,11 +102,20 @@ pub(crate) struct Store {
     pub(crate) config: Arc<Cache>,
     /// What the config says of RFC 9111's open points.
     pub(crate) rules: Rules,
-    entries: Map<Bytes, Arc<Entry>>,
+    entries: Map<Bytes, Arc<Entry>, Hasher>,
     /// The fetches in progress, by key. (A plain concurrent map: moka's
     /// entry API cost a miss about 15,700 instructions to add and remove
     /// one; papaya's lock-free insert and conditional removal a fraction.)
-    fills: Arc<papaya::HashMap<Bytes, Arc<Fill>>>,
+    fills: Arc<papaya::HashMap<Bytes, Arc<Fill>, Hasher>>,
+    /// Keys whose last response could not be stored, and until when
+    /// misses for them go to the origin without looking `entries` up and
+    /// without waiting for one another (Varnish's hit-for-miss: what
+    /// comes back is still stored if it may be, which ends the pass).
+    /// Kept apart from `entries`: a look here records no read in moka's
+    /// admission state, which cost a miss about 900 instructions.
+    passes: Arc<papaya::HashMap<Bytes, SystemTime, Hasher>>,
+    /// When expired passes were last swept out (seconds since the epoch).
+    swept: Arc<AtomicU64>,
     /// Misses waiting for another's fetch now (shared across reloads).
     waiting: Arc<AtomicUsize>,
     /// The disk tier, with `disk` (opened by [`super::Caches::with_disks`]).
@@ -113,12 +132,14 @@ impl Store {
                 u32::try_from(w).unwrap_or(u32::MAX)
             })
             .support_invalidation_closures()
-            .build();
+            .build_with_hasher(Hasher::new());
         Store {
             config: Arc::new(config.clone()),
             rules: rules(config),
             entries,
-            fills: Arc::default(),
+            fills: Arc::new(papaya::HashMap::with_hasher(Hasher::new())),
+            passes: Arc::new(papaya::HashMap::with_hasher(Hasher::new())),
+            swept: Arc::default(),
             waiting: Arc::default(),
             disk: None,
         }
@@ -131,6 +152,8 @@ impl Store {
             rules: rules(config),
             entries: self.entries.clone(),
             fills: self.fills.clone(),
+            passes: self.passes.clone(),
+            swept: self.swept.clone(),
             waiting: self.waiting.clone(),
             disk: self.disk.clone(),
         }
@@ -241,32 +264,58 @@ impl Store {
                 }
                 None => Arc::from(url),
             };
-            Op::Put(Arc::new(Entry {
-                url,
-                variants,
-                pass_until: None,
-            }))
+            Op::Put(Arc::new(Entry { url, variants }))
         });
+        let passes = self.passes.pin();
+        if !passes.is_empty() {
+            passes.remove(&key);
+        }
         if let (Some(d), Some(epoch), Some(e)) = (&self.disk, epoch, put.into_entry()) {
             d.write(key, e.into_value(), epoch);
         }
     }
 
-    /// `key`'s response could not be stored: for `ttl`, misses for it do
-    /// not wait for one another (see [`Entry::pass_until`]), until
-    /// something is stored for it. (Memory only.)
-    pub(crate) fn pass(&self, key: &Bytes, url: &str, ttl: Duration) {
-        let until = std::time::SystemTime::now() + ttl;
-        self.entries
-            .entry(key.clone())
-            .and_compute_with(|old| match old {
-                Some(e) if !e.value().variants.is_empty() => Op::Nop,
-                _ => Op::Put(Arc::new(Entry {
-                    url: Arc::from(url),
-                    variants: Vec::new(),
-                    pass_until: Some(until),
-                })),
-            });
+    /// `key`'s response could not be stored: for `ttl`, misses for it
+    /// neither look it up nor wait for one another ([`Store::passing`]),
+    /// until something is stored for it. (Memory only.)
+    pub(crate) fn pass(&self, key: &Bytes, ttl: Duration) {
+        if key.len() > MAX_PASS_KEY {
+            return;
+        }
+        let now = SystemTime::now();
+        let passes = self.passes.pin();
+        if passes.len() >= MAX_PASSES {
+            // Full: the expired ones go, at most once a second.
+            let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            if self.swept.swap(secs, Ordering::Relaxed) == secs {
+                return;
+            }
+            passes.retain(|_, until| *until > now);
+            if passes.len() >= MAX_PASSES {
+                return;
+            }
+        }
+        passes.insert(key.clone(), now + ttl);
+        // Stored meanwhile: a pass would hide it.
+        if self.entries.contains_key(key) {
+            passes.remove(key);
+        }
+    }
+
+    /// Whether misses for `key` pass at `now` (see [`Store::pass`]).
+    pub(crate) fn passing(&self, key: &Bytes, now: SystemTime) -> bool {
+        let passes = self.passes.pin();
+        if passes.is_empty() {
+            return false;
+        }
+        match passes.get(key) {
+            None => false,
+            Some(until) if *until > now => true,
+            Some(_) => {
+                passes.remove(key);
+                false
+            }
+        }
     }
 
     /// Counts `v`'s size again (a compressed form was kept), if `key`
@@ -310,6 +359,7 @@ impl Store {
     /// Drops everything.
     pub(crate) fn clear(&self) {
         self.entries.invalidate_all();
+        self.passes.pin().clear();
         if let Some(d) = &self.disk {
             d.purge("", true);
         }
@@ -319,5 +369,67 @@ impl Store {
     pub(crate) fn usage(&self) -> (u64, u64) {
         self.entries.run_pending_tasks();
         (self.entries.entry_count(), self.entries.weighted_size())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::cache::{KeyPart, SetCookie};
+
+    fn store() -> Store {
+        Store::new(&Cache {
+            name: "c".into(),
+            memory: 1 << 20,
+            max_object: 1 << 20,
+            key: vec![KeyPart::Path],
+            set_cookie: SetCookie::NoStore,
+            targeted: None,
+            heuristic_max: Duration::from_secs(60),
+            lock_timeout: Duration::from_secs(5),
+            disk: None,
+        })
+    }
+
+    #[test]
+    fn a_pass_lasts_its_time_and_hides_nothing_stored() {
+        let s = store();
+        let (k, now) = (Bytes::from_static(b"k"), SystemTime::now());
+        assert!(!s.passing(&k, now));
+        s.pass(&k, Duration::from_secs(30));
+        assert!(s.passing(&k, now));
+        assert!(!s.passing(&Bytes::from_static(b"other"), now));
+        // Expired: gone.
+        assert!(!s.passing(&k, now + Duration::from_secs(31)));
+        assert!(!s.passing(&k, now));
+        // Storing ends it; a key with something stored gets none.
+        s.pass(&k, Duration::from_secs(30));
+        let v = Arc::new(super::super::entry::tests_variant());
+        s.put(k.clone(), "/k", v, None);
+        assert!(!s.passing(&k, now));
+        s.pass(&k, Duration::from_secs(30));
+        assert!(!s.passing(&k, now));
+        // A long key gets none.
+        let long = Bytes::from(vec![b'x'; MAX_PASS_KEY + 1]);
+        s.pass(&long, Duration::from_secs(30));
+        assert!(!s.passing(&long, now));
+    }
+
+    #[test]
+    fn passes_are_bounded_and_expired_ones_swept_when_full() {
+        let s = store();
+        let now = SystemTime::now();
+        for i in 0..MAX_PASSES {
+            s.pass(&Bytes::from(i.to_string()), Duration::ZERO);
+        }
+        let fresh = Bytes::from_static(b"fresh");
+        // Full of expired passes: they go to make room.
+        s.pass(&fresh, Duration::from_secs(30));
+        assert!(s.passing(&fresh, now));
+        assert_eq!(s.passes.pin().len(), 1);
+        for i in 0..MAX_PASSES {
+            s.pass(&Bytes::from(i.to_string()), Duration::from_secs(30));
+        }
+        assert!(s.passes.pin().len() <= MAX_PASSES);
     }
 }

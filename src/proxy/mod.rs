@@ -182,7 +182,7 @@ pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response
         request_id.as_ref().map(|(_, id)| id),
     );
     if let Some(plan) = routed.cache.take() {
-        resp = cache::response(resp, plan, worker.counters.as_deref());
+        cache::response(&mut resp, plan, worker.counters.as_deref());
     }
     if let Some(c) = routed.compress.take() {
         resp = compress::response(resp, c);

@@ -41,11 +41,6 @@ impl UpstreamBody {
         self.store = Some(s);
     }
 
-    /// Whether it is being copied into the cache.
-    pub(crate) fn storing(&self) -> bool {
-        self.store.is_some()
-    }
-
     /// Tells the copy into the cache what came: a data frame is kept,
     /// the end stores it, anything else (trailers, an error, too much)
     /// gives it up.

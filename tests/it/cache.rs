@@ -194,6 +194,17 @@ fn origin(seen: Shared, release: Arc<Notify>) -> Backend {
                     &[("cache-control", "max-age=60"), ("etag", "\"p1\"")],
                     body,
                 ),
+                // Not storable the first time, then storable (with `Vary`
+                // for `/turns-vary`).
+                "/turns" | "/turns-vary" if n == 1 => {
+                    respond(200, &[("cache-control", "no-store")], body)
+                }
+                "/turns" => respond(200, &[("cache-control", "max-age=60")], body),
+                "/turns-vary" => respond(
+                    200,
+                    &[("cache-control", "max-age=60"), ("vary", "accept-language")],
+                    body,
+                ),
                 // Never storable; from the second on, held until `release`.
                 "/held-nostore" => {
                     if n > 1 {
@@ -661,6 +672,26 @@ async fn misses_for_a_key_whose_response_could_not_be_stored_do_not_wait_for_one
         assert_eq!(status, 200);
         assert!(!cache_status(&h).contains("collapsed"), "{h:?}");
     }
+}
+
+#[tokio::test]
+async fn a_key_whose_response_could_not_be_stored_is_stored_once_it_may_be() {
+    let s = Setup::new();
+    for path in ["/turns", "/turns-vary"] {
+        let (_, h, _) = s.get(path).await;
+        assert!(cache_status(&h).contains("detail=no-store"), "{h:?}");
+    }
+    // The next response may be stored: it is (hit-for-miss, not pass)...
+    let (_, h, _) = s.get("/turns").await;
+    assert!(cache_status(&h).contains("stored"), "{h:?}");
+    let (_, h, body) = s.get("/turns").await;
+    assert!(cache_status(&h).starts_with("tidegate; hit"), "{h:?}");
+    assert_eq!((body.as_str(), s.count("GET /turns")), ("/turns #2", 2));
+    // ... unless it varies: what it varies on is not kept for such a miss.
+    let (_, h, _) = s.get("/turns-vary").await;
+    assert!(cache_status(&h).contains("detail=pass"), "{h:?}");
+    s.get("/turns-vary").await;
+    assert_eq!(s.count("GET /turns-vary"), 3);
 }
 
 #[tokio::test]

@@ -203,14 +203,7 @@ pub(super) fn decode(data: Bytes, rules: &Rules) -> Result<(Bytes, Entry), Corru
     if at != data.len() {
         return Err("bytes past the last body");
     }
-    Ok((
-        key,
-        Entry {
-            url,
-            variants,
-            pass_until: None,
-        },
-    ))
+    Ok((key, Entry { url, variants }))
 }
 
 /// A variant's head as read.
@@ -348,7 +341,6 @@ mod tests {
         Entry {
             url: Arc::from("http://a.test/x"),
             variants: vec![Arc::new(v)],
-            pass_until: None,
         }
     }
 

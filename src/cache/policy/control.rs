@@ -28,6 +28,7 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderValue};
 
 use super::directive::{delta_seconds, directives, is, Arg, Invalid, DELTA_MAX};
+use super::fields::ResponseFields;
 use super::rules::Rules;
 use super::targeted::{dictionary, Item};
 
@@ -80,6 +81,16 @@ impl ResponseControl {
             }
         }
         Self::parse_cache_control(headers)
+    }
+
+    /// As [`ResponseControl::parse`], knowing which fields `headers` has
+    /// (`fields` found with `rules`' targeted field): with neither
+    /// `Cache-Control` nor that one, no directive.
+    pub(crate) fn read(headers: &HeaderMap, rules: &Rules, fields: &ResponseFields) -> Self {
+        match fields.cache_control || fields.targeted {
+            true => Self::parse(headers, rules),
+            false => Self::default(),
+        }
     }
 
     /// A targeted field's directives (RFC 9213 §2.1), or `None` when it is

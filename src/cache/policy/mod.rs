@@ -6,6 +6,7 @@
 //!   directives from it or from an RFC 9213 targeted field (`targeted.rs`:
 //!   the Structured Field Dictionary those are); `request.rs`: request
 //!   directives.
+//! - `fields.rs`: which of the fields these read a map holds, in one pass.
 //! - `rules.rs`: the settings the RFC leaves open (from the config).
 //! - `storing.rs`: may a response be stored (§3), and what of it (§3.1).
 //! - `freshness.rs`: freshness lifetime, age, `Age` (§4.2, §5.1).
@@ -20,6 +21,7 @@ mod conditional;
 mod control;
 mod date;
 mod directive;
+mod fields;
 mod freshness;
 mod invalidate;
 mod request;
@@ -34,6 +36,7 @@ mod vary;
 pub(crate) use conditional::{client_conditional, validators, Conditional};
 pub(crate) use control::ResponseControl;
 pub(crate) use directive::{directives, Arg};
+pub(crate) use fields::{RequestFields, ResponseFields};
 pub(crate) use freshness::{age_header, freshness_lifetime, parse_date, Times};
 pub(crate) use invalidate::invalidation_targets;
 pub(crate) use request::RequestControl;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use http::header::{self, HeaderMap};
 
 use super::directive::{delta_seconds, directives, is};
+use super::fields::RequestFields;
 
 /// Request directives (RFC 9111 §5.2.1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,12 +32,24 @@ impl RequestControl {
     /// ignored (no staleness allowed). `Pragma: no-cache` counts as
     /// `no-cache` only when there is no `Cache-Control` (§5.4).
     pub(crate) fn parse(headers: &HeaderMap) -> Self {
+        Self::read(headers, &RequestFields::of(headers))
+    }
+
+    /// As [`RequestControl::parse`], knowing which fields `headers` has.
+    pub(crate) fn read(headers: &HeaderMap, fields: &RequestFields) -> Self {
         let mut cc = Self::default();
-        let mut any = false;
+        if !fields.cache_control {
+            cc.no_cache = fields.pragma
+                && headers
+                    .get_all(header::PRAGMA)
+                    .iter()
+                    .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"no-cache"));
+            return cc;
+        }
         directives(
             headers.get_all(header::CACHE_CONTROL).iter(),
             |name, arg| {
-                any = true;
                 if is(name, "no-cache") {
                     cc.no_cache = true;
                 } else if is(name, "no-store") {
@@ -65,13 +78,6 @@ impl RequestControl {
                 }
             },
         );
-        if !any && !headers.contains_key(header::CACHE_CONTROL) {
-            cc.no_cache = headers
-                .get_all(header::PRAGMA)
-                .iter()
-                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"no-cache"));
-        }
         cc
     }
 }

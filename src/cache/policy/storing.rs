@@ -14,6 +14,7 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode};
 
 use super::control::{qualified_names, ResponseControl};
+use super::fields::ResponseFields;
 use super::freshness::{heuristic_status, parse_date, understood};
 use super::request::RequestControl;
 pub(crate) use super::rules::{Rules, SetCookie};
@@ -29,12 +30,16 @@ pub(crate) enum StoreDecision {
 
 /// May this response to this request be stored? (RFC 9111 §3, §3.5,
 /// §4.2.2; RFC 9213 through `resp_cc`).
+/// `authorization`: the request had `Authorization`; `fields`: which of
+/// the fields this reads `resp` has ([`ResponseFields::of`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn decide_store(
     method: &Method,
-    req: &HeaderMap,
+    authorization: bool,
     req_cc: &RequestControl,
     status: StatusCode,
     resp: &HeaderMap,
+    fields: &ResponseFields,
     resp_cc: &ResponseControl,
     rules: &Rules,
 ) -> StoreDecision {
@@ -58,18 +63,16 @@ pub(crate) fn decide_store(
     if resp_cc.private {
         return DontStore("private");
     }
-    if req.contains_key(header::AUTHORIZATION)
-        && !(resp_cc.public || resp_cc.s_maxage.is_some() || resp_cc.must_revalidate)
-    {
+    if authorization && !(resp_cc.public || resp_cc.s_maxage.is_some() || resp_cc.must_revalidate) {
         return DontStore("authorization");
     }
-    if super::vary::vary_names(resp).is_err() {
+    if fields.vary && super::vary::vary_names(resp).is_err() {
         return DontStore("vary-star");
     }
-    if rules.set_cookie == SetCookie::NoStore && resp.contains_key(header::SET_COOKIE) {
+    if rules.set_cookie == SetCookie::NoStore && fields.set_cookie {
         return DontStore("set-cookie");
     }
-    let validator = resp.contains_key(header::ETAG) || resp.contains_key(header::LAST_MODIFIED);
+    let validator = fields.validator();
     if resp_cc.no_cache {
         return if validator {
             StoreDecision::Store { heuristic: false }
@@ -89,17 +92,18 @@ pub(crate) fn decide_store(
         }
         None => {}
     }
-    if resp.contains_key(header::EXPIRES) {
+    if fields.expires {
         return if validator || expires_later(resp) {
             StoreDecision::Store { heuristic: false }
         } else {
             DontStore("no-freshness")
         };
     }
-    let modified = resp
-        .get(header::LAST_MODIFIED)
-        .and_then(parse_date)
-        .is_some();
+    let modified = fields.last_modified
+        && resp
+            .get(header::LAST_MODIFIED)
+            .and_then(parse_date)
+            .is_some();
     if (heuristic_status(status) || resp_cc.public) && modified {
         return StoreDecision::Store { heuristic: true };
     }
@@ -170,10 +174,11 @@ mod tests {
         let (req, resp) = (map(req), map(resp));
         decide_store(
             &method,
-            &req,
+            req.contains_key(header::AUTHORIZATION),
             &RequestControl::parse(&req),
             StatusCode::from_u16(status).unwrap(),
             &resp,
+            &ResponseFields::of(&resp, rules.targeted.as_ref()),
             &ResponseControl::parse(&resp, rules),
             rules,
         )

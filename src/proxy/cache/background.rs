@@ -135,7 +135,8 @@ fn store(mut plan: Box<Plan>, resp: Response<Bytes>) {
         }
         return;
     }
-    let Ok(control) = store_decision(&plan, status, resp.headers()) else {
+    let len = Some(resp.body().len() as u64);
+    let Ok(control) = store_decision(&plan, status, resp.headers(), len) else {
         return;
     };
     let (parts, body) = resp.into_parts();

@@ -31,7 +31,9 @@ use variant::{refresh, store_decision, stored_variant};
 use super::response_body::ProxyBody;
 use crate::cache::growing::Growing;
 use crate::cache::key::{key, Target};
-use crate::cache::policy::{self, CacheStatus, Conditional, Fwd, RequestControl, Reuse};
+use crate::cache::policy::{
+    self, CacheStatus, Conditional, Fwd, RequestControl, RequestFields, Reuse,
+};
 use crate::cache::store::{Filling, Store, Variant};
 use crate::message::admit::Authority;
 use crate::metrics::{CacheResult, Counters};
@@ -45,12 +47,16 @@ pub(crate) struct Plan {
     /// Its URL's parts (what purges match, what unsafe methods
     /// invalidate).
     scheme: &'static str,
-    host: String,
+    /// The request's `host[:port]` (any case).
+    authority: Option<Authority>,
     path_and_query: http::uri::PathAndQuery,
     method: Method,
     /// The request's fields as the client sent them (what `Vary`
-    /// selects on, and the conditionals answered here).
-    request: HeaderMap,
+    /// selects on, and the conditionals answered here); `None` for a
+    /// plain miss that fills nothing others wait for (see [`lookup`]).
+    request: Option<HeaderMap>,
+    /// Which of the fields the cache acts on it has.
+    fields: RequestFields,
     request_cc: RequestControl,
     request_time: SystemTime,
     /// The stored response being revalidated.
@@ -59,17 +65,27 @@ pub(crate) struct Plan {
     guard: Option<crate::cache::store::FillGuard>,
     fwd: Fwd,
     collapsed: bool,
-    /// The request has `If-Match` or `If-Unmodified-Since`: it goes to
-    /// the origin as it came, and fills nothing.
-    precondition: bool,
     /// The cache's config index (its metrics).
     index: usize,
 }
 
 impl Plan {
+    /// The request's fields as kept (none: an empty map).
+    fn request(&self) -> &HeaderMap {
+        static NONE: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
+        self.request.as_ref().unwrap_or(&NONE)
+    }
+
+    /// The host and port, lower case.
+    fn host(&self) -> String {
+        self.authority
+            .as_ref()
+            .map_or(String::new(), |a| a.as_str().to_ascii_lowercase())
+    }
+
     /// The URL stored responses are kept under.
     fn url(&self) -> String {
-        format!("{}://{}{}", self.scheme, self.host, self.path_and_query)
+        format!("{}://{}{}", self.scheme, self.host(), self.path_and_query)
     }
 }
 
@@ -97,7 +113,7 @@ pub(crate) use background::{revalidate, Request as Background};
 
 /// Client conditionals, removed from a request that revalidates or
 /// fills (the cache answers them). (A request with `If-Match` or
-/// `If-Unmodified-Since` does neither: see [`Plan::precondition`].)
+/// `If-Unmodified-Since` does neither: see [`RequestFields`].)
 const CONDITIONALS: [HeaderName; 3] = [
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
@@ -114,8 +130,8 @@ pub(crate) async fn lookup(
     authority: Option<&Authority>,
 ) -> Looked {
     let now = SystemTime::now();
+    let fields = RequestFields::of(&parts.headers);
     let get = parts.method == Method::GET;
-    let host = authority.map_or(String::new(), |a| a.as_str().to_ascii_lowercase());
     let scheme = if tls { "https" } else { "http" };
     // Only GET and HEAD look anything up: other methods' keys are those
     // they invalidate, made once the response says so.
@@ -123,7 +139,7 @@ pub(crate) async fn lookup(
         true => {
             let target = Target {
                 scheme,
-                host: &host,
+                host: authority.map_or("", Authority::as_str),
                 path: parts.uri.path(),
                 query: parts.uri.query(),
             };
@@ -135,36 +151,41 @@ pub(crate) async fn lookup(
         store: store.clone(),
         key: k,
         scheme,
-        host,
+        authority: authority.cloned(),
         path_and_query: parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         method: parts.method.clone(),
-        request: HeaderMap::new(),
-        request_cc: RequestControl::parse(&parts.headers),
+        request: None,
+        fields,
+        request_cc: RequestControl::read(&parts.headers, &fields),
         request_time: now,
         stale: None,
         guard: None,
         fwd: Fwd::Method,
         collapsed: false,
-        precondition: parts.headers.contains_key(header::IF_MATCH)
-            || parts.headers.contains_key(header::IF_UNMODIFIED_SINCE),
         index,
     };
     if !get && parts.method != Method::HEAD {
         if !is_safe(&parts.method) {
-            plan.request = parts.headers.clone();
+            plan.request = Some(parts.headers.clone());
         }
         return Looked::Forward(Box::new(plan));
     }
     let mut waited = false;
     let mut from_disk = false;
+    let mut pass;
     loop {
-        let mut entry = store.get(&plan.key);
+        // A key whose last response could not be stored is not looked up.
+        pass = store.passing(&plan.key, now);
+        let mut entry = match pass {
+            true => None,
+            false => store.get(&plan.key),
+        };
         // A memory miss may be on disk (read off this thread).
-        if entry.is_none() && store.promote_from_disk(&plan.key).await {
+        if entry.is_none() && !pass && store.promote_from_disk(&plan.key).await {
             entry = store.get(&plan.key);
             from_disk = true;
         }
@@ -173,11 +194,6 @@ pub(crate) async fn lookup(
                 .iter()
                 .find(|v| policy::vary_matches(&v.vary, &v.vary_values, &parts.headers))
         });
-        // A key whose last response could not be stored.
-        let pass = entry
-            .as_ref()
-            .and_then(|e| e.pass_until)
-            .is_some_and(|until| until > now);
         plan.fwd = match (&entry, found) {
             (None, _) => Fwd::UriMiss,
             (Some(e), None) if e.variants.is_empty() => Fwd::UriMiss,
@@ -185,7 +201,7 @@ pub(crate) async fn lookup(
             (_, Some(v)) => {
                 let v = v.clone();
                 match policy::decide_reuse(&plan.request_cc, &v.control, &v.times, now) {
-                    _ if plan.precondition => Fwd::Request,
+                    _ if plan.fields.precondition => Fwd::Request,
                     Reuse::Fresh | Reuse::StaleAllowed => {
                         let status = hit(&v, now, waited, from_disk.then_some("disk"));
                         count(counters, index, CacheResult::Hit);
@@ -204,8 +220,8 @@ pub(crate) async fn lookup(
                         };
                         plan.guard = Some(g);
                         plan.stale = Some(v);
-                        plan.request = parts.headers.clone();
-                        to_origin(parts, plan.stale.as_deref());
+                        plan.request = Some(parts.headers.clone());
+                        to_origin(parts, fields.answered, plan.stale.as_deref());
                         return Looked::Stale(resp, Box::new(plan));
                     }
                     // Served only once the origin agrees.
@@ -222,8 +238,8 @@ pub(crate) async fn lookup(
         };
         // Preconditions only the origin evaluates (RFC 9111 §4.3.2) go
         // there as they came, and what comes back is not stored.
-        if plan.precondition {
-            plan.request = parts.headers.clone();
+        if plan.fields.precondition {
+            plan.request = Some(parts.headers.clone());
             return Looked::Forward(Box::new(plan));
         }
         if plan.request_cc.only_if_cached && plan.stale.is_none() {
@@ -252,8 +268,7 @@ pub(crate) async fn lookup(
                 // A plain GET streams the response as it is stored; one
                 // the stored response must answer whole (a range, a
                 // conditional) waits for its end.
-                let stream = !CONDITIONALS.iter().any(|n| parts.headers.contains_key(n))
-                    && !parts.headers.contains_key(header::RANGE);
+                let stream = !fields.answered;
                 if let Some(g) = store.wait(&fill, stream).await {
                     let v = &g.head;
                     if policy::vary_matches(&v.vary, &v.vary_values, &parts.headers)
@@ -271,9 +286,15 @@ pub(crate) async fn lookup(
             }
         }
     }
-    plan.request = parts.headers.clone();
+    // A plain miss for a key whose last response could not be stored
+    // fills nothing others wait for and asks nothing the cache answers:
+    // it keeps no copy of the request's fields (its response is stored
+    // only if it varies on none).
+    if !pass || waited || fields.answered || plan.stale.is_some() {
+        plan.request = Some(parts.headers.clone());
+    }
     if get && (plan.stale.is_some() || plan.guard.is_some()) {
-        to_origin(parts, plan.stale.as_deref());
+        to_origin(parts, fields.answered, plan.stale.as_deref());
     }
     Looked::Forward(Box::new(plan))
 }
@@ -306,12 +327,14 @@ fn hit(v: &Variant, now: SystemTime, collapsed: bool, detail: Option<&'static st
 
 /// A GET that fetches for the cache: the client's conditionals and range
 /// removed (the cache answers them from the full response), `stale`'s
-/// validators added.
-fn to_origin(parts: &mut http::request::Parts, stale: Option<&Variant>) {
-    for name in &CONDITIONALS {
-        parts.headers.remove(name);
+/// validators added. (`answered`: it has some of those.)
+fn to_origin(parts: &mut http::request::Parts, answered: bool, stale: Option<&Variant>) {
+    if answered {
+        for name in &CONDITIONALS {
+            parts.headers.remove(name);
+        }
+        parts.headers.remove(header::RANGE);
     }
-    parts.headers.remove(header::RANGE);
     if let Some(v) = stale {
         for (n, val) in policy::validators(&v.headers) {
             parts.headers.insert(n, val);
@@ -415,71 +438,75 @@ fn not_modified_fields(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
-/// The response to a request that went upstream, as the cache makes it:
-/// stored as it streams, or a stored one freshened or served stale, and
-/// `Cache-Status` added.
+/// The response to a request that went upstream, as the cache makes it
+/// (in place: a response is large to move): stored as it streams, or a
+/// stored one freshened or served stale, and `Cache-Status` added.
 pub(crate) fn response(
-    resp: Response<ProxyBody>,
-    plan: Box<Plan>,
+    resp: &mut Response<ProxyBody>,
+    mut plan: Box<Plan>,
     counters: Option<&Counters>,
-) -> Response<ProxyBody> {
-    let mut plan = *plan;
+) {
     let index = plan.index;
-    let now = SystemTime::now();
+    // (Read only where a stored response is served or made.)
+    let now = || SystemTime::now();
+    let status = resp.status();
     if plan.method != Method::GET && plan.method != Method::HEAD {
         count(counters, index, CacheResult::Bypass);
-        let mut resp = resp;
         if !is_safe(&plan.method) {
-            invalidate(&plan, &resp);
+            invalidate(&plan, resp);
         }
         let cs = CacheStatus {
             fwd: Some(Fwd::Method),
-            fwd_status: Some(resp.status().as_u16()),
+            fwd_status: Some(status.as_u16()),
             ..CacheStatus::default()
         };
         resp.headers_mut()
             .append(CACHE_STATUS.clone(), cs.header_value(NAME));
-        return resp;
+        return;
     }
-    let status = resp.status();
     let mut cs = CacheStatus {
         fwd: Some(plan.fwd),
         fwd_status: Some(status.as_u16()),
         collapsed: plan.collapsed,
         ..CacheStatus::default()
     };
-    let (mut parts, body) = resp.into_parts();
-    let upstream = match body {
-        ProxyBody::Upstream(u) => u,
+    let len = match resp.body() {
+        ProxyBody::Upstream(u) => u.size_hint().exact(),
+        _ => None,
+    };
+    if !matches!(resp.body(), ProxyBody::Upstream(_)) {
         // Our own answer (no server, a timeout): a stale response may
         // stand in for it.
-        body => {
-            if let Some(v) = plan.stale.as_ref().filter(|v| {
-                status.is_server_error() && policy::stale_if_error_allows(&v.control, &v.times, now)
-            }) {
-                cs.detail = Some("stale-if-error");
-                cs.fwd_status = None;
-                count(counters, index, CacheResult::Stale);
-                return serve(&plan, v, &plan.request, now, cs, None);
-            }
-            count(counters, index, CacheResult::Miss);
-            parts
-                .headers
-                .append(CACHE_STATUS.clone(), cs.header_value(NAME));
-            return Response::from_parts(parts, body);
+        let now = now();
+        if let Some(v) = plan.stale.as_ref().filter(|v| {
+            status.is_server_error() && policy::stale_if_error_allows(&v.control, &v.times, now)
+        }) {
+            cs.detail = Some("stale-if-error");
+            cs.fwd_status = None;
+            count(counters, index, CacheResult::Stale);
+            *resp = serve(&plan, v, plan.request(), now, cs, None);
+            return;
         }
-    };
+        count(counters, index, CacheResult::Miss);
+        resp.headers_mut()
+            .append(CACHE_STATUS.clone(), cs.header_value(NAME));
+        return;
+    }
     if let Some(v) = plan.stale.take() {
+        let now = now();
         // (A GET went with `v`'s validators; a HEAD with the client's.)
         let get = plan.method == Method::GET;
+        let headers = resp.headers();
         if status == StatusCode::NOT_MODIFIED {
-            if get && policy::revalidates(&parts.headers, &v.headers)
-                || !policy::select_for_304(&parts.headers, &[&v.headers]).is_empty()
+            if get && policy::revalidates(headers, &v.headers)
+                || !policy::select_for_304(headers, &[&v.headers]).is_empty()
             {
-                let fresh = refresh(&plan, &v, &parts.headers, now);
+                let fresh = refresh(&plan, &v, headers, now);
                 cs.ttl = Some(fresh.times.ttl(now));
                 count(counters, index, CacheResult::Revalidated);
-                return serve(&plan, &fresh, &plan.request, now, cs, Some(upstream));
+                let upstream = take_upstream(resp);
+                *resp = serve(&plan, &fresh, plan.request(), now, cs, upstream);
+                return;
             }
             // A 304 naming another response than the one asked about
             // updates nothing (RFC 9111 §4.3.4), but "not modified" is
@@ -488,14 +515,16 @@ pub(crate) fn response(
             if get {
                 cs.detail = Some("not-updated");
                 count(counters, index, CacheResult::Stale);
-                return serve(&plan, &v, &plan.request, now, cs, Some(upstream));
+                let upstream = take_upstream(resp);
+                *resp = serve(&plan, &v, plan.request(), now, cs, upstream);
+                return;
             }
         }
         // A HEAD's 200 freshens the stored GET when its validators agree,
         // else that one is dropped (RFC 9111 §4.3.5).
         if plan.method == Method::HEAD && status == StatusCode::OK {
-            if policy::head_updates(&parts.headers, &v.headers) {
-                refresh(&plan, &v, &parts.headers, now);
+            if policy::head_updates(headers, &v.headers) {
+                refresh(&plan, &v, headers, now);
             } else {
                 plan.store.remove(&plan.key);
             }
@@ -504,15 +533,16 @@ pub(crate) fn response(
             cs.detail = Some("stale-if-error");
             count(counters, index, CacheResult::Stale);
             // The upstream's answer is not read: its connection closes.
-            return serve(&plan, &v, &plan.request, now, cs, None);
+            *resp = serve(&plan, &v, plan.request(), now, cs, None);
+            return;
         }
         plan.stale = Some(v);
     }
-    let mut upstream = upstream;
     count(counters, index, CacheResult::Miss);
-    match store_decision(&plan, status, &parts.headers) {
+    match store_decision(&plan, status, resp.headers(), len) {
         Ok(control) => {
-            let variant = stored_variant(&plan, status, &parts.headers, control, now);
+            let now = now();
+            let variant = stored_variant(&plan, status, resp.headers(), control, now);
             cs.stored = true;
             cs.ttl = Some(variant.times.ttl(now));
             let mut storing = Box::new(Storing {
@@ -526,44 +556,54 @@ pub(crate) fn response(
                 len: 0,
                 // (`store_decision` refused a declared length over
                 // `max_object`.)
-                declared: parts.headers.contains_key(header::CONTENT_LENGTH),
+                declared: len.is_some(),
                 writer: None,
             });
             storing.offer();
-            upstream.store(storing);
+            if let ProxyBody::Upstream(upstream) = resp.body_mut() {
+                upstream.store(storing);
+            }
+            // The client's conditionals, removed to fill the cache,
+            // answered from the full response.
+            if status == StatusCode::OK && plan.fields.answered {
+                if let Conditional::NotModified =
+                    policy::client_conditional(&plan.method, plan.request(), status, resp.headers())
+                {
+                    resp.headers_mut()
+                        .append(CACHE_STATUS.clone(), cs.header_value(NAME));
+                    let mut not_modified = Response::new(ProxyBody::full(Bytes::new()));
+                    *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
+                    not_modified_fields(resp.headers(), not_modified.headers_mut());
+                    // The body is still read, into the cache.
+                    let body = std::mem::replace(resp, not_modified).into_body();
+                    tokio::task::spawn_local(drain(body));
+                    return;
+                }
+            }
         }
         Err(why) => {
             cs.detail = Some(why);
             // The fetch others would wait for found a response that
             // cannot be stored (not for this request's own reasons): for a
             // while, misses go on without waiting for one another.
-            let own = matches!(why, "authorization" | "precondition") || plan.request_cc.no_store;
+            let own = matches!(why, "authorization" | "precondition" | "pass")
+                || plan.request_cc.no_store;
             if plan.guard.is_some() && !own {
-                plan.store.pass(&plan.key, &plan.url(), PASS);
+                plan.store.pass(&plan.key, PASS);
             }
         }
     }
-    // The client's conditionals, removed to fill the cache, answered
-    // from the full response.
-    if upstream.storing() && status == StatusCode::OK {
-        if let Conditional::NotModified =
-            policy::client_conditional(&plan.method, &plan.request, status, &parts.headers)
-        {
-            parts
-                .headers
-                .append(CACHE_STATUS.clone(), cs.header_value(NAME));
-            let mut resp = Response::new(ProxyBody::full(Bytes::new()));
-            *resp.status_mut() = StatusCode::NOT_MODIFIED;
-            not_modified_fields(&parts.headers, resp.headers_mut());
-            // The body is still read, into the cache.
-            tokio::task::spawn_local(drain(ProxyBody::Upstream(upstream)));
-            return resp;
-        }
-    }
-    parts
-        .headers
+    resp.headers_mut()
         .append(CACHE_STATUS.clone(), cs.header_value(NAME));
-    Response::from_parts(parts, ProxyBody::Upstream(upstream))
+}
+
+/// The upstream body of `resp` (left empty), to be read on for a stored
+/// response that answers instead.
+fn take_upstream(resp: &mut Response<ProxyBody>) -> Option<super::response_body::UpstreamBody> {
+    match std::mem::replace(resp.body_mut(), ProxyBody::full(Bytes::new())) {
+        ProxyBody::Upstream(u) => Some(u),
+        _ => None,
+    }
 }
 
 /// After an unsafe request's response `resp`: what it invalidates,
@@ -573,7 +613,7 @@ fn invalidate(plan: &Plan, resp: &Response<ProxyBody>) {
         &plan.method,
         resp.status(),
         plan.scheme,
-        &plan.host,
+        &plan.host(),
         plan.path_and_query.as_str(),
         resp.headers(),
     );
@@ -589,7 +629,7 @@ fn invalidate(plan: &Plan, resp: &Response<ProxyBody>) {
             query,
         };
         plan.store
-            .remove(&key(&plan.store.config.key, &t, &plan.request));
+            .remove(&key(&plan.store.config.key, &t, plan.request()));
     }
 }
 

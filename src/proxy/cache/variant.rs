@@ -5,39 +5,44 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::{header, HeaderMap, StatusCode};
+use http::{HeaderMap, StatusCode};
 
 use super::{Plan, CACHE_STATUS};
 use crate::cache::policy::{self, StoreDecision};
 use crate::cache::store::Variant;
 
 /// Whether the response may be stored (with its directives, read once),
-/// or why not.
+/// or why not. `len`: its body's length, when known.
 pub(super) fn store_decision(
     plan: &Plan,
     status: StatusCode,
     h: &HeaderMap,
+    len: Option<u64>,
 ) -> Result<policy::ResponseControl, &'static str> {
-    if plan.precondition {
+    if plan.fields.precondition {
         return Err("precondition");
     }
     let rules = &plan.store.rules;
-    let control = policy::ResponseControl::parse(h, rules);
+    let fields = policy::ResponseFields::of(h, rules.targeted.as_ref());
+    let control = policy::ResponseControl::read(h, rules, &fields);
     match policy::decide_store(
         &plan.method,
-        &plan.request,
+        plan.fields.authorization,
         &plan.request_cc,
         status,
         h,
+        &fields,
         &control,
         rules,
     ) {
         StoreDecision::DontStore(why) => return Err(why),
         StoreDecision::Store { .. } => {}
     }
-    let len = h
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    // What it varies on is unknown without the request's fields, which
+    // a miss that fills nothing others wait for does not keep.
+    if fields.vary && plan.request.is_none() {
+        return Err("pass");
+    }
     if len.is_some_and(|l| l > plan.store.config.max_object) {
         return Err("too-large");
     }
@@ -95,7 +100,7 @@ pub(super) fn stored_variant(
     let lifetime = policy::freshness_lifetime(status, &headers, &control, rules, now);
     // (`Vary: *` is never stored: `decide_store` said so first.)
     let vary = policy::vary_names(&headers).unwrap_or(policy::VaryNames(Vec::new()));
-    let vary_values = policy::vary_values(&vary, &plan.request);
+    let vary_values = policy::vary_values(&vary, plan.request());
     Variant {
         status,
         times: policy::Times::new(plan.request_time, now, &headers, lifetime),
