@@ -136,10 +136,28 @@ static PROXY_AUTHENTICATION_INFO: HeaderName = HeaderName::from_static("proxy-au
 /// (§5.2.2.4, §5.2.2.7), and `Set-Cookie` when the rules say `Strip`.
 pub(crate) fn strip_unstorable(resp: &mut HeaderMap, rules: &Rules) {
     crate::message::headers::strip_hop_by_hop(resp);
-    resp.remove(header::PROXY_AUTHENTICATE);
-    resp.remove(header::PROXY_AUTHORIZATION);
-    resp.remove(&PROXY_AUTHENTICATION_INFO);
-    if rules.set_cookie == SetCookie::Strip {
+    // (What is there, found in one pass: most responses have none.)
+    let (mut proxy_auth, mut cookie, mut cc, mut targeted) = (false, false, false, false);
+    for k in resp.keys() {
+        if k == header::PROXY_AUTHENTICATE
+            || k == header::PROXY_AUTHORIZATION
+            || k == PROXY_AUTHENTICATION_INFO
+        {
+            proxy_auth = true;
+        } else if k == header::SET_COOKIE {
+            cookie = true;
+        } else if k == header::CACHE_CONTROL {
+            cc = true;
+        } else if rules.targeted.as_ref().is_some_and(|t| k == t) {
+            targeted = true;
+        }
+    }
+    if proxy_auth {
+        resp.remove(header::PROXY_AUTHENTICATE);
+        resp.remove(header::PROXY_AUTHORIZATION);
+        resp.remove(&PROXY_AUTHENTICATION_INFO);
+    }
+    if cookie && rules.set_cookie == SetCookie::Strip {
         resp.remove(header::SET_COOKIE);
     }
     let mut named: Vec<HeaderName> = Vec::new();
@@ -148,8 +166,10 @@ pub(crate) fn strip_unstorable(resp: &mut HeaderMap, rules: &Rules) {
             named.push(n);
         }
     };
-    qualified_names(resp.get_all(header::CACHE_CONTROL).iter(), &mut collect);
-    if let Some(t) = &rules.targeted {
+    if cc {
+        qualified_names(resp.get_all(header::CACHE_CONTROL).iter(), &mut collect);
+    }
+    if let Some(t) = rules.targeted.as_ref().filter(|_| targeted) {
         qualified_names(resp.get_all(t).iter(), &mut collect);
     }
     for n in named {
