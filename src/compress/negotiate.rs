@@ -3,7 +3,12 @@
 //! server's order. A coding not named takes `*`'s weight, or none; `q=0`
 //! refuses; `x-gzip` is `gzip` (§8.4.1.3). No `Accept-Encoding` at all
 //! gets no coding (as nginx, and browsers always send one). An element
-//! whose weight is not a valid qvalue is ignored.
+//! whose weight is not a valid qvalue is ignored. `identity` named with a
+//! weight above the best coding's wins: no coding (at equal weights the
+//! coding, the server's preference). (`identity;q=0` with no acceptable
+//! coding still gets the body as it is, not a 406: the SHOULD of §12.5.3
+//! that nginx and HAProxy do not follow either, and a proxied 200 turned
+//! into an error would break more clients than it helps.)
 
 use http::header::{HeaderMap, ACCEPT_ENCODING};
 
@@ -15,6 +20,7 @@ pub(crate) fn negotiate(h: &HeaderMap, offered: &[Coding]) -> Option<Coding> {
     // Weights in thousandths; `None`: not named.
     let mut named = [None::<u16>; 3];
     let mut star = None::<u16>;
+    let mut identity = None::<u16>;
     for value in h.get_all(ACCEPT_ENCODING) {
         for element in value.as_bytes().split(|&b| b == b',') {
             let mut parts = element.split(|&b| b == b';');
@@ -29,6 +35,8 @@ pub(crate) fn negotiate(h: &HeaderMap, offered: &[Coding]) -> Option<Coding> {
             let Some(q) = q else { continue };
             let slot = if coding == b"*" {
                 &mut star
+            } else if coding.eq_ignore_ascii_case(b"identity") {
+                &mut identity
             } else {
                 match index(coding) {
                     Some(i) => &mut named[i],
@@ -46,7 +54,8 @@ pub(crate) fn negotiate(h: &HeaderMap, offered: &[Coding]) -> Option<Coding> {
             best = Some((q, c));
         }
     }
-    best.map(|(_, c)| c)
+    best.filter(|&(q, _)| identity.is_none_or(|i| q >= i))
+        .map(|(_, c)| c)
 }
 
 fn index(coding: &[u8]) -> Option<usize> {
@@ -114,6 +123,14 @@ mod tests {
         );
         assert_eq!(pick(&["x-gzip"], &ALL), Some(Coding::Gzip));
         assert_eq!(pick(&["identity"], &ALL), None);
+        // Identity preferred by weight: no coding; at equal weights, one.
+        assert_eq!(pick(&["gzip;q=0.5, identity"], &ALL), None);
+        assert_eq!(pick(&["gzip, identity;q=0.5"], &ALL), Some(Coding::Gzip));
+        assert_eq!(
+            pick(&["gzip;q=0.5, IDENTITY;q=0.5"], &ALL),
+            Some(Coding::Gzip)
+        );
+        assert_eq!(pick(&["gzip, identity;q=0"], &ALL), Some(Coding::Gzip));
         assert_eq!(pick(&["gzip;q=0"], &ALL), None);
         assert_eq!(pick(&["br"], &[Coding::Gzip]), None);
         assert_eq!(pick(&["deflate, compress"], &ALL), None);

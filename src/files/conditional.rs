@@ -68,9 +68,12 @@ pub(crate) fn evaluate(
     Precondition::Proceed
 }
 
-/// `If-Range` (§13.1.5): absent, or the file's strong entity-tag, or a
-/// date exactly its `Last-Modified`. (A weak tag never matches.)
-pub(crate) fn range_applies(req: &HeaderMap, v: Validators<'_>) -> bool {
+/// `If-Range` (§13.1.5) at `now`: absent, or the file's strong
+/// entity-tag, or a date exactly its `Last-Modified` when that is a
+/// strong validator: at least one second before `now`, the `Date` sent
+/// (§8.8.2.2: two changes within its second cannot be told apart). A
+/// weak tag never matches.
+pub(crate) fn range_applies(req: &HeaderMap, v: Validators<'_>, now: SystemTime) -> bool {
     let Some(cond) = req.get(header::IF_RANGE) else {
         return true;
     };
@@ -78,7 +81,7 @@ pub(crate) fn range_applies(req: &HeaderMap, v: Validators<'_>) -> bool {
     if b.starts_with(b"\"") || b.starts_with(b"W/") {
         return b == v.etag;
     }
-    seconds(cond) == Some(v.modified)
+    seconds(cond) == Some(v.modified) && v.modified < secs(now)
 }
 
 /// Whether an entity-tag list (`*` or `1#entity-tag`) holds `etag`:
@@ -229,12 +232,18 @@ mod tests {
 
     #[test]
     fn if_range() {
-        let with = |val: &str| {
+        let later = UNIX_EPOCH + Duration::from_secs(MODIFIED + 1);
+        let at = |val: &str, now| {
             let mut h = HeaderMap::new();
             h.insert(header::IF_RANGE, HeaderValue::from_str(val).expect("value"));
-            range_applies(&h, v())
+            range_applies(&h, v(), now)
         };
-        assert!(range_applies(&HeaderMap::new(), v()));
+        let with = |val: &str| at(val, later);
+        assert!(range_applies(&HeaderMap::new(), v(), later));
+        // Modified within the second it is asked in: a weak date.
+        let same_second = UNIX_EPOCH + Duration::from_millis(MODIFIED * 1000 + 900);
+        assert!(!at(&date(MODIFIED), same_second));
+        assert!(at("\"1-2-3\"", same_second));
         assert!(with("\"1-2-3\""));
         assert!(!with("W/\"1-2-3\""));
         assert!(!with("\"other\""));

@@ -158,7 +158,7 @@ pub(crate) fn answer(
         );
     }
     let ranges = match req.get(header::RANGE) {
-        Some(r) if *method == Method::GET && conditional::range_applies(req, v) => {
+        Some(r) if *method == Method::GET && conditional::range_applies(req, v, now) => {
             range::parse(r.as_bytes(), rep.len)
         }
         _ => Ranges::Whole,

@@ -179,7 +179,13 @@ async fn what_must_stay_as_it_is_does() {
     let page = page();
     // A client that accepts none of them (or none at all) gets the
     // identity form, and the Vary that says it could have been otherwise.
-    for accept in [None, Some("identity"), Some("gzip;q=0, br;q=0, zstd;q=0")] {
+    // (Or prefers the identity form by its weight.)
+    for accept in [
+        None,
+        Some("identity"),
+        Some("gzip;q=0, br;q=0, zstd;q=0"),
+        Some("gzip;q=0.5, identity"),
+    ] {
         let (_, h, body) = ask(&proxy, "GET", "/page", accept).await;
         assert!(!h.contains_key("content-encoding"), "{accept:?}");
         assert_eq!(h["vary"], "accept-encoding");

@@ -39,7 +39,10 @@ pub(super) fn select(method: &Method, req: &HeaderMap, v: &Variant) -> Selected 
 }
 
 /// `If-Range` (§13.1.5): absent, or a strong entity tag equal to the
-/// stored one, or a date equal to its `Last-Modified`.
+/// stored one, or a date equal to its `Last-Modified` when that is a
+/// strong validator: the stored `Date` at least one second later
+/// (RFC 9110 §8.8.2.2; two changes within one second cannot be told
+/// apart).
 fn if_range_holds(req: &HeaderMap, stored: &HeaderMap) -> bool {
     let Some(cond) = req.get(header::IF_RANGE) else {
         return true;
@@ -50,16 +53,23 @@ fn if_range_holds(req: &HeaderMap, stored: &HeaderMap) -> bool {
             .get(header::ETAG)
             .is_some_and(|e| e.as_bytes() == cond);
     }
-    match (
-        std::str::from_utf8(cond)
+    let date = |v: &[u8]| {
+        std::str::from_utf8(v)
             .ok()
-            .and_then(|c| httpdate::parse_http_date(c).ok()),
-        stored
-            .get(header::LAST_MODIFIED)
-            .and_then(|l| l.to_str().ok())
-            .and_then(|l| httpdate::parse_http_date(l).ok()),
+            .and_then(|c| httpdate::parse_http_date(c).ok())
+    };
+    let field = |name| stored.get(name).and_then(|v| date(v.as_bytes()));
+    match (
+        date(cond),
+        field(header::LAST_MODIFIED),
+        field(header::DATE),
     ) {
-        (Some(a), Some(b)) => a == b,
+        (Some(asked), Some(modified), Some(sent)) => {
+            asked == modified
+                && sent
+                    .duration_since(modified)
+                    .is_ok_and(|d| d >= std::time::Duration::from_secs(1))
+        }
         _ => false,
     }
 }
@@ -72,4 +82,32 @@ pub(super) fn content_range(start: u64, len: u64, total: u64) -> HeaderValue {
 pub(super) fn unsatisfiable(total: u64) -> HeaderValue {
     HeaderValue::try_from(format!("bytes */{total}"))
         .unwrap_or(HeaderValue::from_static("bytes */0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::policy::test_fields as map;
+
+    #[test]
+    fn if_range_by_date_needs_a_strong_last_modified() {
+        let lm = "Mon, 01 Jan 2024 00:00:00 GMT";
+        let req = map(&[("if-range", lm)]);
+        let stored = |date: &str| map(&[("last-modified", lm), ("date", date)]);
+        assert!(if_range_holds(
+            &req,
+            &stored("Mon, 01 Jan 2024 00:00:01 GMT")
+        ));
+        // Modified in the second it was sent, or no Date: weak.
+        assert!(!if_range_holds(&req, &stored(lm)));
+        assert!(!if_range_holds(&req, &map(&[("last-modified", lm)])));
+        let other = map(&[("if-range", "Mon, 01 Jan 2024 00:00:02 GMT")]);
+        assert!(!if_range_holds(
+            &other,
+            &stored("Tue, 02 Jan 2024 00:00:00 GMT")
+        ));
+        let tag = map(&[("if-range", "\"a\"")]);
+        assert!(if_range_holds(&tag, &map(&[("etag", "\"a\"")])));
+        assert!(!if_range_holds(&tag, &map(&[("etag", "W/\"a\"")])));
+    }
 }
