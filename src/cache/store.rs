@@ -17,16 +17,12 @@ use tokio::sync::watch;
 use super::disk::Disk;
 pub(crate) use super::entry::{Entry, Variant};
 use super::growing::Growing;
+use super::key::Hasher;
 use super::policy::Rules;
 use crate::config::cache::Cache;
 
 /// Variants kept per key at most (the oldest goes first).
 const MAX_VARIANTS: usize = 16;
-/// The keys' hash: keyed per process (a client chooses the URLs that
-/// keys are made of), and on a key of a few dozen bytes about a fifth of
-/// std's SipHash (about 300 instructions a lookup).
-pub(super) type Hasher = ahash::RandomState;
-
 /// Fetches in progress tracked at most (beyond, misses do not wait).
 const MAX_FILLS: usize = 1 << 16;
 /// Passes kept at most, and the longest key that gets one (so that they

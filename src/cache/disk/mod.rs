@@ -79,7 +79,7 @@ struct Shared {
     cache: String,
     root: PathBuf,
     size: u64,
-    index: Map<Bytes, Arc<OnDisk>, super::store::Hasher>,
+    index: Map<Bytes, Arc<OnDisk>, super::key::Hasher>,
     /// Bumped by every removal: a write queued before one is not done
     /// (it could bring back what was removed).
     epoch: AtomicU64,
@@ -181,7 +181,7 @@ impl Disk {
             .eviction_listener(move |_, f: Arc<OnDisk>, _| {
                 let _ = deletes.send(Msg::Delete(f.file.clone()));
             })
-            .build_with_hasher(super::store::Hasher::new());
+            .build_with_hasher(super::key::Hasher::new());
         let start = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
