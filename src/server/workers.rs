@@ -29,6 +29,13 @@ pub(super) struct Reload {
     pub(super) applied: std::sync::mpsc::Sender<()>,
 }
 
+/// Threads each worker's blocking pool runs at most (nginx's default
+/// `thread_pool` has 32): password hashes, static files with `io =
+/// "pool"`, disk-cache reads. More jobs wait in its queue, whose length
+/// the connection and stream limits bound; tokio's default, 512 per
+/// worker, let a burst of wrong passwords start hundreds of threads.
+const BLOCKING_THREADS: usize = 32;
+
 pub(super) fn run_worker(
     generation: Generation,
     listeners: Vec<ThreadSocket>,
@@ -39,6 +46,7 @@ pub(super) fn run_worker(
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
     {
         Ok(rt) => rt,

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::common::binary::Binary;
 use crate::common::config::{Route, TestConfig};
 use crate::common::*;
 use http::Request;
@@ -359,4 +360,52 @@ async fn a_rate_limit_holds_before_the_password_is_checked() {
     assert!(!h.contains_key("www-authenticate"));
     // Other routes are not limited.
     assert_eq!(ask(&proxy, "/open", &[]).await.0, 200);
+}
+
+/// A burst of wrong passwords, each hashed off the worker thread, starts
+/// at most the worker's blocking-pool cap (32) of threads (it fails
+/// without the cap).
+#[tokio::test]
+async fn a_burst_of_hashes_starts_at_most_the_pools_threads() {
+    let dir = Dir::new("pool");
+    let file = dir.join("users");
+    // (Slow enough that the hashes overlap.)
+    htpasswd(&file, &["-B", "-C", "10"], "bee", "right");
+    let origin = echo(Arc::default());
+    let toml = config_with(origin.addr, &file, false, TestConfig::new().threads(1));
+    let cfg = TempFile::with("pool.toml", toml.as_bytes());
+    let mut tg = Binary::start(&["--config", cfg.arg(), "--log-level", "info"]);
+    let addr = tg.listening().await;
+    let pid = tg.pid;
+    let threads = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("/proc")
+            .count()
+    };
+    let before = threads();
+    let mut asks = tokio::task::JoinSet::new();
+    for i in 0..96 {
+        let h = basic("bee", &format!("wrong {i}"));
+        asks.spawn(async move {
+            exchange(
+                addr,
+                "GET",
+                "t",
+                "/admin/x",
+                &[("authorization", &h)],
+                empty(),
+            )
+            .await
+            .0
+        });
+    }
+    let codes = tokio::time::timeout(HANG, asks.join_all())
+        .await
+        .expect("all answered");
+    assert!(codes.iter().all(|&c| c == 401), "{codes:?}");
+    // (Idle pool threads stay for seconds: they are all still there. The
+    // slack of 8 is for the helper threads started on first use, such as
+    // the access log's; without the cap this burst started about 100.)
+    let after = threads();
+    assert!(after <= before + 32 + 8, "{before} threads, then {after}");
 }
