@@ -5,6 +5,15 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
+/// The fields a cache answers from a whole stored response (RFC 9111
+/// §4.3.2): taken off a request that fills or revalidates.
+pub(crate) const ANSWERED: [HeaderName; 4] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_RANGE,
+    header::RANGE,
+];
+
 /// The request fields the cache acts on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RequestFields {
@@ -14,8 +23,7 @@ pub(crate) struct RequestFields {
     /// `If-Match` or `If-Unmodified-Since`: preconditions only the origin
     /// evaluates.
     pub(crate) precondition: bool,
-    /// `If-None-Match`, `If-Modified-Since`, `If-Range` or `Range`: what
-    /// the cache answers from a whole stored response.
+    /// One of [`ANSWERED`].
     pub(crate) answered: bool,
 }
 
@@ -31,11 +39,7 @@ impl RequestFields {
                 f.authorization = true;
             } else if k == header::IF_MATCH || k == header::IF_UNMODIFIED_SINCE {
                 f.precondition = true;
-            } else if k == header::IF_NONE_MATCH
-                || k == header::IF_MODIFIED_SINCE
-                || k == header::IF_RANGE
-                || k == header::RANGE
-            {
+            } else if ANSWERED.iter().any(|n| k == n) {
                 f.answered = true;
             }
         }

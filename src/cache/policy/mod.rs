@@ -36,7 +36,7 @@ mod vary;
 pub(crate) use conditional::{client_conditional, validators, Conditional};
 pub(crate) use control::ResponseControl;
 pub(crate) use directive::{directives, Arg};
-pub(crate) use fields::{RequestFields, ResponseFields};
+pub(crate) use fields::{RequestFields, ResponseFields, ANSWERED};
 pub(crate) use freshness::{age_header, freshness_lifetime, parse_date, Times};
 pub(crate) use invalidate::invalidation_targets;
 pub(crate) use request::RequestControl;

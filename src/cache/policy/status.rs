@@ -98,11 +98,6 @@ fn push_item(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Whether two literals are the same: by address, else by content.
-fn same(a: &str, b: &str) -> bool {
-    std::ptr::eq(a, b) || a == b
-}
-
 /// How many values without `ttl` each worker keeps made.
 const MEMO: usize = 32;
 
@@ -124,7 +119,7 @@ impl CacheStatus {
         }
         MADE.with(|m| {
             let mut m = m.borrow_mut();
-            if let Some((_, _, v)) = m.iter().find(|(s, n, _)| self.same(s) && same(n, name)) {
+            if let Some((_, _, v)) = m.iter().find(|(s, n, _)| s == self && *n == name) {
                 return v.clone();
             }
             let v = self.make(name);
@@ -133,22 +128,6 @@ impl CacheStatus {
             }
             v
         })
-    }
-
-    /// Equal to `other`, its strings compared by address first (they
-    /// are literals: the same one is at the same address).
-    fn same(&self, other: &CacheStatus) -> bool {
-        let detail = match (self.detail, other.detail) {
-            (Some(a), Some(b)) => same(a, b),
-            (a, b) => a.is_none() && b.is_none(),
-        };
-        detail
-            && self.hit == other.hit
-            && self.fwd == other.fwd
-            && self.fwd_status == other.fwd_status
-            && self.ttl == other.ttl
-            && self.stored == other.stored
-            && self.collapsed == other.collapsed
     }
 
     /// The value, written.

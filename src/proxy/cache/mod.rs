@@ -122,15 +122,6 @@ pub(crate) enum Looked {
 pub(crate) use background::{revalidate, Request as Background};
 pub(crate) use response::response;
 
-/// Client conditionals, removed from a request that revalidates or
-/// fills (the cache answers them). (A request with `If-Match` or
-/// `If-Unmodified-Since` does neither: see [`RequestFields`].)
-const CONDITIONALS: [HeaderName; 3] = [
-    header::IF_NONE_MATCH,
-    header::IF_MODIFIED_SINCE,
-    header::IF_RANGE,
-];
-
 /// Looks the request up in `store` (cache `index`).
 pub(crate) async fn lookup(
     store: &Arc<Store>,
@@ -340,11 +331,12 @@ fn hit(v: &Variant, now: SystemTime, collapsed: bool, detail: Option<&'static st
 /// removed (the cache answers them from the full response), `stale`'s
 /// validators added. (`answered`: it has some of those.)
 fn to_origin(parts: &mut http::request::Parts, answered: bool, stale: Option<&Variant>) {
+    // (A request with `If-Match` or `If-Unmodified-Since` does neither:
+    // see [`RequestFields`].)
     if answered {
-        for name in &CONDITIONALS {
+        for name in &policy::ANSWERED {
             parts.headers.remove(name);
         }
-        parts.headers.remove(header::RANGE);
     }
     if let Some(v) = stale {
         for (n, val) in policy::validators(&v.headers) {
