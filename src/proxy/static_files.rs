@@ -383,16 +383,24 @@ fn open(files: &StaticFiles, rel: &Path) -> std::io::Result<Option<std::fs::File
     Ok(inside(files, &file, &path).then_some(file))
 }
 
-/// A root opened (`O_PATH`), and the folder it is (device and inode).
+/// A root opened (`O_PATH`), the folder it is (device and inode), and
+/// when a `stat` of its path last found that folder.
 struct OpenRoot {
     path: PathBuf,
     fd: std::os::fd::OwnedFd,
     id: (u64, u64),
+    checked: std::time::Instant,
 }
 
 /// At most this many roots kept open per thread (the config's static
 /// roots, and those of configs reloaded since).
 const ROOTS: usize = 16;
+
+/// How long a kept root is used without a `stat` of its path (as nginx's
+/// `open_file_cache_valid`, which is 60 s by default): a root swapped on
+/// deploy is followed within this time for files both releases have, at
+/// once for a file only the new one has.
+const ROOT_CHECKED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 thread_local! {
     /// This thread's open roots, the most recently opened last.
@@ -412,27 +420,48 @@ fn folder(st: &rustix::fs::Stat) -> (u64, u64) {
 }
 
 /// `rel` opened beneath `root` with `openat2(RESOLVE_BENEATH)`. The root's
-/// descriptor is kept per thread and used while a `stat` of the root's
-/// path finds the same folder (one `stat` per request instead of an open
-/// and a close): a root that is a link swapped on deploy is followed at
-/// the next request, as when it was opened each time.
+/// descriptor is kept per thread. It is used as it is for
+/// [`ROOT_CHECKED_FOR`] after a `stat` of the root's path found the same
+/// folder, then checked again; a file not found under it has the root
+/// checked at once. So a root that is a link swapped on deploy, or a
+/// folder made again in its place, is followed (one system call per
+/// request, the `openat2`, where an open and a close of the root, or a
+/// `stat` each time, made two or three).
 fn beneath(
     root: &Path,
     rel: &Path,
     flags: rustix::fs::OFlags,
 ) -> rustix::io::Result<std::os::fd::OwnedFd> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let now = folder(&rustix::fs::stat(root)?);
+    use rustix::io::Errno;
     // (The root itself: `.`, which `RESOLVE_BENEATH` allows.)
     let rel = match rel.as_os_str().is_empty() {
         true => Path::new("."),
         false => rel,
     };
     let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    let open = |fd: &std::os::fd::OwnedFd| rustix::fs::openat2(fd, rel, flags, Mode::empty(), how);
     OPEN_ROOTS.with(|roots| {
         let mut roots = roots.borrow_mut();
-        if let Some(r) = roots.iter().find(|r| r.path == root && r.id == now) {
-            return rustix::fs::openat2(&r.fd, rel, flags, Mode::empty(), how);
+        let now = std::time::Instant::now();
+        // What the kept root answered without a check: a file not found.
+        let mut missing = None;
+        if let Some(r) = roots.iter().find(|r| r.path == root) {
+            if now.saturating_duration_since(r.checked) < ROOT_CHECKED_FOR {
+                match open(&r.fd) {
+                    Err(e @ (Errno::NOENT | Errno::NOTDIR)) => missing = Some((e, r.id)),
+                    done => return done,
+                }
+            }
+        }
+        let id = folder(&rustix::fs::stat(root)?);
+        if let Some(r) = roots.iter_mut().find(|r| r.path == root && r.id == id) {
+            r.checked = now;
+            return match missing {
+                // The same folder: not there (without asking twice).
+                Some((e, seen)) if seen == id => Err(e),
+                _ => open(&r.fd),
+            };
         }
         let fd = rustix::fs::open(
             root,
@@ -440,13 +469,14 @@ fn beneath(
             Mode::empty(),
         )?;
         // What was opened (the root may have been swapped since the
-        // `stat`: then the next request opens it again).
+        // `stat`; the open found what the path names now).
         let opened = OpenRoot {
             path: root.to_path_buf(),
             id: folder(&rustix::fs::fstat(&fd)?),
             fd,
+            checked: now,
         };
-        let file = rustix::fs::openat2(&opened.fd, rel, flags, Mode::empty(), how);
+        let file = open(&opened.fd);
         roots.retain(|r| r.path != root);
         if roots.len() >= ROOTS {
             roots.remove(0);
