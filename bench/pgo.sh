@@ -5,16 +5,19 @@
 #   BOLT=1 bench/pgo.sh     # and then BOLT on top (needs llvm-bolt)
 #
 # 1. builds Tidegate instrumented (-Cprofile-generate) in target/pgo-gen;
-# 2. trains it with `bench/run.py --quick` (HTTP/1.1 at 50, 1000 and 8000
-#    connections, h2c, TLS, large downloads, uploads), which writes the
-#    profiles when Tidegate exits;
+# 2. trains it with bench/train.sh: `bench/run.py --quick` (HTTP/1.1 at
+#    50, 1000 and 8000 connections, h2c, TLS, large downloads, uploads),
+#    then each feature operators turn on (access log, metrics, request IDs,
+#    rate limit, cache, basic auth, static files, L4 streams) for a few
+#    seconds; Tidegate writes the profiles when it exits;
 # 3. merges them with llvm-profdata and builds again with -Cprofile-use
 #    in target/pgo-use, copied to target/pgo/tidegate;
 # 4. with BOLT=1: instruments that binary with llvm-bolt, trains it the same
 #    way and lets llvm-bolt lay its code out by the measured counts.
 # Same source, same Cargo profile (fat LTO, one codegen unit); LLVM only
 # inlines and lays out code by the measured counts. 8-10 minutes on 2
-# cores, BOLT=1 included (measured: 8m21s without, 7m50s-9m44s with).
+# cores, BOLT=1 included (measured: 8m21s without, 7m50s-9m44s with,
+# before bench/train.sh added the features' minute).
 #
 # Needs llvm-profdata of rustc's LLVM major version (Debian: llvm-N, where
 # N is what `rustc -vV` says; BOLT=1: bolt-N too), plus what bench/run.py
@@ -42,15 +45,15 @@ if [ "${BOLT:-0}" = 1 ]; then
   fi
 fi
 GEN=$PWD/target/pgo-gen
-train() { # BINARY: the --quick harness run against it
-  python3 bench/run.py --quick --tidegate "$1" > "$GEN/train.txt" ||
+train() { # BINARY: bench/train.sh's traffic through it
+  bench/train.sh "$1" > "$GEN/train.txt" 2>&1 ||
     { echo "bench/pgo.sh: training run failed; see $GEN/train.txt" >&2; exit 1; }
 }
 
 echo "== instrumented build (target/pgo-gen)" >&2
 RUSTFLAGS="-Cprofile-generate=$GEN/profiles" cargo build --release --target-dir "$GEN"
 rm -rf "$GEN/profiles" # the build scripts' own
-echo "== training: bench/run.py --quick" >&2
+echo "== training: bench/train.sh" >&2
 train "$GEN/release/tidegate"
 "$PROFDATA" merge -o "$GEN/merged.profdata" "$GEN"/profiles/*.profraw
 # A new name for new counts: cargo does not see a file's content change.
