@@ -93,6 +93,27 @@ async fn non_idempotent_and_streamed_requests_are_not_retried() {
     assert_eq!(seen.load(Ordering::SeqCst), 5);
 }
 
+/// A connection refused is known before anything was sent: even a POST
+/// goes on to the next server (nginx's `proxy_next_upstream error`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_sends_even_a_post_on() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let seen = Arc::new(AtomicUsize::new(0));
+    let good = echoing(seen.clone());
+    let proxy = Proxy::start(&group_config(
+        &format!("\"{dead}\", \"{}\"", good.addr),
+        "balance = \"round_robin\"\n[upstreams.app.outlier]\nconsecutive_failures = 0\n",
+    ));
+    for _ in 0..6 {
+        let (status, body) = request(proxy.addr, "POST", full("data")).await;
+        assert_eq!((status, body.as_str()), (200, "POST 4"));
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 6);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_caps_retries_when_every_server_fails() {
     let tries = Arc::new(AtomicUsize::new(0));
