@@ -10,7 +10,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::lines::{json_str, write_addr, write_iso_millis};
+use super::lines::{json_str, write_addr, write_iso_millis, write_micros_as_secs};
 
 /// A stream connection as it ended.
 pub(crate) struct Session<'a> {
@@ -80,11 +80,7 @@ pub(super) fn json_line(buf: &mut Vec<u8>, s: &Session<'_>) {
         None => buf.extend_from_slice(b"null"),
     }
     buf.extend_from_slice(b",\"duration\":");
-    buf.extend_from_slice(
-        ryu::Buffer::new()
-            .format_finite(s.duration.as_secs_f64())
-            .as_bytes(),
-    );
+    write_micros_as_secs(buf, s.duration.as_micros());
     buf.extend_from_slice(b",\"outcome\":\"");
     buf.extend_from_slice(s.outcome.as_bytes());
     buf.extend_from_slice(b"\"}\n");
