@@ -71,18 +71,20 @@ pub(super) fn write_addr(buf: &mut Vec<u8>, a: &SocketAddr) {
     }
 }
 
-/// `us` microseconds as seconds with six places (`0.000123`), by
-/// integer arithmetic: a float's shortest text (ryu) cost about 900
-/// instructions a line, more than the rest of a JSON line's numbers.
-pub(super) fn write_micros_as_secs(buf: &mut Vec<u8>, us: u128) {
+/// `us` microseconds as seconds with `places` (1 to 6) decimal places,
+/// the rest cut off (`0.000123` with six, `0.0001` with four), by integer
+/// arithmetic: a float's text (ryu's shortest, or `{:.4}`) cost more than
+/// the rest of a line's numbers.
+pub(super) fn write_secs(buf: &mut Vec<u8>, us: u128, places: u32) {
     let secs = u64::try_from(us / 1_000_000).unwrap_or(u64::MAX);
     buf.extend_from_slice(itoa::Buffer::new().format(secs).as_bytes());
-    // Six digits, leading zeros kept: 1_000_000 + the fraction, its "1"
-    // dropped.
+    // `places` digits, leading zeros kept: 10^places + the fraction, its
+    // "1" dropped.
+    let unit = 10u32.pow(places);
+    let frac = (us % 1_000_000) as u32 / (1_000_000 / unit);
     let mut digits = itoa::Buffer::new();
-    let frac = digits.format(1_000_000 + (us % 1_000_000) as u32);
     buf.push(b'.');
-    buf.extend_from_slice(&frac.as_bytes()[1..]);
+    buf.extend_from_slice(&digits.format(unit + frac).as_bytes()[1..]);
 }
 
 /// The target in origin form (the authority has fields of its own).
@@ -108,8 +110,6 @@ fn host(e: &Entry) -> &str {
 
 pub(super) fn default_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
     write_iso_millis(buf);
-    // Seconds to 4 places by integer arithmetic (float formatting with a
-    // precision costs more than the rest of the line).
     let us = e.start.elapsed().as_micros();
     buf.push(b' ');
     write_addr(buf, &e.client);
@@ -126,14 +126,9 @@ pub(super) fn default_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
         Some(a) => write_addr(buf, a),
         None => buf.push(b'-'),
     }
-    let _ = writeln!(
-        buf,
-        " {}.{:04} {} {}",
-        us / 1_000_000,
-        us % 1_000_000 / 100,
-        end.outcome,
-        host(e),
-    );
+    buf.push(b' ');
+    write_secs(buf, us, 4);
+    let _ = writeln!(buf, " {} {}", end.outcome, host(e));
 }
 
 /// The time texts of the current second, made once per second per thread
@@ -309,7 +304,7 @@ pub(super) fn json_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
         None => buf.extend_from_slice(b"null"),
     }
     buf.extend_from_slice(b",\"duration\":");
-    write_micros_as_secs(buf, e.start.elapsed().as_micros());
+    write_secs(buf, e.start.elapsed().as_micros(), 6);
     // Outcomes are the proxy's own words.
     buf.extend_from_slice(b",\"outcome\":\"");
     buf.extend_from_slice(end.outcome.as_bytes());
@@ -402,8 +397,8 @@ pub(super) fn template_line(
             Var::Status => write!(buf, "{}", end.status),
             Var::BodyBytesSent => write!(buf, "{}", end.bytes),
             Var::RequestTime => {
-                let ms = e.start.elapsed().as_millis();
-                write!(buf, "{}.{:03}", ms / 1000, ms % 1000)
+                write_secs(buf, e.start.elapsed().as_micros(), 3);
+                Ok(())
             }
             Var::UpstreamAddr => write!(buf, "{}", upstream(end)),
             Var::Host => write!(buf, "{}", host(e)),
@@ -442,15 +437,19 @@ mod tests {
     use tokio::time::Instant;
 
     #[test]
-    fn durations_are_seconds_with_six_places() {
-        for (us, text) in [
-            (0, "0.000000"),
-            (123, "0.000123"),
-            (1_234_567, "1.234567"),
-            (61_000_001, "61.000001"),
+    fn durations_are_seconds_cut_to_their_places() {
+        for (us, places, text) in [
+            (0, 6, "0.000000"),
+            (123, 6, "0.000123"),
+            (1_234_567, 6, "1.234567"),
+            (61_000_001, 6, "61.000001"),
+            (1_234_567, 4, "1.2345"),
+            (99, 4, "0.0000"),
+            (1_999_999, 3, "1.999"),
+            (5_000, 3, "0.005"),
         ] {
             let mut buf = Vec::new();
-            write_micros_as_secs(&mut buf, us);
+            write_secs(&mut buf, us, places);
             assert_eq!(String::from_utf8(buf).unwrap(), text);
         }
     }

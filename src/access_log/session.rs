@@ -10,7 +10,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::lines::{json_str, write_addr, write_iso_millis, write_micros_as_secs};
+use super::lines::{json_str, write_addr, write_iso_millis, write_secs};
 
 /// A stream connection as it ended.
 pub(crate) struct Session<'a> {
@@ -43,15 +43,9 @@ pub(super) fn text_line(buf: &mut Vec<u8>, s: &Session<'_>) {
         Some(a) => write_addr(buf, a),
         None => buf.push(b'-'),
     }
-    let us = s.duration.as_micros();
-    let _ = writeln!(
-        buf,
-        " {}.{:04} {} {}",
-        us / 1_000_000,
-        us % 1_000_000 / 100,
-        s.outcome,
-        s.sni.unwrap_or("-"),
-    );
+    buf.push(b' ');
+    write_secs(buf, s.duration.as_micros(), 4);
+    let _ = writeln!(buf, " {} {}", s.outcome, s.sni.unwrap_or("-"));
 }
 
 pub(super) fn json_line(buf: &mut Vec<u8>, s: &Session<'_>) {
@@ -80,7 +74,7 @@ pub(super) fn json_line(buf: &mut Vec<u8>, s: &Session<'_>) {
         None => buf.extend_from_slice(b"null"),
     }
     buf.extend_from_slice(b",\"duration\":");
-    write_micros_as_secs(buf, s.duration.as_micros());
+    write_secs(buf, s.duration.as_micros(), 6);
     buf.extend_from_slice(b",\"outcome\":\"");
     buf.extend_from_slice(s.outcome.as_bytes());
     buf.extend_from_slice(b"\"}\n");
