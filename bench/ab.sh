@@ -8,7 +8,8 @@
 # A_ARGS / B_ARGS add arguments to one side (the same binary with a feature
 # on against off: A=B=target/release/tidegate B_ARGS="--admin 127.0.0.1:0").
 # A_CONFIG / B_CONFIG run that side from a TOML file instead of quick mode,
-# with @PROXY@ and @ORIGIN@ replaced by the ports (bench/configs/*.toml).
+# with @PROXY@ and @ORIGIN@ replaced by the ports and @CONFIG_DIR@ by its
+# folder (bench/configs/*.toml; bench/lib.sh render_config).
 #
 # Needs nginx, wrk, curl, python3. Stops everything it starts.
 set -u
@@ -28,7 +29,7 @@ for r in $(seq 1 $R); do
     if [ $name = A ]; then BIN=$A; ARGS=${A_ARGS:-}; CFG=${A_CONFIG:-}; else BIN=$B; ARGS=${B_ARGS:-}; CFG=${B_CONFIG:-}; fi
     P=$(free_port)
     if [ -n "$CFG" ]; then
-      sed -e "s/@PROXY@/$P/g" -e "s/@ORIGIN@/$ORIGIN/g" "$CFG" > "$OUT/$name.toml"
+      render_config "$CFG" "$OUT/$name.toml" "$P" "$ORIGIN"
       RUN="--config $OUT/$name.toml"
     else
       RUN="--listen 127.0.0.1:$P --upstream http://127.0.0.1:$ORIGIN"

@@ -30,9 +30,7 @@ source "$(dirname "$0")/lib.sh"
 ORIGIN=$(free_port); PROXY=$(free_port)
 start_origin "$OUT" "$ORIGIN"; NGINX=$ORIGIN_PID
 if [ -n "${CONFIG:-}" ]; then
-  DIR=$(cd "$(dirname "$CONFIG")" && pwd)
-  sed -e "s/@PROXY@/$PROXY/g" -e "s/@ORIGIN@/$ORIGIN/g" -e "s|@CONFIG_DIR@|$DIR|g" \
-    "$CONFIG" > "$OUT/tidegate.toml"
+  render_config "$CONFIG" "$OUT/tidegate.toml" "$PROXY" "$ORIGIN"
   RUN=(--config "$OUT/tidegate.toml")
 else
   RUN=(--listen "127.0.0.1:$PROXY" --upstream "http://127.0.0.1:$ORIGIN")

@@ -1,4 +1,5 @@
-# Sourced by the bench shell scripts (ab.sh, callgrind.sh, steady.sh).
+# Sourced by the bench shell scripts (ab.sh, callgrind.sh, steady.sh,
+# train.sh).
 
 # A free TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -20,4 +21,13 @@ http { access_log off; keepalive_requests 1000000;
 CONF
   nginx -c "$dir/origin.conf" &
   ORIGIN_PID=$!
+}
+
+# render_config SRC DST PROXY ORIGIN: the TOML file SRC with @PROXY@ and
+# @ORIGIN@ replaced by those ports and @CONFIG_DIR@ by SRC's folder (for
+# files beside it), written to DST.
+render_config() {
+  local dir
+  dir=$(cd "$(dirname "$1")" && pwd)
+  sed -e "s/@PROXY@/$3/g" -e "s/@ORIGIN@/$4/g" -e "s|@CONFIG_DIR@|$dir|g" "$1" > "$2"
 }

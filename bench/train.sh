@@ -47,8 +47,7 @@ feature() {
     run=(--listen "127.0.0.1:$p" --upstream "http://127.0.0.1:$ORIGIN")
   else
     [ -f "$cfg" ] || cfg=bench/configs/$cfg
-    sed -e "s/@PROXY@/$p/g" -e "s/@ORIGIN@/$ORIGIN/g" -e "s|@CONFIG_DIR@|$PWD/bench/configs|g" \
-      -e "s|@OUT@|$OUT|g" "$cfg" > "$OUT/$name.toml"
+    render_config "$cfg" "$OUT/$name.toml" "$p" "$ORIGIN"
     run=(--config "$OUT/$name.toml")
   fi
   "$BIN" "${run[@]}" --threads 2 --log-level error "$@" > "$OUT/$name.log" 2>&1 &
@@ -82,7 +81,7 @@ cat > "$OUT/static.in" <<TOML
 [[listeners]]
 address = "127.0.0.1:@PROXY@"
 [[routes]]
-static = { root = "@OUT@/www" }
+static = { root = "@CONFIG_DIR@/www" }
 TOML
 feature static "$OUT/static.in" /f.txt 50
 
