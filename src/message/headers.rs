@@ -166,15 +166,13 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 pub(crate) fn strip_found(h: &mut HeaderMap, found: Found) {
     if found.connection {
-        let mut named = h.get_all(header::CONNECTION).iter();
-        if let (Some(_), None) = (named.next(), named.next()) {
-            if let Some(v) = h.remove(header::CONNECTION) {
-                remove_listed(h, &v);
-            }
-        } else {
-            let all: Vec<HeaderValue> = h.get_all(header::CONNECTION).iter().cloned().collect();
-            h.remove(header::CONNECTION);
-            for v in &all {
+        // One lookup takes every `Connection` field out; the usual one
+        // value needs no vector (an empty one allocates nothing).
+        if let header::Entry::Occupied(e) = h.entry(header::CONNECTION) {
+            let (_, mut values) = e.remove_entry_mult();
+            let first = values.next();
+            let rest: Vec<HeaderValue> = values.collect();
+            for v in first.iter().chain(&rest) {
                 remove_listed(h, v);
             }
         }
@@ -206,16 +204,15 @@ const PROTECTED: [&str; 8] = [
 ];
 
 pub(crate) fn remove_listed(h: &mut HeaderMap, v: &HeaderValue) {
+    // The value of nearly every `Connection` field, whole: nothing to split.
+    if plain_option(v.as_bytes()) {
+        return;
+    }
     // Bytes, not `to_str`: no UTF-8 pass over the value, and a value with
     // obs-text still has its listed fields removed.
     for token in v.as_bytes().split(|&b| b == b',') {
         let token = token.trim_ascii();
-        // The usual tokens name no field of their own to remove
-        // (`Keep-Alive` is in the fixed set already).
-        if token.is_empty()
-            || token.eq_ignore_ascii_case(b"keep-alive")
-            || token.eq_ignore_ascii_case(b"close")
-        {
+        if token.is_empty() || plain_option(token) {
             continue;
         }
         // Framing, routing and the proxy's own forwarding fields are not
@@ -232,6 +229,12 @@ pub(crate) fn remove_listed(h: &mut HeaderMap, v: &HeaderValue) {
             h.remove(name);
         }
     }
+}
+
+/// `keep-alive` or `close` (any case): connection options that name no
+/// field of their own to remove (`Keep-Alive` is in the fixed set).
+fn plain_option(token: &[u8]) -> bool {
+    token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close")
 }
 
 /// Whether a request head (HTTP/1.1) asks for an upgrade: an `Upgrade`

@@ -75,66 +75,72 @@ impl Drop for Busy<'_> {
 /// Sends on `conn`; if the pooled connection turns out to be dead before
 /// the request could go out (or, for a repeatable request, before any
 /// response byte came back), sends again once on a fresh connection.
-pub(super) async fn send(
-    w: &Worker,
+///
+/// (An async block, not an `async fn`: an `async fn` first moves each
+/// argument from its future's state into a second place in that state, a
+/// copy of the whole request per call.)
+pub(super) fn send<'a>(
+    w: &'a Worker,
     mut lease: Lease,
     req: Request<RequestBody>,
     (connect, timeout): (Duration, Duration),
-    kept_progress: Option<&Rc<BodyProgress>>,
-    timer: Option<&HeadTimer>,
-    replay: Option<&Replay>,
-) -> Result<Forwarded, ProxyError> {
-    let progress = kept_progress.map(|p| &**p);
-    let server = lease.server;
-    let idle_for = lease.idle_for;
-    let addr = w.pool.addr(server);
-    // A pooled connection may be closed by the server just as we reuse it
-    // (RFC 9112 §9.3.1): a request that is safe to repeat keeps a copy of
-    // its head so it can go again on a fresh connection. Servers close idle
-    // connections on timers of a second or more, so only connections idle
-    // that long pay for the copy (about 7% of a request's instructions).
-    let stale_risk = idle_for.is_some_and(|d| d >= STALE_RISK);
-    let backup = (stale_risk
-        && replay.is_none()
-        && http_body::Body::is_end_stream(req.body())
-        && is_idempotent(req.method()))
-    .then(|| copy_head(&req));
-    let fut = lease.sender.try_send_request(req);
-    let err = match lease
-        .with(with_head_timeout(fut, timeout, progress, timer))
-        .await
-    {
-        None => return Err(ProxyError::ResponseTimeout { addr }),
-        Some(Ok(resp)) => return Ok((resp, lease)),
-        Some(Err(mut e)) => {
-            let retry = match (e.take_message(), idle_for) {
-                (Some(req), Some(_)) => Some(req),
-                // A body read ahead goes again from the kept copy.
-                (None, Some(_)) => backup.or_else(|| {
-                    replay
-                        .filter(|_| stale_risk)
-                        .map(|kept| replay_request(kept, kept_progress))
-                }),
-                _ => None,
-            };
-            match retry {
-                Some(req) if !e.error().is_timeout() => req,
-                _ => return Err(classify(e.into_error(), addr)),
+    kept_progress: Option<&'a Rc<BodyProgress>>,
+    timer: Option<&'a HeadTimer>,
+    replay: Option<&'a Replay>,
+) -> impl std::future::Future<Output = Result<Forwarded, ProxyError>> + use<'a> {
+    async move {
+        let progress = kept_progress.map(|p| &**p);
+        let server = lease.server;
+        let idle_for = lease.idle_for;
+        let addr = w.pool.addr(server);
+        // A pooled connection may be closed by the server just as we reuse it
+        // (RFC 9112 §9.3.1): a request that is safe to repeat keeps a copy of
+        // its head so it can go again on a fresh connection. Servers close idle
+        // connections on timers of a second or more, so only connections idle
+        // that long pay for the copy (about 7% of a request's instructions).
+        let stale_risk = idle_for.is_some_and(|d| d >= STALE_RISK);
+        let backup = (stale_risk
+            && replay.is_none()
+            && http_body::Body::is_end_stream(req.body())
+            && is_idempotent(req.method()))
+        .then(|| copy_head(&req));
+        let fut = lease.sender.try_send_request(req);
+        let err = match lease
+            .with(with_head_timeout(fut, timeout, progress, timer))
+            .await
+        {
+            None => return Err(ProxyError::ResponseTimeout { addr }),
+            Some(Ok(resp)) => return Ok((resp, lease)),
+            Some(Err(mut e)) => {
+                let retry = match (e.take_message(), idle_for) {
+                    (Some(req), Some(_)) => Some(req),
+                    // A body read ahead goes again from the kept copy.
+                    (None, Some(_)) => backup.or_else(|| {
+                        replay
+                            .filter(|_| stale_risk)
+                            .map(|kept| replay_request(kept, kept_progress))
+                    }),
+                    _ => None,
+                };
+                match retry {
+                    Some(req) if !e.error().is_timeout() => req,
+                    _ => return Err(classify(e.into_error(), addr)),
+                }
             }
+        };
+        tracing::debug!(upstream = %addr, "pooled connection was closed; retrying on a new one");
+        drop(lease);
+        // Boxed: rare, and its state would otherwise enlarge every request.
+        let mut lease = Box::pin(w.pool.connect(server, connect)).await?;
+        let fut = lease.sender.try_send_request(err);
+        match lease
+            .with(with_head_timeout(fut, timeout, progress, timer))
+            .await
+        {
+            None => Err(ProxyError::ResponseTimeout { addr }),
+            Some(Ok(resp)) => Ok((resp, lease)),
+            Some(Err(e)) => Err(classify(e.into_error(), addr)),
         }
-    };
-    tracing::debug!(upstream = %addr, "pooled connection was closed; retrying on a new one");
-    drop(lease);
-    // Boxed: rare, and its state would otherwise enlarge every request.
-    let mut lease = Box::pin(w.pool.connect(server, connect)).await?;
-    let fut = lease.sender.try_send_request(err);
-    match lease
-        .with(with_head_timeout(fut, timeout, progress, timer))
-        .await
-    {
-        None => Err(ProxyError::ResponseTimeout { addr }),
-        Some(Ok(resp)) => Ok((resp, lease)),
-        Some(Err(e)) => Err(classify(e.into_error(), addr)),
     }
 }
 
@@ -198,8 +204,8 @@ fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
 /// had, or (for a request that can be repeated) when the send failed
 /// before any response byte, within the group's tries and retry budget.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn to_upstream<'w>(
-    ctx: &ConnCtx,
+pub(crate) fn to_upstream<'w, 'a>(
+    ctx: &'a ConnCtx,
     w: &'w Worker,
     route: &'w Route,
     group: usize,
@@ -207,147 +213,149 @@ pub(crate) async fn to_upstream<'w>(
     body: Incoming,
     plan: super::request::Plan,
     h2_ws: Option<hyper::upgrade::OnUpgrade>,
-    hop: Option<&crate::trace::Hop>,
-) -> Result<Outcome<'w>, ProxyError> {
-    let super::request::Plan {
-        key,
-        upgrade,
-        server_host,
-        ws_key,
-    } = plan;
-    let balancer = w.pool.balancer(group);
-    balancer.deposit();
-    let retry_policy = balancer.retry();
-    let (mut req, replay, progress) = outgoing(
-        ctx,
-        route,
-        parts,
-        body,
-        !upgrade && balancer.len() > 1,
-        retry_policy,
-    )
-    .await?;
-
-    let servers = w
-        .pool
-        .order(group, key)
-        .ok_or_else(|| ProxyError::NoServer {
-            group: w.config.upstreams[group].name.clone(),
-        })?;
-    let mut last_err = None;
-    let mut tries = 0;
-    for server in servers {
-        if server_host {
-            req.headers_mut()
-                .insert(header::HOST, w.pool.authority(server).clone());
-        }
-        let busy = Busy::new(&w.pool, server);
-        if let Some(h) = hop {
-            h.server();
-        }
-        let permit = match w.pool.limit(server) {
-            None => None,
-            Some(l) => match l.acquire(route.upstream_connect).await {
-                Some(p) => Some(p),
-                None => {
-                    if let Some(s) = w.pool.stats() {
-                        s.count(Count::PendingRefused, server);
-                    }
-                    return Err(ProxyError::ServerFull {
-                        addr: w.pool.addr(server),
-                    });
-                }
-            },
-        };
-        // The phases of a traced request (past the server's limit).
-        let asked = hop.map(|_| Instant::now());
-        let lease = match connection(ctx, w, server, upgrade, route.upstream_connect).await {
-            Ok(c) => c,
-            Err(e) => {
-                // Nothing was sent: the next server may take it.
-                tracing::warn!(client = %ctx.client, "{}; trying the next server", e.chain());
-                record(w, server, false);
-                if let Some(s) = w.pool.stats() {
-                    let c = match e {
-                        ProxyError::ServerFull { .. } => Count::PendingRefused,
-                        _ => Count::ConnectFailed,
-                    };
-                    s.count(c, server);
-                }
-                last_err = Some(e);
-                continue;
-            }
-        };
-        tries += 1;
-        let timeouts = (route.upstream_connect, route.upstream_response_head);
-        let started = (balancer.wants_latency() || w.pool.stats().is_some()).then(Instant::now);
-        let sent = match (hop, asked) {
-            (Some(h), Some(asked)) => {
-                h.connected(asked, lease.idle_for.is_some());
-                Some(started.unwrap_or_else(Instant::now))
-            }
-            _ => None,
-        };
-        let (resp, lease) = match send(
-            w,
-            lease,
-            req,
-            timeouts,
-            progress.as_ref(),
-            ctx.head_timer.as_ref(),
-            replay.as_deref(),
+    hop: Option<&'a crate::trace::Hop>,
+) -> impl std::future::Future<Output = Result<Outcome<'w>, ProxyError>> + use<'w, 'a> {
+    async move {
+        let super::request::Plan {
+            key,
+            upgrade,
+            server_host,
+            ws_key,
+        } = plan;
+        let balancer = w.pool.balancer(group);
+        balancer.deposit();
+        let retry_policy = balancer.retry();
+        let (mut req, replay, progress) = outgoing(
+            ctx,
+            route,
+            parts,
+            body,
+            !upgrade && balancer.len() > 1,
+            retry_policy,
         )
-        .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                if e.upstream().is_some() {
-                    record(w, server, false);
-                }
-                // Failed before any response byte: another server may take
-                // it, within the tries and the budget.
-                let again = matches!(
-                    e,
-                    ProxyError::Upstream { .. } | ProxyError::Handshake { .. }
-                ) && tries < retry_policy.attempts;
-                match replay.as_deref() {
-                    Some(kept) if again && retry_allowed(w, group, balancer) => {
-                        tracing::warn!(client = %ctx.client, "{}; retrying on another server", e.chain());
+        .await?;
+
+        let servers = w
+            .pool
+            .order(group, key)
+            .ok_or_else(|| ProxyError::NoServer {
+                group: w.config.upstreams[group].name.clone(),
+            })?;
+        let mut last_err = None;
+        let mut tries = 0;
+        for server in servers {
+            if server_host {
+                req.headers_mut()
+                    .insert(header::HOST, w.pool.authority(server).clone());
+            }
+            let busy = Busy::new(&w.pool, server);
+            if let Some(h) = hop {
+                h.server();
+            }
+            let permit = match w.pool.limit(server) {
+                None => None,
+                Some(l) => match l.acquire(route.upstream_connect).await {
+                    Some(p) => Some(p),
+                    None => {
                         if let Some(s) = w.pool.stats() {
-                            s.count(Count::Retries, server);
+                            s.count(Count::PendingRefused, server);
                         }
-                        req = replay_request(kept, progress.as_ref());
-                        last_err = Some(e);
-                        continue;
+                        return Err(ProxyError::ServerFull {
+                            addr: w.pool.addr(server),
+                        });
                     }
-                    _ => return Err(e),
+                },
+            };
+            // The phases of a traced request (past the server's limit).
+            let asked = hop.map(|_| Instant::now());
+            let lease = match connection(ctx, w, server, upgrade, route.upstream_connect).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Nothing was sent: the next server may take it.
+                    tracing::warn!(client = %ctx.client, "{}; trying the next server", e.chain());
+                    record(w, server, false);
+                    if let Some(s) = w.pool.stats() {
+                        let c = match e {
+                            ProxyError::ServerFull { .. } => Count::PendingRefused,
+                            _ => Count::ConnectFailed,
+                        };
+                        s.count(c, server);
+                    }
+                    last_err = Some(e);
+                    continue;
+                }
+            };
+            tries += 1;
+            let timeouts = (route.upstream_connect, route.upstream_response_head);
+            let started = (balancer.wants_latency() || w.pool.stats().is_some()).then(Instant::now);
+            let sent = match (hop, asked) {
+                (Some(h), Some(asked)) => {
+                    h.connected(asked, lease.idle_for.is_some());
+                    Some(started.unwrap_or_else(Instant::now))
+                }
+                _ => None,
+            };
+            let (resp, lease) = match send(
+                w,
+                lease,
+                req,
+                timeouts,
+                progress.as_ref(),
+                ctx.head_timer.as_ref(),
+                replay.as_deref(),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    if e.upstream().is_some() {
+                        record(w, server, false);
+                    }
+                    // Failed before any response byte: another server may take
+                    // it, within the tries and the budget.
+                    let again = matches!(
+                        e,
+                        ProxyError::Upstream { .. } | ProxyError::Handshake { .. }
+                    ) && tries < retry_policy.attempts;
+                    match replay.as_deref() {
+                        Some(kept) if again && retry_allowed(w, group, balancer) => {
+                            tracing::warn!(client = %ctx.client, "{}; retrying on another server", e.chain());
+                            if let Some(s) = w.pool.stats() {
+                                s.count(Count::Retries, server);
+                            }
+                            req = replay_request(kept, progress.as_ref());
+                            last_err = Some(e);
+                            continue;
+                        }
+                        _ => return Err(e),
+                    }
+                }
+            };
+            let (b, i) = w.pool.locate(server);
+            if let Some(t) = started {
+                let took = t.elapsed();
+                if balancer.wants_latency() {
+                    b.observe(i, took);
+                }
+                if let Some(s) = w.pool.stats() {
+                    s.head.observe(server, took);
                 }
             }
-        };
-        let (b, i) = w.pool.locate(server);
-        if let Some(t) = started {
-            let took = t.elapsed();
-            if balancer.wants_latency() {
-                b.observe(i, took);
+            if let (Some(h), Some(t)) = (hop, sent) {
+                h.answered(t);
             }
-            if let Some(s) = w.pool.stats() {
-                s.head.observe(server, took);
+            record(w, server, !resp.status().is_server_error());
+            if let Some(key) = &ws_key {
+                websocket_accepted(&resp, key, w.pool.addr(server))?;
             }
+            busy.hand_over();
+            if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                return Ok(Outcome::Tunnel(resp, lease, route, permit, h2_ws));
+            }
+            return Ok(Outcome::Upstream(resp, lease, route, permit, progress));
         }
-        if let (Some(h), Some(t)) = (hop, sent) {
-            h.answered(t);
-        }
-        record(w, server, !resp.status().is_server_error());
-        if let Some(key) = &ws_key {
-            websocket_accepted(&resp, key, w.pool.addr(server))?;
-        }
-        busy.hand_over();
-        if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            return Ok(Outcome::Tunnel(resp, lease, route, permit, h2_ws));
-        }
-        return Ok(Outcome::Upstream(resp, lease, route, permit, progress));
+        Err(last_err.unwrap_or(ProxyError::NoRoute))
     }
-    Err(last_err.unwrap_or(ProxyError::NoRoute))
 }
 
 /// Whether the group's retry budget allows one more retry (counted when
@@ -430,53 +438,55 @@ fn websocket_accepted(
 /// may go to another server if the first fails before answering
 /// (idempotent, with `elsewhere` to go, with no body or a small one) has
 /// its body read ahead and kept; any other streams.
-async fn outgoing(
-    ctx: &ConnCtx,
-    route: &Route,
+fn outgoing<'a>(
+    ctx: &'a ConnCtx,
+    route: &'a Route,
     parts: http::request::Parts,
     body: Incoming,
     elsewhere: bool,
-    retry_policy: &crate::config::Retry,
-) -> Result<
-    (
-        Request<RequestBody>,
-        Option<Box<Replay>>,
-        Option<Rc<BodyProgress>>,
-    ),
-    ProxyError,
-> {
-    let retryable = elsewhere
-        && retry_policy.attempts > 1
-        && is_idempotent(&parts.method)
-        && (http_body::Body::is_end_stream(&body)
-            || http_body::Body::size_hint(&body).exact().is_some_and(|n| {
-                n <= retry_policy
-                    .max_body_bytes
-                    .min(route.max_body_bytes.unwrap_or(u64::MAX))
-            }));
-    // Notes how the body goes (none to note for a request without one).
-    let progress = (!http_body::Body::is_end_stream(&body))
-        .then(|| BodyProgress::new(route.upstream_response_head));
-    let (body, replay) = if retryable {
-        let bytes = if http_body::Body::is_end_stream(&body) {
-            Bytes::new()
+    retry_policy: &'a crate::config::Retry,
+) -> impl std::future::Future<Output = Result<Outgoing, ProxyError>> + use<'a> {
+    async move {
+        let retryable = elsewhere
+            && retry_policy.attempts > 1
+            && is_idempotent(&parts.method)
+            && (http_body::Body::is_end_stream(&body)
+                || http_body::Body::size_hint(&body).exact().is_some_and(|n| {
+                    n <= retry_policy
+                        .max_body_bytes
+                        .min(route.max_body_bytes.unwrap_or(u64::MAX))
+                }));
+        // Notes how the body goes (none to note for a request without one).
+        let progress = (!http_body::Body::is_end_stream(&body))
+            .then(|| BodyProgress::new(route.upstream_response_head));
+        let (body, replay) = if retryable {
+            let bytes = if http_body::Body::is_end_stream(&body) {
+                Bytes::new()
+            } else {
+                // Boxed, as the retry copy below: rare, and they would
+                // otherwise enlarge every request's state.
+                Box::pin(http_body_util::BodyExt::collect(body))
+                    .await
+                    .map_err(ProxyError::ClientBody)?
+                    .to_bytes()
+            };
+            let head = Request::from_parts(parts.clone(), RequestBody::empty());
+            let kept: Box<Replay> = Box::new((head, bytes));
+            (replay_body(&kept, progress.as_ref()), Some(kept))
         } else {
-            // Boxed, as the retry copy below: rare, and they would
-            // otherwise enlarge every request's state.
-            Box::pin(http_body_util::BodyExt::collect(body))
-                .await
-                .map_err(ProxyError::ClientBody)?
-                .to_bytes()
+            // What nobody reads of the body goes back to the client's
+            // connection ([`crate::body::Discard`]).
+            let discard = ctx.state.clone() as Rc<dyn crate::body::Discard>;
+            let b = RequestBody::new(body, route.max_body_bytes, progress.clone(), Some(discard));
+            (b, None)
         };
-        let head = Request::from_parts(parts.clone(), RequestBody::empty());
-        let kept: Box<Replay> = Box::new((head, bytes));
-        (replay_body(&kept, progress.as_ref()), Some(kept))
-    } else {
-        // What nobody reads of the body goes back to the client's
-        // connection ([`crate::body::Discard`]).
-        let discard = ctx.state.clone() as Rc<dyn crate::body::Discard>;
-        let b = RequestBody::new(body, route.max_body_bytes, progress.clone(), Some(discard));
-        (b, None)
-    };
-    Ok((Request::from_parts(parts, body), replay, progress))
+        Ok((Request::from_parts(parts, body), replay, progress))
+    }
 }
+
+/// What [`outgoing`] makes.
+type Outgoing = (
+    Request<RequestBody>,
+    Option<Box<Replay>>,
+    Option<Rc<BodyProgress>>,
+);

@@ -75,132 +75,140 @@ use synthetic::is_grpc;
 const CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// hyper's service entry point: never fails, every error is a response.
-pub(crate) async fn handle(ctx: Rc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let in_flight = InFlight::new(&ctx.state);
-    let last = ctx.state.last_request();
-    let worker = ctx.current.get();
-    let (mut parts, body) = req.into_parts();
-    // The fields the proxy acts on, found in one pass for the whole request.
-    let found = scan(&parts.headers);
-    // Room for what the proxy adds (request.rs's forwarded fields, the
-    // ID, the traceparent) in one step: growing the map on the way costs
-    // a rehash.
-    parts.headers.reserve(
-        6 + usize::from(ctx.request_id.is_some() || worker.router.route_request_ids)
-            + usize::from(worker.trace.is_some()),
-    );
-    // The client: the peer, or who its trusted proxies say; then the
-    // listener's `access` rules on it, before anything else. (No listener
-    // with either, the default: one branch.)
-    let listener = match worker.client_rules {
-        false => None,
-        true => worker.config.listeners.get(ctx.index.get()),
-    };
-    let client = match listener.and_then(|l| l.real_ip.as_deref()) {
-        None => ctx.client,
-        Some(r) => r.client(ctx.client, &parts.headers),
-    };
-    let admitted = match listener.and_then(|l| l.access.as_deref()) {
-        Some(a) if !a.allows(client.ip()) => Err(ProxyError::Forbidden(client.ip())),
-        _ => admit(&ctx, &mut parts, found),
-    };
-    // The listener's request ID, given at once; unless some route has
-    // its own, and every ID waits for the route (`Late`).
-    let late = worker.router.route_request_ids;
-    let mut request_id = match &ctx.request_id {
-        Some(cfg) if !late => Some((cfg, request_id::assign(cfg, &mut parts.headers))),
-        _ => None,
-    };
-    // The trace context it goes upstream with, and its span if sampled.
-    let span = worker.trace.as_ref().and_then(|t| {
-        let host = admitted.as_ref().ok().cloned().flatten();
-        t.begin(&mut parts, found.trace_state, host, client)
-    });
-    // HTTP/1.1 connections have a head timer; HTTP/2 ones do not.
-    let h2 = ctx.head_timer.is_none();
-    let mut line = LogLine::new(&worker, ctx.listener, h2, span, |start| Entry {
-        start,
-        client,
-        method: parts.method.clone(),
-        target: parts.uri.clone(),
-        version: parts.version,
-        host: admitted.as_ref().ok().cloned().flatten(),
-        headers: worker.log.capture(&parts.headers),
-        request_id: request_id.as_ref().map(|(_, id)| id.clone()),
-        user: None,
-    });
-    let pending = Pending {
-        state: &ctx.state,
-        armed: true,
-    };
-    let grpc = is_grpc(&parts.headers);
-    // `forward`'s future lives directly in this one: a second async layer
-    // around it would copy its whole state once more per request.
-    let routed = request::Noted::default();
-    let forwarded = match admitted {
-        // `Late` made in the call, in no local that the await keeps.
-        Ok(authority) => {
-            let (hop, slot) = line.split();
-            forward(
-                &ctx,
-                &worker,
-                parts,
-                body,
-                authority,
-                client,
-                found,
-                &routed,
-                hop,
-                late.then_some(Late {
-                    line: slot,
-                    id: &mut request_id,
-                }),
-            )
-            .await
-        }
-        Err(e) => {
-            if late {
-                let late = Late {
-                    line: line.split().1,
-                    id: &mut request_id,
-                };
-                late.assign(None, ctx.request_id.as_ref(), &mut parts.headers);
+///
+/// An async block, not an `async fn`, as [`forward::send`]: no copy of
+/// the request from one place in the future's state to another.
+pub(crate) fn handle(
+    ctx: Rc<ConnCtx>,
+    req: Request<Incoming>,
+) -> impl std::future::Future<Output = Response<ProxyBody>> {
+    async move {
+        let in_flight = InFlight::new(&ctx.state);
+        let last = ctx.state.last_request();
+        let worker = ctx.current.get();
+        let (mut parts, body) = req.into_parts();
+        // The fields the proxy acts on, found in one pass for the whole request.
+        let found = scan(&parts.headers);
+        // Room for what the proxy adds (request.rs's forwarded fields, the
+        // ID, the traceparent) in one step: growing the map on the way costs
+        // a rehash.
+        parts.headers.reserve(
+            6 + usize::from(ctx.request_id.is_some() || worker.router.route_request_ids)
+                + usize::from(worker.trace.is_some()),
+        );
+        // The client: the peer, or who its trusted proxies say; then the
+        // listener's `access` rules on it, before anything else. (No listener
+        // with either, the default: one branch.)
+        let listener = match worker.client_rules {
+            false => None,
+            true => worker.config.listeners.get(ctx.index.get()),
+        };
+        let client = match listener.and_then(|l| l.real_ip.as_deref()) {
+            None => ctx.client,
+            Some(r) => r.client(ctx.client, &parts.headers),
+        };
+        let admitted = match listener.and_then(|l| l.access.as_deref()) {
+            Some(a) if !a.allows(client.ip()) => Err(ProxyError::Forbidden(client.ip())),
+            _ => admit(&ctx, &mut parts, found),
+        };
+        // The listener's request ID, given at once; unless some route has
+        // its own, and every ID waits for the route (`Late`).
+        let late = worker.router.route_request_ids;
+        let mut request_id = match &ctx.request_id {
+            Some(cfg) if !late => Some((cfg, request_id::assign(cfg, &mut parts.headers))),
+            _ => None,
+        };
+        // The trace context it goes upstream with, and its span if sampled.
+        let span = worker.trace.as_ref().and_then(|t| {
+            let host = admitted.as_ref().ok().cloned().flatten();
+            t.begin(&mut parts, found.trace_state, host, client)
+        });
+        // HTTP/1.1 connections have a head timer; HTTP/2 ones do not.
+        let h2 = ctx.head_timer.is_none();
+        let mut line = LogLine::new(&worker, ctx.listener, h2, span, |start| Entry {
+            start,
+            client,
+            method: parts.method.clone(),
+            target: parts.uri.clone(),
+            version: parts.version,
+            host: admitted.as_ref().ok().cloned().flatten(),
+            headers: worker.log.capture(&parts.headers),
+            request_id: request_id.as_ref().map(|(_, id)| id.clone()),
+            user: None,
+        });
+        let pending = Pending {
+            state: &ctx.state,
+            armed: true,
+        };
+        let grpc = is_grpc(&parts.headers);
+        // `forward`'s future lives directly in this one: a second async layer
+        // around it would copy its whole state once more per request.
+        let routed = request::Noted::default();
+        let forwarded = match admitted {
+            // `Late` made in the call, in no local that the await keeps.
+            Ok(authority) => {
+                let (hop, slot) = line.split();
+                forward(
+                    &ctx,
+                    &worker,
+                    parts,
+                    body,
+                    authority,
+                    client,
+                    found,
+                    &routed,
+                    hop,
+                    late.then_some(Late {
+                        line: slot,
+                        id: &mut request_id,
+                    }),
+                )
+                .await
             }
-            Err(e)
+            Err(e) => {
+                if late {
+                    let late = Late {
+                        line: line.split().1,
+                        id: &mut request_id,
+                    };
+                    late.assign(None, ctx.request_id.as_ref(), &mut parts.headers);
+                }
+                Err(e)
+            }
+        };
+        pending.done();
+        line.route(routed.route.get());
+        line.user(routed.user.take());
+        let mut resp = respond(
+            &ctx,
+            &worker,
+            forwarded,
+            line,
+            in_flight,
+            grpc,
+            request_id.as_ref().map(|(_, id)| id),
+        );
+        if let Some(plan) = routed.cache.take() {
+            cache::response(&mut resp, plan, worker.counters.as_deref());
         }
-    };
-    pending.done();
-    line.route(routed.route.get());
-    line.user(routed.user.take());
-    let mut resp = respond(
-        &ctx,
-        &worker,
-        forwarded,
-        line,
-        in_flight,
-        grpc,
-        request_id.as_ref().map(|(_, id)| id),
-    );
-    if let Some(plan) = routed.cache.take() {
-        cache::response(&mut resp, plan, worker.counters.as_deref());
-    }
-    if let Some(c) = routed.compress.take() {
-        resp = compress::response(resp, c);
-    }
-    let h = resp.headers_mut();
-    if let Some((cfg, id)) = request_id {
-        h.insert(cfg.header.clone(), id);
-    }
-    if let Some(hsts) = &ctx.hsts {
-        if !h.contains_key(header::STRICT_TRANSPORT_SECURITY) {
-            h.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        if let Some(c) = routed.compress.take() {
+            resp = compress::response(resp, c);
         }
+        let h = resp.headers_mut();
+        if let Some((cfg, id)) = request_id {
+            h.insert(cfg.header.clone(), id);
+        }
+        if let Some(hsts) = &ctx.hsts {
+            if !h.contains_key(header::STRICT_TRANSPORT_SECURITY) {
+                h.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+            }
+        }
+        // HTTP/1.1 at `max_requests_per_connection` (HTTP/2 sent GOAWAY).
+        if last && ctx.head_timer.is_some() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            resp.headers_mut().insert(header::CONNECTION, CLOSE);
+        }
+        resp
     }
-    // HTTP/1.1 at `max_requests_per_connection` (HTTP/2 sent GOAWAY).
-    if last && ctx.head_timer.is_some() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        resp.headers_mut().insert(header::CONNECTION, CLOSE);
-    }
-    resp
 }
 
 /// A request whose response is not made yet. Dropped before
@@ -406,7 +414,7 @@ enum Outcome<'a> {
 /// ends; on an error they are given back as it returns (as when the
 /// client cancels, which drops this future).
 #[allow(clippy::too_many_arguments)]
-async fn forward<'w>(
+fn forward<'w, 'a>(
     ctx: &'w Rc<ConnCtx>,
     w: &'w Rc<Worker>,
     mut parts: http::request::Parts,
@@ -414,90 +422,94 @@ async fn forward<'w>(
     authority: Option<Authority>,
     client: std::net::SocketAddr,
     found: Found,
-    routed: &request::Noted,
-    hop: Option<&crate::trace::Hop>,
-    late: Option<Late<'_, 'w>>,
-) -> Result<(Outcome<'w>, Held), ProxyError> {
-    let authority = authority.as_ref();
-    // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and sent
-    // as the HTTP/1.1 handshake it stands for: a GET.
-    let matched = tunnel::h2_websocket(&mut parts).and_then(|h2_ws| {
-        if h2_ws.is_some() {
-            parts.method = Method::GET;
+    routed: &'a request::Noted,
+    hop: Option<&'a crate::trace::Hop>,
+    late: Option<Late<'a, 'w>>,
+) -> impl std::future::Future<Output = Result<(Outcome<'w>, Held), ProxyError>> + use<'w, 'a> {
+    async move {
+        let authority = authority.as_ref();
+        // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and sent
+        // as the HTTP/1.1 handshake it stands for: a GET.
+        let matched = tunnel::h2_websocket(&mut parts).and_then(|h2_ws| {
+            if h2_ws.is_some() {
+                parts.method = Method::GET;
+            }
+            request::find(ctx, w, &parts, authority, client, routed).map(|m| (m, h2_ws))
+        });
+        if let Some(late) = late {
+            let route = routed.route.get().and_then(|i| w.config.routes.get(i));
+            late.assign(route, ctx.request_id.as_ref(), &mut parts.headers);
         }
-        request::find(ctx, w, &parts, authority, client, routed).map(|m| (m, h2_ws))
-    });
-    if let Some(late) = late {
-        let route = routed.route.get().and_then(|i| w.config.routes.get(i));
-        late.assign(route, ctx.request_id.as_ref(), &mut parts.headers);
-    }
-    let (route, h2_ws) = match matched? {
-        (Matched::Route(route), h2_ws) => (route, h2_ws),
-        (Matched::Listener(resp), _) => return Ok((Outcome::Local(resp), Held::default())),
-    };
-    if w.compress {
-        request::note_compression(ctx, w, route, &parts, routed);
-    }
-    let gate::Passed { wait, held } = match gate::any(route) {
-        false => gate::Passed::default(),
-        true => gate::pass(ctx, w, route, &mut parts, authority, client.ip(), routed).await?,
-    };
-    // A stored response answers before the request is rewritten (as a
-    // route's own answers, it is not delayed); a miss goes on with what
-    // the response phase needs to store or freshen.
-    if let Some((i, store)) = route.cache.and_then(|i| Some((i, w.caches.get(i)?))) {
-        if h2_ws.is_none() && !found.upgrade {
-            let counters = w.counters.as_deref();
-            match cache::lookup(store, i, counters, ctx.tls.is_some(), &mut parts, authority).await
-            {
-                cache::Looked::Hit(resp) => return Ok((Outcome::Local(resp), held)),
-                cache::Looked::Forward(plan) => routed.cache.set(Some(plan)),
-                cache::Looked::Stale(resp, plan) => {
-                    let r = cache::Background {
-                        ctx: ctx.clone(),
-                        worker: w.clone(),
-                        route: route.index,
-                        parts,
-                        body,
-                        authority: authority.cloned(),
-                        client,
-                        found,
-                    };
-                    tokio::task::spawn_local(cache::revalidate(r, plan));
-                    return Ok((Outcome::Local(resp), held));
+        let (route, h2_ws) = match matched? {
+            (Matched::Route(route), h2_ws) => (route, h2_ws),
+            (Matched::Listener(resp), _) => return Ok((Outcome::Local(resp), Held::default())),
+        };
+        if w.compress {
+            request::note_compression(ctx, w, route, &parts, routed);
+        }
+        let gate::Passed { wait, held } = match gate::any(route) {
+            false => gate::Passed::default(),
+            true => gate::pass(ctx, w, route, &mut parts, authority, client.ip(), routed).await?,
+        };
+        // A stored response answers before the request is rewritten (as a
+        // route's own answers, it is not delayed); a miss goes on with what
+        // the response phase needs to store or freshen.
+        if let Some((i, store)) = route.cache.and_then(|i| Some((i, w.caches.get(i)?))) {
+            if h2_ws.is_none() && !found.upgrade {
+                let counters = w.counters.as_deref();
+                match cache::lookup(store, i, counters, ctx.tls.is_some(), &mut parts, authority)
+                    .await
+                {
+                    cache::Looked::Hit(resp) => return Ok((Outcome::Local(resp), held)),
+                    cache::Looked::Forward(plan) => routed.cache.set(Some(plan)),
+                    cache::Looked::Stale(resp, plan) => {
+                        let r = cache::Background {
+                            ctx: ctx.clone(),
+                            worker: w.clone(),
+                            route: route.index,
+                            parts,
+                            body,
+                            authority: authority.cloned(),
+                            client,
+                            found,
+                        };
+                        tokio::task::spawn_local(cache::revalidate(r, plan));
+                        return Ok((Outcome::Local(resp), held));
+                    }
                 }
             }
         }
-    }
-    // A static route's files (async: the file system is read on the
-    // blocking pool); what none answers goes on to its upstream group.
-    if let crate::router::Action::Static(files) = &route.action {
-        if h2_ws.is_none() {
-            if let Some(resp) = static_files::serve(route, files, &parts).await {
-                return Ok((Outcome::Local(resp), Held::default()));
+        // A static route's files (async: the file system is read on the
+        // blocking pool); what none answers goes on to its upstream group.
+        if let crate::router::Action::Static(files) = &route.action {
+            if h2_ws.is_none() {
+                if let Some(resp) = static_files::serve(route, files, &parts).await {
+                    return Ok((Outcome::Local(resp), Held::default()));
+                }
             }
         }
+        let group = match request::act(ctx, route, &mut parts, authority, &body)? {
+            Routed::Proxy(group) => group,
+            // A route's own answers are not delayed.
+            Routed::Local(resp) => return Ok((Outcome::Local(resp), Held::default())),
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let plan = request::prepare(
+            ctx,
+            w,
+            &mut parts,
+            authority,
+            client,
+            route,
+            group,
+            &body,
+            found,
+            h2_ws.is_some(),
+        )?;
+        let outcome =
+            forward::to_upstream(ctx, w, route, group, parts, body, plan, h2_ws, hop).await?;
+        Ok((outcome, held))
     }
-    let group = match request::act(ctx, route, &mut parts, authority, &body)? {
-        Routed::Proxy(group) => group,
-        // A route's own answers are not delayed.
-        Routed::Local(resp) => return Ok((Outcome::Local(resp), Held::default())),
-    };
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
-    }
-    let plan = request::prepare(
-        ctx,
-        w,
-        &mut parts,
-        authority,
-        client,
-        route,
-        group,
-        &body,
-        found,
-        h2_ws.is_some(),
-    )?;
-    let outcome = forward::to_upstream(ctx, w, route, group, parts, body, plan, h2_ws, hop).await?;
-    Ok((outcome, held))
 }

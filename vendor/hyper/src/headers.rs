@@ -80,6 +80,17 @@ pub(super) fn content_length_parse_all_values(values: ValueIter<'_, HeaderValue>
 
     let mut content_length: Option<u64> = None;
     for h in values {
+        // Tidegate: a value of digits alone (nearly every one) is read
+        // without the UTF-8 check, the split and the trim; the same number
+        // as below, and anything else takes the path below.
+        if let Some(n) = from_digits(h.as_bytes()) {
+            if content_length.is_none() {
+                content_length = Some(n);
+            } else if content_length != Some(n) {
+                return None;
+            }
+            continue;
+        }
         if let Ok(line) = h.to_str() {
             for v in line.split(',') {
                 let n = from_digits(v.trim().as_bytes())?;

@@ -1147,6 +1147,8 @@ impl Http1Transaction for Client {
 
             let mut keep_alive = version == Version::HTTP_11;
             let mut saw_connection_close = false;
+            // Tidegate: Content-Length fields seen, and whether one was a list.
+            let mut content_lengths = 0usize;
 
             let mut header_case_map = if ctx.preserve_header_case {
                 Some(HeaderCaseMap::default())
@@ -1179,6 +1181,8 @@ impl Http1Transaction for Client {
                         // HTTP/1.0, which defaults to close
                         keep_alive = headers::connection_keep_alive(&value);
                     }
+                } else if let header::CONTENT_LENGTH = name {
+                    content_lengths += 1 + usize::from(value.as_bytes().contains(&b','));
                 }
 
                 if let Some(header_case_map) = &mut header_case_map {
@@ -1191,6 +1195,14 @@ impl Http1Transaction for Client {
                 }
 
                 headers.append(name, value);
+            }
+            // Tidegate: repeated Content-Length values that agree (`4, 4`,
+            // or two fields) frame the body as one would (RFC 9112 §6.3),
+            // and go on as that one field; values that differ fail below.
+            if content_lengths > 1 {
+                if let Some(n) = headers::content_length_parse_all(&headers) {
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+                }
             }
 
             let mut extensions = http::Extensions::default();
