@@ -79,6 +79,7 @@ impl Drop for Busy<'_> {
 /// (An async block, not an `async fn`: an `async fn` first moves each
 /// argument from its future's state into a second place in that state, a
 /// copy of the whole request per call.)
+#[allow(clippy::manual_async_fn)] // on purpose: see above
 pub(super) fn send<'a>(
     w: &'a Worker,
     mut lease: Lease,
@@ -204,6 +205,7 @@ fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
 /// had, or (for a request that can be repeated) when the send failed
 /// before any response byte, within the group's tries and retry budget.
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::manual_async_fn)] // no argument copy: see `send`
 pub(crate) fn to_upstream<'w, 'a>(
     ctx: &'a ConnCtx,
     w: &'w Worker,
@@ -438,6 +440,7 @@ fn websocket_accepted(
 /// may go to another server if the first fails before answering
 /// (idempotent, with `elsewhere` to go, with no body or a small one) has
 /// its body read ahead and kept; any other streams.
+#[allow(clippy::manual_async_fn)] // no argument copy: see `send`
 fn outgoing<'a>(
     ctx: &'a ConnCtx,
     route: &'a Route,

@@ -78,6 +78,7 @@ const CLOSE: HeaderValue = HeaderValue::from_static("close");
 ///
 /// An async block, not an `async fn`, as [`forward::send`]: no copy of
 /// the request from one place in the future's state to another.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
 pub(crate) fn handle(
     ctx: Rc<ConnCtx>,
     req: Request<Incoming>,
@@ -414,6 +415,7 @@ enum Outcome<'a> {
 /// ends; on an error they are given back as it returns (as when the
 /// client cancels, which drops this future).
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::manual_async_fn)] // no argument copy: see `handle`
 fn forward<'w, 'a>(
     ctx: &'w Rc<ConnCtx>,
     w: &'w Rc<Worker>,
