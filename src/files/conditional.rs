@@ -68,20 +68,36 @@ pub(crate) fn evaluate(
     Precondition::Proceed
 }
 
-/// `If-Range` (§13.1.5) at `now`: absent, or the file's strong
-/// entity-tag, or a date exactly its `Last-Modified` when that is a
-/// strong validator: at least one second before `now`, the `Date` sent
-/// (§8.8.2.2: two changes within its second cannot be told apart). A
-/// weak tag never matches.
+/// `If-Range` (§13.1.5) at `now`: absent, or it matches the file's
+/// validators ([`if_range_matches`], `now` being the `Date` sent).
 pub(crate) fn range_applies(req: &HeaderMap, v: Validators<'_>, now: SystemTime) -> bool {
-    let Some(cond) = req.get(header::IF_RANGE) else {
-        return true;
-    };
+    req.get(header::IF_RANGE)
+        .is_none_or(|cond| if_range_matches(cond, Some(v.etag), Some(v.modified), Some(secs(now))))
+}
+
+/// An `If-Range` condition (RFC 9110 §13.1.5) against a representation's
+/// validators: a strong entity-tag equal to `etag`, or a date exactly its
+/// `Last-Modified` (`modified`, seconds since the epoch) when that is a
+/// strong validator: at least one second before `sent`, the response's
+/// `Date` (§8.8.2.2: two changes within one second cannot be told apart).
+/// A weak tag never matches. Shared by static files and the cache.
+pub(crate) fn if_range_matches(
+    cond: &HeaderValue,
+    etag: Option<&[u8]>,
+    modified: Option<u64>,
+    sent: Option<u64>,
+) -> bool {
     let b = cond.as_bytes().trim_ascii();
-    if b.starts_with(b"\"") || b.starts_with(b"W/") {
-        return b == v.etag;
+    if b.starts_with(b"W/") {
+        return false;
     }
-    seconds(cond) == Some(v.modified) && v.modified < secs(now)
+    if b.starts_with(b"\"") {
+        return etag == Some(b);
+    }
+    match (seconds(cond), modified, sent) {
+        (Some(asked), Some(modified), Some(sent)) => asked == modified && modified < sent,
+        _ => false,
+    }
 }
 
 /// Whether an entity-tag list (`*` or `1#entity-tag`) holds `etag`:
@@ -121,7 +137,7 @@ fn secs(t: SystemTime) -> u64 {
 }
 
 /// An HTTP date, in seconds since the epoch.
-fn seconds(v: &HeaderValue) -> Option<u64> {
+pub(crate) fn seconds(v: &HeaderValue) -> Option<u64> {
     let t = httpdate::parse_http_date(v.to_str().ok()?.trim()).ok()?;
     Some(secs(t))
 }

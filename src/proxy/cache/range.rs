@@ -8,6 +8,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::cache::store::Variant;
+use crate::files::conditional::{if_range_matches, seconds};
 
 /// What part of a stored body to send.
 pub(super) enum Selected {
@@ -38,40 +39,15 @@ pub(super) fn select(method: &Method, req: &HeaderMap, v: &Variant) -> Selected 
     }
 }
 
-/// `If-Range` (§13.1.5): absent, or a strong entity tag equal to the
-/// stored one, or a date equal to its `Last-Modified` when that is a
-/// strong validator: the stored `Date` at least one second later
-/// (RFC 9110 §8.8.2.2; two changes within one second cannot be told
-/// apart).
+/// `If-Range` (§13.1.5): absent, or it matches the stored response's
+/// `ETag`, or its `Last-Modified` as a strong validator against its `Date`
+/// ([`if_range_matches`]).
 fn if_range_holds(req: &HeaderMap, stored: &HeaderMap) -> bool {
-    let Some(cond) = req.get(header::IF_RANGE) else {
-        return true;
-    };
-    let cond = cond.as_bytes();
-    if cond.starts_with(b"\"") {
-        return stored
-            .get(header::ETAG)
-            .is_some_and(|e| e.as_bytes() == cond);
-    }
-    let date = |v: &[u8]| {
-        std::str::from_utf8(v)
-            .ok()
-            .and_then(|c| httpdate::parse_http_date(c).ok())
-    };
-    let field = |name| stored.get(name).and_then(|v| date(v.as_bytes()));
-    match (
-        date(cond),
-        field(header::LAST_MODIFIED),
-        field(header::DATE),
-    ) {
-        (Some(asked), Some(modified), Some(sent)) => {
-            asked == modified
-                && sent
-                    .duration_since(modified)
-                    .is_ok_and(|d| d >= std::time::Duration::from_secs(1))
-        }
-        _ => false,
-    }
+    let date = |name| stored.get(name).and_then(seconds);
+    req.get(header::IF_RANGE).is_none_or(|cond| {
+        let etag = stored.get(header::ETAG).map(HeaderValue::as_bytes);
+        if_range_matches(cond, etag, date(header::LAST_MODIFIED), date(header::DATE))
+    })
 }
 
 pub(super) fn content_range(start: u64, len: u64, total: u64) -> HeaderValue {
