@@ -42,18 +42,11 @@ pub(crate) fn spawn() -> std::io::Result<SocketAddr> {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     std_listener.set_nonblocking(true)?;
     let addr = std_listener.local_addr()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("demo-origin".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                if let Ok(l) = TcpListener::from_std(std_listener) {
-                    serve(l).await;
-                }
-            })
-        })?;
+    crate::rt::on_own_thread("demo-origin", move || async move {
+        if let Ok(l) = TcpListener::from_std(std_listener) {
+            serve(l).await;
+        }
+    })?;
     Ok(addr)
 }
 

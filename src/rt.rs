@@ -26,6 +26,29 @@ where
     }
 }
 
+/// Runs the future `make` gives on a thread of its own, named `name`,
+/// under a current-thread runtime (IO and timers): the shape of the
+/// background services (health checks, DNS refreshes, the admin listener,
+/// JWKS fetches). The runtime is made here, so that failing to make it is
+/// this call's error; the future is made on the new thread, so it need
+/// not be `Send`.
+pub(crate) fn on_own_thread<M, F>(
+    name: &str,
+    make: M,
+) -> io::Result<std::thread::JoinHandle<F::Output>>
+where
+    M: FnOnce() -> F + Send + 'static,
+    F: Future,
+    F::Output: Send + 'static,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || rt.block_on(make()))
+}
+
 /// A socket, plain or with TLS over it: `T` is tokio-rustls' server stream
 /// for client connections ([`crate::downstream::state::ClientIo`]) and its client
 /// stream for upstream ones ([`crate::upstream::Io`]).

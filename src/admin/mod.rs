@@ -106,56 +106,46 @@ impl Admin {
         state: Arc<State>,
     ) -> std::io::Result<Admin> {
         let addr = std_listener.local_addr()?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         let (stop, mut stopped) = watch::channel(false);
-        let handle = std::thread::Builder::new()
-            .name("tidegate-admin".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(std_listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::error!("admin listener {addr}: {e}");
-                            return;
-                        }
-                    };
-                    let sampled = state.clone();
-                    tokio::spawn(async move {
-                        let mut every = tokio::time::interval(status::SAMPLE_EVERY);
-                        loop {
-                            every.tick().await;
-                            sampled.samples.sample(&sampled.metrics);
-                        }
-                    });
-                    loop {
-                        let (stream, _) = tokio::select! {
-                            a = listener.accept() => match a {
-                                Ok(a) => a,
-                                Err(_) => continue,
-                            },
-                            _ = stopped.changed() => return,
-                        };
+        let handle = crate::rt::on_own_thread("tidegate-admin", move || async move {
+            let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("admin listener {addr}: {e}");
+                    return;
+                }
+            };
+            let sampled = state.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(status::SAMPLE_EVERY);
+                loop {
+                    every.tick().await;
+                    sampled.samples.sample(&sampled.metrics);
+                }
+            });
+            loop {
+                let (stream, _) = tokio::select! {
+                    a = listener.accept() => match a {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    },
+                    _ = stopped.changed() => return,
+                };
+                let state = state.clone();
+                let mut stopped = stopped.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
                         let state = state.clone();
-                        let mut stopped = stopped.clone();
-                        tokio::spawn(async move {
-                            let svc = service_fn(move |req| {
-                                let state = state.clone();
-                                async move {
-                                    Ok::<_, std::convert::Infallible>(respond(&state, req).await)
-                                }
-                            });
-                            let conn =
-                                http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-                            tokio::select! {
-                                _ = conn => {}
-                                _ = stopped.changed() => {}
-                            }
-                        });
+                        async move { Ok::<_, std::convert::Infallible>(respond(&state, req).await) }
+                    });
+                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stopped.changed() => {}
                     }
-                })
-            })?;
+                });
+            }
+        })?;
         Ok(Admin { handle, stop, addr })
     }
 

@@ -42,14 +42,7 @@ pub(crate) fn spawn_checks(
     if targets.is_empty() {
         return None;
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    std::thread::Builder::new()
-        .name("tidegate-health".into())
-        .spawn(move || {
-            rt.block_on(async move {
+    crate::rt::on_own_thread("tidegate-health", move || async move {
                 let mut tasks = tokio::task::JoinSet::new();
                 for (group, target, health, check) in targets {
                     let addr = target.addr;
@@ -76,9 +69,8 @@ pub(crate) fn spawn_checks(
                     });
                 }
                 while tasks.join_next().await.is_some() {}
-            })
-        })
-        .ok()
+    })
+    .ok()
 }
 
 fn describe(r: &Result<StatusCode, ProbeError>) -> String {

@@ -251,40 +251,31 @@ impl Refresher {
             note(&stats, host, |n| n.addresses = ips.clone());
         }
         let settings = settings.clone();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| tracing::error!("DNS refresh not started: {e}"))
-            .ok()?;
         let (stop, stopped) = watch::channel(false);
-        let handle = std::thread::Builder::new()
-            .name("tidegate-dns".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    let r = match resolver(&settings) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tracing::error!("DNS refresh not started: {e}");
-                            return;
-                        }
-                    };
-                    let mut tasks = tokio::task::JoinSet::new();
-                    for (host, answer) in names {
-                        tasks.spawn(refresh(
-                            r.clone(),
-                            settings.clone(),
-                            host,
-                            answer,
-                            apply.clone(),
-                            stats.clone(),
-                            stopped.clone(),
-                        ));
-                    }
-                    while tasks.join_next().await.is_some() {}
-                })
-            })
-            .map_err(|e| tracing::error!("DNS refresh not started: {e}"))
-            .ok()?;
+        let handle = crate::rt::on_own_thread("tidegate-dns", move || async move {
+            let r = match resolver(&settings) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("DNS refresh not started: {e}");
+                    return;
+                }
+            };
+            let mut tasks = tokio::task::JoinSet::new();
+            for (host, answer) in names {
+                tasks.spawn(refresh(
+                    r.clone(),
+                    settings.clone(),
+                    host,
+                    answer,
+                    apply.clone(),
+                    stats.clone(),
+                    stopped.clone(),
+                ));
+            }
+            while tasks.join_next().await.is_some() {}
+        })
+        .map_err(|e| tracing::error!("DNS refresh not started: {e}"))
+        .ok()?;
         Some(Refresher { handle, stop })
     }
 

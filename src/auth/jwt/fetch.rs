@@ -63,24 +63,15 @@ impl Fetcher {
             return None;
         }
         let (stop, stopped) = watch::channel(false);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| tracing::error!("JWKS fetches not started: {e}"))
-            .ok()?;
-        let thread = std::thread::Builder::new()
-            .name("tidegate-jwks".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    let mut tasks = tokio::task::JoinSet::new();
-                    for keys in sources {
-                        tasks.spawn(keep(keys, stopped.clone()));
-                    }
-                    while tasks.join_next().await.is_some() {}
-                })
-            })
-            .map_err(|e| tracing::error!("JWKS fetches not started: {e}"))
-            .ok()?;
+        let thread = crate::rt::on_own_thread("tidegate-jwks", move || async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for keys in sources {
+                tasks.spawn(keep(keys, stopped.clone()));
+            }
+            while tasks.join_next().await.is_some() {}
+        })
+        .map_err(|e| tracing::error!("JWKS fetches not started: {e}"))
+        .ok()?;
         Some(Fetcher {
             stop,
             thread: Some(thread),
