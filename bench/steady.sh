@@ -8,6 +8,7 @@
 # wrk's p99 latency.
 #
 #   C=50 R=5 bench/steady.sh
+#   CPU=user C=50 bench/steady.sh     # userspace ticks only (CPU=sys: kernel)
 #   BIN=old/tidegate BIN2=target/release/tidegate NAMES="tidegate tidegate2 nginx haproxy" bench/steady.sh
 #
 # Needs nginx, haproxy, wrk, curl, python3. Stops everything it starts.
@@ -77,7 +78,9 @@ sleep 0.5
 for p in $PT $P2 $PN $PH; do for i in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:$p/small && break; sleep 0.1; done; wrk -t2 -c$C -d1s http://127.0.0.1:$p/small >/dev/null; done
 pids_of() { case $1 in tidegate) echo $T;; tidegate2) echo $T2;; haproxy) echo $H;; nginx) echo "$N $(pgrep -P $N | tr '\n' ' ')";; esac; }
 port_of() { case $1 in tidegate) echo $PT;; tidegate2) echo $P2;; haproxy) echo $PH;; nginx) echo $PN;; esac; }
-cpu() { local s=0; for p in $(pids_of $1); do s=$((s + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $s; }
+# CPU=user or CPU=sys counts only that part of the ticks (utime, stime).
+case ${CPU:-all} in user) TICKS='$14';; sys) TICKS='$15';; *) TICKS='$14+$15';; esac
+cpu() { local s=0; for p in $(pids_of $1); do s=$((s + $(awk "{print $TICKS}" /proc/$p/stat))); done; echo $s; }
 names=(${NAMES:-tidegate nginx haproxy})
 N3=${#names[@]}
 for r in $(seq 1 $R); do
