@@ -173,9 +173,10 @@ pub(crate) async fn connect(
         .proxy_protocol(server)
         .map(|v| crate::upstream::proxy_protocol::header(v, client));
     let (stream, _) = open(addr, tls.as_ref(), timeout, header.as_deref()).await?;
-    let (sender, conn) = w
-        .pool
-        .http1_client()
+    // Its driver runs as a task of its own, not from the sender's polls.
+    let mut client = w.pool.http1_client().clone();
+    client.driven_by_sender(false);
+    let (sender, conn) = client
         .handshake::<_, RequestBody>(TokioIo::new(stream))
         .await
         .map_err(|source| ProxyError::Handshake { addr, source })?;

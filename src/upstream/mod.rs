@@ -171,6 +171,11 @@ impl Pool {
         // on large bodies (hyper starts at 8 KiB and doubles on full reads).
         client.max_buf_size(64 * 1024);
         client.writev(false);
+        // A pooled connection's driver travels with its lease and is
+        // polled by the request that sent on it (`Lease::drive`): hyper
+        // need not leave a waker on its request channel (patch 10). An
+        // upgrade's connection, driven as a task of its own, turns it off.
+        client.driven_by_sender(true);
         let balancers = config
             .upstreams
             .iter()

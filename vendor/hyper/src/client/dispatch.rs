@@ -37,7 +37,11 @@ pub(crate) fn channel<T, U>() -> (Sender<T, U>, Receiver<T, U>) {
         giver,
         inner: tx,
     };
-    let rx = Receiver { inner: rx, taker };
+    let rx = Receiver {
+        inner: rx,
+        taker,
+        driven_by_sender: false,
+    };
     (tx, rx)
 }
 
@@ -176,10 +180,25 @@ impl<T, U> Clone for UnboundedSender<T, U> {
 pub(crate) struct Receiver<T, U> {
     inner: mpsc::UnboundedReceiver<Envelope<T, U>>,
     taker: want::Taker,
+    /// Tidegate patch: see `http1::Builder::driven_by_sender`.
+    driven_by_sender: bool,
 }
 
 impl<T, U> Receiver<T, U> {
+    #[cfg(feature = "http1")]
+    pub(crate) fn set_driven_by_sender(&mut self, enabled: bool) {
+        self.driven_by_sender = enabled;
+    }
+
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<(T, Callback<T, U>)>> {
+        // Tidegate patch: nothing queued, the senders still there, and the
+        // connection polled by its sender after each send: no waker to
+        // leave (nor the channel's cooperative budget to charge), only the
+        // readiness to signal.
+        if self.driven_by_sender && self.inner.is_empty() && !self.inner.is_closed() {
+            self.taker.want();
+            return Poll::Pending;
+        }
         match self.inner.poll_recv(cx) {
             Poll::Ready(item) => {
                 // A want signaled after finding the queue empty can land after

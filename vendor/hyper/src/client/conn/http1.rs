@@ -137,6 +137,7 @@ pub struct Builder {
     h1_preserve_header_order: bool,
     h1_read_buf_exact_size: Option<usize>,
     h1_max_buf_size: Option<usize>,
+    driven_by_sender: bool,
 }
 
 /// Returns a handshake future over some IO.
@@ -358,7 +359,20 @@ impl Builder {
             #[cfg(feature = "ffi")]
             h1_preserve_header_order: false,
             h1_max_buf_size: None,
+            driven_by_sender: false,
         }
+    }
+
+    /// Tidegate patch: the connection is polled only by whoever holds its
+    /// `SendRequest`, after sending (as when the `Connection` travels with
+    /// the sender and is polled from the task waiting on the response),
+    /// never as a task of its own. Then finding no request queued needs
+    /// no waker left on the channel: the connection skips that poll. Off
+    /// by default; with it on, a `Connection` spawned as a task of its own
+    /// would not notice requests sent later.
+    pub fn driven_by_sender(&mut self, enabled: bool) -> &mut Builder {
+        self.driven_by_sender = enabled;
+        self
     }
 
     /// Set whether HTTP/0.9 responses should be tolerated.
@@ -586,7 +600,8 @@ impl Builder {
         async move {
             trace!("client handshake HTTP/1");
 
-            let (tx, rx) = dispatch::channel();
+            let (tx, mut rx) = dispatch::channel();
+            rx.set_driven_by_sender(opts.driven_by_sender);
             let mut conn = proto::Conn::new(io);
             conn.set_h1_parser_config(opts.h1_parser_config);
             if let Some(writev) = opts.h1_writev {
