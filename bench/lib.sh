@@ -1,5 +1,5 @@
 # Sourced by the bench shell scripts (ab.sh, callgrind.sh, steady.sh,
-# train.sh).
+# syscalls.sh, train.sh).
 
 # A free TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -30,4 +30,24 @@ render_config() {
   local dir
   dir=$(cd "$(dirname "$1")" && pwd)
   sed -e "s/@PROXY@/$3/g" -e "s/@ORIGIN@/$4/g" -e "s|@CONFIG_DIR@|$dir|g" "$1" > "$2"
+}
+
+# from_run EXPR: a value from bench/run.py (its nginx and HAProxy lines), so
+# that the shell harnesses configure the proxies as it does.
+from_run() { python3 -c "import sys; sys.path.insert(0, '$(dirname "${BASH_SOURCE[0]}")'); import run; print($1, end='')"; }
+
+# nginx_proxy_conf DIR PORT ORIGIN WORKERS [MAIN] [LOCATION]: writes
+# DIR/p.conf, nginx as the benchmarks run it in front of ORIGIN (upstream
+# keep-alive, no buffering, no access log) on PORT with WORKERS workers;
+# MAIN is added to the main context (CPU binding), LOCATION to the proxied
+# location (the forwarding fields Tidegate adds: run.NGINX_SAME_HEADERS).
+nginx_proxy_conf() {
+  cat > "$1/p.conf" <<CONF
+worker_processes $4; ${5:-} daemon off; pid $1/p.pid; error_log $1/p.err warn; worker_rlimit_nofile 20000;
+events { worker_connections 20000; }
+http { access_log off; keepalive_requests 100000;
+  client_body_temp_path $1/u1; proxy_temp_path $1/u2; fastcgi_temp_path $1/u3; uwsgi_temp_path $1/u4; scgi_temp_path $1/u5;
+  upstream o { server 127.0.0.1:$3; keepalive 256; keepalive_requests 100000; }
+  server { listen 127.0.0.1:$2 backlog=4096; location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; proxy_request_buffering off; ${6:-} } } }
+CONF
 }

@@ -29,9 +29,9 @@ BIN2=${BIN2:-$BIN}
 # PIN=auto (the default) binds each proxy's worker/thread i to CPU i (the
 # first two CPUs this script may use): Tidegate --cpu-affinity auto, nginx
 # worker_cpu_affinity auto, HAProxy cpu-map. PIN=off leaves it to the kernel.
-# Both take their nginx and HAProxy lines from bench/run.py, so that the
-# two harnesses configure the proxies alike.
-from_run() { python3 -c "import sys; sys.path.insert(0, '$(dirname "$0")'); import run; print($1, end='')"; }
+# Both take their nginx and HAProxy lines from bench/run.py (bench/lib.sh
+# from_run, nginx_proxy_conf), so that the harnesses configure the proxies
+# alike.
 TG_PIN=""; NGINX_PIN=""; HAPROXY_PIN=""
 if [ "${PIN:-auto}" = auto ]; then
   TG_PIN="--cpu-affinity auto"; NGINX_PIN="worker_cpu_affinity auto;"
@@ -65,14 +65,7 @@ backend b
 $HAPROXY_HEADERS
 CONF
 haproxy -f $OUT/h.cfg -db > $OUT/h.log 2>&1 & H=$!; PIDS="$PIDS $H"
-cat > $OUT/p.conf <<CONF
-worker_processes 2; $NGINX_PIN daemon off; pid $OUT/p.pid; error_log $OUT/p.err warn; worker_rlimit_nofile 20000;
-events { worker_connections 20000; }
-http { access_log off; keepalive_requests 100000;
-  client_body_temp_path $OUT/u1; proxy_temp_path $OUT/u2; fastcgi_temp_path $OUT/u3; uwsgi_temp_path $OUT/u4; scgi_temp_path $OUT/u5;
-  upstream o { server 127.0.0.1:$ORIGIN; keepalive 256; keepalive_requests 100000; }
-  server { listen 127.0.0.1:$PN backlog=4096; location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; proxy_request_buffering off; $NGINX_HEADERS } } }
-CONF
+nginx_proxy_conf "$OUT" "$PN" "$ORIGIN" 2 "$NGINX_PIN" "$NGINX_HEADERS"
 nginx -c $OUT/p.conf & N=$!; PIDS="$PIDS $N"
 sleep 0.5
 for p in $PT $P2 $PN $PH; do for i in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:$p/small && break; sleep 0.1; done; wrk -t2 -c$C -d1s http://127.0.0.1:$p/small >/dev/null; done

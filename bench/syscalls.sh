@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System calls per proxied request, Tidegate against nginx: both proxies
-# (one thread / one worker, in front of one nginx origin serving /small)
+# (one thread / one worker, in front of one nginx origin serving /small;
+# nginx configured as bench/steady.sh configures it)
 # traced with `strace -c -f -p` while h2load sends REQUESTS (default
 # 20000) keep-alive requests over 50 connections to each in turn.
 # Prints each proxy's strace summary.
@@ -20,16 +21,10 @@ ORIGIN=$(free_port); PT=$(free_port); PN=$(free_port)
 start_origin "$OUT" "$ORIGIN"; PIDS="$PIDS $ORIGIN_PID"
 "$BIN" --listen "127.0.0.1:$PT" --upstream "http://127.0.0.1:$ORIGIN" --threads 1 \
   --log-level error > "$OUT/tg.log" 2>&1 & TG=$!; PIDS="$PIDS $TG"
-mkdir -p "$OUT/ng"
-cat > "$OUT/ng.conf" <<CONF
-worker_processes 1; daemon off; pid $OUT/ng/pid; error_log $OUT/ng/err.log warn;
-events { worker_connections 4096; }
-http { access_log off;
-  client_body_temp_path $OUT/ng/u1; proxy_temp_path $OUT/ng/u2; fastcgi_temp_path $OUT/ng/u3; uwsgi_temp_path $OUT/ng/u4; scgi_temp_path $OUT/ng/u5;
-  upstream o { server 127.0.0.1:$ORIGIN; keepalive 64; }
-  server { listen 127.0.0.1:$PN; location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-CONF
-nginx -c "$OUT/ng.conf" & NG=$!; PIDS="$PIDS $NG"
+# The same nginx as bench/steady.sh's (one worker), adding the same
+# forwarding fields as Tidegate.
+nginx_proxy_conf "$OUT" "$PN" "$ORIGIN" 1 "" "$(from_run run.NGINX_SAME_HEADERS)"
+nginx -c "$OUT/p.conf" & NG=$!; PIDS="$PIDS $NG"
 for p in $PT $PN; do
   for _ in $(seq 100); do curl -s -o /dev/null "127.0.0.1:$p/small" && break; sleep 0.1; done
 done
