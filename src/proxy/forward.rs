@@ -105,11 +105,7 @@ pub(super) fn send<'a>(
             && http_body::Body::is_end_stream(req.body())
             && is_idempotent(req.method()))
         .then(|| copy_head(&req));
-        let fut = lease.sender.try_send_request(req);
-        let err = match lease
-            .with(with_head_timeout(fut, timeout, progress, timer))
-            .await
-        {
+        let err = match with_head_timeout(lease.exchange(req), timeout, progress, timer).await {
             None => return Err(ProxyError::ResponseTimeout { addr }),
             Some(Ok(resp)) => return Ok((resp, lease)),
             Some(Err(mut e)) => {
@@ -133,11 +129,7 @@ pub(super) fn send<'a>(
         drop(lease);
         // Boxed: rare, and its state would otherwise enlarge every request.
         let mut lease = Box::pin(w.pool.connect(server, connect)).await?;
-        let fut = lease.sender.try_send_request(err);
-        match lease
-            .with(with_head_timeout(fut, timeout, progress, timer))
-            .await
-        {
+        match with_head_timeout(lease.exchange(err), timeout, progress, timer).await {
             None => Err(ProxyError::ResponseTimeout { addr }),
             Some(Ok(resp)) => Ok((resp, lease)),
             Some(Err(e)) => Err(classify(e.into_error(), addr)),

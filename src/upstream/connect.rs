@@ -98,7 +98,9 @@ pub(crate) enum Sender {
     },
 }
 
-type SendResult = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>;
+/// A response, or why the request failed (with the request if it never
+/// went out).
+pub(crate) type SendResult = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>;
 
 impl Sender {
     /// Sends `req`; as hyper's `try_send_request`, a request that never
@@ -128,7 +130,7 @@ impl Sender {
 
 /// `TE: trailers` upstream for clients that accept trailers (either
 /// version; [`h2_request`] ends here too).
-fn h1_request(mut req: Request<RequestBody>) -> Request<RequestBody> {
+pub(super) fn h1_request(mut req: Request<RequestBody>) -> Request<RequestBody> {
     if req.extensions().get::<TeTrailers>().is_some() {
         req.headers_mut()
             .insert(http::header::TE, http::HeaderValue::from_static("trailers"));

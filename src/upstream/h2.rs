@@ -121,6 +121,7 @@ impl Pool {
             server,
             idle_for: None,
             owner: None,
+            settled: None,
         }
     }
 }

@@ -9,10 +9,12 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::client::conn::{http1, http2};
+use http::Request;
+use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+use super::connect::{h1_request, SendResult};
 use super::{Io, Sender};
 use crate::body::RequestBody;
 
@@ -55,6 +57,9 @@ pub(crate) struct Lease {
     /// Opened with a PROXY protocol header: the client connection it
     /// serves, alone.
     pub(super) owner: Option<super::proxy_protocol::Owner>,
+    /// HTTP/1.1 only: what became of a request sent in place, kept when
+    /// its connection ended under it (the driver goes, the answer stays).
+    pub(super) settled: Option<Box<SendResult>>,
 }
 
 impl Lease {
@@ -65,6 +70,7 @@ impl Lease {
             return;
         };
         if let Poll::Ready(res) = driver.as_mut().poll(cx) {
+            self.settled = driver.as_mut().take_in_place(true).map(Box::new);
             self.driver = None;
             if let Err(e) = res {
                 tracing::debug!(server = self.server, "upstream connection ended: {e}");
@@ -82,6 +88,7 @@ impl Lease {
             server,
             idle_for: None,
             owner: None,
+            settled: None,
         }
     }
 
@@ -93,12 +100,17 @@ impl Lease {
     }
 
     /// Ready for a request; `false` if the connection turned out closed.
+    /// (An HTTP/1.1 connection driven here takes a request at any time:
+    /// it writes it once done with the last one.)
     pub(super) async fn ready(&mut self) -> bool {
         poll_fn(|cx| {
             self.drive(cx);
             let Sender::H1(sender) = &mut self.sender else {
                 return Poll::Ready(!self.is_dead());
             };
+            if self.driver.is_some() {
+                return Poll::Ready(true);
+            }
             match sender.poll_ready(cx) {
                 Poll::Ready(r) => Poll::Ready(r.is_ok()),
                 Poll::Pending if self.is_dead() => Poll::Ready(false),
@@ -106,6 +118,27 @@ impl Lease {
             }
         })
         .await
+    }
+
+    /// Sends `req` and waits for the response head, driving the
+    /// connection meanwhile. An HTTP/1.1 connection driven here takes the
+    /// request in place (no channel or callback between this task and the
+    /// connection); an HTTP/2 stream, or a connection whose driver runs as
+    /// a task of its own, takes it through hyper's `SendRequest`. As with
+    /// hyper's `try_send_request`, a request that never went out comes
+    /// back in the error.
+    pub(crate) fn exchange(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> Exchange<'_, impl Future<Output = SendResult> + 'static> {
+        if let (Some(driver), Sender::H1(_)) = (&mut self.driver, &self.sender) {
+            return match driver.as_mut().send_in_place(h1_request(req)) {
+                Ok(()) => Exchange::InPlace { lease: self },
+                Err(e) => Exchange::Refused { err: Some(e) },
+            };
+        }
+        let fut = self.sender.try_send_request(req);
+        Exchange::Channel { lease: self, fut }
     }
 
     /// Runs `fut` (which waits on this connection) while driving it.
@@ -132,5 +165,163 @@ impl<F: Future> Future for Driving<'_, F> {
         let this = self.project();
         this.lease.drive(cx);
         this.fut.poll(cx)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request on its way: see [`Lease::exchange`].
+    #[project = ExchangeProj]
+    pub(crate) enum Exchange<'a, F> {
+        InPlace { lease: &'a mut Lease },
+        Channel { lease: &'a mut Lease, #[pin] fut: F },
+        Refused { err: Option<TrySendError<Request<RequestBody>>> },
+    }
+}
+
+impl<F: Future<Output = SendResult>> Future for Exchange<'_, F> {
+    type Output = SendResult;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SendResult> {
+        match self.project() {
+            ExchangeProj::InPlace { lease } => {
+                lease.drive(cx);
+                if let Some(settled) = lease.settled.take() {
+                    return Poll::Ready(*settled);
+                }
+                // (The driver is there: had it ended, the request sent on
+                // it would have settled above.)
+                match lease
+                    .driver
+                    .as_mut()
+                    .and_then(|d| d.as_mut().take_in_place(false))
+                {
+                    Some(res) => Poll::Ready(res),
+                    None => Poll::Pending,
+                }
+            }
+            ExchangeProj::Channel { lease, fut } => {
+                lease.drive(cx);
+                fut.poll(cx)
+            }
+            ExchangeProj::Refused { err } => match err.take() {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A lease on a fresh connection to `addr`, driven here, as the pool
+    /// makes them.
+    async fn lease(addr: std::net::SocketAddr) -> Lease {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (sender, driver) = http1::Builder::new()
+            .driven_by_sender(true)
+            .handshake(TokioIo::new(Io::Plain(tcp)))
+            .await
+            .unwrap();
+        Lease {
+            sender: Sender::H1(sender),
+            driver: Some(Box::pin(driver)),
+            _stream: None,
+            server: 0,
+            idle_for: None,
+            owner: None,
+            settled: None,
+        }
+    }
+
+    fn get(path: &str) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::empty());
+        *req.uri_mut() = path.parse().unwrap();
+        req.headers_mut()
+            .insert(http::header::HOST, http::HeaderValue::from_static("origin"));
+        req
+    }
+
+    /// Reads one request head (these have no body).
+    async fn read_head(s: &mut TcpStream) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).await.unwrap() == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        String::from_utf8(head).unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_sent_in_place_are_answered_in_turn_on_one_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let origin = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            for body in ["one", "two"] {
+                let head = read_head(&mut s).await;
+                assert!(
+                    head.starts_with(&format!("GET /{body} HTTP/1.1\r\n")),
+                    "{head}"
+                );
+                let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n{body}");
+                s.write_all(resp.as_bytes()).await.unwrap();
+            }
+        });
+        let mut lease = lease(addr).await;
+        for body in ["one", "two"] {
+            assert!(lease.ready().await);
+            let resp = lease
+                .exchange(get(&format!("/{body}")))
+                .await
+                .map_err(|e| e.into_error())
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let got = lease
+                .with(http_body_util::BodyExt::collect(resp.into_body()))
+                .await
+                .unwrap()
+                .to_bytes();
+            assert_eq!(got, body.as_bytes());
+        }
+        origin.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_request_in_place_on_a_connection_closed_before_it_went_out_comes_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let origin = tokio::spawn(async move { drop(listener.accept().await.unwrap()) });
+        let mut lease = lease(addr).await;
+        // The server's close has reached our socket before we send.
+        origin.await.unwrap();
+        let Err(mut e) = lease.exchange(get("/")).await else {
+            panic!("answered");
+        };
+        let back = e.take_message().expect("the unsent request comes back");
+        assert_eq!(back.uri(), "/");
+        assert!(lease.is_dead());
+    }
+
+    #[tokio::test]
+    async fn a_request_in_place_that_went_out_fails_without_coming_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let origin = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            read_head(&mut s).await;
+        });
+        let mut lease = lease(addr).await;
+        let Err(mut e) = lease.exchange(get("/")).await else {
+            panic!("answered");
+        };
+        assert!(e.take_message().is_none(), "{}", e.error());
+        origin.await.unwrap();
     }
 }

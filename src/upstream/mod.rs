@@ -428,6 +428,7 @@ impl Pool {
                 server,
                 idle_for: None,
                 owner: None,
+                settled: None,
             });
         }
         let mut builder = http2::Builder::new(crate::rt::LocalExec);

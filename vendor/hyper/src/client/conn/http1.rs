@@ -80,6 +80,33 @@ where
         Parts { io, read_buf }
     }
 
+    /// Tidegate patch: hands `req` to this connection directly, without
+    /// the `SendRequest` channel and the response's callback: for a
+    /// connection polled by whoever waits on its response (see
+    /// [`Builder::driven_by_sender`]). Poll the connection, then
+    /// [`take_in_place`](Self::take_in_place) for the response.
+    ///
+    /// # Errors
+    ///
+    /// A request already in flight on this connection: `req` comes back.
+    #[allow(clippy::result_large_err)]
+    pub fn send_in_place(&mut self, req: Request<B>) -> Result<(), TrySendError<Request<B>>> {
+        self.inner.dispatch_mut().send_in_place(req)
+    }
+
+    /// Tidegate patch: what became of the request given to
+    /// [`send_in_place`](Self::send_in_place), once settled: its response,
+    /// or its failure (with the request, if it never went out, as
+    /// `try_send_request` gives it). `closed`: this connection's future has
+    /// completed, so a request it still held is settled now.
+    #[allow(clippy::result_large_err)]
+    pub fn take_in_place(
+        &mut self,
+        closed: bool,
+    ) -> Option<Result<Response<IncomingBody>, TrySendError<Request<B>>>> {
+        self.inner.dispatch_mut().take_in_place(closed)
+    }
+
     /// Poll the connection for completion, but without calling `shutdown`
     /// on the underlying IO.
     ///
@@ -369,7 +396,9 @@ impl Builder {
     /// never as a task of its own. Then finding no request queued needs
     /// no waker left on the channel: the connection skips that poll. Off
     /// by default; with it on, a `Connection` spawned as a task of its own
-    /// would not notice requests sent later.
+    /// would not notice requests sent later. Such a connection can also
+    /// take its requests in place ([`Connection::send_in_place`]), with no
+    /// channel at all.
     pub fn driven_by_sender(&mut self, enabled: bool) -> &mut Builder {
         self.driven_by_sender = enabled;
         self

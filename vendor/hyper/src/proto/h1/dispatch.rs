@@ -58,10 +58,29 @@ cfg_client! {
             #[pin]
             rx: ClientRx<B>,
             rx_closed: bool,
+            // Tidegate patch: a request handed over in place
+            // (`http1::Connection::send_in_place`), and what became of it.
+            in_place: InPlace<B>,
         }
     }
 
     type ClientRx<B> = crate::client::dispatch::Receiver<Request<B>, http::Response<IncomingBody>>;
+
+    /// What became of a request sent in place.
+    pub(crate) type InPlaceResult<B> =
+        Result<http::Response<IncomingBody>, TrySendError<Request<B>>>;
+
+    /// Tidegate patch: a request handed to the dispatcher directly by whoever
+    /// drives the connection, with no channel or callback between them.
+    pub(crate) enum InPlace<B> {
+        Idle,
+        /// Given, not yet started.
+        Queued(Request<B>),
+        /// Being written or answered.
+        Sent,
+        /// Answered, or failed; waiting to be taken.
+        Settled(InPlaceResult<B>),
+    }
 }
 
 impl<D, Bs, I, T> Dispatcher<D, Bs, I, T>
@@ -103,6 +122,12 @@ where
         if self.conn.is_write_closed() || self.conn.has_initial_read_write_state() {
             self.close();
         }
+    }
+
+    /// Tidegate patch: the dispatch, for a request sent in place.
+    #[cfg(feature = "client")]
+    pub(crate) fn dispatch_mut(&mut self) -> &mut D {
+        &mut self.dispatch
     }
 
     pub(crate) fn into_inner(self) -> (I, Bytes, D) {
@@ -675,6 +700,43 @@ cfg_client! {
                 callback: None,
                 rx,
                 rx_closed: false,
+                in_place: InPlace::Idle,
+            }
+        }
+
+        /// Tidegate patch: queues `req`, to be written when the connection
+        /// can take it; what becomes of it is read with `take_in_place`.
+        /// Refused (and given back) while another request is in flight.
+        #[allow(clippy::result_large_err)]
+        pub(crate) fn send_in_place(&mut self, req: Request<B>) -> Result<(), TrySendError<Request<B>>> {
+            if self.callback.is_some() || !matches!(self.in_place, InPlace::Idle) {
+                return Err(TrySendError {
+                    error: crate::Error::new_canceled().with("connection was not ready"),
+                    message: Some(req),
+                });
+            }
+            self.in_place = InPlace::Queued(req);
+            Ok(())
+        }
+
+        /// Tidegate patch: what became of the request sent in place, once
+        /// settled. `closed`: the connection has ended, so a request still
+        /// queued comes back unsent, and one sent fails.
+        pub(crate) fn take_in_place(&mut self, closed: bool) -> Option<InPlaceResult<B>> {
+            match std::mem::replace(&mut self.in_place, InPlace::Idle) {
+                InPlace::Settled(res) => Some(res),
+                InPlace::Queued(req) if closed => Some(Err(TrySendError {
+                    error: crate::Error::new_canceled().with("connection closed"),
+                    message: Some(req),
+                })),
+                InPlace::Sent if closed => Some(Err(TrySendError {
+                    error: crate::Error::new_canceled().with("connection closed"),
+                    message: None,
+                })),
+                other => {
+                    self.in_place = other;
+                    None
+                }
             }
         }
     }
@@ -694,6 +756,19 @@ cfg_client! {
         ) -> Poll<Option<Result<(Self::PollItem, Self::PollBody), Infallible>>> {
             let mut this = self.as_mut();
             debug_assert!(!this.rx_closed);
+            // Tidegate patch: a request sent in place goes first.
+            if matches!(this.in_place, InPlace::Queued(_)) {
+                if let InPlace::Queued(req) = std::mem::replace(&mut this.in_place, InPlace::Sent) {
+                    let (parts, body) = req.into_parts();
+                    let head = RequestHead {
+                        version: parts.version,
+                        subject: crate::proto::RequestLine(parts.method, parts.uri),
+                        headers: parts.headers,
+                        extensions: parts.extensions,
+                    };
+                    return Poll::Ready(Some(Ok((head, body))));
+                }
+            }
             match this.rx.poll_recv(cx) {
                 Poll::Ready(Some((req, mut cb))) => {
                     // check that future hasn't been canceled already
@@ -728,6 +803,11 @@ cfg_client! {
         fn recv_msg(&mut self, msg: crate::Result<(Self::RecvItem, IncomingBody)>) -> crate::Result<()> {
             match msg {
                 Ok((msg, body)) => {
+                    // Tidegate patch: the answer to a request sent in place.
+                    if matches!(self.in_place, InPlace::Sent) {
+                        self.in_place = InPlace::Settled(Ok(msg.into_response(body)));
+                        return Ok(());
+                    }
                     if let Some(cb) = self.callback.take() {
                         let res = msg.into_response(body);
                         cb.send(Ok(res));
@@ -740,6 +820,26 @@ cfg_client! {
                     }
                 }
                 Err(err) => {
+                    // Tidegate patch: a request sent in place fails; one
+                    // still queued was never started, so it comes back.
+                    match std::mem::replace(&mut self.in_place, InPlace::Idle) {
+                        InPlace::Sent => {
+                            self.in_place = InPlace::Settled(Err(TrySendError {
+                                error: err,
+                                message: None,
+                            }));
+                            return Ok(());
+                        }
+                        InPlace::Queued(req) => {
+                            trace!("canceling request sent in place with connection error: {}", err);
+                            self.in_place = InPlace::Settled(Err(TrySendError {
+                                error: crate::Error::new_canceled().with(err),
+                                message: Some(req),
+                            }));
+                            return Ok(());
+                        }
+                        other => self.in_place = other,
+                    }
                     if let Some(cb) = self.callback.take() {
                         cb.send(Err(TrySendError {
                             error: err,
@@ -768,6 +868,11 @@ cfg_client! {
         }
 
         fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+            // Tidegate patch: whoever waits on a request sent in place
+            // drives this connection, and drops it when it stops waiting.
+            if matches!(self.in_place, InPlace::Sent) {
+                return Poll::Ready(Ok(()));
+            }
             match &mut self.callback {
                 Some(cb) => match cb.poll_canceled(cx) {
                     Poll::Ready(()) => {
@@ -781,7 +886,7 @@ cfg_client! {
         }
 
         fn should_poll(&self) -> bool {
-            self.callback.is_none()
+            self.callback.is_none() && !matches!(self.in_place, InPlace::Sent)
         }
     }
 }
