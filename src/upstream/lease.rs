@@ -100,17 +100,22 @@ impl Lease {
     }
 
     /// Ready for a request; `false` if the connection turned out closed.
-    /// (An HTTP/1.1 connection driven here takes a request at any time:
-    /// it writes it once done with the last one.)
+    ///
+    /// An HTTP/1.1 connection driven here is not polled first: it takes a
+    /// request at any time (and writes it once done with the last one),
+    /// and one that the server closed meanwhile gives the request back
+    /// unsent ([`exchange`](Self::exchange)), for `send` to take it to a
+    /// fresh connection. Polling it here cost a pass of its dispatcher
+    /// per request, only to find what the request's own first poll finds.
     pub(super) async fn ready(&mut self) -> bool {
+        if self.driver.is_some() {
+            return true;
+        }
         poll_fn(|cx| {
             self.drive(cx);
             let Sender::H1(sender) = &mut self.sender else {
                 return Poll::Ready(!self.is_dead());
             };
-            if self.driver.is_some() {
-                return Poll::Ready(true);
-            }
             match sender.poll_ready(cx) {
                 Poll::Ready(r) => Poll::Ready(r.is_ok()),
                 Poll::Pending if self.is_dead() => Poll::Ready(false),
