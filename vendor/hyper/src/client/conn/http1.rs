@@ -398,7 +398,9 @@ impl Builder {
     /// by default; with it on, a `Connection` spawned as a task of its own
     /// would not notice requests sent later. Such a connection can also
     /// take its requests in place ([`Connection::send_in_place`]), with no
-    /// channel at all.
+    /// channel at all. It does not read its socket when it turns idle
+    /// (nobody polls it until its next request, whose first poll looks for
+    /// a close or stray bytes before writing).
     pub fn driven_by_sender(&mut self, enabled: bool) -> &mut Builder {
         self.driven_by_sender = enabled;
         self
@@ -632,6 +634,9 @@ impl Builder {
             let (tx, mut rx) = dispatch::channel();
             rx.set_driven_by_sender(opts.driven_by_sender);
             let mut conn = proto::Conn::new(io);
+            if opts.driven_by_sender {
+                conn.set_no_idle_read();
+            }
             conn.set_h1_parser_config(opts.h1_parser_config);
             if let Some(writev) = opts.h1_writev {
                 if writev {

@@ -77,6 +77,8 @@ where
                 #[cfg(feature = "client")]
                 on_informational: None,
                 notify_read: false,
+                #[cfg(feature = "client")]
+                no_idle_read: false,
                 reading: Reading::Init,
                 writing: Writing::Init,
                 upgrade: None,
@@ -134,6 +136,12 @@ where
     }
 
     #[cfg(feature = "client")]
+    /// Tidegate patch: see `http1::Builder::driven_by_sender`.
+    #[cfg(feature = "client")]
+    pub(crate) fn set_no_idle_read(&mut self) {
+        self.state.no_idle_read = true;
+    }
+
     pub(crate) fn set_h09_responses(&mut self) {
         self.state.h09_responses = true;
     }
@@ -535,6 +543,12 @@ where
 
         match self.state.writing {
             Writing::Body(..) => return,
+            // Tidegate patch: an idle client connection polled only by whoever
+            // sends on it next has nothing to read until then (nobody would be
+            // woken by what comes); that next request's first poll looks for an
+            // end or stray bytes (`require_empty_read`) before writing.
+            #[cfg(feature = "client")]
+            Writing::Init if self.state.no_idle_read => return,
             Writing::Init | Writing::KeepAlive | Writing::Closed => (),
         }
 
@@ -999,6 +1013,10 @@ struct State {
     /// Set to true when the Dispatcher should poll read operations
     /// again. See the `maybe_notify` method for more.
     notify_read: bool,
+    /// Tidegate patch: a client connection polled only by whoever sends on
+    /// it does not read its socket when it turns idle (see `maybe_notify`).
+    #[cfg(feature = "client")]
+    no_idle_read: bool,
     /// State of allowed reads.
     reading: Reading,
     /// State of allowed writes.
