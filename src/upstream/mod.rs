@@ -173,7 +173,9 @@ impl Pool {
         client.writev(false);
         // A pooled connection's driver travels with its lease and is
         // polled by the request that sent on it (`Lease::drive`): hyper
-        // need not leave a waker on its request channel (patch 10). An
+        // need not leave a waker on its request channel (patch 10), takes
+        // the request in place (`Lease::exchange`, patch 11) and does not
+        // read the socket when the connection turns idle (patch 12). An
         // upgrade's connection, driven as a task of its own, turns it off.
         client.driven_by_sender(true);
         let balancers = config
