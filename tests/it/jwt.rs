@@ -440,8 +440,10 @@ async fn a_jwks_url_rotated_key_is_fetched_on_its_unknown_kid_at_a_bounded_rate(
     .await;
     assert_eq!(status, 200);
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
-    // A flood of made-up kids: refused, and (within the 10 s between
-    // asks) no more fetches; 3 allows for a slow machine crossing one.
+    // A flood of made-up kids: refused, and no more than one fetch per
+    // 10 s between asks (none, on a machine that sends them within 10 s;
+    // a busy one may cross into further windows, each allowing one).
+    let flood = std::time::Instant::now();
     for i in 0..30 {
         let liar = Signer::ed25519(&format!("made-up-{i}"));
         let (status, _, _) = ask(
@@ -451,7 +453,12 @@ async fn a_jwks_url_rotated_key_is_fetched_on_its_unknown_kid_at_a_bounded_rate(
         .await;
         assert_eq!(status, 401);
     }
-    assert!(fetches.load(Ordering::SeqCst) <= 3, "{fetches:?}");
+    let windows = flood.elapsed().as_secs() / 10 + 1;
+    let fetched = fetches.load(Ordering::SeqCst) as u64;
+    assert!(
+        fetched <= 2 + windows,
+        "{fetched} fetches in {windows} windows"
+    );
 }
 
 #[tokio::test]
