@@ -250,6 +250,18 @@ mod tests {
         req
     }
 
+    /// An origin on a free port that takes one connection to `serve`.
+    async fn origin<F, Fut>(serve: F) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>)
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move { serve(listener.accept().await.unwrap().0).await });
+        (addr, task)
+    }
+
     /// Reads one request head (these have no body).
     async fn read_head(s: &mut TcpStream) -> String {
         let mut head = Vec::new();
@@ -265,10 +277,7 @@ mod tests {
 
     #[tokio::test]
     async fn requests_sent_in_place_are_answered_in_turn_on_one_connection() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let origin = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
+        let (addr, origin) = origin(|mut s| async move {
             for body in ["one", "two"] {
                 let head = read_head(&mut s).await;
                 assert!(
@@ -278,7 +287,8 @@ mod tests {
                 let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n{body}");
                 s.write_all(resp.as_bytes()).await.unwrap();
             }
-        });
+        })
+        .await;
         let mut lease = lease(addr).await;
         for body in ["one", "two"] {
             assert!(lease.ready().await);
@@ -300,9 +310,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_in_place_on_a_connection_closed_before_it_went_out_comes_back() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let origin = tokio::spawn(async move { drop(listener.accept().await.unwrap()) });
+        let (addr, origin) = origin(|s| async move { drop(s) }).await;
         let mut lease = lease(addr).await;
         // The server's close has reached our socket before we send.
         origin.await.unwrap();
@@ -316,12 +324,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_in_place_that_went_out_fails_without_coming_back() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let origin = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
+        let (addr, origin) = origin(|mut s| async move {
             read_head(&mut s).await;
-        });
+        })
+        .await;
         let mut lease = lease(addr).await;
         let Err(mut e) = lease.exchange(get("/")).await else {
             panic!("answered");

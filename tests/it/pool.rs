@@ -31,6 +31,19 @@ fn counting_origin(accepted: Arc<AtomicUsize>, one_shot: bool) -> Backend {
     })
 }
 
+/// The status of a POST of four bytes through `proxy`.
+async fn post_data(proxy: &Proxy) -> http::StatusCode {
+    let req = http::Request::post("/")
+        .header("host", "t")
+        .body(full("data"))
+        .unwrap();
+    tokio::time::timeout(HANG, send(proxy.addr, req))
+        .await
+        .expect("no hang")
+        .unwrap()
+        .status()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_requests_share_one_upstream_connection() {
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -104,15 +117,7 @@ async fn a_request_never_goes_out_on_a_pooled_connection_the_upstream_closed() {
     });
     let proxy = Proxy::start(&config_to(origin.addr, "").replace("threads = 2", "threads = 1"));
     for i in 0..3 {
-        let req = http::Request::post("/")
-            .header("host", "t")
-            .body(full("data"))
-            .unwrap();
-        let resp = tokio::time::timeout(HANG, send(proxy.addr, req))
-            .await
-            .expect("no hang")
-            .unwrap();
-        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(post_data(&proxy).await, 200, "request {i}");
         // The answer is back, its connection pooled: the origin closes it
         // (on loopback the close has reached the proxy's socket once the
         // origin counts it).
@@ -133,15 +138,7 @@ async fn a_request_with_a_body_is_not_repeated_on_a_closed_connection() {
     assert_eq!(get(proxy.addr, "/").await.0, 200);
     // POST is not idempotent: it fails with 502 rather than risk running
     // twice.
-    let req = http::Request::post("/")
-        .header("host", "t")
-        .body(full("data"))
-        .unwrap();
-    let resp = tokio::time::timeout(HANG, send(proxy.addr, req))
-        .await
-        .expect("no hang")
-        .unwrap();
-    assert_eq!(resp.status(), 502);
+    assert_eq!(post_data(&proxy).await, 502);
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
