@@ -3,7 +3,7 @@
 //! polled by whoever waits on the connection.
 
 use std::cell::Cell;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -92,37 +92,18 @@ impl Lease {
         }
     }
 
+    /// Closed, as far as is known without polling. A pooled HTTP/1.1
+    /// connection is not polled before it is lent: it takes a request at
+    /// any time (and writes it once done with the last one), and one that
+    /// the server closed meanwhile gives the request back unsent
+    /// ([`exchange`](Self::exchange)), for `send` to take it to a fresh
+    /// connection. Polling it at checkout cost a pass of its dispatcher
+    /// per request, only to find what the request's own first poll finds.
     pub(crate) fn is_dead(&self) -> bool {
         match &self.sender {
             Sender::H1(_) => self.driver.is_none(),
             Sender::H2 { sender, .. } => sender.is_closed(),
         }
-    }
-
-    /// Ready for a request; `false` if the connection turned out closed.
-    ///
-    /// An HTTP/1.1 connection driven here is not polled first: it takes a
-    /// request at any time (and writes it once done with the last one),
-    /// and one that the server closed meanwhile gives the request back
-    /// unsent ([`exchange`](Self::exchange)), for `send` to take it to a
-    /// fresh connection. Polling it here cost a pass of its dispatcher
-    /// per request, only to find what the request's own first poll finds.
-    pub(super) async fn ready(&mut self) -> bool {
-        if self.driver.is_some() {
-            return true;
-        }
-        poll_fn(|cx| {
-            self.drive(cx);
-            let Sender::H1(sender) = &mut self.sender else {
-                return Poll::Ready(!self.is_dead());
-            };
-            match sender.poll_ready(cx) {
-                Poll::Ready(r) => Poll::Ready(r.is_ok()),
-                Poll::Pending if self.is_dead() => Poll::Ready(false),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
     }
 
     /// Sends `req` and waits for the response head, driving the
@@ -291,7 +272,7 @@ mod tests {
         .await;
         let mut lease = lease(addr).await;
         for body in ["one", "two"] {
-            assert!(lease.ready().await);
+            assert!(!lease.is_dead());
             let resp = lease
                 .exchange(get(&format!("/{body}")))
                 .await

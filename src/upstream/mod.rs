@@ -313,7 +313,7 @@ impl Pool {
         if pool.h2.get() {
             return Box::pin(self.checkout_h2(server, connect_timeout)).await;
         }
-        if let Some(lease) = self.checkout_idle(server, Pick::Any).await {
+        if let Some(lease) = self.checkout_idle(server, Pick::Any) {
             return Ok(lease);
         }
         // Boxed: the connect path is rare, and its state would otherwise
@@ -332,7 +332,7 @@ impl Pool {
         client: Option<&proxy_protocol::Client<'_>>,
     ) -> Result<Lease, ProxyError> {
         let owner = client.map(|c| c.conn);
-        if let Some(lease) = self.checkout_idle(server, Pick::Owned(owner)).await {
+        if let Some(lease) = self.checkout_idle(server, Pick::Owned(owner)) {
             return Ok(lease);
         }
         let header = proxy_protocol::header(version, client);
@@ -344,7 +344,7 @@ impl Pool {
     }
 
     /// The newest usable idle connection to `server` that `pick` allows.
-    async fn checkout_idle(&self, server: usize, pick: Pick) -> Option<Lease> {
+    fn checkout_idle(&self, server: usize, pick: Pick) -> Option<Lease> {
         let pool = &self.servers[server];
         loop {
             let idle = {
@@ -362,7 +362,7 @@ impl Pool {
             };
             let Idle { mut lease, since } = idle?;
             let idle_for = since.elapsed();
-            if idle_for >= self.idle_timeout || !lease.ready().await {
+            if idle_for >= self.idle_timeout || lease.is_dead() {
                 continue;
             }
             lease.idle_for = Some(idle_for);
