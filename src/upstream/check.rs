@@ -43,32 +43,32 @@ pub(crate) fn spawn_checks(
         return None;
     }
     crate::rt::on_own_thread("tidegate-health", move || async move {
-                let mut tasks = tokio::task::JoinSet::new();
-                for (group, target, health, check) in targets {
-                    let addr = target.addr;
-                    let mut stop = stop.clone();
-                    tasks.spawn(async move {
-                        let mut tick = tokio::time::interval(check.interval);
-                        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                        loop {
-                            tokio::select! {
-                                _ = tick.tick() => {}
-                                _ = stop.changed() => return,
-                            }
-                            let result = match check.kind {
-                                crate::config::CheckKind::Http => probe(&target, &check).await,
-                                crate::config::CheckKind::Tcp => connects(&target, &check).await,
-                            };
-                            let ok = matches!(&result, Ok(s) if check.expect.contains(s));
-                            match health.checked(ok, &check) {
-                                Some(true) => tracing::info!(%addr, group, "health check passing again: server back in service"),
-                                Some(false) => tracing::warn!(%addr, group, "health check failing ({}): server taken out of service", describe(&result)),
-                                None => {}
-                            }
-                        }
-                    });
+        let mut tasks = tokio::task::JoinSet::new();
+        for (group, target, health, check) in targets {
+            let addr = target.addr;
+            let mut stop = stop.clone();
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(check.interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.changed() => return,
+                    }
+                    let result = match check.kind {
+                        crate::config::CheckKind::Http => probe(&target, &check).await,
+                        crate::config::CheckKind::Tcp => connects(&target, &check).await,
+                    };
+                    let ok = matches!(&result, Ok(s) if check.expect.contains(s));
+                    match health.checked(ok, &check) {
+                        Some(true) => tracing::info!(%addr, group, "health check passing again: server back in service"),
+                        Some(false) => tracing::warn!(%addr, group, "health check failing ({}): server taken out of service", describe(&result)),
+                        None => {}
+                    }
                 }
-                while tasks.join_next().await.is_some() {}
+            });
+        }
+        while tasks.join_next().await.is_some() {}
     })
     .ok()
 }
