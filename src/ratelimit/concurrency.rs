@@ -202,9 +202,7 @@ mod tests {
         let mut held = Vec::new();
         let mut refused = 0;
         for k in 0u32..1_000_000 {
-            let mut h = t.keys.hasher();
-            std::hash::Hash::hash(&k, &mut h);
-            let index = t.slot(std::hash::Hasher::finish(&h));
+            let index = t.slot(t.keys.hash_one(&k));
             match t.take(index, 1) {
                 true => held.push(Slot {
                     table: t.clone(),

@@ -140,7 +140,11 @@ impl Global {
                         .lease
                         .saturating_add(waited)
                         .saturating_add(leader.waiting());
-                    let verdict = self.ask(hash, g, now, ms, want.min(self.most)).await;
+                    // Boxed: a Redis call's state (its connection set-up
+                    // included) would otherwise enlarge every request's
+                    // future, limited or not, by about 2.5 KiB; it is
+                    // made only when a lease runs out.
+                    let verdict = Box::pin(self.ask(hash, g, now, ms, want.min(self.most))).await;
                     // Wakes the requests that waited for this answer.
                     drop(leader);
                     return verdict;
