@@ -40,13 +40,20 @@ pub(crate) trait Dispatch {
         -> crate::Result<()>;
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>>;
     fn should_poll(&self) -> bool;
+    /// Tidegate patch 13: frees what an idle connection holds for its
+    /// next message (a server's future slot).
+    fn release_idle(&mut self) {}
 }
 
 cfg_server! {
     use crate::service::HttpService;
 
     pub(crate) struct Server<S: HttpService<B>, B> {
-        in_flight: Pin<Box<Option<S::Future>>>,
+        // Tidegate patch 13: the slot is made at the first request and
+        // kept for the next ones (a service future is moved into it, not
+        // boxed per request), and freed when the idle connection releases
+        // its buffers (`release_idle`).
+        in_flight: Option<Pin<Box<Option<S::Future>>>>,
         pub(crate) service: S,
     }
 }
@@ -110,6 +117,7 @@ where
     #[cfg(feature = "server")]
     pub(crate) fn release_idle_buffers(&mut self) {
         self.conn.release_idle_buffers();
+        self.dispatch.release_idle();
     }
 
     #[cfg(feature = "server")]
@@ -614,9 +622,14 @@ cfg_server! {
     {
         pub(crate) fn new(service: S) -> Server<S, B> {
             Server {
-                in_flight: Box::pin(None),
+                in_flight: None,
                 service,
             }
+        }
+
+        /// Tidegate patch 13: whether a request's future is in the slot.
+        fn busy(&self) -> bool {
+            self.in_flight.as_ref().is_some_and(|f| f.is_some())
         }
 
         pub(crate) fn into_service(self) -> S {
@@ -643,7 +656,7 @@ cfg_server! {
             cx: &mut Context<'_>,
         ) -> Poll<Option<Result<(Self::PollItem, Self::PollBody), Self::PollError>>> {
             let mut this = self.as_mut();
-            let ret = if let Some(fut) = &mut this.in_flight.as_mut().as_pin_mut() {
+            let ret = if let Some(fut) = &mut this.in_flight.as_mut().and_then(|f| f.as_mut().as_pin_mut()) {
                 let resp = ready!(fut.as_mut().poll(cx)?);
                 let (parts, body) = resp.into_parts();
                 let head = MessageHead {
@@ -658,7 +671,9 @@ cfg_server! {
             };
 
             // Since in_flight finished, remove it
-            this.in_flight.set(None);
+            if let Some(slot) = this.in_flight.as_mut() {
+                slot.set(None);
+            }
             ret
         }
 
@@ -671,12 +686,15 @@ cfg_server! {
             *req.version_mut() = msg.version;
             *req.extensions_mut() = msg.extensions;
             let fut = self.service.call(req);
-            self.in_flight.set(Some(fut));
+            match self.in_flight.as_mut() {
+                Some(slot) => slot.set(Some(fut)),
+                None => self.in_flight = Some(Box::pin(Some(fut))),
+            }
             Ok(())
         }
 
         fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
-            if self.in_flight.is_some() {
+            if self.busy() {
                 Poll::Pending
             } else {
                 Poll::Ready(Ok(()))
@@ -684,7 +702,13 @@ cfg_server! {
         }
 
         fn should_poll(&self) -> bool {
-            self.in_flight.is_some()
+            self.busy()
+        }
+
+        fn release_idle(&mut self) {
+            if !self.busy() {
+                self.in_flight = None;
+            }
         }
     }
 }
