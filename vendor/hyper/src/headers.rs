@@ -42,13 +42,20 @@ fn connection_has(value: &HeaderValue, needle: &str) -> bool {
     false
 }
 
-#[cfg(feature = "http1")]
+// (Tidegate patch 14: the connection reads `ParsedMessage::te_trailers`.)
+#[cfg(test)]
 pub(super) fn te_is_trailers(headers: &http::HeaderMap) -> bool {
     header_value_list_has(headers.get_all(http::header::TE).into_iter(), "trailers")
 }
 
+/// Tidegate patch 14: whether one `TE` field value names `trailers`.
 #[cfg(feature = "http1")]
-fn header_value_list_has(values: http::header::ValueIter<'_, HeaderValue>, needle: &str) -> bool {
+pub(super) fn te_value_is_trailers(value: &HeaderValue) -> bool {
+    header_value_list_has(std::iter::once(value), "trailers")
+}
+
+#[cfg(feature = "http1")]
+fn header_value_list_has<'a>(values: impl Iterator<Item = &'a HeaderValue>, needle: &str) -> bool {
     for value in values {
         if let Ok(line) = value.to_str() {
             for token in line.split(',') {
@@ -62,7 +69,8 @@ fn header_value_list_has(values: http::header::ValueIter<'_, HeaderValue>, needl
     false
 }
 
-#[cfg(all(feature = "http1", feature = "server"))]
+// (Tidegate patch 14: the client's response parsing reads it too.)
+#[cfg(all(feature = "http1", any(feature = "server", feature = "client")))]
 pub(super) fn content_length_parse(value: &HeaderValue) -> Option<u64> {
     from_digits(value.as_bytes())
 }

@@ -339,7 +339,8 @@ where
             ));
         }
 
-        self.state.allow_trailer_fields = headers::te_is_trailers(&msg.head.headers);
+        // Tidegate patch 14: found as the fields were read.
+        self.state.allow_trailer_fields = msg.te_trailers;
 
         Poll::Ready(Some(Ok((msg.head, msg.decode, wants))))
     }

@@ -72,6 +72,9 @@ pub(crate) struct ParsedMessage<T> {
     expect_continue: bool,
     keep_alive: bool,
     wants_upgrade: bool,
+    // Tidegate patch 14: a `TE` field names `trailers` (read as the
+    // fields are, instead of looked up in the map again).
+    te_trailers: bool,
 }
 
 pub(crate) struct ParseContext<'ctx> {

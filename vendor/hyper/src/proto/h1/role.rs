@@ -268,6 +268,8 @@ impl Http1Transaction for Server {
 
         let mut headers = ctx.cached_headers.take().unwrap_or_default();
         let mut saw_connection_close = false;
+        // Tidegate patch 14: a `TE` field names `trailers`.
+        let mut te_trailers = false;
 
         headers.reserve(headers_len);
 
@@ -341,6 +343,10 @@ impl Http1Transaction for Server {
                     // Upgrades are only allowed with HTTP/1.1
                     wants_upgrade = is_http_11;
                 }
+                // Tidegate patch 14.
+                header::TE => {
+                    te_trailers = te_trailers || headers::te_value_is_trailers(&value);
+                }
 
                 _ => (),
             }
@@ -395,6 +401,7 @@ impl Http1Transaction for Server {
             expect_continue,
             keep_alive,
             wants_upgrade,
+            te_trailers,
         }))
     }
 
@@ -1149,6 +1156,12 @@ impl Http1Transaction for Client {
             let mut saw_connection_close = false;
             // Tidegate: Content-Length fields seen, and whether one was a list.
             let mut content_lengths = 0usize;
+            // Tidegate patch 14: a `TE` field names `trailers`; the
+            // framing fields seen (`Transfer-Encoding`, and the value of a
+            // lone `Content-Length` of digits), so that `decoder` need not
+            // look them up in the map again.
+            let mut te_trailers = false;
+            let mut framing = Framing::default();
 
             let mut header_case_map = if ctx.preserve_header_case {
                 Some(HeaderCaseMap::default())
@@ -1183,6 +1196,12 @@ impl Http1Transaction for Client {
                     }
                 } else if let header::CONTENT_LENGTH = name {
                     content_lengths += 1 + usize::from(value.as_bytes().contains(&b','));
+                    framing.length = headers::content_length_parse(&value);
+                } else if let header::TRANSFER_ENCODING = name {
+                    framing.chunked_or_not = true;
+                } else if let header::TE = name {
+                    // Tidegate patch 14.
+                    te_trailers = te_trailers || headers::te_value_is_trailers(&value);
                 }
 
                 if let Some(header_case_map) = &mut header_case_map {
@@ -1229,7 +1248,9 @@ impl Http1Transaction for Client {
                 headers,
                 extensions,
             };
-            if let Some((decode, is_upgrade)) = Client::decoder(&head, ctx.req_method)? {
+            framing.length = framing.length.filter(|_| content_lengths == 1);
+            framing.content_length = content_lengths > 0;
+            if let Some((decode, is_upgrade)) = Client::decoder(&head, ctx.req_method, framing)? {
                 return Ok(Some(ParsedMessage {
                     head,
                     decode,
@@ -1238,6 +1259,7 @@ impl Http1Transaction for Client {
                     // again, as it is definitely upgrading.
                     keep_alive: keep_alive && !is_upgrade,
                     wants_upgrade: is_upgrade,
+                    te_trailers,
                 }));
             }
 
@@ -1315,6 +1337,17 @@ impl Http1Transaction for Client {
     }
 }
 
+/// Tidegate patch 14: a response's framing fields, noted as its head is
+/// parsed: whether it has `Transfer-Encoding`, whether it has any
+/// `Content-Length`, and the value of a lone one made of digits.
+#[cfg(feature = "client")]
+#[derive(Clone, Copy, Default)]
+struct Framing {
+    chunked_or_not: bool,
+    content_length: bool,
+    length: Option<u64>,
+}
+
 #[cfg(feature = "client")]
 impl Client {
     /// Returns `Some(length, wants_upgrade)` if successful.
@@ -1323,6 +1356,7 @@ impl Client {
     fn decoder(
         inc: &MessageHead<StatusCode>,
         method: &mut Option<Method>,
+        framing: Framing,
     ) -> Result<Option<(DecodedLength, bool)>, Parse> {
         // According to https://tools.ietf.org/html/rfc7230#section-3.3.3
         // 1. HEAD responses, and Status 1xx, 204, and 304 cannot have a body.
@@ -1359,7 +1393,7 @@ impl Client {
             }
         }
 
-        if inc.headers.contains_key(header::TRANSFER_ENCODING) {
+        if framing.chunked_or_not {
             // https://tools.ietf.org/html/rfc7230#section-3.3.3
             // If Transfer-Encoding header is present, and 'chunked' is
             // not the final encoding, and this is a Request, then it is
@@ -1373,6 +1407,12 @@ impl Client {
                 trace!("not chunked, read till eof");
                 Ok(Some((DecodedLength::CLOSE_DELIMITED, false)))
             }
+        } else if let Some(len) = framing.length {
+            // Tidegate patch 14: one field, its digits read as it was.
+            Ok(Some((DecodedLength::checked_new(len)?, false)))
+        } else if !framing.content_length {
+            trace!("neither Transfer-Encoding nor Content-Length");
+            Ok(Some((DecodedLength::CLOSE_DELIMITED, false)))
         } else if let Some(len) = headers::content_length_parse_all(&inc.headers) {
             Ok(Some((DecodedLength::checked_new(len)?, false)))
         } else if inc.headers.contains_key(header::CONTENT_LENGTH) {
