@@ -1198,7 +1198,7 @@ impl Http1Transaction for Client {
                     content_lengths += 1 + usize::from(value.as_bytes().contains(&b','));
                     framing.length = headers::content_length_parse(&value);
                 } else if let header::TRANSFER_ENCODING = name {
-                    framing.chunked_or_not = true;
+                    framing.transfer_encoding = true;
                 } else if let header::TE = name {
                     // Tidegate patch 14.
                     te_trailers = te_trailers || headers::te_value_is_trailers(&value);
@@ -1343,7 +1343,7 @@ impl Http1Transaction for Client {
 #[cfg(feature = "client")]
 #[derive(Clone, Copy, Default)]
 struct Framing {
-    chunked_or_not: bool,
+    transfer_encoding: bool,
     content_length: bool,
     length: Option<u64>,
 }
@@ -1393,7 +1393,7 @@ impl Client {
             }
         }
 
-        if framing.chunked_or_not {
+        if framing.transfer_encoding {
             // https://tools.ietf.org/html/rfc7230#section-3.3.3
             // If Transfer-Encoding header is present, and 'chunked' is
             // not the final encoding, and this is a Request, then it is
