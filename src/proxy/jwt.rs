@@ -21,8 +21,9 @@ pub(crate) async fn check(
     user: &Cell<Option<Arc<str>>>,
 ) -> Result<(), ProxyError> {
     jwt.strip(headers);
+    let seen = jwt.keys.fetches();
     let verdict = match jwt.verify(headers) {
-        Verdict::UnknownKey => match jwt.keys.refreshed().await {
+        Verdict::UnknownKey => match jwt.keys.refreshed(seen).await {
             true => jwt.verify(headers),
             false => Verdict::UnknownKey,
         },

@@ -106,8 +106,10 @@ async fn keep(keys: Arc<Keys>, mut stop: watch::Receiver<bool>) {
                 RETRY.min(remote.refresh)
             }
         };
-        keys.fetching.store(false, Ordering::Release);
+        // (In this order: see `Keys::refreshed`.)
+        keys.ended.fetch_add(1, Ordering::Release);
         keys.done.send_modify(|n| *n += 1);
+        keys.fetching.store(false, Ordering::Release);
         tokio::select! {
             _ = tokio::time::sleep(next) => {}
             _ = keys.wake.notified() => {}

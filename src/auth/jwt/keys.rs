@@ -163,6 +163,8 @@ pub(crate) struct Keys {
     pub(crate) wake: Notify,
     /// Counts finished fetches (good or not): what waiting requests watch.
     pub(crate) done: watch::Sender<u64>,
+    /// The same count, read with no lock (see [`Keys::refreshed`]).
+    pub(crate) ended: AtomicU64,
 }
 
 impl Keys {
@@ -185,6 +187,7 @@ impl Keys {
             asked: AtomicU64::new(0),
             wake: Notify::new(),
             done: watch::Sender::new(0),
+            ended: AtomicU64::new(0),
         }
     }
 
@@ -198,15 +201,29 @@ impl Keys {
         self.set.store(std::sync::Arc::new(set));
     }
 
-    /// For a token whose `kid` is not in the set: waits for a fetch (one
-    /// in flight, or one asked now if the last ask is old enough), at most
-    /// [`WAIT`]. `false` without one: the set stays as it is.
-    pub(crate) async fn refreshed(&self) -> bool {
+    /// How many fetches have ended: read before the set is, for
+    /// [`refreshed`](Self::refreshed).
+    pub(crate) fn fetches(&self) -> u64 {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// For a token whose `kid` is not in the set as it was after `seen`
+    /// fetches: `true` at once if one ended since (the set may be new),
+    /// else waits for a fetch (one in flight, or one asked now if the
+    /// last ask is old enough), at most [`WAIT`]. `false` without one:
+    /// the set stays as it is. (A fetch stores its set, then counts
+    /// itself ended and done, then clears `fetching`: read in the other
+    /// order here, a fetch that ends meanwhile is never asked for again.)
+    pub(crate) async fn refreshed(&self, seen: u64) -> bool {
         if self.remote.is_none() {
             return false;
         }
         let mut finished = self.done.subscribe();
-        if !self.fetching.load(Ordering::Acquire) && !self.ask() {
+        let fetching = self.fetching.load(Ordering::Acquire);
+        if self.fetches() != seen {
+            return true;
+        }
+        if !fetching && !self.ask() {
             return false;
         }
         matches!(
