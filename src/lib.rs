@@ -96,8 +96,9 @@
 //! - `compress/`: response compression: `Accept-Encoding` negotiated
 //!   (`negotiate.rs`), the head rewritten, the gzip/br/zstd encoders.
 //! - `message/`: pure HTTP rules: what a request head must be before
-//!   anything acts on it (`admit.rs`) and the RFC 9110 header rewriting
-//!   for the next hop (`headers.rs`).
+//!   anything acts on it (`admit.rs`), the RFC 9110 header rewriting
+//!   for the next hop (`headers.rs`), and fields added where a request
+//!   goes out (`added.rs`).
 //! - `config/`: the TOML file to validated pure data, every problem
 //!   reported with its file, line and field; `dump.rs`: that data shown
 //!   as JSON with its secrets redacted.

@@ -8,6 +8,8 @@ use http::Version;
 
 /// W3C Trace Context's vendor field (found by [`scan`], used by `trace`).
 pub(crate) const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+/// W3C Trace Context's parent (found by [`scan`], used by `trace`).
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -125,9 +127,24 @@ pub(crate) struct Found {
     pub(crate) underscore: bool,
     /// `tracestate` (dropped with a missing or invalid `traceparent`).
     pub(crate) trace_state: bool,
+    /// `traceparent` (read, then replaced by the proxy's own).
+    pub(crate) trace_parent: bool,
+    /// The field named to [`scan_request`] (a request ID's).
+    pub(crate) named: bool,
 }
 
 pub(crate) fn scan(h: &HeaderMap) -> Found {
+    scan_as::<false>(h, None)
+}
+
+/// [`scan`] of a request's fields, also noting `traceparent` and whether a
+/// field called `named` is there.
+pub(crate) fn scan_request(h: &HeaderMap, named: Option<&HeaderName>) -> Found {
+    scan_as::<true>(h, named)
+}
+
+/// A response's scan does not look for what only a request's needs.
+fn scan_as<const REQUEST: bool>(h: &HeaderMap, named: Option<&HeaderName>) -> Found {
     let mut f = Found::default();
     for name in h.keys() {
         if name == header::TRANSFER_ENCODING {
@@ -150,6 +167,10 @@ pub(crate) fn scan(h: &HeaderMap) -> Found {
             f.forwarded_for = true;
         } else if name == TRACESTATE {
             f.trace_state = true;
+        } else if REQUEST && name == TRACEPARENT {
+            f.trace_parent = true;
+        } else if REQUEST && named == Some(name) {
+            f.named = true;
         } else if crate::message::admit::has_underscore(name.as_str().as_bytes()) {
             f.underscore = true;
         }
@@ -430,6 +451,13 @@ mod tests {
         ]));
         assert!(f.hop && f.transfer_encoding && f.connection && f.expect);
         assert!(f.forwarded_for && f.upgrade && !f.underscore);
+        assert!(!f.trace_parent && !f.trace_state && !f.named);
+        let id = HeaderName::from_static("x-request-id");
+        let h = map(&[("traceparent", "00-1"), ("x-request-id", "a")]);
+        let f = scan_request(&h, None);
+        assert!(f.trace_parent && !f.named);
+        assert!(scan_request(&h, Some(&id)).named);
+        assert!(!scan(&h).trace_parent, "a response's scan looks for neither");
     }
 
     #[test]

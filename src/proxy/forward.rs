@@ -19,6 +19,7 @@ use super::Outcome;
 use crate::body::{BodyProgress, RequestBody};
 use crate::downstream::state::{ConnCtx, HeadTimer};
 use crate::error::ProxyError;
+use crate::message::added::Added;
 use crate::router::Route;
 use crate::upstream::stats::Count;
 use crate::upstream::{Lease, Pool};
@@ -80,6 +81,7 @@ impl Drop for Busy<'_> {
 /// argument from its future's state into a second place in that state, a
 /// copy of the whole request per call.)
 #[allow(clippy::manual_async_fn)] // on purpose: see above
+#[allow(clippy::too_many_arguments)]
 pub(super) fn send<'a>(
     w: &'a Worker,
     mut lease: Lease,
@@ -88,6 +90,7 @@ pub(super) fn send<'a>(
     kept_progress: Option<&'a Rc<BodyProgress>>,
     timer: Option<&'a HeadTimer>,
     replay: Option<&'a Replay>,
+    added: Option<&'a dyn Added>,
 ) -> impl std::future::Future<Output = Result<Forwarded, ProxyError>> + use<'a> {
     async move {
         let progress = kept_progress.map(|p| &**p);
@@ -105,31 +108,32 @@ pub(super) fn send<'a>(
             && http_body::Body::is_end_stream(req.body())
             && is_idempotent(req.method()))
         .then(|| copy_head(&req));
-        let err = match with_head_timeout(lease.exchange(req), timeout, progress, timer).await {
-            None => return Err(ProxyError::ResponseTimeout { addr }),
-            Some(Ok(resp)) => return Ok((resp, lease)),
-            Some(Err(mut e)) => {
-                let retry = match (e.take_message(), idle_for) {
-                    (Some(req), Some(_)) => Some(req),
-                    // A body read ahead goes again from the kept copy.
-                    (None, Some(_)) => backup.or_else(|| {
-                        replay
-                            .filter(|_| stale_risk)
-                            .map(|kept| replay_request(kept, kept_progress))
-                    }),
-                    _ => None,
-                };
-                match retry {
-                    Some(req) if !e.error().is_timeout() => req,
-                    _ => return Err(classify(e.into_error(), addr)),
+        let err =
+            match with_head_timeout(lease.exchange(req, added), timeout, progress, timer).await {
+                None => return Err(ProxyError::ResponseTimeout { addr }),
+                Some(Ok(resp)) => return Ok((resp, lease)),
+                Some(Err(mut e)) => {
+                    let retry = match (e.take_message(), idle_for) {
+                        (Some(req), Some(_)) => Some(req),
+                        // A body read ahead goes again from the kept copy.
+                        (None, Some(_)) => backup.or_else(|| {
+                            replay
+                                .filter(|_| stale_risk)
+                                .map(|kept| replay_request(kept, kept_progress))
+                        }),
+                        _ => None,
+                    };
+                    match retry {
+                        Some(req) if !e.error().is_timeout() => req,
+                        _ => return Err(classify(e.into_error(), addr)),
+                    }
                 }
-            }
-        };
+            };
         tracing::debug!(upstream = %addr, "pooled connection was closed; retrying on a new one");
         drop(lease);
         // Boxed: rare, and its state would otherwise enlarge every request.
         let mut lease = Box::pin(w.pool.connect(server, connect)).await?;
-        match with_head_timeout(lease.exchange(err), timeout, progress, timer).await {
+        match with_head_timeout(lease.exchange(err, added), timeout, progress, timer).await {
             None => Err(ProxyError::ResponseTimeout { addr }),
             Some(Ok(resp)) => Ok((resp, lease)),
             Some(Err(e)) => Err(classify(e.into_error(), addr)),
@@ -208,6 +212,7 @@ pub(crate) fn to_upstream<'w, 'a>(
     plan: super::request::Plan,
     h2_ws: Option<hyper::upgrade::OnUpgrade>,
     hop: Option<&'a crate::trace::Hop>,
+    added: Option<&'a dyn Added>,
 ) -> impl std::future::Future<Output = Result<Outcome<'w>, ProxyError>> + use<'w, 'a> {
     async move {
         let super::request::Plan {
@@ -297,6 +302,7 @@ pub(crate) fn to_upstream<'w, 'a>(
                 progress.as_ref(),
                 ctx.head_timer.as_ref(),
                 replay.as_deref(),
+                added,
             )
             .await
             {

@@ -194,7 +194,7 @@ async fn ask(
         req.headers_mut()
             .insert(header::HOST, w.pool.authority(server).clone());
         let timeouts = (route.upstream_connect, fa.timeout);
-        let (resp, mut lease) = match send(w, lease, req, timeouts, None, None, None).await {
+        let (resp, mut lease) = match send(w, lease, req, timeouts, None, None, None, None).await {
             Ok(r) => r,
             Err(e) => {
                 if e.upstream().is_some() {

@@ -50,7 +50,7 @@ pub(crate) async fn pass(
     parts: &mut http::request::Parts,
     authority: Option<&Authority>,
     client: std::net::IpAddr,
-    routed: &Noted,
+    routed: &Noted<'_>,
 ) -> Result<Passed, ProxyError> {
     let wait = match route.rate_limit.is_empty() {
         true => Duration::ZERO,

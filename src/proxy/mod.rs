@@ -17,8 +17,9 @@
 //!    §7.6: hop-by-hop fields dropped, `X-Forwarded-*` and `Via` added,
 //!    `Host` set) and the route's fields;
 //! 4. **forward** (`forward`): a server and a pooled connection, the
-//!    send, the response head under `upstream_response_head`
-//!    (`head_timeout`), retries;
+//!    send (with the fields the request adds where it goes out: its ID,
+//!    its trace context, `added`), the response head under
+//!    `upstream_response_head` (`head_timeout`), retries;
 //! 5. **respond** (`respond`, [`exchange`]): the response head rewritten,
 //!    its body streamed back; when it ends the connection returns to the
 //!    pool and the access-log line is written ([`exchange::LogLine`]).
@@ -35,6 +36,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+mod added;
 mod auth;
 pub(crate) mod cache;
 mod compress;
@@ -58,7 +60,7 @@ use crate::body::BodyProgress;
 use crate::downstream::state::{ConnCtx, InFlight};
 use crate::error::ProxyError;
 use crate::message::admit::Authority;
-use crate::message::headers::{scan, strip_found, Found, VIA_VALUE};
+use crate::message::headers::{scan, scan_request, strip_found, Found, VIA_VALUE};
 use crate::ratelimit::concurrency::Held;
 use crate::router::Route;
 use crate::upstream::Lease;
@@ -89,7 +91,7 @@ pub(crate) fn handle(
         let worker = ctx.current.get();
         let (mut parts, body) = req.into_parts();
         // The fields the proxy acts on, found in one pass for the whole request.
-        let found = scan(&parts.headers);
+        let found = scan_request(&parts.headers, ctx.request_id.as_ref().map(|r| &r.header));
         // Room for what the proxy adds (request.rs's forwarded fields, the
         // ID, the traceparent) in one step: growing the map on the way costs
         // a rehash.
@@ -113,16 +115,27 @@ pub(crate) fn handle(
             _ => admit(&ctx, &mut parts, found),
         };
         // The listener's request ID, given at once; unless some route has
-        // its own, and every ID waits for the route (`Late`).
+        // its own, and every ID waits for the route (`Late`). A new one
+        // goes upstream as an added field (`added`), as the trace context.
         let late = worker.router.route_request_ids;
+        // (Made here, filled in place: a move of it costs a copy.)
+        let mut routed = request::Noted::default();
         let mut request_id = match &ctx.request_id {
-            Some(cfg) if !late => Some((cfg, request_id::assign(cfg, &mut parts.headers))),
+            Some(cfg) if !late => {
+                let (id, new) = request_id::give(cfg, &mut parts.headers, found.named);
+                if new {
+                    routed.added.id = Some((&cfg.header, id.clone()));
+                }
+                Some((cfg, id))
+            }
             _ => None,
         };
         // The trace context it goes upstream with, and its span if sampled.
         let span = worker.trace.as_ref().and_then(|t| {
             let host = admitted.as_ref().ok().cloned().flatten();
-            t.begin(&mut parts, found.trace_state, host, client)
+            let (context, span) = t.begin(&mut parts, &found, host, client);
+            routed.added.trace = Some(context);
+            span
         });
         // HTTP/1.1 connections have a head timer; HTTP/2 ones do not.
         let h2 = ctx.head_timer.is_none();
@@ -144,7 +157,6 @@ pub(crate) fn handle(
         let grpc = is_grpc(&parts.headers);
         // `forward`'s future lives directly in this one: a second async layer
         // around it would copy its whole state once more per request.
-        let routed = request::Noted::default();
         let forwarded = match admitted {
             // `Late` made in the call, in no local that the await keeps.
             Ok(authority) => {
@@ -424,11 +436,12 @@ fn forward<'w, 'a>(
     authority: Option<Authority>,
     client: std::net::SocketAddr,
     found: Found,
-    routed: &'a request::Noted,
+    routed: &'a request::Noted<'w>,
     hop: Option<&'a crate::trace::Hop>,
     late: Option<Late<'a, 'w>>,
 ) -> impl std::future::Future<Output = Result<(Outcome<'w>, Held), ProxyError>> + use<'w, 'a> {
     async move {
+        let added = &routed.added;
         let authority = authority.as_ref();
         // An HTTP/2 WebSocket (extended CONNECT, RFC 8441) is routed and sent
         // as the HTTP/1.1 handshake it stands for: a GET.
@@ -446,6 +459,11 @@ fn forward<'w, 'a>(
             (Matched::Route(route), h2_ws) => (route, h2_ws),
             (Matched::Listener(resp), _) => return Ok((Outcome::Local(resp), Held::default())),
         };
+        // What reads the request's fields before it goes out sees the
+        // added ones there.
+        if route.forward_auth.is_some() || !route.request_headers.is_empty() {
+            added.insert_now(&mut parts.headers);
+        }
         if w.compress {
             request::note_compression(ctx, w, route, &parts, routed);
         }
@@ -465,6 +483,7 @@ fn forward<'w, 'a>(
                     cache::Looked::Hit(resp) => return Ok((Outcome::Local(resp), held)),
                     cache::Looked::Forward(plan) => routed.cache.set(Some(plan)),
                     cache::Looked::Stale(resp, plan) => {
+                        added.insert_now(&mut parts.headers);
                         let r = cache::Background {
                             ctx: ctx.clone(),
                             worker: w.clone(),
@@ -510,8 +529,19 @@ fn forward<'w, 'a>(
             found,
             h2_ws.is_some(),
         )?;
-        let outcome =
-            forward::to_upstream(ctx, w, route, group, parts, body, plan, h2_ws, hop).await?;
+        let outcome = forward::to_upstream(
+            ctx,
+            w,
+            route,
+            group,
+            parts,
+            body,
+            plan,
+            h2_ws,
+            hop,
+            added.pending(),
+        )
+        .await?;
         Ok((outcome, held))
     }
 }

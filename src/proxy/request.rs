@@ -176,9 +176,13 @@ pub(crate) fn prepare_request(
 }
 
 /// What the route phase found, for the request's log line: the route
-/// (config index) and the user basic auth let in.
+/// (config index) and the user basic auth let in; and the fields the
+/// request adds where it goes out.
 #[derive(Default)]
-pub(crate) struct Noted {
+pub(crate) struct Noted<'c> {
+    /// The fields added where the request goes out (its ID, its trace
+    /// context).
+    pub(crate) added: super::added::Added<'c>,
     pub(crate) route: Cell<Option<usize>>,
     pub(crate) user: Cell<Option<std::sync::Arc<str>>>,
     /// The response's compression, when its route or listener has one.
@@ -194,7 +198,7 @@ pub(crate) fn note_compression(
     w: &Worker,
     route: &Route,
     parts: &http::request::Parts,
-    routed: &Noted,
+    routed: &Noted<'_>,
 ) {
     let config = route.compress.as_ref().or_else(|| {
         w.config
@@ -243,7 +247,7 @@ pub(crate) fn find<'w>(
     parts: &http::request::Parts,
     authority: Option<&Authority>,
     client: SocketAddr,
-    routed: &Noted,
+    routed: &Noted<'_>,
 ) -> Result<Matched<'w>, ProxyError> {
     if let Some(acme) = w.acme.as_deref().filter(|_| ctx.tls.is_none()) {
         if let Some(token) = parts.uri.path().strip_prefix(crate::acme::HTTP01_PREFIX) {

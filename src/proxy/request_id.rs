@@ -41,19 +41,42 @@ fn acceptable(v: &HeaderValue) -> bool {
     (1..=200).contains(&b.len()) && b.iter().all(|c| c.is_ascii_graphic())
 }
 
-/// The request's ID, set in `headers` (the client's one kept only when
-/// trusted and well-formed). Inlined: with two callers LLVM stopped
-/// inlining it into `handle`, which cost the listener's path about 20
-/// instructions per request (bench/callgrind.sh).
+/// The request's ID: the client's, when trusted and well-formed (kept in
+/// `headers`), else a new one, the second item `true`: added where the
+/// request goes out ([`super::added`]), any client's field of that name
+/// removed. `sent`: `headers` has a field of that name (from the proxy's
+/// one pass over them), so most requests look nothing up.
+/// Inlined: with two callers LLVM stopped inlining it into `handle`,
+/// which cost the listener's path about 20 instructions per request
+/// (bench/callgrind.sh).
 #[inline(always)]
-pub(crate) fn assign(cfg: &RequestId, headers: &mut HeaderMap) -> HeaderValue {
-    if cfg.trust_incoming {
-        let mut sent = headers.get_all(&cfg.header).iter();
-        if let (Some(v), None) = (sent.next(), sent.next()) {
-            if acceptable(v) {
-                return v.clone();
-            }
+pub(crate) fn give(cfg: &RequestId, headers: &mut HeaderMap, sent: bool) -> (HeaderValue, bool) {
+    if sent {
+        if let Some(v) = kept(cfg, headers) {
+            return (v, false);
         }
+        headers.remove(&cfg.header);
+    }
+    (generate(), true)
+}
+
+/// The client's ID, when trusted and well-formed.
+fn kept(cfg: &RequestId, headers: &HeaderMap) -> Option<HeaderValue> {
+    if !cfg.trust_incoming {
+        return None;
+    }
+    let mut sent = headers.get_all(&cfg.header).iter();
+    match (sent.next(), sent.next()) {
+        (Some(v), None) if acceptable(v) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+/// The request's ID, a new one set in `headers` at once (an ID given once
+/// the route is known: [`Late`]).
+fn assign(cfg: &RequestId, headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = kept(cfg, headers) {
+        return v;
     }
     let id = generate();
     headers.insert(cfg.header.clone(), id.clone());
@@ -133,5 +156,21 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-request-id", HeaderValue::from_static("has space"));
         assert_eq!(assign(&cfg(true), &mut h).len(), 32);
+    }
+
+    #[test]
+    fn a_given_id_is_left_to_be_added_and_the_clients_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert_eq!(
+            give(&cfg(true), &mut h, true),
+            ("abc-123".parse().unwrap(), false)
+        );
+        assert_eq!(h["x-request-id"], "abc-123");
+        let (id, new) = give(&cfg(false), &mut h, true);
+        assert!(new && id.len() == 32);
+        assert!(h.is_empty(), "the client's ID is not sent on");
+        let (_, new) = give(&cfg(true), &mut h, false);
+        assert!(new && h.is_empty());
     }
 }

@@ -47,8 +47,7 @@ use tokio::time::Instant;
 
 use crate::message::admit::Authority;
 
-pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-pub(crate) use crate::message::headers::TRACESTATE;
+pub(crate) use crate::message::headers::{TRACEPARENT, TRACESTATE};
 
 /// Longest `tracestate` recorded on a span (the W3C spec asks that at
 /// least 512 characters be propagated; the header itself goes upstream as
@@ -128,12 +127,24 @@ impl Context {
         Some(c)
     }
 
-    /// The `traceparent` value (version 00) for this context.
-    pub(crate) fn header(&self) -> HeaderValue {
+    /// The `traceparent` value (version 00) for this context, as bytes.
+    pub(crate) fn value(&self) -> [u8; 55] {
         let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        self.write(&mut out);
+        out
+    }
+
+    /// Writes the IDs and flags into `out`, a version 00 `traceparent`
+    /// value's 55 bytes (its dashes and version already there).
+    pub(crate) fn write(&self, out: &mut [u8]) {
         crate::random::put_hex(&mut out[3..35], &self.trace_id);
         crate::random::put_hex(&mut out[36..52], &self.span_id);
         crate::random::put_hex(&mut out[53..55], &[self.flags]);
+    }
+
+    /// The `traceparent` value (version 00) for this context.
+    pub(crate) fn header(&self) -> HeaderValue {
+        let out = self.value();
         // Hex digits and dashes are always a valid field value. (The
         // array moved into the value's one allocation, not copied.)
         HeaderValue::from_maybe_shared(Bytes::from_owner(out)).unwrap_or(HeaderValue::from_static(
@@ -280,30 +291,32 @@ impl Tracer {
         }
     }
 
-    /// The request's trace context: the `traceparent` (and `tracestate`)
-    /// it sends upstream set in `parts`, and its span if it is sampled.
-    /// `trace_state`: whether the request has a `tracestate` (from the
-    /// proxy's one pass over its fields, so most requests hash no name
-    /// for it).
+    /// The request's trace context, for the `traceparent` it sends
+    /// upstream (added where it goes out: `proxy::added`), and its span if
+    /// it is sampled. The client's `traceparent` is taken out of `parts`
+    /// (and its `tracestate` unless the parent was valid). `found`: what
+    /// the proxy's one pass over the request's fields saw, so that most
+    /// requests hash neither name.
     pub(crate) fn begin(
         &self,
         parts: &mut http::request::Parts,
-        trace_state: bool,
+        found: &crate::message::headers::Found,
         host: Option<Authority>,
         client: SocketAddr,
-    ) -> Option<Box<Span>> {
+    ) -> (Context, Option<Box<Span>>) {
         let headers = &mut parts.headers;
-        // One lookup to read the incoming traceparent and replace it.
-        let field = headers.entry(TRACEPARENT);
-        let parent = match &field {
-            http::header::Entry::Occupied(o) => {
-                let mut sent = o.iter();
-                match (sent.next(), sent.next()) {
-                    (Some(v), None) => Context::parse(v.as_bytes()),
-                    _ => None,
+        let parent = match found.trace_parent {
+            false => None,
+            true => match headers.entry(TRACEPARENT) {
+                http::header::Entry::Occupied(o) => {
+                    let (_, mut sent) = o.remove_entry_mult();
+                    match (sent.next(), sent.next()) {
+                        (Some(v), None) => Context::parse(v.as_bytes()),
+                        _ => None,
+                    }
                 }
-            }
-            http::header::Entry::Vacant(_) => None,
+                http::header::Entry::Vacant(_) => None,
+            },
         };
         let ctx = match parent {
             Some(p) => Context {
@@ -320,22 +333,14 @@ impl Tracer {
                 }
             }
         };
-        match field {
-            http::header::Entry::Occupied(mut o) => {
-                o.insert(ctx.header());
-            }
-            http::header::Entry::Vacant(v) => {
-                v.insert(ctx.header());
-            }
-        }
-        if parent.is_none() && trace_state {
+        if parent.is_none() && found.trace_state {
             headers.remove(TRACESTATE);
         }
         if !ctx.sampled() {
-            return None;
+            return (ctx, None);
         }
         let trace_state = parent.and_then(|_| single(headers, &TRACESTATE));
-        Some(Box::new(Span {
+        let span = Box::new(Span {
             ctx,
             parent: parent.map(|p| p.span_id),
             trace_state: trace_state.filter(|v| v.len() <= MAX_TRACESTATE),
@@ -344,7 +349,8 @@ impl Tracer {
             host,
             client,
             hop: Hop::default(),
-        }))
+        });
+        (ctx, Some(span))
     }
 
     /// Hands the finished `span` to the exporter; a full queue drops it.

@@ -2,13 +2,14 @@
 //! driven: the HTTP/1.1 connection's driver travels with its lease and is
 //! polled by whoever waits on the connection.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use http::Request;
 use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::TokioIo;
@@ -17,8 +18,29 @@ use tokio::time::Instant;
 use super::connect::{h1_request, SendResult};
 use super::{Io, Sender};
 use crate::body::RequestBody;
+use crate::message::added::Added;
 
 type Driver = http1::Connection<TokioIo<Io>, RequestBody>;
+
+/// Room the thread's buffer for added fields keeps: more than a request ID
+/// and a `traceparent` take.
+const ADDED_ROOM: usize = 512;
+
+/// `added`'s fields encoded, in a slice of the thread's buffer: a count on
+/// a shared allocation, no allocation of its own (the buffer is reused
+/// once every slice of it is written and dropped).
+fn encoded(added: &dyn Added) -> Bytes {
+    thread_local! {
+        static BUF: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    }
+    BUF.with_borrow_mut(|buf| {
+        if buf.capacity() < ADDED_ROOM {
+            buf.reserve(16 * ADDED_ROOM);
+        }
+        added.encode(buf);
+        buf.split().freeze()
+    })
+}
 
 /// Streams one HTTP/2 connection carries before another one is opened.
 pub(crate) const H2_STREAMS: u32 = 100;
@@ -112,16 +134,23 @@ impl Lease {
     /// connection); an HTTP/2 stream, or a connection whose driver runs as
     /// a task of its own, takes it through hyper's `SendRequest`. As with
     /// hyper's `try_send_request`, a request that never went out comes
-    /// back in the error.
+    /// back in the error. `added`: fields to add where it goes out
+    /// ([`Added`]): written by hyper after the request's own in place,
+    /// else inserted in its fields (a request that comes back has them).
     pub(crate) fn exchange(
         &mut self,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
+        added: Option<&dyn Added>,
     ) -> Exchange<'_, impl Future<Output = SendResult> + 'static> {
         if let (Some(driver), Sender::H1(_)) = (&mut self.driver, &self.sender) {
-            return match driver.as_mut().send_in_place(h1_request(req)) {
+            let extra = added.map(encoded);
+            return match driver.as_mut().send_in_place(h1_request(req), extra) {
                 Ok(()) => Exchange::InPlace { lease: self },
                 Err(e) => Exchange::Refused { err: Some(e) },
             };
+        }
+        if let Some(a) = added {
+            a.insert(req.headers_mut());
         }
         let fut = self.sender.try_send_request(req);
         Exchange::Channel { lease: self, fut }
@@ -274,7 +303,7 @@ mod tests {
         for body in ["one", "two"] {
             assert!(!lease.is_dead());
             let resp = lease
-                .exchange(get(&format!("/{body}")))
+                .exchange(get(&format!("/{body}")), None)
                 .await
                 .map_err(|e| e.into_error())
                 .unwrap();
@@ -295,7 +324,7 @@ mod tests {
         let mut lease = lease(addr).await;
         // The server's close has reached our socket before we send.
         origin.await.unwrap();
-        let Err(mut e) = lease.exchange(get("/")).await else {
+        let Err(mut e) = lease.exchange(get("/"), None).await else {
             panic!("answered");
         };
         let back = e.take_message().expect("the unsent request comes back");
@@ -310,7 +339,7 @@ mod tests {
         })
         .await;
         let mut lease = lease(addr).await;
-        let Err(mut e) = lease.exchange(get("/")).await else {
+        let Err(mut e) = lease.exchange(get("/"), None).await else {
             panic!("answered");
         };
         assert!(e.take_message().is_none(), "{}", e.error());

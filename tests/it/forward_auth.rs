@@ -233,6 +233,52 @@ async fn ask(
     (status, headers, body)
 }
 
+/// The request's ID (and `traceparent`) reach the auth service when it
+/// asks for them, and the upstream once each, as on any route.
+#[tokio::test]
+async fn the_auth_service_can_be_sent_the_request_id() {
+    let auth = auth_service();
+    let origin = backend(|req: Request<Incoming>| async move {
+        let all = |n: &str| {
+            let v: Vec<&str> = req
+                .headers()
+                .get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            v.join(",")
+        };
+        text(
+            200,
+            &format!("{} {}", all("x-req"), all("traceparent").len()),
+        )
+    });
+    let more = [(
+        "request_headers",
+        toml::Value::from(vec!["Authorization", "X-Req", "Traceparent"]),
+    )];
+    let proxy = Proxy::start(
+        &config(&origin, auth.addr, &more)
+            .listener_set("request_id.header", "x-req")
+            .set("tracing.otlp_endpoint", "http://127.0.0.1:9/v1/traces")
+            .set("tracing.sample_ratio", 0.0)
+            .toml(),
+    );
+    let fields = [("authorization", "Bearer anon"), ("x-req", "client-made")];
+    let (status, h, body) = ask(&proxy, "GET", "/app/page", &fields, "").await;
+    let id = h["x-req"].to_str().unwrap();
+    assert_eq!((status, id.len()), (200, 32));
+    assert_eq!(
+        body,
+        format!("{id} 55"),
+        "the upstream: one ID, one traceparent"
+    );
+    let seen = auth.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].headers["x-req"], id);
+    assert_eq!(seen[0].headers["traceparent"].len(), 55);
+}
+
 #[tokio::test]
 async fn a_2xx_lets_the_request_on_with_the_decisions_fields_and_none_of_the_clients() {
     let auth = auth_service();

@@ -323,15 +323,12 @@ async fn reopen_after_the_file_moved_loses_no_line() {
 /// upstream, returned to the client, in the access log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_go_upstream_back_and_into_the_log() {
-    // The origin answers with the ID it received.
-    let origin = backend(|req: Request<hyper::body::Incoming>| async move {
-        let id = req
-            .headers()
-            .get("x-req")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        text(200, &id)
-    });
+    // The origin answers with the IDs it received (each field: one
+    // expected, the client's untrusted one replaced, not kept beside it).
+    let origin =
+        backend(
+            |req: Request<hyper::body::Incoming>| async move { text(200, &fields(&req, "x-req")) },
+        );
     let log = TempFile::new("ids.log");
     let proxy = Proxy::start(
         &TestConfig::proxying(origin.addr)
@@ -371,6 +368,62 @@ async fn request_ids_go_upstream_back_and_into_the_log() {
     let mut want = vec![format!("{a} 200"), format!("{b} 200")];
     want.sort();
     assert_eq!(lines, want);
+}
+
+/// Every `name` field of `req`, joined by commas.
+fn fields(req: &Request<hyper::body::Incoming>, name: &str) -> String {
+    let all: Vec<&str> = req
+        .headers()
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    all.join(",")
+}
+
+/// The ID and `traceparent` go upstream where the request goes out, but a
+/// route's `request_headers` rules see them as any field: removed,
+/// replaced or added to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_header_rules_see_the_request_id_and_traceparent() {
+    let origin = backend(|req: Request<hyper::body::Incoming>| async move {
+        let id = fields(&req, "x-req");
+        text(200, &format!("{id} {}", fields(&req, "traceparent")))
+    });
+    let proxy = Proxy::start(
+        &TestConfig::new()
+            .threads(1)
+            .set("tracing.otlp_endpoint", "http://127.0.0.1:9/v1/traces")
+            .set("tracing.sample_ratio", 0.0)
+            .listener_set("request_id.header", "x-req")
+            .route(
+                Route::to("app")
+                    .path_prefix("/rm/")
+                    .set("request_headers.remove", vec!["x-req", "traceparent"]),
+            )
+            .route(
+                Route::to("app")
+                    .path_prefix("/add/")
+                    .set("request_headers.add.x-req", "extra"),
+            )
+            .route(Route::to("app"))
+            .group("app", [origin.addr])
+            .toml(),
+    );
+    let ask = |path: &'static str| async move {
+        let sent = [("x-req", "client-made")];
+        let (_, h, body) = exchange(proxy.addr, "GET", "ids.test", path, &sent, empty()).await;
+        (h["x-req"].to_str().unwrap().to_string(), body)
+    };
+    let (id, seen) = ask("/rm/").await;
+    assert_eq!((id.len(), seen.as_str()), (32, " "), "both removed");
+    let (id, seen) = ask("/add/").await;
+    let (ids, tp) = seen.split_once(' ').unwrap();
+    assert_eq!(ids, format!("{id},extra"));
+    assert_eq!(tp.len(), 55, "{tp}");
+    let (id, seen) = ask("/").await;
+    let (ids, tp) = seen.split_once(' ').unwrap();
+    assert_eq!((ids, tp.len()), (id.as_str(), 55), "one of each: {seen}");
 }
 
 #[test]

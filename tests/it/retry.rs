@@ -71,6 +71,62 @@ async fn a_resetting_server_is_retried_away_from() {
     assert_eq!(seen.load(Ordering::SeqCst), 14);
 }
 
+/// A request that goes again to another server carries the same ID and
+/// `traceparent` as its first try did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_keeps_its_request_id_and_traceparent() {
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = heads.clone();
+    let bad = raw_backend(move |mut stream| {
+        let kept = kept.clone();
+        async move {
+            let mut buf = Vec::new();
+            if let Some(head) = read_request_head(&mut stream, &mut buf).await {
+                kept.lock().unwrap().push(head.to_ascii_lowercase());
+            }
+        }
+    });
+    let good = backend(|req: Request<hyper::body::Incoming>| async move {
+        let all = |n: &str| {
+            let v: Vec<&str> = req
+                .headers()
+                .get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            v.join(",")
+        };
+        text(200, &format!("{} {}", all("x-req"), all("traceparent")))
+    });
+    let extra = "[tracing]\notlp_endpoint = \"http://127.0.0.1:9/v1/traces\"\nsample_ratio = 0.0";
+    let toml = config(&[&bad, &good], extra).replace(
+        "address = \"127.0.0.1:0\"\n",
+        "address = \"127.0.0.1:0\"\nrequest_id = { header = \"x-req\" }\n",
+    );
+    let proxy = Proxy::start(&toml);
+    let mut answered = Vec::new();
+    for _ in 0..4 {
+        let (status, h, body) = exchange(proxy.addr, "GET", "t", "/", &[], empty()).await;
+        assert_eq!(status, 200);
+        let (id, tp) = body.split_once(' ').unwrap();
+        assert_eq!((id, tp.len()), (h["x-req"].to_str().unwrap(), 55));
+        answered.push((id.to_string(), tp.to_string()));
+    }
+    // Round robin: half of them went to the bad server first, with the
+    // same two fields as their second try.
+    let heads = heads.lock().unwrap().clone();
+    assert!(!heads.is_empty(), "the bad server was tried");
+    for head in &heads {
+        assert!(
+            answered
+                .iter()
+                .any(|(id, tp)| head.contains(&format!("x-req: {id}\r\n"))
+                    && head.contains(&format!("traceparent: {tp}\r\n"))),
+            "{head:?} against {answered:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_idempotent_and_streamed_requests_are_not_retried() {
     let resets = Arc::new(AtomicUsize::new(0));

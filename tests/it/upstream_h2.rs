@@ -109,6 +109,43 @@ async fn protocol_http1_offers_only_http1_by_alpn() {
     assert_eq!(body, "HTTP/1.1");
 }
 
+/// The fields the proxy adds (a request ID, a `traceparent`) reach an
+/// HTTP/2 upstream too, once each: there they go in the request's fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_upstream_gets_the_request_id_and_traceparent() {
+    let origin = h2c_origin(|req: Request<Incoming>| async move {
+        let all = |n: &str| {
+            let v: Vec<&str> = req
+                .headers()
+                .get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            v.join(",")
+        };
+        crate::common::text(
+            200,
+            &format!("{} {}", all("x-req"), all("traceparent").len()),
+        )
+    });
+    let toml = config(
+        1,
+        &format!("\"{}\"", origin.addr),
+        "protocol = \"h2\"\n[tracing]\notlp_endpoint = \"http://127.0.0.1:9/v1/traces\"\nsample_ratio = 0.0",
+    )
+    .replace(
+        "address = \"127.0.0.1:0\"\n",
+        "address = \"127.0.0.1:0\"\nrequest_id = { header = \"x-req\" }\n",
+    );
+    let proxy = Proxy::start(&toml);
+    for _ in 0..2 {
+        let (status, h, body) = get(proxy.addr, "/").await;
+        let id = h["x-req"].to_str().unwrap();
+        assert_eq!((status, id.len()), (200, 32));
+        assert_eq!(body, format!("{id} 55"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_by_config() {
     let origin = h2c_origin(version_answer);

@@ -86,7 +86,9 @@ pub(crate) async fn revalidate(r: Request, plan: Box<Plan>) {
             return;
         }
     };
-    let sent = forward::to_upstream(&ctx, &w, route, group, parts, body, prepared, None, None);
+    let sent = forward::to_upstream(
+        &ctx, &w, route, group, parts, body, prepared, None, None, None,
+    );
     match sent.await {
         Ok(Outcome::Upstream(resp, mut lease, _, _permit, _)) => {
             let (head, body) = resp.into_parts();

@@ -86,12 +86,21 @@ where
     /// [`Builder::driven_by_sender`]). Poll the connection, then
     /// [`take_in_place`](Self::take_in_place) for the response.
     ///
+    /// `extra`: fields already encoded (each `name: value\r\n`, valid
+    /// field names and values, no framing field), written after the
+    /// request's own; the sender's to get right, as hyper does not read
+    /// them. They are dropped with a request that comes back unsent.
+    ///
     /// # Errors
     ///
     /// A request already in flight on this connection: `req` comes back.
     #[allow(clippy::result_large_err)]
-    pub fn send_in_place(&mut self, req: Request<B>) -> Result<(), TrySendError<Request<B>>> {
-        self.inner.dispatch_mut().send_in_place(req)
+    pub fn send_in_place(
+        &mut self,
+        req: Request<B>,
+        extra: Option<bytes::Bytes>,
+    ) -> Result<(), TrySendError<Request<B>>> {
+        self.inner.dispatch_mut().send_in_place(req, extra)
     }
 
     /// Tidegate patch: what became of the request given to

@@ -683,6 +683,22 @@ where
         }
     }
 
+    /// Tidegate patch 15: writes `extra`, fields already encoded (each
+    /// `name: value\r\n`), after those of the head just written (before
+    /// the blank line that ends it). Nothing is written when no head was
+    /// (its encoding failed).
+    pub(crate) fn write_head_extra(&mut self, extra: &[u8]) {
+        if self.state.error.is_some() {
+            return;
+        }
+        let buf = self.io.headers_buf();
+        if buf.ends_with(b"\r\n\r\n") {
+            buf.truncate(buf.len() - 2);
+            buf.extend_from_slice(extra);
+            buf.extend_from_slice(b"\r\n");
+        }
+    }
+
     // Fix keep-alive when Connection: keep-alive header is not present
     fn fix_keep_alive(&mut self, head: &mut MessageHead<T::Outgoing>) {
         let connection_entry = head.headers.entry(CONNECTION);

@@ -43,6 +43,11 @@ pub(crate) trait Dispatch {
     /// Tidegate patch 13: frees what an idle connection holds for its
     /// next message (a server's future slot).
     fn release_idle(&mut self) {}
+    /// Tidegate patch 15: fields already encoded, to write after those of
+    /// the message `poll_msg` just gave (a request sent in place).
+    fn take_extra(&mut self) -> Option<bytes::Bytes> {
+        None
+    }
 }
 
 cfg_server! {
@@ -68,6 +73,8 @@ cfg_client! {
             // Tidegate patch: a request handed over in place
             // (`http1::Connection::send_in_place`), and what became of it.
             in_place: InPlace<B>,
+            // Tidegate patch: the fields it came with, for `take_extra`.
+            extra: Option<bytes::Bytes>,
         }
     }
 
@@ -81,8 +88,9 @@ cfg_client! {
     /// drives the connection, with no channel or callback between them.
     pub(crate) enum InPlace<B> {
         Idle,
-        /// Given, not yet started.
-        Queued(Request<B>),
+        /// Given, not yet started; with the fields written after the
+        /// request's own (`MessageHead::extra`).
+        Queued(Request<B>, Option<bytes::Bytes>),
         /// Being written or answered.
         Sent,
         /// Answered, or failed; waiting to be taken.
@@ -416,6 +424,9 @@ where
                         btype
                     };
                     self.conn.write_head(head, body_type);
+                    if let Some(extra) = self.dispatch.take_extra() {
+                        self.conn.write_head_extra(&extra);
+                    }
                 } else {
                     self.close();
                     return Poll::Ready(Ok(()));
@@ -725,21 +736,27 @@ cfg_client! {
                 rx,
                 rx_closed: false,
                 in_place: InPlace::Idle,
+                extra: None,
             }
         }
 
         /// Tidegate patch: queues `req`, to be written when the connection
         /// can take it; what becomes of it is read with `take_in_place`.
         /// Refused (and given back) while another request is in flight.
+        /// `extra`: fields already encoded, written after the request's.
         #[allow(clippy::result_large_err)]
-        pub(crate) fn send_in_place(&mut self, req: Request<B>) -> Result<(), TrySendError<Request<B>>> {
+        pub(crate) fn send_in_place(
+            &mut self,
+            req: Request<B>,
+            extra: Option<bytes::Bytes>,
+        ) -> Result<(), TrySendError<Request<B>>> {
             if self.callback.is_some() || !matches!(self.in_place, InPlace::Idle) {
                 return Err(TrySendError {
                     error: crate::Error::new_canceled().with("connection was not ready"),
                     message: Some(req),
                 });
             }
-            self.in_place = InPlace::Queued(req);
+            self.in_place = InPlace::Queued(req, extra);
             Ok(())
         }
 
@@ -749,7 +766,7 @@ cfg_client! {
         pub(crate) fn take_in_place(&mut self, closed: bool) -> Option<InPlaceResult<B>> {
             match std::mem::replace(&mut self.in_place, InPlace::Idle) {
                 InPlace::Settled(res) => Some(res),
-                InPlace::Queued(req) if closed => Some(Err(TrySendError {
+                InPlace::Queued(req, _) if closed => Some(Err(TrySendError {
                     error: crate::Error::new_canceled().with("connection closed"),
                     message: Some(req),
                 })),
@@ -781,8 +798,8 @@ cfg_client! {
             let mut this = self.as_mut();
             debug_assert!(!this.rx_closed);
             // Tidegate patch: a request sent in place goes first.
-            if matches!(this.in_place, InPlace::Queued(_)) {
-                if let InPlace::Queued(req) = std::mem::replace(&mut this.in_place, InPlace::Sent) {
+            if matches!(this.in_place, InPlace::Queued(..)) {
+                if let InPlace::Queued(req, extra) = std::mem::replace(&mut this.in_place, InPlace::Sent) {
                     let (parts, body) = req.into_parts();
                     let head = RequestHead {
                         version: parts.version,
@@ -790,6 +807,7 @@ cfg_client! {
                         headers: parts.headers,
                         extensions: parts.extensions,
                     };
+                    this.extra = extra;
                     return Poll::Ready(Some(Ok((head, body))));
                 }
             }
@@ -854,7 +872,7 @@ cfg_client! {
                             }));
                             return Ok(());
                         }
-                        InPlace::Queued(req) => {
+                        InPlace::Queued(req, _) => {
                             trace!("canceling request sent in place with connection error: {}", err);
                             self.in_place = InPlace::Settled(Err(TrySendError {
                                 error: crate::Error::new_canceled().with(err),
@@ -907,6 +925,10 @@ cfg_client! {
                 },
                 None => Poll::Ready(Err(())),
             }
+        }
+
+        fn take_extra(&mut self) -> Option<bytes::Bytes> {
+            self.extra.take()
         }
 
         fn should_poll(&self) -> bool {
