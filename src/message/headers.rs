@@ -457,7 +457,10 @@ mod tests {
         let f = scan_request(&h, None);
         assert!(f.trace_parent && !f.named);
         assert!(scan_request(&h, Some(&id)).named);
-        assert!(!scan(&h).trace_parent, "a response's scan looks for neither");
+        assert!(
+            !scan(&h).trace_parent,
+            "a response's scan looks for neither"
+        );
     }
 
     #[test]
