@@ -6,20 +6,19 @@
 //! instructions: hashing it byte by byte, probing, moving the entries);
 //! inserted in its fields on any other way out.
 
-use bytes::BytesMut;
 use http::HeaderMap;
 
 /// Fields added where a request goes out (see the module doc).
 pub(crate) trait Added {
     /// Appends each field to `dst` as `name: value\r\n`. Names and values
     /// must be valid (hyper writes the bytes as they are).
-    fn encode(&self, dst: &mut BytesMut);
+    fn encode(&self, dst: &mut Vec<u8>);
     /// Inserts each field in `h`, replacing any of the same name.
     fn insert(&self, h: &mut HeaderMap);
 }
 
 /// Appends `name: value\r\n` to `dst`.
-pub(crate) fn encode_field(dst: &mut BytesMut, name: &[u8], value: &[u8]) {
+pub(crate) fn encode_field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     dst.reserve(name.len() + value.len() + 4);
     dst.extend_from_slice(name);
     dst.extend_from_slice(b": ");

@@ -7,7 +7,6 @@
 
 use std::cell::Cell;
 
-use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::message::added::encode_field;
@@ -42,7 +41,7 @@ impl Added<'_> {
 }
 
 impl crate::message::added::Added for Added<'_> {
-    fn encode(&self, dst: &mut BytesMut) {
+    fn encode(&self, dst: &mut Vec<u8>) {
         if let Some((name, v)) = &self.id {
             encode_field(dst, name.as_str().as_bytes(), v.as_bytes());
         }
@@ -78,7 +77,7 @@ mod tests {
             trace: Some(t),
             ..Added::default()
         };
-        let mut b = BytesMut::new();
+        let mut b = Vec::new();
         a.pending().unwrap().encode(&mut b);
         assert_eq!(
             &b[..],

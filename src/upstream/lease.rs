@@ -2,14 +2,13 @@
 //! driven: the HTTP/1.1 connection's driver travels with its lease and is
 //! polled by whoever waits on the connection.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use http::Request;
 use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::TokioIo;
@@ -21,26 +20,6 @@ use crate::body::RequestBody;
 use crate::message::added::Added;
 
 type Driver = http1::Connection<TokioIo<Io>, RequestBody>;
-
-/// Room the thread's buffer for added fields keeps: more than a request ID
-/// and a `traceparent` take.
-const ADDED_ROOM: usize = 512;
-
-/// `added`'s fields encoded, in a slice of the thread's buffer: a count on
-/// a shared allocation, no allocation of its own (the buffer is reused
-/// once every slice of it is written and dropped).
-fn encoded(added: &dyn Added) -> Bytes {
-    thread_local! {
-        static BUF: RefCell<BytesMut> = RefCell::new(BytesMut::new());
-    }
-    BUF.with_borrow_mut(|buf| {
-        if buf.capacity() < ADDED_ROOM {
-            buf.reserve(16 * ADDED_ROOM);
-        }
-        added.encode(buf);
-        buf.split().freeze()
-    })
-}
 
 /// Streams one HTTP/2 connection carries before another one is opened.
 pub(crate) const H2_STREAMS: u32 = 100;
@@ -135,7 +114,8 @@ impl Lease {
     /// a task of its own, takes it through hyper's `SendRequest`. As with
     /// hyper's `try_send_request`, a request that never went out comes
     /// back in the error. `added`: fields to add where it goes out
-    /// ([`Added`]): written by hyper after the request's own in place,
+    /// ([`Added`]): encoded into the connection's buffer for them, which
+    /// hyper writes after the request's own fields, when it goes in place;
     /// else inserted in its fields (a request that comes back has them).
     pub(crate) fn exchange(
         &mut self,
@@ -143,7 +123,11 @@ impl Lease {
         added: Option<&dyn Added>,
     ) -> Exchange<'_, impl Future<Output = SendResult> + 'static> {
         if let (Some(driver), Sender::H1(_)) = (&mut self.driver, &self.sender) {
-            let extra = added.map(encoded);
+            let extra = |buf: &mut Vec<u8>| {
+                if let Some(a) = added {
+                    a.encode(buf);
+                }
+            };
             return match driver.as_mut().send_in_place(h1_request(req), extra) {
                 Ok(()) => Exchange::InPlace { lease: self },
                 Err(e) => Exchange::Refused { err: Some(e) },

@@ -86,10 +86,10 @@ where
     /// [`Builder::driven_by_sender`]). Poll the connection, then
     /// [`take_in_place`](Self::take_in_place) for the response.
     ///
-    /// `extra`: fields already encoded (each `name: value\r\n`, valid
-    /// field names and values, no framing field), written after the
-    /// request's own; the sender's to get right, as hyper does not read
-    /// them. They are dropped with a request that comes back unsent.
+    /// `extra` writes fields already encoded (each `name: value\r\n`,
+    /// valid field names and values, no framing field) into a buffer the
+    /// connection keeps, written after the request's own fields; the
+    /// sender's to get right, as hyper does not read them.
     ///
     /// # Errors
     ///
@@ -98,7 +98,7 @@ where
     pub fn send_in_place(
         &mut self,
         req: Request<B>,
-        extra: Option<bytes::Bytes>,
+        extra: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), TrySendError<Request<B>>> {
         self.inner.dispatch_mut().send_in_place(req, extra)
     }

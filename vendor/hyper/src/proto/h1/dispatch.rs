@@ -44,8 +44,9 @@ pub(crate) trait Dispatch {
     /// next message (a server's future slot).
     fn release_idle(&mut self) {}
     /// Tidegate patch 15: fields already encoded, to write after those of
-    /// the message `poll_msg` just gave (a request sent in place).
-    fn take_extra(&mut self) -> Option<bytes::Bytes> {
+    /// the message `poll_msg` just gave (a request sent in place), then
+    /// clear.
+    fn extra(&mut self) -> Option<&mut Vec<u8>> {
         None
     }
 }
@@ -73,8 +74,9 @@ cfg_client! {
             // Tidegate patch: a request handed over in place
             // (`http1::Connection::send_in_place`), and what became of it.
             in_place: InPlace<B>,
-            // Tidegate patch: the fields it came with, for `take_extra`.
-            extra: Option<bytes::Bytes>,
+            // Tidegate patch 15: the fields it came with, for `extra`
+            // (empty: none).
+            extra: Vec<u8>,
         }
     }
 
@@ -88,9 +90,8 @@ cfg_client! {
     /// drives the connection, with no channel or callback between them.
     pub(crate) enum InPlace<B> {
         Idle,
-        /// Given, not yet started; with the fields written after the
-        /// request's own (`MessageHead::extra`).
-        Queued(Request<B>, Option<bytes::Bytes>),
+        /// Given, not yet started.
+        Queued(Request<B>),
         /// Being written or answered.
         Sent,
         /// Answered, or failed; waiting to be taken.
@@ -424,8 +425,9 @@ where
                         btype
                     };
                     self.conn.write_head(head, body_type);
-                    if let Some(extra) = self.dispatch.take_extra() {
-                        self.conn.write_head_extra(&extra);
+                    if let Some(extra) = self.dispatch.extra() {
+                        self.conn.write_head_extra(extra);
+                        extra.clear();
                     }
                 } else {
                     self.close();
@@ -736,19 +738,20 @@ cfg_client! {
                 rx,
                 rx_closed: false,
                 in_place: InPlace::Idle,
-                extra: None,
+                extra: Vec::new(),
             }
         }
 
         /// Tidegate patch: queues `req`, to be written when the connection
         /// can take it; what becomes of it is read with `take_in_place`.
         /// Refused (and given back) while another request is in flight.
-        /// `extra`: fields already encoded, written after the request's.
+        /// `extra` writes fields already encoded into a buffer, written
+        /// after the request's own.
         #[allow(clippy::result_large_err)]
         pub(crate) fn send_in_place(
             &mut self,
             req: Request<B>,
-            extra: Option<bytes::Bytes>,
+            extra: impl FnOnce(&mut Vec<u8>),
         ) -> Result<(), TrySendError<Request<B>>> {
             if self.callback.is_some() || !matches!(self.in_place, InPlace::Idle) {
                 return Err(TrySendError {
@@ -756,7 +759,9 @@ cfg_client! {
                     message: Some(req),
                 });
             }
-            self.in_place = InPlace::Queued(req, extra);
+            self.extra.clear();
+            extra(&mut self.extra);
+            self.in_place = InPlace::Queued(req);
             Ok(())
         }
 
@@ -766,7 +771,7 @@ cfg_client! {
         pub(crate) fn take_in_place(&mut self, closed: bool) -> Option<InPlaceResult<B>> {
             match std::mem::replace(&mut self.in_place, InPlace::Idle) {
                 InPlace::Settled(res) => Some(res),
-                InPlace::Queued(req, _) if closed => Some(Err(TrySendError {
+                InPlace::Queued(req) if closed => Some(Err(TrySendError {
                     error: crate::Error::new_canceled().with("connection closed"),
                     message: Some(req),
                 })),
@@ -798,8 +803,8 @@ cfg_client! {
             let mut this = self.as_mut();
             debug_assert!(!this.rx_closed);
             // Tidegate patch: a request sent in place goes first.
-            if matches!(this.in_place, InPlace::Queued(..)) {
-                if let InPlace::Queued(req, extra) = std::mem::replace(&mut this.in_place, InPlace::Sent) {
+            if matches!(this.in_place, InPlace::Queued(_)) {
+                if let InPlace::Queued(req) = std::mem::replace(&mut this.in_place, InPlace::Sent) {
                     let (parts, body) = req.into_parts();
                     let head = RequestHead {
                         version: parts.version,
@@ -807,7 +812,6 @@ cfg_client! {
                         headers: parts.headers,
                         extensions: parts.extensions,
                     };
-                    this.extra = extra;
                     return Poll::Ready(Some(Ok((head, body))));
                 }
             }
@@ -820,6 +824,9 @@ cfg_client! {
                             Poll::Ready(None)
                         }
                         Poll::Pending => {
+                            // (Fields of a request sent in place that came
+                            // back unsent are not this one's.)
+                            this.extra.clear();
                             let (parts, body) = req.into_parts();
                             let head = RequestHead {
                                 version: parts.version,
@@ -872,7 +879,7 @@ cfg_client! {
                             }));
                             return Ok(());
                         }
-                        InPlace::Queued(req, _) => {
+                        InPlace::Queued(req) => {
                             trace!("canceling request sent in place with connection error: {}", err);
                             self.in_place = InPlace::Settled(Err(TrySendError {
                                 error: crate::Error::new_canceled().with(err),
@@ -927,8 +934,8 @@ cfg_client! {
             }
         }
 
-        fn take_extra(&mut self) -> Option<bytes::Bytes> {
-            self.extra.take()
+        fn extra(&mut self) -> Option<&mut Vec<u8>> {
+            (!self.extra.is_empty()).then_some(&mut self.extra)
         }
 
         fn should_poll(&self) -> bool {
