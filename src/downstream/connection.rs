@@ -257,6 +257,20 @@ impl<H: Handler> hyper::service::Service<http::Request<hyper::body::Incoming>> f
             fut: self.handle.handle(self.ctx.clone(), req),
         }
     }
+
+    /// The listener's request ID, for the response whose future `call`
+    /// made last (hyper patch 15; `proxy::handle` leaves it here when the
+    /// response has no field of that name).
+    fn extra(&self, write: &mut dyn FnMut(&[&[u8]])) {
+        if let (Some(id), Some(cfg)) = (self.ctx.response_id.take(), &self.ctx.request_id) {
+            write(&[
+                cfg.header.as_str().as_bytes(),
+                b": ",
+                id.as_bytes(),
+                b"\r\n",
+            ]);
+        }
+    }
 }
 
 /// The service of an HTTP/2 connection: each stream's future is boxed
@@ -548,6 +562,7 @@ async fn set_up<H: Handler>(
         head_timer: (!h2).then(HeadTimer::default),
         underscores: listener.underscores,
         request_id: listener.request_id.clone(),
+        response_id: Cell::new(None),
         index: at,
     });
     let io = TokioIo::new(io);

@@ -43,6 +43,10 @@ pub(crate) struct ConnCtx {
     pub underscores: crate::message::admit::Underscores,
     /// The listener's `request_id`, if set.
     pub request_id: Option<crate::config::RequestId>,
+    /// HTTP/1.1: the listener's ID of the response being written, which
+    /// hyper writes after its fields (`Svc::extra`) instead of it being
+    /// inserted in them.
+    pub response_id: Cell<Option<HeaderValue>>,
     /// Which of the current config's listeners this connection's is
     /// (kept right across reloads): its `trusted_proxies` and `access`
     /// rules are read per request, so a reload applies to the next one.

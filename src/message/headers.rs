@@ -129,12 +129,19 @@ pub(crate) struct Found {
     pub(crate) trace_state: bool,
     /// `traceparent` (read, then replaced by the proxy's own).
     pub(crate) trace_parent: bool,
-    /// The field named to [`scan_request`] (a request ID's).
+    /// The field named to [`scan_request`] or [`scan_response`] (a
+    /// request ID's).
     pub(crate) named: bool,
 }
 
 pub(crate) fn scan(h: &HeaderMap) -> Found {
     scan_as::<false>(h, None)
+}
+
+/// [`scan`] of a response's fields, also noting whether a field called
+/// `named` is there.
+pub(crate) fn scan_response(h: &HeaderMap, named: Option<&HeaderName>) -> Found {
+    scan_as::<false>(h, named)
 }
 
 /// [`scan`] of a request's fields, also noting `traceparent` and whether a
@@ -143,7 +150,7 @@ pub(crate) fn scan_request(h: &HeaderMap, named: Option<&HeaderName>) -> Found {
     scan_as::<true>(h, named)
 }
 
-/// A response's scan does not look for what only a request's needs.
+/// A response's scan does not look for `traceparent`.
 fn scan_as<const REQUEST: bool>(h: &HeaderMap, named: Option<&HeaderName>) -> Found {
     let mut f = Found::default();
     for name in h.keys() {
@@ -169,7 +176,7 @@ fn scan_as<const REQUEST: bool>(h: &HeaderMap, named: Option<&HeaderName>) -> Fo
             f.trace_state = true;
         } else if REQUEST && name == TRACEPARENT {
             f.trace_parent = true;
-        } else if REQUEST && named == Some(name) {
+        } else if named == Some(name) {
             f.named = true;
         } else if crate::message::admit::has_underscore(name.as_str().as_bytes()) {
             f.underscore = true;
@@ -457,10 +464,8 @@ mod tests {
         let f = scan_request(&h, None);
         assert!(f.trace_parent && !f.named);
         assert!(scan_request(&h, Some(&id)).named);
-        assert!(
-            !scan(&h).trace_parent,
-            "a response's scan looks for neither"
-        );
+        assert!(!scan(&h).trace_parent, "a response's scan does not look");
+        assert!(scan_response(&h, Some(&id)).named);
     }
 
     #[test]

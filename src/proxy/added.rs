@@ -3,7 +3,10 @@
 //! context it carries on. Until then they are in no field map, so what
 //! reads the request's fields on the way (a route's `request_headers`
 //! rules, forward auth's subrequest, a background revalidation) has them
-//! inserted first ([`Added::insert_now`]).
+//! inserted first ([`Added::insert_now`]). What chooses by a request's
+//! fields (a balancer's hash, a rate limit's or a cache's key, the access
+//! log's `$http_*`) sees what the client sent, as nginx's `$http_*` do:
+//! an ID or a `traceparent` the proxy makes is not among them.
 
 use std::cell::Cell;
 

@@ -60,7 +60,7 @@ use crate::body::BodyProgress;
 use crate::downstream::state::{ConnCtx, InFlight};
 use crate::error::ProxyError;
 use crate::message::admit::Authority;
-use crate::message::headers::{scan, scan_request, strip_found, Found, VIA_VALUE};
+use crate::message::headers::{scan_request, scan_response, strip_found, Found, VIA_VALUE};
 use crate::ratelimit::concurrency::Held;
 use crate::router::Route;
 use crate::upstream::Lease;
@@ -192,6 +192,9 @@ pub(crate) fn handle(
         pending.done();
         line.route(routed.route.get());
         line.user(routed.user.take());
+        // Whether the response has no field of the ID's name, nor will
+        // have one from the route's rules or a stored response.
+        let mut id_free = false;
         let mut resp = respond(
             &ctx,
             &worker,
@@ -200,8 +203,10 @@ pub(crate) fn handle(
             in_flight,
             grpc,
             request_id.as_ref().map(|(_, id)| id),
+            &mut id_free,
         );
         if let Some(plan) = routed.cache.take() {
+            id_free = false;
             cache::response(&mut resp, plan, worker.counters.as_deref());
         }
         if let Some(c) = routed.compress.take() {
@@ -209,7 +214,15 @@ pub(crate) fn handle(
         }
         let h = resp.headers_mut();
         if let Some((cfg, id)) = request_id {
-            h.insert(cfg.header.clone(), id);
+            // HTTP/1.1 and the listener's ID, on a response without a field
+            // of its name: written by hyper after the response's fields
+            // (`Svc::extra`), not inserted in them.
+            match id_free && !late && ctx.head_timer.is_some() {
+                true => ctx.response_id.set(Some(id)),
+                false => {
+                    h.insert(cfg.header.clone(), id);
+                }
+            }
         }
         if let Some(hsts) = &ctx.hsts {
             if !h.contains_key(header::STRICT_TRANSPORT_SECURITY) {
@@ -247,7 +260,10 @@ impl Drop for Pending<'_> {
     }
 }
 
-/// The response to send the client for what `forward` did.
+/// The response to send the client for what `forward` did. `id_free`:
+/// set when it is the upstream's and has no field of the listener's
+/// request ID's name (nor a route's rule that could add one).
+#[allow(clippy::too_many_arguments)]
 fn respond(
     ctx: &Rc<ConnCtx>,
     worker: &Rc<Worker>,
@@ -256,6 +272,7 @@ fn respond(
     in_flight: InFlight,
     grpc: bool,
     request_id: Option<&HeaderValue>,
+    id_free: &mut bool,
 ) -> Response<ProxyBody> {
     match forwarded {
         Ok((Outcome::Upstream(resp, lease, route, permit, progress), held)) => {
@@ -280,7 +297,8 @@ fn respond(
             // writes only those.
             let chunked = http_body::Body::size_hint(resp.body()).exact().is_none();
             let h = resp.headers_mut();
-            let found = scan(h);
+            let found = scan_response(h, ctx.request_id.as_ref().map(|r| &r.header));
+            *id_free = !found.named && route.response_headers.is_empty();
             // `Trailer` is in the fixed hop-by-hop set: looked up only when
             // the scan saw one of that set.
             let trailer = (found.hop && chunked)

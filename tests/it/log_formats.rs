@@ -346,6 +346,7 @@ async fn request_ids_go_upstream_back_and_into_the_log() {
     let ask = |addr, sent: Option<&'static str>| async move {
         let sent: Vec<(&str, &str)> = sent.map(|s| ("x-req", s)).into_iter().collect();
         let (_, h, body) = exchange(addr, "GET", "ids.test", "/", &sent, empty()).await;
+        assert_eq!(h.get_all("x-req").iter().count(), 1, "{h:?}");
         (h["x-req"].to_str().unwrap().to_string(), body)
     };
     let (a, seen_a) = ask(proxy.addr, None).await;
@@ -424,6 +425,45 @@ async fn a_routes_header_rules_see_the_request_id_and_traceparent() {
     let (id, seen) = ask("/").await;
     let (ids, tp) = seen.split_once(' ').unwrap();
     assert_eq!((ids, tp.len()), (id.as_str(), 55), "one of each: {seen}");
+}
+
+/// The client gets one ID back, the request's: an origin's field of that
+/// name, or a route's rule setting one, is replaced by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_gets_one_id_back_whatever_the_origin_sends() {
+    let origin = backend(|req: Request<hyper::body::Incoming>| async move {
+        let mut resp = text(200, &fields(&req, "x-req"));
+        if req.uri().path() == "/echo" {
+            let h = resp.headers_mut();
+            h.insert("x-req", "from-origin".parse().unwrap());
+            h.append("x-req", "twice".parse().unwrap());
+        }
+        resp
+    });
+    let proxy = Proxy::start(
+        &TestConfig::new()
+            .threads(1)
+            .listener_set("request_id.header", "x-req")
+            .route(
+                Route::to("app")
+                    .path_prefix("/rule/")
+                    .set("response_headers.set.x-req", "from-rule"),
+            )
+            .route(Route::to("app"))
+            .group("app", [origin.addr])
+            .toml(),
+    );
+    for path in ["/", "/echo", "/rule/"] {
+        let (status, h, body) = exchange(proxy.addr, "GET", "ids.test", path, &[], empty()).await;
+        assert_eq!(status, 200);
+        let ids: Vec<_> = h.get_all("x-req").iter().collect();
+        assert_eq!(ids.len(), 1, "{path}: {ids:?}");
+        assert_eq!(
+            ids[0].to_str().unwrap(),
+            body,
+            "{path}: the ID the origin got"
+        );
+    }
 }
 
 #[test]

@@ -35,6 +35,10 @@ pub trait HttpService<ReqBody>: sealed::Sealed<ReqBody> {
 
     #[doc(hidden)]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future;
+
+    /// Tidegate patch 15: see [`Service::extra`].
+    #[doc(hidden)]
+    fn extra(&self, write: &mut dyn FnMut(&[&[u8]]));
 }
 
 impl<T, B1, B2> HttpService<B1> for T
@@ -50,6 +54,10 @@ where
 
     fn call(&mut self, req: Request<B1>) -> Self::Future {
         Service::call(self, req)
+    }
+
+    fn extra(&self, write: &mut dyn FnMut(&[&[u8]])) {
+        Service::extra(self, write)
     }
 }
 

@@ -54,6 +54,15 @@ pub trait Service<Request> {
     ///   That means you're not really using the `&mut self` and could do with a `&self`.
     ///   The discussion on this is here: <https://github.com/hyperium/hyper/issues/3040>
     fn call(&self, req: Request) -> Self::Future;
+
+    /// Tidegate patch 15: fields already encoded (each `name: value\r\n`,
+    /// valid names and values, no framing field), to write after those of
+    /// the response of the future `call` last returned, once that
+    /// response's head is encoded (HTTP/1 servers): passed to `write` in
+    /// pieces written one after the other. None by default.
+    fn extra(&self, write: &mut dyn FnMut(&[&[u8]])) {
+        let _ = write;
+    }
 }
 
 impl<Request, S: Service<Request> + ?Sized> Service<Request> for &'_ S {
@@ -64,6 +73,10 @@ impl<Request, S: Service<Request> + ?Sized> Service<Request> for &'_ S {
     #[inline]
     fn call(&self, req: Request) -> Self::Future {
         (**self).call(req)
+    }
+
+    fn extra(&self, write: &mut dyn FnMut(&[&[u8]])) {
+        (**self).extra(write)
     }
 }
 
@@ -76,6 +89,10 @@ impl<Request, S: Service<Request> + ?Sized> Service<Request> for &'_ mut S {
     fn call(&self, req: Request) -> Self::Future {
         (**self).call(req)
     }
+
+    fn extra(&self, write: &mut dyn FnMut(&[&[u8]])) {
+        (**self).extra(write)
+    }
 }
 
 impl<Request, S: Service<Request> + ?Sized> Service<Request> for Box<S> {
@@ -86,6 +103,10 @@ impl<Request, S: Service<Request> + ?Sized> Service<Request> for Box<S> {
     #[inline]
     fn call(&self, req: Request) -> Self::Future {
         (**self).call(req)
+    }
+
+    fn extra(&self, write: &mut dyn FnMut(&[&[u8]])) {
+        (**self).extra(write)
     }
 }
 
@@ -98,6 +119,10 @@ impl<Request, S: Service<Request> + ?Sized> Service<Request> for std::rc::Rc<S> 
     fn call(&self, req: Request) -> Self::Future {
         (**self).call(req)
     }
+
+    fn extra(&self, write: &mut dyn FnMut(&[&[u8]])) {
+        (**self).extra(write)
+    }
 }
 
 impl<Request, S: Service<Request> + ?Sized> Service<Request> for std::sync::Arc<S> {
@@ -108,5 +133,9 @@ impl<Request, S: Service<Request> + ?Sized> Service<Request> for std::sync::Arc<
     #[inline]
     fn call(&self, req: Request) -> Self::Future {
         (**self).call(req)
+    }
+
+    fn extra(&self, write: &mut dyn FnMut(&[&[u8]])) {
+        (**self).extra(write)
     }
 }

@@ -683,18 +683,20 @@ where
         }
     }
 
-    /// Tidegate patch 15: writes `extra`, fields already encoded (each
+    /// Tidegate patch 15: writes `pieces`, fields already encoded (each
     /// `name: value\r\n`), after those of the head just written (before
     /// the blank line that ends it). Nothing is written when no head was
     /// (its encoding failed).
-    pub(crate) fn write_head_extra(&mut self, extra: &[u8]) {
+    pub(crate) fn write_head_extra(&mut self, pieces: &[&[u8]]) {
         if self.state.error.is_some() {
             return;
         }
         let buf = self.io.headers_buf();
         if buf.ends_with(b"\r\n\r\n") {
             buf.truncate(buf.len() - 2);
-            buf.extend_from_slice(extra);
+            for piece in pieces {
+                buf.extend_from_slice(piece);
+            }
             buf.extend_from_slice(b"\r\n");
         }
     }

@@ -44,10 +44,10 @@ pub(crate) trait Dispatch {
     /// next message (a server's future slot).
     fn release_idle(&mut self) {}
     /// Tidegate patch 15: fields already encoded, to write after those of
-    /// the message `poll_msg` just gave (a request sent in place), then
-    /// clear.
-    fn extra(&mut self) -> Option<&mut Vec<u8>> {
-        None
+    /// the message `poll_msg` just gave (a request sent in place, the
+    /// service's response), passed to `write` in pieces.
+    fn extra(&mut self, write: &mut dyn FnMut(&[&[u8]])) {
+        let _ = write;
     }
 }
 
@@ -425,10 +425,8 @@ where
                         btype
                     };
                     self.conn.write_head(head, body_type);
-                    if let Some(extra) = self.dispatch.extra() {
-                        self.conn.write_head_extra(extra);
-                        extra.clear();
-                    }
+                    let conn = &mut self.conn;
+                    self.dispatch.extra(&mut |pieces| conn.write_head_extra(pieces));
                 } else {
                     self.close();
                     return Poll::Ready(Ok(()));
@@ -714,6 +712,10 @@ cfg_server! {
             }
         }
 
+        fn extra(&mut self, write: &mut dyn FnMut(&[&[u8]])) {
+            self.service.extra(write)
+        }
+
         fn should_poll(&self) -> bool {
             self.busy()
         }
@@ -934,8 +936,11 @@ cfg_client! {
             }
         }
 
-        fn extra(&mut self) -> Option<&mut Vec<u8>> {
-            (!self.extra.is_empty()).then_some(&mut self.extra)
+        fn extra(&mut self, write: &mut dyn FnMut(&[&[u8]])) {
+            if !self.extra.is_empty() {
+                write(&[&self.extra]);
+                self.extra.clear();
+            }
         }
 
         fn should_poll(&self) -> bool {
