@@ -239,15 +239,7 @@ async fn ask(
 async fn the_auth_service_can_be_sent_the_request_id() {
     let auth = auth_service();
     let origin = backend(|req: Request<Incoming>| async move {
-        let all = |n: &str| {
-            let v: Vec<&str> = req
-                .headers()
-                .get_all(n)
-                .iter()
-                .map(|v| v.to_str().unwrap())
-                .collect();
-            v.join(",")
-        };
+        let all = |n: &str| all_values(req.headers(), n);
         text(
             200,
             &format!("{} {}", all("x-req"), all("traceparent").len()),

@@ -373,13 +373,7 @@ async fn request_ids_go_upstream_back_and_into_the_log() {
 
 /// Every `name` field of `req`, joined by commas.
 fn fields(req: &Request<hyper::body::Incoming>, name: &str) -> String {
-    let all: Vec<&str> = req
-        .headers()
-        .get_all(name)
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .collect();
-    all.join(",")
+    all_values(req.headers(), name)
 }
 
 /// The ID and `traceparent` go upstream where the request goes out, but a

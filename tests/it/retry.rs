@@ -87,15 +87,7 @@ async fn a_retried_request_keeps_its_request_id_and_traceparent() {
         }
     });
     let good = backend(|req: Request<hyper::body::Incoming>| async move {
-        let all = |n: &str| {
-            let v: Vec<&str> = req
-                .headers()
-                .get_all(n)
-                .iter()
-                .map(|v| v.to_str().unwrap())
-                .collect();
-            v.join(",")
-        };
+        let all = |n: &str| all_values(req.headers(), n);
         text(200, &format!("{} {}", all("x-req"), all("traceparent")))
     });
     let extra = "[tracing]\notlp_endpoint = \"http://127.0.0.1:9/v1/traces\"\nsample_ratio = 0.0";

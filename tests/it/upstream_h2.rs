@@ -114,15 +114,7 @@ async fn protocol_http1_offers_only_http1_by_alpn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_upstream_gets_the_request_id_and_traceparent() {
     let origin = h2c_origin(|req: Request<Incoming>| async move {
-        let all = |n: &str| {
-            let v: Vec<&str> = req
-                .headers()
-                .get_all(n)
-                .iter()
-                .map(|v| v.to_str().unwrap())
-                .collect();
-            v.join(",")
-        };
+        let all = |n: &str| all_values(req.headers(), n);
         crate::common::text(
             200,
             &format!("{} {}", all("x-req"), all("traceparent").len()),

@@ -884,6 +884,16 @@ pub fn quoted(backends: &[&Backend]) -> String {
 /// One thread, one listener on port 0, every path to group `app` of
 /// `servers` (TOML array items); `extra` follows inside `[upstreams.app]`
 /// (its keys first, then any tables).
+/// Every `name` field of `h`, joined by commas (empty for none).
+pub fn all_values(h: &http::HeaderMap, name: &str) -> String {
+    let all: Vec<&str> = h
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    all.join(",")
+}
+
 pub fn group_config(servers: &str, extra: &str) -> String {
     format!(
         "[server]\nthreads = 1\nlog_level = \"error\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\
