@@ -263,12 +263,10 @@ impl<H: Handler> hyper::service::Service<http::Request<hyper::body::Incoming>> f
     /// response has no field of that name).
     fn extra(&self, write: &mut dyn FnMut(&[&[u8]])) {
         if let (Some(id), Some(cfg)) = (self.ctx.response_id.take(), &self.ctx.request_id) {
-            write(&[
+            write(&crate::message::added::field(
                 cfg.header.as_str().as_bytes(),
-                b": ",
                 id.as_bytes(),
-                b"\r\n",
-            ]);
+            ));
         }
     }
 }

@@ -17,11 +17,15 @@ pub(crate) trait Added {
     fn insert(&self, h: &mut HeaderMap);
 }
 
+/// `name: value\r\n`, in the pieces hyper's `Service::extra` writes.
+pub(crate) fn field<'a>(name: &'a [u8], value: &'a [u8]) -> [&'a [u8]; 4] {
+    [name, b": ", value, b"\r\n"]
+}
+
 /// Appends `name: value\r\n` to `dst`.
 pub(crate) fn encode_field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     dst.reserve(name.len() + value.len() + 4);
-    dst.extend_from_slice(name);
-    dst.extend_from_slice(b": ");
-    dst.extend_from_slice(value);
-    dst.extend_from_slice(b"\r\n");
+    for piece in field(name, value) {
+        dst.extend_from_slice(piece);
+    }
 }

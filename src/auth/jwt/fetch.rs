@@ -108,7 +108,7 @@ async fn keep(keys: Arc<Keys>, mut stop: watch::Receiver<bool>) {
         };
         // (In this order: see `Keys::refreshed`.)
         keys.ended.fetch_add(1, Ordering::Release);
-        keys.done.send_modify(|n| *n += 1);
+        keys.done.send_replace(());
         keys.fetching.store(false, Ordering::Release);
         tokio::select! {
             _ = tokio::time::sleep(next) => {}

@@ -161,9 +161,9 @@ pub(crate) struct Keys {
     pub(crate) fetching: AtomicBool,
     /// Wakes the fetch thread for an asked fetch.
     pub(crate) wake: Notify,
-    /// Counts finished fetches (good or not): what waiting requests watch.
-    pub(crate) done: watch::Sender<u64>,
-    /// The same count, read with no lock (see [`Keys::refreshed`]).
+    /// Told when a fetch ends (good or not): what waiting requests watch.
+    pub(crate) done: watch::Sender<()>,
+    /// Counts ended fetches, read with no lock (see [`Keys::refreshed`]).
     pub(crate) ended: AtomicU64,
 }
 
@@ -186,7 +186,7 @@ impl Keys {
             born: Instant::now(),
             asked: AtomicU64::new(0),
             wake: Notify::new(),
-            done: watch::Sender::new(0),
+            done: watch::Sender::new(()),
             ended: AtomicU64::new(0),
         }
     }
@@ -212,7 +212,7 @@ impl Keys {
     /// else waits for a fetch (one in flight, or one asked now if the
     /// last ask is old enough), at most [`WAIT`]. `false` without one:
     /// the set stays as it is. (A fetch stores its set, then counts
-    /// itself ended and done, then clears `fetching`: read in the other
+    /// itself ended and tells `done`, then clears `fetching`: read in the other
     /// order here, a fetch that ends meanwhile is never asked for again.)
     pub(crate) async fn refreshed(&self, seen: u64) -> bool {
         if self.remote.is_none() {
