@@ -13,6 +13,23 @@ pub(crate) const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
+/// [`BUCKETS`] in nanoseconds: what an observation is compared with (an
+/// integer, not a float made of it).
+const BUCKETS_NS: [u64; 12] = [
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    10_000_000_000,
+];
+
 /// `n` counters at 0.
 pub(crate) fn zeros(n: usize) -> Box<[AtomicU64]> {
     (0..n).map(|_| AtomicU64::new(0)).collect()
@@ -63,13 +80,13 @@ impl Histograms {
         let Some(sum) = self.sums.get(i) else {
             return;
         };
-        let secs = d.as_secs_f64();
-        let b = BUCKETS
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let b = BUCKETS_NS
             .iter()
-            .position(|b| secs <= *b)
+            .position(|b| ns <= *b)
             .unwrap_or(BUCKETS.len());
         add(&self.counts[i * (BUCKETS.len() + 1) + b], 1);
-        add(sum, u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        add(sum, ns);
     }
 
     /// The count in bucket `b` (`BUCKETS.len()`: `+Inf`) of label set `i`.
@@ -86,6 +103,20 @@ impl Histograms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bounds_in_nanoseconds_are_the_bounds() {
+        for (s, ns) in BUCKETS.iter().zip(BUCKETS_NS) {
+            assert_eq!((s * 1e9).round() as u64, ns);
+        }
+        // On a bound is in its bucket; a nanosecond over is in the next.
+        let h = Histograms::new(1);
+        h.observe(0, Duration::from_millis(1));
+        h.observe(0, Duration::from_nanos(1_000_001));
+        h.observe(0, Duration::from_secs(10));
+        assert_eq!((h.bucket(0, 0), h.bucket(0, 1)), (1, 1));
+        assert_eq!(h.bucket(0, BUCKETS.len() - 1), 1);
+    }
 
     #[test]
     fn buckets_and_sums() {

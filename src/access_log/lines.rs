@@ -110,7 +110,7 @@ fn host(e: &Entry) -> &str {
 
 pub(super) fn default_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
     write_iso_millis(buf);
-    let us = e.start.elapsed().as_micros();
+    let us = end.elapsed.as_micros();
     buf.push(b' ');
     write_addr(buf, &e.client);
     let _ = write!(
@@ -304,7 +304,7 @@ pub(super) fn json_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
         None => buf.extend_from_slice(b"null"),
     }
     buf.extend_from_slice(b",\"duration\":");
-    write_secs(buf, e.start.elapsed().as_micros(), 6);
+    write_secs(buf, end.elapsed.as_micros(), 6);
     // Outcomes are the proxy's own words.
     buf.extend_from_slice(b",\"outcome\":\"");
     buf.extend_from_slice(end.outcome.as_bytes());
@@ -323,7 +323,7 @@ pub(super) fn json_line(buf: &mut Vec<u8>, e: &Entry, end: &End<'_>) {
         ),
         (
             b",\"request_id\":",
-            e.request_id.as_ref().and_then(|v| v.to_str().ok()),
+            e.request_id.as_ref().and_then(|v| v.as_str()),
         ),
         (b",\"user\":", e.user.as_deref()),
     ];
@@ -397,7 +397,7 @@ pub(super) fn template_line(
             Var::Status => write!(buf, "{}", end.status),
             Var::BodyBytesSent => write!(buf, "{}", end.bytes),
             Var::RequestTime => {
-                write_secs(buf, e.start.elapsed().as_micros(), 3);
+                write_secs(buf, end.elapsed.as_micros(), 3);
                 Ok(())
             }
             Var::UpstreamAddr => write!(buf, "{}", upstream(end)),
@@ -469,7 +469,9 @@ mod tests {
                 None,
                 Some(HeaderValue::from_static("curl \"quoted\" \\ back\tslash")),
             ],
-            request_id: Some(HeaderValue::from_static("abc")),
+            request_id: Some(crate::message::id::Id::Kept(HeaderValue::from_static(
+                "abc",
+            ))),
             user: Some("b\u{e9}e \"x\"".into()),
         };
         let end = End {
@@ -477,6 +479,7 @@ mod tests {
             bytes: 12_345,
             upstream: Some("10.0.0.1:8080".parse().unwrap()),
             outcome: "error",
+            elapsed: std::time::Duration::from_micros(1_500),
         };
         let mut buf = Vec::new();
         json_line(&mut buf, &e, &end);

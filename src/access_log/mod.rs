@@ -208,7 +208,7 @@ pub(crate) struct Entry {
     /// The fields the format shows ([`AccessLog::capture`]).
     pub headers: Vec<Option<HeaderValue>>,
     /// Its ID, with `request_id` on its listener or route.
-    pub request_id: Option<HeaderValue>,
+    pub request_id: Option<crate::message::id::Id>,
     /// The user a route's `basic_auth` let in (`$remote_user`).
     pub user: Option<std::sync::Arc<str>>,
 }
@@ -219,6 +219,9 @@ pub(crate) struct End<'a> {
     pub bytes: u64,
     pub upstream: Option<SocketAddr>,
     pub outcome: &'a str,
+    /// How long the request took, from [`Entry::start`] (the caller's
+    /// clock read at its end, which the metrics use too).
+    pub elapsed: std::time::Duration,
 }
 
 /// Lines still buffered go out when a worker's log is dropped (an old

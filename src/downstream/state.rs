@@ -46,7 +46,7 @@ pub(crate) struct ConnCtx {
     /// HTTP/1.1: the listener's ID of the response being written, which
     /// hyper writes after its fields (`Svc::extra`) instead of it being
     /// inserted in them.
-    pub response_id: Cell<Option<HeaderValue>>,
+    pub response_id: Cell<Option<crate::message::id::Id>>,
     /// Which of the current config's listeners this connection's is
     /// (kept right across reloads): its `trusted_proxies` and `access`
     /// rules are read per request, so a reload applies to the next one.

@@ -10,16 +10,17 @@
 
 use std::cell::Cell;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName};
 
 use crate::message::added::encode_field;
+use crate::message::id::Id;
 use crate::trace::{Context, TRACEPARENT};
 
 /// The request's added fields (see the module doc).
 #[derive(Default)]
 pub(crate) struct Added<'c> {
     /// An ID given by the proxy (a client's kept one is in the fields).
-    pub(crate) id: Option<(&'c HeaderName, HeaderValue)>,
+    pub(crate) id: Option<(&'c HeaderName, Id)>,
     /// The trace context, sent as `traceparent`.
     pub(crate) trace: Option<Context>,
     /// Inserted in the request's fields already: nothing left to add.
@@ -59,7 +60,7 @@ impl crate::message::added::Added for Added<'_> {
 
     fn insert(&self, h: &mut HeaderMap) {
         if let Some((name, v)) = &self.id {
-            h.insert((*name).clone(), v.clone());
+            h.insert((*name).clone(), v.value());
         }
         if let Some(t) = &self.trace {
             h.insert(TRACEPARENT, t.header());
@@ -70,13 +71,14 @@ impl crate::message::added::Added for Added<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn fields_are_encoded_as_inserted_and_only_once() {
         let name = HeaderName::from_static("x-request-id");
         let t = Context::parse(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
         let a = Added {
-            id: Some((&name, HeaderValue::from_static("abc"))),
+            id: Some((&name, Id::Kept(HeaderValue::from_static("abc")))),
             trace: Some(t),
             ..Added::default()
         };

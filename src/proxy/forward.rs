@@ -76,6 +76,7 @@ impl Drop for Busy<'_> {
 /// Sends on `conn`; if the pooled connection turns out to be dead before
 /// the request could go out (or, for a repeatable request, before any
 /// response byte came back), sends again once on a fresh connection.
+/// `at`: now, when the response-head deadline starts.
 ///
 /// (An async block, not an `async fn`: an `async fn` first moves each
 /// argument from its future's state into a second place in that state, a
@@ -86,7 +87,7 @@ pub(super) fn send<'a>(
     w: &'a Worker,
     mut lease: Lease,
     req: Request<RequestBody>,
-    (connect, timeout): (Duration, Duration),
+    (connect, timeout, at): (Duration, Duration, Instant),
     kept_progress: Option<&'a Rc<BodyProgress>>,
     timer: Option<&'a HeadTimer>,
     replay: Option<&'a Replay>,
@@ -108,32 +109,34 @@ pub(super) fn send<'a>(
             && http_body::Body::is_end_stream(req.body())
             && is_idempotent(req.method()))
         .then(|| copy_head(&req));
-        let err =
-            match with_head_timeout(lease.exchange(req, added), timeout, progress, timer).await {
-                None => return Err(ProxyError::ResponseTimeout { addr }),
-                Some(Ok(resp)) => return Ok((resp, lease)),
-                Some(Err(mut e)) => {
-                    let retry = match (e.take_message(), idle_for) {
-                        (Some(req), Some(_)) => Some(req),
-                        // A body read ahead goes again from the kept copy.
-                        (None, Some(_)) => backup.or_else(|| {
-                            replay
-                                .filter(|_| stale_risk)
-                                .map(|kept| replay_request(kept, kept_progress))
-                        }),
-                        _ => None,
-                    };
-                    match retry {
-                        Some(req) if !e.error().is_timeout() => req,
-                        _ => return Err(classify(e.into_error(), addr)),
-                    }
+        let err = match with_head_timeout(lease.exchange(req, added), at, timeout, progress, timer)
+            .await
+        {
+            None => return Err(ProxyError::ResponseTimeout { addr }),
+            Some(Ok(resp)) => return Ok((resp, lease)),
+            Some(Err(mut e)) => {
+                let retry = match (e.take_message(), idle_for) {
+                    (Some(req), Some(_)) => Some(req),
+                    // A body read ahead goes again from the kept copy.
+                    (None, Some(_)) => backup.or_else(|| {
+                        replay
+                            .filter(|_| stale_risk)
+                            .map(|kept| replay_request(kept, kept_progress))
+                    }),
+                    _ => None,
+                };
+                match retry {
+                    Some(req) if !e.error().is_timeout() => req,
+                    _ => return Err(classify(e.into_error(), addr)),
                 }
-            };
+            }
+        };
         tracing::debug!(upstream = %addr, "pooled connection was closed; retrying on a new one");
         drop(lease);
         // Boxed: rare, and its state would otherwise enlarge every request.
         let mut lease = Box::pin(w.pool.connect(server, connect)).await?;
-        match with_head_timeout(lease.exchange(err, added), timeout, progress, timer).await {
+        let again = lease.exchange(err, added);
+        match with_head_timeout(again, Instant::now(), timeout, progress, timer).await {
             None => Err(ProxyError::ResponseTimeout { addr }),
             Some(Ok(resp)) => Ok((resp, lease)),
             Some(Err(e)) => Err(classify(e.into_error(), addr)),
@@ -285,12 +288,15 @@ pub(crate) fn to_upstream<'w, 'a>(
                 }
             };
             tries += 1;
-            let timeouts = (route.upstream_connect, route.upstream_response_head);
-            let started = (balancer.wants_latency() || w.pool.stats().is_some()).then(Instant::now);
+            // One clock read for the response-head deadline and the
+            // exchange's timings.
+            let now = Instant::now();
+            let timeouts = (route.upstream_connect, route.upstream_response_head, now);
+            let started = (balancer.wants_latency() || w.pool.stats().is_some()).then_some(now);
             let sent = match (hop, asked) {
                 (Some(h), Some(asked)) => {
                     h.connected(asked, lease.idle_for.is_some());
-                    Some(started.unwrap_or_else(Instant::now))
+                    Some(now)
                 }
                 _ => None,
             };

@@ -193,7 +193,11 @@ async fn ask(
         };
         req.headers_mut()
             .insert(header::HOST, w.pool.authority(server).clone());
-        let timeouts = (route.upstream_connect, fa.timeout);
+        let timeouts = (
+            route.upstream_connect,
+            fa.timeout,
+            tokio::time::Instant::now(),
+        );
         let (resp, mut lease) = match send(w, lease, req, timeouts, None, None, None, None).await {
             Ok(r) => r,
             Err(e) => {
@@ -216,7 +220,7 @@ async fn ask(
                 false => AuthFailure::Body { addr, error },
             })?
             .to_bytes();
-        w.pool.checkin(lease);
+        w.pool.checkin(lease, tokio::time::Instant::now());
         drop(busy);
         return Ok((head.status, head.headers, body));
     }

@@ -12,11 +12,14 @@ use tokio::time::{sleep_until, Instant};
 use crate::body::BodyProgress;
 use crate::downstream::state::HeadTimer;
 
-/// Waits for the response head. The deadline runs from the start, pushed
-/// back by every chunk of request body still being sent. `shared`: the
-/// connection's [`HeadTimer`], used when free; otherwise a timer of its own.
+/// Waits for the response head. The deadline runs from `start` (when
+/// the request goes out, read by the caller, which times the exchange
+/// with it too), pushed back by every chunk of request body still being
+/// sent. `shared`: the connection's [`HeadTimer`], used when free;
+/// otherwise a timer of its own.
 pub(crate) fn with_head_timeout<'a, F: Future>(
     fut: F,
+    start: Instant,
     timeout: Duration,
     progress: Option<&'a BodyProgress>,
     shared: Option<&'a HeadTimer>,
@@ -24,7 +27,7 @@ pub(crate) fn with_head_timeout<'a, F: Future>(
     HeadTimeout {
         fut,
         own: None,
-        deadline: Instant::now() + timeout,
+        deadline: start + timeout,
         armed: false,
         timeout,
         progress,

@@ -132,7 +132,7 @@ pub(crate) fn handle(
         };
         // The trace context it goes upstream with, and its span if sampled.
         let span = worker.trace.as_ref().and_then(|t| {
-            let host = admitted.as_ref().ok().cloned().flatten();
+            let host = admitted.as_ref().ok().and_then(Option::as_ref);
             let (context, span) = t.begin(&mut parts, &found, host, client);
             routed.added.trace = Some(context);
             span
@@ -220,7 +220,7 @@ pub(crate) fn handle(
             match id_free && !late && ctx.head_timer.is_some() {
                 true => ctx.response_id.set(Some(id)),
                 false => {
-                    h.insert(cfg.header.clone(), id);
+                    h.insert(cfg.header.clone(), id.value());
                 }
             }
         }
@@ -271,7 +271,7 @@ fn respond(
     mut line: LogLine,
     in_flight: InFlight,
     grpc: bool,
-    request_id: Option<&HeaderValue>,
+    request_id: Option<&crate::message::id::Id>,
     id_free: &mut bool,
 ) -> Response<ProxyBody> {
     match forwarded {
@@ -366,7 +366,7 @@ fn respond(
             if let ProxyError::BodyTooLarge { .. } = err {
                 ctx.state.linger.set(true);
             }
-            match request_id.and_then(|v| v.to_str().ok()) {
+            match request_id.and_then(|v| v.as_str()) {
                 Some(id) => tracing::warn!(
                     client = %ctx.client,
                     status = status.as_u16(),

@@ -14,25 +14,23 @@
 //! SplitMix64 per ID ([`crate::random`]), so making one costs no system
 //! call. IDs need to be unique, not secret.
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 
 use super::exchange::IdSlot;
 use crate::config::RequestId;
+use crate::message::id::Id;
 use crate::router::Route;
 
-/// A new ID.
-pub(crate) fn generate() -> HeaderValue {
+/// A new ID: bytes, made a field value only where one goes in a map
+/// ([`Id`]).
+pub(crate) fn generate() -> Id {
     let (a, b) = crate::random::next_u128();
     let mut words = [0u8; 16];
     words[..8].copy_from_slice(&a.to_be_bytes());
     words[8..].copy_from_slice(&b.to_be_bytes());
     let mut out = [0u8; 32];
     crate::random::put_hex(&mut out, &words);
-    // Hex digits are always a valid field value. One allocation that its
-    // clones (upstream, to the client, the log) share by a count; a
-    // copied slice would take a second one at the first clone.
-    HeaderValue::from_maybe_shared(Bytes::from_owner(out)).unwrap_or(HeaderValue::from_static("-"))
+    Id::New(out)
 }
 
 /// Whether a client's ID may be kept: 1 to 200 visible ASCII characters.
@@ -50,7 +48,7 @@ fn acceptable(v: &HeaderValue) -> bool {
 /// which cost the listener's path about 20 instructions per request
 /// (bench/callgrind.sh).
 #[inline(always)]
-pub(crate) fn give(cfg: &RequestId, headers: &mut HeaderMap, sent: bool) -> (HeaderValue, bool) {
+pub(crate) fn give(cfg: &RequestId, headers: &mut HeaderMap, sent: bool) -> (Id, bool) {
     if sent {
         if let Some(v) = kept(cfg, headers) {
             return (v, false);
@@ -61,25 +59,25 @@ pub(crate) fn give(cfg: &RequestId, headers: &mut HeaderMap, sent: bool) -> (Hea
 }
 
 /// The client's ID, when trusted and well-formed.
-fn kept(cfg: &RequestId, headers: &HeaderMap) -> Option<HeaderValue> {
+fn kept(cfg: &RequestId, headers: &HeaderMap) -> Option<Id> {
     if !cfg.trust_incoming {
         return None;
     }
     let mut sent = headers.get_all(&cfg.header).iter();
     match (sent.next(), sent.next()) {
-        (Some(v), None) if acceptable(v) => Some(v.clone()),
+        (Some(v), None) if acceptable(v) => Some(Id::Kept(v.clone())),
         _ => None,
     }
 }
 
 /// The request's ID, a new one set in `headers` at once (an ID given once
 /// the route is known: [`Late`]).
-fn assign(cfg: &RequestId, headers: &mut HeaderMap) -> HeaderValue {
+fn assign(cfg: &RequestId, headers: &mut HeaderMap) -> Id {
     if let Some(v) = kept(cfg, headers) {
         return v;
     }
     let id = generate();
-    headers.insert(cfg.header.clone(), id.clone());
+    headers.insert(cfg.header.clone(), id.value());
     id
 }
 
@@ -91,7 +89,7 @@ pub(crate) struct Late<'l, 'c> {
     /// request cancelled after routing still logs it.
     pub(crate) line: IdSlot<'l>,
     /// The ID, and the settings that gave it (their field).
-    pub(crate) id: &'l mut Option<(&'c RequestId, HeaderValue)>,
+    pub(crate) id: &'l mut Option<(&'c RequestId, Id)>,
 }
 
 impl<'c> Late<'_, 'c> {
@@ -130,7 +128,7 @@ mod tests {
         let ids: std::collections::HashSet<_> = (0..10_000).map(|_| generate()).collect();
         assert_eq!(ids.len(), 10_000);
         for id in ids.iter().take(10) {
-            let s = id.to_str().unwrap();
+            let s = id.as_str().unwrap();
             assert_eq!(s.len(), 32);
             assert!(s
                 .bytes()
@@ -145,17 +143,17 @@ mod tests {
         assert_eq!(assign(&cfg(true), &mut h), "abc-123");
         let mine = assign(&cfg(false), &mut h);
         assert_ne!(mine, "abc-123");
-        assert_eq!(h["x-request-id"], mine);
+        assert_eq!(h["x-request-id"], mine.value());
         // Two of them, or a bad one: replaced even when trusted.
         let mut h = HeaderMap::new();
         h.append("x-request-id", HeaderValue::from_static("a"));
         h.append("x-request-id", HeaderValue::from_static("b"));
         let id = assign(&cfg(true), &mut h);
         assert_eq!(h.get_all("x-request-id").iter().count(), 1);
-        assert_eq!(id.len(), 32);
+        assert_eq!(id.as_bytes().len(), 32);
         let mut h = HeaderMap::new();
         h.insert("x-request-id", HeaderValue::from_static("has space"));
-        assert_eq!(assign(&cfg(true), &mut h).len(), 32);
+        assert_eq!(assign(&cfg(true), &mut h).as_bytes().len(), 32);
     }
 
     #[test]
@@ -164,11 +162,11 @@ mod tests {
         h.insert("x-request-id", HeaderValue::from_static("abc-123"));
         assert_eq!(
             give(&cfg(true), &mut h, true),
-            ("abc-123".parse().unwrap(), false)
+            (Id::Kept("abc-123".parse().unwrap()), false)
         );
         assert_eq!(h["x-request-id"], "abc-123");
         let (id, new) = give(&cfg(false), &mut h, true);
-        assert!(new && id.len() == 32);
+        assert!(new && id.as_bytes().len() == 32);
         assert!(h.is_empty(), "the client's ID is not sent on");
         let (_, new) = give(&cfg(true), &mut h, false);
         assert!(new && h.is_empty());

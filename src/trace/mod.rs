@@ -301,7 +301,7 @@ impl Tracer {
         &self,
         parts: &mut http::request::Parts,
         found: &crate::message::headers::Found,
-        host: Option<Authority>,
+        host: Option<&Authority>,
         client: SocketAddr,
     ) -> (Context, Option<Box<Span>>) {
         let headers = &mut parts.headers;
@@ -346,7 +346,7 @@ impl Tracer {
             trace_state: trace_state.filter(|v| v.len() <= MAX_TRACESTATE),
             method: parts.method.clone(),
             target: parts.uri.clone(),
-            host,
+            host: host.cloned(),
             client,
             hop: Hop::default(),
         });

@@ -469,19 +469,17 @@ impl Pool {
         Ok(self.h2_lease(server, conn))
     }
 
-    /// Returns a connection whose last exchange completed. (An HTTP/2
+    /// Returns a connection whose last exchange completed, idle from
+    /// `now` (the caller's clock read, which it uses too). (An HTTP/2
     /// lease just ends: its connection stays shared.)
-    pub(crate) fn checkin(&self, lease: Lease) {
+    pub(crate) fn checkin(&self, lease: Lease, now: Instant) {
         if matches!(lease.sender, Sender::H2 { .. }) || lease.is_dead() || lease.sender.is_closed()
         {
             return;
         }
         let mut idle = self.servers[lease.server].idle.borrow_mut();
         if idle.len() < self.max_idle {
-            idle.push(Idle {
-                lease,
-                since: Instant::now(),
-            });
+            idle.push(Idle { lease, since: now });
         }
     }
 

@@ -70,7 +70,8 @@ pub(crate) async fn revalidate(r: Request, plan: Box<Plan>) {
             .request_id
             .as_ref()
             .or(ctx.request_id.as_ref())
-            .and_then(|c| parts.headers.get(&c.header).cloned()),
+            .and_then(|c| parts.headers.get(&c.header).cloned())
+            .map(crate::message::id::Id::Kept),
         user: None,
     };
     let group = match request::act(&ctx, route, &mut parts, authority, &body) {
@@ -95,7 +96,7 @@ pub(crate) async fn revalidate(r: Request, plan: Box<Plan>) {
             let limit = plan.store.config.max_object as usize;
             let body = lease.with(Limited::new(body, limit).collect()).await;
             let upstream = Some(w.pool.addr(lease.server));
-            w.pool.checkin(lease);
+            w.pool.checkin(lease, tokio::time::Instant::now());
             let status = head.status.as_u16();
             let (bytes, outcome) = match body {
                 Ok(b) => {
@@ -114,6 +115,7 @@ pub(crate) async fn revalidate(r: Request, plan: Box<Plan>) {
                 bytes,
                 upstream,
                 outcome,
+                elapsed: entry.start.elapsed(),
             };
             w.log.record(&entry, &end);
         }
