@@ -258,10 +258,17 @@ impl<H: Handler> hyper::service::Service<http::Request<hyper::body::Incoming>> f
         }
     }
 
-    /// The listener's request ID, for the response whose future `call`
-    /// made last (hyper patch 15; `proxy::handle` leaves it here when the
-    /// response has no field of that name).
+    /// The listener's request ID and the cache's `Cache-Status`, for the
+    /// response whose future `call` made last (hyper patch 15;
+    /// `proxy::handle` leaves them here: the ID when the response has no
+    /// field of that name).
     fn extra(&self, write: &mut dyn FnMut(&[&[u8]])) {
+        if let Some(status) = self.ctx.cache_status.take() {
+            write(&crate::message::added::field(
+                b"cache-status",
+                status.as_bytes(),
+            ));
+        }
         if let (Some(id), Some(cfg)) = (self.ctx.response_id.take(), &self.ctx.request_id) {
             write(&crate::message::added::field(
                 cfg.header.as_str().as_bytes(),
@@ -561,6 +568,7 @@ async fn set_up<H: Handler>(
         underscores: listener.underscores,
         request_id: listener.request_id.clone(),
         response_id: Cell::new(None),
+        cache_status: Cell::new(None),
         index: at,
     });
     let io = TokioIo::new(io);

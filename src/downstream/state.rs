@@ -47,6 +47,9 @@ pub(crate) struct ConnCtx {
     /// hyper writes after its fields (`Svc::extra`) instead of it being
     /// inserted in them.
     pub response_id: Cell<Option<crate::message::id::Id>>,
+    /// HTTP/1.1: the `Cache-Status` the proxy's cache adds to the response
+    /// being written, after its fields (`Svc::extra`).
+    pub cache_status: Cell<Option<HeaderValue>>,
     /// Which of the current config's listeners this connection's is
     /// (kept right across reloads): its `trusted_proxies` and `access`
     /// rules are read per request, so a reload applies to the next one.

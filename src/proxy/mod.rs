@@ -207,7 +207,17 @@ pub(crate) fn handle(
         );
         if let Some(plan) = routed.cache.take() {
             id_free = false;
-            cache::response(&mut resp, plan, worker.counters.as_deref());
+            if let Some(status) = cache::response(&mut resp, plan, worker.counters.as_deref()) {
+                // On HTTP/1.1 written by hyper after the response's fields
+                // (`Svc::extra`), as the ID; an origin's own stay before it.
+                match ctx.head_timer.is_some() {
+                    true => ctx.cache_status.set(Some(status)),
+                    false => {
+                        resp.headers_mut()
+                            .append(cache::CACHE_STATUS.clone(), status);
+                    }
+                }
+            }
         }
         if let Some(c) = routed.compress.take() {
             resp = compress::response(resp, c);

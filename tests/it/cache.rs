@@ -80,6 +80,7 @@ fn origin(seen: Shared, release: Arc<Notify>) -> Backend {
                 _ if req.method() != "GET" && req.method() != "HEAD" => respond(200, &[], "done"),
                 "/fresh" | "/fresh/a" | "/fresh/b" => respond(200, &fresh, body),
                 "/nostore" => respond(200, &[("cache-control", "no-store")], body),
+                "/origin-status" => respond(200, &[("cache-status", "origin-cache; hit")], body),
                 "/private" => respond(200, &[("cache-control", "private, max-age=60")], body),
                 "/cookie" => respond(
                     200,
@@ -362,6 +363,36 @@ async fn a_fresh_response_is_served_from_the_cache_with_age_and_cache_status() {
     ] {
         assert!(metrics.contains(want), "{want} not in {metrics}");
     }
+}
+
+/// `Cache-Status` is a list each cache adds its member to, at the end
+/// (RFC 9211 §2): on HTTP/1.1 the proxy's is written after the response's
+/// fields, on HTTP/2 appended to them; either way once, after the
+/// origin's own.
+#[tokio::test]
+async fn the_proxys_cache_status_follows_the_origins_once_on_http1_and_http2() {
+    let s = Setup::new();
+    let want = "origin-cache; hit,tidegate; fwd=uri-miss; fwd-status=200; detail=no-freshness";
+    for n in 1..=2 {
+        let (status, h, body) = s.get("/origin-status").await;
+        assert_eq!((status, body), (200, format!("/origin-status #{n}")));
+        assert_eq!(all_values(&h, "cache-status"), want, "HTTP/1.1 #{n}");
+    }
+    let tcp = tokio::net::TcpStream::connect(s.proxy.addr).await.unwrap();
+    let req = Request::get(format!("http://{}/origin-status", s.proxy.addr))
+        .body(empty())
+        .unwrap();
+    let (status, h, _) = pki::request(tcp, true, req).await.expect("h2c request");
+    assert_eq!(status, 200);
+    assert_eq!(all_values(&h, "cache-status"), want, "HTTP/2");
+    // A hit's comes from the stored response's fields: once too.
+    let (_, h, _) = s.get("/fresh").await;
+    assert_eq!(
+        all_values(&h, "cache-status"),
+        "tidegate; fwd=uri-miss; fwd-status=200; ttl=60; stored"
+    );
+    let (_, h, _) = s.get("/fresh").await;
+    assert_eq!(h.get_all("cache-status").iter().count(), 1, "{h:?}");
 }
 
 #[tokio::test]

@@ -98,6 +98,11 @@ fn push_item(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// The same constant: same place and length.
+fn same_str(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b)
+}
+
 /// How many values without `ttl` each worker keeps made.
 const MEMO: usize = 32;
 
@@ -119,7 +124,7 @@ impl CacheStatus {
         }
         MADE.with(|m| {
             let mut m = m.borrow_mut();
-            if let Some((_, _, v)) = m.iter().find(|(s, n, _)| s == self && *n == name) {
+            if let Some((_, _, v)) = m.iter().find(|(s, n, _)| s.same(self) && same_str(n, name)) {
                 return v.clone();
             }
             let v = self.make(name);
@@ -128,6 +133,21 @@ impl CacheStatus {
             }
             v
         })
+    }
+
+    /// Equal, with `detail` compared by where it is (the words are
+    /// constants): a memo lookup calls no `memcmp`. (Equal words in two
+    /// places make two entries.)
+    fn same(&self, o: &CacheStatus) -> bool {
+        let detail = match (self.detail, o.detail) {
+            (None, None) => true,
+            (Some(a), Some(b)) => same_str(a, b),
+            _ => false,
+        };
+        detail
+            && (self.hit, self.fwd, self.fwd_status, self.ttl)
+                == (o.hit, o.fwd, o.fwd_status, o.ttl)
+            && (self.stored, self.collapsed) == (o.stored, o.collapsed)
     }
 
     /// The value, written.

@@ -38,7 +38,7 @@ use crate::cache::store::{Filling, Store, Variant};
 use crate::message::admit::Authority;
 use crate::metrics::{CacheResult, Counters};
 
-static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+pub(crate) static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// What the response phase needs of a request that went upstream.
 pub(crate) struct Plan {
@@ -133,62 +133,71 @@ pub(crate) async fn lookup(
 ) -> Looked {
     let now = SystemTime::now();
     let fields = RequestFields::of(&parts.headers);
+    let request_cc = RequestControl::read(&parts.headers, &fields);
     let get = parts.method == Method::GET;
     let scheme = if tls { "https" } else { "http" };
+    // The plan, made in its box only for a request that goes upstream (a
+    // hit needs none of its copies), straight into its allocation (made on
+    // the stack and moved into a box, it was copied twice).
+    let plan = |parts: &http::request::Parts, key: Bytes, fwd: Fwd| {
+        Box::write(
+            Box::new_uninit(),
+            Plan {
+                store: store.clone(),
+                key,
+                scheme,
+                authority: authority.cloned(),
+                path_and_query: parts
+                    .uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+                method: parts.method.clone(),
+                request: None,
+                fields,
+                request_cc,
+                request_time: now,
+                stale: None,
+                guard: None,
+                fwd,
+                collapsed: false,
+                index,
+            },
+        )
+    };
     // Only GET and HEAD look anything up: other methods' keys are those
     // they invalidate, made once the response says so.
-    let k = match get || parts.method == Method::HEAD {
-        true => {
-            let target = Target {
-                scheme,
-                host: authority.map_or("", Authority::as_str),
-                path: parts.uri.path(),
-                query: parts.uri.query(),
-            };
-            key(&store.config.key, &target, &parts.headers)
-        }
-        false => Bytes::new(),
-    };
-    let mut plan = Plan {
-        store: store.clone(),
-        key: k,
-        scheme,
-        authority: authority.cloned(),
-        path_and_query: parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-        method: parts.method.clone(),
-        request: None,
-        fields,
-        request_cc: RequestControl::read(&parts.headers, &fields),
-        request_time: now,
-        stale: None,
-        guard: None,
-        fwd: Fwd::Method,
-        collapsed: false,
-        index,
-    };
     if !get && parts.method != Method::HEAD {
+        let mut plan = plan(parts, Bytes::new(), Fwd::Method);
         if !is_safe(&parts.method) {
             plan.request = Some(parts.headers.clone());
         }
-        return Looked::Forward(Box::new(plan));
+        return Looked::Forward(plan);
     }
+    let target = Target {
+        scheme,
+        host: authority.map_or("", Authority::as_str),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+    };
+    let k = key(&store.config.key, &target, &parts.headers);
     let mut waited = false;
     let mut from_disk = false;
+    let mut collapsed = false;
+    let mut guard = None;
+    let mut stale = None;
     let mut pass;
+    let mut fwd;
     loop {
         // A key whose last response could not be stored is not looked up.
-        pass = store.passing(&plan.key, now);
+        pass = store.passing(&k, now);
         let mut entry = match pass {
             true => None,
-            false => store.get(&plan.key),
+            false => store.get(&k),
         };
         // A memory miss may be on disk (read off this thread).
-        if entry.is_none() && !pass && store.promote_from_disk(&plan.key).await {
-            entry = store.get(&plan.key);
+        if entry.is_none() && !pass && store.promote_from_disk(&k).await {
+            entry = store.get(&k);
             from_disk = true;
         }
         let found = entry.as_ref().and_then(|e| {
@@ -196,35 +205,50 @@ pub(crate) async fn lookup(
                 .iter()
                 .find(|v| policy::vary_matches(&v.vary, &v.vary_values, &parts.headers))
         });
-        plan.fwd = match (&entry, found) {
+        fwd = match (&entry, found) {
             (None, _) => Fwd::UriMiss,
             (Some(e), None) if e.variants.is_empty() => Fwd::UriMiss,
             (Some(_), None) => Fwd::VaryMiss,
             (_, Some(v)) => {
                 let v = v.clone();
-                match policy::decide_reuse(&plan.request_cc, &v.control, &v.times, now) {
-                    _ if plan.fields.precondition => Fwd::Request,
+                match policy::decide_reuse(&request_cc, &v.control, &v.times, now) {
+                    _ if fields.precondition => Fwd::Request,
                     Reuse::Fresh | Reuse::StaleAllowed => {
                         let status = hit(&v, now, waited, from_disk.then_some("disk"));
                         count(counters, index, CacheResult::Hit);
-                        return Looked::Hit(serve(&plan, &v, &parts.headers, now, status, None));
+                        return Looked::Hit(serve(
+                            Stored::new(store, &k, &parts.method),
+                            &v,
+                            &parts.headers,
+                            now,
+                            status,
+                            None,
+                        ));
                     }
                     Reuse::StaleWhileRevalidate => {
                         let status = hit(&v, now, false, Some("stale-while-revalidate"));
                         count(counters, index, CacheResult::Stale);
-                        let resp = serve(&plan, &v, &parts.headers, now, status, None);
+                        let resp = serve(
+                            Stored::new(store, &k, &parts.method),
+                            &v,
+                            &parts.headers,
+                            now,
+                            status,
+                            None,
+                        );
                         // One revalidation per key at a time, for a GET.
                         if !get {
                             return Looked::Hit(resp);
                         }
-                        let Filling::Mine(g) = store.fill(&plan.key) else {
+                        let Filling::Mine(g) = store.fill(&k) else {
                             return Looked::Hit(resp);
                         };
+                        let mut plan = plan(parts, k.clone(), Fwd::Stale);
                         plan.guard = Some(g);
                         plan.stale = Some(v);
                         plan.request = Some(parts.headers.clone());
                         to_origin(parts, fields.answered, plan.stale.as_deref());
-                        return Looked::Stale(resp, Box::new(plan));
+                        return Looked::Stale(resp, plan);
                     }
                     // Served only once the origin agrees.
                     Reuse::Validate => {
@@ -232,7 +256,7 @@ pub(crate) async fn lookup(
                             true => Fwd::Request,
                             false => Fwd::Stale,
                         };
-                        plan.stale = Some(v);
+                        stale = Some(v);
                         fwd
                     }
                 }
@@ -240,13 +264,16 @@ pub(crate) async fn lookup(
         };
         // Preconditions only the origin evaluates (RFC 9111 §4.3.2) go
         // there as they came, and what comes back is not stored.
-        if plan.fields.precondition {
+        if fields.precondition {
+            let mut plan = plan(parts, k.clone(), fwd);
+            plan.stale = stale;
+            plan.collapsed = collapsed;
             plan.request = Some(parts.headers.clone());
-            return Looked::Forward(Box::new(plan));
+            return Looked::Forward(plan);
         }
-        if plan.request_cc.only_if_cached && plan.stale.is_none() {
+        if request_cc.only_if_cached && stale.is_none() {
             let status = CacheStatus {
-                fwd: Some(plan.fwd),
+                fwd: Some(fwd),
                 detail: Some("only-if-cached"),
                 ..CacheStatus::default()
             };
@@ -259,14 +286,14 @@ pub(crate) async fn lookup(
         if !get || waited || pass {
             break;
         }
-        match store.fill(&plan.key) {
+        match store.fill(&k) {
             Filling::Mine(g) => {
-                plan.guard = Some(g);
+                guard = Some(g);
                 break;
             }
             Filling::Wait(fill) => {
                 waited = true;
-                plan.collapsed = true;
+                collapsed = true;
                 // A plain GET streams the response as it is stored; one
                 // the stored response must answer whole (a range, a
                 // conditional) waits for its end.
@@ -275,7 +302,7 @@ pub(crate) async fn lookup(
                     let v = &g.head;
                     if policy::vary_matches(&v.vary, &v.vary_values, &parts.headers)
                         && matches!(
-                            policy::decide_reuse(&plan.request_cc, &v.control, &v.times, now),
+                            policy::decide_reuse(&request_cc, &v.control, &v.times, now),
                             Reuse::Fresh
                         )
                     {
@@ -288,6 +315,10 @@ pub(crate) async fn lookup(
             }
         }
     }
+    let mut plan = plan(parts, k, fwd);
+    plan.stale = stale;
+    plan.guard = guard;
+    plan.collapsed = collapsed;
     // A plain miss for a key whose last response could not be stored
     // fills nothing others wait for and asks nothing the cache answers:
     // it keeps no copy of the request's fields (its response is stored
@@ -298,7 +329,7 @@ pub(crate) async fn lookup(
     if get && (plan.stale.is_some() || plan.guard.is_some()) {
         to_origin(parts, fields.answered, plan.stale.as_deref());
     }
-    Looked::Forward(Box::new(plan))
+    Looked::Forward(plan)
 }
 
 /// The response being stored that `g` shows, as the answer to a miss
@@ -357,19 +388,39 @@ fn is_safe(method: &Method) -> bool {
 /// The name this cache goes by in `Cache-Status`.
 const NAME: &str = "tidegate";
 
-/// A stored response (`plan`'s key's variant `v`) as the answer to
-/// `plan`'s request with fields `req`: its head with `Age` and
-/// `Cache-Status`, the client's conditionals and range answered;
-/// `upstream`: the exchange that revalidated it.
+/// Where a stored response is served from: its cache and key, and the
+/// method it answers.
+struct Stored<'a> {
+    store: &'a Arc<Store>,
+    key: &'a Bytes,
+    method: &'a Method,
+}
+
+impl<'a> Stored<'a> {
+    fn new(store: &'a Arc<Store>, key: &'a Bytes, method: &'a Method) -> Stored<'a> {
+        Stored { store, key, method }
+    }
+}
+
+impl Plan {
+    fn stored(&self) -> Stored<'_> {
+        Stored::new(&self.store, &self.key, &self.method)
+    }
+}
+
+/// A stored response (`at`'s variant `v`) as the answer to a request
+/// with fields `req`: its head with `Age` and `Cache-Status`, the
+/// client's conditionals and range answered; `upstream`: the exchange
+/// that revalidated it.
 fn serve(
-    plan: &Plan,
+    at: Stored<'_>,
     v: &Arc<Variant>,
     req: &HeaderMap,
     now: SystemTime,
     status: CacheStatus,
     upstream: Option<super::response_body::UpstreamBody>,
 ) -> Response<ProxyBody> {
-    let method = &plan.method;
+    let method = at.method;
     let mut headers = v.headers.clone();
     headers.insert(header::AGE, policy::age_header(v.times.current_age(now)));
     headers.append(CACHE_STATUS.clone(), status.header_value(NAME));
@@ -408,8 +459,8 @@ fn serve(
         let body = match code == v.status {
             true => CachedBody::whole(Source {
                 variant: v.clone(),
-                store: plan.store.clone(),
-                key: plan.key.clone(),
+                store: at.store.clone(),
+                key: at.key.clone(),
             }),
             false => CachedBody::new(v.body.clone(), skip, len),
         };

@@ -6,7 +6,7 @@
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{Method, Response, StatusCode};
+use http::{HeaderValue, Method, Response, StatusCode};
 
 use super::body::Storing;
 use super::variant::{refresh, store_decision, stored_variant};
@@ -22,12 +22,15 @@ const PASS: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The response to a request that went upstream, as the cache makes it
 /// (in place: a response is large to move): stored as it streams, or a
-/// stored one freshened or served stale, and `Cache-Status` added.
+/// stored one freshened or served stale. With `Cache-Status` added, or
+/// returned for the caller to add to the upstream's response as it is
+/// (on HTTP/1.1, written after its fields: see `proxy::handle`).
+#[must_use]
 pub(crate) fn response(
     resp: &mut Response<ProxyBody>,
     mut plan: Box<Plan>,
     counters: Option<&Counters>,
-) {
+) -> Option<HeaderValue> {
     let index = plan.index;
     // (Read only where a stored response is served or made.)
     let now = || SystemTime::now();
@@ -42,9 +45,7 @@ pub(crate) fn response(
             fwd_status: Some(status.as_u16()),
             ..CacheStatus::default()
         };
-        resp.headers_mut()
-            .append(CACHE_STATUS.clone(), cs.header_value(NAME));
-        return;
+        return Some(cs.header_value(NAME));
     }
     let mut cs = CacheStatus {
         fwd: Some(plan.fwd),
@@ -66,13 +67,11 @@ pub(crate) fn response(
             cs.detail = Some("stale-if-error");
             cs.fwd_status = None;
             count(counters, index, CacheResult::Stale);
-            *resp = serve(&plan, v, plan.request(), now, cs, None);
-            return;
+            *resp = serve(plan.stored(), v, plan.request(), now, cs, None);
+            return None;
         }
         count(counters, index, CacheResult::Miss);
-        resp.headers_mut()
-            .append(CACHE_STATUS.clone(), cs.header_value(NAME));
-        return;
+        return Some(cs.header_value(NAME));
     }
     if let Some(v) = plan.stale.take() {
         let now = now();
@@ -87,8 +86,8 @@ pub(crate) fn response(
                 cs.ttl = Some(fresh.times.ttl(now));
                 count(counters, index, CacheResult::Revalidated);
                 let upstream = take_upstream(resp);
-                *resp = serve(&plan, &fresh, plan.request(), now, cs, upstream);
-                return;
+                *resp = serve(plan.stored(), &fresh, plan.request(), now, cs, upstream);
+                return None;
             }
             // A 304 naming another response than the one asked about
             // updates nothing (RFC 9111 §4.3.4), but "not modified" is
@@ -98,8 +97,8 @@ pub(crate) fn response(
                 cs.detail = Some("not-updated");
                 count(counters, index, CacheResult::Stale);
                 let upstream = take_upstream(resp);
-                *resp = serve(&plan, &v, plan.request(), now, cs, upstream);
-                return;
+                *resp = serve(plan.stored(), &v, plan.request(), now, cs, upstream);
+                return None;
             }
         }
         // A HEAD's 200 freshens the stored GET when its validators agree,
@@ -115,8 +114,8 @@ pub(crate) fn response(
             cs.detail = Some("stale-if-error");
             count(counters, index, CacheResult::Stale);
             // The upstream's answer is not read: its connection closes.
-            *resp = serve(&plan, &v, plan.request(), now, cs, None);
-            return;
+            *resp = serve(plan.stored(), &v, plan.request(), now, cs, None);
+            return None;
         }
         plan.stale = Some(v);
     }
@@ -159,7 +158,7 @@ pub(crate) fn response(
                     // The body is still read, into the cache.
                     let body = std::mem::replace(resp, not_modified).into_body();
                     tokio::task::spawn_local(drain(body));
-                    return;
+                    return None;
                 }
             }
         }
@@ -175,8 +174,7 @@ pub(crate) fn response(
             }
         }
     }
-    resp.headers_mut()
-        .append(CACHE_STATUS.clone(), cs.header_value(NAME));
+    Some(cs.header_value(NAME))
 }
 
 /// The upstream body of `resp` (left empty), to be read on for a stored
