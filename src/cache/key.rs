@@ -15,8 +15,9 @@ pub(crate) type Hasher = ahash::RandomState;
 /// What a key is made of, taken from the request.
 pub(crate) struct Target<'a> {
     pub(crate) scheme: &'a str,
-    /// `host[:port]`, in any case (the key has it in lower case).
-    pub(crate) host: &'a str,
+    /// `host[:port]`, in any case (the key has it in lower case). Bytes:
+    /// a request's authority as text is checked again each time.
+    pub(crate) host: &'a [u8],
     pub(crate) path: &'a str,
     pub(crate) query: Option<&'a str>,
 }
@@ -56,7 +57,7 @@ fn each(
     for p in parts {
         match p {
             KeyPart::Scheme => f(Some(t.scheme.as_bytes()), false),
-            KeyPart::Host => f(Some(t.host.as_bytes()), true),
+            KeyPart::Host => f(Some(t.host), true),
             KeyPart::Path => f(Some(t.path.as_bytes()), false),
             KeyPart::Query => f(t.query.map(str::as_bytes), false),
             KeyPart::Header(name) => {
@@ -98,7 +99,7 @@ mod tests {
     fn target<'a>(path: &'a str, query: Option<&'a str>) -> Target<'a> {
         Target {
             scheme: "http",
-            host: "example.com",
+            host: b"example.com",
             path,
             query,
         }
@@ -127,9 +128,9 @@ mod tests {
         let parts = [KeyPart::Host, KeyPart::Path];
         let h = HeaderMap::new();
         let mut upper = target("/A", None);
-        upper.host = "Example.COM:8080";
+        upper.host = b"Example.COM:8080";
         let mut lower = target("/A", None);
-        lower.host = "example.com:8080";
+        lower.host = b"example.com:8080";
         assert_eq!(key(&parts, &upper, &h), key(&parts, &lower, &h));
         // (Only the host.)
         lower.path = "/a";

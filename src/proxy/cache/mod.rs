@@ -176,7 +176,7 @@ pub(crate) async fn lookup(
     }
     let target = Target {
         scheme,
-        host: authority.map_or("", Authority::as_str),
+        host: authority.map_or(&[][..], Authority::as_bytes),
         path: parts.uri.path(),
         query: parts.uri.query(),
     };

@@ -204,7 +204,7 @@ fn invalidate(plan: &Plan, resp: &Response<ProxyBody>) {
         };
         let t = Target {
             scheme: &s,
-            host: &a,
+            host: a.as_bytes(),
             path,
             query,
         };
