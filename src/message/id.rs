@@ -11,7 +11,8 @@ use http::HeaderValue;
 pub(crate) enum Id {
     /// Made by the proxy: lowercase hex digits.
     New([u8; 32]),
-    /// A client's, kept (1 to 200 visible ASCII characters).
+    /// A field's value: a client's ID the proxy keeps (1 to 200 visible
+    /// ASCII characters), or one read back from a request's fields.
     Kept(HeaderValue),
 }
 
