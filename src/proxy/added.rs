@@ -50,11 +50,13 @@ impl crate::message::added::Added for Added<'_> {
             encode_field(dst, name.as_str().as_bytes(), v.as_bytes());
         }
         if let Some(t) = &self.trace {
-            // The whole field in one piece (its length is fixed).
-            let mut field =
-                *b"traceparent: 00-00000000000000000000000000000000-0000000000000000-00\r\n";
-            t.write(&mut field[13..68]);
-            dst.extend_from_slice(&field);
+            // The whole field in one piece (its length is fixed), its
+            // digits written in place.
+            let at = dst.len();
+            dst.extend_from_slice(
+                b"traceparent: 00-00000000000000000000000000000000-0000000000000000-00\r\n",
+            );
+            t.write(&mut dst[at + 13..at + 68]);
         }
     }
 
