@@ -211,31 +211,21 @@ pub(crate) async fn lookup(
             (Some(_), None) => Fwd::VaryMiss,
             (_, Some(v)) => {
                 let v = v.clone();
+                let served = |status| {
+                    let at = Stored::new(store, &k, &parts.method);
+                    serve(at, &v, &parts.headers, now, status, None)
+                };
                 match policy::decide_reuse(&request_cc, &v.control, &v.times, now) {
                     _ if fields.precondition => Fwd::Request,
                     Reuse::Fresh | Reuse::StaleAllowed => {
                         let status = hit(&v, now, waited, from_disk.then_some("disk"));
                         count(counters, index, CacheResult::Hit);
-                        return Looked::Hit(serve(
-                            Stored::new(store, &k, &parts.method),
-                            &v,
-                            &parts.headers,
-                            now,
-                            status,
-                            None,
-                        ));
+                        return Looked::Hit(served(status));
                     }
                     Reuse::StaleWhileRevalidate => {
                         let status = hit(&v, now, false, Some("stale-while-revalidate"));
                         count(counters, index, CacheResult::Stale);
-                        let resp = serve(
-                            Stored::new(store, &k, &parts.method),
-                            &v,
-                            &parts.headers,
-                            now,
-                            status,
-                            None,
-                        );
+                        let resp = served(status);
                         // One revalidation per key at a time, for a GET.
                         if !get {
                             return Looked::Hit(resp);
