@@ -140,9 +140,22 @@ pub(crate) async fn read(
     stream: &mut TcpStream,
     required: bool,
 ) -> Result<Option<(SocketAddr, SocketAddr)>, Refused> {
-    let mut buf = vec![0u8; MAX_HEADER];
+    // Seen first into a small buffer on the stack, which holds most
+    // headers (v1's longest is 107 bytes; v2's with IPv6 addresses 52,
+    // and a few TLVs); a longer one goes on in one of `MAX_HEADER` (a
+    // zeroed 4 KiB allocation per connection otherwise).
+    let mut small = [0u8; SMALL];
+    let mut large = Vec::new();
     let mut taken = 0;
     loop {
+        if taken == SMALL && large.is_empty() {
+            large = vec![0u8; MAX_HEADER];
+            large[..SMALL].copy_from_slice(&small);
+        }
+        let buf: &mut [u8] = match large.is_empty() {
+            true => &mut small,
+            false => &mut large,
+        };
         let n = stream.peek(&mut buf[taken..]).await?;
         if n == 0 {
             return Err(Refused::Closed);
@@ -164,6 +177,9 @@ pub(crate) async fn read(
         }
     }
 }
+
+/// The first look's buffer (see [`read`]).
+const SMALL: usize = 256;
 
 #[cfg(test)]
 mod tests {

@@ -134,6 +134,18 @@ async fn a_trusted_peers_v1_and_v2_headers_name_the_client_everywhere() {
         .await
         .0
         .starts_with("HTTP/1.1 403"));
+    // A header longer than the proxy's first look (a 2,000-byte NOOP TLV).
+    let addrs = [192, 0, 2, 8, 198, 51, 100, 1, 0x0f, 0xa1, 0x01, 0xbb];
+    let mut long = V2.to_vec();
+    long.extend_from_slice(&[0x21, 0x11]);
+    long.extend_from_slice(&((addrs.len() + 3 + 2000) as u16).to_be_bytes());
+    long.extend_from_slice(&addrs);
+    long.extend_from_slice(&[0x04, 0x07, 0xd0]);
+    long.extend_from_slice(&[0u8; 2000]);
+    assert_eq!(
+        after(proxy.addr, &long).await,
+        ("HTTP/1.1 200 OK".into(), "192.0.2.8".into())
+    );
     // LOCAL (a load balancer's own health check) and UNKNOWN: the peer.
     let local = v2(0, 0x10, &[127, 0, 0, 9, 127, 0, 0, 1, 0, 1, 0, 2]);
     assert_eq!(after(proxy.addr, &local).await.1, "127.0.0.1");
@@ -155,8 +167,9 @@ async fn a_trusted_peers_v1_and_v2_headers_name_the_client_everywhere() {
     let text = std::fs::read_to_string(&log.path).unwrap();
     let mut clients: Vec<&str> = text.lines().map(|l| l.split(' ').nth(1).unwrap()).collect();
     clients.sort();
-    assert_eq!(clients.len(), 6, "{text}");
+    assert_eq!(clients.len(), 7, "{text}");
     assert!(clients.contains(&"192.0.2.7:51000"), "{clients:?}");
+    assert!(clients.contains(&"192.0.2.8:4001"), "{clients:?}");
     assert!(clients.contains(&"[2001:db8::7]:4000"), "{clients:?}");
     assert!(clients.contains(&"198.51.100.9:1234"), "{clients:?}");
 }
