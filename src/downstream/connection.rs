@@ -415,6 +415,9 @@ async fn set_up<H: Handler>(
     handle: H,
 ) -> Option<(Serving<H>, (Duration, Duration))> {
     let mut stream = stream;
+    // Bytes read before TLS or HTTP takes the socket: a ClientHello a
+    // stream listener read to route, what followed a PROXY header.
+    let mut early = Vec::new();
     let worker = current.get();
     // `None`: removed by a reload between accept and now.
     let index = at.get();
@@ -429,13 +432,24 @@ async fn set_up<H: Handler>(
     {
         let required = pp.mode == crate::config::proxy_protocol::Mode::Required;
         let deadline = state.idle_since.get() + pp.timeout;
-        let read = super::proxy_protocol::read(&mut stream, required);
+        // What follows the header in the same reads is the connection's
+        // first bytes (`early`); a stream listener's socket goes on as it
+        // is, so it is peeked.
+        let read = async {
+            match listener.stream.is_some() {
+                true => super::proxy_protocol::read(&mut stream, required)
+                    .await
+                    .map(|a| (a, Vec::new())),
+                false => super::proxy_protocol::read_off(&mut stream, required).await,
+            }
+        };
         match within(read, deadline, &mut shutdown).await {
-            Ok(Ok(Some((client, local)))) => {
+            Ok(Ok((Some((client, local)), rest))) => {
                 state.client.set(client);
                 state.local.set(local);
+                early = rest;
             }
-            Ok(Ok(None)) => {}
+            Ok(Ok((None, rest))) => early = rest,
             Ok(Err(e)) => {
                 tracing::info!(%peer, "{e}; closing");
                 return None;
@@ -451,7 +465,6 @@ async fn set_up<H: Handler>(
     // SNI routes hand to an HTTP listener comes back to be served here,
     // under that listener's settings, its ClientHello read already.
     let (mut at, mut index, mut listener) = (at, index, listener);
-    let mut early = Vec::new();
     if listener.stream.is_some() {
         let peer = crate::stream::Peer {
             client,
@@ -519,7 +532,8 @@ async fn set_up<H: Handler>(
     state.serving.set(true);
     let mut io = Watched {
         io,
-        prefix: None,
+        // (TLS took them already.)
+        prefix: (tls.is_none() && !early.is_empty()).then(|| bytes::Bytes::from(early)),
         state: state.clone(),
     };
     let h2 = if tls.is_some() {

@@ -107,8 +107,9 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// is kept in `prefix` for the protocol's server to read first.
 pub(super) async fn sniff_h2c(io: &mut Watched) -> io::Result<bool> {
     use tokio::io::AsyncReadExt;
-    // No buffer is held before the client sends something.
-    if let ClientIo::Plain(tcp) = &io.io {
+    // No buffer is held before the client sends something (unless it
+    // has: what followed a PROXY header).
+    if let (ClientIo::Plain(tcp), None) = (&io.io, &io.prefix) {
         tcp.readable().await?;
     }
     let mut buf = bytes::BytesMut::with_capacity(512);

@@ -178,6 +178,38 @@ pub(crate) async fn read(
     }
 }
 
+/// Reads the header off `stream` as [`read`] does, but with reads, not a
+/// peek then a read: what comes after the header in the same reads is
+/// returned, for the connection to take first (TLS or HTTP). Two system
+/// calls fewer per connection, for a listener that can take those bytes
+/// (not a stream listener, which hands the socket on as it is).
+pub(crate) async fn read_off(
+    stream: &mut TcpStream,
+    required: bool,
+) -> Result<(Option<(SocketAddr, SocketAddr)>, Vec<u8>), Refused> {
+    let mut buf = Vec::with_capacity(SMALL * 2);
+    loop {
+        if buf.len() == buf.capacity() {
+            // (`examine` refuses a header past `MAX_HEADER`.)
+            buf.reserve(MAX_HEADER.saturating_sub(buf.len()).max(SMALL));
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(Refused::Closed);
+        }
+        // (Nothing is left on the socket to look at again: all is taken.)
+        match examine(&buf, 0) {
+            Step::Plain if required => return Err(Refused::Missing),
+            Step::Plain => return Ok((None, buf)),
+            Step::More { .. } => {}
+            Step::Done { len, addrs } => {
+                let rest = buf.split_off(len);
+                return Ok((addrs, rest));
+            }
+            Step::Refuse(why) => return Err(Refused::Invalid(why)),
+        }
+    }
+}
+
 /// The first look's buffer (see [`read`]).
 const SMALL: usize = 256;
 
