@@ -4,12 +4,15 @@
 //! is the client's everywhere (logs, `X-Forwarded-For`, `access` rules,
 //! rate-limit keys, hashing).
 //!
-//! The socket is peeked, not read, until the header is known to be one:
-//! a connection without one (`mode = "optional"`) loses no byte. Once it
-//! is, what is seen of it is taken off the socket, and never more than
-//! the header: the bytes after it stay for TLS or HTTP, so no buffer is
-//! handed on. Parsing is the `ppp` crate's; [`examine`] (fuzzed) decides
-//! what to do with what has been seen.
+//! An HTTP or TLS listener reads the header off with plain reads
+//! ([`read_off`]) and hands what followed it in those reads to the
+//! connection first (TLS's early bytes, HTTP's first bytes): no byte is
+//! lost, a connection without a header (`mode = "optional"`) included, and
+//! a connection costs no more system calls than without one. A stream
+//! listener hands its socket on as it is: there the socket is peeked, not
+//! read, until the header is known to be one, and never more than the
+//! header is taken off ([`read`]). Parsing is the `ppp` crate's;
+//! [`examine`] (fuzzed) decides what to do with what has been seen.
 
 use std::io;
 use std::net::SocketAddr;
