@@ -19,7 +19,6 @@
 //! thus counts as a live connection until it ends, and is closed with the
 //! others when shutdown's grace period runs out.
 
-use std::convert::Infallible;
 use std::future::Future;
 
 use std::cell::Cell;
@@ -38,9 +37,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::io::{linger, sniff_h2c, Sniff, Watched};
+use super::service::{Handler, Svc, SvcH2};
 use super::state::{ClientIo, ConnCtx, ConnState, Cut, HeadTimer, InFlight, TlsInfo};
 use super::watch::Watch;
-use crate::proxy::{self, response_body::ProxyBody};
+use crate::proxy;
 use crate::rt::LocalExec;
 use crate::worker::Current;
 
@@ -195,113 +195,6 @@ where
 
     fn trim(self: Pin<&mut Self>) {
         self.release_idle_buffers();
-    }
-}
-
-/// What answers a request: [`proxy::handle`], as a type parameter (a
-/// function item: no size, no indirect call) so that the type of its
-/// future, which has no name, can be hyper's HTTP/1.1 service future.
-pub(crate) trait Handler: Copy + 'static {
-    type Future: Future<Output = http::Response<ProxyBody>> + 'static;
-
-    fn handle(self, ctx: Rc<ConnCtx>, req: http::Request<hyper::body::Incoming>) -> Self::Future;
-}
-
-impl<H, F> Handler for H
-where
-    H: Fn(Rc<ConnCtx>, http::Request<hyper::body::Incoming>) -> F + Copy + 'static,
-    F: Future<Output = http::Response<ProxyBody>> + 'static,
-{
-    type Future = F;
-
-    fn handle(self, ctx: Rc<ConnCtx>, req: http::Request<hyper::body::Incoming>) -> F {
-        self(ctx, req)
-    }
-}
-
-/// The service hyper calls for each request of an HTTP/1.1 connection.
-/// Its future is not boxed: hyper moves it into the connection's slot,
-/// made at the first request and kept for the next ones (hyper patch 13),
-/// so a request costs no allocation for it, and the future is built in
-/// that slot. (Boxing it took a 4.6 KiB allocation, a copy into it and
-/// its free per request: about 1,170 instructions; bench/callgrind.sh.)
-#[derive(Clone)]
-pub(crate) struct Svc<H> {
-    ctx: Rc<ConnCtx>,
-    handle: H,
-}
-
-pin_project_lite::pin_project! {
-    /// A request's whole exchange, as hyper's service future.
-    pub(crate) struct Answer<F> {
-        #[pin]
-        fut: F,
-    }
-}
-
-impl<F: Future<Output = http::Response<ProxyBody>>> Future for Answer<F> {
-    type Output = Result<http::Response<ProxyBody>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().fut.poll(cx).map(Ok)
-    }
-}
-
-impl<H: Handler> hyper::service::Service<http::Request<hyper::body::Incoming>> for Svc<H> {
-    type Response = http::Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = Answer<H::Future>;
-
-    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
-        Answer {
-            fut: self.handle.handle(self.ctx.clone(), req),
-        }
-    }
-
-    /// The listener's request ID and the cache's `Cache-Status`, for the
-    /// response whose future `call` made last (hyper patch 15;
-    /// `proxy::handle` leaves them here: the ID when the response has no
-    /// field of that name).
-    fn extra(&self, write: &mut dyn FnMut(&[&[u8]])) {
-        if let Some(status) = self.ctx.cache_status.take() {
-            write(&crate::message::added::field(
-                b"cache-status",
-                status.as_bytes(),
-            ));
-        }
-        if let (Some(id), Some(cfg)) = (self.ctx.response_id.take(), &self.ctx.request_id) {
-            write(&crate::message::added::field(
-                cfg.header.as_str().as_bytes(),
-                id.as_bytes(),
-            ));
-        }
-    }
-}
-
-/// The service of an HTTP/2 connection: each stream's future is boxed
-/// once, as hyper moves it into the stream's task (several moves of a
-/// large future, each a pointer copy instead).
-#[derive(Clone)]
-pub(crate) struct SvcH2(Rc<ConnCtx>);
-
-/// A stream's whole exchange, boxed once.
-pub(crate) struct Handled(Pin<Box<dyn Future<Output = http::Response<ProxyBody>>>>);
-
-impl Future for Handled {
-    type Output = Result<http::Response<ProxyBody>, Infallible>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx).map(Ok)
-    }
-}
-
-impl hyper::service::Service<http::Request<hyper::body::Incoming>> for SvcH2 {
-    type Response = http::Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = Handled;
-
-    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Handled {
-        Handled(Box::pin(proxy::handle(self.0.clone(), req)))
     }
 }
 

@@ -16,6 +16,9 @@ pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-for
 
 pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// RFC 9211: the proxy's cache adds its member (`proxy::cache`), written
+/// after a response's fields on HTTP/1.1 (`downstream::service`).
+pub(crate) static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use body::{CachedBody, Source};
@@ -38,7 +38,7 @@ use crate::cache::store::{Filling, Store, Variant};
 use crate::message::admit::Authority;
 use crate::metrics::{CacheResult, Counters};
 
-pub(crate) static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+pub(crate) use crate::message::headers::CACHE_STATUS;
 
 /// What the response phase needs of a request that went upstream.
 pub(crate) struct Plan {
