@@ -22,10 +22,89 @@ pub(crate) struct Target<'a> {
     pub(crate) query: Option<&'a str>,
 }
 
-/// The key of `t` with request fields `headers`, as `parts` say: sized
-/// first and written second, so that its one allocation is exact (a
-/// `Bytes` made of a vector with room to spare takes a second one).
+/// Keys up to this long are written on the stack, then copied into one
+/// exact allocation.
+const SMALL: usize = 256;
+
+/// The key of `t` with request fields `headers`, as `parts` say. Written
+/// on the stack and copied out (no capacity checks, one exact allocation);
+/// a longer key, or one with a field sent on several lines, as [`joined`].
 pub(crate) fn key(parts: &[KeyPart], t: &Target<'_>, headers: &HeaderMap) -> Bytes {
+    let mut buf = [0u8; SMALL];
+    let mut n = 0;
+    for p in parts {
+        let (b, lower) = match p {
+            KeyPart::Scheme => (Some(t.scheme.as_bytes()), false),
+            KeyPart::Host => (Some(t.host), true),
+            KeyPart::Path => (Some(t.path.as_bytes()), false),
+            KeyPart::Query => (t.query.map(str::as_bytes), false),
+            KeyPart::Cookie(name) => (cookie(headers, name), false),
+            KeyPart::Header(name) => {
+                let mut all = headers.get_all(name).iter();
+                match (all.next(), all.next()) {
+                    (None, _) => (None, false),
+                    (Some(v), None) => (Some(v.as_bytes()), false),
+                    _ => return joined(parts, t, headers),
+                }
+            }
+        };
+        let len = b.map_or(u32::MAX, |b| b.len() as u32);
+        let Some(at) = buf.get_mut(n..n + 4) else {
+            return joined(parts, t, headers);
+        };
+        at.copy_from_slice(&len.to_be_bytes());
+        n += 4;
+        if let Some(b) = b {
+            let Some(at) = buf.get_mut(n..n + b.len()) else {
+                return joined(parts, t, headers);
+            };
+            at.copy_from_slice(b);
+            if lower {
+                lower_ascii(at);
+            }
+            n += b.len();
+        }
+    }
+    Bytes::copy_from_slice(&buf[..n])
+}
+
+/// `b` in ASCII lower case, eight bytes at a time (the last eight
+/// overlapping the ones before: lowering twice changes nothing). Bytes
+/// over 0x7f stay as they are.
+fn lower_ascii(b: &mut [u8]) {
+    const fn lower8(x: u64) -> u64 {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        let low7 = x & (0x7f * ONES);
+        // Bit 7 of each byte: at least `A`, above `Z`, and ASCII.
+        let from_a = low7 + 0x3f * ONES;
+        let past_z = low7 + 0x25 * ONES;
+        let upper = from_a & !past_z & !x & (0x80 * ONES);
+        x | (upper >> 2)
+    }
+    let len = b.len();
+    if len < 8 {
+        b.make_ascii_lowercase();
+        return;
+    }
+    let mut i = 0;
+    loop {
+        let at = i.min(len - 8);
+        if let Some(c) = b.get_mut(at..at + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            c.copy_from_slice(&lower8(u64::from_le_bytes(w)).to_le_bytes());
+        }
+        if at == len - 8 {
+            return;
+        }
+        i += 8;
+    }
+}
+
+/// As [`key`], for any key: sized first and written second, so that its
+/// one allocation is exact (a `Bytes` made of a vector with room to spare
+/// takes a second one); a field sent on several lines joined with `, `.
+fn joined(parts: &[KeyPart], t: &Target<'_>, headers: &HeaderMap) -> Bytes {
     let mut len = 0;
     each(parts, t, headers, |b, _| {
         len += 4 + b.map_or(0, <[u8]>::len)
@@ -135,6 +214,61 @@ mod tests {
         // (Only the host.)
         lower.path = "/a";
         assert_ne!(key(&parts, &upper, &h), key(&parts, &lower, &h));
+    }
+
+    #[test]
+    fn the_stack_and_the_joined_keys_are_the_same() {
+        let parts = [
+            KeyPart::Scheme,
+            KeyPart::Host,
+            KeyPart::Path,
+            KeyPart::Query,
+            KeyPart::Header(http::header::ACCEPT_LANGUAGE),
+            KeyPart::Cookie("lang".into()),
+        ];
+        let mut h = HeaderMap::new();
+        h.insert("cookie", "lang=de".parse().unwrap());
+        let long = "/".repeat(300);
+        for (host, path, query) in [
+            (&b"Example.COM:8080"[..], "/a", Some("b")),
+            (b"", "/", None),
+            (b"x.Y", "/", Some("")),
+            (
+                b"aBcDeFgHiJkLmNoPqRsTuVwXyZ@[`{\xc3\x89.example",
+                "/a",
+                None,
+            ),
+            (b"h", &long, None),
+        ] {
+            let t = Target {
+                scheme: "https",
+                host,
+                path,
+                query,
+            };
+            assert_eq!(key(&parts, &t, &h), joined(&parts, &t, &h));
+        }
+        // A field sent on two lines is one part, joined.
+        h.append("accept-language", "de".parse().unwrap());
+        h.append("accept-language", "fr".parse().unwrap());
+        let t = target("/", None);
+        assert_eq!(key(&parts, &t, &h), joined(&parts, &t, &h));
+        assert!(key(&parts, &t, &h).windows(6).any(|w| w == b"de, fr"));
+    }
+
+    #[test]
+    fn lower_ascii_lowers_only_ascii_capitals() {
+        let all: Vec<u8> = (0..=255).collect();
+        for len in 0..all.len() {
+            for start in [0, 60, 190] {
+                let Some(part) = all.get(start..start + len) else {
+                    continue;
+                };
+                let mut ours = part.to_vec();
+                lower_ascii(&mut ours);
+                assert_eq!(ours, part.to_ascii_lowercase(), "{start} {len}");
+            }
+        }
     }
 
     #[test]

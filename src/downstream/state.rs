@@ -392,30 +392,49 @@ impl crate::body::Discard for ConnState {
     }
 }
 
-/// Marks a request in flight on its connection until dropped.
-pub(crate) struct InFlight(Rc<ConnState>);
+/// Marks a request in flight on its connection until dropped (or ended
+/// with [`InFlight::end_at`]). (`None` once ended: as large as the `Rc`,
+/// where a field for the end's time made every response body larger.)
+pub(crate) struct InFlight(Option<Rc<ConnState>>);
 
 impl InFlight {
     pub(crate) fn new(state: &Rc<ConnState>) -> InFlight {
         state.in_flight.set(state.in_flight.get() + 1);
         state.requests.set(state.requests.get() + 1);
-        InFlight(state.clone())
+        InFlight(Some(state.clone()))
     }
 
-    /// The connection's state.
-    pub(crate) fn state(&self) -> &ConnState {
-        &self.0
+    /// The client reset the request's stream: one more towards its
+    /// connection's limit.
+    pub(crate) fn client_reset(&self) {
+        if let Some(s) = &self.0 {
+            s.client_reset();
+        }
+    }
+
+    /// No longer in flight, since `now` (a clock read the caller made for
+    /// something else too).
+    pub(crate) fn end_at(mut self, now: Instant) {
+        if let Some(s) = self.0.take() {
+            leave(&s, now);
+        }
+    }
+}
+
+/// A request on `s` ended at `now`.
+fn leave(s: &ConnState, now: Instant) {
+    let n = s.in_flight.get() - 1;
+    s.in_flight.set(n);
+    if n == 0 {
+        s.idle_since.set(now);
+        s.read_at_idle.set(s.read.get());
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let s = &self.0;
-        let n = s.in_flight.get() - 1;
-        s.in_flight.set(n);
-        if n == 0 {
-            s.idle_since.set(Instant::now());
-            s.read_at_idle.set(s.read.get());
+        if let Some(s) = self.0.take() {
+            leave(&s, Instant::now());
         }
     }
 }

@@ -251,7 +251,8 @@ impl Exchange {
         };
         line.server(lease.server);
         line.set(status, bytes, Some(worker.pool.addr(lease.server)), outcome);
-        // One clock read for the line's end and the connection's idle time.
+        // One clock read for the line's end, the upstream connection's
+        // idle time and the client connection's.
         let now = Instant::now();
         line.end(now);
         worker.pool.end(lease.server);
@@ -261,13 +262,15 @@ impl Exchange {
                 // An HTTP/2 upstream's stream sends the body on its own.
                 Some(p) if !p.ended.get() && matches!(lease.sender, Sender::H1(_)) => {
                     tokio::task::spawn_local(relay(worker, lease, p, in_flight, permit));
+                    return;
                 }
                 Some(p) if !p.ended.get() => {}
                 _ => worker.pool.checkin(lease, now),
             },
             Ended::UpstreamFailed => {}
-            Ended::ClientGone => in_flight.state().client_reset(),
+            Ended::ClientGone => in_flight.client_reset(),
         }
+        in_flight.end_at(now);
     }
 
     /// Drives the upstream connection; the response body calls this on

@@ -22,7 +22,7 @@ use crate::error::ProxyError;
 use crate::message::added::Added;
 use crate::router::Route;
 use crate::upstream::stats::Count;
-use crate::upstream::{Lease, Pool};
+use crate::upstream::{Lease, Pool, Sender};
 use crate::worker::Worker;
 
 /// Idle time after which a reused connection may have been closed by the
@@ -268,9 +268,15 @@ pub(crate) fn to_upstream<'w, 'a>(
                     }
                 },
             };
-            // The phases of a traced request (past the server's limit).
-            let asked = hop.map(|_| Instant::now());
-            let lease = match connection(ctx, w, server, upgrade, route.upstream_connect).await {
+            // One clock read for a pooled connection's idle time, the
+            // response-head deadline and the exchange's timings (read
+            // again after a wait: a fresh connection, an HTTP/2 stream). The
+            // phases of a traced request start here (past the server's
+            // limit).
+            let now = Instant::now();
+            let asked = hop.map(|_| now);
+            let lease = match connection(ctx, w, server, upgrade, route.upstream_connect, now).await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     // Nothing was sent: the next server may take it.
@@ -288,9 +294,10 @@ pub(crate) fn to_upstream<'w, 'a>(
                 }
             };
             tries += 1;
-            // One clock read for the response-head deadline and the
-            // exchange's timings.
-            let now = Instant::now();
+            let now = match (lease.idle_for, &lease.sender) {
+                (Some(_), Sender::H1(_)) => now,
+                _ => Instant::now(),
+            };
             let timeouts = (route.upstream_connect, route.upstream_response_head, now);
             let started = (balancer.wants_latency() || w.pool.stats().is_some()).then_some(now);
             let sent = match (hop, asked) {
@@ -384,6 +391,7 @@ async fn connection(
     server: usize,
     upgrade: bool,
     timeout: Duration,
+    now: Instant,
 ) -> Result<Lease, ProxyError> {
     // (Only a group that sends PROXY protocol headers needs it.)
     let client = w.pool.proxy_protocol(server).map(|_| proxied(ctx));
@@ -396,7 +404,7 @@ async fn connection(
         ))
         .await
     } else {
-        w.pool.checkout(server, timeout, client.as_ref()).await
+        w.pool.checkout(server, timeout, client.as_ref(), now).await
     }
 }
 

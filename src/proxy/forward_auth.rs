@@ -181,7 +181,12 @@ async fn ask(
         };
         // (Tidegate's own subrequest: with `proxy_protocol`, a `LOCAL` header;
         // the client is in its X-Forwarded-For.)
-        let lease = match w.pool.checkout(server, route.upstream_connect, None).await {
+        let now = tokio::time::Instant::now();
+        let lease = match w
+            .pool
+            .checkout(server, route.upstream_connect, None, now)
+            .await
+        {
             Ok(l) => l,
             Err(e) => {
                 // The request's one warning names the last failure.

@@ -296,16 +296,19 @@ impl Pool {
     /// else a new one. `client`: the client connection the request came
     /// on, named in the header of a group with `proxy_protocol` (whose
     /// pooled connections serve only the client connection that opened
-    /// them).
+    /// them). `now`: a clock read the caller made just before, which a
+    /// pooled HTTP/1.1 connection's idle time is measured to.
     pub(crate) async fn checkout(
         &self,
         server: usize,
         connect_timeout: Duration,
         client: Option<&proxy_protocol::Client<'_>>,
+        now: Instant,
     ) -> Result<Lease, ProxyError> {
         let pool = &self.servers[server];
         if let Some(version) = pool.proxy_protocol {
-            return Box::pin(self.checkout_own(server, connect_timeout, version, client)).await;
+            return Box::pin(self.checkout_own(server, connect_timeout, version, client, now))
+                .await;
         }
         if !pool.settled.get() {
             return Box::pin(self.first_connect(server, connect_timeout)).await;
@@ -313,7 +316,7 @@ impl Pool {
         if pool.h2.get() {
             return Box::pin(self.checkout_h2(server, connect_timeout)).await;
         }
-        if let Some(lease) = self.checkout_idle(server, Pick::Any) {
+        if let Some(lease) = self.checkout_idle(server, Pick::Any, now) {
             return Ok(lease);
         }
         // Boxed: the connect path is rare, and its state would otherwise
@@ -330,9 +333,10 @@ impl Pool {
         connect_timeout: Duration,
         version: crate::config::proxy_protocol::Version,
         client: Option<&proxy_protocol::Client<'_>>,
+        now: Instant,
     ) -> Result<Lease, ProxyError> {
         let owner = client.map(|c| c.conn);
-        if let Some(lease) = self.checkout_idle(server, Pick::Owned(owner)) {
+        if let Some(lease) = self.checkout_idle(server, Pick::Owned(owner), now) {
             return Ok(lease);
         }
         let header = proxy_protocol::header(version, client);
@@ -343,8 +347,9 @@ impl Pool {
         Ok(lease)
     }
 
-    /// The newest usable idle connection to `server` that `pick` allows.
-    fn checkout_idle(&self, server: usize, pick: Pick) -> Option<Lease> {
+    /// The newest usable idle connection to `server` that `pick` allows,
+    /// at `now`.
+    fn checkout_idle(&self, server: usize, pick: Pick, now: Instant) -> Option<Lease> {
         let pool = &self.servers[server];
         loop {
             let idle = {
@@ -361,7 +366,7 @@ impl Pool {
                 taken
             };
             let Idle { mut lease, since } = idle?;
-            let idle_for = since.elapsed();
+            let idle_for = now.saturating_duration_since(since);
             if idle_for >= self.idle_timeout || lease.is_dead() {
                 continue;
             }
