@@ -326,29 +326,17 @@ async fn set_up<H: Handler>(
         let required = pp.mode == crate::config::proxy_protocol::Mode::Required;
         let deadline = state.idle_since.get() + pp.timeout;
         // What follows the header in the same reads is the connection's
-        // first bytes (`early`): read at once when it is there already,
-        // else as it comes, within the deadline. A stream listener's
-        // socket goes on as it is, so it is peeked.
-        let stream_listener = listener.stream.is_some();
-        let now = match stream_listener {
-            true => Err(Vec::new()),
-            false => super::proxy_protocol::read_off_now(&stream, required),
-        };
-        let read = match now {
-            Ok(done) => Ok(done),
-            Err(buf) => {
-                let read = async {
-                    match stream_listener {
-                        true => super::proxy_protocol::read(&mut stream, required)
-                            .await
-                            .map(|a| (a, Vec::new())),
-                        false => super::proxy_protocol::read_off(&mut stream, required, buf).await,
-                    }
-                };
-                within(read, deadline, &mut shutdown).await
+        // first bytes (`early`); a stream listener's socket goes on as it
+        // is, so it is peeked.
+        let read = async {
+            match listener.stream.is_some() {
+                true => super::proxy_protocol::read(&mut stream, required)
+                    .await
+                    .map(|a| (a, Vec::new())),
+                false => super::proxy_protocol::read_off(&mut stream, required).await,
             }
         };
-        match read {
+        match within(read, deadline, &mut shutdown).await {
             Ok(Ok((Some((client, local)), rest))) => {
                 state.client.set(client);
                 state.local.set(local);

@@ -4,15 +4,11 @@
 //! is the client's everywhere (logs, `X-Forwarded-For`, `access` rules,
 //! rate-limit keys, hashing).
 //!
-//! An HTTP or TLS listener reads the header off with plain reads and hands
-//! what followed it in those reads to the connection first (TLS's early
-//! bytes, HTTP's first bytes): no byte is lost, a connection without a
-//! header (`mode = "optional"`) included, and a connection costs no more
-//! system calls than without one. The first read is tried at once, as the
-//! connection is set up ([`read_off_now`]: a load balancer sends the header
-//! as it connects, so it is usually there), with no timer and no wait for
-//! readiness; only a header not there yet, or not whole, is waited for
-//! ([`read_off`], within the listener's timeout). A stream
+//! An HTTP or TLS listener reads the header off with plain reads
+//! ([`read_off`]) and hands what followed it in those reads to the
+//! connection first (TLS's early bytes, HTTP's first bytes): no byte is
+//! lost, a connection without a header (`mode = "optional"`) included, and
+//! a connection costs no more system calls than without one. A stream
 //! listener hands its socket on as it is: there the socket is peeked, not
 //! read, until the header is known to be one, and never more than the
 //! header is taken off ([`read`]). Parsing is the `ppp` crate's;
@@ -185,21 +181,16 @@ pub(crate) async fn read(
     }
 }
 
-/// A header read off: the addresses it names (`None`: a `LOCAL` one, or
-/// none sent where it is optional) and the bytes that followed it.
-pub(crate) type ReadOff = (Option<(SocketAddr, SocketAddr)>, Vec<u8>);
-
 /// Reads the header off `stream` as [`read`] does, but with reads, not a
 /// peek then a read: what comes after the header in the same reads is
 /// returned, for the connection to take first (TLS or HTTP). Two system
 /// calls fewer per connection, for a listener that can take those bytes
-/// (not a stream listener, which hands the socket on as it is). `buf`:
-/// what [`read_off_now`] read of it already.
+/// (not a stream listener, which hands the socket on as it is).
 pub(crate) async fn read_off(
     stream: &mut TcpStream,
     required: bool,
-    mut buf: Vec<u8>,
-) -> Result<ReadOff, Refused> {
+) -> Result<(Option<(SocketAddr, SocketAddr)>, Vec<u8>), Refused> {
+    let mut buf = Vec::with_capacity(SMALL * 2);
     loop {
         if buf.len() == buf.capacity() {
             // (`examine` refuses a header past `MAX_HEADER`.)
@@ -209,46 +200,16 @@ pub(crate) async fn read_off(
             return Err(Refused::Closed);
         }
         // (Nothing is left on the socket to look at again: all is taken.)
-        if let Some(done) = settle(&buf, required) {
-            return done;
+        match examine(&buf, 0) {
+            Step::Plain if required => return Err(Refused::Missing),
+            Step::Plain => return Ok((None, buf)),
+            Step::More { .. } => {}
+            Step::Done { len, addrs } => {
+                let rest = buf.split_off(len);
+                return Ok((addrs, rest));
+            }
+            Step::Refuse(why) => return Err(Refused::Invalid(why)),
         }
-    }
-}
-
-/// The header read off at once with one `recv` straight from the socket,
-/// when it is there already (a proxy in front sends it as it connects): no
-/// wait for the socket's readiness, no timer. `Err`: not all of it yet,
-/// with what was read, for [`read_off`] to go on from.
-pub(crate) fn read_off_now(
-    stream: &TcpStream,
-    required: bool,
-) -> Result<Result<ReadOff, Refused>, Vec<u8>> {
-    use std::io::Read;
-    // (On the stack: what follows the header, often nothing, is copied out.)
-    let mut buf = [0u8; SMALL * 2];
-    // (A read past tokio's back: its readiness may then say readable when
-    // nothing is, which its next read finds out and clears.)
-    let sock = socket2::SockRef::from(stream);
-    match (&*sock).read(&mut buf) {
-        Ok(0) => Ok(Err(Refused::Closed)),
-        Ok(n) => {
-            let seen = &buf[..n];
-            settle(seen, required).ok_or_else(|| seen.to_vec())
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Vec::with_capacity(SMALL * 2)),
-        Err(e) => Ok(Err(e.into())),
-    }
-}
-
-/// What `seen` (all read so far) makes of the connection: its header and
-/// the bytes after it, or a refusal; `None`: more to read.
-fn settle(seen: &[u8], required: bool) -> Option<Result<ReadOff, Refused>> {
-    match examine(seen, 0) {
-        Step::Plain if required => Some(Err(Refused::Missing)),
-        Step::Plain => Some(Ok((None, seen.to_vec()))),
-        Step::More { .. } => None,
-        Step::Done { len, addrs } => Some(Ok((addrs, seen[len..].to_vec()))),
-        Step::Refuse(why) => Some(Err(Refused::Invalid(why))),
     }
 }
 
