@@ -514,6 +514,9 @@ async fn within<F: Future>(
     let mut fut = std::pin::pin!(fut);
     if !*shutdown.borrow_and_update() {
         tokio::select! {
+            // The work first: one done on its first poll (its bytes there
+            // already) registers no timer and no waiter on the watch.
+            biased;
             r = tokio::time::timeout_at(deadline, fut.as_mut()) => return r,
             _ = shutdown.changed() => {}
         }
