@@ -336,7 +336,7 @@ async fn set_up<H: Handler>(
                 false => super::proxy_protocol::read_off(&mut stream, required).await,
             }
         };
-        match within(read, deadline, &mut shutdown).await {
+        match within(read, (deadline, pp.timeout), &mut shutdown).await {
             Ok(Ok((Some((client, local)), rest))) => {
                 state.client.set(client);
                 state.local.set(local);
@@ -376,7 +376,7 @@ async fn set_up<H: Handler>(
             let accept = tokio_rustls::TlsAcceptor::from(tls.config.clone())
                 .accept_with(stream, |conn| super::tls::feed(conn, &early));
             let deadline = Instant::now() + timeouts.tls_handshake;
-            let done = within(accept, deadline, &mut shutdown).await;
+            let done = within(accept, (deadline, timeouts.tls_handshake), &mut shutdown).await;
             let stream = match done {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -439,7 +439,7 @@ async fn set_up<H: Handler>(
             state: &state,
         };
         let deadline = state.idle_since.get() + head_timeout;
-        let sniffed = within(sniffed, deadline, &mut shutdown).await;
+        let sniffed = within(sniffed, (deadline, head_timeout), &mut shutdown).await;
         match sniffed {
             Ok(Some(Ok(h2))) => h2,
             Ok(Some(Err(e))) => {
@@ -506,11 +506,18 @@ async fn set_up<H: Handler>(
 /// [`STOP_LINGER`](super::state::STOP_LINGER) more: a client that
 /// connected just as it began has its request on the way, and is served
 /// (its first exchange, then the connection closes) rather than dropped.
+///
+/// `span`: the phase's whole time, which `deadline` is at most that far
+/// ahead. One no longer than the linger ends by its deadline either way:
+/// it keeps no watch on shutdown (the PROXY header's default second).
 async fn within<F: Future>(
     fut: F,
-    deadline: Instant,
+    (deadline, span): (Instant, Duration),
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
+    if span <= super::state::STOP_LINGER {
+        return tokio::time::timeout_at(deadline, fut).await;
+    }
     let mut fut = std::pin::pin!(fut);
     if !*shutdown.borrow_and_update() {
         tokio::select! {
