@@ -501,9 +501,9 @@ async fn set_up<H: Handler>(
     Some((serving, (head_timeout, idle_timeout)))
 }
 
-/// `fut` (a TLS handshake, the first bytes' sniff) until `deadline`; once
-/// shutdown (or an upgrade's hand-over) begins, for at most
-/// [`STOP_LINGER`](super::state::STOP_LINGER) more: a client that
+/// `fut` (a PROXY header, a TLS handshake, the first bytes' sniff) until
+/// `deadline`; once shutdown (or an upgrade's hand-over) begins, for at
+/// most [`STOP_LINGER`](super::state::STOP_LINGER) more: a client that
 /// connected just as it began has its request on the way, and is served
 /// (its first exchange, then the connection closes) rather than dropped.
 ///
