@@ -28,44 +28,40 @@ const SMALL: usize = 256;
 
 /// The key of `t` with request fields `headers`, as `parts` say. Written
 /// on the stack and copied out (no capacity checks, one exact allocation);
-/// a longer key, or one with a field sent on several lines, as [`joined`].
+/// a longer key as [`joined`].
 pub(crate) fn key(parts: &[KeyPart], t: &Target<'_>, headers: &HeaderMap) -> Bytes {
     let mut buf = [0u8; SMALL];
     let mut n = 0;
-    for p in parts {
-        let (b, lower) = match p {
-            KeyPart::Scheme => (Some(t.scheme.as_bytes()), false),
-            KeyPart::Host => (Some(t.host), true),
-            KeyPart::Path => (Some(t.path.as_bytes()), false),
-            KeyPart::Query => (t.query.map(str::as_bytes), false),
-            KeyPart::Cookie(name) => (cookie(headers, name), false),
-            KeyPart::Header(name) => {
-                let mut all = headers.get_all(name).iter();
-                match (all.next(), all.next()) {
-                    (None, _) => (None, false),
-                    (Some(v), None) => (Some(v.as_bytes()), false),
-                    _ => return joined(parts, t, headers),
-                }
-            }
-        };
-        let len = b.map_or(u32::MAX, |b| b.len() as u32);
-        let Some(at) = buf.get_mut(n..n + 4) else {
-            return joined(parts, t, headers);
-        };
-        at.copy_from_slice(&len.to_be_bytes());
-        n += 4;
-        if let Some(b) = b {
-            let Some(at) = buf.get_mut(n..n + b.len()) else {
-                return joined(parts, t, headers);
-            };
-            at.copy_from_slice(b);
-            if lower {
-                lower_ascii(at);
-            }
-            n += b.len();
-        }
+    let mut fits = true;
+    each(parts, t, headers, |b, lower| {
+        fits = fits && put(&mut buf, &mut n, b, lower);
+    });
+    match fits {
+        true => Bytes::copy_from_slice(&buf[..n]),
+        false => joined(parts, t, headers),
     }
-    Bytes::copy_from_slice(&buf[..n])
+}
+
+/// Writes one part at `*n` in `out`: its length (`u32::MAX` when absent:
+/// absent differs from empty), then its bytes. `false`: it does not fit.
+fn put(out: &mut [u8], n: &mut usize, b: Option<&[u8]>, lower: bool) -> bool {
+    let len = b.map_or(u32::MAX, |b| b.len() as u32);
+    let Some(at) = out.get_mut(*n..*n + 4) else {
+        return false;
+    };
+    at.copy_from_slice(&len.to_be_bytes());
+    *n += 4;
+    if let Some(b) = b {
+        let Some(at) = out.get_mut(*n..*n + b.len()) else {
+            return false;
+        };
+        at.copy_from_slice(b);
+        if lower {
+            lower_ascii(at);
+        }
+        *n += b.len();
+    }
+    true
 }
 
 /// `b` in ASCII lower case, eight bytes at a time (the last eight
@@ -101,32 +97,25 @@ fn lower_ascii(b: &mut [u8]) {
     }
 }
 
-/// As [`key`], for any key: sized first and written second, so that its
-/// one allocation is exact (a `Bytes` made of a vector with room to spare
-/// takes a second one); a field sent on several lines joined with `, `.
+/// As [`key`], for a key of any length: sized first, then written into
+/// its one exact allocation (a `Bytes` made of a vector with room to spare
+/// takes a second one).
 fn joined(parts: &[KeyPart], t: &Target<'_>, headers: &HeaderMap) -> Bytes {
     let mut len = 0;
     each(parts, t, headers, |b, _| {
         len += 4 + b.map_or(0, <[u8]>::len)
     });
-    let mut out = Vec::with_capacity(len);
-    each(parts, t, headers, |b, lower| match b {
-        // Absent differs from empty.
-        None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
-        Some(b) => {
-            out.extend_from_slice(&(b.len() as u32).to_be_bytes());
-            let at = out.len();
-            out.extend_from_slice(b);
-            if lower {
-                out[at..].make_ascii_lowercase();
-            }
-        }
+    let mut out = vec![0u8; len];
+    let mut n = 0;
+    each(parts, t, headers, |b, lower| {
+        put(&mut out, &mut n, b, lower);
     });
     Bytes::from(out)
 }
 
 /// Each of `parts` in turn, to `f`: its bytes (`None`: absent), and
-/// whether they go in lower case.
+/// whether they go in lower case. A field sent on several lines is one
+/// part, its values joined with `, ` (the only case that copies).
 fn each(
     parts: &[KeyPart],
     t: &Target<'_>,
@@ -141,11 +130,12 @@ fn each(
             KeyPart::Query => f(t.query.map(str::as_bytes), false),
             KeyPart::Header(name) => {
                 let mut all = headers.get_all(name).iter();
-                match all.next() {
-                    None => f(None, false),
-                    Some(first) => {
+                match (all.next(), all.next()) {
+                    (None, _) => f(None, false),
+                    (Some(one), None) => f(Some(one.as_bytes()), false),
+                    (Some(first), Some(second)) => {
                         let mut v = first.as_bytes().to_vec();
-                        for more in all {
+                        for more in std::iter::once(second).chain(all) {
                             v.extend_from_slice(b", ");
                             v.extend_from_slice(more.as_bytes());
                         }
