@@ -23,7 +23,7 @@ use std::future::Future;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -37,6 +37,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::io::{linger, sniff_h2c, Sniff, Watched};
+use super::phase::{within, Timer};
 use super::service::{Handler, Svc, SvcH2};
 use super::state::{ClientIo, ConnCtx, ConnState, Cut, HeadTimer, InFlight, TlsInfo};
 use super::watch::Watch;
@@ -311,6 +312,8 @@ async fn set_up<H: Handler>(
     // Bytes read before TLS or HTTP takes the socket: a ClientHello a
     // stream listener read to route, what followed a PROXY header.
     let mut early = Vec::new();
+    let mut timer = pin!(None);
+    let mut timer = Timer::new(timer.as_mut());
     let worker = current.get();
     // `None`: removed by a reload between accept and now.
     let index = at.get();
@@ -327,27 +330,34 @@ async fn set_up<H: Handler>(
         let deadline = state.idle_since.get() + pp.timeout;
         // What follows the header in the same reads is the connection's
         // first bytes (`early`); a stream listener's socket goes on as it
-        // is, so it is peeked.
-        let read = async {
-            match listener.stream.is_some() {
-                true => super::proxy_protocol::read(&mut stream, required)
-                    .await
-                    .map(|a| (a, Vec::new())),
-                false => super::proxy_protocol::read_off(&mut stream, required).await,
+        // is, so it is peeked. (Each its own wait: an HTTP listener's
+        // read, the common one, is a small future to set up.)
+        let span = (deadline, pp.timeout);
+        let got = match listener.stream.is_some() {
+            true => {
+                let read = pin!(async {
+                    let header = super::proxy_protocol::read(&mut stream, required).await;
+                    header.map(|a| (a, Vec::new()))
+                });
+                within(read, &mut timer, span, &mut shutdown).await
+            }
+            false => {
+                let read = pin!(super::proxy_protocol::read_off(&mut stream, required));
+                within(read, &mut timer, span, &mut shutdown).await
             }
         };
-        match within(read, (deadline, pp.timeout), &mut shutdown).await {
-            Ok(Ok((Some((client, local)), rest))) => {
+        match got {
+            Some(Ok((Some((client, local)), rest))) => {
                 state.client.set(client);
                 state.local.set(local);
                 early = rest;
             }
-            Ok(Ok((None, rest))) => early = rest,
-            Ok(Err(e)) => {
+            Some(Ok((None, rest))) => early = rest,
+            Some(Err(e)) => {
                 tracing::info!(%peer, "{e}; closing");
                 return None;
             }
-            Err(_) => {
+            None => {
                 tracing::info!(%peer, "PROXY protocol header not received in time; closing");
                 return None;
             }
@@ -365,6 +375,8 @@ async fn set_up<H: Handler>(
             id: state.id,
         };
         let handoff = crate::stream::serve(stream, index, peer, worker.clone(), shutdown.clone());
+        // (The header's timer would fire in the middle of the stream.)
+        timer.stop();
         let h = handoff.await?;
         (stream, index, early) = (h.tcp, h.listener, h.early);
         listener = worker.config.listeners.get(index)?;
@@ -373,20 +385,21 @@ async fn set_up<H: Handler>(
     let (io, tls, (alpn_h2, tls_version)) = match worker.tls.get(index).and_then(Option::as_ref) {
         None => (ClientIo::Plain(stream), None, (false, None)),
         Some(tls) => {
-            let accept = tokio_rustls::TlsAcceptor::from(tls.config.clone())
-                .accept_with(stream, |conn| super::tls::feed(conn, &early));
+            let accept = pin!(tokio_rustls::TlsAcceptor::from(tls.config.clone())
+                .accept_with(stream, |conn| super::tls::feed(conn, &early)));
             let deadline = Instant::now() + timeouts.tls_handshake;
-            let done = within(accept, (deadline, timeouts.tls_handshake), &mut shutdown).await;
+            let span = (deadline, timeouts.tls_handshake);
+            let done = within(accept, &mut timer, span, &mut shutdown).await;
             let stream = match done {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
                     tracing::info!(%client, "TLS handshake failed: {e}");
                     if let Some(m) = &state.meter {
                         m.tls_failed(super::tls::failure(&e));
                     }
                     return None;
                 }
-                Err(_) => {
+                None => {
                     tracing::info!(%client, "TLS handshake not completed in time; closing");
                     if let Some(m) = &state.meter {
                         m.tls_failed(0);
@@ -434,21 +447,21 @@ async fn set_up<H: Handler>(
     } else if listener.http2 {
         // Its first bytes, in the time a request head has from the
         // accept.
-        let sniffed = Sniff {
+        let sniffed = pin!(Sniff {
             fut: sniff_h2c(&mut io),
             state: &state,
-        };
+        });
         let deadline = state.idle_since.get() + head_timeout;
-        let sniffed = within(sniffed, (deadline, head_timeout), &mut shutdown).await;
+        let sniffed = within(sniffed, &mut timer, (deadline, head_timeout), &mut shutdown).await;
         match sniffed {
-            Ok(Some(Ok(h2))) => h2,
-            Ok(Some(Err(e))) => {
+            Some(Some(Ok(h2))) => h2,
+            Some(Some(Err(e))) => {
                 tracing::debug!(%client, "connection error before the first request: {e}");
                 return None;
             }
             // Closed to make room (max_connections).
-            Ok(None) => return None,
-            Err(_) => {
+            Some(None) => return None,
+            None => {
                 tracing::info!(%client, "request head not received in time; closing");
                 return None;
             }
@@ -499,37 +512,6 @@ async fn set_up<H: Handler>(
         state.stopping.set(true);
     }
     Some((serving, (head_timeout, idle_timeout)))
-}
-
-/// `fut` (a PROXY header, a TLS handshake, the first bytes' sniff) until
-/// `deadline`; once shutdown (or an upgrade's hand-over) begins, for at
-/// most [`STOP_LINGER`](super::state::STOP_LINGER) more: a client that
-/// connected just as it began has its request on the way, and is served
-/// (its first exchange, then the connection closes) rather than dropped.
-///
-/// `span`: the phase's whole time, which `deadline` is at most that far
-/// ahead. One no longer than the linger ends by its deadline either way:
-/// it keeps no watch on shutdown (the PROXY header's default second).
-async fn within<F: Future>(
-    fut: F,
-    (deadline, span): (Instant, Duration),
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    if span <= super::state::STOP_LINGER {
-        return tokio::time::timeout_at(deadline, fut).await;
-    }
-    let mut fut = std::pin::pin!(fut);
-    if !*shutdown.borrow_and_update() {
-        tokio::select! {
-            // The work first: one done on its first poll (its bytes there
-            // already) registers no timer and no waiter on the watch.
-            biased;
-            r = tokio::time::timeout_at(deadline, fut.as_mut()) => return r,
-            _ = shutdown.changed() => {}
-        }
-    }
-    let linger = Instant::now() + super::state::STOP_LINGER;
-    tokio::time::timeout_at(deadline.min(linger), fut).await
 }
 
 /// An HTTP/1.1 connection whose hyper server is done: after a 101 it

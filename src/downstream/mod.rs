@@ -8,6 +8,7 @@ pub(crate) mod accept;
 pub(crate) mod connection;
 mod io;
 pub(crate) mod listener;
+mod phase;
 pub(crate) mod proxy_protocol;
 mod service;
 pub(crate) mod state;

@@ -205,6 +205,46 @@ async fn missing_invalid_or_late_headers_close_a_required_listeners_connection()
     assert_eq!(after(required.addr, v1).await.1, "192.0.2.8");
 }
 
+/// The header's timeout ends with the header: the request head that
+/// follows has the listener's `client_header` time from the accept (the
+/// set-up's one timer, armed while the header was awaited, is moved on,
+/// not left at the header's deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_after_the_header_has_the_head_timeout_not_the_headers() {
+    use std::time::Duration;
+    let origin = xff_backend();
+    let mut timeouts = toml::Table::new();
+    timeouts.insert("client_header".into(), "6s".into());
+    let proxy = Proxy::start(
+        &TestConfig::proxying(origin.addr)
+            .listener_set("proxy_protocol", pp(&["127.0.0.1"], "required", "1s"))
+            .set("timeouts", toml::Value::Table(timeouts))
+            .toml(),
+    );
+    // The header comes while the proxy waits for it (its timer armed);
+    // the request well after the header's second, well before the head's
+    // six: served.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"PROXY TCP4 192.0.2.9 198.51.100.1 1 2\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = answer(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(text.ends_with("192.0.2.9"), "{text:?}");
+    // A header and then nothing: closed at the head's deadline (no hang).
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"PROXY TCP4 192.0.2.9 198.51.100.1 1 2\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(HANG, s.read_to_end(&mut buf))
+        .await
+        .expect("closed after the head timeout");
+    assert_eq!((n.ok(), buf.len()), (Some(0), 0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_optional_header_may_be_left_out_and_an_untrusted_peers_is_never_read() {
     let origin = xff_backend();
