@@ -5,6 +5,7 @@
 //! group's budget.
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -109,9 +110,11 @@ pub(super) fn send<'a>(
             && http_body::Body::is_end_stream(req.body())
             && is_idempotent(req.method()))
         .then(|| copy_head(&req));
-        let err = match with_head_timeout(lease.exchange(req, added), at, timeout, progress, timer)
-            .await
-        {
+        let got = {
+            let exchange = pin!(lease.exchange(req, added));
+            with_head_timeout(exchange, at, timeout, progress, timer).await
+        };
+        let err = match got {
             None => return Err(ProxyError::ResponseTimeout { addr }),
             Some(Ok(resp)) => return Ok((resp, lease)),
             Some(Err(mut e)) => {
@@ -135,8 +138,11 @@ pub(super) fn send<'a>(
         drop(lease);
         // Boxed: rare, and its state would otherwise enlarge every request.
         let mut lease = Box::pin(w.pool.connect(server, connect)).await?;
-        let again = lease.exchange(err, added);
-        match with_head_timeout(again, Instant::now(), timeout, progress, timer).await {
+        let got = {
+            let again = pin!(lease.exchange(err, added));
+            with_head_timeout(again, Instant::now(), timeout, progress, timer).await
+        };
+        match got {
             None => Err(ProxyError::ResponseTimeout { addr }),
             Some(Ok(resp)) => Ok((resp, lease)),
             Some(Err(e)) => Err(classify(e.into_error(), addr)),
@@ -307,18 +313,22 @@ pub(crate) fn to_upstream<'w, 'a>(
                 }
                 _ => None,
             };
-            let (resp, lease) = match send(
-                w,
-                lease,
-                req,
-                timeouts,
-                progress.as_ref(),
-                ctx.head_timer.as_ref(),
-                replay.as_deref(),
-                added,
-            )
-            .await
-            {
+            // Pinned where made: awaited as a value, the large future
+            // was copied whole on its way into this one's state.
+            let answer = {
+                let send = pin!(send(
+                    w,
+                    lease,
+                    req,
+                    timeouts,
+                    progress.as_ref(),
+                    ctx.head_timer.as_ref(),
+                    replay.as_deref(),
+                    added,
+                ));
+                send.await
+            };
+            let (resp, lease) = match answer {
                 Ok(r) => r,
                 Err(e) => {
                     if e.upstream().is_some() {

@@ -16,9 +16,10 @@ use crate::downstream::state::HeadTimer;
 /// the request goes out, read by the caller, which times the exchange
 /// with it too), pushed back by every chunk of request body still being
 /// sent. `shared`: the connection's [`HeadTimer`], used when free;
-/// otherwise a timer of its own.
+/// otherwise a timer of its own. `fut` is pinned where the caller made
+/// it: the exchange's future is large, and each move copies it whole.
 pub(crate) fn with_head_timeout<'a, F: Future>(
-    fut: F,
+    fut: Pin<&'a mut F>,
     start: Instant,
     timeout: Duration,
     progress: Option<&'a BodyProgress>,
@@ -38,8 +39,7 @@ pub(crate) fn with_head_timeout<'a, F: Future>(
 pin_project_lite::pin_project! {
     /// `Some(output)`, or `None` when the upstream took too long.
     pub(crate) struct HeadTimeout<'a, F> {
-        #[pin]
-        fut: F,
+        fut: Pin<&'a mut F>,
         #[pin]
         own: Option<tokio::time::Sleep>,
         deadline: Instant,
@@ -56,7 +56,7 @@ impl<F: Future> Future for HeadTimeout<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let Poll::Ready(r) = this.fut.poll(cx) {
+        if let Poll::Ready(r) = this.fut.as_mut().poll(cx) {
             return Poll::Ready(Some(r));
         }
         let mut shared = this.shared.and_then(|t| t.0.try_borrow_mut().ok());

@@ -28,6 +28,7 @@
 //! place and rendered in one place (`synthetic`), with one log line
 //! naming the cause. Upgrades continue in [`tunnel`].
 
+use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -161,7 +162,9 @@ pub(crate) fn handle(
             // `Late` made in the call, in no local that the await keeps.
             Ok(authority) => {
                 let (hop, slot) = line.split();
-                forward(
+                // Pinned where made: awaited as a value, its state (the
+                // largest of the request's) was copied whole once more.
+                let forwarding = pin!(forward(
                     &ctx,
                     &worker,
                     parts,
@@ -175,8 +178,8 @@ pub(crate) fn handle(
                         line: slot,
                         id: &mut request_id,
                     }),
-                )
-                .await
+                ));
+                forwarding.await
             }
             Err(e) => {
                 if late {
