@@ -58,11 +58,12 @@ impl<'a> Timer<'a> {
     }
 }
 
-/// `fut` (pinned where it is made: not moved again) until `deadline` (`None`: not done by then); once shutdown (or
+/// `fut` until `deadline` (`None`: not done by then); once shutdown (or
 /// an upgrade's hand-over) begins, for at most [`STOP_LINGER`] more: a
 /// client that connected just as it began has its request on the way,
 /// and is served (its first exchange, then the connection closes) rather
-/// than dropped.
+/// than dropped. `fut` is pinned where it is made: moved into the wait,
+/// it was copied whole once more.
 ///
 /// `span`: the phase's whole time, which `deadline` is at most that far
 /// ahead. One no longer than the linger ends by its deadline either way:
