@@ -9,7 +9,8 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Request;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
@@ -23,6 +24,12 @@ type Driver = http1::Connection<TokioIo<Io>, RequestBody>;
 
 /// Streams one HTTP/2 connection carries before another one is opened.
 pub(crate) const H2_STREAMS: u32 = 100;
+
+/// What an [`Exchange`] ends with: a response, or why the request failed
+/// (with the request if it never went out). The failure is boxed: rare,
+/// and hyper's holds the whole request, so the result was more than twice
+/// a response's size, copied whole by each layer it passes up.
+pub(crate) type Sent = Result<Response<Incoming>, Box<TrySendError<Request<RequestBody>>>>;
 
 /// One stream on a shared HTTP/2 connection, released on drop.
 pub(super) struct StreamSlot(pub(super) Rc<H2Conn>);
@@ -178,14 +185,14 @@ pin_project_lite::pin_project! {
 }
 
 impl<F: Future<Output = SendResult>> Future for Exchange<'_, F> {
-    type Output = SendResult;
+    type Output = Sent;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SendResult> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Sent> {
         match self.project() {
             ExchangeProj::InPlace { lease } => {
                 lease.drive(cx);
                 if let Some(settled) = lease.settled.take() {
-                    return Poll::Ready(*settled);
+                    return Poll::Ready(settled.map_err(Box::new));
                 }
                 // (The driver is there: had it ended, the request sent on
                 // it would have settled above.)
@@ -194,16 +201,16 @@ impl<F: Future<Output = SendResult>> Future for Exchange<'_, F> {
                     .as_mut()
                     .and_then(|d| d.as_mut().take_in_place(false))
                 {
-                    Some(res) => Poll::Ready(res),
+                    Some(res) => Poll::Ready(res.map_err(Box::new)),
                     None => Poll::Pending,
                 }
             }
             ExchangeProj::Channel { lease, fut } => {
                 lease.drive(cx);
-                fut.poll(cx)
+                fut.poll(cx).map(|r| r.map_err(Box::new))
             }
             ExchangeProj::Refused { err } => match err.take() {
-                Some(e) => Poll::Ready(Err(e)),
+                Some(e) => Poll::Ready(Err(Box::new(e))),
                 None => Poll::Pending,
             },
         }
