@@ -147,7 +147,7 @@ impl<F: Future> Future for Sniff<'_, F> {
         let this = self.project();
         // Evicted (max_connections) or cut by its watch: closed now. At
         // shutdown (`stopping`) the first bytes, perhaps on their way,
-        // are still waited for, briefly (`connection::within`).
+        // are still waited for, briefly (`phase::within`).
         let state = this.state;
         if state.cut.get().is_some() || (state.draining.get() && !state.stopping.get()) {
             return Poll::Ready(None);
