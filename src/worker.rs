@@ -202,7 +202,7 @@ impl Worker {
             http1: server_builder(config.limits.max_request_head_bytes),
             tls: g.tls.clone(),
             limiters: g.limiters.clone(),
-            caches: g.caches.clone(),
+            caches: Arc::new(g.caches.for_thread()),
             acme: config.acme.as_ref().map(|_| g.acme.clone()),
             client_rules: config
                 .listeners

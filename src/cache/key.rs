@@ -22,24 +22,110 @@ pub(crate) struct Target<'a> {
     pub(crate) query: Option<&'a str>,
 }
 
+/// Whether keys of `parts` are made of the request's URL alone (no field
+/// or cookie in them): such a key can be made again from the URL.
+pub(crate) fn of_url(parts: &[KeyPart]) -> bool {
+    parts.iter().all(|p| {
+        matches!(
+            p,
+            KeyPart::Scheme | KeyPart::Host | KeyPart::Path | KeyPart::Query
+        )
+    })
+}
+
 /// Keys up to this long are written on the stack, then copied into one
 /// exact allocation.
-const SMALL: usize = 256;
+pub(crate) const SMALL: usize = 256;
 
 /// The key of `t` with request fields `headers`, as `parts` say. Written
 /// on the stack and copied out (no capacity checks, one exact allocation);
 /// a longer key as [`joined`].
 pub(crate) fn key(parts: &[KeyPart], t: &Target<'_>, headers: &HeaderMap) -> Bytes {
-    let mut buf = [0u8; SMALL];
+    written(parts, t, headers, &mut [0; SMALL]).to_bytes()
+}
+
+/// A key as [`written`] makes it: in the caller's room, or (longer) in
+/// its allocation.
+pub(crate) enum Written<'a> {
+    Small(&'a [u8]),
+    Long(Bytes),
+}
+
+impl Written<'_> {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            Written::Small(b) => b,
+            Written::Long(b) => b,
+        }
+    }
+
+    /// The key in one exact allocation of its own.
+    pub(crate) fn to_bytes(&self) -> Bytes {
+        match self {
+            Written::Small(b) => Bytes::copy_from_slice(b),
+            Written::Long(b) => b.clone(),
+        }
+    }
+}
+
+/// The key of `t` (see [`key`]) written in `room` where it fits, not
+/// allocated: what a look in a map needs.
+pub(crate) fn written<'a>(
+    parts: &[KeyPart],
+    t: &Target<'_>,
+    headers: &HeaderMap,
+    room: &'a mut [u8; SMALL],
+) -> Written<'a> {
+    if matches!(
+        parts,
+        [
+            KeyPart::Scheme,
+            KeyPart::Host,
+            KeyPart::Path,
+            KeyPart::Query
+        ]
+    ) {
+        if let Some(n) = url_written(t, room) {
+            return Written::Small(room.get(..n).unwrap_or_default());
+        }
+    }
     let mut n = 0;
     let mut fits = true;
     each(parts, t, headers, |b, lower| {
-        fits = fits && put(&mut buf, &mut n, b, lower);
+        fits = fits && put(room, &mut n, b, lower);
     });
     match fits {
-        true => Bytes::copy_from_slice(&buf[..n]),
-        false => joined(parts, t, headers),
+        true => Written::Small(room.get(..n).unwrap_or_default()),
+        false => Written::Long(joined(parts, t, headers)),
     }
+}
+
+/// [`written`] for the default key (scheme, host, path, query),
+/// straight: its length known first, then each part put where it goes
+/// (the general loop's checks and calls cost a third more). `None`: it
+/// does not fit.
+fn url_written(t: &Target<'_>, room: &mut [u8; SMALL]) -> Option<usize> {
+    let query = t.query.map(str::as_bytes);
+    let (s, h, p) = (t.scheme.as_bytes(), t.host, t.path.as_bytes());
+    let n = 16 + s.len() + h.len() + p.len() + query.map_or(0, <[u8]>::len);
+    let out = room.get_mut(..n)?;
+    let (_, out) = part(out, s.len() as u32, s)?;
+    let (host, out) = part(out, h.len() as u32, h)?;
+    lower_ascii(host);
+    let (_, out) = part(out, p.len() as u32, p)?;
+    let q = query.unwrap_or_default();
+    part(out, query.map_or(u32::MAX, |q| q.len() as u32), q)?;
+    Some(n)
+}
+
+/// Puts `len` then `b` at the start of `out`: where `b` went, and what is
+/// left.
+fn part<'o>(out: &'o mut [u8], len: u32, b: &[u8]) -> Option<(&'o mut [u8], &'o mut [u8])> {
+    let (l, out) = out.split_at_mut_checked(4)?;
+    l.copy_from_slice(&len.to_be_bytes());
+    let (at, out) = out.split_at_mut_checked(b.len())?;
+    at.copy_from_slice(b);
+    Some((at, out))
 }
 
 /// Writes one part at `*n` in `out`: its length (`u32::MAX` when absent:
@@ -244,6 +330,38 @@ mod tests {
         let t = target("/", None);
         assert_eq!(key(&parts, &t, &h), joined(&parts, &t, &h));
         assert!(key(&parts, &t, &h).windows(6).any(|w| w == b"de, fr"));
+    }
+
+    #[test]
+    fn the_default_key_written_straight_is_the_same() {
+        const URL: [KeyPart; 4] = [
+            KeyPart::Scheme,
+            KeyPart::Host,
+            KeyPart::Path,
+            KeyPart::Query,
+        ];
+        let h = HeaderMap::new();
+        let long = "/".repeat(300);
+        for (host, path, query) in [
+            (&b"Example.COM:8080"[..], "/a", Some("b=C")),
+            (b"", "/", None),
+            (b"x.Y", "/", Some("")),
+            (b"aBcDeFgHiJkLmNoPqRsTuVwXyZ.example", "/A/b", None),
+            (b"h", &long, None),
+            (b"h", &long[..230], Some("q")),
+        ] {
+            for scheme in ["http", "https"] {
+                let t = Target {
+                    scheme,
+                    host,
+                    path,
+                    query,
+                };
+                let mut room = [0; SMALL];
+                let w = written(&URL, &t, &h, &mut room);
+                assert_eq!(w.as_bytes(), &joined(&URL, &t, &h)[..]);
+            }
+        }
     }
 
     #[test]

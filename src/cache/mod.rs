@@ -67,6 +67,20 @@ impl Caches {
         Ok(Caches(out))
     }
 
+    /// The same stores, each behind a reference count of its own: one
+    /// worker thread's. (A plan holds its store for the request; with one
+    /// count shared by every thread, each request's clone and drop moved
+    /// that cache line, and the store's settings beside it, between
+    /// cores.)
+    pub(crate) fn for_thread(&self) -> Caches {
+        Caches(
+            self.0
+                .iter()
+                .map(|s| Arc::new(s.with_disk(s.disk.clone())))
+                .collect(),
+        )
+    }
+
     pub(crate) fn get(&self, i: usize) -> Option<&Arc<Store>> {
         self.0.get(i)
     }

@@ -111,6 +111,8 @@ pub(crate) struct Store {
     pub(crate) config: Arc<Cache>,
     /// What the config says of RFC 9111's open points.
     pub(crate) rules: Rules,
+    /// Its keys are made of the URL alone ([`super::key::of_url`]).
+    pub(crate) url_keys: bool,
     entries: Map<Bytes, Arc<Entry>, Hasher>,
     /// The fetches in progress, by key. (A plain concurrent map: moka's
     /// entry API cost a miss about 15,700 instructions to add and remove
@@ -145,6 +147,7 @@ impl Store {
         Store {
             config: Arc::new(config.clone()),
             rules: rules(config),
+            url_keys: super::key::of_url(&config.key),
             entries,
             fills: Arc::new(papaya::HashMap::with_hasher(Hasher::new())),
             passes: Arc::new(papaya::HashMap::with_hasher(Hasher::new())),
@@ -159,6 +162,7 @@ impl Store {
         Store {
             config: Arc::new(config.clone()),
             rules: rules(config),
+            url_keys: super::key::of_url(&config.key),
             entries: self.entries.clone(),
             fills: self.fills.clone(),
             passes: self.passes.clone(),
@@ -314,7 +318,8 @@ impl Store {
     }
 
     /// Whether misses for `key` pass at `now` (see [`Store::pass`]).
-    pub(crate) fn passing(&self, key: &Bytes, now: SystemTime) -> bool {
+    /// (`key` as bytes: a key looked up here need not be allocated.)
+    pub(crate) fn passing(&self, key: &[u8], now: SystemTime) -> bool {
         let passes = self.passes.pin();
         if passes.is_empty() {
             return false;

@@ -508,9 +508,13 @@ fn forward<'w, 'a>(
         if let Some((i, store)) = route.cache.and_then(|i| Some((i, w.caches.get(i)?))) {
             if h2_ws.is_none() && !found.upgrade {
                 let counters = w.counters.as_deref();
-                match cache::lookup(store, i, counters, ctx.tls.is_some(), &mut parts, authority)
-                    .await
-                {
+                let looked = match cache::begin(store, i, ctx.tls.is_some(), &parts, authority) {
+                    cache::Begun::Forward(plan) => cache::Looked::Forward(plan),
+                    cache::Begun::Look(asked, key, pass) => {
+                        cache::lookup(asked, key, pass, counters, &mut parts).await
+                    }
+                };
+                match looked {
                     cache::Looked::Hit(resp) => return Ok((Outcome::Local(resp), held)),
                     cache::Looked::Forward(plan) => routed.cache.set(Some(plan)),
                     cache::Looked::Stale(resp, plan) => {

@@ -365,6 +365,31 @@ async fn a_fresh_response_is_served_from_the_cache_with_age_and_cache_status() {
     }
 }
 
+/// Each worker thread holds its own handle on a cache (no reference count
+/// shared between threads on the request path), all on the same stored
+/// responses and passes: what one thread stored, every thread serves.
+/// (Each request is a new connection; the kernel spreads them over the
+/// proxy's two threads, so twelve all on one is about one chance in two
+/// thousand.)
+#[tokio::test]
+async fn every_worker_thread_serves_what_one_stored_and_knows_its_passes() {
+    let s = Setup::new();
+    s.get("/fresh").await;
+    // Not storable the first time: a pass. Then storable, but varying,
+    // which a miss on a passed key cannot store; a thread that did not
+    // know the pass would fetch it for the cache and store it.
+    s.get("/turns-vary").await;
+    for _ in 0..12 {
+        let (_, h, body) = s.get("/fresh").await;
+        assert_eq!(body, "/fresh #1");
+        assert!(cache_status(&h).starts_with("tidegate; hit"), "{h:?}");
+        let (_, h, _) = s.get("/turns-vary").await;
+        assert!(cache_status(&h).contains("detail=pass"), "{h:?}");
+    }
+    assert_eq!(s.count("GET /fresh"), 1);
+    assert_eq!(s.count("GET /turns-vary"), 13);
+}
+
 /// `Cache-Status` is a list each cache adds its member to, at the end
 /// (RFC 9211 §2): on HTTP/1.1 the proxy's is written after the response's
 /// fields, on HTTP/2 appended to them; either way once, after the

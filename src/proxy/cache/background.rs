@@ -149,5 +149,5 @@ fn store(mut plan: Box<Plan>, resp: Response<Bytes>) {
     v.body = Arc::from(vec![body]);
     v.len = len;
     plan.store
-        .put(plan.key.clone(), &plan.url(), Arc::new(v), Some(&stale));
+        .put(plan.key(), &plan.url(), Arc::new(v), Some(&stale));
 }

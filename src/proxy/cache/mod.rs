@@ -30,7 +30,7 @@ use body::{CachedBody, Source};
 
 use super::response_body::ProxyBody;
 use crate::cache::growing::Growing;
-use crate::cache::key::{key, Target};
+use crate::cache::key::{key, written, Target};
 use crate::cache::policy::{
     self, CacheStatus, Conditional, Fwd, RequestControl, RequestFields, Reuse,
 };
@@ -43,7 +43,10 @@ pub(crate) use crate::message::headers::CACHE_STATUS;
 /// What the response phase needs of a request that went upstream.
 pub(crate) struct Plan {
     store: Arc<Store>,
-    key: Bytes,
+    /// `None`: not made, for a plain miss on a passed key (see
+    /// [`lookup`]), which needs it only to store (then [`Plan::key`]
+    /// makes it from the URL).
+    key: Option<Bytes>,
     /// Its URL's parts (what purges match, what unsafe methods
     /// invalidate).
     scheme: &'static str,
@@ -70,6 +73,23 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// The key, made now if the lookup did not make it (from the URL: a
+    /// plan without one has a key of the URL alone).
+    fn key(&self) -> Bytes {
+        match &self.key {
+            Some(k) => k.clone(),
+            None => {
+                let t = Target {
+                    scheme: self.scheme,
+                    host: self.authority.as_ref().map_or(&[][..], Authority::as_bytes),
+                    path: self.path_and_query.path(),
+                    query: self.path_and_query.query(),
+                };
+                key(&self.store.config.key, &t, self.request())
+            }
+        }
+    }
+
     /// The request's fields as kept (none: an empty map).
     fn request(&self) -> &HeaderMap {
         static NONE: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
@@ -122,31 +142,29 @@ pub(crate) enum Looked {
 pub(crate) use background::{revalidate, Request as Background};
 pub(crate) use response::response;
 
-/// Looks the request up in `store` (cache `index`).
-pub(crate) async fn lookup(
-    store: &Arc<Store>,
+/// What a lookup knows of a request before it looks (see [`begin`]).
+pub(crate) struct Asked<'a> {
+    store: &'a Arc<Store>,
     index: usize,
-    counters: Option<&Counters>,
-    tls: bool,
-    parts: &mut http::request::Parts,
-    authority: Option<&Authority>,
-) -> Looked {
-    let now = SystemTime::now();
-    let fields = RequestFields::of(&parts.headers);
-    let request_cc = RequestControl::read(&parts.headers, &fields);
-    let get = parts.method == Method::GET;
-    let scheme = if tls { "https" } else { "http" };
-    // The plan, made in its box only for a request that goes upstream (a
-    // hit needs none of its copies), straight into its allocation (made on
-    // the stack and moved into a box, it was copied twice).
-    let plan = |parts: &http::request::Parts, key: Bytes, fwd: Fwd| {
+    scheme: &'static str,
+    authority: Option<&'a Authority>,
+    now: SystemTime,
+    fields: RequestFields,
+    request_cc: RequestControl,
+}
+
+impl Asked<'_> {
+    /// The plan, made in its box only for a request that goes upstream (a
+    /// hit needs none of its copies), straight into its allocation (made
+    /// on the stack and moved into a box, it was copied twice).
+    fn plan(&self, parts: &http::request::Parts, key: Option<Bytes>, fwd: Fwd) -> Box<Plan> {
         Box::write(
             Box::new_uninit(),
             Plan {
-                store: store.clone(),
+                store: self.store.clone(),
                 key,
-                scheme,
-                authority: authority.cloned(),
+                scheme: self.scheme,
+                authority: self.authority.cloned(),
                 path_and_query: parts
                     .uri
                     .path_and_query()
@@ -154,43 +172,110 @@ pub(crate) async fn lookup(
                     .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
                 method: parts.method.clone(),
                 request: None,
-                fields,
-                request_cc,
-                request_time: now,
+                fields: self.fields,
+                request_cc: self.request_cc,
+                request_time: self.now,
                 stale: None,
                 guard: None,
                 fwd,
                 collapsed: false,
-                index,
+                index: self.index,
             },
         )
+    }
+}
+
+/// What [`begin`] found.
+pub(crate) enum Begun<'a> {
+    /// Upstream without a look, then [`response`].
+    Forward(Box<Plan>),
+    /// To be looked up ([`lookup`]) under its key; `true`: the key passes
+    /// ([`Store::passing`]).
+    Look(Asked<'a>, Bytes, bool),
+}
+
+/// What the request asks of cache `index` (its fields, directives and
+/// key), and whether it is looked up there. (Not async: a miss on a key
+/// that passes, or an unsafe method, goes on without a lookup's future.)
+pub(crate) fn begin<'a>(
+    store: &'a Arc<Store>,
+    index: usize,
+    tls: bool,
+    parts: &http::request::Parts,
+    authority: Option<&'a Authority>,
+) -> Begun<'a> {
+    let fields = RequestFields::of(&parts.headers);
+    let asked = Asked {
+        store,
+        index,
+        scheme: if tls { "https" } else { "http" },
+        authority,
+        now: SystemTime::now(),
+        fields,
+        request_cc: RequestControl::read(&parts.headers, &fields),
     };
     // Only GET and HEAD look anything up: other methods' keys are those
     // they invalidate, made once the response says so.
-    if !get && parts.method != Method::HEAD {
-        let mut plan = plan(parts, Bytes::new(), Fwd::Method);
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        let mut plan = asked.plan(parts, None, Fwd::Method);
         if !is_safe(&parts.method) {
             plan.request = Some(parts.headers.clone());
         }
-        return Looked::Forward(plan);
+        return Begun::Forward(plan);
     }
+    // (The path as the plan keeps it, for [`Plan::key`] to make the same.)
+    let (path, query) = parts
+        .uri
+        .path_and_query()
+        .map_or(("/", None), |pq| (pq.path(), pq.query()));
     let target = Target {
-        scheme,
+        scheme: asked.scheme,
         host: authority.map_or(&[][..], Authority::as_bytes),
-        path: parts.uri.path(),
-        query: parts.uri.query(),
+        path,
+        query,
     };
-    let k = key(&store.config.key, &target, &parts.headers);
+    let mut room = [0; crate::cache::key::SMALL];
+    let written = written(&store.config.key, &target, &parts.headers, &mut room);
+    // A key whose last response could not be stored is not looked up.
+    let pass = store.passing(written.as_bytes(), asked.now);
+    // A plain miss for such a key goes on without its key made: made
+    // from the URL if its response is stored.
+    if pass && store.url_keys && !fields.precondition && !asked.request_cc.only_if_cached {
+        let mut plan = asked.plan(parts, None, Fwd::UriMiss);
+        if fields.answered {
+            plan.request = Some(parts.headers.clone());
+        }
+        return Begun::Forward(plan);
+    }
+    let k = written.to_bytes();
+    Begun::Look(asked, k, pass)
+}
+
+/// Looks the request up (as [`begin`] asked it) under key `k` (`pass`:
+/// it passes).
+pub(crate) async fn lookup(
+    asked: Asked<'_>,
+    k: Bytes,
+    mut pass: bool,
+    counters: Option<&Counters>,
+    parts: &mut http::request::Parts,
+) -> Looked {
+    let Asked {
+        store,
+        index,
+        now,
+        fields,
+        request_cc,
+        ..
+    } = asked;
+    let get = parts.method == Method::GET;
     let mut waited = false;
     let mut from_disk = false;
     let mut collapsed = false;
     let mut guard = None;
     let mut stale = None;
-    let mut pass;
     let mut fwd;
     loop {
-        // A key whose last response could not be stored is not looked up.
-        pass = store.passing(&k, now);
         let mut entry = match pass {
             true => None,
             false => store.get(&k),
@@ -233,7 +318,7 @@ pub(crate) async fn lookup(
                         let Filling::Mine(g) = store.fill(&k) else {
                             return Looked::Hit(resp);
                         };
-                        let mut plan = plan(parts, k.clone(), Fwd::Stale);
+                        let mut plan = asked.plan(parts, Some(k.clone()), Fwd::Stale);
                         plan.guard = Some(g);
                         plan.stale = Some(v);
                         plan.request = Some(parts.headers.clone());
@@ -255,7 +340,7 @@ pub(crate) async fn lookup(
         // Preconditions only the origin evaluates (RFC 9111 §4.3.2) go
         // there as they came, and what comes back is not stored.
         if fields.precondition {
-            let mut plan = plan(parts, k.clone(), fwd);
+            let mut plan = asked.plan(parts, Some(k.clone()), fwd);
             plan.stale = stale;
             plan.collapsed = collapsed;
             plan.request = Some(parts.headers.clone());
@@ -302,10 +387,11 @@ pub(crate) async fn lookup(
                     // Not this request's answer: after it, look again.
                     store.wait(&fill, false).await;
                 }
+                pass = store.passing(&k, now);
             }
         }
     }
-    let mut plan = plan(parts, k, fwd);
+    let mut plan = asked.plan(parts, Some(k), fwd);
     plan.stale = stale;
     plan.guard = guard;
     plan.collapsed = collapsed;
@@ -393,8 +479,16 @@ impl<'a> Stored<'a> {
 }
 
 impl Plan {
+    /// (Of a plan that revalidates or stands in a stored response: one
+    /// that has its key.)
     fn stored(&self) -> Stored<'_> {
-        Stored::new(&self.store, &self.key, &self.method)
+        static NONE: Bytes = Bytes::new();
+        debug_assert!(self.key.is_some());
+        Stored::new(
+            &self.store,
+            self.key.as_ref().unwrap_or(&NONE),
+            &self.method,
+        )
     }
 }
 

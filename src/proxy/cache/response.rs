@@ -107,7 +107,7 @@ pub(crate) fn response(
             if policy::head_updates(headers, &v.headers) {
                 refresh(&plan, &v, headers, now);
             } else {
-                plan.store.remove(&plan.key);
+                plan.store.remove(&plan.key());
             }
         }
         if status.is_server_error() && policy::stale_if_error_allows(&v.control, &v.times, now) {
@@ -128,7 +128,7 @@ pub(crate) fn response(
             cs.ttl = Some(variant.times.ttl(now));
             let mut storing = Box::new(Storing {
                 store: plan.store.clone(),
-                key: plan.key.clone(),
+                key: plan.key(),
                 url: plan.url(),
                 guard: plan.guard.take(),
                 variant,
@@ -169,8 +169,9 @@ pub(crate) fn response(
             // while, misses go on without waiting for one another.
             let own = matches!(why, "authorization" | "precondition" | "pass")
                 || plan.request_cc.no_store;
-            if plan.guard.is_some() && !own {
-                plan.store.pass(&plan.key, PASS);
+            // (A fetch others wait for has its key.)
+            if let (Some(_), Some(k), false) = (&plan.guard, &plan.key, own) {
+                plan.store.pass(k, PASS);
             }
         }
     }

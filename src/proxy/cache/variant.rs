@@ -59,7 +59,7 @@ pub(super) fn refresh(
 ) -> Arc<Variant> {
     let fresh = Arc::new(freshen(plan, v, new, now));
     plan.store
-        .put(plan.key.clone(), &plan.url(), fresh.clone(), Some(v));
+        .put(plan.key(), &plan.url(), fresh.clone(), Some(v));
     fresh
 }
 
