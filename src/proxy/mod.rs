@@ -507,30 +507,31 @@ fn forward<'w, 'a>(
         // the response phase needs to store or freshen.
         if let Some((i, store)) = route.cache.and_then(|i| Some((i, w.caches.get(i)?))) {
             if h2_ws.is_none() && !found.upgrade {
-                let counters = w.counters.as_deref();
-                let looked = match cache::begin(store, i, ctx.tls.is_some(), &parts, authority) {
-                    cache::Begun::Forward(plan) => cache::Looked::Forward(plan),
+                // (The lookup's result matched where it comes back: bound
+                // first, a hit was copied whole once more.)
+                match cache::begin(store, i, ctx.tls.is_some(), &parts, authority) {
+                    cache::Begun::Forward(plan) => routed.cache.set(Some(plan)),
                     cache::Begun::Look(asked, key, pass) => {
-                        cache::lookup(asked, key, pass, counters, &mut parts).await
-                    }
-                };
-                match looked {
-                    cache::Looked::Hit(resp) => return Ok((Outcome::Local(resp), held)),
-                    cache::Looked::Forward(plan) => routed.cache.set(Some(plan)),
-                    cache::Looked::Stale(resp, plan) => {
-                        added.insert_now(&mut parts.headers);
-                        let r = cache::Background {
-                            ctx: ctx.clone(),
-                            worker: w.clone(),
-                            route: route.index,
-                            parts,
-                            body,
-                            authority: authority.cloned(),
-                            client,
-                            found,
-                        };
-                        tokio::task::spawn_local(cache::revalidate(r, plan));
-                        return Ok((Outcome::Local(resp), held));
+                        let counters = w.counters.as_deref();
+                        match cache::lookup(asked, key, pass, counters, &mut parts).await {
+                            cache::Looked::Hit(resp) => return Ok((Outcome::Local(resp), held)),
+                            cache::Looked::Forward(plan) => routed.cache.set(Some(plan)),
+                            cache::Looked::Stale(resp, plan) => {
+                                added.insert_now(&mut parts.headers);
+                                let r = cache::Background {
+                                    ctx: ctx.clone(),
+                                    worker: w.clone(),
+                                    route: route.index,
+                                    parts,
+                                    body,
+                                    authority: authority.cloned(),
+                                    client,
+                                    found,
+                                };
+                                tokio::task::spawn_local(cache::revalidate(r, plan));
+                                return Ok((Outcome::Local(resp), held));
+                            }
+                        }
                     }
                 }
             }

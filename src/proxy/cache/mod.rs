@@ -253,159 +253,166 @@ pub(crate) fn begin<'a>(
 
 /// Looks the request up (as [`begin`] asked it) under key `k` (`pass`:
 /// it passes).
-pub(crate) async fn lookup(
-    asked: Asked<'_>,
+///
+/// (An async block, not an `async fn`, which would first move its
+/// arguments within its own state: a hit paid that copy of `asked`.)
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub(crate) fn lookup<'a>(
+    asked: Asked<'a>,
     k: Bytes,
-    mut pass: bool,
-    counters: Option<&Counters>,
-    parts: &mut http::request::Parts,
-) -> Looked {
-    let Asked {
-        store,
-        index,
-        now,
-        fields,
-        request_cc,
-        ..
-    } = asked;
-    let get = parts.method == Method::GET;
-    let mut waited = false;
-    let mut from_disk = false;
-    let mut collapsed = false;
-    let mut guard = None;
-    let mut stale = None;
-    let mut fwd;
-    loop {
-        let mut entry = match pass {
-            true => None,
-            false => store.get(&k),
-        };
-        // A memory miss may be on disk (read off this thread).
-        if entry.is_none() && !pass && store.promote_from_disk(&k).await {
-            entry = store.get(&k);
-            from_disk = true;
-        }
-        let found = entry.as_ref().and_then(|e| {
-            e.variants
-                .iter()
-                .find(|v| policy::vary_matches(&v.vary, &v.vary_values, &parts.headers))
-        });
-        fwd = match (&entry, found) {
-            (None, _) => Fwd::UriMiss,
-            (Some(e), None) if e.variants.is_empty() => Fwd::UriMiss,
-            (Some(_), None) => Fwd::VaryMiss,
-            (_, Some(v)) => {
-                let v = v.clone();
-                let served = |status| {
-                    let at = Stored::new(store, &k, &parts.method);
-                    serve(at, &v, &parts.headers, now, status, None)
-                };
-                match policy::decide_reuse(&request_cc, &v.control, &v.times, now) {
-                    _ if fields.precondition => Fwd::Request,
-                    Reuse::Fresh | Reuse::StaleAllowed => {
-                        let status = hit(&v, now, waited, from_disk.then_some("disk"));
-                        count(counters, index, CacheResult::Hit);
-                        return Looked::Hit(served(status));
-                    }
-                    Reuse::StaleWhileRevalidate => {
-                        let status = hit(&v, now, false, Some("stale-while-revalidate"));
-                        count(counters, index, CacheResult::Stale);
-                        let resp = served(status);
-                        // One revalidation per key at a time, for a GET.
-                        if !get {
-                            return Looked::Hit(resp);
+    pass: bool,
+    counters: Option<&'a Counters>,
+    parts: &'a mut http::request::Parts,
+) -> impl std::future::Future<Output = Looked> + use<'a> {
+    async move {
+        let mut pass = pass;
+        let Asked {
+            store,
+            index,
+            now,
+            fields,
+            request_cc,
+            ..
+        } = asked;
+        let get = parts.method == Method::GET;
+        let mut waited = false;
+        let mut from_disk = false;
+        let mut collapsed = false;
+        let mut guard = None;
+        let mut stale = None;
+        let mut fwd;
+        loop {
+            let mut entry = match pass {
+                true => None,
+                false => store.get(&k),
+            };
+            // A memory miss may be on disk (read off this thread).
+            if entry.is_none() && !pass && store.promote_from_disk(&k).await {
+                entry = store.get(&k);
+                from_disk = true;
+            }
+            let found = entry.as_ref().and_then(|e| {
+                e.variants
+                    .iter()
+                    .find(|v| policy::vary_matches(&v.vary, &v.vary_values, &parts.headers))
+            });
+            fwd = match (&entry, found) {
+                (None, _) => Fwd::UriMiss,
+                (Some(e), None) if e.variants.is_empty() => Fwd::UriMiss,
+                (Some(_), None) => Fwd::VaryMiss,
+                (_, Some(v)) => {
+                    let v = v.clone();
+                    let served = |status| {
+                        let at = Stored::new(store, &k, &parts.method);
+                        serve(at, &v, &parts.headers, now, status, None)
+                    };
+                    match policy::decide_reuse(&request_cc, &v.control, &v.times, now) {
+                        _ if fields.precondition => Fwd::Request,
+                        Reuse::Fresh | Reuse::StaleAllowed => {
+                            let status = hit(&v, now, waited, from_disk.then_some("disk"));
+                            count(counters, index, CacheResult::Hit);
+                            return Looked::Hit(served(status));
                         }
-                        let Filling::Mine(g) = store.fill(&k) else {
-                            return Looked::Hit(resp);
-                        };
-                        let mut plan = asked.plan(parts, Some(k.clone()), Fwd::Stale);
-                        plan.guard = Some(g);
-                        plan.stale = Some(v);
-                        plan.request = Some(parts.headers.clone());
-                        to_origin(parts, fields.answered, plan.stale.as_deref());
-                        return Looked::Stale(resp, plan);
-                    }
-                    // Served only once the origin agrees.
-                    Reuse::Validate => {
-                        let fwd = match v.times.is_fresh(now) {
-                            true => Fwd::Request,
-                            false => Fwd::Stale,
-                        };
-                        stale = Some(v);
-                        fwd
+                        Reuse::StaleWhileRevalidate => {
+                            let status = hit(&v, now, false, Some("stale-while-revalidate"));
+                            count(counters, index, CacheResult::Stale);
+                            let resp = served(status);
+                            // One revalidation per key at a time, for a GET.
+                            if !get {
+                                return Looked::Hit(resp);
+                            }
+                            let Filling::Mine(g) = store.fill(&k) else {
+                                return Looked::Hit(resp);
+                            };
+                            let mut plan = asked.plan(parts, Some(k.clone()), Fwd::Stale);
+                            plan.guard = Some(g);
+                            plan.stale = Some(v);
+                            plan.request = Some(parts.headers.clone());
+                            to_origin(parts, fields.answered, plan.stale.as_deref());
+                            return Looked::Stale(resp, plan);
+                        }
+                        // Served only once the origin agrees.
+                        Reuse::Validate => {
+                            let fwd = match v.times.is_fresh(now) {
+                                true => Fwd::Request,
+                                false => Fwd::Stale,
+                            };
+                            stale = Some(v);
+                            fwd
+                        }
                     }
                 }
-            }
-        };
-        // Preconditions only the origin evaluates (RFC 9111 §4.3.2) go
-        // there as they came, and what comes back is not stored.
-        if fields.precondition {
-            let mut plan = asked.plan(parts, Some(k.clone()), fwd);
-            plan.stale = stale;
-            plan.collapsed = collapsed;
-            plan.request = Some(parts.headers.clone());
-            return Looked::Forward(plan);
-        }
-        if request_cc.only_if_cached && stale.is_none() {
-            let status = CacheStatus {
-                fwd: Some(fwd),
-                detail: Some("only-if-cached"),
-                ..CacheStatus::default()
             };
-            let mut resp = Response::new(ProxyBody::full(Bytes::new()));
-            *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-            resp.headers_mut()
-                .insert(CACHE_STATUS.clone(), status.header_value(NAME));
-            return Looked::Hit(resp);
-        }
-        if !get || waited || pass {
-            break;
-        }
-        match store.fill(&k) {
-            Filling::Mine(g) => {
-                guard = Some(g);
+            // Preconditions only the origin evaluates (RFC 9111 §4.3.2) go
+            // there as they came, and what comes back is not stored.
+            if fields.precondition {
+                let mut plan = asked.plan(parts, Some(k.clone()), fwd);
+                plan.stale = stale;
+                plan.collapsed = collapsed;
+                plan.request = Some(parts.headers.clone());
+                return Looked::Forward(plan);
+            }
+            if request_cc.only_if_cached && stale.is_none() {
+                let status = CacheStatus {
+                    fwd: Some(fwd),
+                    detail: Some("only-if-cached"),
+                    ..CacheStatus::default()
+                };
+                let mut resp = Response::new(ProxyBody::full(Bytes::new()));
+                *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+                resp.headers_mut()
+                    .insert(CACHE_STATUS.clone(), status.header_value(NAME));
+                return Looked::Hit(resp);
+            }
+            if !get || waited || pass {
                 break;
             }
-            Filling::Wait(fill) => {
-                waited = true;
-                collapsed = true;
-                // A plain GET streams the response as it is stored; one
-                // the stored response must answer whole (a range, a
-                // conditional) waits for its end.
-                let stream = !fields.answered;
-                if let Some(g) = store.wait(&fill, stream).await {
-                    let v = &g.head;
-                    if policy::vary_matches(&v.vary, &v.vary_values, &parts.headers)
-                        && matches!(
-                            policy::decide_reuse(&request_cc, &v.control, &v.times, now),
-                            Reuse::Fresh
-                        )
-                    {
-                        count(counters, index, CacheResult::Hit);
-                        return Looked::Hit(growing(&g, now));
-                    }
-                    // Not this request's answer: after it, look again.
-                    store.wait(&fill, false).await;
+            match store.fill(&k) {
+                Filling::Mine(g) => {
+                    guard = Some(g);
+                    break;
                 }
-                pass = store.passing(&k, now);
+                Filling::Wait(fill) => {
+                    waited = true;
+                    collapsed = true;
+                    // A plain GET streams the response as it is stored; one
+                    // the stored response must answer whole (a range, a
+                    // conditional) waits for its end.
+                    let stream = !fields.answered;
+                    if let Some(g) = store.wait(&fill, stream).await {
+                        let v = &g.head;
+                        if policy::vary_matches(&v.vary, &v.vary_values, &parts.headers)
+                            && matches!(
+                                policy::decide_reuse(&request_cc, &v.control, &v.times, now),
+                                Reuse::Fresh
+                            )
+                        {
+                            count(counters, index, CacheResult::Hit);
+                            return Looked::Hit(growing(&g, now));
+                        }
+                        // Not this request's answer: after it, look again.
+                        store.wait(&fill, false).await;
+                    }
+                    pass = store.passing(&k, now);
+                }
             }
         }
+        let mut plan = asked.plan(parts, Some(k), fwd);
+        plan.stale = stale;
+        plan.guard = guard;
+        plan.collapsed = collapsed;
+        // A plain miss for a key whose last response could not be stored
+        // fills nothing others wait for and asks nothing the cache answers:
+        // it keeps no copy of the request's fields (its response is stored
+        // only if it varies on none).
+        if !pass || waited || fields.answered || plan.stale.is_some() {
+            plan.request = Some(parts.headers.clone());
+        }
+        if get && (plan.stale.is_some() || plan.guard.is_some()) {
+            to_origin(parts, fields.answered, plan.stale.as_deref());
+        }
+        Looked::Forward(plan)
     }
-    let mut plan = asked.plan(parts, Some(k), fwd);
-    plan.stale = stale;
-    plan.guard = guard;
-    plan.collapsed = collapsed;
-    // A plain miss for a key whose last response could not be stored
-    // fills nothing others wait for and asks nothing the cache answers:
-    // it keeps no copy of the request's fields (its response is stored
-    // only if it varies on none).
-    if !pass || waited || fields.answered || plan.stale.is_some() {
-        plan.request = Some(parts.headers.clone());
-    }
-    if get && (plan.stale.is_some() || plan.guard.is_some()) {
-        to_origin(parts, fields.answered, plan.stale.as_deref());
-    }
-    Looked::Forward(plan)
 }
 
 /// The response being stored that `g` shows, as the answer to a miss
