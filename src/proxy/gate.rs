@@ -40,6 +40,47 @@ pub(crate) struct Passed {
     pub(crate) held: Held,
 }
 
+/// As [`pass`], at once, for a route whose gates are all decided here and
+/// now: rate limits none of which is global, and concurrency limits (no
+/// future made for them: most limited routes). `None`: [`pass`] it.
+pub(crate) fn pass_now(
+    w: &Worker,
+    route: &Route,
+    headers: &http::HeaderMap,
+    client: std::net::IpAddr,
+) -> Option<Result<Passed, ProxyError>> {
+    if route.basic_auth.is_some() || route.jwt.is_some() || route.forward_auth.is_some() {
+        return None;
+    }
+    let wait = match route.rate_limit.is_empty() {
+        true => Ok(Duration::ZERO),
+        false => w
+            .limiters
+            .check_local(&route.rate_limit, route.index, client, headers)?,
+    };
+    Some(wait.and_then(|wait| {
+        let held = concurrency(w, route, client, headers)?;
+        Ok(Passed { wait, held })
+    }))
+}
+
+/// The request's places in `route`'s concurrency limits, or the refusal.
+fn concurrency(
+    w: &Worker,
+    route: &Route,
+    client: std::net::IpAddr,
+    headers: &http::HeaderMap,
+) -> Result<Held, ProxyError> {
+    match route.concurrency_limit.is_empty() {
+        true => Ok(Held::default()),
+        false => w
+            .limiters
+            .concurrency
+            .take(&route.concurrency_limit, route.index, client, headers)
+            .map_err(ProxyError::ConcurrencyLimited),
+    }
+}
+
 /// Runs `route`'s gates on a request: what it carries on with, or the
 /// refusal (429, 503 for a global limit without its Redis, 401: basic
 /// auth, then JWT; the forward-auth service's answer or its `on_error`).
@@ -60,19 +101,7 @@ pub(crate) async fn pass(
                 .await?
         }
     };
-    let held = match route.concurrency_limit.is_empty() {
-        true => Held::default(),
-        false => w
-            .limiters
-            .concurrency
-            .take(
-                &route.concurrency_limit,
-                route.index,
-                client,
-                &parts.headers,
-            )
-            .map_err(ProxyError::ConcurrencyLimited)?,
-    };
+    let held = concurrency(w, route, client, &parts.headers)?;
     // The client's Authorization, for a forward_auth that asks for it:
     // basic auth (and JWT) take it off before the subrequest is made.
     let authorization = route

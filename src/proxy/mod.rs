@@ -500,7 +500,12 @@ fn forward<'w, 'a>(
         }
         let gate::Passed { wait, held } = match gate::any(route) {
             false => gate::Passed::default(),
-            true => gate::pass(ctx, w, route, &mut parts, authority, client.ip(), routed).await?,
+            true => match gate::pass_now(w, route, &parts.headers, client.ip()) {
+                Some(passed) => passed?,
+                None => {
+                    gate::pass(ctx, w, route, &mut parts, authority, client.ip(), routed).await?
+                }
+            },
         };
         // A stored response answers before the request is rewritten (as a
         // route's own answers, it is not delayed); a miss goes on with what

@@ -190,42 +190,83 @@ impl Limiters {
         client: IpAddr,
         headers: &HeaderMap,
     ) -> Result<Duration, ProxyError> {
-        // +1: 0 is an empty slot's TAT, always in the past.
-        let now = self.base.elapsed().as_nanos() as u64 + 1;
+        let now = self.now();
         let mut wait = 0;
         for l in ids.iter().filter_map(|&i| self.limits.get(i)) {
-            let keys = match l.global {
-                None => &l.table.keys,
-                Some(_) => &GLOBAL_KEYS,
-            };
-            let Some(hash) = keys.hash(&l.key, route, client, headers) else {
+            let Some(g) = &l.global else {
+                wait = wait.max(l.local(route, client, headers, now)?);
                 continue;
             };
-            let (retry_after, reset) = match &l.global {
-                None => match l.table.decide(hash, &l.gcra, now, l.delay) {
-                    (Decision::Allow { wait: w, .. }, _) => {
-                        wait = wait.max(w);
-                        continue;
-                    }
-                    (Decision::Refuse { retry_after }, tat) => {
-                        (retry_after, tat.saturating_sub(now))
-                    }
-                },
-                Some(g) => match g.check(hash, &l.gcra, now).await {
-                    Verdict::Allow => continue,
-                    Verdict::Refuse { retry_after, reset } => (retry_after, reset),
-                    Verdict::Unavailable => {
-                        return Err(ProxyError::RateLimitUnavailable(l.name.clone()))
-                    }
-                },
+            let Some(hash) = GLOBAL_KEYS.hash(&l.key, route, client, headers) else {
+                continue;
             };
-            return Err(ProxyError::RateLimited(l.refusal(retry_after, reset)));
+            match g.check(hash, &l.gcra, now).await {
+                Verdict::Allow => continue,
+                Verdict::Refuse { retry_after, reset } => {
+                    return Err(ProxyError::RateLimited(l.refusal(retry_after, reset)))
+                }
+                Verdict::Unavailable => {
+                    return Err(ProxyError::RateLimitUnavailable(l.name.clone()))
+                }
+            }
         }
         Ok(Duration::from_nanos(wait))
+    }
+
+    /// As [`Limiters::check`], at once, where none of `ids` is global
+    /// (nothing to ask Redis): a request whose gates are all local makes
+    /// no future for them. `None`: some limit is global.
+    pub(crate) fn check_local(
+        &self,
+        ids: &[usize],
+        route: usize,
+        client: IpAddr,
+        headers: &HeaderMap,
+    ) -> Option<Result<Duration, ProxyError>> {
+        let limits = || ids.iter().filter_map(|&i| self.limits.get(i));
+        if limits().any(|l| l.global.is_some()) {
+            return None;
+        }
+        let now = self.now();
+        let mut wait = 0;
+        for l in limits() {
+            match l.local(route, client, headers, now) {
+                Ok(w) => wait = wait.max(w),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(Ok(Duration::from_nanos(wait)))
+    }
+
+    /// Now on the tables' clock, in ns (+1: 0 is an empty slot's TAT,
+    /// always in the past).
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64 + 1
     }
 }
 
 impl Limiter {
+    /// A local limit's decision for a request at `now`: how long it
+    /// waits (ns; `delay` mode), or its refusal. (A request without the
+    /// key's parts is not limited.)
+    fn local(
+        &self,
+        route: usize,
+        client: IpAddr,
+        headers: &HeaderMap,
+        now: u64,
+    ) -> Result<u64, ProxyError> {
+        let Some(hash) = self.table.keys.hash(&self.key, route, client, headers) else {
+            return Ok(0);
+        };
+        match self.table.decide(hash, &self.gcra, now, self.delay) {
+            (Decision::Allow { wait, .. }, _) => Ok(wait),
+            (Decision::Refuse { retry_after }, tat) => Err(ProxyError::RateLimited(
+                self.refusal(retry_after, tat.saturating_sub(now)),
+            )),
+        }
+    }
+
     /// The 429 of a request over this limit, which conforms again in
     /// `retry_after` and finds the key's state full in `reset` (ns).
     fn refusal(&self, retry_after: u64, reset: u64) -> Box<RateLimited> {
@@ -283,6 +324,32 @@ mod tests {
         // At most one key per slot is admitted: collisions make the limit
         // stricter, never looser.
         assert!(refused >= 1_000_000 - (1 << 16), "{refused}");
+    }
+
+    #[test]
+    fn the_local_check_at_once_decides_as_the_async_one() {
+        let (a, b) = (
+            limiters(vec![KeyPart::ClientIp]),
+            limiters(vec![KeyPart::ClientIp]),
+        );
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let none = HeaderMap::new();
+        for want in [true, true, false] {
+            assert_eq!(a.check_now(&[0], 0, ip, &none).is_ok(), want);
+            let at_once = b.check_local(&[0], 0, ip, &none).expect("all local");
+            assert_eq!(at_once.is_ok(), want);
+        }
+        // A global limit is asked of Redis: not at once.
+        let mut c = a.limits[0].config.clone();
+        c.backend = RateLimitBackend::Redis(crate::config::RedisBackend {
+            nodes: vec!["redis://127.0.0.1:1".into()],
+            cluster: false,
+            on_error: crate::config::OnError::Allow,
+            timeout: Duration::from_millis(50),
+        });
+        let g = Limiters::new(&[a.limits[0].config.clone(), c], &[]);
+        assert!(g.check_local(&[0], 0, ip, &none).is_some());
+        assert!(g.check_local(&[0, 1], 0, ip, &none).is_none());
     }
 
     #[test]
