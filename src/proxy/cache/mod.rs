@@ -1,5 +1,6 @@
 //! A route's `cache`, on the request path: after the gates, the request
-//! is looked up ([`lookup`]): a stored response that may be reused is
+//! is looked up ([`begin`], then [`lookup`] unless its key passes or its
+//! method looks nothing up): a stored response that may be reused is
 //! the answer (with `Age` and `Cache-Status`, and the client's own
 //! conditionals and range answered from it); otherwise the request goes
 //! upstream (revalidating a stored response with its validators), and
@@ -44,7 +45,7 @@ pub(crate) use crate::message::headers::CACHE_STATUS;
 pub(crate) struct Plan {
     store: Arc<Store>,
     /// `None`: not made, for a plain miss on a passed key (see
-    /// [`lookup`]), which needs it only to store (then [`Plan::key`]
+    /// [`begin`]), which needs it only to store (then [`Plan::key`]
     /// makes it from the URL).
     key: Option<Bytes>,
     /// Its URL's parts (what purges match, what unsafe methods
