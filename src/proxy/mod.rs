@@ -518,7 +518,7 @@ fn forward<'w, 'a>(
                     cache::Begun::Forward(plan) => routed.cache.set(Some(plan)),
                     cache::Begun::Look(asked, key, pass) => {
                         let counters = w.counters.as_deref();
-                        match cache::lookup(asked, key, pass, counters, &mut parts).await {
+                        match cache::lookup(&asked, key, pass, counters, &mut parts).await {
                             cache::Looked::Hit(resp) => return Ok((Outcome::Local(resp), held)),
                             cache::Looked::Forward(plan) => routed.cache.set(Some(plan)),
                             cache::Looked::Stale(resp, plan) => {

@@ -256,10 +256,11 @@ pub(crate) fn begin<'a>(
 /// it passes).
 ///
 /// (An async block, not an `async fn`, which would first move its
-/// arguments within its own state: a hit paid that copy of `asked`.)
+/// arguments within its own state; `asked` by reference, where the
+/// caller keeps it.)
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 pub(crate) fn lookup<'a>(
-    asked: Asked<'a>,
+    asked: &'a Asked<'a>,
     k: Bytes,
     pass: bool,
     counters: Option<&'a Counters>,
@@ -274,7 +275,7 @@ pub(crate) fn lookup<'a>(
             fields,
             request_cc,
             ..
-        } = asked;
+        } = *asked;
         let get = parts.method == Method::GET;
         let mut waited = false;
         let mut from_disk = false;
