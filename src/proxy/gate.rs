@@ -65,6 +65,9 @@ pub(crate) fn pass_now(
 }
 
 /// The request's places in `route`'s concurrency limits, or the refusal.
+/// (Inlined: most limited routes have none, and the call cost more than
+/// finding that out.)
+#[inline]
 fn concurrency(
     w: &Worker,
     route: &Route,
