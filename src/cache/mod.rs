@@ -76,7 +76,7 @@ impl Caches {
         Caches(
             self.0
                 .iter()
-                .map(|s| Arc::new(s.with_disk(s.disk.clone())))
+                .map(|s| Arc::new(s.with_config(&s.config)))
                 .collect(),
         )
     }

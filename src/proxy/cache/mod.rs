@@ -262,12 +262,11 @@ pub(crate) fn begin<'a>(
 pub(crate) fn lookup<'a>(
     asked: &'a Asked<'a>,
     k: Bytes,
-    pass: bool,
+    mut pass: bool,
     counters: Option<&'a Counters>,
     parts: &'a mut http::request::Parts,
 ) -> impl std::future::Future<Output = Looked> + use<'a> {
     async move {
-        let mut pass = pass;
         let Asked {
             store,
             index,
