@@ -12,6 +12,11 @@
 #   FEATURE=proxy_protocol BIN=target/release/tidegate C=50 R=5 D=5 bench/feature.sh
 #   FEATURE=static SIZE=1k BIN=target/release/tidegate C=1000 R=5 D=5 bench/feature.sh
 #
+# CASES picks the runs ("proxy on|off accept", `;`-separated; the defaults
+# are below); the proxy `tidegate-b` is Tidegate run from BIN_B, to set two
+# builds side by side in the same rounds:
+#   FEATURE=cache SIZE=100k BIN=old BIN_B=new CASES="tidegate on none;tidegate-b on none;nginx on none" bench/feature.sh
+#
 # FEATURE=compress: a 100 KiB HTML page; Tidegate's `compress` (gzip at
 # LEVEL) against nginx's `gzip on` at the same level, wrk sending
 # `Accept-Encoding: gzip` (or none: compression present but not asked
@@ -151,7 +156,9 @@ VCL
     varnishd -F -f "$OUT/v.vcl" -a "127.0.0.1:$P_PORT" -n "$OUT/varnish" -s malloc,64m \
       -p thread_pools=2 > "$OUT/varnish.log" 2>&1 &
     P_PID=$!
-  elif [ "$name" = tidegate ]; then
+  elif [ "$name" = tidegate ] || [ "$name" = tidegate-b ]; then
+    local bin=$BIN
+    [ "$name" = tidegate-b ] && bin=${BIN_B:?BIN_B: the binary of the tidegate-b cases}
     cat > "$OUT/tidegate.toml" <<TOML
 [server]
 access_log = "off"
@@ -167,7 +174,7 @@ $tg_top
 $tg_action
 $tg_route
 TOML
-    "$BIN" --config "$OUT/tidegate.toml" --threads 2 --log-level error > "$OUT/tidegate.log" 2>&1 &
+    "$bin" --config "$OUT/tidegate.toml" --threads 2 --log-level error > "$OUT/tidegate.log" 2>&1 &
     P_PID=$!
   else
     # nginx-buffered: nginx's default proxy_buffering on (the response

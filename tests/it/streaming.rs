@@ -128,3 +128,65 @@ async fn first_bytes_arrive_before_upstream_finishes() {
         .to_bytes();
     assert_eq!(rest.as_ref(), b"second chunk");
 }
+
+/// The vendored hyper (patch 16) queues a large body frame behind its
+/// write buffer instead of copying it in; a small frame that comes while
+/// part of a large one is still unwritten must be queued behind it, not
+/// copied ahead of it. Through a proxy, frames are what the upstream's
+/// reads return, so a socket meets this only by chance; here hyper's
+/// server, set up as Tidegate's (`writev(false)`), writes into a 4 KiB
+/// in-memory pipe, which stops each write exactly where it fills.
+#[tokio::test]
+async fn a_small_frame_after_a_partly_written_large_one_stays_behind_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client, server) = tokio::io::duplex(4096);
+    let (mut tx, body) = BodyChannel::new();
+    let body = Mutex::new(Some(body));
+    let mut gen = Stream::new(9);
+    let parts = [gen.chunk(20_000), gen.chunk(7), gen.chunk(30_000)];
+    let total: usize = parts.iter().map(Bytes::len).sum();
+    let svc = hyper::service::service_fn(move |_req| {
+        let body = body.lock().unwrap().take().expect("one request");
+        async move {
+            let mut r = Response::new(body);
+            r.headers_mut()
+                .insert("content-length", http::HeaderValue::from(total));
+            Ok::<_, std::convert::Infallible>(r)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .writev(false)
+        .serve_connection(hyper_util::rt::TokioIo::new(server), svc);
+    tokio::spawn(conn);
+    let sent = parts.clone();
+    tokio::spawn(async move {
+        for p in sent {
+            tx.send(p).await;
+        }
+    });
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    // Read in small steps, so that hyper's writes stop part way.
+    let mut got = Vec::new();
+    let mut step = [0u8; 1024];
+    let body_at = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            if got.len() >= i + 4 + total {
+                break i + 4;
+            }
+        }
+        let n = tokio::time::timeout(HANG, client.read(&mut step))
+            .await
+            .expect("hyper writes in time")
+            .unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&step[..n]);
+    };
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        got[body_at..] == parts.concat()[..],
+        "the frames came out of order"
+    );
+}

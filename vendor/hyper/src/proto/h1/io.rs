@@ -37,6 +37,14 @@ pub(crate) const DEFAULT_MAX_BUFFER_SIZE: usize = 8192 + 4096 * 100;
 /// forces a flush if the queue gets this big.
 const MAX_BUF_LIST_BUFFERS: usize = 16;
 
+// Tidegate patch: with the flatten strategy, a body chunk this large or
+// larger is queued behind the flattened bytes (both written by one
+// `writev`) instead of copied into the write buffer. The copy cost as much
+// as the socket's own, and the buffer kept the largest chunk's capacity for
+// the connection's life (a cached 100 KiB response: 100 KiB per
+// keep-alive connection). Smaller chunks are still copied: one `write`.
+const FLATTEN_MAX_COPY: usize = 8192;
+
 pub(crate) struct Buffered<T, B> {
     flush_pipeline: bool,
     io: T,
@@ -334,7 +342,9 @@ where
             Pin::new(&mut self.io).poll_flush(cx)
         } else {
             if let WriteStrategy::Flatten = self.write_buf.strategy {
-                return self.poll_flush_flattened(cx);
+                if !self.write_buf.queue.has_remaining() {
+                    return self.poll_flush_flattened(cx);
+                }
             }
 
             const MAX_WRITEV_BUFS: usize = 64;
@@ -601,6 +611,18 @@ impl<B: Buf> WriteBuf<B> {
     pub(super) fn buffer<BB: Buf + Into<B>>(&mut self, mut buf: BB) {
         debug_assert!(buf.has_remaining());
         match self.strategy {
+            // Tidegate patch: a large chunk, and whatever follows one until
+            // it is written, goes in the queue (see FLATTEN_MAX_COPY).
+            WriteStrategy::Flatten
+                if buf.remaining() >= FLATTEN_MAX_COPY || self.queue.has_remaining() =>
+            {
+                trace!(
+                    self.len = self.remaining(),
+                    buf.len = buf.remaining(),
+                    "buffer.flatten.queue"
+                );
+                self.queue.push(buf.into());
+            }
             WriteStrategy::Flatten => {
                 let head = self.headers_mut();
 
@@ -637,8 +659,10 @@ impl<B: Buf> WriteBuf<B> {
 
     fn can_buffer(&self) -> bool {
         match self.strategy {
-            WriteStrategy::Flatten => self.remaining() < self.max_buf_size,
-            WriteStrategy::Queue => {
+            WriteStrategy::Flatten if !self.queue.has_remaining() => {
+                self.remaining() < self.max_buf_size
+            }
+            WriteStrategy::Flatten | WriteStrategy::Queue => {
                 self.queue.bufs_cnt() < MAX_BUF_LIST_BUFFERS && self.remaining() < self.max_buf_size
             }
         }
