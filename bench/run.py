@@ -3,6 +3,7 @@
 
 Usage: python3 bench/run.py [--quick] [--json FILE] [--tidegate PATH] [--threads N]
                             [--rounds R] [--install] [--keep-tmp]
+                            [--metrics] [--access-log json] [--rate-limit] [--cache]
 
 Everything runs on 127.0.0.1.  One nginx origin (1 worker) serves /small, /1k,
 /large and /upload; Tidegate, an nginx proxy and HAProxy sit in front of it on
@@ -12,6 +13,10 @@ ECDSA P-256 certificate made at start.  Every scenario round-robins over the
 targets, R rounds, and the table reports medians (errors are summed).  Stdlib
 only.  Every process it starts is stopped at the end (by PID / process group),
 also on Ctrl-C.
+
+With --cache, every proxy caches (Tidegate [caches], nginx proxy_cache,
+HAProxy's cache) and Varnish joins as a fourth target; the run is then cache
+hits of a 1 KiB and a 100 KiB object at 50 and 1,000 connections, nothing else.
 """
 import argparse
 import datetime
@@ -32,7 +37,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APT_CMD = "apt-get install -y nginx-light haproxy wrk nghttp2-client"
-TARGETS = ["tidegate", "nginx", "haproxy", "origin"]
+TARGETS = ["tidegate", "nginx", "haproxy", "origin"]  # "varnish" joins with --cache
 PROXIES = ["tidegate", "nginx", "haproxy"]  # h2c and TLS: the origin speaks plain HTTP/1.1 only
 # The certificate's DNS name (and an IP SAN for 127.0.0.1).  "localhost", not
 # a made-up name: wrk takes the TLS SNI from its URL and cannot be pointed at
@@ -239,6 +244,8 @@ def origin_conf(tmp, port):
     location = /small {{ return 200 "{small}"; }}
     location = /1k {{ }}
     location = /large {{ }}
+    # --cache: objects any cache may keep for an hour.
+    location ^~ /cache/ {{ expires 1h; }}
     # /upload: the mirror module reads the WHOLE request body (kept in memory,
     # up to 512m) before the content phase, so the 200 only goes out after the
     # last byte arrived; the static handler's 404/405 is then mapped to 200.
@@ -261,11 +268,11 @@ NGINX_PROXY_LOCATION = """\
       proxy_pass http://o;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-      proxy_buffering off;
+      proxy_buffering {buffering};
       proxy_request_buffering off;
       proxy_read_timeout 300s;
       proxy_send_timeout 300s;
-{headers}{limit_req}    }}
+{headers}{limit_req}{cache}    }}
 """
 
 # With `--headers same` (the default), nginx and HAProxy do the header work
@@ -298,7 +305,7 @@ def nginx_proxy_conf(tmp, ports, origin_port, threads, tls, headers, pin):
             + ("worker_cpu_affinity auto;\n" if pin == "auto" else "")
             + "http {{\n" + TEMP_PATHS + """\
 {access_log}
-{limit_req_zone}  keepalive_requests 100000;
+{limit_req_zone}{cache_path}  keepalive_requests 100000;
   keepalive_timeout 120s;
   upstream o {{
     server 127.0.0.1:{oport};
@@ -332,7 +339,12 @@ def nginx_proxy_conf(tmp, ports, origin_port, threads, tls, headers, pin):
              cert=tls["cert"], key=tls["key"], oport=origin_port, threads=threads, nofile=NOFILE,
              headers=NGINX_SAME_HEADERS if headers == "same" else "",
              limit_req_zone=NGINX_LIMIT_ZONE if RATE_LIMIT[0] else "",
-             limit_req=NGINX_LIMIT_REQ if RATE_LIMIT[0] else "")
+             limit_req=NGINX_LIMIT_REQ if RATE_LIMIT[0] else "",
+             # nginx caches only what it buffers.
+             buffering="on" if CACHE[0] else "off",
+             cache_path=f"  proxy_cache_path {tmp}/nginx_cache keys_zone=bench:10m max_size=64m;\n"
+             if CACHE[0] else "",
+             cache="      proxy_cache bench;\n" if CACHE[0] else "")
 
 
 # Set from --access-log: every proxy writes JSON lines to a file.
@@ -348,6 +360,18 @@ HAPROXY_LIMIT = """\
   stick-table type ip size 100k expire 10s store http_req_rate(1s)
   http-request track-sc0 src
   http-request deny deny_status 429 if { sc_http_req_rate(0) gt 1000000 }
+"""
+# Set from --cache: every proxy keeps what the origin marks cacheable, in
+# 64 MiB of memory (nginx: files it reads back from the page cache).
+CACHE = [False]
+HAPROXY_CACHE = """
+cache bench
+  total-max-size 64
+  max-object-size 1048576
+  max-age 3600
+"""
+VARNISH_VCL = """vcl 4.1;
+backend o {{ .host = "127.0.0.1"; .port = "{port}"; }}
 """
 TIDEGATE_LIMIT = """
 [rate_limits.bench]
@@ -395,6 +419,8 @@ def haproxy_conf(ports, origin_port, threads, tls, headers, pin):
                   "\"uri\":\"%HU\",\"protocol\":\"%HV\",\"status\":%ST,\"bytes_sent\":%B,"
                   "\"upstream\":\"%si:%sp\",\"duration\":%Ta,\"host\":\"%[capture.req.hdr(0)]\"}'\n"
                   '  http-request capture req.hdr(host) len 64\n')
+    cache_use = ("  http-request cache-use bench\n  http-response cache-store bench\n"
+                 if CACHE[0] else "")
     stats = ""
     if "metrics" in ports:
         stats = (f"frontend stats\n  bind 127.0.0.1:{ports['metrics']}\n"
@@ -422,8 +448,8 @@ frontend fe
 
 backend be
   server o 127.0.0.1:{origin_port}
-{HAPROXY_SAME_HEADERS if headers == "same" else ""}
-{stats}"""
+{HAPROXY_SAME_HEADERS if headers == "same" else ""}{cache_use}
+{stats}{HAPROXY_CACHE if CACHE[0] else ""}"""
 
 
 def tidegate_conf(ports, origin_port, threads, tls, pin, tmp=""):
@@ -453,11 +479,13 @@ min_version = "1.3"
 [[routes]]
 upstream = "origin"
 {'rate_limit = "bench"' if RATE_LIMIT[0] else ""}
+{'cache = "bench"' if CACHE[0] else ""}
 
 [upstreams.origin]
 servers = ["http://127.0.0.1:{origin_port}"]
 balance = "round_robin"
-""" + (TIDEGATE_LIMIT if RATE_LIMIT[0] else "") + (f'\n[admin]\naddress = "127.0.0.1:{ports["metrics"]}"\n'
+""" + (TIDEGATE_LIMIT if RATE_LIMIT[0] else "") + (
+    '\n[caches.bench]\nmemory = "64MiB"\n' if CACHE[0] else "") + (f'\n[admin]\naddress = "127.0.0.1:{ports["metrics"]}"\n'
        if "metrics" in ports else "")
 
 
@@ -491,6 +519,9 @@ def start_servers(tmp, args, threads, notes):
     www = os.path.join(tmp, "www")
     os.makedirs(www)
     write_file(os.path.join(www, "1k"), 1024)
+    os.makedirs(os.path.join(www, "cache"))
+    for name, size in CACHE_OBJECTS:
+        write_file(os.path.join(www, "cache", name), size)
     write_file(os.path.join(www, "large"), args.large_mib * MIB)
     write_file(os.path.join(tmp, "upload.bin"), args.upload_mib * MIB)
     nginx = which("nginx")
@@ -533,6 +564,12 @@ def start_servers(tmp, args, threads, notes):
     candidates.append(("haproxy", lambda ports: Server(
         "haproxy", [which("haproxy"), "-db", "-f", conf("haproxy.cfg", haproxy_conf(ports, oport, threads, tls, args.headers, args.pin))],
         ports["h1"], f"{tmp}/haproxy.out", ports)))
+    if CACHE[0]:
+        candidates.append(("varnish", lambda ports: Server(
+            "varnish", [which("varnishd"), "-F", "-f", conf("varnish.vcl", VARNISH_VCL.format(port=oport)),
+                        "-a", f"127.0.0.1:{ports['h1']}", "-n", f"{tmp}/varnish", "-s", "malloc,64m",
+                        "-p", f"thread_pools={threads}"],
+            ports["h1"], f"{tmp}/varnish.out", {"h1": ports["h1"]})))
     for name, start in candidates:
         try:
             ports = dict(zip(("h1", "h2c", "tls", "metrics"), free_ports(4)))
@@ -801,11 +838,35 @@ def run_all(servers, args, notes, tls):
         if rss_after:
             add(name, f"rss_after_{tag}_kib", mem_kib(srv.pids()))
 
+    def cache_hits(obj, size, conns):
+        """wrk on /cache/OBJ once each target has it stored (two GETs first:
+        a cache may store only what it saw twice)."""
+        def fn(name, srv):
+            url = f"http://127.0.0.1:{srv.port}/cache/{obj}"
+            for _ in range(2):
+                rc, out = curl(["-w", "%{http_code} %{size_download}", url], 30)
+                if rc != 0 or out != ["200", str(size)]:
+                    notes.append(f"{name}: GET /cache/{obj}: curl rc={rc}, got {out}")
+            res = run_wrk(url, conns, args.duration, srv.pids(), origin.pids())
+            record(name, srv, f"hit{obj}_c{conns}", res, f"wrk -c{conns} /cache/{obj}")
+        rounds(f"cache hits {obj} c={conns}", fn)
+
     def wrk_scenario(conns, duration, tag, rss_after=False):
         def fn(name, srv):
             res = run_wrk(f"http://127.0.0.1:{srv.port}/small", conns, duration, srv.pids(), origin.pids())
             record(name, srv, tag, res, f"wrk -c{conns}", rss_after)
         rounds(f"wrk c={conns}", fn)
+
+    def finish():
+        for name in names:
+            add(name, "hwm_end_kib", mem_kib(servers[name].pids(), "VmHWM"))
+        return raw
+
+    if CACHE[0]:
+        for obj, size in CACHE_OBJECTS:
+            for conns in (50, 1000):
+                cache_hits(obj, size, conns)
+        return finish()
 
     large, up_size = args.large_mib * MIB, args.upload_mib * MIB
     up_path = os.path.join(args.tmp, "upload.bin")
@@ -868,10 +929,7 @@ def run_all(servers, args, notes, tls):
         res = run_wrk(tls_url(srv), 50, d, srv.pids(), origin.pids(), headers=["Connection: close"])
         record(name, srv, "tls_hs", res, "wrk https Connection: close")
     rounds("TLS handshake per request, wrk c=50", tls_hs, proxies)
-
-    for name in names:
-        add(name, "hwm_end_kib", mem_kib(servers[name].pids(), "VmHWM"))
-    return raw
+    return finish()
 
 
 # ------------------------------------------------------------------ report
@@ -920,11 +978,27 @@ ROWS = [
 ]
 
 
+CACHE_OBJECTS = (("1k", 1024), ("100k", 100 * 1024))
+CACHE_ROWS = [row for obj, _ in CACHE_OBJECTS for conns in (50, 1000)
+              for tag, label in ((f"hit{obj}_c{conns}", f"cache hit {obj} c={conns}"),)
+              for row in (
+    (f"rps_{tag}", f"{label}: req/s", "median", 1),
+    (f"p99_ms_{tag}", f"{label}: p99 latency ms", "median", 1),
+    (f"errors_{tag}", f"{label}: errors (sum)", "sum", 1),
+    (f"cpu_per_10k_{tag}", f"{label}: target CPU s/10k req", "median", 1),
+    (f"origin_cpu_per_10k_{tag}", f"{label}: origin CPU s/10k req", "median", 1),
+)] + [row for row in ROWS if row[0].startswith(("rss_idle", "hwm_end", "foreign"))]
+
+
+def rows():
+    return CACHE_ROWS if CACHE[0] else ROWS
+
+
 def summarize(raw):
     med = {}
     for name, metrics in raw.items():
         med[name] = {}
-        for key, _, how, _scale, *src in ROWS:
+        for key, _, how, _scale, *src in rows():
             vals = [v for v in metrics.get(src[0] if src else key, []) if v is not None]
             if vals:
                 agg = {"sum": sum, "max": max, "median": statistics.median}[how]
@@ -947,13 +1021,15 @@ def ratio(a, b):
 
 
 def table(med):
-    cols = TARGETS + ["tidegate/nginx", "tidegate/haproxy"]
+    peers = [t for t in TARGETS if t not in ("tidegate", "origin")]
+    cols = TARGETS + [f"tidegate/{p}" for p in peers]
     lines = ["| metric | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for key, label, _, scale, *_ in ROWS:
+    for key, label, _, scale, *_ in rows():
         vals = [med.get(t, {}).get(key) for t in TARGETS]
         vals = [None if v is None else v * scale for v in vals]
         tg = vals[0]
-        ratios = ["-", "-"] if key.startswith("foreign") else [ratio(tg, vals[1]), ratio(tg, vals[2])]
+        ratios = (["-"] * len(peers) if key.startswith("foreign")
+                  else [ratio(tg, vals[TARGETS.index(p)]) for p in peers])
         lines.append(f"| {label} | " + " | ".join([fmt(v) for v in vals] + ratios) + " |")
     return "\n".join(lines)
 
@@ -983,7 +1059,8 @@ def machine_info(threads, args):
         "h2load": version(["h2load", "--version"]), "openssl": version(["openssl", "version"]),
         "duration_proto_s": args.duration_proto,
         "tidegate": args.tidegate, "headers": args.headers, "pin": args.pin, "metrics": args.metrics, "access_log": args.access_log,
-        "rate_limit": args.rate_limit,
+        "rate_limit": args.rate_limit, "cache": args.cache,
+        "varnish": version([which("varnishd") or "varnishd", "-V"]) if args.cache else None,
         "git": version(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
         "loadavg_start": open("/proc/loadavg").read().split()[:3],
     }
@@ -1013,6 +1090,9 @@ def parse_args():
     p.add_argument("--rate-limit", action="store_true",
                    help="a rate limit per client address on every proxy, generous enough to admit all "
                         "(Tidegate [rate_limits], nginx limit_req nodelay, HAProxy stick table + deny)")
+    p.add_argument("--cache", action="store_true",
+                   help="cache hits only: every proxy caches (Tidegate [caches], nginx proxy_cache, "
+                        "HAProxy cache), Varnish joins; 1 KiB and 100 KiB objects at c=50 and c=1000")
     p.add_argument("--install", action="store_true", help="apt-get install missing tools")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     a = p.parse_args()
@@ -1030,16 +1110,18 @@ def parse_args():
     return a
 
 
-def check_tools(install):
-    missing = [t for t in ("nginx", "haproxy", "wrk", "curl", "h2load", "openssl") if not which(t)]
+def check_tools(install, cache):
+    tools = ("nginx", "haproxy", "wrk", "curl", "h2load", "openssl") + (("varnishd",) if cache else ())
+    apt = APT_CMD + (" varnish" if cache else "")
+    missing = [t for t in tools if not which(t)]
     if not missing:
         return
     if install:
-        print(f"installing: {APT_CMD}", file=sys.stderr)
+        print(f"installing: {apt}", file=sys.stderr)
         subprocess.run(["apt-get", "update"], check=False)
-        if subprocess.run(APT_CMD.split()).returncode == 0 and all(which(t) for t in missing):
+        if subprocess.run(apt.split()).returncode == 0 and all(which(t) for t in missing):
             return
-    print(f"missing tools: {', '.join(missing)}. Install them with:\n  {APT_CMD}\n"
+    print(f"missing tools: {', '.join(missing)}. Install them with:\n  {apt}\n"
           "(or rerun with --install)", file=sys.stderr)
     sys.exit(2)
 
@@ -1050,7 +1132,7 @@ def on_signal(signum, _frame):
 
 def main():
     args = parse_args()
-    check_tools(args.install)
+    check_tools(args.install, args.cache)
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, on_signal)
     nofile = raise_nofile()  # inherited by every child (servers, wrk, curl)
@@ -1059,6 +1141,9 @@ def main():
     threads = args.threads
     JSON_LOG[0] = args.access_log == "json"
     RATE_LIMIT[0] = args.rate_limit
+    CACHE[0] = args.cache
+    if args.cache:
+        TARGETS.insert(3, "varnish")
     args.tmp = tempfile.mkdtemp(prefix="tidegate-bench-", dir="/tmp")
     os.chmod(args.tmp, 0o755)  # nginx workers run as an unprivileged user
     info = machine_info(threads, args)
@@ -1106,6 +1191,11 @@ def main():
         print("Rate limit on every proxy, per client address, 1,000,000/s with a burst of 1,000,000 (admits all): "
               "Tidegate [rate_limits] key = client_ip, nginx limit_req nodelay, HAProxy stick table "
               "http_req_rate(1s) + deny")
+    if args.cache:
+        print("Cache on every proxy, 64 MiB in memory: Tidegate [caches] (route cache), nginx proxy_cache "
+              "(proxy_buffering on: it caches only what it buffers), HAProxy cache (cache-use/cache-store), "
+              f"{info['varnish']} (-s malloc,64m, thread_pools={threads}, default VCL); each object "
+              "fetched twice before the load")
     print(f"tidegate: {info['tidegate']} (git {info['git']}) | {info['nginx']} | {info['haproxy']} | {info['wrk']}"
           f" | {info['h2load']} | {info['openssl']}")
     for name, params in info["tls"].items():
