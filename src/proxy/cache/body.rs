@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::cache::entry::Encoded;
 use crate::cache::growing;
@@ -215,7 +215,7 @@ impl CachedBody {
             if last {
                 if let Some(src) = &self.source {
                     let e = Encoded {
-                        body: std::mem::take(&mut enc.out).into(),
+                        body: joined(std::mem::take(&mut enc.out), enc.len),
                         len: enc.len,
                     };
                     src.variant.encoded.set(enc.coding, e);
@@ -294,10 +294,86 @@ impl Storing {
             w.finish();
         }
         let mut v = s.variant;
-        v.body = s.chunks.into();
+        v.body = joined(s.chunks, s.len);
         v.len = s.len;
         s.store.put(s.key, &s.url, Arc::new(v), s.replaces.as_ref());
         // Those waiting look again now: it is there.
         drop(s.guard);
+    }
+}
+
+/// The most bytes of a stored body joined into one piece.
+const PIECE: usize = 256 * 1024;
+
+/// A body's chunks, as they came (each upstream read's: 2 KiB, then
+/// larger), joined into pieces of up to [`PIECE`] bytes: a hit then goes
+/// out in one write per piece, not one per read that brought it, and the
+/// cache holds no slice of a larger read buffer. A chunk of [`PIECE`] or
+/// more is kept as it is. `len` is their total.
+fn joined(chunks: Vec<Bytes>, len: u64) -> Arc<[Bytes]> {
+    if chunks.len() <= 1 {
+        return chunks.into();
+    }
+    let mut left = usize::try_from(len).unwrap_or(usize::MAX);
+    let mut pieces = Vec::new();
+    let mut piece = BytesMut::new();
+    for c in chunks {
+        if !piece.is_empty() && piece.len() + c.len() > PIECE {
+            pieces.push(piece.split().freeze());
+        }
+        if piece.is_empty() && c.len() >= PIECE {
+            left = left.saturating_sub(c.len());
+            pieces.push(c);
+            continue;
+        }
+        if piece.is_empty() {
+            piece.reserve(left.min(PIECE));
+        }
+        left = left.saturating_sub(c.len());
+        piece.extend_from_slice(&c);
+    }
+    if !piece.is_empty() {
+        pieces.push(piece.freeze());
+    }
+    pieces.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_joined_into_pieces_in_order() {
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        let cut = |sizes: &[usize]| {
+            let mut at = 0;
+            sizes
+                .iter()
+                .map(|&n| {
+                    let c = Bytes::copy_from_slice(&data[at..at + n]);
+                    at += n;
+                    c
+                })
+                .collect::<Vec<_>>()
+        };
+        // A 100 KiB body as an upstream's reads bring it: one piece.
+        let sizes = [1_700, 4_096, 8_192, 16_384, 32_768, 39_260];
+        let total: usize = sizes.iter().sum();
+        let j = joined(cut(&sizes), total as u64);
+        assert_eq!(j.len(), 1);
+        assert_eq!(j[0], data[..total]);
+        // Past a piece: pieces of up to PIECE bytes, a large chunk kept.
+        let sizes = [65_536; 6]
+            .into_iter()
+            .chain([300_000, 10])
+            .collect::<Vec<_>>();
+        let total: usize = sizes.iter().sum();
+        let j = joined(cut(&sizes), total as u64);
+        let lens: Vec<usize> = j.iter().map(Bytes::len).collect();
+        assert_eq!(lens, [262_144, 131_072, 300_000, 10]);
+        assert_eq!(j.concat(), data[..total]);
+        // One chunk, or none: as they are.
+        assert_eq!(joined(cut(&[5]), 5).len(), 1);
+        assert_eq!(joined(Vec::new(), 0).len(), 0);
     }
 }
