@@ -933,6 +933,18 @@ def run_all(servers, args, notes, tls):
 
 
 # ------------------------------------------------------------------ report
+def load_rows(tag, label):
+    """The rows of one load scenario (wrk or h2load results under `tag`)."""
+    return (
+        (f"rps_{tag}", f"{label}: req/s", "median", 1),
+        (f"p50_ms_{tag}", f"{label}: p50 latency ms", "median", 1),
+        (f"p99_ms_{tag}", f"{label}: p99 latency ms", "median", 1),
+        (f"errors_{tag}", f"{label}: errors (sum)", "sum", 1),
+        (f"cpu_per_10k_{tag}", f"{label}: target CPU s/10k req", "median", 1),
+        (f"origin_cpu_per_10k_{tag}", f"{label}: origin CPU s/10k req", "median", 1),
+    )
+
+
 # (key, label, how to aggregate over rounds, scale[, raw key if not `key`])
 ROWS = [
     ("rps_c50", "small c=50: req/s", "median", 1),
@@ -953,14 +965,7 @@ ROWS = [
     ("cpu_per_10k_c8000", "small c=8000: target CPU s/10k req", "median", 1),
 ] + [row for tag, label in (("h2c", "h2c c=50 m=10"), ("tls_h1", "TLS h1 c=50"),
                             ("tls_h2", "TLS h2 c=50 m=10"), ("tls_hs", "TLS new conn/req c=50"))
-     for row in (
-    (f"rps_{tag}", f"{label}: req/s", "median", 1),
-    (f"p50_ms_{tag}", f"{label}: p50 latency ms", "median", 1),
-    (f"p99_ms_{tag}", f"{label}: p99 latency ms", "median", 1),
-    (f"errors_{tag}", f"{label}: errors (sum)", "sum", 1),
-    (f"cpu_per_10k_{tag}", f"{label}: target CPU s/10k req", "median", 1),
-    (f"origin_cpu_per_10k_{tag}", f"{label}: origin CPU s/10k req", "median", 1),
-)] + [
+     for row in load_rows(tag, label)] + [
     ("mbs_dl1", "large download x1: MB/s", "median", 1),
     ("mbs_dl8", "large download x8: aggregate MB/s", "median", 1),
     ("mbs_up", "upload: MB/s", "median", 1),
@@ -980,14 +985,8 @@ ROWS = [
 
 CACHE_OBJECTS = (("1k", 1024), ("100k", 100 * 1024))
 CACHE_ROWS = [row for obj, _ in CACHE_OBJECTS for conns in (50, 1000)
-              for tag, label in ((f"hit{obj}_c{conns}", f"cache hit {obj} c={conns}"),)
-              for row in (
-    (f"rps_{tag}", f"{label}: req/s", "median", 1),
-    (f"p99_ms_{tag}", f"{label}: p99 latency ms", "median", 1),
-    (f"errors_{tag}", f"{label}: errors (sum)", "sum", 1),
-    (f"cpu_per_10k_{tag}", f"{label}: target CPU s/10k req", "median", 1),
-    (f"origin_cpu_per_10k_{tag}", f"{label}: origin CPU s/10k req", "median", 1),
-)] + [row for row in ROWS if row[0].startswith(("rss_idle", "hwm_end", "foreign"))]
+              for row in load_rows(f"hit{obj}_c{conns}", f"cache hit {obj} c={conns}")
+              ] + [row for row in ROWS if row[0].startswith(("rss_idle", "hwm_end", "foreign"))]
 
 
 def rows():
