@@ -242,7 +242,7 @@ pub(crate) struct Storing {
     pub(crate) variant: Variant,
     /// The stored variant this one replaces.
     pub(crate) replaces: Option<Arc<Variant>>,
-    pub(crate) chunks: Vec<Bytes>,
+    pub(crate) body: Joined,
     pub(crate) len: u64,
     /// Its length was declared (and is within `max_object`): it may be
     /// shown, as it grows, to misses that wait for it.
@@ -261,7 +261,7 @@ impl Storing {
             return false;
         }
         if !data.is_empty() {
-            self.chunks.push(data.clone());
+            self.body.push(data);
             if let Some(w) = &mut self.writer {
                 w.push(data.clone());
             }
@@ -294,7 +294,7 @@ impl Storing {
             w.finish();
         }
         let mut v = s.variant;
-        v.body = joined(s.chunks, s.len);
+        v.body = s.body.finish();
         v.len = s.len;
         s.store.put(s.key, &s.url, Arc::new(v), s.replaces.as_ref());
         // Those waiting look again now: it is there.
@@ -305,37 +305,82 @@ impl Storing {
 /// The most bytes of a stored body joined into one piece.
 const PIECE: usize = 256 * 1024;
 
-/// A body's chunks, as they came (each upstream read's: 2 KiB, then
-/// larger), joined into pieces of up to [`PIECE`] bytes: a hit then goes
-/// out in one write per piece, not one per read that brought it, and the
-/// cache holds no slice of a larger read buffer. A chunk of [`PIECE`] or
-/// more is kept as it is. `len` is their total.
+/// A body kept as it comes (each upstream read's chunk: 2 KiB, then
+/// larger), joined into pieces of up to [`PIECE`] bytes as the chunks
+/// come: a hit then goes out in one write per piece, not one per read
+/// that brought it; the cache holds no slice of a larger read buffer; and
+/// the copy is spread over the body's arrival, not made at its end. A body
+/// of one chunk, and a chunk of [`PIECE`] or more, are kept as they are.
+#[derive(Debug)]
+pub(crate) struct Joined {
+    done: Vec<Bytes>,
+    /// The first chunk, kept as it is until a second comes.
+    first: Option<Bytes>,
+    piece: BytesMut,
+    /// The bytes not yet joined, when the length is known: a piece is
+    /// given its room at once.
+    left: Option<u64>,
+}
+
+impl Joined {
+    /// For a body of `len` bytes, if known.
+    pub(crate) fn new(len: Option<u64>) -> Joined {
+        Joined {
+            done: Vec::new(),
+            first: None,
+            piece: BytesMut::new(),
+            left: len,
+        }
+    }
+
+    pub(crate) fn push(&mut self, c: &Bytes) {
+        if self.done.is_empty() && self.piece.is_empty() && self.first.is_none() {
+            self.first = Some(c.clone());
+            return;
+        }
+        if let Some(f) = self.first.take() {
+            self.join(&f);
+        }
+        self.join(c);
+    }
+
+    fn join(&mut self, c: &Bytes) {
+        if !self.piece.is_empty() && self.piece.len() + c.len() > PIECE {
+            self.done.push(self.piece.split().freeze());
+        }
+        if self.piece.is_empty() && c.len() >= PIECE {
+            self.done.push(c.clone());
+        } else {
+            if self.piece.is_empty() {
+                if let Some(left) = self.left {
+                    self.piece
+                        .reserve(usize::try_from(left).unwrap_or(PIECE).min(PIECE));
+                }
+            }
+            self.piece.extend_from_slice(c);
+        }
+        self.left = self.left.map(|l| l.saturating_sub(c.len() as u64));
+    }
+
+    /// The pieces, in order.
+    pub(crate) fn finish(mut self) -> Arc<[Bytes]> {
+        if let Some(f) = self.first.take() {
+            self.done.push(f);
+        }
+        if !self.piece.is_empty() {
+            self.done.push(self.piece.freeze());
+        }
+        self.done.into()
+    }
+}
+
+/// `chunks` (`len` bytes in all) joined as [`Joined`] joins them.
 fn joined(chunks: Vec<Bytes>, len: u64) -> Arc<[Bytes]> {
-    if chunks.len() <= 1 {
-        return chunks.into();
+    let mut p = Joined::new(Some(len));
+    for c in &chunks {
+        p.push(c);
     }
-    let mut left = usize::try_from(len).unwrap_or(usize::MAX);
-    let mut pieces = Vec::new();
-    let mut piece = BytesMut::new();
-    for c in chunks {
-        if !piece.is_empty() && piece.len() + c.len() > PIECE {
-            pieces.push(piece.split().freeze());
-        }
-        if piece.is_empty() && c.len() >= PIECE {
-            left = left.saturating_sub(c.len());
-            pieces.push(c);
-            continue;
-        }
-        if piece.is_empty() {
-            piece.reserve(left.min(PIECE));
-        }
-        left = left.saturating_sub(c.len());
-        piece.extend_from_slice(&c);
-    }
-    if !piece.is_empty() {
-        pieces.push(piece.freeze());
-    }
-    pieces.into()
+    p.finish()
 }
 
 #[cfg(test)]
@@ -356,24 +401,30 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
+        // Joined as they come, with the length known and not.
+        let both = |sizes: &[usize]| {
+            let total: usize = sizes.iter().sum();
+            let known = joined(cut(sizes), total as u64);
+            let mut j = Joined::new(None);
+            for c in cut(sizes) {
+                j.push(&c);
+            }
+            let unknown = j.finish();
+            assert_eq!(known, unknown);
+            assert_eq!(known.concat(), data[..total]);
+            known.iter().map(Bytes::len).collect::<Vec<_>>()
+        };
         // A 100 KiB body as an upstream's reads bring it: one piece.
         let sizes = [1_700, 4_096, 8_192, 16_384, 32_768, 39_260];
-        let total: usize = sizes.iter().sum();
-        let j = joined(cut(&sizes), total as u64);
-        assert_eq!(j.len(), 1);
-        assert_eq!(j[0], data[..total]);
+        assert_eq!(both(&sizes), [102_400]);
         // Past a piece: pieces of up to PIECE bytes, a large chunk kept.
         let sizes = [65_536; 6]
             .into_iter()
             .chain([300_000, 10])
             .collect::<Vec<_>>();
-        let total: usize = sizes.iter().sum();
-        let j = joined(cut(&sizes), total as u64);
-        let lens: Vec<usize> = j.iter().map(Bytes::len).collect();
-        assert_eq!(lens, [262_144, 131_072, 300_000, 10]);
-        assert_eq!(j.concat(), data[..total]);
+        assert_eq!(both(&sizes), [262_144, 131_072, 300_000, 10]);
         // One chunk, or none: as they are.
-        assert_eq!(joined(cut(&[5]), 5).len(), 1);
-        assert_eq!(joined(Vec::new(), 0).len(), 0);
+        assert_eq!(both(&[5]), [5]);
+        assert_eq!(both(&[]), [0usize; 0]);
     }
 }

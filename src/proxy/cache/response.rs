@@ -133,7 +133,7 @@ pub(crate) fn response(
                 guard: plan.guard.take(),
                 variant,
                 replaces: plan.stale.take(),
-                chunks: Vec::new(),
+                body: super::body::Joined::new(len),
                 len: 0,
                 // (`store_decision` refused a declared length over
                 // `max_object`.)
