@@ -43,7 +43,8 @@ pub(crate) struct Source {
 struct Encoding {
     encoder: Encoder,
     coding: Coding,
-    out: Vec<Bytes>,
+    /// The coded form being kept (when there is a stored variant).
+    out: Joined,
     len: u64,
     done: bool,
 }
@@ -158,7 +159,7 @@ impl CachedBody {
         self.encoding = Some(Box::new(Encoding {
             encoder,
             coding,
-            out: Vec::new(),
+            out: Joined::default(),
             len: 0,
             done: false,
         }));
@@ -201,7 +202,7 @@ impl CachedBody {
                 Ok(out) => out,
                 Err(e) => {
                     enc.done = true;
-                    enc.out = Vec::new();
+                    enc.out = Joined::default();
                     return Poll::Ready(Some(Err(e)));
                 }
             };
@@ -209,13 +210,13 @@ impl CachedBody {
             if !out.is_empty() {
                 enc.len += out.len() as u64;
                 if self.source.is_some() {
-                    enc.out.push(out.clone());
+                    enc.out.push(&out);
                 }
             }
             if last {
                 if let Some(src) = &self.source {
                     let e = Encoded {
-                        body: joined(std::mem::take(&mut enc.out), enc.len),
+                        body: std::mem::take(&mut enc.out).finish(),
                         len: enc.len,
                     };
                     src.variant.encoded.set(enc.coding, e);
@@ -311,7 +312,7 @@ const PIECE: usize = 256 * 1024;
 /// that brought it; the cache holds no slice of a larger read buffer; and
 /// the copy is spread over the body's arrival, not made at its end. A body
 /// of one chunk, and a chunk of [`PIECE`] or more, are kept as they are.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Joined {
     done: Vec<Bytes>,
     /// The first chunk, kept as it is until a second comes.
@@ -374,15 +375,6 @@ impl Joined {
     }
 }
 
-/// `chunks` (`len` bytes in all) joined as [`Joined`] joins them.
-fn joined(chunks: Vec<Bytes>, len: u64) -> Arc<[Bytes]> {
-    let mut p = Joined::new(Some(len));
-    for c in &chunks {
-        p.push(c);
-    }
-    p.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,12 +396,14 @@ mod tests {
         // Joined as they come, with the length known and not.
         let both = |sizes: &[usize]| {
             let total: usize = sizes.iter().sum();
-            let known = joined(cut(sizes), total as u64);
-            let mut j = Joined::new(None);
-            for c in cut(sizes) {
-                j.push(&c);
-            }
-            let unknown = j.finish();
+            let join = |mut j: Joined| {
+                for c in cut(sizes) {
+                    j.push(&c);
+                }
+                j.finish()
+            };
+            let known = join(Joined::new(Some(total as u64)));
+            let unknown = join(Joined::default());
             assert_eq!(known, unknown);
             assert_eq!(known.concat(), data[..total]);
             known.iter().map(Bytes::len).collect::<Vec<_>>()
