@@ -22,11 +22,14 @@ use crate::worker::Worker;
 /// Whether `route` has any gate at all.
 #[inline]
 pub(crate) fn any(route: &Route) -> bool {
-    !route.rate_limit.is_empty()
-        || !route.concurrency_limit.is_empty()
-        || route.basic_auth.is_some()
-        || route.jwt.is_some()
-        || route.forward_auth.is_some()
+    !route.rate_limit.is_empty() || !route.concurrency_limit.is_empty() || asks_who(route)
+}
+
+/// Whether `route` asks who the client is (basic auth, JWT, forward
+/// auth): gates that [`pass_now`] leaves to [`pass`].
+#[inline]
+fn asks_who(route: &Route) -> bool {
+    route.basic_auth.is_some() || route.jwt.is_some() || route.forward_auth.is_some()
 }
 
 /// What a request that passed the gates carries on.
@@ -49,7 +52,7 @@ pub(crate) fn pass_now(
     headers: &http::HeaderMap,
     client: std::net::IpAddr,
 ) -> Option<Result<Passed, ProxyError>> {
-    if route.basic_auth.is_some() || route.jwt.is_some() || route.forward_auth.is_some() {
+    if asks_who(route) {
         return None;
     }
     let wait = match route.rate_limit.is_empty() {
