@@ -461,6 +461,7 @@ pub struct StaticFiles {
     pub symlinks: Option<String>,
     pub precompressed: Option<bool>,
     pub io: Option<String>,
+    pub sendfile: Option<bool>,
     pub dotfiles: Option<bool>,
 }
 

@@ -65,6 +65,13 @@ pub struct StaticFiles {
     /// that coding.
     pub precompressed: bool,
     pub io: Io,
+    /// A file's bytes go to a plain HTTP/1.1 client with `sendfile(2)`,
+    /// from the page cache to the socket without a copy through the
+    /// proxy (nginx's `sendfile on`). On by default with `io = "inline"`;
+    /// never with `io = "pool"` (a `sendfile` of a file not in the page
+    /// cache waits for the disk on the worker thread, which `pool` is
+    /// there to avoid), nor over TLS or HTTP/2, which need the bytes.
+    pub sendfile: bool,
     /// Serve files and folders whose name starts with `.` (not by
     /// default: `.git/`, `.env`, `.htpasswd` are 404; `.well-known` is
     /// always served).
@@ -146,6 +153,17 @@ pub(super) fn static_files(
         None | Some("inline") => Io::Inline,
         Some(v) => return Err(field("io", format!("`{v}`: expected `pool` or `inline`"))),
     };
+    let sendfile = match (s.sendfile, io) {
+        (Some(true), Io::Pool) => {
+            return Err(field(
+                "sendfile",
+                "`sendfile` reads the file on the worker thread, which `io = \"pool\"` keeps \
+                 from the disk: set one or the other",
+            ))
+        }
+        (Some(on), _) => on,
+        (None, io) => io == Io::Inline,
+    };
     Ok(StaticFiles {
         root,
         real_root,
@@ -154,6 +172,7 @@ pub(super) fn static_files(
         symlinks,
         precompressed: s.precompressed.unwrap_or(true),
         io,
+        sendfile,
         dotfiles: s.dotfiles.unwrap_or(false),
         upstream,
     })

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::sendfile::{self, Next};
 use super::state::{ClientIo, ConnState};
 
 /// The client socket, counting the bytes read for the watchdog.
@@ -71,6 +72,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.state.sendfile.any() {
+            sendfile::check_flat(buf)?;
+        }
         let res = Pin::new(&mut self.io).poll_write(cx, buf);
         self.wrote(&res);
         res
@@ -81,8 +85,20 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let res = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        self.wrote(&res);
+        let this = &mut *self;
+        let res = match this.state.sendfile.any() {
+            false => Pin::new(&mut this.io).poll_write_vectored(cx, bufs),
+            // A static file's spans wait (`sendfile`): their stand-ins
+            // are sent as the file's bytes.
+            true => match (sendfile::next(bufs), &this.io) {
+                (Next::Bytes(bytes), _) => Pin::new(&mut this.io).poll_write_vectored(cx, bytes),
+                (Next::StandIn(s), ClientIo::Plain(tcp)) => {
+                    sendfile::send(tcp, &this.state.sendfile, cx, s)
+                }
+                (Next::StandIn(_), ClientIo::Tls(_)) => Poll::Ready(Err(sendfile::out_of_step())),
+            },
+        };
+        this.wrote(&res);
         res
     }
 

@@ -10,6 +10,7 @@ mod io;
 pub(crate) mod listener;
 mod phase;
 pub(crate) mod proxy_protocol;
+pub(crate) mod sendfile;
 mod service;
 pub(crate) mod state;
 pub(crate) mod tls;

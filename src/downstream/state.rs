@@ -139,6 +139,9 @@ pub(crate) struct ConnState {
     /// Set by the watchdog once the connection has been idle for
     /// `TRIM_AFTER`: free hyper's buffers.
     pub(crate) trim: Cell<bool>,
+    /// A static file's spans whose stand-ins hyper holds, to be sent
+    /// with `sendfile` (plain HTTP/1.1 only; [`super::sendfile`]).
+    pub(crate) sendfile: super::sendfile::Regions,
     /// Where its counts go (admin listener on).
     pub(crate) meter: Option<Meter>,
 }
@@ -278,6 +281,7 @@ impl ConnState {
             has_leftovers: Cell::new(false),
             serving: Cell::new(false),
             trim: Cell::new(false),
+            sendfile: Default::default(),
         }
     }
 }

@@ -4,19 +4,24 @@
 //! them (`io = "inline"`, nginx's way) or on tokio's blocking pool (`io
 //! = "pool"`); one chunk at a time: memory stays bounded whatever the
 //! file's size, and a slow client holds one chunk. A small answer comes
-//! read already, as bytes.
+//! read already, as bytes. On a plain HTTP/1.1 connection the spans go
+//! out with `sendfile` instead (`sendfile = true`, the default with
+//! `io = "inline"`; [`crate::downstream::sendfile`]).
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 
+use crate::downstream::sendfile;
+use crate::downstream::state::ConnState;
 use crate::files::Part;
 
 /// The most read from the file at once.
@@ -32,6 +37,10 @@ pub(crate) struct FileBody {
     left: u64,
     /// Chunks read on the worker thread itself.
     inline: bool,
+    /// A plain HTTP/1.1 connection's state, when the file's spans go out
+    /// with `sendfile` ([`crate::downstream::sendfile`]): each span is
+    /// handed on as a stand-in, not read.
+    sendfile: Option<Rc<ConnState>>,
 }
 
 impl FileBody {
@@ -54,7 +63,14 @@ impl FileBody {
             reading: None,
             left,
             inline,
+            sendfile: None,
         }
+    }
+
+    /// Sends the file's spans with `sendfile` on `conn`, a plain HTTP/1.1
+    /// connection's, whose socket writer takes the stand-ins.
+    pub(crate) fn send_with(&mut self, conn: Rc<ConnState>) {
+        self.sendfile = Some(conn);
     }
 
     pub(crate) fn left(&self) -> u64 {
@@ -88,6 +104,20 @@ impl FileBody {
                         self.parts.clear();
                         return Poll::Ready(Some(Err(io::Error::other("no file to read"))));
                     };
+                    if let Some(conn) = &self.sendfile {
+                        let n = len.min(sendfile::MAX as u64) as usize;
+                        // (An end shorter than a stand-in can be is read.)
+                        if n >= sendfile::MIN {
+                            if len > n as u64 {
+                                self.parts.push_front(Part::File {
+                                    start: start + n as u64,
+                                    len: len - n as u64,
+                                });
+                            }
+                            self.left -= n as u64;
+                            return Poll::Ready(Some(Ok(conn.sendfile.push(file, start, n))));
+                        }
+                    }
                     let n = len.min(CHUNK);
                     if len > n {
                         self.parts.push_front(Part::File {

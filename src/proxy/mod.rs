@@ -545,7 +545,14 @@ fn forward<'w, 'a>(
         // blocking pool); what none answers goes on to its upstream group.
         if let crate::router::Action::Static(files) = &route.action {
             if h2_ws.is_none() {
-                if let Some(resp) = static_files::serve(route, files, &parts).await {
+                if let Some(mut resp) = static_files::serve(route, files, &parts).await {
+                    // The body goes to hyper as it is, on a plain
+                    // HTTP/1.1 connection: its spans with `sendfile`.
+                    if let (ProxyBody::File(body), true) = (resp.body_mut(), files.sendfile) {
+                        if ctx.tls.is_none() && ctx.state.http1.get() {
+                            body.send_with(ctx.state.clone());
+                        }
+                    }
                     return Ok((Outcome::Local(resp), Held::default()));
                 }
             }

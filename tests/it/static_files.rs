@@ -578,6 +578,10 @@ async fn config_errors_name_the_field() {
         ),
         (static_route(&site.root(), ", io = \"async\""), "static.io"),
         (
+            static_route(&site.root(), ", io = \"pool\", sendfile = true"),
+            "static.sendfile",
+        ),
+        (
             format!("{}\nupstream = \"nope\"", static_route(&site.root(), "")),
             "no upstream group named `nope`",
         ),
@@ -859,4 +863,137 @@ async fn pool_io_answers_the_same() {
     assert_eq!(ask(&p, "GET", "/link-out.txt", &[]).await.0, 404);
     assert_eq!(ask(&p, "GET", "/docs", &[]).await.0, 301);
     p.stop();
+}
+
+/// Responses read off one connection, in order: (status, head, body),
+/// each body by its `Content-Length`.
+fn responses(mut bytes: &[u8]) -> Vec<(u16, String, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let end = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a whole head")
+            + 4;
+        let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+        let status = head[9..12].parse().expect("status");
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .expect("content-length");
+        out.push((status, head, bytes[end..end + len].to_vec()));
+        bytes = &bytes[end + len..];
+    }
+    out
+}
+
+/// The bytes `sendfile(2)` sent, by an strace log's lines.
+fn sent_by_sendfile(log: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains("sendfile("))
+        .filter_map(|l| l.rsplit_once(") = ")?.1.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// `sendfile` (on by default): on a plain HTTP/1.1 connection every span
+/// of a file answer of at least 16 KiB goes out by `sendfile(2)` (strace
+/// counts its bytes), intact, in every shape of answer: whole, a range, a
+/// multipart range around a short span, between small answers, with the
+/// requests pipelined on one connection and not read until all are sent
+/// (the socket fills: partial sends). With `sendfile = false` none does,
+/// and the bytes are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sendfile_sends_a_files_spans_intact() {
+    use super::common::binary::Binary;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let site = Site::new("static-sendfile");
+    let big = big();
+    let multi = "bytes=0-99,50000-1200000,8000000-8100000";
+    let asks = [
+        ("/big.bin", ""),
+        ("/hello.txt", ""),
+        ("/big.bin", "bytes=100000-2000000"),
+        ("/big.bin", multi),
+        ("/big.bin", ""),
+    ];
+    let spans = (BIG + 1_900_001 + 1_150_001 + 100_001 + BIG) as u64;
+    for (on, more) in [(true, ""), (false, ", sendfile = false")] {
+        let dir = Dir::new("static-sendfile-run");
+        let config = dir.join("tidegate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nthreads = 1\nlog_level = \"info\"\n\
+                 [[listeners]]\naddress = \"127.0.0.1:0\"\n\
+                 [[routes]]\n{}\n",
+                static_route(&site.root(), more)
+            ),
+        )
+        .expect("config");
+        let trace = dir.join("strace.txt");
+        let mut cmd = Command::new("strace");
+        cmd.args(["-f", "-qq", "-e", "trace=sendfile", "-o"])
+            .arg(&trace)
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_tidegate"))
+            .arg("--config")
+            .arg(&config);
+        let mut b = Binary::spawn(cmd);
+        let addr = b.listening().await;
+        let mut requests = String::new();
+        for (i, (path, range)) in asks.iter().enumerate() {
+            requests += &format!("GET {path} HTTP/1.1\r\nHost: test.local\r\n");
+            if !range.is_empty() {
+                requests += &format!("Range: {range}\r\n");
+            }
+            if i == asks.len() - 1 {
+                requests += "Connection: close\r\n";
+            }
+            requests += "\r\n";
+        }
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(requests.as_bytes()).await.expect("write");
+        let mut all = Vec::new();
+        tokio::time::timeout(HANG, s.read_to_end(&mut all))
+            .await
+            .expect("the proxy closes")
+            .expect("read");
+        let got = responses(&all);
+        assert_eq!(got.len(), asks.len(), "sendfile {on}");
+        assert_eq!((got[0].0, sha256(&got[0].2)), (200, sha256(&big)));
+        assert_eq!((got[1].0, &got[1].2[..]), (200, HELLO.as_bytes()));
+        assert_eq!((got[2].0, &got[2].2[..]), (206, &big[100_000..=2_000_000]));
+        assert_eq!(got[3].0, 206);
+        let body = &got[3].2;
+        let mut at = 0;
+        for (from, to) in [(0, 99), (50_000, 1_200_000), (8_000_000, 8_100_000)] {
+            let want = &big[from..=to];
+            let found = body[at..]
+                .windows(want.len().min(64))
+                .position(|w| w == &want[..w.len()])
+                .expect("each range, in order")
+                + at;
+            assert_eq!(&body[found..found + want.len()], want, "sendfile {on}");
+            at = found + want.len();
+        }
+        assert_eq!((got[4].0, sha256(&got[4].2)), (200, sha256(&big)));
+        // Stopped (strace follows it out), and its sends counted.
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", b.pid))
+            .expect("strace's children");
+        let pid: i32 = children.trim().parse().expect("tidegate's pid");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).expect("pid"),
+            rustix::process::Signal::TERM,
+        )
+        .expect("SIGTERM");
+        let (status, log) = b.wait().await;
+        assert!(status.success(), "{log}");
+        let log = std::fs::read_to_string(&trace).expect("strace's log");
+        let want = if on { spans } else { 0 };
+        assert_eq!(sent_by_sendfile(&log), want, "sendfile {on}:\n{log}");
+    }
 }
