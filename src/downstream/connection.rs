@@ -475,7 +475,6 @@ async fn set_up<H: Handler>(
         m.set_up(h2, tls_version);
     }
     let ctx = Rc::new(ConnCtx {
-        listener: listener.addr,
         client_ip: HeaderValue::from_str(&client.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown")),
         client,

@@ -21,8 +21,6 @@ use crate::worker::Current;
 /// Per client connection: who it is, and the state the watchdog reads.
 pub(crate) struct ConnCtx {
     pub current: Rc<Current>,
-    /// The listener's configured address (its metrics label).
-    pub listener: SocketAddr,
     pub client: SocketAddr,
     /// The client's IP, ready to append to `X-Forwarded-For`.
     pub client_ip: HeaderValue,
@@ -51,8 +49,10 @@ pub(crate) struct ConnCtx {
     /// being written, after its fields (`Svc::extra`).
     pub cache_status: Cell<Option<HeaderValue>>,
     /// Which of the current config's listeners this connection's is
-    /// (kept right across reloads): its `trusted_proxies` and `access`
-    /// rules are read per request, so a reload applies to the next one.
+    /// (kept right across reloads; `usize::MAX` once a reload removed
+    /// it): its `trusted_proxies` and `access` rules are read per
+    /// request, so a reload applies to the next one, and its requests
+    /// are counted under its metrics label.
     pub index: Rc<Cell<usize>>,
 }
 

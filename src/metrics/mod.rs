@@ -153,7 +153,8 @@ fn class(status: u16) -> usize {
 
 /// How a request ended, for its counts.
 pub(crate) struct Ended {
-    pub(crate) listener: SocketAddr,
+    /// The listener's index in the config (that of these counters).
+    pub(crate) listener: usize,
     /// The route's config index.
     pub(crate) route: Option<usize>,
     /// The pool's flat index of the server that answered.
@@ -258,9 +259,10 @@ impl Counters {
 
     /// A request's end.
     pub(crate) fn ended(&self, e: &Ended) {
-        let Some(l) = self.listener(e.listener) else {
+        let l = e.listener;
+        if l >= self.labels.listeners.len() {
             return;
-        };
+        }
         let routes = self.labels.routes.len();
         let r = e.route.filter(|&r| r + 1 < routes).unwrap_or(routes - 1);
         let pair = l * routes + r;

@@ -31,8 +31,8 @@ struct Line {
     entry: Option<Box<Entry>>,
     start: Instant,
     worker: Rc<Worker>,
-    /// The listener's configured address.
-    listener: SocketAddr,
+    /// The listener's index in the worker's config.
+    listener: usize,
     /// The route's config index, once routed.
     route: Option<usize>,
     /// The server that answered (the pool's flat index).
@@ -57,7 +57,7 @@ impl LogLine {
     /// the same end: one place for all.)
     pub(crate) fn new(
         worker: &Rc<Worker>,
-        listener: SocketAddr,
+        listener: usize,
         h2: bool,
         span: Option<Box<crate::trace::Span>>,
         entry: impl FnOnce(Instant) -> Entry,

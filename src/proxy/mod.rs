@@ -140,7 +140,7 @@ pub(crate) fn handle(
         });
         // HTTP/1.1 connections have a head timer; HTTP/2 ones do not.
         let h2 = ctx.head_timer.is_none();
-        let mut line = LogLine::new(&worker, ctx.listener, h2, span, |start| Entry {
+        let mut line = LogLine::new(&worker, ctx.index.get(), h2, span, |start| Entry {
             start,
             client,
             method: parts.method.clone(),

@@ -934,16 +934,27 @@ async fn sendfile_sends_a_files_spans_intact() {
             ),
         )
         .expect("config");
+        // strace attached to the running proxy (both killed if the test
+        // fails: a proxy started by strace would outlive it).
+        let mut b = Binary::start(&["--config", config.to_str().expect("path")]);
+        let addr = b.listening().await;
         let trace = dir.join("strace.txt");
         let mut cmd = Command::new("strace");
         cmd.args(["-f", "-qq", "-e", "trace=sendfile", "-o"])
             .arg(&trace)
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_tidegate"))
-            .arg("--config")
-            .arg(&config);
-        let mut b = Binary::spawn(cmd);
-        let addr = b.listening().await;
+            .args(["-p", &b.pid.to_string()]);
+        let tracer = Binary::spawn(cmd);
+        let tasks = format!("/proc/{}/task", b.pid);
+        until("strace follows every thread", || {
+            std::fs::read_dir(&tasks).expect("tasks").all(|t| {
+                let status = std::fs::read_to_string(t.expect("task").path().join("status"));
+                status.is_ok_and(|s| {
+                    s.lines()
+                        .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
+                })
+            })
+        })
+        .await;
         let mut requests = String::new();
         for (i, (path, range)) in asks.iter().enumerate() {
             requests += &format!("GET {path} HTTP/1.1\r\nHost: test.local\r\n");
@@ -982,16 +993,10 @@ async fn sendfile_sends_a_files_spans_intact() {
         }
         assert_eq!((got[4].0, sha256(&got[4].2)), (200, sha256(&big)));
         // Stopped (strace follows it out), and its sends counted.
-        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", b.pid))
-            .expect("strace's children");
-        let pid: i32 = children.trim().parse().expect("tidegate's pid");
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(pid).expect("pid"),
-            rustix::process::Signal::TERM,
-        )
-        .expect("SIGTERM");
+        b.signal(rustix::process::Signal::TERM);
         let (status, log) = b.wait().await;
         assert!(status.success(), "{log}");
+        tracer.wait().await;
         let log = std::fs::read_to_string(&trace).expect("strace's log");
         let want = if on { spans } else { 0 };
         assert_eq!(sent_by_sendfile(&log), want, "sendfile {on}:\n{log}");
