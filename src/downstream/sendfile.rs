@@ -9,7 +9,7 @@
 //! hands the stand-in to hyper; hyper queues it behind the head and
 //! what came before (a chunk of [`MIN`] bytes or more is queued as it
 //! is, never copied: hyper patch 16), and when its write reaches the
-//! stand-in, the socket's writer ([`poll_write`]) sends the front
+//! stand-in, the socket's writer ([`send`]) sends the front
 //! region's file bytes in its place and answers with the count sent, as
 //! a write of the stand-in would have. Everything hyper counts (the
 //! `Content-Length` it checks, the bytes the log and metrics count) is
@@ -40,14 +40,14 @@ pub(crate) const MAX: usize = 1024 * 1024;
 pub(crate) const MIN: usize = 16 * 1024;
 
 /// One span of a file, to be sent in place of its stand-in.
-pub(crate) struct Region {
-    pub(crate) file: Arc<std::fs::File>,
+struct Region {
+    file: Arc<std::fs::File>,
     /// Where in the file the span starts.
-    pub(crate) start: u64,
+    start: u64,
     /// Its length (that of its stand-in).
-    pub(crate) len: usize,
+    len: usize,
     /// Sent so far.
-    pub(crate) sent: usize,
+    sent: usize,
 }
 
 /// The spans whose stand-ins hyper holds, in the order it was given
