@@ -76,8 +76,8 @@ impl Regions {
     }
 }
 
-/// The set-aside region stand-ins are cut from: zeros, allocated once
-/// (the pages are never touched: nothing reads it).
+/// The set-aside region stand-ins are cut from: [`MAX`] bytes of zeros,
+/// allocated once per process (nothing reads them).
 fn stand_in() -> &'static [u8] {
     static ZEROS: OnceLock<&'static [u8]> = OnceLock::new();
     ZEROS.get_or_init(|| Box::leak(vec![0u8; MAX].into_boxed_slice()))

@@ -114,7 +114,7 @@ impl FileBody {
                                     len: len - n as u64,
                                 });
                             }
-                            self.left -= n as u64;
+                            self.left = self.left.saturating_sub(n as u64);
                             return Poll::Ready(Some(Ok(conn.sendfile.push(file, start, n))));
                         }
                     }
