@@ -1,6 +1,18 @@
 # Sourced by the bench shell scripts (ab.sh, callgrind.sh, steady.sh,
 # syscalls.sh, train.sh).
 
+# kill_on_exit DIR: when the script exits, kills every process whose PID
+# is in the array `pids` (the caller adds them) and removes DIR.
+kill_on_exit() {
+  _exit_dir=$1
+  trap _on_exit EXIT
+}
+_on_exit() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$_exit_dir"
+}
+
 # A free TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -19,12 +19,7 @@ N=${N:-5}
 SIZE_MIB=${SIZE_MIB:-1024}
 dir=$(mktemp -d /tmp/tg-static-large.XXXXXX)
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
+kill_on_exit "$dir"
 # (nginx's workers, not root, read it too.)
 chmod 755 "$dir"
 mkdir -p "$dir/www"

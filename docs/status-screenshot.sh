@@ -10,16 +10,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release/tidegate
+. bench/lib.sh
 dir=$(mktemp -d)
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+kill_on_exit "$dir"
 o1=$(free_port); o2=$(free_port); dead=$(free_port); proxy=$(free_port); admin=$(free_port)
 "$bin" demo --listen "127.0.0.1:$o1" >"$dir/o1.log" 2>&1 & pids+=($!)
 "$bin" demo --listen "127.0.0.1:$o2" >"$dir/o2.log" 2>&1 & pids+=($!)
