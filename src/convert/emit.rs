@@ -181,7 +181,8 @@ impl Converter {
                 "sendfile" | "tcp_nopush" | "tcp_nodelay" | "types" | "default_type" | "gzip"
                 | "server_tokens" => self.skip(
                     d,
-                    "no equivalent: Tidegate serves no files and compresses nothing",
+                    "not converted: Tidegate's defaults apply (static routes send with sendfile); \
+                     files and compression are set by hand (README: \"Static files\", \"Compression\")",
                 ),
                 _ => self.skip(d, "not converted (outside the reverse-proxy subset)"),
             }

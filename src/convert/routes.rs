@@ -9,6 +9,10 @@ use super::parse::Directive;
 use super::values;
 use super::write::{Action, Path, Route};
 
+/// What is said of nginx's file-serving directives (not converted).
+const FILES: &str =
+    "not converted: serve files with the route's `static` table (README: \"Static files\")";
+
 /// A location's match.
 enum Kind {
     Exact(String),
@@ -73,9 +77,7 @@ pub(super) fn server(c: &mut Converter, s: &Server, inherit: &Inherit) {
             "return" if server_return.is_none() => server_return = Some(i),
             "rewrite" => server_rewrites.push(i),
             "access_log" => c.access_log(i),
-            "root" | "index" | "try_files" | "autoindex" => {
-                c.skip_at(i, "Tidegate serves no files")
-            }
+            "root" | "index" | "try_files" | "autoindex" => c.skip_at(i, FILES),
             _ => c.skip_at(i, "not converted (outside the reverse-proxy subset)"),
         }
     }
@@ -414,9 +416,7 @@ fn location(
             "rewrite" => rewrites.push(i),
             "access_log" => c.access_log(i),
             "location" => c.skip_at(i, "nested locations are not converted"),
-            "root" | "alias" | "index" | "try_files" | "autoindex" => {
-                c.skip_at(i, "Tidegate serves no files")
-            }
+            "root" | "alias" | "index" | "try_files" | "autoindex" => c.skip_at(i, FILES),
             _ => c.skip_at(i, "not converted (outside the reverse-proxy subset)"),
         }
     }
