@@ -2,7 +2,6 @@
 //! json` writes one JSON object per line, with the event's fields; text
 //! stays the default (the other binary tests read it).
 
-use crate::admin::closed_port;
 use crate::common::binary::Binary;
 use crate::common::config::{Route, TestConfig};
 use crate::common::*;
@@ -12,7 +11,7 @@ use crate::common::*;
 /// where it has one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_lines_carry_the_fields_of_a_failed_request() {
-    let dead = closed_port();
+    let (dead, _held) = dead_port();
     let file = TempFile::with(
         "json-log.toml",
         TestConfig::new()

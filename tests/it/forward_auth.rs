@@ -463,7 +463,7 @@ async fn a_hanging_auth_service_gives_on_error_at_its_timeout() {
 /// auth, the group and the refused connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auth_service_that_is_down_gives_on_error_and_a_log_line() {
-    let dead = closed_port();
+    let (dead, _held) = dead_port();
     let count = Arc::new(AtomicUsize::new(0));
     let origin = origin(count.clone());
     let cfg = config(&origin, dead, &[]).route(

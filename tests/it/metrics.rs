@@ -13,7 +13,7 @@ use std::sync::Arc;
 use http::Request;
 use tokio::sync::Notify;
 
-use crate::admin::{admin_get, closed_port, value};
+use crate::admin::{admin_get, value};
 use crate::common::config::{Route, TestConfig};
 use crate::common::pki::Ca;
 use crate::common::*;
@@ -78,7 +78,7 @@ async fn upstream_metrics_count_exactly() {
     let resets = Arc::new(AtomicUsize::new(0));
     let bad = resetting(resets.clone());
     let bad2 = resetting(resets.clone());
-    let (dead, unchecked) = (closed_port(), closed_port());
+    let ((dead, _held), (unchecked, _held2)) = (dead_port(), dead_port());
     let proxy = Proxy::start(
         &TestConfig::new()
             .threads(1)

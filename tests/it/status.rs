@@ -6,7 +6,7 @@
 use http::Request;
 use serde_json::Value;
 
-use crate::admin::{admin_get, closed_port};
+use crate::admin::admin_get;
 use crate::common::config::{Route, TestConfig};
 use crate::common::*;
 
@@ -53,7 +53,7 @@ async fn status_shows_states_rates_and_generation() {
         }
         text(200, "hello")
     });
-    let dead = closed_port();
+    let (dead, _held) = dead_port();
     let mut proxy = Proxy::start(&config(&origin, dead));
     let p = proxy.addr;
     for _ in 0..20 {

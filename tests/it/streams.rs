@@ -139,7 +139,7 @@ async fn bytes_flow_both_ways_half_closes_pass_on_and_each_connection_logs_a_lin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_are_balanced_and_a_dead_one_is_skipped_then_ejected() {
     let (a, b) = (named("A"), named("B"));
-    let dead = closed_port();
+    let (dead, _held) = dead_port();
     let admin = closed_port();
     let proxy = Proxy::start(&config(&format!(
         "[admin]\naddress = \"{admin}\"\n\
@@ -185,7 +185,7 @@ async fn read_first(addr: SocketAddr) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_tcp_checks_take_a_refusing_server_out() {
     let a = named("A");
-    let dead = closed_port();
+    let (dead, _held) = dead_port();
     let admin = closed_port();
     // No passive ejection: only the checks can take it out. The group is
     // used by streams alone, so its checks are TCP connects.

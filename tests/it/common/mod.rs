@@ -913,3 +913,20 @@ pub fn ok(out: &std::process::Output) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// An address where connections are refused, kept so while the returned
+/// socket lives: bound, never listening. (A port bound and let go at
+/// once, as `closed_port` does for a listener to take, may be given to
+/// another test's server meanwhile, which would then answer.)
+pub fn dead_port() -> (SocketAddr, socket2::Socket) {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let addr = s
+        .local_addr()
+        .expect("local address")
+        .as_socket()
+        .expect("an IP address");
+    (addr, s)
+}
