@@ -104,26 +104,28 @@ impl FileBody {
                         self.parts.clear();
                         return Poll::Ready(Some(Err(io::Error::other("no file to read"))));
                     };
-                    if let Some(conn) = &self.sendfile {
-                        let n = len.min(sendfile::MAX as u64) as usize;
-                        // (An end shorter than a stand-in can be is read.)
-                        if n >= sendfile::MIN {
-                            if len > n as u64 {
-                                self.parts.push_front(Part::File {
-                                    start: start + n as u64,
-                                    len: len - n as u64,
-                                });
-                            }
-                            self.left = self.left.saturating_sub(n as u64);
-                            return Poll::Ready(Some(Ok(conn.sendfile.push(file, start, n))));
-                        }
-                    }
-                    let n = len.min(CHUNK);
+                    // Sent as a stand-in (an end shorter than one can be
+                    // is read), or read in chunks.
+                    let stand_in = len.min(sendfile::MAX as u64);
+                    let conn = self
+                        .sendfile
+                        .as_ref()
+                        .filter(|_| stand_in >= sendfile::MIN as u64);
+                    let n = match conn {
+                        Some(_) => stand_in,
+                        None => len.min(CHUNK),
+                    };
                     if len > n {
                         self.parts.push_front(Part::File {
                             start: start + n,
                             len: len - n,
                         });
+                    }
+                    if let Some(conn) = conn {
+                        self.left = self.left.saturating_sub(n);
+                        // (`n` is at most `sendfile::MAX`.)
+                        let stand_in = conn.sendfile.push(file, start, n as usize);
+                        return Poll::Ready(Some(Ok(stand_in)));
                     }
                     if self.inline {
                         let read = read_at(&file, start, n);
