@@ -121,13 +121,16 @@ pub(super) fn run_worker(
                     ));
                     old.log.flush();
                     crate::proxy::forget_static_roots();
-                    // A removed listener's connections, still open,
-                    // are no listener's of the new config (its rules and
-                    // metrics labels are gone with it).
-                    for a in accepting.iter().filter(|a| msg.remove.contains(&a.addr)) {
-                        a.index.set(usize::MAX);
-                    }
-                    accepting.retain(|a| !msg.remove.contains(&a.addr));
+                    accepting.retain(|a| {
+                        let removed = msg.remove.contains(&a.addr);
+                        // Its connections, still open, are no listener's
+                        // of the new config (its rules and metrics labels
+                        // are gone with it).
+                        if removed {
+                            a.index.set(usize::MAX);
+                        }
+                        !removed
+                    });
                     for l in msg.add {
                         open(&mut accepting, l);
                     }
