@@ -865,32 +865,6 @@ async fn pool_io_answers_the_same() {
     p.stop();
 }
 
-/// Responses read off one connection, in order: (status, head, body),
-/// each body by its `Content-Length`.
-fn responses(mut bytes: &[u8]) -> Vec<(u16, String, Vec<u8>)> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let end = bytes
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("a whole head")
-            + 4;
-        let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
-        let status = head[9..12].parse().expect("status");
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse().ok())?
-            })
-            .expect("content-length");
-        out.push((status, head, bytes[end..end + len].to_vec()));
-        bytes = &bytes[end + len..];
-    }
-    out
-}
-
 /// The bytes `sendfile(2)` sent, by an strace log's lines.
 fn sent_by_sendfile(log: &str) -> u64 {
     log.lines()
@@ -973,13 +947,21 @@ async fn sendfile_sends_a_files_spans_intact() {
             .await
             .expect("the proxy closes")
             .expect("read");
-        let got = responses(&all);
+        // The responses in order, each whole.
+        let mut got = Vec::new();
+        let mut rest = &all[..];
+        while !rest.is_empty() {
+            let (r, used) = parse_response(rest, false, true).expect("a whole response");
+            assert!(r.has("content-length"), "sendfile {on}: {:?}", r.headers);
+            got.push((r.status, r.body));
+            rest = &rest[used..];
+        }
         assert_eq!(got.len(), asks.len(), "sendfile {on}");
-        assert_eq!((got[0].0, sha256(&got[0].2)), (200, sha256(&big)));
-        assert_eq!((got[1].0, &got[1].2[..]), (200, HELLO.as_bytes()));
-        assert_eq!((got[2].0, &got[2].2[..]), (206, &big[100_000..=2_000_000]));
+        assert_eq!((got[0].0, sha256(&got[0].1)), (200, sha256(&big)));
+        assert_eq!((got[1].0, &got[1].1[..]), (200, HELLO.as_bytes()));
+        assert_eq!((got[2].0, &got[2].1[..]), (206, &big[100_000..=2_000_000]));
         assert_eq!(got[3].0, 206);
-        let body = &got[3].2;
+        let body = &got[3].1;
         let mut at = 0;
         for (from, to) in [(0, 99), (50_000, 1_200_000), (8_000_000, 8_100_000)] {
             let want = &big[from..=to];
@@ -991,7 +973,7 @@ async fn sendfile_sends_a_files_spans_intact() {
             assert_eq!(&body[found..found + want.len()], want, "sendfile {on}");
             at = found + want.len();
         }
-        assert_eq!((got[4].0, sha256(&got[4].2)), (200, sha256(&big)));
+        assert_eq!((got[4].0, sha256(&got[4].1)), (200, sha256(&big)));
         // Stopped (strace follows it out), and its sends counted.
         b.signal(rustix::process::Signal::TERM);
         let (status, log) = b.wait().await;
