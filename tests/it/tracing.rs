@@ -5,7 +5,6 @@
 //! unreachable or stuck collector costs no request anything, and shows in
 //! `/metrics`; config errors name their line.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -360,18 +359,12 @@ async fn metrics_until(proxy: &Proxy, done: impl Fn(&str) -> bool) -> String {
     .expect("the metrics never showed it")
 }
 
-fn closed_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_collector_costs_no_request_anything() {
     let origin = origin();
+    let (dead, _held) = dead_port();
     let proxy = Proxy::start(
-        &config(&origin, &format!("http://{}/v1/traces", closed_port()))
+        &config(&origin, &format!("http://{dead}/v1/traces"))
             .set("admin.address", "127.0.0.1:0")
             .toml(),
     );
