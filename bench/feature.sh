@@ -228,15 +228,6 @@ CFG
   for i in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$L_PORT$URL_PATH" && break; sleep 0.1; done
 }
 
-# CPU ticks of a process and its children (nginx's workers).
-ticks() {
-  local total=0 p
-  for p in $1 $(pgrep -P "$1"); do
-    total=$((total + $(awk '{print $14+$15}' /proc/$p/stat 2>/dev/null || echo 0)))
-  done
-  echo $total
-}
-
 # CASES: "proxy compress accept" triples, `;`-separated.
 DEFAULT_CASES="tidegate on gzip;nginx on gzip;nginx-buffered on gzip;tidegate off gzip;nginx off gzip;tidegate on none;nginx on none"
 [ "$FEATURE" = limit_req ] && DEFAULT_CASES="tidegate on none;nginx on none;tidegate off none;nginx off none"

@@ -60,16 +60,6 @@ for p in "${ports[@]}"; do
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.1; done
 done
 
-# The CPU ticks of a server's processes (nginx: master and workers).
-ticks() {
-  local pid=$1 all total=0
-  all="$pid $(pgrep -P "$pid" || true)"
-  for p in $all; do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$total"
-}
-
 : > "$dir/results"
 for round in $(seq "$N"); do
   for i in "${!names[@]}"; do
