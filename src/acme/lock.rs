@@ -113,3 +113,58 @@ impl Lock {
         self.held = false;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Lock;
+    use std::time::{Duration, SystemTime};
+
+    fn folder(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("tidegate-lock-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// The lock file as another instance left it, last beating `age` ago.
+    fn held_by_another(dir: &std::path::Path, age: Duration) {
+        let path = dir.join("lock");
+        std::fs::write(&path, "elsewhere 1 0000000000000001\n").unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(SystemTime::now() - age).unwrap();
+    }
+
+    #[test]
+    fn a_live_holder_keeps_the_lock_and_a_stale_one_loses_it() {
+        let dir = folder("stale");
+        let timeout = Duration::from_secs(30);
+        let mut me = Lock::new(&dir);
+        // Another instance that beat 5 s ago holds it.
+        held_by_another(&dir, Duration::from_secs(5));
+        assert!(!me.hold(timeout));
+        // One silent for longer than the timeout is gone: taken over.
+        held_by_another(&dir, Duration::from_secs(31));
+        assert!(me.hold(timeout));
+        let text = std::fs::read_to_string(dir.join("lock")).unwrap();
+        assert_eq!(text.trim(), me.owner);
+        // The holder's heartbeat renews the file's time.
+        let path = dir.join("lock");
+        let old = SystemTime::now() - Duration::from_secs(20);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(me.hold(timeout));
+        let beat = std::fs::metadata(&path).unwrap().modified().unwrap();
+        assert!(beat > old + Duration::from_secs(10), "{beat:?}");
+        // Another instance sees a live lock; released, it is free.
+        let mut other = Lock::new(&dir);
+        assert!(!other.hold(timeout));
+        me.release();
+        assert!(!path.exists());
+        assert!(other.hold(timeout));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -317,3 +317,28 @@ fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::renewal;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn renewal_is_two_thirds_in_less_a_jitter_of_up_to_a_thirtieth() {
+        let nb = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let life = Duration::from_secs(90 * 86_400);
+        let latest = nb + life.mul_f64(2.0 / 3.0);
+        let earliest = latest - life / 30;
+        let times: Vec<SystemTime> = (0..64).map(|_| renewal(nb, nb + life)).collect();
+        for t in &times {
+            assert!(
+                *t > earliest - Duration::from_secs(1) && *t <= latest,
+                "{t:?}"
+            );
+        }
+        // Spread: instances and names do not all renew at one moment.
+        assert!(times.iter().any(|t| *t != times[0]), "no jitter");
+        // A certificate that ends before it begins is due at once.
+        assert_eq!(renewal(nb, nb - life), nb);
+    }
+}

@@ -294,7 +294,29 @@ async fn tls_alpn_01_obtains_serves_verifies_and_renews() {
     let first = served_other(https, "a.tidegate.test", None, &pebble).await;
     let (issuer, serial) = issuer_and_serial(&first);
     assert!(issuer.contains("Pebble Intermediate"), "{issuer}");
-    assert!(storage.join("certificates/a.tidegate.test.pem").exists());
+    // The account and the certificate (with its key) are on disk, for
+    // the owner alone.
+    let accounts: Vec<String> = std::fs::read_dir(&storage.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("account-") && n.ends_with(".json"))
+        .collect();
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    let account: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(storage.join(&accounts[0])).unwrap())
+            .expect("the account is JSON");
+    assert!(
+        account.as_object().is_some_and(|o| !o.is_empty()),
+        "{account}"
+    );
+    for file in [accounts[0].as_str(), "certificates/a.tidegate.test.pem"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(storage.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
     // curl verifies the chain served against pebble's root.
     assert_eq!(
         curl_verified(&pebble.root(), "a.tidegate.test", https),
@@ -412,6 +434,14 @@ async fn a_failing_renewal_keeps_the_served_certificate_warns_and_counts() {
         config(&pebble, &storage.0, 0, 0, "challenge = \"http-01\"").as_bytes(),
     );
     let mut bin = Binary::start(&["-c", file.arg()]);
+    // (Said before the listeners are.)
+    let admin = bin.line_with("admin listener on http://").await;
+    let admin: std::net::SocketAddr = admin
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {admin:?}"));
     let https = bin.listening_on("https").await.port();
     let line = bin.line_with("ACME: ordering the certificate failed").await;
     assert!(line.contains("a.tidegate.test"), "{line}");
@@ -422,9 +452,18 @@ async fn a_failing_renewal_keeps_the_served_certificate_warns_and_counts() {
         served(https, "a.tidegate.test").await.as_deref(),
         Some(old.der().as_ref())
     );
-    // Retried (after `retry`, doubled), failing again.
+    // Retried (after `retry`, doubled), failing again; each failure
+    // counted.
     bin.line_with("ACME: ordering the certificate failed (2 in a row)")
         .await;
+    let (_, _, m) = get(admin, "/metrics").await;
+    let m = String::from_utf8_lossy(&m);
+    let failed = value(
+        &m,
+        "tidegate_acme_orders_total{name=\"a.tidegate.test\",result=\"failed\"}",
+    );
+    assert!(failed.is_some_and(|n| n >= 1.0), "{m}");
+    assert_eq!(orders_ok(&m), Some(0.0), "{m}");
     assert_eq!(
         served(https, "a.tidegate.test").await.as_deref(),
         Some(old.der().as_ref())

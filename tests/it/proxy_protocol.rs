@@ -1,7 +1,7 @@
 //! PROXY protocol on a listener (`proxy_protocol = { from, mode, timeout }`):
 //! a trusted peer's v1 or v2 header names the client, which is then the
 //! client everywhere (`X-Forwarded-For` upstream, the `access` rules, the
-//! access log); a peer that is not trusted is not read; a required header
+//! access log, rate-limit keys); a peer that is not trusted is not read; a required header
 //! that is missing, invalid or late closes the connection. With raw
 //! headers, curl's `--haproxy-protocol` (over TLS), and HAProxy's
 //! `send-proxy` and `send-proxy-v2` in front as real peers.
@@ -13,7 +13,7 @@ use http::{Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::common::config::TestConfig;
+use crate::common::config::{Route, TestConfig};
 use crate::common::*;
 
 /// Answers with the `X-Forwarded-For` it received.
@@ -584,5 +584,78 @@ fn http2_upstreams_refuse_proxy_protocol() {
             .expect_err(protocol)
             .to_string();
         assert!(err.contains("upstreams.app.proxy_protocol"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_carried_client_is_the_rate_limit_key() {
+    let origin = xff_backend();
+    let proxy = Proxy::start(
+        &TestConfig::new()
+            .group("app", [origin.addr])
+            .set("rate_limits.per_client.key", "client_ip")
+            .set("rate_limits.per_client.rate", "1/m")
+            .route(Route::to("app").set("rate_limit", "per_client"))
+            .listener_set("proxy_protocol", pp(&["127.0.0.0/8"], "required", "10s"))
+            .toml(),
+    );
+    let a = b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 443\r\n";
+    let b = b"PROXY TCP4 192.0.2.8 198.51.100.1 51000 443\r\n";
+    // Each carried client has its own budget, though every connection
+    // comes from the same peer.
+    assert!(after(proxy.addr, a).await.0.starts_with("HTTP/1.1 200"));
+    assert!(after(proxy.addr, a).await.0.starts_with("HTTP/1.1 429"));
+    assert!(after(proxy.addr, b).await.0.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_v2_carries_the_protocol_alpn_settled() {
+    // A server that reads the v2 header and answers with its TLVs.
+    let origin = raw_backend(|mut s: TcpStream| async move {
+        let Some(h) = read_pp_v2(&mut s).await else {
+            return;
+        };
+        let mut head = Vec::new();
+        if read_request_head(&mut s, &mut head).await.is_none() {
+            return;
+        }
+        let tlv = |kind: u8| {
+            h.tlvs
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map_or("-".to_string(), |(_, v)| {
+                    String::from_utf8_lossy(v).into_owned()
+                })
+        };
+        // PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY.
+        let body = format!("{} {}", tlv(0x01), tlv(0x02));
+        let _ = s
+            .write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await;
+    });
+    let leaf = crate::common::pki::Leaf::self_signed(&["a.test"]);
+    let proxy = Proxy::start(
+        &TestConfig::proxying(origin.addr)
+            .set("upstreams.app.proxy_protocol", "v2")
+            .set("upstreams.app.protocol", "http1")
+            .listener_tls(&[(leaf.cert_file.arg(), leaf.key_file.arg())])
+            .toml(),
+    );
+    let port = proxy.addr.port();
+    for (flag, alpn) in [("--http1.1", "http/1.1"), ("--http2", "h2")] {
+        let out = Command::new("curl")
+            .args(["-sk", "--max-time", "20", flag, "--resolve"])
+            .arg(format!("a.test:{port}:127.0.0.1"))
+            .arg(format!("https://a.test:{port}/"))
+            .output()
+            .expect("curl runs");
+        let body = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(body, format!("{alpn} a.test"), "{out:?}");
     }
 }

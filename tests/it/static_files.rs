@@ -44,12 +44,13 @@ impl Site {
         put("empty/nothing-here.txt", b"x");
         put(".env", b"PASSWORD=1");
         put(".well-known/security.txt", b"Contact: mailto:x@example.com");
-        // app.js with a real gzip sibling and a (fake) brotli one.
+        // app.js with a real gzip sibling and (fake) brotli and zstd ones.
         put("app.js", b"console.log('identity');");
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(b"console.log('from gzip');").expect("gzip");
         put("app.js.gz", &gz.finish().expect("gzip"));
         put("app.js.br", b"BROTLI-BYTES");
+        put("app.js.zst", b"ZSTD-BYTES");
         put("big.bin", &big());
         std::os::unix::fs::symlink(www.join("hello.txt"), www.join("link-in.txt")).expect("link");
         std::os::unix::fs::symlink(dir.join("secret.txt"), www.join("link-out.txt")).expect("link");
@@ -314,6 +315,21 @@ async fn precompressed_siblings_by_accept_encoding() {
     assert_eq!(h["content-type"], "text/javascript; charset=utf-8");
     assert_eq!(&body[..], b"BROTLI-BYTES");
     let br_tag = h["etag"].clone();
+    // br, zstd, gzip in that order among the codings the client rates
+    // alike; its q-values first.
+    for (accept, coding, bytes) in [
+        ("zstd, gzip", "zstd", &b"ZSTD-BYTES"[..]),
+        ("gzip, br, zstd", "br", b"BROTLI-BYTES"),
+        ("br;q=0.5, zstd", "zstd", b"ZSTD-BYTES"),
+    ] {
+        let (s, h, body) = ask(&p, "GET", "/app.js", &[("accept-encoding", accept)]).await;
+        assert_eq!(s, 200, "{accept}");
+        assert_eq!(h["content-encoding"], coding, "{accept}");
+        assert_eq!(h["vary"], "accept-encoding");
+        assert_eq!(&body[..], bytes, "{accept}");
+        // (Each sibling its own tag.)
+        assert_eq!(h["etag"] == br_tag, coding == "br", "{accept}");
+    }
     let (_, h, _) = ask(
         &p,
         "GET",

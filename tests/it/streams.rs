@@ -1,9 +1,13 @@
 //! `[[streams]]`: L4 (TCP) proxying. Bytes both ways with half-closes
-//! passed on; balancing, passive and active (TCP) health; the idle
-//! timeout; `access`, `max_connections_per_ip` and the PROXY protocol in
-//! and out; TLS terminated, passed through by SNI (exact, wildcard,
-//! default, none), or handed to an HTTP listener's TLS; TLS to servers;
-//! one access-log line and the session metrics per connection. Clients
+//! passed on; balancing, passive and active (TCP) health; the connect
+//! and idle timeouts; `access`, the listener's `max_connections` and
+//! `max_connections_per_ip`, a server's `max_connections`; the PROXY
+//! protocol in (v1, v2; trusted peers only; required, optional, late) and
+//! out (v1, v2); TLS terminated, passed through by SNI (exact, wildcard,
+//! ALPN, default, none; the ClientHello's 16 KiB cap and
+//! `preread_timeout`), or handed to an HTTP listener's TLS; TLS to
+//! servers; one access-log line and the session metrics (outcome,
+//! duration, bytes) per connection. Clients
 //! are raw sockets, rustls, `openssl s_client -servername` and `curl
 //! --resolve`; servers are in-process.
 
@@ -109,8 +113,10 @@ async fn stop_and_read(proxy: Proxy, log: &TempFile) -> Vec<String> {
 async fn bytes_flow_both_ways_half_closes_pass_on_and_each_connection_logs_a_line() {
     let origin = echo_after_eof();
     let log = TempFile::new("streams.log");
+    let admin = closed_port();
     let proxy = Proxy::start(&config(&format!(
-        "access_log = \"{}\"\n[[streams]]\naddress = \"127.0.0.1:0\"\nupstream = \"db\"\n\
+        "access_log = \"{}\"\n[admin]\naddress = \"{admin}\"\n\
+         [[streams]]\naddress = \"127.0.0.1:0\"\nupstream = \"db\"\n\
          [upstreams.db]\nservers = [\"{}\"]\n",
         log.arg(),
         origin.addr
@@ -122,6 +128,33 @@ async fn bytes_flow_both_ways_half_closes_pass_on_and_each_connection_logs_a_lin
     assert_eq!(got.len(), data.len());
     assert!(got == data, "the bytes came back changed");
     assert_eq!(exchange_bytes(proxy.addr, b"ping").await, b"ping");
+    // The metrics: both sessions timed, the listener's bytes each way.
+    let at = "{listener=\"127.0.0.1:0\"}";
+    let text = tokio::time::timeout(HANG, async {
+        loop {
+            let (_, text) = admin_get(&proxy, "/metrics", &[]).await;
+            let count = format!("tidegate_stream_session_duration_seconds_count{at}");
+            if value(&text, &count) == Some(2.0) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("both sessions timed");
+    let both = (3 << 20) as f64 + 4.0;
+    for name in ["tidegate_received_bytes_total", "tidegate_sent_bytes_total"] {
+        assert_eq!(
+            value(&text, &format!("{name}{at}")),
+            Some(both),
+            "{name}\n{text}"
+        );
+    }
+    let sum = value(
+        &text,
+        &format!("tidegate_stream_session_duration_seconds_sum{at}"),
+    );
+    assert!(sum.is_some_and(|s| s > 0.0), "{text}");
     let lines = stop_and_read(proxy, &log).await;
     assert_eq!(lines.len(), 2, "{lines:?}");
     let fields: Vec<Vec<&str>> = lines.iter().map(|l| l.split(' ').collect()).collect();
@@ -133,6 +166,8 @@ async fn bytes_flow_both_ways_half_closes_pass_on_and_each_connection_logs_a_lin
     assert_eq!(big[3], "127.0.0.1:0\"");
     assert_eq!(big[4..7], ["200", "3145728", "3145728"]);
     assert_eq!(big[7], origin.addr.to_string());
+    let seconds: f64 = big[8].parse().expect("the duration in seconds");
+    assert!(seconds > 0.0, "{big:?}");
     assert_eq!(big[9], "closed");
 }
 
@@ -671,6 +706,22 @@ async fn a_client_hello_in_pieces_is_read_whole_and_passed_on_first() {
         .unwrap()
         .unwrap();
     assert!(got == hello, "the ClientHello changed on the way");
+    // A route whose ALPN protocols the client does not offer is passed
+    // over: the name alone does not take it.
+    let proxy = Proxy::start(&config(&format!(
+        "[[streams]]\naddress = \"127.0.0.1:0\"\nupstream = \"other\"\n\
+         sni = [{{ names = [\"a.test\"], alpn = [\"http/1.1\"], upstream = \"a\" }}]\n\
+         [upstreams.a]\nservers = [\"{}\"]\n[upstreams.other]\nservers = [\"{}\"]\n",
+        origin.addr, other.addr
+    )));
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(&hello).await.unwrap();
+    let mut name = [0u8; 5];
+    tokio::time::timeout(HANG, s.read_exact(&mut name))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert_eq!(&name, b"other");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -712,4 +763,223 @@ async fn a_reload_keeps_open_streams_and_moves_new_ones() {
         .unwrap()
         .unwrap();
     assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_that_hangs_times_out_and_the_next_server_takes_the_stream() {
+    let b = named("B");
+    let (hung, _queue) = hung_port();
+    let admin = closed_port();
+    let log = TempFile::new("streams-connect.log");
+    // No ejection: every other connection tries the hung server first.
+    let proxy = Proxy::start(&config(&format!(
+        "access_log = \"{}\"\n[admin]\naddress = \"{admin}\"\n\
+         [[streams]]\naddress = \"127.0.0.1:0\"\nupstream = \"app\"\nconnect_timeout = \"200ms\"\n\
+         [[streams]]\naddress = \"127.0.0.1:0\"\nupstream = \"hung\"\nconnect_timeout = \"200ms\"\n\
+         [upstreams.app]\nservers = [\"{hung}\", \"{}\"]\nbalance = \"round_robin\"\n\
+         [upstreams.app.outlier]\nconsecutive_failures = 0\n\
+         [upstreams.hung]\nservers = [\"{hung}\"]\n",
+        log.arg(),
+        b.addr
+    )));
+    for _ in 0..4 {
+        assert_eq!(read_first(proxy.addr).await, "B");
+    }
+    let (_, text) = admin_get(&proxy, "/metrics", &[]).await;
+    let failed = value(
+        &text,
+        &format!("tidegate_upstream_connect_failures_total{{group=\"app\",server=\"{hung}\"}}"),
+    );
+    assert!(failed.is_some_and(|n| n >= 1.0), "{text}");
+    // With no other server, the client is closed once the wait ends.
+    let only_hung = proxy.running().local_addrs()[1];
+    assert_eq!(read_all(only_hung).await, b"");
+    let lines = stop_and_read(proxy, &log).await;
+    let failed: Vec<&String> = lines.iter().filter(|l| l.contains(" 502 ")).collect();
+    assert_eq!(failed.len(), 1, "{lines:?}");
+    assert!(failed[0].contains(" no_upstream"), "{lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_listener_closes_the_newcomer_after_its_wait() {
+    let b = named("B");
+    let proxy = Proxy::start(&config(&format!(
+        "[timeouts]\nclient_header = \"300ms\"\n\
+         [[streams]]\naddress = \"127.0.0.1:0\"\nupstream = \"app\"\nmax_connections = 1\n\
+         [upstreams.app]\nservers = [\"{}\"]\n",
+        b.addr
+    )));
+    let mut held = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut name = [0u8; 1];
+    held.read_exact(&mut name).await.unwrap();
+    assert_eq!(&name, b"B");
+    // The listener's one place is taken: the next connection waits, is
+    // never proxied, and is closed.
+    assert_eq!(read_all(proxy.addr).await, b"");
+    drop(held);
+    // Its place given back, the next one is served.
+    tokio::time::timeout(HANG, async {
+        while read_first(proxy.addr).await != "B" {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("served again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_max_connections_counts_its_open_streams() {
+    let b = named("B");
+    let log = TempFile::new("streams-server-cap.log");
+    let proxy = Proxy::start(&config(&format!(
+        "access_log = \"{}\"\n\
+         [[streams]]\naddress = \"127.0.0.1:0\"\nupstream = \"app\"\n\
+         [upstreams.app]\nservers = [\"{}\"]\nmax_connections = 1\n",
+        log.arg(),
+        b.addr
+    )));
+    let mut held = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut name = [0u8; 1];
+    held.read_exact(&mut name).await.unwrap();
+    // The server's one place is the open stream's: the next is closed.
+    assert_eq!(read_all(proxy.addr).await, b"");
+    drop(held);
+    tokio::time::timeout(HANG, async {
+        while read_first(proxy.addr).await != "B" {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("served again");
+    let lines = stop_and_read(proxy, &log).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" 502 ") && l.contains(" no_upstream")),
+        "{lines:?}"
+    );
+}
+
+/// A stream listener with SNI routes, a JSON access log, and
+/// `preread_timeout`.
+fn sni_proxy(log: &TempFile, other: &Backend, preread: &str) -> Proxy {
+    Proxy::start(&config(&format!(
+        "access_log = \"{}\"\naccess_log_format = \"json\"\n\
+         [[streams]]\naddress = \"127.0.0.1:0\"\nupstream = \"other\"\npreread_timeout = \"{preread}\"\n\
+         sni = [{{ names = [\"a.test\"], upstream = \"other\" }}]\n\
+         [upstreams.other]\nservers = [\"{}\"]\n",
+        log.arg(),
+        other.addr
+    )))
+}
+
+/// The outcomes of the JSON access log's lines.
+fn outcomes(lines: &[String]) -> Vec<(u64, String)> {
+    lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["status"].as_u64().unwrap(),
+                v["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hello_past_16_kib_is_refused_without_waiting_for_the_rest() {
+    let other = named("other");
+    let log = TempFile::new("streams-preread-cap.log");
+    // The longest wait there is: only the cap can end this preread early.
+    let proxy = sni_proxy(&log, &other, "60s");
+    // A ClientHello of 20,000 bytes over two records; 16,494 of them
+    // sent, the connection left open.
+    let mut hello = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x4e, 0x20];
+    hello.resize(5 + 16384, 0);
+    hello.extend_from_slice(&[0x16, 0x03, 0x01, 0x0e, 0x24]);
+    hello.extend_from_slice(&[0u8; 100]);
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let _ = s.write_all(&hello).await;
+    let mut got = Vec::new();
+    tokio::time::timeout(HANG / 2, s.read_to_end(&mut got))
+        .await
+        .expect("closed at the cap, not at the preread's end")
+        .ok();
+    assert_eq!(got, b"");
+    let lines = stop_and_read(proxy, &log).await;
+    assert_eq!(outcomes(&lines), [(400, "bad_client_hello".into())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hello_late_past_preread_timeout_is_closed() {
+    let other = named("other");
+    let log = TempFile::new("streams-preread-late.log");
+    let proxy = sni_proxy(&log, &other, "300ms");
+    // A record header's first bytes, then nothing.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(HANG, s.read_to_end(&mut got))
+        .await
+        .expect("closed")
+        .ok();
+    assert_eq!(got, b"");
+    let lines = stop_and_read(proxy, &log).await;
+    assert_eq!(outcomes(&lines), [(400, "bad_client_hello".into())]);
+}
+
+/// Reads a v2 header, says the addresses it named, then echoes.
+fn v2_echo() -> Backend {
+    raw_backend(|mut s: TcpStream| async move {
+        let Some(h) = read_pp_v2(&mut s).await else {
+            return;
+        };
+        let _ = s.write_all(format!("{}\n", h.addresses).as_bytes()).await;
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest).await;
+        let _ = s.write_all(&rest).await;
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_listeners_read_proxy_headers_only_from_trusted_peers() {
+    let (v2, v1) = (v2_echo(), header_echo());
+    let proxy = Proxy::start(&config(&format!(
+        "[[streams]]\naddress = \"127.0.0.1:0\"\nupstream = \"v2\"\n\
+         proxy_protocol = {{ from = [\"127.0.0.0/8\"], mode = \"required\", timeout = \"300ms\" }}\n\
+         [[streams]]\naddress = \"127.0.0.1:0\"\nupstream = \"v1\"\n\
+         proxy_protocol = {{ from = [\"192.0.2.0/24\"] }}\n\
+         [[streams]]\naddress = \"127.0.0.1:0\"\nupstream = \"v1\"\n\
+         proxy_protocol = {{ from = [\"127.0.0.0/8\"], mode = \"optional\" }}\n\
+         [upstreams.v2]\nservers = [\"{}\"]\nproxy_protocol = \"v2\"\n\
+         [upstreams.v1]\nservers = [\"{}\"]\nproxy_protocol = \"v1\"\n",
+        v2.addr, v1.addr
+    )));
+    let addrs = proxy.running().local_addrs();
+    let (required, untrusted, optional) = (addrs[0], addrs[1], addrs[2]);
+    // A trusted peer's v2 header names the client, which the server's
+    // own v2 header then carries.
+    let (client, dst) = (
+        "192.0.2.7:51000".parse().unwrap(),
+        "198.51.100.1:5432".parse().unwrap(),
+    );
+    let got = exchange_bytes(required, &[pp_v2(client, dst), b"hello".to_vec()].concat()).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        format!("{client} {dst}\nhello")
+    );
+    // Required: none, or none in time, closes the connection.
+    assert_eq!(exchange_bytes(required, b"hello").await, b"");
+    assert_eq!(read_all(required).await, b"");
+    // A peer that is not trusted is not read: its header is data, and
+    // the server is told the peer itself.
+    let sent = "PROXY TCP4 192.0.2.7 198.51.100.1 51000 5432\r\nhello";
+    let got = String::from_utf8(exchange_bytes(untrusted, sent.as_bytes()).await).unwrap();
+    assert!(got.starts_with("PROXY TCP4 127.0.0.1 127.0.0.1 "), "{got}");
+    assert!(got.ends_with(&format!("\r\n{sent}")), "{got}");
+    // Optional: a trusted peer may send none.
+    let got = String::from_utf8(exchange_bytes(optional, b"hello").await).unwrap();
+    assert!(got.starts_with("PROXY TCP4 127.0.0.1 127.0.0.1 "), "{got}");
+    assert!(got.ends_with("\r\nhello"), "{got}");
 }

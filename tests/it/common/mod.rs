@@ -930,3 +930,66 @@ pub fn dead_port() -> (SocketAddr, socket2::Socket) {
         .expect("an IP address");
     (addr, s)
 }
+
+/// An address where connections hang: a listener whose one-place accept
+/// queue is taken (by the returned connection) and never accepted from,
+/// so the kernel drops further SYNs. Kept so while the returned sockets
+/// live.
+pub fn hung_port() -> (SocketAddr, (socket2::Socket, std::net::TcpStream)) {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    s.listen(0).expect("listen");
+    let addr = s
+        .local_addr()
+        .expect("local address")
+        .as_socket()
+        .expect("an IP address");
+    let queued = std::net::TcpStream::connect(addr).expect("the queue's one place");
+    (addr, (s, queued))
+}
+
+/// A PROXY protocol v2 header (PROXY, TCP) naming `src` and `dst`.
+pub fn pp_v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    ppp::v2::Builder::with_addresses(0x21, ppp::v2::Protocol::Stream, (src, dst))
+        .build()
+        .expect("a v2 header")
+}
+
+/// What a PROXY protocol v2 header said.
+#[derive(Debug)]
+pub struct PpV2 {
+    /// `source destination`, or the family's name when it carries none.
+    pub addresses: String,
+    /// Its TLVs: type and value.
+    pub tlvs: Vec<(u8, Vec<u8>)>,
+}
+
+/// Reads a v2 header off `s` (exactly its bytes); `None` if the
+/// connection ended first or the header is not one.
+pub async fn read_pp_v2(s: &mut TcpStream) -> Option<PpV2> {
+    let mut h = vec![0u8; 16];
+    s.read_exact(&mut h).await.ok()?;
+    let len = usize::from(u16::from_be_bytes([h[14], h[15]]));
+    h.resize(16 + len, 0);
+    s.read_exact(&mut h[16..]).await.ok()?;
+    let header = ppp::v2::Header::try_from(&h[..]).ok()?;
+    let addresses = match header.addresses {
+        ppp::v2::Addresses::IPv4(a) => format!(
+            "{}:{} {}:{}",
+            a.source_address, a.source_port, a.destination_address, a.destination_port
+        ),
+        ppp::v2::Addresses::IPv6(a) => format!(
+            "[{}]:{} [{}]:{}",
+            a.source_address, a.source_port, a.destination_address, a.destination_port
+        ),
+        other => format!("{:?}", other.address_family()),
+    };
+    let tlvs = header
+        .tlvs()
+        .filter_map(Result::ok)
+        .map(|t| (t.kind, t.value.to_vec()))
+        .collect();
+    Some(PpV2 { addresses, tlvs })
+}
