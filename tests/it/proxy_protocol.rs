@@ -1,10 +1,12 @@
 //! PROXY protocol on a listener (`proxy_protocol = { from, mode, timeout }`):
 //! a trusted peer's v1 or v2 header names the client, which is then the
 //! client everywhere (`X-Forwarded-For` upstream, the `access` rules, the
-//! access log, rate-limit keys); a peer that is not trusted is not read; a required header
-//! that is missing, invalid or late closes the connection. With raw
-//! headers, curl's `--haproxy-protocol` (over TLS), and HAProxy's
-//! `send-proxy` and `send-proxy-v2` in front as real peers.
+//! access log, rate-limit keys); a peer that is not trusted is not read;
+//! a required header that is missing, invalid or late closes the
+//! connection. Sent to servers: v1, v2 with the name and protocol the
+//! client's TLS settled. With raw headers, curl's `--haproxy-protocol`
+//! (over TLS), and HAProxy's `send-proxy` and `send-proxy-v2` in front
+//! and `accept-proxy` behind as real peers.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

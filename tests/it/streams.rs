@@ -667,14 +667,19 @@ fn the_example_loads() {
     assert!(web.health.is_none());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_hello_in_pieces_is_read_whole_and_passed_on_first() {
-    // openssl's ClientHello naming a.test (fuzz/corpus/client_hello).
-    let hello = std::fs::read(concat!(
+/// openssl's ClientHello naming a.test and offering `postgresql` and
+/// `h2` (fuzz/corpus/client_hello).
+fn openssl_hello() -> Vec<u8> {
+    std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/fuzz/corpus/client_hello/openssl-alpn"
     ))
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hello_in_pieces_is_read_whole_and_passed_on_first() {
+    let hello = openssl_hello();
     // The server gets the ClientHello's bytes first and unchanged.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let want = hello.len();
@@ -929,13 +934,13 @@ async fn a_client_hello_late_past_preread_timeout_is_closed() {
     assert_eq!(outcomes(&lines), [(400, "bad_client_hello".into())]);
 }
 
-/// Reads a v2 header, says the addresses it named, then echoes.
-fn v2_echo() -> Backend {
-    raw_backend(|mut s: TcpStream| async move {
+/// Reads a v2 header, says `what` of it and a line's end, then echoes.
+fn v2_says(what: fn(&PpV2) -> String) -> Backend {
+    raw_backend(move |mut s: TcpStream| async move {
         let Some(h) = read_pp_v2(&mut s).await else {
             return;
         };
-        let _ = s.write_all(format!("{}\n", h.addresses).as_bytes()).await;
+        let _ = s.write_all(format!("{}\n", what(&h)).as_bytes()).await;
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest).await;
         let _ = s.write_all(&rest).await;
@@ -944,7 +949,7 @@ fn v2_echo() -> Backend {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_listeners_read_proxy_headers_only_from_trusted_peers() {
-    let (v2, v1) = (v2_echo(), header_echo());
+    let (v2, v1) = (v2_says(|h| h.addresses.clone()), header_echo());
     let proxy = Proxy::start(&config(&format!(
         "[[streams]]\naddress = \"127.0.0.1:0\"\nupstream = \"v2\"\n\
          proxy_protocol = {{ from = [\"127.0.0.0/8\"], mode = \"required\", timeout = \"300ms\" }}\n\
@@ -982,4 +987,32 @@ async fn stream_listeners_read_proxy_headers_only_from_trusted_peers() {
     let got = String::from_utf8(exchange_bytes(optional, b"hello").await).unwrap();
     assert!(got.starts_with("PROXY TCP4 127.0.0.1 127.0.0.1 "), "{got}");
     assert!(got.ends_with("\r\nhello"), "{got}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passed_through_streams_v2_header_names_the_server_the_client_asked_for() {
+    // PP2_TYPE_AUTHORITY and PP2_TYPE_ALPN (none: passed through, no
+    // protocol is settled here).
+    let origin = v2_says(|h| {
+        let tlv = |kind: u8| {
+            h.tlvs
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map_or("-".to_string(), |(_, v)| {
+                    String::from_utf8_lossy(v).into_owned()
+                })
+        };
+        format!("{} {}", tlv(0x02), tlv(0x01))
+    });
+    let proxy = Proxy::start(&config(&format!(
+        "[[streams]]\naddress = \"127.0.0.1:0\"\n\
+         sni = [{{ names = [\"a.test\"], upstream = \"a\" }}]\n\
+         [upstreams.a]\nservers = [\"{}\"]\nproxy_protocol = \"v2\"\n",
+        origin.addr
+    )));
+    let hello = openssl_hello();
+    let got = exchange_bytes(proxy.addr, &hello).await;
+    // The header, then the ClientHello as it came.
+    assert_eq!(&got[..9], b"a.test -\n");
+    assert!(got[9..] == hello[..], "the ClientHello changed on the way");
 }
