@@ -35,7 +35,16 @@ pub(super) struct Inherited {
     pub gates: super::gates::Lines,
     pub auth_basic: Option<String>,
     pub auth_basic_user_file: Option<String>,
+    /// File serving (`files.rs`): `root`, `index`, `gzip_static`.
+    pub root: Option<String>,
+    pub index: Option<Vec<String>>,
+    pub gzip_static: bool,
 }
+
+/// What is said of nginx's tuning directives.
+const TUNING: &str =
+    "not converted: Tidegate's defaults apply (static routes send with sendfile); \
+     compression is set by hand (README: \"Compression\")";
 
 pub(super) struct Converter {
     out: Output,
@@ -128,6 +137,23 @@ impl Converter {
             "ssl_certificate_key" => inherit.key = Some(arg(d, 0).to_string()),
             "auth_basic" => inherit.auth_basic = Some(arg(d, 0).to_string()),
             "auth_basic_user_file" => inherit.auth_basic_user_file = Some(arg(d, 0).to_string()),
+            "root" if arg(d, 0).starts_with('/') => {
+                inherit.root = Some(arg(d, 0).trim_end_matches('/').to_string())
+            }
+            "root" => {
+                inherit.root = None;
+                self.skip(d, "a relative root is nginx's prefix's (-p) folder: give it absolute");
+            }
+            "index" => inherit.index = Some(d.args.clone()),
+            "gzip_static" => inherit.gzip_static = matches!(arg(d, 0), "on" | "always"),
+            "autoindex" if arg(d, 0) == "off" => {}
+            "autoindex" => self.skip(d, "not converted: Tidegate lists no folders (an index file or 404)"),
+            "disable_symlinks" => self.skip(
+                d,
+                "not converted: Tidegate follows links only when they stay inside the root (static.symlinks)",
+            ),
+            "sendfile" | "tcp_nopush" | "tcp_nodelay" | "types" | "default_type" | "gzip"
+            | "server_tokens" => self.skip(d, TUNING),
             // Tidegate speaks HTTP/1.1 upstream and passes upgrades by
             // itself: what these lines ask of nginx is its default.
             "proxy_http_version" if arg(d, 0) == "1.1" => {}
@@ -177,12 +203,6 @@ impl Converter {
                 "log_format" => self.skip(
                     d,
                     "named log formats are not converted: access_log uses `combined`",
-                ),
-                "sendfile" | "tcp_nopush" | "tcp_nodelay" | "types" | "default_type" | "gzip"
-                | "server_tokens" => self.skip(
-                    d,
-                    "not converted: Tidegate's defaults apply (static routes send with sendfile); \
-                     files and compression are set by hand (README: \"Static files\", \"Compression\")",
                 ),
                 _ => self.skip(d, "not converted (outside the reverse-proxy subset)"),
             }

@@ -1,19 +1,21 @@
-//! `tidegate convert nginx.conf`: the common reverse-proxy subset of an
-//! nginx configuration written as Tidegate TOML, with every directive that
-//! was not converted listed (`FILE:LINE: DIRECTIVE: why`).
+//! `tidegate convert nginx.conf`: the common reverse-proxy and file-serving
+//! subset of an nginx configuration written as Tidegate TOML, with every
+//! directive that was not converted listed (`FILE:LINE: DIRECTIVE: why`).
 //!
 //! - `parse.rs`: nginx's syntax to a tree of directives with file and line;
 //! - this file: reading files and following `include` (globs, relative to
 //!   the including file's folder, with a depth limit and cycle detection);
 //! - `emit.rs`: the tree mapped to Tidegate's listeners, routes and
-//!   upstream groups, written as TOML; `values.rs`: nginx's sizes, times,
-//!   regexes and `$variables` in Tidegate's terms.
+//!   upstream groups, written as TOML (`routes.rs`: a server's locations;
+//!   `files.rs`: `root`, `alias`, `try_files`); `values.rs`: nginx's
+//!   sizes, times, regexes and `$variables` in Tidegate's terms.
 //!
 //! A tool beside the proxy: nothing on a request's path imports it.
 use std::path::{Path, PathBuf};
 
 mod access;
 mod emit;
+mod files;
 mod gates;
 pub mod parse;
 mod rates;

@@ -1,17 +1,15 @@
 //! One nginx `server` block's locations as Tidegate routes: one route per
 //! location and host name, `return` as redirect or fixed response,
-//! `proxy_pass` as an upstream with the path replaced as nginx does.
+//! `proxy_pass` as an upstream with the path replaced as nginx does, files
+//! (`root`, `alias`, `try_files`) as a `static` table (`files.rs`).
 use std::collections::BTreeMap;
 
 use super::emit::{arg, Converter, Inherit, Server};
+use super::files::{self, Serve};
 use super::gates::{Report, Target};
 use super::parse::Directive;
 use super::values;
-use super::write::{Action, Path, Route};
-
-/// What is said of nginx's file-serving directives (not converted).
-const FILES: &str =
-    "not converted: serve files with the route's `static` table (README: \"Static files\")";
+use super::write::{Action, Files, Path, Route};
 
 /// A location's match.
 enum Kind {
@@ -65,20 +63,38 @@ pub(super) fn server(c: &mut Converter, s: &Server, inherit: &Inherit) {
     let mut inherit = inherit.clone();
     let mut own = Inherit::default();
     let mut locations = Vec::new();
+    let mut named = Vec::new();
     let mut server_return = None;
     let mut server_rewrites = Vec::new();
+    let mut server_try = None;
     for i in d.block.iter().flatten() {
         if c.level(i, &mut inherit, &mut own) {
             continue;
         }
         match i.name.as_str() {
             "listen" | "server_name" | "http2" => {}
+            "location" if i.block.is_some() && arg(i, 0).starts_with('@') => named.push(i),
             "location" if i.block.is_some() => locations.push(i),
             "return" if server_return.is_none() => server_return = Some(i),
             "rewrite" => server_rewrites.push(i),
             "access_log" => c.access_log(i),
-            "root" | "index" | "try_files" | "autoindex" => c.skip_at(i, FILES),
+            "try_files" => server_try = Some(i),
             _ => c.skip_at(i, "not converted (outside the reverse-proxy subset)"),
+        }
+    }
+    // A named location is converted where a `try_files` names it.
+    let tries: Vec<&Directive> = locations
+        .iter()
+        .flat_map(|l| l.block.iter().flatten())
+        .chain(server_try)
+        .filter(|i| i.name == "try_files")
+        .collect();
+    for n in &named {
+        if !tries.iter().any(|t| t.args.last() == n.args.first()) {
+            c.skip_at(
+                n,
+                "named locations are converted only as a `try_files` fallback",
+            );
         }
     }
     Converter::settle(&mut inherit, own);
@@ -100,6 +116,7 @@ pub(super) fn server(c: &mut Converter, s: &Server, inherit: &Inherit) {
         hosts: &hosts,
         server_name: first_name.as_deref(),
         targets: &targets,
+        named: &named,
     };
     for r in &server_rewrites {
         rewrite_redirect(c, r, &base, &inherit);
@@ -172,20 +189,25 @@ pub(super) fn server(c: &mut Converter, s: &Server, inherit: &Inherit) {
             }
             _ => None,
         };
-        location(c, l, path, prefix, auto_redirect, &base, &inherit);
+        location(c, l, path, prefix, auto_redirect, &base, &inherit, None);
     }
-    if !s.is_default && !covers_root {
-        // nginx answers what no location takes from its files: 404 without
-        // a root. Without this route the request would reach another
-        // server's routes.
-        base.emit(
-            c,
-            d,
-            Path::Prefix("/".into()),
-            Action::Respond(404, None),
-            &inherit,
-            None,
-        );
+    // nginx answers what no location takes from the server's files (its
+    // `try_files` applies to these requests alone): 404 without a root.
+    // Without a route here the request would reach another server's.
+    let root = Path::Prefix("/".into());
+    if covers_root {
+        if let Some(t) = server_try {
+            c.skip_at(t, "never used: `location /` takes every request");
+        }
+    } else if let Some(serve) = files::serve(c, &root, None, server_try, &inherit, base.named) {
+        base.serve(c, d, root, serve, &inherit);
+    } else {
+        if let Some(t) = server_try {
+            c.skip_at(t, "no absolute `root` for its files: not converted");
+        }
+        if !s.is_default {
+            base.emit(c, d, root, Action::Respond(404, None), &inherit, None);
+        }
     }
 }
 
@@ -195,7 +217,6 @@ fn kind(l: &Directive) -> Result<Kind, String> {
         ("=", 2) => Ok(Kind::Exact(arg(l, 1).to_string())),
         ("^~", 2) => Ok(Kind::Final(arg(l, 1).to_string())),
         ("~" | "~*", 2) => values::regex(arg(l, 1), ci).map(Kind::Regex),
-        (p, 1) if p.starts_with('@') => Err("named locations are not converted".into()),
         (p, 1) if p.starts_with('/') => Ok(Kind::Prefix(p.to_string())),
         _ => Err("not a location Tidegate can match".into()),
     }
@@ -213,9 +234,32 @@ struct Base<'a> {
     hosts: &'a [Option<String>],
     server_name: Option<&'a str>,
     targets: &'a [Target<'a>],
+    /// Its named locations (`location @name`), for `try_files`.
+    named: &'a [&'a Directive],
 }
 
 impl Base<'_> {
+    /// A route serving files at `path`; with `try_files ... @name`, the
+    /// named location's upstream takes what they do not answer.
+    fn serve(&self, c: &mut Converter, d: &Directive, path: Path, serve: Serve, inherit: &Inherit) {
+        let Serve {
+            files,
+            strip_prefix,
+            named,
+        } = serve;
+        match named {
+            Some(n) => location(c, n, path, None, None, self, inherit, Some(files)),
+            None => {
+                let own = Proxy {
+                    files: Some(files),
+                    strip_prefix,
+                    ..Proxy::default()
+                };
+                self.emit(c, d, path, Action::Files, inherit, Some(own));
+            }
+        }
+    }
+
     /// One route per host; response headers from `add_header`.
     fn emit(
         &self,
@@ -228,7 +272,7 @@ impl Base<'_> {
     ) {
         let status = match &action {
             Action::Respond(s, _) | Action::Redirect(s, _) => *s,
-            Action::Upstream(_) => 200,
+            Action::Upstream(_) | Action::Files => 200,
         };
         let mut response_add = BTreeMap::new();
         for (name, value, at) in inherit.add_headers.iter().flatten() {
@@ -245,7 +289,7 @@ impl Base<'_> {
         // nginx checks credentials after `return` (rewrite phase): only
         // proxying routes get them.
         let basic_auth = match (&action, inherit.auth_basic.as_deref()) {
-            (Action::Upstream(_), Some(realm)) if realm != "off" => inherit
+            (Action::Upstream(_) | Action::Files, Some(realm)) if realm != "off" => inherit
                 .auth_basic_user_file
                 .clone()
                 .map(|f| (realm.to_string(), f)),
@@ -255,13 +299,13 @@ impl Base<'_> {
         let mut bad = Vec::new();
         // nginx's access phase comes after `return` and redirects.
         let access = match action {
-            Action::Upstream(_) => inherit.access.rules(&mut bad),
+            Action::Upstream(_) | Action::Files => inherit.access.rules(&mut bad),
             _ => Vec::new(),
         };
         report(c, bad);
         let mut gates = Report::default();
         let (rate_limits, concurrency_limits, forward_auth) = match action {
-            Action::Upstream(_) => (
+            Action::Upstream(_) | Action::Files => (
                 inherit.gates.rate_limits(&mut gates),
                 inherit.gates.limits(&mut gates),
                 inherit.gates.forward_auth(
@@ -286,6 +330,8 @@ impl Base<'_> {
                 path: path.clone(),
                 action: action.clone(),
                 rewrite: proxy.rewrite.clone(),
+                strip_prefix: proxy.strip_prefix.clone(),
+                files: proxy.files.clone(),
                 request_set: proxy.set.clone(),
                 request_remove: proxy.remove.clone(),
                 response_add: response_add.clone(),
@@ -303,10 +349,12 @@ impl Base<'_> {
     }
 }
 
-/// A proxying route's own fields.
+/// A proxying (or file-serving) route's own fields.
 #[derive(Default)]
 struct Proxy {
     rewrite: Option<(String, String)>,
+    strip_prefix: Option<String>,
+    files: Option<Files>,
     set: BTreeMap<String, String>,
     remove: Vec<String>,
     max_body_bytes: Option<u64>,
@@ -388,6 +436,9 @@ fn rewrite_redirect(c: &mut Converter, d: &Directive, base: &Base, inherit: &Inh
     true
 }
 
+/// One location's route. `files`: what a `try_files` naming this (named)
+/// location serves before it.
+#[allow(clippy::too_many_arguments)]
 fn location(
     c: &mut Converter,
     l: &Directive,
@@ -396,6 +447,7 @@ fn location(
     auto_redirect: Option<String>,
     base: &Base,
     inherit: &Inherit,
+    files: Option<Files>,
 ) {
     // An `internal` location (an auth_request's, read in `gates.rs`):
     // nginx answers 404 to a client asking for it.
@@ -406,19 +458,33 @@ fn location(
     let mut inherit = inherit.clone();
     let mut own = Inherit::default();
     let (mut pass, mut ret, mut rewrites) = (None, None, Vec::new());
+    let (mut alias, mut try_files, mut otherwise) = (None, None, false);
     for i in l.block.iter().flatten() {
         if c.level(i, &mut inherit, &mut own) {
             continue;
         }
+        otherwise |= files::answers_otherwise(i);
         match i.name.as_str() {
             "proxy_pass" => pass = Some(i),
             "return" if ret.is_none() => ret = Some(i),
             "rewrite" => rewrites.push(i),
             "access_log" => c.access_log(i),
             "location" => c.skip_at(i, "nested locations are not converted"),
-            "root" | "alias" | "index" | "try_files" | "autoindex" => c.skip_at(i, FILES),
+            "alias" => alias = Some(i),
+            "try_files" => try_files = Some(i),
             _ => c.skip_at(i, "not converted (outside the reverse-proxy subset)"),
         }
+    }
+    let answered = files.is_some() || pass.is_some() || ret.is_some();
+    for i in [alias, try_files]
+        .into_iter()
+        .flatten()
+        .filter(|_| answered)
+    {
+        c.skip_at(
+            i,
+            "never used: the location answers by `proxy_pass` or `return`",
+        );
     }
     let mut bad = Vec::new();
     own.access.location(&mut bad);
@@ -440,17 +506,37 @@ fn location(
         }
     }
     if let Some(r) = ret {
-        if let Some(a) = return_action(c, r, base) {
+        if files.is_some() {
+            // (`return 404` is what files alone answer anyway.)
+            if arg(r, 0) != "404" {
+                c.skip_at(r, "a `try_files` fallback that answers with `return` is not converted: files only");
+            }
+            let own = Proxy {
+                files,
+                ..Proxy::default()
+            };
+            base.emit(c, l, path, Action::Files, &inherit, Some(own));
+        } else if let Some(a) = return_action(c, r, base) {
             base.emit(c, l, path, a, &inherit, None);
         }
         return;
     }
     let Some(pass) = pass else {
-        c.skip_at(
-            l,
-            "no proxy_pass or return: nginx serves files here, Tidegate answers 404",
-        );
-        base.emit(c, l, path, Action::Respond(404, None), &inherit, None);
+        let serve = match otherwise {
+            false => files::serve(c, &path, alias, try_files, &inherit, base.named),
+            true => None,
+        };
+        match serve {
+            Some(serve) => base.serve(c, l, path, serve, &inherit),
+            None => {
+                let why = match otherwise {
+                    true => "answered by a module Tidegate does not have: Tidegate answers 404",
+                    false => "no proxy_pass, return or files Tidegate can serve (an absolute root): Tidegate answers 404",
+                };
+                c.skip_at(l, why);
+                base.emit(c, l, path, Action::Respond(404, None), &inherit, None);
+            }
+        }
         return;
     };
     let url = arg(pass, 0);
@@ -477,6 +563,7 @@ fn location(
     };
     let mut proxy = Proxy {
         rewrite: path_rewrite,
+        files,
         max_body_bytes: match inherit.body_limit {
             Some(0) => None,
             Some(n) => Some(n),

@@ -30,6 +30,20 @@ pub(super) enum Action {
     Upstream(String),
     Redirect(u16, String),
     Respond(u16, Option<String>),
+    /// Its `static` files alone (no group for what they do not answer).
+    Files,
+}
+
+/// A route's `static` table (`files.rs`).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Files {
+    pub(super) root: String,
+    /// nginx's `index` (absent: Tidegate's default, nginx's too).
+    pub(super) index: Option<Vec<String>>,
+    /// A file under `root` for GETs that find none (`try_files ... /URI`).
+    pub(super) fallback: Option<String>,
+    /// `gzip_static on`.
+    pub(super) precompressed: bool,
 }
 
 /// A route to write.
@@ -40,6 +54,10 @@ pub(super) struct Route {
     pub(super) path: Path,
     pub(super) action: Action,
     pub(super) rewrite: Option<(String, String)>,
+    /// `alias`: the location's prefix, taken off before the file is
+    /// looked for.
+    pub(super) strip_prefix: Option<String>,
+    pub(super) files: Option<Files>,
     pub(super) request_set: BTreeMap<String, String>,
     pub(super) request_remove: Vec<String>,
     pub(super) response_add: BTreeMap<String, String>,
@@ -271,7 +289,24 @@ impl Output {
                 Action::Respond(status, Some(body)) => {
                     writeln!(o, "respond = {{ status = {status}, body = {} }}", q(body))
                 }
+                Action::Files => Ok(()),
             };
+            if let Some(f) = &r.files {
+                let mut t = vec![format!("root = {}", q(&f.root))];
+                if let Some(index) = &f.index {
+                    t.push(format!("index = {}", list(index)));
+                }
+                if let Some(fallback) = &f.fallback {
+                    t.push(format!("fallback = {}", q(fallback)));
+                }
+                if !f.precompressed {
+                    t.push("precompressed = false".into());
+                }
+                let _ = writeln!(o, "static = {{ {} }}", t.join(", "));
+            }
+            if let Some(p) = &r.strip_prefix {
+                let _ = writeln!(o, "strip_prefix = {}", q(p));
+            }
             if let Some((regex, replace)) = &r.rewrite {
                 let _ = writeln!(
                     o,

@@ -96,11 +96,16 @@ fn instantiate(src: &Path, dest: &Path, vars: &[(&str, String)]) {
         if entry.file_type().unwrap().is_dir() {
             instantiate(&entry.path(), &to, vars);
         } else {
-            let mut text = std::fs::read_to_string(entry.path()).unwrap();
-            for (k, v) in vars {
-                text = text.replace(k, v);
+            // (Files that are not text, as a .gz, are copied as they are.)
+            match String::from_utf8(std::fs::read(entry.path()).unwrap()) {
+                Ok(mut text) => {
+                    for (k, v) in vars {
+                        text = text.replace(k, v);
+                    }
+                    std::fs::write(to, text).unwrap();
+                }
+                Err(bytes) => std::fs::write(to, bytes.into_bytes()).unwrap(),
             }
-            std::fs::write(to, text).unwrap();
         }
     }
 }
@@ -334,7 +339,8 @@ fn parse(text: &str, method: &str) -> Seen {
 /// One configuration: nginx and Tidegate on the same backends, every
 /// request compared. `@PORT@` is the configuration's first port (its TLS
 /// port when it has TLS), `@PORT2@` a plain one beside it; `@DEAD@` an
-/// address that refuses connections.
+/// address that refuses connections; `@DIR@` the copy's own folder (its
+/// files each side's own).
 async fn differential(name: &str, failures: &mut Vec<String>) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/convert")
@@ -343,8 +349,9 @@ async fn differential(name: &str, failures: &mut Vec<String>) {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
-    let vars = |port: u16, port2: u16| {
+    let vars = |port: u16, port2: u16, dir: &Path| {
         vec![
+            ("@DIR@", dir.display().to_string()),
             ("@PORT@", port.to_string()),
             ("@PORT2@", port2.to_string()),
             ("@A@", backends[0].addr.to_string()),
@@ -375,7 +382,7 @@ async fn differential(name: &str, failures: &mut Vec<String>) {
     // nginx, on ports found free.
     let theirs = TempDir::new(&format!("{name}-nginx"));
     let (nginx_port, nginx_port2) = (free_port(), free_port());
-    instantiate(&src, &theirs.0, &vars(nginx_port, nginx_port2));
+    instantiate(&src, &theirs.0, &vars(nginx_port, nginx_port2, &theirs.0));
     certify(&theirs.0);
     let _nginx = Nginx::start(&theirs.0, at(nginx_port)).await;
     let nginx_at = target(nginx_port, nginx_port2);
@@ -385,7 +392,7 @@ async fn differential(name: &str, failures: &mut Vec<String>) {
     // listener).
     let ours = TempDir::new(&format!("{name}-tidegate"));
     let (port, port2) = (free_port(), free_port());
-    instantiate(&src, &ours.0, &vars(port, port2));
+    instantiate(&src, &ours.0, &vars(port, port2, &ours.0));
     certify(&ours.0);
     let toml = ours.0.join("tidegate.toml");
     let conf = ours.0.join("nginx.conf");
@@ -487,6 +494,59 @@ fn directives_not_converted_are_listed_with_file_and_line() {
         "{stderr}"
     );
     assert!(stdout.contains("upstream = "), "{stdout}");
+}
+
+#[test]
+fn files_tidegate_cannot_serve_as_nginx_are_listed_never_guessed() {
+    let dir = TempDir::new("files");
+    let conf = dir.0.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        "events {}\nhttp {\n  server {\n    listen 8080;\n    root /srv/www;\n\
+         location ~ \\.php$ { fastcgi_pass 127.0.0.1:9000; }\n\
+         location /rel/ { root html; }\n\
+         location /list/ { autoindex on; }\n\
+         location ~ ^/img/(.*)$ { alias /srv/img/$1; }\n\
+         location /pretty/ { try_files $uri $uri.html =404; }\n\
+         location /gone/ { try_files $uri =403; }\n\
+         location @unused { proxy_pass http://127.0.0.1:9; }\n\
+         }\n}\n",
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = tidegate(&["convert", conf.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let at = |line: usize, directive: &str, why: &str| {
+        let prefix = format!("{}:{line}: {directive}: ", conf.display());
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(why)),
+            "{prefix}..{why}\n{stderr}"
+        );
+    };
+    at(6, "location", "a module Tidegate does not have");
+    at(7, "root", "relative root");
+    at(8, "autoindex", "lists no folders");
+    at(9, "alias", "only `alias /dir/;`");
+    at(10, "try_files", "only `$uri`, then `$uri/`");
+    at(11, "try_files", "only =404");
+    at(12, "location", "only as a `try_files` fallback");
+    // The PHP location's sources are never served as files.
+    let config: toml::Table = toml::from_str(&stdout).unwrap();
+    let routes = config["routes"].as_array().unwrap();
+    let php = routes
+        .iter()
+        .find(|r| r.get("path_regex").and_then(|p| p.as_str()) == Some("\\.php$"))
+        .expect("the .php route");
+    assert_eq!(php["respond"]["status"].as_integer(), Some(404), "{stdout}");
+    assert!(php.get("static").is_none(), "{stdout}");
+    // Where the rest is not followed, the files still are.
+    let pretty = route(&config, "/pretty/");
+    assert_eq!(
+        pretty["static"]["root"].as_str(),
+        Some("/srv/www"),
+        "{stdout}"
+    );
 }
 
 #[test]
