@@ -119,14 +119,20 @@ impl Lines {
                 "off: Tidegate walks past every trusted address, as `real_ip_recursive on`",
             ));
         }
+        self.trusted_blocks(skipped).unwrap_or_default()
+    }
+
+    /// The `set_real_ip_from` blocks, as Tidegate writes them (`None`:
+    /// no such line); those it cannot read are reported.
+    pub(super) fn trusted_blocks(&self, skipped: &mut Vec<Skipped>) -> Option<Vec<String>> {
         let mut out = Vec::new();
-        for (block, at) in trusted {
+        for (block, at) in self.trusted.as_ref()? {
             match Cidr::parse(block) {
                 Ok(c) => out.push(c.to_string()),
                 Err(why) => skipped.push(skip(at, "set_real_ip_from", &why)),
             }
         }
-        out
+        Some(out)
     }
 }
 

@@ -55,27 +55,40 @@ pub(super) struct Converter {
     blocks: BTreeMap<String, Directive>,
     /// Hosts (`None`: no host) already given routes, with where.
     hosts_taken: BTreeMap<Option<String>, String>,
-    /// A server's locations as routes (`routes.rs`, given by the driver:
-    /// it builds on this file, which does not import it).
-    server_routes: ServerRoutes,
+    /// The upper layers' parts (given by the driver: they build on this
+    /// file, which does not import them).
+    parts: Parts,
+    /// The groups made for `stream` blocks (`streams.rs`), by the name
+    /// or address their `proxy_pass` gave and whether they send a PROXY
+    /// header.
+    tcp_groups: BTreeMap<(String, bool), String>,
 }
 
-/// What turns one server block into routes.
-pub(super) type ServerRoutes = fn(&mut Converter, &Server, &Inherited);
+/// What turns one server block into routes (`routes.rs`), and a `stream`
+/// block into streams (`streams.rs`).
+pub(super) struct Parts {
+    pub(super) server_routes: fn(&mut Converter, &Server, &Inherited),
+    pub(super) streams: fn(&mut Converter, &[Directive]),
+}
 
 /// Converts a parsed (include-expanded) nginx configuration.
-pub(super) fn convert(tree: &[Directive], server_routes: ServerRoutes) -> Conversion {
+pub(super) fn convert(tree: &[Directive], parts: Parts) -> Conversion {
     let mut c = Converter {
         out: Output::default(),
         skipped: Vec::new(),
         group_names: HashSet::new(),
         blocks: BTreeMap::new(),
         hosts_taken: BTreeMap::new(),
-        server_routes,
+        parts,
+        tcp_groups: BTreeMap::new(),
     };
     for d in tree {
         match (d.name.as_str(), &d.block) {
             ("http", Some(block)) => c.http(block),
+            // After the `http` blocks (below): a stream's group then
+            // takes a name no HTTP route's group has.
+            ("stream", Some(_)) => {}
+            ("load_module", None) => c.skip(d, "Tidegate loads no modules (streams are built in)"),
             ("worker_processes", None) => match d.args.first().map(|a| a.parse::<u64>()) {
                 Some(Ok(n)) if n > 0 => c.out.threads = Some(n),
                 Some(_) if d.args.first().map(String::as_str) == Some("auto") => {}
@@ -84,6 +97,11 @@ pub(super) fn convert(tree: &[Directive], server_routes: ServerRoutes) -> Conver
             ("events", _) => c.skip(d, "Tidegate handles connections its own way (see [limits])"),
             ("include", None) => c.skip(d, "includes are followed only when converting a file"),
             _ => c.skip(d, "not converted (outside the reverse-proxy subset)"),
+        }
+    }
+    for d in tree {
+        if let ("stream", Some(block)) = (d.name.as_str(), &d.block) {
+            (c.parts.streams)(&mut c, block);
         }
     }
     // A header line inherited by several locations is reported once.
@@ -305,7 +323,7 @@ impl Converter {
             }
             if !only_redirects {
                 let server = &parsed[i];
-                (self.server_routes)(self, server, inherit);
+                (self.parts.server_routes)(self, server, inherit);
             }
         }
         // Dual-stack pairs: Tidegate refuses [::]:P beside 0.0.0.0:P.
@@ -368,17 +386,55 @@ impl Converter {
         self.out
             .groups
             .entry(name.clone())
-            .or_insert_with(|| Group {
-                servers: vec![(format!("{scheme}://{address}"), 1, false)],
-                balance: "round_robin",
-                hash_key: None,
-                max_fails: 1,
-                fail_timeout: "10s".into(),
-                from: d.at(),
-            });
+            .or_insert_with(|| one_server(format!("{scheme}://{address}"), d));
         Ok((name, false))
     }
 
+    /// The group a `stream` server's `proxy_pass` names: its `upstream`
+    /// block (`block`) or an address, sending a PROXY v1 header when
+    /// `proxy_protocol on` (nginx's is per server, Tidegate's per group:
+    /// one group each way). Named as the block or `tcp_ADDRESS`, `_pp`
+    /// for the header; `stream_` first when an HTTP group has the name.
+    pub(super) fn tcp_group(
+        &mut self,
+        d: &Directive,
+        target: &str,
+        block: Option<&Directive>,
+        proxy_protocol: bool,
+    ) -> String {
+        let key = (target.to_string(), proxy_protocol);
+        if let Some(name) = self.tcp_groups.get(&key) {
+            return name.clone();
+        }
+        let mut g = match block {
+            Some(b) => self.upstream_block(b, ""),
+            None => one_server(target.to_string(), d),
+        };
+        let base = match block {
+            Some(_) => target.to_string(),
+            None => format!(
+                "tcp_{}",
+                target.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            ),
+        };
+        let mut name = match proxy_protocol {
+            true => format!("{base}_pp"),
+            false => base,
+        };
+        if self.out.groups.contains_key(&name) {
+            name = format!("stream_{name}");
+        }
+        g.proxy_protocol = proxy_protocol.then_some("v1");
+        self.out.groups.insert(name.clone(), g);
+        self.tcp_groups.insert(key, name.clone());
+        name
+    }
+
+    pub(super) fn push_stream(&mut self, s: super::write::StreamOut) {
+        self.out.streams.push(s);
+    }
+
+    /// `scheme` "" (a `stream` block's): addresses without one.
     fn upstream_block(&mut self, block: &Directive, scheme: &str) -> Group {
         let mut g = Group {
             balance: "round_robin",
@@ -430,8 +486,11 @@ impl Converter {
                         } else {
                             format!("{address}:80")
                         };
-                        g.servers
-                            .push((format!("{scheme}://{address}"), weight, backup));
+                        let address = match scheme {
+                            "" => address,
+                            _ => format!("{scheme}://{address}"),
+                        };
+                        g.servers.push((address, weight, backup));
                     }
                 }
                 "least_conn" => g.balance = "least_outstanding",
@@ -491,6 +550,19 @@ impl Converter {
 }
 
 pub(super) use self::Inherited as Inherit;
+
+/// The group made for an address a `proxy_pass` names: nginx's defaults
+/// (`max_fails=1 fail_timeout=10s`).
+fn one_server(address: String, d: &Directive) -> Group {
+    Group {
+        servers: vec![(address, 1, false)],
+        balance: "round_robin",
+        max_fails: 1,
+        fail_timeout: "10s".into(),
+        from: d.at(),
+        ..Group::default()
+    }
+}
 
 /// A `listen` line.
 pub(super) struct Listen {
@@ -576,7 +648,7 @@ impl<'a> Server<'a> {
     }
 }
 
-fn listen(d: &Directive) -> Result<Listen, String> {
+pub(super) fn listen(d: &Directive) -> Result<Listen, String> {
     let first = arg(d, 0);
     if first.starts_with("unix:") {
         return Err("Unix sockets are not converted".into());

@@ -1,14 +1,16 @@
-//! `tidegate convert nginx.conf`: the common reverse-proxy and file-serving
-//! subset of an nginx configuration written as Tidegate TOML, with every
-//! directive that was not converted listed (`FILE:LINE: DIRECTIVE: why`).
+//! `tidegate convert nginx.conf`: the common reverse-proxy, file-serving
+//! and `stream` subset of an nginx configuration written as Tidegate TOML,
+//! with every directive that was not converted listed (`FILE:LINE:
+//! DIRECTIVE: why`).
 //!
 //! - `parse.rs`: nginx's syntax to a tree of directives with file and line;
 //! - this file: reading files and following `include` (globs, relative to
 //!   the including file's folder, with a depth limit and cycle detection);
-//! - `emit.rs`: the tree mapped to Tidegate's listeners, routes and
-//!   upstream groups, written as TOML (`routes.rs`: a server's locations;
-//!   `files.rs`: `root`, `alias`, `try_files`); `values.rs`: nginx's
-//!   sizes, times, regexes and `$variables` in Tidegate's terms.
+//! - `emit.rs`: the tree mapped to Tidegate's listeners, routes, streams
+//!   and upstream groups, written as TOML (`routes.rs`: a server's
+//!   locations; `files.rs`: `root`, `alias`, `try_files`; `streams.rs`:
+//!   the `stream` block); `values.rs`: nginx's sizes, times, regexes and
+//!   `$variables` in Tidegate's terms.
 //!
 //! A tool beside the proxy: nothing on a request's path imports it.
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ mod gates;
 pub mod parse;
 mod rates;
 mod routes;
+mod streams;
 mod values;
 mod write;
 
@@ -97,17 +100,25 @@ pub fn run(file: &Path, output: Option<&Path>) -> std::process::ExitCode {
     }
 }
 
+/// The converter's upper layers, for `emit.rs`.
+fn parts() -> emit::Parts {
+    emit::Parts {
+        server_routes: routes::server,
+        streams: streams::block,
+    }
+}
+
 /// Reads `path` (following its `include`s) and converts it.
 pub fn convert_file(path: &Path) -> Result<Conversion, ConvertError> {
     let tree = load(path)?;
-    Ok(emit::convert(&tree, routes::server))
+    Ok(emit::convert(&tree, parts()))
 }
 
 /// Converts configuration text (no `include` is followed: each is
 /// reported as not converted). For the fuzz target.
 pub fn convert_text(text: &str, file: &Path) -> Result<Conversion, ConvertError> {
     let tree = parse::parse(text, file)?;
-    Ok(emit::convert(&tree, routes::server))
+    Ok(emit::convert(&tree, parts()))
 }
 
 /// `path` parsed, every `include` replaced by what it names.

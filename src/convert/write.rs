@@ -122,6 +122,26 @@ pub(super) struct Group {
     pub(super) max_fails: u32,
     pub(super) fail_timeout: String,
     pub(super) from: String,
+    /// `"v1"`: `proxy_protocol on` in a `stream` server.
+    pub(super) proxy_protocol: Option<&'static str>,
+}
+
+/// A `[[streams]]` entry to write (`streams.rs`).
+#[derive(Debug, Default)]
+pub(super) struct StreamOut {
+    pub(super) from: String,
+    pub(super) address: String,
+    pub(super) upstream: Option<String>,
+    /// SNI routes: names and their group.
+    pub(super) sni: Vec<(Vec<String>, String)>,
+    /// `(cert, key)`: TLS terminated here.
+    pub(super) certificates: Vec<(String, String)>,
+    /// The peers whose PROXY headers are read.
+    pub(super) proxy_protocol_from: Option<Vec<String>>,
+    pub(super) access: Vec<String>,
+    pub(super) connect_timeout: Option<String>,
+    pub(super) idle_timeout: Option<String>,
+    pub(super) preread_timeout: Option<String>,
 }
 
 /// The whole output.
@@ -133,6 +153,7 @@ pub(super) struct Output {
     pub(super) client_header: Option<String>,
     pub(super) listeners: BTreeMap<String, Listener>,
     pub(super) routes: Vec<Route>,
+    pub(super) streams: Vec<StreamOut>,
     pub(super) groups: BTreeMap<String, Group>,
 }
 
@@ -157,6 +178,15 @@ fn map(m: &BTreeMap<String, String>) -> String {
 fn list(items: &[String]) -> String {
     let items: Vec<String> = items.iter().map(|s| q(s)).collect();
     format!("[{}]", items.join(", "))
+}
+
+/// `tls = { certificates = [...] }` of `(cert, key)` pairs.
+fn tls(pairs: &[(String, String)]) -> String {
+    let certs: Vec<String> = pairs
+        .iter()
+        .map(|(c, k)| format!("{{ cert = {}, key = {} }}", q(c), q(k)))
+        .collect();
+    format!("tls = {{ certificates = [{}] }}", certs.join(", "))
 }
 
 /// The limits of every route as named tables, and each route's names:
@@ -230,12 +260,7 @@ impl Output {
                 let _ = writeln!(o, "trusted_proxies = {}", list(t));
             }
             if l.tls {
-                let certs: Vec<String> = l
-                    .certificates
-                    .iter()
-                    .map(|(c, k)| format!("{{ cert = {}, key = {} }}", q(c), q(k)))
-                    .collect();
-                let _ = writeln!(o, "tls = {{ certificates = [{}] }}", certs.join(", "));
+                let _ = writeln!(o, "{}", tls(&l.certificates));
             }
         }
         // One table per zone and number: a zone used with two numbers
@@ -369,6 +394,39 @@ impl Output {
                 let _ = writeln!(o, "timeouts = {{ {} }}", t.join(", "));
             }
         }
+        for s in &self.streams {
+            let _ = writeln!(o, "\n[[streams]]   # {}", s.from);
+            let _ = writeln!(o, "address = {}", q(&s.address));
+            if let Some(g) = &s.upstream {
+                let _ = writeln!(o, "upstream = {}", q(g));
+            }
+            if !s.sni.is_empty() {
+                let routes: Vec<String> = s
+                    .sni
+                    .iter()
+                    .map(|(names, g)| format!("{{ names = {}, upstream = {} }}", list(names), q(g)))
+                    .collect();
+                let _ = writeln!(o, "sni = [{}]", routes.join(", "));
+            }
+            for (key, value) in [
+                ("connect_timeout", &s.connect_timeout),
+                ("idle_timeout", &s.idle_timeout),
+                ("preread_timeout", &s.preread_timeout),
+            ] {
+                if let Some(v) = value {
+                    let _ = writeln!(o, "{key} = {}", q(v));
+                }
+            }
+            if !s.access.is_empty() {
+                let _ = writeln!(o, "access = {}", list(&s.access));
+            }
+            if let Some(from) = &s.proxy_protocol_from {
+                let _ = writeln!(o, "proxy_protocol = {{ from = {} }}", list(from));
+            }
+            if !s.certificates.is_empty() {
+                let _ = writeln!(o, "{}", tls(&s.certificates));
+            }
+        }
         for (name, g) in &self.groups {
             let _ = writeln!(o, "\n[upstreams.{}]   # {}", key(name), g.from);
             let servers: Vec<String> = g
@@ -381,6 +439,9 @@ impl Output {
                 .collect();
             let _ = writeln!(o, "servers = [{}]", servers.join(", "));
             let _ = writeln!(o, "balance = {}", q(g.balance));
+            if let Some(v) = g.proxy_protocol {
+                let _ = writeln!(o, "proxy_protocol = {}", q(v));
+            }
             if let Some(k) = g.hash_key {
                 let _ = writeln!(o, "hash_key = {}", q(k));
             }

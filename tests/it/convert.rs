@@ -550,6 +550,111 @@ fn files_tidegate_cannot_serve_as_nginx_are_listed_never_guessed() {
 }
 
 #[test]
+fn stream_blocks_become_streams_with_sni_routes_and_proxy_headers() {
+    let dir = TempDir::new("stream");
+    let conf = dir.0.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        r#"events {}
+stream {
+    upstream db { server 10.0.0.5:5432; server 10.0.0.6:5432 backup; least_conn; }
+    upstream apps { server 10.0.0.10:443; hash $remote_addr; }
+    map $ssl_preread_server_name $name {
+        hostnames;
+        git.example.com   10.0.0.7:443;
+        .apps.example.com apps;
+        ~^re\.            10.0.0.9:443;
+        default           10.0.0.8:443;
+    }
+    server { listen 127.0.0.1:15432; proxy_pass db; proxy_timeout 1h; allow 10.0.0.0/8; deny all; }
+    server { listen 127.0.0.1:10443; ssl_preread on; proxy_pass $name; preread_timeout 3s; }
+    server { listen 127.0.0.1:17000 proxy_protocol; set_real_ip_from 10.1.0.0/16; proxy_pass db; proxy_protocol on; }
+    server { listen 127.0.0.1:10053 udp; proxy_pass 10.0.0.2:53; }
+}
+http {
+    upstream db { server 10.9.9.9:80; }
+    server { listen 127.0.0.1:18080; location / { proxy_pass http://db; } }
+}
+"#,
+    )
+    .unwrap();
+    let out = dir.0.join("tidegate.toml");
+    let (ok, _, stderr) = tidegate(&[
+        "convert",
+        conf.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, o, e) = tidegate(&["check", "-c", out.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(ok, "{o}{e}\n{text}");
+    let t: toml::Table = toml::from_str(&text).unwrap();
+    let streams = t["streams"].as_array().unwrap();
+    let stream = |address: &str| {
+        streams
+            .iter()
+            .find(|s| s["address"].as_str() == Some(address))
+            .unwrap_or_else(|| panic!("no stream on {address}: {text}"))
+    };
+    let group = |name: &str| &t["upstreams"][name];
+    // An upstream block; the HTTP group of the same name keeps its name.
+    let db = stream("127.0.0.1:15432");
+    let db_group = db["upstream"].as_str().unwrap();
+    assert_ne!(db_group, "db", "{text}");
+    assert_eq!(
+        group(db_group)["balance"].as_str(),
+        Some("least_outstanding")
+    );
+    assert_eq!(
+        group(db_group)["servers"][0]["address"].as_str(),
+        Some("10.0.0.5:5432")
+    );
+    assert_eq!(
+        group("db")["servers"][0]["address"].as_str(),
+        Some("http://10.9.9.9:80")
+    );
+    assert_eq!(db["idle_timeout"].as_str(), Some("3600s"));
+    assert_eq!(strings(db.get("access")), ["allow 10.0.0.0/8", "deny all"]);
+    // The map: SNI routes and a default.
+    let sni = stream("127.0.0.1:10443");
+    assert_eq!(sni["preread_timeout"].as_str(), Some("3s"));
+    let routes = sni["sni"].as_array().unwrap();
+    assert_eq!(strings(routes[0].get("names")), ["git.example.com"]);
+    assert_eq!(
+        strings(routes[1].get("names")),
+        ["apps.example.com", "*.apps.example.com"]
+    );
+    assert_eq!(routes[1]["upstream"].as_str(), Some("apps"));
+    assert_eq!(group("apps")["hash_key"].as_str(), Some("client_ip"));
+    let default = sni["upstream"].as_str().unwrap();
+    assert_eq!(
+        group(default)["servers"][0]["address"].as_str(),
+        Some("10.0.0.8:443")
+    );
+    // PROXY headers read from the trusted block, sent (v1) to a group
+    // of its own.
+    let pp = stream("127.0.0.1:17000");
+    assert_eq!(strings(pp["proxy_protocol"].get("from")), ["10.1.0.0/16"]);
+    let sends = pp["upstream"].as_str().unwrap();
+    assert_eq!(group(sends)["proxy_protocol"].as_str(), Some("v1"));
+    assert!(group(db_group).get("proxy_protocol").is_none(), "{text}");
+    // What is not converted is said.
+    for (line, why) in [(9, "regex"), (15, "UDP")] {
+        let prefix = format!("{}:{line}: ", conf.display());
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(why)),
+            "{prefix}{why}\n{stderr}"
+        );
+    }
+    assert!(streams
+        .iter()
+        .all(|s| s["address"].as_str() != Some("127.0.0.1:10053")));
+}
+
+#[test]
 fn unreadable_or_broken_input_fails() {
     let dir = TempDir::new("broken");
     let conf = dir.0.join("nginx.conf");
