@@ -82,8 +82,18 @@ impl Lines {
     }
 
     /// The listener's `trusted_proxies` from a server's lines (the first
-    /// server on a listener decides).
-    pub(super) fn listener(&self, l: &mut Listener, skipped: &mut Vec<Skipped>) {
+    /// server on a listener decides); with `listen ... proxy_protocol`, its
+    /// `proxy_protocol.from` (`set_real_ip_from` with `real_ip_header
+    /// proxy_protocol`).
+    pub(super) fn listener(
+        &self,
+        l: &mut Listener,
+        proxy_protocol: bool,
+        skipped: &mut Vec<Skipped>,
+    ) {
+        if proxy_protocol && l.proxy_protocol_from.is_none() {
+            l.proxy_protocol_from = Some(self.proxy_protocol_from(&l.from, skipped));
+        }
         let mine = self.trusted_proxies(skipped);
         match &l.trusted_proxies {
             None => l.trusted_proxies = Some(mine),
@@ -96,12 +106,32 @@ impl Lines {
         }
     }
 
+    /// Whose PROXY headers name the client: the trusted blocks when the
+    /// real IP is the header's, else every peer (reported: nginx reads
+    /// the header from any peer, and names the client by it only then).
+    fn proxy_protocol_from(&self, at: &str, skipped: &mut Vec<Skipped>) -> Vec<String> {
+        let from_header = matches!(&self.header, Some((h, _)) if h == "proxy_protocol");
+        match self.trusted_blocks(skipped).filter(|_| from_header) {
+            Some(blocks) => blocks,
+            None => {
+                skipped.push(skip(
+                    at,
+                    "listen",
+                    "proxy_protocol without `set_real_ip_from` and `real_ip_header proxy_protocol`: written as every peer trusted, the header's address the client (nginx would keep the peer): narrow `from`",
+                ));
+                vec!["0.0.0.0/0".into(), "::/0".into()]
+            }
+        }
+    }
+
     fn trusted_proxies(&self, skipped: &mut Vec<Skipped>) -> Vec<String> {
         let Some(trusted) = &self.trusted else {
             return Vec::new();
         };
         match &self.header {
             Some((h, _)) if h.eq_ignore_ascii_case("x-forwarded-for") => {}
+            // (The listener's `proxy_protocol.from`.)
+            Some((h, _)) if h == "proxy_protocol" => return Vec::new(),
             other => {
                 let at = other.as_ref().map_or(&trusted[0].1, |(_, at)| at);
                 skipped.push(skip(

@@ -299,7 +299,9 @@ impl Converter {
                         from: l.from.clone(),
                         ..Listener::default()
                     });
-                inner.access.listener(entry, &mut self.skipped);
+                inner
+                    .access
+                    .listener(entry, l.proxy_protocol, &mut self.skipped);
                 entry.http2 |= l.http2;
                 entry.tls |= l.ssl;
                 if only_redirects {
@@ -570,8 +572,10 @@ pub(super) struct Listen {
     pub ssl: bool,
     pub http2: bool,
     pub default: bool,
+    /// `proxy_protocol`: each connection opens with a PROXY header.
+    pub proxy_protocol: bool,
     pub from: String,
-    /// Parameters not converted (`backlog=`, `proxy_protocol`...).
+    /// Parameters not converted (`backlog=`...).
     pub ignored: Vec<String>,
 }
 
@@ -626,6 +630,7 @@ impl<'a> Server<'a> {
                 ssl: false,
                 http2: false,
                 default: false,
+                proxy_protocol: false,
                 from: d.at(),
                 ignored: Vec::new(),
             });
@@ -676,6 +681,7 @@ pub(super) fn listen(d: &Directive) -> Result<Listen, String> {
         ssl: false,
         http2: false,
         default: false,
+        proxy_protocol: false,
         from: d.at(),
         ignored: Vec::new(),
     };
@@ -684,6 +690,7 @@ pub(super) fn listen(d: &Directive) -> Result<Listen, String> {
             "ssl" => l.ssl = true,
             "http2" => l.http2 = true,
             "default_server" | "default" => l.default = true,
+            "proxy_protocol" => l.proxy_protocol = true,
             // Tidegate's workers share each port this way already.
             "reuseport" => {}
             other => l.ignored.push(other.to_string()),

@@ -177,16 +177,17 @@ fn server(c: &mut Converter, s: &Directive, mut level: Level, around: &Around<'_
                 }
             }
         }
+        if parsed.proxy_protocol {
+            out.proxy_protocol_from = Some(trusted.clone().unwrap_or_else(|| {
+                c.skip_at(l, "proxy_protocol without set_real_ip_from: nginx reads the header from any peer (and keeps the peer as $remote_addr); written as every peer trusted: narrow `from`");
+                vec!["0.0.0.0/0".into(), "::/0".into()]
+            }));
+        }
         for p in parsed.ignored {
-            match p.as_str() {
-                "proxy_protocol" => {
-                    out.proxy_protocol_from = Some(trusted.clone().unwrap_or_else(|| {
-                        c.skip_at(l, "proxy_protocol without set_real_ip_from: nginx reads the header from any peer (and keeps the peer as $remote_addr); written as every peer trusted: narrow `from`");
-                        vec!["0.0.0.0/0".into(), "::/0".into()]
-                    }))
-                }
-                other => c.skip_at(l, &format!("parameter `{other}` not converted (the address is)")),
-            }
+            c.skip_at(
+                l,
+                &format!("parameter `{p}` not converted (the address is)"),
+            );
         }
         c.push_stream(out);
     }

@@ -14,6 +14,8 @@ pub(super) struct Listener {
     pub(super) from: String,
     /// Set by the first server on the address (empty: none trusted).
     pub(super) trusted_proxies: Option<Vec<String>>,
+    /// `listen ... proxy_protocol`: the peers whose headers are read.
+    pub(super) proxy_protocol_from: Option<Vec<String>>,
 }
 
 /// A route's path matcher.
@@ -258,6 +260,9 @@ impl Output {
             }
             if let Some(t) = l.trusted_proxies.as_ref().filter(|t| !t.is_empty()) {
                 let _ = writeln!(o, "trusted_proxies = {}", list(t));
+            }
+            if let Some(from) = &l.proxy_protocol_from {
+                let _ = writeln!(o, "proxy_protocol = {{ from = {} }}", list(from));
             }
             if l.tls {
                 let _ = writeln!(o, "{}", tls(&l.certificates));

@@ -240,8 +240,9 @@ impl Target<'_> {
     }
 }
 
-/// One line of a `requests` file: `METHOD HOST PATH [len=N] [xff=A,B]`
-/// (a body of N bytes; an `X-Forwarded-For: A, B` field), or `WS HOST
+/// One line of a `requests` file: `METHOD HOST PATH [len=N] [xff=A,B]
+/// [pp=ADDR]` (a body of N bytes; an `X-Forwarded-For: A, B` field; a
+/// PROXY header naming the client ADDR), or `WS HOST
 /// PATH` for a WebSocket handshake; a HOST written `https://NAME` goes
 /// over TLS with that SNI, HTTP/1.1 by ALPN.
 async fn request(to: &Target<'_>, line: &str) -> Seen {
@@ -265,6 +266,10 @@ async fn request(to: &Target<'_>, line: &str) -> Seen {
         head.push_str(&format!("X-Forwarded-For: {}\r\n", xff.replace(',', ", ")));
     }
     head.push_str("\r\n");
+    // `pp=ADDR`: a PROXY v1 header naming ADDR as the client first.
+    if let Some(client) = option("pp=") {
+        head.insert_str(0, &format!("PROXY TCP4 {client} 127.0.0.1 40000 80\r\n"));
+    }
     let mut bytes = head.into_bytes();
     // Large declared bodies are refused from their length alone.
     if let Some(n) = len.filter(|&n| n <= 100_000) {
