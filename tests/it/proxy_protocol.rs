@@ -621,16 +621,8 @@ async fn over_tls_v2_carries_the_protocol_alpn_settled() {
         if read_request_head(&mut s, &mut head).await.is_none() {
             return;
         }
-        let tlv = |kind: u8| {
-            h.tlvs
-                .iter()
-                .find(|(k, _)| *k == kind)
-                .map_or("-".to_string(), |(_, v)| {
-                    String::from_utf8_lossy(v).into_owned()
-                })
-        };
         // PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY.
-        let body = format!("{} {}", tlv(0x01), tlv(0x02));
+        let body = format!("{} {}", h.tlv(0x01), h.tlv(0x02));
         let _ = s
             .write_all(
                 format!(

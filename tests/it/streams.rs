@@ -814,17 +814,22 @@ async fn a_full_listener_closes_the_newcomer_after_its_wait() {
          [upstreams.app]\nservers = [\"{}\"]\n",
         b.addr
     )));
-    let mut held = TcpStream::connect(proxy.addr).await.unwrap();
+    // The listener's one place is taken: the next connection waits, is
+    // never proxied, and is closed.
+    one_place_taken_then_given_back(proxy.addr).await;
+}
+
+/// While one stream to server "B" is open, the next connection is closed
+/// unserved; once it closes, a new one is served again.
+async fn one_place_taken_then_given_back(addr: SocketAddr) {
+    let mut held = TcpStream::connect(addr).await.unwrap();
     let mut name = [0u8; 1];
     held.read_exact(&mut name).await.unwrap();
     assert_eq!(&name, b"B");
-    // The listener's one place is taken: the next connection waits, is
-    // never proxied, and is closed.
-    assert_eq!(read_all(proxy.addr).await, b"");
+    assert_eq!(read_all(addr).await, b"");
     drop(held);
-    // Its place given back, the next one is served.
     tokio::time::timeout(HANG, async {
-        while read_first(proxy.addr).await != "B" {
+        while read_first(addr).await != "B" {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
@@ -843,19 +848,8 @@ async fn a_servers_max_connections_counts_its_open_streams() {
         log.arg(),
         b.addr
     )));
-    let mut held = TcpStream::connect(proxy.addr).await.unwrap();
-    let mut name = [0u8; 1];
-    held.read_exact(&mut name).await.unwrap();
     // The server's one place is the open stream's: the next is closed.
-    assert_eq!(read_all(proxy.addr).await, b"");
-    drop(held);
-    tokio::time::timeout(HANG, async {
-        while read_first(proxy.addr).await != "B" {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("served again");
+    one_place_taken_then_given_back(proxy.addr).await;
     let lines = stop_and_read(proxy, &log).await;
     assert!(
         lines
@@ -993,17 +987,7 @@ async fn stream_listeners_read_proxy_headers_only_from_trusted_peers() {
 async fn a_passed_through_streams_v2_header_names_the_server_the_client_asked_for() {
     // PP2_TYPE_AUTHORITY and PP2_TYPE_ALPN (none: passed through, no
     // protocol is settled here).
-    let origin = v2_says(|h| {
-        let tlv = |kind: u8| {
-            h.tlvs
-                .iter()
-                .find(|(k, _)| *k == kind)
-                .map_or("-".to_string(), |(_, v)| {
-                    String::from_utf8_lossy(v).into_owned()
-                })
-        };
-        format!("{} {}", tlv(0x02), tlv(0x01))
-    });
+    let origin = v2_says(|h| format!("{} {}", h.tlv(0x02), h.tlv(0x01)));
     let proxy = Proxy::start(&config(&format!(
         "[[streams]]\naddress = \"127.0.0.1:0\"\n\
          sni = [{{ names = [\"a.test\"], upstream = \"a\" }}]\n\

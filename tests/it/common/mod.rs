@@ -966,6 +966,18 @@ pub struct PpV2 {
     pub tlvs: Vec<(u8, Vec<u8>)>,
 }
 
+impl PpV2 {
+    /// The value of its TLV of type `kind` as text; "-" when it has none.
+    pub fn tlv(&self, kind: u8) -> String {
+        self.tlvs
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or("-".to_string(), |(_, v)| {
+                String::from_utf8_lossy(v).into_owned()
+            })
+    }
+}
+
 /// Reads a v2 header off `s` (exactly its bytes); `None` if the
 /// connection ended first or the header is not one.
 pub async fn read_pp_v2(s: &mut TcpStream) -> Option<PpV2> {
