@@ -4,8 +4,9 @@
 //!
 //! `allow`/`deny` lines are an array directive: a level with none of its
 //! own takes its parent's. nginx checks them in its access phase, after
-//! the rewrite phase's `return` and redirects; so only proxying routes
-//! get them (a Tidegate route checks its rules before its own answer).
+//! the rewrite phase's `return` and redirects; so only proxying and file
+//! routes get them (a Tidegate route checks its rules before its own
+//! answer).
 //! The real-IP lines are per server in nginx, per listener in Tidegate:
 //! a listener takes the first server's, and servers sharing it that
 //! differ are reported.

@@ -287,7 +287,7 @@ impl Base<'_> {
             }
         }
         // nginx checks credentials after `return` (rewrite phase): only
-        // proxying routes get them.
+        // proxying and file routes get them.
         let basic_auth = match (&action, inherit.auth_basic.as_deref()) {
             (Action::Upstream(_) | Action::Files, Some(realm)) if realm != "off" => inherit
                 .auth_basic_user_file
@@ -522,9 +522,15 @@ fn location(
         return;
     }
     let Some(pass) = pass else {
-        let serve = match otherwise {
-            false => files::serve(c, &path, alias, try_files, &inherit, base.named),
-            true => None,
+        let serve = match (otherwise, files) {
+            // A named location with neither: the files that named it.
+            (_, Some(files)) => Some(Serve {
+                files,
+                strip_prefix: None,
+                named: None,
+            }),
+            (false, None) => files::serve(c, &path, alias, try_files, &inherit, base.named),
+            (true, None) => None,
         };
         match serve {
             Some(serve) => base.serve(c, l, path, serve, &inherit),
