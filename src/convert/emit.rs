@@ -162,7 +162,18 @@ impl Converter {
                 inherit.root = None;
                 self.skip(d, "a relative root is nginx's prefix's (-p) folder: give it absolute");
             }
-            "index" => inherit.index = Some(d.args.clone()),
+            "index" => {
+                // Tidegate's are file names in the folder asked for.
+                let (names, other): (Vec<String>, Vec<String>) = d
+                    .args
+                    .iter()
+                    .cloned()
+                    .partition(|n| !n.contains(['/', '$']) && n != "." && n != "..");
+                if !other.is_empty() {
+                    self.skip(d, &format!("{}: only file names (no `/` or variables) are converted", other.join(" ")));
+                }
+                inherit.index = (!names.is_empty()).then_some(names);
+            }
             "gzip_static" => inherit.gzip_static = matches!(arg(d, 0), "on" | "always"),
             "autoindex" if arg(d, 0) == "off" => {}
             "autoindex" => self.skip(d, "not converted: Tidegate lists no folders (an index file or 404)"),

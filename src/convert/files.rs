@@ -136,6 +136,7 @@ fn last<'a>(
     }
     // A URI this same location takes: a file of its own root.
     let taken = !last.contains(['$', '?'])
+        && !last.ends_with('/')
         && match path {
             Path::Exact(p) => last == p,
             Path::Prefix(p) => last.starts_with(p.as_str()),
@@ -143,7 +144,7 @@ fn last<'a>(
         };
     if !taken {
         return Err(format!(
-            "`{last}`: only a fixed URI that this location itself takes is converted (a file of its root)"
+            "`{last}`: only a fixed file URI that this location itself takes is converted (a file of its root)"
         ));
     }
     Ok(Last::File(match strip_prefix {

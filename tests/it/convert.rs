@@ -515,6 +515,8 @@ fn files_tidegate_cannot_serve_as_nginx_are_listed_never_guessed() {
          location /pretty/ { try_files $uri $uri.html =404; }\n\
          location /gone/ { try_files $uri =403; }\n\
          location @unused { proxy_pass http://127.0.0.1:9; }\n\
+         location /slash/ { try_files $uri /slash/; }\n\
+         index index.html /x.html;\n\
          }\n}\n",
     )
     .unwrap();
@@ -536,6 +538,8 @@ fn files_tidegate_cannot_serve_as_nginx_are_listed_never_guessed() {
     at(10, "try_files", "only `$uri`, then `$uri/`");
     at(11, "try_files", "only =404");
     at(12, "location", "only as a `try_files` fallback");
+    at(13, "try_files", "only a fixed file URI");
+    at(14, "index", "/x.html: only file names");
     // The PHP location's sources are never served as files.
     let config: toml::Table = toml::from_str(&stdout).unwrap();
     let routes = config["routes"].as_array().unwrap();
@@ -550,6 +554,11 @@ fn files_tidegate_cannot_serve_as_nginx_are_listed_never_guessed() {
     assert_eq!(
         pretty["static"]["root"].as_str(),
         Some("/srv/www"),
+        "{stdout}"
+    );
+    assert_eq!(
+        strings(pretty["static"].get("index")),
+        ["index.html"],
         "{stdout}"
     );
 }
