@@ -5,7 +5,8 @@
 //!
 //! - `parse.rs`: nginx's syntax to a tree of directives with file and line;
 //! - this file: reading files and following `include` (globs, relative to
-//!   the including file's folder, with a depth limit and cycle detection);
+//!   the main file's folder as nginx's conf prefix, else the including
+//!   file's; with a depth limit and cycle detection);
 //! - `emit.rs`: the tree mapped to Tidegate's listeners, routes, streams
 //!   and upstream groups, written as TOML (`routes.rs`: a server's
 //!   locations; `files.rs`: `root`, `alias`, `try_files`; `streams.rs`:
@@ -124,7 +125,8 @@ pub fn convert_text(text: &str, file: &Path) -> Result<Conversion, ConvertError>
 /// `path` parsed, every `include` replaced by what it names.
 pub fn load(path: &Path) -> Result<Vec<Directive>, ConvertError> {
     let mut stack = Vec::new();
-    load_into(path, &mut stack)
+    let prefix = path.parent().unwrap_or(Path::new("."));
+    load_into(path, prefix, &mut stack)
 }
 
 fn read(path: &Path) -> Result<Vec<Directive>, ConvertError> {
@@ -135,15 +137,20 @@ fn read(path: &Path) -> Result<Vec<Directive>, ConvertError> {
     Ok(parse::parse(&text, path)?)
 }
 
-/// `stack`: the files being read, outermost first (for cycles).
-fn load_into(path: &Path, stack: &mut Vec<PathBuf>) -> Result<Vec<Directive>, ConvertError> {
+/// `stack`: the files being read, outermost first (for cycles);
+/// `prefix`: the first file's folder (nginx's conf prefix).
+fn load_into(
+    path: &Path,
+    prefix: &Path,
+    stack: &mut Vec<PathBuf>,
+) -> Result<Vec<Directive>, ConvertError> {
     let canonical = std::fs::canonicalize(path).map_err(|source| ConvertError::Read {
         path: path.to_path_buf(),
         source,
     })?;
     stack.push(canonical);
     let tree = read(path)?;
-    let out = expand(tree, path, stack)?;
+    let out = expand(tree, path, prefix, stack)?;
     stack.pop();
     Ok(out)
 }
@@ -151,6 +158,7 @@ fn load_into(path: &Path, stack: &mut Vec<PathBuf>) -> Result<Vec<Directive>, Co
 fn expand(
     tree: Vec<Directive>,
     file: &Path,
+    prefix: &Path,
     stack: &mut Vec<PathBuf>,
 ) -> Result<Vec<Directive>, ConvertError> {
     let mut out = Vec::with_capacity(tree.len());
@@ -162,10 +170,15 @@ fn expand(
                     reason: "takes one file name or glob".into(),
                 });
             };
-            let base = file.parent().unwrap_or(Path::new("."));
-            for included in glob(&base.join(pattern))
-                .map_err(|reason| ConvertError::Include { at: d.at(), reason })?
-            {
+            // nginx takes a relative name from its conf prefix (the main
+            // file's folder); failing that, the including file's folder
+            // (a tree copied elsewhere, or included from beside it).
+            let here = file.parent().unwrap_or(Path::new("."));
+            let mut files = glob(&prefix.join(pattern));
+            if !matches!(&files, Ok(f) if f.iter().any(|f| f.exists())) && here != prefix {
+                files = glob(&here.join(pattern)).or(files);
+            }
+            for included in files.map_err(|reason| ConvertError::Include { at: d.at(), reason })? {
                 let canonical = std::fs::canonicalize(&included).unwrap_or(included.clone());
                 if stack.contains(&canonical) {
                     return Err(ConvertError::Include {
@@ -179,12 +192,12 @@ fn expand(
                         reason: format!("nested more than {MAX_INCLUDE_DEPTH} deep"),
                     });
                 }
-                out.extend(load_into(&included, stack)?);
+                out.extend(load_into(&included, prefix, stack)?);
             }
             continue;
         }
         if let Some(block) = d.block.take() {
-            d.block = Some(expand(block, file, stack)?);
+            d.block = Some(expand(block, file, prefix, stack)?);
         }
         out.push(d);
     }

@@ -486,9 +486,13 @@ fn directives_not_converted_are_listed_with_file_and_line() {
     std::fs::create_dir_all(dir.0.join("sites")).unwrap();
     std::fs::write(
         dir.0.join("sites/a.conf"),
-        "server {\n  listen 8080;\n  location / {\n    proxy_pass http://127.0.0.1:9;\n    fancy_directive on;\n  }\n}\n",
+        "server {\n  listen 8080;\n  location / {\n    proxy_pass http://127.0.0.1:9;\n    fancy_directive on;\n  }\n  include snippets/more.conf;\n}\n",
     )
     .unwrap();
+    // A relative include is nginx's conf prefix's (the main file's
+    // folder), as Debian's sites-enabled files name snippets/.
+    std::fs::create_dir_all(dir.0.join("snippets")).unwrap();
+    std::fs::write(dir.0.join("snippets/more.conf"), "other_directive on;\n").unwrap();
     let (ok, stdout, stderr) = tidegate(&["convert", dir.0.join("nginx.conf").to_str().unwrap()]);
     assert!(ok, "{stderr}");
     let site = dir.0.join("sites/a.conf");
@@ -496,6 +500,13 @@ fn directives_not_converted_are_listed_with_file_and_line() {
         stderr
             .lines()
             .any(|l| l.starts_with(&format!("{}:5: fancy_directive: ", site.display()))),
+        "{stderr}"
+    );
+    let snippet = dir.0.join("snippets/more.conf");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with(&format!("{}:1: other_directive: ", snippet.display()))),
         "{stderr}"
     );
     assert!(stdout.contains("upstream = "), "{stdout}");
