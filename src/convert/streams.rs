@@ -13,7 +13,8 @@
 //!   `proxy_protocol on`: a v1 header sent (the group's `proxy_protocol`);
 //! - `proxy_connect_timeout`, `proxy_timeout` (between two reads or
 //!   writes: Tidegate's `idle_timeout`), `preread_timeout`, `allow`/`deny`,
-//!   at `stream` or `server` level.
+//!   at `stream` or `server` level; `limit_conn` on a zone keyed by
+//!   `$binary_remote_addr` (or `$remote_addr`): `max_connections_per_ip`.
 use std::collections::BTreeMap;
 
 use super::access::Lines;
@@ -31,6 +32,8 @@ struct Level {
     certificate: Option<String>,
     key: Option<String>,
     access: Lines,
+    /// `limit_conn ZONE N`: the line, for its zone's key.
+    limit_conn: Option<(Directive, u32)>,
 }
 
 impl Level {
@@ -48,6 +51,13 @@ impl Level {
                 self.key = Some(arg(d, 0).to_string());
                 return true;
             }
+            "limit_conn" => {
+                match arg(d, 1).parse() {
+                    Ok(n) if n > 0 => self.limit_conn = Some((d.clone(), n)),
+                    _ => c.skip_at(d, "not a number of connections"),
+                }
+                return true;
+            }
             _ => return self.access.read(d),
         };
         match values::duration(arg(d, 0)) {
@@ -61,6 +71,7 @@ impl Level {
 /// The `stream { ... }` block.
 pub(super) fn block(c: &mut Converter, block: &[Directive]) {
     let mut level = Level::default();
+    let mut zones = BTreeMap::new();
     let mut upstreams = BTreeMap::new();
     let mut maps = BTreeMap::new();
     let mut servers = Vec::new();
@@ -77,6 +88,12 @@ pub(super) fn block(c: &mut Converter, block: &[Directive]) {
                 "only a map of $ssl_preread_server_name (SNI routes) is converted",
             ),
             ("server", true) => servers.push(d),
+            ("limit_conn_zone", false) => {
+                let name = arg(d, 1)
+                    .strip_prefix("zone=")
+                    .and_then(|z| z.split(':').next());
+                zones.insert(name.unwrap_or_default().to_string(), arg(d, 0).to_string());
+            }
             _ if level.read(c, d) => {}
             _ => c.skip_at(d, "not converted (outside the proxying subset)"),
         }
@@ -84,6 +101,7 @@ pub(super) fn block(c: &mut Converter, block: &[Directive]) {
     let around = Around {
         upstreams: &upstreams,
         maps: &maps,
+        zones: &zones,
     };
     for s in servers {
         server(c, s, level.clone(), &around);
@@ -94,6 +112,8 @@ pub(super) fn block(c: &mut Converter, block: &[Directive]) {
 struct Around<'a> {
     upstreams: &'a BTreeMap<String, &'a Directive>,
     maps: &'a BTreeMap<String, &'a Directive>,
+    /// `limit_conn_zone` keys by zone name.
+    zones: &'a BTreeMap<String, String>,
 }
 
 fn server(c: &mut Converter, s: &Directive, mut level: Level, around: &Around<'_>) {
@@ -150,6 +170,15 @@ fn server(c: &mut Converter, s: &Directive, mut level: Level, around: &Around<'_
     let Some((upstream, sni)) = target(c, pass, preread, send_header, around) else {
         return;
     };
+    let per_ip = level.limit_conn.as_ref().and_then(|(d, n)| {
+        match around.zones.get(arg(d, 0)).map(String::as_str) {
+            Some("$binary_remote_addr" | "$remote_addr") => Some(*n),
+            _ => {
+                c.skip_at(d, "only a zone keyed by the client's address is converted (max_connections_per_ip)");
+                None
+            }
+        }
+    });
     let mut bad = Vec::new();
     let access = level.access.rules(&mut bad);
     let trusted = level.access.trusted_blocks(&mut bad);
@@ -163,6 +192,7 @@ fn server(c: &mut Converter, s: &Directive, mut level: Level, around: &Around<'_
             upstream: upstream.clone(),
             sni: sni.clone(),
             access: access.clone(),
+            max_connections_per_ip: per_ip,
             connect_timeout: level.connect_timeout.clone(),
             idle_timeout: level.idle_timeout.clone(),
             preread_timeout: level.preread_timeout.clone(),

@@ -141,6 +141,8 @@ pub(super) struct StreamOut {
     /// The peers whose PROXY headers are read.
     pub(super) proxy_protocol_from: Option<Vec<String>>,
     pub(super) access: Vec<String>,
+    /// `limit_conn` on a zone keyed by the client's address.
+    pub(super) max_connections_per_ip: Option<u32>,
     pub(super) connect_timeout: Option<String>,
     pub(super) idle_timeout: Option<String>,
     pub(super) preread_timeout: Option<String>,
@@ -424,6 +426,9 @@ impl Output {
             }
             if !s.access.is_empty() {
                 let _ = writeln!(o, "access = {}", list(&s.access));
+            }
+            if let Some(n) = s.max_connections_per_ip {
+                let _ = writeln!(o, "max_connections_per_ip = {n}");
             }
             if let Some(from) = &s.proxy_protocol_from {
                 let _ = writeln!(o, "proxy_protocol = {{ from = {} }}", list(from));

@@ -589,10 +589,11 @@ stream {
         ~^re\.            10.0.0.9:443;
         default           10.0.0.8:443;
     }
-    server { listen 127.0.0.1:15432; proxy_pass db; proxy_timeout 1h; allow 10.0.0.0/8; deny all; }
+    server { listen 127.0.0.1:15432; proxy_pass db; proxy_timeout 1h; allow 10.0.0.0/8; deny all; limit_conn per_ip 5; }
     server { listen 127.0.0.1:10443; ssl_preread on; proxy_pass $name; preread_timeout 3s; }
     server { listen 127.0.0.1:17000 proxy_protocol; set_real_ip_from 10.1.0.0/16; proxy_pass db; proxy_protocol on; }
     server { listen 127.0.0.1:10053 udp; proxy_pass 10.0.0.2:53; }
+    limit_conn_zone $binary_remote_addr zone=per_ip:10m;
 }
 http {
     upstream db { server 10.9.9.9:80; }
@@ -627,6 +628,7 @@ http {
     );
     assert_eq!(db["idle_timeout"].as_str(), Some("3600s"));
     assert_eq!(strings(db.get("access")), ["allow 10.0.0.0/8", "deny all"]);
+    assert_eq!(db["max_connections_per_ip"].as_integer(), Some(5));
     // The map: SNI routes and a default.
     let sni = stream("127.0.0.1:10443");
     assert_eq!(sni["preread_timeout"].as_str(), Some("3s"));
