@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::parse::Directive;
 use super::values;
-use super::write::{Group, Listener, Output, Route};
+use super::write::{Group, Listener, Output, Route, UpstreamTls};
 use super::{Conversion, Skipped};
 
 /// nginx's `client_max_body_size` default (1m).
@@ -59,9 +59,18 @@ pub(super) struct Converter {
     /// file, which does not import them).
     parts: Parts,
     /// The groups made for `stream` blocks (`streams.rs`), by the name
-    /// or address their `proxy_pass` gave and whether they send a PROXY
-    /// header.
-    tcp_groups: BTreeMap<(String, bool), String>,
+    /// or address their `proxy_pass` gave and how they connect.
+    tcp_groups: BTreeMap<(String, TcpWay), String>,
+}
+
+/// How a `stream` server's connections to its group open (nginx sets
+/// this per server, Tidegate per group: one group each way).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct TcpWay {
+    /// `proxy_protocol on`: a v1 header first.
+    pub(super) proxy_protocol: bool,
+    /// `proxy_ssl on`: TLS, with these settings.
+    pub(super) tls: Option<UpstreamTls>,
 }
 
 /// What turns one server block into routes (`routes.rs`), and a `stream`
@@ -404,23 +413,25 @@ impl Converter {
     }
 
     /// The group a `stream` server's `proxy_pass` names: its `upstream`
-    /// block (`block`) or an address, sending a PROXY v1 header when
-    /// `proxy_protocol on` (nginx's is per server, Tidegate's per group:
-    /// one group each way). Named as the block or `tcp_ADDRESS`, `_pp`
-    /// for the header; `stream_` first when an HTTP group has the name.
+    /// block (`block`) or an address, opened `way`. Named as the block or
+    /// `tcp_ADDRESS`, `_pp` for a PROXY header and `_tls` for TLS;
+    /// `stream_` first when an HTTP group has the name (and a count after
+    /// when that is taken too).
     pub(super) fn tcp_group(
         &mut self,
         d: &Directive,
         target: &str,
         block: Option<&Directive>,
-        proxy_protocol: bool,
+        way: &TcpWay,
     ) -> String {
-        let key = (target.to_string(), proxy_protocol);
+        let key = (target.to_string(), way.clone());
         if let Some(name) = self.tcp_groups.get(&key) {
             return name.clone();
         }
+        let scheme = if way.tls.is_some() { "https" } else { "" };
         let mut g = match block {
-            Some(b) => self.upstream_block(b, ""),
+            Some(b) => self.upstream_block(b, scheme),
+            None if way.tls.is_some() => one_server(format!("https://{target}"), d),
             None => one_server(target.to_string(), d),
         };
         let base = match block {
@@ -430,14 +441,25 @@ impl Converter {
                 target.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
             ),
         };
-        let mut name = match proxy_protocol {
-            true => format!("{base}_pp"),
-            false => base,
-        };
+        let mut name = base;
+        if way.proxy_protocol {
+            name.push_str("_pp");
+        }
+        if way.tls.is_some() {
+            name.push_str("_tls");
+        }
         if self.out.groups.contains_key(&name) {
             name = format!("stream_{name}");
         }
-        g.proxy_protocol = proxy_protocol.then_some("v1");
+        let first = name.clone();
+        for i in 2.. {
+            if !self.out.groups.contains_key(&name) {
+                break;
+            }
+            name = format!("{first}_{i}");
+        }
+        g.proxy_protocol = way.proxy_protocol.then_some("v1");
+        g.tls = way.tls.clone();
         self.out.groups.insert(name.clone(), g);
         self.tcp_groups.insert(key, name.clone());
         name

@@ -11,6 +11,9 @@
 //! - `listen ... proxy_protocol`: PROXY headers read, from the
 //!   `set_real_ip_from` blocks (every peer without them, reported);
 //!   `proxy_protocol on`: a v1 header sent (the group's `proxy_protocol`);
+//! - `proxy_ssl on`: TLS to the servers (`https://`), with
+//!   `proxy_ssl_trusted_certificate`, `proxy_ssl_name`,
+//!   `proxy_ssl_certificate`/`_key` as the group's `tls`;
 //! - `proxy_connect_timeout`, `proxy_timeout` (between two reads or
 //!   writes: Tidegate's `idle_timeout`), `preread_timeout`, `allow`/`deny`,
 //!   at `stream` or `server` level; `limit_conn` on a zone keyed by
@@ -18,10 +21,10 @@
 use std::collections::BTreeMap;
 
 use super::access::Lines;
-use super::emit::{arg, listen, Converter};
+use super::emit::{arg, listen, Converter, TcpWay};
 use super::parse::Directive;
 use super::values;
-use super::write::StreamOut;
+use super::write::{StreamOut, UpstreamTls};
 
 /// What a `stream` or `server` level sets for the servers inside it.
 #[derive(Clone, Default)]
@@ -34,6 +37,14 @@ struct Level {
     access: Lines,
     /// `limit_conn ZONE N`: the line, for its zone's key.
     limit_conn: Option<(Directive, u32)>,
+    /// `proxy_protocol on`.
+    send_header: bool,
+    /// `proxy_ssl on` (the line), `proxy_ssl_verify on`, and the
+    /// group's `tls` from `proxy_ssl_trusted_certificate`, `_name`,
+    /// `_certificate`, `_certificate_key`.
+    proxy_ssl: Option<Directive>,
+    verify: bool,
+    tls: UpstreamTls,
 }
 
 impl Level {
@@ -49,6 +60,32 @@ impl Level {
             }
             "ssl_certificate_key" => {
                 self.key = Some(arg(d, 0).to_string());
+                return true;
+            }
+            "proxy_protocol" => {
+                self.send_header = arg(d, 0) == "on";
+                return true;
+            }
+            "proxy_ssl" => {
+                self.proxy_ssl = (arg(d, 0) == "on").then(|| d.clone());
+                return true;
+            }
+            "proxy_ssl_verify" => {
+                self.verify = arg(d, 0) == "on";
+                return true;
+            }
+            "proxy_ssl_server_name" => return true,
+            "proxy_ssl_trusted_certificate"
+            | "proxy_ssl_name"
+            | "proxy_ssl_certificate"
+            | "proxy_ssl_certificate_key" => {
+                let value = Some(arg(d, 0).to_string());
+                match d.name.as_str() {
+                    "proxy_ssl_trusted_certificate" => self.tls.ca_file = value,
+                    "proxy_ssl_name" => self.tls.server_name = value,
+                    "proxy_ssl_certificate" => self.tls.client_cert = value,
+                    _ => self.tls.client_key = value,
+                }
                 return true;
             }
             "limit_conn" => {
@@ -118,13 +155,12 @@ struct Around<'a> {
 
 fn server(c: &mut Converter, s: &Directive, mut level: Level, around: &Around<'_>) {
     let mut own = Lines::default();
-    let (mut listens, mut pass, mut preread, mut send_header) = (Vec::new(), None, false, false);
+    let (mut listens, mut pass, mut preread) = (Vec::new(), None, false);
     for d in s.block.iter().flatten() {
         match d.name.as_str() {
             "listen" => listens.push(d),
             "proxy_pass" => pass = Some(d),
             "ssl_preread" => preread = arg(d, 0) == "on",
-            "proxy_protocol" => send_header = arg(d, 0) == "on",
             "allow" | "deny" | "set_real_ip_from" => {
                 own.read(d);
             }
@@ -167,7 +203,16 @@ fn server(c: &mut Converter, s: &Directive, mut level: Level, around: &Around<'_
         c.skip_at(s, "no proxy_pass: not converted");
         return;
     };
-    let Some((upstream, sni)) = target(c, pass, preread, send_header, around) else {
+    let way = TcpWay {
+        proxy_protocol: level.send_header,
+        tls: level.proxy_ssl.as_ref().map(|d| {
+            if !level.verify {
+                c.skip_at(d, "nginx checks no server certificate by default (proxy_ssl_verify off); Tidegate checks it against the system's roots, or proxy_ssl_trusted_certificate's (the group's tls.ca_file)");
+            }
+            level.tls.clone()
+        }),
+    };
+    let Some((upstream, sni)) = target(c, pass, preread, &way, around) else {
         return;
     };
     let per_ip = level.limit_conn.as_ref().and_then(|(d, n)| {
@@ -230,12 +275,12 @@ fn target(
     c: &mut Converter,
     pass: &Directive,
     preread: bool,
-    send_header: bool,
+    way: &TcpWay,
     around: &Around<'_>,
 ) -> Option<Target> {
     let to = arg(pass, 0);
     if !to.starts_with('$') {
-        return group(c, pass, to, send_header, around).map(|g| (Some(g), Vec::new()));
+        return group(c, pass, to, way, around).map(|g| (Some(g), Vec::new()));
     }
     let Some(map) = around.maps.get(to) else {
         c.skip_at(
@@ -266,7 +311,7 @@ fn target(
         }
         let names = match name.as_str() {
             "default" => {
-                default = group(c, e, value, send_header, around);
+                default = group(c, e, value, way, around);
                 continue;
             }
             n if n.starts_with('~')
@@ -286,7 +331,7 @@ fn target(
             n if n.starts_with('.') => vec![n[1..].to_string(), format!("*{n}")],
             n => vec![n.to_string()],
         };
-        let Some(g) = group(c, e, value, send_header, around) else {
+        let Some(g) = group(c, e, value, way, around) else {
             continue;
         };
         match sni.iter_mut().find(|(_, have)| *have == g) {
@@ -302,11 +347,11 @@ fn group(
     c: &mut Converter,
     d: &Directive,
     to: &str,
-    send_header: bool,
+    way: &TcpWay,
     around: &Around<'_>,
 ) -> Option<String> {
     if let Some(block) = around.upstreams.get(to) {
-        return Some(c.tcp_group(d, to, Some(block), send_header));
+        return Some(c.tcp_group(d, to, Some(block), way));
     }
     let address_like = to
         .rsplit_once(':')
@@ -318,5 +363,5 @@ fn group(
         );
         return None;
     }
-    Some(c.tcp_group(d, to, None, send_header))
+    Some(c.tcp_group(d, to, None, way))
 }

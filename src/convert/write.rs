@@ -126,6 +126,17 @@ pub(super) struct Group {
     pub(super) from: String,
     /// `"v1"`: `proxy_protocol on` in a `stream` server.
     pub(super) proxy_protocol: Option<&'static str>,
+    /// `proxy_ssl on` in a `stream` server: the group's `tls` table.
+    pub(super) tls: Option<UpstreamTls>,
+}
+
+/// A group's `tls` table (`proxy_ssl_*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct UpstreamTls {
+    pub(super) ca_file: Option<String>,
+    pub(super) server_name: Option<String>,
+    pub(super) client_cert: Option<String>,
+    pub(super) client_key: Option<String>,
 }
 
 /// A `[[streams]]` entry to write (`streams.rs`).
@@ -451,6 +462,20 @@ impl Output {
             let _ = writeln!(o, "balance = {}", q(g.balance));
             if let Some(v) = g.proxy_protocol {
                 let _ = writeln!(o, "proxy_protocol = {}", q(v));
+            }
+            if let Some(t) = &g.tls {
+                let fields: Vec<String> = [
+                    ("ca_file", &t.ca_file),
+                    ("server_name", &t.server_name),
+                    ("client_cert", &t.client_cert),
+                    ("client_key", &t.client_key),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} = {}", q(v))))
+                .collect();
+                if !fields.is_empty() {
+                    let _ = writeln!(o, "tls = {{ {} }}", fields.join(", "));
+                }
             }
             if let Some(k) = g.hash_key {
                 let _ = writeln!(o, "hash_key = {}", q(k));

@@ -594,6 +594,8 @@ stream {
     server { listen 127.0.0.1:17000 proxy_protocol; set_real_ip_from 10.1.0.0/16; proxy_pass db; proxy_protocol on; }
     server { listen 127.0.0.1:10053 udp; proxy_pass 10.0.0.2:53; }
     limit_conn_zone $binary_remote_addr zone=per_ip:10m;
+    server { listen 127.0.0.1:16380; proxy_pass 10.0.0.3:6379; proxy_ssl on; proxy_ssl_verify on; proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt; proxy_ssl_name redis.internal; }
+    server { listen 127.0.0.1:16381; proxy_pass 10.0.0.3:6379; proxy_ssl on; }
 }
 http {
     upstream db { server 10.9.9.9:80; }
@@ -652,8 +654,25 @@ http {
     let sends = pp["upstream"].as_str().unwrap();
     assert_eq!(group(sends)["proxy_protocol"].as_str(), Some("v1"));
     assert!(group(db_group).get("proxy_protocol").is_none(), "{text}");
-    // What is not converted is said.
-    for (line, why) in [(9, "regex"), (15, "UDP")] {
+    // TLS to the servers: a group of its own each way.
+    let tls = stream("127.0.0.1:16380")["upstream"].as_str().unwrap();
+    assert_eq!(
+        group(tls)["servers"][0]["address"].as_str(),
+        Some("https://10.0.0.3:6379")
+    );
+    assert_eq!(
+        group(tls)["tls"]["server_name"].as_str(),
+        Some("redis.internal")
+    );
+    let unverified = stream("127.0.0.1:16381")["upstream"].as_str().unwrap();
+    assert_ne!(tls, unverified, "{text}");
+    assert!(group(unverified).get("tls").is_none(), "{text}");
+    assert_eq!(
+        group(unverified)["servers"][0]["address"].as_str(),
+        Some("https://10.0.0.3:6379")
+    );
+    // What is not converted (or not as nginx does) is said.
+    for (line, why) in [(9, "regex"), (15, "UDP"), (18, "proxy_ssl_verify off")] {
         let at = format!("/nginx.conf:{line}: ");
         assert!(
             stderr.lines().any(|l| l.contains(&at) && l.contains(why)),
