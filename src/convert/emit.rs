@@ -41,6 +41,9 @@ pub(super) struct Inherited {
     pub gzip_static: bool,
 }
 
+/// What is said where TLS to servers begins (`https://`, `proxy_ssl on`).
+const UNCHECKED: &str = "nginx checks no server certificate by default (proxy_ssl_verify off); Tidegate checks it against the system's roots, or the group's tls.ca_file (proxy_ssl_trusted_certificate is not converted in http)";
+
 /// What is said of nginx's tuning directives.
 const TUNING: &str =
     "not converted: Tidegate's defaults apply (static routes send with sendfile); \
@@ -387,12 +390,21 @@ impl Converter {
         scheme: &str,
         host: &str,
     ) -> Result<(String, bool), String> {
+        let before = self.out.groups.len();
+        let got = self.group_made(d, scheme, host);
+        if scheme == "https" && self.out.groups.len() > before {
+            self.skip(d, UNCHECKED);
+        }
+        Ok(got)
+    }
+
+    fn group_made(&mut self, d: &Directive, scheme: &str, host: &str) -> (String, bool) {
         if let Some(block) = self.blocks.remove(host) {
             let g = self.upstream_block(&block, scheme);
             self.out.groups.insert(host.to_string(), g);
         }
         if self.group_names.contains(host) {
-            return Ok((host.to_string(), true));
+            return (host.to_string(), true);
         }
         let address = if host.starts_with('[') && host.contains("]:")
             || !host.starts_with('[') && host.contains(':')
@@ -409,7 +421,7 @@ impl Converter {
             .groups
             .entry(name.clone())
             .or_insert_with(|| one_server(format!("{scheme}://{address}"), d));
-        Ok((name, false))
+        (name, false)
     }
 
     /// The group a `stream` server's `proxy_pass` names: its `upstream`

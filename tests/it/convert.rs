@@ -599,7 +599,7 @@ stream {
 }
 http {
     upstream db { server 10.9.9.9:80; }
-    server { listen 127.0.0.1:18080; location / { proxy_pass http://db; } }
+    server { listen 127.0.0.1:18080; location / { proxy_pass http://db; } location /s/ { proxy_pass https://10.9.9.8; } }
 }
 "#,
     );
@@ -654,6 +654,13 @@ http {
     let sends = pp["upstream"].as_str().unwrap();
     assert_eq!(group(sends)["proxy_protocol"].as_str(), Some("v1"));
     assert!(group(db_group).get("proxy_protocol").is_none(), "{text}");
+    // An HTTP group over TLS is checked where nginx's is not: said.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("proxy_pass: nginx checks no server certificate")),
+        "{stderr}"
+    );
     // TLS to the servers: a group of its own each way.
     let tls = stream("127.0.0.1:16380")["upstream"].as_str().unwrap();
     assert_eq!(
