@@ -7,12 +7,21 @@
 //! longest prefix) gives the same choice when each location becomes one
 //! route, except `^~`: in a server with regex locations, a `^~` prefix is
 //! written as an anchored regex placed before the server's other regexes.
+//!
+//! `groups.rs`: the upstream groups `proxy_pass` lines name; `listen.rs`:
+//! `listen` lines and a server's own lines.
 use std::collections::{BTreeMap, HashSet};
 
 use super::parse::Directive;
 use super::values;
-use super::write::{Group, Listener, Output, Route, UpstreamTls};
+use super::write::{Listener, Output, Route};
 use super::{Conversion, Skipped};
+
+mod groups;
+mod listen;
+
+pub(super) use groups::TcpWay;
+pub(super) use listen::{listen, Server};
 
 /// nginx's `client_max_body_size` default (1m).
 pub(super) const NGINX_BODY_LIMIT: u64 = 1 << 20;
@@ -41,9 +50,6 @@ pub(super) struct Inherited {
     pub gzip_static: bool,
 }
 
-/// What is said where TLS to servers begins (`https://`, `proxy_ssl on`).
-const UNCHECKED: &str = "nginx checks no server certificate by default (proxy_ssl_verify off); Tidegate checks it against the system's roots, or the group's tls.ca_file (proxy_ssl_trusted_certificate is not converted in http)";
-
 /// What is said of nginx's tuning directives.
 const TUNING: &str =
     "not converted: Tidegate's defaults apply (static routes send with sendfile); \
@@ -64,16 +70,6 @@ pub(super) struct Converter {
     /// The groups made for `stream` blocks (`streams.rs`), by the name
     /// or address their `proxy_pass` gave and how they connect.
     tcp_groups: BTreeMap<(String, TcpWay), String>,
-}
-
-/// How a `stream` server's connections to its group open (nginx sets
-/// this per server, Tidegate per group: one group each way).
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct TcpWay {
-    /// `proxy_protocol on`: a v1 header first.
-    pub(super) proxy_protocol: bool,
-    /// `proxy_ssl on`: TLS, with these settings.
-    pub(super) tls: Option<UpstreamTls>,
 }
 
 /// What turns one server block into routes (`routes.rs`), and a `stream`
@@ -382,179 +378,8 @@ impl Converter {
         self.skipped.truncate(before);
     }
 
-    /// The group `proxy_pass` names (an `upstream` block, or one made for
-    /// an address), created on first use.
-    pub(super) fn group(
-        &mut self,
-        d: &Directive,
-        scheme: &str,
-        host: &str,
-    ) -> Result<(String, bool), String> {
-        let before = self.out.groups.len();
-        let got = self.group_made(d, scheme, host);
-        if scheme == "https" && self.out.groups.len() > before {
-            self.skip(d, UNCHECKED);
-        }
-        Ok(got)
-    }
-
-    fn group_made(&mut self, d: &Directive, scheme: &str, host: &str) -> (String, bool) {
-        if let Some(block) = self.blocks.remove(host) {
-            let g = self.upstream_block(&block, scheme);
-            self.out.groups.insert(host.to_string(), g);
-        }
-        if self.group_names.contains(host) {
-            return (host.to_string(), true);
-        }
-        let address = if host.starts_with('[') && host.contains("]:")
-            || !host.starts_with('[') && host.contains(':')
-        {
-            host.to_string()
-        } else {
-            format!("{host}:{}", if scheme == "https" { 443 } else { 80 })
-        };
-        let name = format!(
-            "{scheme}_{}",
-            address.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-        );
-        self.out
-            .groups
-            .entry(name.clone())
-            .or_insert_with(|| one_server(format!("{scheme}://{address}"), d));
-        (name, false)
-    }
-
-    /// The group a `stream` server's `proxy_pass` names: its `upstream`
-    /// block (`block`) or an address, opened `way`. Named as the block or
-    /// `tcp_ADDRESS`, `_pp` for a PROXY header and `_tls` for TLS;
-    /// `stream_` first when an HTTP group has the name (and a count after
-    /// when that is taken too).
-    pub(super) fn tcp_group(
-        &mut self,
-        d: &Directive,
-        target: &str,
-        block: Option<&Directive>,
-        way: &TcpWay,
-    ) -> String {
-        let key = (target.to_string(), way.clone());
-        if let Some(name) = self.tcp_groups.get(&key) {
-            return name.clone();
-        }
-        let scheme = if way.tls.is_some() { "https" } else { "" };
-        let mut g = match block {
-            Some(b) => self.upstream_block(b, scheme),
-            None if way.tls.is_some() => one_server(format!("https://{target}"), d),
-            None => one_server(target.to_string(), d),
-        };
-        let base = match block {
-            Some(_) => target.to_string(),
-            None => format!(
-                "tcp_{}",
-                target.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-            ),
-        };
-        let mut name = base;
-        if way.proxy_protocol {
-            name.push_str("_pp");
-        }
-        if way.tls.is_some() {
-            name.push_str("_tls");
-        }
-        if self.out.groups.contains_key(&name) {
-            name = format!("stream_{name}");
-        }
-        let first = name.clone();
-        for i in 2.. {
-            if !self.out.groups.contains_key(&name) {
-                break;
-            }
-            name = format!("{first}_{i}");
-        }
-        g.proxy_protocol = way.proxy_protocol.then_some("v1");
-        g.tls = way.tls.clone();
-        self.out.groups.insert(name.clone(), g);
-        self.tcp_groups.insert(key, name.clone());
-        name
-    }
-
     pub(super) fn push_stream(&mut self, s: super::write::StreamOut) {
         self.out.streams.push(s);
-    }
-
-    /// `scheme` "" (a `stream` block's): addresses without one.
-    fn upstream_block(&mut self, block: &Directive, scheme: &str) -> Group {
-        let mut g = Group {
-            balance: "round_robin",
-            max_fails: 1,
-            fail_timeout: "10s".into(),
-            from: block.at(),
-            ..Group::default()
-        };
-        let mut failure_set = false;
-        for d in block.block.iter().flatten() {
-            match d.name.as_str() {
-                "server" => {
-                    let mut weight = 1;
-                    let mut backup = false;
-                    let mut keep = true;
-                    for p in d.args.iter().skip(1) {
-                        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                        match k {
-                            "weight" => match v.parse::<u32>() {
-                                Ok(w) if (1..=1000).contains(&w) => weight = w,
-                                _ => self.skip(d, "weight must be 1 to 1000"),
-                            },
-                            "max_fails" | "fail_timeout" => {
-                                let ok = if k == "max_fails" {
-                                    v.parse()
-                                        .map(|n| g.max_fails = n)
-                                        .map_err(|_| String::new())
-                                } else {
-                                    values::duration(v).map(|t| g.fail_timeout = t)
-                                };
-                                if ok.is_err() {
-                                    self.skip(d, &format!("{p}: not a valid value"));
-                                } else if failure_set && k == "max_fails" {
-                                    self.skip(d, "max_fails/fail_timeout differ per server in nginx, per group in Tidegate: the last server's apply");
-                                }
-                            }
-                            "backup" => backup = true,
-                            "down" => keep = false,
-                            _ => self.skip(d, &format!("parameter `{p}` not converted")),
-                        }
-                    }
-                    failure_set |= d.args.iter().any(|a| a.starts_with("max_fails="));
-                    let address = arg(d, 0);
-                    if address.starts_with("unix:") {
-                        self.skip(d, "Unix sockets are not converted");
-                    } else if keep {
-                        let address = if address.contains(':') {
-                            address.to_string()
-                        } else {
-                            format!("{address}:80")
-                        };
-                        let address = match scheme {
-                            "" => address,
-                            _ => format!("{scheme}://{address}"),
-                        };
-                        g.servers.push((address, weight, backup));
-                    }
-                }
-                "least_conn" => g.balance = "least_outstanding",
-                "ip_hash" => {
-                    g.balance = "hash";
-                    g.hash_key = Some("client_ip");
-                }
-                "hash" if arg(d, 0) == "$remote_addr" => {
-                    g.balance = "hash";
-                    g.hash_key = Some("client_ip");
-                }
-                // Tidegate always keeps idle connections to every server.
-                "keepalive" => {}
-                _ => self.skip(d, "not converted (outside the reverse-proxy subset)"),
-            }
-        }
-        g
     }
 
     /// Records that `host` has routes from `from`; false (and reported)
@@ -597,149 +422,3 @@ impl Converter {
 }
 
 pub(super) use self::Inherited as Inherit;
-
-/// The group made for an address a `proxy_pass` names: nginx's defaults
-/// (`max_fails=1 fail_timeout=10s`).
-fn one_server(address: String, d: &Directive) -> Group {
-    Group {
-        servers: vec![(address, 1, false)],
-        balance: "round_robin",
-        max_fails: 1,
-        fail_timeout: "10s".into(),
-        from: d.at(),
-        ..Group::default()
-    }
-}
-
-/// A `listen` line.
-pub(super) struct Listen {
-    pub address: String,
-    pub ssl: bool,
-    pub http2: bool,
-    pub default: bool,
-    /// `proxy_protocol`: each connection opens with a PROXY header.
-    pub proxy_protocol: bool,
-    pub from: String,
-    /// Parameters not converted (`backlog=`...).
-    pub ignored: Vec<String>,
-}
-
-/// A server block, read.
-pub(super) struct Server<'a> {
-    pub directive: &'a Directive,
-    pub listens: Vec<Listen>,
-    pub names: Vec<String>,
-    pub is_default: bool,
-    /// `return 301 https://$host$request_uri` as its only content.
-    pub https_redirect: Option<String>,
-}
-
-impl<'a> Server<'a> {
-    fn read(d: &'a Directive, c: &mut Converter) -> Server<'a> {
-        let mut s = Server {
-            directive: d,
-            listens: Vec::new(),
-            names: Vec::new(),
-            is_default: false,
-            https_redirect: None,
-        };
-        let items = d.block.as_deref().unwrap_or_default();
-        let mut http2_on = false;
-        for i in items {
-            match i.name.as_str() {
-                "listen" => match listen(i) {
-                    Ok(l) => {
-                        for p in &l.ignored {
-                            c.skip(
-                                i,
-                                &format!("parameter `{p}` not converted (the address is)"),
-                            );
-                        }
-                        s.listens.push(l)
-                    }
-                    Err(why) => c.skip(i, &why),
-                },
-                "server_name" => s.names.extend(i.args.iter().cloned()),
-                "http2" => http2_on = arg(i, 0) == "on",
-                _ => {}
-            }
-        }
-        if http2_on {
-            for l in &mut s.listens {
-                l.http2 = true;
-            }
-        }
-        if s.listens.is_empty() {
-            s.listens.push(Listen {
-                address: "0.0.0.0:80".into(),
-                ssl: false,
-                http2: false,
-                default: false,
-                proxy_protocol: false,
-                from: d.at(),
-                ignored: Vec::new(),
-            });
-        }
-        let content: Vec<&Directive> = items
-            .iter()
-            .filter(|i| !matches!(i.name.as_str(), "listen" | "server_name" | "access_log"))
-            .collect();
-        if let [only] = content.as_slice() {
-            let target = arg(only, 1);
-            if only.name == "return"
-                && matches!(arg(only, 0), "301" | "302" | "308")
-                && (target == "https://$host$request_uri"
-                    || target == "https://$server_name$request_uri")
-            {
-                s.https_redirect = Some(target.to_string());
-            }
-        }
-        s
-    }
-}
-
-pub(super) fn listen(d: &Directive) -> Result<Listen, String> {
-    let first = arg(d, 0);
-    if first.starts_with("unix:") {
-        return Err("Unix sockets are not converted".into());
-    }
-    let address = if first.bytes().all(|b| b.is_ascii_digit()) {
-        format!("0.0.0.0:{first}")
-    } else if let Some(port) = first.strip_prefix("*:") {
-        format!("0.0.0.0:{port}")
-    } else if let Some(port) = first.strip_prefix("localhost:") {
-        format!("127.0.0.1:{port}")
-    } else if first.starts_with('[') && !first.contains("]:")
-        || !first.starts_with('[') && !first.contains(':')
-    {
-        format!("{first}:80")
-    } else {
-        first.to_string()
-    };
-    if address.parse::<std::net::SocketAddr>().is_err() {
-        return Err(format!(
-            "`{first}` is not an address Tidegate can listen on"
-        ));
-    }
-    let mut l = Listen {
-        address,
-        ssl: false,
-        http2: false,
-        default: false,
-        proxy_protocol: false,
-        from: d.at(),
-        ignored: Vec::new(),
-    };
-    for p in d.args.iter().skip(1) {
-        match p.as_str() {
-            "ssl" => l.ssl = true,
-            "http2" => l.http2 = true,
-            "default_server" | "default" => l.default = true,
-            "proxy_protocol" => l.proxy_protocol = true,
-            // Tidegate's workers share each port this way already.
-            "reuseport" => {}
-            other => l.ignored.push(other.to_string()),
-        }
-    }
-    Ok(l)
-}

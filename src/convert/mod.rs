@@ -8,7 +8,8 @@
 //!   the main file's folder as nginx's conf prefix, else the including
 //!   file's; with a depth limit and cycle detection);
 //! - `emit.rs`: the tree mapped to Tidegate's listeners, routes, streams
-//!   and upstream groups, written as TOML (`routes.rs`: a server's
+//!   and upstream groups (`emit/groups.rs`; `emit/listen.rs`: `listen`
+//!   lines), written as TOML (`routes.rs`: a server's
 //!   locations; `files.rs`: `root`, `alias`, `try_files`; `streams.rs`:
 //!   the `stream` block); `values.rs`: nginx's sizes, times, regexes and
 //!   `$variables` in Tidegate's terms.
