@@ -93,7 +93,7 @@ impl Lines {
         skipped: &mut Vec<Skipped>,
     ) {
         if proxy_protocol && l.proxy_protocol_from.is_none() {
-            l.proxy_protocol_from = Some(self.proxy_protocol_from(&l.from, skipped));
+            l.proxy_protocol_from = Some(self.proxy_protocol_from(&l.from, true, skipped));
         }
         let mine = self.trusted_proxies(skipped);
         match &l.trusted_proxies {
@@ -107,18 +107,30 @@ impl Lines {
         }
     }
 
-    /// Whose PROXY headers name the client: the trusted blocks when the
-    /// real IP is the header's, else every peer (reported: nginx reads
-    /// the header from any peer, and names the client by it only then).
-    fn proxy_protocol_from(&self, at: &str, skipped: &mut Vec<Skipped>) -> Vec<String> {
-        let from_header = matches!(&self.header, Some((h, _)) if h == "proxy_protocol");
+    /// Whose PROXY headers name the client, for `listen ... proxy_protocol`
+    /// at `at`: the trusted blocks (in `http`, `needs_header`, only when
+    /// the real IP is the header's), else every peer (reported: nginx
+    /// reads the header from any peer, and names the client by it only
+    /// then).
+    pub(super) fn proxy_protocol_from(
+        &self,
+        at: &str,
+        needs_header: bool,
+        skipped: &mut Vec<Skipped>,
+    ) -> Vec<String> {
+        let from_header =
+            !needs_header || matches!(&self.header, Some((h, _)) if h == "proxy_protocol");
         match self.trusted_blocks(skipped).filter(|_| from_header) {
             Some(blocks) => blocks,
             None => {
+                let missing = match needs_header {
+                    true => "`set_real_ip_from` and `real_ip_header proxy_protocol`",
+                    false => "`set_real_ip_from`",
+                };
                 skipped.push(skip(
                     at,
                     "listen",
-                    "proxy_protocol without `set_real_ip_from` and `real_ip_header proxy_protocol`: written as every peer trusted, the header's address the client (nginx would keep the peer): narrow `from`",
+                    &format!("proxy_protocol without {missing}: written as every peer trusted, the header's address the client (nginx would keep the peer): narrow `from`"),
                 ));
                 vec!["0.0.0.0/0".into(), "::/0".into()]
             }
@@ -155,7 +167,7 @@ impl Lines {
 
     /// The `set_real_ip_from` blocks, as Tidegate writes them (`None`:
     /// no such line); those it cannot read are reported.
-    pub(super) fn trusted_blocks(&self, skipped: &mut Vec<Skipped>) -> Option<Vec<String>> {
+    fn trusted_blocks(&self, skipped: &mut Vec<Skipped>) -> Option<Vec<String>> {
         let mut out = Vec::new();
         for (block, at) in self.trusted.as_ref()? {
             match Cidr::parse(block) {

@@ -20,7 +20,7 @@ use super::{Conversion, Skipped};
 mod groups;
 mod listen;
 
-pub(super) use groups::TcpWay;
+pub(super) use groups::{TcpWay, UNCHECKED};
 pub(super) use listen::{listen, Server};
 
 /// nginx's `client_max_body_size` default (1m).
@@ -112,6 +112,8 @@ pub(super) fn convert(tree: &[Directive], parts: Parts) -> Conversion {
             (c.parts.streams)(&mut c, block);
         }
     }
+    let streams = std::mem::take(&mut c.out.streams);
+    c.out.streams = without_ipv4_twins(streams, |s| &s.address, |s| &s.from, &mut c.skipped);
     // A header line inherited by several locations is reported once.
     let mut seen = HashSet::new();
     c.skipped.retain(|s| seen.insert(s.clone()));
@@ -119,6 +121,36 @@ pub(super) fn convert(tree: &[Directive], parts: Parts) -> Conversion {
         toml: c.out.toml(),
         skipped: c.skipped,
     }
+}
+
+/// `items` less each `[::]:P` beside a `0.0.0.0:P` (Tidegate refuses the
+/// pair: the latter listens on both), each reported at its `listen`.
+fn without_ipv4_twins<T>(
+    items: Vec<T>,
+    address: fn(&T) -> &String,
+    from: fn(&T) -> &String,
+    skipped: &mut Vec<Skipped>,
+) -> Vec<T> {
+    let all: HashSet<String> = items.iter().map(|i| address(i).clone()).collect();
+    let mut kept = Vec::new();
+    for i in items {
+        let twin = address(&i)
+            .strip_prefix("[::]:")
+            .map(|port| format!("0.0.0.0:{port}"))
+            .filter(|twin| all.contains(twin));
+        match twin {
+            Some(twin) => skipped.push(Skipped {
+                at: from(&i).clone(),
+                directive: "listen".into(),
+                why: format!(
+                    "{} beside {twin}: Tidegate listens on one of them",
+                    address(&i)
+                ),
+            }),
+            None => kept.push(i),
+        }
+    }
+    kept
 }
 
 pub(super) fn arg(d: &Directive, i: usize) -> &str {
@@ -347,26 +379,13 @@ impl Converter {
                 (self.parts.server_routes)(self, server, inherit);
             }
         }
-        // Dual-stack pairs: Tidegate refuses [::]:P beside 0.0.0.0:P.
-        let v6: Vec<String> = self
-            .out
-            .listeners
-            .keys()
-            .filter(|a| a.starts_with("[::]:"))
-            .cloned()
+        let listeners = std::mem::take(&mut self.out.listeners)
+            .into_iter()
             .collect();
-        for a in v6 {
-            let port = &a["[::]:".len()..];
-            if self.out.listeners.contains_key(&format!("0.0.0.0:{port}")) {
-                if let Some(l) = self.out.listeners.remove(&a) {
-                    self.skipped.push(Skipped {
-                        at: l.from,
-                        directive: "listen".into(),
-                        why: format!("{a} beside 0.0.0.0:{port}: Tidegate listens on one of them"),
-                    });
-                }
-            }
-        }
+        self.out.listeners =
+            without_ipv4_twins(listeners, |(a, _)| a, |(_, l)| &l.from, &mut self.skipped)
+                .into_iter()
+                .collect();
         self.out
             .listeners
             .retain(|_, l| !l.tls || !l.certificates.is_empty());

@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 
 use super::access::Lines;
-use super::emit::{arg, listen, Converter, TcpWay};
+use super::emit::{arg, listen, Converter, TcpWay, UNCHECKED};
 use super::parse::Directive;
 use super::values;
 use super::write::{StreamOut, UpstreamTls};
@@ -50,44 +50,41 @@ struct Level {
 impl Level {
     /// Reads `d` if it is one of these directives.
     fn read(&mut self, c: &mut Converter, d: &Directive) -> bool {
-        let slot = match d.name.as_str() {
+        let text = match d.name.as_str() {
+            "ssl_certificate" => &mut self.certificate,
+            "ssl_certificate_key" => &mut self.key,
+            "proxy_ssl_trusted_certificate" => &mut self.tls.ca_file,
+            "proxy_ssl_name" => &mut self.tls.server_name,
+            "proxy_ssl_certificate" => &mut self.tls.client_cert,
+            "proxy_ssl_certificate_key" => &mut self.tls.client_key,
+            _ => return self.read_other(c, d),
+        };
+        *text = Some(arg(d, 0).to_string());
+        true
+    }
+
+    /// The lines that are not a file or a name: times, switches, limits,
+    /// access rules.
+    fn read_other(&mut self, c: &mut Converter, d: &Directive) -> bool {
+        let on = arg(d, 0) == "on";
+        let time = match d.name.as_str() {
             "proxy_connect_timeout" => &mut self.connect_timeout,
             "proxy_timeout" => &mut self.idle_timeout,
             "preread_timeout" => &mut self.preread_timeout,
-            "ssl_certificate" => {
-                self.certificate = Some(arg(d, 0).to_string());
-                return true;
-            }
-            "ssl_certificate_key" => {
-                self.key = Some(arg(d, 0).to_string());
-                return true;
-            }
             "proxy_protocol" => {
-                self.send_header = arg(d, 0) == "on";
+                self.send_header = on;
                 return true;
             }
             "proxy_ssl" => {
-                self.proxy_ssl = (arg(d, 0) == "on").then(|| d.clone());
+                self.proxy_ssl = on.then(|| d.clone());
                 return true;
             }
             "proxy_ssl_verify" => {
-                self.verify = arg(d, 0) == "on";
+                self.verify = on;
                 return true;
             }
+            // (Tidegate always sends the server name.)
             "proxy_ssl_server_name" => return true,
-            "proxy_ssl_trusted_certificate"
-            | "proxy_ssl_name"
-            | "proxy_ssl_certificate"
-            | "proxy_ssl_certificate_key" => {
-                let value = Some(arg(d, 0).to_string());
-                match d.name.as_str() {
-                    "proxy_ssl_trusted_certificate" => self.tls.ca_file = value,
-                    "proxy_ssl_name" => self.tls.server_name = value,
-                    "proxy_ssl_certificate" => self.tls.client_cert = value,
-                    _ => self.tls.client_key = value,
-                }
-                return true;
-            }
             "limit_conn" => {
                 match arg(d, 1).parse() {
                     Ok(n) if n > 0 => self.limit_conn = Some((d.clone(), n)),
@@ -98,7 +95,7 @@ impl Level {
             _ => return self.access.read(d),
         };
         match values::duration(arg(d, 0)) {
-            Ok(t) => *slot = Some(t),
+            Ok(t) => *time = Some(t),
             Err(why) => c.skip_at(d, &why),
         }
         true
@@ -180,22 +177,6 @@ fn server(c: &mut Converter, s: &Directive, mut level: Level, around: &Around<'_
             Err(why) => c.skip_at(l, &why),
         }
     }
-    // Tidegate refuses [::]:P beside 0.0.0.0:P (the first takes both).
-    let all: Vec<String> = addresses.iter().map(|(_, p)| p.address.clone()).collect();
-    addresses.retain(|(l, p)| {
-        let beside = p
-            .address
-            .strip_prefix("[::]:")
-            .map(|port| format!("0.0.0.0:{port}"));
-        let drop = beside.is_some_and(|a| all.contains(&a));
-        if drop {
-            c.skip_at(
-                l,
-                "[::] beside 0.0.0.0 on the same port: Tidegate listens on one of them",
-            );
-        }
-        !drop
-    });
     if addresses.is_empty() {
         return;
     }
@@ -207,7 +188,7 @@ fn server(c: &mut Converter, s: &Directive, mut level: Level, around: &Around<'_
         proxy_protocol: level.send_header,
         tls: level.proxy_ssl.as_ref().map(|d| {
             if !level.verify {
-                c.skip_at(d, "nginx checks no server certificate by default (proxy_ssl_verify off); Tidegate checks it against the system's roots, or proxy_ssl_trusted_certificate's (the group's tls.ca_file)");
+                c.skip_at(d, &format!("{UNCHECKED} (proxy_ssl_trusted_certificate)"));
             }
             level.tls.clone()
         }),
@@ -226,10 +207,6 @@ fn server(c: &mut Converter, s: &Directive, mut level: Level, around: &Around<'_
     });
     let mut bad = Vec::new();
     let access = level.access.rules(&mut bad);
-    let trusted = level.access.trusted_blocks(&mut bad);
-    for b in bad {
-        c.skip_raw(&b.at, &b.directive, &b.why);
-    }
     for (l, parsed) in addresses {
         let mut out = StreamOut {
             from: l.at(),
@@ -253,10 +230,8 @@ fn server(c: &mut Converter, s: &Directive, mut level: Level, around: &Around<'_
             }
         }
         if parsed.proxy_protocol {
-            out.proxy_protocol_from = Some(trusted.clone().unwrap_or_else(|| {
-                c.skip_at(l, "proxy_protocol without set_real_ip_from: nginx reads the header from any peer (and keeps the peer as $remote_addr); written as every peer trusted: narrow `from`");
-                vec!["0.0.0.0/0".into(), "::/0".into()]
-            }));
+            let from = level.access.proxy_protocol_from(&l.at(), false, &mut bad);
+            out.proxy_protocol_from = Some(from);
         }
         for p in parsed.ignored {
             c.skip_at(
@@ -265,6 +240,9 @@ fn server(c: &mut Converter, s: &Directive, mut level: Level, around: &Around<'_
             );
         }
         c.push_stream(out);
+    }
+    for b in bad {
+        c.skip_raw(&b.at, &b.directive, &b.why);
     }
 }
 

@@ -596,6 +596,7 @@ stream {
     limit_conn_zone $binary_remote_addr zone=per_ip:10m;
     server { listen 127.0.0.1:16380; proxy_pass 10.0.0.3:6379; proxy_ssl on; proxy_ssl_verify on; proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt; proxy_ssl_name redis.internal; }
     server { listen 127.0.0.1:16381; proxy_pass 10.0.0.3:6379; proxy_ssl on; }
+    server { listen 0.0.0.0:10445; listen [::]:10445; proxy_pass db; }
 }
 http {
     upstream db { server 10.9.9.9:80; }
@@ -689,6 +690,15 @@ http {
     assert!(streams
         .iter()
         .all(|s| s["address"].as_str() != Some("127.0.0.1:10053")));
+    // [::]:P beside 0.0.0.0:P: one of them, as for listeners.
+    assert!(
+        stderr.contains("listen: [::]:10445 beside 0.0.0.0:10445"),
+        "{stderr}"
+    );
+    assert!(streams
+        .iter()
+        .all(|s| s["address"].as_str() != Some("[::]:10445")));
+    stream("0.0.0.0:10445");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use crate::convert::values;
 use crate::convert::write::{Group, UpstreamTls};
 
 /// What is said where TLS to servers begins (`https://`, `proxy_ssl on`).
-const UNCHECKED: &str = "nginx checks no server certificate by default (proxy_ssl_verify off); Tidegate checks it against the system's roots, or the group's tls.ca_file (proxy_ssl_trusted_certificate is not converted in http)";
+pub(in crate::convert) const UNCHECKED: &str = "nginx checks no server certificate by default (proxy_ssl_verify off); Tidegate checks it against the system's roots, or the group's tls.ca_file";
 
 /// How a `stream` server's connections to its group open (nginx sets
 /// this per server, Tidegate per group: one group each way).
@@ -31,7 +31,10 @@ impl Converter {
         let before = self.out.groups.len();
         let got = self.group_made(d, scheme, host);
         if scheme == "https" && self.out.groups.len() > before {
-            self.skip(d, UNCHECKED);
+            self.skip(
+                d,
+                &format!("{UNCHECKED} (proxy_ssl_trusted_certificate is not converted in http)"),
+            );
         }
         Ok(got)
     }
