@@ -25,6 +25,17 @@ pub(super) struct Serve<'a> {
     pub(super) named: Option<&'a Directive>,
 }
 
+impl Serve<'_> {
+    /// `files` alone: no prefix taken off, nothing behind them.
+    pub(super) fn only(files: Files) -> Serve<'static> {
+        Serve {
+            files,
+            strip_prefix: None,
+            named: None,
+        }
+    }
+}
+
 /// nginx directives that make a location answer by other means than
 /// files (its files are then never served there).
 pub(super) fn answers_otherwise(d: &Directive) -> bool {

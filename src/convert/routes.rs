@@ -506,16 +506,12 @@ fn location(
         }
     }
     if let Some(r) = ret {
-        if files.is_some() {
+        if let Some(files) = files {
             // (`return 404` is what files alone answer anyway.)
             if arg(r, 0) != "404" {
                 c.skip_at(r, "a `try_files` fallback that answers with `return` is not converted: files only");
             }
-            let own = Proxy {
-                files,
-                ..Proxy::default()
-            };
-            base.emit(c, l, path, Action::Files, &inherit, Some(own));
+            base.serve(c, l, path, Serve::only(files), &inherit);
         } else if let Some(a) = return_action(c, r, base) {
             base.emit(c, l, path, a, &inherit, None);
         }
@@ -524,11 +520,7 @@ fn location(
     let Some(pass) = pass else {
         let serve = match (otherwise, files) {
             // A named location with neither: the files that named it.
-            (_, Some(files)) => Some(Serve {
-                files,
-                strip_prefix: None,
-                named: None,
-            }),
+            (_, Some(files)) => Some(Serve::only(files)),
             (false, None) => files::serve(c, &path, alias, try_files, &inherit, base.named),
             (true, None) => None,
         };
