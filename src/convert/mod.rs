@@ -9,10 +9,11 @@
 //!   file's; with a depth limit and cycle detection);
 //! - `emit.rs`: the tree mapped to Tidegate's listeners, routes, streams
 //!   and upstream groups (`emit/groups.rs`; `emit/listen.rs`: `listen`
-//!   lines), written as TOML (`routes.rs`: a server's
-//!   locations; `files.rs`: `root`, `alias`, `try_files`; `streams.rs`:
-//!   the `stream` block); `values.rs`: nginx's sizes, times, regexes and
-//!   `$variables` in Tidegate's terms.
+//!   lines), written as TOML by `write.rs`;
+//! - above it: `routes.rs` (a server's locations), `files.rs` (`root`,
+//!   `alias`, `try_files`), `streams.rs` (the `stream` block);
+//! - `values.rs`: nginx's sizes, times, regexes and `$variables` in
+//!   Tidegate's terms.
 //!
 //! A tool beside the proxy: nothing on a request's path imports it.
 use std::path::{Path, PathBuf};
