@@ -16,6 +16,21 @@ pub(in crate::convert) struct Listen {
     pub ignored: Vec<String>,
 }
 
+impl Listen {
+    /// `address` with no parameter, from the line (or block) `d`.
+    fn plain(address: String, d: &Directive) -> Listen {
+        Listen {
+            address,
+            ssl: false,
+            http2: false,
+            default: false,
+            proxy_protocol: false,
+            from: d.at(),
+            ignored: Vec::new(),
+        }
+    }
+}
+
 /// A server block, read.
 pub(in crate::convert) struct Server<'a> {
     pub directive: &'a Directive,
@@ -62,15 +77,7 @@ impl<'a> Server<'a> {
             }
         }
         if s.listens.is_empty() {
-            s.listens.push(Listen {
-                address: "0.0.0.0:80".into(),
-                ssl: false,
-                http2: false,
-                default: false,
-                proxy_protocol: false,
-                from: d.at(),
-                ignored: Vec::new(),
-            });
+            s.listens.push(Listen::plain("0.0.0.0:80".into(), d));
         }
         let content: Vec<&Directive> = items
             .iter()
@@ -113,15 +120,7 @@ pub(in crate::convert) fn listen(d: &Directive) -> Result<Listen, String> {
             "`{first}` is not an address Tidegate can listen on"
         ));
     }
-    let mut l = Listen {
-        address,
-        ssl: false,
-        http2: false,
-        default: false,
-        proxy_protocol: false,
-        from: d.at(),
-        ignored: Vec::new(),
-    };
+    let mut l = Listen::plain(address, d);
     for p in d.args.iter().skip(1) {
         match p.as_str() {
             "ssl" => l.ssl = true,
